@@ -1,0 +1,199 @@
+"""The only module that knows array libraries by name.
+
+Everything else in gpunn receives a namespace ``xp`` (as array-api-compat resolves it) and a device of that
+namespace, and uses only the Python Array API standard on them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import importlib.util
+from typing import Any
+
+import array_api_compat as aac
+import numpy as np
+
+from .errors import DeviceError
+
+DTYPES = ("float32", "float64")
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_status() -> tuple[int, str]:
+    """(number of usable CUDA devices through CuPy, why none when it is 0)."""
+    if importlib.util.find_spec("cupy") is None:
+        return 0, "CuPy is not installed (pip install 'gpunn[cuda12]' or 'gpunn[cuda13]')"
+    try:
+        import cupy
+
+        count = cupy.cuda.runtime.getDeviceCount()
+        if count:
+            cupy.zeros(1).sum().get()  # a real kernel proves the driver and runtime work
+        return count, "" if count else "CuPy sees no CUDA device"
+    except Exception as exc:  # CUDARuntimeError, missing driver libraries, ...
+        first_line = (str(exc).splitlines() or [""])[0]
+        return 0, f"CuPy is installed but no CUDA device is usable ({type(exc).__name__}: {first_line})"
+
+
+def gpu_usable() -> bool:
+    """True when CuPy can run kernels on at least one CUDA device."""
+    return gpu_status()[0] > 0
+
+
+def _cupy_device(index: int) -> Any:
+    count, why = gpu_status()
+    if count == 0:
+        raise DeviceError(f"device 'cuda:{index}' was requested but {why}")
+    if not 0 <= index < count:
+        raise DeviceError(f"device 'cuda:{index}' was requested but only {count} CUDA device(s) are usable")
+    import cupy
+
+    return cupy.cuda.Device(index)
+
+
+def resolve(device: Any = "auto", xp: Any = None) -> tuple[Any, Any]:
+    """Return ``(xp, device)``: an array-api-compat namespace and a device object of it.
+
+    Without ``xp``, ``device`` is "auto" (CuPy when a GPU is usable, else NumPy), "cpu" (NumPy), or "cuda" /
+    "cuda:N" (CuPy). With ``xp``, ``device`` is a device of that namespace, or None for its default.
+    """
+    if xp is None:
+        if device is None or device == "auto":
+            if gpu_usable():
+                return _compat("cupy"), _cupy_device(0)
+            return _compat("numpy"), "cpu"
+        if device == "cpu":
+            return _compat("numpy"), "cpu"
+        if isinstance(device, str) and (device == "cuda" or device.startswith("cuda:")):
+            index = device.partition(":")[2] or "0"
+            if not index.isdigit():
+                raise DeviceError(f"device {device!r} is not valid: use 'cuda' or 'cuda:N' with N a number")
+            return _compat("cupy"), _cupy_device(int(index))
+        raise DeviceError(
+            f"device {device!r} is not known: use 'auto', 'cpu', 'cuda' or 'cuda:N', "
+            "or pass xp= to pick another array namespace"
+        )
+    ns = canonical_namespace(xp)
+    return ns, _device_in(ns, device)
+
+
+def _compat(name: str) -> Any:
+    return importlib.import_module(f"array_api_compat.{name}")
+
+
+def canonical_namespace(xp: Any) -> Any:
+    """The namespace array-api-compat returns for arrays of ``xp`` (accepts raw modules and compat wrappers)."""
+    try:
+        return aac.array_namespace(xp.zeros(0))
+    except Exception as exc:
+        raise DeviceError(
+            f"xp={getattr(xp, '__name__', xp)!r} is not an array namespace gpunn can use "
+            f"(numpy, cupy, torch, jax.numpy, array_api_strict or their array-api-compat wrappers): {exc}"
+        ) from None
+
+
+def _device_in(xp: Any, device: Any) -> Any:
+    try:
+        if device is None:
+            return aac.device(xp.zeros(0))
+        return aac.device(xp.zeros(0, device=device))
+    except Exception as exc:
+        if isinstance(device, str):
+            # Namespaces such as array_api_strict and JAX only take device objects: match them by name.
+            for candidate in _devices(xp):
+                names = {str(candidate), repr(candidate), str(candidate).split(":")[0]}
+                names.add(repr(candidate).rpartition("(")[2].strip("')\""))
+                if device in names:
+                    return candidate
+        raise DeviceError(f"device {device!r} is not usable with {namespace_name(xp)}: {exc}") from None
+
+
+def _devices(xp: Any) -> list[Any]:
+    try:
+        return [d for d in xp.__array_namespace_info__().devices() if d is not None]
+    except Exception:
+        return []
+
+
+def namespace_name(xp: Any) -> str:
+    """A short name: numpy, cupy, torch, jax, array_api_strict, or the module's own name."""
+    for name in ("numpy", "cupy", "torch", "jax", "array_api_strict"):
+        if getattr(aac, f"is_{name}_namespace")(xp):
+            return name
+    return getattr(xp, "__name__", str(xp))
+
+
+def is_host_data(x: Any) -> bool:
+    """True for NumPy arrays, Python sequences and scalars: data gpunn moves to the model's device itself."""
+    return isinstance(x, np.ndarray) or not aac.is_array_api_obj(x)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Copy an array of any namespace to host memory as a NumPy array (one explicit transfer)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if aac.is_cupy_array(x):
+        return x.get()
+    if aac.is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if aac.is_jax_array(x):
+        return np.asarray(x)
+    return np.array(np.from_dlpack(x), copy=True)
+
+
+def from_numpy(a: np.ndarray, xp: Any, device: Any) -> Any:
+    """Move a host array onto ``device`` of ``xp``, keeping its dtype."""
+    if aac.is_cupy_namespace(xp):
+        with device:
+            return xp.asarray(a)
+    return xp.asarray(a, device=device)
+
+
+def device_scope(xp: Any, device: Any) -> contextlib.AbstractContextManager[Any]:
+    """Make ``device`` current where the namespace needs it (CuPy launches kernels on the current GPU)."""
+    if aac.is_cupy_namespace(xp):
+        return device  # cupy.cuda.Device is a context manager
+    return contextlib.nullcontext()
+
+
+def same_device(a: Any, b: Any) -> bool:
+    """Device equality that tolerates libraries whose device objects compare by identity."""
+    return a == b or str(a) == str(b)
+
+
+def index_dtype(xp: Any, device: Any) -> Any:
+    """The namespace's default integer dtype for indices and labels on ``device``."""
+    return xp.__array_namespace_info__().default_dtypes(device=device)["indexing"]
+
+
+def float_dtype(xp: Any, name: str) -> Any:
+    """``xp.float32`` or ``xp.float64`` from its name."""
+    return getattr(xp, name)
+
+
+def synchronize(x: Any) -> None:
+    """Block until the work that produces ``x`` has finished (for timing only, never inside a step)."""
+    if aac.is_cupy_array(x):
+        import cupy
+
+        cupy.cuda.get_current_stream().synchronize()
+    elif aac.is_torch_array(x) and x.device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(x.device)
+    elif aac.is_jax_array(x):
+        x.block_until_ready()
+
+
+def available_namespaces() -> dict[str, str]:
+    """Map each array library gpunn can use here to its version, without importing the heavy ones twice."""
+    found = {"numpy": np.__version__, "array_api_compat": aac.__version__}
+    for name in ("array_api_strict", "torch", "jax", "cupy"):
+        if importlib.util.find_spec(name) is not None:
+            try:
+                found[name] = getattr(importlib.import_module(name), "__version__", "?")
+            except Exception as exc:  # an installed but broken library
+                found[name] = f"unusable ({type(exc).__name__})"
+    return found

@@ -1,0 +1,243 @@
+"""The ``gpunn`` command: train, predict, info."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import __version__, _backend, data, layers, losses, optim
+from .errors import GpunnError, InputError, NonFiniteError
+
+EXIT_USAGE = 2
+
+
+def _layers(text: str) -> list[int]:
+    try:
+        widths = [int(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--layers takes comma-separated integers like 10,10,10; got {text!r}") from None
+    if any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"every width in --layers must be at least 1; got {text!r}")
+    return widths
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``gpunn`` command."""
+    parser = argparse.ArgumentParser(
+        prog="gpunn", description="Train and use dense neural networks on CPU (NumPy) or CUDA GPUs (CuPy)."
+    )
+    parser.add_argument("--version", action="version", version=f"gpunn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,predict,info}")
+    sub.required = True
+
+    train = sub.add_parser("train", help="train a network (with no options: the tutorial network on 'moons')")
+    src = train.add_argument_group("data")
+    src.add_argument("--data", metavar="FILE", help="numeric CSV file with a header row")
+    src.add_argument("--target", metavar="COLUMN", help="the CSV column to predict (required with --data)")
+    src.add_argument("--dataset", choices=data.DATASETS, default="moons", help="built-in dataset (default: moons)")
+    src.add_argument("--samples", type=_positive_int, help="rows of the built-in dataset (default: 1000)")
+    src.add_argument("--test-size", type=float, default=0.2, help="fraction held out for testing (default: 0.2)")
+    net = train.add_argument_group("network")
+    net.add_argument("--layers", type=_layers, default=[10, 10, 10], help="hidden widths (default: 10,10,10)")
+    net.add_argument("--activation", choices=layers.ACTIVATIONS, default="relu", help="hidden activation")
+    net.add_argument(
+        "--output", choices=losses.OUTPUTS, help="output layer (default: softmax for 'spirals', else sigmoid)"
+    )
+    fit = train.add_argument_group("training")
+    fit.add_argument("--epochs", type=_nonnegative_int, default=1000, help="epochs (default: 1000)")
+    fit.add_argument("--lr", type=float, default=0.1, help="learning rate (default: 0.1)")
+    fit.add_argument("--batch-size", type=_positive_int, help="minibatch size (default: full batch)")
+    fit.add_argument("--optimizer", choices=optim.OPTIMIZERS, default="sgd", help="(default: sgd)")
+    fit.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    fit.add_argument("--dtype", choices=_backend.DTYPES, default="float32", help="(default: float32)")
+    fit.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of weights, split and shuffling")
+    out = train.add_argument_group("output")
+    out.add_argument("--save", metavar="PATH", help="write the trained model (safetensors)")
+    out.add_argument("--history", metavar="PATH", help="write per-epoch loss and accuracy (JSON)")
+    out.add_argument("-q", "--quiet", action="store_true", help="print only the final result")
+    train.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+    predict = sub.add_parser("predict", help="predict with a saved model")
+    predict.add_argument("--model", required=True, metavar="PATH", help="a model written by 'gpunn train --save'")
+    predict.add_argument("--data", required=True, metavar="FILE", help="CSV with the model's feature columns")
+    predict.add_argument("--out", metavar="FILE", help="write predictions here (default: standard output)")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    predict.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+    info = sub.add_parser("info", help="versions, array namespaces, CUDA devices and BLAS")
+    info.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": cmd_train, "predict": cmd_predict, "info": cmd_info}[args.command](args)
+    except NonFiniteError as exc:
+        if args.debug:
+            raise
+        print(f"gpunn: {exc}", file=sys.stderr)
+        return 1
+    except GpunnError as exc:
+        if args.debug:
+            raise
+        print(f"gpunn: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _load_training_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str, list[str] | None]:
+    if args.data is None:
+        if args.target is not None:
+            raise InputError("--target needs --data FILE")
+        X, y = data.make_dataset(args.dataset, args.samples, seed=args.seed)
+        return X, y, f"built-in dataset '{args.dataset}'", None
+    if args.target is None:
+        raise InputError(f"--data {args.data} needs --target COLUMN to name the column to predict")
+    X, y, names = data.read_csv(args.data, target=args.target)
+    return X, y, args.data, names
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``gpunn train``."""
+    from .model import MLP
+
+    X, y, source, names = _load_training_data(args)
+    output = args.output or ("softmax" if args.data is None and args.dataset == "spirals" else "sigmoid")
+    n_outputs = 1
+    if output == "softmax":
+        if not np.all(y == np.round(y)) or y.min() < 0:
+            raise InputError(f"{source}: softmax needs class labels 0..k-1 in the target")
+        n_outputs = max(int(y.max()) + 1, 2)
+    X_train, X_test, y_train, y_test = data.train_test_split(X, y, test_size=args.test_size, seed=args.seed)
+    model = MLP(
+        [X.shape[1], *args.layers, n_outputs], activation=args.activation, output=output, seed=args.seed,
+        device=args.device, dtype=args.dtype, standardize=True,
+    )  # fmt: skip
+    model.feature_names, model.target_name = names, args.target
+    if not args.quiet:
+        print(
+            f"gpunn {__version__}: training {model.sizes} ({args.activation}, {output}) on {source}, "
+            f"{len(X_train)} train / {len(X_test)} test rows, {_backend.namespace_name(model.xp)} on "
+            f"{model.device}, {args.dtype}"
+        )
+    history = model.fit(
+        X_train, y_train, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
+        validation_data=(X_test, y_test), verbose=0 if args.quiet else 1,
+    )  # fmt: skip
+    result = model.evaluate(X_test, y_test)
+    if "accuracy" in result:
+        print(f"test accuracy {result['accuracy']:.4f}  (test loss {result['loss']:.4f})")
+    else:
+        print(f"test mse {result['loss']:.6g}")
+    if args.history:
+        history.save(args.history)
+    if args.save:
+        model.save(args.save)
+        if not args.quiet:
+            print(f"model saved to {args.save}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """``gpunn predict``."""
+    from .checkpoint import load
+
+    model = load(args.model, device=args.device)
+    X, _, header = data.read_csv(args.data)
+    if model.feature_names is not None:
+        missing = [f for f in model.feature_names if f not in header]
+        if missing:
+            raise InputError(f"{args.data}: the model needs feature column(s) {', '.join(missing)}")
+        X = X[:, [header.index(f) for f in model.feature_names]]
+    labels = _backend.to_numpy(model.predict(X))
+    proba = _backend.to_numpy(model.predict_proba(X))
+    if model.output == "identity":
+        cols = [proba[:, j] for j in range(model.n_outputs)]
+        names = ["prediction"] if model.n_outputs == 1 else [f"prediction_{j}" for j in range(model.n_outputs)]
+    elif model.output == "sigmoid" and model.n_outputs == 1:
+        cols, names = [labels, proba[:, 0]], ["prediction", "probability"]
+    else:
+        k = model.n_outputs
+        label_cols = [labels] if labels.ndim == 1 else [labels[:, j] for j in range(k)]
+        label_names = ["prediction"] if labels.ndim == 1 else [f"prediction_{j}" for j in range(k)]
+        cols, names = label_cols + [proba[:, j] for j in range(k)], label_names + [f"p{j}" for j in range(k)]
+    data.write_csv(args.out, names, cols)
+    if args.out:
+        print(f"{len(X)} predictions written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def info_lines() -> list[str]:
+    """What ``gpunn info`` prints."""
+    lines = [f"gpunn {__version__}", f"python {platform.python_version()} ({platform.machine()})"]
+    lines.append("array namespaces:")
+    for name, version in _backend.available_namespaces().items():
+        lines.append(f"  {name} {version}")
+    count, why = _backend.gpu_status()
+    if count:
+        import cupy
+
+        for i in range(count):
+            props = cupy.cuda.runtime.getDeviceProperties(i)
+            lines.append(f"cuda:{i}: {props['name'].decode() if isinstance(props['name'], bytes) else props['name']}")
+    else:
+        lines.append(f"CUDA: none usable ({why})")
+    lines.append(f"device 'auto' uses: {'cupy on cuda:0' if count else 'numpy on cpu'}")
+    lines.append(f"BLAS: {_blas_description()}")
+    return lines
+
+
+def _blas_description() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+
+        pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+        if pools:
+            return "; ".join(
+                f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture')}, {p.get('num_threads')} threads)"
+                for p in pools
+            )
+    except ImportError:
+        pass
+    try:
+        config: Any = np.show_config(mode="dicts")
+        blas = config["Build Dependencies"]["blas"]
+        return f"{blas.get('name')} {blas.get('version')} (numpy build)"
+    except Exception:
+        return "unknown"
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """``gpunn info``."""
+    print("\n".join(info_lines()))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""The exceptions gpunn raises. Each subclasses the builtin a caller would catch anyway."""
+
+
+class GpunnError(Exception):
+    """Base class of every gpunn error."""
+
+
+class InputError(GpunnError, ValueError):
+    """Data handed to gpunn is malformed: wrong shape, non-finite values, bad labels, a bad CSV."""
+
+
+class InputTypeError(GpunnError, TypeError):
+    """Data handed to gpunn has a type gpunn cannot train on (strings, objects, complex, None)."""
+
+
+class ConfigError(GpunnError, ValueError):
+    """A hyper-parameter or option has a value gpunn does not accept."""
+
+
+class DeviceError(GpunnError, ValueError):
+    """The requested device or array namespace is not usable here, or data sits on another device."""
+
+
+class NotFittedError(GpunnError, ValueError):
+    """A prediction was asked of a model that has not been trained or loaded."""
+
+
+class CheckpointError(GpunnError, ValueError):
+    """A checkpoint file is missing, truncated, corrupt or does not match the model."""
+
+
+class NonFiniteError(GpunnError, FloatingPointError):
+    """Training produced a NaN or infinite loss; the model keeps its last finite weights."""

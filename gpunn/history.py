@@ -1,0 +1,84 @@
+"""Per-epoch training records and their reporting (a progress bar on a terminal, plain lines otherwise)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any, TextIO
+
+
+@dataclass
+class History:
+    """Loss and accuracy per epoch, as Python floats.
+
+    ``accuracy`` and ``val_accuracy`` stay empty for regression (identity output); the ``val_*`` lists stay
+    empty without validation data.
+    """
+
+    loss: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+
+    @property
+    def epochs(self) -> int:
+        """Number of epochs recorded."""
+        return len(self.loss)
+
+    def extend(self, other: History) -> None:
+        """Append another history's epochs to this one."""
+        for key, values in asdict(other).items():
+            getattr(self, key).extend(values)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """A JSON-ready dict of the four lists."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> History:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{key: [float(v) for v in data.get(key, [])] for key in cls.__dataclass_fields__})
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the history as JSON."""
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=1)
+            f.write("\n")
+
+
+def format_epoch(epoch: int, total: int, record: dict[str, float]) -> str:
+    """One plain line: ``epoch 10/100  loss 0.3412  accuracy 0.8750 ...``."""
+    width = len(str(total))
+    parts = [f"epoch {epoch:>{width}}/{total}"]
+    parts += [f"{key} {value:.4f}" if math.isfinite(value) else f"{key} {value}" for key, value in record.items()]
+    return "  ".join(parts)
+
+
+class Reporter:
+    """Prints training progress: verbose 0 silent, 1 a bar on a terminal or every ~10% of epochs, 2 every epoch."""
+
+    def __init__(self, verbose: int, first: int, total: int, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout
+        self.verbose, self.total = verbose, total
+        self.every = 1 if verbose >= 2 else max(1, (total - first) // 10)
+        self.bar = None
+        if verbose == 1 and self.stream.isatty() and total > first:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=first, unit="epoch", file=self.stream, dynamic_ncols=True)
+
+    def epoch(self, epoch: int, record: dict[str, float]) -> None:
+        """Report a finished epoch (1-based)."""
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in record.items()}, refresh=False)
+        elif self.verbose and (epoch % self.every == 0 or epoch == self.total):
+            print(format_epoch(epoch, self.total, record), file=self.stream, flush=True)
+
+    def close(self) -> None:
+        """Finish the bar, if any."""
+        if self.bar is not None:
+            self.bar.close()

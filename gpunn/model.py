@@ -1,0 +1,445 @@
+"""MLP: the thin stateful shell (parameters, optimizer state, RNG, history) around one pure training step."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _backend, layers, losses, optim
+from . import _validation as check
+from .errors import CheckpointError, ConfigError, InputError, NonFiniteError, NotFittedError
+from .history import History, Reporter
+from .init import init_params
+
+
+def train_step(params, state, xb, tb, *, activation, output, loss, optimizer, lr, clip_norm, xp):
+    """One gradient-descent step on a batch: forward, fused loss, backprop, update. Pure; reads nothing back.
+
+    Returns ``(new_params, new_state, mean_loss, n_correct)``, the last two as 0-d arrays (n_correct is None
+    for regression).
+    """
+    z, inputs = layers.forward(params, xb, activation, xp)
+    value, delta, correct = losses.loss_and_delta(output, loss, z, tb, xp)
+    grads = layers.backward(params, inputs, delta, activation, xp)
+    if clip_norm is not None:
+        grads = clip_by_global_norm(grads, clip_norm, xp)
+    params, state = optimizer.update(params, grads, state, lr, xp)
+    return params, state, value, correct
+
+
+def clip_by_global_norm(grads: list[Any], max_norm: float, xp: Any) -> list[Any]:
+    """Scale all gradients by min(1, max_norm / ||g||), the norm taken over every parameter together."""
+    norm = xp.sqrt(sum(xp.sum(g * g) for g in grads))
+    factor = xp.minimum(1.0, max_norm / (norm + 1e-12))
+    return [g * factor for g in grads]
+
+
+class MLP:
+    """A multilayer perceptron whose forward and backward passes run on any Array API namespace.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths from the input features to the outputs, e.g. ``[30, 10, 10, 10, 1]``.
+    activation : {"relu", "tanh", "sigmoid"}
+        Activation of the hidden layers.
+    output : {"sigmoid", "softmax", "identity"}
+        Output activation: binary (or multi-label) classification, several classes, or regression.
+    loss : {"binary_crossentropy", "categorical_crossentropy", "mse"}, optional
+        Defaults to the loss that matches ``output``. ``output="sigmoid", loss="mse"`` is also accepted.
+    seed : int
+        Seeds the host generator that draws the initial weights and the shuffling order.
+    device : str or device object
+        Without ``xp``: "auto" (CuPy when a GPU is usable, else NumPy), "cpu" or "cuda[:N]". With ``xp``: a
+        device of that namespace, or None for its default.
+    dtype : {"float32", "float64"}
+        dtype of the parameters and of the data inside the model.
+    xp : module, optional
+        An array namespace array-api-compat supports: numpy, cupy, torch, jax.numpy, array_api_strict.
+    standardize : bool
+        Learn each feature's mean and standard deviation on the first ``fit`` and apply them to every input.
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        *,
+        activation: str = "relu",
+        output: str = "sigmoid",
+        loss: str | None = None,
+        seed: int = 0,
+        device: Any = "auto",
+        dtype: str = "float32",
+        xp: Any = None,
+        standardize: bool = False,
+    ):
+        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) < 2:
+            raise ConfigError(f"sizes must list at least two layer widths (inputs and outputs); got {sizes!r}")
+        self.sizes = [check.integer(s, "every layer width in sizes", 1) for s in sizes]
+        self.activation = check.choice(activation, "activation", layers.ACTIVATIONS)
+        self.output = check.choice(output, "output", losses.OUTPUTS)
+        self.loss = losses.DEFAULT_LOSS[output] if loss is None else check.choice(loss, "loss", losses.LOSSES)
+        if (self.output, self.loss) not in losses.PAIRS:
+            pairs = ", ".join(f"{o}+{lo}" for o, lo in losses.PAIRS)
+            raise ConfigError(f"output {output!r} cannot be trained with loss {loss!r}; supported: {pairs}")
+        if self.output == "softmax" and self.sizes[-1] < 2:
+            raise ConfigError("output 'softmax' needs at least 2 output units (one per class)")
+        self.dtype = check.choice(dtype, "dtype", _backend.DTYPES)
+        self.seed = check.integer(seed, "seed", 0)
+        self.standardize = bool(standardize)
+        self.xp, self.device = _backend.resolve(device, xp)
+        self._dtype = _backend.float_dtype(self.xp, self.dtype)
+
+        init_seed, shuffle_seed = np.random.SeedSequence(self.seed).spawn(2)
+        self.rng = np.random.Generator(np.random.PCG64(shuffle_seed))
+        host = init_params(self.sizes, self.activation, np.random.Generator(np.random.PCG64(init_seed)), dtype)
+        self._params = self._to_device_params(host)
+        self.optimizer: optim.Optimizer | None = None
+        self.optimizer_state: dict[str, Any] | None = None
+        self.history = History()
+        self.epoch = 0
+        self.fitted = False
+        self.scaling: tuple[np.ndarray, np.ndarray] | None = None
+        self.feature_names: list[str] | None = None
+        self.target_name: str | None = None
+
+    # ----------------------------------------------------------------------------------------------- state
+    def __repr__(self) -> str:
+        return (
+            f"MLP(sizes={self.sizes}, activation={self.activation!r}, output={self.output!r}, "
+            f"loss={self.loss!r}, dtype={self.dtype!r}, xp={_backend.namespace_name(self.xp)}, "
+            f"device={self.device!r})"
+        )
+
+    @property
+    def n_features(self) -> int:
+        """Number of input features."""
+        return self.sizes[0]
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of output units."""
+        return self.sizes[-1]
+
+    @property
+    def weights(self) -> list[tuple[Any, Any]]:
+        """``[(W, b), ...]`` in the model's namespace, ``W`` of shape (out, in)."""
+        return [(self._params[i], self._params[i + 1]) for i in range(0, len(self._params), 2)]
+
+    def set_weights(self, pairs: Sequence[tuple[Any, Any]]) -> None:
+        """Replace the parameters with ``[(W, b), ...]`` (NumPy arrays or arrays on the model's device)."""
+        pairs = list(pairs)
+        if len(pairs) != len(self.sizes) - 1:
+            raise InputError(f"set_weights got {len(pairs)} (W, b) pairs; the model has {len(self.sizes) - 1} layers")
+        new = []
+        for i, (pair, (fan_in, fan_out)) in enumerate(zip(pairs, zip(self.sizes[:-1], self.sizes[1:]))):
+            if len(pair) != 2:
+                raise InputError(f"set_weights: layer {i} must be a (W, b) pair")
+            for name, value, shape in ((f"W{i}", pair[0], (fan_out, fan_in)), (f"b{i}", pair[1], (fan_out,))):
+                new.append(self._as_model_array(value, name, shape))
+        self._params = new
+        self.fitted = True
+
+    def _as_model_array(self, value: Any, name: str, shape: tuple[int, ...]) -> Any:
+        xp = self.xp
+        if _backend.is_host_data(value):
+            a = check.host_array(value, name)
+            if a.shape != shape:
+                raise InputError(f"{name} has shape {a.shape}; the model needs {shape}")
+            cast = a.astype(self.dtype)
+            check.check_finite_host(a, cast, name, self.dtype)
+            return _backend.from_numpy(cast, xp, self.device)
+        check.check_device_array(value, xp, self.device, name)
+        if tuple(value.shape) != shape:
+            raise InputError(f"{name} has shape {tuple(value.shape)}; the model needs {shape}")
+        return xp.astype(value, self._dtype)
+
+    def _to_device_params(self, host: list[np.ndarray]) -> list[Any]:
+        params = [_backend.from_numpy(p, self.xp, self.device) for p in host]
+        if params[0].dtype != self._dtype:
+            raise ConfigError(
+                f"{_backend.namespace_name(self.xp)} turned {self.dtype} parameters into {params[0].dtype} "
+                "(for JAX, float64 needs jax.config.update('jax_enable_x64', True))"
+            )
+        return params
+
+    # ------------------------------------------------------------------------------------------------ data
+    def _prepare_x(self, X: Any, name: str = "X", scaling: tuple[np.ndarray, np.ndarray] | None = None) -> Any:
+        """Validate ``X`` and return it on the model's device, in its dtype, scaled if the model standardizes."""
+        xp, scaling = self.xp, scaling if scaling is not None else self.scaling
+        if _backend.is_host_data(X):
+            a = check.host_array(X, name)
+            check.check_features(a, self.n_features, name)
+            cast = a.astype(self.dtype, copy=False)
+            check.check_finite_host(a, cast, name, self.dtype)
+            if scaling is not None:
+                cast = ((a - scaling[0]) / scaling[1]).astype(self.dtype)
+            return _backend.from_numpy(cast, xp, self.device)
+        check.check_device_array(X, xp, self.device, name)
+        check.check_features(X, self.n_features, name)
+        x = xp.astype(X, self._dtype) if X.dtype != self._dtype else X
+        if not bool(xp.all(xp.isfinite(x))):  # one read-back per call, outside the training loop
+            check.check_finite_host(_backend.to_numpy(X), _backend.to_numpy(x), name, self.dtype)
+        if scaling is not None:
+            mean, scale = (_backend.from_numpy(s.astype(self.dtype), xp, self.device) for s in scaling)
+            x = (x - mean) / scale
+        return x
+
+    def _fit_scaling(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        a = check.host_array(X, "X") if _backend.is_host_data(X) else _backend.to_numpy(X)
+        check.check_features(a, self.n_features, "X")
+        with np.errstate(all="ignore"):
+            mean, std = a.mean(axis=0, dtype=np.float64), a.std(axis=0, dtype=np.float64)
+        return mean, np.where(std > 0, std, 1.0)
+
+    def _prepare_targets(self, y: Any, n: int, name: str = "y", fitting: bool = False) -> Any:
+        """Validate ``y`` and return the (n, n_outputs) float targets (one-hot rows for softmax) on the device."""
+        xp = self.xp
+        host = _backend.is_host_data(y)
+        if host:
+            a = check.host_array(y, name)
+        else:
+            check.check_device_array(y, xp, self.device, name)
+            a = _backend.to_numpy(y)  # labels are small: check them on the host, once per call
+        check.target_shape(a.shape, n, self.output, self.n_outputs, name)
+        if self.output == "identity":
+            check.check_finite_host(a, a.astype(self.dtype, copy=False), name, self.dtype)
+        check.labels_host(a, self.output, self.n_outputs, name)
+        if fitting and self.output != "identity" and (a.ndim == 1 or a.shape[1] == 1):
+            classes = np.unique(a)
+            if classes.size < 2:
+                raise InputError(f"{name} holds a single class ({classes[0]}); a classifier needs at least two")
+        if self.output == "softmax":
+            labels = a.reshape(n).astype(np.int64)
+            if host:
+                return _backend.from_numpy(np.eye(self.n_outputs, dtype=self.dtype)[labels], xp, self.device)
+            classes = xp.arange(self.n_outputs, device=self.device)
+            return xp.astype(xp.reshape(y, (n, 1)) == xp.astype(classes, y.dtype), self._dtype)
+        shape = (n, self.n_outputs)
+        if host:
+            return _backend.from_numpy(a.reshape(shape).astype(self.dtype), xp, self.device)
+        return xp.astype(xp.reshape(y, shape), self._dtype)
+
+    # ------------------------------------------------------------------------------------------- training
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        *,
+        epochs: int = 100,
+        lr: float = 0.1,
+        batch_size: int | None = None,
+        optimizer: str | optim.Optimizer = "sgd",
+        shuffle: bool = True,
+        validation_data: tuple[Any, Any] | None = None,
+        verbose: int = 1,
+        clip_norm: float | None = None,
+    ) -> History:
+        """Train for ``epochs`` more epochs and return their :class:`History`.
+
+        Parameters
+        ----------
+        X : array, shape (n_samples, n_features)
+        y : array, shape (n_samples,) or (n_samples, n_outputs)
+            0/1 labels for sigmoid, class indices 0..k-1 for softmax, values for identity.
+        epochs : int
+            Passes over the data in this call. A second ``fit`` continues: the optimizer state and the
+            shuffling generator carry over, so two calls of 3 epochs equal one call of 6.
+        lr : float
+            Step size.
+        batch_size : int, optional
+            Samples per gradient step; None (the default) uses the whole training set each step.
+        optimizer : {"sgd", "momentum", "adam"} or gpunn.optim.Optimizer
+        shuffle : bool
+            Draw a new sample order each epoch (minibatches only; a full batch does not depend on order).
+        validation_data : (X_val, y_val), optional
+            Evaluated after every epoch into ``val_loss`` and ``val_accuracy``.
+        verbose : {0, 1, 2}
+            0 silent; 1 a progress bar on a terminal, else a line every ~10% of epochs; 2 a line every epoch.
+        clip_norm : float, optional
+            Rescale the gradients so that their global L2 norm is at most this.
+        """
+        epochs = check.integer(epochs, "epochs", 0)
+        lr = check.positive_float(lr, "lr")
+        if batch_size is not None:
+            batch_size = check.integer(batch_size, "batch_size", 1)
+        opt = optim.get(optimizer)
+        if clip_norm is not None:
+            clip_norm = check.positive_float(clip_norm, "clip_norm")
+        verbose = check.integer(verbose, "verbose", 0)
+        xp = self.xp
+        with _backend.device_scope(xp, self.device):
+            scaling = self.scaling
+            if self.standardize and scaling is None:
+                scaling = self._fit_scaling(X)
+            x = self._prepare_x(X, "X", scaling)
+            n = x.shape[0]
+            t = self._prepare_targets(y, n, "y", fitting=True)
+            val = None
+            if validation_data is not None:
+                if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                    raise InputError("validation_data must be a pair (X_val, y_val)")
+                xv = self._prepare_x(validation_data[0], "validation X", scaling)
+                val = (xv, self._prepare_targets(validation_data[1], xv.shape[0], "validation y"))
+            # Everything is valid: from here on the call may change the model.
+            self.scaling = scaling
+            if self.optimizer != opt or self.optimizer_state is None:
+                self.optimizer, self.optimizer_state = opt, opt.init(self._params, xp)
+            history = History()
+            reporter = Reporter(verbose, self.epoch, self.epoch + epochs)
+            try:
+                for _ in range(epochs):
+                    record = self._run_epoch(x, t, val, lr, batch_size, shuffle, clip_norm)
+                    for key, value in record.items():
+                        getattr(history, key).append(value)
+                    reporter.epoch(self.epoch, record)
+            finally:
+                reporter.close()
+                self.history.extend(history)
+            self.fitted = True
+        return history
+
+    def _run_epoch(self, x, t, val, lr, batch_size, shuffle, clip_norm) -> dict[str, float]:
+        """One pass over the data; the only read-back is the epoch's metrics at the end."""
+        xp, n = self.xp, x.shape[0]
+        bs = n if batch_size is None else min(batch_size, n)
+        params, state = self._params, self.optimizer_state
+        rng_state = self.rng.bit_generator.state
+        order = None
+        if bs < n and shuffle:
+            order = _backend.from_numpy(self.rng.permutation(n), xp, self.device)
+        step_args = dict(
+            activation=self.activation, output=self.output, loss=self.loss, optimizer=self.optimizer,
+            lr=lr, clip_norm=clip_norm, xp=xp,
+        )  # fmt: skip
+        batch_losses, total_loss, total_correct = [], None, None
+        for start in range(0, n, bs):
+            stop = min(start + bs, n)  # the standard leaves out-of-bounds slice ends unspecified
+            if bs == n:
+                xb, tb = x, t
+            elif order is not None:
+                idx = order[start:stop]
+                xb, tb = xp.take(x, idx, axis=0), xp.take(t, idx, axis=0)
+            else:
+                xb, tb = x[start:stop, ...], t[start:stop, ...]
+            params, state, value, correct = train_step(params, state, xb, tb, **step_args)
+            m = xb.shape[0]
+            batch_losses.append(value)
+            total_loss = value * m if total_loss is None else total_loss + value * m
+            if correct is not None:
+                total_correct = correct if total_correct is None else total_correct + correct
+        names = ["loss"]
+        metrics = [total_loss / n]
+        if total_correct is not None:
+            names.append("accuracy")
+            metrics.append(xp.astype(total_correct, self._dtype) / (n * self._labels_per_row))
+        if val is not None:
+            val_loss, val_correct = self._evaluate(params, *val)
+            names.append("val_loss")
+            metrics.append(val_loss)
+            if val_correct is not None:
+                names.append("val_accuracy")
+                metrics.append(val_correct)
+        # A sentinel over the new weights catches an update that overflowed after a finite loss.
+        metrics.append(sum(xp.sum(p) for p in params))
+        values = _backend.to_numpy(xp.stack(metrics)).tolist()
+        if not (math.isfinite(values[0]) and math.isfinite(values[-1])):
+            self.rng.bit_generator.state = rng_state
+            raise self._divergence(batch_losses, values[0])
+        self._params, self.optimizer_state = params, state
+        self.epoch += 1
+        return dict(zip(names, values))
+
+    def _divergence(self, batch_losses: list[Any], loss: float) -> NonFiniteError:
+        losses_seen = _backend.to_numpy(self.xp.stack(batch_losses))
+        bad = np.flatnonzero(~np.isfinite(losses_seen))
+        where = f"batch {bad[0] + 1} of {losses_seen.size}" if bad.size else "the weight update"
+        return NonFiniteError(
+            f"training diverged in epoch {self.epoch + 1}, {where}: loss is {loss}. The model keeps the weights "
+            "of the last finite epoch; try a smaller lr, clip_norm=, or standardized features"
+        )
+
+    @property
+    def _labels_per_row(self) -> int:
+        return self.n_outputs if self.output == "sigmoid" else 1
+
+    def _evaluate(self, params: list[Any], x: Any, t: Any) -> tuple[Any, Any]:
+        """(mean loss, accuracy or None) as 0-d arrays on the device."""
+        z, _ = layers.forward(params, x, self.activation, self.xp)
+        value, _, correct = losses.loss_and_delta(self.output, self.loss, z, t, self.xp)
+        if correct is None:
+            return value, None
+        return value, self.xp.astype(correct, self._dtype) / (x.shape[0] * self._labels_per_row)
+
+    # ----------------------------------------------------------------------------------------- inference
+    def _check_fitted(self) -> None:
+        if not self.fitted:
+            raise NotFittedError("this MLP has not been trained yet: call fit(), set_weights() or gpunn.load() first")
+
+    def decision_function(self, X: Any) -> Any:
+        """The output layer's logits, shape (n, n_outputs), in the model's namespace and device."""
+        self._check_fitted()
+        with _backend.device_scope(self.xp, self.device):
+            z, _ = layers.forward(self._params, self._prepare_x(X), self.activation, self.xp)
+        return z
+
+    def predict_proba(self, X: Any) -> Any:
+        """Probabilities (sigmoid, softmax) or values (identity), shape (n, n_outputs), on the model's device."""
+        z = self.decision_function(X)
+        with _backend.device_scope(self.xp, self.device):
+            return losses.output_activation(self.output, z, self.xp)
+
+    def predict(self, X: Any) -> Any:
+        """Integer labels, shape (n,) (or (n, k) for several sigmoid outputs); values (n, k) for identity."""
+        z = self.decision_function(X)
+        xp = self.xp
+        with _backend.device_scope(xp, self.device):
+            if self.output == "identity":
+                return z
+            if self.output == "softmax":
+                return xp.argmax(z, axis=1)
+            labels = xp.astype(z > 0, _backend.index_dtype(xp, self.device))  # p > 0.5 exactly when z > 0
+            return labels[:, 0] if self.n_outputs == 1 else labels
+
+    def evaluate(self, X: Any, y: Any) -> dict[str, float]:
+        """Mean loss and (for classifiers) accuracy on ``(X, y)``, as Python floats."""
+        self._check_fitted()
+        with _backend.device_scope(self.xp, self.device):
+            x = self._prepare_x(X)
+            value, acc = self._evaluate(self._params, x, self._prepare_targets(y, x.shape[0]))
+            values = _backend.to_numpy(self.xp.stack([value] if acc is None else [value, acc])).tolist()
+        return dict(zip(["loss", "accuracy"], values))
+
+    def loss_and_grads(self, X: Any, y: Any) -> tuple[Any, list[tuple[Any, Any]]]:
+        """(mean loss as a 0-d array, ``[(dW, db), ...]``): the exact gradients of the mean loss at ``(X, y)``."""
+        xp = self.xp
+        with _backend.device_scope(xp, self.device):
+            x = self._prepare_x(X)
+            t = self._prepare_targets(y, x.shape[0])
+            z, inputs = layers.forward(self._params, x, self.activation, xp)
+            value, delta, _ = losses.loss_and_delta(self.output, self.loss, z, t, xp)
+            grads = layers.backward(self._params, inputs, delta, self.activation, xp)
+        return value, [(grads[i], grads[i + 1]) for i in range(0, len(grads), 2)]
+
+    # ------------------------------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the model, its optimizer state, RNG and history to a safetensors file, atomically."""
+        from .checkpoint import save
+
+        save(self, path)
+
+    def load_weights(self, path: str | os.PathLike[str]) -> None:
+        """Load the parameters of a checkpoint whose architecture matches this model."""
+        from .checkpoint import read
+
+        ckpt = read(path)
+        if ckpt.config["sizes"] != self.sizes or ckpt.config["dtype"] != self.dtype:
+            raise CheckpointError(
+                f"{os.fspath(path)}: checkpoint holds a {ckpt.config['dtype']} model of sizes {ckpt.config['sizes']} "
+                f"but this model is {self.dtype} with sizes {self.sizes}"
+            )
+        self.set_weights(ckpt.weight_pairs())
