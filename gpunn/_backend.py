@@ -62,7 +62,8 @@ def resolve(device: Any = "auto", xp: Any = None) -> tuple[Any, Any]:
     if xp is None:
         if device is None or device == "auto":
             if gpu_usable():
-                return _compat("cupy"), _cupy_device(0)
+                gpu = _cupy_device(0)
+                return _compat("cupy"), gpu
             return _compat("numpy"), "cpu"
         if device == "cpu":
             return _compat("numpy"), "cpu"
@@ -70,7 +71,8 @@ def resolve(device: Any = "auto", xp: Any = None) -> tuple[Any, Any]:
             index = device.partition(":")[2] or "0"
             if not index.isdigit():
                 raise DeviceError(f"device {device!r} is not valid: use 'cuda' or 'cuda:N' with N a number")
-            return _compat("cupy"), _cupy_device(int(index))
+            gpu = _cupy_device(int(index))  # checked before CuPy's compat module is imported
+            return _compat("cupy"), gpu
         raise DeviceError(
             f"device {device!r} is not known: use 'auto', 'cpu', 'cuda' or 'cuda:N', "
             "or pass xp= to pick another array namespace"

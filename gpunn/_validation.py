@@ -62,6 +62,14 @@ def check_finite_host(a: np.ndarray, cast: np.ndarray, name: str, dtype: str) ->
         raise InputError(f"{name} holds {a[where]} at {_position(where)}, too large for {dtype}")
 
 
+def cast_host(a: np.ndarray, dtype: str, name: str) -> np.ndarray:
+    """``a`` converted to ``dtype``, after checking that every value is finite and fits."""
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by position
+        cast = a.astype(dtype, copy=False)
+    check_finite_host(a, cast, name, dtype)
+    return cast
+
+
 def _position(where: tuple[int, ...]) -> str:
     if len(where) == 2:
         return f"row {where[0]}, column {where[1]}"

@@ -53,20 +53,24 @@ def _digest(config_json: str, tensors: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _expected_tensors(config: dict[str, Any]) -> dict[str, tuple[list[int], str]]:
-    sizes, dtype = config["sizes"], config["dtype"]
+def _expected_tensors(config: dict[str, Any]) -> dict[str, tuple[list[int], str, int]]:
+    """Name -> (shape, safetensors dtype code, item size) of every tensor the config implies."""
+    sizes = config["sizes"]
+    if not isinstance(sizes, list) or len(sizes) < 2 or not all(type(s) is int and s >= 1 for s in sizes):
+        raise ValueError(f"sizes {sizes!r} is not a list of layer widths")
+    code, itemsize = _DTYPES[config["dtype"]]
     shapes = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
         shapes += [[fan_out, fan_in], [fan_out]]
     expected = {}
     for j, shape in enumerate(shapes):
         kind = "weight" if j % 2 == 0 else "bias"
-        expected[f"layers.{j // 2}.{kind}"] = (shape, dtype)
+        expected[f"layers.{j // 2}.{kind}"] = (shape, code, itemsize)
     opt = config.get("optimizer")
     if opt is not None:
         for slot in optim.SLOTS[opt["name"]]:
             for j, shape in enumerate(shapes):
-                expected[f"optimizer.{slot}.{j}"] = (shape, dtype)
+                expected[f"optimizer.{slot}.{j}"] = (shape, code, itemsize)
     return expected
 
 
@@ -182,9 +186,8 @@ def _parse(data: bytes) -> Checkpoint:
         raise CheckpointError(f"tensors do not match the architecture: missing {missing}, unexpected {extra}")
     body = len(data) - 8 - n
     end_max = 0
-    for key, (shape, dtype) in expected.items():
+    for key, (shape, code, itemsize) in expected.items():
         info = header[key]
-        code, itemsize = _DTYPES[dtype]
         if not isinstance(info, dict) or info.get("dtype") != code or info.get("shape") != shape:
             raise CheckpointError(f"tensor {key} is {info} but the architecture needs {code} of shape {shape}")
         offsets = info.get("data_offsets")

@@ -150,9 +150,7 @@ class MLP:
             a = check.host_array(value, name)
             if a.shape != shape:
                 raise InputError(f"{name} has shape {a.shape}; the model needs {shape}")
-            cast = a.astype(self.dtype)
-            check.check_finite_host(a, cast, name, self.dtype)
-            return _backend.from_numpy(cast, xp, self.device)
+            return _backend.from_numpy(check.cast_host(a, self.dtype, name), xp, self.device)
         check.check_device_array(value, xp, self.device, name)
         if tuple(value.shape) != shape:
             raise InputError(f"{name} has shape {tuple(value.shape)}; the model needs {shape}")
@@ -174,8 +172,7 @@ class MLP:
         if _backend.is_host_data(X):
             a = check.host_array(X, name)
             check.check_features(a, self.n_features, name)
-            cast = a.astype(self.dtype, copy=False)
-            check.check_finite_host(a, cast, name, self.dtype)
+            cast = check.cast_host(a, self.dtype, name)
             if scaling is not None:
                 cast = ((a - scaling[0]) / scaling[1]).astype(self.dtype)
             return _backend.from_numpy(cast, xp, self.device)
@@ -207,7 +204,7 @@ class MLP:
             a = _backend.to_numpy(y)  # labels are small: check them on the host, once per call
         check.target_shape(a.shape, n, self.output, self.n_outputs, name)
         if self.output == "identity":
-            check.check_finite_host(a, a.astype(self.dtype, copy=False), name, self.dtype)
+            check.cast_host(a, self.dtype, name)
         check.labels_host(a, self.output, self.n_outputs, name)
         if fitting and self.output != "identity" and (a.ndim == 1 or a.shape[1] == 1):
             classes = np.unique(a)

@@ -1,0 +1,80 @@
+"""The ``backend`` fixture: every numeric test runs on every array namespace and device usable here.
+
+numpy; array_api_strict on its default device and on its simulated "device1"; torch on CPU and jax when
+installed; cupy and torch on CUDA when a GPU is usable. Unusable ones are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gpunn import _backend
+
+if importlib.util.find_spec("jax") is not None:
+    import jax
+
+    # gpunn never relies on a default dtype; the float64 oracles need JAX's 64-bit mode.
+    jax.config.update("jax_enable_x64", True)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An array namespace and one of its devices, as handed to ``MLP(xp=..., device=...)``."""
+
+    name: str
+    xp: Any
+    device: Any
+    gpu: bool = False
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"xp": self.xp, "device": self.device}
+
+
+def _torch_cuda_reason() -> str | None:
+    if importlib.util.find_spec("torch") is None:
+        return "torch is not installed"
+    import torch
+
+    return None if torch.cuda.is_available() else "torch sees no usable CUDA device"
+
+
+def _backends() -> list[Any]:
+    params = [pytest.param(("numpy", "numpy", None, None), id="numpy")]
+    for id_, module, device in [
+        ("strict", "array_api_strict", None),
+        ("strict-device1", "array_api_strict", "device1"),
+        ("torch-cpu", "torch", "cpu"),
+        ("jax", "jax.numpy", None),
+    ]:
+        root = module.split(".")[0]
+        reason = None if importlib.util.find_spec(root) else f"{root} is not installed"
+        marks = [pytest.mark.skip(reason=reason)] if reason else []
+        params.append(pytest.param((id_, module, device, None), id=id_, marks=marks))
+    count, why = _backend.gpu_status()
+    params.append(
+        pytest.param(("cupy", "cupy", None, "gpu"), id="cupy", marks=[pytest.mark.gpu]
+                     + ([] if count else [pytest.mark.skip(reason=f"no GPU for cupy: {why}")]))
+    )  # fmt: skip
+    reason = _torch_cuda_reason()
+    params.append(
+        pytest.param(("torch-cuda", "torch", "cuda", "gpu"), id="torch-cuda", marks=[pytest.mark.gpu]
+                     + ([pytest.mark.skip(reason=f"no GPU for torch: {reason}")] if reason else []))
+    )  # fmt: skip
+    return params
+
+
+@pytest.fixture(params=_backends())
+def backend(request: pytest.FixtureRequest) -> Backend:
+    name, module, device, gpu = request.param
+    return Backend(name, importlib.import_module(module), device, gpu == "gpu")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

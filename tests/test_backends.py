@@ -1,0 +1,144 @@
+"""Cross-namespace and cross-device checks: every backend reproduces the NumPy run."""
+
+from __future__ import annotations
+
+import array_api_compat as aac
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn import _backend
+
+# float32 runs on a GPU sum in a different order (cuBLAS) than on the CPU; after 5 Adam epochs of the
+# network below the weights stay within this absolute tolerance of NumPy's (documented in docs/devices.md).
+GPU_FLOAT32_ATOL = 1e-4
+
+
+def _problem(n=96, n_features=5, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, n_features))
+    y = (X[:, 0] - X[:, 1] * X[:, 2] > 0).astype(np.int64)
+    return X, y
+
+
+def _weights(m):
+    return [_backend.to_numpy(a) for pair in m.weights for a in pair]
+
+
+def test_same_seed_gives_identical_initial_weights(backend):
+    for dtype in ("float32", "float64"):
+        ref = gpunn.MLP([5, 10, 10, 10, 1], seed=7, device="cpu", dtype=dtype)
+        m = gpunn.MLP([5, 10, 10, 10, 1], seed=7, dtype=dtype, **backend.kwargs())
+        for a, b in zip(_weights(ref), _weights(m)):
+            assert a.dtype == b.dtype == np.dtype(dtype)
+            np.testing.assert_array_equal(a, b)
+
+
+def test_different_seeds_give_different_weights():
+    a = gpunn.MLP([5, 10, 1], seed=1, device="cpu").weights[0][0]
+    b = gpunn.MLP([5, 10, 1], seed=2, device="cpu").weights[0][0]
+    assert not np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("output", ["sigmoid", "softmax"])
+def test_minibatch_adam_run_matches_numpy(backend, output):
+    X, y = _problem()
+    k = 1 if output == "sigmoid" else 3
+    if output == "softmax":
+        y = (np.digitize(X[:, 0], [-0.5, 0.5])).astype(np.int64)
+    dtype = "float32" if backend.gpu else "float64"
+    kwargs = dict(activation="relu", output=output, seed=11, dtype=dtype)
+    fit = dict(epochs=5, lr=0.01, batch_size=20, optimizer="adam", verbose=0, validation_data=(X[:30], y[:30]))
+    ref = gpunn.MLP([5, 8, 8, k], device="cpu", **kwargs)
+    h_ref = ref.fit(X, y, **fit)
+    m = gpunn.MLP([5, 8, 8, k], **kwargs, **backend.kwargs())
+    h = m.fit(X, y, **fit)
+    atol = GPU_FLOAT32_ATOL if backend.gpu else 1e-9
+    for a, b in zip(_weights(ref), _weights(m)):
+        np.testing.assert_allclose(b, a, rtol=0, atol=atol)
+    np.testing.assert_allclose(h.loss, h_ref.loss, rtol=0, atol=atol)
+    np.testing.assert_allclose(h.val_loss, h_ref.val_loss, rtol=0, atol=atol)
+    if not backend.gpu:
+        assert h.accuracy == h_ref.accuracy
+
+
+def test_outputs_live_in_the_model_namespace_and_device(backend):
+    X, y = _problem()
+    m = gpunn.MLP([5, 6, 1], **backend.kwargs())
+    m.fit(X, y, epochs=2, verbose=0)
+    xp = m.xp
+    for out in (m.predict_proba(X), m.predict(X), m.weights[0][0]):
+        assert aac.array_namespace(out) is xp
+        assert _backend.same_device(aac.device(out), m.device)
+    assert m.predict_proba(X).dtype == xp.float32
+    assert m.predict(X).shape == (len(X),)
+    assert xp.isdtype(m.predict(X).dtype, "integral")
+
+
+def test_device_arrays_are_used_as_they_are(backend):
+    """Data already in the model's namespace and on its device trains the same as host data."""
+    X, y = _problem()
+    host = gpunn.MLP([5, 6, 1], dtype="float64", **backend.kwargs())
+    host.fit(X, y, epochs=3, batch_size=32, verbose=0)
+    dev = gpunn.MLP([5, 6, 1], dtype="float64", **backend.kwargs())
+    Xd = _backend.from_numpy(X, dev.xp, dev.device)
+    yd = _backend.from_numpy(y, dev.xp, dev.device)
+    dev.fit(Xd, yd, epochs=3, batch_size=32, verbose=0)
+    for a, b in zip(_weights(host), _weights(dev)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_parameters_keep_the_model_dtype(backend):
+    X, y = _problem()
+    m = gpunn.MLP([5, 6, 1], dtype="float32", **backend.kwargs())
+    m.fit(X.astype(np.float64), y, epochs=2, optimizer="adam", verbose=0)
+    assert all(a.dtype == m.xp.float32 for pair in m.weights for a in pair)
+    assert all(a.dtype == m.xp.float32 for a in m.optimizer_state["m"])
+
+
+def test_data_on_another_device_is_rejected():
+    pytest.importorskip("array_api_strict")
+    import array_api_strict as xs
+
+    m = gpunn.MLP([3, 4, 1], xp=xs, device="device1")
+    X = xs.asarray(np.ones((4, 3)), device=xs.Device("CPU_DEVICE"))
+    with pytest.raises(gpunn.DeviceError, match="device1"):
+        m.fit(X, np.array([0, 1, 0, 1]), epochs=1, verbose=0)
+
+
+def test_data_from_another_namespace_is_rejected():
+    pytest.importorskip("array_api_strict")
+    import array_api_strict as xs
+
+    m = gpunn.MLP([3, 4, 1], device="cpu")
+    with pytest.raises(gpunn.InputTypeError, match="array_api_strict array but the model runs on numpy"):
+        m.fit(xs.ones((4, 3)), np.array([0, 1, 0, 1]), epochs=1, verbose=0)
+
+
+def test_cuda_without_gpu_is_a_clear_error():
+    if _backend.gpu_usable():
+        pytest.skip("a GPU is usable here")
+    with pytest.raises(gpunn.DeviceError, match="cuda:0.*(CuPy|CUDA)"):
+        gpunn.MLP([2, 1], device="cuda")
+    with pytest.raises(gpunn.DeviceError, match="cuda:1"):
+        gpunn.MLP([2, 1], device="cuda:1")
+
+
+def test_auto_device_falls_back_to_numpy_without_gpu():
+    if _backend.gpu_usable():
+        pytest.skip("a GPU is usable here")
+    m = gpunn.MLP([2, 1])
+    assert _backend.namespace_name(m.xp) == "numpy"
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", 3])
+def test_unknown_device_is_a_clear_error(device):
+    with pytest.raises(gpunn.DeviceError, match="device"):
+        gpunn.MLP([2, 1], device=device)
+
+
+def test_unknown_xp_is_a_clear_error():
+    import math
+
+    with pytest.raises(gpunn.DeviceError, match="not an array namespace"):
+        gpunn.MLP([2, 1], xp=math)

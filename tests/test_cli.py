@@ -1,0 +1,118 @@
+"""The gpunn command, end to end in subprocesses, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gpunn
+
+
+def run(*args, cwd=None):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "gpunn", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
+
+
+def test_train_with_no_arguments_is_the_tutorial_job(tmp_path):
+    r = run("train", "--device", "cpu", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert "[2, 10, 10, 10, 1]" in lines[0] and "moons" in lines[0]
+    epoch_lines = [line for line in lines if line.startswith("epoch")]
+    assert len(epoch_lines) == 10 and epoch_lines[-1].startswith("epoch 1000/1000  loss ")
+    accuracy = float(lines[-1].split()[2])
+    assert lines[-1].startswith("test accuracy") and accuracy >= 0.95
+
+
+def test_train_on_csv_then_predict(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3))
+    y = (X[:, 0] + X[:, 2] > 0).astype(int)
+    rows = "\n".join(f"{a},{b},{c},{t}" for (a, b, c), t in zip(X, y))
+    (tmp_path / "train.csv").write_text("f1,f2,f3,label\n" + rows + "\n")
+    (tmp_path / "new.csv").write_text("f3,f1,f2\n1,1,0\n-1,-1,0\n")  # columns in another order
+    r = run(
+        "train", "--data", "train.csv", "--target", "label", "--layers", "8,8", "--epochs", "200", "--lr", "0.05",
+        "--optimizer", "adam", "--batch-size", "32", "--device", "cpu", "--dtype", "float64", "--seed", "3",
+        "--save", "m.safetensors", "--history", "h.json", "--test-size", "0.25", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "225 train / 75 test" in r.stdout
+    history = json.loads((tmp_path / "h.json").read_text())
+    assert len(history["loss"]) == 200 and history["loss"][-1] < history["loss"][0]
+    model = gpunn.load(tmp_path / "m.safetensors", device="cpu")
+    assert model.feature_names == ["f1", "f2", "f3"] and model.scaling is not None
+
+    r = run("predict", "--model", "m.safetensors", "--data", "new.csv", "--out", "p.csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = (tmp_path / "p.csv").read_text().splitlines()
+    assert out[0] == "prediction,probability" and len(out) == 3
+    # The command applies the saved scaling and column order: same answer as the API on raw features.
+    expected = model.predict_proba(np.array([[1.0, 0.0, 1.0], [-1.0, 0.0, -1.0]]))[:, 0]
+    np.testing.assert_allclose([float(line.split(",")[1]) for line in out[1:]], expected, rtol=1e-12)
+    assert [int(line.split(",")[0]) for line in out[1:]] == [1, 0]
+
+
+def test_bad_csv_is_one_line_on_stderr_with_exit_2(tmp_path):
+    (tmp_path / "bad.csv").write_text("a,b,y\n1,2,0\n3,oops,1\n")
+    r = run("train", "--data", "bad.csv", "--target", "y", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "gpunn: error: bad.csv: line 3, column 'b': non-numeric value 'oops'"
+    assert "Traceback" not in r.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    r = run("train", "--data", "missing.csv", "--target", "y", "--debug", cwd=tmp_path)
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args,pattern",
+    [
+        (["train", "--device", "tpu"], "device 'tpu' is not known"),
+        (["train", "--data", "x.csv"], "needs --target"),
+        (["train", "--lr", "-1", "--device", "cpu"], "lr must be a finite number > 0"),
+        (["predict", "--model", "none.safetensors", "--data", "x.csv"], "none.safetensors: cannot read"),
+    ],
+)
+def test_usage_errors(tmp_path, args, pattern):
+    r = run(*args, cwd=tmp_path)
+    assert r.returncode == 2 and pattern in r.stderr and "Traceback" not in r.stderr
+
+
+def test_info_lists_namespaces_and_blas():
+    r = run("info")
+    assert r.returncode == 0, r.stderr
+    assert f"gpunn {gpunn.__version__}" in r.stdout
+    assert "numpy" in r.stdout and "BLAS:" in r.stdout and "device 'auto' uses:" in r.stdout
+
+
+def test_softmax_on_spirals(tmp_path):
+    r = run("train", "--dataset", "spirals", "--epochs", "300", "--optimizer", "adam", "--lr", "0.01",
+            "--device", "cpu", "-q", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("test accuracy") and float(r.stdout.split()[2]) > 0.9
+
+
+def test_import_gpunn_does_not_import_gpu_or_framework_libraries():
+    code = "import sys, gpunn; print(sorted(m for m in ('cupy', 'torch', 'jax') if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_console_script_is_installed():
+    import shutil
+
+    exe = shutil.which("gpunn") or os.path.join(os.path.dirname(sys.executable), "gpunn")
+    if not os.path.exists(exe):
+        pytest.skip("gpunn is not installed as a package here (pip install . puts the gpunn command on PATH)")
+    r = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == f"gpunn {gpunn.__version__}"

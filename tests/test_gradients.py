@@ -1,0 +1,157 @@
+"""Backprop against oracles: central finite differences in float64, and torch autograd.
+
+The finite differences run on an independent NumPy float64 implementation of the network and of the loss
+definitions, written here from the formulas, so a wrong loss or a wrong gradient in gpunn both show up.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn import _backend
+
+PAIRS = [
+    ("sigmoid", "binary_crossentropy", 1),
+    ("sigmoid", "binary_crossentropy", 3),  # multi-label: mean over all elements
+    ("softmax", "categorical_crossentropy", 4),
+    ("identity", "mse", 2),
+    ("sigmoid", "mse", 1),
+]
+HIDDEN = [[], [5], [6, 4, 5]]
+
+
+def reference_loss(params: list[np.ndarray], X, y, activation: str, output: str, loss: str) -> float:
+    """The network and its loss written from the definitions, in float64 NumPy."""
+    act = {
+        "relu": lambda z: np.maximum(z, 0.0),
+        "tanh": np.tanh,
+        "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
+    }[activation]
+    a = X
+    for i in range(0, len(params) - 2, 2):
+        a = act(a @ params[i].T + params[i + 1])
+    z = a @ params[-2].T + params[-1]
+    if output == "softmax":
+        z = z - z.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-np.mean(log_p[np.arange(len(y)), y]))
+    target = y.reshape(z.shape)
+    if output == "identity":
+        return float(np.mean((z - target) ** 2))
+    p = 1.0 / (1.0 + np.exp(-z))
+    if loss == "mse":
+        return float(np.mean((p - target) ** 2))
+    return float(np.mean(-(target * np.log(p) + (1 - target) * np.log(1 - p))))
+
+
+def make_problem(rng, sizes, output):
+    n = 7
+    X = rng.normal(size=(n, sizes[0]))
+    k = sizes[-1]
+    if output == "softmax":
+        y = rng.integers(0, k, size=n)
+    elif output == "identity":
+        y = rng.normal(size=(n, k))
+    else:
+        y = rng.integers(0, 2, size=(n, k)).astype(float)
+        y = y[:, 0] if k == 1 else y
+    return X, y
+
+
+def finite_differences(params, X, y, activation, output, loss, h=1e-6):
+    grads = []
+    for p in params:
+        g = np.zeros_like(p)
+        for idx in np.ndindex(p.shape):
+            old = p[idx]
+            p[idx] = old + h
+            up = reference_loss(params, X, y, activation, output, loss)
+            p[idx] = old - h
+            down = reference_loss(params, X, y, activation, output, loss)
+            p[idx] = old
+            g[idx] = (up - down) / (2 * h)
+        grads.append(g)
+    return grads
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b), 1e-300))
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("output,loss,k", PAIRS)
+@pytest.mark.parametrize("hidden", HIDDEN, ids=lambda h: "x".join(map(str, h)) or "none")
+def test_backprop_matches_finite_differences(backend, rng, activation, output, loss, k, hidden):
+    if backend.gpu:
+        pytest.skip("float64 finite differences run on the CPU namespaces; GPUs are cross-checked against NumPy")
+    sizes = [3, *hidden, k]
+    m = gpunn.MLP(sizes, activation=activation, output=output, loss=loss, dtype="float64", seed=3, **backend.kwargs())
+    # Non-zero biases so that every parameter matters.
+    m.set_weights([(_backend.to_numpy(w), rng.normal(scale=0.5, size=w.shape[0])) for w, _ in m.weights])
+    X, y = make_problem(rng, sizes, output)
+    value, grads = m.loss_and_grads(X, y)
+    params = [_backend.to_numpy(a).copy() for pair in m.weights for a in pair]
+    expected_loss = reference_loss(params, X, y, activation, output, loss)
+    assert float(value) == pytest.approx(expected_loss, rel=1e-12, abs=1e-14)
+    numeric = finite_differences(params, X, y, activation, output, loss)
+    analytic = [_backend.to_numpy(g) for pair in grads for g in pair]
+    for i, (a, n) in enumerate(zip(analytic, numeric)):
+        assert a.shape == n.shape
+        assert relative_error(a, n) <= 1e-6, f"parameter {i}: analytic {a} vs numeric {n}"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+@pytest.mark.parametrize("output,loss,k", PAIRS)
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+def test_backprop_matches_torch_autograd(rng, activation, output, loss, k):
+    import torch
+
+    sizes = [4, 8, 6, k]
+    m = gpunn.MLP(sizes, activation=activation, output=output, loss=loss, dtype="float64", device="cpu")
+    X, y = make_problem(rng, sizes, output)
+    value, grads = m.loss_and_grads(X, y)
+
+    params = [torch.tensor(np.asarray(a), requires_grad=True) for pair in m.weights for a in pair]
+    act = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[activation]
+    a = torch.tensor(X)
+    for i in range(0, len(params) - 2, 2):
+        a = act(a @ params[i].T + params[i + 1])
+    z = a @ params[-2].T + params[-1]
+    if output == "softmax":
+        ref = torch.nn.functional.cross_entropy(z, torch.tensor(y))
+    elif output == "identity":
+        ref = torch.nn.functional.mse_loss(z, torch.tensor(y).reshape(z.shape))
+    elif loss == "mse":
+        ref = torch.nn.functional.mse_loss(torch.sigmoid(z), torch.tensor(y).reshape(z.shape))
+    else:
+        ref = torch.nn.functional.binary_cross_entropy_with_logits(z, torch.tensor(y).reshape(z.shape))
+    ref.backward()
+    assert float(value) == pytest.approx(ref.item(), rel=1e-12)
+    for g, p in zip((g for pair in grads for g in pair), params):
+        np.testing.assert_allclose(g, p.grad.numpy(), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("output,loss,k", [p for p in PAIRS if p[0] != "identity"])
+def test_loss_and_gradients_stay_finite_for_huge_logits(backend, output, loss, k):
+    """Logits of +-1e3 in float32: the log-sum-exp forms keep loss and gradients finite."""
+    xp = backend.xp
+    m = gpunn.MLP([1, k], output=output, loss=loss, dtype="float32", **backend.kwargs())
+    w = np.full((k, 1), 1e3)
+    if output == "softmax":
+        w[1:] = np.array([[-1e3]] + [[0.0]] * (k - 2))  # class 0 wins for x = 1, class 1 for x = -1
+    m.set_weights([(w, np.zeros(k))])
+    X = np.array([[1.0], [-1.0]])
+    y = np.array([0, 1])
+    if output == "softmax":
+        y = 1 - y
+    value, grads = m.loss_and_grads(X, y if k == 1 or output == "softmax" else np.stack([y] * k, axis=1))
+    assert bool(xp.isfinite(value))
+    if loss != "mse":
+        assert float(value) > 100  # both samples are confidently wrong: the loss is about 1e3
+    for pair in grads:
+        for g in pair:
+            assert bool(xp.all(xp.isfinite(g)))

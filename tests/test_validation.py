@@ -1,0 +1,117 @@
+"""Bad input gets a gpunn error that names the problem, and a rejected call changes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpunn
+
+X = np.arange(24, dtype=float).reshape(8, 3) / 10
+Y = np.array([0, 1, 0, 1, 1, 0, 1, 0])
+
+
+def _with(row, col, value, base=X):
+    a = base.copy()
+    a[row, col] = value
+    return a
+
+
+BAD_FIT = [
+    ("nan in X", dict(X=_with(2, 1, np.nan)), gpunn.InputError, r"nan at row 2, column 1"),
+    ("inf in X", dict(X=_with(5, 0, -np.inf)), gpunn.InputError, r"-inf at row 5, column 0"),
+    ("too large for float32", dict(X=_with(3, 2, 1e39)), gpunn.InputError, r"row 3, column 2, too large for float32"),
+    ("label 2 for sigmoid", dict(y=np.array([0, 1, 2, 1, 1, 0, 1, 0])), gpunn.InputError, r"label 2 at row 2.*\{0, 1\}"),
+    ("negative label", dict(y=-Y), gpunn.InputError, r"label -1 at row 1"),
+    ("fractional label", dict(y=Y * 0.5), gpunn.InputError, r"0.5 at row 1; class labels must be whole"),
+    ("nan label", dict(y=np.where(Y == 1, np.nan, 0.0)), gpunn.InputError, r"nan at row 1"),
+    ("single class", dict(y=np.ones(8)), gpunn.InputError, r"single class"),
+    ("row count mismatch", dict(y=Y[:7]), gpunn.InputError, r"X has 8 rows but y has 7"),
+    ("empty X", dict(X=np.empty((0, 3)), y=np.empty(0)), gpunn.InputError, r"empty"),
+    ("1-D X", dict(X=X[:, 0]), gpunn.InputError, r"2-D.*shape \(8,\).*reshape"),
+    ("3-D X", dict(X=X.reshape(8, 3, 1)), gpunn.InputError, r"2-D.*\(8, 3, 1\)"),
+    ("zero features", dict(X=np.empty((8, 0))), gpunn.InputError, r"0 features"),
+    ("wrong feature count", dict(X=X[:, :2]), gpunn.InputError, r"2 features but the model expects 3"),
+    ("strings", dict(X=X.astype(str)), gpunn.InputTypeError, r"X has dtype <U"),
+    ("objects", dict(X=X.astype(object)), gpunn.InputTypeError, r"dtype object"),
+    ("complex", dict(X=X.astype(complex)), gpunn.InputTypeError, r"complex128"),
+    ("None X", dict(X=None), gpunn.InputTypeError, r"X is None"),
+    ("None y", dict(y=None), gpunn.InputTypeError, r"y is None"),
+    ("ragged", dict(X=[[1.0, 2.0, 3.0]] * 7 + [[1.0]]), gpunn.InputError, r"ragged"),
+    ("y 2-D wide", dict(y=np.stack([Y, Y], 1)), gpunn.InputError, r"shape \(8, 2\)"),
+    ("lr zero", dict(lr=0), gpunn.ConfigError, r"lr must be a finite number > 0"),
+    ("lr negative", dict(lr=-0.1), gpunn.ConfigError, r"lr"),
+    ("lr nan", dict(lr=float("nan")), gpunn.ConfigError, r"lr"),
+    ("epochs negative", dict(epochs=-1), gpunn.ConfigError, r"epochs must be an integer >= 0"),
+    ("epochs float", dict(epochs=2.5), gpunn.ConfigError, r"epochs"),
+    ("batch size zero", dict(batch_size=0), gpunn.ConfigError, r"batch_size must be an integer >= 1"),
+    ("unknown optimizer", dict(optimizer="rmsprop"), gpunn.ConfigError, r"optimizer 'rmsprop'.*sgd, momentum, adam"),
+    ("bad validation pair", dict(validation_data=(X,)), gpunn.InputError, r"validation_data must be a pair"),
+    ("bad validation X", dict(validation_data=(_with(0, 0, np.nan), Y)), gpunn.InputError, r"validation X"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_FIT, ids=[c[0] for c in BAD_FIT])
+def test_bad_fit_input_is_rejected_and_changes_nothing(case):
+    _, override, error, pattern = case
+    args = {"X": X, "y": Y, "epochs": 2, "verbose": 0, **override}
+    m = gpunn.MLP([3, 4, 1], device="cpu", standardize=True, seed=1)
+    m.fit(X, Y, epochs=1, optimizer="momentum", batch_size=4, verbose=0)
+    before = [np.array(a) for pair in m.weights for a in pair]
+    state = [np.array(v) for v in m.optimizer_state["velocity"]]
+    rng_state, scaling, epoch = m.rng.bit_generator.state, m.scaling, m.epoch
+    with pytest.raises(error, match=pattern):
+        m.fit(args.pop("X"), args.pop("y"), **args)
+    assert issubclass(error, (ValueError, TypeError))
+    for a, b in zip(before, [a for pair in m.weights for a in pair]):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(state, m.optimizer_state["velocity"]):
+        np.testing.assert_array_equal(a, b)
+    assert m.rng.bit_generator.state == rng_state and m.scaling is scaling and m.epoch == epoch
+
+
+def test_softmax_labels_must_be_class_indices():
+    m = gpunn.MLP([3, 4, 3], output="softmax", device="cpu")
+    with pytest.raises(gpunn.InputError, match=r"label 3 at row 0, outside 0..2"):
+        m.fit(X, np.array([3, 0, 1, 2, 0, 1, 2, 0]), epochs=1, verbose=0)
+
+
+def test_predict_before_fit_is_a_clear_error():
+    with pytest.raises(gpunn.NotFittedError, match="not been trained"):
+        gpunn.MLP([3, 4, 1], device="cpu").predict(X)
+
+
+def test_predict_with_wrong_feature_count():
+    m = gpunn.MLP([3, 4, 1], device="cpu")
+    m.fit(X, Y, epochs=1, verbose=0)
+    with pytest.raises(gpunn.InputError, match="4 features but the model expects 3"):
+        m.predict(np.ones((2, 4)))
+
+
+BAD_MODEL = [
+    (dict(sizes=[3]), r"at least two layer widths"),
+    (dict(sizes=[3, 0, 1]), r"width.*>= 1"),
+    (dict(sizes="31"), r"sizes"),
+    (dict(activation="gelu"), r"activation 'gelu'.*relu, tanh, sigmoid"),
+    (dict(output="linear"), r"output 'linear'.*sigmoid, softmax, identity"),
+    (dict(dtype="float16"), r"dtype 'float16'.*float32, float64"),
+    (dict(loss="hinge"), r"loss 'hinge'"),
+    (dict(output="identity", loss="binary_crossentropy"), r"cannot be trained with"),
+    (dict(output="softmax", sizes=[3, 1]), r"softmax.*at least 2"),
+    (dict(seed=-1), r"seed"),
+]
+
+
+@pytest.mark.parametrize("override,pattern", BAD_MODEL)
+def test_bad_hyper_parameters_are_rejected(override, pattern):
+    kwargs = {"sizes": [3, 4, 1], "device": "cpu", **override}
+    with pytest.raises(gpunn.ConfigError, match=pattern):
+        gpunn.MLP(kwargs.pop("sizes"), **kwargs)
+
+
+def test_set_weights_rejects_wrong_shapes_and_keeps_the_old_ones():
+    m = gpunn.MLP([3, 4, 1], device="cpu")
+    before = np.array(m.weights[0][0])
+    with pytest.raises(gpunn.InputError, match=r"W1 has shape \(2, 4\); the model needs \(1, 4\)"):
+        m.set_weights([(np.ones((4, 3)), np.ones(4)), (np.ones((2, 4)), np.ones(1))])
+    np.testing.assert_array_equal(before, m.weights[0][0])
