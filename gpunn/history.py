@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
@@ -68,7 +69,9 @@ class Reporter:
         if verbose == 1 and self.stream.isatty() and total > first:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=first, unit="epoch", file=self.stream, dynamic_ncols=True)
+            # A terminal that reports zero columns would get an invisible bar: fall back to 100.
+            width = shutil.get_terminal_size((100, 24)).columns
+            self.bar = tqdm(total=total, initial=first, unit="epoch", file=self.stream, ncols=width)
 
     def epoch(self, epoch: int, record: dict[str, float]) -> None:
         """Report a finished epoch (1-based)."""
