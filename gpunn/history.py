@@ -69,9 +69,11 @@ class Reporter:
         if verbose == 1 and self.stream.isatty() and total > first:
             from tqdm.auto import tqdm
 
-            # A terminal that reports zero columns would get an invisible bar: fall back to 100.
-            width = shutil.get_terminal_size((100, 24)).columns
-            self.bar = tqdm(total=total, initial=first, unit="epoch", file=self.stream, ncols=width)
+            # A terminal that reports a zero size would get an invisible bar: fall back to 100 x 24.
+            size = shutil.get_terminal_size((100, 24))
+            self.bar = tqdm(
+                total=total, initial=first, unit="epoch", file=self.stream, ncols=size.columns, nrows=size.lines
+            )
 
     def epoch(self, epoch: int, record: dict[str, float]) -> None:
         """Report a finished epoch (1-based)."""
