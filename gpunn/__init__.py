@@ -13,6 +13,7 @@ from .errors import (
     InputTypeError,
     NonFiniteError,
     NotFittedError,
+    OutOfMemoryError,
 )
 from .history import History
 from .model import MLP
@@ -31,5 +32,6 @@ __all__ = [
     "InputTypeError",
     "NonFiniteError",
     "NotFittedError",
+    "OutOfMemoryError",
     "__version__",
 ]

@@ -10,12 +10,13 @@ import contextlib
 import functools
 import importlib
 import importlib.util
+from collections.abc import Iterator
 from typing import Any
 
 import array_api_compat as aac
 import numpy as np
 
-from .errors import DeviceError
+from .errors import DeviceError, OutOfMemoryError
 
 DTYPES = ("float32", "float64")
 
@@ -153,11 +154,17 @@ def from_numpy(a: np.ndarray, xp: Any, device: Any) -> Any:
     return xp.asarray(a, device=device)
 
 
-def device_scope(xp: Any, device: Any) -> contextlib.AbstractContextManager[Any]:
-    """Make ``device`` current where the namespace needs it (CuPy launches kernels on the current GPU)."""
-    if aac.is_cupy_namespace(xp):
-        return device  # cupy.cuda.Device is a context manager
-    return contextlib.nullcontext()
+@contextlib.contextmanager
+def device_scope(xp: Any, device: Any) -> Iterator[None]:
+    """Where gpunn computes: ``device`` made current where the namespace needs it (CuPy launches kernels on the
+    current GPU), and NumPy's floating-point warnings off, since gpunn checks for non-finite values itself and
+    reports them with their epoch and batch."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if aac.is_cupy_namespace(xp):
+            with device:  # cupy.cuda.Device is a context manager
+                yield
+        else:
+            yield
 
 
 def same_device(a: Any, b: Any) -> bool:
@@ -199,3 +206,22 @@ def available_namespaces() -> dict[str, str]:
             except Exception as exc:  # an installed but broken library
                 found[name] = f"unusable ({type(exc).__name__})"
     return found
+
+
+@contextlib.contextmanager
+def memory_guard(device: Any, batch_size: int | None) -> Iterator[None]:
+    """Turn a device's out-of-memory error (CuPy, PyTorch, NumPy) into one that suggests a smaller batch."""
+    try:
+        yield
+    except MemoryError as exc:
+        raise OutOfMemoryError(_oom_message(device, batch_size, exc)) from exc
+    except Exception as exc:
+        if type(exc).__name__ != "OutOfMemoryError":  # cupy.cuda.memory / torch.cuda OutOfMemoryError
+            raise
+        raise OutOfMemoryError(_oom_message(device, batch_size, exc)) from exc
+
+
+def _oom_message(device: Any, batch_size: int | None, exc: BaseException) -> str:
+    batch = "the full batch (batch_size=None)" if batch_size is None else f"batch_size={batch_size}"
+    first = (str(exc).splitlines() or [""])[0]
+    return f"out of memory on {device} with {batch}: try a smaller batch_size ({type(exc).__name__}: {first})"

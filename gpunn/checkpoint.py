@@ -98,6 +98,7 @@ def save(model: MLP, path: str | os.PathLike[str]) -> None:
         "scaling": None if model.scaling is None else [s.tolist() for s in model.scaling],
         "feature_names": model.feature_names,
         "target_name": model.target_name,
+        "metadata": model.metadata,
         "optimizer": opt,
         "rng": model.rng.bit_generator.state,
         "epoch": model.epoch,
@@ -118,7 +119,9 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Replace ``path`` with ``data`` so that a crash at any point leaves the old file or the new one, whole."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    prefix = f".{os.path.basename(path)}."
+    _remove_orphans(folder, prefix)
+    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -135,6 +138,25 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _remove_orphans(folder: str, prefix: str) -> None:
+    """Delete temporary files that a killed save left behind (their writer's process no longer exists)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix) :].partition(".")[0]
+        if not (name.startswith(prefix) and name.endswith(".tmp") and pid.isdigit()):
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
+        except OSError:
+            pass  # alive under another user, or unknowable: leave it
 
 
 def read(path: str | os.PathLike[str]) -> Checkpoint:
@@ -228,7 +250,7 @@ def load(path: str | os.PathLike[str], *, device: Any = "auto", xp: Any = None) 
         if c["scaling"] is not None:
             mean, scale = (np.asarray(s, dtype=np.float64) for s in c["scaling"])
             m.scaling = (mean, scale)
-        m.feature_names, m.target_name = c["feature_names"], c["target_name"]
+        m.feature_names, m.target_name, m.metadata = c["feature_names"], c["target_name"], dict(c["metadata"])
         opt = c["optimizer"]
         if opt is not None:
             m.optimizer = optim.Optimizer(opt["name"], dict(opt["hyper"]))

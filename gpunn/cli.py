@@ -55,29 +55,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{train,predict,info}")
     sub.required = True
 
-    train = sub.add_parser("train", help="train a network (with no options: the tutorial network on 'moons')")
+    train = sub.add_parser(
+        "train",
+        help="train a network (with no options: the tutorial network on 'moons')",
+        description="Train a network. With no options: the tutorial network 2-10-10-10-1 on the built-in 'moons' "
+        "dataset. With --resume, options left out are taken from the checkpoint.",
+    )
     src = train.add_argument_group("data")
     src.add_argument("--data", metavar="FILE", help="numeric CSV file with a header row")
     src.add_argument("--target", metavar="COLUMN", help="the CSV column to predict (required with --data)")
-    src.add_argument("--dataset", choices=data.DATASETS, default="moons", help="built-in dataset (default: moons)")
+    src.add_argument("--dataset", choices=data.DATASETS, help="built-in dataset (default: moons)")
     src.add_argument("--samples", type=_positive_int, help="rows of the built-in dataset (default: 1000)")
-    src.add_argument("--test-size", type=float, default=0.2, help="fraction held out for testing (default: 0.2)")
+    src.add_argument("--test-size", type=float, help="fraction held out for testing (default: 0.2)")
     net = train.add_argument_group("network")
-    net.add_argument("--layers", type=_layers, default=[10, 10, 10], help="hidden widths (default: 10,10,10)")
-    net.add_argument("--activation", choices=layers.ACTIVATIONS, default="relu", help="hidden activation")
-    net.add_argument(
-        "--output", choices=losses.OUTPUTS, help="output layer (default: softmax for 'spirals', else sigmoid)"
-    )
+    net.add_argument("--layers", type=_layers, help="hidden widths (default: 10,10,10)")
+    net.add_argument("--activation", choices=layers.ACTIVATIONS, help="hidden activation (default: relu)")
+    net.add_argument("--output", choices=losses.OUTPUTS, help="output layer (default: softmax for 'spirals', else sigmoid)")
     fit = train.add_argument_group("training")
-    fit.add_argument("--epochs", type=_nonnegative_int, default=1000, help="epochs (default: 1000)")
-    fit.add_argument("--lr", type=float, default=0.1, help="learning rate (default: 0.1)")
+    fit.add_argument("--epochs", type=_nonnegative_int, help="total epochs (default: 1000)")
+    fit.add_argument("--lr", type=float, help="learning rate (default: 0.1)")
     fit.add_argument("--batch-size", type=_positive_int, help="minibatch size (default: full batch)")
-    fit.add_argument("--optimizer", choices=optim.OPTIMIZERS, default="sgd", help="(default: sgd)")
+    fit.add_argument("--optimizer", choices=optim.OPTIMIZERS, help="(default: sgd)")
+    fit.add_argument("--clip-norm", type=float, help="clip the gradients' global L2 norm to this")
     fit.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    fit.add_argument("--dtype", choices=_backend.DTYPES, default="float32", help="(default: float32)")
-    fit.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of weights, split and shuffling")
+    fit.add_argument("--dtype", choices=_backend.DTYPES, help="(default: float32)")
+    fit.add_argument("--seed", type=_nonnegative_int, help="seed of weights, split and shuffling (default: 0)")
     out = train.add_argument_group("output")
     out.add_argument("--save", metavar="PATH", help="write the trained model (safetensors)")
+    out.add_argument("--checkpoint", metavar="PATH", help="save the model after every epoch (and on Ctrl-C)")
+    out.add_argument("--resume", metavar="PATH", help="continue a checkpoint up to --epochs in total")
     out.add_argument("--history", metavar="PATH", help="write per-epoch loss and accuracy (JSON)")
     out.add_argument("-q", "--quiet", action="store_true", help="print only the final result")
     train.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -111,52 +117,102 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
 
-def _load_training_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str, list[str] | None]:
-    if args.data is None:
-        if args.target is not None:
+# Settings of `gpunn train` that a checkpoint remembers, with their defaults.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "data": None, "target": None, "dataset": "moons", "samples": None, "test_size": 0.2,
+    "layers": [10, 10, 10], "activation": "relu", "output": None, "dtype": "float32",
+    "epochs": 1000, "lr": 0.1, "batch_size": None, "optimizer": "sgd", "clip_norm": None, "seed": 0,
+}  # fmt: skip
+ARCHITECTURE = ("layers", "activation", "output", "dtype")
+
+
+def _train_settings(args: argparse.Namespace, stored: dict[str, Any]) -> dict[str, Any]:
+    """Each option as given, else as the resumed checkpoint had it, else its default."""
+    settings = {}
+    for key, default in TRAIN_DEFAULTS.items():
+        given = getattr(args, key)
+        if given is not None and key in ARCHITECTURE and key in stored and given != stored[key]:
+            raise InputError(f"--{key.replace('_', '-')} {given} differs from the resumed checkpoint's {stored[key]}")
+        settings[key] = given if given is not None else stored.get(key, default)
+    if settings["output"] is None:
+        settings["output"] = "softmax" if settings["data"] is None and settings["dataset"] == "spirals" else "sigmoid"
+    return settings
+
+
+def _load_training_data(s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str, list[str] | None]:
+    if s["data"] is None:
+        if s["target"] is not None:
             raise InputError("--target needs --data FILE")
-        X, y = data.make_dataset(args.dataset, args.samples, seed=args.seed)
-        return X, y, f"built-in dataset '{args.dataset}'", None
-    if args.target is None:
-        raise InputError(f"--data {args.data} needs --target COLUMN to name the column to predict")
-    X, y, names = data.read_csv(args.data, target=args.target)
-    return X, y, args.data, names
+        X, y = data.make_dataset(s["dataset"], s["samples"], seed=s["seed"])
+        return X, y, f"built-in dataset '{s['dataset']}'", None
+    if s["target"] is None:
+        raise InputError(f"--data {s['data']} needs --target COLUMN to name the column to predict")
+    X, y, names = data.read_csv(s["data"], target=s["target"])
+    return X, y, s["data"], names
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``gpunn train``."""
+    from .checkpoint import load
     from .model import MLP
 
-    X, y, source, names = _load_training_data(args)
-    output = args.output or ("softmax" if args.data is None and args.dataset == "spirals" else "sigmoid")
+    resumed = load(args.resume, device=args.device) if args.resume else None
+    s = _train_settings(args, resumed.metadata.get("train", {}) if resumed else {})
+    X, y, source, names = _load_training_data(s)
     n_outputs = 1
-    if output == "softmax":
+    if s["output"] == "softmax":
         if not np.all(y == np.round(y)) or y.min() < 0:
             raise InputError(f"{source}: softmax needs class labels 0..k-1 in the target")
         n_outputs = max(int(y.max()) + 1, 2)
-    X_train, X_test, y_train, y_test = data.train_test_split(X, y, test_size=args.test_size, seed=args.seed)
-    model = MLP(
-        [X.shape[1], *args.layers, n_outputs], activation=args.activation, output=output, seed=args.seed,
-        device=args.device, dtype=args.dtype, standardize=True,
-    )  # fmt: skip
-    model.feature_names, model.target_name = names, args.target
+    X_train, X_test, y_train, y_test = data.train_test_split(X, y, test_size=s["test_size"], seed=s["seed"])
+    sizes = [X.shape[1], *s["layers"], n_outputs]
+    if resumed is not None:
+        if resumed.sizes != sizes:
+            raise InputError(f"{source} gives a network of sizes {sizes} but {args.resume} holds {resumed.sizes}")
+        model = resumed
+    else:
+        model = MLP(
+            sizes, activation=s["activation"], output=s["output"], seed=s["seed"], device=args.device,
+            dtype=s["dtype"], standardize=True,
+        )  # fmt: skip
+        model.feature_names, model.target_name = names, s["target"]
+    model.metadata["train"] = s
+    remaining = max(s["epochs"] - model.epoch, 0)
     if not args.quiet:
+        done = f", resuming at epoch {model.epoch}" if resumed is not None else ""
         print(
-            f"gpunn {__version__}: training {model.sizes} ({args.activation}, {output}) on {source}, "
+            f"gpunn {__version__}: training {model.sizes} ({s['activation']}, {s['output']}) on {source}, "
             f"{len(X_train)} train / {len(X_test)} test rows, {_backend.namespace_name(model.xp)} on "
-            f"{model.device}, {args.dtype}"
+            f"{model.device}, {s['dtype']}{done}"
         )
-    history = model.fit(
-        X_train, y_train, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
-        validation_data=(X_test, y_test), verbose=0 if args.quiet else 1,
-    )  # fmt: skip
+    callbacks = [lambda m, record: m.save(args.checkpoint)] if args.checkpoint else None
+    try:
+        model.fit(
+            X_train, y_train, epochs=remaining, lr=s["lr"], batch_size=s["batch_size"], optimizer=s["optimizer"],
+            clip_norm=s["clip_norm"], validation_data=(X_test, y_test), verbose=0 if args.quiet else 1,
+            callbacks=callbacks,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        path = args.checkpoint or args.save
+        if path:
+            model.save(path)
+            print(f"\ngpunn: interrupted after epoch {model.epoch}; saved to {path} (continue with --resume {path})",
+                  file=sys.stderr)  # fmt: skip
+        else:
+            print(f"\ngpunn: interrupted after epoch {model.epoch}; nothing saved (use --checkpoint PATH)",
+                  file=sys.stderr)  # fmt: skip
+        return 130
+    except NonFiniteError as exc:
+        kept = f"; {args.checkpoint} holds the last good epoch" if args.checkpoint and model.epoch else ""
+        print(f"gpunn: {exc}{kept}", file=sys.stderr)
+        return 1
     result = model.evaluate(X_test, y_test)
     if "accuracy" in result:
         print(f"test accuracy {result['accuracy']:.4f}  (test loss {result['loss']:.4f})")
     else:
         print(f"test mse {result['loss']:.6g}")
     if args.history:
-        history.save(args.history)
+        model.history.save(args.history)
     if args.save:
         model.save(args.save)
         if not args.quiet:

@@ -31,3 +31,7 @@ class CheckpointError(GpunnError, ValueError):
 
 class NonFiniteError(GpunnError, FloatingPointError):
     """Training produced a NaN or infinite loss; the model keeps its last finite weights."""
+
+
+class OutOfMemoryError(GpunnError, MemoryError):
+    """The device ran out of memory; a smaller batch usually fits."""

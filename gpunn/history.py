@@ -29,10 +29,16 @@ class History:
         """Number of epochs recorded."""
         return len(self.loss)
 
-    def extend(self, other: History) -> None:
-        """Append another history's epochs to this one."""
-        for key, values in asdict(other).items():
-            getattr(self, key).extend(values)
+    def appended(self, record: dict[str, float]) -> History:
+        """A new History with one more epoch; ``record`` maps field names to that epoch's values."""
+        lists = self.to_dict()
+        for key, value in record.items():
+            lists[key].append(value)
+        return History(**lists)
+
+    def since(self, epoch: int) -> History:
+        """The epochs from index ``epoch`` on, as a new History."""
+        return History(**{key: values[epoch:] for key, values in self.to_dict().items()})
 
     def to_dict(self) -> dict[str, list[float]]:
         """A JSON-ready dict of the four lists."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -106,6 +106,7 @@ class MLP:
         self.scaling: tuple[np.ndarray, np.ndarray] | None = None
         self.feature_names: list[str] | None = None
         self.target_name: str | None = None
+        self.metadata: dict[str, Any] = {}  # JSON-serializable notes saved with the model (the CLI's settings)
 
     # ----------------------------------------------------------------------------------------------- state
     def __repr__(self) -> str:
@@ -235,6 +236,7 @@ class MLP:
         validation_data: tuple[Any, Any] | None = None,
         verbose: int = 1,
         clip_norm: float | None = None,
+        callbacks: Sequence[Callable[[MLP, dict[str, float]], Any]] | None = None,
     ) -> History:
         """Train for ``epochs`` more epochs and return their :class:`History`.
 
@@ -259,6 +261,13 @@ class MLP:
             0 silent; 1 a progress bar on a terminal, else a line every ~10% of epochs; 2 a line every epoch.
         clip_norm : float, optional
             Rescale the gradients so that their global L2 norm is at most this.
+        callbacks : sequence of callables, optional
+            Each is called as ``callback(model, record)`` after every epoch, with that epoch's metrics;
+            ``gpunn train --checkpoint`` saves the model this way.
+
+        If training is interrupted (Ctrl-C) or diverges, the model is left exactly as the last completed epoch
+        left it: weights, optimizer state, shuffling generator, epoch count and history agree, so saving it
+        and resuming reproduces an uninterrupted run.
         """
         epochs = check.integer(epochs, "epochs", 0)
         lr = check.positive_float(lr, "lr")
@@ -268,6 +277,8 @@ class MLP:
         if clip_norm is not None:
             clip_norm = check.positive_float(clip_norm, "clip_norm")
         verbose = check.integer(verbose, "verbose", 0)
+        if callbacks is not None and not all(callable(c) for c in callbacks):
+            raise ConfigError("callbacks must be a sequence of callables callback(model, record)")
         xp = self.xp
         with _backend.device_scope(xp, self.device):
             scaling = self.scaling
@@ -286,26 +297,37 @@ class MLP:
             self.scaling = scaling
             if self.optimizer != opt or self.optimizer_state is None:
                 self.optimizer, self.optimizer_state = opt, opt.init(self._params, xp)
-            history = History()
+            first = self.history.epochs
             reporter = Reporter(verbose, self.epoch, self.epoch + epochs)
+            self.fitted = True
             try:
-                for _ in range(epochs):
-                    record = self._run_epoch(x, t, val, lr, batch_size, shuffle, clip_norm)
-                    for key, value in record.items():
-                        getattr(history, key).append(value)
-                    reporter.epoch(self.epoch, record)
+                with _backend.memory_guard(self.device, batch_size):
+                    for _ in range(epochs):
+                        record = self._run_epoch(x, t, val, lr, batch_size, shuffle, clip_norm)
+                        reporter.epoch(self.epoch, record)
+                        for callback in callbacks or ():
+                            callback(self, record)
             finally:
                 reporter.close()
-                self.history.extend(history)
-            self.fitted = True
-        return history
+        return self.history.since(first)
 
     def _run_epoch(self, x, t, val, lr, batch_size, shuffle, clip_norm) -> dict[str, float]:
         """One pass over the data; the only read-back is the epoch's metrics at the end."""
         xp, n = self.xp, x.shape[0]
         bs = n if batch_size is None else min(batch_size, n)
-        params, state = self._params, self.optimizer_state
         rng_state = self.rng.bit_generator.state
+        try:
+            return self._epoch_body(x, t, val, lr, batch_size, shuffle, clip_norm)
+        except BaseException:
+            # Diverged or interrupted: the permutation drawn for this epoch is put back, so the model is
+            # exactly as the last completed epoch left it (weights and state were never replaced).
+            self.rng.bit_generator.state = rng_state
+            raise
+
+    def _epoch_body(self, x, t, val, lr, batch_size, shuffle, clip_norm) -> dict[str, float]:
+        xp, n = self.xp, x.shape[0]
+        bs = n if batch_size is None else min(batch_size, n)
+        params, state = self._params, self.optimizer_state
         order = None
         if bs < n and shuffle:
             order = _backend.from_numpy(self.rng.permutation(n), xp, self.device)
@@ -345,11 +367,12 @@ class MLP:
         metrics.append(sum(xp.sum(p) for p in params))
         values = _backend.to_numpy(xp.stack(metrics)).tolist()
         if not (math.isfinite(values[0]) and math.isfinite(values[-1])):
-            self.rng.bit_generator.state = rng_state
             raise self._divergence(batch_losses, values[0])
-        self._params, self.optimizer_state = params, state
-        self.epoch += 1
-        return dict(zip(names, values))
+        record = dict(zip(names, values))
+        history = self.history.appended(record)
+        # One statement, no calls: an interrupt lands before or after it, never half way.
+        self._params, self.optimizer_state, self.epoch, self.history = params, state, self.epoch + 1, history
+        return record
 
     def _divergence(self, batch_losses: list[Any], loss: float) -> NonFiniteError:
         losses_seen = _backend.to_numpy(self.xp.stack(batch_losses))

@@ -1,0 +1,152 @@
+"""Interrupts, kills, divergence and memory errors: nothing is lost and a resumed run equals an unbroken one."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import gpunn
+
+
+def _problem(n=90):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 3))
+    return X, (X[:, 0] * X[:, 1] > 0).astype(int)
+
+
+def _weights(m):
+    return [np.asarray(gpunn._backend.to_numpy(a)) for pair in m.weights for a in pair]
+
+
+def test_interrupt_inside_fit_leaves_a_resumable_model():
+    X, y = _problem()
+    kw = dict(lr=0.01, batch_size=16, optimizer="adam", verbose=0)
+
+    def stop_at_epoch_4(model, record):
+        if model.epoch == 4:
+            raise KeyboardInterrupt
+
+    m = gpunn.MLP([3, 8, 1], device="cpu", seed=4)
+    with pytest.raises(KeyboardInterrupt):
+        m.fit(X, y, epochs=10, callbacks=[stop_at_epoch_4], **kw)
+    assert m.epoch == 4 == m.history.epochs
+    m.fit(X, y, epochs=6, **kw)
+    ref = gpunn.MLP([3, 8, 1], device="cpu", seed=4)
+    ref.fit(X, y, epochs=10, **kw)
+    for a, b in zip(_weights(m), _weights(ref)):
+        np.testing.assert_array_equal(a, b)
+    assert m.history == ref.history
+
+
+def test_memory_errors_become_a_clear_gpunn_error():
+    X, y = _problem()
+
+    def exhaust(model, record):
+        raise MemoryError("Unable to allocate 1.00 TiB")
+
+    m = gpunn.MLP([3, 8, 1], device="cpu")
+    with pytest.raises(gpunn.OutOfMemoryError, match=r"out of memory on cpu with batch_size=32: try a smaller"):
+        m.fit(X, y, epochs=2, batch_size=32, callbacks=[exhaust], verbose=0)
+
+    class OutOfMemoryError(Exception):  # how CuPy and PyTorch name theirs
+        pass
+
+    def gpu_exhaust(model, record):
+        raise OutOfMemoryError("Out of memory allocating 4,294,967,296 bytes")
+
+    with pytest.raises(gpunn.OutOfMemoryError, match=r"full batch.*smaller batch_size.*4,294,967,296"):
+        m.fit(X, y, epochs=2, callbacks=[gpu_exhaust], verbose=0)
+
+
+def _gpunn(*args, cwd, **kw):
+    return subprocess.Popen(
+        [sys.executable, "-m", "gpunn", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        **kw,
+    )  # fmt: skip
+
+
+def test_sigint_saves_a_checkpoint_and_resume_equals_an_unbroken_run(tmp_path):
+    common = ["train", "--epochs", "300", "--batch-size", "16", "--optimizer", "adam", "--lr", "0.01",
+              "--device", "cpu", "--seed", "1", "-q"]  # fmt: skip
+    ref = _gpunn(*common, "--save", "ref.safetensors", cwd=tmp_path)
+    assert ref.wait(timeout=300) == 0, ref.stderr.read()
+
+    proc = _gpunn(*common, "--checkpoint", "c.safetensors", cwd=tmp_path)
+    deadline = time.time() + 120
+    while not (tmp_path / "c.safetensors").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130, proc.stderr.read()
+    assert "interrupted after epoch" in proc.stderr.read()
+    stopped = gpunn.load(tmp_path / "c.safetensors", device="cpu")
+    assert 0 < stopped.epoch < 300
+
+    resumed = _gpunn("train", "--resume", "c.safetensors", "--device", "cpu", "-q", "--save", "r.safetensors",
+                     cwd=tmp_path)  # fmt: skip
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    a = gpunn.load(tmp_path / "ref.safetensors", device="cpu")
+    b = gpunn.load(tmp_path / "r.safetensors", device="cpu")
+    assert a.epoch == b.epoch == 300
+    for wa, wb in zip(_weights(a), _weights(b)):
+        np.testing.assert_array_equal(wa, wb)
+    assert a.history == b.history
+
+
+SAVER = textwrap.dedent(
+    """
+    import sys, numpy as np, gpunn
+    m = gpunn.load(sys.argv[1], device="cpu")
+    X = np.random.default_rng(0).normal(size=(64, 3))
+    y = (X[:, 0] > 0).astype(int)
+    print("ready", flush=True)
+    while True:
+        m.fit(X, y, epochs=1, verbose=0)
+        m.save(sys.argv[1])
+    """
+)
+
+
+def test_kill_9_while_saving_never_breaks_the_previous_checkpoint(tmp_path):
+    X, y = _problem()
+    m = gpunn.MLP([3, 64, 64, 1], device="cpu")
+    m.fit(X, y, epochs=1, verbose=0)
+    path = tmp_path / "m.safetensors"
+    m.save(path)
+    script = tmp_path / "saver.py"
+    script.write_text(SAVER)
+    rnd = random.Random(0)
+    epochs_seen = set()
+    for _ in range(12):
+        proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rnd.uniform(0.0, 0.15))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        epochs_seen.add(gpunn.load(path, device="cpu").epoch)  # always loads
+    assert len(epochs_seen) > 3  # the kills landed at different points of the saving loop
+    m.save(path)  # the next save clears what killed saves left behind
+    assert sorted(os.listdir(tmp_path)) == ["m.safetensors", "saver.py"]
+
+
+def test_divergence_in_the_cli_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    rows = "\n".join(f"{i * 1e3},{(i % 2) * 1e4}" for i in range(40))
+    (tmp_path / "d.csv").write_text("x,y\n" + rows + "\n")
+    proc = _gpunn("train", "--data", "d.csv", "--target", "y", "--output", "identity", "--lr", "1e3",
+                  "--epochs", "50", "--device", "cpu", "--checkpoint", "c.safetensors", cwd=tmp_path)  # fmt: skip
+    assert proc.wait(timeout=120) == 1
+    err = proc.stderr.read().strip()
+    assert err.startswith("gpunn: training diverged in epoch") and "Traceback" not in err
+    assert len(err.splitlines()) == 1 and err.endswith("c.safetensors holds the last good epoch")
+    failed_epoch = int(err.split("epoch ")[1].split(",")[0])
+    kept = gpunn.load(tmp_path / "c.safetensors", device="cpu")
+    assert kept.epoch == failed_epoch - 1 >= 1
+    assert all(np.isfinite(w).all() for w in _weights(kept))
