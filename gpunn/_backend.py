@@ -128,6 +128,16 @@ def namespace_name(xp: Any) -> str:
     return getattr(xp, "__name__", str(xp))
 
 
+# NumPy fast paths (in-place ufuncs on temporaries) sit behind the generic functions; tests switch them off
+# to check that both paths agree.
+NUMPY_FAST_PATHS = True
+
+
+def numpy_fast_path(xp: Any) -> bool:
+    """True when ``xp`` is NumPy and its fast paths are on."""
+    return NUMPY_FAST_PATHS and aac.is_numpy_namespace(xp)
+
+
 def is_host_data(x: Any) -> bool:
     """True for NumPy arrays, Python sequences and scalars: data gpunn moves to the model's device itself."""
     return isinstance(x, np.ndarray) or not aac.is_array_api_obj(x)

@@ -7,7 +7,7 @@ import math
 import os
 import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 
@@ -29,20 +29,23 @@ class History:
         """Number of epochs recorded."""
         return len(self.loss)
 
-    def appended(self, record: dict[str, float]) -> History:
-        """A new History with one more epoch; ``record`` maps field names to that epoch's values."""
-        lists = self.to_dict()
+    def append(self, record: dict[str, float]) -> None:
+        """Add one epoch; ``record`` maps field names to that epoch's values."""
         for key, value in record.items():
-            lists[key].append(value)
-        return History(**lists)
+            getattr(self, key).append(value)
+
+    def truncate(self, epochs: int) -> None:
+        """Keep only the first ``epochs`` epochs."""
+        for key in self.__dataclass_fields__:
+            del getattr(self, key)[epochs:]
 
     def since(self, epoch: int) -> History:
         """The epochs from index ``epoch`` on, as a new History."""
-        return History(**{key: values[epoch:] for key, values in self.to_dict().items()})
+        return History(**{key: getattr(self, key)[epoch:] for key in self.__dataclass_fields__})
 
     def to_dict(self) -> dict[str, list[float]]:
         """A JSON-ready dict of the four lists."""
-        return asdict(self)
+        return {key: list(getattr(self, key)) for key in self.__dataclass_fields__}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> History:

@@ -100,6 +100,9 @@ class MLP:
         self._params = self._to_device_params(host)
         self.optimizer: optim.Optimizer | None = None
         self.optimizer_state: dict[str, Any] | None = None
+        # (params, optimizer state, RNG state) at the start of the last completed epoch, to step back to if
+        # that epoch's final update overflowed.
+        self._previous: tuple[list[Any], dict[str, Any] | None, dict[str, Any]] | None = None
         self.history = History()
         self.epoch = 0
         self.fitted = False
@@ -142,7 +145,7 @@ class MLP:
                 raise InputError(f"set_weights: layer {i} must be a (W, b) pair")
             for name, value, shape in ((f"W{i}", pair[0], (fan_out, fan_in)), (f"b{i}", pair[1], (fan_out,))):
                 new.append(self._as_model_array(value, name, shape))
-        self._params = new
+        self._params, self._previous = new, None
         self.fitted = True
 
     def _as_model_array(self, value: Any, name: str, shape: tuple[int, ...]) -> Any:
@@ -297,6 +300,7 @@ class MLP:
             self.scaling = scaling
             if self.optimizer != opt or self.optimizer_state is None:
                 self.optimizer, self.optimizer_state = opt, opt.init(self._params, xp)
+                self._previous = None
             first = self.history.epochs
             reporter = Reporter(verbose, self.epoch, self.epoch + epochs)
             self.fitted = True
@@ -317,14 +321,28 @@ class MLP:
         bs = n if batch_size is None else min(batch_size, n)
         rng_state = self.rng.bit_generator.state
         try:
-            return self._epoch_body(x, t, val, lr, batch_size, shuffle, clip_norm)
-        except BaseException:
-            # Diverged or interrupted: the permutation drawn for this epoch is put back, so the model is
-            # exactly as the last completed epoch left it (weights and state were never replaced).
+            return self._epoch_body(x, t, val, lr, batch_size, shuffle, clip_norm, rng_state)
+        except BaseException as exc:
+            # Diverged or interrupted: the permutation drawn for this epoch is put back and a half-recorded
+            # epoch is dropped, so the model is exactly as the last completed epoch left it.
             self.rng.bit_generator.state = rng_state
+            if isinstance(exc, NonFiniteError):
+                self._step_back_if_not_finite()
+            self.history.truncate(self.epoch)
             raise
 
-    def _epoch_body(self, x, t, val, lr, batch_size, shuffle, clip_norm) -> dict[str, float]:
+    def _step_back_if_not_finite(self) -> None:
+        """After a non-finite loss: if the last epoch's final update itself overflowed (its loss, computed
+        before that update, was finite), return to the epoch before it. Runs only on this failure path."""
+        xp = self.xp
+        if self._previous is None or all(bool(xp.all(xp.isfinite(p))) for p in self._params):
+            return
+        self._params, self.optimizer_state, rng_state = self._previous
+        self.rng.bit_generator.state = rng_state
+        self.epoch -= 1
+        self._previous = None
+
+    def _epoch_body(self, x, t, val, lr, batch_size, shuffle, clip_norm, rng_state) -> dict[str, float]:
         xp, n = self.xp, x.shape[0]
         bs = n if batch_size is None else min(batch_size, n)
         params, state = self._params, self.optimizer_state
@@ -363,15 +381,14 @@ class MLP:
             if val_correct is not None:
                 names.append("val_accuracy")
                 metrics.append(val_correct)
-        # A sentinel over the new weights catches an update that overflowed after a finite loss.
-        metrics.append(sum(xp.sum(p) for p in params))
         values = _backend.to_numpy(xp.stack(metrics)).tolist()
-        if not (math.isfinite(values[0]) and math.isfinite(values[-1])):
+        if not math.isfinite(values[0]):
             raise self._divergence(batch_losses, values[0])
         record = dict(zip(names, values))
-        history = self.history.appended(record)
+        self.history.append(record)
+        previous = (self._params, self.optimizer_state, rng_state)  # references, not copies: updates are pure
         # One statement, no calls: an interrupt lands before or after it, never half way.
-        self._params, self.optimizer_state, self.epoch, self.history = params, state, self.epoch + 1, history
+        self._params, self.optimizer_state, self.epoch, self._previous = params, state, self.epoch + 1, previous
         return record
 
     def _divergence(self, batch_losses: list[Any], loss: float) -> NonFiniteError:
