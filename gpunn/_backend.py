@@ -138,6 +138,11 @@ def numpy_fast_path(xp: Any) -> bool:
     return NUMPY_FAST_PATHS and aac.is_numpy_namespace(xp)
 
 
+def is_cupy_array(x: Any) -> bool:
+    """True for a CuPy array."""
+    return aac.is_cupy_array(x)
+
+
 def is_host_data(x: Any) -> bool:
     """True for NumPy arrays, Python sequences and scalars: data gpunn moves to the model's device itself."""
     return isinstance(x, np.ndarray) or not aac.is_array_api_obj(x)

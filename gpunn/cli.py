@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--resume", metavar="PATH", help="continue a checkpoint up to --epochs in total")
     out.add_argument("--history", metavar="PATH", help="write per-epoch loss and accuracy (JSON)")
     out.add_argument("-q", "--quiet", action="store_true", help="print only the final result")
+    train.add_argument(
+        "--distributed", action="store_true",
+        help="data-parallel over MPI ranks (launch with mpiexec -n N); --batch-size is the global batch",
+    )  # fmt: skip
     train.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
     predict = sub.add_parser("predict", help="predict with a saved model")
@@ -103,18 +107,31 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    comm = None
     try:
+        if getattr(args, "distributed", False):
+            from .distributed import Communicator
+
+            comm = args.comm = Communicator(abort_on_error=False)
         return {"train": cmd_train, "predict": cmd_predict, "info": cmd_info}[args.command](args)
-    except NonFiniteError as exc:
-        if args.debug:
+    except Exception as exc:
+        if args.debug and comm is None:
             raise
-        print(f"gpunn: {exc}", file=sys.stderr)
-        return 1
-    except GpunnError as exc:
-        if args.debug:
-            raise
-        print(f"gpunn: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        code = 1 if isinstance(exc, NonFiniteError) else EXIT_USAGE if isinstance(exc, GpunnError) else 1
+        if isinstance(exc, NonFiniteError):
+            message = f"gpunn: {exc}"
+        elif isinstance(exc, GpunnError):
+            message = f"gpunn: error: {exc}"
+        else:
+            if comm is None:
+                raise
+            message = f"gpunn: error: {type(exc).__name__}: {exc}"
+        if comm is not None:
+            # One rank failing stops them all: the others may be waiting in a collective.
+            print(f"{message} (rank {comm.rank} of {comm.size}; stopping every rank)", file=sys.stderr, flush=True)
+            comm.comm.Abort(code)
+        print(message, file=sys.stderr)
+        return code
 
 
 # Settings of `gpunn train` that a checkpoint remembers, with their defaults.
@@ -156,7 +173,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import load
     from .model import MLP
 
-    resumed = load(args.resume, device=args.device) if args.resume else None
+    comm = getattr(args, "comm", None)
+    lead = comm is None or comm.rank == 0  # only rank 0 prints and writes files
+    device = comm.device() if comm is not None and args.device == "auto" else args.device
+    quiet = args.quiet or not lead
+    resumed = load(args.resume, device=device) if args.resume else None
     s = _train_settings(args, resumed.metadata.get("train", {}) if resumed else {})
     X, y, source, names = _load_training_data(s)
     n_outputs = 1
@@ -172,28 +193,32 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = resumed
     else:
         model = MLP(
-            sizes, activation=s["activation"], output=s["output"], seed=s["seed"], device=args.device,
+            sizes, activation=s["activation"], output=s["output"], seed=s["seed"], device=device,
             dtype=s["dtype"], standardize=True,
         )  # fmt: skip
         model.feature_names, model.target_name = names, s["target"]
     model.metadata["train"] = s
     remaining = max(s["epochs"] - model.epoch, 0)
-    if not args.quiet:
+    if not quiet:
         done = f", resuming at epoch {model.epoch}" if resumed is not None else ""
+        if comm is not None:
+            done += f", data-parallel over {comm.size} ranks"
         print(
             f"gpunn {__version__}: training {model.sizes} ({s['activation']}, {s['output']}) on {source}, "
             f"{len(X_train)} train / {len(X_test)} test rows, {_backend.namespace_name(model.xp)} on "
             f"{model.device}, {s['dtype']}{done}"
         )
-    callbacks = [lambda m, record: m.save(args.checkpoint)] if args.checkpoint else None
+    callbacks = [lambda m, record: m.save(args.checkpoint)] if args.checkpoint and lead else None
     try:
         model.fit(
             X_train, y_train, epochs=remaining, lr=s["lr"], batch_size=s["batch_size"], optimizer=s["optimizer"],
-            clip_norm=s["clip_norm"], validation_data=(X_test, y_test), verbose=0 if args.quiet else 1,
-            callbacks=callbacks,
+            clip_norm=s["clip_norm"], validation_data=(X_test, y_test), verbose=0 if quiet else 1,
+            callbacks=callbacks, comm=comm,
         )  # fmt: skip
     except KeyboardInterrupt:
         path = args.checkpoint or args.save
+        if not lead:
+            return 130
         if path:
             model.save(path)
             print(f"\ngpunn: interrupted after epoch {model.epoch}; saved to {path} (continue with --resume {path})",
@@ -203,9 +228,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                   file=sys.stderr)  # fmt: skip
         return 130
     except NonFiniteError as exc:
-        kept = f"; {args.checkpoint} holds the last good epoch" if args.checkpoint and model.epoch else ""
-        print(f"gpunn: {exc}{kept}", file=sys.stderr)
+        if lead:  # every rank sees the same divergence; one reports it
+            kept = f"; {args.checkpoint} holds the last good epoch" if args.checkpoint and model.epoch else ""
+            print(f"gpunn: {exc}{kept}", file=sys.stderr)
         return 1
+    if not lead:
+        return 0
     result = model.evaluate(X_test, y_test)
     if "accuracy" in result:
         print(f"test accuracy {result['accuracy']:.4f}  (test loss {result['loss']:.4f})")

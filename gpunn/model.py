@@ -16,15 +16,23 @@ from .history import History, Reporter
 from .init import init_params
 
 
-def train_step(params, state, xb, tb, *, activation, output, loss, optimizer, lr, clip_norm, xp):
-    """One gradient-descent step on a batch: forward, fused loss, backprop, update. Pure; reads nothing back.
+def batch_gradients(params, xb, tb, *, activation, output, loss, xp):
+    """Forward, fused loss and backprop on a batch: ``(grads, mean_loss, n_correct)``. Pure; reads nothing back.
 
-    Returns ``(new_params, new_state, mean_loss, n_correct)``, the last two as 0-d arrays (n_correct is None
-    for regression).
+    ``grads`` is ``[dW1, db1, ...]`` of the batch's mean loss; the loss and the count of correct predictions
+    are 0-d arrays (the count is None for regression).
     """
     z, inputs = layers.forward(params, xb, activation, xp)
     value, delta, correct = losses.loss_and_delta(output, loss, z, tb, xp)
-    grads = layers.backward(params, inputs, delta, activation, xp)
+    return layers.backward(params, inputs, delta, activation, xp), value, correct
+
+
+def train_step(params, state, xb, tb, *, activation, output, loss, optimizer, lr, clip_norm, xp):
+    """One gradient-descent step on a batch: gradients, optional clipping, update. Pure; reads nothing back.
+
+    Returns ``(new_params, new_state, mean_loss, n_correct)``.
+    """
+    grads, value, correct = batch_gradients(params, xb, tb, activation=activation, output=output, loss=loss, xp=xp)
     if clip_norm is not None:
         grads = clip_by_global_norm(grads, clip_norm, xp)
     params, state = optimizer.update(params, grads, state, lr, xp)
@@ -240,6 +248,7 @@ class MLP:
         verbose: int = 1,
         clip_norm: float | None = None,
         callbacks: Sequence[Callable[[MLP, dict[str, float]], Any]] | None = None,
+        comm: Any = None,
     ) -> History:
         """Train for ``epochs`` more epochs and return their :class:`History`.
 
@@ -267,6 +276,9 @@ class MLP:
         callbacks : sequence of callables, optional
             Each is called as ``callback(model, record)`` after every epoch, with that epoch's metrics;
             ``gpunn train --checkpoint`` saves the model this way.
+        comm : gpunn.distributed.Communicator, optional
+            Train data-parallel with the other ranks of ``comm``: ``batch_size`` is the global batch, each rank
+            computes the gradients of its shard, one allreduce per step averages them. Only rank 0 prints.
 
         If training is interrupted (Ctrl-C) or diverges, the model is left exactly as the last completed epoch
         left it: weights, optimizer state, shuffling generator, epoch count and history agree, so saving it
@@ -298,6 +310,9 @@ class MLP:
                 val = (xv, self._prepare_targets(validation_data[1], xv.shape[0], "validation y"))
             # Everything is valid: from here on the call may change the model.
             self.scaling = scaling
+            if comm is not None:
+                self._params = comm.broadcast_arrays(self._params, xp, self.device)  # every rank starts equal
+                verbose = verbose if comm.rank == 0 else 0
             if self.optimizer != opt or self.optimizer_state is None:
                 self.optimizer, self.optimizer_state = opt, opt.init(self._params, xp)
                 self._previous = None
@@ -307,7 +322,7 @@ class MLP:
             try:
                 with _backend.memory_guard(self.device, batch_size):
                     for _ in range(epochs):
-                        record = self._run_epoch(x, t, val, lr, batch_size, shuffle, clip_norm)
+                        record = self._run_epoch(x, t, val, lr, batch_size, shuffle, clip_norm, comm)
                         reporter.epoch(self.epoch, record)
                         for callback in callbacks or ():
                             callback(self, record)
@@ -315,13 +330,13 @@ class MLP:
                 reporter.close()
         return self.history.since(first)
 
-    def _run_epoch(self, x, t, val, lr, batch_size, shuffle, clip_norm) -> dict[str, float]:
+    def _run_epoch(self, x, t, val, lr, batch_size, shuffle, clip_norm, comm=None) -> dict[str, float]:
         """One pass over the data; the only read-back is the epoch's metrics at the end."""
         xp, n = self.xp, x.shape[0]
         bs = n if batch_size is None else min(batch_size, n)
         rng_state = self.rng.bit_generator.state
         try:
-            return self._epoch_body(x, t, val, lr, batch_size, shuffle, clip_norm, rng_state)
+            return self._epoch_body(x, t, val, lr, batch_size, shuffle, clip_norm, rng_state, comm)
         except BaseException as exc:
             # Diverged or interrupted: the permutation drawn for this epoch is put back and a half-recorded
             # epoch is dropped, so the model is exactly as the last completed epoch left it.
@@ -342,38 +357,44 @@ class MLP:
         self.epoch -= 1
         self._previous = None
 
-    def _epoch_body(self, x, t, val, lr, batch_size, shuffle, clip_norm, rng_state) -> dict[str, float]:
+    def _epoch_body(self, x, t, val, lr, batch_size, shuffle, clip_norm, rng_state, comm=None) -> dict[str, float]:
         xp, n = self.xp, x.shape[0]
         bs = n if batch_size is None else min(batch_size, n)
         params, state = self._params, self.optimizer_state
         order = None
         if bs < n and shuffle:
             order = _backend.from_numpy(self.rng.permutation(n), xp, self.device)
-        step_args = dict(
-            activation=self.activation, output=self.output, loss=self.loss, optimizer=self.optimizer,
-            lr=lr, clip_norm=clip_norm, xp=xp,
-        )  # fmt: skip
+        spec = dict(activation=self.activation, output=self.output, loss=self.loss, xp=xp)
         batch_losses, total_loss, total_correct = [], None, None
         for start in range(0, n, bs):
             stop = min(start + bs, n)  # the standard leaves out-of-bounds slice ends unspecified
-            if bs == n:
+            lo, hi = (start, stop) if comm is None else comm.shard(start, stop)
+            if comm is None and bs == n:
                 xb, tb = x, t
             elif order is not None:
-                idx = order[start:stop]
+                idx = order[lo:hi]
                 xb, tb = xp.take(x, idx, axis=0), xp.take(t, idx, axis=0)
             else:
-                xb, tb = x[start:stop, ...], t[start:stop, ...]
-            params, state, value, correct = train_step(params, state, xb, tb, **step_args)
-            m = xb.shape[0]
+                xb, tb = x[lo:hi, ...], t[lo:hi, ...]
+            if hi > lo:
+                grads, value, correct = batch_gradients(params, xb, tb, **spec)
+            else:  # more ranks than samples in this batch: this rank contributes nothing
+                grads, value, correct = self._nothing(params)
+            if comm is not None:
+                # Each rank's mean over its shard, weighted by its share: the sum is the global batch's mean.
+                grads = comm.allreduce_sum([g * ((hi - lo) / (stop - start)) for g in grads], xp, self.device)
+            if clip_norm is not None:
+                grads = clip_by_global_norm(grads, clip_norm, xp)
+            params, state = self.optimizer.update(params, grads, state, lr, xp)
             batch_losses.append(value)
-            total_loss = value * m if total_loss is None else total_loss + value * m
+            total_loss = value * (hi - lo) if total_loss is None else total_loss + value * (hi - lo)
             if correct is not None:
                 total_correct = correct if total_correct is None else total_correct + correct
         names = ["loss"]
-        metrics = [total_loss / n]
+        metrics = [total_loss]
         if total_correct is not None:
             names.append("accuracy")
-            metrics.append(xp.astype(total_correct, self._dtype) / (n * self._labels_per_row))
+            metrics.append(xp.astype(total_correct, self._dtype))
         if val is not None:
             val_loss, val_correct = self._evaluate(params, *val)
             names.append("val_loss")
@@ -381,7 +402,13 @@ class MLP:
             if val_correct is not None:
                 names.append("val_accuracy")
                 metrics.append(val_correct)
-        values = _backend.to_numpy(xp.stack(metrics)).tolist()
+        values = _backend.to_numpy(xp.stack(metrics)).tolist()  # the epoch's one read-back
+        sums = values[: 1 + (total_correct is not None)]
+        if comm is not None:
+            sums = comm.sum_scalars(sums)
+        values[0] = sums[0] / n
+        if total_correct is not None:
+            values[1] = sums[1] / (n * self._labels_per_row)
         if not math.isfinite(values[0]):
             raise self._divergence(batch_losses, values[0])
         record = dict(zip(names, values))
@@ -390,6 +417,13 @@ class MLP:
         # One statement, no calls: an interrupt lands before or after it, never half way.
         self._params, self.optimizer_state, self.epoch, self._previous = params, state, self.epoch + 1, previous
         return record
+
+    def _nothing(self, params: list[Any]) -> tuple[list[Any], Any, Any]:
+        """Zero gradients, loss and count, for a rank whose shard of a batch is empty."""
+        xp = self.xp
+        zero = xp.zeros((), dtype=self._dtype, device=self.device)
+        count = None if self.output == "identity" else xp.zeros((), dtype=_backend.index_dtype(xp, self.device), device=self.device)
+        return [xp.zeros_like(p) for p in params], zero, count
 
     def _divergence(self, batch_losses: list[Any], loss: float) -> NonFiniteError:
         losses_seen = _backend.to_numpy(self.xp.stack(batch_losses))

@@ -189,3 +189,18 @@ def test_set_weights_accepts_numpy_pairs_and_casts():
     m.set_weights(pairs)
     assert m.weights[0][0].dtype == np.float32
     np.testing.assert_allclose(m.predict_proba(np.ones((1, 3))), [[1 / (1 + np.exp(-6.0))]], rtol=1e-6)
+
+
+def test_an_update_that_overflows_after_a_finite_loss_is_rolled_back_too():
+    """Epoch 1's loss is finite but its update overflows float32; epoch 2 fails and the model returns to
+    the weights before epoch 1, the last finite ones."""
+    X, y = _problem()
+    m = gpunn.MLP([4, 8, 1], device="cpu", output="identity")
+    initial = _weights(m)
+    rng_state = m.rng.bit_generator.state
+    with pytest.raises(gpunn.NonFiniteError, match="epoch 2"):
+        m.fit(X * 1e3, y * 1e3, epochs=5, lr=1e35, batch_size=None, verbose=0)
+    assert m.epoch == 0 and m.history.loss == []
+    for a, b in zip(initial, _weights(m)):
+        np.testing.assert_array_equal(a, b)
+    assert m.rng.bit_generator.state == rng_state

@@ -1,0 +1,323 @@
+"""gpunn's benchmark suite: ``python -m benchmarks`` (from the repository root, with ``pip install ".[bench]"``).
+
+Measures gpunn side by side with the tools users would pick instead (a naive NumPy loop, scikit-learn's
+MLPClassifier, PyTorch eager, JAX jit), each contender in its own process, on the same architecture, float32,
+initial weights, plain SGD, batch size and epochs, shuffling every epoch. Writes JSON, a markdown table and a
+PNG chart under benchmarks/results/.
+
+This machine's OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE halve NumPy's matmul speed; the command removes both
+from its own environment (never the tests' or CI's) and reports which BLAS kernel ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+if any(v in os.environ for v in _BLAS_VARS):  # before NumPy loads OpenBLAS
+    env = {k: v for k, v in os.environ.items() if k not in _BLAS_VARS}
+    env["GPUNN_BENCH_UNSET"] = ",".join(v for v in _BLAS_VARS if v in os.environ)
+    os.execve(sys.executable, [sys.executable, "-m", "benchmarks", *sys.argv[1:]], env)
+
+import numpy as np  # noqa: E402
+
+from benchmarks.worker import CELLS  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+PEERS = ("naive-numpy", "sklearn", "torch-cpu", "torch-cuda", "jax-jit")
+
+
+def have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def gpu_available() -> bool:
+    from gpunn import _backend
+
+    return _backend.gpu_usable()
+
+
+def contenders(gpu: bool) -> list[str]:
+    out = ["gpunn-numpy"]
+    if have("torch"):
+        out.append("gpunn-torch")
+    if have("jax"):
+        out.append("gpunn-jax")
+    if gpu:
+        out.append("gpunn-cupy")
+    out.append("naive-numpy")
+    if have("sklearn"):
+        out.append("sklearn")
+    if have("torch"):
+        out.append("torch-cpu")
+        if gpu:
+            out.append("torch-cuda")
+    if have("jax"):
+        out.append("jax-jit")
+    return out
+
+
+def step_gemms(sizes: list[int], batch: int) -> list[tuple[int, int, int]]:
+    """(m, k, n) of every matrix product in one training step: forward, dW, and dX except for the input."""
+    shapes = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        shapes.append((batch, fan_in, fan_out))  # A @ W.T
+        shapes.append((fan_out, batch, fan_in))  # delta.T @ A
+        if i:
+            shapes.append((batch, fan_out, fan_in))  # delta @ W
+    return shapes
+
+
+def step_flops(sizes: list[int], batch: int) -> int:
+    return sum(2 * m * k * n for m, k, n in step_gemms(sizes, batch))
+
+
+def gemm_seconds(sizes: list[int], batch: int, repeats: int) -> float:
+    """Median time of the step's matrix products alone, in NumPy float32: the roofline floor of a step."""
+    rng = np.random.default_rng(0)
+    pairs = [
+        (rng.normal(size=(m, k)).astype(np.float32), rng.normal(size=(k, n)).astype(np.float32))
+        for m, k, n in step_gemms(sizes, batch)
+    ]
+    for a, b in pairs:
+        a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for a, b in pairs:
+            a @ b
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def machine() -> dict:
+    info: dict = {"python": platform.python_version(), "machine": platform.machine(), "cores": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        info["cpu"] = platform.processor()
+    from threadpoolctl import threadpool_info
+
+    info["blas"] = [
+        {k: p.get(k) for k in ("internal_api", "version", "architecture", "num_threads", "threading_layer")}
+        for p in threadpool_info()
+        if p.get("user_api") == "blas"
+    ]
+    info["unset_for_benchmark"] = os.environ.get("GPUNN_BENCH_UNSET", "")
+    versions = {}
+    for name in ("gpunn", "numpy", "array_api_compat", "sklearn", "torch", "jax", "cupy"):
+        if have(name):
+            try:
+                versions[name] = __import__(name).__version__
+            except Exception as exc:
+                versions[name] = f"unusable ({type(exc).__name__})"
+    info["versions"] = versions
+    return info
+
+
+def run_worker(contender: str, cell: str, options: dict) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.worker", contender, cell, json.dumps(options)]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT.parent, timeout=3600)
+    if r.returncode != 0:
+        return {"contender": contender, "cell": cell, "error": (r.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def profile_step(cell_name: str) -> list[tuple[str, float]]:
+    """Where a gpunn-numpy step's time goes, by function (cProfile, own time)."""
+    import cProfile
+    import pstats
+
+    import gpunn
+    from benchmarks.worker import make_data
+
+    cell = CELLS[cell_name]
+    X, y = make_data(cell)
+    m = gpunn.MLP(cell["sizes"], output="softmax", device="cpu")
+    m.fit(X, y, epochs=1, lr=0.01, batch_size=cell["batch"], verbose=0)
+    prof = cProfile.Profile()
+    prof.runcall(m.fit, X, y, epochs=5, lr=0.01, batch_size=cell["batch"], verbose=0)
+    stats = pstats.Stats(prof).stats
+    total = sum(v[2] for v in stats.values())
+    by_name: dict[str, float] = {}
+    for (filename, _, func), (_, _, tottime, _, _) in stats.items():
+        where = f"gpunn.{Path(filename).stem}.{func}" if "gpunn" in filename else "numpy/other: " + func
+        by_name[where] = by_name.get(where, 0.0) + tottime
+    rows = sorted(by_name.items(), key=lambda kv: -kv[1])[:8]
+    return [(name, t / total) for name, t in rows]
+
+
+def memory_check() -> dict:
+    """gpunn on the mid cell with 60,000 samples: peak RSS against the data it must hold, per epoch."""
+    r = subprocess.run([sys.executable, "-m", "benchmarks.memory"], capture_output=True, text=True, cwd=ROOT.parent)
+    if r.returncode != 0:
+        return {"error": r.stderr.strip()[-500:]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated cells (default: all)")
+    parser.add_argument("--contenders", help="comma-separated contenders (default: all available)")
+    parser.add_argument("--quick", action="store_true", help="fewer epochs (a smoke run, not for publishing)")
+    parser.add_argument("--tag", default="cpu", help="name of the result files (default: cpu)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per cell (default: 5)")
+    args = parser.parse_args()
+
+    gpu = gpu_available()
+    names = args.contenders.split(",") if args.contenders else contenders(gpu)
+    epochs = {"tiny": 201, "mid-128": 6, "mid-1024": 11, "wide": 3}
+    if args.quick:
+        epochs = {"tiny": 21, "mid-128": 2, "mid-1024": 3, "wide": 2}
+    info = machine()
+    info["gpu"] = None
+    if gpu:
+        import cupy
+
+        info["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+        info["cupy_tf32"] = os.environ.get("CUPY_TF32", "0")
+    print(f"gpunn benchmarks on {info['cpu']} ({info['cores']} cores), BLAS {info['blas']}", flush=True)
+
+    results = []
+    for cell_name in args.cells.split(","):
+        cell = dict(CELLS[cell_name])
+        batch = cell["batch"] or cell["n"]
+        floor = gemm_seconds(cell["sizes"], batch, repeats=7 if cell_name != "wide" else 3)
+        flops = step_flops(cell["sizes"], batch)
+        todo = [n for n in names if not (cell_name == "wide" and not gpu and n == "gpunn-jax")]
+        # Machines drift: run the contenders in rounds, alternating their order, and pool the timed epochs.
+        rounds = 1 if cell_name == "wide" or args.quick else args.rounds
+        runs: dict[str, list[dict]] = {n: [] for n in todo}
+        for k in range(rounds):
+            for name in todo if k % 2 == 0 else todo[::-1]:
+                options = {"epochs": epochs[cell_name]}
+                if cell_name == "wide" and not gpu:
+                    options["n"] = 2048  # the short CPU run: two steps an epoch
+                runs[name].append(run_worker(name, cell_name, options))
+        for name in todo:
+            r = next((x for x in runs[name] if "error" in x), None) or dict(runs[name][0])
+            r.update({"gemm_floor_s": floor, "flops_per_step": flops, "batch": batch, "rounds": rounds})
+            if "error" not in r:
+                timed = [t for x in runs[name] for t in x["epoch_seconds"][1:]]  # the first epoch warms up
+                r["epoch_seconds"] = timed
+                r["step_s"] = statistics.median(timed) / r["steps_per_epoch"]
+                quartiles = statistics.quantiles(timed, n=4) if len(timed) > 1 else [timed[0]] * 3
+                r["step_iqr_s"] = [quartiles[0] / r["steps_per_epoch"], quartiles[2] / r["steps_per_epoch"]]
+                r["samples_per_s"] = batch / r["step_s"]
+                r["roofline_pct"] = 100.0 * floor / r["step_s"]
+                r["memory_mib"] = max(x["peak_rss_mib"] - x["baseline_rss_mib"] for x in runs[name])
+                print(f"{cell_name:9s} {name:12s} {r['step_s'] * 1e3:9.3f} ms/step  "
+                      f"{r['roofline_pct']:5.1f}% of GEMM floor  {r['memory_mib']:7.1f} MiB", flush=True)  # fmt: skip
+            else:
+                print(f"{cell_name:9s} {name:12s} failed: {r['error']}", flush=True)
+            results.append(r)
+
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "machine": info,
+        "lr": 0.01,
+        "dtype": "float32",
+        "results": results,
+        "memory": memory_check() if not args.quick else None,
+        "profile_mid_1024": profile_step("mid-1024") if not args.quick else None,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.tag}.json").write_text(json.dumps(report, indent=1) + "\n")
+    table = markdown(report)
+    (RESULTS / f"{args.tag}.md").write_text(table)
+    chart(report, RESULTS / f"{args.tag}.png")
+    print(table)
+
+
+def markdown(report: dict) -> str:
+    info = report["machine"]
+    blas = "; ".join(f"{b['internal_api']} {b['version']} {b['architecture']} x{b['num_threads']}" for b in info["blas"])
+    lines = [
+        f"Measured {report['date']} on {info['cpu']}, {info['cores']} cores"
+        + (f", GPU {info['gpu']} (CUPY_TF32={info.get('cupy_tf32')})" if info.get("gpu") else ", no GPU")
+        + f"; BLAS: {blas}; unset for the run: {info['unset_for_benchmark'] or 'nothing'}.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".",
+        "",
+        "| cell | contender | ms / step (median) | middle half | samples / s | gpunn-numpy speed-up | % of GEMM floor | peak RSS over baseline (MiB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    by_cell: dict[str, dict[str, dict]] = {}
+    for r in report["results"]:
+        by_cell.setdefault(r["cell"], {})[r["contender"]] = r
+    for cell, rows in by_cell.items():
+        ref = rows.get("gpunn-numpy", {}).get("step_s")
+        for name, r in rows.items():
+            if "error" in r:
+                lines.append(f"| {cell} | {name} | failed: {r['error'][:60]} | | | | | |")
+                continue
+            ratio = f"{r['step_s'] / ref:.2f}x" if ref else ""
+            lines.append(
+                f"| {cell} | {name} | {r['step_s'] * 1e3:.3f} | {r['step_iqr_s'][0] * 1e3:.3f}-"
+                f"{r['step_iqr_s'][1] * 1e3:.3f} | {r['samples_per_s']:,.0f} | {ratio} | "
+                f"{r['roofline_pct']:.0f}% | {r['memory_mib']:.0f} |"
+            )
+    lines.append("")
+    lines.append(
+        "Speed-up: the contender's median time per step divided by gpunn-numpy's (above 1: gpunn is faster). "
+        "Middle half: the 25th-75th percentile of the timed epochs, per step. % of GEMM floor: the time of the "
+        "step's matrix products alone in NumPy, measured in the same run, over the step's time. Peak RSS counts "
+        "everything the contender's process loaded after NumPy, its framework included."
+    )
+    mem = report.get("memory")
+    if mem and "error" not in mem:
+        lines += [
+            "",
+            f"Memory, gpunn on the mid cell with {mem['samples']:,} samples, Adam, batch {mem['batch']}: peak RSS "
+            f"{mem['peak_over_baseline_mib']:.0f} MiB over the interpreter's baseline, against "
+            f"{mem['needed_mib']:.0f} MiB of dataset + parameters + optimizer state + one batch's activations "
+            f"({mem['ratio']:.2f}x); RSS after each epoch (MiB): {', '.join(f'{v:.0f}' for v in mem['rss_per_epoch_mib'])}.",
+        ]
+    prof = report.get("profile_mid_1024")
+    if prof:
+        lines += ["", "Where a gpunn-numpy step goes (mid, batch 1024, cProfile own time):", ""]
+        lines += [f"- {name}: {share * 100:.0f}%" for name, share in prof]
+    return "\n".join(lines) + "\n"
+
+
+def chart(report: dict, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    by_cell: dict[str, dict[str, float]] = {}
+    for r in report["results"]:
+        if "samples_per_s" in r:
+            by_cell.setdefault(r["cell"], {})[r["contender"]] = r["samples_per_s"]
+    names = sorted({n for rows in by_cell.values() for n in rows}, key=lambda n: (not n.startswith("gpunn"), n))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / max(len(names), 1)
+    for i, name in enumerate(names):
+        xs = [j + i * width for j, cell in enumerate(by_cell) if name in by_cell[cell]]
+        ys = [by_cell[cell][name] for cell in by_cell if name in by_cell[cell]]
+        ax.bar(xs, ys, width, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(by_cell))], list(by_cell))
+    ax.set_yscale("log")
+    ax.set_ylabel("training samples per second (log)")
+    ax.set_title(f"gpunn vs peers, float32 SGD — {report['machine']['cpu']}, {report['date']}")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

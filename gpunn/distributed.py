@@ -1,0 +1,140 @@
+"""Data-parallel training over MPI: one process per device, gradients averaged in one allreduce per step.
+
+Launch with ``mpiexec -n N gpunn train --distributed ...`` or, from Python::
+
+    comm = gpunn.distributed.Communicator()          # after MPI starts: one per process
+    m = MLP(sizes, device=comm.device(), seed=0)
+    m.fit(X, y, batch_size=256, comm=comm)            # batch_size is the global batch
+
+Every rank starts from the same weights (rank 0's are broadcast), draws the same sample order, and computes the
+gradients of its shard of every global batch. The gradients are packed into one flat buffer and summed with a
+single collective per step: mpi4py ``Allreduce`` on host buffers for CPU namespaces, NCCL (``cupy.cuda.nccl``)
+for CuPy. The result equals a single process training on the same global batches, up to float summation order.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from . import _backend
+from .errors import ConfigError
+
+
+class Communicator:
+    """A group of processes training one model together (wraps an mpi4py communicator).
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm, optional
+        Defaults to ``MPI.COMM_WORLD``.
+    abort_on_error : bool
+        Install an exception hook that aborts every rank when one raises, so that no rank waits forever
+        in a collective.
+    """
+
+    def __init__(self, comm: Any = None, *, abort_on_error: bool = True):
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            raise ConfigError("distributed training needs mpi4py: pip install 'gpunn[mpi]'") from None
+        self.MPI = MPI
+        self.comm = comm if comm is not None else MPI.COMM_WORLD
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        self.local_rank = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+        self._nccl: Any = None
+        if abort_on_error:
+            previous = sys.excepthook
+
+            def abort(kind, value, tb):
+                previous(kind, value, tb)
+                sys.stderr.flush()
+                self.comm.Abort(1)
+
+            sys.excepthook = abort
+
+    def __repr__(self) -> str:
+        return f"Communicator(rank={self.rank}, size={self.size}, local_rank={self.local_rank})"
+
+    def device(self) -> str:
+        """This rank's device: ``cuda:<local rank>`` when GPUs are usable, else ``cpu``."""
+        count = _backend.gpu_status()[0]
+        if count == 0:
+            return "cpu"
+        return f"cuda:{self.local_rank % count}"
+
+    # ------------------------------------------------------------------------------------------ sharding
+    def shard(self, start: int, stop: int) -> tuple[int, int]:
+        """This rank's part [lo, hi) of the global batch [start, stop): contiguous, sizes differing by at most 1."""
+        n = stop - start
+        base, extra = divmod(n, self.size)
+        lo = start + self.rank * base + min(self.rank, extra)
+        return lo, lo + base + (1 if self.rank < extra else 0)
+
+    # ------------------------------------------------------------------------------------------ collectives
+    def broadcast_arrays(self, arrays: list[Any], xp: Any, device: Any) -> list[Any]:
+        """Rank 0's arrays on every rank (once, when training starts)."""
+        host = [np.ascontiguousarray(_backend.to_numpy(a)) for a in arrays]
+        flat = np.concatenate([h.reshape(-1) for h in host]) if host else np.zeros(0)
+        self.comm.Bcast(flat, root=0)
+        out, offset = [], 0
+        for h in host:
+            out.append(_backend.from_numpy(flat[offset : offset + h.size].reshape(h.shape), xp, device))
+            offset += h.size
+        return out
+
+    def allreduce_sum(self, arrays: list[Any], xp: Any, device: Any) -> list[Any]:
+        """Element-wise sums over the ranks, packed into one flat buffer and reduced in one collective."""
+        flat = xp.concat([xp.reshape(a, (-1,)) for a in arrays])
+        if _backend.is_cupy_array(flat):
+            flat = self._nccl_allreduce(flat)
+        else:
+            host = np.ascontiguousarray(_backend.to_numpy(flat))
+            if not host.flags.writeable:
+                host = host.copy()
+            self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
+            flat = _backend.from_numpy(host, xp, device)
+        out, offset = [], 0
+        for a in arrays:
+            size = int(np.prod(a.shape))
+            out.append(xp.reshape(flat[offset : offset + size], a.shape))
+            offset += size
+        return out
+
+    def sum_scalars(self, values: list[float]) -> list[float]:
+        """Sums of a few host numbers over the ranks (the epoch's metrics)."""
+        buf = np.asarray(values, dtype=np.float64)
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        return buf.tolist()
+
+    def _nccl_allreduce(self, flat: Any) -> Any:
+        from cupy.cuda import nccl
+
+        if self._nccl is None:
+            # NCCL's communicator is created after this rank's GPU is current (the model's device scope).
+            uid = nccl.get_unique_id() if self.rank == 0 else None
+            uid = self.comm.bcast(uid, root=0)  # once, at set-up: not in the hot path
+            self._nccl = nccl.NcclCommunicator(self.size, uid, self.rank)
+        import cupy
+
+        kinds = {np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64}
+        out = cupy.empty_like(flat)
+        stream = cupy.cuda.get_current_stream()
+        self._nccl.allReduce(flat.data.ptr, out.data.ptr, flat.size, kinds[flat.dtype], nccl.NCCL_SUM, stream.ptr)
+        return out
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+        self.comm.Barrier()
+
+
+def launched_with_mpi() -> bool:
+    """True when this process was started by mpiexec/srun with more than one rank."""
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "SLURM_NTASKS", "MPI_LOCALNRANKS"):
+        if os.environ.get(var, "1") not in ("", "1"):
+            return True
+    return False

@@ -1,0 +1,141 @@
+"""Data-parallel training over MPI: 2 ranks on CPU equal 1 process; a failing rank stops the job."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn.distributed import Communicator
+
+
+def _mpiexec() -> str | None:
+    local = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return local if os.path.exists(local) else shutil.which("mpiexec")
+
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("mpi4py") is None or _mpiexec() is None,
+    reason="mpi4py and mpiexec are needed (pip install 'gpunn[mpi]')",
+)
+
+TRAIN = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import gpunn
+    from gpunn.distributed import Communicator
+
+    comm = Communicator()
+    cfg = json.loads(sys.argv[1])
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(103, 4))
+    y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
+    m = gpunn.MLP([4, 8, 8, 1], device="cpu", dtype="float64", seed=3)
+    m.fit(X, y, epochs=4, lr=cfg["lr"], batch_size=cfg["batch_size"], optimizer=cfg["optimizer"],
+          validation_data=(X[:20], y[:20]), verbose=0, comm=comm)
+    if comm.rank == 0:
+        np.savez(sys.argv[2], *[np.asarray(a) for pair in m.weights for a in pair])
+        with open(sys.argv[2] + ".json", "w") as f:
+            json.dump(m.history.to_dict(), f)
+    """
+)
+
+
+def _run(ranks: int, script: str, *args: str, cwd, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [_mpiexec(), "-n", str(ranks), sys.executable, script, *args],
+        capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "optimizer,batch_size,lr",
+    [("sgd", None, 0.3), ("sgd", 16, 0.1), ("adam", 10, 0.01)],
+    ids=["full-batch-sgd", "minibatch-sgd", "minibatch-adam"],
+)
+def test_two_ranks_equal_one_process(tmp_path, optimizer, batch_size, lr):
+    import json
+
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN)
+    cfg = json.dumps({"optimizer": optimizer, "batch_size": batch_size, "lr": lr})
+    r = _run(2, str(script), cfg, str(tmp_path / "w.npz"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = np.load(tmp_path / "w.npz")
+    history = json.loads((tmp_path / "w.npz.json").read_text())
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(103, 4))
+    y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
+    ref = gpunn.MLP([4, 8, 8, 1], device="cpu", dtype="float64", seed=3)
+    ref.fit(X, y, epochs=4, lr=lr, batch_size=batch_size, optimizer=optimizer, validation_data=(X[:20], y[:20]),
+            verbose=0)  # fmt: skip
+    expected = [np.asarray(a) for pair in ref.weights for a in pair]
+    for i, w in enumerate(expected):
+        np.testing.assert_allclose(got[f"arr_{i}"], w, rtol=0, atol=1e-12)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(history[key], getattr(ref.history, key), rtol=1e-12)
+
+
+FAIL = textwrap.dedent(
+    """
+    import numpy as np
+    import gpunn
+    from gpunn.distributed import Communicator
+
+    comm = Communicator()
+    X = np.random.default_rng(0).normal(size=(64, 3))
+    y = (X[:, 0] > 0).astype(int)
+    if comm.rank == 1:
+        raise RuntimeError("rank 1 lost its data")
+    gpunn.MLP([3, 4, 1], device="cpu").fit(X, y, epochs=50, batch_size=8, verbose=0, comm=comm)
+    """
+)
+
+
+def test_a_failing_rank_stops_the_job_without_hanging(tmp_path):
+    script = tmp_path / "fail.py"
+    script.write_text(FAIL)
+    r = _run(2, str(script), cwd=tmp_path, timeout=60)
+    assert r.returncode != 0
+    assert "rank 1 lost its data" in r.stderr
+
+
+def test_cli_two_ranks_match_one_process(tmp_path):
+    common = ["train", "--epochs", "30", "--batch-size", "50", "--optimizer", "adam", "--lr", "0.01", "--device",
+              "cpu", "--dtype", "float64", "-q"]  # fmt: skip
+    r = subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-m", "gpunn", *common, "--distributed", "--save",
+                        "d.safetensors"], capture_output=True, text=True, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("test accuracy") == 1  # only rank 0 prints
+    s = subprocess.run([sys.executable, "-m", "gpunn", *common, "--save", "s.safetensors"], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert s.returncode == 0, s.stderr
+    assert r.stdout == s.stdout
+    a, b = gpunn.load(tmp_path / "d.safetensors"), gpunn.load(tmp_path / "s.safetensors")
+    for pa, pb in zip(a.weights, b.weights):
+        for wa, wb in zip(pa, pb):
+            np.testing.assert_allclose(wa, wb, rtol=0, atol=1e-10)
+
+
+def test_shards_cover_the_batch_in_order():
+    class Fake(Communicator):
+        def __init__(self, rank, size):
+            self.rank, self.size = rank, size
+
+    for size in (1, 2, 3, 5):
+        for start, stop in ((0, 10), (10, 13), (5, 7)):
+            parts = [Fake(r, size).shard(start, stop) for r in range(size)]
+            assert parts[0][0] == start and parts[-1][1] == stop
+            assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+            sizes = [hi - lo for lo, hi in parts]
+            assert max(sizes) - min(sizes) <= 1
