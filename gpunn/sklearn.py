@@ -1,0 +1,430 @@
+"""scikit-learn drop-in estimators: change one import line and train the same MLP on a GPU.
+
+``gpunn.sklearn.MLPClassifier`` and ``MLPRegressor`` take scikit-learn's constructor parameters (plus
+``device``), expose the same fitted attributes, and pass ``sklearn.utils.estimator_checks.check_estimator``.
+NumPy input trains on ``device`` ("auto": a GPU when usable); CuPy, PyTorch and JAX input trains on that
+array's own device, and outputs come back in the input's namespace.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import array_api_compat as aac
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import LabelBinarizer
+    from sklearn.utils import check_random_state
+    from sklearn.utils.multiclass import check_classification_targets, type_of_target
+    from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
+    raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
+
+from . import _backend, optim
+from .model import MLP
+
+_ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "logistic": "sigmoid", "identity": "identity"}
+
+
+def _native(X: Any) -> bool:
+    """True for arrays of a namespace gpunn trains on directly (CuPy, PyTorch, JAX), not NumPy or lists."""
+    return aac.is_array_api_obj(X) and not isinstance(X, np.ndarray)
+
+
+class _BaseMLP(BaseEstimator):
+    _output: str  # "sigmoid"/"softmax" (set per fit for classifiers) or "identity"
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate_init=0.001,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        device="auto",
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.device = device
+
+    # -------------------------------------------------------------------------------------- validation
+    def _check_params(self) -> None:
+        hidden = self.hidden_layer_sizes
+        hidden = [hidden] if np.isscalar(hidden) else list(hidden)
+        if any(not isinstance(h, (int, np.integer)) or h < 1 for h in hidden):
+            raise ValueError(f"hidden_layer_sizes must be positive integers; got {self.hidden_layer_sizes!r}")
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"activation {self.activation!r} is not supported; use one of {list(_ACTIVATIONS)}")
+        if self.solver not in ("sgd", "adam"):
+            raise ValueError(f"solver {self.solver!r} is not supported; use 'sgd' or 'adam'")
+        for name in ("learning_rate_init", "epsilon"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
+        if not self.alpha >= 0:
+            raise ValueError(f"alpha must be >= 0; got {self.alpha!r}")
+        if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
+            raise ValueError(f"max_iter must be an integer >= 1; got {self.max_iter!r}")
+        if not 0 <= self.momentum <= 1:
+            raise ValueError(f"momentum must be in [0, 1]; got {self.momentum!r}")
+        if not (0 <= self.beta_1 < 1 and 0 <= self.beta_2 < 1):
+            raise ValueError("beta_1 and beta_2 must be in [0, 1)")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in (0, 1); got {self.validation_fraction!r}")
+        if not (isinstance(self.n_iter_no_change, (int, np.integer)) and self.n_iter_no_change >= 1):
+            raise ValueError(f"n_iter_no_change must be an integer >= 1; got {self.n_iter_no_change!r}")
+        if self.batch_size != "auto" and not (isinstance(self.batch_size, (int, np.integer)) and self.batch_size >= 1):
+            raise ValueError(f"batch_size must be 'auto' or an integer >= 1; got {self.batch_size!r}")
+
+    def _hidden(self) -> list[int]:
+        hidden = self.hidden_layer_sizes
+        return [int(hidden)] if np.isscalar(hidden) else [int(h) for h in hidden]
+
+    def _optimizer(self) -> optim.Optimizer:
+        if self.solver == "adam":
+            return optim.adam(self.beta_1, self.beta_2, self.epsilon)
+        if self.momentum > 0:
+            return optim.momentum(self.momentum, nesterov=self.nesterovs_momentum)
+        return optim.sgd()
+
+    def _validate_X(self, X: Any, reset: bool) -> Any:
+        if _native(X):
+            if X.ndim != 2:
+                raise ValueError(f"Expected 2D array, got {X.ndim}D array instead")
+            if reset:
+                self.n_features_in_ = X.shape[1]
+                if hasattr(self, "feature_names_in_"):
+                    del self.feature_names_in_
+            elif X.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features as input"
+                )
+            return X
+        return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32])
+
+    def _model_for(self, X: Any, n_outputs: int) -> MLP:
+        sizes = [X.shape[1], *self._hidden(), n_outputs]
+        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        kwargs: dict[str, Any] = {"device": self.device}
+        if _native(X):
+            kwargs = {"xp": aac.array_namespace(X), "device": aac.device(X)}
+        dtype = "float32" if str(getattr(X, "dtype", "")).endswith("float32") else "float64"
+        return MLP(sizes, activation=_ACTIVATIONS[self.activation], output=self._output, seed=seed, dtype=dtype,
+                   **kwargs)  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------- training
+    def _gradient_scale(self) -> float:
+        """gpunn's loss gradient over scikit-learn's for this output (gpunn averages over outputs too)."""
+        k = self.n_outputs_
+        if self._output == "identity":
+            return 2.0 / k  # mean((z - y)^2) against sklearn's sum over outputs of (z - y)^2 / 2, per sample
+        return 1.0 / k if self._output == "sigmoid" else 1.0
+
+    def _train(self, X: Any, T: Any, epochs: int, incremental: bool) -> None:
+        """Run up to ``epochs`` epochs with scikit-learn's stopping rules."""
+        m = self._model
+        n = X.shape[0]
+        batch = min(200, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
+        scale = self._gradient_scale()
+        lr = self.learning_rate_init / scale if self.solver == "sgd" else self.learning_rate_init
+        fit_kw = dict(lr=lr, batch_size=batch, optimizer=self._optimizer(), shuffle=self.shuffle,
+                      verbose=0, l2=self.alpha * scale)  # fmt: skip
+        if incremental:
+            m.fit(X, T, epochs=1, **fit_kw)
+            self._record_epoch(m.history.loss[-1] / scale, n)
+            return
+        X_val = y_val = None
+        if self.early_stopping:
+            stratify = T if isinstance(self, MLPClassifier) and T.ndim == 1 else None
+            X, X_val, T, y_val = train_test_split(
+                X, T, test_size=self.validation_fraction, random_state=self._seed_split, stratify=stratify
+            )
+        best = {"weights": None}
+
+        def after_epoch(model: MLP, record: dict[str, float]) -> bool:
+            self._record_epoch(record["loss"] / scale, X.shape[0])
+            if self.verbose:
+                print(f"Iteration {self.n_iter_}, loss = {self.loss_curve_[-1]:.8f}")
+            if self.early_stopping:
+                score = self._score_for_stopping(X_val, y_val)
+                self.validation_scores_.append(score)
+                if score > self.best_validation_score_:
+                    self.best_validation_score_ = score
+                    best["weights"] = model.weights
+                improving = score >= max(self.validation_scores_[:-1], default=-np.inf) + self.tol
+            else:
+                improving = self.loss_curve_[-1] <= self.best_loss_ - self.tol if len(self.loss_curve_) > 1 else True
+                self.best_loss_ = min(self.best_loss_, self.loss_curve_[-1])
+            self._no_improvement_count = 0 if improving else self._no_improvement_count + 1
+            return self._no_improvement_count <= self.n_iter_no_change
+
+        m.fit(X, T, epochs=epochs, callbacks=[after_epoch], **fit_kw)
+        if self.early_stopping and best["weights"] is not None:
+            m.set_weights(best["weights"])
+        if self._no_improvement_count <= self.n_iter_no_change and self.n_iter_ >= self.max_iter:
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization hasn't "
+                "converged yet.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+    def _record_epoch(self, loss: float, n: int) -> None:
+        self.loss_curve_.append(float(loss))
+        self.n_iter_ += 1
+        self.t_ += n
+        if not self.early_stopping:
+            self.best_loss_ = min(self.best_loss_, float(loss))
+
+    def _start(self, X: Any, n_outputs: int) -> None:
+        self._check_params()
+        self._model = self._model_for(X, n_outputs)
+        self.n_outputs_ = n_outputs
+        self.n_layers_ = len(self._hidden()) + 2
+        self.out_activation_ = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity"}[self._output]
+        self.loss_curve_: list[float] = []
+        self.n_iter_ = 0
+        self.t_ = 0
+        self._no_improvement_count = 0
+        self._seed_split = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        if self.early_stopping:
+            self.validation_scores_: list[float] | None = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+            self.best_loss_ = np.inf
+
+    # ------------------------------------------------------------------------------------------ attributes
+    @property
+    def coefs_(self) -> list[Any]:
+        """Weight matrices in scikit-learn's (in, out) layout, in the input's namespace."""
+        check_is_fitted(self, "_model")
+        return [self._out(w).T for w, _ in self._model.weights]
+
+    @property
+    def intercepts_(self) -> list[Any]:
+        """Bias vectors, in the input's namespace."""
+        check_is_fitted(self, "_model")
+        return [self._out(b) for _, b in self._model.weights]
+
+    def _out(self, a: Any) -> Any:
+        """Model arrays back in the namespace of the data the estimator was fitted on."""
+        return a if self._native_input else _backend.to_numpy(a)
+
+    def _forward(self, X: Any) -> Any:
+        check_is_fitted(self, "_model")
+        X = self._validate_X(X, reset=False)
+        return self._model.predict_proba(X)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "_model")
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """A multilayer perceptron classifier with scikit-learn's API, trained by gpunn on CPU or GPU.
+
+    Binary targets use one sigmoid output, several classes a softmax, and a 2-D 0/1 indicator matrix several
+    sigmoid outputs (multilabel). Class labels may be any values, strings included.
+    """
+
+    def fit(self, X: Any, y: Any) -> MLPClassifier:
+        """Train from scratch on ``(X, y)``."""
+        return self._fit(X, y, incremental=False)
+
+    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
+        """One epoch over ``(X, y)``; the first call needs ``classes`` (all labels that will be seen)."""
+        if self.solver not in ("sgd", "adam"):
+            raise AttributeError(f"partial_fit is only available for stochastic optimizers; got {self.solver!r}")
+        first = not hasattr(self, "_model")
+        if first and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit")
+        if not first and classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
+            raise ValueError(f"`classes={classes!r}` is not the same as on the first call: {self.classes_!r}")
+        return self._fit(X, y, incremental=True, classes=classes if first else None)
+
+    def _fit(self, X: Any, y: Any, incremental: bool, classes: Any = None) -> MLPClassifier:
+        self._check_params()
+        if y is None:
+            raise ValueError(f"This {type(self).__name__} estimator requires y to be passed, but the target y is None.")
+        start = not incremental or not hasattr(self, "_model")
+        self._native_input = _native(X) if start else self._native_input
+        X = self._validate_X(X, reset=start)
+        y_host = _backend.to_numpy(y) if _native(y) else y
+        if not _native(X):
+            X, y_host = validate_data(self, X, y_host, reset=start, multi_output=True, dtype=[np.float64, np.float32])
+        y_host = np.asarray(y_host)
+        if y_host.ndim == 2 and y_host.shape[1] == 1:
+            y_host = column_or_1d(y_host, warn=True)
+        if y_host.shape[0] != X.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} samples but y has {y_host.shape[0]}")
+        check_classification_targets(y_host)
+        if start:
+            self._binarizer = LabelBinarizer()
+            self._binarizer.fit(y_host if classes is None else np.asarray(classes))
+            self.classes_ = self._binarizer.classes_
+            multilabel = type_of_target(y_host) == "multilabel-indicator"
+            if len(self.classes_) < 2 and not multilabel:
+                raise ValueError(
+                    f"{type(self).__name__} needs samples of at least 2 classes in the data; got one class only "
+                    f"({self.classes_[0]!r})"
+                )
+            n_outputs = y_host.shape[1] if multilabel else (1 if len(self.classes_) == 2 else len(self.classes_))
+            self._output = "softmax" if n_outputs > 1 and not multilabel else "sigmoid"
+            self._start(X, n_outputs)
+        else:
+            unseen = np.setdiff1d(np.unique(y_host), self.classes_) if y_host.ndim == 1 else []
+            if len(unseen):
+                raise ValueError(f"y holds labels not in classes_: {unseen!r}")
+        if self._output == "softmax":
+            T = np.searchsorted(self.classes_, y_host)
+        else:
+            T = self._binarizer.transform(y_host) if y_host.ndim == 1 else y_host
+            T = T.astype(np.float64)
+        self._train(X, T, 1 if incremental else self.max_iter, incremental)
+        return self
+
+    def _score_for_stopping(self, X_val: Any, y_val: Any) -> float:
+        labels = self._model.predict(X_val)
+        return float(np.mean(_backend.to_numpy(labels) == np.asarray(y_val)))
+
+    def predict_proba(self, X: Any) -> Any:
+        """Class probabilities, shape (n, n_classes) (two columns for binary problems)."""
+        p = self._forward(X)
+        xp = self._model.xp
+        if self._output == "sigmoid" and self.n_outputs_ == 1:
+            p = xp.concat([1 - p, p], axis=1)
+        return self._out(p)
+
+    def predict_log_proba(self, X: Any) -> Any:
+        """Logarithm of :meth:`predict_proba`."""
+        p = self.predict_proba(X)
+        return aac.array_namespace(p).log(p)
+
+    def predict(self, X: Any) -> Any:
+        """Predicted class labels (a 0/1 indicator matrix for multilabel targets)."""
+        labels = _backend.to_numpy(self._model.predict(self._validate_X(X, reset=False)) if hasattr(self, "_model")
+                                   else self._forward(X))  # fmt: skip
+        if self._output == "sigmoid" and self.n_outputs_ > 1:
+            out = labels
+        else:
+            out = self.classes_[labels]
+        if self._native_input and out.dtype.kind in "biuf":
+            return _backend.from_numpy(out, self._model.xp, self._model.device)
+        return out
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy on ``(X, y)``."""
+        from sklearn.metrics import accuracy_score
+
+        pred = _backend.to_numpy(self.predict(X)) if self._native_input else self.predict(X)
+        y = _backend.to_numpy(y) if _native(y) else y
+        return float(accuracy_score(y, pred, sample_weight=sample_weight))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """A multilayer perceptron regressor (identity output, squared error) with scikit-learn's API."""
+
+    _output = "identity"
+
+    def fit(self, X: Any, y: Any) -> MLPRegressor:
+        """Train from scratch on ``(X, y)``."""
+        return self._fit(X, y, incremental=False)
+
+    def partial_fit(self, X: Any, y: Any) -> MLPRegressor:
+        """One epoch over ``(X, y)``, continuing from the current weights."""
+        return self._fit(X, y, incremental=True)
+
+    def _fit(self, X: Any, y: Any, incremental: bool) -> MLPRegressor:
+        self._check_params()
+        if y is None:
+            raise ValueError(f"This {type(self).__name__} estimator requires y to be passed, but the target y is None.")
+        start = not incremental or not hasattr(self, "_model")
+        self._native_input = _native(X) if start else self._native_input
+        if _native(X):
+            X = self._validate_X(X, reset=start)
+            T = y
+            if T.ndim == 1:
+                T = aac.array_namespace(T).reshape(T, (-1, 1))
+        else:
+            X, T = validate_data(self, X, y, reset=start, multi_output=True, y_numeric=True,
+                                 dtype=[np.float64, np.float32])  # fmt: skip
+            T = np.asarray(T, dtype=np.float64)
+            self._y_1d = T.ndim == 1
+            T = T.reshape(-1, 1) if T.ndim == 1 else T
+        if start:
+            self._y_1d = getattr(y, "ndim", 1) == 1
+            self._start(X, T.shape[1])
+        elif T.shape[1] != self.n_outputs_:
+            raise ValueError(f"y has {T.shape[1]} outputs but the model was fitted with {self.n_outputs_}")
+        self._train(X, T, 1 if incremental else self.max_iter, incremental)
+        return self
+
+    def _score_for_stopping(self, X_val: Any, y_val: Any) -> float:
+        from sklearn.metrics import r2_score
+
+        pred = _backend.to_numpy(self._model.predict(X_val))
+        return float(r2_score(_backend.to_numpy(y_val), pred))
+
+    def predict(self, X: Any) -> Any:
+        """Predicted values, shape (n,) for a 1-D target, else (n, n_outputs)."""
+        z = self._forward(X)
+        if self._y_1d:
+            z = self._model.xp.reshape(z, (-1,))
+        return self._out(z)
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Coefficient of determination R^2 on ``(X, y)``."""
+        from sklearn.metrics import r2_score
+
+        pred = _backend.to_numpy(self.predict(X)) if self._native_input else self.predict(X)
+        y = _backend.to_numpy(y) if _native(y) else y
+        return float(r2_score(y, pred, sample_weight=sample_weight))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
