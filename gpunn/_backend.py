@@ -82,6 +82,16 @@ def resolve(device: Any = "auto", xp: Any = None) -> tuple[Any, Any]:
     return ns, _device_in(ns, device)
 
 
+def resolve_by_name(name: str, device: Any) -> tuple[Any, Any]:
+    """``resolve`` from a namespace's short name (as :func:`namespace_name` gives it) and a device string."""
+    if name == "numpy":
+        return resolve("cpu")
+    if name == "cupy":
+        return resolve(device if str(device).startswith("cuda") else f"cuda:{getattr(device, 'id', 0)}")
+    module = {"torch": "torch", "jax": "jax.numpy", "array_api_strict": "array_api_strict"}.get(name, name)
+    return resolve(device, importlib.import_module(module))
+
+
 def _compat(name: str) -> Any:
     return importlib.import_module(f"array_api_compat.{name}")
 

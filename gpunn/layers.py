@@ -11,7 +11,7 @@ from typing import Any
 
 from . import _backend
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
 
 
 def sigmoid(z: Any, xp: Any) -> Any:
@@ -21,6 +21,8 @@ def sigmoid(z: Any, xp: Any) -> Any:
 
 def activate(name: str, z: Any, xp: Any, fast: bool = False) -> Any:
     """Apply a hidden-layer activation. With ``fast`` (NumPy), ``z`` is a temporary and is overwritten."""
+    if name == "identity":
+        return z
     if fast:
         if name == "relu":
             return xp.maximum(z, 0, out=z)
@@ -40,6 +42,8 @@ def activate(name: str, z: Any, xp: Any, fast: bool = False) -> Any:
 
 def activation_backward(name: str, da: Any, a: Any, xp: Any, fast: bool = False) -> Any:
     """dL/dz from dL/da and the activation's output a. With ``fast`` (NumPy), ``da`` is overwritten."""
+    if name == "identity":
+        return da
     if fast:
         if name == "relu":
             # A float times a bool mask: 10x faster than where() in NumPy, not guaranteed by the standard.

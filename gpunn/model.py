@@ -39,6 +39,13 @@ def train_step(params, state, xb, tb, *, activation, output, loss, optimizer, lr
     return params, state, value, correct
 
 
+def add_l2(params: list[Any], grads: list[Any], value: Any, rate: float, xp: Any) -> tuple[Any, list[Any]]:
+    """The L2 penalty rate/2 * sum(W**2) on the weights (every other parameter), added to loss and gradients."""
+    penalty = sum(xp.sum(w * w) for w in params[::2])
+    grads = [g + rate * p if i % 2 == 0 else g for i, (p, g) in enumerate(zip(params, grads))]
+    return value + (0.5 * rate) * penalty, grads
+
+
 def clip_by_global_norm(grads: list[Any], max_norm: float, xp: Any) -> list[Any]:
     """Scale all gradients by min(1, max_norm / ||g||), the norm taken over every parameter together."""
     norm = xp.sqrt(sum(xp.sum(g * g) for g in grads))
@@ -120,6 +127,33 @@ class MLP:
         self.metadata: dict[str, Any] = {}  # JSON-serializable notes saved with the model (the CLI's settings)
 
     # ----------------------------------------------------------------------------------------------- state
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle support: arrays go to the host and the namespace is saved by name (modules do not pickle)."""
+        state = self.__dict__.copy()
+        host = _backend.to_numpy
+        state["_params"] = [host(p) for p in self._params]
+        if self.optimizer_state is not None:
+            state["optimizer_state"] = {
+                k: [host(a) for a in v] if isinstance(v, list) else v for k, v in self.optimizer_state.items()
+            }
+        state["_previous"] = None
+        state["xp"] = _backend.namespace_name(self.xp)
+        state["device"] = None if state["xp"] in ("jax", "array_api_strict") else str(self.device)
+        del state["_dtype"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        name, device = state.pop("xp"), state.pop("device")
+        self.__dict__.update(state)
+        self.xp, self.device = _backend.resolve_by_name(name, device)
+        self._dtype = _backend.float_dtype(self.xp, self.dtype)
+        self._params = [_backend.from_numpy(p, self.xp, self.device) for p in self._params]
+        if self.optimizer_state is not None:
+            self.optimizer_state = {
+                k: [_backend.from_numpy(a, self.xp, self.device) for a in v] if isinstance(v, list) else v
+                for k, v in self.optimizer_state.items()
+            }
+
     def __repr__(self) -> str:
         return (
             f"MLP(sizes={self.sizes}, activation={self.activation!r}, output={self.output!r}, "
@@ -249,6 +283,7 @@ class MLP:
         clip_norm: float | None = None,
         callbacks: Sequence[Callable[[MLP, dict[str, float]], Any]] | None = None,
         comm: Any = None,
+        l2: float = 0.0,
     ) -> History:
         """Train for ``epochs`` more epochs and return their :class:`History`.
 
@@ -275,7 +310,11 @@ class MLP:
             Rescale the gradients so that their global L2 norm is at most this.
         callbacks : sequence of callables, optional
             Each is called as ``callback(model, record)`` after every epoch, with that epoch's metrics;
-            ``gpunn train --checkpoint`` saves the model this way.
+            ``gpunn train --checkpoint`` saves the model this way. A callback that returns False stops
+            training after that epoch (early stopping).
+        l2 : float
+            L2 penalty on the weights (not the biases): the loss gains l2/2 * sum(W**2) / batch size, as in
+            scikit-learn's ``alpha``.
         comm : gpunn.distributed.Communicator, optional
             Train data-parallel with the other ranks of ``comm``: ``batch_size`` is the global batch, each rank
             computes the gradients of its shard, one allreduce per step averages them. Only rank 0 prints.
@@ -292,6 +331,9 @@ class MLP:
         if clip_norm is not None:
             clip_norm = check.positive_float(clip_norm, "clip_norm")
         verbose = check.integer(verbose, "verbose", 0)
+        l2 = float(l2)
+        if not (math.isfinite(l2) and l2 >= 0):
+            raise ConfigError(f"l2 must be a finite number >= 0; got {l2!r}")
         if callbacks is not None and not all(callable(c) for c in callbacks):
             raise ConfigError("callbacks must be a sequence of callables callback(model, record)")
         xp = self.xp
@@ -322,21 +364,21 @@ class MLP:
             try:
                 with _backend.memory_guard(self.device, batch_size):
                     for _ in range(epochs):
-                        record = self._run_epoch(x, t, val, lr, batch_size, shuffle, clip_norm, comm)
+                        record = self._run_epoch(x, t, val, lr, batch_size, shuffle, clip_norm, comm, l2)
                         reporter.epoch(self.epoch, record)
-                        for callback in callbacks or ():
-                            callback(self, record)
+                        if [callback(self, record) for callback in callbacks or ()].count(False):
+                            break
             finally:
                 reporter.close()
         return self.history.since(first)
 
-    def _run_epoch(self, x, t, val, lr, batch_size, shuffle, clip_norm, comm=None) -> dict[str, float]:
+    def _run_epoch(self, x, t, val, lr, batch_size, shuffle, clip_norm, comm=None, l2=0.0) -> dict[str, float]:
         """One pass over the data; the only read-back is the epoch's metrics at the end."""
         xp, n = self.xp, x.shape[0]
         bs = n if batch_size is None else min(batch_size, n)
         rng_state = self.rng.bit_generator.state
         try:
-            return self._epoch_body(x, t, val, lr, batch_size, shuffle, clip_norm, rng_state, comm)
+            return self._epoch_body(x, t, val, lr, batch_size, shuffle, clip_norm, rng_state, comm, l2)
         except BaseException as exc:
             # Diverged or interrupted: the permutation drawn for this epoch is put back and a half-recorded
             # epoch is dropped, so the model is exactly as the last completed epoch left it.
@@ -357,7 +399,7 @@ class MLP:
         self.epoch -= 1
         self._previous = None
 
-    def _epoch_body(self, x, t, val, lr, batch_size, shuffle, clip_norm, rng_state, comm=None) -> dict[str, float]:
+    def _epoch_body(self, x, t, val, lr, batch_size, shuffle, clip_norm, rng_state, comm=None, l2=0.0):
         xp, n = self.xp, x.shape[0]
         bs = n if batch_size is None else min(batch_size, n)
         params, state = self._params, self.optimizer_state
@@ -383,6 +425,8 @@ class MLP:
             if comm is not None:
                 # Each rank's mean over its shard, weighted by its share: the sum is the global batch's mean.
                 grads = comm.allreduce_sum([g * ((hi - lo) / (stop - start)) for g in grads], xp, self.device)
+            if l2:
+                value, grads = add_l2(params, grads, value, l2 / (stop - start), xp)
             if clip_norm is not None:
                 grads = clip_by_global_norm(grads, clip_norm, xp)
             params, state = self.optimizer.update(params, grads, state, lr, xp)

@@ -169,6 +169,8 @@ class _BaseMLP(BaseEstimator):
         if incremental:
             m.fit(X, T, epochs=1, **fit_kw)
             self._record_epoch(m.history.loss[-1] / scale, n)
+            if not self.early_stopping:
+                self.best_loss_ = min(self.best_loss_, self.loss_curve_[-1])
             return
         X_val = y_val = None
         if self.early_stopping:
@@ -182,15 +184,16 @@ class _BaseMLP(BaseEstimator):
             self._record_epoch(record["loss"] / scale, X.shape[0])
             if self.verbose:
                 print(f"Iteration {self.n_iter_}, loss = {self.loss_curve_[-1]:.8f}")
+            # scikit-learn's rule: count epochs that fail to beat the best by tol; stop past n_iter_no_change.
             if self.early_stopping:
                 score = self._score_for_stopping(X_val, y_val)
                 self.validation_scores_.append(score)
+                improving = score >= self.best_validation_score_ + self.tol
                 if score > self.best_validation_score_:
                     self.best_validation_score_ = score
                     best["weights"] = model.weights
-                improving = score >= max(self.validation_scores_[:-1], default=-np.inf) + self.tol
             else:
-                improving = self.loss_curve_[-1] <= self.best_loss_ - self.tol if len(self.loss_curve_) > 1 else True
+                improving = self.loss_curve_[-1] <= self.best_loss_ - self.tol
                 self.best_loss_ = min(self.best_loss_, self.loss_curve_[-1])
             self._no_improvement_count = 0 if improving else self._no_improvement_count + 1
             return self._no_improvement_count <= self.n_iter_no_change
@@ -210,12 +213,19 @@ class _BaseMLP(BaseEstimator):
         self.loss_curve_.append(float(loss))
         self.n_iter_ += 1
         self.t_ += n
-        if not self.early_stopping:
-            self.best_loss_ = min(self.best_loss_, float(loss))
 
     def _start(self, X: Any, n_outputs: int) -> None:
         self._check_params()
         self._model = self._model_for(X, n_outputs)
+        # scikit-learn's initialization (Glorot-uniform weights and biases, factor 2 for logistic units), so
+        # that the same hyper-parameters train the same way.
+        rng = check_random_state(self.random_state)
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        pairs = []
+        for fan_in, fan_out in zip(self._model.sizes[:-1], self._model.sizes[1:]):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            pairs.append((rng.uniform(-bound, bound, (fan_in, fan_out)).T, rng.uniform(-bound, bound, fan_out)))
+        self._model.set_weights(pairs)
         self.n_outputs_ = n_outputs
         self.n_layers_ = len(self._hidden()) + 2
         self.out_activation_ = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity"}[self._output]

@@ -30,6 +30,7 @@ def reference_loss(params: list[np.ndarray], X, y, activation: str, output: str,
         "relu": lambda z: np.maximum(z, 0.0),
         "tanh": np.tanh,
         "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
+        "identity": lambda z: z,
     }[activation]
     a = X
     for i in range(0, len(params) - 2, 2):
@@ -82,7 +83,7 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b), 1e-300))
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "identity"])
 @pytest.mark.parametrize("output,loss,k", PAIRS)
 @pytest.mark.parametrize("hidden", HIDDEN, ids=lambda h: "x".join(map(str, h)) or "none")
 def test_backprop_matches_finite_differences(backend, rng, activation, output, loss, k, hidden):

@@ -204,3 +204,38 @@ def test_an_update_that_overflows_after_a_finite_loss_is_rolled_back_too():
     for a, b in zip(initial, _weights(m)):
         np.testing.assert_array_equal(a, b)
     assert m.rng.bit_generator.state == rng_state
+
+
+def test_l2_penalty_adds_rate_times_weights_to_the_gradient():
+    X, y = _problem()
+    m = gpunn.MLP([4, 8, 1], device="cpu", dtype="float64")
+    before = _weights(m)
+    value, grads = m.loss_and_grads(X, y)
+    h = m.fit(X, y, epochs=1, lr=0.3, l2=0.5, verbose=0)
+    rate = 0.5 / len(X)
+    for i, (w0, g, w1) in enumerate(zip(before, [g for pair in grads for g in pair], _weights(m))):
+        expected = w0 - 0.3 * (g + rate * w0) if i % 2 == 0 else w0 - 0.3 * g  # biases are not penalized
+        np.testing.assert_allclose(w1, expected, rtol=0, atol=1e-15)
+    penalty = 0.5 * rate * sum(float(np.sum(w * w)) for w in before[::2])
+    assert h.loss[0] == pytest.approx(float(value) + penalty, rel=1e-12)
+
+
+def test_a_callback_returning_false_stops_training():
+    X, y = _problem()
+    m = gpunn.MLP([4, 8, 1], device="cpu")
+    h = m.fit(X, y, epochs=50, verbose=0, callbacks=[lambda model, record: model.epoch < 7])
+    assert m.epoch == 7 == len(h.loss)
+
+
+def test_model_pickles_and_keeps_training_identically():
+    import pickle
+
+    X, y = _problem()
+    kw = dict(lr=0.01, batch_size=16, optimizer="adam", verbose=0)
+    a = gpunn.MLP([4, 8, 1], device="cpu", seed=1)
+    a.fit(X, y, epochs=2, **kw)
+    b = pickle.loads(pickle.dumps(a))
+    a.fit(X, y, epochs=2, **kw)
+    b.fit(X, y, epochs=2, **kw)
+    for wa, wb in zip(_weights(a), _weights(b)):
+        np.testing.assert_array_equal(wa, wb)
