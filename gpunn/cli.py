@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gpunn", description="Train and use dense neural networks on CPU (NumPy) or CUDA GPUs (CuPy)."
     )
     parser.add_argument("--version", action="version", version=f"gpunn {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{train,predict,info}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,predict,plot,info}")
     sub.required = True
 
     train = sub.add_parser(
@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--checkpoint", metavar="PATH", help="save the model after every epoch (and on Ctrl-C)")
     out.add_argument("--resume", metavar="PATH", help="continue a checkpoint up to --epochs in total")
     out.add_argument("--history", metavar="PATH", help="write per-epoch loss and accuracy (JSON)")
+    out.add_argument("--plot", metavar="PNG", help="draw the decision boundary over the test points (2 features)")
     out.add_argument("-q", "--quiet", action="store_true", help="print only the final result")
     train.add_argument(
         "--distributed", action="store_true",
@@ -98,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", metavar="FILE", help="write predictions here (default: standard output)")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     predict.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+    plot = sub.add_parser("plot", help="draw loss and accuracy curves from a history file")
+    plot.add_argument("history", metavar="HISTORY.json", help="a file written by 'gpunn train --history'")
+    plot.add_argument("-o", "--out", default="curves.png", metavar="PNG", help="image to write (default: curves.png)")
+    plot.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
     info = sub.add_parser("info", help="versions, array namespaces, CUDA devices and BLAS")
     info.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -113,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .distributed import Communicator
 
             comm = args.comm = Communicator(abort_on_error=False)
-        return {"train": cmd_train, "predict": cmd_predict, "info": cmd_info}[args.command](args)
+        commands = {"train": cmd_train, "predict": cmd_predict, "plot": cmd_plot, "info": cmd_info}
+        return commands[args.command](args)
     except Exception as exc:
         if args.debug and comm is None:
             raise
@@ -185,6 +192,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not np.all(y == np.round(y)) or y.min() < 0:
             raise InputError(f"{source}: softmax needs class labels 0..k-1 in the target")
         n_outputs = max(int(y.max()) + 1, 2)
+    if args.plot and (X.shape[1] != 2 or s["output"] == "identity"):
+        raise InputError(f"--plot draws a decision boundary, which needs a classifier on 2 features; {source} has "
+                         f"{X.shape[1]} feature(s) and output {s['output']!r}")  # fmt: skip
     X_train, X_test, y_train, y_test = data.train_test_split(X, y, test_size=s["test_size"], seed=s["seed"])
     sizes = [X.shape[1], *s["layers"], n_outputs]
     if resumed is not None:
@@ -241,6 +251,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"test mse {result['loss']:.6g}")
     if args.history:
         model.history.save(args.history)
+    if args.plot:
+        from . import plot
+
+        plot.save(plot.decision_boundary(model, X_test, y_test), args.plot)
+        if not args.quiet:
+            print(f"decision boundary drawn to {args.plot}")
     if args.save:
         model.save(args.save)
         if not args.quiet:
@@ -274,6 +290,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     data.write_csv(args.out, names, cols)
     if args.out:
         print(f"{len(X)} predictions written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """``gpunn plot``."""
+    from . import plot
+
+    plot.save(plot.history(args.history, title=args.history), args.out)
+    print(f"curves drawn to {args.out}")
     return 0
 
 
