@@ -243,14 +243,17 @@ def main() -> None:
 
 def markdown(report: dict) -> str:
     info = report["machine"]
-    blas = "; ".join(f"{b['internal_api']} {b['version']} {b['architecture']} x{b['num_threads']}" for b in info["blas"])
+    blas = "; ".join(
+        f"{b['internal_api']} {b['version']} {b['architecture']} x{b['num_threads']}" for b in info["blas"]
+    )
     lines = [
         f"Measured {report['date']} on {info['cpu']}, {info['cores']} cores"
         + (f", GPU {info['gpu']} (CUPY_TF32={info.get('cupy_tf32')})" if info.get("gpu") else ", no GPU")
         + f"; BLAS: {blas}; unset for the run: {info['unset_for_benchmark'] or 'nothing'}.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".",
         "",
-        "| cell | contender | ms / step (median) | middle half | samples / s | gpunn-numpy speed-up | % of GEMM floor | peak RSS over baseline (MiB) |",
+        "| cell | contender | ms / step (median) | middle half | samples / s | gpunn-numpy speed-up "
+        "| % of GEMM floor | peak RSS over baseline (MiB) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     by_cell: dict[str, dict[str, dict]] = {}
@@ -282,7 +285,9 @@ def markdown(report: dict) -> str:
             f"Memory, gpunn on the mid cell with {mem['samples']:,} samples, Adam, batch {mem['batch']}: peak RSS "
             f"{mem['peak_over_baseline_mib']:.0f} MiB over the interpreter's baseline, against "
             f"{mem['needed_mib']:.0f} MiB of dataset + parameters + optimizer state + one batch's activations "
-            f"({mem['ratio']:.2f}x); RSS after each epoch (MiB): {', '.join(f'{v:.0f}' for v in mem['rss_per_epoch_mib'])}.",
+            f"({mem['ratio']:.2f}x); RSS after each epoch (MiB): "
+            + ", ".join(f"{v:.0f}" for v in mem["rss_per_epoch_mib"])
+            + ".",
         ]
     prof = report.get("profile_mid_1024")
     if prof:

@@ -21,7 +21,7 @@ from .errors import DeviceError, OutOfMemoryError
 DTYPES = ("float32", "float64")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gpu_status() -> tuple[int, str]:
     """(number of usable CUDA devices through CuPy, why none when it is 0)."""
     if importlib.util.find_spec("cupy") is None:

@@ -196,6 +196,8 @@ def _parse(data: bytes) -> Checkpoint:
             f"{FORMAT_VERSION} (a newer gpunn may have written it)"
         )
     config_json = meta.get("gpunn")
+    if not isinstance(config_json, str):
+        raise CheckpointError("the header has no gpunn model description: corrupt file")
     try:
         config = json.loads(config_json)
         expected = _expected_tensors(config)

@@ -20,7 +20,9 @@ def _layers(text: str) -> list[int]:
     try:
         widths = [int(w) for w in text.split(",") if w.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--layers takes comma-separated integers like 10,10,10; got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--layers takes comma-separated integers like 10,10,10; got {text!r}"
+        ) from None
     if any(w < 1 for w in widths):
         raise argparse.ArgumentTypeError(f"every width in --layers must be at least 1; got {text!r}")
     return widths
@@ -70,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     net = train.add_argument_group("network")
     net.add_argument("--layers", type=_layers, help="hidden widths (default: 10,10,10)")
     net.add_argument("--activation", choices=layers.ACTIVATIONS, help="hidden activation (default: relu)")
-    net.add_argument("--output", choices=losses.OUTPUTS, help="output layer (default: softmax for 'spirals', else sigmoid)")
+    net.add_argument(
+        "--output", choices=losses.OUTPUTS, help="output layer (default: softmax for 'spirals', else sigmoid)"
+    )
     fit = train.add_argument_group("training")
     fit.add_argument("--epochs", type=_nonnegative_int, help="total epochs (default: 1000)")
     fit.add_argument("--lr", type=float, help="learning rate (default: 0.1)")
@@ -171,8 +175,9 @@ def _load_training_data(s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str,
         return X, y, f"built-in dataset '{s['dataset']}'", None
     if s["target"] is None:
         raise InputError(f"--data {s['data']} needs --target COLUMN to name the column to predict")
-    X, y, names = data.read_csv(s["data"], target=s["target"])
-    return X, y, s["data"], names
+    X, target, names = data.read_csv(s["data"], target=s["target"])
+    assert target is not None  # read_csv returns the target column when it is asked for one
+    return X, target, s["data"], names
 
 
 def cmd_train(args: argparse.Namespace) -> int:

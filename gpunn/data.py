@@ -85,7 +85,9 @@ def train_test_split(
     return X[train], X[test], y[train], y[test]
 
 
-def read_csv(path: str | os.PathLike[str], *, target: str | None = None) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+def read_csv(
+    path: str | os.PathLike[str], *, target: str | None = None
+) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """Read a numeric CSV with a header row. Returns ``(X, y, feature_names)``; ``y`` is None without ``target``.
 
     Every problem names the file, and the line and column where it applies: a ragged row, a non-numeric or

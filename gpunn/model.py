@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -176,6 +176,39 @@ class MLP:
         """``[(W, b), ...]`` in the model's namespace, ``W`` of shape (out, in)."""
         return [(self._params[i], self._params[i + 1]) for i in range(0, len(self._params), 2)]
 
+    def to(self, device: Any = "auto", xp: Any = None) -> MLP:
+        """Move the model (weights and optimizer state) to another device or namespace; returns the model."""
+        new_xp, new_device = _backend.resolve(device, xp)
+        host = _backend.to_numpy
+
+        def move(a: Any) -> Any:
+            return _backend.from_numpy(host(a), new_xp, new_device)
+
+        params = [move(p) for p in self._params]
+        state = self.optimizer_state
+        if state is not None:
+            state = {k: [move(a) for a in v] if isinstance(v, list) else v for k, v in state.items()}
+        self.xp, self.device, self._dtype = new_xp, new_device, _backend.float_dtype(new_xp, self.dtype)
+        self._params, self.optimizer_state, self._previous = params, state, None
+        return self
+
+    def numpy_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``[(W, b), ...]`` copied to the host as NumPy arrays, ``W`` of shape (out, in)."""
+        return [(_backend.to_numpy(w), _backend.to_numpy(b)) for w, b in self.weights]
+
+    def torch_state_dict(self) -> dict[str, Any]:
+        """A PyTorch ``state_dict`` for ``nn.Sequential(Linear, act, Linear, act, ..., Linear)`` (imports torch).
+
+        ``nn.Linear`` stores weights as (out, in), like gpunn, so the arrays are shared without transposition.
+        """
+        import torch
+
+        state = {}
+        for i, (w, b) in enumerate(self.numpy_weights()):
+            state[f"{2 * i}.weight"] = torch.from_numpy(np.array(w))
+            state[f"{2 * i}.bias"] = torch.from_numpy(np.array(b))
+        return state
+
     def set_weights(self, pairs: Sequence[tuple[Any, Any]]) -> None:
         """Replace the parameters with ``[(W, b), ...]`` (NumPy arrays or arrays on the model's device)."""
         pairs = list(pairs)
@@ -284,6 +317,7 @@ class MLP:
         callbacks: Sequence[Callable[[MLP, dict[str, float]], Any]] | None = None,
         comm: Any = None,
         l2: float = 0.0,
+        convert: bool = False,
     ) -> History:
         """Train for ``epochs`` more epochs and return their :class:`History`.
 
@@ -312,6 +346,9 @@ class MLP:
             Each is called as ``callback(model, record)`` after every epoch, with that epoch's metrics;
             ``gpunn train --checkpoint`` saves the model this way. A callback that returns False stops
             training after that epoch (early stopping).
+        convert : bool
+            Accept X and y from another array namespace or device, converted through DLPack (or through the
+            host where DLPack cannot cross the devices). Without it such input is an error.
         l2 : float
             L2 penalty on the weights (not the biases): the loss gains l2/2 * sum(W**2) / batch size, as in
             scikit-learn's ``alpha``.
@@ -337,6 +374,10 @@ class MLP:
         if callbacks is not None and not all(callable(c) for c in callbacks):
             raise ConfigError("callbacks must be a sequence of callables callback(model, record)")
         xp = self.xp
+        if convert:
+            X, y = self.adopt(X), self.adopt(y)
+            if validation_data is not None and isinstance(validation_data, (tuple, list)):
+                validation_data = tuple(self.adopt(v) for v in validation_data)
         with _backend.device_scope(xp, self.device):
             scaling = self.scaling
             if self.standardize and scaling is None:
@@ -374,8 +415,6 @@ class MLP:
 
     def _run_epoch(self, x, t, val, lr, batch_size, shuffle, clip_norm, comm=None, l2=0.0) -> dict[str, float]:
         """One pass over the data; the only read-back is the epoch's metrics at the end."""
-        xp, n = self.xp, x.shape[0]
-        bs = n if batch_size is None else min(batch_size, n)
         rng_state = self.rng.bit_generator.state
         try:
             return self._epoch_body(x, t, val, lr, batch_size, shuffle, clip_norm, rng_state, comm, l2)
@@ -407,6 +446,8 @@ class MLP:
         if bs < n and shuffle:
             order = _backend.from_numpy(self.rng.permutation(n), xp, self.device)
         spec = dict(activation=self.activation, output=self.output, loss=self.loss, xp=xp)
+        optimizer = cast(optim.Optimizer, self.optimizer)  # fit sets both before the first epoch
+        state = cast(dict, state)
         batch_losses, total_loss, total_correct = [], None, None
         for start in range(0, n, bs):
             stop = min(start + bs, n)  # the standard leaves out-of-bounds slice ends unspecified
@@ -429,7 +470,7 @@ class MLP:
                 value, grads = add_l2(params, grads, value, l2 / (stop - start), xp)
             if clip_norm is not None:
                 grads = clip_by_global_norm(grads, clip_norm, xp)
-            params, state = self.optimizer.update(params, grads, state, lr, xp)
+            params, state = optimizer.update(params, grads, state, lr, xp)
             batch_losses.append(value)
             total_loss = value * (hi - lo) if total_loss is None else total_loss + value * (hi - lo)
             if correct is not None:
@@ -466,7 +507,9 @@ class MLP:
         """Zero gradients, loss and count, for a rank whose shard of a batch is empty."""
         xp = self.xp
         zero = xp.zeros((), dtype=self._dtype, device=self.device)
-        count = None if self.output == "identity" else xp.zeros((), dtype=_backend.index_dtype(xp, self.device), device=self.device)
+        count = None
+        if self.output != "identity":
+            count = xp.zeros((), dtype=_backend.index_dtype(xp, self.device), device=self.device)
         return [xp.zeros_like(p) for p in params], zero, count
 
     def _divergence(self, batch_losses: list[Any], loss: float) -> NonFiniteError:
@@ -495,22 +538,40 @@ class MLP:
         if not self.fitted:
             raise NotFittedError("this MLP has not been trained yet: call fit(), set_weights() or gpunn.load() first")
 
-    def decision_function(self, X: Any) -> Any:
+    def adopt(self, x: Any) -> Any:
+        """``x`` from any namespace or device, as an array of the model's namespace on its device (DLPack)."""
+        if _backend.is_host_data(x):
+            return x
+        import array_api_compat as aac
+
+        if aac.array_namespace(x) is self.xp and _backend.same_device(aac.device(x), self.device):
+            return x
+        try:
+            with _backend.device_scope(self.xp, self.device):
+                moved = self.xp.from_dlpack(x)
+            if _backend.same_device(aac.device(moved), self.device):
+                return moved
+        except Exception:  # DLPack cannot cross these devices or libraries: go through the host
+            pass
+        return _backend.from_numpy(_backend.to_numpy(x), self.xp, self.device)
+
+    def decision_function(self, X: Any, *, convert: bool = False) -> Any:
         """The output layer's logits, shape (n, n_outputs), in the model's namespace and device."""
         self._check_fitted()
+        X = self.adopt(X) if convert else X
         with _backend.device_scope(self.xp, self.device):
             z, _ = layers.forward(self._params, self._prepare_x(X), self.activation, self.xp)
         return z
 
-    def predict_proba(self, X: Any) -> Any:
+    def predict_proba(self, X: Any, *, convert: bool = False) -> Any:
         """Probabilities (sigmoid, softmax) or values (identity), shape (n, n_outputs), on the model's device."""
-        z = self.decision_function(X)
+        z = self.decision_function(X, convert=convert)
         with _backend.device_scope(self.xp, self.device):
             return losses.output_activation(self.output, z, self.xp)
 
-    def predict(self, X: Any) -> Any:
+    def predict(self, X: Any, *, convert: bool = False) -> Any:
         """Integer labels, shape (n,) (or (n, k) for several sigmoid outputs); values (n, k) for identity."""
-        z = self.decision_function(X)
+        z = self.decision_function(X, convert=convert)
         xp = self.xp
         with _backend.device_scope(xp, self.device):
             if self.output == "identity":
@@ -520,18 +581,22 @@ class MLP:
             labels = xp.astype(z > 0, _backend.index_dtype(xp, self.device))  # p > 0.5 exactly when z > 0
             return labels[:, 0] if self.n_outputs == 1 else labels
 
-    def evaluate(self, X: Any, y: Any) -> dict[str, float]:
+    def evaluate(self, X: Any, y: Any, *, convert: bool = False) -> dict[str, float]:
         """Mean loss and (for classifiers) accuracy on ``(X, y)``, as Python floats."""
         self._check_fitted()
+        if convert:
+            X, y = self.adopt(X), self.adopt(y)
         with _backend.device_scope(self.xp, self.device):
             x = self._prepare_x(X)
             value, acc = self._evaluate(self._params, x, self._prepare_targets(y, x.shape[0]))
             values = _backend.to_numpy(self.xp.stack([value] if acc is None else [value, acc])).tolist()
         return dict(zip(["loss", "accuracy"], values))
 
-    def loss_and_grads(self, X: Any, y: Any) -> tuple[Any, list[tuple[Any, Any]]]:
+    def loss_and_grads(self, X: Any, y: Any, *, convert: bool = False) -> tuple[Any, list[tuple[Any, Any]]]:
         """(mean loss as a 0-d array, ``[(dW, db), ...]``): the exact gradients of the mean loss at ``(X, y)``."""
         xp = self.xp
+        if convert:
+            X, y = self.adopt(X), self.adopt(y)
         with _backend.device_scope(xp, self.device):
             x = self._prepare_x(X)
             t = self._prepare_targets(y, x.shape[0])

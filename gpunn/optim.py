@@ -22,7 +22,7 @@ SLOTS = {"sgd": (), "momentum": ("velocity",), "adam": ("m", "v")}
 
 @dataclass(frozen=True)
 class Optimizer:
-    """An optimizer's name and hyper-parameters. Build one with :func:`get` or :func:`sgd`/:func:`momentum`/:func:`adam`."""
+    """An optimizer's name and hyper-parameters; build one with :func:`sgd`, :func:`momentum` or :func:`adam`."""
 
     name: str
     hyper: dict[str, Any] = field(default_factory=dict)

@@ -38,6 +38,13 @@ def _native(X: Any) -> bool:
 
 class _BaseMLP(BaseEstimator):
     _output: str  # "sigmoid"/"softmax" (set per fit for classifiers) or "identity"
+    _model: MLP
+    _native_input: bool
+    _seed_split: int
+    _no_improvement_count: int
+    best_loss_: Any  # float, or None with early stopping (as in scikit-learn)
+    best_validation_score_: Any
+    validation_scores_: Any
 
     def __init__(
         self,
@@ -87,7 +94,7 @@ class _BaseMLP(BaseEstimator):
     # -------------------------------------------------------------------------------------- validation
     def _check_params(self) -> None:
         hidden = self.hidden_layer_sizes
-        hidden = [hidden] if np.isscalar(hidden) else list(hidden)
+        hidden = [hidden] if isinstance(hidden, (int, np.integer)) else list(hidden)
         if any(not isinstance(h, (int, np.integer)) or h < 1 for h in hidden):
             raise ValueError(f"hidden_layer_sizes must be positive integers; got {self.hidden_layer_sizes!r}")
         if self.activation not in _ACTIVATIONS:
@@ -113,8 +120,8 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"batch_size must be 'auto' or an integer >= 1; got {self.batch_size!r}")
 
     def _hidden(self) -> list[int]:
-        hidden = self.hidden_layer_sizes
-        return [int(hidden)] if np.isscalar(hidden) else [int(h) for h in hidden]
+        hidden: Any = self.hidden_layer_sizes
+        return [int(hidden)] if isinstance(hidden, (int, np.integer)) else [int(h) for h in hidden]
 
     def _optimizer(self) -> optim.Optimizer:
         if self.solver == "adam":
@@ -141,7 +148,7 @@ class _BaseMLP(BaseEstimator):
 
     def _model_for(self, X: Any, n_outputs: int) -> MLP:
         sizes = [X.shape[1], *self._hidden(), n_outputs]
-        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))  # type: ignore[arg-type]
         kwargs: dict[str, Any] = {"device": self.device}
         if _native(X):
             kwargs = {"xp": aac.array_namespace(X), "device": aac.device(X)}
@@ -178,7 +185,7 @@ class _BaseMLP(BaseEstimator):
             X, X_val, T, y_val = train_test_split(
                 X, T, test_size=self.validation_fraction, random_state=self._seed_split, stratify=stratify
             )
-        best = {"weights": None}
+        best: dict[str, Any] = {"weights": None}
 
         def after_epoch(model: MLP, record: dict[str, float]) -> bool:
             self._record_epoch(record["loss"] / scale, X.shape[0])
@@ -233,9 +240,9 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ = 0
         self.t_ = 0
         self._no_improvement_count = 0
-        self._seed_split = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        self._seed_split = int(check_random_state(self.random_state).randint(0, 2**31 - 1))  # type: ignore[arg-type]
         if self.early_stopping:
-            self.validation_scores_: list[float] | None = []
+            self.validation_scores_ = []
             self.best_validation_score_ = -np.inf
             self.best_loss_ = None
         else:
@@ -321,7 +328,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self._output = "softmax" if n_outputs > 1 and not multilabel else "sigmoid"
             self._start(X, n_outputs)
         else:
-            unseen = np.setdiff1d(np.unique(y_host), self.classes_) if y_host.ndim == 1 else []
+            unseen: Any = np.setdiff1d(np.unique(y_host), self.classes_) if y_host.ndim == 1 else []
             if len(unseen):
                 raise ValueError(f"y holds labels not in classes_: {unseen!r}")
         if self._output == "softmax":

@@ -142,3 +142,45 @@ def test_unknown_xp_is_a_clear_error():
 
     with pytest.raises(gpunn.DeviceError, match="not an array namespace"):
         gpunn.MLP([2, 1], xp=math)
+
+
+def test_to_moves_a_model_between_namespaces_and_back():
+    pytest.importorskip("array_api_strict")
+    import array_api_strict as xs
+
+    X, y = _problem()
+    m = gpunn.MLP([5, 6, 1], device="cpu", dtype="float64")
+    m.fit(X, y, epochs=2, optimizer="adam", batch_size=32, verbose=0)
+    ref = gpunn.MLP([5, 6, 1], device="cpu", dtype="float64")
+    ref.fit(X, y, epochs=4, optimizer="adam", batch_size=32, verbose=0)
+    m.to(xp=xs, device="device1")
+    assert aac.array_namespace(m.weights[0][0]) is xs
+    m.fit(X, y, epochs=2, optimizer="adam", batch_size=32, verbose=0)  # continues on the new device
+    m.to("cpu")
+    for a, b in zip(_weights(m), _weights(ref)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_convert_takes_arrays_of_other_namespaces_through_dlpack():
+    torch = pytest.importorskip("torch")
+    X, y = _problem()
+    m = gpunn.MLP([5, 6, 1], device="cpu", dtype="float64")
+    with pytest.raises(gpunn.InputTypeError, match="torch array but the model runs on numpy"):
+        m.fit(torch.from_numpy(X), y, epochs=1, verbose=0)
+    m.fit(torch.from_numpy(X), torch.from_numpy(y), epochs=2, verbose=0, convert=True)
+    ref = gpunn.MLP([5, 6, 1], device="cpu", dtype="float64")
+    ref.fit(X, y, epochs=2, verbose=0)
+    np.testing.assert_array_equal(m.predict_proba(torch.from_numpy(X), convert=True), ref.predict_proba(X))
+
+
+def test_weights_convert_to_numpy_and_a_torch_state_dict():
+    torch = pytest.importorskip("torch")
+    X, y = _problem()
+    m = gpunn.MLP([5, 7, 6, 1], device="cpu", dtype="float64")
+    m.fit(X, y, epochs=2, verbose=0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 6), torch.nn.ReLU(),
+                              torch.nn.Linear(6, 1)).double()  # fmt: skip
+    net.load_state_dict(m.torch_state_dict())
+    logits = net(torch.from_numpy(X)).detach().numpy()
+    np.testing.assert_allclose(logits, m.decision_function(X), rtol=1e-12)
+    assert all(isinstance(w, np.ndarray) for pair in m.numpy_weights() for w in pair)

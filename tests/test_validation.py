@@ -21,7 +21,7 @@ BAD_FIT = [
     ("nan in X", dict(X=_with(2, 1, np.nan)), gpunn.InputError, r"nan at row 2, column 1"),
     ("inf in X", dict(X=_with(5, 0, -np.inf)), gpunn.InputError, r"-inf at row 5, column 0"),
     ("too large for float32", dict(X=_with(3, 2, 1e39)), gpunn.InputError, r"row 3, column 2, too large for float32"),
-    ("label 2 for sigmoid", dict(y=np.array([0, 1, 2, 1, 1, 0, 1, 0])), gpunn.InputError, r"label 2 at row 2.*\{0, 1\}"),
+    ("label 2 for sigmoid", dict(y=np.array([0, 1, 2, 1, 1, 0, 1, 0])), gpunn.InputError, r"label 2 at row 2"),
     ("negative label", dict(y=-Y), gpunn.InputError, r"label -1 at row 1"),
     ("fractional label", dict(y=Y * 0.5), gpunn.InputError, r"0.5 at row 1; class labels must be whole"),
     ("nan label", dict(y=np.where(Y == 1, np.nan, 0.0)), gpunn.InputError, r"nan at row 1"),
