@@ -321,6 +321,10 @@ class MLP:
     ) -> History:
         """Train for ``epochs`` more epochs and return their :class:`History`.
 
+        If training is interrupted (Ctrl-C) or diverges, the model is left exactly as the last completed epoch
+        left it (weights, optimizer state, shuffling generator, epoch count and history agree), so saving it
+        and resuming reproduces an uninterrupted run.
+
         Parameters
         ----------
         X : array, shape (n_samples, n_features)
@@ -355,10 +359,6 @@ class MLP:
         comm : gpunn.distributed.Communicator, optional
             Train data-parallel with the other ranks of ``comm``: ``batch_size`` is the global batch, each rank
             computes the gradients of its shard, one allreduce per step averages them. Only rank 0 prints.
-
-        If training is interrupted (Ctrl-C) or diverges, the model is left exactly as the last completed epoch
-        left it: weights, optimizer state, shuffling generator, epoch count and history agree, so saving it
-        and resuming reproduces an uninterrupted run.
         """
         epochs = check.integer(epochs, "epochs", 0)
         lr = check.positive_float(lr, "lr")

@@ -116,3 +116,20 @@ def test_console_script_is_installed():
         pytest.skip("gpunn is not installed as a package here (pip install . puts the gpunn command on PATH)")
     r = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == f"gpunn {gpunn.__version__}"
+
+
+def test_every_option_is_documented():
+    """Each option of every command appears in --help and in docs/cli.md."""
+    from pathlib import Path
+
+    from gpunn.cli import build_parser
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, command in sub.choices.items():
+        assert f"gpunn {name}" in doc
+        for action in command._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag != "--help":
+                    assert f"`{flag}" in doc or f" {flag} " in doc or f"{flag}" in doc, f"{name} {flag}"
