@@ -139,3 +139,41 @@ def test_shards_cover_the_batch_in_order():
             assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
             sizes = [hi - lo for lo, hi in parts]
             assert max(sizes) - min(sizes) <= 1
+
+
+NCCL = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import gpunn
+    from gpunn import _backend
+    from gpunn.distributed import Communicator
+
+    comm = Communicator()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(256, 8))
+    y = (X[:, 0] > 0).astype(int)
+    m = gpunn.MLP([8, 16, 1], device=comm.device(), seed=1)
+    m.fit(X, y, epochs=3, batch_size=32, optimizer="adam", lr=0.01, verbose=0, comm=comm)
+    assert comm._nccl is not None, "CuPy gradients must go through NCCL"
+    np.savez(sys.argv[1], *[_backend.to_numpy(a) for pair in m.weights for a in pair])
+    """
+)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpunn._backend.gpu_usable(), reason="NCCL needs a usable GPU and CuPy")
+def test_nccl_with_one_rank_equals_the_cupy_run(tmp_path):
+    script = tmp_path / "nccl.py"
+    script.write_text(NCCL)
+    r = _run(1, str(script), str(tmp_path / "w.npz"), cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    got = np.load(tmp_path / "w.npz")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(256, 8))
+    y = (X[:, 0] > 0).astype(int)
+    ref = gpunn.MLP([8, 16, 1], device="cuda", seed=1)
+    ref.fit(X, y, epochs=3, batch_size=32, optimizer="adam", lr=0.01, verbose=0)
+    for i, (w, b) in enumerate(ref.weights):
+        np.testing.assert_allclose(got[f"arr_{2 * i}"], gpunn._backend.to_numpy(w), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(got[f"arr_{2 * i + 1}"], gpunn._backend.to_numpy(b), rtol=0, atol=1e-6)
