@@ -22,21 +22,22 @@ CELLS = {
 LR = 0.01
 
 
-def rss_mib() -> float:
+def _status_mib(field: str) -> float:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def rss_mib() -> float:
+    """This process's resident memory now."""
+    return _status_mib("VmRSS")
 
 
 def peak_rss_mib() -> float:
     """This process's peak RSS (VmHWM; ru_maxrss would carry the parent's peak across exec)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return _status_mib("VmHWM")
 
 
 def make_data(cell: dict, seed: int = 0):

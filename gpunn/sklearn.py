@@ -272,6 +272,13 @@ class _BaseMLP(BaseEstimator):
         X = self._validate_X(X, reset=False)
         return self._model.predict_proba(X)
 
+    def _host_score(self, metric: Any, X: Any, y: Any, sample_weight: Any) -> float:
+        """``metric(y, predict(X))`` computed on the host, whatever namespace X and y are in."""
+        pred = self.predict(X)
+        pred = _backend.to_numpy(pred) if _native(pred) else pred
+        y = _backend.to_numpy(y) if _native(y) else y
+        return float(metric(y, pred, sample_weight=sample_weight))
+
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "_model")
 
@@ -372,9 +379,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """Mean accuracy on ``(X, y)``."""
         from sklearn.metrics import accuracy_score
 
-        pred = _backend.to_numpy(self.predict(X)) if self._native_input else self.predict(X)
-        y = _backend.to_numpy(y) if _native(y) else y
-        return float(accuracy_score(y, pred, sample_weight=sample_weight))
+        return self._host_score(accuracy_score, X, y, sample_weight)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -437,9 +442,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """Coefficient of determination R^2 on ``(X, y)``."""
         from sklearn.metrics import r2_score
 
-        pred = _backend.to_numpy(self.predict(X)) if self._native_input else self.predict(X)
-        y = _backend.to_numpy(y) if _native(y) else y
-        return float(r2_score(y, pred, sample_weight=sample_weight))
+        return self._host_score(r2_score, X, y, sample_weight)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
