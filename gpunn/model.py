@@ -415,10 +415,12 @@ class MLP:
 
     def _run_epoch(self, x, t, val, lr, batch_size, shuffle, clip_norm, comm=None, l2=0.0) -> dict[str, float]:
         """One pass over the data; the only read-back is the epoch's metrics at the end."""
-        rng_state = self.rng.bit_generator.state
+        rng_state, epoch = self.rng.bit_generator.state, self.epoch
         try:
             return self._epoch_body(x, t, val, lr, batch_size, shuffle, clip_norm, rng_state, comm, l2)
         except BaseException as exc:
+            if self.epoch != epoch:
+                raise  # interrupted after the epoch was committed: it stands, generator included
             # Diverged or interrupted: the permutation drawn for this epoch is put back and a half-recorded
             # epoch is dropped, so the model is exactly as the last completed epoch left it.
             self.rng.bit_generator.state = rng_state

@@ -150,3 +150,58 @@ def test_divergence_in_the_cli_is_one_line_and_keeps_the_last_checkpoint(tmp_pat
     kept = gpunn.load(tmp_path / "c.safetensors", device="cpu")
     assert kept.epoch == failed_epoch - 1 >= 1
     assert all(np.isfinite(w).all() for w in _weights(kept))
+
+
+def _interrupt_at_line(filename, k):
+    """A trace function that raises KeyboardInterrupt at the k-th line executed in ``filename``."""
+    count = {"n": 0}
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_filename == filename and event == "line":
+            count["n"] += 1
+            if count["n"] == k:
+                raise KeyboardInterrupt
+        return tracer
+
+    return tracer
+
+
+def test_an_interrupt_at_any_point_of_an_epoch_leaves_a_consistent_model():
+    """KeyboardInterrupt injected at every line the epoch runs: the model always equals some completed epoch."""
+    import sys as _sys
+
+    from gpunn import model as model_module
+
+    X, y = _problem()
+    kw = dict(lr=0.01, batch_size=30, optimizer="adam", verbose=0)
+    ref = gpunn.MLP([3, 8, 1], device="cpu", seed=4)
+    ref.fit(X, y, epochs=3, **kw)
+    target = model_module.__file__
+    lines = {"n": 0}
+
+    def counter(frame, event, arg):
+        if frame.f_code.co_filename == target and event == "line":
+            lines["n"] += 1
+        return counter
+
+    probe = gpunn.MLP([3, 8, 1], device="cpu", seed=4)
+    probe.fit(X, y, epochs=1, **kw)
+    _sys.settrace(counter)
+    probe.fit(X, y, epochs=1, **kw)
+    _sys.settrace(None)
+    hits = 0
+    for k in range(1, lines["n"] + 1):
+        m = gpunn.MLP([3, 8, 1], device="cpu", seed=4)
+        m.fit(X, y, epochs=1, **kw)
+        _sys.settrace(_interrupt_at_line(target, k))
+        try:
+            m.fit(X, y, epochs=1, **kw)
+        except KeyboardInterrupt:
+            hits += 1
+        finally:
+            _sys.settrace(None)
+        m.fit(X, y, epochs=3 - m.epoch, **kw)  # finish the run after the interruption
+        for a, b in zip(_weights(m), _weights(ref)):
+            np.testing.assert_array_equal(a, b)
+        assert m.history == ref.history
+    assert hits == lines["n"]  # every line of fit and the epoch was interrupted once
