@@ -368,9 +368,8 @@ class MLP:
         if clip_norm is not None:
             clip_norm = check.positive_float(clip_norm, "clip_norm")
         verbose = check.integer(verbose, "verbose", 0)
-        l2 = float(l2)
-        if not (math.isfinite(l2) and l2 >= 0):
-            raise ConfigError(f"l2 must be a finite number >= 0; got {l2!r}")
+        if l2 != 0:
+            l2 = check.positive_float(l2, "l2")
         if callbacks is not None and not all(callable(c) for c in callbacks):
             raise ConfigError("callbacks must be a sequence of callables callback(model, record)")
         xp = self.xp
@@ -449,6 +448,7 @@ class MLP:
             order = _backend.from_numpy(self.rng.permutation(n), xp, self.device)
         spec = dict(activation=self.activation, output=self.output, loss=self.loss, xp=xp)
         optimizer = cast(optim.Optimizer, self.optimizer)  # fit sets both before the first epoch
+        fast = _backend.numpy_fast_path(xp)  # the gradients below are fresh arrays: the update may reuse them
         state = cast(dict, state)
         batch_losses, total_loss, total_correct = [], None, None
         for start in range(0, n, bs):
@@ -472,7 +472,7 @@ class MLP:
                 value, grads = add_l2(params, grads, value, l2 / (stop - start), xp)
             if clip_norm is not None:
                 grads = clip_by_global_norm(grads, clip_norm, xp)
-            params, state = optimizer.update(params, grads, state, lr, xp)
+            params, state = optimizer.update(params, grads, state, lr, xp, donate=fast)
             batch_losses.append(value)
             total_loss = value * (hi - lo) if total_loss is None else total_loss + value * (hi - lo)
             if correct is not None:

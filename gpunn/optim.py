@@ -34,10 +34,21 @@ class Optimizer:
             state[slot] = [xp.zeros_like(p) for p in params]
         return state
 
-    def update(self, params: list[Any], grads: list[Any], state: dict[str, Any], lr: float, xp: Any):
-        """Return ``(new_params, new_state)`` after one step of size ``lr``."""
+    def update(
+        self, params: list[Any], grads: list[Any], state: dict[str, Any], lr: float, xp: Any, donate: bool = False
+    ):
+        """Return ``(new_params, new_state)`` after one step of size ``lr``.
+
+        ``donate=True`` (NumPy only) lets the update write into ``grads``, which the caller no longer needs:
+        plain SGD then allocates nothing. Parameters and state are never written into.
+        """
         step = state["step"] + 1
         if self.name == "sgd":
+            if donate:
+                for p, g in zip(params, grads):
+                    g *= -lr  # p - lr * g, bit for bit, in the gradient's buffer
+                    g += p
+                return grads, {"step": step}
             return [p - lr * g for p, g in zip(params, grads)], {"step": step}
         if self.name == "momentum":
             beta = self.hyper["beta"]

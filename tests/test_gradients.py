@@ -158,9 +158,10 @@ def test_loss_and_gradients_stay_finite_for_huge_logits(backend, output, loss, k
             assert bool(xp.all(xp.isfinite(g)))
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
 @pytest.mark.parametrize("output,loss,k", PAIRS)
-def test_numpy_fast_path_equals_the_generic_path(monkeypatch, rng, activation, output, loss, k):
+def test_numpy_fast_path_equals_the_generic_path(monkeypatch, rng, activation, output, loss, k, optimizer):
     sizes = [4, 9, 7, k]
     X, y = make_problem(rng, sizes, output)
     results = []
@@ -168,7 +169,7 @@ def test_numpy_fast_path_equals_the_generic_path(monkeypatch, rng, activation, o
         monkeypatch.setattr(_backend, "NUMPY_FAST_PATHS", fast)
         m = gpunn.MLP(sizes, activation=activation, output=output, loss=loss, dtype="float64", device="cpu")
         value, grads = m.loss_and_grads(X, y)
-        m.fit(X, y, epochs=3, batch_size=3, optimizer="adam", lr=0.01, verbose=0)
+        m.fit(X, y, epochs=3, batch_size=3, optimizer=optimizer, lr=0.01, verbose=0)
         results.append((float(value), [np.array(g) for pair in grads for g in pair], m.history.loss,
                         [np.array(w) for pair in m.weights for w in pair]))  # fmt: skip
     (v1, g1, h1, w1), (v2, g2, h2, w2) = results
