@@ -121,7 +121,10 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     prefix = f".{os.path.basename(path)}."
     _remove_orphans(folder, prefix)
-    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=".tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=".tmp", dir=folder)
+    except OSError as exc:  # name the file the user asked for, not the temporary one
+        raise OSError(exc.errno, exc.strerror, path) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

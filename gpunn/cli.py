@@ -126,17 +126,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = {"train": cmd_train, "predict": cmd_predict, "plot": cmd_plot, "info": cmd_info}
         return commands[args.command](args)
     except Exception as exc:
-        if args.debug and comm is None:
+        if comm is None and (args.debug or not isinstance(exc, (GpunnError, OSError))):
             raise
-        code = 1 if isinstance(exc, NonFiniteError) else EXIT_USAGE if isinstance(exc, GpunnError) else 1
         if isinstance(exc, NonFiniteError):
-            message = f"gpunn: {exc}"
+            code, message = 1, f"gpunn: {exc}"
         elif isinstance(exc, GpunnError):
-            message = f"gpunn: error: {exc}"
+            code, message = EXIT_USAGE, f"gpunn: error: {exc}"
+        elif isinstance(exc, OSError):
+            code, message = EXIT_USAGE, f"gpunn: error: {exc.filename or ''}: {exc.strerror or exc}"
         else:
-            if comm is None:
-                raise
-            message = f"gpunn: error: {type(exc).__name__}: {exc}"
+            code, message = 1, f"gpunn: error: {type(exc).__name__}: {exc}"
         if comm is not None:
             # One rank failing stops them all: the others may be waiting in a collective.
             print(f"{message} (rank {comm.rank} of {comm.size}; stopping every rank)", file=sys.stderr, flush=True)

@@ -133,3 +133,9 @@ def test_every_option_is_documented():
             for flag in action.option_strings:
                 if flag.startswith("--") and flag != "--help":
                     assert flag in doc, f"gpunn {name} {flag} is not in docs/cli.md"
+
+
+def test_unwritable_output_is_one_line_with_exit_2(tmp_path):
+    r = run("train", "--epochs", "2", "--device", "cpu", "-q", "--save", "no/such/dir/m.safetensors", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == "gpunn: error: no/such/dir/m.safetensors: No such file or directory"
