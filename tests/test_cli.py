@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import gpunn
+import gpunn.data
 
 
 def run(*args, cwd=None):
@@ -139,3 +140,30 @@ def test_unwritable_output_is_one_line_with_exit_2(tmp_path):
     r = run("train", "--epochs", "2", "--device", "cpu", "-q", "--save", "no/such/dir/m.safetensors", cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == "gpunn: error: no/such/dir/m.safetensors: No such file or directory"
+
+
+def test_train_options_reach_the_model(tmp_path):
+    r = run("train", "--dataset", "circles", "--samples", "400", "--activation", "tanh", "--layers", "6,5",
+            "--optimizer", "momentum", "--clip-norm", "0.5", "--lr", "0.05", "--epochs", "40", "--batch-size", "64",
+            "--dtype", "float64", "--seed", "7", "--test-size", "0.25", "--device", "cpu", "-q",
+            "--save", "m.safetensors", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    m = gpunn.load(tmp_path / "m.safetensors", device="cpu")
+    assert m.sizes == [2, 6, 5, 1] and m.activation == "tanh" and m.dtype == "float64" and m.seed == 7
+    assert m.optimizer.name == "momentum" and m.epoch == 40
+    settings = m.metadata["train"]
+    assert (settings["clip_norm"], settings["batch_size"], settings["test_size"], settings["samples"]) == (
+        0.5,
+        64,
+        0.25,
+        400,
+    )
+    # Replaying the saved settings through the API gives the same weights: the options were applied as given.
+    X, y = gpunn.data.make_circles(400, seed=7)
+    X_train, X_test, y_train, y_test = gpunn.data.train_test_split(X, y, test_size=0.25, seed=7)
+    ref = gpunn.MLP([2, 6, 5, 1], activation="tanh", dtype="float64", seed=7, device="cpu", standardize=True)
+    ref.fit(X_train, y_train, epochs=40, lr=0.05, batch_size=64, optimizer="momentum", clip_norm=0.5,
+            validation_data=(X_test, y_test), verbose=0)  # fmt: skip
+    for (w, b), (w2, b2) in zip(m.weights, ref.weights):
+        np.testing.assert_array_equal(w, w2)
+        np.testing.assert_array_equal(b, b2)
