@@ -27,18 +27,6 @@ def batch_gradients(params, xb, tb, *, activation, output, loss, xp):
     return layers.backward(params, inputs, delta, activation, xp), value, correct
 
 
-def train_step(params, state, xb, tb, *, activation, output, loss, optimizer, lr, clip_norm, xp):
-    """One gradient-descent step on a batch: gradients, optional clipping, update. Pure; reads nothing back.
-
-    Returns ``(new_params, new_state, mean_loss, n_correct)``.
-    """
-    grads, value, correct = batch_gradients(params, xb, tb, activation=activation, output=output, loss=loss, xp=xp)
-    if clip_norm is not None:
-        grads = clip_by_global_norm(grads, clip_norm, xp)
-    params, state = optimizer.update(params, grads, state, lr, xp)
-    return params, state, value, correct
-
-
 def add_l2(params: list[Any], grads: list[Any], value: Any, rate: float, xp: Any) -> tuple[Any, list[Any]]:
     """The L2 penalty rate/2 * sum(W**2) on the weights (every other parameter), added to loss and gradients."""
     penalty = sum(xp.sum(w * w) for w in params[::2])
@@ -130,12 +118,7 @@ class MLP:
     def __getstate__(self) -> dict[str, Any]:
         """Pickle support: arrays go to the host and the namespace is saved by name (modules do not pickle)."""
         state = self.__dict__.copy()
-        host = _backend.to_numpy
-        state["_params"] = [host(p) for p in self._params]
-        if self.optimizer_state is not None:
-            state["optimizer_state"] = {
-                k: [host(a) for a in v] if isinstance(v, list) else v for k, v in self.optimizer_state.items()
-            }
+        state["_params"], state["optimizer_state"] = self._mapped_arrays(_backend.to_numpy)
         state["_previous"] = None
         state["xp"] = _backend.namespace_name(self.xp)
         state["device"] = None if state["xp"] in ("jax", "array_api_strict") else str(self.device)
@@ -147,12 +130,14 @@ class MLP:
         self.__dict__.update(state)
         self.xp, self.device = _backend.resolve_by_name(name, device)
         self._dtype = _backend.float_dtype(self.xp, self.dtype)
-        self._params = [_backend.from_numpy(p, self.xp, self.device) for p in self._params]
-        if self.optimizer_state is not None:
-            self.optimizer_state = {
-                k: [_backend.from_numpy(a, self.xp, self.device) for a in v] if isinstance(v, list) else v
-                for k, v in self.optimizer_state.items()
-            }
+        self._params, self.optimizer_state = self._mapped_arrays(lambda a: _backend.from_numpy(a, self.xp, self.device))
+
+    def _mapped_arrays(self, fn: Callable[[Any], Any]) -> tuple[list[Any], dict[str, Any] | None]:
+        """``fn`` applied to every parameter and every optimizer slot array (the step count is kept)."""
+        state = self.optimizer_state
+        if state is not None:
+            state = {k: [fn(a) for a in v] if isinstance(v, list) else v for k, v in state.items()}
+        return [fn(p) for p in self._params], state
 
     def __repr__(self) -> str:
         return (
@@ -179,15 +164,7 @@ class MLP:
     def to(self, device: Any = "auto", xp: Any = None) -> MLP:
         """Move the model (weights and optimizer state) to another device or namespace; returns the model."""
         new_xp, new_device = _backend.resolve(device, xp)
-        host = _backend.to_numpy
-
-        def move(a: Any) -> Any:
-            return _backend.from_numpy(host(a), new_xp, new_device)
-
-        params = [move(p) for p in self._params]
-        state = self.optimizer_state
-        if state is not None:
-            state = {k: [move(a) for a in v] if isinstance(v, list) else v for k, v in state.items()}
+        params, state = self._mapped_arrays(lambda a: _backend.from_numpy(_backend.to_numpy(a), new_xp, new_device))
         self.xp, self.device, self._dtype = new_xp, new_device, _backend.float_dtype(new_xp, self.dtype)
         self._params, self.optimizer_state, self._previous = params, state, None
         return self
@@ -199,7 +176,7 @@ class MLP:
     def torch_state_dict(self) -> dict[str, Any]:
         """A PyTorch ``state_dict`` for ``nn.Sequential(Linear, act, Linear, act, ..., Linear)`` (imports torch).
 
-        ``nn.Linear`` stores weights as (out, in), like gpunn, so the arrays are shared without transposition.
+        ``nn.Linear`` stores weights as (out, in), like gpunn, so they are copied without transposition.
         """
         import torch
 

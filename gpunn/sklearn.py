@@ -365,8 +365,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def predict(self, X: Any) -> Any:
         """Predicted class labels (a 0/1 indicator matrix for multilabel targets)."""
-        labels = _backend.to_numpy(self._model.predict(self._validate_X(X, reset=False)) if hasattr(self, "_model")
-                                   else self._forward(X))  # fmt: skip
+        check_is_fitted(self, "_model")
+        labels = _backend.to_numpy(self._model.predict(self._validate_X(X, reset=False)))
         if self._output == "sigmoid" and self.n_outputs_ > 1:
             out = labels
         else:
