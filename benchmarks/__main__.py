@@ -261,8 +261,8 @@ def markdown(report: dict) -> str:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".",
         "",
         "| cell | contender | ms / step (median) | middle half | samples / s | gpunn-numpy speed-up "
-        "| % of GEMM floor | peak RSS over baseline (MiB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| % of GEMM floor | speed-up ceiling | peak RSS over baseline (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     by_cell: dict[str, dict[str, dict]] = {}
     for r in report["results"]:
@@ -271,30 +271,39 @@ def markdown(report: dict) -> str:
         ref = rows.get("gpunn-numpy", {}).get("step_s")
         for name, r in rows.items():
             if "error" in r:
-                lines.append(f"| {cell} | {name} | failed: {r['error'][:60]} | | | | | |")
+                lines.append(f"| {cell} | {name} | failed: {r['error'][:60]} | | | | | | |")
                 continue
             ratio = f"{r['step_s'] / ref:.2f}x" if ref else ""
             lines.append(
                 f"| {cell} | {name} | {r['step_s'] * 1e3:.3f} | {r['step_iqr_s'][0] * 1e3:.3f}-"
                 f"{r['step_iqr_s'][1] * 1e3:.3f} | {r['samples_per_s']:,.0f} | {ratio} | "
-                f"{r['roofline_pct']:.0f}% | {r['memory_mib']:.0f} |"
+                f"{r['roofline_pct']:.0f}% | {100 / r['roofline_pct']:.2f}x | {r['memory_mib']:.0f} |"
             )
     lines.append("")
     lines.append(
         "Speed-up: the contender's median time per step divided by gpunn-numpy's (above 1: gpunn is faster). "
         "Middle half: the 25th-75th percentile of the timed epochs, per step. % of GEMM floor: the time of the "
-        "step's matrix products alone in NumPy, measured in the same run, over the step's time. Peak RSS counts "
+        "step's matrix products alone in NumPy, measured in the same run, over the step's time. Speed-up ceiling: "
+        "the contender's time over the GEMM floor, the most that any library running the same matrix products "
+        "could be faster than this contender. Peak RSS counts "
         "everything the contender's process loaded after NumPy, its framework included."
     )
     mem = report.get("memory")
     if mem and "error" not in mem:
+        cli, api = mem["cli"], mem["api"]
         lines += [
             "",
-            f"Memory, gpunn on the mid cell with {mem['samples']:,} samples, Adam, batch {mem['batch']}: peak RSS "
-            f"{mem['peak_over_baseline_mib']:.0f} MiB over the interpreter's baseline, against "
-            f"{mem['needed_mib']:.0f} MiB of dataset + parameters + optimizer state + one batch's activations "
-            f"({mem['ratio']:.2f}x); RSS after each epoch (MiB): "
-            + ", ".join(f"{v:.0f}" for v in mem["rss_per_epoch_mib"])
+            f"Memory on the mid cell, {mem['samples']:,} samples, Adam, batch {mem['batch']}, {mem['epochs']} epochs, "
+            f"against the {cli['needed_mib']:.0f} MiB that training must hold (dataset + parameters + optimizer "
+            "state + gradients + one batch's activations):",
+            "",
+            f"- `gpunn train` on a {cli['csv_mib']:.0f} MiB CSV file: peak RSS {cli['peak_over_baseline_mib']:.0f} MiB "
+            f"over the process's RSS with gpunn imported ({cli['ratio']:.2f}x); RSS after each epoch (MiB): "
+            + ", ".join(f"{v:.0f}" for v in cli["rss_per_epoch_mib"])
+            + ";",
+            f"- `MLP.fit` on the same data in memory (float32): peak {api['peak_over_baseline_mib']:.0f} MiB "
+            f"({api['ratio']:.2f}x); after each epoch: "
+            + ", ".join(f"{v:.0f}" for v in api["rss_per_epoch_mib"])
             + ".",
         ]
     prof = report.get("profile_mid_1024")

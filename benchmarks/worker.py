@@ -22,8 +22,8 @@ CELLS = {
 LR = 0.01
 
 
-def _status_mib(field: str) -> float:
-    with open("/proc/self/status") as f:
+def _status_mib(field: str, pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024

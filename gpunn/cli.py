@@ -174,7 +174,7 @@ def _load_training_data(s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str,
         return X, y, f"built-in dataset '{s['dataset']}'", None
     if s["target"] is None:
         raise InputError(f"--data {s['data']} needs --target COLUMN to name the column to predict")
-    X, target, names = data.read_csv(s["data"], target=s["target"])
+    X, target, names = data.read_csv(s["data"], target=s["target"], dtype=s["dtype"])  # no float64 copy of X
     assert target is not None  # read_csv returns the target column when it is asked for one
     return X, target, s["data"], names
 
@@ -199,7 +199,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.plot and (X.shape[1] != 2 or s["output"] == "identity"):
         raise InputError(f"--plot draws a decision boundary, which needs a classifier on 2 features; {source} has "
                          f"{X.shape[1]} feature(s) and output {s['output']!r}")  # fmt: skip
-    X_train, X_test, y_train, y_test = data.train_test_split(X, y, test_size=s["test_size"], seed=s["seed"])
+    # In place, as fit(copy=False) scales X_train: a large CSV is held once, not three times.
+    X_train, X_test, y_train, y_test = data.train_test_split(X, y, test_size=s["test_size"], seed=s["seed"], copy=False)
     sizes = [X.shape[1], *s["layers"], n_outputs]
     if resumed is not None:
         if resumed.sizes != sizes:
@@ -227,7 +228,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model.fit(
             X_train, y_train, epochs=remaining, lr=s["lr"], batch_size=s["batch_size"], optimizer=s["optimizer"],
             clip_norm=s["clip_norm"], validation_data=(X_test, y_test), verbose=0 if quiet else 1,
-            callbacks=callbacks, comm=comm,
+            callbacks=callbacks, comm=comm, copy=False,
         )  # fmt: skip
     except KeyboardInterrupt:
         path = args.checkpoint or args.save
@@ -273,7 +274,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .checkpoint import load
 
     model = load(args.model, device=args.device)
-    X, _, header = data.read_csv(args.data)
+    X, _, header = data.read_csv(args.data, dtype=model.dtype)
     if model.feature_names is not None:
         missing = [f for f in model.feature_names if f not in header]
         if missing:

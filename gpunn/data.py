@@ -71,65 +71,130 @@ def make_dataset(name: str, n_samples: int | None = None, seed: int = 0) -> tupl
 
 
 def train_test_split(
-    X: np.ndarray, y: np.ndarray, *, test_size: float = 0.2, seed: int = 0
+    X: np.ndarray, y: np.ndarray, *, test_size: float = 0.2, seed: int = 0, copy: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Shuffle with a seeded generator and hold out ``test_size`` (a fraction) of the rows for testing."""
+    """Shuffle with a seeded generator and hold out ``test_size`` (a fraction) of the rows for testing.
+
+    Returns ``X_train, X_test, y_train, y_test``. With ``copy=False``, ``X`` and ``y`` (NumPy arrays) are
+    shuffled in place and the four parts are views into them: the same split, without a second copy of a large
+    dataset.
+    """
     n = len(X)
+    if len(y) != n:
+        raise InputError(f"X has {n} rows but y has {len(y)}")
     if not 0.0 < test_size < 1.0:
         raise InputError(f"test_size must be a fraction between 0 and 1; got {test_size}")
     n_test = int(round(n * test_size))
     if n_test < 1 or n - n_test < 1:
         raise InputError(f"cannot split {n} rows with test_size {test_size}: both parts need at least one row")
     order = np.random.default_rng(seed).permutation(n)
-    test, train = order[:n_test], order[n_test:]
-    return X[train], X[test], y[train], y[test]
+    if copy:
+        test, train = order[:n_test], order[n_test:]
+        return X[train], X[test], y[train], y[test]
+    for a in (X, y):
+        if not isinstance(a, np.ndarray) or not a.flags.writeable:
+            raise InputError("train_test_split(copy=False) shuffles in place: X and y must be writeable NumPy arrays")
+    permute_rows(X, order)
+    permute_rows(y, order)
+    return X[n_test:], X[:n_test], y[n_test:], y[:n_test]
+
+
+def permute_rows(a: np.ndarray, order: np.ndarray) -> None:
+    """``a[:] = a[order]`` in place, holding one row aside instead of a copy of ``a``: each cycle of the
+    permutation is followed once."""
+    seen = np.zeros(len(order), dtype=bool)
+    for start in np.flatnonzero(order != np.arange(len(order))).tolist():
+        if seen[start]:
+            continue
+        held, i = a[start].copy(), start
+        while (j := int(order[i])) != start:
+            a[i] = a[j]
+            seen[i], i = True, j
+        a[i], seen[i] = held, True
+
+
+BLOCK_ROWS = 1024  # CSV rows parsed at a time: bounds the temporary memory of reading a large file
 
 
 def read_csv(
-    path: str | os.PathLike[str], *, target: str | None = None
+    path: str | os.PathLike[str], *, target: str | None = None, dtype: str = "float64"
 ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """Read a numeric CSV with a header row. Returns ``(X, y, feature_names)``; ``y`` is None without ``target``.
 
-    Every problem names the file, and the line and column where it applies: a ragged row, a non-numeric or
-    empty cell, a missing target column, a file with no data rows.
+    ``X`` comes back in ``dtype`` (``"float32"`` halves the memory of a large file; each value is parsed as a
+    float64 first and rounded once), ``y`` in float64. The file is parsed a block of rows at a time straight into
+    ``X``, so reading needs little more memory than ``X`` itself. Every problem names the file, and the line and
+    column where it applies: a ragged row, a non-numeric or empty cell, a value that is not finite, a missing
+    target column, a file with no data rows. Blank lines are skipped.
     """
     name = os.fspath(path)
+    dtype = str(np.dtype(dtype))
+    if dtype not in ("float32", "float64"):
+        raise InputError(f"read_csv reads float32 or float64, not {dtype}")
     try:
+        with open(name, "rb") as f:  # an upper bound on the data rows, to allocate X once
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
         with open(name, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
+            header = [h.strip() for h in next(csv.reader([f.readline()]), [])]
+            if not header:
+                raise InputError(f"{name}: file is empty; expected a header row and data rows")
+            if target is not None and target not in header:
+                raise InputError(f"{name}: target column {target!r} is not in the header ({', '.join(header)})")
+            k = header.index(target) if target is not None else None
+            width = len(header) - (k is not None)
+            X = np.empty((lines + 1, width), dtype=dtype)  # + 1: the last line may lack its newline
+            y = np.empty(lines + 1) if k is not None else None
+            n, block, numbers = 0, [], []
+            for line_number, line in enumerate(f, start=2):
+                if line.strip(" \t\r\n,"):
+                    block.append(line)
+                    numbers.append(line_number)
+                if len(block) == BLOCK_ROWS:
+                    n = _store(name, header, block, numbers, k, X, y, n)
+                    block, numbers = [], []
+            n = _store(name, header, block, numbers, k, X, y, n)
     except OSError as exc:
         raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{name}: not a readable CSV text file ({exc})") from None
-    if not rows:
-        raise InputError(f"{name}: file is empty; expected a header row and data rows")
-    header = [h.strip() for h in rows[0]]
-    body = [(line, row) for line, row in enumerate(rows[1:], start=2) if row and any(c.strip() for c in row)]
-    if not body:
+    if n == 0:
         raise InputError(f"{name}: no data rows after the header")
-    if target is not None and target not in header:
-        raise InputError(f"{name}: target column {target!r} is not in the header ({', '.join(header)})")
-    values = _parse_rows(name, header, body)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        i, j = (int(k) for k in np.argwhere(bad)[0])
-        raise InputError(f"{name}: line {body[i][0]}, column {header[j]!r}: {values[i, j]} is not a finite number")
-    if target is None:
-        return values, None, header
-    k = header.index(target)
-    features = [h for j, h in enumerate(header) if j != k]
-    return np.delete(values, k, axis=1), values[:, k], features
+    if k is None:
+        return X[:n], None, header
+    assert y is not None
+    return X[:n], y[:n], [h for j, h in enumerate(header) if j != k]
 
 
-def _parse_rows(name: str, header: list[str], body: list[tuple[int, list[str]]]) -> np.ndarray:
-    """Cells to float64, fast when the file is clean; otherwise the first bad cell, by line and column."""
-    if all(len(row) == len(header) for _, row in body):
-        try:
-            return np.array([row for _, row in body], dtype=np.float64)
-        except ValueError:
-            pass  # find and name the bad cell below
-    values = np.empty((len(body), len(header)), dtype=np.float64)
-    for i, (line, row) in enumerate(body):
+def _store(
+    name: str, header: list[str], block: list[str], numbers: list[int], k: int | None, X: np.ndarray,
+    y: np.ndarray | None, n: int,
+) -> int:  # fmt: skip
+    """Parse ``block`` (lines ``numbers`` of the file) into rows ``n...`` of ``X`` and ``y``; the new row count."""
+    if not block:
+        return n
+    try:
+        values = np.loadtxt(block, delimiter=",", quotechar='"', comments=None, ndmin=2)
+    except ValueError:
+        values = _parse_slowly(name, header, block, numbers)  # names the bad cell, or parses what loadtxt won't
+    if values.shape[1] != len(header):
+        values = _parse_slowly(name, header, block, numbers)
+    finite = np.isfinite(values)
+    if not finite.all():
+        i, j = (int(a) for a in np.argwhere(~finite)[0])
+        raise InputError(f"{name}: line {numbers[i]}, column {header[j]!r}: {values[i, j]} is not a finite number")
+    m = n + len(values)
+    if k is None:
+        X[n:m] = values
+    else:
+        assert y is not None
+        X[n:m, :k], X[n:m, k:], y[n:m] = values[:, :k], values[:, k + 1 :], values[:, k]
+    return m
+
+
+def _parse_slowly(name: str, header: list[str], block: list[str], numbers: list[int]) -> np.ndarray:
+    """Cells to float64 one by one with the csv module; the first bad cell is reported by line and column."""
+    values = np.empty((len(block), len(header)))
+    for i, (line, row) in enumerate(zip(numbers, csv.reader(block))):
         if len(row) != len(header):
             raise InputError(f"{name}: line {line} has {len(row)} fields but the header has {len(header)}")
         for j, cell in enumerate(row):

@@ -224,29 +224,50 @@ class MLP:
     # ------------------------------------------------------------------------------------------------ data
     def _prepare_x(self, X: Any, name: str = "X", scaling: tuple[np.ndarray, np.ndarray] | None = None) -> Any:
         """Validate ``X`` and return it on the model's device, in its dtype, scaled if the model standardizes."""
-        xp, scaling = self.xp, scaling if scaling is not None else self.scaling
+        return self._place_x(self._check_x(X, name), scaling if scaling is not None else self.scaling)
+
+    def _check_x(self, X: Any, name: str) -> Any:
+        """``X`` validated: a host array (in the model's dtype, or the original if scaling will cast it) or a
+        device array in the model's dtype."""
         if _backend.is_host_data(X):
             a = check.host_array(X, name)
             check.check_features(a, self.n_features, name)
             cast = check.cast_host(a, self.dtype, name)
-            if scaling is not None:
-                cast = ((a - scaling[0]) / scaling[1]).astype(self.dtype)
-            return _backend.from_numpy(cast, xp, self.device)
+            return a if cast.dtype != a.dtype and self.standardize else cast
+        xp = self.xp
         check.check_device_array(X, xp, self.device, name)
         check.check_features(X, self.n_features, name)
         x = xp.astype(X, self._dtype) if X.dtype != self._dtype else X
         if not bool(xp.all(xp.isfinite(x))):  # one read-back per call, outside the training loop
             check.check_finite_host(_backend.to_numpy(X), _backend.to_numpy(x), name, self.dtype)
+        return x
+
+    def _place_x(self, x: Any, scaling: tuple[np.ndarray, np.ndarray] | None, in_place: bool = False) -> Any:
+        """A checked ``x`` scaled (when ``scaling`` is given) and on the model's device. ``in_place`` scales a
+        host array of the model's dtype in place rather than into a copy."""
+        xp = self.xp
+        if isinstance(x, np.ndarray):
+            if scaling is not None:
+                own = in_place and x.dtype == self.dtype and x.flags.writeable
+                x = _scale_rows(x, scaling, np.empty(x.shape, self.dtype) if not own else x)
+            return _backend.from_numpy(x.astype(self.dtype, copy=False), xp, self.device)
         if scaling is not None:
             mean, scale = (_backend.from_numpy(s.astype(self.dtype), xp, self.device) for s in scaling)
             x = (x - mean) / scale
         return x
 
-    def _fit_scaling(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
-        a = check.host_array(X, "X") if _backend.is_host_data(X) else _backend.to_numpy(X)
-        check.check_features(a, self.n_features, "X")
+    def _fit_scaling(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature mean and standard deviation of a checked ``x``, in float64, a block of rows at a time."""
+        a = x if isinstance(x, np.ndarray) else _backend.to_numpy(x)
+        blocks = [slice(i, i + _rows_per_block(a)) for i in range(0, len(a), _rows_per_block(a))]
+        total, squares = np.zeros(a.shape[1]), np.zeros(a.shape[1])
         with np.errstate(all="ignore"):
-            mean, std = a.mean(axis=0, dtype=np.float64), a.std(axis=0, dtype=np.float64)
+            for b in blocks:
+                total += a[b].sum(axis=0, dtype=np.float64)
+            mean = total / len(a)
+            for b in blocks:
+                squares += np.square(a[b] - mean).sum(axis=0)
+            std = np.sqrt(squares / len(a))
         return mean, np.where(std > 0, std, 1.0)
 
     def _prepare_targets(self, y: Any, n: int, name: str = "y", fitting: bool = False) -> Any:
@@ -295,6 +316,7 @@ class MLP:
         comm: Any = None,
         l2: float = 0.0,
         convert: bool = False,
+        copy: bool = True,
     ) -> History:
         """Train for ``epochs`` more epochs and return their :class:`History`.
 
@@ -336,6 +358,10 @@ class MLP:
         comm : gpunn.distributed.Communicator, optional
             Train data-parallel with the other ranks of ``comm``: ``batch_size`` is the global batch, each rank
             computes the gradients of its shard, one allreduce per step averages them. Only rank 0 prints.
+        copy : bool
+            With False, a standardizing model scales X in place when it is a writeable NumPy array of the model's
+            dtype (its values change, as with scikit-learn's ``copy=False``), so training holds one copy of the
+            data instead of two. Other input, and validation data, are copied as usual.
         """
         epochs = check.integer(epochs, "epochs", 0)
         lr = check.positive_float(lr, "lr")
@@ -355,19 +381,20 @@ class MLP:
             if validation_data is not None and isinstance(validation_data, (tuple, list)):
                 validation_data = tuple(self.adopt(v) for v in validation_data)
         with _backend.device_scope(xp, self.device):
-            scaling = self.scaling
-            if self.standardize and scaling is None:
-                scaling = self._fit_scaling(X)
-            x = self._prepare_x(X, "X", scaling)
-            n = x.shape[0]
-            t = self._prepare_targets(y, n, "y", fitting=True)
-            val = None
+            x = self._check_x(X, "X")
+            t = self._prepare_targets(y, x.shape[0], "y", fitting=True)
+            xv = tv = None
             if validation_data is not None:
                 if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                     raise InputError("validation_data must be a pair (X_val, y_val)")
-                xv = self._prepare_x(validation_data[0], "validation X", scaling)
-                val = (xv, self._prepare_targets(validation_data[1], xv.shape[0], "validation y"))
-            # Everything is valid: from here on the call may change the model.
+                xv = self._check_x(validation_data[0], "validation X")
+                tv = self._prepare_targets(validation_data[1], xv.shape[0], "validation y")
+            # Everything is valid: from here on the call may change the model (and, with copy=False, X).
+            scaling = self.scaling
+            if self.standardize and scaling is None:
+                scaling = self._fit_scaling(x)
+            val = None if xv is None else (self._place_x(xv, scaling), tv)  # before X may be scaled in place
+            x = self._place_x(x, scaling, in_place=not copy)
             self.scaling = scaling
             if comm is not None:
                 self._params = comm.broadcast_arrays(self._params, xp, self.device)  # every rank starts equal
@@ -505,12 +532,24 @@ class MLP:
         return self.n_outputs if self.output == "sigmoid" else 1
 
     def _evaluate(self, params: list[Any], x: Any, t: Any) -> tuple[Any, Any]:
-        """(mean loss, accuracy or None) as 0-d arrays on the device."""
-        z, _ = layers.forward(params, x, self.activation, self.xp)
-        value, _, correct = losses.loss_and_delta(self.output, self.loss, z, t, self.xp)
+        """(mean loss, accuracy or None) as 0-d arrays on the device, EVAL_ROWS rows at a time so that a large
+        validation set never holds all its activations at once."""
+        xp, n = self.xp, x.shape[0]
+        parts = []
+        for start in range(0, n, EVAL_ROWS):
+            rows = slice(start, min(start + EVAL_ROWS, n))  # in bounds: the standard leaves the rest unspecified
+            xb, tb = (x, t) if n <= EVAL_ROWS else (x[rows, ...], t[rows, ...])
+            z, _ = layers.forward(params, xb, self.activation, xp)
+            value, _, correct = losses.loss_and_delta(self.output, self.loss, z, tb, xp)
+            parts.append((value, correct, xb.shape[0]))
+        if len(parts) == 1:
+            value, correct = parts[0][:2]
+        else:  # the mean over all rows, from the blocks' means
+            value = sum(v * (rows / n) for v, _, rows in parts)
+            correct = sum(c for _, c, _ in parts) if parts[0][1] is not None else None
         if correct is None:
             return value, None
-        return value, self.xp.astype(correct, self._dtype) / (x.shape[0] * self._labels_per_row)
+        return value, xp.astype(correct, self._dtype) / (n * self._labels_per_row)
 
     # ----------------------------------------------------------------------------------------- inference
     def _check_fitted(self) -> None:
@@ -602,3 +641,20 @@ class MLP:
                 f"but this model is {self.dtype} with sizes {self.sizes}"
             )
         self.set_weights(ckpt.weight_pairs())
+
+
+EVAL_ROWS = 4096  # rows per forward pass when evaluating: bounds the activations held at once
+
+
+def _rows_per_block(a: np.ndarray) -> int:
+    """Rows of ``a`` per block of host-side work: about a million values, so temporaries stay small."""
+    return max(1, (1 << 20) // max(1, a.shape[1]))
+
+
+def _scale_rows(a: np.ndarray, scaling: tuple[np.ndarray, np.ndarray], out: np.ndarray) -> np.ndarray:
+    """``out[:] = (a - mean) / scale``, computed in float64 a block of rows at a time (``out`` may be ``a``)."""
+    mean, scale = scaling
+    step = _rows_per_block(a)
+    for i in range(0, len(a), step):
+        out[i : i + step] = (a[i : i + step] - mean) / scale
+    return out

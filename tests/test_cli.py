@@ -61,6 +61,31 @@ def test_train_on_csv_then_predict(tmp_path):
     assert [int(line.split(",")[0]) for line in out[1:]] == [1, 0]
 
 
+def test_train_on_csv_equals_the_api_on_the_same_file(tmp_path):
+    """The command reads, splits and scales in place to hold a large file once; the result is what the copying
+    API gives on the same file, bit for bit, and the test metrics are computed on unscaled test rows."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(loc=3.0, scale=[1.0, 50.0, 0.01], size=(240, 3))
+    y = rng.integers(0, 3, 240)
+    rows = "\n".join(",".join(repr(float(v)) for v in (a, t, b, c)) for (a, b, c), t in zip(X, y))
+    (tmp_path / "d.csv").write_text("f1,label,f2,f3\n" + rows + "\n")
+    r = run("train", "--data", "d.csv", "--target", "label", "--output", "softmax", "--layers", "7", "--epochs", "6",
+            "--batch-size", "32", "--seed", "5", "--device", "cpu", "--save", "m.safetensors", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    m = gpunn.load(tmp_path / "m.safetensors", device="cpu")
+    Xf, yf, names = gpunn.data.read_csv(tmp_path / "d.csv", target="label", dtype="float32")
+    assert names == ["f1", "f2", "f3"]
+    X_train, X_test, y_train, y_test = gpunn.data.train_test_split(Xf, yf, test_size=0.2, seed=5)
+    ref = gpunn.MLP([3, 7, 3], output="softmax", seed=5, device="cpu", standardize=True)
+    ref.fit(X_train, y_train, epochs=6, lr=0.1, batch_size=32, validation_data=(X_test, y_test), verbose=0)
+    for (w, b), (w2, b2) in zip(m.weights, ref.weights):
+        np.testing.assert_array_equal(w, w2)
+        np.testing.assert_array_equal(b, b2)
+    test = ref.evaluate(X_test, y_test)
+    assert f"test accuracy {test['accuracy']:.4f}  (test loss {test['loss']:.4f})" in r.stdout
+    assert test["loss"] == pytest.approx(ref.history.val_loss[-1], rel=1e-6)
+
+
 def test_bad_csv_is_one_line_on_stderr_with_exit_2(tmp_path):
     (tmp_path / "bad.csv").write_text("a,b,y\n1,2,0\n3,oops,1\n")
     r = run("train", "--data", "bad.csv", "--target", "y", cwd=tmp_path)

@@ -66,3 +66,77 @@ def test_read_csv_errors_name_the_line_and_column(tmp_path, text, target, patter
 def test_read_csv_missing_file(tmp_path):
     with pytest.raises(gpunn.InputError, match="missing.csv: cannot read"):
         data.read_csv(tmp_path / "missing.csv")
+
+
+def test_split_in_place_gives_the_same_split_as_views_of_the_shuffled_input():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((101, 3)).astype(np.float32), rng.integers(0, 5, 101)
+    expected = data.train_test_split(X, y, test_size=0.3, seed=9)
+    X2, y2 = X.copy(), y.copy()
+    got = data.train_test_split(X2, y2, test_size=0.3, seed=9, copy=False)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+    assert all(np.shares_memory(part, X2) for part in got[:2]) and all(np.shares_memory(p, y2) for p in got[2:])
+    X2.setflags(write=False)
+    with pytest.raises(gpunn.InputError, match="writeable NumPy arrays"):
+        data.train_test_split(X2, y2, copy=False)
+    with pytest.raises(gpunn.InputError, match="X has 101 rows but y has 100"):
+        data.train_test_split(X, y[:100])
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 64])
+def test_permute_rows_in_place_equals_fancy_indexing(n):
+    rng = np.random.default_rng(n)
+    for _ in range(20):
+        a, order = rng.standard_normal((n, 4)), rng.permutation(n)
+        expected = a[order]
+        data.permute_rows(a, order)
+        np.testing.assert_array_equal(a, expected)
+        b = rng.integers(0, 100, n)
+        expected = b[order]
+        data.permute_rows(b, order)
+        np.testing.assert_array_equal(b, expected)
+
+
+def test_read_csv_in_blocks_matches_a_float64_reference(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((23, 4)) * 10.0 ** rng.integers(-8, 8, (23, 4))
+    lines = ["a,b,label,c"]
+    for i, row in enumerate(values):
+        cells = [repr(float(v)) for v in row]
+        cells[1] = f'"{cells[1]}"' if i % 5 == 0 else f" {cells[1]} "  # quoted, and padded, cells
+        lines.append(",".join(cells))
+        if i % 4 == 0:
+            lines.append("" if i % 8 else " , ,,")  # blank rows are skipped
+    path = write(tmp_path, "\n".join(lines))  # and no newline after the last row
+    monkeypatch.setattr(data, "BLOCK_ROWS", 3)  # many blocks, and a partial last one
+    X, y, names = data.read_csv(path, target="label")
+    assert names == ["a", "b", "c"] and X.dtype == np.float64 and X.shape == (23, 3)
+    np.testing.assert_array_equal(X, values[:, [0, 1, 3]])
+    np.testing.assert_array_equal(y, values[:, 2])
+    X32, y32, _ = data.read_csv(path, target="label", dtype="float32")
+    assert X32.dtype == np.float32 and X32.flags.c_contiguous
+    np.testing.assert_array_equal(X32, values[:, [0, 1, 3]].astype(np.float32))
+    np.testing.assert_array_equal(y32, values[:, 2])
+    everything, no_target, header = data.read_csv(path)
+    assert no_target is None and header == ["a", "b", "label", "c"]
+    np.testing.assert_array_equal(everything, values)
+    with pytest.raises(gpunn.InputError, match="reads float32 or float64, not int64"):
+        data.read_csv(path, dtype="int64")
+
+
+@pytest.mark.parametrize(
+    "bad,pattern",
+    [
+        ("1,2", r"line 16 has 2 fields but the header has 3"),
+        ("1,2,3,", r"line 16 has 4 fields but the header has 3"),
+        ("1,--2,3", r"line 16, column 'b': non-numeric value '--2'"),
+        ("1,2,inf", r"line 16, column 'y': inf is not a finite number"),
+        ("1,1e999,3", r"line 16, column 'b': inf is not a finite number"),
+    ],
+)
+def test_read_csv_names_the_line_of_a_bad_row_in_a_later_block(tmp_path, monkeypatch, bad, pattern):
+    rows = ["a,b,y"] + [f"{i},{i + 1},0" for i in range(12)] + ["", ""] + [bad] + ["5,6,1"]
+    monkeypatch.setattr(data, "BLOCK_ROWS", 4)
+    with pytest.raises(gpunn.InputError, match=f"d.csv: {pattern}"):
+        data.read_csv(write(tmp_path, "\n".join(rows) + "\n"), target="y")

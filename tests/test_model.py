@@ -239,3 +239,46 @@ def test_model_pickles_and_keeps_training_identically():
     b.fit(X, y, epochs=2, **kw)
     for wa, wb in zip(_weights(a), _weights(b)):
         np.testing.assert_array_equal(wa, wb)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fit_without_copy_scales_x_in_place_and_trains_identically(dtype):
+    X, y = _problem(n=90, seed=5)
+    X = (X * [1.0, 10.0, 100.0, 0.1] + 3.0).astype(dtype)
+    X_val, y_val = X[:15].copy(), y[:15]
+    kwargs = dict(epochs=3, lr=0.05, batch_size=16, verbose=0, validation_data=(X_val, y_val))
+    ref = gpunn.MLP([4, 8, 1], device="cpu", dtype=dtype, standardize=True, seed=1)
+    ref.fit(X, y, **kwargs)
+    m = gpunn.MLP([4, 8, 1], device="cpu", dtype=dtype, standardize=True, seed=1)
+    mine, original = X.copy(), X.copy()
+    with pytest.raises(gpunn.InputError):  # a rejected call leaves X alone too
+        m.fit(mine, y[:10], copy=False, **kwargs)
+    np.testing.assert_array_equal(mine, original)
+    m.fit(mine, y, copy=False, **kwargs)
+    for a, b in zip(_weights(m), _weights(ref)):
+        np.testing.assert_array_equal(a, b)
+    assert m.history.val_loss == ref.history.val_loss
+    mean, scale = m.scaling
+    np.testing.assert_array_equal(mine, ((original - mean) / scale).astype(dtype))  # scaled once, in place
+    np.testing.assert_array_equal(X_val, X[:15])  # validation data is copied, never scaled in place
+
+
+def test_scaling_and_evaluation_in_blocks_match_whole_array_numpy(monkeypatch):
+    from gpunn import model as model_module
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(loc=[5.0, -3.0, 0.0], scale=[0.1, 20.0, 1.0], size=(1000, 3)).astype(np.float32)
+    y = rng.integers(0, 4, 1000)
+    m = gpunn.MLP([3, 6, 4], output="softmax", device="cpu", standardize=True, dtype="float64")
+    whole = m._fit_scaling(X)
+    whole_loss = m.fit(X, y, epochs=1, lr=1e-3, verbose=0, validation_data=(X, y)).val_loss[0]
+    m2 = gpunn.MLP([3, 6, 4], output="softmax", device="cpu", standardize=True, dtype="float64")
+    monkeypatch.setattr(model_module, "_rows_per_block", lambda a: 7)  # 143 blocks, the last one partial
+    monkeypatch.setattr(model_module, "EVAL_ROWS", 64)
+    blocked = m2._fit_scaling(X)
+    np.testing.assert_allclose(blocked[0], X.astype(np.float64).mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(blocked[1], X.astype(np.float64).std(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(blocked, whole, rtol=1e-12)
+    h = m2.fit(X, y, epochs=1, lr=1e-3, verbose=0, validation_data=(X, y))
+    assert h.val_loss[0] == pytest.approx(whole_loss, rel=1e-12)
+    assert h.val_accuracy[0] == pytest.approx(np.mean(m2.predict(X) == y), abs=1e-12)
