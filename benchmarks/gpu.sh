@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU run in one go, on a bare CUDA machine: GPU tests (CuPy, torch CUDA), then the benchmark cells in
-# FP32 and in TF32 (switched on here, for the benchmark only, and recorded). Results go under $OUT, or
-# benchmarks/results when OUT is unset.
+# The GPU run in one go, on a bare CUDA machine: GPU tests (CuPy, torch CUDA), the benchmark cells in
+# FP32 and in TF32 (switched on here, for the benchmark only, and recorded), then tiny against its kernel-launch
+# floor. Results go under $OUT, or benchmarks/results when OUT is unset.
 #
 #   bash benchmarks/gpu.sh
 #
@@ -35,3 +35,7 @@ CUPY_TF32=1 python3 -m benchmarks --tag gpu-tf32 --rounds 1 --contenders gpunn-c
   > "$OUT/gpu-tf32.log" 2>&1
 cp benchmarks/results/gpu-fp32.* benchmarks/results/gpu-tf32.* "$OUT/" 2>/dev/null
 tail -n 30 "$OUT/gpu-fp32.log"
+
+# 4. tiny against its kernel-launch floor (kernels per step counted by torch's profiler, launch time measured).
+python3 -m benchmarks.launch_floor > "$OUT/launch-floor.json" 2>&1
+cat "$OUT/launch-floor.json"

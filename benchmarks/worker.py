@@ -7,6 +7,7 @@ that peak memory belongs to one contender alone.
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import time
 import warnings
@@ -229,6 +230,39 @@ def run_jax(cell, X, y, bs, epochs):
     return epoch_times(epoch, epochs)
 
 
+def paired(cell, X, y, bs, epochs) -> dict:
+    """gpunn-numpy and the naive loop in one process, epoch by epoch in turn (a naive epoch runs inside gpunn's
+    epoch callback, outside gpunn's timing), so that the machine's drift hits both alike: the ratio of each
+    pair of epochs, for the target that the abstraction costs nothing over the naive loop."""
+    import gpunn
+    from benchmarks import naive
+
+    sizes = cell["sizes"]
+    k = sizes[-1]
+    Y = np.eye(k, dtype=np.float32)[y] if k > 1 else y[:, None].astype(np.float32)
+    params = [[w.copy(), b.copy()] for w, b in initial_weights(sizes)]
+    rng = np.random.default_rng(0)
+    ours, theirs = [], []
+    clock = [0.0]
+
+    def interleave(model, record):
+        ours.append(time.perf_counter() - clock[0])
+        start = time.perf_counter()
+        naive.train_epoch(params, X, Y, LR, bs or len(X), rng, k > 1)
+        theirs.append(time.perf_counter() - start)
+        clock[0] = time.perf_counter()
+
+    m = gpunn.MLP(sizes, output="softmax" if k > 1 else "sigmoid", seed=0, device="cpu")
+    clock[0] = time.perf_counter()
+    m.fit(X, y, epochs=epochs, lr=LR, batch_size=bs, verbose=0, callbacks=[interleave])
+    ratios = [a / b for a, b in zip(ours[1:], theirs[1:])]  # the first pair warms up
+    steps = -(-len(X) // (bs or len(X)))
+    quartiles = statistics.quantiles(ratios, n=4)
+    return {"pairs": len(ratios), "median_ratio": statistics.median(ratios), "ratio_iqr": [quartiles[0], quartiles[2]],
+            "gpunn_step_s": statistics.median(ours[1:]) / steps,
+            "naive_step_s": statistics.median(theirs[1:]) / steps}  # fmt: skip
+
+
 def main() -> None:
     contender, cell_name, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     cell = dict(CELLS[cell_name], n=options.get("n", CELLS[cell_name]["n"]))
@@ -236,6 +270,9 @@ def main() -> None:
     X, y = make_data(cell)
     bs = cell["batch"]
     epochs = options["epochs"]
+    if contender == "paired":
+        print(json.dumps({"cell": cell_name, **paired(cell, X, y, bs, epochs)}))
+        return
     if contender.startswith("gpunn-"):
         times = run_gpunn(cell, X, y, bs, epochs, contender[len("gpunn-") :])
     elif contender == "naive-numpy":
