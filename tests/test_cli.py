@@ -70,7 +70,8 @@ def test_train_on_csv_equals_the_api_on_the_same_file(tmp_path):
     rows = "\n".join(",".join(repr(float(v)) for v in (a, t, b, c)) for (a, b, c), t in zip(X, y))
     (tmp_path / "d.csv").write_text("f1,label,f2,f3\n" + rows + "\n")
     r = run("train", "--data", "d.csv", "--target", "label", "--output", "softmax", "--layers", "7", "--epochs", "6",
-            "--batch-size", "32", "--seed", "5", "--device", "cpu", "--save", "m.safetensors", cwd=tmp_path)  # fmt: skip
+            "--batch-size", "32", "--seed", "5", "--device", "cpu", "--save", "m.safetensors",
+            cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
     m = gpunn.load(tmp_path / "m.safetensors", device="cpu")
     Xf, yf, names = gpunn.data.read_csv(tmp_path / "d.csv", target="label", dtype="float32")
