@@ -123,7 +123,8 @@ def read_csv(
 
     ``X`` comes back in ``dtype`` (``"float32"`` halves the memory of a large file; each value is parsed as a
     float64 first and rounded once), ``y`` in float64. The file is parsed a block of rows at a time straight into
-    ``X``, so reading needs little more memory than ``X`` itself. Every problem names the file, and the line and
+    ``X``, so reading needs little more memory than ``X`` itself (a pipe, whose length is not known up front,
+    grows ``X`` as it goes). Every problem names the file, and the line and
     column where it applies: a ragged row, a non-numeric or empty cell, a value that is not finite, a missing
     target column, a file with no data rows. Blank lines are skipped.
     """
@@ -132,8 +133,10 @@ def read_csv(
     if dtype not in ("float32", "float64"):
         raise InputError(f"read_csv reads float32 or float64, not {dtype}")
     try:
-        with open(name, "rb") as f:  # an upper bound on the data rows, to allocate X once
-            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        rows = BLOCK_ROWS  # what to allocate first: a pipe's length is unknown, X grows as needed
+        if os.path.isfile(name):  # a file's newlines bound its rows: X is allocated once
+            with open(name, "rb") as f:
+                rows = 1 + sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
         with open(name, newline="", encoding="utf-8-sig") as f:
             header = [h.strip() for h in next(csv.reader([f.readline()]), [])]
             if not header:
@@ -141,37 +144,31 @@ def read_csv(
             if target is not None and target not in header:
                 raise InputError(f"{name}: target column {target!r} is not in the header ({', '.join(header)})")
             k = header.index(target) if target is not None else None
-            width = len(header) - (k is not None)
-            X = np.empty((lines + 1, width), dtype=dtype)  # + 1: the last line may lack its newline
-            y = np.empty(lines + 1) if k is not None else None
+            X = np.empty((rows, len(header) - (k is not None)), dtype=dtype)
+            y = np.empty(rows) if k is not None else None
             n, block, numbers = 0, [], []
             for line_number, line in enumerate(f, start=2):
                 if line.strip(" \t\r\n,"):
                     block.append(line)
                     numbers.append(line_number)
                 if len(block) == BLOCK_ROWS:
-                    n = _store(name, header, block, numbers, k, X, y, n)
+                    X, y, n = _place(_parse(name, header, block, numbers), k, X, y, n)
                     block, numbers = [], []
-            n = _store(name, header, block, numbers, k, X, y, n)
+            if block:
+                X, y, n = _place(_parse(name, header, block, numbers), k, X, y, n)
     except OSError as exc:
         raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{name}: not a readable CSV text file ({exc})") from None
     if n == 0:
         raise InputError(f"{name}: no data rows after the header")
-    if k is None:
+    if y is None:
         return X[:n], None, header
-    assert y is not None
     return X[:n], y[:n], [h for j, h in enumerate(header) if j != k]
 
 
-def _store(
-    name: str, header: list[str], block: list[str], numbers: list[int], k: int | None, X: np.ndarray,
-    y: np.ndarray | None, n: int,
-) -> int:  # fmt: skip
-    """Parse ``block`` (lines ``numbers`` of the file) into rows ``n...`` of ``X`` and ``y``; the new row count."""
-    if not block:
-        return n
+def _parse(name: str, header: list[str], block: list[str], numbers: list[int]) -> np.ndarray:
+    """``block`` (lines ``numbers`` of the file) as float64 rows, every value finite, or an error naming where."""
     try:
         values = np.loadtxt(block, delimiter=",", quotechar='"', comments=None, ndmin=2)
     except ValueError:
@@ -182,13 +179,24 @@ def _store(
     if not finite.all():
         i, j = (int(a) for a in np.argwhere(~finite)[0])
         raise InputError(f"{name}: line {numbers[i]}, column {header[j]!r}: {values[i, j]} is not a finite number")
+    return values
+
+
+def _place(
+    values: np.ndarray, k: int | None, X: np.ndarray, y: np.ndarray | None, n: int
+) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Write ``values`` into rows ``n...`` of ``X`` (all columns but ``k``) and ``y`` (column ``k``), doubling
+    them when they are full; the arrays and the new row count."""
     m = n + len(values)
-    if k is None:
+    if m > len(X):
+        X = np.concatenate([X[:n], np.empty((max(m, 2 * len(X)) - n, X.shape[1]), X.dtype)])
+        y = None if y is None else np.concatenate([y[:n], np.empty(len(X) - n)])
+    if y is None:
         X[n:m] = values
     else:
-        assert y is not None
+        assert k is not None
         X[n:m, :k], X[n:m, k:], y[n:m] = values[:, :k], values[:, k + 1 :], values[:, k]
-    return m
+    return X, y, m
 
 
 def _parse_slowly(name: str, header: list[str], block: list[str], numbers: list[int]) -> np.ndarray:

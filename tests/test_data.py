@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -140,3 +142,21 @@ def test_read_csv_names_the_line_of_a_bad_row_in_a_later_block(tmp_path, monkeyp
     monkeypatch.setattr(data, "BLOCK_ROWS", 4)
     with pytest.raises(gpunn.InputError, match=f"d.csv: {pattern}"):
         data.read_csv(write(tmp_path, "\n".join(rows) + "\n"), target="y")
+
+
+def test_read_csv_from_a_pipe_grows_as_it_reads(tmp_path, monkeypatch):
+    import threading
+
+    rng = np.random.default_rng(8)
+    values = rng.standard_normal((50, 3))
+    text = "a,y,b\n" + "".join(",".join(repr(float(v)) for v in row) + "\n" for row in values)
+    fifo = tmp_path / "rows.csv"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=(text,))
+    writer.start()
+    monkeypatch.setattr(data, "BLOCK_ROWS", 4)  # allocated for 4 rows, doubled as the rows arrive
+    X, y, names = data.read_csv(fifo, target="y", dtype="float32")
+    writer.join()
+    assert names == ["a", "b"]
+    np.testing.assert_array_equal(X, values[:, [0, 2]].astype(np.float32))
+    np.testing.assert_array_equal(y, values[:, 1])
