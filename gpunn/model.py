@@ -574,12 +574,22 @@ class MLP:
         return _backend.from_numpy(_backend.to_numpy(x), self.xp, self.device)
 
     def decision_function(self, X: Any, *, convert: bool = False) -> Any:
-        """The output layer's logits, shape (n, n_outputs), in the model's namespace and device."""
+        """The output layer's logits, shape (n, n_outputs), in the model's namespace and device.
+
+        Rows go through the network EVAL_ROWS at a time (scaled and moved to the device a block at a time for
+        host data), so predicting on a large X holds one block's activations, not all of them."""
         self._check_fitted()
         X = self.adopt(X) if convert else X
-        with _backend.device_scope(self.xp, self.device):
-            z, _ = layers.forward(self._params, self._prepare_x(X), self.activation, self.xp)
-        return z
+        xp = self.xp
+        with _backend.device_scope(xp, self.device):
+            x = self._check_x(X, "X")
+            n = x.shape[0]
+            logits = [
+                layers.forward(self._params, self._place_x(x[i : min(i + EVAL_ROWS, n), ...], self.scaling),
+                               self.activation, xp)[0]
+                for i in range(0, n, EVAL_ROWS)
+            ]  # fmt: skip
+            return logits[0] if len(logits) == 1 else xp.concat(logits, axis=0)
 
     def predict_proba(self, X: Any, *, convert: bool = False) -> Any:
         """Probabilities (sigmoid, softmax) or values (identity), shape (n, n_outputs), on the model's device."""

@@ -184,3 +184,25 @@ def test_weights_convert_to_numpy_and_a_torch_state_dict():
     logits = net(torch.from_numpy(X)).detach().numpy()
     np.testing.assert_allclose(logits, m.decision_function(X), rtol=1e-12)
     assert all(isinstance(w, np.ndarray) for pair in m.numpy_weights() for w in pair)
+
+
+def test_prediction_in_blocks_equals_one_pass(backend, monkeypatch):
+    """Host and device X are scaled and pushed through the network a block of rows at a time; the blocks,
+    the last one partial, give what one pass over all rows gives."""
+    from gpunn import model as model_module
+
+    X, y = _problem(n=103)
+    X = X * [1.0, 5.0, 0.2, 3.0, 1.0] + 2.0
+    dtype = "float32" if backend.gpu else "float64"
+    m = gpunn.MLP([5, 7, 3], output="softmax", standardize=True, seed=3, dtype=dtype, **backend.kwargs())
+    m.fit(X, (X[:, 0] > 2).astype(int) + (X[:, 1] > 2), epochs=3, verbose=0)
+    Xd = _backend.from_numpy(X, m.xp, m.device)
+    whole = [_backend.to_numpy(f(v)) for f in (m.predict_proba, m.predict) for v in (X, Xd)]
+    monkeypatch.setattr(model_module, "EVAL_ROWS", 10)  # 11 blocks
+    blocked = [_backend.to_numpy(f(v)) for f in (m.predict_proba, m.predict) for v in (X, Xd)]
+    tol = 1e-6 if dtype == "float32" else 1e-12
+    for a, b in zip(whole[:2], blocked[:2]):
+        assert b.shape == (103, 3)
+        np.testing.assert_allclose(b, a, rtol=tol, atol=tol)
+    for a, b in zip(whole[2:], blocked[2:]):
+        np.testing.assert_array_equal(b, a)
