@@ -537,15 +537,15 @@ class MLP:
         xp, n = self.xp, x.shape[0]
         parts = []
         for start in range(0, n, EVAL_ROWS):
-            rows = slice(start, min(start + EVAL_ROWS, n))  # in bounds: the standard leaves the rest unspecified
-            xb, tb = (x, t) if n <= EVAL_ROWS else (x[rows, ...], t[rows, ...])
+            block = slice(start, min(start + EVAL_ROWS, n))  # in bounds: the standard leaves the rest unspecified
+            xb, tb = (x, t) if n <= EVAL_ROWS else (x[block, ...], t[block, ...])
             z, _ = layers.forward(params, xb, self.activation, xp)
             value, _, correct = losses.loss_and_delta(self.output, self.loss, z, tb, xp)
             parts.append((value, correct, xb.shape[0]))
         if len(parts) == 1:
             value, correct = parts[0][:2]
         else:  # the mean over all rows, from the blocks' means
-            value = sum(v * (rows / n) for v, _, rows in parts)
+            value = sum(v * (size / n) for v, _, size in parts)
             correct = sum(c for _, c, _ in parts) if parts[0][1] is not None else None
         if correct is None:
             return value, None

@@ -197,10 +197,15 @@ def test_prediction_in_blocks_equals_one_pass(backend, monkeypatch):
     m = gpunn.MLP([5, 7, 3], output="softmax", standardize=True, seed=3, dtype=dtype, **backend.kwargs())
     m.fit(X, (X[:, 0] > 2).astype(int) + (X[:, 1] > 2), epochs=3, verbose=0)
     Xd = _backend.from_numpy(X, m.xp, m.device)
+    y = (X[:, 2] > 2).astype(int)
     whole = [_backend.to_numpy(f(v)) for f in (m.predict_proba, m.predict) for v in (X, Xd)]
+    whole_metrics = m.evaluate(X, y)
     monkeypatch.setattr(model_module, "EVAL_ROWS", 10)  # 11 blocks
     blocked = [_backend.to_numpy(f(v)) for f in (m.predict_proba, m.predict) for v in (X, Xd)]
     tol = 1e-6 if dtype == "float32" else 1e-12
+    blocked_metrics = m.evaluate(X, y)
+    assert blocked_metrics["loss"] == pytest.approx(whole_metrics["loss"], rel=tol)
+    assert blocked_metrics["accuracy"] == pytest.approx(whole_metrics["accuracy"], abs=1e-12)
     for a, b in zip(whole[:2], blocked[:2]):
         assert b.shape == (103, 3)
         np.testing.assert_allclose(b, a, rtol=tol, atol=tol)
