@@ -31,7 +31,7 @@ if any(v in os.environ for v in _BLAS_VARS):  # before NumPy loads OpenBLAS
 
 import numpy as np  # noqa: E402
 
-from benchmarks.worker import CELLS  # noqa: E402
+from benchmarks.worker import CELLS, middle_half  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -204,13 +204,11 @@ def main() -> None:
         todo = [n for n in names if not (cell_name == "wide" and not gpu and n == "gpunn-jax")]
         # Machines drift: run the contenders in rounds, alternating their order, and pool the timed epochs.
         rounds = 1 if args.quick else min(args.rounds, 3) if cell_name == "wide" else args.rounds
+        sized = {"n": 2048} if cell_name == "wide" and not gpu else {}  # wide's short CPU run: two steps an epoch
         runs: dict[str, list[dict]] = {n: [] for n in todo}
         for k in range(rounds):
             for name in todo if k % 2 == 0 else todo[::-1]:
-                options = {"epochs": epochs[cell_name]}
-                if cell_name == "wide" and not gpu:
-                    options["n"] = 2048  # the short CPU run: two steps an epoch
-                runs[name].append(run_worker(name, cell_name, options))
+                runs[name].append(run_worker(name, cell_name, {"epochs": epochs[cell_name], **sized}))
         for name in todo:
             r = next((x for x in runs[name] if "error" in x), None) or dict(runs[name][0])
             r.update({"gemm_floor_s": floor, "flops_per_step": flops, "batch": batch, "rounds": rounds})
@@ -218,8 +216,7 @@ def main() -> None:
                 timed = [t for x in runs[name] for t in x["epoch_seconds"][1:]]  # the first epoch warms up
                 r["epoch_seconds"] = timed
                 r["step_s"] = statistics.median(timed) / r["steps_per_epoch"]
-                quartiles = statistics.quantiles(timed, n=4) if len(timed) > 1 else [timed[0]] * 3
-                r["step_iqr_s"] = [quartiles[0] / r["steps_per_epoch"], quartiles[2] / r["steps_per_epoch"]]
+                r["step_iqr_s"] = [q / r["steps_per_epoch"] for q in middle_half(timed)]
                 r["samples_per_s"] = batch / r["step_s"]
                 r["roofline_pct"] = 100.0 * floor / r["step_s"]
                 r["memory_mib"] = max(x["peak_rss_mib"] - x["baseline_rss_mib"] for x in runs[name])
@@ -229,10 +226,9 @@ def main() -> None:
                 print(f"{cell_name:9s} {name:12s} failed: {r['error']}", flush=True)
             results.append(r)
         if {"gpunn-numpy", "naive-numpy"} <= set(todo):
-            options = {"epochs": epochs[cell_name] if args.quick else PAIRED_EPOCHS[cell_name]}
-            if cell_name == "wide" and not gpu:
-                options["n"] = 2048
-            pair = run_worker("paired", cell_name, options)
+            pair = run_worker(
+                "paired", cell_name, {"epochs": (epochs if args.quick else PAIRED_EPOCHS)[cell_name], **sized}
+            )
             paired[cell_name] = pair
             if "error" not in pair:
                 print(f"{cell_name:9s} paired gpunn-numpy / naive-numpy: median ratio {pair['median_ratio']:.2f} "

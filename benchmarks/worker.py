@@ -99,15 +99,19 @@ def run_gpunn(cell, X, y, bs, epochs, namespace):
     return list(np.diff(stamps))
 
 
-def run_naive(cell, X, y, bs, epochs):
+def naive_epoch(cell, X, y, bs):
+    """A callable that runs one epoch of the naive loop, from gpunn's initial weights, on ``X, y``."""
     from benchmarks import naive
 
     k = cell["sizes"][-1]
     Y = np.eye(k, dtype=np.float32)[y] if k > 1 else y[:, None].astype(np.float32)
     params = [[w.copy(), b.copy()] for w, b in initial_weights(cell["sizes"])]
     rng = np.random.default_rng(0)
-    size = bs or len(X)
-    return epoch_times(lambda: naive.train_epoch(params, X, Y, LR, size, rng, k > 1), epochs)
+    return lambda: naive.train_epoch(params, X, Y, LR, bs or len(X), rng, k > 1)
+
+
+def run_naive(cell, X, y, bs, epochs):
+    return epoch_times(naive_epoch(cell, X, y, bs), epochs)
 
 
 def run_sklearn(cell, X, y, bs, epochs):
@@ -235,32 +239,39 @@ def paired(cell, X, y, bs, epochs) -> dict:
     epoch callback, outside gpunn's timing), so that the machine's drift hits both alike: the ratio of each
     pair of epochs, for the target that the abstraction costs nothing over the naive loop."""
     import gpunn
-    from benchmarks import naive
 
-    sizes = cell["sizes"]
-    k = sizes[-1]
-    Y = np.eye(k, dtype=np.float32)[y] if k > 1 else y[:, None].astype(np.float32)
-    params = [[w.copy(), b.copy()] for w, b in initial_weights(sizes)]
-    rng = np.random.default_rng(0)
+    naive = naive_epoch(cell, X, y, bs)
     ours, theirs = [], []
     clock = [0.0]
 
     def interleave(model, record):
         ours.append(time.perf_counter() - clock[0])
         start = time.perf_counter()
-        naive.train_epoch(params, X, Y, LR, bs or len(X), rng, k > 1)
+        naive()
         theirs.append(time.perf_counter() - start)
         clock[0] = time.perf_counter()
 
-    m = gpunn.MLP(sizes, output="softmax" if k > 1 else "sigmoid", seed=0, device="cpu")
+    sizes = cell["sizes"]
+    m = gpunn.MLP(sizes, output="softmax" if sizes[-1] > 1 else "sigmoid", seed=0, device="cpu")
     clock[0] = time.perf_counter()
     m.fit(X, y, epochs=epochs, lr=LR, batch_size=bs, verbose=0, callbacks=[interleave])
     ratios = [a / b for a, b in zip(ours[1:], theirs[1:])]  # the first pair warms up
-    steps = -(-len(X) // (bs or len(X)))
-    quartiles = statistics.quantiles(ratios, n=4)
-    return {"pairs": len(ratios), "median_ratio": statistics.median(ratios), "ratio_iqr": [quartiles[0], quartiles[2]],
+    steps = steps_per_epoch(len(X), bs)
+    return {"pairs": len(ratios), "median_ratio": statistics.median(ratios), "ratio_iqr": middle_half(ratios),
             "gpunn_step_s": statistics.median(ours[1:]) / steps,
             "naive_step_s": statistics.median(theirs[1:]) / steps}  # fmt: skip
+
+
+def steps_per_epoch(n: int, batch: int | None) -> int:
+    return -(-n // (batch or n))
+
+
+def middle_half(values: list[float]) -> list[float]:
+    """The 25th and 75th percentiles (the value itself when there is only one)."""
+    if len(values) < 2:
+        return [values[0], values[0]]
+    quartiles = statistics.quantiles(values, n=4)
+    return [quartiles[0], quartiles[2]]
 
 
 def main() -> None:
@@ -287,7 +298,7 @@ def main() -> None:
         times = run_jax(cell, X, y, bs, epochs)
     else:
         raise SystemExit(f"unknown contender {contender}")
-    steps = -(-cell["n"] // (bs or cell["n"]))
+    steps = steps_per_epoch(cell["n"], bs)
     out = {
         "contender": contender,
         "cell": cell_name,
