@@ -259,7 +259,7 @@ class MLP:
     def _fit_scaling(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature mean and standard deviation of a checked ``x``, in float64, a block of rows at a time."""
         a = x if isinstance(x, np.ndarray) else _backend.to_numpy(x)
-        blocks = [slice(i, i + _rows_per_block(a)) for i in range(0, len(a), _rows_per_block(a))]
+        blocks = _row_blocks(len(a), _rows_per_block(a))
         total, squares = np.zeros(a.shape[1]), np.zeros(a.shape[1])
         with np.errstate(all="ignore"):
             for b in blocks:
@@ -536,8 +536,7 @@ class MLP:
         validation set never holds all its activations at once."""
         xp, n = self.xp, x.shape[0]
         parts = []
-        for start in range(0, n, EVAL_ROWS):
-            block = slice(start, min(start + EVAL_ROWS, n))  # in bounds: the standard leaves the rest unspecified
+        for block in _row_blocks(n, EVAL_ROWS):
             xb, tb = (x, t) if n <= EVAL_ROWS else (x[block, ...], t[block, ...])
             z, _ = layers.forward(params, xb, self.activation, xp)
             value, _, correct = losses.loss_and_delta(self.output, self.loss, z, tb, xp)
@@ -583,12 +582,10 @@ class MLP:
         xp = self.xp
         with _backend.device_scope(xp, self.device):
             x = self._check_x(X, "X")
-            n = x.shape[0]
             logits = [
-                layers.forward(self._params, self._place_x(x[i : min(i + EVAL_ROWS, n), ...], self.scaling),
-                               self.activation, xp)[0]
-                for i in range(0, n, EVAL_ROWS)
-            ]  # fmt: skip
+                layers.forward(self._params, self._place_x(x[block, ...], self.scaling), self.activation, xp)[0]
+                for block in _row_blocks(x.shape[0], EVAL_ROWS)
+            ]
             return logits[0] if len(logits) == 1 else xp.concat(logits, axis=0)
 
     def predict_proba(self, X: Any, *, convert: bool = False) -> Any:
@@ -656,6 +653,12 @@ class MLP:
 EVAL_ROWS = 4096  # rows per forward pass when evaluating: bounds the activations held at once
 
 
+def _row_blocks(n: int, size: int) -> list[slice]:
+    """Consecutive slices of ``size`` rows covering ``range(n)``, each end in bounds (the Array API standard
+    leaves out-of-bounds slice ends unspecified)."""
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
 def _rows_per_block(a: np.ndarray) -> int:
     """Rows of ``a`` per block of host-side work: about a million values, so temporaries stay small."""
     return max(1, (1 << 20) // max(1, a.shape[1]))
@@ -664,7 +667,6 @@ def _rows_per_block(a: np.ndarray) -> int:
 def _scale_rows(a: np.ndarray, scaling: tuple[np.ndarray, np.ndarray], out: np.ndarray) -> np.ndarray:
     """``out[:] = (a - mean) / scale``, computed in float64 a block of rows at a time (``out`` may be ``a``)."""
     mean, scale = scaling
-    step = _rows_per_block(a)
-    for i in range(0, len(a), step):
-        out[i : i + step] = (a[i : i + step] - mean) / scale
+    for block in _row_blocks(len(a), _rows_per_block(a)):
+        out[block] = (a[block] - mean) / scale
     return out
