@@ -148,6 +148,23 @@ def numpy_fast_path(xp: Any) -> bool:
     return NUMPY_FAST_PATHS and aac.is_numpy_namespace(xp)
 
 
+def take_rows(x: Any, idx: Any, xp: Any) -> Any:
+    """The rows ``idx`` of ``x`` (a gather). PyTorch indexes directly: array-api-compat's ``take`` spends three
+    more operations wrapping negative indices, which gpunn never passes."""
+    if aac.is_torch_namespace(xp):
+        return x[idx]
+    return xp.take(x, idx, axis=0)
+
+
+def compiler(xp: Any) -> Any:
+    """The function that compiles a pure step for ``xp`` (``jax.jit``), or None where gpunn has none."""
+    if aac.is_jax_namespace(xp):
+        import jax
+
+        return jax.jit
+    return None
+
+
 def is_cupy_array(x: Any) -> bool:
     """True for a CuPy array."""
     return aac.is_cupy_array(x)
@@ -160,8 +177,8 @@ def is_host_data(x: Any) -> bool:
 
 def to_numpy(x: Any) -> np.ndarray:
     """Copy an array of any namespace to host memory as a NumPy array (one explicit transfer)."""
-    if isinstance(x, np.ndarray):
-        return x
+    if isinstance(x, (np.ndarray, np.generic)):  # NumPy's reductions return scalars
+        return np.asarray(x)
     if aac.is_cupy_array(x):
         return x.get()
     if aac.is_torch_array(x):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import safetensors.numpy
 
-from . import _backend, optim
+from . import _backend, layers, optim
 from .errors import CheckpointError, DeviceError, GpunnError
 from .history import History
 
@@ -77,15 +77,16 @@ def _expected_tensors(config: dict[str, Any]) -> dict[str, tuple[list[int], str,
 def save(model: MLP, path: str | os.PathLike[str]) -> None:
     """Write ``model`` to ``path`` from host memory, atomically (temp file, fsync, rename, fsync folder)."""
     tensors = {}
-    for i, (w, b) in enumerate(model.weights):
-        tensors[f"layers.{i}.weight"] = _backend.to_numpy(w)
-        tensors[f"layers.{i}.bias"] = _backend.to_numpy(b)
+    for i, (w, b) in enumerate(model.numpy_weights()):
+        tensors[f"layers.{i}.weight"], tensors[f"layers.{i}.bias"] = w, b
     opt = None
     if model.optimizer is not None and model.optimizer_state is not None:
-        opt = {"name": model.optimizer.name, "hyper": model.optimizer.hyper, "step": model.optimizer_state["step"]}
+        step = int(model.optimizer_state["step"])
+        opt = {"name": model.optimizer.name, "hyper": model.optimizer.hyper, "step": step}
         for slot in optim.SLOTS[model.optimizer.name]:
-            for j, value in enumerate(model.optimizer_state[slot]):
-                tensors[f"optimizer.{slot}.{j}"] = _backend.to_numpy(value)
+            flat = _backend.to_numpy(model.optimizer_state[slot])
+            for i, (w, b) in enumerate(layers.unflatten(flat, model.sizes, np)):
+                tensors[f"optimizer.{slot}.{2 * i}"], tensors[f"optimizer.{slot}.{2 * i + 1}"] = w, b
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     config = {
         "sizes": model.sizes,
@@ -260,11 +261,10 @@ def load(path: str | os.PathLike[str], *, device: Any = "auto", xp: Any = None) 
         if opt is not None:
             m.optimizer = optim.Optimizer(opt["name"], dict(opt["hyper"]))
             state: dict[str, Any] = {"step": int(opt["step"])}
+            n = 2 * (len(m.sizes) - 1)
             for slot in optim.SLOTS[opt["name"]]:
-                n = len(m._params)
-                state[slot] = [
-                    _backend.from_numpy(ckpt.tensors[f"optimizer.{slot}.{j}"], m.xp, m.device) for j in range(n)
-                ]
+                flat = np.concatenate([ckpt.tensors[f"optimizer.{slot}.{j}"].reshape(-1) for j in range(n)])
+                state[slot] = _backend.from_numpy(flat, m.xp, m.device)
             m.optimizer_state = state
         m.rng.bit_generator.state = c["rng"]
         m.epoch = int(c["epoch"])

@@ -7,7 +7,7 @@ Launch with ``mpiexec -n N gpunn train --distributed ...`` or, from Python::
     m.fit(X, y, batch_size=256, comm=comm)            # batch_size is the global batch
 
 Every rank starts from the same weights (rank 0's are broadcast), draws the same sample order, and computes the
-gradients of its shard of every global batch. The gradients are packed into one flat buffer and summed with a
+gradients of its shard of every global batch. The gradients already sit in one flat buffer, summed with a
 single collective per step: mpi4py ``Allreduce`` on host buffers for CPU namespaces, NCCL (``cupy.cuda.nccl``)
 for CuPy. The result equals a single process training on the same global batches, up to float summation order.
 """
@@ -87,23 +87,15 @@ class Communicator:
             offset += h.size
         return out
 
-    def allreduce_sum(self, arrays: list[Any], xp: Any, device: Any) -> list[Any]:
-        """Element-wise sums over the ranks, packed into one flat buffer and reduced in one collective."""
-        flat = xp.concat([xp.reshape(a, (-1,)) for a in arrays])
+    def allreduce_sum(self, flat: Any, xp: Any, device: Any) -> Any:
+        """Element-wise sums of a flat buffer (a step's gradients) over the ranks, in one collective."""
         if _backend.is_cupy_array(flat):
-            flat = self._nccl_allreduce(flat)
-        else:
-            host = np.ascontiguousarray(_backend.to_numpy(flat))
-            if not host.flags.writeable:
-                host = host.copy()
-            self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
-            flat = _backend.from_numpy(host, xp, device)
-        out, offset = [], 0
-        for a in arrays:
-            size = int(np.prod(a.shape))
-            out.append(xp.reshape(flat[offset : offset + size], a.shape))
-            offset += size
-        return out
+            return self._nccl_allreduce(flat)
+        host = np.ascontiguousarray(_backend.to_numpy(flat))
+        if not host.flags.writeable or host is flat:  # never write into the caller's array
+            host = host.copy()
+        self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
+        return _backend.from_numpy(host, xp, device)
 
     def sum_scalars(self, values: list[float]) -> list[float]:
         """Sums of a few host numbers over the ranks (the epoch's metrics)."""

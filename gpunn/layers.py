@@ -1,68 +1,99 @@
 """Dense layers and activations, forward and backward, on any Array API namespace.
 
-Parameters are a flat list ``[W1, b1, W2, b2, ...]`` with ``W`` of shape (out, in); a layer computes
-``a @ W.T + b``. Derivatives of the activations are taken from their saved outputs, as scikit-learn does, so
-the forward pass keeps one array per layer and nothing is recomputed.
+All parameters of a network live in one flat buffer ``[W1, b1, W2, b2, ...]`` (each ``W`` of shape (out, in),
+row-major); :func:`unflatten` gives the layers' ``(W, b)`` as views of it where the namespace has views. A layer
+computes ``a @ W.T + b``. The backward pass writes its gradients into one flat buffer of the same layout, so an
+optimizer updates every parameter with a few operations on one array.
+
+An activation's forward returns its output and a closure that maps dL/da to dL/dz, keeping exactly what it
+needs (ReLU keeps its mask, tanh and sigmoid their outputs, as scikit-learn does): nothing is recomputed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
 
 from . import _backend
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
 
+Backprop = Callable[[Any], Any]
 
+
+# ------------------------------------------------------------------------------------------------ layout
+def layer_slices(sizes: Sequence[int]) -> list[tuple[slice, slice, tuple[int, int]]]:
+    """Per layer: the slices of ``W`` and ``b`` in the flat buffer and ``W``'s shape (out, in)."""
+    out, offset = [], 0
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        w = slice(offset, offset + fan_out * fan_in)
+        b = slice(w.stop, w.stop + fan_out)
+        out.append((w, b, (fan_out, fan_in)))
+        offset = b.stop
+    return out
+
+
+def n_params(sizes: Sequence[int]) -> int:
+    """Length of the flat parameter buffer of a network with these layer widths."""
+    return sum(o * i + o for i, o in zip(sizes[:-1], sizes[1:]))
+
+
+def unflatten(flat: Any, sizes: Sequence[int], xp: Any) -> list[tuple[Any, Any]]:
+    """``[(W, b), ...]`` of a flat buffer: views on NumPy, CuPy and PyTorch, slices elsewhere."""
+    return [(xp.reshape(flat[w], shape), flat[b]) for w, b, shape in layer_slices(sizes)]
+
+
+def weight_mask(sizes: Sequence[int], dtype: str, xp: Any, device: Any) -> Any:
+    """A flat buffer that is 1 at the weights and 0 at the biases (the L2 penalty spares biases)."""
+    mask = np.zeros(n_params(sizes), dtype=dtype)
+    for w, _, _ in layer_slices(sizes):
+        mask[w] = 1
+    return _backend.from_numpy(mask, xp, device)
+
+
+# ------------------------------------------------------------------------------------------- activations
 def sigmoid(z: Any, xp: Any) -> Any:
     """Logistic function in its tanh form: one transcendental and no overflow for any z."""
     return 0.5 * xp.tanh(0.5 * z) + 0.5
 
 
-def activate(name: str, z: Any, xp: Any, fast: bool = False) -> Any:
-    """Apply a hidden-layer activation. With ``fast`` (NumPy), ``z`` is a temporary and is overwritten."""
+def activate(name: str, z: Any, xp: Any, fast: bool = False) -> tuple[Any, Backprop]:
+    """A hidden layer's activation of ``z`` and the closure ``dL/da -> dL/dz``.
+
+    With ``fast`` (NumPy), ``z`` and the closure's argument are temporaries and are overwritten.
+    """
     if name == "identity":
-        return z
+        return z, _identity
+    if name == "relu":
+        if fast:
+            a = xp.maximum(z, 0, out=z)
+            # A float times a bool mask: 10x faster than where() in NumPy, not guaranteed by the standard.
+            return a, lambda da: xp.multiply(da, a > 0, out=da)
+        mask = z > 0
+        # where() rather than maximum(z, 0): some namespaces turn the Python 0 into an array on every call.
+        return xp.where(mask, z, 0.0), lambda da: xp.where(mask, da, 0.0)
+    if name == "tanh":
+        a = xp.tanh(z, out=z) if fast else xp.tanh(z)
+        return a, lambda da: da * (1.0 - a * a)
     if fast:
-        if name == "relu":
-            return xp.maximum(z, 0, out=z)
-        if name == "tanh":
-            return xp.tanh(z, out=z)
         z *= 0.5
         xp.tanh(z, out=z)
         z *= 0.5
         z += 0.5
-        return z
-    if name == "relu":
-        return xp.maximum(z, 0)
-    if name == "tanh":
-        return xp.tanh(z)
-    return sigmoid(z, xp)
+        a = z
+    else:
+        a = sigmoid(z, xp)
+    return a, lambda da: da * (a - a * a)
 
 
-def activation_backward(name: str, da: Any, a: Any, xp: Any, fast: bool = False) -> Any:
-    """dL/dz from dL/da and the activation's output a. With ``fast`` (NumPy), ``da`` is overwritten."""
-    if name == "identity":
-        return da
-    if fast:
-        if name == "relu":
-            # A float times a bool mask: 10x faster than where() in NumPy, not guaranteed by the standard.
-            return xp.multiply(da, a > 0, out=da)
-        slope = a * a if name == "tanh" else a - 1.0
-        if name == "tanh":
-            xp.subtract(1.0, slope, out=slope)
-        else:
-            slope *= -a  # a (1 - a)
-        da *= slope
-        return da
-    if name == "relu":
-        return xp.where(a > 0, da, 0)  # a > 0 exactly where z > 0
-    if name == "tanh":
-        return da * (1 - a * a)
-    return da * (a * (1 - a))
+def _identity(da: Any) -> Any:
+    return da
 
 
-def dense_forward(a: Any, w: Any, b: Any, fast: bool = False) -> Any:
+# --------------------------------------------------------------------------------------- forward/backward
+def dense(a: Any, w: Any, b: Any, fast: bool = False) -> Any:
     """One dense layer: ``a @ W.T + b``."""
     if fast:
         z = a @ w.T
@@ -71,31 +102,52 @@ def dense_forward(a: Any, w: Any, b: Any, fast: bool = False) -> Any:
     return a @ w.T + b
 
 
-def forward(params: list[Any], x: Any, activation: str, xp: Any) -> tuple[Any, list[Any]]:
-    """Return the output logits and the inputs of every layer (what backward needs)."""
+def forward(layers: list[tuple[Any, Any]], x: Any, activation: str, xp: Any) -> tuple[Any, list[Any], list[Backprop]]:
+    """The output logits, every layer's input, and every hidden activation's backprop closure."""
     fast = _backend.numpy_fast_path(xp)
-    inputs = [x]
+    inputs, backprops = [x], []
     a = x
-    n_layers = len(params) // 2
-    for i in range(n_layers - 1):
-        a = activate(activation, dense_forward(a, params[2 * i], params[2 * i + 1], fast), xp, fast)
+    for w, b in layers[:-1]:
+        a, backprop = activate(activation, dense(a, w, b, fast), xp, fast)
         inputs.append(a)
-    return dense_forward(a, params[-2], params[-1], fast), inputs
+        backprops.append(backprop)
+    w, b = layers[-1]
+    return dense(a, w, b, fast), inputs, backprops
 
 
-def backward(params: list[Any], inputs: list[Any], d_logits: Any, activation: str, xp: Any) -> list[Any]:
-    """Chain rule from the output back to the input: ``[dW1, db1, ...]`` for the loss behind ``d_logits``.
+def logits(layers: list[tuple[Any, Any]], x: Any, activation: str, xp: Any) -> Any:
+    """The output logits alone (inference)."""
+    return forward(layers, x, activation, xp)[0]
 
-    ``d_logits`` already carries the 1/m of the mean loss, so dW = delta^T . A_prev and db = sum(delta).
+
+def backward(
+    layers: list[tuple[Any, Any]],
+    inputs: list[Any],
+    backprops: list[Backprop],
+    delta: Any,
+    sizes: Sequence[int],
+    xp: Any,
+) -> Any:
+    """Chain rule from the output back to the input: the flat gradient buffer of the loss behind ``delta``.
+
+    ``delta`` is dL/dz of the output layer; then dW = delta^T . a_prev, db = sum(delta) over the rows, and the
+    delta of the layer below is the activation's backprop of delta . W.
     """
     fast = _backend.numpy_fast_path(xp)
-    grads: list[Any] = [None] * len(params)
-    delta = d_logits
-    ones = xp.ones(delta.shape[0], dtype=delta.dtype) if fast else None
-    for i in reversed(range(len(params) // 2)):
-        grads[2 * i] = delta.T @ inputs[i]
-        # NumPy sums a tall array over its rows several times slower than it multiplies it by a vector of ones.
-        grads[2 * i + 1] = ones @ delta if fast else xp.sum(delta, axis=0)
+    slices = layer_slices(sizes)
+    if fast:
+        # NumPy writes every product straight into its place in one buffer, and sums a tall array over its rows
+        # several times faster as a product with a vector of ones.
+        grads = xp.empty(slices[-1][1].stop, dtype=delta.dtype)
+        ones = xp.ones(delta.shape[0], dtype=delta.dtype)
+    parts: list[Any] = []
+    for i in reversed(range(len(layers))):
+        w_slice, b_slice, shape = slices[i]
+        if fast:
+            xp.matmul(delta.T, inputs[i], out=grads[w_slice].reshape(shape))
+            xp.matmul(ones, delta, out=grads[b_slice])
+        else:
+            parts[:0] = [xp.reshape(delta.T @ inputs[i], (-1,)), xp.sum(delta, axis=0)]
         if i:
-            delta = activation_backward(activation, delta @ params[2 * i], inputs[i], xp, fast)
-    return grads
+            delta = backprops[i - 1](delta @ layers[i][0])
+    return grads if fast else xp.concat(parts)

@@ -7,9 +7,11 @@ loss with respect to the logits z collapses to prediction minus target.
 - softmax + categorical cross-entropy: L = logsumexp(z) - sum(t z) with t one-hot, so dL/dz = softmax(z) - t.
 - identity + mean squared error: L = (z - y)^2, so dL/dz = 2 (z - y).
 
-Every loss is a mean, so the delta carries the 1/m (m = samples, or elements for element-wise losses) and the
-backward pass needs no further scaling. The pair sigmoid + mse, the classic tutorial pairing, has no such
-collapse and goes through the chain rule explicitly.
+The pair sigmoid + mse, the classic tutorial pairing, has no such collapse and goes through the chain rule.
+
+Inside a training step a loss is the *sum* over the batch, and ``delta`` is dL/dz of that sum up to a constant
+factor. The 1/m of the mean and that factor meet in one Python float, ``grad_scale`` (:func:`scales`), that the
+optimizer folds into its step size: no array operation is spent on them.
 """
 
 from __future__ import annotations
@@ -34,32 +36,51 @@ def output_activation(output: str, z: Any, xp: Any) -> Any:
     return z
 
 
-def loss_and_delta(output: str, loss: str, z: Any, t: Any, xp: Any) -> tuple[Any, Any, Any]:
-    """Return (mean loss as a 0-d array, dL/dz, number of correct predictions as a 0-d array or None).
+def encode_targets(output: str, loss: str, t: Any) -> Any:
+    """Targets ``t`` (0/1, one-hot rows or values, in the model's dtype) in the form :func:`head` takes.
 
-    ``t`` has the shape of ``z`` and the model's dtype: 0/1 targets for sigmoid, one-hot rows for softmax,
-    values for identity. Nothing here reads a value back to the host.
+    For sigmoid + binary cross-entropy that is ``s = 1 - 2t`` (+1 for a negative, -1 for a positive): the
+    loss is then softplus(s z) and the residual 2 (sigmoid(z) - t) = tanh(z / 2) + s, one operation each.
+    """
+    return 1.0 - 2.0 * t if (output, loss) == ("sigmoid", "binary_crossentropy") else t
+
+
+def decode_targets(output: str, loss: str, target: Any) -> Any:
+    """Inverse of :func:`encode_targets`."""
+    return (1.0 - target) * 0.5 if (output, loss) == ("sigmoid", "binary_crossentropy") else target
+
+
+def scales(output: str, loss: str, rows: int, n_outputs: int) -> tuple[float, float]:
+    """``(loss_scale, grad_scale)`` for a batch of ``rows``: the mean loss is ``loss_scale * loss_sum`` and its
+    gradient is ``grad_scale`` times the gradient that ``delta`` of :func:`head` backpropagates to."""
+    elements = rows if output == "softmax" else rows * n_outputs
+    factor = {"binary_crossentropy": 0.5, "categorical_crossentropy": 1.0, "mse": 2.0}[loss]
+    return 1.0 / elements, factor / elements
+
+
+def head(output: str, loss: str, z: Any, target: Any, zero: Any, xp: Any) -> tuple[Any, Any, Any]:
+    """``(loss_sum, delta, correct)`` for the logits ``z`` of a batch and its encoded ``target``.
+
+    ``loss_sum`` is the batch's summed loss (0-d), ``delta`` is proportional to its derivative dL/dz (see
+    :func:`scales`), ``correct`` the number of correct predictions (0-d integer, None for regression). ``zero``
+    is a 0-d zero of z's dtype, made once by the caller. Nothing here reads a value back to the host.
     """
     if output == "softmax":
         shifted = z - xp.max(z, axis=1, keepdims=True)
         e = xp.exp(shifted)
         total = xp.sum(e, axis=1, keepdims=True)
-        log_p = shifted - xp.log(total)
-        scale = 1.0 / z.shape[0]
-        value = -xp.sum(t * log_p) * scale
-        correct = xp.count_nonzero(xp.argmax(z, axis=1) == xp.argmax(t, axis=1))
-        return value, (e / total - t) * scale, correct
-
-    scale = 1.0 / (z.shape[0] * z.shape[1])
+        loss_sum = xp.sum(target * (xp.log(total) - shifted))
+        correct = xp.count_nonzero(xp.argmax(z, axis=1) == xp.argmax(target, axis=1))
+        return loss_sum, e / total - target, correct
     if output == "identity":
-        diff = z - t
-        return xp.sum(diff * diff) * scale, diff * (2.0 * scale), None
-
-    correct = xp.count_nonzero((z > 0) == (t > 0.5))
-    p = sigmoid(z, xp)
+        diff = z - target
+        return xp.sum(diff * diff), diff, None
     if loss == "mse":
-        diff = p - t
-        return xp.sum(diff * diff) * scale, diff * (p * (1 - p)) * (2.0 * scale), correct
-    # -[t log p + (1 - t) log(1 - p)] = softplus(z) - t z, finite for any logit.
-    value = xp.sum(xp.logaddexp(0.0, z) - t * z) * scale
-    return value, (p - t) * scale, correct
+        p = sigmoid(z, xp)
+        diff = p - target
+        correct = xp.count_nonzero((z > 0) == (target > 0.5))
+        return xp.sum(diff * diff), diff * (p - p * p), correct
+    # target is s = 1 - 2t: -[t log p + (1 - t) log(1 - p)] = softplus(s z), finite for any logit.
+    loss_sum = xp.sum(xp.logaddexp(target * z, zero))
+    correct = xp.count_nonzero((z > 0) == (target < 0))  # p > 0.5 exactly when z > 0
+    return loss_sum, xp.tanh(0.5 * z) + target, correct

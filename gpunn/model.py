@@ -1,44 +1,23 @@
-"""MLP: the thin stateful shell (parameters, optimizer state, RNG, history) around one pure training step."""
+"""MLP: the thin stateful shell (parameters, optimizer state, RNG, history) around the pure training step.
+
+The step itself is :mod:`gpunn.step`; the epoch loop that runs it is :mod:`gpunn.train`; checking and placing
+data is :mod:`gpunn.inputs`. This class holds the state they pass around and keeps the public API.
+"""
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
-from . import _backend, layers, losses, optim
+from . import _backend, inputs, layers, losses, optim, train
 from . import _validation as check
-from .errors import CheckpointError, ConfigError, InputError, NonFiniteError, NotFittedError
-from .history import History, Reporter
+from .errors import CheckpointError, ConfigError, InputError, NotFittedError
+from .history import History
 from .init import init_params
-
-
-def batch_gradients(params, xb, tb, *, activation, output, loss, xp):
-    """Forward, fused loss and backprop on a batch: ``(grads, mean_loss, n_correct)``. Pure; reads nothing back.
-
-    ``grads`` is ``[dW1, db1, ...]`` of the batch's mean loss; the loss and the count of correct predictions
-    are 0-d arrays (the count is None for regression).
-    """
-    z, inputs = layers.forward(params, xb, activation, xp)
-    value, delta, correct = losses.loss_and_delta(output, loss, z, tb, xp)
-    return layers.backward(params, inputs, delta, activation, xp), value, correct
-
-
-def add_l2(params: list[Any], grads: list[Any], value: Any, rate: float, xp: Any) -> tuple[Any, list[Any]]:
-    """The L2 penalty rate/2 * sum(W**2) on the weights (every other parameter), added to loss and gradients."""
-    penalty = sum(xp.sum(w * w) for w in params[::2])
-    grads = [g + rate * p if i % 2 == 0 else g for i, (p, g) in enumerate(zip(params, grads))]
-    return value + (0.5 * rate) * penalty, grads
-
-
-def clip_by_global_norm(grads: list[Any], max_norm: float, xp: Any) -> list[Any]:
-    """Scale all gradients by min(1, max_norm / ||g||), the norm taken over every parameter together."""
-    norm = xp.sqrt(sum(xp.sum(g * g) for g in grads))
-    factor = xp.minimum(1.0, max_norm / (norm + 1e-12))
-    return [g * factor for g in grads]
+from .step import hyper as step_hyper
 
 
 class MLP:
@@ -65,6 +44,10 @@ class MLP:
         An array namespace array-api-compat supports: numpy, cupy, torch, jax.numpy, array_api_strict.
     standardize : bool
         Learn each feature's mean and standard deviation on the first ``fit`` and apply them to every input.
+    compile : {"auto", True, False}
+        Compile the training step where gpunn has a compiler for the namespace (``jax.jit`` on JAX). "auto"
+        compiles where it can and falls back to the eager step, with a warning, if compiling fails; True
+        requires it (a ``ConfigError`` on namespaces without one, such as NumPy); False runs eagerly.
     """
 
     def __init__(
@@ -79,6 +62,7 @@ class MLP:
         dtype: str = "float32",
         xp: Any = None,
         standardize: bool = False,
+        compile: Any = "auto",
     ):
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) < 2:
             raise ConfigError(f"sizes must list at least two layer widths (inputs and outputs); got {sizes!r}")
@@ -95,17 +79,18 @@ class MLP:
         self.seed = check.integer(seed, "seed", 0)
         self.standardize = bool(standardize)
         self.xp, self.device = _backend.resolve(device, xp)
+        self.compile = train.check_compile(compile, self.xp)
         self._dtype = _backend.float_dtype(self.xp, self.dtype)
 
         init_seed, shuffle_seed = np.random.SeedSequence(self.seed).spawn(2)
         self.rng = np.random.Generator(np.random.PCG64(shuffle_seed))
         host = init_params(self.sizes, self.activation, np.random.Generator(np.random.PCG64(init_seed)), dtype)
-        self._params = self._to_device_params(host)
+        self._params = self._to_device_params(host)  # one flat buffer; ``weights`` gives the layers' views
         self.optimizer: optim.Optimizer | None = None
-        self.optimizer_state: dict[str, Any] | None = None
+        self.optimizer_state: dict[str, Any] | None = None  # {"step": int, slot: flat buffer, ...}
         # (params, optimizer state, RNG state) at the start of the last completed epoch, to step back to if
         # that epoch's final update overflowed.
-        self._previous: tuple[list[Any], dict[str, Any] | None, dict[str, Any]] | None = None
+        self._previous: tuple[Any, dict[str, Any] | None, dict[str, Any]] | None = None
         self.history = History()
         self.epoch = 0
         self.fitted = False
@@ -127,17 +112,24 @@ class MLP:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         name, device = state.pop("xp"), state.pop("device")
+        state.setdefault("compile", "auto")
+        if isinstance(state["_params"], list):  # pickled by gpunn 0.1, which kept a list of arrays
+            state["_params"] = np.concatenate([np.reshape(p, -1) for p in state["_params"]])
+            opt = state["optimizer_state"] or {}
+            for slot, value in opt.items():
+                if isinstance(value, list):
+                    opt[slot] = np.concatenate([np.reshape(p, -1) for p in value])
         self.__dict__.update(state)
         self.xp, self.device = _backend.resolve_by_name(name, device)
         self._dtype = _backend.float_dtype(self.xp, self.dtype)
         self._params, self.optimizer_state = self._mapped_arrays(lambda a: _backend.from_numpy(a, self.xp, self.device))
 
-    def _mapped_arrays(self, fn: Callable[[Any], Any]) -> tuple[list[Any], dict[str, Any] | None]:
-        """``fn`` applied to every parameter and every optimizer slot array (the step count is kept)."""
+    def _mapped_arrays(self, fn: Callable[[Any], Any]) -> tuple[Any, dict[str, Any] | None]:
+        """``fn`` applied to the parameter buffer and every optimizer slot (the step count becomes an int)."""
         state = self.optimizer_state
         if state is not None:
-            state = {k: [fn(a) for a in v] if isinstance(v, list) else v for k, v in state.items()}
-        return [fn(p) for p in self._params], state
+            state = {k: int(v) if k == "step" else fn(v) for k, v in state.items()}
+        return fn(self._params), state
 
     def __repr__(self) -> str:
         return (
@@ -158,20 +150,23 @@ class MLP:
 
     @property
     def weights(self) -> list[tuple[Any, Any]]:
-        """``[(W, b), ...]`` in the model's namespace, ``W`` of shape (out, in)."""
-        return [(self._params[i], self._params[i + 1]) for i in range(0, len(self._params), 2)]
+        """``[(W, b), ...]`` in the model's namespace, ``W`` of shape (out, in): views of one flat buffer on
+        NumPy, CuPy and PyTorch."""
+        return layers.unflatten(self._params, self.sizes, self.xp)
 
     def to(self, device: Any = "auto", xp: Any = None) -> MLP:
         """Move the model (weights and optimizer state) to another device or namespace; returns the model."""
         new_xp, new_device = _backend.resolve(device, xp)
+        compile = train.check_compile(self.compile, new_xp) if self.compile is True else self.compile
         params, state = self._mapped_arrays(lambda a: _backend.from_numpy(_backend.to_numpy(a), new_xp, new_device))
         self.xp, self.device, self._dtype = new_xp, new_device, _backend.float_dtype(new_xp, self.dtype)
-        self._params, self.optimizer_state, self._previous = params, state, None
+        self._params, self.optimizer_state, self._previous, self.compile = params, state, None, compile
         return self
 
     def numpy_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """``[(W, b), ...]`` copied to the host as NumPy arrays, ``W`` of shape (out, in)."""
-        return [(_backend.to_numpy(w), _backend.to_numpy(b)) for w, b in self.weights]
+        host = _backend.to_numpy(self._params)
+        return [(np.array(w), np.array(b)) for w, b in layers.unflatten(host, self.sizes, np)]
 
     def torch_state_dict(self) -> dict[str, Any]:
         """A PyTorch ``state_dict`` for ``nn.Sequential(Linear, act, Linear, act, ..., Linear)`` (imports torch).
@@ -182,8 +177,8 @@ class MLP:
 
         state = {}
         for i, (w, b) in enumerate(self.numpy_weights()):
-            state[f"{2 * i}.weight"] = torch.from_numpy(np.array(w))
-            state[f"{2 * i}.bias"] = torch.from_numpy(np.array(b))
+            state[f"{2 * i}.weight"] = torch.from_numpy(w)
+            state[f"{2 * i}.bias"] = torch.from_numpy(b)
         return state
 
     def set_weights(self, pairs: Sequence[tuple[Any, Any]]) -> None:
@@ -196,107 +191,20 @@ class MLP:
             if len(pair) != 2:
                 raise InputError(f"set_weights: layer {i} must be a (W, b) pair")
             for name, value, shape in ((f"W{i}", pair[0], (fan_out, fan_in)), (f"b{i}", pair[1], (fan_out,))):
-                new.append(self._as_model_array(value, name, shape))
-        self._params, self._previous = new, None
+                new.append(self.xp.reshape(inputs.as_model_array(self, value, name, shape), (-1,)))
+        with _backend.device_scope(self.xp, self.device):
+            self._params, self._previous = self.xp.concat(new), None
         self.fitted = True
 
-    def _as_model_array(self, value: Any, name: str, shape: tuple[int, ...]) -> Any:
-        xp = self.xp
-        if _backend.is_host_data(value):
-            a = check.host_array(value, name)
-            if a.shape != shape:
-                raise InputError(f"{name} has shape {a.shape}; the model needs {shape}")
-            return _backend.from_numpy(check.cast_host(a, self.dtype, name), xp, self.device)
-        check.check_device_array(value, xp, self.device, name)
-        if tuple(value.shape) != shape:
-            raise InputError(f"{name} has shape {tuple(value.shape)}; the model needs {shape}")
-        return xp.astype(value, self._dtype)
-
-    def _to_device_params(self, host: list[np.ndarray]) -> list[Any]:
-        params = [_backend.from_numpy(p, self.xp, self.device) for p in host]
-        if params[0].dtype != self._dtype:
+    def _to_device_params(self, host: list[np.ndarray]) -> Any:
+        flat = np.concatenate([p.reshape(-1) for p in host])
+        params = _backend.from_numpy(flat, self.xp, self.device)
+        if params.dtype != self._dtype:
             raise ConfigError(
-                f"{_backend.namespace_name(self.xp)} turned {self.dtype} parameters into {params[0].dtype} "
+                f"{_backend.namespace_name(self.xp)} turned {self.dtype} parameters into {params.dtype} "
                 "(for JAX, float64 needs jax.config.update('jax_enable_x64', True))"
             )
         return params
-
-    # ------------------------------------------------------------------------------------------------ data
-    def _prepare_x(self, X: Any, name: str = "X", scaling: tuple[np.ndarray, np.ndarray] | None = None) -> Any:
-        """Validate ``X`` and return it on the model's device, in its dtype, scaled if the model standardizes."""
-        return self._place_x(self._check_x(X, name), scaling if scaling is not None else self.scaling)
-
-    def _check_x(self, X: Any, name: str) -> Any:
-        """``X`` validated: a host array (in the model's dtype, or the original if scaling will cast it) or a
-        device array in the model's dtype."""
-        if _backend.is_host_data(X):
-            a = check.host_array(X, name)
-            check.check_features(a, self.n_features, name)
-            cast = check.cast_host(a, self.dtype, name)
-            return a if cast.dtype != a.dtype and self.standardize else cast
-        xp = self.xp
-        check.check_device_array(X, xp, self.device, name)
-        check.check_features(X, self.n_features, name)
-        x = xp.astype(X, self._dtype) if X.dtype != self._dtype else X
-        if not bool(xp.all(xp.isfinite(x))):  # one read-back per call, outside the training loop
-            check.check_finite_host(_backend.to_numpy(X), _backend.to_numpy(x), name, self.dtype)
-        return x
-
-    def _place_x(self, x: Any, scaling: tuple[np.ndarray, np.ndarray] | None, in_place: bool = False) -> Any:
-        """A checked ``x`` scaled (when ``scaling`` is given) and on the model's device. ``in_place`` scales a
-        host array of the model's dtype in place rather than into a copy."""
-        xp = self.xp
-        if isinstance(x, np.ndarray):
-            if scaling is not None:
-                own = in_place and x.dtype == self.dtype and x.flags.writeable
-                x = _scale_rows(x, scaling, np.empty(x.shape, self.dtype) if not own else x)
-            return _backend.from_numpy(x.astype(self.dtype, copy=False), xp, self.device)
-        if scaling is not None:
-            mean, scale = (_backend.from_numpy(s.astype(self.dtype), xp, self.device) for s in scaling)
-            x = (x - mean) / scale
-        return x
-
-    def _fit_scaling(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Per-feature mean and standard deviation of a checked ``x``, in float64, a block of rows at a time."""
-        a = x if isinstance(x, np.ndarray) else _backend.to_numpy(x)
-        blocks = _row_blocks(len(a), _rows_per_block(a))
-        total, squares = np.zeros(a.shape[1]), np.zeros(a.shape[1])
-        with np.errstate(all="ignore"):
-            for b in blocks:
-                total += a[b].sum(axis=0, dtype=np.float64)
-            mean = total / len(a)
-            for b in blocks:
-                squares += np.square(a[b] - mean).sum(axis=0)
-            std = np.sqrt(squares / len(a))
-        return mean, np.where(std > 0, std, 1.0)
-
-    def _prepare_targets(self, y: Any, n: int, name: str = "y", fitting: bool = False) -> Any:
-        """Validate ``y`` and return the (n, n_outputs) float targets (one-hot rows for softmax) on the device."""
-        xp = self.xp
-        host = _backend.is_host_data(y)
-        if host:
-            a = check.host_array(y, name)
-        else:
-            check.check_device_array(y, xp, self.device, name)
-            a = _backend.to_numpy(y)  # labels are small: check them on the host, once per call
-        check.target_shape(a.shape, n, self.output, self.n_outputs, name)
-        if self.output == "identity":
-            check.cast_host(a, self.dtype, name)
-        check.labels_host(a, self.output, self.n_outputs, name)
-        if fitting and self.output != "identity" and (a.ndim == 1 or a.shape[1] == 1):
-            classes = np.unique(a)
-            if classes.size < 2:
-                raise InputError(f"{name} holds a single class ({classes[0]}); a classifier needs at least two")
-        if self.output == "softmax":
-            labels = a.reshape(n).astype(np.int64)
-            if host:
-                return _backend.from_numpy(np.eye(self.n_outputs, dtype=self.dtype)[labels], xp, self.device)
-            classes = xp.arange(self.n_outputs, device=self.device)
-            return xp.astype(xp.reshape(y, (n, 1)) == xp.astype(classes, y.dtype), self._dtype)
-        shape = (n, self.n_outputs)
-        if host:
-            return _backend.from_numpy(a.reshape(shape).astype(self.dtype), xp, self.device)
-        return xp.astype(xp.reshape(y, shape), self._dtype)
 
     # ------------------------------------------------------------------------------------------- training
     def fit(
@@ -381,174 +289,34 @@ class MLP:
             if validation_data is not None and isinstance(validation_data, (tuple, list)):
                 validation_data = tuple(self.adopt(v) for v in validation_data)
         with _backend.device_scope(xp, self.device):
-            x = self._check_x(X, "X")
-            t = self._prepare_targets(y, x.shape[0], "y", fitting=True)
+            x = inputs.check_x(self, X, "X")
+            t = inputs.targets(self, y, x.shape[0], "y", fitting=True)
             xv = tv = None
             if validation_data is not None:
                 if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                     raise InputError("validation_data must be a pair (X_val, y_val)")
-                xv = self._check_x(validation_data[0], "validation X")
-                tv = self._prepare_targets(validation_data[1], xv.shape[0], "validation y")
+                xv = inputs.check_x(self, validation_data[0], "validation X")
+                tv = inputs.targets(self, validation_data[1], xv.shape[0], "validation y")
             # Everything is valid: from here on the call may change the model (and, with copy=False, X).
             scaling = self.scaling
             if self.standardize and scaling is None:
-                scaling = self._fit_scaling(x)
-            val = None if xv is None else (self._place_x(xv, scaling), tv)  # before X may be scaled in place
-            x = self._place_x(x, scaling, in_place=not copy)
+                scaling = inputs.fit_scaling(x)
+            val = None if xv is None else (inputs.place_x(self, xv, scaling), tv)  # before X may be scaled in place
+            x = inputs.place_x(self, x, scaling, in_place=not copy)
             self.scaling = scaling
             if comm is not None:
-                self._params = comm.broadcast_arrays(self._params, xp, self.device)  # every rank starts equal
+                self._params = comm.broadcast_arrays([self._params], xp, self.device)[0]  # every rank starts equal
                 verbose = verbose if comm.rank == 0 else 0
             if self.optimizer != opt or self.optimizer_state is None:
                 self.optimizer, self.optimizer_state = opt, opt.init(self._params, xp)
                 self._previous = None
             first = self.history.epochs
-            reporter = Reporter(verbose, self.epoch, self.epoch + epochs)
             self.fitted = True
-            try:
-                with _backend.memory_guard(self.device, batch_size):
-                    for _ in range(epochs):
-                        record = self._run_epoch(x, t, val, lr, batch_size, shuffle, clip_norm, comm, l2)
-                        reporter.epoch(self.epoch, record)
-                        if [callback(self, record) for callback in callbacks or ()].count(False):
-                            break
-            finally:
-                reporter.close()
+            train.run(
+                self, x, t, val, step_hyper(self, opt, lr, l2, clip_norm), epochs=epochs, batch_size=batch_size,
+                shuffle=shuffle, verbose=verbose, callbacks=callbacks, comm=comm, compile=self.compile,
+            )  # fmt: skip
         return self.history.since(first)
-
-    def _run_epoch(self, x, t, val, lr, batch_size, shuffle, clip_norm, comm=None, l2=0.0) -> dict[str, float]:
-        """One pass over the data; the only read-back is the epoch's metrics at the end."""
-        rng_state, epoch = self.rng.bit_generator.state, self.epoch
-        try:
-            return self._epoch_body(x, t, val, lr, batch_size, shuffle, clip_norm, rng_state, comm, l2)
-        except BaseException as exc:
-            if self.epoch != epoch:
-                raise  # interrupted after the epoch was committed: it stands, generator included
-            # Diverged or interrupted: the permutation drawn for this epoch is put back and a half-recorded
-            # epoch is dropped, so the model is exactly as the last completed epoch left it.
-            self.rng.bit_generator.state = rng_state
-            if isinstance(exc, NonFiniteError):
-                self._step_back_if_not_finite()
-            self.history.truncate(self.epoch)
-            raise
-
-    def _step_back_if_not_finite(self) -> None:
-        """After a non-finite loss: if the last epoch's final update itself overflowed (its loss, computed
-        before that update, was finite), return to the epoch before it. Runs only on this failure path."""
-        xp = self.xp
-        if self._previous is None or all(bool(xp.all(xp.isfinite(p))) for p in self._params):
-            return
-        self._params, self.optimizer_state, rng_state = self._previous
-        self.rng.bit_generator.state = rng_state
-        self.epoch -= 1
-        self._previous = None
-
-    def _epoch_body(self, x, t, val, lr, batch_size, shuffle, clip_norm, rng_state, comm=None, l2=0.0):
-        xp, n = self.xp, x.shape[0]
-        bs = n if batch_size is None else min(batch_size, n)
-        params, state = self._params, self.optimizer_state
-        order = None
-        if bs < n and shuffle:
-            order = _backend.from_numpy(self.rng.permutation(n), xp, self.device)
-        spec = dict(activation=self.activation, output=self.output, loss=self.loss, xp=xp)
-        optimizer = cast(optim.Optimizer, self.optimizer)  # fit sets both before the first epoch
-        fast = _backend.numpy_fast_path(xp)  # the gradients below are fresh arrays: the update may reuse them
-        state = cast(dict, state)
-        batch_losses, total_loss, total_correct = [], None, None
-        for start in range(0, n, bs):
-            stop = min(start + bs, n)  # the standard leaves out-of-bounds slice ends unspecified
-            lo, hi = (start, stop) if comm is None else comm.shard(start, stop)
-            if comm is None and bs == n:
-                xb, tb = x, t
-            elif order is not None:
-                idx = order[lo:hi]
-                xb, tb = xp.take(x, idx, axis=0), xp.take(t, idx, axis=0)
-            else:
-                xb, tb = x[lo:hi, ...], t[lo:hi, ...]
-            if hi > lo:
-                grads, value, correct = batch_gradients(params, xb, tb, **spec)
-            else:  # more ranks than samples in this batch: this rank contributes nothing
-                grads, value, correct = self._nothing(params)
-            if comm is not None:
-                # Each rank's mean over its shard, weighted by its share: the sum is the global batch's mean.
-                grads = comm.allreduce_sum([g * ((hi - lo) / (stop - start)) for g in grads], xp, self.device)
-            if l2:
-                value, grads = add_l2(params, grads, value, l2 / (stop - start), xp)
-            if clip_norm is not None:
-                grads = clip_by_global_norm(grads, clip_norm, xp)
-            params, state = optimizer.update(params, grads, state, lr, xp, donate=fast)
-            batch_losses.append(value)
-            total_loss = value * (hi - lo) if total_loss is None else total_loss + value * (hi - lo)
-            if correct is not None:
-                total_correct = correct if total_correct is None else total_correct + correct
-        names = ["loss"]
-        metrics = [total_loss]
-        if total_correct is not None:
-            names.append("accuracy")
-            metrics.append(xp.astype(total_correct, self._dtype))
-        if val is not None:
-            val_loss, val_correct = self._evaluate(params, *val)
-            names.append("val_loss")
-            metrics.append(val_loss)
-            if val_correct is not None:
-                names.append("val_accuracy")
-                metrics.append(val_correct)
-        values = _backend.to_numpy(xp.stack(metrics)).tolist()  # the epoch's one read-back
-        sums = values[: 1 + (total_correct is not None)]
-        if comm is not None:
-            sums = comm.sum_scalars(sums)
-        values[0] = sums[0] / n
-        if total_correct is not None:
-            values[1] = sums[1] / (n * self._labels_per_row)
-        if not math.isfinite(values[0]):
-            raise self._divergence(batch_losses, values[0])
-        record = dict(zip(names, values))
-        self.history.append(record)
-        previous = (self._params, self.optimizer_state, rng_state)  # references, not copies: updates are pure
-        # One statement, no calls: an interrupt lands before or after it, never half way.
-        self._params, self.optimizer_state, self.epoch, self._previous = params, state, self.epoch + 1, previous
-        return record
-
-    def _nothing(self, params: list[Any]) -> tuple[list[Any], Any, Any]:
-        """Zero gradients, loss and count, for a rank whose shard of a batch is empty."""
-        xp = self.xp
-        zero = xp.zeros((), dtype=self._dtype, device=self.device)
-        count = None
-        if self.output != "identity":
-            count = xp.zeros((), dtype=_backend.index_dtype(xp, self.device), device=self.device)
-        return [xp.zeros_like(p) for p in params], zero, count
-
-    def _divergence(self, batch_losses: list[Any], loss: float) -> NonFiniteError:
-        losses_seen = _backend.to_numpy(self.xp.stack(batch_losses))
-        bad = np.flatnonzero(~np.isfinite(losses_seen))
-        where = f"batch {bad[0] + 1} of {losses_seen.size}" if bad.size else "the weight update"
-        return NonFiniteError(
-            f"training diverged in epoch {self.epoch + 1}, {where}: loss is {loss}. The model keeps the weights "
-            "of the last finite epoch; try a smaller lr, clip_norm=, or standardized features"
-        )
-
-    @property
-    def _labels_per_row(self) -> int:
-        return self.n_outputs if self.output == "sigmoid" else 1
-
-    def _evaluate(self, params: list[Any], x: Any, t: Any) -> tuple[Any, Any]:
-        """(mean loss, accuracy or None) as 0-d arrays on the device, EVAL_ROWS rows at a time so that a large
-        validation set never holds all its activations at once."""
-        xp, n = self.xp, x.shape[0]
-        parts = []
-        for block in _row_blocks(n, EVAL_ROWS):
-            xb, tb = (x, t) if n <= EVAL_ROWS else (x[block, ...], t[block, ...])
-            z, _ = layers.forward(params, xb, self.activation, xp)
-            value, _, correct = losses.loss_and_delta(self.output, self.loss, z, tb, xp)
-            parts.append((value, correct, xb.shape[0]))
-        if len(parts) == 1:
-            value, correct = parts[0][:2]
-        else:  # the mean over all rows, from the blocks' means
-            value = sum(v * (size / n) for v, _, size in parts)
-            correct = sum(c for _, c, _ in parts) if parts[0][1] is not None else None
-        if correct is None:
-            return value, None
-        return value, xp.astype(correct, self._dtype) / (n * self._labels_per_row)
 
     # ----------------------------------------------------------------------------------------- inference
     def _check_fitted(self) -> None:
@@ -557,20 +325,7 @@ class MLP:
 
     def adopt(self, x: Any) -> Any:
         """``x`` from any namespace or device, as an array of the model's namespace on its device (DLPack)."""
-        if _backend.is_host_data(x):
-            return x
-        import array_api_compat as aac
-
-        if aac.array_namespace(x) is self.xp and _backend.same_device(aac.device(x), self.device):
-            return x
-        try:
-            with _backend.device_scope(self.xp, self.device):
-                moved = self.xp.from_dlpack(x)
-            if _backend.same_device(aac.device(moved), self.device):
-                return moved
-        except Exception:  # DLPack cannot cross these devices or libraries: go through the host
-            pass
-        return _backend.from_numpy(_backend.to_numpy(x), self.xp, self.device)
+        return inputs.adopt(self, x)
 
     def decision_function(self, X: Any, *, convert: bool = False) -> Any:
         """The output layer's logits, shape (n, n_outputs), in the model's namespace and device.
@@ -581,10 +336,11 @@ class MLP:
         X = self.adopt(X) if convert else X
         xp = self.xp
         with _backend.device_scope(xp, self.device):
-            x = self._check_x(X, "X")
+            x = inputs.check_x(self, X, "X")
+            weights = self.weights
             logits = [
-                layers.forward(self._params, self._place_x(x[block, ...], self.scaling), self.activation, xp)[0]
-                for block in _row_blocks(x.shape[0], EVAL_ROWS)
+                layers.logits(weights, inputs.place_x(self, x[block, ...], self.scaling), self.activation, xp)
+                for block in train.row_blocks(x.shape[0], train.EVAL_ROWS)
             ]
             return logits[0] if len(logits) == 1 else xp.concat(logits, axis=0)
 
@@ -612,10 +368,8 @@ class MLP:
         if convert:
             X, y = self.adopt(X), self.adopt(y)
         with _backend.device_scope(self.xp, self.device):
-            x = self._prepare_x(X)
-            value, acc = self._evaluate(self._params, x, self._prepare_targets(y, x.shape[0]))
-            values = _backend.to_numpy(self.xp.stack([value] if acc is None else [value, acc])).tolist()
-        return dict(zip(["loss", "accuracy"], values))
+            x = inputs.prepare_x(self, X)
+            return train.evaluate(self, x, inputs.targets(self, y, x.shape[0]))
 
     def loss_and_grads(self, X: Any, y: Any, *, convert: bool = False) -> tuple[Any, list[tuple[Any, Any]]]:
         """(mean loss as a 0-d array, ``[(dW, db), ...]``): the exact gradients of the mean loss at ``(X, y)``."""
@@ -623,12 +377,15 @@ class MLP:
         if convert:
             X, y = self.adopt(X), self.adopt(y)
         with _backend.device_scope(xp, self.device):
-            x = self._prepare_x(X)
-            t = self._prepare_targets(y, x.shape[0])
-            z, inputs = layers.forward(self._params, x, self.activation, xp)
-            value, delta, _ = losses.loss_and_delta(self.output, self.loss, z, t, xp)
-            grads = layers.backward(self._params, inputs, delta, self.activation, xp)
-        return value, [(grads[i], grads[i + 1]) for i in range(0, len(grads), 2)]
+            x = inputs.prepare_x(self, X)
+            t = inputs.targets(self, y, x.shape[0])
+            weights = self.weights
+            z, acts, backprops = layers.forward(weights, x, self.activation, xp)
+            zero = xp.zeros((), dtype=self._dtype, device=self.device)
+            loss_sum, delta, _ = losses.head(self.output, self.loss, z, t, zero, xp)
+            grads = layers.backward(weights, acts, backprops, delta, self.sizes, xp)
+            loss_scale, grad_scale = losses.scales(self.output, self.loss, x.shape[0], self.n_outputs)
+            return loss_sum * loss_scale, layers.unflatten(grads * grad_scale, self.sizes, xp)
 
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -648,25 +405,3 @@ class MLP:
                 f"but this model is {self.dtype} with sizes {self.sizes}"
             )
         self.set_weights(ckpt.weight_pairs())
-
-
-EVAL_ROWS = 4096  # rows per forward pass when evaluating: bounds the activations held at once
-
-
-def _row_blocks(n: int, size: int) -> list[slice]:
-    """Consecutive slices of ``size`` rows covering ``range(n)``, each end in bounds (the Array API standard
-    leaves out-of-bounds slice ends unspecified)."""
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
-
-
-def _rows_per_block(a: np.ndarray) -> int:
-    """Rows of ``a`` per block of host-side work: about a million values, so temporaries stay small."""
-    return max(1, (1 << 20) // max(1, a.shape[1]))
-
-
-def _scale_rows(a: np.ndarray, scaling: tuple[np.ndarray, np.ndarray], out: np.ndarray) -> np.ndarray:
-    """``out[:] = (a - mean) / scale``, computed in float64 a block of rows at a time (``out`` may be ``a``)."""
-    mean, scale = scaling
-    for block in _row_blocks(len(a), _rows_per_block(a)):
-        out[block] = (a[block] - mean) / scale
-    return out

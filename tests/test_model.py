@@ -141,14 +141,16 @@ def test_optimizers_match_torch(name):
         "nesterov": lambda: torch.optim.SGD(tparams, lr=lr, momentum=0.9, nesterov=True),
         "adam": lambda: torch.optim.Adam(tparams, lr=lr),
     }[name]()
-    state = opt.init(params, np)
+    flat = np.concatenate([p.reshape(-1) for p in params])  # gpunn keeps every parameter in one buffer
+    state = opt.init(flat, np)
     for grads in grads_seq:
-        params, state = opt.update(params, grads, state, lr, np)
+        # The step hands the optimizer a gradient and the factor that turns it into the mean loss's gradient.
+        flat, state = opt.update(flat, 4.0 * np.concatenate([g.reshape(-1) for g in grads]), state, lr, np, scale=0.25)
         for t, g in zip(tparams, grads):
             t.grad = torch.tensor(g)
         topt.step()
-    for p, t in zip(params, tparams):
-        np.testing.assert_allclose(p, t.detach().numpy(), rtol=1e-12, atol=1e-14)
+    expected = np.concatenate([t.detach().numpy().reshape(-1) for t in tparams])
+    np.testing.assert_allclose(flat, expected, rtol=1e-12, atol=1e-14)
 
 
 def test_clip_norm_bounds_the_update():
@@ -166,11 +168,11 @@ def test_divergence_raises_and_keeps_the_last_finite_weights():
     X, yv = X * 1e3, y.astype(float) * 1e3
     m = gpunn.MLP([4, 8, 1], device="cpu", output="identity")
     m.fit(X, yv, epochs=2, lr=1e-12, batch_size=32, optimizer="momentum", verbose=0)
-    good, velocity = _weights(m), [v.copy() for v in m.optimizer_state["velocity"]]
+    good, velocity = _weights(m), [m.optimizer_state["velocity"].copy()]
     with pytest.raises(gpunn.NonFiniteError, match=r"diverged in epoch 3, batch \d of 4"):
         m.fit(X, yv, epochs=50, lr=1e3, batch_size=32, optimizer="momentum", verbose=0)
     assert m.epoch == 2 == len(m.history.loss)
-    for a, b in zip(good + velocity, _weights(m) + m.optimizer_state["velocity"]):
+    for a, b in zip(good + velocity, _weights(m) + [m.optimizer_state["velocity"]]):
         np.testing.assert_array_equal(a, b)
 
 
@@ -264,18 +266,18 @@ def test_fit_without_copy_scales_x_in_place_and_trains_identically(dtype):
 
 
 def test_scaling_and_evaluation_in_blocks_match_whole_array_numpy(monkeypatch):
-    from gpunn import model as model_module
+    from gpunn import inputs, train
 
     rng = np.random.default_rng(2)
     X = rng.normal(loc=[5.0, -3.0, 0.0], scale=[0.1, 20.0, 1.0], size=(1000, 3)).astype(np.float32)
     y = rng.integers(0, 4, 1000)
     m = gpunn.MLP([3, 6, 4], output="softmax", device="cpu", standardize=True, dtype="float64")
-    whole = m._fit_scaling(X)
+    whole = inputs.fit_scaling(X)
     whole_loss = m.fit(X, y, epochs=1, lr=1e-3, verbose=0, validation_data=(X, y)).val_loss[0]
     m2 = gpunn.MLP([3, 6, 4], output="softmax", device="cpu", standardize=True, dtype="float64")
-    monkeypatch.setattr(model_module, "_rows_per_block", lambda a: 7)  # 143 blocks, the last one partial
-    monkeypatch.setattr(model_module, "EVAL_ROWS", 64)
-    blocked = m2._fit_scaling(X)
+    monkeypatch.setattr(inputs, "rows_per_block", lambda a: 7)  # 143 blocks, the last one partial
+    monkeypatch.setattr(train, "EVAL_ROWS", 64)
+    blocked = inputs.fit_scaling(X)
     np.testing.assert_allclose(blocked[0], X.astype(np.float64).mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(blocked[1], X.astype(np.float64).std(axis=0), rtol=1e-12)
     np.testing.assert_allclose(blocked, whole, rtol=1e-12)

@@ -1,0 +1,147 @@
+"""The public boundary: data checked, scaled and placed on the model's device, once per call.
+
+Host data (NumPy arrays, lists) is checked on the host before it is moved; arrays already on the model's device
+are checked there with one read-back per call, never inside a training step. Every rejection is a gpunn error
+that names the problem (the checks themselves live in :mod:`gpunn._validation`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _backend, losses
+from . import _validation as check
+from .errors import InputError
+from .train import row_blocks
+
+
+def check_x(model: Any, X: Any, name: str) -> Any:
+    """``X`` validated: a host array (in the model's dtype, or the original if scaling will cast it) or a
+    device array in the model's dtype."""
+    if _backend.is_host_data(X):
+        a = check.host_array(X, name)
+        check.check_features(a, model.n_features, name)
+        cast = check.cast_host(a, model.dtype, name)
+        return a if cast.dtype != a.dtype and model.standardize else cast
+    xp = model.xp
+    check.check_device_array(X, xp, model.device, name)
+    check.check_features(X, model.n_features, name)
+    x = xp.astype(X, model._dtype) if X.dtype != model._dtype else X
+    if not bool(xp.all(xp.isfinite(x))):  # one read-back per call, outside the training loop
+        check.check_finite_host(_backend.to_numpy(X), _backend.to_numpy(x), name, model.dtype)
+    return x
+
+
+def place_x(model: Any, x: Any, scaling: tuple[np.ndarray, np.ndarray] | None, in_place: bool = False) -> Any:
+    """A checked ``x`` scaled (when ``scaling`` is given) and on the model's device. ``in_place`` scales a host
+    array of the model's dtype in place rather than into a copy."""
+    xp = model.xp
+    if isinstance(x, np.ndarray):
+        if scaling is not None:
+            own = in_place and x.dtype == model.dtype and x.flags.writeable
+            x = scale_rows(x, scaling, np.empty(x.shape, model.dtype) if not own else x)
+        return _backend.from_numpy(x.astype(model.dtype, copy=False), xp, model.device)
+    if scaling is not None:
+        mean, scale = (_backend.from_numpy(s.astype(model.dtype), xp, model.device) for s in scaling)
+        x = (x - mean) / scale
+    return x
+
+
+def prepare_x(model: Any, X: Any, name: str = "X") -> Any:
+    """Validate ``X`` and return it on the model's device, in its dtype, scaled if the model standardizes."""
+    return place_x(model, check_x(model, X, name), model.scaling)
+
+
+def fit_scaling(x: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation of a checked ``x``, in float64, a block of rows at a time."""
+    a = x if isinstance(x, np.ndarray) else _backend.to_numpy(x)
+    blocks = row_blocks(len(a), rows_per_block(a))
+    total, squares = np.zeros(a.shape[1]), np.zeros(a.shape[1])
+    with np.errstate(all="ignore"):
+        for b in blocks:
+            total += a[b].sum(axis=0, dtype=np.float64)
+        mean = total / len(a)
+        for b in blocks:
+            squares += np.square(a[b] - mean).sum(axis=0)
+        std = np.sqrt(squares / len(a))
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def targets(model: Any, y: Any, n: int, name: str = "y", fitting: bool = False) -> Any:
+    """Validate ``y`` and return the model's targets on its device, encoded as the loss takes them
+    (:func:`gpunn.losses.encode_targets` of 0/1 columns, one-hot rows for softmax, or values)."""
+    xp = model.xp
+    host = _backend.is_host_data(y)
+    if host:
+        a = check.host_array(y, name)
+    else:
+        check.check_device_array(y, xp, model.device, name)
+        a = _backend.to_numpy(y)  # labels are small: check them on the host, once per call
+    check.target_shape(a.shape, n, model.output, model.n_outputs, name)
+    if model.output == "identity":
+        check.cast_host(a, model.dtype, name)
+    check.labels_host(a, model.output, model.n_outputs, name)
+    if fitting and model.output != "identity" and (a.ndim == 1 or a.shape[1] == 1):
+        classes = np.unique(a)
+        if classes.size < 2:
+            raise InputError(f"{name} holds a single class ({classes[0]}); a classifier needs at least two")
+    if model.output == "softmax":
+        labels = a.reshape(n).astype(np.int64)
+        if host:
+            t = np.eye(model.n_outputs, dtype=model.dtype)[labels]
+        else:
+            classes = xp.arange(model.n_outputs, device=model.device)
+            t = xp.astype(xp.reshape(y, (n, 1)) == xp.astype(classes, y.dtype), model._dtype)
+    elif host:
+        t = a.reshape(n, model.n_outputs).astype(model.dtype)
+    else:
+        t = xp.astype(xp.reshape(y, (n, model.n_outputs)), model._dtype)
+    t = losses.encode_targets(model.output, model.loss, t)
+    return _backend.from_numpy(t, xp, model.device) if host else t
+
+
+def as_model_array(model: Any, value: Any, name: str, shape: tuple[int, ...]) -> Any:
+    """One parameter array given by a user, checked against ``shape`` and in the model's namespace and dtype."""
+    xp = model.xp
+    if _backend.is_host_data(value):
+        a = check.host_array(value, name)
+        if a.shape != shape:
+            raise InputError(f"{name} has shape {a.shape}; the model needs {shape}")
+        return _backend.from_numpy(check.cast_host(a, model.dtype, name), xp, model.device)
+    check.check_device_array(value, xp, model.device, name)
+    if tuple(value.shape) != shape:
+        raise InputError(f"{name} has shape {tuple(value.shape)}; the model needs {shape}")
+    return xp.astype(value, model._dtype)
+
+
+def adopt(model: Any, x: Any) -> Any:
+    """``x`` from any namespace or device, as an array of the model's namespace on its device (DLPack)."""
+    if _backend.is_host_data(x):
+        return x
+    import array_api_compat as aac
+
+    if aac.array_namespace(x) is model.xp and _backend.same_device(aac.device(x), model.device):
+        return x
+    try:
+        with _backend.device_scope(model.xp, model.device):
+            moved = model.xp.from_dlpack(x)
+        if _backend.same_device(aac.device(moved), model.device):
+            return moved
+    except Exception:  # DLPack cannot cross these devices or libraries: go through the host
+        pass
+    return _backend.from_numpy(_backend.to_numpy(x), model.xp, model.device)
+
+
+def rows_per_block(a: np.ndarray) -> int:
+    """Rows of ``a`` per block of host-side work: about a million values, so temporaries stay small."""
+    return max(1, (1 << 20) // max(1, a.shape[1]))
+
+
+def scale_rows(a: np.ndarray, scaling: tuple[np.ndarray, np.ndarray], out: np.ndarray) -> np.ndarray:
+    """``out[:] = (a - mean) / scale``, computed in float64 a block of rows at a time (``out`` may be ``a``)."""
+    mean, scale = scaling
+    for block in row_blocks(len(a), rows_per_block(a)):
+        out[block] = (a[block] - mean) / scale
+    return out

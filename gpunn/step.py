@@ -1,0 +1,106 @@
+"""The training step: one pure function from (parameters, optimizer state, batch) to their next values.
+
+It composes the three modules below it and nothing else:
+
+- :mod:`gpunn.layers`: the forward pass (dense layers, activations) and backpropagation into one flat buffer;
+- :mod:`gpunn.losses`: the output activation fused with its loss, giving the batch's loss and dL/dz;
+- :mod:`gpunn.optim`: the update of the flat parameter buffer.
+
+Between the gradients and the update sit the L2 penalty and clipping by global norm. The hyper-parameters are
+bound once, when the step is made (so a compiler treats them as constants); what changes from step to step is
+only arrays. The step reads nothing back to the host and writes into no array it was given (NumPy's fast path
+writes only into temporaries it made), so JAX can compile it and a caller can keep the old parameters.
+
+Losses are summed over the batch inside the step and the 1/m of the mean is folded into the optimizer's step
+size (see :func:`gpunn.losses.scales`): the step returns the batch's *summed* loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import _backend, layers, losses, optim
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """Everything a step needs besides arrays, as Python values."""
+
+    sizes: tuple[int, ...]
+    activation: str
+    output: str
+    loss: str
+    optimizer: optim.Optimizer
+    lr: float
+    l2: float = 0.0
+    clip_norm: float | None = None
+
+    @property
+    def loss_outputs(self) -> int:
+        """Outputs a loss value is averaged over besides the rows (1 for softmax, whose loss is per row)."""
+        return 1 if self.output == "softmax" else self.sizes[-1]
+
+
+class Step:
+    """A training step bound to its hyper-parameters, namespace and device; call it as a pure function.
+
+    ``step(params, state, x, target) -> (params, state, loss_sum, correct)``, where ``params`` is the flat
+    parameter buffer, ``state`` the optimizer's, ``target`` the batch's targets as
+    :func:`gpunn.losses.encode_targets` gives them, ``loss_sum`` the batch's summed loss (L2 penalty
+    included) and ``correct`` the number of correct predictions (None for regression), both 0-d arrays.
+
+    For data-parallel training the step is also available in its two halves, :meth:`gradients` and
+    :meth:`apply`, with the allreduce of the gradients between them.
+    """
+
+    def __init__(self, hyper: Hyper, xp: Any, device: Any, dtype: str):
+        self.hyper, self.xp = hyper, xp
+        self.zero = xp.zeros((), dtype=_backend.float_dtype(xp, dtype), device=device)
+        self.mask = layers.weight_mask(hyper.sizes, dtype, xp, device) if hyper.l2 else None
+        self.donate = _backend.numpy_fast_path(xp)  # NumPy's gradients are fresh: the update may reuse them
+
+    def __call__(self, params: Any, state: dict[str, Any], x: Any, target: Any):
+        grads, loss_sum, correct = self.gradients(params, x, target)
+        params, state, loss_sum = self.apply(params, state, grads, loss_sum, x.shape[0])
+        return params, state, loss_sum, correct
+
+    def gradients(self, params: Any, x: Any, target: Any) -> tuple[Any, Any, Any]:
+        """``(grads, loss_sum, correct)``: forward, loss and backprop on one batch (or one rank's shard)."""
+        h, xp = self.hyper, self.xp
+        weights = layers.unflatten(params, h.sizes, xp)
+        z, inputs, backprops = layers.forward(weights, x, h.activation, xp)
+        loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp)
+        return layers.backward(weights, inputs, backprops, delta, h.sizes, xp), loss_sum, correct
+
+    def apply(self, params: Any, state: dict[str, Any], grads: Any, loss_sum: Any, rows: int):
+        """``(params, state, loss_sum)`` after the L2 penalty, clipping and the update, for a batch of ``rows``."""
+        h, xp = self.hyper, self.xp
+        _, grad_scale = losses.scales(h.output, h.loss, rows, h.sizes[-1])
+        if h.l2:
+            # The mean loss gains l2 / (2 rows) * sum(W**2), as in scikit-learn: in the units of the summed loss
+            # and of ``grads``, that is the penalty and the gradient below.
+            weights = params * self.mask
+            grads = grads + (h.l2 / (rows * grad_scale)) * weights
+            loss_sum = loss_sum + (0.5 * h.l2 * h.loss_outputs) * xp.sum(weights * weights)
+        if h.clip_norm is not None:
+            grads = clip_by_global_norm(grads, h.clip_norm, xp, scale=grad_scale)
+        params, state = h.optimizer.update(params, grads, state, h.lr, xp, scale=grad_scale, donate=self.donate)
+        return params, state, loss_sum
+
+
+def clip_by_global_norm(grads: Any, max_norm: float, xp: Any, scale: float = 1.0) -> Any:
+    """``grads`` times min(1, max_norm / ||scale * grads||), the norm taken over every parameter together."""
+    factor = (max_norm / scale) / (xp.sqrt(xp.sum(grads * grads)) + 1e-12 / scale)
+    return grads * xp.where(factor < 1.0, factor, 1.0)
+
+
+def hyper(model: Any, optimizer: optim.Optimizer, lr: float, l2: float, clip_norm: float | None) -> Hyper:
+    """The :class:`Hyper` of a model trained with these settings."""
+    return Hyper(tuple(model.sizes), model.activation, model.output, model.loss, optimizer, lr, l2, clip_norm)
+
+
+def flat_from_pairs(pairs: Sequence[Any], xp: Any) -> Any:
+    """One flat buffer from ``[W1, b1, W2, b2, ...]`` (the order of :func:`gpunn.layers.layer_slices`)."""
+    return xp.concat([xp.reshape(p, (-1,)) for p in pairs])

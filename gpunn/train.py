@@ -1,0 +1,258 @@
+"""The epoch loop: batches, shuffling, the step (compiled where asked), metrics read back once an epoch, the
+commit that makes interrupts and divergence safe, and callbacks.
+
+An epoch runs the pure step of :mod:`gpunn.step` over the batches on local variables. Only when the whole epoch
+has run and its loss is finite are the new parameters, optimizer state and epoch count committed to the model,
+in one statement; an interrupt or a divergence before that leaves the model as the last completed epoch left
+it, shuffling generator included.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _backend, layers, losses
+from .errors import ConfigError, NonFiniteError
+from .history import Reporter
+from .step import Hyper, Step
+
+EVAL_ROWS = 4096  # rows per forward pass when evaluating: bounds the activations held at once
+COMPILE = ("auto", True, False)
+
+
+def row_blocks(n: int, size: int) -> list[slice]:
+    """Consecutive slices of ``size`` rows covering ``range(n)``, each end in bounds (the Array API standard
+    leaves out-of-bounds slice ends unspecified)."""
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def check_compile(value: Any, xp: Any) -> Any:
+    """``compile=`` validated: "auto", True or False; True needs a namespace gpunn can compile for."""
+    if not any(value is c or (isinstance(value, str) and value == c) for c in COMPILE):
+        raise ConfigError(f"compile must be 'auto', True or False; got {value!r}")
+    if value is True and _backend.compiler(xp) is None:
+        raise ConfigError(
+            f"compile=True, but gpunn has no compiler for {_backend.namespace_name(xp)} (it compiles the step "
+            "with jax.jit on JAX); use compile='auto' or False"
+        )
+    return value
+
+
+class Runner:
+    """Runs a :class:`Step` on one batch at a time, through the namespace's compiler when asked.
+
+    Under ``compile="auto"`` a compiler that fails on the step falls back to the eager step with one warning;
+    under ``compile=True`` its error is raised.
+    """
+
+    def __init__(self, step: Step, compile: Any, comm: Any = None, device: Any = None):
+        self.step, self.comm, self.mode, self.device = step, comm, compile, device
+        self.compiled = False
+        jit = _backend.compiler(step.xp) if compile is not False else None
+        if jit is not None:
+            self.compiled = True
+            self._step = jit(step)
+            self._gradients = jit(step.gradients)
+            self._apply = jit(step.apply, static_argnums=4)
+
+    def __call__(self, params: Any, state: Any, xb: Any, tb: Any, rows: int, shard_rows: int):
+        """One step on the batch ``(xb, tb)``: this rank's ``shard_rows`` of a global batch of ``rows``."""
+        if self.compiled:
+            try:
+                return self._run(params, state, xb, tb, rows, shard_rows, self._step, self._gradients, self._apply)
+            except Exception as exc:
+                if self.mode is True or isinstance(exc, (NonFiniteError, MemoryError)):
+                    raise
+                warnings.warn(
+                    f"gpunn: compiling the step on {_backend.namespace_name(self.step.xp)} failed "
+                    f"({type(exc).__name__}: {exc}); training eagerly instead",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self.compiled = False
+        step = self.step
+        return self._run(params, state, xb, tb, rows, shard_rows, step, step.gradients, step.apply)
+
+    def _run(self, params, state, xb, tb, rows, shard_rows, step, gradients, apply):
+        if self.comm is None:
+            return step(params, state, xb, tb)
+        if shard_rows:
+            grads, loss_sum, correct = gradients(params, xb, tb)
+        else:  # more ranks than samples in this batch: this rank contributes nothing
+            grads, loss_sum, correct = self._nothing(params)
+        grads = self.comm.allreduce_sum(grads, self.step.xp, self.device)
+        params, state, loss_sum = apply(params, state, grads, loss_sum, rows)
+        return params, state, loss_sum, correct
+
+    def _nothing(self, params: Any) -> tuple[Any, Any, Any]:
+        xp, zero = self.step.xp, self.step.zero
+        count = None
+        if self.step.hyper.output != "identity":
+            count = xp.zeros((), dtype=_backend.index_dtype(xp, self.device), device=self.device)
+        return xp.zeros_like(params), zero, count
+
+
+def run(
+    model: Any,
+    x: Any,
+    target: Any,
+    val: tuple[Any, Any] | None,
+    hyper: Hyper,
+    *,
+    epochs: int,
+    batch_size: int | None,
+    shuffle: bool,
+    verbose: int,
+    callbacks: Sequence[Callable[[Any, dict[str, float]], Any]] | None,
+    comm: Any,
+    compile: Any,
+) -> None:
+    """Train ``model`` for ``epochs`` epochs on the placed data ``(x, target)``; every epoch is committed whole."""
+    runner = Runner(Step(hyper, model.xp, model.device, model.dtype), compile, comm, model.device)
+    reporter = Reporter(verbose, model.epoch, model.epoch + epochs)
+    try:
+        with _backend.memory_guard(model.device, batch_size):
+            for _ in range(epochs):
+                record = run_epoch(model, runner, x, target, val, batch_size, shuffle, comm)
+                reporter.epoch(model.epoch, record)
+                if [callback(model, record) for callback in callbacks or ()].count(False):
+                    break
+    finally:
+        reporter.close()
+
+
+def run_epoch(model, runner, x, target, val, batch_size, shuffle, comm=None) -> dict[str, float]:
+    """One pass over the data, committed to ``model`` only if it completes with a finite loss."""
+    rng_state, epoch = model.rng.bit_generator.state, model.epoch
+    try:
+        return _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm)
+    except BaseException as exc:
+        if model.epoch != epoch:
+            raise  # interrupted after the epoch was committed: it stands, generator included
+        # Diverged or interrupted: the permutation drawn for this epoch is put back and a half-recorded
+        # epoch is dropped, so the model is exactly as the last completed epoch left it.
+        model.rng.bit_generator.state = rng_state
+        if isinstance(exc, NonFiniteError):
+            _step_back_if_not_finite(model)
+        model.history.truncate(model.epoch)
+        raise
+
+
+def _step_back_if_not_finite(model: Any) -> None:
+    """After a non-finite loss: if the last epoch's final update itself overflowed (its loss, computed
+    before that update, was finite), return to the epoch before it. Runs only on this failure path."""
+    xp = model.xp
+    if model._previous is None or bool(xp.all(xp.isfinite(model._params))):
+        return
+    model._params, model.optimizer_state, rng_state = model._previous
+    model.rng.bit_generator.state = rng_state
+    model.epoch -= 1
+    model._previous = None
+
+
+def _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm):
+    xp, n = model.xp, x.shape[0]
+    bs = n if batch_size is None else min(batch_size, n)
+    params, state = model._params, model.optimizer_state
+    order = None
+    if bs < n and shuffle:
+        order = _backend.from_numpy(model.rng.permutation(n), xp, model.device)
+    loss_sums, corrects = [], []
+    for start in range(0, n, bs):
+        stop = min(start + bs, n)  # the standard leaves out-of-bounds slice ends unspecified
+        lo, hi = (start, stop) if comm is None else comm.shard(start, stop)
+        if comm is None and bs == n:
+            xb, tb = x, target
+        elif order is not None:
+            idx = order[lo:hi]
+            xb, tb = _backend.take_rows(x, idx, xp), _backend.take_rows(target, idx, xp)
+        else:
+            xb, tb = x[lo:hi, ...], target[lo:hi, ...]
+        params, state, loss_sum, correct = runner(params, state, xb, tb, stop - start, hi - lo)
+        loss_sums.append(loss_sum)
+        corrects.append(correct)
+    has_correct = corrects[0] is not None
+    floats, counts = loss_sums, corrects if has_correct else []
+    if val is not None:
+        val_loss, val_correct = evaluate_sums(model, params, *val)
+        floats, counts = [*floats, *val_loss], [*counts, *val_correct]
+    # The epoch's read-back: per-batch sums, added up on the host in float64.
+    host_floats, host_counts = read_back(floats, xp), read_back(counts, xp)
+    batch_losses = host_floats[: len(loss_sums)]
+    sums = [float(np.sum(batch_losses))]
+    if has_correct:
+        sums.append(float(np.sum(host_counts[: len(corrects)])))
+    if comm is not None:
+        sums = comm.sum_scalars(sums)
+    record = {"loss": sums[0] * _loss_scale(model, n)}
+    if not math.isfinite(record["loss"]):
+        raise _divergence(model, batch_losses, record["loss"])
+    if has_correct:
+        record["accuracy"] = sums[1] / (n * _labels_per_row(model))
+    if val is not None:
+        n_val = val[0].shape[0]
+        record["val_loss"] = float(np.sum(host_floats[len(loss_sums) :])) * _loss_scale(model, n_val)
+        if has_correct:
+            record["val_accuracy"] = float(np.sum(host_counts[len(corrects) :])) / (n_val * _labels_per_row(model))
+    model.history.append(record)
+    previous = (model._params, model.optimizer_state, rng_state)  # references, not copies: updates are pure
+    # One statement, no calls: an interrupt lands before or after it, never half way.
+    model._params, model.optimizer_state, model.epoch, model._previous = params, state, model.epoch + 1, previous
+    return record
+
+
+def read_back(arrays: list[Any], xp: Any) -> np.ndarray:
+    """0-d arrays of one dtype copied to the host together, as float64 (one transfer)."""
+    if not arrays:
+        return np.zeros(0)
+    stacked = arrays[0] if len(arrays) == 1 else xp.stack(arrays)
+    return np.asarray(_backend.to_numpy(stacked), dtype=np.float64).reshape(-1)
+
+
+def _loss_scale(model: Any, rows: int) -> float:
+    return losses.scales(model.output, model.loss, rows, model.n_outputs)[0]
+
+
+def _labels_per_row(model: Any) -> int:
+    return model.n_outputs if model.output == "sigmoid" else 1
+
+
+def _divergence(model: Any, batch_losses: np.ndarray, loss: float) -> NonFiniteError:
+    bad = np.flatnonzero(~np.isfinite(batch_losses))
+    where = f"batch {bad[0] + 1} of {batch_losses.size}" if bad.size else "the weight update"
+    return NonFiniteError(
+        f"training diverged in epoch {model.epoch + 1}, {where}: loss is {loss}. The model keeps the weights "
+        "of the last finite epoch; try a smaller lr, clip_norm=, or standardized features"
+    )
+
+
+def evaluate_sums(model: Any, params: Any, x: Any, target: Any) -> tuple[list[Any], list[Any]]:
+    """Summed loss and correct count of every block of EVAL_ROWS rows (0-d arrays on the device), so that a large
+    validation set never holds all its activations at once."""
+    xp, n = model.xp, x.shape[0]
+    weights = layers.unflatten(params, model.sizes, xp)
+    zero = xp.zeros((), dtype=x.dtype, device=model.device)
+    loss_sums, corrects = [], []
+    for block in row_blocks(n, EVAL_ROWS):
+        xb, tb = (x, target) if n <= EVAL_ROWS else (x[block, ...], target[block, ...])
+        z = layers.logits(weights, xb, model.activation, xp)
+        loss_sum, _, correct = losses.head(model.output, model.loss, z, tb, zero, xp)
+        loss_sums.append(loss_sum)
+        if correct is not None:
+            corrects.append(correct)
+    return loss_sums, corrects
+
+
+def evaluate(model: Any, x: Any, target: Any) -> dict[str, float]:
+    """Mean loss and (for classifiers) accuracy of ``model`` on placed data, as Python floats."""
+    loss_sums, corrects = evaluate_sums(model, model._params, x, target)
+    n = x.shape[0]
+    out = {"loss": float(np.sum(read_back(loss_sums, model.xp))) * _loss_scale(model, n)}
+    if corrects:
+        out["accuracy"] = float(np.sum(read_back(corrects, model.xp))) / (n * _labels_per_row(model))
+    return out
