@@ -11,6 +11,7 @@ needs (ReLU keeps its mask, tanh and sigmoid their outputs, as scikit-learn does
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,15 +25,20 @@ Backprop = Callable[[Any], Any]
 
 
 # ------------------------------------------------------------------------------------------------ layout
-def layer_slices(sizes: Sequence[int]) -> list[tuple[slice, slice, tuple[int, int]]]:
+def layer_slices(sizes: Sequence[int]) -> tuple[tuple[slice, slice, tuple[int, int]], ...]:
     """Per layer: the slices of ``W`` and ``b`` in the flat buffer and ``W``'s shape (out, in)."""
+    return _layer_slices(tuple(sizes))
+
+
+@functools.cache
+def _layer_slices(sizes: tuple[int, ...]) -> tuple[tuple[slice, slice, tuple[int, int]], ...]:
     out, offset = [], 0
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
         w = slice(offset, offset + fan_out * fan_in)
         b = slice(w.stop, w.stop + fan_out)
         out.append((w, b, (fan_out, fan_in)))
         offset = b.stop
-    return out
+    return tuple(out)
 
 
 def n_params(sizes: Sequence[int]) -> int:
@@ -93,26 +99,23 @@ def _identity(da: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------- forward/backward
-def dense(a: Any, w: Any, b: Any, fast: bool = False) -> Any:
+def dense(a: Any, w: Any, b: Any) -> Any:
     """One dense layer: ``a @ W.T + b``."""
-    if fast:
-        z = a @ w.T
-        z += b  # z is a fresh product: adding in place saves an allocation and a pass over it
-        return z
     return a @ w.T + b
 
 
 def forward(layers: list[tuple[Any, Any]], x: Any, activation: str, xp: Any) -> tuple[Any, list[Any], list[Backprop]]:
-    """The output logits, every layer's input, and every hidden activation's backprop closure."""
-    fast = _backend.numpy_fast_path(xp)
+    """The output logits, what backward needs of every layer's input, and every hidden activation's backprop."""
+    if _backend.numpy_fast_path(xp):
+        return _forward_numpy(layers, x, activation)
     inputs, backprops = [x], []
     a = x
     for w, b in layers[:-1]:
-        a, backprop = activate(activation, dense(a, w, b, fast), xp, fast)
+        a, backprop = activate(activation, dense(a, w, b), xp)
         inputs.append(a)
         backprops.append(backprop)
     w, b = layers[-1]
-    return dense(a, w, b, fast), inputs, backprops
+    return dense(a, w, b), inputs, backprops
 
 
 def logits(layers: list[tuple[Any, Any]], x: Any, activation: str, xp: Any) -> Any:
@@ -133,21 +136,65 @@ def backward(
     ``delta`` is dL/dz of the output layer; then dW = delta^T . a_prev, db = sum(delta) over the rows, and the
     delta of the layer below is the activation's backprop of delta . W.
     """
-    fast = _backend.numpy_fast_path(xp)
-    slices = layer_slices(sizes)
-    if fast:
-        # NumPy writes every product straight into its place in one buffer, and sums a tall array over its rows
-        # several times faster as a product with a vector of ones.
-        grads = xp.empty(slices[-1][1].stop, dtype=delta.dtype)
-        ones = xp.ones(delta.shape[0], dtype=delta.dtype)
+    if _backend.numpy_fast_path(xp):
+        return _backward_numpy(layers, inputs, backprops, delta, sizes)
     parts: list[Any] = []
     for i in reversed(range(len(layers))):
-        w_slice, b_slice, shape = slices[i]
-        if fast:
-            xp.matmul(delta.T, inputs[i], out=grads[w_slice].reshape(shape))
-            xp.matmul(ones, delta, out=grads[b_slice])
-        else:
-            parts[:0] = [xp.reshape(delta.T @ inputs[i], (-1,)), xp.sum(delta, axis=0)]
+        parts[:0] = [xp.reshape(delta.T @ inputs[i], (-1,)), xp.sum(delta, axis=0)]
         if i:
             delta = backprops[i - 1](delta @ layers[i][0])
-    return grads if fast else xp.concat(parts)
+    return xp.concat(parts)
+
+
+# NumPy fast path: activations in place on temporaries, gradients written straight into one flat buffer. With
+# narrow layers NumPy spends most of a step broadcasting biases over short rows, and OpenBLAS multiplies by a
+# transposed small weight matrix at half speed; so narrow hidden layers run transposed, one row per unit
+# (z^T = W a^T + b), where every bias add and activation walks long contiguous rows. Wide layers keep rows per
+# sample, where OpenBLAS's kernels are faster for these shapes.
+NARROW = 64  # widest layer that runs transposed
+
+
+def _transposed(layers: list[tuple[Any, Any]]) -> bool:
+    return max(w.shape[0] for w, _ in layers) <= NARROW
+
+
+def _forward_numpy(layers: list[tuple[Any, Any]], x: Any, activation: str) -> tuple[Any, list[Any], list[Backprop]]:
+    transposed = _transposed(layers)
+    inputs: list[Any] = [x]
+    backprops: list[Backprop] = []
+    a = x.T if transposed else x
+    for i, (w, b) in enumerate(layers):
+        if transposed:
+            z = w @ a
+            z += b[:, None]
+        else:
+            z = a @ w.T
+            z += b
+        if i == len(layers) - 1:
+            return z.T if transposed else z, inputs, backprops
+        a, backprop = activate(activation, z, np, fast=True)
+        inputs.append(a)  # transposed or not, as _backward_numpy knows
+        backprops.append(backprop)
+    raise AssertionError("unreachable")
+
+
+def _backward_numpy(
+    layers: list[tuple[Any, Any]], inputs: list[Any], backprops: list[Backprop], delta: Any, sizes: Sequence[int]
+) -> Any:
+    transposed = _transposed(layers)
+    slices = layer_slices(sizes)
+    grads = np.empty(slices[-1][1].stop, dtype=delta.dtype)
+    ones = np.ones(delta.shape[0], dtype=delta.dtype)  # a product with ones sums rows faster than np.sum
+    d = delta.T if transposed else delta
+    for i in reversed(range(len(layers))):
+        w_slice, b_slice, shape = slices[i]
+        if transposed:
+            np.matmul(d, inputs[i] if i == 0 else inputs[i].T, out=grads[w_slice].reshape(shape))
+            np.matmul(d, ones, out=grads[b_slice])
+        else:
+            np.matmul(d.T, inputs[i], out=grads[w_slice].reshape(shape))
+            np.matmul(ones, d, out=grads[b_slice])
+        if i:
+            w = layers[i][0]
+            d = backprops[i - 1](w.T @ d if transposed else d @ w)
+    return grads
