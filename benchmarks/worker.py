@@ -90,7 +90,7 @@ def run_gpunn(cell, X, y, bs, epochs, namespace):
     stamps = []
 
     def mark(model, record):
-        _backend.synchronize(model.weights[0][0])
+        _backend.synchronize(model.params)
         stamps.append(time.perf_counter())
 
     start = time.perf_counter()

@@ -156,6 +156,20 @@ def take_rows(x: Any, idx: Any, xp: Any) -> Any:
     return xp.take(x, idx, axis=0)
 
 
+def concat_into(parts: list[Any], xp: Any) -> Any:
+    """``xp.concat(parts)`` of 1-D arrays. JAX writes them into a zero buffer slice by slice instead: XLA on the
+    CPU runs a step whose gradients end in a concatenate about ten times slower (the matrix products feeding it
+    lose their fast kernels), while dynamic-update-slices keep them."""
+    if aac.is_jax_namespace(xp):
+        out = xp.zeros(sum(p.shape[0] for p in parts), dtype=parts[0].dtype)
+        offset = 0
+        for p in parts:
+            out = out.at[offset : offset + p.shape[0]].set(p)
+            offset += p.shape[0]
+        return out
+    return xp.concat(parts)
+
+
 def compiler(xp: Any) -> Any:
     """The function that compiles a pure step for ``xp`` (``jax.jit``), or None where gpunn has none."""
     if aac.is_jax_namespace(xp):

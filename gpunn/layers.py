@@ -143,7 +143,7 @@ def backward(
         parts[:0] = [xp.reshape(delta.T @ inputs[i], (-1,)), xp.sum(delta, axis=0)]
         if i:
             delta = backprops[i - 1](delta @ layers[i][0])
-    return xp.concat(parts)
+    return _backend.concat_into(parts, xp)
 
 
 # NumPy fast path: activations in place on temporaries, gradients written straight into one flat buffer. With

@@ -149,6 +149,12 @@ class MLP:
         return self.sizes[-1]
 
     @property
+    def params(self) -> Any:
+        """Every parameter in one flat buffer, ``[W1, b1, W2, b2, ...]`` with each ``W`` row-major (out, in), in the
+        model's namespace (read-only: change parameters with :meth:`set_weights`)."""
+        return self._params
+
+    @property
     def weights(self) -> list[tuple[Any, Any]]:
         """``[(W, b), ...]`` in the model's namespace, ``W`` of shape (out, in): views of one flat buffer on
         NumPy, CuPy and PyTorch."""

@@ -28,6 +28,9 @@ class Optimizer:
     name: str
     hyper: dict[str, Any] = field(default_factory=dict)
 
+    def __hash__(self) -> int:  # a compiled step is cached by its hyper-parameters
+        return hash((self.name, tuple(sorted(self.hyper.items()))))
+
     def init(self, params: Any, xp: Any) -> dict[str, Any]:
         """Fresh state: zero slots shaped like ``params`` and step 0."""
         state: dict[str, Any] = {"step": 0}
@@ -67,8 +70,9 @@ class Optimizer:
         v = beta2 * state["v"] + ((1.0 - beta2) * scale * scale) * (grads * grads)
         # p - lr * m_hat / (sqrt(v_hat) + eps) with both bias corrections folded into two scalars (Python
         # floats when eager; ``step`` is traced when compiled).
-        root2 = (1.0 - beta2**step) ** 0.5
-        step_size = lr * root2 / (1.0 - beta1**step)
+        t = step if isinstance(step, int) else xp.astype(step, params.dtype)  # traced: stay in the params' dtype
+        root2 = (1.0 - beta2**t) ** 0.5
+        step_size = lr * root2 / (1.0 - beta1**t)
         new = params - step_size * (m / (xp.sqrt(v) + eps * root2))
         return new, {"step": step, "m": m, "v": v}
 

@@ -9,6 +9,7 @@ it, shuffling generator included.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -43,6 +44,15 @@ def check_compile(value: Any, xp: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled(hyper: Hyper, xp: Any, device: Any, dtype: str) -> tuple[Step, Any, Any, Any]:
+    """A step and its compiled forms, kept across ``fit`` calls so that a second ``fit`` does not compile again
+    (the compiler's own cache is keyed by the function object)."""
+    step = Step(hyper, xp, device, dtype)
+    jit = _backend.compiler(xp)
+    return step, jit(step), jit(step.gradients), jit(step.apply, static_argnums=4)
+
+
 class Runner:
     """Runs a :class:`Step` on one batch at a time, through the namespace's compiler when asked.
 
@@ -50,19 +60,19 @@ class Runner:
     under ``compile=True`` its error is raised.
     """
 
-    def __init__(self, step: Step, compile: Any, comm: Any = None, device: Any = None):
-        self.step, self.comm, self.mode, self.device = step, comm, compile, device
-        self.compiled = False
-        jit = _backend.compiler(step.xp) if compile is not False else None
-        if jit is not None:
-            self.compiled = True
-            self._step = jit(step)
-            self._gradients = jit(step.gradients)
-            self._apply = jit(step.apply, static_argnums=4)
+    def __init__(self, hyper: Hyper, xp: Any, device: Any, dtype: str, compile: Any, comm: Any = None):
+        self.comm, self.mode, self.device = comm, compile, device
+        self.compiled = compile is not False and _backend.compiler(xp) is not None
+        if self.compiled:
+            self.step, self._step, self._gradients, self._apply = _compiled(hyper, xp, device, dtype)
+        else:
+            self.step = Step(hyper, xp, device, dtype)
 
     def __call__(self, params: Any, state: Any, xb: Any, tb: Any, rows: int, shard_rows: int):
         """One step on the batch ``(xb, tb)``: this rank's ``shard_rows`` of a global batch of ``rows``."""
         if self.compiled:
+            if isinstance(state["step"], int):  # the compiled step returns it as an array: compile once, not twice
+                state = {**state, "step": self.step.xp.asarray(state["step"], dtype=self.step.xp.int32)}
             try:
                 return self._run(params, state, xb, tb, rows, shard_rows, self._step, self._gradients, self._apply)
             except Exception as exc:
@@ -113,7 +123,7 @@ def run(
     compile: Any,
 ) -> None:
     """Train ``model`` for ``epochs`` epochs on the placed data ``(x, target)``; every epoch is committed whole."""
-    runner = Runner(Step(hyper, model.xp, model.device, model.dtype), compile, comm, model.device)
+    runner = Runner(hyper, model.xp, model.device, model.dtype, compile, comm)
     reporter = Reporter(verbose, model.epoch, model.epoch + epochs)
     try:
         with _backend.memory_guard(model.device, batch_size):
