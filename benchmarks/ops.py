@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import inspect
 import json
 from pathlib import Path
 
@@ -88,8 +87,8 @@ def measure(cell_name: str, optimizer: str) -> dict:
     cell = CELLS[cell_name]
     sizes, bs = cell["sizes"], cell["batch"]
     X, y = make_data(cell)
-    kwargs = {"compile": False} if "compile" in inspect.signature(gpunn.MLP).parameters else {}
-    m = gpunn.MLP(sizes, output="softmax" if sizes[-1] > 1 else "sigmoid", seed=0, xp=torch, device="cpu", **kwargs)
+    output = "softmax" if sizes[-1] > 1 else "sigmoid"
+    m = gpunn.MLP(sizes, output=output, seed=0, xp=torch, device="cpu", compile=False)
     fit = dict(lr=LR, batch_size=bs, optimizer=optimizer, verbose=0)
     m.fit(X, y, epochs=2, **fit)  # warm-up: optimizer state, lazy initialization, caches
 

@@ -72,7 +72,8 @@ class Runner:
         """One step on the batch ``(xb, tb)``: this rank's ``shard_rows`` of a global batch of ``rows``."""
         if self.compiled:
             if isinstance(state["step"], int):  # the compiled step returns it as an array: compile once, not twice
-                state = {**state, "step": self.step.xp.asarray(state["step"], dtype=self.step.xp.int32)}
+                xp = self.step.xp
+                state = {**state, "step": xp.asarray(state["step"], dtype=xp.int32, device=self.device)}
             try:
                 return self._run(params, state, xb, tb, rows, shard_rows, self._step, self._gradients, self._apply)
             except Exception as exc:

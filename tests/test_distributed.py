@@ -38,7 +38,12 @@ TRAIN = textwrap.dedent(
     rng = np.random.default_rng(0)
     X = rng.normal(size=(103, 4))
     y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
-    m = gpunn.MLP([4, 8, 8, 1], device="cpu", dtype="float64", seed=3)
+    where = {"device": "cpu"}
+    if cfg["xp"] == "jax":  # the compiled step, its two halves around the allreduce
+        import jax
+        jax.config.update("jax_enable_x64", True)
+        where = {"xp": jax.numpy, "device": None, "compile": True}
+    m = gpunn.MLP([4, 8, 8, 1], dtype="float64", seed=3, **where)
     m.fit(X, y, epochs=4, lr=cfg["lr"], batch_size=cfg["batch_size"], optimizer=cfg["optimizer"],
           validation_data=(X[:20], y[:20]), verbose=0, comm=comm)
     if comm.rank == 0:
@@ -58,16 +63,18 @@ def _run(ranks: int, script: str, *args: str, cwd, timeout: int = 120) -> subpro
 
 
 @pytest.mark.parametrize(
-    "optimizer,batch_size,lr",
-    [("sgd", None, 0.3), ("sgd", 16, 0.1), ("adam", 10, 0.01)],
-    ids=["full-batch-sgd", "minibatch-sgd", "minibatch-adam"],
+    "optimizer,batch_size,lr,xp",
+    [("sgd", None, 0.3, "numpy"), ("sgd", 16, 0.1, "numpy"), ("adam", 10, 0.01, "numpy"), ("adam", 10, 0.01, "jax")],
+    ids=["full-batch-sgd", "minibatch-sgd", "minibatch-adam", "minibatch-adam-jax-compiled"],
 )
-def test_two_ranks_equal_one_process(tmp_path, optimizer, batch_size, lr):
+def test_two_ranks_equal_one_process(tmp_path, optimizer, batch_size, lr, xp):
     import json
 
+    if xp == "jax":
+        pytest.importorskip("jax")
     script = tmp_path / "train.py"
     script.write_text(TRAIN)
-    cfg = json.dumps({"optimizer": optimizer, "batch_size": batch_size, "lr": lr})
+    cfg = json.dumps({"optimizer": optimizer, "batch_size": batch_size, "lr": lr, "xp": xp})
     r = _run(2, str(script), cfg, str(tmp_path / "w.npz"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     got = np.load(tmp_path / "w.npz")

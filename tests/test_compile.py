@@ -1,0 +1,171 @@
+"""MLP(compile=...): the step compiled with jax.jit equals the eager step, and every guarantee holds with it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn import _backend, train
+
+jax = pytest.importorskip("jax")
+jnp = jax.numpy
+
+
+def _problem(n=103, k=1, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    if k == 0:  # regression
+        return X, X[:, :1] * X[:, 1:2] + 0.1 * rng.normal(size=(n, 1))
+    score = X[:, 0] * X[:, 1] + X[:, 2]
+    y = (score > 0).astype(int) if k == 1 else np.digitize(score, np.quantile(score, [1 / 3, 2 / 3]))
+    return X, y
+
+
+def _host(m):
+    return np.array(_backend.to_numpy(m.params))
+
+
+CONFIGS = [  # every optimizer, output and batching mode, l2 and clipping, shuffling on and off
+    dict(k=1, activation="relu", fit=dict(optimizer="sgd", lr=0.3)),
+    dict(k=1, activation="tanh", fit=dict(optimizer="momentum", lr=0.1, batch_size=16, l2=0.01)),
+    dict(k=3, activation="sigmoid", fit=dict(optimizer="adam", lr=0.01, batch_size=10, clip_norm=0.5)),
+    dict(k=0, activation="relu", fit=dict(optimizer=gpunn.optim.momentum(nesterov=True), lr=0.05, batch_size=32,
+                                          shuffle=False)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["sgd-full", "momentum-l2", "adam-softmax-clip", "nesterov-mse"])
+def test_compiled_jax_equals_eager_jax_and_numpy(cfg):
+    X, y = _problem(k=cfg["k"])
+    sizes = [4, 8, 8, 3 if cfg["k"] == 3 else 1]
+    output = {0: "identity", 1: "sigmoid", 3: "softmax"}[cfg["k"]]
+    runs = {}
+    for name, where in [
+        ("compiled", dict(xp=jnp, device=None, compile=True)),
+        ("eager", dict(xp=jnp, device=None, compile=False)),
+        ("numpy", dict(device="cpu")),
+    ]:
+        m = gpunn.MLP(sizes, activation=cfg["activation"], output=output, dtype="float64", seed=2, **where)
+        h = m.fit(X, y, epochs=5, verbose=0, validation_data=(X[:20], y[:20]), **cfg["fit"])
+        runs[name] = (_host(m), h)
+    for name in ("eager", "numpy"):
+        np.testing.assert_allclose(runs["compiled"][0], runs[name][0], rtol=0, atol=1e-9)
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            np.testing.assert_allclose(getattr(runs["compiled"][1], key), getattr(runs[name][1], key), rtol=1e-9)
+
+
+def test_compile_is_validated():
+    with pytest.raises(gpunn.ConfigError, match="compile must be 'auto', True or False; got 'yes'"):
+        gpunn.MLP([2, 3, 1], device="cpu", compile="yes")
+    with pytest.raises(gpunn.ConfigError, match="compile must be"):
+        gpunn.MLP([2, 3, 1], device="cpu", compile=1)
+    with pytest.raises(gpunn.ConfigError, match="no compiler for numpy"):
+        gpunn.MLP([2, 3, 1], device="cpu", compile=True)
+    assert gpunn.MLP([2, 3, 1], device="cpu").compile == "auto"  # NumPy under "auto": eager, no error
+
+
+def test_an_epoch_compiles_at_most_twice(monkeypatch):
+    """Full batches and the remainder are the only two shapes: more epochs, and a second fit, compile nothing."""
+    train._compiled.cache_clear()
+    jitted = []
+
+    def recording_jit(fn, **kwargs):
+        jitted.append(jax.jit(fn, **kwargs))
+        return jitted[-1]
+
+    monkeypatch.setattr(_backend, "compiler", lambda xp: recording_jit)
+    X, y = _problem(n=100)
+    m = gpunn.MLP([4, 8, 1], xp=jnp, device=None, dtype="float64", compile=True)
+    m.fit(X, y, epochs=2, batch_size=32, verbose=0)  # 3 batches of 32 and one of 4
+    m.fit(X, y, epochs=2, batch_size=32, verbose=0)
+    assert len(jitted) == 3  # the step and its two halves (for distributed training), made once
+    assert jitted[0]._cache_size() == 2
+    train._compiled.cache_clear()
+
+
+class _FailingJit:
+    """A compiler that compiles anything and fails when the result runs, as a broken compiler would."""
+
+    def __call__(self, fn, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("the compiler failed on the step")
+
+        return run
+
+
+@pytest.fixture
+def failing_compiler(monkeypatch):
+    train._compiled.cache_clear()
+    monkeypatch.setattr(_backend, "compiler", lambda xp: _FailingJit())
+    yield
+    train._compiled.cache_clear()
+
+
+def test_a_failing_compiler_falls_back_to_eager_with_one_warning_under_auto(failing_compiler):
+    X, y = _problem()
+    m = gpunn.MLP([4, 8, 1], device="cpu", dtype="float64", compile="auto")
+    with pytest.warns(RuntimeWarning, match="compiling the step on numpy failed .*training eagerly") as record:
+        m.fit(X, y, epochs=3, batch_size=16, verbose=0)
+    assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 1
+    ref = gpunn.MLP([4, 8, 1], device="cpu", dtype="float64", compile=False)
+    ref.fit(X, y, epochs=3, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(_host(m), _host(ref))
+
+
+def test_a_failing_compiler_raises_under_true(failing_compiler):
+    X, y = _problem()
+    m = gpunn.MLP([4, 8, 1], device="cpu", compile=True)
+    before = _host(m)
+    with pytest.raises(RuntimeError, match="the compiler failed on the step"):
+        m.fit(X, y, epochs=3, verbose=0)
+    assert m.epoch == 0 and not m.history.loss
+    np.testing.assert_array_equal(_host(m), before)
+
+
+def _model(**kwargs):
+    return gpunn.MLP([4, 8, 8, 1], xp=jnp, device=None, dtype="float64", seed=5, compile=True, **kwargs)
+
+
+def test_compiled_resume_is_bit_identical(tmp_path):
+    X, y = _problem()
+    whole = _model()
+    whole.fit(X, y, epochs=6, batch_size=16, optimizer="adam", lr=0.01, verbose=0)
+    first = _model()
+    first.fit(X, y, epochs=3, batch_size=16, optimizer="adam", lr=0.01, verbose=0)
+    first.save(tmp_path / "m.safetensors")
+    resumed = gpunn.load(tmp_path / "m.safetensors", xp=jnp, device=None)
+    resumed.fit(X, y, epochs=3, batch_size=16, optimizer="adam", lr=0.01, verbose=0)
+    np.testing.assert_array_equal(_host(resumed), _host(whole))
+    assert resumed.history.loss == whole.history.loss
+
+
+def test_compiled_interrupt_leaves_a_model_that_resumes_exactly():
+    X, y = _problem()
+    whole = _model()
+    whole.fit(X, y, epochs=5, batch_size=16, optimizer="momentum", verbose=0)
+    m = _model()
+
+    def interrupt(model, record):
+        if model.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        m.fit(X, y, epochs=5, batch_size=16, optimizer="momentum", verbose=0, callbacks=[interrupt])
+    assert m.epoch == 2 == len(m.history.loss)
+    m.fit(X, y, epochs=3, batch_size=16, optimizer="momentum", verbose=0)
+    np.testing.assert_array_equal(_host(m), _host(whole))
+    assert m.history.loss == whole.history.loss
+
+
+def test_compiled_divergence_keeps_the_last_finite_weights():
+    X, y = _problem()
+    X, yv = X * 1e3, y.astype(float) * 1e3
+    m = gpunn.MLP([4, 8, 1], xp=jnp, device=None, output="identity", dtype="float32", compile=True)
+    m.fit(X, yv, epochs=2, lr=1e-12, batch_size=32, optimizer="momentum", verbose=0)
+    good = (_host(m), np.array(m.optimizer_state["velocity"]))
+    with pytest.raises(gpunn.NonFiniteError, match=r"diverged in epoch 3, batch \d of 4"):
+        m.fit(X, yv, epochs=50, lr=1e3, batch_size=32, optimizer="momentum", verbose=0)
+    assert m.epoch == 2 == len(m.history.loss)
+    np.testing.assert_array_equal(_host(m), good[0])
+    np.testing.assert_array_equal(np.array(m.optimizer_state["velocity"]), good[1])
