@@ -170,13 +170,28 @@ def concat_into(parts: list[Any], xp: Any) -> Any:
     return xp.concat(parts)
 
 
-def compiler(xp: Any) -> Any:
-    """The function that compiles a pure step for ``xp`` (``jax.jit``), or None where gpunn has none."""
+def compiler(xp: Any, required: bool = False) -> Any:
+    """The function that compiles a pure step for ``xp``, or None where gpunn has none: ``jax.jit`` on JAX, and
+    on PyTorch ``torch.compile`` when ``required`` (``compile=True``; its first compilation takes seconds to
+    tens of seconds, more than a short ``fit`` gains, so "auto" leaves PyTorch eager)."""
     if aac.is_jax_namespace(xp):
         import jax
 
         return jax.jit
+    if required and aac.is_torch_namespace(xp):
+        return _torch_compile
     return None
+
+
+def _torch_compile(fn: Any, static_argnums: Any = None) -> Any:
+    import warnings
+
+    import torch
+
+    # Dynamo notes that it traces through functools caches (array-api-compat's namespace checks, gpunn's layer
+    # layout); both are pure, so the note is no news to a gpunn user.
+    warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`", category=UserWarning)
+    return torch.compile(fn)
 
 
 def is_cupy_array(x: Any) -> bool:

@@ -36,20 +36,20 @@ def check_compile(value: Any, xp: Any) -> Any:
     """``compile=`` validated: "auto", True or False; True needs a namespace gpunn can compile for."""
     if not any(value is c or (isinstance(value, str) and value == c) for c in COMPILE):
         raise ConfigError(f"compile must be 'auto', True or False; got {value!r}")
-    if value is True and _backend.compiler(xp) is None:
+    if value is True and _backend.compiler(xp, required=True) is None:
         raise ConfigError(
             f"compile=True, but gpunn has no compiler for {_backend.namespace_name(xp)} (it compiles the step "
-            "with jax.jit on JAX); use compile='auto' or False"
+            "with jax.jit on JAX and torch.compile on PyTorch); use compile='auto' or False"
         )
     return value
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(hyper: Hyper, xp: Any, device: Any, dtype: str) -> tuple[Step, Any, Any, Any]:
+def _compiled(hyper: Hyper, xp: Any, device: Any, dtype: str, required: bool) -> tuple[Step, Any, Any, Any]:
     """A step and its compiled forms, kept across ``fit`` calls so that a second ``fit`` does not compile again
     (the compiler's own cache is keyed by the function object)."""
     step = Step(hyper, xp, device, dtype)
-    jit = _backend.compiler(xp)
+    jit = _backend.compiler(xp, required)
     return step, jit(step), jit(step.gradients), jit(step.apply, static_argnums=4)
 
 
@@ -62,9 +62,10 @@ class Runner:
 
     def __init__(self, hyper: Hyper, xp: Any, device: Any, dtype: str, compile: Any, comm: Any = None):
         self.comm, self.mode, self.device = comm, compile, device
-        self.compiled = compile is not False and _backend.compiler(xp) is not None
+        required = compile is True
+        self.compiled = compile is not False and _backend.compiler(xp, required) is not None
         if self.compiled:
-            self.step, self._step, self._gradients, self._apply = _compiled(hyper, xp, device, dtype)
+            self.step, self._step, self._gradients, self._apply = _compiled(hyper, xp, device, dtype, required)
         else:
             self.step = Step(hyper, xp, device, dtype)
 

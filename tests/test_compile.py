@@ -74,7 +74,7 @@ def test_an_epoch_compiles_at_most_twice(monkeypatch):
         jitted.append(jax.jit(fn, **kwargs))
         return jitted[-1]
 
-    monkeypatch.setattr(_backend, "compiler", lambda xp: recording_jit)
+    monkeypatch.setattr(_backend, "compiler", lambda xp, required=False: recording_jit)
     X, y = _problem(n=100)
     m = gpunn.MLP([4, 8, 1], xp=jnp, device=None, dtype="float64", compile=True)
     m.fit(X, y, epochs=2, batch_size=32, verbose=0)  # 3 batches of 32 and one of 4
@@ -97,7 +97,7 @@ class _FailingJit:
 @pytest.fixture
 def failing_compiler(monkeypatch):
     train._compiled.cache_clear()
-    monkeypatch.setattr(_backend, "compiler", lambda xp: _FailingJit())
+    monkeypatch.setattr(_backend, "compiler", lambda xp, required=False: _FailingJit())
     yield
     train._compiled.cache_clear()
 
@@ -169,3 +169,18 @@ def test_compiled_divergence_keeps_the_last_finite_weights():
     assert m.epoch == 2 == len(m.history.loss)
     np.testing.assert_array_equal(_host(m), good[0])
     np.testing.assert_array_equal(np.array(m.optimizer_state["velocity"]), good[1])
+
+
+def test_torch_compile_on_request_equals_eager_torch():
+    """compile=True on PyTorch runs the step through torch.compile; "auto" leaves PyTorch eager (see
+    docs/performance.md: the first compilation costs more than short runs gain)."""
+    torch = pytest.importorskip("torch")
+    X, y = _problem(k=3)
+    runs = []
+    for compile in (True, False):
+        m = gpunn.MLP([4, 8, 3], output="softmax", xp=torch, device="cpu", dtype="float64", seed=1, compile=compile)
+        m.fit(X, y, epochs=3, batch_size=32, optimizer="adam", lr=0.01, l2=0.01, verbose=0)
+        runs.append((_host(m), m.history.loss))
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(runs[0][1], runs[1][1], rtol=1e-9)
+    assert gpunn.MLP([4, 8, 3], xp=torch, device="cpu").compile == "auto"
