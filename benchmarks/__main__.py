@@ -52,7 +52,7 @@ def gpu_available() -> bool:
 def contenders(gpu: bool) -> list[str]:
     out = ["gpunn-numpy"]
     if have("torch"):
-        out.append("gpunn-torch")
+        out += ["gpunn-torch", "gpunn-torch-compile"]
     if have("jax"):
         out.append("gpunn-jax")
     if gpu:
@@ -201,7 +201,8 @@ def main() -> None:
         batch = cell["batch"] or cell["n"]
         floor = gemm_seconds(cell["sizes"], batch, repeats=30 if cell_name != "wide" else 5)
         flops = step_flops(cell["sizes"], batch)
-        todo = [n for n in names if not (cell_name == "wide" and not gpu and n == "gpunn-jax")]
+        slow_on_wide = ("gpunn-jax", "gpunn-torch-compile")  # wide's short CPU run: compile time, little to learn
+        todo = [n for n in names if not (cell_name == "wide" and not gpu and n in slow_on_wide)]
         # Machines drift: run the contenders in rounds, alternating their order, and pool the timed epochs.
         rounds = 1 if args.quick else min(args.rounds, 3) if cell_name == "wide" else args.rounds
         sized = {"n": 2048} if cell_name == "wide" and not gpu else {}  # wide's short CPU run: two steps an epoch

@@ -75,18 +75,22 @@ def run_gpunn(cell, X, y, bs, epochs, namespace):
     import gpunn
     from gpunn import _backend
 
-    kwargs = {"device": "cpu"}
+    kwargs: dict = {"device": "cpu"}
     if namespace == "cupy":
         kwargs = {"device": "cuda"}
-    elif namespace == "torch-cuda":
+    elif namespace in ("torch-cuda", "torch-cuda-compile"):
         kwargs = {"xp": importlib.import_module("torch"), "device": "cuda"}
     elif namespace != "numpy":
-        kwargs = {"xp": importlib.import_module({"torch": "torch", "jax": "jax.numpy"}[namespace]), "device": None}
+        module = "jax.numpy" if namespace.startswith("jax") else "torch"
+        kwargs = {"xp": importlib.import_module(module), "device": None}
+    # gpunn-jax compiles its step (compile="auto"); gpunn-jax-eager and gpunn-torch do not; *-compile asks for it.
+    kwargs["compile"] = True if namespace.endswith("-compile") else False if namespace.endswith("eager") else "auto"
     sizes = cell["sizes"]
     m = gpunn.MLP(sizes, output="softmax" if sizes[-1] > 1 else "sigmoid", seed=0, **kwargs)
     # Data already on the device, as a GPU user would hold it; host NumPy data for the CPU namespaces.
-    Xd = _backend.from_numpy(X, m.xp, m.device) if namespace in ("cupy", "torch-cuda") else X
-    yd = _backend.from_numpy(y, m.xp, m.device) if namespace in ("cupy", "torch-cuda") else y
+    on_gpu = namespace == "cupy" or namespace.startswith("torch-cuda")
+    Xd = _backend.from_numpy(X, m.xp, m.device) if on_gpu else X
+    yd = _backend.from_numpy(y, m.xp, m.device) if on_gpu else y
     stamps = []
 
     def mark(model, record):
