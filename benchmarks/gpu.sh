@@ -39,3 +39,7 @@ tail -n 30 "$OUT/gpu-fp32.log"
 # 4. tiny against its kernel-launch floor (kernels per step counted by torch's profiler, launch time measured).
 python3 -m benchmarks.launch_floor > "$OUT/launch-floor.json" 2>&1
 cat "$OUT/launch-floor.json"
+
+# 5. Array operations per training step (eager torch path), the figure that predicts a GPU step's launch cost.
+python3 -m benchmarks.ops --json "$OUT/ops.json" > "$OUT/ops.txt" 2>&1
+tail -n 8 "$OUT/ops.txt"

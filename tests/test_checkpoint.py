@@ -170,3 +170,29 @@ def test_save_writes_through_a_temporary_file_in_the_same_folder(tmp_path, monke
     m.save(path)
     assert len(seen) == 1 and seen[0][0] == str(tmp_path) and seen[0][1].startswith(".m.safetensors.")
     assert checkpoint.read(path).config["epoch"] == 3
+
+
+def test_a_checkpoint_written_before_the_flat_parameter_buffer_loads_and_resumes_as_it_did():
+    """gpunn 0.1 kept parameters and Adam's moments as one array per layer; its checkpoint, written by that code
+    (tests/data), loads into the flat buffer, and two more epochs give the weights that code gave (saved beside
+    the checkpoint by it)."""
+    import os
+
+    import safetensors.numpy
+
+    data = os.path.join(os.path.dirname(__file__), "data")
+    path = os.path.join(data, "gpunn-0.1-adam.safetensors")
+    stored = safetensors.numpy.load_file(path)
+    m = gpunn.load(path, device="cpu")
+    assert m.epoch == 2 and m.optimizer.name == "adam" and m.optimizer_state["step"] == 8
+    for i, (w, b) in enumerate(m.weights):
+        np.testing.assert_array_equal(w, stored[f"layers.{i}.weight"])
+        np.testing.assert_array_equal(b, stored[f"layers.{i}.bias"])
+    for slot in ("m", "v"):
+        flat = np.concatenate([stored[f"optimizer.{slot}.{j}"].reshape(-1) for j in range(4)])
+        np.testing.assert_array_equal(m.optimizer_state[slot], flat)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = (X[:, 0] * X[:, 1] > 0).astype(int)
+    m.fit(X, y, epochs=2, batch_size=16, optimizer="adam", lr=0.01, verbose=0)
+    np.testing.assert_allclose(m.params, np.load(os.path.join(data, "gpunn-0.1-adam-next.npy")), rtol=0, atol=1e-14)
