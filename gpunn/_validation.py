@@ -131,6 +131,17 @@ def positive_float(value: Any, name: str) -> float:
     return f
 
 
+def non_negative_float(value: Any, name: str) -> float:
+    """A finite float >= 0, or ConfigError."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number >= 0; got {value!r}") from None
+    if not math.isfinite(f) or f < 0:
+        raise ConfigError(f"{name} must be a finite number >= 0; got {value!r}")
+    return f
+
+
 def integer(value: Any, name: str, minimum: int) -> int:
     """An int >= minimum (bools and fractional numbers rejected), or ConfigError."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:

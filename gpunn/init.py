@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from .layers import HE_INIT
 
-def init_params(sizes: list[int], activation: str, rng: np.random.Generator, dtype: str) -> list[np.ndarray]:
-    """He-normal weights for ReLU, Glorot-uniform otherwise; zero biases. Returns ``[W1, b1, W2, b2, ...]``.
 
-    ``W`` has shape (out, in): a layer's nodes by the previous layer's. Values are drawn in float64 and then
-    cast, so float32 and float64 models start from the same numbers up to rounding.
+def init_params(
+    sizes: list[int], activation: str | Sequence[str], rng: np.random.Generator, dtype: str
+) -> list[np.ndarray]:
+    """He-normal weights for ReLU-like activations, Glorot-uniform otherwise; zero biases. Returns
+    ``[W1, b1, W2, b2, ...]``.
+
+    A layer's rule follows the activation applied to its output; the output layer follows the last hidden
+    layer's. ``W`` has shape (out, in): a layer's nodes by the previous layer's. Values are drawn in float64 and
+    then cast, so float32 and float64 models start from the same numbers up to rounding.
     """
+    names = [activation] * (len(sizes) - 1) if isinstance(activation, str) else [*activation, activation[-1]]
     params = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-        if activation == "relu":
+    for (fan_in, fan_out), name in zip(zip(sizes[:-1], sizes[1:]), names):
+        if name in HE_INIT:
             w = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_out, fan_in))
         else:
             limit = np.sqrt(6.0 / (fan_in + fan_out))

@@ -19,7 +19,10 @@ import numpy as np
 
 from . import _backend
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity", "leaky_relu", "elu", "gelu", "silu", "softplus")
+HE_INIT = ("relu", "leaky_relu", "elu", "gelu", "silu")  # rectifier-like: He-normal weights, Glorot otherwise
+LEAKY_SLOPE = 0.01
+_GELU_C = (2.0 / np.pi) ** 0.5  # the tanh approximation of GELU (the standard has no erf)
 
 Backprop = Callable[[Any], Any]
 
@@ -65,33 +68,63 @@ def sigmoid(z: Any, xp: Any) -> Any:
     return 0.5 * xp.tanh(0.5 * z) + 0.5
 
 
+def per_layer(activation: str | Sequence[str], n_hidden: int) -> tuple[str, ...]:
+    """One activation name per hidden layer, from one name or a list of them."""
+    return (activation,) * n_hidden if isinstance(activation, str) else tuple(activation)
+
+
 def activate(name: str, z: Any, xp: Any, fast: bool = False) -> tuple[Any, Backprop]:
-    """A hidden layer's activation of ``z`` and the closure ``dL/da -> dL/dz``.
+    """A hidden layer's activation of ``z`` and the closure ``dL/da -> dL/dz``, which keeps exactly what the
+    derivative needs (a mask, the output, or the input).
 
     With ``fast`` (NumPy), ``z`` and the closure's argument are temporaries and are overwritten.
     """
     if name == "identity":
         return z, _identity
+    if fast and name in ("relu", "tanh", "sigmoid"):
+        return _activate_numpy(name, z)
     if name == "relu":
-        if fast:
-            a = xp.maximum(z, 0, out=z)
-            # A float times a bool mask: 10x faster than where() in NumPy, not guaranteed by the standard.
-            return a, lambda da: xp.multiply(da, a > 0, out=da)
         mask = z > 0
         # where() rather than maximum(z, 0): some namespaces turn the Python 0 into an array on every call.
         return xp.where(mask, z, 0.0), lambda da: xp.where(mask, da, 0.0)
     if name == "tanh":
-        a = xp.tanh(z, out=z) if fast else xp.tanh(z)
+        t = xp.tanh(z)
+        return t, lambda da: da * (1.0 - t * t)
+    if name == "sigmoid":
+        s = sigmoid(z, xp)
+        return s, lambda da: da * (s - s * s)
+    if name == "leaky_relu":
+        mask = z > 0
+        return xp.where(mask, z, LEAKY_SLOPE * z), lambda da: xp.where(mask, da, LEAKY_SLOPE * da)
+    if name == "elu":  # alpha = 1: z for z > 0, exp(z) - 1 below, whose derivative is the output plus one
+        mask = z > 0
+        a = xp.where(mask, z, xp.expm1(xp.where(mask, 0.0, z)))  # expm1 never sees a large z: no overflow
+        return a, lambda da: xp.where(mask, da, da * (a + 1.0))
+    if name == "gelu":
+        t = xp.tanh(_GELU_C * (z + 0.044715 * (z * z * z)))
+        slope = 0.5 * (1.0 + t) + (0.5 * _GELU_C) * z * (1.0 - t * t) * (1.0 + 0.134145 * (z * z))
+        return 0.5 * z * (1.0 + t), lambda da: da * slope
+    if name == "silu":
+        s = sigmoid(z, xp)
+        return z * s, lambda da: da * (s + z * (s - s * s))
+    # softplus: log(1 + exp(z)) without overflow; its derivative is the sigmoid.
+    a = xp.where(z > 0, z, 0.0) + xp.log1p(xp.exp(-xp.abs(z)))
+    return a, lambda da: da * sigmoid(z, xp)
+
+
+def _activate_numpy(name: str, z: Any) -> tuple[Any, Backprop]:
+    if name == "relu":
+        a = np.maximum(z, 0, out=z)
+        # A float times a bool mask: 10x faster than where() in NumPy, not guaranteed by the standard.
+        return a, lambda da: np.multiply(da, a > 0, out=da)
+    if name == "tanh":
+        a = np.tanh(z, out=z)
         return a, lambda da: da * (1.0 - a * a)
-    if fast:
-        z *= 0.5
-        xp.tanh(z, out=z)
-        z *= 0.5
-        z += 0.5
-        a = z
-    else:
-        a = sigmoid(z, xp)
-    return a, lambda da: da * (a - a * a)
+    z *= 0.5
+    np.tanh(z, out=z)
+    z *= 0.5
+    z += 0.5
+    return z, lambda da: da * (z - z * z)
 
 
 def _identity(da: Any) -> Any:
@@ -104,21 +137,24 @@ def dense(a: Any, w: Any, b: Any) -> Any:
     return a @ w.T + b
 
 
-def forward(layers: list[tuple[Any, Any]], x: Any, activation: str, xp: Any) -> tuple[Any, list[Any], list[Backprop]]:
+def forward(
+    layers: list[tuple[Any, Any]], x: Any, activation: str | Sequence[str], xp: Any
+) -> tuple[Any, list[Any], list[Backprop]]:
     """The output logits, what backward needs of every layer's input, and every hidden activation's backprop."""
+    names = per_layer(activation, len(layers) - 1)
     if _backend.numpy_fast_path(xp):
-        return _forward_numpy(layers, x, activation)
+        return _forward_numpy(layers, x, names)
     inputs, backprops = [x], []
     a = x
-    for w, b in layers[:-1]:
-        a, backprop = activate(activation, dense(a, w, b), xp)
+    for (w, b), name in zip(layers[:-1], names):
+        a, backprop = activate(name, dense(a, w, b), xp)
         inputs.append(a)
         backprops.append(backprop)
     w, b = layers[-1]
     return dense(a, w, b), inputs, backprops
 
 
-def logits(layers: list[tuple[Any, Any]], x: Any, activation: str, xp: Any) -> Any:
+def logits(layers: list[tuple[Any, Any]], x: Any, activation: str | Sequence[str], xp: Any) -> Any:
     """The output logits alone (inference)."""
     return forward(layers, x, activation, xp)[0]
 
@@ -158,7 +194,9 @@ def _transposed(layers: list[tuple[Any, Any]]) -> bool:
     return max(w.shape[0] for w, _ in layers) <= NARROW
 
 
-def _forward_numpy(layers: list[tuple[Any, Any]], x: Any, activation: str) -> tuple[Any, list[Any], list[Backprop]]:
+def _forward_numpy(
+    layers: list[tuple[Any, Any]], x: Any, names: tuple[str, ...]
+) -> tuple[Any, list[Any], list[Backprop]]:
     transposed = _transposed(layers)
     inputs: list[Any] = [x]
     backprops: list[Backprop] = []
@@ -172,7 +210,7 @@ def _forward_numpy(layers: list[tuple[Any, Any]], x: Any, activation: str) -> tu
             z += b
         if i == len(layers) - 1:
             return z.T if transposed else z, inputs, backprops
-        a, backprop = activate(activation, z, np, fast=True)
+        a, backprop = activate(names[i], z, np, fast=True)
         inputs.append(a)  # transposed or not, as _backward_numpy knows
         backprops.append(backprop)
     raise AssertionError("unreachable")

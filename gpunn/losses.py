@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from . import _backend
-from .layers import sigmoid
 
 DEFAULT_LOSS = {"sigmoid": "binary_crossentropy", "softmax": "categorical_crossentropy", "identity": "mse"}
 OUTPUTS = tuple(DEFAULT_LOSS)
@@ -29,10 +28,19 @@ LOSSES = tuple(DEFAULT_LOSS.values())
 PAIRS = (*DEFAULT_LOSS.items(), ("sigmoid", "mse"))
 
 
+def probability(z: Any, xp: Any) -> Any:
+    """The logistic function with accurate tails: 1 / (1 + e^-z) for z >= 0 and e^z / (1 + e^z) below, both
+    from e = exp(-|z|), which never overflows. (The tanh form that hidden layers use, one operation cheaper,
+    rounds sigmoid(-20) to 0 in float32.)"""
+    e = xp.exp(-xp.abs(z))
+    d = 1.0 + e
+    return xp.where(z >= 0, 1.0 / d, e / d)
+
+
 def output_activation(output: str, z: Any, xp: Any) -> Any:
-    """Probabilities (sigmoid, softmax) or values (identity) from the logits."""
+    """Probabilities (sigmoid, softmax) or values (identity) from the logits, accurate in their tails."""
     if output == "sigmoid":
-        return sigmoid(z, xp)
+        return probability(z, xp)
     if output == "softmax":
         e = xp.exp(z - xp.max(z, axis=1, keepdims=True))
         return e / xp.sum(e, axis=1, keepdims=True)
@@ -92,7 +100,7 @@ def head(output: str, loss: str, z: Any, target: Any, zero: Any, xp: Any) -> tup
         diff = z - target
         return xp.sum(diff * diff), diff, None
     if loss == "mse":
-        p = sigmoid(z, xp)
+        p = probability(z, xp)
         diff = p - target
         correct = xp.count_nonzero((z > 0) == (target > 0.5))
         return xp.sum(diff * diff), diff * (p - p * p), correct

@@ -27,8 +27,10 @@ class MLP:
     ----------
     sizes : sequence of int
         Layer widths from the input features to the outputs, e.g. ``[30, 10, 10, 10, 1]``.
-    activation : {"relu", "tanh", "sigmoid"}
-        Activation of the hidden layers.
+    activation : str or list of str
+        Activation of the hidden layers: "relu", "tanh", "sigmoid", "identity", "leaky_relu" (slope 0.01),
+        "elu" (alpha 1), "gelu" (tanh approximation), "silu" or "softplus"; or a list with one name per hidden
+        layer.
     output : {"sigmoid", "softmax", "identity"}
         Output activation: binary (or multi-label) classification, several classes, or regression.
     loss : {"binary_crossentropy", "categorical_crossentropy", "mse"}, optional
@@ -67,7 +69,7 @@ class MLP:
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) < 2:
             raise ConfigError(f"sizes must list at least two layer widths (inputs and outputs); got {sizes!r}")
         self.sizes = [check.integer(s, "every layer width in sizes", 1) for s in sizes]
-        self.activation = check.choice(activation, "activation", layers.ACTIVATIONS)
+        self.activation = _activations(activation, len(self.sizes) - 2)
         self.output = check.choice(output, "output", losses.OUTPUTS)
         self.loss = losses.DEFAULT_LOSS[output] if loss is None else check.choice(loss, "loss", losses.LOSSES)
         if (self.output, self.loss) not in losses.PAIRS:
@@ -231,6 +233,7 @@ class MLP:
         l2: float = 0.0,
         convert: bool = False,
         copy: bool = True,
+        weight_decay: float | None = None,
     ) -> History:
         """Train for ``epochs`` more epochs and return their :class:`History`.
 
@@ -250,7 +253,7 @@ class MLP:
             Step size.
         batch_size : int, optional
             Samples per gradient step; None (the default) uses the whole training set each step.
-        optimizer : {"sgd", "momentum", "adam"} or gpunn.optim.Optimizer
+        optimizer : {"sgd", "momentum", "nesterov", "adam", "adamw"} or gpunn.optim.Optimizer
         shuffle : bool
             Draw a new sample order each epoch (minibatches only; a full batch does not depend on order).
         validation_data : (X_val, y_val), optional
@@ -272,6 +275,9 @@ class MLP:
         comm : gpunn.distributed.Communicator, optional
             Train data-parallel with the other ranks of ``comm``: ``batch_size`` is the global batch, each rank
             computes the gradients of its shard, one allreduce per step averages them. Only rank 0 prints.
+        weight_decay : float, optional
+            AdamW's decoupled weight decay (``optimizer="adamw"`` only; its default is 0.01, as in PyTorch):
+            every parameter is multiplied by ``1 - lr * weight_decay`` before each Adam step.
         copy : bool
             With False, a standardizing model scales X in place when it is a writeable NumPy array of the model's
             dtype (its values change, as with scikit-learn's ``copy=False``), so training holds one copy of the
@@ -281,7 +287,9 @@ class MLP:
         lr = check.positive_float(lr, "lr")
         if batch_size is not None:
             batch_size = check.integer(batch_size, "batch_size", 1)
-        opt = optim.get(optimizer)
+        if weight_decay is not None:
+            weight_decay = check.non_negative_float(weight_decay, "weight_decay")
+        opt = optim.get(optimizer, weight_decay)
         if clip_norm is not None:
             clip_norm = check.positive_float(clip_norm, "clip_norm")
         verbose = check.integer(verbose, "verbose", 0)
@@ -411,3 +419,15 @@ class MLP:
                 f"but this model is {self.dtype} with sizes {self.sizes}"
             )
         self.set_weights(ckpt.weight_pairs())
+
+
+def _activations(activation: Any, n_hidden: int) -> str | list[str]:
+    """``activation`` validated: one name, or a list of one name per hidden layer."""
+    if isinstance(activation, str):
+        return check.choice(activation, "activation", layers.ACTIVATIONS)
+    if not isinstance(activation, Sequence) or len(activation) != n_hidden or n_hidden == 0:
+        raise ConfigError(
+            f"activation must be one name, or a list with one name per hidden layer ({n_hidden}); got {activation!r}"
+        )
+    names = layers.ACTIVATIONS
+    return [check.choice(a, f"activation of hidden layer {i + 1}", names) for i, a in enumerate(activation)]

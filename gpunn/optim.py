@@ -3,7 +3,7 @@
 ``update`` returns new parameters and a new state; nothing is written into an existing array, so the same code
 runs on immutable namespaces such as JAX, and a caller that keeps the old parameters (to roll back a diverged
 epoch) keeps them intact. Because all parameters sit in one buffer, an update is a handful of operations
-whatever the number of layers: SGD two, Adam twelve.
+whatever the number of layers: SGD two, Adam twelve, AdamW thirteen.
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-OPTIMIZERS = ("sgd", "momentum", "adam")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "sgd": {},
     "momentum": {"beta": 0.9, "nesterov": False},
     "adam": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+    "adamw": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01},
 }
 # The buffers each optimizer keeps, shaped like the parameters; ``step`` (an int) is kept beside them.
-SLOTS = {"sgd": (), "momentum": ("velocity",), "adam": ("m", "v")}
+SLOTS = {"sgd": (), "momentum": ("velocity",), "adam": ("m", "v"), "adamw": ("m", "v")}
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class Optimizer:
                 new = params + velocity
             return new, {"step": step, "velocity": velocity}
         beta1, beta2, eps = self.hyper["beta1"], self.hyper["beta2"], self.hyper["eps"]
+        if self.name == "adamw":  # decoupled weight decay, before the Adam step, as torch.optim.AdamW does
+            params = (1.0 - lr * self.hyper["weight_decay"]) * params
         m = beta1 * state["m"] + ((1.0 - beta1) * scale) * grads
         v = beta2 * state["v"] + ((1.0 - beta2) * scale * scale) * (grads * grads)
         # p - lr * m_hat / (sqrt(v_hat) + eps) with both bias corrections folded into two scalars (Python
@@ -77,15 +80,26 @@ class Optimizer:
         return new, {"step": step, "m": m, "v": v}
 
 
-def get(optimizer: str | Optimizer) -> Optimizer:
-    """An :class:`Optimizer` from a name ("sgd", "momentum", "adam") or an Optimizer itself."""
+def get(optimizer: str | Optimizer, weight_decay: float | None = None) -> Optimizer:
+    """An :class:`Optimizer` from a name ("sgd", "momentum", "nesterov", "adam", "adamw") or an Optimizer
+    itself; ``weight_decay`` sets AdamW's (decoupled) decay, the one optimizer that has it."""
     from .errors import ConfigError
 
-    if isinstance(optimizer, Optimizer):
-        return optimizer
-    if optimizer not in _DEFAULTS:
-        raise ConfigError(f"optimizer {optimizer!r} is not known; use one of {', '.join(OPTIMIZERS)}")
-    return Optimizer(optimizer, dict(_DEFAULTS[optimizer]))
+    if not isinstance(optimizer, Optimizer):
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer {optimizer!r} is not known; use one of {', '.join(OPTIMIZERS)}")
+        if optimizer == "nesterov":
+            optimizer = momentum(nesterov=True)
+        else:
+            optimizer = Optimizer(optimizer, dict(_DEFAULTS[optimizer]))
+    if weight_decay is not None:
+        if optimizer.name != "adamw":
+            raise ConfigError(
+                f"weight_decay is AdamW's decoupled decay; optimizer {optimizer.name!r} has none "
+                "(use optimizer='adamw', or l2= for a penalty in the loss)"
+            )
+        optimizer = Optimizer("adamw", {**optimizer.hyper, "weight_decay": weight_decay})
+    return optimizer
 
 
 def sgd() -> Optimizer:
@@ -101,3 +115,10 @@ def momentum(beta: float = 0.9, nesterov: bool = False) -> Optimizer:
 def adam(beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> Optimizer:
     """Adam (Kingma & Ba, 2015) with bias correction, as in PyTorch's torch.optim.Adam."""
     return Optimizer("adam", {"beta1": float(beta1), "beta2": float(beta2), "eps": float(eps)})
+
+
+def adamw(beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.01) -> Optimizer:
+    """AdamW (Loshchilov & Hutter, 2019): Adam with decoupled weight decay, W <- W (1 - lr wd) before the Adam
+    step, on every parameter, as in PyTorch's torch.optim.AdamW."""
+    hyper = {"beta1": float(beta1), "beta2": float(beta2), "eps": float(eps), "weight_decay": float(weight_decay)}
+    return Optimizer("adamw", hyper)

@@ -29,7 +29,7 @@ class Hyper:
     """Everything a step needs besides arrays, as Python values."""
 
     sizes: tuple[int, ...]
-    activation: str
+    activation: str | tuple[str, ...]
     output: str
     loss: str
     optimizer: optim.Optimizer
@@ -98,7 +98,8 @@ def clip_by_global_norm(grads: Any, max_norm: float, xp: Any, scale: float = 1.0
 
 def hyper(model: Any, optimizer: optim.Optimizer, lr: float, l2: float, clip_norm: float | None) -> Hyper:
     """The :class:`Hyper` of a model trained with these settings."""
-    return Hyper(tuple(model.sizes), model.activation, model.output, model.loss, optimizer, lr, l2, clip_norm)
+    activation = model.activation if isinstance(model.activation, str) else tuple(model.activation)
+    return Hyper(tuple(model.sizes), activation, model.output, model.loss, optimizer, lr, l2, clip_norm)
 
 
 def flat_from_pairs(pairs: Sequence[Any], xp: Any) -> Any:

@@ -211,3 +211,26 @@ def test_prediction_in_blocks_equals_one_pass(backend, monkeypatch):
         np.testing.assert_allclose(b, a, rtol=tol, atol=tol)
     for a, b in zip(whole[2:], blocked[2:]):
         np.testing.assert_array_equal(b, a)
+
+
+def test_probabilities_keep_their_tails_in_float32(backend):
+    """predict_proba against 1 / (1 + exp(-z)) in float64: relative 1e-5 for logits in [-80, 80] (the tanh form
+    gave 0.0 at -20), softmax likewise while its entries are normal float32 numbers; no warning, no overflow."""
+    import warnings
+
+    z = np.concatenate([np.linspace(-80.0, 80.0, 161), [-1e30, -1e4, 1e4, 1e30]]).reshape(-1, 1)
+    m = gpunn.MLP([1, 1], dtype="float32", **backend.kwargs())
+    m.set_weights([(np.ones((1, 1)), np.zeros(1))])  # the logit is the input itself
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = _backend.to_numpy(m.predict_proba(z.astype(np.float32)))
+    exact = 1.0 / (1.0 + np.exp(-z[:161].astype(np.float64)))
+    np.testing.assert_allclose(p[:161], exact, rtol=1e-5, atol=0)
+    np.testing.assert_array_equal(p[161:, 0], [0.0, 0.0, 1.0, 1.0])
+
+    logits = np.stack([np.linspace(-40.0, 40.0, 81), np.zeros(81), np.linspace(40.0, -40.0, 81)], axis=1)
+    s = gpunn.MLP([3, 3], output="softmax", dtype="float32", **backend.kwargs())
+    s.set_weights([(np.eye(3), np.zeros(3))])
+    q = _backend.to_numpy(s.predict_proba(logits.astype(np.float32)))
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(q, e / e.sum(axis=1, keepdims=True), rtol=1e-5, atol=0)

@@ -24,17 +24,28 @@ PAIRS = [
 HIDDEN = [[], [5], [6, 4, 5]]
 
 
-def reference_loss(params: list[np.ndarray], X, y, activation: str, output: str, loss: str) -> float:
-    """The network and its loss written from the definitions, in float64 NumPy."""
-    act = {
-        "relu": lambda z: np.maximum(z, 0.0),
-        "tanh": np.tanh,
-        "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
-        "identity": lambda z: z,
-    }[activation]
+REFERENCE_ACTIVATIONS = {
+    "relu": lambda z: np.maximum(z, 0.0),
+    "tanh": np.tanh,
+    "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
+    "identity": lambda z: z,
+    "leaky_relu": lambda z: np.where(z > 0, z, 0.01 * z),
+    "elu": lambda z: np.where(z > 0, z, np.exp(np.minimum(z, 0.0)) - 1.0),
+    "gelu": lambda z: 0.5 * z * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (z + 0.044715 * z**3))),
+    "silu": lambda z: z / (1.0 + np.exp(-z)),
+    "softplus": lambda z: np.log1p(np.exp(z)),
+}
+NEW_ACTIVATIONS = ["leaky_relu", "elu", "gelu", "silu", "softplus"]
+
+
+def reference_loss(params: list[np.ndarray], X, y, activation, output: str, loss: str) -> float:
+    """The network and its loss written from the definitions, in float64 NumPy (``activation``: one name or one
+    per hidden layer)."""
+    n_hidden = len(params) // 2 - 1
+    names = [activation] * n_hidden if isinstance(activation, str) else activation
     a = X
-    for i in range(0, len(params) - 2, 2):
-        a = act(a @ params[i].T + params[i + 1])
+    for i, name in zip(range(0, len(params) - 2, 2), names):
+        a = REFERENCE_ACTIVATIONS[name](a @ params[i].T + params[i + 1])
     z = a @ params[-2].T + params[-1]
     if output == "softmax":
         z = z - z.max(axis=1, keepdims=True)
@@ -105,9 +116,29 @@ def test_backprop_matches_finite_differences(backend, rng, activation, output, l
         assert relative_error(a, n) <= 1e-6, f"parameter {i}: analytic {a} vs numeric {n}"
 
 
+@pytest.mark.parametrize(
+    "activation", [*NEW_ACTIVATIONS, ["gelu", "relu", "softplus"], ["elu", "tanh", "silu"]], ids=str
+)
+@pytest.mark.parametrize("output,loss,k", PAIRS[:2])
+def test_backprop_of_more_activations_matches_finite_differences(backend, rng, activation, output, loss, k):
+    """The activations beyond the seed's, and one per hidden layer, on every namespace."""
+    if backend.gpu:
+        pytest.skip("float64 finite differences run on the CPU namespaces; GPUs are cross-checked against NumPy")
+    sizes = [3, 6, 4, 5, k]
+    m = gpunn.MLP(sizes, activation=activation, output=output, loss=loss, dtype="float64", seed=3, **backend.kwargs())
+    m.set_weights([(_backend.to_numpy(w), rng.normal(scale=0.5, size=w.shape[0])) for w, _ in m.weights])
+    X, y = make_problem(rng, sizes, output)
+    value, grads = m.loss_and_grads(X, y)
+    params = [_backend.to_numpy(a).copy() for pair in m.weights for a in pair]
+    assert float(value) == pytest.approx(reference_loss(params, X, y, activation, output, loss), rel=1e-12)
+    numeric = finite_differences(params, X, y, activation, output, loss)
+    for i, (a, n) in enumerate(zip((_backend.to_numpy(g) for pair in grads for g in pair), numeric)):
+        assert relative_error(a, n) <= 1e-6, f"parameter {i}: analytic {a} vs numeric {n}"
+
+
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
 @pytest.mark.parametrize("output,loss,k", PAIRS)
-@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", *NEW_ACTIVATIONS])
 def test_backprop_matches_torch_autograd(rng, activation, output, loss, k):
     import torch
 
@@ -117,7 +148,11 @@ def test_backprop_matches_torch_autograd(rng, activation, output, loss, k):
     value, grads = m.loss_and_grads(X, y)
 
     params = [torch.tensor(np.asarray(a), requires_grad=True) for pair in m.weights for a in pair]
-    act = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[activation]
+    f = torch.nn.functional
+    act = {
+        "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "leaky_relu": f.leaky_relu, "elu": f.elu,
+        "gelu": lambda z: f.gelu(z, approximate="tanh"), "silu": f.silu, "softplus": f.softplus,
+    }[activation]  # fmt: skip
     a = torch.tensor(X)
     for i in range(0, len(params) - 2, 2):
         a = act(a @ params[i].T + params[i + 1])

@@ -120,7 +120,7 @@ def test_sigmoid_predict_thresholds_at_one_half():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
-@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adam"])
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adam", "adamw"])
 def test_optimizers_match_torch(name):
     import torch
 
@@ -130,8 +130,9 @@ def test_optimizers_match_torch(name):
     opt = {
         "sgd": optim.sgd(),
         "momentum": optim.momentum(0.9),
-        "nesterov": optim.momentum(0.9, nesterov=True),
+        "nesterov": optim.get("nesterov"),
         "adam": optim.adam(),
+        "adamw": optim.get("adamw", weight_decay=0.05),
     }[name]
     tparams = [torch.tensor(p, requires_grad=True) for p in params]
     lr = 0.05
@@ -140,6 +141,7 @@ def test_optimizers_match_torch(name):
         "momentum": lambda: torch.optim.SGD(tparams, lr=lr, momentum=0.9),
         "nesterov": lambda: torch.optim.SGD(tparams, lr=lr, momentum=0.9, nesterov=True),
         "adam": lambda: torch.optim.Adam(tparams, lr=lr),
+        "adamw": lambda: torch.optim.AdamW(tparams, lr=lr, weight_decay=0.05),
     }[name]()
     flat = np.concatenate([p.reshape(-1) for p in params])  # gpunn keeps every parameter in one buffer
     state = opt.init(flat, np)
@@ -284,3 +286,15 @@ def test_scaling_and_evaluation_in_blocks_match_whole_array_numpy(monkeypatch):
     h = m2.fit(X, y, epochs=1, lr=1e-3, verbose=0, validation_data=(X, y))
     assert h.val_loss[0] == pytest.approx(whole_loss, rel=1e-12)
     assert h.val_accuracy[0] == pytest.approx(np.mean(m2.predict(X) == y), abs=1e-12)
+
+
+def test_weight_decay_is_adamws_and_is_checked():
+    X, y = _problem()
+    m = gpunn.MLP([4, 8, 1], device="cpu", dtype="float64")
+    with pytest.raises(gpunn.ConfigError, match="weight_decay is AdamW's decoupled decay; optimizer 'adam' has none"):
+        m.fit(X, y, epochs=1, optimizer="adam", weight_decay=0.1, verbose=0)
+    with pytest.raises(gpunn.ConfigError, match="weight_decay must be a finite number >= 0"):
+        m.fit(X, y, epochs=1, optimizer="adamw", weight_decay=-1.0, verbose=0)
+    assert m.epoch == 0
+    m.fit(X, y, epochs=1, optimizer="adamw", weight_decay=0.2, verbose=0)
+    assert m.optimizer == optim.adamw(weight_decay=0.2)

@@ -19,6 +19,7 @@ OPTIMIZERS = {
     "momentum": (optim.momentum(0.9), 0.1),
     "nesterov": (optim.momentum(0.9, nesterov=True), 0.1),
     "adam": (optim.adam(), 0.05),
+    "adamw": (optim.adamw(weight_decay=0.1), 0.05),
 }
 ACTIVE_CLIP = 0.05  # below every gradient norm of these problems: the clipping branch runs
 IDLE_CLIP = 1e3  # above every gradient norm: the clip is set but leaves the gradient alone
@@ -45,6 +46,12 @@ CONFIGS = [
     ("adam", "softmax", "categorical_crossentropy", 3, "relu", 0.0, ACTIVE_CLIP),
     ("adam", "identity", "mse", 3, "tanh", 0.1, IDLE_CLIP),
     ("adam", "sigmoid", "mse", 1, "sigmoid", 0.0, None),
+    # AdamW, and the activations beyond the seed's
+    ("adamw", "sigmoid", "binary_crossentropy", 2, "gelu", 0.1, ACTIVE_CLIP),
+    ("adamw", "softmax", "categorical_crossentropy", 3, "elu", 0.0, None),
+    ("adamw", "identity", "mse", 2, "silu", 0.0, ACTIVE_CLIP),
+    ("adamw", "sigmoid", "mse", 1, "leaky_relu", 0.1, None),
+    ("sgd", "softmax", "categorical_crossentropy", 3, "softplus", 0.1, IDLE_CLIP),
 ]
 
 
@@ -111,8 +118,13 @@ def run_torch(opt_name: str, lr: float, sizes, activation, output, loss, l2, cli
         "momentum": lambda: torch.optim.SGD(params, lr=lr, momentum=0.9),
         "nesterov": lambda: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True),
         "adam": lambda: torch.optim.Adam(params, lr=lr),
+        "adamw": lambda: torch.optim.AdamW(params, lr=lr, weight_decay=0.1),
     }[opt_name]()
-    act = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda z: z}[activation]
+    act = {
+        "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda z: z,
+        "leaky_relu": F.leaky_relu, "elu": F.elu, "gelu": lambda z: F.gelu(z, approximate="tanh"), "silu": F.silu,
+        "softplus": F.softplus,
+    }[activation]  # fmt: skip
     mean_losses, corrects, clipped = [], [], []
     for x, t in batches:
         opt.zero_grad()
