@@ -3,6 +3,7 @@
 The same forward and backward code trains on NumPy (CPU), CuPy (CUDA), PyTorch, JAX and array-api-strict.
 """
 
+from . import callbacks
 from .checkpoint import load
 from .errors import (
     CheckpointError,
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MLP",
+    "callbacks",
     "History",
     "load",
     "CheckpointError",

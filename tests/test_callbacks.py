@@ -1,0 +1,75 @@
+"""gpunn.callbacks.EarlyStopping: stops after `patience` epochs without improvement and restores the best epoch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn import _backend
+from gpunn.callbacks import EarlyStopping
+
+
+def _overfitting_problem():
+    """Few noisy training rows and a wide network: the validation loss falls, then rises."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 5))
+    y = (X[:, 0] + rng.normal(scale=1.5, size=30) > 0).astype(int)
+    Xv = rng.normal(size=(200, 5))
+    yv = (Xv[:, 0] > 0).astype(int)
+    return X, y, Xv, yv
+
+
+def test_early_stopping_stops_after_patience_and_restores_the_best_epoch(backend):
+    X, y, Xv, yv = _overfitting_problem()
+    m = gpunn.MLP([5, 64, 64, 1], dtype="float64", seed=1, **backend.kwargs())
+    stop = EarlyStopping(monitor="val_loss", patience=5)
+    h = m.fit(X, y, epochs=500, lr=0.05, optimizer="adam", validation_data=(Xv, yv), callbacks=[stop], verbose=0)
+    val = np.array(h.val_loss)
+    best = int(np.argmin(val))
+    assert len(val) < 500, "the validation loss of this problem rises: training must stop early"
+    assert stop.best_epoch == best + 1 and stop.stopped_epoch == len(val) == best + 1 + 5
+    assert (val[best + 1 :] >= val[best]).all()
+    # The model ends with the best epoch's weights: evaluating it gives that epoch's validation loss.
+    assert m.evaluate(Xv, yv)["loss"] == pytest.approx(val[best], rel=1e-12)
+
+
+def test_without_restore_the_model_keeps_its_last_weights():
+    X, y, Xv, yv = _overfitting_problem()
+    m = gpunn.MLP([5, 64, 64, 1], dtype="float64", seed=1, device="cpu")
+    stop = EarlyStopping(patience=3, restore_best=False)
+    h = m.fit(X, y, epochs=500, lr=0.05, optimizer="adam", validation_data=(Xv, yv), callbacks=[stop], verbose=0)
+    assert m.evaluate(Xv, yv)["loss"] == pytest.approx(h.val_loss[-1], rel=1e-12)
+    assert h.val_loss[-1] > min(h.val_loss)
+
+
+def test_min_delta_and_accuracy_monitors():
+    X, y, Xv, yv = _overfitting_problem()
+    m = gpunn.MLP([5, 16, 1], dtype="float64", seed=1, device="cpu")
+    stop = EarlyStopping(monitor="loss", patience=2, min_delta=1e9)  # nothing improves by 1e9
+    h = m.fit(X, y, epochs=50, callbacks=[stop], verbose=0)
+    assert len(h.loss) == 3 and stop.best_epoch == 1
+    before = _backend.to_numpy(m.params).copy()
+    stop = EarlyStopping(monitor="accuracy", patience=0, restore_best=False)
+    m.fit(X, y, epochs=50, callbacks=[stop], verbose=0)
+    assert stop.stopped_epoch is not None and not np.array_equal(before, _backend.to_numpy(m.params))
+
+
+@pytest.mark.parametrize(
+    "kwargs,pattern",
+    [
+        (dict(monitor="val_auc"), r"monitor 'val_auc' is not known"),
+        (dict(patience=-1), r"patience must be an integer >= 0"),
+        (dict(min_delta=float("nan")), r"min_delta must be a finite number >= 0"),
+    ],
+)
+def test_bad_settings_are_named(kwargs, pattern):
+    with pytest.raises(gpunn.ConfigError, match=pattern):
+        EarlyStopping(**kwargs)
+
+
+def test_monitoring_a_metric_the_fit_does_not_record_is_an_error():
+    X, y, _, _ = _overfitting_problem()
+    m = gpunn.MLP([5, 4, 1], device="cpu")
+    with pytest.raises(gpunn.ConfigError, match=r"monitors 'val_loss'.*pass validation_data= or monitor='loss'"):
+        m.fit(X, y, epochs=3, callbacks=[EarlyStopping()], verbose=0)
