@@ -3,7 +3,7 @@
 The same forward and backward code trains on NumPy (CPU), CuPy (CUDA), PyTorch, JAX and array-api-strict.
 """
 
-from . import callbacks
+from . import callbacks, schedules
 from .checkpoint import load
 from .errors import (
     CheckpointError,
@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP",
     "callbacks",
+    "schedules",
     "History",
     "load",
     "CheckpointError",

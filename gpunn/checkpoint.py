@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import safetensors.numpy
 
-from . import _backend, layers, optim
+from . import _backend, layers, optim, schedules
 from .errors import CheckpointError, DeviceError, GpunnError
 from .history import History
 
@@ -101,6 +101,8 @@ def save(model: MLP, path: str | os.PathLike[str]) -> None:
         "target_name": model.target_name,
         "metadata": model.metadata,
         "optimizer": opt,
+        "schedule": None if model.schedule is None else model.schedule.to_dict(),
+        "schedule_state": model.schedule_state,
         "rng": model.rng.bit_generator.state,
         "epoch": model.epoch,
         "fitted": model.fitted,
@@ -266,6 +268,8 @@ def load(path: str | os.PathLike[str], *, device: Any = "auto", xp: Any = None) 
                 flat = np.concatenate([ckpt.tensors[f"optimizer.{slot}.{j}"].reshape(-1) for j in range(n)])
                 state[slot] = _backend.from_numpy(flat, m.xp, m.device)
             m.optimizer_state = state
+        if c.get("schedule") is not None:  # checkpoints from before schedules have none
+            m.schedule, m.schedule_state = schedules.Schedule.from_dict(c["schedule"]), dict(c["schedule_state"])
         m.rng.bit_generator.state = c["rng"]
         m.epoch = int(c["epoch"])
         m.history = History.from_dict(c["history"])

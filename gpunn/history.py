@@ -16,13 +16,14 @@ class History:
     """Loss and accuracy per epoch, as Python floats.
 
     ``accuracy`` and ``val_accuracy`` stay empty for regression (identity output); the ``val_*`` lists stay
-    empty without validation data.
+    empty without validation data. ``lr`` is the learning rate each epoch used.
     """
 
     loss: list[float] = field(default_factory=list)
     accuracy: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
 
     @property
     def epochs(self) -> int:
@@ -63,8 +64,14 @@ def format_epoch(epoch: int, total: int, record: dict[str, float]) -> str:
     """One plain line: ``epoch 10/100  loss 0.3412  accuracy 0.8750 ...``."""
     width = len(str(total))
     parts = [f"epoch {epoch:>{width}}/{total}"]
-    parts += [f"{key} {value:.4f}" if math.isfinite(value) else f"{key} {value}" for key, value in record.items()]
+    parts += [_format(key, value) for key, value in record.items()]
     return "  ".join(parts)
+
+
+def _format(key: str, value: float) -> str:
+    if not math.isfinite(value):
+        return f"{key} {value}"
+    return f"{key} {value:.3g}" if key == "lr" else f"{key} {value:.4f}"
 
 
 class Reporter:
@@ -88,7 +95,7 @@ class Reporter:
         """Report a finished epoch (1-based)."""
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix({k: f"{v:.4f}" for k, v in record.items()}, refresh=False)
+            self.bar.set_postfix({k: _format(k, v).partition(" ")[2] for k, v in record.items()}, refresh=False)
         elif self.verbose and (epoch % self.every == 0 or epoch == self.total):
             print(format_epoch(epoch, self.total, record), file=self.stream, flush=True)
 

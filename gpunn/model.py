@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend, inputs, layers, losses, optim, train
+from . import _backend, inputs, layers, losses, optim, schedules, train
 from . import _validation as check
 from .errors import CheckpointError, ConfigError, InputError, NotFittedError
 from .history import History
@@ -92,7 +92,9 @@ class MLP:
         self.optimizer_state: dict[str, Any] | None = None  # {"step": int, slot: flat buffer, ...}
         # (params, optimizer state, RNG state) at the start of the last completed epoch, to step back to if
         # that epoch's final update overflowed.
-        self._previous: tuple[Any, dict[str, Any] | None, dict[str, Any]] | None = None
+        self._previous: tuple[Any, dict[str, Any] | None, dict[str, Any], dict[str, Any]] | None = None
+        self.schedule: schedules.Schedule | None = None  # the learning-rate schedule of the last fit
+        self.schedule_state: dict[str, Any] = {}  # what it has learned (plateau), committed with each epoch
         self.history = History()
         self.epoch = 0
         self.fitted = False
@@ -115,6 +117,8 @@ class MLP:
     def __setstate__(self, state: dict[str, Any]) -> None:
         name, device = state.pop("xp"), state.pop("device")
         state.setdefault("compile", "auto")
+        state.setdefault("schedule", None)
+        state.setdefault("schedule_state", {})
         if isinstance(state["_params"], list):  # pickled by gpunn 0.1, which kept a list of arrays
             state["_params"] = np.concatenate([np.reshape(p, -1) for p in state["_params"]])
             opt = state["optimizer_state"] or {}
@@ -221,7 +225,7 @@ class MLP:
         y: Any,
         *,
         epochs: int = 100,
-        lr: float = 0.1,
+        lr: float | schedules.Schedule = 0.1,
         batch_size: int | None = None,
         optimizer: str | optim.Optimizer = "sgd",
         shuffle: bool = True,
@@ -249,8 +253,9 @@ class MLP:
         epochs : int
             Passes over the data in this call. A second ``fit`` continues: the optimizer state and the
             shuffling generator carry over, so two calls of 3 epochs equal one call of 6.
-        lr : float
-            Step size.
+        lr : float or gpunn.schedules.Schedule
+            Step size, or a schedule of step sizes per epoch (``gpunn.schedules.step``, ``cosine``, ``plateau``);
+            ``History.lr`` records the rate of each epoch. A second ``fit`` with the same schedule continues it.
         batch_size : int, optional
             Samples per gradient step; None (the default) uses the whole training set each step.
         optimizer : {"sgd", "momentum", "nesterov", "adam", "adamw"} or gpunn.optim.Optimizer
@@ -284,7 +289,7 @@ class MLP:
             data instead of two. Other input, and validation data, are copied as usual.
         """
         epochs = check.integer(epochs, "epochs", 0)
-        lr = check.positive_float(lr, "lr")
+        schedule = lr if isinstance(lr, schedules.Schedule) else schedules.constant(check.positive_float(lr, "lr"))
         if batch_size is not None:
             batch_size = check.integer(batch_size, "batch_size", 1)
         if weight_decay is not None:
@@ -324,10 +329,13 @@ class MLP:
             if self.optimizer != opt or self.optimizer_state is None:
                 self.optimizer, self.optimizer_state = opt, opt.init(self._params, xp)
                 self._previous = None
+            if self.schedule != schedule:  # the same schedule again continues (a resumed plateau keeps its rate)
+                self.schedule, self.schedule_state, self._previous = schedule, schedule.init(), None
             first = self.history.epochs
             self.fitted = True
             train.run(
-                self, x, t, val, step_hyper(self, opt, lr, l2, clip_norm), epochs=epochs, batch_size=batch_size,
+                self, x, t, val, step_hyper(self, opt, schedule.params["lr"], l2, clip_norm), epochs=epochs,
+                batch_size=batch_size,
                 shuffle=shuffle, verbose=verbose, callbacks=callbacks, comm=comm, compile=self.compile,
             )  # fmt: skip
         return self.history.since(first)

@@ -33,7 +33,7 @@ class Hyper:
     output: str
     loss: str
     optimizer: optim.Optimizer
-    lr: float
+    lr: float  # the rate when a call passes none (a schedule passes each epoch's)
     l2: float = 0.0
     clip_norm: float | None = None
 
@@ -46,7 +46,7 @@ class Hyper:
 class Step:
     """A training step bound to its hyper-parameters, namespace and device; call it as a pure function.
 
-    ``step(params, state, x, target) -> (params, state, loss_sum, correct)``, where ``params`` is the flat
+    ``step(params, state, x, target, lr=None) -> (params, state, loss_sum, correct)``, where ``params`` is the flat
     parameter buffer, ``state`` the optimizer's, ``target`` the batch's targets as
     :func:`gpunn.losses.encode_targets` gives them, ``loss_sum`` the batch's summed loss (L2 penalty
     included) and ``correct`` the number of correct predictions (None for regression), both 0-d arrays.
@@ -61,9 +61,9 @@ class Step:
         self.mask = layers.weight_mask(hyper.sizes, dtype, xp, device) if hyper.l2 else None
         self.donate = _backend.numpy_fast_path(xp)  # NumPy's gradients are fresh: the update may reuse them
 
-    def __call__(self, params: Any, state: dict[str, Any], x: Any, target: Any):
+    def __call__(self, params: Any, state: dict[str, Any], x: Any, target: Any, lr: Any = None):
         grads, loss_sum, correct = self.gradients(params, x, target)
-        params, state, loss_sum = self.apply(params, state, grads, loss_sum, x.shape[0])
+        params, state, loss_sum = self.apply(params, state, grads, loss_sum, x.shape[0], lr)
         return params, state, loss_sum, correct
 
     def gradients(self, params: Any, x: Any, target: Any) -> tuple[Any, Any, Any]:
@@ -74,8 +74,10 @@ class Step:
         loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp)
         return layers.backward(weights, inputs, backprops, delta, h.sizes, xp), loss_sum, correct
 
-    def apply(self, params: Any, state: dict[str, Any], grads: Any, loss_sum: Any, rows: int):
-        """``(params, state, loss_sum)`` after the L2 penalty, clipping and the update, for a batch of ``rows``."""
+    def apply(self, params: Any, state: dict[str, Any], grads: Any, loss_sum: Any, rows: int, lr: Any = None):
+        """``(params, state, loss_sum)`` after the L2 penalty, clipping and the update, for a batch of ``rows``;
+        ``lr`` (this epoch's rate from a schedule: a Python float, or a 0-d array when compiled) defaults to
+        ``hyper.lr``."""
         h, xp = self.hyper, self.xp
         _, grad_scale = losses.scales(h.output, h.loss, rows, h.sizes[-1])
         if h.l2:
@@ -86,7 +88,8 @@ class Step:
             loss_sum = loss_sum + (0.5 * h.l2 * h.loss_outputs) * xp.sum(weights * weights)
         if h.clip_norm is not None:
             grads = clip_by_global_norm(grads, h.clip_norm, xp, scale=grad_scale)
-        params, state = h.optimizer.update(params, grads, state, h.lr, xp, scale=grad_scale, donate=self.donate)
+        rate = h.lr if lr is None else lr
+        params, state = h.optimizer.update(params, grads, state, rate, xp, scale=grad_scale, donate=self.donate)
         return params, state, loss_sum
 
 

@@ -69,14 +69,22 @@ class Runner:
         else:
             self.step = Step(hyper, xp, device, dtype)
 
-    def __call__(self, params: Any, state: Any, xb: Any, tb: Any, rows: int, shard_rows: int):
+    def rate(self, lr: float) -> Any:
+        """An epoch's learning rate as the step takes it: a Python float eagerly, a 0-d array (made once an
+        epoch) for a compiled step, so that a new rate never means a new compilation."""
+        if not self.compiled:
+            return lr
+        xp = self.step.xp
+        return xp.asarray(lr, dtype=self.step.zero.dtype, device=self.device)
+
+    def __call__(self, params: Any, state: Any, xb: Any, tb: Any, rows: int, shard_rows: int, lr: Any):
         """One step on the batch ``(xb, tb)``: this rank's ``shard_rows`` of a global batch of ``rows``."""
         if self.compiled:
             if isinstance(state["step"], int):  # the compiled step returns it as an array: compile once, not twice
                 xp = self.step.xp
                 state = {**state, "step": xp.asarray(state["step"], dtype=xp.int32, device=self.device)}
             try:
-                return self._run(params, state, xb, tb, rows, shard_rows, self._step, self._gradients, self._apply)
+                return self._run(params, state, xb, tb, rows, shard_rows, lr, self._step, self._gradients, self._apply)
             except Exception as exc:
                 if self.mode is True or isinstance(exc, (NonFiniteError, MemoryError)):
                     raise
@@ -87,18 +95,19 @@ class Runner:
                     stacklevel=2,
                 )
                 self.compiled = False
+                lr = float(_backend.to_numpy(lr))
         step = self.step
-        return self._run(params, state, xb, tb, rows, shard_rows, step, step.gradients, step.apply)
+        return self._run(params, state, xb, tb, rows, shard_rows, lr, step, step.gradients, step.apply)
 
-    def _run(self, params, state, xb, tb, rows, shard_rows, step, gradients, apply):
+    def _run(self, params, state, xb, tb, rows, shard_rows, lr, step, gradients, apply):
         if self.comm is None:
-            return step(params, state, xb, tb)
+            return step(params, state, xb, tb, lr)
         if shard_rows:
             grads, loss_sum, correct = gradients(params, xb, tb)
         else:  # more ranks than samples in this batch: this rank contributes nothing
             grads, loss_sum, correct = self._nothing(params)
         grads = self.comm.allreduce_sum(grads, self.step.xp, self.device)
-        params, state, loss_sum = apply(params, state, grads, loss_sum, rows)
+        params, state, loss_sum = apply(params, state, grads, loss_sum, rows, lr)
         return params, state, loss_sum, correct
 
     def _nothing(self, params: Any) -> tuple[Any, Any, Any]:
@@ -141,8 +150,11 @@ def run(
 def run_epoch(model, runner, x, target, val, batch_size, shuffle, comm=None) -> dict[str, float]:
     """One pass over the data, committed to ``model`` only if it completes with a finite loss."""
     rng_state, epoch = model.rng.bit_generator.state, model.epoch
+    lr = model.schedule.rate(epoch, model.schedule_state)
+    if not (math.isfinite(lr) and lr >= 0):
+        raise ConfigError(f"the learning-rate schedule gave {lr!r} for epoch {epoch + 1}; a rate is finite and >= 0")
     try:
-        return _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm)
+        return _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm, lr)
     except BaseException as exc:
         if model.epoch != epoch:
             raise  # interrupted after the epoch was committed: it stands, generator included
@@ -161,14 +173,15 @@ def _step_back_if_not_finite(model: Any) -> None:
     xp = model.xp
     if model._previous is None or bool(xp.all(xp.isfinite(model._params))):
         return
-    model._params, model.optimizer_state, rng_state = model._previous
+    model._params, model.optimizer_state, rng_state, model.schedule_state = model._previous
     model.rng.bit_generator.state = rng_state
     model.epoch -= 1
     model._previous = None
 
 
-def _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm):
+def _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm, lr):
     xp, n = model.xp, x.shape[0]
+    rate = runner.rate(lr)
     bs = n if batch_size is None else min(batch_size, n)
     params, state = model._params, model.optimizer_state
     order = None
@@ -185,7 +198,7 @@ def _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm):
             xb, tb = _backend.take_rows(x, idx, xp), _backend.take_rows(target, idx, xp)
         else:
             xb, tb = x[lo:hi, ...], target[lo:hi, ...]
-        params, state, loss_sum, correct = runner(params, state, xb, tb, stop - start, hi - lo)
+        params, state, loss_sum, correct = runner(params, state, xb, tb, stop - start, hi - lo, rate)
         loss_sums.append(loss_sum)
         corrects.append(correct)
     has_correct = corrects[0] is not None
@@ -211,10 +224,15 @@ def _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm):
         record["val_loss"] = float(np.sum(host_floats[len(loss_sums) :])) * _loss_scale(model, n_val)
         if has_correct:
             record["val_accuracy"] = float(np.sum(host_counts[len(corrects) :])) / (n_val * _labels_per_row(model))
+    record["lr"] = lr
+    schedule_state = model.schedule.update(model.schedule_state, record)
     model.history.append(record)
-    previous = (model._params, model.optimizer_state, rng_state)  # references, not copies: updates are pure
+    # References, not copies: updates are pure.
+    previous = (model._params, model.optimizer_state, rng_state, model.schedule_state)
     # One statement, no calls: an interrupt lands before or after it, never half way.
-    model._params, model.optimizer_state, model.epoch, model._previous = params, state, model.epoch + 1, previous
+    model._params, model.optimizer_state, model.epoch, model._previous, model.schedule_state = (
+        params, state, model.epoch + 1, previous, schedule_state
+    )  # fmt: skip
     return record
 
 
