@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _backend, losses
 from . import _validation as check
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .train import row_blocks
 
 
@@ -145,3 +145,46 @@ def scale_rows(a: np.ndarray, scaling: tuple[np.ndarray, np.ndarray], out: np.nd
     for block in row_blocks(len(a), rows_per_block(a)):
         out[block] = (a[block] - mean) / scale
     return out
+
+
+def sample_weights(model: Any, sample_weight: Any, class_weight: Any, y: Any, n: int) -> np.ndarray | None:
+    """Per-row weights (float64, shape (n,)) from ``sample_weight`` times the weight of each row's class, or None
+    when neither is given. Class weights are a dict {label: weight} or "balanced" (n / (classes * count), as
+    scikit-learn defines it)."""
+    if sample_weight is None and class_weight is None:
+        return None
+    w = np.ones(n)
+    if sample_weight is not None:
+        host = sample_weight if _backend.is_host_data(sample_weight) else _backend.to_numpy(sample_weight)
+        a = check.host_array(host, "sample_weight")
+        if a.shape != (n,):
+            raise InputError(f"sample_weight has shape {a.shape}; it needs one weight per row of X, shape ({n},)")
+        a = a.astype(np.float64)
+        bad = ~np.isfinite(a) | (a < 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(f"sample_weight holds {a[i]} at row {i}; weights must be finite and >= 0")
+        w = w * a
+    if class_weight is not None:
+        if model.output == "identity" or (model.output == "sigmoid" and model.n_outputs > 1):
+            raise ConfigError("class_weight needs one class label per row (a sigmoid or softmax classifier)")
+        labels = (check.host_array(y, "y") if _backend.is_host_data(y) else _backend.to_numpy(y)).reshape(n)
+        labels = labels.astype(np.int64)
+        classes = range(2 if model.output == "sigmoid" else model.n_outputs)
+        if isinstance(class_weight, str) and class_weight == "balanced":
+            present, counts = np.unique(labels, return_counts=True)
+            table = dict(zip(present.tolist(), (n / (len(present) * counts)).tolist()))
+        elif isinstance(class_weight, dict):
+            table = {}
+            for key, value in class_weight.items():
+                if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or key not in classes:
+                    raise ConfigError(
+                        f"class_weight key {key!r} is not a label of this model ({classes.start}..{classes.stop - 1})"
+                    )
+                table[int(key)] = check.non_negative_float(value, f"class_weight[{key}]")
+        else:
+            raise ConfigError(f"class_weight must be a dict {{label: weight}} or 'balanced'; got {class_weight!r}")
+        w = w * np.array([table.get(c, 1.0) for c in classes])[labels]
+    if not w.sum() > 0:
+        raise InputError("the sample weights sum to 0: there is nothing to train on")
+    return w

@@ -208,6 +208,9 @@ class MLP:
             self._params, self._previous = self.xp.concat(new), None
         self.fitted = True
 
+    def _weight_column(self, w: np.ndarray) -> Any:
+        return _backend.from_numpy(w.reshape(-1, 1).astype(self.dtype), self.xp, self.device)
+
     def _to_device_params(self, host: list[np.ndarray]) -> Any:
         flat = np.concatenate([p.reshape(-1) for p in host])
         params = _backend.from_numpy(flat, self.xp, self.device)
@@ -238,6 +241,8 @@ class MLP:
         convert: bool = False,
         copy: bool = True,
         weight_decay: float | None = None,
+        sample_weight: Any = None,
+        class_weight: Any = None,
     ) -> History:
         """Train for ``epochs`` more epochs and return their :class:`History`.
 
@@ -280,6 +285,13 @@ class MLP:
         comm : gpunn.distributed.Communicator, optional
             Train data-parallel with the other ranks of ``comm``: ``batch_size`` is the global batch, each rank
             computes the gradients of its shard, one allreduce per step averages them. Only rank 0 prints.
+        sample_weight : array, shape (n_samples,), optional
+            Non-negative weights of the rows: each batch's loss becomes the weighted mean sum(w l) / sum(w), and
+            its gradients follow (integer weights equal repeating rows, in a full batch). History's metrics stay
+            unweighted. Not available with ``comm``.
+        class_weight : dict or "balanced", optional
+            ``{label: weight}``, or "balanced" (n_samples / (n_classes * count)); multiplies into the sample
+            weights.
         weight_decay : float, optional
             AdamW's decoupled weight decay (``optimizer="adamw"`` only; its default is 0.01, as in PyTorch):
             every parameter is multiplied by ``1 - lr * weight_decay`` before each Adam step.
@@ -310,6 +322,9 @@ class MLP:
         with _backend.device_scope(xp, self.device):
             x = inputs.check_x(self, X, "X")
             t = inputs.targets(self, y, x.shape[0], "y", fitting=True)
+            w_host = inputs.sample_weights(self, sample_weight, class_weight, y, x.shape[0])
+            if w_host is not None and comm is not None:
+                raise ConfigError("sample_weight and class_weight are not supported in distributed training yet")
             xv = tv = None
             if validation_data is not None:
                 if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -337,6 +352,7 @@ class MLP:
                 self, x, t, val, step_hyper(self, opt, schedule.params["lr"], l2, clip_norm), epochs=epochs,
                 batch_size=batch_size,
                 shuffle=shuffle, verbose=verbose, callbacks=callbacks, comm=comm, compile=self.compile,
+                weight=None if w_host is None else (self._weight_column(w_host), w_host),
             )  # fmt: skip
         return self.history.since(first)
 

@@ -61,25 +61,37 @@ class Step:
         self.mask = layers.weight_mask(hyper.sizes, dtype, xp, device) if hyper.l2 else None
         self.donate = _backend.numpy_fast_path(xp)  # NumPy's gradients are fresh: the update may reuse them
 
-    def __call__(self, params: Any, state: dict[str, Any], x: Any, target: Any, lr: Any = None):
-        grads, loss_sum, correct = self.gradients(params, x, target)
-        params, state, loss_sum = self.apply(params, state, grads, loss_sum, x.shape[0], lr)
+    def __call__(self, params: Any, state: dict[str, Any], x: Any, target: Any, lr: Any = None, weight: Any = None):
+        grads, loss_sum, correct = self.gradients(params, x, target, weight)
+        weight_total = None if weight is None else self.xp.sum(weight)
+        params, state, loss_sum = self.apply(params, state, grads, loss_sum, x.shape[0], lr, weight_total)
         return params, state, loss_sum, correct
 
-    def gradients(self, params: Any, x: Any, target: Any) -> tuple[Any, Any, Any]:
-        """``(grads, loss_sum, correct)``: forward, loss and backprop on one batch (or one rank's shard)."""
-        h, xp = self.hyper, self.xp
-        weights = layers.unflatten(params, h.sizes, xp)
-        z, inputs, backprops = layers.forward(weights, x, h.activation, xp)
-        loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp)
-        return layers.backward(weights, inputs, backprops, delta, h.sizes, xp), loss_sum, correct
+    def gradients(self, params: Any, x: Any, target: Any, weight: Any = None) -> tuple[Any, Any, Any]:
+        """``(grads, loss_sum, correct)``: forward, loss and backprop on one batch (or one rank's shard).
 
-    def apply(self, params: Any, state: dict[str, Any], grads: Any, loss_sum: Any, rows: int, lr: Any = None):
+        With per-row sample weights ``weight`` (shape (rows, 1)), the gradients are those of the weighted sum
+        of the rows' losses; ``loss_sum`` and ``correct`` stay unweighted (they are what History reports)."""
+        h, xp = self.hyper, self.xp
+        layer_params = layers.unflatten(params, h.sizes, xp)
+        z, inputs, backprops = layers.forward(layer_params, x, h.activation, xp)
+        loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp)
+        if weight is not None:
+            delta = delta * weight
+        return layers.backward(layer_params, inputs, backprops, delta, h.sizes, xp), loss_sum, correct
+
+    def apply(
+        self, params: Any, state: dict[str, Any], grads: Any, loss_sum: Any, rows: int, lr: Any = None,
+        weight_total: Any = None,
+    ):  # fmt: skip
         """``(params, state, loss_sum)`` after the L2 penalty, clipping and the update, for a batch of ``rows``;
         ``lr`` (this epoch's rate from a schedule: a Python float, or a 0-d array when compiled) defaults to
-        ``hyper.lr``."""
+        ``hyper.lr``. With sample weights, ``weight_total`` (their sum over the batch, 0-d) turns the weighted
+        sum into the weighted mean sum(w l) / sum(w)."""
         h, xp = self.hyper, self.xp
         _, grad_scale = losses.scales(h.output, h.loss, rows, h.sizes[-1])
+        if weight_total is not None:
+            grad_scale = (grad_scale * rows) / weight_total
         if h.l2:
             # The mean loss gains l2 / (2 rows) * sum(W**2), as in scikit-learn: in the units of the summed loss
             # and of ``grads``, that is the penalty and the gradient below.

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import _backend, layers, losses
-from .errors import ConfigError, NonFiniteError
+from .errors import ConfigError, InputError, NonFiniteError
 from .history import Reporter
 from .step import Hyper, Step
 
@@ -77,14 +77,19 @@ class Runner:
         xp = self.step.xp
         return xp.asarray(lr, dtype=self.step.zero.dtype, device=self.device)
 
-    def __call__(self, params: Any, state: Any, xb: Any, tb: Any, rows: int, shard_rows: int, lr: Any):
-        """One step on the batch ``(xb, tb)``: this rank's ``shard_rows`` of a global batch of ``rows``."""
+    weight: Any = None  # sample weights on the device, (n, 1), when fit has them
+    weight_host: Any = None  # the same on the host, (n,) float64, to check every batch's total before an epoch
+
+    def __call__(self, params: Any, state: Any, xb: Any, tb: Any, rows: int, shard_rows: int, lr: Any, wb: Any = None):
+        """One step on the batch ``(xb, tb)`` (sample weights ``wb``): this rank's ``shard_rows`` of a global batch
+        of ``rows``."""
         if self.compiled:
             if isinstance(state["step"], int):  # the compiled step returns it as an array: compile once, not twice
                 xp = self.step.xp
                 state = {**state, "step": xp.asarray(state["step"], dtype=xp.int32, device=self.device)}
             try:
-                return self._run(params, state, xb, tb, rows, shard_rows, lr, self._step, self._gradients, self._apply)
+                step, gradients, apply = self._step, self._gradients, self._apply
+                return self._run(params, state, xb, tb, rows, shard_rows, lr, wb, step, gradients, apply)
             except Exception as exc:
                 if self.mode is True or isinstance(exc, (NonFiniteError, MemoryError)):
                     raise
@@ -97,11 +102,11 @@ class Runner:
                 self.compiled = False
                 lr = float(_backend.to_numpy(lr))
         step = self.step
-        return self._run(params, state, xb, tb, rows, shard_rows, lr, step, step.gradients, step.apply)
+        return self._run(params, state, xb, tb, rows, shard_rows, lr, wb, step, step.gradients, step.apply)
 
-    def _run(self, params, state, xb, tb, rows, shard_rows, lr, step, gradients, apply):
+    def _run(self, params, state, xb, tb, rows, shard_rows, lr, wb, step, gradients, apply):
         if self.comm is None:
-            return step(params, state, xb, tb, lr)
+            return step(params, state, xb, tb, lr, wb)
         if shard_rows:
             grads, loss_sum, correct = gradients(params, xb, tb)
         else:  # more ranks than samples in this batch: this rank contributes nothing
@@ -132,9 +137,13 @@ def run(
     callbacks: Sequence[Callable[[Any, dict[str, float]], Any]] | None,
     comm: Any,
     compile: Any,
+    weight: tuple[Any, Any] | None = None,
 ) -> None:
-    """Train ``model`` for ``epochs`` epochs on the placed data ``(x, target)``; every epoch is committed whole."""
+    """Train ``model`` for ``epochs`` epochs on the placed data ``(x, target)`` (and sample weights ``weight``:
+    (device array (n, 1), host array (n,))); every epoch is committed whole."""
     runner = Runner(hyper, model.xp, model.device, model.dtype, compile, comm)
+    if weight is not None:
+        runner.weight, runner.weight_host = weight
     reporter = Reporter(verbose, model.epoch, model.epoch + epochs)
     try:
         with _backend.memory_guard(model.device, batch_size):
@@ -184,21 +193,27 @@ def _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm, 
     rate = runner.rate(lr)
     bs = n if batch_size is None else min(batch_size, n)
     params, state = model._params, model.optimizer_state
-    order = None
+    order = host_order = None
     if bs < n and shuffle:
-        order = _backend.from_numpy(model.rng.permutation(n), xp, model.device)
+        host_order = model.rng.permutation(n)
+        order = _backend.from_numpy(host_order, xp, model.device)
+    if runner.weight_host is not None:
+        _check_batch_weights(runner.weight_host, host_order, bs, model.epoch)
     loss_sums, corrects = [], []
     for start in range(0, n, bs):
         stop = min(start + bs, n)  # the standard leaves out-of-bounds slice ends unspecified
         lo, hi = (start, stop) if comm is None else comm.shard(start, stop)
+        w, wb = runner.weight, None
         if comm is None and bs == n:
-            xb, tb = x, target
+            xb, tb, wb = x, target, w
         elif order is not None:
             idx = order[lo:hi]
             xb, tb = _backend.take_rows(x, idx, xp), _backend.take_rows(target, idx, xp)
+            wb = None if w is None else _backend.take_rows(w, idx, xp)
         else:
             xb, tb = x[lo:hi, ...], target[lo:hi, ...]
-        params, state, loss_sum, correct = runner(params, state, xb, tb, stop - start, hi - lo, rate)
+            wb = None if w is None else w[lo:hi, ...]
+        params, state, loss_sum, correct = runner(params, state, xb, tb, stop - start, hi - lo, rate, wb)
         loss_sums.append(loss_sum)
         corrects.append(correct)
     has_correct = corrects[0] is not None
@@ -234,6 +249,19 @@ def _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm, 
         params, state, model.epoch + 1, previous, schedule_state
     )  # fmt: skip
     return record
+
+
+def _check_batch_weights(weight: np.ndarray, order: np.ndarray | None, bs: int, epoch: int) -> None:
+    """Every batch of the coming epoch must have sample weights that do not sum to zero (checked on the host,
+    before the epoch runs, so the model stays as it was)."""
+    w = weight if order is None else weight[order]
+    totals = np.add.reduceat(w, np.arange(0, len(w), bs))
+    if (totals <= 0).any():
+        b = int(np.flatnonzero(totals <= 0)[0])
+        raise InputError(
+            f"sample_weight sums to 0 over batch {b + 1} of epoch {epoch + 1} (rows {b * bs} to "
+            f"{min((b + 1) * bs, len(w)) - 1} of its order): every batch needs some weight; use larger batches"
+        )
 
 
 def read_back(arrays: list[Any], xp: Any) -> np.ndarray:
