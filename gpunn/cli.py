@@ -73,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--layers", type=_layers, help="hidden widths (default: 10,10,10)")
     net.add_argument("--activation", choices=layers.ACTIVATIONS, help="hidden activation (default: relu)")
     net.add_argument(
-        "--output", choices=losses.OUTPUTS, help="output layer (default: softmax for 'spirals', else sigmoid)"
-    )
+        "--output", choices=(*losses.OUTPUTS, "auto"),
+        help="output layer (default with --data: auto, from the target: two values sigmoid, more integer values "
+        "softmax, else identity; built-in datasets: softmax for 'spirals', else sigmoid)",
+    )  # fmt: skip
     fit = train.add_argument_group("training")
     fit.add_argument("--epochs", type=_nonnegative_int, help="total epochs (default: 1000)")
     fit.add_argument("--lr", type=float, help="learning rate (default: 0.1)")
@@ -162,8 +164,38 @@ def _train_settings(args: argparse.Namespace, stored: dict[str, Any]) -> dict[st
             raise InputError(f"--{key.replace('_', '-')} {given} differs from the resumed checkpoint's {stored[key]}")
         settings[key] = given if given is not None else stored.get(key, default)
     if settings["output"] is None:
-        settings["output"] = "softmax" if settings["data"] is None and settings["dataset"] == "spirals" else "sigmoid"
+        if settings["data"] is not None:
+            settings["output"] = "auto"
+        else:
+            settings["output"] = "softmax" if settings["dataset"] == "spirals" else "sigmoid"
     return settings
+
+
+def _output_for(y: np.ndarray, output: str, source: str) -> tuple[str, np.ndarray, list[int] | None]:
+    """(output layer, targets as the model takes them, the original class labels or None).
+
+    "auto" reads the target: two distinct values make a binary classifier, more integer values several classes,
+    anything else a regression. Class labels other than 0..k-1 (say 3 and 7) are trained as their indices and
+    kept, so that predictions are written back as the labels they were."""
+    whole = bool(np.all(y == np.round(y)))
+    if output == "auto":
+        values = np.unique(y)
+        output = "identity" if not whole or values.size < 2 else "sigmoid" if values.size == 2 else "softmax"
+    if output == "identity":
+        return output, y, None
+    if not whole:
+        raise InputError(f"{source}: output {output!r} needs class labels in the target, which holds fractions")
+    values = np.unique(y)
+    canonical = values.min() >= 0 and (values.max() <= 1 if output == "sigmoid" else True)
+    if canonical:
+        return output, y, None
+    if output == "sigmoid" and values.size > 2:
+        raise InputError(f"{source}: output 'sigmoid' needs two classes; the target has {values.size}")
+    return output, np.searchsorted(values, y).astype(y.dtype), [int(v) for v in values]
+
+
+def _describe(asked: str, output: str) -> str:
+    return f"{output} output, chosen from the target" if asked == "auto" else output
 
 
 def _load_training_data(s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str, list[str] | None]:
@@ -191,14 +223,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     resumed = load(args.resume, device=device) if args.resume else None
     s = _train_settings(args, resumed.metadata.get("train", {}) if resumed else {})
     X, y, source, names = _load_training_data(s)
-    n_outputs = 1
-    if s["output"] == "softmax":
-        if not np.all(y == np.round(y)) or y.min() < 0:
-            raise InputError(f"{source}: softmax needs class labels 0..k-1 in the target")
-        n_outputs = max(int(y.max()) + 1, 2)
-    if args.plot and (X.shape[1] != 2 or s["output"] == "identity"):
+    output, y, classes = _output_for(y, s["output"], source)
+    n_outputs = max(int(y.max()) + 1, 2) if output == "softmax" else 1
+    if args.plot and (X.shape[1] != 2 or output == "identity"):
         raise InputError(f"--plot draws a decision boundary, which needs a classifier on 2 features; {source} has "
-                         f"{X.shape[1]} feature(s) and output {s['output']!r}")  # fmt: skip
+                         f"{X.shape[1]} feature(s) and output {output!r}")  # fmt: skip
     # In place, as fit(copy=False) scales X_train: a large CSV is held once, not three times.
     X_train, X_test, y_train, y_test = data.train_test_split(X, y, test_size=s["test_size"], seed=s["seed"], copy=False)
     sizes = [X.shape[1], *s["layers"], n_outputs]
@@ -208,18 +237,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = resumed
     else:
         model = MLP(
-            sizes, activation=s["activation"], output=s["output"], seed=s["seed"], device=device,
+            sizes, activation=s["activation"], output=output, seed=s["seed"], device=device,
             dtype=s["dtype"], standardize=True,
         )  # fmt: skip
         model.feature_names, model.target_name = names, s["target"]
     model.metadata["train"] = s
+    if classes is not None:
+        model.metadata["classes"] = classes
     remaining = max(s["epochs"] - model.epoch, 0)
     if not quiet:
         done = f", resuming at epoch {model.epoch}" if resumed is not None else ""
         if comm is not None:
             done += f", data-parallel over {comm.size} ranks"
         print(
-            f"gpunn {__version__}: training {model.sizes} ({s['activation']}, {s['output']}) on {source}, "
+            f"gpunn {__version__}: training {model.sizes} ({s['activation']}, {_describe(s['output'], output)}) "
+            f"on {source}, "
             f"{len(X_train)} train / {len(X_test)} test rows, {_backend.namespace_name(model.xp)} on "
             f"{model.device}, {s['dtype']}{done}"
         )
@@ -281,6 +313,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise InputError(f"{args.data}: the model needs feature column(s) {', '.join(missing)}")
         X = X[:, [header.index(f) for f in model.feature_names]]
     labels = _backend.to_numpy(model.predict(X))
+    if model.metadata.get("classes") is not None:  # trained on labels other than 0..k-1: write those back
+        labels = np.asarray(model.metadata["classes"])[labels]
     proba = _backend.to_numpy(model.predict_proba(X))
     if model.output == "identity":
         cols = [proba[:, j] for j in range(model.n_outputs)]

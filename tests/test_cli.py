@@ -193,3 +193,39 @@ def test_train_options_reach_the_model(tmp_path):
     for (w, b), (w2, b2) in zip(m.weights, ref.weights):
         np.testing.assert_array_equal(w, w2)
         np.testing.assert_array_equal(b, b2)
+
+
+@pytest.mark.parametrize(
+    "target,expected",
+    [
+        (lambda X: (X[:, 0] > 0).astype(int), "sigmoid"),
+        (lambda X: np.digitize(X[:, 0], [-1.0, -0.3, 0.3, 1.0]), "softmax"),
+        (lambda X: X[:, 0] * 0.5 + 0.1, "identity"),
+    ],
+    ids=["two-values", "five-classes", "values"],
+)
+def test_the_output_layer_follows_the_target(tmp_path, target, expected):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    np.savetxt(tmp_path / "d.csv", np.c_[X, target(X)], delimiter=",", header="a,b,c,label", comments="")
+    r = run("train", "--data", "d.csv", "--target", "label", "--epochs", "2", "--device", "cpu", "--save", "m.st",
+            cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"{expected} output, chosen from the target" in r.stdout.splitlines()[0]
+    m = gpunn.load(tmp_path / "m.st", device="cpu")
+    assert m.output == expected and m.n_outputs == {"sigmoid": 1, "softmax": 5, "identity": 1}[expected]
+
+
+def test_class_labels_other_than_0_to_k_are_trained_and_written_back(tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 2))
+    y = np.where(X[:, 0] + X[:, 1] > 0, 7, 3)  # a binary target coded 3 / 7
+    np.savetxt(tmp_path / "d.csv", np.c_[X, y], delimiter=",", header="a,b,label", comments="")
+    r = run("train", "--data", "d.csv", "--target", "label", "--epochs", "300", "--optimizer", "adam", "--lr",
+            "0.02", "--device", "cpu", "--save", "m.st", "-q", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = run("predict", "--model", "m.st", "--data", "d.csv", "--out", "p.csv", "--device", "cpu", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    predicted = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)[:, 0]
+    assert set(np.unique(predicted)) == {3.0, 7.0}
+    assert np.mean(predicted == y) > 0.95
