@@ -8,8 +8,8 @@ batches of 200, 300 epochs):
 - **sklearn**: ``MLPClassifier`` / ``MLPRegressor`` with those settings (``alpha=0``, no early stopping);
 - **gpunn**: ``MLP`` with the same settings;
 - **gpunn+**: the features users ask for: GELU, AdamW (weight decay 0.01), a cosine schedule peaking at 3e-3
-  after 10 warm-up epochs, early stopping on 10% of the training rows (patience 20, best epoch restored) and, for classifiers,
-  balanced class weights.
+  after 10 warm-up epochs, early stopping on 10% of the training rows (patience 20, best epoch restored) and,
+  for classifiers, balanced class weights.
 
 The score is the test accuracy (classifiers) or R^2 (regression), the time the wall-clock seconds of ``fit``.
 """
