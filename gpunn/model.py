@@ -280,8 +280,8 @@ class MLP:
             Accept X and y from another array namespace or device, converted through DLPack (or through the
             host where DLPack cannot cross the devices). Without it such input is an error.
         l2 : float
-            L2 penalty on the weights (not the biases): the loss gains l2/2 * sum(W**2) / batch size, as in
-            scikit-learn's ``alpha``.
+            L2 penalty on the weights (not the biases): the loss gains l2/2 * sum(W**2) / batch size (its weight
+            total with sample weights), as in scikit-learn's ``alpha``.
         comm : gpunn.distributed.Communicator, optional
             Train data-parallel with the other ranks of ``comm``: ``batch_size`` is the global batch, each rank
             computes the gradients of its shard, one allreduce per step averages them. Only rank 0 prints.

@@ -90,14 +90,15 @@ class Step:
         sum into the weighted mean sum(w l) / sum(w)."""
         h, xp = self.hyper, self.xp
         _, grad_scale = losses.scales(h.output, h.loss, rows, h.sizes[-1])
-        if weight_total is not None:
-            grad_scale = (grad_scale * rows) / weight_total
         if h.l2:
-            # The mean loss gains l2 / (2 rows) * sum(W**2), as in scikit-learn: in the units of the summed loss
-            # and of ``grads``, that is the penalty and the gradient below.
+            # The mean loss gains l2 / (2 m) * sum(W**2), as in scikit-learn, m being the batch's rows or, with
+            # sample weights, its weight total: in the units of the summed loss and of ``grads``, that is the
+            # penalty and the gradient below (whose factor does not depend on m).
             weights = params * self.mask
             grads = grads + (h.l2 / (rows * grad_scale)) * weights
             loss_sum = loss_sum + (0.5 * h.l2 * h.loss_outputs) * xp.sum(weights * weights)
+        if weight_total is not None:
+            grad_scale = (grad_scale * rows) / weight_total
         if h.clip_norm is not None:
             grads = clip_by_global_norm(grads, h.clip_norm, xp, scale=grad_scale)
         rate = h.lr if lr is None else lr

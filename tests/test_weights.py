@@ -27,9 +27,10 @@ def test_integer_weights_equal_repeated_rows(backend, output, k, optimizer):
     w = rng.integers(0, 4, size=len(X))
     sizes = [3, 6, max(k, 1)]
     m = gpunn.MLP(sizes, output=output, dtype="float64", seed=4, **backend.kwargs())
-    m.fit(X, y, epochs=5, lr=0.05, optimizer=optimizer, sample_weight=w, verbose=0)
+    m.fit(X, y, epochs=5, lr=0.05, optimizer=optimizer, l2=0.1, sample_weight=w, verbose=0)
     ref = gpunn.MLP(sizes, output=output, dtype="float64", seed=4, device="cpu")
-    ref.fit(np.repeat(X, w, axis=0), np.repeat(y, w, axis=0), epochs=5, lr=0.05, optimizer=optimizer, verbose=0)
+    ref.fit(np.repeat(X, w, axis=0), np.repeat(y, w, axis=0), epochs=5, lr=0.05, optimizer=optimizer, l2=0.1,
+            verbose=0)  # fmt: skip
     np.testing.assert_allclose(_backend.to_numpy(m.params), ref.params, rtol=0, atol=1e-12)
 
 
@@ -47,7 +48,8 @@ def test_minibatch_weighted_means_match_torch_autograd():
             xb, yb, wb = (torch.tensor(a[s : s + 16]) for a in (X, y.astype(float), w))
             z = torch.relu(xb @ params[0].T + params[1]) @ params[2].T + params[3]
             per_row = torch.nn.functional.binary_cross_entropy_with_logits(z[:, 0], yb, reduction="none")
-            loss = (wb * per_row).sum() / wb.sum() + 0.01 / (2 * len(xb)) * sum((p * p).sum() for p in params[::2])
+            # scikit-learn's weighted L2: alpha / (2 * the batch's weight total) * sum(W**2)
+            loss = (wb * per_row).sum() / wb.sum() + 0.01 / (2 * wb.sum()) * sum((p * p).sum() for p in params[::2])
             opt.zero_grad()
             loss.backward()
             opt.step()
