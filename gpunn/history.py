@@ -25,6 +25,10 @@ class History:
     val_accuracy: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickling: a History pickled before a field existed (``lr``) gets it empty."""
+        self.__dict__.update({key: [] for key in self.__dataclass_fields__} | state)
+
     @property
     def epochs(self) -> int:
         """Number of epochs recorded."""

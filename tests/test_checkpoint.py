@@ -196,3 +196,21 @@ def test_a_checkpoint_written_before_the_flat_parameter_buffer_loads_and_resumes
     y = (X[:, 0] * X[:, 1] > 0).astype(int)
     m.fit(X, y, epochs=2, batch_size=16, optimizer="adam", lr=0.01, verbose=0)
     np.testing.assert_allclose(m.params, np.load(os.path.join(data, "gpunn-0.1-adam-next.npy")), rtol=0, atol=1e-14)
+
+
+def test_a_model_pickled_before_the_flat_parameter_buffer_unpickles_and_resumes_as_it_did():
+    """A gpunn 0.1 model (lists of per-layer arrays, momentum's velocities) pickled by that code (tests/data)
+    unpickles into the flat buffer, and two more epochs give the weights that code gave."""
+    import os
+    import pickle
+
+    data = os.path.join(os.path.dirname(__file__), "data")
+    with open(os.path.join(data, "gpunn-0.1-momentum.pkl"), "rb") as f:
+        m = pickle.load(f)  # a file this repository wrote itself
+    assert m.epoch == 2 and m.optimizer_state["velocity"].shape == m.params.shape
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = (X[:, 0] * X[:, 1] > 0).astype(int)
+    m.fit(X, y, epochs=2, batch_size=16, optimizer="momentum", lr=0.05, verbose=0)
+    expected = np.load(os.path.join(data, "gpunn-0.1-momentum-next.npy"))
+    np.testing.assert_allclose(m.params, expected, rtol=0, atol=1e-14)
