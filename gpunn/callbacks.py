@@ -41,6 +41,7 @@ class EarlyStopping:
         if not isinstance(min_delta, (int, float)) or not math.isfinite(min_delta) or min_delta < 0:
             raise ConfigError(f"min_delta must be a finite number >= 0; got {min_delta!r}")
         self.monitor, self.patience, self.min_delta = monitor, patience, float(min_delta)
+        self.requires = (monitor,)  # fit checks that it records this before training starts
         self.restore_best = bool(restore_best)
         self.sign = 1.0 if monitor.endswith("loss") else -1.0  # minimize sign * value
         self.best: float | None = None
@@ -50,11 +51,6 @@ class EarlyStopping:
         self._waited = 0
 
     def __call__(self, model: Any, record: dict[str, float]) -> bool:
-        if self.monitor not in record:
-            raise ConfigError(
-                f"EarlyStopping monitors {self.monitor!r}, which this fit does not record "
-                f"(it records {', '.join(record)}); pass validation_data= or monitor='loss'"
-            )
         value = record[self.monitor]
         if self.best is None or self.sign * value < self.sign * self.best - self.min_delta:
             self.best, self.best_epoch, self._waited = value, model.epoch, 0

@@ -314,6 +314,16 @@ class MLP:
             l2 = check.positive_float(l2, "l2")
         if callbacks is not None and not all(callable(c) for c in callbacks):
             raise ConfigError("callbacks must be a sequence of callables callback(model, record)")
+        recorded = {"loss", "lr"} | ({"accuracy"} if self.output != "identity" else set())
+        if validation_data is not None:
+            recorded |= {f"val_{key}" for key in recorded - {"lr"}}
+        for callback in callbacks or ():
+            missing = set(getattr(callback, "requires", ())) - recorded
+            if missing:
+                raise ConfigError(
+                    f"{type(callback).__name__} needs {', '.join(sorted(missing))}, which this fit does not record "
+                    f"(it records {', '.join(sorted(recorded))}); pass validation_data= or monitor another metric"
+                )
         xp = self.xp
         if convert:
             X, y = self.adopt(X), self.adopt(y)

@@ -68,8 +68,9 @@ def test_bad_settings_are_named(kwargs, pattern):
         EarlyStopping(**kwargs)
 
 
-def test_monitoring_a_metric_the_fit_does_not_record_is_an_error():
+def test_monitoring_a_metric_the_fit_does_not_record_is_an_error_before_training():
     X, y, _, _ = _overfitting_problem()
     m = gpunn.MLP([5, 4, 1], device="cpu")
-    with pytest.raises(gpunn.ConfigError, match=r"monitors 'val_loss'.*pass validation_data= or monitor='loss'"):
+    with pytest.raises(gpunn.ConfigError, match=r"EarlyStopping needs val_loss, which this fit does not record"):
         m.fit(X, y, epochs=3, callbacks=[EarlyStopping()], verbose=0)
+    assert m.epoch == 0 and not m.fitted
