@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, _backend, data, layers, losses, optim
+from . import __version__, _backend, data, layers, losses, optim, schedules
+from . import callbacks as gpunn_callbacks
 from .errors import GpunnError, InputError, NonFiniteError
 
 EXIT_USAGE = 2
@@ -83,6 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--batch-size", type=_positive_int, help="minibatch size (default: full batch)")
     fit.add_argument("--optimizer", choices=optim.OPTIMIZERS, help="(default: sgd)")
     fit.add_argument("--clip-norm", type=float, help="clip the gradients' global L2 norm to this")
+    fit.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay (with --optimizer adamw)")
+    fit.add_argument(
+        "--schedule", choices=schedules.SCHEDULES,
+        help="learning-rate schedule from --lr: step (x0.1 every third of the epochs), cosine (down to 0 at the "
+        "last epoch), plateau (x0.1 after 10 epochs without a better validation loss) (default: constant)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--early-stopping", type=_nonnegative_int, metavar="PATIENCE",
+        help="stop after PATIENCE epochs without a better loss on a validation split of the training rows, "
+        "and keep the best epoch",
+    )  # fmt: skip
+    fit.add_argument("--validation-split", type=float, help="training rows held out for --early-stopping (default 0.1)")
+    fit.add_argument("--class-weight", choices=["balanced"], help="weight each class by n / (classes * count)")
     fit.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     fit.add_argument("--dtype", choices=_backend.DTYPES, help="(default: float32)")
     fit.add_argument("--seed", type=_nonnegative_int, help="seed of weights, split and shuffling (default: 0)")
@@ -151,6 +165,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "data": None, "target": None, "dataset": "moons", "samples": None, "test_size": 0.2,
     "layers": [10, 10, 10], "activation": "relu", "output": None, "dtype": "float32",
     "epochs": 1000, "lr": 0.1, "batch_size": None, "optimizer": "sgd", "clip_norm": None, "seed": 0,
+    "weight_decay": None, "schedule": "constant", "early_stopping": None, "validation_split": 0.1,
+    "class_weight": None,
 }  # fmt: skip
 ARCHITECTURE = ("layers", "activation", "output", "dtype")
 
@@ -192,6 +208,17 @@ def _output_for(y: np.ndarray, output: str, source: str) -> tuple[str, np.ndarra
     if output == "sigmoid" and values.size > 2:
         raise InputError(f"{source}: output 'sigmoid' needs two classes; the target has {values.size}")
     return output, np.searchsorted(values, y).astype(y.dtype), [int(v) for v in values]
+
+
+def _schedule(s: dict[str, Any]) -> Any:
+    """The learning rate of the settings: a number, or the schedule named by --schedule."""
+    lr, epochs = s["lr"], max(1, s["epochs"])
+    return {
+        "constant": lambda: lr,
+        "step": lambda: schedules.step(lr, every=max(1, epochs // 3)),
+        "cosine": lambda: schedules.cosine(lr, epochs),
+        "plateau": lambda: schedules.plateau(lr),
+    }[s["schedule"]]()
 
 
 def _describe(asked: str, output: str) -> str:
@@ -255,11 +282,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{len(X_train)} train / {len(X_test)} test rows, {_backend.namespace_name(model.xp)} on "
             f"{model.device}, {s['dtype']}{done}"
         )
-    callbacks = [lambda m, record: m.save(args.checkpoint)] if args.checkpoint and lead else None
+    callbacks: list[Any] = [lambda m, record: m.save(args.checkpoint)] if args.checkpoint and lead else []
+    validation = (X_test, y_test)
+    if s["early_stopping"] is not None:  # its own split of the training rows: the test rows stay unseen
+        X_train, X_val, y_train, y_val = data.train_test_split(
+            X_train, y_train, test_size=s["validation_split"], seed=s["seed"], copy=False
+        )
+        validation = (X_val, y_val)
+        callbacks.insert(0, gpunn_callbacks.EarlyStopping(patience=s["early_stopping"]))
     try:
         model.fit(
-            X_train, y_train, epochs=remaining, lr=s["lr"], batch_size=s["batch_size"], optimizer=s["optimizer"],
-            clip_norm=s["clip_norm"], validation_data=(X_test, y_test), verbose=0 if quiet else 1,
+            X_train, y_train, epochs=remaining, lr=_schedule(s), batch_size=s["batch_size"],
+            optimizer=s["optimizer"], clip_norm=s["clip_norm"], weight_decay=s["weight_decay"],
+            class_weight=s["class_weight"], validation_data=validation, verbose=0 if quiet else 1,
             callbacks=callbacks, comm=comm, copy=False,
         )  # fmt: skip
     except KeyboardInterrupt:

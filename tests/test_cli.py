@@ -229,3 +229,22 @@ def test_class_labels_other_than_0_to_k_are_trained_and_written_back(tmp_path):
     predicted = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)[:, 0]
     assert set(np.unique(predicted)) == {3.0, 7.0}
     assert np.mean(predicted == y) > 0.95
+
+
+def test_training_options_of_the_new_round_reach_the_model(tmp_path):
+    r = run("train", "--dataset", "spirals", "--samples", "300", "--optimizer", "adamw", "--weight-decay", "0.05",
+            "--schedule", "cosine", "--lr", "0.03", "--epochs", "400", "--early-stopping", "5", "--validation-split",
+            "0.2", "--class-weight", "balanced", "--activation", "gelu", "--device", "cpu", "-q", "--save", "m.st",
+            cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    m = gpunn.load(tmp_path / "m.st", device="cpu")
+    assert m.optimizer.name == "adamw" and m.optimizer.hyper["weight_decay"] == 0.05
+    assert m.schedule == gpunn.schedules.cosine(0.03, 400) and m.activation == "gelu"
+    assert m.epoch < 400, "early stopping with patience 5 ends this run early"
+    lr = m.history.lr
+    assert lr[0] == pytest.approx(0.03) and all(a >= b for a, b in zip(lr, lr[1:]))
+    assert len(m.history.val_loss) == m.epoch
+    assert m.metadata["train"]["validation_split"] == 0.2 and m.metadata["train"]["class_weight"] == "balanced"
+    r = run("train", "--optimizer", "sgd", "--weight-decay", "0.1", "--epochs", "2", "--device", "cpu", "-q",
+            cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 2 and "weight_decay is AdamW's decoupled decay" in r.stderr
