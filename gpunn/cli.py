@@ -272,23 +272,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     if classes is not None:
         model.metadata["classes"] = classes
     remaining = max(s["epochs"] - model.epoch, 0)
-    if not quiet:
-        done = f", resuming at epoch {model.epoch}" if resumed is not None else ""
-        if comm is not None:
-            done += f", data-parallel over {comm.size} ranks"
-        print(
-            f"gpunn {__version__}: training {model.sizes} ({s['activation']}, {_describe(s['output'], output)}) "
-            f"on {source}, "
-            f"{len(X_train)} train / {len(X_test)} test rows, {_backend.namespace_name(model.xp)} on "
-            f"{model.device}, {s['dtype']}{done}"
-        )
-    callbacks: list[Any] = [lambda m, record: m.save(args.checkpoint)] if args.checkpoint and lead else []
     validation = (X_test, y_test)
     if s["early_stopping"] is not None:  # its own split of the training rows: the test rows stay unseen
         X_train, X_val, y_train, y_val = data.train_test_split(
             X_train, y_train, test_size=s["validation_split"], seed=s["seed"], copy=False
         )
         validation = (X_val, y_val)
+    if not quiet:
+        held_out = f"{len(validation[0])} validation / " if s["early_stopping"] is not None else ""
+        done = f", resuming at epoch {model.epoch}" if resumed is not None else ""
+        if comm is not None:
+            done += f", data-parallel over {comm.size} ranks"
+        print(
+            f"gpunn {__version__}: training {model.sizes} ({s['activation']}, {_describe(s['output'], output)}) "
+            f"on {source}, "
+            f"{len(X_train)} train / {held_out}{len(X_test)} test rows, {_backend.namespace_name(model.xp)} on "
+            f"{model.device}, {s['dtype']}{done}"
+        )
+    callbacks: list[Any] = [lambda m, record: m.save(args.checkpoint)] if args.checkpoint and lead else []
+    if s["early_stopping"] is not None:  # before the checkpoint: a stop restores the best epoch, then it is saved
         callbacks.insert(0, gpunn_callbacks.EarlyStopping(patience=s["early_stopping"]))
     try:
         model.fit(
