@@ -3,9 +3,9 @@ that returns False stops training after that epoch."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from . import _validation as check
 from .errors import ConfigError
 
 MONITORS = ("val_loss", "loss", "val_accuracy", "accuracy")
@@ -36,11 +36,9 @@ class EarlyStopping:
     ):
         if monitor not in MONITORS:
             raise ConfigError(f"monitor {monitor!r} is not known; use one of {', '.join(MONITORS)}")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ConfigError(f"patience must be an integer >= 0; got {patience!r}")
-        if not isinstance(min_delta, (int, float)) or not math.isfinite(min_delta) or min_delta < 0:
-            raise ConfigError(f"min_delta must be a finite number >= 0; got {min_delta!r}")
-        self.monitor, self.patience, self.min_delta = monitor, patience, float(min_delta)
+        self.patience = check.integer(patience, "patience", 0)
+        self.min_delta = check.non_negative_float(min_delta, "min_delta")
+        self.monitor = monitor
         self.requires = (monitor,)  # fit checks that it records this before training starts
         self.restore_best = bool(restore_best)
         self.sign = 1.0 if monitor.endswith("loss") else -1.0  # minimize sign * value

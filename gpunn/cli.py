@@ -194,14 +194,13 @@ def _output_for(y: np.ndarray, output: str, source: str) -> tuple[str, np.ndarra
     anything else a regression. Class labels other than 0..k-1 (say 3 and 7) are trained as their indices and
     kept, so that predictions are written back as the labels they were."""
     whole = bool(np.all(y == np.round(y)))
+    values = np.unique(y)
     if output == "auto":
-        values = np.unique(y)
         output = "identity" if not whole or values.size < 2 else "sigmoid" if values.size == 2 else "softmax"
     if output == "identity":
         return output, y, None
     if not whole:
         raise InputError(f"{source}: output {output!r} needs class labels in the target, which holds fractions")
-    values = np.unique(y)
     canonical = values.min() >= 0 and (values.max() <= 1 if output == "sigmoid" else True)
     if canonical:
         return output, y, None

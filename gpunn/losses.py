@@ -56,11 +56,6 @@ def encode_targets(output: str, loss: str, t: Any) -> Any:
     return 1.0 - 2.0 * t if (output, loss) == ("sigmoid", "binary_crossentropy") else t
 
 
-def decode_targets(output: str, loss: str, target: Any) -> Any:
-    """Inverse of :func:`encode_targets`."""
-    return (1.0 - target) * 0.5 if (output, loss) == ("sigmoid", "binary_crossentropy") else target
-
-
 def scales(output: str, loss: str, rows: int, n_outputs: int) -> tuple[float, float]:
     """``(loss_scale, grad_scale)`` for a batch of ``rows``: the mean loss is ``loss_scale * loss_sum`` and its
     gradient is ``grad_scale`` times the gradient that ``delta`` of :func:`head` backpropagates to."""

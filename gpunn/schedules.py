@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _validation as check
 from .errors import ConfigError
 
 SCHEDULES = ("constant", "step", "cosine", "plateau")
@@ -69,51 +70,37 @@ class Schedule:
         return cls(data["name"], dict(data["params"]))
 
 
-def _positive(value: Any, name: str) -> float:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number > 0; got {value!r}") from None
-    if not math.isfinite(f) or f <= 0:
-        raise ConfigError(f"{name} must be a finite number > 0; got {value!r}")
-    return f
-
-
-def _count(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return value
-
-
 def constant(lr: float) -> Schedule:
     """The same rate every epoch (what ``fit(lr=0.1)`` means)."""
-    return Schedule("constant", {"lr": _positive(lr, "lr")})
+    return Schedule("constant", {"lr": check.positive_float(lr, "lr")})
 
 
 def step(lr: float, every: int, gamma: float = 0.1) -> Schedule:
     """``lr * gamma ** (epoch // every)``: the rate multiplied by ``gamma`` every ``every`` epochs."""
-    gamma = _positive(gamma, "gamma")
-    return Schedule("step", {"lr": _positive(lr, "lr"), "every": _count(every, "every", 1), "gamma": gamma})
+    gamma = check.positive_float(gamma, "gamma")
+    return Schedule(
+        "step", {"lr": check.positive_float(lr, "lr"), "every": check.integer(every, "every", 1), "gamma": gamma}
+    )
 
 
 def cosine(lr: float, epochs: int, warmup: int = 0, final: float = 0.0) -> Schedule:
     """A linear warm-up over ``warmup`` epochs, then a half cosine from ``lr`` down to ``final`` at ``epochs``
     (and ``final`` after it)."""
-    epochs, warmup = _count(epochs, "epochs", 1), _count(warmup, "warmup", 0)
-    final_rate = float(final)
-    if not math.isfinite(final_rate) or final_rate < 0:
-        raise ConfigError(f"final must be a finite number >= 0; got {final!r}")
-    return Schedule("cosine", {"lr": _positive(lr, "lr"), "epochs": epochs, "warmup": warmup, "final": final_rate})
+    epochs, warmup = check.integer(epochs, "epochs", 1), check.integer(warmup, "warmup", 0)
+    final_rate = check.non_negative_float(final, "final")
+    return Schedule(
+        "cosine", {"lr": check.positive_float(lr, "lr"), "epochs": epochs, "warmup": warmup, "final": final_rate}
+    )
 
 
 def plateau(lr: float, factor: float = 0.1, patience: int = 10) -> Schedule:
     """Multiply the rate by ``factor`` after ``patience`` epochs in a row without a new best ``val_loss`` (or
     ``loss`` when there is no validation data)."""
-    factor = _positive(factor, "factor")
+    factor = check.positive_float(factor, "factor")
     if factor >= 1:
         raise ConfigError(f"factor must be below 1; got {factor!r}")
-    patience = _count(patience, "patience", 0)
-    return Schedule("plateau", {"lr": _positive(lr, "lr"), "factor": factor, "patience": patience})
+    patience = check.integer(patience, "patience", 0)
+    return Schedule("plateau", {"lr": check.positive_float(lr, "lr"), "factor": factor, "patience": patience})
 
 
 def get(lr: Any) -> Schedule:

@@ -17,7 +17,6 @@ size (see :func:`gpunn.losses.scales`): the step returns the batch's *summed* lo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,8 +115,3 @@ def hyper(model: Any, optimizer: optim.Optimizer, lr: float, l2: float, clip_nor
     """The :class:`Hyper` of a model trained with these settings."""
     activation = model.activation if isinstance(model.activation, str) else tuple(model.activation)
     return Hyper(tuple(model.sizes), activation, model.output, model.loss, optimizer, lr, l2, clip_norm)
-
-
-def flat_from_pairs(pairs: Sequence[Any], xp: Any) -> Any:
-    """One flat buffer from ``[W1, b1, W2, b2, ...]`` (the order of :func:`gpunn.layers.layer_slices`)."""
-    return xp.concat([xp.reshape(p, (-1,)) for p in pairs])

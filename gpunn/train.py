@@ -23,7 +23,6 @@ from .history import Reporter
 from .step import Hyper, Step
 
 EVAL_ROWS = 4096  # rows per forward pass when evaluating: bounds the activations held at once
-COMPILE = ("auto", True, False)
 
 
 def row_blocks(n: int, size: int) -> list[slice]:
@@ -34,7 +33,7 @@ def row_blocks(n: int, size: int) -> list[slice]:
 
 def check_compile(value: Any, xp: Any) -> Any:
     """``compile=`` validated: "auto", True or False; True needs a namespace gpunn can compile for."""
-    if not any(value is c or (isinstance(value, str) and value == c) for c in COMPILE):
+    if not (value is True or value is False or (isinstance(value, str) and value == "auto")):
         raise ConfigError(f"compile must be 'auto', True or False; got {value!r}")
     if value is True and _backend.compiler(xp, required=True) is None:
         raise ConfigError(
