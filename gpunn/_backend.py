@@ -10,6 +10,7 @@ import contextlib
 import functools
 import importlib
 import importlib.util
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,7 +59,8 @@ def resolve(device: Any = "auto", xp: Any = None) -> tuple[Any, Any]:
     """Return ``(xp, device)``: an array-api-compat namespace and a device object of it.
 
     Without ``xp``, ``device`` is "auto" (CuPy when a GPU is usable, else NumPy), "cpu" (NumPy), or "cuda" /
-    "cuda:N" (CuPy). With ``xp``, ``device`` is a device of that namespace, or None for its default.
+    "cuda:N" (CuPy). With ``xp``, ``device`` is "auto" (the namespace's GPU when usable, else its default
+    device), a device of that namespace, or None for its default.
     """
     if xp is None:
         if device is None or device == "auto":
@@ -79,15 +81,44 @@ def resolve(device: Any = "auto", xp: Any = None) -> tuple[Any, Any]:
             "or pass xp= to pick another array namespace"
         )
     ns = canonical_namespace(xp)
+    if isinstance(device, str) and device == "auto":
+        return ns, _auto_device(ns)
     return ns, _device_in(ns, device)
 
 
+def _auto_device(xp: Any) -> Any:
+    """The device "auto" means in ``xp``: its accelerator when one is usable, else its default device."""
+    if aac.is_cupy_namespace(xp):
+        return _cupy_device(0)
+    if aac.is_torch_namespace(xp):
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+    return _device_in(xp, None)  # JAX puts its default device on a GPU when it has one
+
+
+def device_name(xp: Any, device: Any) -> str:
+    """A string naming ``device`` of ``xp`` that :func:`resolve_by_name` turns back into the same device."""
+    if aac.is_numpy_namespace(xp):
+        return "cpu"
+    if aac.is_cupy_namespace(xp):
+        return f"cuda:{device.id}"
+    if aac.is_array_api_strict_namespace(xp):
+        return repr(device).rpartition("(")[2].strip("')\"")  # Device('device1') -> device1
+    return str(device)  # torch: "cpu", "cuda:1"; JAX: "TFRT_CPU_0", "cuda:0"
+
+
 def resolve_by_name(name: str, device: Any) -> tuple[Any, Any]:
-    """``resolve`` from a namespace's short name (as :func:`namespace_name` gives it) and a device string."""
+    """``resolve`` from a namespace's short name (as :func:`namespace_name` gives it) and a device name (as
+    :func:`device_name` gives it; None for the namespace's default device)."""
     if name == "numpy":
         return resolve("cpu")
     if name == "cupy":
-        return resolve(device if str(device).startswith("cuda") else f"cuda:{getattr(device, 'id', 0)}")
+        # "cuda:N"; models pickled before device_name existed saved str(cupy.cuda.Device(N)): "<CUDA Device N>"
+        digits = re.findall(r"\d+", str(device))
+        return resolve(f"cuda:{digits[-1] if digits else 0}")
     module = {"torch": "torch", "jax": "jax.numpy", "array_api_strict": "array_api_strict"}.get(name, name)
     return resolve(device, importlib.import_module(module))
 

@@ -38,8 +38,9 @@ class MLP:
     seed : int
         Seeds the host generator that draws the initial weights and the shuffling order.
     device : str or device object
-        Without ``xp``: "auto" (CuPy when a GPU is usable, else NumPy), "cpu" or "cuda[:N]". With ``xp``: a
-        device of that namespace, or None for its default.
+        Without ``xp``: "auto" (CuPy when a GPU is usable, else NumPy), "cpu" or "cuda[:N]". With ``xp``:
+        "auto" (the namespace's GPU when it has a usable one, else its default device), a device of that
+        namespace, or None for its default.
     dtype : {"float32", "float64"}
         dtype of the parameters and of the data inside the model.
     xp : module, optional
@@ -110,7 +111,7 @@ class MLP:
         state["_params"], state["optimizer_state"] = self._mapped_arrays(_backend.to_numpy)
         state["_previous"] = None
         state["xp"] = _backend.namespace_name(self.xp)
-        state["device"] = None if state["xp"] in ("jax", "array_api_strict") else str(self.device)
+        state["device"] = _backend.device_name(self.xp, self.device)
         del state["_dtype"]
         return state
 

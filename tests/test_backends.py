@@ -131,6 +131,69 @@ def test_auto_device_falls_back_to_numpy_without_gpu():
     assert _backend.namespace_name(m.xp) == "numpy"
 
 
+@pytest.mark.parametrize("module", ["torch", "jax.numpy", "array_api_strict"])
+def test_xp_with_device_auto_takes_the_namespace_accelerator_or_its_default(module, tmp_path):
+    """``MLP(sizes, xp=torch)`` as docs/devices.md writes it, ``load(path, xp=...)`` and a pickle of the
+    model: the accelerator when the namespace has a usable one, else its default device."""
+    import pickle
+
+    xp = pytest.importorskip(module)
+    if module == "torch":
+        expected = "cuda" if xp.cuda.is_available() else "cpu"
+    else:
+        expected = str(aac.device(xp.zeros(0)))
+    m = gpunn.MLP([3, 4, 1], xp=xp)
+    assert str(m.device).startswith(expected)
+    assert str(aac.device(m.weights[0][0])).startswith(expected)
+    m.save(tmp_path / "m.safetensors")
+    loaded = gpunn.load(tmp_path / "m.safetensors", xp=xp)
+    assert str(loaded.device) == str(m.device)
+    assert str(pickle.loads(pickle.dumps(m)).device) == str(m.device)
+
+
+def test_a_pickle_returns_to_the_non_default_device_it_was_on():
+    xs = pytest.importorskip("array_api_strict")
+    import pickle
+
+    m = gpunn.MLP([3, 4, 1], xp=xs, device="device1")
+    back = pickle.loads(pickle.dumps(m))
+    assert back.device == m.device != xs.__array_namespace_info__().default_device()
+
+
+def _fake_cupy(monkeypatch, count):
+    """A stand-in for CuPy with ``count`` GPUs, for the code that picks a device (no kernel runs)."""
+    import sys
+    import types
+
+    class Device:
+        def __init__(self, index=0):
+            self.id = index
+
+        def __repr__(self):
+            return f"<CUDA Device {self.id}>"
+
+    cupy = types.ModuleType("cupy")
+    cupy.cuda = types.SimpleNamespace(Device=Device)
+    namespace = types.ModuleType("array_api_compat.cupy")
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setattr(_backend, "gpu_status", lambda: (count, "" if count else "no CUDA device (stand-in)"))
+    monkeypatch.setattr(_backend, "_compat", lambda name: namespace if name == "cupy" else pytest.fail(name))
+    return namespace
+
+
+@pytest.mark.parametrize("saved", ["cuda:1", "<CUDA Device 1>"])
+def test_a_model_on_cuda_1_is_restored_to_cuda_1(monkeypatch, saved):
+    """resolve_by_name on a stand-in CuPy with two GPUs: "cuda:1" (and the "<CUDA Device 1>" that older gpunn
+    pickled) comes back on GPU 1, not GPU 0; with one GPU it is a clear error."""
+    namespace = _fake_cupy(monkeypatch, 2)
+    xp, device = _backend.resolve_by_name("cupy", saved)
+    assert xp is namespace and device.id == 1
+    assert _backend.device_name(xp, device) == "cuda:1"
+    _fake_cupy(monkeypatch, 1)
+    with pytest.raises(gpunn.DeviceError, match="cuda:1.*only 1 CUDA device"):
+        _backend.resolve_by_name("cupy", saved)
+
+
 @pytest.mark.parametrize("device", ["tpu", "cuda:x", 3])
 def test_unknown_device_is_a_clear_error(device):
     with pytest.raises(gpunn.DeviceError, match="device"):
