@@ -26,7 +26,10 @@ import torch
 from benchmarks.worker import CELLS, LR, make_data, steps_per_epoch
 
 MARK = "gpunn-ops-epoch-mark"
-DEFAULT_ROWS = [("tiny", "sgd"), ("tiny", "adam"), ("mid-128", "sgd"), ("mid-128", "adam"), ("mid-1024", "sgd")]
+DEFAULT_ROWS = [
+    ("tiny", "sgd", 0.0), ("tiny", "adam", 0.0), ("mid-128", "sgd", 0.0), ("mid-128", "adam", 0.0),
+    ("mid-1024", "sgd", 0.0), ("tiny", "adam", 0.2), ("mid-128", "adam", 0.2),
+]  # fmt: skip
 EPOCHS = {"tiny": 5}  # profiled epochs per cell; the others get MID_EPOCHS
 MID_EPOCHS = 2
 RESULTS = Path(__file__).parent / "results" / "ops.json"
@@ -81,14 +84,14 @@ def count_ops(events) -> tuple[collections.Counter, collections.Counter]:
     return counted, skipped
 
 
-def measure(cell_name: str, optimizer: str) -> dict:
+def measure(cell_name: str, optimizer: str, dropout: float = 0.0) -> dict:
     import gpunn
 
     cell = CELLS[cell_name]
     sizes, bs = cell["sizes"], cell["batch"]
     X, y = make_data(cell)
     output = "softmax" if sizes[-1] > 1 else "sigmoid"
-    m = gpunn.MLP(sizes, output=output, seed=0, xp=torch, device="cpu", compile=False)
+    m = gpunn.MLP(sizes, output=output, seed=0, xp=torch, device="cpu", compile=False, dropout=dropout)
     fit = dict(lr=LR, batch_size=bs, optimizer=optimizer, verbose=0)
     m.fit(X, y, epochs=2, **fit)  # warm-up: optimizer state, lazy initialization, caches
 
@@ -102,7 +105,8 @@ def measure(cell_name: str, optimizer: str) -> dict:
     counted, skipped = count_ops(prof.events())
     steps = epochs * steps_per_epoch(len(X), bs)
     return {
-        "cell": cell_name, "sizes": sizes, "n": len(X), "batch": bs, "optimizer": optimizer, "epochs": epochs,
+        "cell": cell_name, "sizes": sizes, "n": len(X), "batch": bs, "optimizer": optimizer, "dropout": dropout,
+        "epochs": epochs,
         "steps": steps, "ops_per_step": sum(counted.values()) / steps,
         "breakdown": {name: c / steps for name, c in counted.most_common()},
         "not_counted": {name: c / steps for name, c in skipped.most_common()},
@@ -114,14 +118,15 @@ def _fmt(x: float) -> str:
 
 
 def table(rows: list[dict], verbose: bool) -> str:
-    lines = ["| cell | sizes | batch | optimizer | ops per step |", "|---|---|---|---|---:|"]
+    lines = ["| cell | sizes | batch | optimizer | dropout | ops per step |", "|---|---|---|---|---|---:|"]
     for r in rows:
         batch = f"{r['batch']}" if r["batch"] else f"full ({r['n']})"
-        lines.append(f"| {r['cell']} | {r['sizes']} | {batch} | {r['optimizer']} | {_fmt(r['ops_per_step'])} |")
+        cells = [r["cell"], r["sizes"], batch, r["optimizer"], f"{r['dropout']:g}", _fmt(r["ops_per_step"])]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
         if verbose:
-            lines += [f"|   | `{name}` | | | {_fmt(c)} |" for name, c in r["breakdown"].items()]
+            lines += [f"|   | `{name}` | | | | {_fmt(c)} |" for name, c in r["breakdown"].items()]
             skipped = ", ".join(f"{name[6:]} {_fmt(c)}" for name, c in r["not_counted"].items())
-            lines.append(f"|   | not counted: {skipped or 'none'} | | | |")
+            lines.append(f"|   | not counted: {skipped or 'none'} | | | | |")
     return "\n".join(lines)
 
 
@@ -129,15 +134,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ops", description=__doc__.splitlines()[0])
     parser.add_argument("--cells", nargs="+", choices=sorted(CELLS), help="cells to count (default: the five rows)")
     parser.add_argument("--optimizers", nargs="+", choices=["sgd", "momentum", "adam"], help="optimizers to count")
+    parser.add_argument("--dropout", type=float, default=0.0, help="dropout rate with --cells/--optimizers")
     parser.add_argument("--verbose", action="store_true", help="per-operation breakdown under each row")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write the results (default {RESULTS})")
     args = parser.parse_args(argv)
     if args.cells or args.optimizers:
         cells, optimizers = args.cells or ["tiny", "mid-128", "mid-1024"], args.optimizers or ["sgd", "adam"]
-        rows = [(c, o) for c in cells for o in optimizers]
+        rows = [(c, o, args.dropout) for c in cells for o in optimizers]
     else:
         rows = DEFAULT_ROWS
-    results = [measure(c, o) for c, o in rows]
+    results = [measure(c, o, d) for c, o, d in rows]
     print("Array operations per training step, gpunn on eager torch CPU (top-level aten ops, per-epoch work amortized;")
     print(f"n = the cell's rows; profiled epochs: tiny {EPOCHS['tiny']}, others {MID_EPOCHS}).\n")
     print(table(results, args.verbose))

@@ -96,6 +96,7 @@ def save(model: MLP, path: str | os.PathLike[str]) -> None:
         "dtype": model.dtype,
         "seed": model.seed,
         "standardize": model.standardize,
+        "dropout": model.dropout,
         "scaling": None if model.scaling is None else [s.tolist() for s in model.scaling],
         "feature_names": model.feature_names,
         "target_name": model.target_name,
@@ -251,7 +252,7 @@ def load(path: str | os.PathLike[str], *, device: Any = "auto", xp: Any = None) 
     try:
         m = MLP(
             c["sizes"], activation=c["activation"], output=c["output"], loss=c["loss"], seed=c["seed"],
-            device=device, dtype=c["dtype"], xp=xp, standardize=c["standardize"],
+            device=device, dtype=c["dtype"], xp=xp, standardize=c["standardize"], dropout=c.get("dropout", 0.0),
         )  # fmt: skip
         m.set_weights(ckpt.weight_pairs())
         m.fitted = bool(c["fitted"])

@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="output layer (default with --data: auto, from the target: two values sigmoid, more integer values "
         "softmax, else identity; built-in datasets: softmax for 'spirals', else sigmoid)",
     )  # fmt: skip
+    net.add_argument(
+        "--dropout", type=float, metavar="RATE",
+        help="drop this fraction of every hidden layer's outputs while training (default: 0)",
+    )  # fmt: skip
     fit = train.add_argument_group("training")
     fit.add_argument("--epochs", type=_nonnegative_int, help="total epochs (default: 1000)")
     fit.add_argument("--lr", type=float, help="learning rate (default: 0.1)")
@@ -166,9 +170,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "layers": [10, 10, 10], "activation": "relu", "output": None, "dtype": "float32",
     "epochs": 1000, "lr": 0.1, "batch_size": None, "optimizer": "sgd", "clip_norm": None, "seed": 0,
     "weight_decay": None, "schedule": "constant", "early_stopping": None, "validation_split": 0.1,
-    "class_weight": None,
+    "class_weight": None, "dropout": 0.0,
 }  # fmt: skip
-ARCHITECTURE = ("layers", "activation", "output", "dtype")
+ARCHITECTURE = ("layers", "activation", "output", "dtype", "dropout")
 
 
 def _train_settings(args: argparse.Namespace, stored: dict[str, Any]) -> dict[str, Any]:
@@ -264,7 +268,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         model = MLP(
             sizes, activation=s["activation"], output=output, seed=s["seed"], device=device,
-            dtype=s["dtype"], standardize=True,
+            dtype=s["dtype"], standardize=True, dropout=s["dropout"],
         )  # fmt: skip
         model.feature_names, model.target_name = names, s["target"]
     model.metadata["train"] = s
@@ -283,7 +287,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if comm is not None:
             done += f", data-parallel over {comm.size} ranks"
         print(
-            f"gpunn {__version__}: training {model.sizes} ({s['activation']}, {_describe(s['output'], output)}) "
+            f"gpunn {__version__}: training {model.sizes} ({s['activation']}, {_describe(s['output'], output)}"
+            f"{f', dropout {model.dropout:g}' if model.dropout else ''}) "
             f"on {source}, "
             f"{len(X_train)} train / {held_out}{len(X_test)} test rows, {_backend.namespace_name(model.xp)} on "
             f"{model.device}, {s['dtype']}{done}"

@@ -138,20 +138,30 @@ def dense(a: Any, w: Any, b: Any) -> Any:
 
 
 def forward(
-    layers: list[tuple[Any, Any]], x: Any, activation: str | Sequence[str], xp: Any
+    layers: list[tuple[Any, Any]], x: Any, activation: str | Sequence[str], xp: Any, masks: list[Any] | None = None
 ) -> tuple[Any, list[Any], list[Backprop]]:
-    """The output logits, what backward needs of every layer's input, and every hidden activation's backprop."""
+    """The output logits, what backward needs of every layer's input, and every hidden activation's backprop.
+
+    ``masks`` (training with dropout) holds one multiplier per hidden layer, shaped (rows, units), applied to
+    the layer's output; its backprop multiplies by the same mask."""
     names = per_layer(activation, len(layers) - 1)
     if _backend.numpy_fast_path(xp):
-        return _forward_numpy(layers, x, names)
+        return _forward_numpy(layers, x, names, masks)
     inputs, backprops = [x], []
     a = x
-    for (w, b), name in zip(layers[:-1], names):
+    for i, ((w, b), name) in enumerate(zip(layers[:-1], names)):
         a, backprop = activate(name, dense(a, w, b), xp)
+        if masks is not None:
+            a, backprop = a * masks[i], _masked(backprop, masks[i])
         inputs.append(a)
         backprops.append(backprop)
     w, b = layers[-1]
     return dense(a, w, b), inputs, backprops
+
+
+def _masked(backprop: Backprop, mask: Any) -> Backprop:
+    """The backprop of ``mask * activation(z)``."""
+    return lambda da: backprop(da * mask)
 
 
 def logits(layers: list[tuple[Any, Any]], x: Any, activation: str | Sequence[str], xp: Any) -> Any:
@@ -195,7 +205,7 @@ def _transposed(layers: list[tuple[Any, Any]]) -> bool:
 
 
 def _forward_numpy(
-    layers: list[tuple[Any, Any]], x: Any, names: tuple[str, ...]
+    layers: list[tuple[Any, Any]], x: Any, names: tuple[str, ...], masks: list[Any] | None
 ) -> tuple[Any, list[Any], list[Backprop]]:
     transposed = _transposed(layers)
     inputs: list[Any] = [x]
@@ -211,6 +221,9 @@ def _forward_numpy(
         if i == len(layers) - 1:
             return z.T if transposed else z, inputs, backprops
         a, backprop = activate(names[i], z, np, fast=True)
+        if masks is not None:
+            mask = masks[i].T if transposed else masks[i]
+            a, backprop = a * mask, _masked(backprop, mask)  # a new array: backprop may still read a
         inputs.append(a)  # transposed or not, as _backward_numpy knows
         backprops.append(backprop)
     raise AssertionError("unreachable")

@@ -47,6 +47,12 @@ class MLP:
         An array namespace array-api-compat supports: numpy, cupy, torch, jax.numpy, array_api_strict.
     standardize : bool
         Learn each feature's mean and standard deviation on the first ``fit`` and apply them to every input.
+    dropout : float
+        Inverted dropout on the outputs of every hidden layer while training: each is zeroed with this
+        probability and the rest scaled by 1 / (1 - dropout); ``predict``, ``evaluate`` and validation use
+        every unit. The masks come from a counter-based generator on the model's device
+        (:mod:`gpunn.dropout`): the same seed draws the same masks on every namespace and device, and a
+        resumed run draws the masks the uninterrupted run would have.
     compile : {"auto", True, False}
         Compile the training step where gpunn has a compiler for the namespace (``jax.jit`` on JAX). "auto"
         compiles where it can and falls back to the eager step, with a warning, if compiling fails; True
@@ -66,6 +72,7 @@ class MLP:
         xp: Any = None,
         standardize: bool = False,
         compile: Any = "auto",
+        dropout: float = 0.0,
     ):
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) < 2:
             raise ConfigError(f"sizes must list at least two layer widths (inputs and outputs); got {sizes!r}")
@@ -81,6 +88,7 @@ class MLP:
         self.dtype = check.choice(dtype, "dtype", _backend.DTYPES)
         self.seed = check.integer(seed, "seed", 0)
         self.standardize = bool(standardize)
+        self.dropout = _dropout_rate(dropout)
         self.xp, self.device = _backend.resolve(device, xp)
         self.compile = train.check_compile(compile, self.xp)
         self._dtype = _backend.float_dtype(self.xp, self.dtype)
@@ -118,6 +126,7 @@ class MLP:
     def __setstate__(self, state: dict[str, Any]) -> None:
         name, device = state.pop("xp"), state.pop("device")
         state.setdefault("compile", "auto")
+        state.setdefault("dropout", 0.0)
         state.setdefault("schedule", None)
         state.setdefault("schedule_state", {})
         if isinstance(state["_params"], list):  # pickled by gpunn 0.1, which kept a list of arrays
@@ -142,7 +151,7 @@ class MLP:
         return (
             f"MLP(sizes={self.sizes}, activation={self.activation!r}, output={self.output!r}, "
             f"loss={self.loss!r}, dtype={self.dtype!r}, xp={_backend.namespace_name(self.xp)}, "
-            f"device={self.device!r})"
+            f"device={self.device!r}{f', dropout={self.dropout}' if self.dropout else ''})"
         )
 
     @property
@@ -289,7 +298,7 @@ class MLP:
         sample_weight : array, shape (n_samples,), optional
             Non-negative weights of the rows: each batch's loss becomes the weighted mean sum(w l) / sum(w), and
             its gradients follow (integer weights equal repeating rows, in a full batch). History's metrics stay
-            unweighted. Not available with ``comm``.
+            unweighted.
         class_weight : dict or "balanced", optional
             ``{label: weight}``, or "balanced" (n_samples / (n_classes * count)); multiplies into the sample
             weights.
@@ -334,8 +343,6 @@ class MLP:
             x = inputs.check_x(self, X, "X")
             t = inputs.targets(self, y, x.shape[0], "y", fitting=True)
             w_host = inputs.sample_weights(self, sample_weight, class_weight, y, x.shape[0])
-            if w_host is not None and comm is not None:
-                raise ConfigError("sample_weight and class_weight are not supported in distributed training yet")
             xv = tv = None
             if validation_data is not None:
                 if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -466,3 +473,11 @@ def _activations(activation: Any, n_hidden: int) -> str | list[str]:
         )
     names = layers.ACTIVATIONS
     return [check.choice(a, f"activation of hidden layer {i + 1}", names) for i, a in enumerate(activation)]
+
+
+def _dropout_rate(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ConfigError(f"dropout must be a number in [0, 1); got {value!r}")
+    if not 0.0 <= float(value) < 1.0:  # also rejects NaN
+        raise ConfigError(f"dropout must be in [0, 1) (the fraction of hidden units dropped); got {value!r}")
+    return float(value)

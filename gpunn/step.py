@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import _backend, layers, losses, optim
+from . import _backend, dropout, layers, losses, optim
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,8 @@ class Hyper:
     lr: float  # the rate when a call passes none (a schedule passes each epoch's)
     l2: float = 0.0
     clip_norm: float | None = None
+    dropout: float = 0.0  # the fraction of every hidden layer's outputs dropped while training
+    dropout_key: int = 0  # the key of the model's seed (see gpunn.dropout.seed_key)
 
     @property
     def loss_outputs(self) -> int:
@@ -55,25 +57,35 @@ class Step:
     """
 
     def __init__(self, hyper: Hyper, xp: Any, device: Any, dtype: str):
-        self.hyper, self.xp = hyper, xp
+        self.hyper, self.xp, self.device = hyper, xp, device
         self.zero = xp.zeros((), dtype=_backend.float_dtype(xp, dtype), device=device)
         self.mask = layers.weight_mask(hyper.sizes, dtype, xp, device) if hyper.l2 else None
         self.donate = _backend.numpy_fast_path(xp)  # NumPy's gradients are fresh: the update may reuse them
 
     def __call__(self, params: Any, state: dict[str, Any], x: Any, target: Any, lr: Any = None, weight: Any = None):
-        grads, loss_sum, correct = self.gradients(params, x, target, weight)
+        grads, loss_sum, correct = self.gradients(params, x, target, weight, state["step"])
         weight_total = None if weight is None else self.xp.sum(weight)
         params, state, loss_sum = self.apply(params, state, grads, loss_sum, x.shape[0], lr, weight_total)
         return params, state, loss_sum, correct
 
-    def gradients(self, params: Any, x: Any, target: Any, weight: Any = None) -> tuple[Any, Any, Any]:
+    def gradients(
+        self, params: Any, x: Any, target: Any, weight: Any = None, counter: Any = 0, row_offset: Any = 0
+    ) -> tuple[Any, Any, Any]:
         """``(grads, loss_sum, correct)``: forward, loss and backprop on one batch (or one rank's shard).
 
         With per-row sample weights ``weight`` (shape (rows, 1)), the gradients are those of the weighted sum
-        of the rows' losses; ``loss_sum`` and ``correct`` stay unweighted (they are what History reports)."""
+        of the rows' losses; ``loss_sum`` and ``correct`` stay unweighted (they are what History reports).
+        With dropout, ``counter`` (the optimizer's step count) and ``row_offset`` (the shard's first row in the
+        global batch) pick the masks."""
         h, xp = self.hyper, self.xp
         layer_params = layers.unflatten(params, h.sizes, xp)
-        z, inputs, backprops = layers.forward(layer_params, x, h.activation, xp)
+        masks = None
+        if h.dropout:
+            units = list(h.sizes[1:-1])
+            masks = dropout.masks(
+                h.dropout, h.dropout_key, counter, x.shape[0], units, x.dtype, xp, self.device, row_offset
+            )
+        z, inputs, backprops = layers.forward(layer_params, x, h.activation, xp, masks)
         loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp)
         if weight is not None:
             delta = delta * weight
@@ -114,4 +126,7 @@ def clip_by_global_norm(grads: Any, max_norm: float, xp: Any, scale: float = 1.0
 def hyper(model: Any, optimizer: optim.Optimizer, lr: float, l2: float, clip_norm: float | None) -> Hyper:
     """The :class:`Hyper` of a model trained with these settings."""
     activation = model.activation if isinstance(model.activation, str) else tuple(model.activation)
-    return Hyper(tuple(model.sizes), activation, model.output, model.loss, optimizer, lr, l2, clip_norm)
+    key = dropout.seed_key(model.seed) if model.dropout else 0
+    return Hyper(
+        tuple(model.sizes), activation, model.output, model.loss, optimizer, lr, l2, clip_norm, model.dropout, key
+    )

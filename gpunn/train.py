@@ -79,16 +79,17 @@ class Runner:
     weight: Any = None  # sample weights on the device, (n, 1), when fit has them
     weight_host: Any = None  # the same on the host, (n,) float64, to check every batch's total before an epoch
 
-    def __call__(self, params: Any, state: Any, xb: Any, tb: Any, rows: int, shard_rows: int, lr: Any, wb: Any = None):
+    def __call__(self, params, state, xb, tb, rows, shard_rows, lr, wb=None, offset=0, weight_total=None):
         """One step on the batch ``(xb, tb)`` (sample weights ``wb``): this rank's ``shard_rows`` of a global batch
-        of ``rows``."""
+        of ``rows``, starting at its row ``offset``; ``weight_total`` is the global batch's weight total."""
         if self.compiled:
             if isinstance(state["step"], int):  # the compiled step returns it as an array: compile once, not twice
                 xp = self.step.xp
                 state = {**state, "step": xp.asarray(state["step"], dtype=xp.int32, device=self.device)}
             try:
                 step, gradients, apply = self._step, self._gradients, self._apply
-                return self._run(params, state, xb, tb, rows, shard_rows, lr, wb, step, gradients, apply)
+                return self._run(params, state, (xb, tb, rows, shard_rows, lr, wb, offset, weight_total), step,
+                                 gradients, apply)  # fmt: skip
             except Exception as exc:
                 if self.mode is True or isinstance(exc, (NonFiniteError, MemoryError)):
                     raise
@@ -101,17 +102,19 @@ class Runner:
                 self.compiled = False
                 lr = float(_backend.to_numpy(lr))
         step = self.step
-        return self._run(params, state, xb, tb, rows, shard_rows, lr, wb, step, step.gradients, step.apply)
+        batch = (xb, tb, rows, shard_rows, lr, wb, offset, weight_total)
+        return self._run(params, state, batch, step, step.gradients, step.apply)
 
-    def _run(self, params, state, xb, tb, rows, shard_rows, lr, wb, step, gradients, apply):
+    def _run(self, params, state, batch, step, gradients, apply):
+        xb, tb, rows, shard_rows, lr, wb, offset, weight_total = batch
         if self.comm is None:
             return step(params, state, xb, tb, lr, wb)
         if shard_rows:
-            grads, loss_sum, correct = gradients(params, xb, tb)
+            grads, loss_sum, correct = gradients(params, xb, tb, wb, state["step"], offset)
         else:  # more ranks than samples in this batch: this rank contributes nothing
             grads, loss_sum, correct = self._nothing(params)
         grads = self.comm.allreduce_sum(grads, self.step.xp, self.device)
-        params, state, loss_sum = apply(params, state, grads, loss_sum, rows, lr)
+        params, state, loss_sum = apply(params, state, grads, loss_sum, rows, lr, weight_total)
         return params, state, loss_sum, correct
 
     def _nothing(self, params: Any) -> tuple[Any, Any, Any]:
@@ -202,17 +205,23 @@ def _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm, 
     for start in range(0, n, bs):
         stop = min(start + bs, n)  # the standard leaves out-of-bounds slice ends unspecified
         lo, hi = (start, stop) if comm is None else comm.shard(start, stop)
-        w, wb = runner.weight, None
+        w, wb, total = runner.weight, None, None
         if comm is None and bs == n:
             xb, tb, wb = x, target, w
         elif order is not None:
             idx = order[lo:hi]
             xb, tb = _backend.take_rows(x, idx, xp), _backend.take_rows(target, idx, xp)
             wb = None if w is None else _backend.take_rows(w, idx, xp)
+            if w is not None and comm is not None:  # the global batch's total, which every rank can sum
+                total = xp.sum(_backend.take_rows(w, order[start:stop], xp))
         else:
             xb, tb = x[lo:hi, ...], target[lo:hi, ...]
             wb = None if w is None else w[lo:hi, ...]
-        params, state, loss_sum, correct = runner(params, state, xb, tb, stop - start, hi - lo, rate, wb)
+            if w is not None and comm is not None:
+                total = xp.sum(w[start:stop, ...])
+        params, state, loss_sum, correct = runner(
+            params, state, xb, tb, stop - start, hi - lo, rate, wb, lo - start, total
+        )
         loss_sums.append(loss_sum)
         corrects.append(correct)
     has_correct = corrects[0] is not None

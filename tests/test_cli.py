@@ -107,6 +107,7 @@ def test_debug_shows_the_traceback(tmp_path):
         (["train", "--data", "x.csv"], "needs --target"),
         (["train", "--lr", "-1", "--device", "cpu"], "lr must be a finite number > 0"),
         (["predict", "--model", "none.safetensors", "--data", "x.csv"], "none.safetensors: cannot read"),
+        (["train", "--dropout", "1", "--device", "cpu"], "dropout must be in [0, 1)"),
     ],
 )
 def test_usage_errors(tmp_path, args, pattern):
@@ -248,3 +249,21 @@ def test_training_options_of_the_new_round_reach_the_model(tmp_path):
     r = run("train", "--optimizer", "sgd", "--weight-decay", "0.1", "--epochs", "2", "--device", "cpu", "-q",
             cwd=tmp_path)  # fmt: skip
     assert r.returncode == 2 and "weight_decay is AdamW's decoupled decay" in r.stderr
+
+
+def test_dropout_reaches_the_model_and_trains_as_the_api_does(tmp_path):
+    r = run("train", "--dataset", "moons", "--samples", "200", "--dropout", "0.2", "--layers", "16,16", "--epochs",
+            "5", "--batch-size", "32", "--optimizer", "adam", "--lr", "0.01", "--dtype", "float64", "--device", "cpu",
+            "--save", "m.st", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "dropout 0.2" in r.stdout.splitlines()[0]
+    m = gpunn.load(tmp_path / "m.st", device="cpu")
+    assert m.dropout == 0.2
+    X, y = gpunn.data.make_moons(200, seed=0)
+    X_train, X_test, y_train, y_test = gpunn.data.train_test_split(X, y, test_size=0.2, seed=0)
+    ref = gpunn.MLP([2, 16, 16, 1], dtype="float64", device="cpu", standardize=True, dropout=0.2)
+    ref.fit(X_train, y_train, epochs=5, lr=0.01, batch_size=32, optimizer="adam", validation_data=(X_test, y_test),
+            verbose=0)  # fmt: skip
+    for (w, b), (w2, b2) in zip(m.numpy_weights(), ref.numpy_weights()):
+        np.testing.assert_array_equal(w, w2)
+        np.testing.assert_array_equal(b, b2)

@@ -43,9 +43,10 @@ TRAIN = textwrap.dedent(
         import jax
         jax.config.update("jax_enable_x64", True)
         where = {"xp": jax.numpy, "device": None, "compile": True}
-    m = gpunn.MLP([4, 8, 8, 1], dtype="float64", seed=3, **where)
+    weight = 0.5 + np.arange(103) % 3 if cfg["weighted"] else None
+    m = gpunn.MLP([4, 8, 8, 1], dtype="float64", seed=3, dropout=cfg["dropout"], **where)
     m.fit(X, y, epochs=4, lr=cfg["lr"], batch_size=cfg["batch_size"], optimizer=cfg["optimizer"],
-          validation_data=(X[:20], y[:20]), verbose=0, comm=comm)
+          validation_data=(X[:20], y[:20]), verbose=0, comm=comm, sample_weight=weight)
     if comm.rank == 0:
         np.savez(sys.argv[2], *[np.asarray(a) for pair in m.weights for a in pair])
         with open(sys.argv[2] + ".json", "w") as f:
@@ -63,18 +64,29 @@ def _run(ranks: int, script: str, *args: str, cwd, timeout: int = 120) -> subpro
 
 
 @pytest.mark.parametrize(
-    "optimizer,batch_size,lr,xp",
-    [("sgd", None, 0.3, "numpy"), ("sgd", 16, 0.1, "numpy"), ("adam", 10, 0.01, "numpy"), ("adam", 10, 0.01, "jax")],
-    ids=["full-batch-sgd", "minibatch-sgd", "minibatch-adam", "minibatch-adam-jax-compiled"],
-)
-def test_two_ranks_equal_one_process(tmp_path, optimizer, batch_size, lr, xp):
+    "optimizer,batch_size,lr,xp,dropout,weighted",
+    [
+        ("sgd", None, 0.3, "numpy", 0.0, False),
+        ("sgd", 16, 0.1, "numpy", 0.0, True),
+        ("adam", 10, 0.01, "numpy", 0.3, False),
+        ("adam", 10, 0.01, "jax", 0.0, False),
+        ("momentum", None, 0.1, "jax", 0.25, True),
+    ],
+    ids=["full-batch-sgd", "minibatch-sgd-weighted", "minibatch-adam-dropout", "minibatch-adam-jax-compiled",
+         "full-batch-momentum-jax-compiled-dropout-weighted"],
+)  # fmt: skip
+def test_two_ranks_equal_one_process(tmp_path, optimizer, batch_size, lr, xp, dropout, weighted):
+    """Each rank draws its rows' part of the global dropout mask and divides by the global batch's weight
+    total, so two ranks give the one-process weights."""
     import json
 
     if xp == "jax":
         pytest.importorskip("jax")
     script = tmp_path / "train.py"
     script.write_text(TRAIN)
-    cfg = json.dumps({"optimizer": optimizer, "batch_size": batch_size, "lr": lr, "xp": xp})
+    cfg = json.dumps(
+        {"optimizer": optimizer, "batch_size": batch_size, "lr": lr, "xp": xp, "dropout": dropout, "weighted": weighted}
+    )
     r = _run(2, str(script), cfg, str(tmp_path / "w.npz"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     got = np.load(tmp_path / "w.npz")
@@ -83,9 +95,10 @@ def test_two_ranks_equal_one_process(tmp_path, optimizer, batch_size, lr, xp):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(103, 4))
     y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
-    ref = gpunn.MLP([4, 8, 8, 1], device="cpu", dtype="float64", seed=3)
+    weight = 0.5 + np.arange(103) % 3 if weighted else None
+    ref = gpunn.MLP([4, 8, 8, 1], device="cpu", dtype="float64", seed=3, dropout=dropout)
     ref.fit(X, y, epochs=4, lr=lr, batch_size=batch_size, optimizer=optimizer, validation_data=(X[:20], y[:20]),
-            verbose=0)  # fmt: skip
+            verbose=0, sample_weight=weight)  # fmt: skip
     expected = [np.asarray(a) for pair in ref.weights for a in pair]
     for i, w in enumerate(expected):
         np.testing.assert_allclose(got[f"arr_{i}"], w, rtol=0, atol=1e-12)

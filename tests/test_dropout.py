@@ -1,0 +1,190 @@
+"""Dropout: the counter-based masks against their definition in Python integers, training against torch autograd
+with the same masks on every namespace, inference without dropout, and bit-identical resume."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn import _backend, dropout, layers, losses, optim
+from gpunn.step import Hyper, Step
+
+M = 2**31 - 1
+
+
+def reference_hash(x: int, key: int) -> int:
+    """The generator's definition (docs/api.md), in Python's unbounded integers: no Schrage, no int32."""
+    x ^= key
+    for _ in range(3):
+        x = ((48271 * (x ^ (x >> 15))) % M) ^ key
+    return x
+
+
+def _namespace(backend):
+    return _backend.resolve("cpu") if backend.name == "numpy" else _backend.resolve(backend.device, backend.xp)
+
+
+def _ints(a) -> list[int]:
+    return [int(v) for v in np.asarray(_backend.to_numpy(a)).reshape(-1)]
+
+
+def test_the_hash_equals_its_definition_on_every_namespace(backend):
+    xp, device = _namespace(backend)
+    rng = np.random.default_rng(0)
+    values = np.concatenate([[0, 1, 2**15, 2**31 - 2, 2**31 - 1, M // 48271], rng.integers(0, 2**31, 500)])
+    for key in (0, 1, 12345, 2**31 - 1, int(rng.integers(0, 2**31))):
+        x = _backend.from_numpy(values.astype(np.int32), xp, device)
+        got = _ints(dropout._hash(x, key))
+        assert got == [reference_hash(int(v), key) for v in values]
+        assert all(0 <= g < 2**31 for g in got)
+    # the same function on Python ints (the host derives keys with it)
+    assert dropout._hash(2**31 - 1, 7) == reference_hash(2**31 - 1, 7)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5, 0.8])
+def test_masks_drop_the_rate_scale_the_rest_and_change_every_step_and_layer(rate):
+    xp, device = _backend.resolve("cpu")
+    key = dropout.seed_key(4)
+    shapes = [(300, 40), (300, 20)]
+    steps = [dropout.masks(rate, key, step, 300, [40, 20], xp.float64, xp, device) for step in range(4)]
+    for masks in steps:
+        for mask, shape in zip(masks, shapes):
+            assert mask.shape == shape
+            assert set(np.unique(mask)) <= {0.0, 1.0 / (1.0 - rate)}
+            n = mask.size
+            dropped = int(np.sum(mask == 0))
+            assert abs(dropped - rate * n) < 5 * math.sqrt(n * rate * (1 - rate))  # binomial, 5 sigma
+    keep = [(m[0][:, :20] > 0).ravel().astype(float) for m in steps] + [(steps[0][1] > 0).ravel().astype(float)]
+    corr = np.corrcoef(keep)
+    assert np.all(np.abs(corr[np.triu_indices(len(keep), 1)]) < 0.1), "masks repeat across steps or layers"
+    # a shard (a rank's rows) is the matching part of the global mask
+    part = dropout.masks(rate, key, 2, 100, [40, 20], xp.float64, xp, device, row_offset=150)
+    for layer in range(2):
+        np.testing.assert_array_equal(part[layer], steps[2][layer][150:250])
+    # the table's definition: row r, column c of the hidden units side by side
+    table = np.concatenate(steps[3], axis=1) > 0
+    step_key = reference_hash(3, key)
+    for r, c in [(0, 0), (0, 59), (7, 40), (299, 13)]:
+        assert table[r, c] == (reference_hash(r * 60 + c, step_key) >= round(rate * M))
+
+
+def _torch_steps(sizes, activation, output, loss, flat, batches, masks_per_step, lr):
+    """Adam steps by torch autograd, every hidden layer's output times the given mask."""
+    import torch
+    import torch.nn.functional as F
+
+    params = [torch.tensor(a.copy(), requires_grad=True) for w, b in layers.unflatten(flat, sizes, np) for a in (w, b)]
+    act = {"relu": torch.relu, "tanh": torch.tanh, "gelu": lambda z: F.gelu(z, approximate="tanh")}[activation]
+    opt = torch.optim.Adam(params, lr=lr)
+    for (x, t), masks in zip(batches, masks_per_step):
+        opt.zero_grad()
+        a = torch.tensor(x)
+        for i in range(0, len(params) - 2, 2):
+            a = act(a @ params[i].T + params[i + 1]) * torch.tensor(masks[i // 2])
+        z = a @ params[-2].T + params[-1]
+        if output == "softmax":
+            value = F.cross_entropy(z, torch.tensor(t))
+        else:
+            value = F.binary_cross_entropy_with_logits(z, torch.tensor(t))
+        value.backward()
+        opt.step()
+    return np.concatenate([p.detach().numpy().reshape(-1) for p in params])
+
+
+@pytest.mark.parametrize("activation,output", [("relu", "sigmoid"), ("tanh", "softmax"), ("gelu", "sigmoid")])
+def test_steps_with_dropout_match_torch_autograd_with_the_same_masks(backend, activation, output):
+    pytest.importorskip("torch")
+    if backend.gpu:
+        pytest.skip("float64 oracle run on the CPU namespaces; GPUs are compared with NumPy in test_backends")
+    rng = np.random.default_rng(1)
+    k = 3 if output == "softmax" else 1
+    sizes = (4, 7, 6, k)
+    loss = losses.DEFAULT_LOSS[output]
+    flat = rng.normal(scale=0.6, size=layers.n_params(sizes))
+    batches = []
+    for n in (9, 9, 5):
+        x = rng.normal(size=(n, 4))
+        t = np.eye(k)[rng.integers(0, k, n)] if k > 1 else rng.integers(0, 2, (n, 1)).astype(float)
+        batches.append((x, t))
+    key = dropout.seed_key(11)
+    hyper = Hyper(sizes, activation, output, loss, optim.adam(), 0.05, dropout=0.4, dropout_key=key)
+    xp, device = _namespace(backend)
+    step = Step(hyper, xp, device, "float64")
+    params = _backend.from_numpy(flat, xp, device)
+    state = hyper.optimizer.init(params, xp)
+    host_masks = []
+    for x, t in batches:
+        npx, npdev = _backend.resolve("cpu")
+        host_masks.append(dropout.masks(0.4, key, state["step"], x.shape[0], list(sizes[1:-1]), np.float64, npx, npdev))
+        target = _backend.from_numpy(losses.encode_targets(output, loss, t), xp, device)
+        params, state, _, _ = step(params, state, _backend.from_numpy(x, xp, device), target)
+    want = _torch_steps(sizes, activation, output, loss, flat, batches, host_masks, 0.05)
+    assert any(np.any(m == 0) for masks in host_masks for m in masks)
+    np.testing.assert_allclose(_backend.to_numpy(params), want, rtol=1e-9, atol=1e-11)
+
+
+def _problem(n=80):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(n, 5))
+    y = (X[:, 0] + X[:, 1] * X[:, 2] > 0).astype(np.int64)
+    return X, y
+
+
+def _numpy_probabilities(model, X):
+    """The network without dropout, written here from the model's weights."""
+    a = X
+    pairs = model.numpy_weights()
+    for w, b in pairs[:-1]:
+        a = np.maximum(a @ w.T + b, 0.0)
+    w, b = pairs[-1]
+    return 1.0 / (1.0 + np.exp(-(a @ w.T + b)))
+
+
+def test_predict_evaluate_and_validation_use_every_unit():
+    X, y = _problem()
+    m = gpunn.MLP([5, 16, 16, 1], dropout=0.5, dtype="float64", device="cpu", seed=2)
+    h = m.fit(X, y, epochs=3, lr=0.05, optimizer="adam", batch_size=16, validation_data=(X[:30], y[:30]), verbose=0)
+    p = _numpy_probabilities(m, X)
+    np.testing.assert_allclose(m.predict_proba(X)[:, 0], p[:, 0], rtol=1e-12)
+    pv = _numpy_probabilities(m, X[:30])[:, 0]
+    bce = -np.mean(y[:30] * np.log(pv) + (1 - y[:30]) * np.log(1 - pv))
+    np.testing.assert_allclose(h.val_loss[-1], bce, rtol=1e-10)
+    np.testing.assert_allclose(m.evaluate(X[:30], y[:30])["loss"], bce, rtol=1e-10)
+    # the training loss was measured with dropout: it differs from the loss of the whole network
+    p_all = _numpy_probabilities(m, X)[:, 0]
+    assert not np.isclose(h.loss[-1], -np.mean(y * np.log(p_all) + (1 - y) * np.log(1 - p_all)), rtol=1e-3)
+
+
+@pytest.mark.parametrize("namespace", ["numpy", "jax"])
+def test_resume_with_dropout_is_bit_identical(tmp_path, namespace):
+    X, y = _problem()
+    where: dict = {"device": "cpu"}
+    if namespace == "jax":
+        jnp = pytest.importorskip("jax.numpy")
+        where = {"xp": jnp, "device": None}
+    fit = dict(lr=0.05, optimizer="adam", batch_size=16, verbose=0)
+    straight = gpunn.MLP([5, 12, 8, 1], dropout=0.3, dtype="float64", seed=5, **where)
+    straight.fit(X, y, epochs=4, **fit)
+    first = gpunn.MLP([5, 12, 8, 1], dropout=0.3, dtype="float64", seed=5, **where)
+    first.fit(X, y, epochs=2, **fit)
+    first.save(tmp_path / "m.safetensors")
+    for resumed in (gpunn.load(tmp_path / "m.safetensors", **where), pickle.loads(pickle.dumps(first))):
+        assert resumed.dropout == 0.3
+        resumed.fit(X, y, epochs=2, **fit)
+        for (w1, b1), (w2, b2) in zip(resumed.numpy_weights(), straight.numpy_weights()):
+            np.testing.assert_array_equal(w1, w2)
+            np.testing.assert_array_equal(b1, b2)
+        assert resumed.history.loss == straight.history.loss
+    no_dropout = gpunn.MLP([5, 12, 8, 1], dtype="float64", seed=5, **where)
+    no_dropout.fit(X, y, epochs=4, **fit)
+    assert not np.allclose(no_dropout.numpy_weights()[0][0], straight.numpy_weights()[0][0], atol=1e-3)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "0.5", True, None])
+def test_a_dropout_outside_0_1_is_a_clear_error(bad):
+    with pytest.raises(gpunn.ConfigError, match="dropout"):
+        gpunn.MLP([3, 4, 1], dropout=bad, device="cpu")
