@@ -16,7 +16,9 @@ class History:
     """Loss and accuracy per epoch, as Python floats.
 
     ``accuracy`` and ``val_accuracy`` stay empty for regression (identity output); the ``val_*`` lists stay
-    empty without validation data. ``lr`` is the learning rate each epoch used.
+    empty without validation data. ``lr`` is the learning rate each epoch used. ``weighted_loss`` is the loss
+    weighted by the sample (and class) weights, sum(w l) / sum(w), recorded only when ``fit`` had them;
+    ``loss`` is the plain mean over the rows.
     """
 
     loss: list[float] = field(default_factory=list)
@@ -24,6 +26,7 @@ class History:
     val_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
+    weighted_loss: list[float] = field(default_factory=list)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickling: a History pickled before a field existed (``lr``) gets it empty."""
@@ -49,7 +52,7 @@ class History:
         return History(**{key: getattr(self, key)[epoch:] for key in self.__dataclass_fields__})
 
     def to_dict(self) -> dict[str, list[float]]:
-        """A JSON-ready dict of the four lists."""
+        """A JSON-ready dict of the lists."""
         return {key: list(getattr(self, key)) for key in self.__dataclass_fields__}
 
     @classmethod

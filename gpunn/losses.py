@@ -77,29 +77,39 @@ def softplus(w: Any, zero: Any, xp: Any) -> Any:
     return xp.logaddexp(w, zero)
 
 
-def head(output: str, loss: str, z: Any, target: Any, zero: Any, xp: Any) -> tuple[Any, Any, Any]:
+def head(
+    output: str, loss: str, z: Any, target: Any, zero: Any, xp: Any, weight: Any = None
+) -> tuple[Any, Any, Any]:
     """``(loss_sum, delta, correct)`` for the logits ``z`` of a batch and its encoded ``target``.
 
     ``loss_sum`` is the batch's summed loss (0-d), ``delta`` is proportional to its derivative dL/dz (see
     :func:`scales`), ``correct`` the number of correct predictions (0-d integer, None for regression). ``zero``
-    is a 0-d zero of z's dtype, made once by the caller. Nothing here reads a value back to the host.
+    is a 0-d zero of z's dtype, made once by the caller. With per-row sample weights ``weight`` (rows, 1),
+    ``loss_sum`` is the pair [sum of the losses, sum of the weighted losses] and ``delta`` stays unweighted.
+    Nothing here reads a value back to the host.
     """
     if output == "softmax":
         shifted = z - xp.max(z, axis=1, keepdims=True)
         e = xp.exp(shifted)
         total = xp.sum(e, axis=1, keepdims=True)
-        loss_sum = xp.sum(target * (xp.log(total) - shifted))
+        loss_sum = _sums(target * (xp.log(total) - shifted), weight, xp)
         correct = xp.count_nonzero(xp.argmax(z, axis=1) == xp.argmax(target, axis=1))
         return loss_sum, e / total - target, correct
     if output == "identity":
         diff = z - target
-        return xp.sum(diff * diff), diff, None
+        return _sums(diff * diff, weight, xp), diff, None
     if loss == "mse":
         p = probability(z, xp)
         diff = p - target
         correct = xp.count_nonzero((z > 0) == (target > 0.5))
-        return xp.sum(diff * diff), diff * (p - p * p), correct
+        return _sums(diff * diff, weight, xp), diff * (p - p * p), correct
     # target is s = 1 - 2t: -[t log p + (1 - t) log(1 - p)] = softplus(s z), finite for any logit.
-    loss_sum = xp.sum(softplus(target * z, zero, xp))
+    loss_sum = _sums(softplus(target * z, zero, xp), weight, xp)
     correct = xp.count_nonzero((z > 0) == (target < 0))  # p > 0.5 exactly when z > 0
     return loss_sum, xp.tanh(0.5 * z) + target, correct
+
+
+def _sums(elementwise: Any, weight: Any, xp: Any) -> Any:
+    if weight is None:
+        return xp.sum(elementwise)
+    return xp.stack([xp.sum(elementwise), xp.sum(elementwise * weight)])

@@ -327,6 +327,8 @@ class MLP:
         recorded = {"loss", "lr"} | ({"accuracy"} if self.output != "identity" else set())
         if validation_data is not None:
             recorded |= {f"val_{key}" for key in recorded - {"lr"}}
+        if sample_weight is not None or class_weight is not None:
+            recorded.add("weighted_loss")
         for callback in callbacks or ():
             missing = set(getattr(callback, "requires", ())) - recorded
             if missing:

@@ -20,8 +20,9 @@ try:
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_random_state
+    from sklearn.utils.class_weight import compute_sample_weight
     from sklearn.utils.multiclass import check_classification_targets, type_of_target
-    from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+    from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
 
@@ -119,6 +120,15 @@ class _BaseMLP(BaseEstimator):
         if self.batch_size != "auto" and not (isinstance(self.batch_size, (int, np.integer)) and self.batch_size >= 1):
             raise ValueError(f"batch_size must be 'auto' or an integer >= 1; got {self.batch_size!r}")
 
+    @staticmethod
+    def _sample_weight(sample_weight: Any, X: Any) -> np.ndarray | None:
+        """``sample_weight`` checked as scikit-learn checks it (shape (n,), finite, non-negative), on the host."""
+        if sample_weight is None:
+            return None
+        if _native(sample_weight):
+            sample_weight = _backend.to_numpy(sample_weight)
+        return _check_sample_weight(sample_weight, np.empty((X.shape[0], 0)), ensure_non_negative=True)
+
     def _hidden(self) -> list[int]:
         hidden: Any = self.hidden_layer_sizes
         return [int(hidden)] if isinstance(hidden, (int, np.integer)) else [int(h) for h in hidden]
@@ -164,36 +174,43 @@ class _BaseMLP(BaseEstimator):
             return 2.0 / k  # mean((z - y)^2) against sklearn's sum over outputs of (z - y)^2 / 2, per sample
         return 1.0 / k if self._output == "sigmoid" else 1.0
 
-    def _train(self, X: Any, T: Any, epochs: int, incremental: bool) -> None:
-        """Run up to ``epochs`` epochs with scikit-learn's stopping rules."""
+    def _train(self, X: Any, T: Any, epochs: int, incremental: bool, sample_weight: Any = None) -> None:
+        """Run up to ``epochs`` epochs with scikit-learn's stopping rules. With ``sample_weight`` the loss
+        curve is the weighted loss, as scikit-learn's, so integer weights train as repeated rows do."""
         m = self._model
         n = X.shape[0]
+        key = "loss" if sample_weight is None else "weighted_loss"
         batch = min(200, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
         scale = self._gradient_scale()
         lr = self.learning_rate_init / scale if self.solver == "sgd" else self.learning_rate_init
         fit_kw = dict(lr=lr, batch_size=batch, optimizer=self._optimizer(), shuffle=self.shuffle,
                       verbose=0, l2=self.alpha * scale)  # fmt: skip
         if incremental:
-            m.fit(X, T, epochs=1, **fit_kw)
-            self._record_epoch(m.history.loss[-1] / scale, n)
+            m.fit(X, T, epochs=1, sample_weight=sample_weight, **fit_kw)
+            self._record_epoch(getattr(m.history, key)[-1] / scale, n)
             if not self.early_stopping:
                 self.best_loss_ = min(self.best_loss_, self.loss_curve_[-1])
             return
-        X_val = y_val = None
+        X_val = y_val = w_val = None
         if self.early_stopping:
-            stratify = T if isinstance(self, MLPClassifier) and T.ndim == 1 else None
-            X, X_val, T, y_val = train_test_split(
-                X, T, test_size=self.validation_fraction, random_state=self._seed_split, stratify=stratify
-            )
+            # stratified for one label per row, as scikit-learn's MLP (binary targets are one 0/1 column)
+            stratify = T if isinstance(self, MLPClassifier) and (T.ndim == 1 or T.shape[1] == 1) else None
+            split = train_test_split(
+                X, T, *([] if sample_weight is None else [sample_weight]), test_size=self.validation_fraction,
+                random_state=self._seed_split, stratify=stratify,
+            )  # fmt: skip
+            X, X_val, T, y_val = split[:4]
+            if sample_weight is not None:
+                sample_weight, w_val = split[4:]
         best: dict[str, Any] = {"weights": None}
 
         def after_epoch(model: MLP, record: dict[str, float]) -> bool:
-            self._record_epoch(record["loss"] / scale, X.shape[0])
+            self._record_epoch(record[key] / scale, X.shape[0])
             if self.verbose:
                 print(f"Iteration {self.n_iter_}, loss = {self.loss_curve_[-1]:.8f}")
             # scikit-learn's rule: count epochs that fail to beat the best by tol; stop past n_iter_no_change.
             if self.early_stopping:
-                score = self._score_for_stopping(X_val, y_val)
+                score = self._score_for_stopping(X_val, y_val, w_val)
                 self.validation_scores_.append(score)
                 improving = score >= self.best_validation_score_ + self.tol
                 if score > self.best_validation_score_:
@@ -205,7 +222,7 @@ class _BaseMLP(BaseEstimator):
             self._no_improvement_count = 0 if improving else self._no_improvement_count + 1
             return self._no_improvement_count <= self.n_iter_no_change
 
-        m.fit(X, T, epochs=epochs, callbacks=[after_epoch], **fit_kw)
+        m.fit(X, T, epochs=epochs, callbacks=[after_epoch], sample_weight=sample_weight, **fit_kw)
         if self.early_stopping and best["weights"] is not None:
             m.set_weights(best["weights"])
         if self._no_improvement_count <= self.n_iter_no_change and self.n_iter_ >= self.max_iter:
@@ -290,11 +307,45 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     sigmoid outputs (multilabel). Class labels may be any values, strings included.
     """
 
-    def fit(self, X: Any, y: Any) -> MLPClassifier:
-        """Train from scratch on ``(X, y)``."""
-        return self._fit(X, y, incremental=False)
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate_init=0.001,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        device="auto",
+        class_weight=None,
+    ):
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate_init=learning_rate_init, max_iter=max_iter, shuffle=shuffle, random_state=random_state,
+            tol=tol, verbose=verbose, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, device=device,
+        )  # fmt: skip
+        self.class_weight = class_weight
 
-    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPClassifier:
+        """Train from scratch on ``(X, y)``; ``sample_weight`` (n,) weighs each row's loss."""
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
+
+    def partial_fit(self, X: Any, y: Any, classes: Any = None, sample_weight: Any = None) -> MLPClassifier:
         """One epoch over ``(X, y)``; the first call needs ``classes`` (all labels that will be seen)."""
         if self.solver not in ("sgd", "adam"):
             raise AttributeError(f"partial_fit is only available for stochastic optimizers; got {self.solver!r}")
@@ -303,9 +354,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             raise ValueError("classes must be passed on the first call to partial_fit")
         if not first and classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
             raise ValueError(f"`classes={classes!r}` is not the same as on the first call: {self.classes_!r}")
-        return self._fit(X, y, incremental=True, classes=classes if first else None)
+        return self._fit(X, y, incremental=True, classes=classes if first else None, sample_weight=sample_weight)
 
-    def _fit(self, X: Any, y: Any, incremental: bool, classes: Any = None) -> MLPClassifier:
+    def _fit(self, X: Any, y: Any, incremental: bool, classes: Any = None, sample_weight: Any = None) -> MLPClassifier:
         self._check_params()
         if y is None:
             raise ValueError(f"This {type(self).__name__} estimator requires y to be passed, but the target y is None.")
@@ -343,12 +394,22 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         else:
             T = self._binarizer.transform(y_host) if y_host.ndim == 1 else y_host
             T = T.astype(np.float64)
-        self._train(X, T, 1 if incremental else self.max_iter, incremental)
+        weight = self._sample_weight(sample_weight, X)
+        if self.class_weight is not None:
+            if y_host.ndim != 1:
+                raise ValueError("class_weight is not supported for multilabel targets")
+            per_class = compute_sample_weight(self.class_weight, y_host)
+            weight = per_class if weight is None else weight * per_class
+        self._train(X, T, 1 if incremental else self.max_iter, incremental, weight)
         return self
 
-    def _score_for_stopping(self, X_val: Any, y_val: Any) -> float:
-        labels = self._model.predict(X_val)
-        return float(np.mean(_backend.to_numpy(labels) == np.asarray(y_val)))
+    def _score_for_stopping(self, X_val: Any, y_val: Any, weight: Any = None) -> float:
+        """Accuracy on the validation rows (subset accuracy for multilabel), whose targets ``y_val`` are the
+        encoded ones: class indices (softmax) or 0/1 columns (sigmoid)."""
+        labels = _backend.to_numpy(self._model.predict(X_val))
+        truth = np.asarray(y_val)
+        right = labels.reshape(truth.shape) == truth
+        return float(np.average(right if right.ndim == 1 else right.all(axis=1), weights=weight))
 
     def predict_proba(self, X: Any) -> Any:
         """Class probabilities, shape (n, n_classes) (two columns for binary problems)."""
@@ -392,15 +453,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     _output = "identity"
 
-    def fit(self, X: Any, y: Any) -> MLPRegressor:
-        """Train from scratch on ``(X, y)``."""
-        return self._fit(X, y, incremental=False)
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
+        """Train from scratch on ``(X, y)``; ``sample_weight`` (n,) weighs each row's loss."""
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
-    def partial_fit(self, X: Any, y: Any) -> MLPRegressor:
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
         """One epoch over ``(X, y)``, continuing from the current weights."""
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
-    def _fit(self, X: Any, y: Any, incremental: bool) -> MLPRegressor:
+    def _fit(self, X: Any, y: Any, incremental: bool, sample_weight: Any = None) -> MLPRegressor:
         self._check_params()
         if y is None:
             raise ValueError(f"This {type(self).__name__} estimator requires y to be passed, but the target y is None.")
@@ -422,14 +483,14 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             self._start(X, T.shape[1])
         elif T.shape[1] != self.n_outputs_:
             raise ValueError(f"y has {T.shape[1]} outputs but the model was fitted with {self.n_outputs_}")
-        self._train(X, T, 1 if incremental else self.max_iter, incremental)
+        self._train(X, T, 1 if incremental else self.max_iter, incremental, self._sample_weight(sample_weight, X))
         return self
 
-    def _score_for_stopping(self, X_val: Any, y_val: Any) -> float:
+    def _score_for_stopping(self, X_val: Any, y_val: Any, weight: Any = None) -> float:
         from sklearn.metrics import r2_score
 
         pred = _backend.to_numpy(self._model.predict(X_val))
-        return float(r2_score(_backend.to_numpy(y_val), pred))
+        return float(r2_score(_backend.to_numpy(y_val), pred, sample_weight=weight))
 
     def predict(self, X: Any) -> Any:
         """Predicted values, shape (n,) for a 1-D target, else (n, n_outputs)."""

@@ -74,7 +74,8 @@ class Step:
         """``(grads, loss_sum, correct)``: forward, loss and backprop on one batch (or one rank's shard).
 
         With per-row sample weights ``weight`` (shape (rows, 1)), the gradients are those of the weighted sum
-        of the rows' losses; ``loss_sum`` and ``correct`` stay unweighted (they are what History reports).
+        of the rows' losses, ``loss_sum`` is the pair [summed loss, summed weighted loss] (History reports
+        both), and ``correct`` stays unweighted.
         With dropout, ``counter`` (the optimizer's step count) and ``row_offset`` (the shard's first row in the
         global batch) pick the masks."""
         h, xp = self.hyper, self.xp
@@ -86,7 +87,7 @@ class Step:
                 h.dropout, h.dropout_key, counter, x.shape[0], units, x.dtype, xp, self.device, row_offset
             )
         z, inputs, backprops = layers.forward(layer_params, x, h.activation, xp, masks)
-        loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp)
+        loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp, weight)
         if weight is not None:
             delta = delta * weight
         return layers.backward(layer_params, inputs, backprops, delta, h.sizes, xp), loss_sum, correct

@@ -112,13 +112,15 @@ class Runner:
         if shard_rows:
             grads, loss_sum, correct = gradients(params, xb, tb, wb, state["step"], offset)
         else:  # more ranks than samples in this batch: this rank contributes nothing
-            grads, loss_sum, correct = self._nothing(params)
+            grads, loss_sum, correct = self._nothing(params, wb is not None)
         grads = self.comm.allreduce_sum(grads, self.step.xp, self.device)
         params, state, loss_sum = apply(params, state, grads, loss_sum, rows, lr, weight_total)
         return params, state, loss_sum, correct
 
-    def _nothing(self, params: Any) -> tuple[Any, Any, Any]:
+    def _nothing(self, params: Any, weighted: bool) -> tuple[Any, Any, Any]:
         xp, zero = self.step.xp, self.step.zero
+        if weighted:  # the pair [loss, weighted loss]
+            zero = xp.stack([zero, zero])
         count = None
         if self.step.hyper.output != "identity":
             count = xp.zeros((), dtype=_backend.index_dtype(xp, self.device), device=self.device)
@@ -231,20 +233,24 @@ def _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm, 
         floats, counts = [*floats, *val_loss], [*counts, *val_correct]
     # The epoch's read-back: per-batch sums, added up on the host in float64.
     host_floats, host_counts = read_back(floats, xp), read_back(counts, xp)
-    batch_losses = host_floats[: len(loss_sums)]
-    sums = [float(np.sum(batch_losses))]
+    width = 1 if runner.weight is None else 2  # with sample weights each batch gives [loss, weighted loss]
+    batch_sums = host_floats[: width * len(loss_sums)].reshape(-1, width)
+    batch_losses = batch_sums[:, 0]
+    sums = [float(np.sum(batch_losses)), float(np.sum(batch_sums[:, -1]))]
     if has_correct:
         sums.append(float(np.sum(host_counts[: len(corrects)])))
     if comm is not None:
         sums = comm.sum_scalars(sums)
     record = {"loss": sums[0] * _loss_scale(model, n)}
+    if runner.weight is not None:  # the weighted mean over the rows: sum(w l) / sum(w), per output
+        record["weighted_loss"] = sums[1] * _loss_scale(model, n) * n / float(np.sum(runner.weight_host))
     if not math.isfinite(record["loss"]):
         raise _divergence(model, batch_losses, record["loss"])
     if has_correct:
-        record["accuracy"] = sums[1] / (n * _labels_per_row(model))
+        record["accuracy"] = sums[2] / (n * _labels_per_row(model))
     if val is not None:
         n_val = val[0].shape[0]
-        record["val_loss"] = float(np.sum(host_floats[len(loss_sums) :])) * _loss_scale(model, n_val)
+        record["val_loss"] = float(np.sum(host_floats[width * len(loss_sums) :])) * _loss_scale(model, n_val)
         if has_correct:
             record["val_accuracy"] = float(np.sum(host_counts[len(corrects) :])) / (n_val * _labels_per_row(model))
     record["lr"] = lr
@@ -273,10 +279,13 @@ def _check_batch_weights(weight: np.ndarray, order: np.ndarray | None, bs: int, 
 
 
 def read_back(arrays: list[Any], xp: Any) -> np.ndarray:
-    """0-d arrays of one dtype copied to the host together, as float64 (one transfer)."""
+    """0-d (or 1-d) arrays of one dtype copied to the host together, flat, as float64 (one transfer)."""
     if not arrays:
         return np.zeros(0)
-    stacked = arrays[0] if len(arrays) == 1 else xp.stack(arrays)
+    if any(a.ndim for a in arrays):
+        stacked = xp.concat([xp.reshape(a, (-1,)) for a in arrays])
+    else:
+        stacked = arrays[0] if len(arrays) == 1 else xp.stack(arrays)
     return np.asarray(_backend.to_numpy(stacked), dtype=np.float64).reshape(-1)
 
 

@@ -16,6 +16,7 @@ from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.neural_network import MLPClassifier as SkClassifier  # noqa: E402
 from sklearn.neural_network import MLPRegressor as SkRegressor  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.class_weight import compute_sample_weight  # noqa: E402
 from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
 
 from gpunn.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
@@ -74,10 +75,21 @@ def test_string_labels_probabilities_and_score():
 
 
 def test_early_stopping_and_stopping_rule():
-    X, y = _blobs(2)
-    clf = MLPClassifier(early_stopping=True, random_state=0, max_iter=500, n_iter_no_change=5).fit(X, y)
+    from sklearn.datasets import make_classification
+    from sklearn.model_selection import train_test_split
+
+    X, y = make_classification(n_samples=400, n_features=8, flip_y=0.15, random_state=0)  # noisy: scores wander
+    clf = MLPClassifier(early_stopping=True, random_state=0, max_iter=500, n_iter_no_change=5,
+                        learning_rate_init=0.05, hidden_layer_sizes=(50,)).fit(X, y)  # fmt: skip
     assert clf.best_loss_ is None and len(clf.validation_scores_) == clf.n_iter_ < 500
-    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    # The model ends with its best epoch's weights: its accuracy on the validation rows, recomputed here from
+    # the split scikit-learn's rule draws (stratified on the encoded 0/1 column), is the best score, and the
+    # last epoch's was lower.
+    T = y.reshape(-1, 1).astype(float)
+    _, X_val, _, y_val = train_test_split(X, T, test_size=0.1, random_state=clf._seed_split, stratify=T)
+    assert clf.validation_scores_[-1] < clf.best_validation_score_
+    assert np.mean(clf.predict(X_val) == y_val[:, 0]) == clf.best_validation_score_
+    X, y = _blobs(2)
     reg = MLPRegressor(random_state=0, max_iter=1000, tol=1e-2, n_iter_no_change=3)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)  # it stops by itself: no warning
@@ -115,3 +127,41 @@ def test_torch_input_trains_in_torch_and_outputs_follow_x():
     np.testing.assert_allclose(clf.predict_proba(Xt).numpy(), ref.predict_proba(X), rtol=1e-6, atol=1e-9)
     reg = MLPRegressor(random_state=0, max_iter=20).fit(Xt, torch.from_numpy(X[:, 0]))
     assert isinstance(reg.predict(Xt), torch.Tensor) and reg.predict(Xt).shape == (300,)
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_sample_and_class_weights_train_as_scikit_learns_own_mlp(solver):
+    """Full batches (so no shuffle differs): with sample weights, and with balanced class weights, which
+    scikit-learn's MLP takes as sample weights, the weighted loss curves and the weights agree."""
+    X, y = _blobs(3)
+    keep = np.r_[np.flatnonzero(y != 2), np.flatnonzero(y == 2)[:30]]  # an unbalanced problem
+    X, y = X[keep], y[keep]
+    w = np.random.default_rng(0).uniform(0.2, 3.0, len(y))
+    kw = dict(solver=solver, random_state=0, max_iter=25, hidden_layer_sizes=(12,), batch_size=len(y), alpha=0.01)
+    balanced = compute_sample_weight("balanced", y)
+    for ours, sample_weight in [
+        (MLPClassifier(**kw).fit(X, y, sample_weight=w), w),
+        (MLPClassifier(**kw, class_weight="balanced").fit(X, y), balanced),
+        (MLPClassifier(**kw, class_weight="balanced").fit(X, y, sample_weight=w), w * balanced),
+    ]:
+        theirs = SkClassifier(**kw).fit(X, y, sample_weight=sample_weight)
+        np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-6)
+        np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), rtol=0, atol=1e-5)
+        if solver == "sgd":  # (Adam: scikit-learn adds eps to sqrt(v) before the bias correction, gpunn after,
+            # as torch does; on a unit whose gradients are ~1e-8 that moves its weights by ~1e-3)
+            for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
+    target = X[:, 0] - X[:, 1] ** 2
+    ours_r = MLPRegressor(**kw).fit(X, target, sample_weight=w)
+    theirs_r = SkRegressor(**kw).fit(X, target, sample_weight=w)
+    np.testing.assert_allclose(ours_r.loss_curve_, theirs_r.loss_curve_, rtol=1e-6)
+
+
+def test_bad_sample_and_class_weights_are_clear_errors():
+    X, y = _blobs(2)
+    with pytest.raises(ValueError, match="(?i)negative"):
+        MLPClassifier(max_iter=2).fit(X, y, sample_weight=-np.ones(len(y)))
+    with pytest.raises(ValueError, match="shape|length|number"):
+        MLPClassifier(max_iter=2).fit(X, y, sample_weight=np.ones(3))
+    with pytest.raises(ValueError, match="class"):
+        MLPClassifier(max_iter=2, class_weight={7: 2.0}).fit(X, y)

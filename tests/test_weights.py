@@ -43,17 +43,28 @@ def test_minibatch_weighted_means_match_torch_autograd():
     m.fit(X, y, epochs=2, lr=0.05, batch_size=16, shuffle=False, optimizer="adam", l2=0.01, sample_weight=w,
           verbose=0)  # fmt: skip
     opt = torch.optim.Adam(params, lr=0.05)
+    losses, weighted_losses = [], []
     for _ in range(2):
+        plain = weighted = 0.0
         for s in range(0, 40, 16):
             xb, yb, wb = (torch.tensor(a[s : s + 16]) for a in (X, y.astype(float), w))
             z = torch.relu(xb @ params[0].T + params[1]) @ params[2].T + params[3]
             per_row = torch.nn.functional.binary_cross_entropy_with_logits(z[:, 0], yb, reduction="none")
             # scikit-learn's weighted L2: alpha / (2 * the batch's weight total) * sum(W**2)
-            loss = (wb * per_row).sum() / wb.sum() + 0.01 / (2 * wb.sum()) * sum((p * p).sum() for p in params[::2])
+            penalty = 0.01 / 2 * sum((p * p).sum() for p in params[::2])
+            loss = (wb * per_row).sum() / wb.sum() + penalty / wb.sum()
+            # the epoch's loss as scikit-learn's loss_curve_ weighs it (batch loss times its weight total), and
+            # unweighted: the rows' mean, each batch's penalty counted once
+            weighted += loss.item() * wb.sum().item()
+            plain += per_row.sum().item() + penalty.item()
             opt.zero_grad()
             loss.backward()
             opt.step()
+        weighted_losses.append(weighted / w.sum())
+        losses.append(plain / 40)
     np.testing.assert_allclose(m.params, np.concatenate([p.detach().numpy().ravel() for p in params]), rtol=1e-10)
+    np.testing.assert_allclose(m.history.weighted_loss, weighted_losses, rtol=1e-10)
+    np.testing.assert_allclose(m.history.loss, losses, rtol=1e-10)
 
 
 def test_balanced_class_weights_are_scikit_learns():
