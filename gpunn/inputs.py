@@ -17,9 +17,94 @@ from .errors import ConfigError, InputError
 from .train import row_blocks
 
 
+# ----------------------------------------------------------------------------------------- data frames
+def _frame_kind(X: Any) -> str | None:
+    """The library of a data frame or table ("pandas", "polars" or "pyarrow"), None for anything else."""
+    library, kind = type(X).__module__.partition(".")[0], type(X).__name__
+    if library == "pandas" and kind == "DataFrame":
+        return "pandas"
+    if library == "polars" and kind == "DataFrame":
+        return "polars"
+    if library == "pyarrow" and kind in ("Table", "RecordBatch"):
+        return "pyarrow"
+    return None
+
+
+def frame_columns(X: Any) -> list[str] | None:
+    """The column names of a pandas or polars DataFrame or a pyarrow Table, as strings; None for arrays."""
+    kind = _frame_kind(X)
+    if kind is None:
+        return None
+    return [str(c) for c in (X.column_names if kind == "pyarrow" else X.columns)]
+
+
+def _frame_column(X: Any, kind: str, key: Any) -> np.ndarray:
+    if kind == "pandas":
+        return X[key].to_numpy()
+    if kind == "polars":
+        return X.get_column(key).to_numpy()
+    return X.column(key).to_numpy()
+
+
+def from_frame(model: Any, X: Any, name: str) -> Any:
+    """A data frame's feature columns as one host array, in the order the model was trained with (a frame
+    whose columns come in another order is put back in order); anything else is returned as it is.
+
+    Each column is copied once, straight into the array (in the model's dtype, or in the columns' own when
+    the model standardizes, so that the statistics see the data as given)."""
+    kind = _frame_kind(X)
+    if kind is None:
+        return X
+    columns = frame_columns(X) or []
+    keys = dict(zip(columns, X.column_names if kind == "pyarrow" else X.columns))
+    if len(keys) != len(columns):
+        twice = sorted({c for c in columns if columns.count(c) > 1})
+        raise InputError(f"{name} has more than one column named {', '.join(map(repr, twice))}")
+    order = columns
+    if model.feature_names is not None:
+        missing = [c for c in model.feature_names if c not in keys]
+        extra = [c for c in columns if c not in set(model.feature_names)]
+        if missing or extra:
+            problems = []
+            if missing:
+                problems.append(f"lacks the column(s) {', '.join(map(repr, missing))}")
+            if extra:
+                problems.append(f"has column(s) the model was not trained on: {', '.join(map(repr, extra))}")
+            raise InputError(f"{name} {' and '.join(problems)} (the model's features: {model.feature_names})")
+        order = list(model.feature_names)
+    values = [_frame_column(X, kind, keys[c]) for c in order]
+    text = [c for c, v in zip(order, values) if v.dtype.kind not in "biuf"]
+    if text:
+        raise InputError(f"{name} has non-numeric column(s) {', '.join(map(repr, text))}; features must be numbers")
+    dtype = np.result_type(*[v.dtype for v in values], np.float32) if model.standardize else np.dtype(model.dtype)
+    out = np.empty((len(values[0]) if values else 0, len(values)), dtype=dtype)
+    for j, v in enumerate(values):
+        out[:, j] = v
+    return out
+
+
+def column(value: Any, name: str) -> Any:
+    """A pandas or polars Series, a one-column frame or table, or a pyarrow array, as a NumPy array (targets,
+    sample weights); anything else is returned as it is."""
+    kind = _frame_kind(value)
+    if kind is not None:
+        columns = frame_columns(value) or []
+        if len(columns) != 1:
+            raise InputError(f"{name} is a table with {len(columns)} columns; give one column (a Series)")
+        key = value.column_names[0] if kind == "pyarrow" else value.columns[0]
+        return _frame_column(value, kind, key)
+    library, kind_name = type(value).__module__.partition(".")[0], type(value).__name__
+    if library in ("pandas", "polars") and kind_name == "Series":
+        return value.to_numpy()
+    if library == "pyarrow" and kind_name.endswith("Array"):  # Array, ChunkedArray, DoubleArray, ...
+        return value.to_numpy(zero_copy_only=False)
+    return value
+
+
 def check_x(model: Any, X: Any, name: str) -> Any:
     """``X`` validated: a host array (in the model's dtype, or the original if scaling will cast it) or a
-    device array in the model's dtype."""
+    device array in the model's dtype. Data frames are taken by column name (:func:`from_frame`)."""
+    X = from_frame(model, X, name)
     if _backend.is_host_data(X):
         a = check.host_array(X, name)
         check.check_features(a, model.n_features, name)
@@ -73,6 +158,7 @@ def targets(model: Any, y: Any, n: int, name: str = "y", fitting: bool = False) 
     """Validate ``y`` and return the model's targets on its device, encoded as the loss takes them
     (:func:`gpunn.losses.encode_targets` of 0/1 columns, one-hot rows for softmax, or values)."""
     xp = model.xp
+    y = column(y, name)
     host = _backend.is_host_data(y)
     if host:
         a = check.host_array(y, name)
@@ -154,6 +240,7 @@ def sample_weights(model: Any, sample_weight: Any, class_weight: Any, y: Any, n:
     if sample_weight is None and class_weight is None:
         return None
     w = np.ones(n)
+    sample_weight, y = column(sample_weight, "sample_weight"), column(y, "y")
     if sample_weight is not None:
         host = sample_weight if _backend.is_host_data(sample_weight) else _backend.to_numpy(sample_weight)
         a = check.host_array(host, "sample_weight")

@@ -77,9 +77,7 @@ def softplus(w: Any, zero: Any, xp: Any) -> Any:
     return xp.logaddexp(w, zero)
 
 
-def head(
-    output: str, loss: str, z: Any, target: Any, zero: Any, xp: Any, weight: Any = None
-) -> tuple[Any, Any, Any]:
+def head(output: str, loss: str, z: Any, target: Any, zero: Any, xp: Any, weight: Any = None) -> tuple[Any, Any, Any]:
     """``(loss_sum, delta, correct)`` for the logits ``z`` of a batch and its encoded ``target``.
 
     ``loss_sum`` is the batch's summed loss (0-d), ``delta`` is proportional to its derivative dL/dz (see

@@ -262,8 +262,11 @@ class MLP:
 
         Parameters
         ----------
-        X : array, shape (n_samples, n_features)
-        y : array, shape (n_samples,) or (n_samples, n_outputs)
+        X : array, shape (n_samples, n_features), or a pandas / polars DataFrame or pyarrow Table
+            A data frame's column names become the model's ``feature_names`` (on the first fit); every later
+            frame (``predict``, ``evaluate``, another ``fit``) is taken by those names, in any column order,
+            and one with missing or extra columns is an error that names them.
+        y : array, shape (n_samples,) or (n_samples, n_outputs), or a Series
             0/1 labels for sigmoid, class indices 0..k-1 for softmax, values for identity.
         epochs : int
             Passes over the data in this call. A second ``fit`` continues: the optimizer state and the
@@ -352,6 +355,8 @@ class MLP:
                 xv = inputs.check_x(self, validation_data[0], "validation X")
                 tv = inputs.targets(self, validation_data[1], xv.shape[0], "validation y")
             # Everything is valid: from here on the call may change the model (and, with copy=False, X).
+            if self.feature_names is None:
+                self.feature_names = inputs.frame_columns(X)  # a data frame's columns name the features
             scaling = self.scaling
             if self.standardize and scaling is None:
                 scaling = inputs.fit_scaling(x)
