@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import sys
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, _backend, data, layers, losses, optim, schedules
+from . import __version__, _backend, data, layers, losses, optim, schedules, stream
 from . import callbacks as gpunn_callbacks
 from .errors import GpunnError, InputError, NonFiniteError
 
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gpunn", description="Train and use dense neural networks on CPU (NumPy) or CUDA GPUs (CuPy)."
     )
     parser.add_argument("--version", action="version", version=f"gpunn {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{train,predict,plot,info}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,predict,export,plot,info}")
     sub.required = True
 
     train = sub.add_parser(
@@ -67,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     src = train.add_argument_group("data")
     src.add_argument("--data", metavar="FILE", help="numeric CSV file with a header row")
     src.add_argument("--target", metavar="COLUMN", help="the CSV column to predict (required with --data)")
+    src.add_argument(
+        "--stream", action="store_true", default=None,
+        help="read --data (.parquet or .npy) a block at a time instead of loading it: for files larger than memory",
+    )  # fmt: skip
     src.add_argument("--dataset", choices=data.DATASETS, help="built-in dataset (default: moons)")
     src.add_argument("--samples", type=_positive_int, help="rows of the built-in dataset (default: 1000)")
     src.add_argument("--test-size", type=float, help="fraction held out for testing (default: 0.2)")
@@ -129,6 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("-o", "--out", default="curves.png", metavar="PNG", help="image to write (default: curves.png)")
     plot.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
+    export = sub.add_parser(
+        "export",
+        help="write a saved model as an ONNX graph (pip install 'gpunn[onnx]')",
+        description="Write a model saved by 'gpunn train --save' as an ONNX graph: input X (batch, features), "
+        "outputs probabilities and label (classifiers) or values (regression); see docs/export.md.",
+    )
+    export.add_argument("--model", required=True, metavar="PATH", help="a model written by 'gpunn train --save'")
+    export.add_argument("--onnx", required=True, metavar="PATH", help="the ONNX file to write")
+    export.add_argument("--opset", type=_positive_int, help="ONNX operator set, 13 or newer (default: 17)")
+    export.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
     info = sub.add_parser("info", help="versions, array namespaces, CUDA devices and BLAS")
     info.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
@@ -143,7 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .distributed import Communicator
 
             comm = args.comm = Communicator(abort_on_error=False)
-        commands = {"train": cmd_train, "predict": cmd_predict, "plot": cmd_plot, "info": cmd_info}
+        commands = {
+            "train": cmd_train, "predict": cmd_predict, "export": cmd_export, "plot": cmd_plot, "info": cmd_info
+        }  # fmt: skip
         return commands[args.command](args)
     except Exception as exc:
         if comm is None and (args.debug or not isinstance(exc, (GpunnError, OSError))):
@@ -170,7 +188,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "layers": [10, 10, 10], "activation": "relu", "output": None, "dtype": "float32",
     "epochs": 1000, "lr": 0.1, "batch_size": None, "optimizer": "sgd", "clip_norm": None, "seed": 0,
     "weight_decay": None, "schedule": "constant", "early_stopping": None, "validation_split": 0.1,
-    "class_weight": None, "dropout": 0.0,
+    "class_weight": None, "dropout": 0.0, "stream": False,
 }  # fmt: skip
 ARCHITECTURE = ("layers", "activation", "output", "dtype", "dropout")
 
@@ -241,6 +259,87 @@ def _load_training_data(s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str,
     return X, target, s["data"], names
 
 
+@dataclasses.dataclass
+class _Plan:
+    """The data of one ``gpunn train``: (X, y) pairs held in memory, or streamed Datasets with y None."""
+
+    train: tuple[Any, Any]
+    test: tuple[Any, Any]
+    validation: Any  # (X, y), or a Dataset
+    output: str
+    n_outputs: int
+    classes: list[Any] | None
+    source: str
+    names: list[str] | None
+    n_features: int
+
+    @staticmethod
+    def rows(part: Any) -> int:
+        return len(part[0]) if isinstance(part, tuple) else len(part)
+
+
+def _in_memory_data(s: dict[str, Any]) -> _Plan:
+    X, y, source, names = _load_training_data(s)
+    output, y, classes = _output_for(y, s["output"], source)
+    n_outputs = max(int(y.max()) + 1, 2) if output == "softmax" else 1
+    # In place, as fit(copy=False) scales X_train: a large CSV is held once, not three times.
+    X_train, X_test, y_train, y_test = data.train_test_split(X, y, test_size=s["test_size"], seed=s["seed"], copy=False)
+    validation: Any = (X_test, y_test)
+    if s["early_stopping"] is not None:  # its own split of the training rows: the test rows stay unseen
+        X_train, X_val, y_train, y_val = data.train_test_split(
+            X_train, y_train, test_size=s["validation_split"], seed=s["seed"], copy=False
+        )
+        validation = (X_val, y_val)
+    return _Plan((X_train, y_train), (X_test, y_test), validation, output, n_outputs, classes, source, names,
+                 X.shape[1])  # fmt: skip
+
+
+def _streamed_data(s: dict[str, Any]) -> _Plan:
+    """--stream: the file read a block at a time; test (and validation) rows are whole blocks drawn at random."""
+    if s["data"] is None or s["target"] is None:
+        raise InputError("--stream trains from a file: give --data FILE.parquet (or .npy) and --target COLUMN")
+    target: Any = s["target"]
+    if s["data"].lower().endswith(".npy"):
+        if not target.lstrip("-").isdigit():
+            raise InputError(f"--target of an .npy file is a column number; got {target!r}")
+        target = int(target)
+    ds = stream.Dataset(s["data"], target)
+    train, test = ds.split(s["test_size"], seed=s["seed"])
+    validation: Any = test
+    if s["early_stopping"] is not None:
+        train, validation = train.split(s["validation_split"], seed=s["seed"])
+    output, n_outputs = _stream_output(ds, s["output"], s["data"])
+    return _Plan((train, None), (test, None), validation, output, n_outputs, None, s["data"], ds.feature_names,
+                 ds.n_features)  # fmt: skip
+
+
+def _stream_output(ds: Any, output: str, source: str) -> tuple[str, int]:
+    """The output layer and its width from one pass over the target column (its distinct values, up to a few
+    hundred). Streamed class labels are taken as they are: 0/1, or 0..k-1."""
+    values: set[float] = set()
+    whole = True
+    for block in ds.blocks:
+        y = ds._source.read_target(block)
+        if y.dtype.kind not in "biuf":
+            raise InputError(f"{source}: --stream needs a numeric target column; {ds.target_name!r} is {y.dtype}")
+        whole = whole and bool(np.all(y == np.round(y)))
+        if len(values) <= 256:
+            values |= set(np.unique(y).tolist())
+    if output == "auto":
+        output = "identity" if not whole or len(values) > 256 or len(values) < 2 else (
+            "sigmoid" if len(values) == 2 else "softmax")  # fmt: skip
+    if output == "identity":
+        return output, 1
+    labels = sorted(values)
+    wanted = [0, 1] if output == "sigmoid" else list(range(int(max(labels)) + 1))
+    if not whole or not set(labels) <= set(wanted):
+        raise InputError(
+            f"{source}: with --stream, class labels are used as they are: 0/1 for sigmoid, 0..k-1 for softmax; "
+            f"the target holds {labels[:10]}{'...' if len(labels) > 10 else ''}"
+        )
+    return output, max(len(wanted), 2) if output == "softmax" else 1
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``gpunn train``."""
     from .checkpoint import load
@@ -252,15 +351,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     quiet = args.quiet or not lead
     resumed = load(args.resume, device=device) if args.resume else None
     s = _train_settings(args, resumed.metadata.get("train", {}) if resumed else {})
-    X, y, source, names = _load_training_data(s)
-    output, y, classes = _output_for(y, s["output"], source)
-    n_outputs = max(int(y.max()) + 1, 2) if output == "softmax" else 1
-    if args.plot and (X.shape[1] != 2 or output == "identity"):
-        raise InputError(f"--plot draws a decision boundary, which needs a classifier on 2 features; {source} has "
-                         f"{X.shape[1]} feature(s) and output {output!r}")  # fmt: skip
-    # In place, as fit(copy=False) scales X_train: a large CSV is held once, not three times.
-    X_train, X_test, y_train, y_test = data.train_test_split(X, y, test_size=s["test_size"], seed=s["seed"], copy=False)
-    sizes = [X.shape[1], *s["layers"], n_outputs]
+    if s["stream"]:
+        plan = _streamed_data(s)
+    else:
+        plan = _in_memory_data(s)
+    output, n_outputs, classes, source = plan.output, plan.n_outputs, plan.classes, plan.source
+    if args.plot and (plan.n_features != 2 or output == "identity" or s["stream"]):
+        raise InputError(f"--plot draws a decision boundary, which needs a classifier on 2 features held in memory; "
+                         f"{source} has {plan.n_features} feature(s) and output {output!r}")  # fmt: skip
+    sizes = [plan.n_features, *s["layers"], n_outputs]
     if resumed is not None:
         if resumed.sizes != sizes:
             raise InputError(f"{source} gives a network of sizes {sizes} but {args.resume} holds {resumed.sizes}")
@@ -270,29 +369,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             sizes, activation=s["activation"], output=output, seed=s["seed"], device=device,
             dtype=s["dtype"], standardize=True, dropout=s["dropout"],
         )  # fmt: skip
-        model.feature_names, model.target_name = names, s["target"]
+        model.feature_names, model.target_name = plan.names, s["target"]
     model.metadata["train"] = s
     if classes is not None:
         model.metadata["classes"] = classes
     remaining = max(s["epochs"] - model.epoch, 0)
-    validation = (X_test, y_test)
-    if s["early_stopping"] is not None:  # its own split of the training rows: the test rows stay unseen
-        X_train, X_val, y_train, y_val = data.train_test_split(
-            X_train, y_train, test_size=s["validation_split"], seed=s["seed"], copy=False
-        )
-        validation = (X_val, y_val)
     if not quiet:
-        held_out = f"{len(validation[0])} validation / " if s["early_stopping"] is not None else ""
+        held_out = f"{plan.rows(plan.validation)} validation / " if s["early_stopping"] is not None else ""
         done = f", resuming at epoch {model.epoch}" if resumed is not None else ""
         if comm is not None:
             done += f", data-parallel over {comm.size} ranks"
         print(
             f"gpunn {__version__}: training {model.sizes} ({s['activation']}, {_describe(s['output'], output)}"
             f"{f', dropout {model.dropout:g}' if model.dropout else ''}) "
-            f"on {source}, "
-            f"{len(X_train)} train / {held_out}{len(X_test)} test rows, {_backend.namespace_name(model.xp)} on "
-            f"{model.device}, {s['dtype']}{done}"
+            f"on {source}{', streamed' if s['stream'] else ''}, "
+            f"{plan.rows(plan.train)} train / {held_out}{plan.rows(plan.test)} test rows, "
+            f"{_backend.namespace_name(model.xp)} on {model.device}, {s['dtype']}{done}"
         )
+    X_train, y_train = plan.train
+    X_test, y_test = plan.test
     callbacks: list[Any] = [lambda m, record: m.save(args.checkpoint)] if args.checkpoint and lead else []
     if s["early_stopping"] is not None:  # before the checkpoint: a stop restores the best epoch, then it is saved
         callbacks.insert(0, gpunn_callbacks.EarlyStopping(patience=s["early_stopping"]))
@@ -300,7 +395,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model.fit(
             X_train, y_train, epochs=remaining, lr=_schedule(s), batch_size=s["batch_size"],
             optimizer=s["optimizer"], clip_norm=s["clip_norm"], weight_decay=s["weight_decay"],
-            class_weight=s["class_weight"], validation_data=validation, verbose=0 if quiet else 1,
+            class_weight=s["class_weight"], validation_data=plan.validation, verbose=0 if quiet else 1,
             callbacks=callbacks, comm=comm, copy=False,
         )  # fmt: skip
     except KeyboardInterrupt:
@@ -370,6 +465,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     data.write_csv(args.out, names, cols)
     if args.out:
         print(f"{len(X)} predictions written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``gpunn export``."""
+    from .checkpoint import load
+    from .export import to_onnx
+
+    model = load(args.model, device="cpu")  # the weights go to the host anyway: no GPU needed
+    path = to_onnx(model, args.onnx, opset=args.opset)
+    outputs = "values" if model.output == "identity" else "probabilities, label"
+    print(f"{args.model} exported to {path} (input X: batch x {model.n_features} {model.dtype}; outputs {outputs})")
     return 0
 
 

@@ -228,3 +228,6 @@ def write_csv(path: str | os.PathLike[str] | None, header: list[str], columns: l
     else:
         with open(path, "w", newline="", encoding="utf-8") as f:
             emit(f)
+
+
+from .stream import Dataset  # noqa: E402, F401  (streamed training from files larger than memory)

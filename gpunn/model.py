@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend, inputs, layers, losses, optim, schedules, train
+from . import _backend, inputs, layers, losses, optim, schedules, stream, train
 from . import _validation as check
 from .errors import CheckpointError, ConfigError, InputError, NotFittedError
 from .history import History
@@ -203,6 +203,13 @@ class MLP:
             state[f"{2 * i}.bias"] = torch.from_numpy(b)
         return state
 
+    def to_onnx(self, path: str | os.PathLike[str], *, opset: int | None = None) -> str:
+        """Write the model as an ONNX graph, standardization included, and return the path
+        (:func:`gpunn.export.to_onnx`; needs ``pip install 'gpunn[onnx]'``)."""
+        from .export import to_onnx
+
+        return to_onnx(self, path, opset=opset)
+
     def set_weights(self, pairs: Sequence[tuple[Any, Any]]) -> None:
         """Replace the parameters with ``[(W, b), ...]`` (NumPy arrays or arrays on the model's device)."""
         pairs = list(pairs)
@@ -217,6 +224,20 @@ class MLP:
         with _backend.device_scope(self.xp, self.device):
             self._params, self._previous = self.xp.concat(new), None
         self.fitted = True
+
+    def _check_dataset(self, dataset: stream.Dataset, name: str) -> stream.Dataset:
+        if not dataset.has_target:
+            raise InputError(f"{name} ({dataset.path}) has no target column: open it with Dataset(path, target=...)")
+        if dataset.n_features != self.n_features:
+            raise InputError(f"{name} ({dataset.path}) has {dataset.n_features} features; the model takes "
+                             f"{self.n_features}")  # fmt: skip
+        names = dataset.feature_names
+        if names is not None and self.feature_names is not None and names != self.feature_names:
+            raise InputError(
+                f"{name} ({dataset.path}) has the features {names}, the model {self.feature_names}: open it with "
+                "Dataset(path, target, features=model.feature_names)"
+            )
+        return dataset
 
     def _weight_column(self, w: np.ndarray) -> Any:
         return _backend.from_numpy(w.reshape(-1, 1).astype(self.dtype), self.xp, self.device)
@@ -235,7 +256,7 @@ class MLP:
     def fit(
         self,
         X: Any,
-        y: Any,
+        y: Any = None,
         *,
         epochs: int = 100,
         lr: float | schedules.Schedule = 0.1,
@@ -262,7 +283,9 @@ class MLP:
 
         Parameters
         ----------
-        X : array, shape (n_samples, n_features), or a pandas / polars DataFrame or pyarrow Table
+        X : array, shape (n_samples, n_features), a pandas / polars DataFrame or pyarrow Table, or a
+            :class:`gpunn.data.Dataset` (a Parquet or ``.npy`` file streamed a block at a time, with its own
+            targets: ``y`` stays None; ``validation_data`` may be a Dataset too)
             A data frame's column names become the model's ``feature_names`` (on the first fit); every later
             frame (``predict``, ``evaluate``, another ``fit``) is taken by those names, in any column order,
             and one with missing or extra columns is an error that names them.
@@ -344,24 +367,42 @@ class MLP:
             X, y = self.adopt(X), self.adopt(y)
             if validation_data is not None and isinstance(validation_data, (tuple, list)):
                 validation_data = tuple(self.adopt(v) for v in validation_data)
+        streaming = isinstance(X, stream.Dataset)
         with _backend.device_scope(xp, self.device):
-            x = inputs.check_x(self, X, "X")
-            t = inputs.targets(self, y, x.shape[0], "y", fitting=True)
-            w_host = inputs.sample_weights(self, sample_weight, class_weight, y, x.shape[0])
+            if streaming:
+                self._check_dataset(X, "X")
+                if y is not None:
+                    raise InputError("a Dataset brings its own targets (its target column): call fit(dataset, y=None)")
+                if sample_weight is not None or class_weight is not None:
+                    raise ConfigError("sample_weight and class_weight are not available when training on a Dataset")
+                x, t, w_host = X, None, None
+            else:
+                x = inputs.check_x(self, X, "X")
+                t = inputs.targets(self, y, x.shape[0], "y", fitting=True)
+                w_host = inputs.sample_weights(self, sample_weight, class_weight, y, x.shape[0])
             xv = tv = None
-            if validation_data is not None:
+            if isinstance(validation_data, stream.Dataset):
+                xv = self._check_dataset(validation_data, "validation_data")
+            elif validation_data is not None:
                 if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                    raise InputError("validation_data must be a pair (X_val, y_val)")
+                    raise InputError("validation_data must be a pair (X_val, y_val) or a gpunn.data.Dataset")
                 xv = inputs.check_x(self, validation_data[0], "validation X")
                 tv = inputs.targets(self, validation_data[1], xv.shape[0], "validation y")
             # Everything is valid: from here on the call may change the model (and, with copy=False, X).
-            if self.feature_names is None:
-                self.feature_names = inputs.frame_columns(X)  # a data frame's columns name the features
+            if self.feature_names is None:  # a data frame's or Parquet file's columns name the features
+                self.feature_names = X.feature_names if streaming else inputs.frame_columns(X)
             scaling = self.scaling
             if self.standardize and scaling is None:
-                scaling = inputs.fit_scaling(x)
-            val = None if xv is None else (inputs.place_x(self, xv, scaling), tv)  # before X may be scaled in place
-            x = inputs.place_x(self, x, scaling, in_place=not copy)
+                scaling = x.scaling() if streaming else inputs.fit_scaling(x)
+            val: Any = None
+            if isinstance(xv, stream.Dataset):
+                val = stream.Streamed(self, xv, scaling, "validation_data")
+            elif xv is not None:
+                val = (inputs.place_x(self, xv, scaling), tv)  # before X may be scaled in place
+            if streaming:
+                x = stream.Streamed(self, x, scaling, "X")
+            else:
+                x = inputs.place_x(self, x, scaling, in_place=not copy)
             self.scaling = scaling
             if comm is not None:
                 self._params = comm.broadcast_arrays([self._params], xp, self.device)[0]  # every rank starts equal
@@ -425,9 +466,16 @@ class MLP:
             labels = xp.astype(z > 0, _backend.index_dtype(xp, self.device))  # p > 0.5 exactly when z > 0
             return labels[:, 0] if self.n_outputs == 1 else labels
 
-    def evaluate(self, X: Any, y: Any, *, convert: bool = False) -> dict[str, float]:
-        """Mean loss and (for classifiers) accuracy on ``(X, y)``, as Python floats."""
+    def evaluate(self, X: Any, y: Any = None, *, convert: bool = False) -> dict[str, float]:
+        """Mean loss and (for classifiers) accuracy on ``(X, y)``, or on a :class:`gpunn.data.Dataset`, as Python
+        floats."""
         self._check_fitted()
+        if isinstance(X, stream.Dataset):
+            if y is not None:
+                raise InputError("a Dataset brings its own targets (its target column): call evaluate(dataset)")
+            streamed = stream.Streamed(self, self._check_dataset(X, "X"), self.scaling, "X")
+            loss_sums, corrects = streamed.evaluate_sums(self._params)
+            return train.summarize(self, loss_sums, corrects, streamed.n_rows)
         if convert:
             X, y = self.adopt(X), self.adopt(y)
         with _backend.device_scope(self.xp, self.device):

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend, layers, losses
+from . import _backend, layers, losses, stream
 from .errors import ConfigError, InputError, NonFiniteError
 from .history import Reporter
 from .step import Hyper, Step
@@ -193,43 +193,30 @@ def _step_back_if_not_finite(model: Any) -> None:
 
 
 def _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm, lr):
-    xp, n = model.xp, x.shape[0]
-    rate = runner.rate(lr)
-    bs = n if batch_size is None else min(batch_size, n)
+    xp, rate = model.xp, runner.rate(lr)
     params, state = model._params, model.optimizer_state
-    order = host_order = None
-    if bs < n and shuffle:
-        host_order = model.rng.permutation(n)
-        order = _backend.from_numpy(host_order, xp, model.device)
-    if runner.weight_host is not None:
-        _check_batch_weights(runner.weight_host, host_order, bs, model.epoch)
+    if isinstance(x, stream.Streamed):
+        n = x.n_rows
+        batches = x.batches(batch_size, model.rng if shuffle else None, comm)
+    else:
+        n = x.shape[0]
+        batches = _memory_batches(model, runner, x, target, batch_size, shuffle, comm)
     loss_sums, corrects = [], []
-    for start in range(0, n, bs):
-        stop = min(start + bs, n)  # the standard leaves out-of-bounds slice ends unspecified
-        lo, hi = (start, stop) if comm is None else comm.shard(start, stop)
-        w, wb, total = runner.weight, None, None
-        if comm is None and bs == n:
-            xb, tb, wb = x, target, w
-        elif order is not None:
-            idx = order[lo:hi]
-            xb, tb = _backend.take_rows(x, idx, xp), _backend.take_rows(target, idx, xp)
-            wb = None if w is None else _backend.take_rows(w, idx, xp)
-            if w is not None and comm is not None:  # the global batch's total, which every rank can sum
-                total = xp.sum(_backend.take_rows(w, order[start:stop], xp))
-        else:
-            xb, tb = x[lo:hi, ...], target[lo:hi, ...]
-            wb = None if w is None else w[lo:hi, ...]
-            if w is not None and comm is not None:
-                total = xp.sum(w[start:stop, ...])
-        params, state, loss_sum, correct = runner(
-            params, state, xb, tb, stop - start, hi - lo, rate, wb, lo - start, total
-        )
-        loss_sums.append(loss_sum)
-        corrects.append(correct)
+    try:
+        for xb, tb, rows, shard, wb, offset, total in batches:
+            params, state, loss_sum, correct = runner(params, state, xb, tb, rows, shard, rate, wb, offset, total)
+            loss_sums.append(loss_sum)
+            corrects.append(correct)
+    finally:
+        if isinstance(batches, stream.Prefetcher):
+            batches.close()
     has_correct = corrects[0] is not None
     floats, counts = loss_sums, corrects if has_correct else []
     if val is not None:
-        val_loss, val_correct = evaluate_sums(model, params, *val)
+        if isinstance(val, stream.Streamed):
+            val_loss, val_correct = val.evaluate_sums(params)
+        else:
+            val_loss, val_correct = evaluate_sums(model, params, *val)
         floats, counts = [*floats, *val_loss], [*counts, *val_correct]
     # The epoch's read-back: per-batch sums, added up on the host in float64.
     host_floats, host_counts = read_back(floats, xp), read_back(counts, xp)
@@ -249,7 +236,7 @@ def _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm, 
     if has_correct:
         record["accuracy"] = sums[2] / (n * _labels_per_row(model))
     if val is not None:
-        n_val = val[0].shape[0]
+        n_val = val.n_rows if isinstance(val, stream.Streamed) else val[0].shape[0]
         record["val_loss"] = float(np.sum(host_floats[width * len(loss_sums) :])) * _loss_scale(model, n_val)
         if has_correct:
             record["val_accuracy"] = float(np.sum(host_counts[len(corrects) :])) / (n_val * _labels_per_row(model))
@@ -263,6 +250,37 @@ def _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm, 
         params, state, model.epoch + 1, previous, schedule_state
     )  # fmt: skip
     return record
+
+
+def _memory_batches(model, runner, x, target, batch_size, shuffle, comm):
+    """One epoch's batches of placed data ``(x, t, rows, shard_rows, w, row_offset, weight_total)``: gathers of
+    a shuffled order (drawn here, on the host) or slices."""
+    xp, n = model.xp, x.shape[0]
+    bs = n if batch_size is None else min(batch_size, n)
+    order = host_order = None
+    if bs < n and shuffle:
+        host_order = model.rng.permutation(n)
+        order = _backend.from_numpy(host_order, xp, model.device)
+    if runner.weight_host is not None:
+        _check_batch_weights(runner.weight_host, host_order, bs, model.epoch)
+    for start in range(0, n, bs):
+        stop = min(start + bs, n)  # the standard leaves out-of-bounds slice ends unspecified
+        lo, hi = (start, stop) if comm is None else comm.shard(start, stop)
+        w, wb, total = runner.weight, None, None
+        if comm is None and bs == n:
+            xb, tb, wb = x, target, w
+        elif order is not None:
+            idx = order[lo:hi]
+            xb, tb = _backend.take_rows(x, idx, xp), _backend.take_rows(target, idx, xp)
+            wb = None if w is None else _backend.take_rows(w, idx, xp)
+            if w is not None and comm is not None:  # the global batch's total, which every rank can sum
+                total = xp.sum(_backend.take_rows(w, order[start:stop], xp))
+        else:
+            xb, tb = x[lo:hi, ...], target[lo:hi, ...]
+            wb = None if w is None else w[lo:hi, ...]
+            if w is not None and comm is not None:
+                total = xp.sum(w[start:stop, ...])
+        yield xb, tb, stop - start, hi - lo, wb, lo - start, total
 
 
 def _check_batch_weights(weight: np.ndarray, order: np.ndarray | None, bs: int, epoch: int) -> None:
@@ -326,7 +344,11 @@ def evaluate_sums(model: Any, params: Any, x: Any, target: Any) -> tuple[list[An
 def evaluate(model: Any, x: Any, target: Any) -> dict[str, float]:
     """Mean loss and (for classifiers) accuracy of ``model`` on placed data, as Python floats."""
     loss_sums, corrects = evaluate_sums(model, model._params, x, target)
-    n = x.shape[0]
+    return summarize(model, loss_sums, corrects, x.shape[0])
+
+
+def summarize(model: Any, loss_sums: list[Any], corrects: list[Any], n: int) -> dict[str, float]:
+    """The mean loss and accuracy of ``n`` rows from their blocks' sums."""
     out = {"loss": float(np.sum(read_back(loss_sums, model.xp))) * _loss_scale(model, n)}
     if corrects:
         out["accuracy"] = float(np.sum(read_back(corrects, model.xp))) / (n * _labels_per_row(model))

@@ -267,3 +267,47 @@ def test_dropout_reaches_the_model_and_trains_as_the_api_does(tmp_path):
     for (w, b), (w2, b2) in zip(m.numpy_weights(), ref.numpy_weights()):
         np.testing.assert_array_equal(w, w2)
         np.testing.assert_array_equal(b, b2)
+
+
+def test_stream_trains_from_a_parquet_file_as_the_api_does(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 3))
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+    pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "label": y}), tmp_path / "d.parquet",
+                   row_group_size=40)  # fmt: skip
+    r = run("train", "--data", "d.parquet", "--target", "label", "--stream", "--epochs", "4", "--batch-size", "32",
+            "--dtype", "float64", "--device", "cpu", "--save", "m.st", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()[0]
+    assert "streamed" in first and "sigmoid output, chosen from the target" in first
+    m = gpunn.load(tmp_path / "m.st", device="cpu")
+    assert m.metadata["train"]["stream"] is True and m.feature_names == ["a", "b", "c"]
+    train, test = gpunn.data.Dataset(tmp_path / "d.parquet", "label").split(0.2, seed=0)
+    assert f"{train.n_rows} train / {test.n_rows} test rows" in first
+    ref = gpunn.MLP([3, 10, 10, 10, 1], dtype="float64", device="cpu", standardize=True)
+    ref.fit(train, epochs=4, lr=0.1, batch_size=32, validation_data=test, verbose=0)
+    np.testing.assert_allclose(m.params, ref.params, rtol=0, atol=1e-12)
+    assert f"test accuracy {ref.evaluate(test)['accuracy']:.4f}" in r.stdout
+    r = run("train", "--data", "d.parquet", "--target", "a", "--stream", "--output", "softmax", "--device", "cpu",
+            cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 2 and "class labels are used as they are" in r.stderr
+
+
+def test_export_writes_an_onnx_graph_that_predicts_as_the_model(tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    r = run("train", "--epochs", "20", "--device", "cpu", "-q", "--save", "m.safetensors", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run("export", "--model", "m.safetensors", "--onnx", "m.onnx", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    m = gpunn.load(tmp_path / "m.safetensors", device="cpu")
+    X, _ = gpunn.data.make_moons(300, seed=5)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    probabilities, label = session.run(["probabilities", "label"], {"X": X.astype(np.float32)})
+    np.testing.assert_array_equal(label, m.predict(X))
+    np.testing.assert_allclose(probabilities, m.predict_proba(X), rtol=0, atol=1e-5)
+    r = run("export", "--model", "m.safetensors", "--onnx", "x.onnx", "--opset", "99", cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "opset" in r.stderr

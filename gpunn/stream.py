@@ -1,0 +1,505 @@
+"""Training from files larger than memory: a :class:`Dataset` read a block of rows at a time, shuffled within a
+bounded buffer, with the next batch read, standardized and copied to the device while the step runs.
+
+A Parquet file is read a row group at a time (pyarrow); an ``.npy`` file is memory-mapped and read in blocks of
+``block_rows``. Each epoch visits the blocks in a seeded random order and shuffles the rows of a buffer of
+``shuffle_buffer`` rows; when the buffer holds the whole file, the batches are exactly those of in-memory
+training on the same rows with the same seed.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import array_api_compat as aac
+import numpy as np
+
+from . import _backend
+from .errors import ConfigError, InputError
+
+SHUFFLE_BUFFER = 1 << 18  # rows
+BLOCK_ROWS = 1 << 16  # rows per block of an .npy file
+PREFETCH = 2  # batches prepared ahead of the step (0: prepared in the training thread, one at a time)
+
+
+class Dataset:
+    """Rows of a Parquet or ``.npy`` file, read a block at a time.
+
+    Parameters
+    ----------
+    path : str or path
+        A ``.parquet`` file (read a row group at a time; needs pyarrow: ``pip install 'gpunn[data]'``) or a 2-D
+        ``.npy`` file (memory-mapped).
+    target : str or int, optional
+        The target column: its name in a Parquet file; in an ``.npy`` file its column index, or the path of a
+        separate 1-D or 2-D ``.npy`` file of targets with one row per row of ``path``. None: features only.
+    features : list, optional
+        The feature columns (names, or indices for ``.npy``); default: every column but the target.
+    shuffle_buffer : int
+        Rows shuffled together; training memory is about this many rows (8 bytes a value when the model
+        standardizes, else the model's dtype) plus one block.
+    block_rows : int, optional
+        Rows per block of an ``.npy`` file (a Parquet file's blocks are its row groups); default: 65536, or
+        fewer so that the file has at least 16 blocks to shuffle and split.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        target: Any = None,
+        features: list[Any] | None = None,
+        *,
+        shuffle_buffer: int = SHUFFLE_BUFFER,
+        block_rows: int | None = None,
+    ):
+        from . import _validation as check
+
+        self.path = os.fspath(path)
+        self.shuffle_buffer = check.integer(shuffle_buffer, "shuffle_buffer", 1)
+        if block_rows is not None:
+            block_rows = check.integer(block_rows, "block_rows", 1)
+        name = self.path.lower()
+        if name.endswith((".parquet", ".pq")):
+            self._source: Any = _Parquet(self.path, target, features)
+        elif name.endswith(".npy"):
+            self._source = _Npy(self.path, target, features, block_rows)
+        else:
+            raise InputError(f"{self.path}: a Dataset streams .parquet or .npy files; read other files with gpunn.data")
+        self.feature_names: list[str] | None = self._source.feature_names
+        self.target_name: str | None = self._source.target_name
+        self.blocks = list(range(len(self._source.starts) - 1))  # this view's blocks (split() takes a subset)
+
+    # ------------------------------------------------------------------------------------------- shape
+    @property
+    def n_features(self) -> int:
+        return self._source.n_features
+
+    @property
+    def n_rows(self) -> int:
+        starts = self._source.starts
+        return int(sum(starts[b + 1] - starts[b] for b in self.blocks))
+
+    @property
+    def has_target(self) -> bool:
+        return self._source.has_target
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.path!r}, rows={self.n_rows}, features={self.n_features}, blocks={len(self.blocks)})"
+
+    def _view(self, blocks: list[int]) -> Dataset:
+        view = object.__new__(Dataset)
+        view.__dict__.update(self.__dict__)
+        view.blocks = list(blocks)
+        return view
+
+    def split(self, test_size: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:
+        """``(train, test)``: the blocks split at random (seeded) so that about ``test_size`` of the rows are in
+        ``test``; both read the same file."""
+        if not 0.0 < test_size < 1.0:
+            raise ConfigError(f"test_size must be in (0, 1); got {test_size!r}")
+        if len(self.blocks) < 2:
+            raise InputError(
+                f"{self.path} has one block: a Dataset is split by blocks (a Parquet file's row groups), so it needs "
+                "two or more (write it with a smaller row_group_size)"
+            )
+        order = np.random.default_rng(seed).permutation(self.blocks)
+        starts = self._source.starts
+        sizes = np.array([starts[b + 1] - starts[b] for b in order])
+        cut = int(np.clip(np.searchsorted(np.cumsum(sizes), test_size * sizes.sum()) + 1, 1, len(order) - 1))
+        return self._view(sorted(order[cut:].tolist())), self._view(sorted(order[:cut].tolist()))
+
+    # -------------------------------------------------------------------------------------------- reads
+    def read(self, block: int, dtype: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """Block ``block``'s features, as a new (rows, n_features) array of ``dtype``, and targets."""
+        return self._source.read(block, dtype)
+
+    def read_into(self, block: int, out: np.ndarray) -> np.ndarray | None:
+        """Block ``block``'s features written into ``out`` (rows, n_features); returns its targets."""
+        return self._source.read_into(block, out)
+
+    def block_rows(self, block: int) -> int:
+        starts = self._source.starts
+        return int(starts[block + 1] - starts[block])
+
+    def scaling(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each feature's mean and standard deviation over this view's rows, in one streaming pass (blocks
+        combined with Chan's update, in float64)."""
+        n, mean, m2 = 0, np.zeros(self.n_features), np.zeros(self.n_features)
+        for b in self.blocks:
+            x, _ = self.read(b, np.float64)
+            _check_finite(x, self.path, b)
+            k = len(x)
+            if not k:
+                continue
+            block_mean = x.mean(axis=0)
+            block_m2 = np.square(x - block_mean).sum(axis=0)
+            delta = block_mean - mean
+            total = n + k
+            mean = mean + delta * (k / total)
+            m2 = m2 + block_m2 + np.square(delta) * (n * k / total)
+            n = total
+        std = np.sqrt(m2 / max(n, 1))
+        return mean, np.where(std > 0, std, 1.0)
+
+    def targets(self) -> np.ndarray:
+        """Every target value of this view (one column is small even when the file is not)."""
+        if not self.has_target:
+            raise InputError(f"{self.path}: this Dataset has no target column")
+        parts = [self._source.read_target(b) for b in self.blocks]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    # ------------------------------------------------------------------------------------------ batches
+    def batches(
+        self, batch_size: int | None, rng: np.random.Generator | None, dtype: Any
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Host batches ``(x, y)`` of one epoch: in file order without ``rng``; otherwise the blocks in a random
+        order and the rows shuffled within the buffer. With the whole view in the buffer this draws one
+        permutation of its rows, as in-memory training does."""
+        n = self.n_rows
+        bs = n if batch_size is None else min(batch_size, n)
+        if rng is not None and bs >= n:
+            rng = None  # a full batch: in-memory training draws no permutation either
+        order = list(self.blocks)
+        whole = n <= self.shuffle_buffer
+        if rng is not None and not whole:
+            order = [order[i] for i in rng.permutation(len(order))]
+        biggest = max((self.block_rows(b) for b in order), default=0)
+        trigger = max(self.shuffle_buffer, bs)  # rows gathered before a shuffle
+        capacity = (n if whole else trigger) + biggest
+        buffer = np.empty((capacity, self.n_features), dtype=dtype)
+        targets: np.ndarray | None = None
+        filled = 0
+        for b in order:
+            rows = self.block_rows(b)
+            y = self.read_into(b, buffer[filled : filled + rows])
+            if targets is None:
+                targets = np.empty((capacity, *(() if y is None else y.shape[1:])), dtype=_target_dtype(y))
+            if y is not None:
+                targets[filled : filled + rows] = y
+            filled += rows
+            if rng is None:
+                usable = filled - filled % bs
+                for start in range(0, usable, bs):
+                    yield buffer[start : start + bs].copy(), targets[start : start + bs].copy()
+                rest = filled - usable
+                buffer[:rest], targets[:rest] = buffer[usable:filled], targets[usable:filled]
+                filled = rest
+            elif not whole and filled >= trigger:
+                perm = rng.permutation(filled)
+                usable = filled - filled % bs
+                for start in range(0, usable, bs):
+                    idx = perm[start : start + bs]
+                    yield buffer[idx], targets[idx]
+                keep = np.sort(perm[usable:])
+                buffer[: len(keep)], targets[: len(keep)] = buffer[keep], targets[keep]
+                filled = len(keep)
+        if filled:
+            if targets is None:
+                return
+            perm = np.arange(filled) if rng is None else rng.permutation(filled)
+            for start in range(0, filled, bs):
+                idx = perm[start : start + bs]
+                yield buffer[idx], targets[idx]
+
+
+def _target_dtype(y: np.ndarray | None) -> Any:
+    return np.float64 if y is None else y.dtype
+
+
+def _check_finite(x: np.ndarray, path: str, block: int) -> None:
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, col = (int(i[0]) for i in np.nonzero(bad))
+        raise InputError(f"{path}, block {block}: row {row} of the block holds {x[row, col]} in feature {col}")
+
+
+class _Source:
+    """What a file format provides: block boundaries, and reading a block's columns."""
+
+    path: str
+    starts: list[int]  # first row of each block, and the row count last
+    feature_names: list[str] | None
+    target_name: str | None
+    n_features: int
+    has_target: bool
+    stamp: tuple[int, int]  # size and modification time when opened
+
+    def _stamp(self) -> tuple[int, int]:
+        st = os.stat(self.path)
+        return st.st_size, st.st_mtime_ns
+
+    def _check_unchanged(self) -> None:
+        try:
+            now = self._stamp()
+        except OSError as exc:
+            raise InputError(f"{self.path} cannot be read any more while gpunn streams it: {exc.strerror}") from None
+        if now != self.stamp:
+            raise InputError(f"{self.path} changed while gpunn was streaming it (its size or time differs)")
+
+    def read(self, block: int, dtype: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        out = np.empty((self.starts[block + 1] - self.starts[block], self.n_features), dtype=dtype)
+        return out, self.read_into(block, out)
+
+    def read_into(self, block: int, out: np.ndarray) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def read_target(self, block: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _Parquet(_Source):
+    def __init__(self, path: str, target: Any, features: list[Any] | None):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ConfigError(f"{path}: reading Parquet needs pyarrow: pip install 'gpunn[data]'") from None
+        self.path = path
+        try:
+            self.stamp = self._stamp()
+            self.file = pq.ParquetFile(path)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+        except Exception as exc:  # pyarrow.ArrowInvalid for a corrupt or truncated file
+            raise InputError(f"{path} is not a readable Parquet file: {exc}") from None
+        names = list(self.file.schema_arrow.names)
+        if target is not None and target not in names:
+            raise InputError(f"{path} has no column {target!r} (its columns: {', '.join(names)})")
+        features = [c for c in names if c != target] if features is None else list(features)
+        missing = [c for c in features if c not in names]
+        if missing:
+            raise InputError(f"{path} has no feature column(s) {', '.join(map(repr, missing))}")
+        schema = self.file.schema_arrow
+        text = [c for c in features if not _numeric_arrow(schema.field(c).type)]
+        if text:
+            raise InputError(f"{path}: feature column(s) {', '.join(map(repr, text))} are not numeric")
+        self.feature_names, self.target_name, self.n_features = features, target, len(features)
+        self.columns: list[str] = features
+        self.target: str = target
+        self.has_target = target is not None
+        meta = self.file.metadata
+        sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        self.starts = [0, *np.cumsum(sizes, dtype=np.int64).tolist()]
+
+    def _group(self, block: int, columns: list[str]) -> Any:
+        self._check_unchanged()
+        try:
+            return self.file.read_row_group(block, columns=columns)
+        except Exception as exc:
+            raise InputError(f"{self.path}, row group {block}: cannot be read: {exc}") from None
+
+    def read_into(self, block: int, out: np.ndarray) -> np.ndarray | None:
+        table = self._group(block, self.columns + ([self.target] if self.has_target else []))
+        for j, name in enumerate(self.columns):
+            column = table.column(name)
+            if column.null_count:
+                raise InputError(f"{self.path}, row group {block}: column {name!r} has {column.null_count} null(s)")
+            out[:, j] = column.to_numpy()
+        return table.column(self.target).to_numpy() if self.has_target else None
+
+    def read_target(self, block: int) -> np.ndarray:
+        return self._group(block, [self.target]).column(self.target).to_numpy()
+
+
+def _numeric_arrow(kind: Any) -> bool:
+    import pyarrow.types as pat
+
+    return bool(pat.is_integer(kind) or pat.is_floating(kind) or pat.is_boolean(kind))
+
+
+class _Npy(_Source):
+    def __init__(self, path: str, target: Any, features: list[Any] | None, block_rows: int | None):
+        self.path = path
+        self.stamp, self.data = self._open(path)
+        if self.data.ndim != 2:
+            raise InputError(f"{path} holds a {self.data.ndim}-D array; a Dataset needs rows and columns (2-D)")
+        if self.data.dtype.kind not in "biuf":
+            raise InputError(f"{path} holds {self.data.dtype} values; a Dataset needs numbers")
+        n, width = self.data.shape
+        self.y: Any = None
+        self.target_name = None
+        columns = list(range(width))
+        if isinstance(target, (str, os.PathLike)):
+            self.target_stamp, self.y = self._open(os.fspath(target))
+            self.target_name = os.path.basename(os.fspath(target))
+            if self.y.shape[0] != n or self.y.ndim > 2:
+                raise InputError(f"{target} holds {self.y.shape[0]} rows of targets for the {n} rows of {path}")
+        elif target is not None:
+            if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not -width <= target < width:
+                raise InputError(f"target {target!r} is not a column of {path} (0..{width - 1})")
+            target = int(target) % width
+            columns.remove(target)
+            self.target_name = str(target)
+        self.target_column = target if isinstance(target, int) else None
+        self.has_target = target is not None
+        features = columns if features is None else [int(f) for f in features]
+        if any(not 0 <= f < width for f in features):
+            raise InputError(f"features {features} are not all columns of {path} (0..{width - 1})")
+        self.features = features
+        self.contiguous = features == list(range(features[0], features[-1] + 1)) if features else True
+        self.feature_names = None  # an .npy file has no column names
+        self.n_features = len(features)
+        if block_rows is None:
+            block_rows = max(1, min(BLOCK_ROWS, -(-n // 16)))
+        self.starts = [*range(0, n, block_rows), n] if n else [0, 0]
+
+    def _open(self, path: str) -> tuple[tuple[int, int], Any]:
+        try:
+            st = os.stat(path)
+            return (st.st_size, st.st_mtime_ns), np.load(path, mmap_mode="r", allow_pickle=False)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+        except ValueError as exc:  # a truncated or corrupt header
+            raise InputError(f"{path} is not a readable .npy file: {exc}") from None
+
+    def _check_unchanged(self) -> None:
+        super()._check_unchanged()
+        if self.y is not None:
+            st = os.stat(self.y.filename)
+            if (st.st_size, st.st_mtime_ns) != self.target_stamp:
+                raise InputError(f"{self.y.filename} changed while gpunn was streaming it (its size or time differs)")
+
+    def read_into(self, block: int, out: np.ndarray) -> np.ndarray | None:
+        self._check_unchanged()
+        lo, hi = self.starts[block], self.starts[block + 1]
+        if self.contiguous:
+            out[...] = self.data[lo:hi, self.features[0] : self.features[-1] + 1]
+        else:
+            out[...] = self.data[lo:hi][:, self.features]
+        return self.read_target(block) if self.has_target else None
+
+    def read_target(self, block: int) -> np.ndarray:
+        lo, hi = self.starts[block], self.starts[block + 1]
+        if self.y is not None:
+            return np.array(self.y[lo:hi])
+        return np.array(self.data[lo:hi, self.target_column])
+
+
+# ------------------------------------------------------------------------------------------------ training
+class Streamed:
+    """A :class:`Dataset` bound to a model for one ``fit``: its batches standardized with ``scaling``, targets
+    encoded, and placed on the model's device, ``PREFETCH`` batches ahead of the step."""
+
+    def __init__(self, model: Any, dataset: Dataset, scaling: tuple[np.ndarray, np.ndarray] | None, name: str):
+        self.model, self.dataset, self.scaling, self.name = model, dataset, scaling, name
+        self.n_rows = dataset.n_rows
+        # standardized in float64, as in-memory training does, then cast; else read straight into the dtype
+        self.read_dtype = np.float64 if scaling is not None else np.dtype(model.dtype)
+
+    def _place(self, xb: np.ndarray, yb: np.ndarray) -> tuple[Any, Any]:
+        from . import inputs
+
+        m = self.model
+        if not np.isfinite(xb).all():
+            col = int(np.nonzero(~np.isfinite(xb))[1][0])
+            raise InputError(f"{self.dataset.path}: feature {self._feature(col)} holds a non-finite value")
+        if self.scaling is not None:
+            xb = inputs.scale_rows(xb, self.scaling, np.empty(xb.shape, m.dtype))
+        with _backend.device_scope(m.xp, m.device):
+            return to_device(np.ascontiguousarray(xb, dtype=m.dtype), m.xp, m.device), inputs.targets(
+                m, yb, len(yb), f"{self.name} targets"
+            )
+
+    def _feature(self, j: int) -> str:
+        names = self.dataset.feature_names
+        return repr(names[j]) if names else str(j)
+
+    def _produce(self, batch_size: int | None, rng: Any, comm: Any) -> Iterator[tuple[Any, ...]]:
+        for xb, yb in self.dataset.batches(batch_size, rng, self.read_dtype):
+            rows = len(xb)
+            lo, hi = (0, rows) if comm is None else comm.shard(0, rows)
+            x, t = self._place(xb[lo:hi], yb[lo:hi])
+            yield x, t, rows, hi - lo, None, lo, None  # as train's in-memory batches: no sample weights
+
+    def batches(self, batch_size: int | None, rng: Any, comm: Any) -> Prefetcher | Iterator[tuple[Any, ...]]:
+        """One epoch's placed batches ``(x, t, rows, shard_rows, None, row_offset, None)``."""
+        produce = self._produce(batch_size, rng, comm)
+        return Prefetcher(produce, PREFETCH) if PREFETCH > 0 else produce
+
+    def evaluate_sums(self, params: Any) -> tuple[list[Any], list[Any]]:
+        """Summed loss and correct count of every block (0-d arrays on the device)."""
+        from . import train
+
+        loss_sums: list[Any] = []
+        corrects: list[Any] = []
+        for xb, yb in self.dataset.batches(train.EVAL_ROWS, None, self.read_dtype):
+            x, t = self._place(xb, yb)
+            more_loss, more_correct = train.evaluate_sums(self.model, params, x, t)
+            loss_sums += more_loss
+            corrects += more_correct
+        return loss_sums, corrects
+
+
+# ------------------------------------------------------------------------------------------------ prefetch
+class Prefetcher:
+    """Runs ``produce`` (an iterator of prepared batches) ``depth`` items ahead in a background thread, so that
+    reading, standardizing and copying the next batch overlap the step on the current one. Errors raised while
+    producing are raised to the consumer; closing stops the thread."""
+
+    _DONE = object()
+
+    def __init__(self, produce: Iterator[Any], depth: int = PREFETCH):
+        self._produce, self._stop = produce, threading.Event()
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(depth, 1))
+        self._thread = threading.Thread(target=self._run, name="gpunn-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self._produce:
+                if not self._put(item):
+                    return
+            self._put(self._DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._put(_Failure(exc))
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            item = self._queue.get()
+            if item is self._DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def to_device(a: np.ndarray, xp: Any, device: Any) -> Any:
+    """``a`` on the device, for a background thread: on CuPy through pinned host memory on a stream of its own,
+    synchronized before the array is handed over, so the copy overlaps the step running on the default stream."""
+    if aac.is_cupy_namespace(xp):
+        import cupy
+        import cupyx
+
+        with device:
+            pinned = cupyx.empty_pinned(a.shape, a.dtype)
+            pinned[...] = a
+            stream = cupy.cuda.Stream(non_blocking=True)
+            with stream:
+                out = cupy.asarray(pinned)
+            stream.synchronize()
+        return xp.asarray(out)
+    return _backend.from_numpy(a, xp, device)
