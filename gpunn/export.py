@@ -1,0 +1,273 @@
+"""Export a trained :class:`gpunn.MLP` to ONNX, to run it without gpunn (onnxruntime, TensorRT, OpenVINO, ...).
+
+The graph computes what :meth:`MLP.predict_proba` and :meth:`MLP.predict` compute, from the same weights:
+
+- input ``X``: (batch, n_features), of the model's dtype (float32 or float64), any batch size;
+- the model's standardization, ``(X - mean) / std``, when it has one;
+- one ``Gemm`` per dense layer (``a @ W.T + b``: W is stored (out, in), hence ``transB=1``), each hidden layer
+  followed by its activation in ONNX operators (float32: Relu, Tanh, Sigmoid, LeakyRelu, Elu, Softplus, and
+  Gelu from opset 20; float64 graphs build leaky_relu, elu, softplus, gelu and silu from elementary operators
+  with float64 constants: ONNX's float attributes are float32, and onnxruntime lacks float64 kernels for some);
+- output ``probabilities`` (sigmoid or softmax output) or ``values`` (identity output), (batch, n_outputs);
+- output ``label`` (int64) for classifiers: the argmax of the logits for softmax, (batch,); for sigmoid
+  ``logit > 0`` (probability above 0.5), (batch,) with one output unit and (batch, k) with several (multi-label).
+  A regression model (identity output) has no ``label``.
+
+The sigmoid output is computed as gpunn computes it (from ``exp(-|z|)``), so its small probabilities keep their
+relative precision, as ``predict_proba``'s do. Needs ``pip install 'gpunn[onnx]'``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from . import layers
+from .errors import ConfigError, NotFittedError
+
+MIN_OPSET = 13  # Softmax over one axis and Squeeze with its axes as an input
+DEFAULT_OPSET = 17  # conservative: runtimes a few years old read it too
+GELU_OPSET = 20  # the first opset with Gelu(approximate="tanh"); below it gelu is built from Tanh, Mul, Add
+
+_INSTALL = "ONNX export needs the onnx package: pip install 'gpunn[onnx]'"
+
+
+def to_onnx(model: Any, path: str | os.PathLike[str], *, opset: int | None = None) -> str:
+    """Write ``model`` as an ONNX graph to ``path`` (atomically: a temporary file, then a rename); return the path.
+
+    Parameters
+    ----------
+    model : gpunn.MLP
+        A trained model (``fit``, ``set_weights`` or ``gpunn.load``), on any namespace or device.
+    path : str or os.PathLike
+        The ``.onnx`` file to write.
+    opset : int, optional
+        The ONNX operator set, from 13 to the newest one the installed ``onnx`` knows; default 17. From 20 on,
+        gelu in a float32 model is one ``Gelu(approximate="tanh")`` node.
+
+    The graph's input is ``X`` (batch, n_features) of the model's dtype; its outputs are ``probabilities`` (or
+    ``values`` for an identity output) and, for classifiers, the int64 ``label`` that ``predict`` gives. Raises
+    :class:`NotFittedError` for an untrained model, :class:`ConfigError` if onnx is missing, for an opset out of
+    range or an activation ONNX cannot express, and ``OSError`` naming ``path`` if it cannot be written.
+    """
+    from .checkpoint import atomic_write
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"path must be a file path (str or os.PathLike); got {path!r}")
+    proto = onnx_model(model, opset=opset)
+    atomic_write(path, proto.SerializeToString())
+    return os.fspath(path)
+
+
+def onnx_model(model: Any, *, opset: int | None = None) -> Any:
+    """The ONNX ``ModelProto`` that :func:`to_onnx` writes, checked by ``onnx.checker``, kept in memory (for
+    ``onnxruntime.InferenceSession(proto.SerializeToString())``, or to edit before saving)."""
+    from . import __version__
+    from .model import MLP
+
+    if not isinstance(model, MLP):
+        raise ConfigError(f"ONNX export takes a gpunn.MLP; got {type(model).__name__}")
+    if not model.fitted:
+        raise NotFittedError("this MLP has not been trained yet: call fit(), set_weights() or gpunn.load() first")
+    onnx = _import_onnx()
+    opset = _opset(opset, onnx)
+    names = layers.per_layer(model.activation, len(model.sizes) - 2)
+    for i, name in enumerate(names):
+        if name not in _ACTIVATIONS:
+            raise ConfigError(f"activation {name!r} of hidden layer {i + 1} has no ONNX form in gpunn's exporter")
+
+    g = _Graph(onnx, model.dtype, opset)
+    x = "X"
+    if model.scaling is not None:
+        mean, std = model.scaling
+        x = g.op("Sub", [x, g.const("scaling.mean", mean)])
+        x = g.op("Div", [x, g.const("scaling.std", std)])
+    weights = model.numpy_weights()
+    z = x
+    for i, (w, b) in enumerate(weights):
+        z = g.op("Gemm", [z, g.const(f"layers.{i}.weight", w), g.const(f"layers.{i}.bias", b)], transB=1)
+        if i < len(weights) - 1:
+            z = _ACTIVATIONS[names[i]](g, z)
+
+    batch, k = "batch", model.n_outputs
+    float_type = g.elem_type
+    int64 = onnx.TensorProto.INT64
+    outputs = []
+    if model.output == "identity":
+        g.op("Identity", [z], out="values")
+        outputs.append(("values", float_type, [batch, k]))
+    else:
+        if model.output == "softmax":
+            g.op("Softmax", [z], out="probabilities", axis=1)
+            g.op("ArgMax", [z], out="label", axis=1, keepdims=0)  # the first maximum, as numpy's argmax
+            label_shape: list[Any] = [batch]
+        else:
+            _probability(g, z, out="probabilities")
+            positive = g.op("Cast", [g.op("Greater", [z, g.scalar(0.0)])], to=int64)  # p > 0.5 exactly when z > 0
+            if k == 1:
+                g.op("Squeeze", [positive, g.const("label.axes", np.array([1], dtype=np.int64))], out="label")
+                label_shape = [batch]
+            else:
+                g.op("Identity", [positive], out="label")
+                label_shape = [batch, k]
+        outputs += [("probabilities", float_type, [batch, k]), ("label", int64, label_shape)]
+
+    helper = onnx.helper
+    graph = helper.make_graph(
+        g.nodes,
+        "gpunn_mlp",
+        [helper.make_tensor_value_info("X", float_type, [batch, model.n_features])],
+        [helper.make_tensor_value_info(name, elem, shape) for name, elem, shape in outputs],
+        initializer=g.initializers,
+    )
+    opsets = [helper.make_opsetid("", opset)]
+    proto = helper.make_model(
+        graph,
+        opset_imports=opsets,
+        ir_version=helper.find_min_ir_version_for(opsets),
+        producer_name="gpunn",
+        producer_version=__version__,
+        doc_string=f"gpunn MLP {model.sizes}, activation {model.activation}, {model.output} output, {model.dtype}",
+    )
+    metadata = {
+        "sizes": model.sizes,
+        "activation": model.activation,
+        "output": model.output,
+        "dtype": model.dtype,
+        "feature_names": model.feature_names,
+        "target_name": model.target_name,
+        "classes": model.metadata.get("classes"),  # the CLI's original labels of the indices in "label"
+    }
+    helper.set_model_props(proto, {f"gpunn.{key}": json.dumps(value) for key, value in metadata.items()})
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def _import_onnx() -> Any:
+    try:
+        import onnx
+        import onnx.checker
+        import onnx.helper
+        import onnx.numpy_helper
+    except ImportError as exc:
+        raise ConfigError(f"{_INSTALL} ({exc})") from None
+    return onnx
+
+
+def _opset(opset: Any, onnx: Any) -> int:
+    newest = int(onnx.defs.onnx_opset_version())
+    if opset is None:
+        return min(DEFAULT_OPSET, newest)
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or not MIN_OPSET <= opset <= newest:
+        raise ConfigError(
+            f"opset must be an integer from {MIN_OPSET} to {newest} (the newest the installed onnx "
+            f"{onnx.__version__} knows); got {opset!r}"
+        )
+    return int(opset)
+
+
+class _Graph:
+    """Nodes and initializers of the graph being built; every intermediate gets a fresh name."""
+
+    def __init__(self, onnx: Any, dtype: str, opset: int):
+        self.onnx, self.dtype, self.opset = onnx, np.dtype(dtype), opset
+        # ONNX's float attributes (LeakyRelu's alpha) are float32, onnxruntime has no float64 Elu, Softplus or
+        # Gelu, and 1.19 fuses z * Sigmoid(z) into a float32-only kernel: float64 graphs build these activations
+        # from elementary operators with float64 constants.
+        self.named_ops = self.dtype == np.float32
+        self.elem_type = onnx.helper.np_dtype_to_tensor_dtype(self.dtype)
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self._scalars: dict[float, str] = {}
+
+    def op(self, op_type: str, inputs: list[str], out: str | None = None, **attributes: Any) -> str:
+        """Append a node; returns the name of its output."""
+        index = len(self.nodes)
+        out = out or f"{op_type.lower()}_{index}"
+        self.nodes.append(self.onnx.helper.make_node(op_type, inputs, [out], name=f"{op_type}_{index}", **attributes))
+        return out
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        """An initializer holding ``value`` (floats in the model's dtype, integers as they are)."""
+        a = np.asarray(value)
+        if a.dtype.kind == "f":
+            a = a.astype(self.dtype)
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(a), name))
+        return name
+
+    def scalar(self, value: float) -> str:
+        """A 0-d constant of the model's dtype, one initializer per distinct value."""
+        if value not in self._scalars:
+            self._scalars[value] = self.const(f"c{len(self._scalars)}", np.array(value))
+        return self._scalars[value]
+
+
+def _probability(g: _Graph, z: str, out: str) -> str:
+    """gpunn's sigmoid of the output (:func:`gpunn.losses.probability`): 1 / (1 + e) for z >= 0 and e / (1 + e)
+    below, e = exp(-|z|), exact in both tails and never overflowing."""
+    e = g.op("Exp", [g.op("Neg", [g.op("Abs", [z])])])
+    d = g.op("Add", [g.scalar(1.0), e])
+    upper = g.op("Div", [g.scalar(1.0), d])
+    lower = g.op("Div", [e, d])
+    return g.op("Where", [g.op("GreaterOrEqual", [z, g.scalar(0.0)]), upper, lower], out=out)
+
+
+def _gelu(g: _Graph, z: str) -> str:
+    """gpunn's gelu, the tanh approximation 0.5 z (1 + tanh(c (z + 0.044715 z^3))), c = sqrt(2 / pi)."""
+    if g.opset >= GELU_OPSET and g.named_ops:
+        return g.op("Gelu", [z], approximate="tanh")
+    cube = g.op("Mul", [g.op("Mul", [z, z]), z])
+    inner = g.op("Add", [z, g.op("Mul", [g.scalar(0.044715), cube])])
+    t = g.op("Tanh", [g.op("Mul", [g.scalar(float(layers._GELU_C)), inner])])
+    half_z = g.op("Mul", [g.scalar(0.5), z])
+    return g.op("Mul", [half_z, g.op("Add", [g.scalar(1.0), t])])
+
+
+def _leaky_relu(g: _Graph, z: str) -> str:
+    if g.named_ops:
+        return g.op("LeakyRelu", [z], alpha=float(layers.LEAKY_SLOPE))
+    positive = g.op("Greater", [z, g.scalar(0.0)])
+    return g.op("Where", [positive, z, g.op("Mul", [g.scalar(float(layers.LEAKY_SLOPE)), z])])
+
+
+def _elu(g: _Graph, z: str) -> str:
+    """z above 0, exp(z) - 1 below (alpha 1); Exp only sees z <= 0, so it never overflows."""
+    if g.named_ops:
+        return g.op("Elu", [z], alpha=1.0)
+    positive = g.op("Greater", [z, g.scalar(0.0)])
+    below = g.op("Sub", [g.op("Exp", [g.op("Min", [z, g.scalar(0.0)])]), g.scalar(1.0)])
+    return g.op("Where", [positive, z, below])
+
+
+def _softplus(g: _Graph, z: str) -> str:
+    """log(1 + exp(z)) as max(z, 0) + log(1 + exp(-|z|)), which never overflows."""
+    if g.named_ops:
+        return g.op("Softplus", [z])
+    tail = g.op("Log", [g.op("Add", [g.scalar(1.0), g.op("Exp", [g.op("Neg", [g.op("Abs", [z])])])])])
+    return g.op("Add", [g.op("Relu", [z]), tail])
+
+
+def _silu(g: _Graph, z: str) -> str:
+    """z sigmoid(z). Float64 takes the sigmoid in gpunn's tanh form, 0.5 tanh(z / 2) + 0.5: onnxruntime 1.19 fuses
+    ``Mul(z, Sigmoid(z))`` into a float32-only kernel even in a float64 graph, and then cannot run it."""
+    if g.named_ops:
+        return g.op("Mul", [z, g.op("Sigmoid", [z])])
+    half = g.scalar(0.5)
+    s = g.op("Add", [g.op("Mul", [half, g.op("Tanh", [g.op("Mul", [half, z])])]), half])
+    return g.op("Mul", [z, s])
+
+
+_ACTIVATIONS = {
+    "identity": lambda g, z: z,
+    "relu": lambda g, z: g.op("Relu", [z]),
+    "tanh": lambda g, z: g.op("Tanh", [z]),
+    "sigmoid": lambda g, z: g.op("Sigmoid", [z]),
+    "leaky_relu": _leaky_relu,
+    "elu": _elu,
+    "gelu": _gelu,
+    "silu": _silu,
+    "softplus": _softplus,
+}

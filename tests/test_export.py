@@ -1,0 +1,267 @@
+"""ONNX export (gpunn.export): the graph, run by onnxruntime, gives what the model gives, and what an independent
+NumPy forward pass of the exported weights gives."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn import MLP, _backend
+from gpunn.errors import ConfigError, NotFittedError
+from gpunn.export import DEFAULT_OPSET, GELU_OPSET, MIN_OPSET, onnx_model, to_onnx
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+ACTIVATIONS = ["relu", "tanh", "sigmoid", "identity", "leaky_relu", "elu", "gelu", "silu", "softplus"]
+MIXED = ["gelu", "softplus"]  # one activation per hidden layer
+OUTPUTS = {"sigmoid": 1, "multilabel": 3, "softmax": 3, "identity": 2}  # output kind -> output units
+N_FEATURES, TRAIN_ROWS, TEST_ROWS = 4, 64, 37  # a batch size the model never trained on
+
+
+# ----------------------------------------------------------------------------------------- the oracle
+# The network's outputs from its (W, b) pairs and scaling, in float64 NumPy, written from the definitions
+# (docs/math.md), sharing no code with gpunn.
+def _act(name: str, z: np.ndarray) -> np.ndarray:
+    if name == "relu":
+        return np.maximum(z, 0.0)
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-z))
+    if name == "identity":
+        return z
+    if name == "leaky_relu":
+        return np.where(z > 0, z, 0.01 * z)
+    if name == "elu":
+        return np.where(z > 0, z, np.expm1(np.minimum(z, 0.0)))
+    if name == "gelu":
+        return 0.5 * z * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (z + 0.044715 * z**3)))
+    if name == "silu":
+        return z / (1.0 + np.exp(-z))
+    if name == "softplus":
+        return np.logaddexp(0.0, z)
+    raise AssertionError(name)
+
+
+def oracle(model: MLP, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, probabilities or values) in float64."""
+    a = X.astype(np.float64)
+    if model.scaling is not None:
+        mean, std = model.scaling
+        a = (a - mean) / std
+    pairs = model.numpy_weights()
+    names = [model.activation] * (len(pairs) - 1) if isinstance(model.activation, str) else model.activation
+    for (w, b), name in zip(pairs[:-1], names):
+        a = _act(name, a @ w.astype(np.float64).T + b)
+    w, b = pairs[-1]
+    z = a @ w.astype(np.float64).T + b
+    if model.output == "sigmoid":
+        return z, 1.0 / (1.0 + np.exp(-z))
+    if model.output == "softmax":
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return z, e / e.sum(axis=1, keepdims=True)
+    return z, z
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _problem(kind: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X_train, y_train, X_test): features far from zero mean and unit scale, so standardization matters."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(TRAIN_ROWS + TEST_ROWS, N_FEATURES)) * [1.0, 3.0, 0.5, 2.0] + [2.0, -1.0, 0.0, 5.0]
+    s = (X - X.mean(axis=0)) / X.std(axis=0)
+    score = s @ rng.normal(size=(N_FEATURES, 3))
+    if kind == "sigmoid":
+        y = (score[:, 0] > 0).astype(np.int64)
+    elif kind == "multilabel":
+        y = (score > 0).astype(np.int64)
+    elif kind == "softmax":
+        y = np.argmax(score, axis=1)
+    else:
+        y = score[:, :2] + 0.1 * rng.normal(size=(len(X), 2))
+    return X[:TRAIN_ROWS], y[:TRAIN_ROWS], X[TRAIN_ROWS:]
+
+
+def _trained(kind: str, activation, dtype: str, standardize: bool, seed: int = 0) -> tuple[MLP, np.ndarray]:
+    X, y, X_test = _problem(kind, seed)
+    output = "sigmoid" if kind == "multilabel" else kind
+    m = MLP([N_FEATURES, 7, 5, OUTPUTS[kind]], activation=activation, output=output, dtype=dtype,
+            standardize=standardize, device="cpu", seed=seed)  # fmt: skip
+    m.fit(X, y, epochs=15, lr=0.05, optimizer="adam", batch_size=16, verbose=0)
+    return m, X_test
+
+
+def _run(path, X: np.ndarray) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {"X": X})))
+
+
+def _tolerance(dtype: str) -> float:
+    return 1e-5 if dtype == "float32" else 1e-10
+
+
+# ------------------------------------------------------------------------------------ the model's outputs
+@pytest.mark.parametrize("standardize", [False, True], ids=["raw", "standardized"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("activation", [*ACTIVATIONS, MIXED], ids=[*ACTIVATIONS, "mixed"])
+@pytest.mark.parametrize("kind", list(OUTPUTS))
+def test_onnxruntime_matches_the_model_and_the_oracle(tmp_path, kind, activation, dtype, standardize):
+    m, X_test = _trained(kind, activation, dtype, standardize)
+    path = tmp_path / "m.onnx"
+    assert to_onnx(m, path) == os.fspath(path)
+    X = X_test.astype(dtype)
+    got = _run(path, X)
+    z, expected = oracle(m, X)
+    tol = _tolerance(dtype)
+    if kind == "identity":
+        assert set(got) == {"values"}  # regression: no label output
+        assert got["values"].dtype == np.dtype(dtype) and got["values"].shape == (TEST_ROWS, 2)
+        np.testing.assert_allclose(got["values"], _backend.to_numpy(m.predict(X)), rtol=0, atol=tol)
+        np.testing.assert_allclose(got["values"], expected, rtol=tol, atol=tol)
+        return
+    assert set(got) == {"probabilities", "label"}
+    proba, label = got["probabilities"], got["label"]
+    assert proba.dtype == np.dtype(dtype) and proba.shape == (TEST_ROWS, OUTPUTS[kind])
+    np.testing.assert_allclose(proba, _backend.to_numpy(m.predict_proba(X)), rtol=0, atol=tol)
+    np.testing.assert_allclose(proba, expected, rtol=0, atol=tol)
+    predicted = _backend.to_numpy(m.predict(X))
+    assert label.dtype == np.int64 and label.shape == predicted.shape
+    np.testing.assert_array_equal(label, predicted)
+    # The oracle's labels, where its margin is beyond rounding.
+    if kind == "softmax":
+        top2 = np.sort(z, axis=1)[:, -2:]
+        clear = top2[:, 1] - top2[:, 0] > 1e-4
+        np.testing.assert_array_equal(label[clear], np.argmax(z, axis=1)[clear])
+    else:
+        z = z[:, 0] if kind == "sigmoid" else z
+        clear = np.abs(z) > 1e-4
+        np.testing.assert_array_equal(label[clear], (z > 0).astype(np.int64)[clear])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("opset", [MIN_OPSET, GELU_OPSET, 21])
+def test_every_opset_gives_the_same_outputs(tmp_path, opset, dtype):
+    """From GELU_OPSET on, gelu in float32 is one Gelu node; below it, and in float64 (ONNX attributes are
+    float32, and onnxruntime has no float64 Gelu), elementary operators. Every form is gpunn's gelu."""
+    m, X_test = _trained("softmax", ["gelu", "leaky_relu"], dtype, True)
+    X = X_test.astype(dtype)
+    got = _run(to_onnx(m, tmp_path / "m.onnx", opset=opset), X)
+    np.testing.assert_allclose(got["probabilities"], oracle(m, X)[1], rtol=0, atol=_tolerance(dtype))
+    np.testing.assert_array_equal(got["label"], m.predict(X))
+    proto = onnx.load(tmp_path / "m.onnx")
+    assert proto.opset_import[0].version == opset
+    ops = {n.op_type for n in proto.graph.node}
+    assert ("Gelu" in ops) == (opset >= GELU_OPSET and dtype == "float32")
+    assert ("LeakyRelu" in ops) == (dtype == "float32")
+
+
+def test_the_graph_has_a_dynamic_batch_and_one_gemm_per_layer(tmp_path):
+    m, X_test = _trained("sigmoid", "relu", "float32", True)
+    proto = onnx.load(to_onnx(m, tmp_path / "m.onnx"))
+    assert proto.opset_import[0].version == DEFAULT_OPSET
+    (x,) = proto.graph.input
+    dims = x.type.tensor_type.shape.dim
+    assert x.name == "X" and x.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert dims[0].dim_param == "batch" and dims[1].dim_value == N_FEATURES
+    gemms = [n for n in proto.graph.node if n.op_type == "Gemm"]
+    assert len(gemms) == 3
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for i, (w, b) in enumerate(m.numpy_weights()):
+        np.testing.assert_array_equal(weights[f"layers.{i}.weight"], w)
+        np.testing.assert_array_equal(weights[f"layers.{i}.bias"], b)
+    assert to_onnx(m, tmp_path / "m.onnx") == os.fspath(tmp_path / "m.onnx")  # replaces the file, whole
+    assert os.listdir(tmp_path) == ["m.onnx"]
+    for rows in (1, 5, 200):  # any batch size
+        X = np.random.default_rng(rows).normal(size=(rows, N_FEATURES)).astype(np.float32)
+        got = _run(tmp_path / "m.onnx", X)
+        assert got["probabilities"].shape == (rows, 1) and got["label"].shape == (rows,)
+        np.testing.assert_array_equal(got["label"], m.predict(X))
+
+
+def test_small_probabilities_keep_their_relative_precision(tmp_path):
+    """The sigmoid output is computed from exp(-|z|), as predict_proba does: sigmoid(-30) = 9.4e-14 is not 0
+    (onnxruntime's float32 Sigmoid node gives 0), and no logit overflows."""
+    m = MLP([1, 1], output="sigmoid", device="cpu")  # logistic regression: the logit is x
+    m.set_weights([(np.array([[1.0]]), np.array([0.0]))])
+    X = np.array([[-80.0], [-30.0], [-20.0], [0.0], [20.0], [1e30]], dtype=np.float32)
+    p = _run(to_onnx(m, tmp_path / "m.onnx"), X)["probabilities"][:, 0]
+    expected = 1.0 / (1.0 + np.exp(-X[:, 0].astype(np.float64)))
+    np.testing.assert_allclose(p, expected, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(p, m.predict_proba(X)[:, 0], rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(_run(tmp_path / "m.onnx", X)["label"], [0, 0, 0, 0, 1, 1])
+
+
+def test_a_model_on_another_namespace_exports_its_weights(tmp_path, backend):
+    X, y, X_test = _problem("softmax")
+    m = MLP([N_FEATURES, 6, 3], output="softmax", activation="tanh", dtype="float64", standardize=True,
+            **backend.kwargs())  # fmt: skip
+    m.fit(X, y, epochs=5, lr=0.1, verbose=0)
+    got = _run(to_onnx(m, tmp_path / "m.onnx"), X_test)
+    np.testing.assert_allclose(got["probabilities"], _backend.to_numpy(m.predict_proba(X_test)), atol=1e-10)
+    np.testing.assert_array_equal(got["label"], _backend.to_numpy(m.predict(X_test)))
+
+
+def test_a_loaded_model_exports_with_its_names_in_the_metadata(tmp_path):
+    m, X_test = _trained("softmax", "relu", "float32", True)
+    m.feature_names, m.target_name, m.metadata["classes"] = ["a", "b", "c", "d"], "kind", [3, 5, 7]
+    m.save(tmp_path / "m.safetensors")
+    loaded = gpunn.load(tmp_path / "m.safetensors", device="cpu")
+    proto = onnx_model(loaded)
+    props = {p.key: json.loads(p.value) for p in proto.metadata_props}
+    assert props["gpunn.feature_names"] == ["a", "b", "c", "d"] and props["gpunn.classes"] == [3, 5, 7]
+    assert props["gpunn.sizes"] == m.sizes and props["gpunn.output"] == "softmax"
+    assert proto.producer_name == "gpunn"
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    proba, label = session.run(None, {"X": X_test.astype(np.float32)})
+    np.testing.assert_allclose(proba, m.predict_proba(X_test), atol=1e-5)
+    np.testing.assert_array_equal(label, m.predict(X_test))
+
+
+# ---------------------------------------------------------------------------------------------- errors
+def test_an_untrained_model_is_not_exported(tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"old")
+    with pytest.raises(NotFittedError, match="not been trained"):
+        to_onnx(MLP([2, 3, 1], device="cpu"), path)
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["m.onnx"]
+
+
+def test_an_unwritable_path_is_an_oserror_naming_it(tmp_path):
+    m, _ = _trained("sigmoid", "relu", "float32", False)
+    missing = tmp_path / "no" / "such" / "m.onnx"
+    with pytest.raises(FileNotFoundError) as info:
+        to_onnx(m, missing)
+    assert info.value.filename == os.fspath(missing)
+    (tmp_path / "folder.onnx").mkdir()
+    with pytest.raises(IsADirectoryError):
+        to_onnx(m, tmp_path / "folder.onnx")
+    assert sorted(os.listdir(tmp_path)) == ["folder.onnx"]  # no temporary file left behind
+
+
+def test_bad_options_are_config_errors(tmp_path):
+    m, _ = _trained("sigmoid", "relu", "float32", False)
+    newest = onnx.defs.onnx_opset_version()
+    for opset in (MIN_OPSET - 1, newest + 1, True, 17.0, "17"):
+        with pytest.raises(ConfigError, match=f"opset must be an integer from {MIN_OPSET} to {newest}"):
+            to_onnx(m, tmp_path / "m.onnx", opset=opset)
+    with pytest.raises(ConfigError, match="path must be a file path"):
+        to_onnx(m, None)
+    with pytest.raises(ConfigError, match="takes a gpunn.MLP; got dict"):
+        to_onnx({"sizes": [2, 1]}, tmp_path / "m.onnx")
+    m.activation = ["relu", "swish"]  # a name the exporter does not know
+    with pytest.raises(ConfigError, match="activation 'swish' of hidden layer 2 has no ONNX form"):
+        to_onnx(m, tmp_path / "m.onnx")
+    assert os.listdir(tmp_path) == []
+
+
+def test_without_onnx_the_error_says_what_to_install(tmp_path, monkeypatch):
+    m, _ = _trained("sigmoid", "relu", "float32", False)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` raise ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'gpunn\[onnx\]'"):
+        to_onnx(m, tmp_path / "m.onnx")
