@@ -89,7 +89,7 @@ class Communicator:
 
     def allreduce_sum(self, flat: Any, xp: Any, device: Any) -> Any:
         """Element-wise sums of a flat buffer (a step's gradients) over the ranks, in one collective."""
-        if _backend.is_cupy_array(flat):
+        if self._uses_nccl(flat):
             return self._nccl_allreduce(flat)
         host = np.ascontiguousarray(_backend.to_numpy(flat))
         if not host.flags.writeable or host is flat:  # never write into the caller's array
@@ -103,25 +103,55 @@ class Communicator:
         self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
         return buf.tolist()
 
-    def _nccl_allreduce(self, flat: Any) -> Any:
-        from cupy.cuda import nccl
+    def _uses_nccl(self, flat: Any) -> bool:
+        return _backend.is_cupy_array(flat)
 
+    def _nccl_allreduce(self, flat: Any) -> Any:
+        nccl, memory = _nccl_api()
         if self._nccl is None:
             # NCCL's communicator is created after this rank's GPU is current (the model's device scope).
             uid = nccl.get_unique_id() if self.rank == 0 else None
             uid = self.comm.bcast(uid, root=0)  # once, at set-up: not in the hot path
             self._nccl = nccl.NcclCommunicator(self.size, uid, self.rank)
-        import cupy
-
         kinds = {np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64}
-        out = cupy.empty_like(flat)
-        stream = cupy.cuda.get_current_stream()
-        self._nccl.allReduce(flat.data.ptr, out.data.ptr, flat.size, kinds[flat.dtype], nccl.NCCL_SUM, stream.ptr)
+        out = memory.empty_like(flat)
+        self._nccl.allReduce(
+            memory.pointer(flat), memory.pointer(out), flat.size, kinds[np.dtype(flat.dtype)], nccl.NCCL_SUM,
+            memory.stream(),
+        )  # fmt: skip
         return out
 
     def barrier(self) -> None:
         """Wait for every rank."""
         self.comm.Barrier()
+
+
+class _CupyMemory:
+    """What the NCCL allreduce needs of CuPy: an output buffer, device pointers, the current stream."""
+
+    @staticmethod
+    def empty_like(a: Any) -> Any:
+        import cupy
+
+        return cupy.empty_like(a)
+
+    @staticmethod
+    def pointer(a: Any) -> int:
+        return a.data.ptr
+
+    @staticmethod
+    def stream() -> int:
+        import cupy
+
+        return cupy.cuda.get_current_stream().ptr
+
+
+def _nccl_api() -> tuple[Any, Any]:
+    """``(cupy.cuda.nccl, memory helpers)``; the tests put a stand-in for NCCL here to run this code path with
+    two ranks on machines without two GPUs."""
+    from cupy.cuda import nccl
+
+    return nccl, _CupyMemory
 
 
 def launched_with_mpi() -> bool:

@@ -115,20 +115,18 @@ def test_data_from_another_namespace_is_rejected():
         m.fit(xs.ones((4, 3)), np.array([0, 1, 0, 1]), epochs=1, verbose=0)
 
 
-def test_cuda_without_gpu_is_a_clear_error():
-    if _backend.gpu_usable():
-        pytest.skip("a GPU is usable here")
-    with pytest.raises(gpunn.DeviceError, match="cuda:0.*(CuPy|CUDA)"):
-        gpunn.MLP([2, 1], device="cuda")
-    with pytest.raises(gpunn.DeviceError, match="cuda:1"):
-        gpunn.MLP([2, 1], device="cuda:1")
+def test_a_cuda_device_that_is_not_there_is_a_clear_error():
+    count, _ = _backend.gpu_status()
+    if count == 0:
+        with pytest.raises(gpunn.DeviceError, match="cuda:0.*(CuPy|CUDA)"):
+            gpunn.MLP([2, 1], device="cuda")
+    with pytest.raises(gpunn.DeviceError, match=f"cuda:{count}"):
+        gpunn.MLP([2, 1], device=f"cuda:{count}")  # one past the last GPU (cuda:0 on a machine without one)
 
 
-def test_auto_device_falls_back_to_numpy_without_gpu():
-    if _backend.gpu_usable():
-        pytest.skip("a GPU is usable here")
+def test_auto_device_is_cupy_with_a_gpu_and_numpy_without():
     m = gpunn.MLP([2, 1])
-    assert _backend.namespace_name(m.xp) == "numpy"
+    assert _backend.namespace_name(m.xp) == ("cupy" if _backend.gpu_usable() else "numpy")
 
 
 @pytest.mark.parametrize("module", ["torch", "jax.numpy", "array_api_strict"])
@@ -179,6 +177,44 @@ def _fake_cupy(monkeypatch, count):
     monkeypatch.setattr(_backend, "gpu_status", lambda: (count, "" if count else "no CUDA device (stand-in)"))
     monkeypatch.setattr(_backend, "_compat", lambda name: namespace if name == "cupy" else pytest.fail(name))
     return namespace
+
+
+def test_a_model_returns_to_its_device_through_pickle_save_load_and_to(backend, tmp_path):
+    """On every backend, and on a GPU the last one (cuda:N, not cuda:0, on a machine with several): the model
+    comes back on the device it was on and resumes as an uninterrupted run."""
+    import pickle
+
+    kwargs = backend.kwargs()
+    if backend.gpu:
+        kwargs["device"] = f"cuda:{_backend.gpu_status()[0] - 1}" if backend.name == "cupy" else (
+            f"cuda:{backend.xp.cuda.device_count() - 1}")  # fmt: skip
+    X, y = _problem()
+    fit = dict(epochs=2, lr=0.01, batch_size=32, optimizer="adam", verbose=0)
+    m = gpunn.MLP([5, 6, 1], dtype="float64", seed=1, **kwargs)
+    m.fit(X, y, **fit)
+    straight = gpunn.MLP([5, 6, 1], dtype="float64", seed=1, **kwargs)
+    straight.fit(X, y, epochs=4, **{k: v for k, v in fit.items() if k != "epochs"})
+    m.save(tmp_path / "m.safetensors")
+    copies = [
+        pickle.loads(pickle.dumps(m)),
+        gpunn.load(tmp_path / "m.safetensors", **kwargs),
+        pickle.loads(pickle.dumps(m)).to("cpu").to(**({"xp": backend.xp} if backend.name != "numpy" else {}),
+                                                   device=kwargs.get("device", "cpu")),
+    ]  # fmt: skip
+    for copy in copies:
+        assert _backend.device_name(copy.xp, copy.device) == _backend.device_name(m.xp, m.device)
+        assert _backend.same_device(aac.device(copy.weights[0][0]), m.device)
+        copy.fit(X, y, **fit)
+        np.testing.assert_allclose(_backend.to_numpy(copy.params), _backend.to_numpy(straight.params), rtol=0,
+                                   atol=1e-12)  # fmt: skip
+
+
+def test_a_device_that_is_gone_is_a_clear_error_when_unpickling():
+    pytest.importorskip("torch")
+    with pytest.raises(gpunn.DeviceError, match="cuda:9"):
+        _backend.resolve_by_name("torch", "cuda:9")
+    with pytest.raises(gpunn.DeviceError, match="device9"):
+        _backend.resolve_by_name("array_api_strict", "device9")
 
 
 @pytest.mark.parametrize("saved", ["cuda:1", "<CUDA Device 1>"])

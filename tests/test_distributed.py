@@ -197,3 +197,86 @@ def test_nccl_with_one_rank_equals_the_cupy_run(tmp_path):
     for i, (w, b) in enumerate(ref.weights):
         np.testing.assert_allclose(got[f"arr_{2 * i}"], gpunn._backend.to_numpy(w), rtol=0, atol=1e-6)
         np.testing.assert_allclose(got[f"arr_{2 * i + 1}"], gpunn._backend.to_numpy(b), rtol=0, atol=1e-6)
+
+
+NCCL_STANDIN = textwrap.dedent(
+    """
+    import ctypes, json, sys
+    import numpy as np
+    import gpunn
+    from gpunn import distributed
+    from gpunn.distributed import Communicator
+
+    calls = []
+
+    class StandInNccl:
+        # cupy.cuda.nccl's constants and calls, carried out with MPI on host memory by pointer
+        NCCL_FLOAT32, NCCL_FLOAT64, NCCL_SUM = 7, 8, 0
+
+        @staticmethod
+        def get_unique_id():
+            return tuple(np.random.default_rng().integers(0, 255, 128).tolist())
+
+        class NcclCommunicator:
+            def __init__(self, ndev, uid, rank):
+                calls.append(("init", ndev, hash(uid), rank))
+
+            def allReduce(self, send, recv, count, datatype, op, stream):
+                assert op == StandInNccl.NCCL_SUM and stream == 0
+                ctype = {StandInNccl.NCCL_FLOAT32: ctypes.c_float, StandInNccl.NCCL_FLOAT64: ctypes.c_double}[datatype]
+                src = np.ctypeslib.as_array((ctype * count).from_address(send))
+                dst = np.ctypeslib.as_array((ctype * count).from_address(recv))
+                comm.comm.Allreduce(src, dst, op=comm.MPI.SUM)
+                calls.append(("allReduce", count, datatype))
+
+    class HostMemory:
+        empty_like = staticmethod(np.empty_like)
+        pointer = staticmethod(lambda a: a.ctypes.data)
+        stream = staticmethod(lambda: 0)
+
+    distributed._nccl_api = lambda: (StandInNccl, HostMemory)
+    Communicator._uses_nccl = lambda self, flat: True  # NumPy gradients take the NCCL path
+    comm = Communicator()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(103, 4))
+    y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
+    m = gpunn.MLP([4, 8, 8, 1], dtype=sys.argv[2], device="cpu", seed=3)
+    m.fit(X, y, epochs=3, lr=0.01, batch_size=10, optimizer="adam", verbose=0, comm=comm)
+    every = comm.comm.gather(calls, root=0)
+    if comm.rank == 0:
+        np.savez(sys.argv[1], *[np.asarray(a) for pair in m.weights for a in pair])
+        with open(sys.argv[1] + ".json", "w") as f:
+            json.dump(every, f)
+    """
+)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_nccl_path_with_two_ranks_equals_one_process_on_a_stand_in_for_nccl(tmp_path, dtype):
+    """The NCCL code (unique id from rank 0, one communicator per rank, one out-of-place allReduce of the flat
+    gradients per step in the model's dtype) with two ranks, through a stand-in that carries NCCL's calls out
+    with MPI on host memory: a machine with one GPU cannot run NCCL with two ranks (docs/distributed.md)."""
+    import json
+
+    script = tmp_path / "standin.py"
+    script.write_text(NCCL_STANDIN)
+    r = _run(2, str(script), str(tmp_path / "w.npz"), dtype, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    calls = json.loads((tmp_path / "w.npz.json").read_text())
+    inits = [c[0] for c in calls]
+    assert [i[1] for i in inits] == [2, 2] and sorted(i[3] for i in inits) == [0, 1]
+    assert inits[0][2] == inits[1][2], "the ranks built their communicators from different unique ids"
+    steps = 3 * 11  # 3 epochs of ceil(103 / 10) global batches
+    n_params = 4 * 8 + 8 + 8 * 8 + 8 + 8 + 1
+    kind = 8 if dtype == "float64" else 7
+    for rank_calls in calls:
+        assert rank_calls[1:] == [["allReduce", n_params, kind]] * steps
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(103, 4))
+    y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
+    ref = gpunn.MLP([4, 8, 8, 1], dtype=dtype, device="cpu", seed=3)
+    ref.fit(X, y, epochs=3, lr=0.01, batch_size=10, optimizer="adam", verbose=0)
+    got = np.load(tmp_path / "w.npz")
+    atol = 1e-12 if dtype == "float64" else 1e-5
+    for i, w in enumerate(a for pair in ref.weights for a in pair):
+        np.testing.assert_allclose(got[f"arr_{i}"], w, rtol=0, atol=atol)

@@ -98,8 +98,6 @@ def _torch_steps(sizes, activation, output, loss, flat, batches, masks_per_step,
 @pytest.mark.parametrize("activation,output", [("relu", "sigmoid"), ("tanh", "softmax"), ("gelu", "sigmoid")])
 def test_steps_with_dropout_match_torch_autograd_with_the_same_masks(backend, activation, output):
     pytest.importorskip("torch")
-    if backend.gpu:
-        pytest.skip("float64 oracle run on the CPU namespaces; GPUs are compared with NumPy in test_backends")
     rng = np.random.default_rng(1)
     k = 3 if output == "softmax" else 1
     sizes = (4, 7, 6, k)

@@ -98,8 +98,6 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("output,loss,k", PAIRS)
 @pytest.mark.parametrize("hidden", HIDDEN, ids=lambda h: "x".join(map(str, h)) or "none")
 def test_backprop_matches_finite_differences(backend, rng, activation, output, loss, k, hidden):
-    if backend.gpu:
-        pytest.skip("float64 finite differences run on the CPU namespaces; GPUs are cross-checked against NumPy")
     sizes = [3, *hidden, k]
     m = gpunn.MLP(sizes, activation=activation, output=output, loss=loss, dtype="float64", seed=3, **backend.kwargs())
     # Non-zero biases so that every parameter matters.
@@ -122,8 +120,6 @@ def test_backprop_matches_finite_differences(backend, rng, activation, output, l
 @pytest.mark.parametrize("output,loss,k", PAIRS[:2])
 def test_backprop_of_more_activations_matches_finite_differences(backend, rng, activation, output, loss, k):
     """The activations beyond the seed's, and one per hidden layer, on every namespace."""
-    if backend.gpu:
-        pytest.skip("float64 finite differences run on the CPU namespaces; GPUs are cross-checked against NumPy")
     sizes = [3, 6, 4, 5, k]
     m = gpunn.MLP(sizes, activation=activation, output=output, loss=loss, dtype="float64", seed=3, **backend.kwargs())
     m.set_weights([(_backend.to_numpy(w), rng.normal(scale=0.5, size=w.shape[0])) for w, _ in m.weights])

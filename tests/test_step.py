@@ -205,8 +205,6 @@ NAMESPACE_CONFIGS = [
 
 @pytest.mark.parametrize("cfg", NAMESPACE_CONFIGS, ids=_config_id)
 def test_step_on_every_namespace_matches_numpy(backend, cfg):
-    if backend.gpu:
-        pytest.skip("float64 comparison on the CPU namespaces; GPU steps are cross-checked elsewhere")
     opt_name, output, loss, k, activation, l2, clip = cfg
     optimizer, lr = OPTIMIZERS[opt_name]
     sizes = (4, 6, 5, k)
@@ -223,8 +221,6 @@ def test_step_on_every_namespace_matches_numpy(backend, cfg):
 
 
 def test_step_returns_arrays_of_the_namespace_on_its_device(backend):
-    if backend.gpu:
-        pytest.skip("float64 on the CPU namespaces")
     xp, device = _backend.resolve(backend.device, backend.xp)
     sizes = (4, 6, 3)
     flat, batches = make_problem(3, list(sizes), "softmax", rows=(5,))

@@ -127,8 +127,6 @@ def test_prefetching_changes_nothing_but_the_timing(files, monkeypatch):
 
 
 def test_streaming_on_other_namespaces_equals_numpy(files, backend):
-    if backend.gpu:
-        pytest.skip("float64 equality is checked on the CPU namespaces")
     folder, _, _ = files
     fit = dict(epochs=2, batch_size=50, lr=0.05, optimizer="adam", verbose=0)
     ref = gpunn.MLP([D, 8, 1], dtype="float64", device="cpu", standardize=True)
