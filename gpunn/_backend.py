@@ -225,6 +225,17 @@ def _torch_compile(fn: Any, static_argnums: Any = None) -> Any:
     return torch.compile(fn)
 
 
+def on_accelerator(xp: Any, device: Any) -> bool:
+    """True when ``device`` of ``xp`` is a GPU (or another accelerator), not the host's CPU."""
+    if aac.is_cupy_namespace(xp):
+        return True
+    if aac.is_torch_namespace(xp):
+        return getattr(device, "type", str(device)) != "cpu"
+    if aac.is_jax_namespace(xp):
+        return getattr(device, "platform", "cpu") != "cpu"
+    return False
+
+
 def is_cupy_array(x: Any) -> bool:
     """True for a CuPy array."""
     return aac.is_cupy_array(x)

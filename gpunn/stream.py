@@ -23,7 +23,11 @@ from .errors import ConfigError, InputError
 
 SHUFFLE_BUFFER = 1 << 18  # rows
 BLOCK_ROWS = 1 << 16  # rows per block of an .npy file
-PREFETCH = 2  # batches prepared ahead of the step (0: prepared in the training thread, one at a time)
+# Batches prepared ahead of the step in a background thread; 0 prepares them in the training thread, and None
+# (the default) prefetches 2 on an accelerator, where the host is free while the device computes, and none on
+# the CPU, where the reading thread competes with the step for the same cores (benchmarks.streaming measured a
+# 2-core machine's epoch 25% slower with it).
+PREFETCH: int | None = None
 
 
 class Dataset:
@@ -384,7 +388,7 @@ class _Npy(_Source):
 # ------------------------------------------------------------------------------------------------ training
 class Streamed:
     """A :class:`Dataset` bound to a model for one ``fit``: its batches standardized with ``scaling``, targets
-    encoded, and placed on the model's device, ``PREFETCH`` batches ahead of the step."""
+    encoded, and placed on the model's device (``PREFETCH`` batches ahead of the step)."""
 
     def __init__(self, model: Any, dataset: Dataset, scaling: tuple[np.ndarray, np.ndarray] | None, name: str):
         self.model, self.dataset, self.scaling, self.name = model, dataset, scaling, name
@@ -420,7 +424,10 @@ class Streamed:
     def batches(self, batch_size: int | None, rng: Any, comm: Any) -> Prefetcher | Iterator[tuple[Any, ...]]:
         """One epoch's placed batches ``(x, t, rows, shard_rows, None, row_offset, None)``."""
         produce = self._produce(batch_size, rng, comm)
-        return Prefetcher(produce, PREFETCH) if PREFETCH > 0 else produce
+        depth = PREFETCH
+        if depth is None:
+            depth = 2 if _backend.on_accelerator(self.model.xp, self.model.device) else 0
+        return Prefetcher(produce, depth) if depth > 0 else produce
 
     def evaluate_sums(self, params: Any) -> tuple[list[Any], list[Any]]:
         """Summed loss and correct count of every block (0-d arrays on the device)."""
@@ -444,7 +451,7 @@ class Prefetcher:
 
     _DONE = object()
 
-    def __init__(self, produce: Iterator[Any], depth: int = PREFETCH):
+    def __init__(self, produce: Iterator[Any], depth: int = 2):
         self._produce, self._stop = produce, threading.Event()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(depth, 1))
         self._thread = threading.Thread(target=self._run, name="gpunn-prefetch", daemon=True)
