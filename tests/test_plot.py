@@ -53,6 +53,49 @@ def test_decision_boundary_separates_the_classes(trained, tmp_path):
     assert shape[0] > 400 and ink > 0.5 and colours > 20  # a filled field of probabilities, not a blank canvas
 
 
+def _field_colours(fig, model, X):
+    """The rendered colour (RGB, 0-255) at grid points away from the data points, with the model's
+    probabilities there: the pixel of each point found through the axes' own data-to-pixel transform."""
+    fig.canvas.draw()
+    img = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(float)
+    ax = fig.get_axes()[0]
+    gx, gy = np.meshgrid(np.linspace(*ax.get_xlim(), 30)[2:-2], np.linspace(*ax.get_ylim(), 30)[2:-2])
+    points = np.column_stack([gx.ravel(), gy.ravel()])
+    span = np.ptp(X, axis=0)
+    near = np.min(np.linalg.norm((points[:, None, :] - X[None]) / span, axis=-1), axis=1)
+    points = points[near > 0.04]  # no scatter marker on top
+    pixels = ax.transData.transform(points)
+    rows = np.round(img.shape[0] - pixels[:, 1]).astype(int)  # display y grows upwards, image rows downwards
+    colours = img[rows, np.round(pixels[:, 0]).astype(int)]
+    return colours, np.asarray(model.predict_proba(points))
+
+
+def test_decision_boundary_colours_the_plane_by_the_predicted_class(trained):
+    """Red where the model gives class 1 (RdBu_r), blue where it gives class 0: a plot with inverted colours, or
+    a field not aligned with the axes, fails."""
+    m, X, _ = trained
+    colours, proba = _field_colours(plot.decision_boundary(m, X, X[:, 0] > 0), m, X)
+    red, blue = colours[:, 0] - colours[:, 2], colours[:, 2] - colours[:, 0]
+    one, zero = proba[:, 0] > 0.95, proba[:, 0] < 0.05
+    assert one.sum() > 20 and zero.sum() > 20
+    assert np.all(red[one] > 40) and np.all(blue[zero] > 40)
+
+
+def test_decision_boundary_of_several_classes_uses_each_class_colour():
+    import matplotlib
+
+    X, y = data.make_spirals(300, seed=0)
+    m = gpunn.MLP([2, 32, 32, 3], output="softmax", device="cpu", standardize=True)
+    m.fit(X, y, epochs=300, lr=0.02, optimizer="adam", verbose=0)
+    colours, proba = _field_colours(plot.decision_boundary(m, X, y), m, X)
+    tab10 = np.array([matplotlib.colormaps["tab10"](c)[:3] for c in range(3)]) * 255
+    expected = 0.35 * tab10 + 0.65 * 255  # each class's colour at alpha 0.35 over white
+    nearest = np.argmin(np.linalg.norm(colours[:, None, :] - expected[None], axis=-1), axis=1)
+    sure = proba.max(axis=1) > 0.9
+    assert len(set(proba.argmax(axis=1)[sure])) == 3
+    np.testing.assert_array_equal(nearest[sure], proba.argmax(axis=1)[sure])
+
+
 def test_decision_boundary_needs_two_features():
     m = gpunn.MLP([3, 4, 1], device="cpu")
     with pytest.raises(gpunn.InputError, match=r"2-D points \(n, 2\)"):
