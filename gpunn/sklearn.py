@@ -15,6 +15,7 @@ import array_api_compat as aac
 import numpy as np
 
 try:
+    from sklearn import get_config
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import train_test_split
@@ -280,12 +281,31 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self, "_model")
         return [self._out(b) for _, b in self._model.weights]
 
+    def _check_same_namespace(self, X: Any, method: str) -> None:
+        """Under scikit-learn's ``array_api_dispatch``, ``X`` must come from the namespace and device of the
+        data ``fit`` saw, as scikit-learn's own Array API estimators require (without it, NumPy input is moved to
+        the model's device)."""
+        if not get_config().get("array_api_dispatch", False):
+            return
+        m = self._model
+        fitted = (_backend.namespace_name(m.xp), str(m.device)) if self._native_input else ("numpy", "cpu")
+        given = ("numpy", "cpu")
+        if _native(X):
+            given = (_backend.namespace_name(aac.array_namespace(X)), str(aac.device(X)))
+        if given != fitted:
+            raise ValueError(
+                f"Inputs passed to {type(self).__name__}.{method}() must use the same namespace and the same "
+                f"device as those passed to fit(): fit saw {fitted[0]} on {fitted[1]}, {method}() got "
+                f"{given[0]} on {given[1]}"
+            )
+
     def _out(self, a: Any) -> Any:
         """Model arrays back in the namespace of the data the estimator was fitted on."""
         return a if self._native_input else _backend.to_numpy(a)
 
-    def _forward(self, X: Any) -> Any:
+    def _forward(self, X: Any, method: str) -> Any:
         check_is_fitted(self, "_model")
+        self._check_same_namespace(X, method)
         X = self._validate_X(X, reset=False)
         return self._model.predict_proba(X)
 
@@ -413,7 +433,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def predict_proba(self, X: Any) -> Any:
         """Class probabilities, shape (n, n_classes) (two columns for binary problems)."""
-        p = self._forward(X)
+        return self._probabilities(X, "predict_proba")
+
+    def _probabilities(self, X: Any, method: str) -> Any:
+        p = self._forward(X, method)
         xp = self._model.xp
         if self._output == "sigmoid" and self.n_outputs_ == 1:
             p = xp.concat([1 - p, p], axis=1)
@@ -421,12 +444,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def predict_log_proba(self, X: Any) -> Any:
         """Logarithm of :meth:`predict_proba`."""
-        p = self.predict_proba(X)
+        p = self._probabilities(X, "predict_log_proba")
         return aac.array_namespace(p).log(p)
 
     def predict(self, X: Any) -> Any:
         """Predicted class labels (a 0/1 indicator matrix for multilabel targets)."""
         check_is_fitted(self, "_model")
+        self._check_same_namespace(X, "predict")
         labels = _backend.to_numpy(self._model.predict(self._validate_X(X, reset=False)))
         if self._output == "sigmoid" and self.n_outputs_ > 1:
             out = labels
@@ -445,6 +469,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
+        tags.array_api_support = True  # scikit-learn's Array API checks: tests/test_sklearn_array_api.py
         return tags
 
 
@@ -469,7 +494,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self._native_input = _native(X) if start else self._native_input
         if _native(X):
             X = self._validate_X(X, reset=start)
+            xp, device = aac.array_namespace(X), aac.device(X)
             T = y
+            if not _native(T) or aac.array_namespace(T) is not xp or not _backend.same_device(aac.device(T), device):
+                # y of another namespace or device (or a list): moved to X's, as the classifier's labels are
+                host = _backend.to_numpy(T) if _native(T) else np.asarray(T)
+                T = xp.asarray(np.asarray(host, dtype=np.float64), device=device)
             if T.ndim == 1:
                 T = aac.array_namespace(T).reshape(T, (-1, 1))
         else:
@@ -494,7 +524,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def predict(self, X: Any) -> Any:
         """Predicted values, shape (n,) for a 1-D target, else (n, n_outputs)."""
-        z = self._forward(X)
+        z = self._forward(X, "predict")
         if self._y_1d:
             z = self._model.xp.reshape(z, (-1,))
         return self._out(z)
@@ -508,4 +538,5 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
+        tags.array_api_support = True
         return tags
