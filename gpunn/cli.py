@@ -66,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
         "dataset. With --resume, options left out are taken from the checkpoint.",
     )
     src = train.add_argument_group("data")
-    src.add_argument("--data", metavar="FILE", help="numeric CSV file with a header row")
-    src.add_argument("--target", metavar="COLUMN", help="the CSV column to predict (required with --data)")
+    src.add_argument("--data", metavar="FILE", help="data file: .csv (header row), .csv.gz, .parquet, .feather, "
+                     ".arrow, .npy or .npz (see gpunn.data.read)")  # fmt: skip
+    src.add_argument("--target", metavar="COLUMN", help="the column to predict (required with --data; a .npy "
+                     "file's by index, -1 the last; an .npz file's target array, such as y)")  # fmt: skip
     src.add_argument(
         "--stream", action="store_true", default=None,
         help="read --data (.parquet or .npy) a block at a time instead of loading it: for files larger than memory",
@@ -124,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="predict with a saved model")
     predict.add_argument("--model", required=True, metavar="PATH", help="a model written by 'gpunn train --save'")
-    predict.add_argument("--data", required=True, metavar="FILE", help="CSV with the model's feature columns")
+    predict.add_argument("--data", required=True, metavar="FILE",
+                         help="data file with the model's feature columns (any format of --data of train)")  # fmt: skip
     predict.add_argument("--out", metavar="FILE", help="write predictions here (default: standard output)")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     predict.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -209,12 +212,26 @@ def _train_settings(args: argparse.Namespace, stored: dict[str, Any]) -> dict[st
     return settings
 
 
-def _output_for(y: np.ndarray, output: str, source: str) -> tuple[str, np.ndarray, list[int] | None]:
+def _output_for(y: np.ndarray, output: str, source: str) -> tuple[str, np.ndarray, list[Any] | None]:
     """(output layer, targets as the model takes them, the original class labels or None).
 
     "auto" reads the target: two distinct values make a binary classifier, more integer values several classes,
     anything else a regression. Class labels other than 0..k-1 (say 3 and 7) are trained as their indices and
-    kept, so that predictions are written back as the labels they were."""
+    kept, so that predictions are written back as the labels they were. A non-numeric target (yes/no, species
+    names) is read as class labels the same way."""
+    if y.dtype.kind in "OUS":  # text labels
+        text = y.astype(str)
+        values = np.unique(text)
+        if output == "identity":
+            raise InputError(f"{source}: output 'identity' needs numbers in the target, which holds text such as "
+                             f"{values[0]!r}")  # fmt: skip
+        if values.size < 2:
+            raise InputError(f"{source}: the target holds a single class ({values[0]!r}); a classifier needs two")
+        if output == "auto":
+            output = "sigmoid" if values.size == 2 else "softmax"
+        if output == "sigmoid" and values.size > 2:
+            raise InputError(f"{source}: output 'sigmoid' needs two classes; the target has {values.size}")
+        return output, np.searchsorted(values, text).astype(np.int64), values.tolist()
     whole = bool(np.all(y == np.round(y)))
     values = np.unique(y)
     if output == "auto":
@@ -254,8 +271,9 @@ def _load_training_data(s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str,
         return X, y, f"built-in dataset '{s['dataset']}'", None
     if s["target"] is None:
         raise InputError(f"--data {s['data']} needs --target COLUMN to name the column to predict")
-    X, target, names = data.read_csv(s["data"], target=s["target"], dtype=s["dtype"])  # no float64 copy of X
-    assert target is not None  # read_csv returns the target column when it is asked for one
+    # .csv, .csv.gz, .parquet, .feather/.arrow, .npy, .npz; X straight in the model's dtype, no float64 copy
+    X, target, names, _ = data.read(s["data"], target=s["target"], dtype=s["dtype"])
+    assert target is not None  # read returns the target column when it is asked for one
     return X, target, s["data"], names
 
 
@@ -442,12 +460,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .checkpoint import load
 
     model = load(args.model, device=args.device)
-    X, _, header = data.read_csv(args.data, dtype=model.dtype)
-    if model.feature_names is not None:
-        missing = [f for f in model.feature_names if f not in header]
-        if missing:
-            raise InputError(f"{args.data}: the model needs feature column(s) {', '.join(missing)}")
-        X = X[:, [header.index(f) for f in model.feature_names]]
+    # the model's feature columns by name, in its order (every column when it has no names); others are not read
+    X = data.read(args.data, features=model.feature_names, dtype=model.dtype).X
     labels = _backend.to_numpy(model.predict(X))
     if model.metadata.get("classes") is not None:  # trained on labels other than 0..k-1: write those back
         labels = np.asarray(model.metadata["classes"])[labels]

@@ -1,14 +1,23 @@
-"""Data on the host: built-in datasets, CSV files, train/test splits. Everything here is NumPy."""
+"""Data on the host: built-in datasets, data files (CSV, Parquet, Feather, NumPy), train/test splits.
+
+Everything here returns NumPy arrays; Parquet and Feather files, and fast CSV parsing, take pyarrow
+(``pip install 'gpunn[data]'``), imported only when a file is read."""
 
 from __future__ import annotations
 
 import csv
+import gzip
 import os
-from typing import Any
+import stat
+import zipfile
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 DATASETS = ("moons", "circles", "spirals")
 
@@ -113,105 +122,764 @@ def permute_rows(a: np.ndarray, order: np.ndarray) -> None:
         a[i], seen[i] = held, True
 
 
-BLOCK_ROWS = 1024  # CSV rows parsed at a time: bounds the temporary memory of reading a large file
+BLOCK_ROWS = 1024  # CSV rows parsed at a time by the NumPy reader: bounds the temporary memory of a large file
+SEGMENT_BYTES = 32 << 20  # CSV text pyarrow parses at a time (multi-threaded): bounds its memory beyond X
+NPY_ROWS = 1 << 16  # rows of a .npy file copied into X at a time
+FORMATS = ((".csv.gz", "csv"), (".csv", "csv"), (".parquet", "parquet"), (".feather", "ipc"), (".arrow", "ipc"),
+           (".npy", "npy"), (".npz", "npz"))  # fmt: skip
+PYARROW_NEEDED = "16"  # RecordBatch.to_tensor(row_major=True)
+
+
+class ReadResult(NamedTuple):
+    """What :func:`read` returns; unpacks as ``X, y, feature_names, target_name = read(...)``."""
+
+    X: np.ndarray
+    """(rows, features) in the requested float dtype, C-contiguous and writeable."""
+    y: np.ndarray | None
+    """The target: float64 numbers, or class names as an object array of ``str``; None without a target."""
+    feature_names: list[str]
+    """The names of the columns of ``X``, in order."""
+    target_name: str | None
+    """The target's column (or array) name; None without a target."""
+
+
+def read(
+    path: str | os.PathLike[str],
+    *,
+    target: str | int | None = None,
+    features: Sequence[str | int] | None = None,
+    dtype: str = "float32",
+) -> ReadResult:
+    """Read a data file into ``(X, y, feature_names, target_name)`` (a :class:`ReadResult`).
+
+    The format comes from the file name:
+
+    - ``.csv``, ``.csv.gz``: text with a header row, comma-separated; blank lines are skipped.
+    - ``.parquet``; ``.feather`` or ``.arrow`` (the Arrow IPC file format, Feather v2, or an IPC stream).
+    - ``.npy``: one 2-D numeric array (rows, columns). It has no column names: its columns are named by their
+      index, ``"0"``, ``"1"``, ..., and ``target`` (and each of ``features``) is a column index, an ``int`` or a
+      string such as ``"3"`` (negative counts from the end: ``-1`` is the last column).
+    - ``.npz``: an archive (``numpy.savez``) with a 2-D numeric array ``X`` (rows, features), optionally
+      ``feature_names`` (one string per column of ``X``; else the columns are named ``"0"``, ``"1"``, ...), and
+      the target as its own 1-D array of one value per row, which ``target`` names (conventionally ``"y"``).
+
+    A path with none of these endings that is not a regular file (a pipe, ``/dev/stdin``) is read as CSV.
+
+    ``target`` names the column to predict (None: no target, as for data to predict on); ``features`` the
+    feature columns, in the order ``X`` takes them (None: every column but the target; other columns are not
+    read, so they may hold anything). ``X`` comes back in ``dtype`` (float32 or float64; every value is taken as
+    a float64 first and rounded once). A numeric target comes back as float64; a target that is not numeric
+    (CSV cells that are not all numbers, a string or categorical column) comes back as an object array of
+    ``str`` class names, stripped of surrounding spaces in CSV.
+
+    CSV, Parquet and Feather are read with pyarrow (``pip install 'gpunn[data]'``), multi-threaded, straight
+    into ``X``: CSV 32 MiB of text at a time and Parquet a row group at a time, so reading needs little more
+    memory than ``X`` (a Feather file is memory-mapped; a compressed one is decompressed whole first). Without
+    pyarrow, CSV is read by the NumPy reader of :func:`read_csv` (the same result, several times slower) and the
+    other two raise :class:`~gpunn.errors.ConfigError`.
+
+    Every problem is an :class:`~gpunn.errors.InputError` that names the file and where: a missing target or
+    feature column, a non-numeric feature column, an empty, missing (null) or non-finite value (by CSV line, or
+    by row counted from 0 and Parquet row group or Arrow record batch), a ragged CSV row, a truncated or corrupt
+    file, a file with no data rows, an unknown file type.
+    """
+    name = os.fspath(path)
+    dtype = _float_dtype(dtype, ConfigError, "read")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (str, int))):
+        raise ConfigError(f"target takes a column name (or a .npy column index), not {target!r}")
+    if features is not None and (
+        isinstance(features, (str, bytes))
+        or not len(features)
+        or not all(isinstance(f, (str, int)) and not isinstance(f, bool) for f in features)
+    ):
+        raise ConfigError(f"features takes a non-empty list of column names, not {features!r}")
+    try:
+        info = os.stat(name)
+        regular, empty = stat.S_ISREG(info.st_mode), stat.S_ISREG(info.st_mode) and info.st_size == 0
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    kind = next((k for suffix, k in FORMATS if name.lower().endswith(suffix)), None if regular else "csv")
+    if kind is None:
+        endings = ", ".join(suffix for suffix, _ in FORMATS)
+        raise InputError(f"{name}: unknown type of data file; gpunn reads {endings}")
+    if empty:
+        raise InputError(f"{name}: file is empty" + ("; expected a header row and data rows" if kind == "csv" else ""))
+    if kind == "csv":
+        pa = _pyarrow()
+        if pa is not None and regular:
+            try:
+                return _read_csv_arrow(pa, name, target, features, dtype)
+            except _Reparse:
+                pass  # the NumPy reader decides: it names the line and column of a problem, or reads what pyarrow won't
+        return _read_csv_numpy(name, target, features, dtype, class_names=True)
+    return {"parquet": _read_parquet, "ipc": _read_ipc, "npy": _read_npy, "npz": _read_npz}[kind](
+        name, target, features, dtype
+    )
 
 
 def read_csv(
     path: str | os.PathLike[str], *, target: str | None = None, dtype: str = "float64"
 ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    """Read a numeric CSV with a header row. Returns ``(X, y, feature_names)``; ``y`` is None without ``target``.
+    """Read a numeric CSV with a header row, with NumPy only. Returns ``(X, y, feature_names)``; ``y`` is None
+    without ``target``, and then ``feature_names`` is the whole header.
 
     ``X`` comes back in ``dtype`` (``"float32"`` halves the memory of a large file; each value is parsed as a
     float64 first and rounded once), ``y`` in float64. The file is parsed a block of rows at a time straight into
     ``X``, so reading needs little more memory than ``X`` itself (a pipe, whose length is not known up front,
-    grows ``X`` as it goes). Every problem names the file, and the line and
-    column where it applies: a ragged row, a non-numeric or empty cell, a value that is not finite, a missing
-    target column, a file with no data rows. Blank lines are skipped.
+    grows ``X`` as it goes; a ``.gz`` file is decompressed as it is read). Every problem names the file, and the
+    line and column where it applies: a ragged row, a non-numeric or empty cell (the target's too: :func:`read`
+    takes class names), a value that is not finite, a missing target column, a file with no data rows. Blank
+    lines are skipped.
     """
     name = os.fspath(path)
-    dtype = str(np.dtype(dtype))
-    if dtype not in ("float32", "float64"):
-        raise InputError(f"read_csv reads float32 or float64, not {dtype}")
+    dtype = _float_dtype(dtype, InputError, "read_csv")
+    X, y, names, _ = _read_csv_numpy(name, target, None, dtype, class_names=False)
+    return X, y, names
+
+
+class _Reparse(Exception):
+    """pyarrow could not read a CSV file as gpunn reads it: the NumPy reader reads it again, and decides."""
+
+
+class _ClassNames(Exception):
+    """A CSV target holds class names after numeric blocks: read again, keeping the target's text."""
+
+
+def _float_dtype(dtype: Any, error: type[Exception], who: str) -> str:
+    try:
+        name = str(np.dtype(dtype))
+    except TypeError:
+        name = repr(dtype)
+    if name not in ("float32", "float64"):
+        raise error(f"{who} reads float32 or float64, not {name}")
+    return name
+
+
+def _pyarrow() -> Any:
+    """The pyarrow module when it is installed, recent enough, and not blocked; else None."""
+    try:
+        import pyarrow
+    except ImportError:
+        return None
+    major = pyarrow.__version__.split(".")[0]
+    return pyarrow if major.isdigit() and int(major) >= int(PYARROW_NEEDED) else None
+
+
+def _need_pyarrow(name: str, what: str) -> Any:
+    pa = _pyarrow()
+    if pa is None:
+        raise ConfigError(f"{name}: reading {what} files needs pyarrow {PYARROW_NEEDED} or later: "
+                          "pip install 'gpunn[data]'")  # fmt: skip
+    return pa
+
+
+def _one_line(exc: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+
+
+def _names(columns: Sequence[str], most: int = 12) -> str:
+    """Column names for a message, the first ``most`` of a long list."""
+    shown = ", ".join(columns[:most])
+    return shown if len(columns) <= most else f"{shown}, ... ({len(columns)} columns)"
+
+
+def _select(
+    name: str, columns: list[str], target: Any, features: Sequence[Any] | None, where: str
+) -> tuple[int | None, list[int]]:
+    """The index of the target column (None without one) and those of the feature columns, in order."""
+    position: dict[str, int] = {}
+    for j, c in enumerate(columns):
+        position.setdefault(c, j)
+    if target is not None and target not in position:
+        raise InputError(f"{name}: target column {target!r} is not in the {where} ({_names(columns)})")
+    missing = [c for c in features or [] if c not in position]
+    if missing:
+        listed, many = ", ".join(repr(c) for c in missing), len(missing) > 1
+        raise InputError(f"{name}: feature column{'s' * many} {listed} {'are' if many else 'is'} not in the {where} "
+                         f"({_names(columns)})")  # fmt: skip
+    if features is not None and target is not None and target in features:
+        raise ConfigError(f"{name}: the target {target!r} is also listed among the features")
+    k = position[target] if target is not None else None
+    wanted = list(features) if features is not None else [c for j, c in enumerate(columns) if j != k]
+    if features is not None and len(set(wanted)) != len(wanted):
+        raise ConfigError(f"features lists a column more than once: {list(features)}")
+    counts = Counter(columns)
+    twice = sorted({c for c in wanted + ([target] if target is not None else []) if counts[c] > 1})
+    if twice:
+        listed = ", ".join(map(repr, twice))
+        raise InputError(f"{name}: column{'s' * (len(twice) > 1)} {listed} appear{'s' * (len(twice) == 1)} more "
+                         f"than once in the {where}; columns are selected by name")  # fmt: skip
+    if not wanted:
+        raise InputError(f"{name}: no feature columns besides the target {target!r}")
+    return k, [position[c] for c in wanted]
+
+
+# ------------------------------------------------------------------------------------------ CSV, NumPy
+def _open_text(name: str) -> IO[str]:
+    if name.lower().endswith(".gz"):
+        return gzip.open(name, "rt", newline="", encoding="utf-8-sig")
+    return open(name, newline="", encoding="utf-8-sig")
+
+
+def _read_csv_numpy(
+    name: str, target: Any, features: Sequence[Any] | None, dtype: str, class_names: bool
+) -> ReadResult:
+    """The NumPy reader. With ``class_names`` a target that is not all numbers comes back as strings: a file is
+    read with a numeric target first and read again if it turns out not to be; a pipe keeps the text as it goes."""
+    texts = class_names and not os.path.isfile(name)
+    while True:
+        try:
+            return _read_csv_numpy_once(name, target, features, dtype, class_names, texts)
+        except _ClassNames:
+            texts = True
+
+
+def _read_csv_numpy_once(
+    name: str, target: Any, features: Sequence[Any] | None, dtype: str, class_names: bool, texts: bool
+) -> ReadResult:
     try:
         rows = BLOCK_ROWS  # what to allocate first: a pipe's length is unknown, X grows as needed
-        if os.path.isfile(name):  # a file's newlines bound its rows: X is allocated once
-            with open(name, "rb") as f:
-                rows = 1 + sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-        with open(name, newline="", encoding="utf-8-sig") as f:
+        if os.path.isfile(name) and not name.lower().endswith(".gz"):  # a file's newlines bound its rows
+            rows = 1 + _count_newlines(name)
+        with _open_text(name) as f:
             header = [h.strip() for h in next(csv.reader([f.readline()]), [])]
             if not header:
                 raise InputError(f"{name}: file is empty; expected a header row and data rows")
-            if target is not None and target not in header:
-                raise InputError(f"{name}: target column {target!r} is not in the header ({', '.join(header)})")
-            k = header.index(target) if target is not None else None
-            X = np.empty((rows, len(header) - (k is not None)), dtype=dtype)
-            y = np.empty(rows) if k is not None else None
-            n, block, numbers = 0, [], []
+            k, cols = _select(name, header, target, features, "header")
+            parsed = _CsvRows(name, header, k, cols, dtype, rows, class_names, texts)
+            block: list[str] = []
+            numbers: list[int] = []
             for line_number, line in enumerate(f, start=2):
                 if line.strip(" \t\r\n,"):
                     block.append(line)
                     numbers.append(line_number)
                 if len(block) == BLOCK_ROWS:
-                    X, y, n = _place(_parse(name, header, block, numbers), k, X, y, n)
+                    parsed.add(block, numbers)
                     block, numbers = [], []
             if block:
-                X, y, n = _place(_parse(name, header, block, numbers), k, X, y, n)
+                parsed.add(block, numbers)
     except OSError as exc:
-        raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{name}: not a readable CSV text file ({exc})") from None
-    if n == 0:
-        raise InputError(f"{name}: no data rows after the header")
-    if y is None:
-        return X[:n], None, header
-    return X[:n], y[:n], [h for j, h in enumerate(header) if j != k]
+        raise InputError(f"{name}: cannot read ({exc.strerror or _one_line(exc)})") from None
+    except (UnicodeDecodeError, csv.Error, EOFError, zlib.error) as exc:
+        raise InputError(f"{name}: not a readable CSV text file ({_one_line(exc)})") from None
+    return parsed.result()
 
 
-def _parse(name: str, header: list[str], block: list[str], numbers: list[int]) -> np.ndarray:
-    """``block`` (lines ``numbers`` of the file) as float64 rows, every value finite, or an error naming where."""
+class _CsvRows:
+    """The rows of a CSV file parsed so far: ``X`` and the target, a block of lines at a time."""
+
+    def __init__(
+        self, name: str, header: list[str], k: int | None, cols: list[int], dtype: str, rows: int,
+        class_names: bool, texts: bool,
+    ) -> None:  # fmt: skip
+        self.name, self.header, self.k, self.cols = name, header, k, cols
+        self.class_names = class_names  # the target may hold class names
+        self.texts = texts and k is not None  # keep the target's text (else parse it as numbers)
+        self.X = np.empty((rows, len(cols)), dtype=dtype)
+        self.y = np.empty(rows) if k is not None and not self.texts else None
+        self.text: list[str] = []
+        self.lines: list[int] = []
+        self.n = 0
+        self.not_finite: tuple[int, float] | None = None  # the target's first, an error if it stays numeric
+
+    def add(self, block: list[str], numbers: list[int]) -> None:
+        values, target = self._parse(block, numbers)
+        m = self.n + len(values)
+        if m > len(self.X):  # a pipe: double
+            size = max(m, 2 * len(self.X))
+            self.X = np.concatenate([self.X[: self.n], np.empty((size - self.n, self.X.shape[1]), self.X.dtype)])
+            if self.y is not None:
+                self.y = np.concatenate([self.y[: self.n], np.empty(size - self.n)])
+        self.X[self.n : m] = values
+        if isinstance(target, list):
+            self.text += target
+            self.lines += numbers
+        elif target is not None:
+            assert self.y is not None
+            self.y[self.n : m] = target
+            if self.class_names and self.not_finite is None and not np.isfinite(target).all():
+                i = int(np.argmin(np.isfinite(target)))
+                self.not_finite = (numbers[i], float(target[i]))
+        self.n = m
+
+    def result(self) -> ReadResult:
+        if self.n == 0:
+            raise InputError(f"{self.name}: no data rows after the header")
+        names = [self.header[j] for j in self.cols]
+        if self.k is None:
+            return ReadResult(self.X[: self.n], None, names, None)
+        target_name = self.header[self.k]
+        y = self.y[: self.n] if self.y is not None else None
+        bad = self.not_finite
+        if y is None:  # kept as text: numbers if every cell is one, else class names
+            try:
+                y = np.array(self.text, dtype=object).astype(np.float64)
+            except ValueError:
+                return ReadResult(self.X[: self.n], np.array(self.text, dtype=object), names, target_name)
+            finite = np.isfinite(y)
+            if not finite.all():
+                i = int(np.argmin(finite))
+                bad = (self.lines[i], float(y[i]))
+        if bad is not None:
+            raise InputError(f"{self.name}: line {bad[0]}, column {target_name!r}: {bad[1]} is not a finite number")
+        return ReadResult(self.X[: self.n], y, names, target_name)
+
+    def _parse(self, block: list[str], numbers: list[int]) -> tuple[np.ndarray, np.ndarray | list[str] | None]:
+        """The block's feature values (float64) and its target (float64, or text), or an error naming where."""
+        if not self.texts:
+            try:
+                values = np.loadtxt(block, delimiter=",", quotechar='"', comments=None, ndmin=2)
+            except ValueError:
+                values = None  # a bad cell, or one that loadtxt won't parse: cell by cell below
+            if values is not None and values.shape[1] == len(self.header):
+                target = values[:, self.k] if self.k is not None else None
+                self._check_finite(values[:, self.cols], None if self.class_names else target, numbers)
+                return values[:, self.cols], target
+        return self._parse_cells(block, numbers)
+
+    def _parse_cells(self, block: list[str], numbers: list[int]) -> tuple[np.ndarray, np.ndarray | list[str] | None]:
+        """The csv module's cells, converted with Python's ``float``; the first bad cell is reported."""
+        rows = list(csv.reader(block))
+        for line, row in zip(numbers, rows):
+            if len(row) != len(self.header):
+                raise InputError(f"{self.name}: line {line} has {len(row)} fields but the header has "
+                                 f"{len(self.header)}")  # fmt: skip
+        cells = np.empty((len(rows), len(self.header)), dtype=object)
+        cells[:] = rows
+        try:
+            values = cells[:, self.cols].astype(np.float64)
+        except ValueError:
+            values = None
+        k, target = self.k, None
+        text = [cell.strip() for cell in cells[:, k]] if k is not None else []
+        numeric = k is not None and not self.texts
+        if numeric:
+            try:
+                target = np.array(text, dtype=object).astype(np.float64)
+            except ValueError:
+                target = None
+        if values is None or (numeric and target is None and not self.class_names) or "" in text:
+            self._first_bad_cell(rows, numbers)
+        if values is None:  # every cell is a number to Python's float after all
+            values = np.array([[float(row[j]) for j in self.cols] for row in rows])
+        if numeric and target is None:  # class names after numeric blocks: read again, keeping the text
+            raise _ClassNames
+        self._check_finite(values, None if self.class_names else target, numbers)
+        return values, (text if k is not None and self.texts else target)
+
+    def _first_bad_cell(self, rows: list[list[str]], numbers: list[int]) -> None:
+        """Raise for the first cell, in reading order, that is empty, or not a number where one is needed."""
+        check = sorted(self.cols + ([self.k] if self.k is not None else []))
+        for line, row in zip(numbers, rows):
+            for j in check:
+                cell = row[j].strip()
+                if not cell:
+                    raise InputError(f"{self.name}: line {line}, column {self.header[j]!r}: an empty cell")
+                if j == self.k and self.class_names:
+                    continue
+                try:
+                    float(cell)
+                except ValueError:
+                    raise InputError(
+                        f"{self.name}: line {line}, column {self.header[j]!r}: non-numeric value {cell!r}"
+                    ) from None
+
+    def _check_finite(self, values: np.ndarray, target: np.ndarray | None, numbers: list[int]) -> None:
+        """Raise for the first value, in reading order, that is not finite."""
+        bad = ~np.isfinite(values)
+        rows = bad.any(axis=1) if target is None else bad.any(axis=1) | ~np.isfinite(target)
+        if not rows.any():
+            return
+        i = int(np.argmax(rows))
+        found = [(self.cols[j], float(values[i, j])) for j in np.flatnonzero(bad[i])]
+        if target is not None and not np.isfinite(target[i]):
+            assert self.k is not None
+            found.append((self.k, float(target[i])))
+        j, value = min(found)
+        raise InputError(f"{self.name}: line {numbers[i]}, column {self.header[j]!r}: {value} is not a finite number")
+
+
+# ---------------------------------------------------------------------------------------- CSV, pyarrow
+def _read_csv_arrow(pa: Any, name: str, target: Any, features: Sequence[Any] | None, dtype: str) -> ReadResult:
+    """Parse with pyarrow, a segment of the text at a time (multi-threaded within it), straight into ``X``.
+
+    Memory: ``X``, one buffer of text (``SEGMENT_BYTES``, filled with ordinary reads, not a memory map) and its
+    parsed columns. Raises :class:`_Reparse` for anything the NumPy reader should decide: a cell pyarrow won't
+    take as a number, a ragged row, a value that is not finite, no data rows: that reader names the line and
+    column, or reads what pyarrow refused (a line of spaces and commas, ``1_000``). The result is the NumPy
+    reader's, bit for bit."""
+    import pyarrow.csv as pacsv
+
+    gz = name.lower().endswith(".gz")
     try:
-        values = np.loadtxt(block, delimiter=",", quotechar='"', comments=None, ndmin=2)
+        rows = BLOCK_ROWS if gz else 1 + _count_newlines(name)  # a file's newlines bound its rows; X grows past
+        with gzip.open(name, "rb") if gz else open(name, "rb") as f:
+            header = [h.strip() for h in next(csv.reader([f.readline().decode("utf-8-sig")]), [])]
+            if not header:
+                raise _Reparse
+            k, cols = _select(name, header, target, features, "header")
+            d = len(cols)
+            keep = [str(j) for j in cols] + ([str(k)] if k is not None else [])
+            options = {
+                "read_options": pacsv.ReadOptions(column_names=[str(j) for j in range(len(header))]),
+                "convert_options": pacsv.ConvertOptions(
+                    column_types={c: pa.float64() for c in keep[:d]} | ({str(k): pa.string()} if k is not None else {}),
+                    include_columns=keep, null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False,
+                ),
+            }  # fmt: skip
+            X = np.empty((rows, d), dtype=dtype)
+            n, targets, held = 0, [], 0  # held: bytes of a partial line kept at the front of the buffer
+            text = bytearray(SEGMENT_BYTES)
+            while True:
+                end = held + _read_into(f, memoryview(text)[held:])
+                if end == 0:
+                    break
+                cut = text.rfind(b"\n", 0, end) + 1 if end == len(text) else end  # whole lines; at the end, all
+                if cut == 0:  # a line longer than the buffer (or lone carriage returns): the NumPy reader
+                    raise _Reparse
+                table = pacsv.read_csv(pa.BufferReader(pa.py_buffer(memoryview(text)[:cut])), **options)
+                for batch in table.select(range(d)).to_batches():  # the features: the first d columns
+                    m = n + batch.num_rows
+                    block = np.asarray(batch.to_tensor())  # row-major float64
+                    if not np.isfinite(block).all():
+                        raise _Reparse
+                    if m > len(X):  # a .gz file, whose rows are not counted first: double
+                        X = np.concatenate([X[:n], np.empty((max(m, 2 * len(X)) - n, d), X.dtype)])
+                    X[n:m] = block
+                    n = m
+                if k is not None:
+                    targets += table.column(d).chunks
+                del table
+                held = end - cut
+                text[:held] = text[cut:end]
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error, pa.ArrowException):
+        raise _Reparse from None
+    if n == 0:
+        raise _Reparse
+    y = _csv_target(pa, pa.chunked_array(targets, type=pa.string())) if k is not None else None
+    return ReadResult(X[:n], y, [header[j] for j in cols], header[k] if k is not None else None)
+
+
+def _read_into(f: Any, view: memoryview) -> int:
+    """Fill ``view`` from ``f`` up to its end or the end of the file (a gzip file returns less at a time)."""
+    total = 0
+    while total < len(view):
+        got = f.readinto(view[total:])
+        if not got:
+            break
+        total += got
+    return total
+
+
+def _count_newlines(name: str) -> int:
+    with open(name, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+def _csv_target(pa: Any, raw: Any) -> np.ndarray:
+    """A CSV target column's text as float64 numbers when every cell is one, else as class names (str)."""
+    import pyarrow.compute as pc
+
+    try:
+        y = np.array(pc.cast(pc.utf8_trim_whitespace(raw), pa.float64()).to_numpy(), dtype=np.float64)
+    except pa.ArrowInvalid:
+        values = pc.unique(raw)
+        names = [v.strip() for v in values.to_pylist()]
+        if "" in names or all(_is_number(v) for v in names):  # an empty cell, or numbers only Python takes
+            raise _Reparse from None
+        return np.array(names, dtype=object)[pc.index_in(raw, value_set=values).to_numpy()]
+    if not np.isfinite(y).all():
+        raise _Reparse
+    return y
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
     except ValueError:
-        values = _parse_slowly(name, header, block, numbers)  # names the bad cell, or parses what loadtxt won't
-    if values.shape[1] != len(header):
-        values = _parse_slowly(name, header, block, numbers)
-    finite = np.isfinite(values)
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------ Parquet and Arrow IPC
+def _read_parquet(name: str, target: Any, features: Sequence[Any] | None, dtype: str) -> ReadResult:
+    pa = _need_pyarrow(name, "Parquet")
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(name)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{name}: not a readable Parquet file ({_one_line(exc)})") from None
+    with pf:
+        schema = pf.schema_arrow
+        k, cols, kind = _select_typed(pa, name, schema, target, features)
+        columns = schema.names
+        wanted = [columns[j] for j in cols] + ([columns[k]] if k is not None else [])
+        groups = pf.num_row_groups
+
+        def parts() -> Iterator[tuple[str, Any]]:
+            for g in range(groups):
+                try:
+                    yield f"row group {g}", pf.read_row_group(g, columns=wanted, use_threads=True)
+                except (pa.ArrowException, OSError) as exc:
+                    raise InputError(f"{name}: row group {g} of {groups} cannot be read ({_one_line(exc)}); "
+                                     "the file is corrupt or truncated") from None  # fmt: skip
+
+        return _fill(pa, name, pf.metadata.num_rows, parts(), wanted, kind, dtype)
+
+
+def _read_ipc(name: str, target: Any, features: Sequence[Any] | None, dtype: str) -> ReadResult:
+    pa = _need_pyarrow(name, "Feather (Arrow IPC)")
+    try:
+        source = pa.memory_map(name)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{name}: cannot read ({_one_line(exc)})") from None
+    with source:
+        batches: list[Any] = []
+        try:
+            reader = pa.ipc.open_file(source)
+        except (pa.ArrowException, OSError) as exc:  # not the file format: the stream format?
+            source.seek(0)
+            try:
+                stream = pa.ipc.open_stream(source)
+            except (pa.ArrowException, OSError):
+                raise InputError(f"{name}: not a readable Feather or Arrow IPC file ({_one_line(exc)}); "
+                                 "it may be truncated or corrupt") from None  # fmt: skip
+            schema = stream.schema
+            k, cols, kind = _select_typed(pa, name, schema, target, features)
+            while True:
+                try:
+                    batches.append(stream.read_next_batch())
+                except StopIteration:
+                    break
+                except (pa.ArrowException, OSError) as exc:
+                    raise InputError(f"{name}: record batch {len(batches)} cannot be read ({_one_line(exc)}); "
+                                     "the file is corrupt or truncated") from None  # fmt: skip
+        else:
+            schema = reader.schema
+            k, cols, kind = _select_typed(pa, name, schema, target, features)
+            for i in range(reader.num_record_batches):
+                try:
+                    batches.append(reader.get_batch(i))
+                except (pa.ArrowException, OSError) as exc:
+                    raise InputError(f"{name}: record batch {i} of {reader.num_record_batches} cannot be read "
+                                     f"({_one_line(exc)}); the file is corrupt or truncated") from None  # fmt: skip
+        columns = schema.names
+        wanted = [columns[j] for j in cols] + ([columns[k]] if k is not None else [])
+        n = sum(b.num_rows for b in batches)
+
+        def parts() -> Iterator[tuple[str, Any]]:
+            for i in range(len(batches)):
+                batch, batches[i] = batches[i], None  # each freed once copied
+                yield f"record batch {i}", batch
+
+        return _fill(pa, name, n, parts(), wanted, kind, dtype)
+
+
+def _select_typed(
+    pa: Any, name: str, schema: Any, target: Any, features: Sequence[Any] | None
+) -> tuple[int | None, list[int], str | None]:
+    """The columns as :func:`_select`, the features checked numeric, and the target's kind: "number", "text" or
+    None (no target)."""
+    columns = list(schema.names)
+    k, cols = _select(name, columns, target, features, "file's columns")
+    bad = [f"{columns[j]!r} ({schema.field(j).type})" for j in cols if not _numeric(pa, schema.field(j).type)]
+    if bad:
+        raise InputError(f"{name}: feature column{'s' * (len(bad) > 1)} {', '.join(bad)} "
+                         f"{'are' if len(bad) > 1 else 'is'} not numeric; gpunn trains on numbers")  # fmt: skip
+    kind = None
+    if k is not None:
+        kind = _target_kind(pa, schema.field(k).type)
+        if kind is None:
+            raise InputError(f"{name}: target column {columns[k]!r} has type {schema.field(k).type}; gpunn takes "
+                             "numbers or class names (strings) as targets")  # fmt: skip
+    return k, cols, kind
+
+
+def _numeric(pa: Any, t: Any) -> bool:
+    return bool(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+                or pa.types.is_decimal(t))  # fmt: skip
+
+
+def _target_kind(pa: Any, t: Any) -> str | None:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if _numeric(pa, t):
+        return "number"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", bool)(t):
+        return "text"
+    return None
+
+
+def _fill(pa: Any, name: str, n: int, parts: Iterator[tuple[str, Any]], wanted: list[str], kind: str | None,
+          dtype: str) -> ReadResult:  # fmt: skip
+    """Copy the parts (tables or record batches) of a typed file into ``X`` (and the target), a batch at a time."""
+    import pyarrow.compute as pc
+
+    d = len(wanted) - (kind is not None)
+    X = np.empty((n, d), dtype=dtype)
+    y = None if kind is None else np.empty(n) if kind == "number" else np.empty(n, dtype=object)
+    row = 0
+    for where, part in parts:
+        for batch in part.to_batches() if isinstance(part, pa.Table) else [part]:
+            m = row + batch.num_rows
+            if m > n:
+                raise InputError(f"{name}: {where} holds more rows than the file's metadata says ({n}); "
+                                 "the file is corrupt")  # fmt: skip
+            columns = batch.select(wanted).columns
+            for j, column in enumerate(columns):
+                if column.null_count:
+                    i = row + int(np.argmax(pc.is_null(column).to_numpy(zero_copy_only=False)))
+                    raise InputError(f"{name}: row {i} ({where}), column {wanted[j]!r}: a missing value (null)")
+            numbers = [c if c.type == pa.float64() else c.cast(pa.float64(), safe=False) for c in columns[:d]]
+            block = np.asarray(pa.RecordBatch.from_arrays(numbers, names=wanted[:d]).to_tensor())
+            _check_rows_finite(name, block, row, where, wanted)
+            X[row:m] = block
+            if y is not None:
+                t = columns[d]
+                if pa.types.is_dictionary(t.type):
+                    t = t.dictionary_decode()
+                if kind == "number":
+                    y[row:m] = t.cast(pa.float64(), safe=False).to_numpy()
+                    _check_rows_finite(name, y[row:m, None], row, where, wanted[d:])
+                else:
+                    y[row:m] = t.to_numpy(zero_copy_only=False)
+            row = m
+    if row != n:
+        raise InputError(f"{name}: holds {row} rows but its metadata says {n}; the file is corrupt or truncated")
+    if n == 0:
+        raise InputError(f"{name}: no data rows")
+    return ReadResult(X, y, wanted[:d], wanted[d] if kind is not None else None)
+
+
+def _check_rows_finite(name: str, block: np.ndarray, row: int, where: str, columns: list[str]) -> None:
+    finite = np.isfinite(block)
     if not finite.all():
         i, j = (int(a) for a in np.argwhere(~finite)[0])
-        raise InputError(f"{name}: line {numbers[i]}, column {header[j]!r}: {values[i, j]} is not a finite number")
-    return values
+        within = f" ({where})" if where else ""
+        raise InputError(f"{name}: row {row + i}{within}, column {columns[j]!r}: {block[i, j]} is not a finite number")
 
 
-def _place(
-    values: np.ndarray, k: int | None, X: np.ndarray, y: np.ndarray | None, n: int
-) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """Write ``values`` into rows ``n...`` of ``X`` (all columns but ``k``) and ``y`` (column ``k``), doubling
-    them when they are full; the arrays and the new row count."""
-    m = n + len(values)
-    if m > len(X):
-        X = np.concatenate([X[:n], np.empty((max(m, 2 * len(X)) - n, X.shape[1]), X.dtype)])
-        y = None if y is None else np.concatenate([y[:n], np.empty(len(X) - n)])
-    if y is None:
-        X[n:m] = values
-    else:
-        assert k is not None
-        X[n:m, :k], X[n:m, k:], y[n:m] = values[:, :k], values[:, k + 1 :], values[:, k]
-    return X, y, m
+# ------------------------------------------------------------------------------------------------ NumPy
+def _read_npy(name: str, target: Any, features: Sequence[Any] | None, dtype: str) -> ReadResult:
+    """A 2-D numeric .npy array, its columns named by index; read through a memory map, a block of rows at a
+    time."""
+    try:
+        with open(name, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, source_dtype = header(f)
+            offset = f.tell()
+        size = os.path.getsize(name)
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read ({exc.strerror or _one_line(exc)})") from None
+    except ValueError as exc:
+        raise InputError(f"{name}: not a readable .npy file ({_one_line(exc)})") from None
+    if source_dtype.hasobject:
+        raise InputError(f"{name}: holds Python objects (dtype {source_dtype}); gpunn reads numeric arrays")
+    if len(shape) != 2:
+        raise InputError(f"{name}: holds an array of shape {shape}; a .npy data file holds a 2-D array "
+                         "(rows, columns)")  # fmt: skip
+    needed = int(np.prod(shape)) * source_dtype.itemsize
+    if size - offset < needed:
+        raise InputError(f"{name}: truncated: its header promises a {shape[0]} x {shape[1]} {source_dtype} "
+                         f"array ({needed} bytes of data) but the file holds {size - offset} bytes after the "
+                         "header")  # fmt: skip
+    if source_dtype.kind not in "biuf":
+        raise InputError(f"{name}: holds {source_dtype} values, not numbers")
+    columns = [str(j) for j in range(shape[1])]
+    k, cols = _select(name, columns, _column_index(name, target, shape[1]),
+                      None if features is None else [_column_index(name, f, shape[1]) for f in features],
+                      "array's columns (a .npy file's columns are named by index)")  # fmt: skip
+    if shape[0] == 0:
+        raise InputError(f"{name}: no data rows")
+    array = np.load(name, mmap_mode="r", allow_pickle=False)
+    X = np.empty((shape[0], len(cols)), dtype=dtype)
+    y = np.empty(shape[0]) if k is not None else None
+    names = [columns[j] for j in cols]
+    for s in range(0, shape[0], NPY_ROWS):
+        rows = np.asarray(array[s : s + NPY_ROWS])
+        X[s : s + len(rows)] = rows[:, cols]
+        _check_rows_finite(name, rows[:, cols].astype(np.float64, copy=False), s, "", names)
+        if y is not None:
+            y[s : s + len(rows)] = rows[:, k]
+            _check_rows_finite(name, y[s : s + len(rows), None], s, "", [columns[k]])  # type: ignore[index]
+    del array
+    return ReadResult(X, y, names, columns[k] if k is not None else None)
 
 
-def _parse_slowly(name: str, header: list[str], block: list[str], numbers: list[int]) -> np.ndarray:
-    """Cells to float64 one by one with the csv module; the first bad cell is reported by line and column."""
-    values = np.empty((len(block), len(header)))
-    for i, (line, row) in enumerate(zip(numbers, csv.reader(block))):
-        if len(row) != len(header):
-            raise InputError(f"{name}: line {line} has {len(row)} fields but the header has {len(header)}")
-        for j, cell in enumerate(row):
+def _column_index(name: str, value: Any, d: int) -> str | None:
+    """A .npy column given as an index (int or digits, negative from the end) as its name, "0".."d-1"."""
+    if value is None:
+        return None
+    try:
+        j = int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}: a .npy file's columns are named by index (0 to {d - 1}, or -1 for the last); "
+                         f"not {value!r}") from None  # fmt: skip
+    if not -d <= j < d:
+        raise InputError(f"{name}: column {j} is out of range for an array of {d} columns")
+    return str(j % d)
+
+
+def _read_npz(name: str, target: Any, features: Sequence[Any] | None, dtype: str) -> ReadResult:
+    """An archive with arrays ``X`` (rows, features), optionally ``feature_names``, and the target array."""
+    try:
+        archive = np.load(name, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{name}: not a readable .npz archive ({_one_line(exc)})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise InputError(f"{name}: holds a single array, not an .npz archive (name such a file .npy)")
+    with archive:
+        held = ", ".join(archive.files) or "no arrays"
+
+        def get(key: str) -> np.ndarray:
+            if key not in archive.files:
+                what = "the features" if key == "X" else "the target"
+                raise InputError(f"{name}: no array {key!r} ({what}) in the archive; it holds {held}")
             try:
-                values[i, j] = float(cell)
-            except ValueError:
-                what = "an empty cell" if not cell.strip() else f"non-numeric value {cell.strip()!r}"
-                raise InputError(f"{name}: line {line}, column {header[j]!r}: {what}") from None
-    return values
+                return archive[key]
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+                raise InputError(f"{name}: array {key!r} cannot be read ({_one_line(exc)}); the archive is "
+                                 "corrupt or truncated") from None  # fmt: skip
+
+        source = get("X")
+        if source.ndim != 2 or source.dtype.kind not in "biuf":
+            raise InputError(f"{name}: array 'X' must be 2-D and numeric; it is {source.dtype} of shape "
+                             f"{source.shape}")  # fmt: skip
+        columns = [str(j) for j in range(source.shape[1])]
+        if "feature_names" in archive.files:
+            given = get("feature_names")
+            if given.ndim != 1 or len(given) != source.shape[1] or given.dtype.kind not in "US":
+                raise InputError(f"{name}: array 'feature_names' must hold one string per column of X "
+                                 f"({source.shape[1]}); it is {given.dtype} of shape {given.shape}")  # fmt: skip
+            columns = [str(c) for c in given.tolist()]
+        if target in ("X", "feature_names"):
+            raise ConfigError(f"{name}: the target of an .npz archive is an array of its own (such as 'y'), "
+                              f"not {target!r}")  # fmt: skip
+        if features is not None:
+            features = [str(f) for f in features]
+        _, cols = _select(name, columns, None, features, "names of X's columns")
+        y = None
+        if target is not None:
+            values = get(str(target))
+            if values.ndim != 1 or len(values) != len(source):
+                raise InputError(f"{name}: the target array {target!r} must hold one value per row of X "
+                                 f"({len(source)}); its shape is {values.shape}")  # fmt: skip
+            if values.dtype.kind in "biuf":
+                y = values.astype(np.float64)
+                _check_rows_finite(name, y[:, None], 0, "", [str(target)])
+            elif values.dtype.kind in "US":
+                y = np.array([str(v) for v in values.tolist()], dtype=object)
+            else:
+                raise InputError(f"{name}: the target array {target!r} holds {values.dtype}; gpunn takes numbers "
+                                 "or class names (strings)")  # fmt: skip
+        if len(source) == 0:
+            raise InputError(f"{name}: no data rows")
+        X = np.empty((len(source), len(cols)), dtype=dtype)
+        X[:] = source[:, cols]
+        _check_rows_finite(name, source[:, cols].astype(np.float64, copy=False), 0, "", [columns[j] for j in cols])
+        return ReadResult(X, y, [columns[j] for j in cols], None if target is None else str(target))
 
 
 def write_csv(path: str | os.PathLike[str] | None, header: list[str], columns: list[np.ndarray]) -> None:

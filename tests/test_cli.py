@@ -311,3 +311,28 @@ def test_export_writes_an_onnx_graph_that_predicts_as_the_model(tmp_path):
     np.testing.assert_allclose(probabilities, m.predict_proba(X), rtol=0, atol=1e-5)
     r = run("export", "--model", "m.safetensors", "--onnx", "x.onnx", "--opset", "99", cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "opset" in r.stderr
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".feather"])
+def test_text_labels_are_trained_as_classes_and_written_back(tmp_path, suffix):
+    pd = pytest.importorskip("pandas")
+    if suffix != ".csv":
+        pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(400, 2))
+    species = np.array(["setosa", "versicolor", "virginica"])[np.digitize(X[:, 0] + X[:, 1], [-0.7, 0.7])]
+    frame = pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "species": species})
+    path = tmp_path / f"d{suffix}"
+    {".csv": lambda: frame.to_csv(path, index=False), ".parquet": lambda: frame.to_parquet(path),
+     ".feather": lambda: frame.to_feather(path)}[suffix]()  # fmt: skip
+    r = run("train", "--data", path.name, "--target", "species", "--epochs", "200", "--optimizer", "adam",
+            "--lr", "0.02", "--device", "cpu", "--save", "m.st", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "softmax output, chosen from the target" in r.stdout.splitlines()[0]
+    m = gpunn.load(tmp_path / "m.st", device="cpu")
+    assert m.metadata["classes"] == ["setosa", "versicolor", "virginica"] and m.n_outputs == 3
+    frame[["b", "a"]].to_csv(tmp_path / "new.csv", index=False)  # other column order, no target
+    r = run("predict", "--model", "m.st", "--data", "new.csv", "--out", "p.csv", "--device", "cpu", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    predicted = pd.read_csv(tmp_path / "p.csv")["prediction"].to_numpy()
+    assert set(predicted) <= set(species) and np.mean(predicted == species) > 0.9

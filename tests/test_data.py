@@ -160,3 +160,18 @@ def test_read_csv_from_a_pipe_grows_as_it_reads(tmp_path, monkeypatch):
     assert names == ["a", "b"]
     np.testing.assert_array_equal(X, values[:, [0, 2]].astype(np.float32))
     np.testing.assert_array_equal(y, values[:, 1])
+
+
+def test_read_csv_reads_gzip_and_rejects_class_names(tmp_path):
+    import gzip
+
+    text = "a,y,b\n1.5,0,2\n\n-3,1,4e-3\n"
+    (tmp_path / "d.csv.gz").write_bytes(gzip.compress(text.encode()))
+    X, y, names = data.read_csv(tmp_path / "d.csv.gz", target="y")
+    np.testing.assert_array_equal(X, [[1.5, 2], [-3, 4e-3]])
+    np.testing.assert_array_equal(y, [0, 1])
+    assert names == ["a", "b"]
+    (tmp_path / "c.csv").write_text("a,y\n1,yes\n")  # read_csv's target is numeric; data.read takes class names
+    with pytest.raises(gpunn.InputError, match=r"c.csv: line 2, column 'y': non-numeric value 'yes'"):
+        data.read_csv(tmp_path / "c.csv", target="y")
+    assert data.read(tmp_path / "c.csv", target="y").y.tolist() == ["yes"]
