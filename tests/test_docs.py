@@ -13,10 +13,11 @@ Each page's blocks run in order, in one shared namespace and one temporary worki
 - a ```bash / ```sh / ```shell / ```console block gives one unit per command (``&&`` chains split, ``\\``
   continuations joined, ``$`` prompts of console blocks required): ``gpunn ...`` runs in this process through
   ``gpunn.cli.main`` and must exit with status 0, ``mpiexec -n N gpunn ...`` runs as a subprocess; package
-  installs, virtual-environment set-up and ``python -m ...`` (the test suite, benchmarks) are skipped with the
-  reason, and any other command fails, so that a new kind of example is never skipped silently;
-- a ```text block is never run, and ``<!-- not-run: reason -->`` on the line before a fence skips that block
-  with the reason. Keep these few; every other fence must carry one of the languages above.
+  installs, virtual-environment set-up and ``python -m ...`` (the test suite, benchmarks) are set-up, not
+  examples, and are not collected (CI runs the install and the test command itself); any other command fails,
+  so that a new kind of example is never left out silently;
+- a ```text block is never run, nor a block with ``<!-- not-run: reason -->`` on the line before its fence.
+  Keep these few; every other fence must carry one of the languages above.
 
 The data files that examples name as the user's own (``file.csv``, ``new.csv``, ``train.csv``) are written
 into the page's folder before its first unit runs. A unit that fails because of a gpunn bug, not a mistake in
@@ -225,10 +226,9 @@ def shell_units(block: Block) -> list[Unit]:
             else:
                 commands[-1].append(word)
         for argv in filter(None, commands):
-            reason = next((why for test, why in SKIPPED_COMMANDS if test(argv)), None)
-            if reason:
-                units.append(Unit(block.page, line, "skip", reason=f"`{shlex.join(argv)}` {reason}"))
-            elif argv[0] == "gpunn" or argv[0] in ("mpiexec", "mpirun"):
+            if any(test(argv) for test, _ in SKIPPED_COMMANDS):
+                continue  # set-up, not an example: not collected (CI runs the install and the test command)
+            if argv[0] == "gpunn" or argv[0] in ("mpiexec", "mpirun"):
                 units.append(Unit(block.page, line, "command", argv=argv))
             else:
                 why = "tests/test_docs.py does not know how to run this; teach it, or mark the block not-run"
@@ -239,9 +239,7 @@ def shell_units(block: Block) -> list[Unit]:
 def page_units(path: Path) -> list[Unit]:
     units: list[Unit] = []
     for block in blocks(path):
-        if block.not_run:
-            units.append(Unit(block.page, block.line, "skip", reason=f"marked not-run: {block.not_run}"))
-        elif block.language in NOT_RUN_LANGUAGES:
+        if block.not_run or block.language in NOT_RUN_LANGUAGES:
             continue
         elif block.language in PYTHON:
             units += python_units(block)
