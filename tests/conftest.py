@@ -6,6 +6,7 @@ installed; cupy and torch on CUDA when a GPU is usable. Unusable ones are skippe
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from dataclasses import dataclass
@@ -13,8 +14,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from gpunn import _backend
 
 if importlib.util.find_spec("jax") is not None:
     import jax
@@ -34,6 +33,27 @@ class Backend:
 
     def kwargs(self) -> dict[str, Any]:
         return {"xp": self.xp, "device": self.device}
+
+
+@functools.cache
+def probe_gpus() -> tuple[int, str]:
+    """(CUDA devices CuPy can run a kernel on, why none when 0), probed here rather than by gpunn's own
+    ``gpu_status``, which the device tests check. CuPy may be absent, or installed on a machine without a GPU:
+    a real kernel, not only the device count, tells."""
+    try:
+        import cupy
+
+        count = cupy.cuda.runtime.getDeviceCount()
+        cupy.zeros(1).sum().get()
+    except Exception as exc:  # ImportError, CUDARuntimeError, missing driver libraries, ...
+        return 0, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+    return count, "" if count else "CuPy sees no CUDA device"
+
+
+@pytest.fixture
+def gpu_count() -> int:
+    """The number of usable CUDA devices, as :func:`probe_gpus` finds them."""
+    return probe_gpus()[0]
 
 
 def _torch_cuda_reason() -> str | None:
@@ -56,7 +76,7 @@ def _backends() -> list[Any]:
         reason = None if importlib.util.find_spec(root) else f"{root} is not installed"
         marks = [pytest.mark.skip(reason=reason)] if reason else []
         params.append(pytest.param((id_, module, device, None), id=id_, marks=marks))
-    count, why = _backend.gpu_status()
+    count, why = probe_gpus()
     params.append(
         pytest.param(("cupy", "cupy", None, "gpu"), id="cupy", marks=[pytest.mark.gpu]
                      + ([] if count else [pytest.mark.skip(reason=f"no GPU for cupy: {why}")]))

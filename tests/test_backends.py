@@ -34,14 +34,63 @@ def test_same_seed_gives_identical_initial_weights(backend):
             np.testing.assert_array_equal(a, b)
 
 
+# The initialization's definition (docs/devices.md, gpunn.init): a layer's weights W (out, in) are He-normal,
+# N(0, 2 / fan_in), when the activation applied to its output is rectifier-like, else Glorot-uniform,
+# U(-sqrt(6 / (fan_in + fan_out)), +sqrt(...)); the output layer follows the last hidden layer; biases are zero.
+RECTIFIER_LIKE = {"relu", "leaky_relu", "elu", "gelu", "silu"}
+
+
+@pytest.mark.parametrize("activation", [["relu", "tanh"], ["tanh", "gelu"], ["sigmoid", "leaky_relu"]], ids=str)
+def test_initial_weights_follow_their_definition(activation):
+    """Wide layers (2e4 to 1.2e5 weights each): each layer's sample statistics against the distribution its
+    rule defines. The standard error of a sample std is about std / sqrt(2 n) (0.3% at n = 6e4): 2% is 7 or more
+    standard errors."""
+    sizes = [400, 300, 200, 100]
+    m = gpunn.MLP(sizes, activation=activation, output="identity", seed=0, dtype="float64", device="cpu")
+    rules = [*activation, activation[-1]]
+    pairs = m.numpy_weights()
+    assert len(pairs) == 3
+    for (w, b), fan_in, fan_out, rule in zip(pairs, sizes[:-1], sizes[1:], rules):
+        assert w.shape == (fan_out, fan_in) and b.shape == (fan_out,) and w.dtype == np.float64
+        np.testing.assert_array_equal(b, np.zeros(fan_out))
+        n = w.size
+        if rule in RECTIFIER_LIKE:
+            std = np.sqrt(2.0 / fan_in)
+            # normal, not uniform: 68.27% of the draws within one std, and some beyond 3.5 std
+            assert abs(np.mean(np.abs(w) < std) - 0.6827) < 0.01
+            assert np.max(np.abs(w)) > 3.5 * std
+        else:
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            std = limit / np.sqrt(3.0)
+            # uniform on [-limit, limit]: the bound holds, its ends are reached, half the draws lie within limit / 2
+            assert np.max(np.abs(w)) <= limit and np.max(w) > 0.995 * limit and np.min(w) < -0.995 * limit
+            assert abs(np.mean(np.abs(w) < limit / 2) - 0.5) < 0.01
+        assert np.std(w) == pytest.approx(std, rel=0.02), f"{rule} layer {fan_in}->{fan_out}"
+        assert abs(np.mean(w)) < 5 * std / np.sqrt(n)
+    # float32 models start from the same draws, rounded
+    m32 = gpunn.MLP(sizes, activation=activation, output="identity", seed=0, dtype="float32", device="cpu")
+    for (w32, _), (w, _) in zip(m32.numpy_weights(), pairs):
+        assert w32.dtype == np.float32
+        np.testing.assert_array_equal(w32, w.astype(np.float32))
+
+
 def test_different_seeds_give_different_weights():
     a = gpunn.MLP([5, 10, 1], seed=1, device="cpu").weights[0][0]
     b = gpunn.MLP([5, 10, 1], seed=2, device="cpu").weights[0][0]
     assert not np.array_equal(a, b)
 
 
+def _generic_path_on_numpy(backend, monkeypatch):
+    """On the numpy parameter, the side under test runs NumPy through the generic Array API path, against the
+    reference run on the fast path (itself checked against torch autograd in test_step): NumPy against
+    itself would check nothing."""
+    if backend.name == "numpy":
+        monkeypatch.setattr(_backend, "NUMPY_FAST_PATHS", False)
+        assert not _backend.numpy_fast_path(_backend.resolve("cpu")[0])
+
+
 @pytest.mark.parametrize("output", ["sigmoid", "softmax"])
-def test_minibatch_adam_run_matches_numpy(backend, output):
+def test_minibatch_adam_run_matches_numpy(backend, output, monkeypatch):
     X, y = _problem()
     k = 1 if output == "sigmoid" else 3
     if output == "softmax":
@@ -51,6 +100,7 @@ def test_minibatch_adam_run_matches_numpy(backend, output):
     fit = dict(epochs=5, lr=0.01, batch_size=20, optimizer="adam", verbose=0, validation_data=(X[:30], y[:30]))
     ref = gpunn.MLP([5, 8, 8, k], device="cpu", **kwargs)
     h_ref = ref.fit(X, y, **fit)
+    _generic_path_on_numpy(backend, monkeypatch)
     m = gpunn.MLP([5, 8, 8, k], **kwargs, **backend.kwargs())
     h = m.fit(X, y, **fit)
     atol = GPU_FLOAT32_ATOL if backend.gpu else 1e-9
@@ -75,17 +125,23 @@ def test_outputs_live_in_the_model_namespace_and_device(backend):
     assert xp.isdtype(m.predict(X).dtype, "integral")
 
 
-def test_device_arrays_are_used_as_they_are(backend):
-    """Data already in the model's namespace and on its device trains the same as host data."""
+def test_device_arrays_are_used_as_they_are(backend, monkeypatch):
+    """Data already in the model's namespace and on its device trains the same as host data (on NumPy, where
+    the two are the same arrays, the device run takes the generic path: equal up to the order of sums)."""
     X, y = _problem()
     host = gpunn.MLP([5, 6, 1], dtype="float64", **backend.kwargs())
     host.fit(X, y, epochs=3, batch_size=32, verbose=0)
+    _generic_path_on_numpy(backend, monkeypatch)
     dev = gpunn.MLP([5, 6, 1], dtype="float64", **backend.kwargs())
     Xd = _backend.from_numpy(X, dev.xp, dev.device)
     yd = _backend.from_numpy(y, dev.xp, dev.device)
     dev.fit(Xd, yd, epochs=3, batch_size=32, verbose=0)
+    assert not np.allclose(_weights(dev)[0], _weights(gpunn.MLP([5, 6, 1], dtype="float64", device="cpu"))[0])
     for a, b in zip(_weights(host), _weights(dev)):
-        np.testing.assert_array_equal(a, b)
+        if backend.name == "numpy":
+            np.testing.assert_allclose(b, a, rtol=0, atol=1e-13)
+        else:
+            np.testing.assert_array_equal(a, b)
 
 
 def test_parameters_keep_the_model_dtype(backend):
@@ -115,8 +171,8 @@ def test_data_from_another_namespace_is_rejected():
         m.fit(xs.ones((4, 3)), np.array([0, 1, 0, 1]), epochs=1, verbose=0)
 
 
-def test_a_cuda_device_that_is_not_there_is_a_clear_error():
-    count, _ = _backend.gpu_status()
+def test_a_cuda_device_that_is_not_there_is_a_clear_error(gpu_count):
+    count = gpu_count  # probed by the tests (conftest.probe_gpus), not by gpunn
     if count == 0:
         with pytest.raises(gpunn.DeviceError, match="cuda:0.*(CuPy|CUDA)"):
             gpunn.MLP([2, 1], device="cuda")
@@ -124,9 +180,11 @@ def test_a_cuda_device_that_is_not_there_is_a_clear_error():
         gpunn.MLP([2, 1], device=f"cuda:{count}")  # one past the last GPU (cuda:0 on a machine without one)
 
 
-def test_auto_device_is_cupy_with_a_gpu_and_numpy_without():
+def test_auto_device_is_cupy_with_a_gpu_and_numpy_without(gpu_count):
     m = gpunn.MLP([2, 1])
-    assert _backend.namespace_name(m.xp) == ("cupy" if _backend.gpu_usable() else "numpy")
+    expected = "cupy" if gpu_count else "numpy"
+    assert _backend.namespace_name(m.xp) == expected
+    assert _backend.gpu_usable() == (gpu_count > 0) and _backend.gpu_status()[0] == gpu_count
 
 
 @pytest.mark.parametrize("module", ["torch", "jax.numpy", "array_api_strict"])
@@ -179,14 +237,14 @@ def _fake_cupy(monkeypatch, count):
     return namespace
 
 
-def test_a_model_returns_to_its_device_through_pickle_save_load_and_to(backend, tmp_path):
+def test_a_model_returns_to_its_device_through_pickle_save_load_and_to(backend, tmp_path, gpu_count):
     """On every backend, and on a GPU the last one (cuda:N, not cuda:0, on a machine with several): the model
     comes back on the device it was on and resumes as an uninterrupted run."""
     import pickle
 
     kwargs = backend.kwargs()
     if backend.gpu:
-        kwargs["device"] = f"cuda:{_backend.gpu_status()[0] - 1}" if backend.name == "cupy" else (
+        kwargs["device"] = f"cuda:{gpu_count - 1}" if backend.name == "cupy" else (
             f"cuda:{backend.xp.cuda.device_count() - 1}")  # fmt: skip
     X, y = _problem()
     fit = dict(epochs=2, lr=0.01, batch_size=32, optimizer="adam", verbose=0)

@@ -48,11 +48,26 @@ def test_min_delta_and_accuracy_monitors():
     m = gpunn.MLP([5, 16, 1], dtype="float64", seed=1, device="cpu")
     stop = EarlyStopping(monitor="loss", patience=2, min_delta=1e9)  # nothing improves by 1e9
     h = m.fit(X, y, epochs=50, callbacks=[stop], verbose=0)
-    assert len(h.loss) == 3 and stop.best_epoch == 1
+    assert len(h.loss) == 3 and stop.best_epoch == 1 and stop.stopped_epoch == 3 and stop.best == h.loss[0]
     before = _backend.to_numpy(m.params).copy()
+    # Accuracy improves by going up. With patience 0 the first epoch that does not beat the best so far (by more
+    # than min_delta = 0) stops training; epochs count on from the 3 of the first fit. Expected values follow
+    # from the recorded history.
     stop = EarlyStopping(monitor="accuracy", patience=0, restore_best=False)
-    m.fit(X, y, epochs=50, callbacks=[stop], verbose=0)
-    assert stop.stopped_epoch is not None and not np.array_equal(before, _backend.to_numpy(m.params))
+    h = m.fit(X, y, epochs=50, lr=0.3, callbacks=[stop], verbose=0)
+    best, best_epoch, stopped = h.accuracy[0], 4, None
+    for epoch, value in enumerate(h.accuracy[1:], start=5):
+        if value > best:
+            best, best_epoch = value, epoch
+        else:
+            stopped = epoch
+            break
+    assert stopped is not None, "the accuracy never stalled: the test needs a run that stops"
+    assert (stop.stopped_epoch, stop.best_epoch, stop.best) == (stopped, best_epoch, best)
+    assert len(h.accuracy) == stopped - 3 and m.epoch == stopped
+    assert best_epoch > 4, "no epoch improved on the first: the improving branch went unchecked"
+    assert h.accuracy[-1] == best, "this run stops on a tie with the best (equal is no improvement)"
+    assert not np.array_equal(before, _backend.to_numpy(m.params))
 
 
 @pytest.mark.parametrize(

@@ -171,16 +171,44 @@ def test_compiled_divergence_keeps_the_last_finite_weights():
     np.testing.assert_array_equal(np.array(m.optimizer_state["velocity"]), good[1])
 
 
-def test_torch_compile_on_request_equals_eager_torch():
+def test_torch_compile_on_request_equals_eager_torch(monkeypatch):
     """compile=True on PyTorch runs the step through torch.compile; "auto" leaves PyTorch eager (see
     docs/performance.md: the first compilation costs more than short runs gain)."""
     torch = pytest.importorskip("torch")
+    compiled, calls = [], []  # what went through torch.compile, and each call of a compiled function
+    real = _backend._torch_compile
+
+    def recording_compile(fn, static_argnums=None):
+        name = getattr(fn, "__name__", type(fn).__name__)  # a Step instance, or its bound halves
+        compiled.append(name)
+        run = real(fn, static_argnums)
+        assert run is not fn
+
+        def counted(*args, **kwargs):
+            calls.append(name)
+            return run(*args, **kwargs)
+
+        return counted
+
+    from torch._dynamo.utils import counters
+
+    train._compiled.cache_clear()  # a step compiled by an earlier test would not go through the recorder
+    monkeypatch.setattr(_backend, "_torch_compile", recording_compile)
     X, y = _problem(k=3)
     runs = []
-    for compile in (True, False):
+    for compile in (True, False, "auto"):
+        counters.clear()
         m = gpunn.MLP([4, 8, 3], output="softmax", xp=torch, device="cpu", dtype="float64", seed=1, compile=compile)
         m.fit(X, y, epochs=3, batch_size=32, optimizer="adam", lr=0.01, l2=0.01, verbose=0)
         runs.append((_host(m), m.history.loss))
-    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=0, atol=1e-9)
-    np.testing.assert_allclose(runs[0][1], runs[1][1], rtol=1e-9)
-    assert gpunn.MLP([4, 8, 3], xp=torch, device="cpu").compile == "auto"
+        if compile is True:
+            # the step and its two halves compiled once; the whole step ran on each of 3 x 4 batches
+            assert sorted(compiled) == ["Step", "apply", "gradients"] and calls == ["Step"] * 12
+            assert counters["stats"]["unique_graphs"] >= 1  # Dynamo traced the step into a graph
+        else:
+            assert not counters["stats"]["unique_graphs"]
+    train._compiled.cache_clear()
+    assert len(compiled) == 3 and len(calls) == 12, "compile=False or 'auto' went through torch.compile"
+    for params, loss in runs[1:]:
+        np.testing.assert_allclose(runs[0][0], params, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(runs[0][1], loss, rtol=1e-9)

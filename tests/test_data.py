@@ -11,6 +11,38 @@ import gpunn
 from gpunn import data
 
 
+def _moons_geometry(X, y):
+    """Two interleaving half circles of radius 1 (the classic two-moons definition, as scikit-learn's make_moons):
+    class 0 on (cos t, sin t), class 1 on (1 - cos t, 0.5 - sin t), t uniform in [0, pi], Gaussian noise 0.15.
+    Each class's mean is its half circle's centroid, centre + (0, +-2/pi), and its points lie at distance 1
+    from the circle's centre, spread radially by the noise."""
+    for label, centre, side in [(0, (0.0, 0.0), 1.0), (1, (1.0, 0.5), -1.0)]:
+        P = X[y == label]
+        np.testing.assert_allclose(P.mean(axis=0), [centre[0], centre[1] + side * 2 / np.pi], atol=0.05)
+        d = np.linalg.norm(P - centre, axis=1)
+        assert abs(np.mean(d) - 1.0) < 0.05 and np.std(d) == pytest.approx(0.15, rel=0.25)
+        assert np.mean(side * (P[:, 1] - centre[1]) > -0.15) > 0.9  # the upper (class 0), lower (class 1) half
+
+
+def _circles_geometry(X, y):
+    """A circle of radius 1 (class 0) around one of radius 0.5 (class 1), both centred at 0, noise 0.08: the
+    radius 0.75 separates the classes (3 noise standard deviations from each)."""
+    r = np.linalg.norm(X, axis=1)
+    for label, radius in [(0, 1.0), (1, 0.5)]:
+        np.testing.assert_allclose(X[y == label].mean(axis=0), [0.0, 0.0], atol=0.03)
+        assert abs(np.mean(r[y == label]) - radius) < 0.03 and np.std(r[y == label]) == pytest.approx(0.08, rel=0.25)
+    assert np.mean((r < 0.75) == (y == 1)) > 0.98
+
+
+def _spirals_geometry(X, y):
+    """Arm c of 3: radius r in [0.05, 1] and angle c 2 pi / 3 + 4 r plus Gaussian noise 0.2 (on the angle only)."""
+    r = np.linalg.norm(X, axis=1)
+    assert r.min() >= 0.05 - 1e-12 and r.max() <= 1.0 + 1e-12
+    assert r.min() < 0.06 and r.max() > 0.99
+    residual = np.angle(np.exp(1j * (np.arctan2(X[:, 1], X[:, 0]) - y * 2 * np.pi / 3 - 4 * r)))  # in (-pi, pi]
+    assert abs(np.mean(residual)) < 0.05 and np.std(residual) == pytest.approx(0.2, rel=0.2)
+
+
 @pytest.mark.parametrize("name,classes", [("moons", 2), ("circles", 2), ("spirals", 3)])
 def test_builtin_datasets_are_seeded_and_balanced(name, classes):
     X, y = data.make_dataset(name, 300, seed=4)
@@ -20,6 +52,9 @@ def test_builtin_datasets_are_seeded_and_balanced(name, classes):
     assert X.shape == (300, 2) and y.shape == (300,)
     assert np.bincount(y).tolist() == [300 // classes] * classes
     assert not np.array_equal(X, data.make_dataset(name, 300, seed=5)[0])
+    geometry = {"moons": _moons_geometry, "circles": _circles_geometry, "spirals": _spirals_geometry}[name]
+    for seed in (4, 5):
+        geometry(*data.make_dataset(name, 300, seed=seed))
 
 
 def test_train_test_split_partitions_the_rows():

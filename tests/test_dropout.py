@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn import _backend, dropout, layers, losses, optim
+from gpunn import _backend, dropout, losses, optim
 from gpunn.step import Hyper, Step
 
 M = 2**31 - 1
@@ -72,12 +72,29 @@ def test_masks_drop_the_rate_scale_the_rest_and_change_every_step_and_layer(rate
         assert table[r, c] == (reference_hash(r * 60 + c, step_key) >= round(rate * M))
 
 
-def _torch_steps(sizes, activation, output, loss, flat, batches, masks_per_step, lr):
-    """Adam steps by torch autograd, every hidden layer's output times the given mask."""
+def reference_masks(rate: float, key: int, step: int, rows: int, units: list[int]) -> list[np.ndarray]:
+    """The masks of optimizer step ``step`` from their definition (gpunn.dropout.masks), in Python integers: the
+    hidden layers' units side by side, H in all; element (r, c) is kept when
+    reference_hash(r * H + c, reference_hash(step, key)) >= round(rate * M), and a kept unit is scaled by
+    1 / (1 - rate)."""
+    width = sum(units)
+    step_key = reference_hash(step, key)
+    limit = round(rate * M)
+    keep = np.array(
+        [[reference_hash(r * width + c, step_key) >= limit for c in range(width)] for r in range(rows)], dtype=float
+    )
+    table = keep / (1.0 - rate)
+    bounds = np.cumsum([0, *units])
+    return [table[:, a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _torch_steps(activation, output, pairs, batches, masks_per_step, lr):
+    """Adam steps by torch autograd from ``pairs`` ``[W1, b1, ...]``, every hidden layer's output times the
+    given mask."""
     import torch
     import torch.nn.functional as F
 
-    params = [torch.tensor(a.copy(), requires_grad=True) for w, b in layers.unflatten(flat, sizes, np) for a in (w, b)]
+    params = [torch.tensor(a.copy(), requires_grad=True) for a in pairs]
     act = {"relu": torch.relu, "tanh": torch.tanh, "gelu": lambda z: F.gelu(z, approximate="tanh")}[activation]
     opt = torch.optim.Adam(params, lr=lr)
     for (x, t), masks in zip(batches, masks_per_step):
@@ -97,32 +114,40 @@ def _torch_steps(sizes, activation, output, loss, flat, batches, masks_per_step,
 
 @pytest.mark.parametrize("activation,output", [("relu", "sigmoid"), ("tanh", "softmax"), ("gelu", "sigmoid")])
 def test_steps_with_dropout_match_torch_autograd_with_the_same_masks(backend, activation, output):
+    """Three steps (the optimizer's step count 0, 1, 2) against torch autograd with masks built here from the
+    generator's definition; the weights start from explicit (W, b) pairs, laid out for gpunn as its flat
+    buffer defines (per layer W (out, in) row-major, then b)."""
     pytest.importorskip("torch")
     rng = np.random.default_rng(1)
     k = 3 if output == "softmax" else 1
     sizes = (4, 7, 6, k)
     loss = losses.DEFAULT_LOSS[output]
-    flat = rng.normal(scale=0.6, size=layers.n_params(sizes))
+    pairs = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        pairs += [rng.normal(scale=0.6, size=(fan_out, fan_in)), rng.normal(scale=0.6, size=fan_out)]
+    flat = np.concatenate([p.reshape(-1) for p in pairs])
     batches = []
     for n in (9, 9, 5):
         x = rng.normal(size=(n, 4))
         t = np.eye(k)[rng.integers(0, k, n)] if k > 1 else rng.integers(0, 2, (n, 1)).astype(float)
         batches.append((x, t))
-    key = dropout.seed_key(11)
-    hyper = Hyper(sizes, activation, output, loss, optim.adam(), 0.05, dropout=0.4, dropout_key=key)
+    key, rate = 987654321, 0.4  # any 31-bit key
+    hyper = Hyper(sizes, activation, output, loss, optim.adam(), 0.05, dropout=rate, dropout_key=key)
     xp, device = _namespace(backend)
     step = Step(hyper, xp, device, "float64")
     params = _backend.from_numpy(flat, xp, device)
     state = hyper.optimizer.init(params, xp)
-    host_masks = []
     for x, t in batches:
-        npx, npdev = _backend.resolve("cpu")
-        host_masks.append(dropout.masks(0.4, key, state["step"], x.shape[0], list(sizes[1:-1]), np.float64, npx, npdev))
         target = _backend.from_numpy(losses.encode_targets(output, loss, t), xp, device)
         params, state, _, _ = step(params, state, _backend.from_numpy(x, xp, device), target)
-    want = _torch_steps(sizes, activation, output, loss, flat, batches, host_masks, 0.05)
-    assert any(np.any(m == 0) for masks in host_masks for m in masks)
+    ref_masks = [reference_masks(rate, key, s, x.shape[0], list(sizes[1:-1])) for s, (x, _) in enumerate(batches)]
+    dropped = np.mean([np.mean(m == 0) for masks in ref_masks for m in masks])
+    assert 0.2 < dropped < 0.6  # about the rate: the masks drop units, and not all of them
+    want = _torch_steps(activation, output, pairs, batches, ref_masks, 0.05)
     np.testing.assert_allclose(_backend.to_numpy(params), want, rtol=1e-9, atol=1e-11)
+    # the masks matter: the same steps without them end elsewhere
+    no_masks = [[np.ones((x.shape[0], u)) for u in sizes[1:-1]] for x, _ in batches]
+    assert not np.allclose(_torch_steps(activation, output, pairs, batches, no_masks, 0.05), want, atol=1e-4)
 
 
 def _problem(n=80):

@@ -169,7 +169,9 @@ def test_backprop_matches_torch_autograd(rng, activation, output, loss, k):
 
 @pytest.mark.parametrize("output,loss,k", [p for p in PAIRS if p[0] != "identity"])
 def test_loss_and_gradients_stay_finite_for_huge_logits(backend, output, loss, k):
-    """Logits of +-1e3 in float32: the log-sum-exp forms keep loss and gradients finite."""
+    """Logits of +-1e3 in float32: the log-sum-exp forms keep loss and gradients finite, and equal to torch
+    autograd's in float64 at the same weights (about 1e3 for the cross-entropies, with gradients of +-1 per row
+    before averaging)."""
     xp = backend.xp
     m = gpunn.MLP([1, k], output=output, loss=loss, dtype="float32", **backend.kwargs())
     w = np.full((k, 1), 1e3)
@@ -180,13 +182,35 @@ def test_loss_and_gradients_stay_finite_for_huge_logits(backend, output, loss, k
     y = np.array([0, 1])
     if output == "softmax":
         y = 1 - y
-    value, grads = m.loss_and_grads(X, y if k == 1 or output == "softmax" else np.stack([y] * k, axis=1))
+    target = y if k == 1 or output == "softmax" else np.stack([y] * k, axis=1)
+    value, grads = m.loss_and_grads(X, target)
     assert bool(xp.isfinite(value))
     if loss != "mse":
         assert float(value) > 100  # both samples are confidently wrong: the loss is about 1e3
     for pair in grads:
         for g in pair:
             assert bool(xp.all(xp.isfinite(g)))
+
+    torch = pytest.importorskip("torch")
+    f = torch.nn.functional
+    W = torch.tensor(w, requires_grad=True)  # 1e3 and 0 are exact in float32: the same weights in float64
+    b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
+    z = torch.tensor(X) @ W.T + b
+    t = torch.tensor(target)
+    if output == "softmax":
+        ref = f.cross_entropy(z, t)
+    elif loss == "mse":
+        ref = f.mse_loss(torch.sigmoid(z), t.reshape(z.shape).double())
+    else:
+        ref = f.binary_cross_entropy_with_logits(z, t.reshape(z.shape).double())
+    ref.backward()
+    # float32: the loss (about 1e3) to a few units in the last place, relative 1e-6; the gradients are means
+    # of two terms of size <= 1, so an absolute 1e-6 is about 8 float32 ulps of 1.
+    assert float(value) == pytest.approx(ref.item(), rel=1e-6, abs=1e-6)
+    ((dW, db),) = [tuple(_backend.to_numpy(g) for g in pair) for pair in grads]
+    np.testing.assert_allclose(dW, W.grad.numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(db, b.grad.numpy(), rtol=0, atol=1e-6)
+    assert np.abs(W.grad.numpy()).max() > 0.3 or loss == "mse"  # a vanishing gradient would check little
 
 
 @pytest.mark.parametrize("width", [9, 70])  # the fast path runs narrow layers transposed, wide ones not

@@ -296,5 +296,27 @@ def test_weight_decay_is_adamws_and_is_checked():
     with pytest.raises(gpunn.ConfigError, match="weight_decay must be a finite number >= 0"):
         m.fit(X, y, epochs=1, optimizer="adamw", weight_decay=-1.0, verbose=0)
     assert m.epoch == 0
-    m.fit(X, y, epochs=1, optimizer="adamw", weight_decay=0.2, verbose=0)
+    start = m.numpy_weights()
+    h = m.fit(X, y, epochs=2, lr=0.05, optimizer="adamw", weight_decay=0.2, verbose=0)
     assert m.optimizer == optim.adamw(weight_decay=0.2)
+
+    # The oracle: two full-batch steps of torch.optim.AdamW(lr, weight_decay=0.2) from the same weights, on
+    # torch autograd's gradients of the mean binary cross-entropy.
+    torch = pytest.importorskip("torch")
+    params = [torch.tensor(a, requires_grad=True) for pair in start for a in pair]
+    opt = torch.optim.AdamW(params, lr=0.05, weight_decay=0.2)
+    losses = []
+    for _ in range(2):
+        opt.zero_grad()
+        z = torch.relu(torch.tensor(X) @ params[0].T + params[1]) @ params[2].T + params[3]
+        value = torch.nn.functional.binary_cross_entropy_with_logits(z[:, 0], torch.tensor(y, dtype=torch.float64))
+        value.backward()
+        losses.append(value.item())
+        opt.step()
+    np.testing.assert_allclose(h.loss, losses, rtol=1e-12)  # each epoch's loss, before its step
+    for got, want in zip(_weights(m), params):
+        np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-10, atol=1e-13)
+    # the decay matters: Adam without it ends elsewhere
+    plain = gpunn.MLP([4, 8, 1], device="cpu", dtype="float64")
+    plain.fit(X, y, epochs=2, lr=0.05, optimizer="adam", verbose=0)
+    assert not np.allclose(_weights(plain)[0], _weights(m)[0], rtol=0, atol=1e-4)

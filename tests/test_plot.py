@@ -43,7 +43,8 @@ def test_history_figure_has_both_panels_and_labels(trained, tmp_path):
     assert shape[0] > 300 and shape[1] > 800 and ink > 0.03 and colours > 10
 
 
-def test_decision_boundary_separates_the_classes(trained, tmp_path):
+def test_decision_boundary_renders_a_filled_field(trained, tmp_path):
+    """The figure's labels, and a PNG filled with many colours; which colour goes where is checked below."""
     m, X, y = trained
     fig = plot.decision_boundary(m, X, y)
     ax = fig.get_axes()[0]

@@ -11,7 +11,7 @@ import array_api_compat as aac
 import numpy as np
 import pytest
 
-from gpunn import _backend, layers, losses, optim
+from gpunn import _backend, losses, optim
 from gpunn.step import Hyper, Step
 
 OPTIMIZERS = {
@@ -62,7 +62,9 @@ def _config_id(cfg) -> str:
 
 
 def make_problem(seed: int, sizes: list[int], output: str, rows=BATCH_ROWS):
-    """Initial flat parameters (non-zero biases) and batches ``(x, t)`` with ``t`` the (n, k) float targets."""
+    """Initial parameters (non-zero biases) as the flat buffer gpunn's step takes (per layer W (out, in)
+    row-major, then b) and as the list ``[W1, b1, W2, b2, ...]`` the torch oracle takes, and batches ``(x, t)``
+    with ``t`` the (n, k) float targets."""
     rng = np.random.default_rng(seed)
     k = sizes[-1]
     pairs = []
@@ -79,7 +81,7 @@ def make_problem(seed: int, sizes: list[int], output: str, rows=BATCH_ROWS):
         else:
             t = rng.integers(0, 2, size=(n, k)).astype(np.float64)
         batches.append((x, t))
-    return flat, batches
+    return flat, pairs, batches
 
 
 def run_gpunn(hyper: Hyper, flat: np.ndarray, batches, xp, device, dtype: str = "float64"):
@@ -100,18 +102,15 @@ def run_gpunn(hyper: Hyper, flat: np.ndarray, batches, xp, device, dtype: str = 
     return _backend.to_numpy(params), mean_losses, corrects
 
 
-def run_torch(opt_name: str, lr: float, sizes, activation, output, loss, l2, clip, flat, batches):
-    """The same three steps by torch autograd and torch.optim, in float64.
+def run_torch(opt_name: str, lr: float, activation, output, loss, l2, clip, pairs, batches):
+    """The same three steps by torch autograd and torch.optim, in float64, from ``pairs`` ``[W1, b1, ...]``.
 
     Also returns, per step, whether clipping scaled the gradient down.
     """
     import torch
     import torch.nn.functional as F
 
-    params = [
-        t for w, b in layers.unflatten(flat, sizes, np)
-        for t in (torch.tensor(w.copy(), requires_grad=True), torch.tensor(b.copy(), requires_grad=True))
-    ]  # fmt: skip
+    params = [torch.tensor(p.copy(), requires_grad=True) for p in pairs]
     weights = params[0::2]
     opt = {
         "sgd": lambda: torch.optim.SGD(params, lr=lr),
@@ -176,13 +175,13 @@ def test_step_matches_torch_autograd_and_optim(cfg):
     opt_name, output, loss, k, activation, l2, clip = cfg
     optimizer, lr = OPTIMIZERS[opt_name]
     sizes = (4, 6, 5, k)
-    flat, batches = make_problem(CONFIGS.index(cfg), list(sizes), output)
+    flat, pairs, batches = make_problem(CONFIGS.index(cfg), list(sizes), output)
     hyper = Hyper(sizes, activation, output, loss, optimizer, lr, l2=l2, clip_norm=clip)
 
     xp, device = numpy_ns()
     got_params, got_losses, got_correct = run_gpunn(hyper, flat, batches, xp, device)
     want_params, want_losses, want_correct, clipped = run_torch(
-        opt_name, lr, sizes, activation, output, loss, l2, clip, flat, batches
+        opt_name, lr, activation, output, loss, l2, clip, pairs, batches
     )
 
     if clip == ACTIVE_CLIP:
@@ -204,14 +203,19 @@ NAMESPACE_CONFIGS = [
 
 
 @pytest.mark.parametrize("cfg", NAMESPACE_CONFIGS, ids=_config_id)
-def test_step_on_every_namespace_matches_numpy(backend, cfg):
+def test_step_on_every_namespace_matches_numpy(backend, cfg, monkeypatch):
+    """Every namespace against NumPy's fast path (which the test above checks against torch); on the numpy
+    parameter the side under test is NumPy's generic Array API path, not the fast path again."""
     opt_name, output, loss, k, activation, l2, clip = cfg
     optimizer, lr = OPTIMIZERS[opt_name]
     sizes = (4, 6, 5, k)
-    flat, batches = make_problem(7, list(sizes), output)
+    flat, _, batches = make_problem(7, list(sizes), output)
     hyper = Hyper(sizes, activation, output, loss, optimizer, lr, l2=l2, clip_norm=clip)
 
     want = run_gpunn(hyper, flat, batches, *numpy_ns())
+    if backend.name == "numpy":
+        monkeypatch.setattr(_backend, "NUMPY_FAST_PATHS", False)  # read when the Step is made and called
+        assert not _backend.numpy_fast_path(numpy_ns()[0])
     xp, device = _backend.resolve(backend.device, backend.xp)
     got = run_gpunn(hyper, flat, batches, xp, device)
 
@@ -223,7 +227,7 @@ def test_step_on_every_namespace_matches_numpy(backend, cfg):
 def test_step_returns_arrays_of_the_namespace_on_its_device(backend):
     xp, device = _backend.resolve(backend.device, backend.xp)
     sizes = (4, 6, 3)
-    flat, batches = make_problem(3, list(sizes), "softmax", rows=(5,))
+    flat, _, batches = make_problem(3, list(sizes), "softmax", rows=(5,))
     hyper = Hyper(sizes, "relu", "softmax", "categorical_crossentropy", optim.adam(), 0.01, l2=0.1, clip_norm=0.05)
     params = _backend.from_numpy(flat, xp, device)
     x, t = batches[0]
@@ -257,7 +261,7 @@ def test_step_writes_into_none_of_its_inputs(monkeypatch, opt_name, l2, clip, wi
     assert _backend.numpy_fast_path(xp)
     optimizer, lr = OPTIMIZERS[opt_name]
     sizes = (4, width, 5, 2)
-    flat, batches = make_problem(11, list(sizes), output)
+    flat, _, batches = make_problem(11, list(sizes), output)
     hyper = Hyper(sizes, activation, output, loss, optimizer, lr, l2=l2, clip_norm=clip)
     step = Step(hyper, xp, device, "float64")
     params, state = flat.copy(), optimizer.init(flat, xp)
@@ -285,7 +289,7 @@ def test_loss_and_correct_are_0d_torch_tensors(output, loss):
     xp, device = _backend.resolve("cpu", torch)
     k = 1 if output == "sigmoid" else 3
     sizes = (4, 6, k)
-    flat, batches = make_problem(5, list(sizes), output, rows=(6,))
+    flat, _, batches = make_problem(5, list(sizes), output, rows=(6,))
     x, t = batches[0]
     hyper = Hyper(sizes, "tanh", output, loss, optim.momentum(0.9), 0.1, l2=0.1, clip_norm=ACTIVE_CLIP)
     params = torch.tensor(flat)

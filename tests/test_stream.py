@@ -126,14 +126,20 @@ def test_prefetching_changes_nothing_but_the_timing(files, monkeypatch):
     np.testing.assert_array_equal(runs[0], runs[2])
 
 
-def test_streaming_on_other_namespaces_equals_numpy(files, backend):
+def test_streaming_on_other_namespaces_equals_numpy(files, backend, monkeypatch):
+    """Every namespace against NumPy's fast path; on the numpy parameter the side under test runs NumPy's
+    generic Array API path (NumPy against itself would check nothing)."""
     folder, _, _ = files
     fit = dict(epochs=2, batch_size=50, lr=0.05, optimizer="adam", verbose=0)
     ref = gpunn.MLP([D, 8, 1], dtype="float64", device="cpu", standardize=True)
     ref.fit(_datasets(folder, shuffle_buffer=100)["parquet"], **fit)
+    if backend.name == "numpy":
+        monkeypatch.setattr(gpunn._backend, "NUMPY_FAST_PATHS", False)
+        assert not gpunn._backend.numpy_fast_path(gpunn._backend.resolve("cpu")[0])
     m = gpunn.MLP([D, 8, 1], dtype="float64", standardize=True, **backend.kwargs())
     m.fit(_datasets(folder, shuffle_buffer=100)["parquet"], **fit)
     np.testing.assert_allclose(gpunn._backend.to_numpy(m.params), ref.params, rtol=0, atol=1e-12)
+    assert not np.allclose(ref.params, gpunn.MLP([D, 8, 1], dtype="float64", device="cpu").params, atol=1e-3)
 
 
 def test_split_takes_whole_blocks_at_random(files):
