@@ -114,8 +114,10 @@ class Runner:
         else:  # more ranks than samples in this batch: this rank contributes nothing
             grads, loss_sum, correct = self._nothing(params, wb is not None)
         grads = self.comm.allreduce_sum(grads, self.step.xp, self.device)
-        params, state, loss_sum = apply(params, state, grads, loss_sum, rows, lr, weight_total)
-        return params, state, loss_sum, correct
+        params, state, penalized = apply(params, state, grads, loss_sum, rows, lr, weight_total)
+        # Every rank's loss sum is added up for the epoch's record: the L2 penalty, which each rank adds to its
+        # own, counts once, on rank 0.
+        return params, state, penalized if self.comm.rank == 0 else loss_sum, correct
 
     def _nothing(self, params: Any, weighted: bool) -> tuple[Any, Any, Any]:
         xp, zero = self.step.xp, self.step.zero
