@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend, losses
+from . import _backend, losses, stream
 from . import _validation as check
 from .errors import ConfigError, InputError
 from .train import row_blocks
@@ -104,6 +104,11 @@ def column(value: Any, name: str) -> Any:
 def check_x(model: Any, X: Any, name: str) -> Any:
     """``X`` validated: a host array (in the model's dtype, or the original if scaling will cast it) or a
     device array in the model's dtype. Data frames are taken by column name (:func:`from_frame`)."""
+    if isinstance(X, stream.Dataset):
+        raise InputError(
+            f"{name} is a gpunn.data.Dataset, which fit, validation_data and evaluate stream; to predict, read its "
+            "rows with gpunn.data.read (or a block at a time with Dataset.read)"
+        )
     X = from_frame(model, X, name)
     if _backend.is_host_data(X):
         a = check.host_array(X, name)

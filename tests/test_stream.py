@@ -203,3 +203,6 @@ def test_bad_files_and_calls_are_named(files, tmp_path):
     with pytest.raises(gpunn.InputError, match="no target column"):
         m.fit(Dataset(folder / "x.npy"), verbose=0)
     assert not m.fitted and m.epoch == 0
+    m.fit(X[:, :D], y, epochs=1, verbose=0)
+    with pytest.raises(gpunn.InputError, match="Dataset.*to predict, read its rows"):
+        m.predict(ds)
