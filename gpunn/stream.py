@@ -494,6 +494,9 @@ class _Failure:
         self.exc = exc
 
 
+_copy_streams = threading.local()
+
+
 def to_device(a: np.ndarray, xp: Any, device: Any) -> Any:
     """``a`` on the device, for a background thread: on CuPy through pinned host memory on a stream of its own,
     synchronized before the array is handed over, so the copy overlaps the step running on the default stream."""
@@ -502,9 +505,11 @@ def to_device(a: np.ndarray, xp: Any, device: Any) -> Any:
         import cupyx
 
         with device:
-            pinned = cupyx.empty_pinned(a.shape, a.dtype)
+            pinned = cupyx.empty_pinned(a.shape, a.dtype)  # from CuPy's pinned memory pool
             pinned[...] = a
-            stream = cupy.cuda.Stream(non_blocking=True)
+            stream = getattr(_copy_streams, "stream", None)
+            if stream is None:  # one copy stream per thread, made once
+                stream = _copy_streams.stream = cupy.cuda.Stream(non_blocking=True)
             with stream:
                 out = cupy.asarray(pinned)
             stream.synchronize()
