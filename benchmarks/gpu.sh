@@ -43,3 +43,9 @@ cat "$OUT/launch-floor.json"
 # 5. Array operations per training step (eager torch path), the figure that predicts a GPU step's launch cost.
 python3 -m benchmarks.ops --json "$OUT/ops.json" > "$OUT/ops.txt" 2>&1
 tail -n 8 "$OUT/ops.txt"
+
+# 6. Streaming from an .npy file (no pyarrow on the GPU image) onto the GPU: what prefetching (pinned memory, a
+#    copy stream, a reading thread) hides of an epoch's reading and host-to-device copies.
+python3 -m benchmarks.streaming --format npy --device cuda --rows 1048576 --json "$OUT/streaming-gpu.json" \
+  > "$OUT/streaming-gpu.txt" 2>&1
+tail -n 12 "$OUT/streaming-gpu.txt"

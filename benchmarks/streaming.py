@@ -1,4 +1,5 @@
-"""Streaming from a file larger than the shuffle buffer: ``python -m benchmarks.streaming [--rows N] [--features D]``.
+"""Streaming from a file larger than the shuffle buffer: ``python -m benchmarks.streaming [--rows N] [--features D]
+[--format parquet|npy] [--device cpu|cuda]``.
 
 Generates a Parquet file (default 2,097,152 rows of 32 float64 features and a label, 8x the default shuffle
 buffer of 262,144 rows; row groups of 65,536 rows) and trains one epoch on it with ``MLP.fit(Dataset(...))``,
@@ -44,11 +45,23 @@ def rss_anon_mib() -> float:
 
 
 def generate(path: Path, rows: int, features: int) -> None:
+    """A Parquet file (row groups of 65,536 rows) or, for a path ending in .npy, one (rows, features + 1) float64
+    array whose last column is the label."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=features)
+    if path.suffix == ".npy":
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(rows, features + 1))
+        for start in range(0, rows, 65536):
+            n = min(65536, rows - start)
+            X = rng.normal(size=(n, features))
+            out[start : start + n, :features] = X
+            out[start : start + n, features] = X @ w + 0.5 * rng.normal(size=n) > 0
+        out.flush()
+        del out
+        return
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rng = np.random.default_rng(0)
-    w = rng.normal(size=features)
     schema = pa.schema([*(pa.field(f"f{j}", pa.float64()) for j in range(features)), pa.field("label", pa.int64())])
     with pq.ParquetWriter(path, schema) as writer:
         for start in range(0, rows, 65536):
@@ -59,7 +72,7 @@ def generate(path: Path, rows: int, features: int) -> None:
             writer.write_table(pa.table(columns, schema=schema))
 
 
-def child(mode: str, path: str, features: int, buffer: int) -> dict:
+def child(mode: str, path: str, features: int, buffer: int, device: str) -> dict:
     import gpunn
     from gpunn import stream
     from gpunn.data import Dataset
@@ -75,8 +88,11 @@ def child(mode: str, path: str, features: int, buffer: int) -> dict:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    ds = Dataset(path, "label", shuffle_buffer=buffer)
-    m = gpunn.MLP([features, *SIZES_HIDDEN, 1], device="cpu", standardize=True, seed=0)
+    if path.endswith(".npy"):
+        ds = Dataset(path, target=features, shuffle_buffer=buffer, block_rows=65536)
+    else:
+        ds = Dataset(path, "label", shuffle_buffer=buffer)
+    m = gpunn.MLP([features, *SIZES_HIDDEN, 1], device=device, standardize=True, seed=0)
     out: dict = {"mode": mode, "rows": ds.n_rows, "baseline_rss_anon_mib": baseline}
     if mode == "memory":
         start = time.perf_counter()
@@ -102,7 +118,7 @@ def child(mode: str, path: str, features: int, buffer: int) -> dict:
         X = np.concatenate([p[0] for p in parts])
         y = np.concatenate([p[1] for p in parts])
         m.fit(X[:BATCH], y[:BATCH], epochs=1, batch_size=BATCH, verbose=0)  # placement and first-call costs
-        m = gpunn.MLP([features, *SIZES_HIDDEN, 1], device="cpu", standardize=True, seed=0)
+        m = gpunn.MLP([features, *SIZES_HIDDEN, 1], device=device, standardize=True, seed=0)
         m.scaling = ds.scaling()
         start = time.perf_counter()
         m.fit(X, y, epochs=1, batch_size=BATCH, optimizer="adam", lr=1e-3, verbose=0, copy=False)
@@ -118,14 +134,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=1 << 21)
     parser.add_argument("--features", type=int, default=32)
     parser.add_argument("--buffer", type=int, default=1 << 18, help="shuffle buffer rows")
+    parser.add_argument("--format", choices=["parquet", "npy"], default="parquet", help="file to stream from")
+    parser.add_argument("--device", default="cpu", help="the model's device (cpu, cuda, ...; default cpu)")
+    parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write the results (default {RESULTS})")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.path, args.features, args.buffer)))
+        print(json.dumps(child(args.child, args.path, args.features, args.buffer, args.device)))
         return
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "big.parquet"
+        path = Path(folder) / f"big.{args.format}"
         start = time.perf_counter()
         generate(path, args.rows, args.features)
         file_mib = path.stat().st_size / 2**20
@@ -134,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         results = []
         for mode in ["memory", "read", "memory-only", "prefetch0", "prefetch2"]:
             cmd = [sys.executable, "-m", "benchmarks.streaming", "--child", mode, "--path", str(path),
-                   "--features", str(args.features), "--buffer", str(args.buffer)]  # fmt: skip
+                   "--features", str(args.features), "--buffer", str(args.buffer), "--device", args.device]  # fmt: skip
             r = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ.copy())
             results.append(json.loads(r.stdout.strip().splitlines()[-1]))
             print(results[-1])
@@ -143,9 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     memory = by["memory"]
     train_only, read_only = by["memory-only"]["epoch_s"], by["read"]["epoch_s"]
     lines = [
-        f"File: {args.rows} rows x {args.features} float64 features + label, {file_mib:.0f} MiB Parquet "
+        f"File: {args.rows} rows x {args.features} float64 features + label, {file_mib:.0f} MiB {args.format} "
         f"({file_mib / buffer_mib:.1f}x the shuffle buffer of {args.buffer} rows = {buffer_mib:.0f} MiB); "
-        f"network {[args.features, *SIZES_HIDDEN, 1]}, batch {BATCH}, Adam, float32, standardized.",
+        f"network {[args.features, *SIZES_HIDDEN, 1]}, batch {BATCH}, Adam, float32, standardized, on "
+        f"{args.device}.",
         "",
         "| measure | value |",
         "|---|---:|",
@@ -161,9 +181,10 @@ def main(argv: list[str] | None = None) -> None:
     added2 = by["prefetch2"]["epoch_s"] - train_only
     lines.append(f"| time reading adds to the epoch: without / with prefetch | {added0:.2f} s / {added2:.2f} s |")
     print("\n".join(lines))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"args": vars(args), "file_mib": file_mib, "results": results}, indent=1) + "\n")
-    print(f"\nWrote {RESULTS}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    record = {"args": {k: str(v) for k, v in vars(args).items()}, "file_mib": file_mib, "results": results}
+    args.json.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"\nWrote {args.json}")
 
 
 if __name__ == "__main__":
