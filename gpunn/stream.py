@@ -136,9 +136,12 @@ class Dataset:
         """Each feature's mean and standard deviation over this view's rows, in one streaming pass (blocks
         combined with Chan's update, in float64)."""
         n, mean, m2 = 0, np.zeros(self.n_features), np.zeros(self.n_features)
+        from .data import _check_rows_finite
+
+        names = self.feature_names or [str(j) for j in range(self.n_features)]
         for b in self.blocks:
             x, _ = self.read(b, np.float64)
-            _check_finite(x, self.path, b)
+            _check_rows_finite(self.path, x, self._source.starts[b], f"block {b}", names)
             k = len(x)
             if not k:
                 continue
@@ -217,13 +220,6 @@ def _target_dtype(y: np.ndarray | None) -> Any:
     return np.float64 if y is None else y.dtype
 
 
-def _check_finite(x: np.ndarray, path: str, block: int) -> None:
-    bad = ~np.isfinite(x)
-    if bad.any():
-        row, col = (int(i[0]) for i in np.nonzero(bad))
-        raise InputError(f"{path}, block {block}: row {row} of the block holds {x[row, col]} in feature {col}")
-
-
 class _Source:
     """What a file format provides: block boundaries, and reading a block's columns."""
 
@@ -260,10 +256,11 @@ class _Source:
 
 class _Parquet(_Source):
     def __init__(self, path: str, target: Any, features: list[Any] | None):
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ConfigError(f"{path}: reading Parquet needs pyarrow: pip install 'gpunn[data]'") from None
+        from .data import _need_pyarrow, _select_typed  # the readers' checks (gpunn.data imports this module)
+
+        pa = _need_pyarrow(path, "Parquet")
+        import pyarrow.parquet as pq
+
         self.path = path
         try:
             self.stamp = self._stamp()
@@ -272,17 +269,12 @@ class _Parquet(_Source):
             raise InputError(f"{path}: cannot read it: {exc.strerror or exc}") from None
         except Exception as exc:  # pyarrow.ArrowInvalid for a corrupt or truncated file
             raise InputError(f"{path} is not a readable Parquet file: {exc}") from None
-        names = list(self.file.schema_arrow.names)
-        if target is not None and target not in names:
-            raise InputError(f"{path} has no column {target!r} (its columns: {', '.join(names)})")
-        features = [c for c in names if c != target] if features is None else list(features)
-        missing = [c for c in features if c not in names]
-        if missing:
-            raise InputError(f"{path} has no feature column(s) {', '.join(map(repr, missing))}")
         schema = self.file.schema_arrow
-        text = [c for c in features if not _numeric_arrow(schema.field(c).type)]
-        if text:
-            raise InputError(f"{path}: feature column(s) {', '.join(map(repr, text))} are not numeric")
+        _, cols, kind = _select_typed(pa, path, schema, target, features)
+        if kind == "text":
+            raise InputError(f"{path}: a streamed target column holds numbers (0/1, 0..k-1 or values); "
+                             f"{target!r} holds text")  # fmt: skip
+        features = [schema.names[j] for j in cols]
         self.feature_names, self.target_name, self.n_features = features, target, len(features)
         self.columns: list[str] = features
         self.target: str = target
@@ -309,12 +301,6 @@ class _Parquet(_Source):
 
     def read_target(self, block: int) -> np.ndarray:
         return self._group(block, [self.target]).column(self.target).to_numpy()
-
-
-def _numeric_arrow(kind: Any) -> bool:
-    import pyarrow.types as pat
-
-    return bool(pat.is_integer(kind) or pat.is_floating(kind) or pat.is_boolean(kind))
 
 
 class _Npy(_Source):

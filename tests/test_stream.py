@@ -176,20 +176,27 @@ def test_bad_files_and_calls_are_named(files, tmp_path):
     folder, X, y = files
     with pytest.raises(gpunn.InputError, match="streams .parquet or .npy"):
         Dataset(tmp_path / "d.csv", "label")
-    with pytest.raises(gpunn.InputError, match="no column 'target'.*f0"):
+    with pytest.raises(gpunn.InputError, match="target column 'target' is not in the file's columns.*f0"):
         Dataset(folder / "d.parquet", "target")
-    with pytest.raises(gpunn.InputError, match="no feature column.*'g'"):
+    with pytest.raises(gpunn.InputError, match="feature column 'g' is not in the file's columns"):
         Dataset(folder / "d.parquet", "label", features=["f0", "g"])
     pq.write_table(pa.table({"name": ["a", "b"], "v": [1.0, 2.0], "label": [0, 1]}), tmp_path / "t.parquet")
-    with pytest.raises(gpunn.InputError, match="'name' are not numeric"):
+    with pytest.raises(gpunn.InputError, match="feature column 'name' \\(string\\) is not numeric"):
         Dataset(tmp_path / "t.parquet", "label")
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(gpunn.InputError, match="a streamed target column holds numbers.*'name' holds text"):
+        Dataset(tmp_path / "t.parquet", "name", features=["v"])
     with pytest.raises(gpunn.InputError, match="bad.parquet is not a readable Parquet file"):
         Dataset(tmp_path / "bad.parquet", "label")
     data = (folder / "d.npy").read_bytes()
     (tmp_path / "cut.npy").write_bytes(data[:100])
     with pytest.raises(gpunn.InputError, match="cut.npy is not a readable .npy file"):
         Dataset(tmp_path / "cut.npy", target=D)
+    rows = np.c_[X, y]
+    rows[130, 1] = np.nan
+    np.save(tmp_path / "nan.npy", rows)
+    with pytest.raises(gpunn.InputError, match=r"nan.npy: row 130 \(block 2\), column '1': nan is not a finite"):
+        gpunn.MLP([D, 4, 1], device="cpu", standardize=True).fit(Dataset(tmp_path / "nan.npy", D, block_rows=50))
     with pytest.raises(gpunn.InputError, match="target 9 is not a column"):
         Dataset(folder / "d.npy", target=9)
     ds = Dataset(folder / "d.parquet", "label")
