@@ -113,7 +113,6 @@ def child(mode: str, path: str, features: int, buffer: int, device: str) -> dict
             pass
         out["epoch_s"] = time.perf_counter() - start
     elif mode == "memory-only":
-        X, y = ds.read(0, np.float32)
         parts = [ds.read(b, np.float32) for b in ds.blocks]
         X = np.concatenate([p[0] for p in parts])
         y = np.concatenate([p[1] for p in parts])

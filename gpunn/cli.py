@@ -336,8 +336,7 @@ def _stream_output(ds: Any, output: str, source: str) -> tuple[str, int]:
     hundred). Streamed class labels are taken as they are: 0/1, or 0..k-1."""
     values: set[float] = set()
     whole = True
-    for block in ds.blocks:
-        y = ds._source.read_target(block)
+    for y in ds.target_blocks():
         if y.dtype.kind not in "biuf":
             raise InputError(f"{source}: --stream needs a numeric target column; {ds.target_name!r} is {y.dtype}")
         whole = whole and bool(np.all(y == np.round(y)))

@@ -155,12 +155,12 @@ class Dataset:
         std = np.sqrt(m2 / max(n, 1))
         return mean, np.where(std > 0, std, 1.0)
 
-    def targets(self) -> np.ndarray:
-        """Every target value of this view (one column is small even when the file is not)."""
+    def target_blocks(self) -> Iterator[np.ndarray]:
+        """The target column of this view, a block at a time (only that column is read)."""
         if not self.has_target:
             raise InputError(f"{self.path}: this Dataset has no target column")
-        parts = [self._source.read_target(b) for b in self.blocks]
-        return np.concatenate(parts) if parts else np.zeros(0)
+        for b in self.blocks:
+            yield self._source.read_target(b)
 
     # ------------------------------------------------------------------------------------------ batches
     def batches(
