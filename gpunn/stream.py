@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import array_api_compat as aac
@@ -400,14 +400,16 @@ class Streamed:
         names = self.dataset.feature_names
         return repr(names[j]) if names else str(j)
 
-    def _produce(self, batch_size: int | None, rng: Any, comm: Any) -> Iterator[tuple[Any, ...]]:
+    def _produce(self, batch_size: int | None, rng: Any, comm: Any) -> Generator[tuple[Any, ...], None, None]:
         for xb, yb in self.dataset.batches(batch_size, rng, self.read_dtype):
             rows = len(xb)
             lo, hi = (0, rows) if comm is None else comm.shard(0, rows)
             x, t = self._place(xb[lo:hi], yb[lo:hi])
             yield x, t, rows, hi - lo, None, lo, None  # as train's in-memory batches: no sample weights
 
-    def batches(self, batch_size: int | None, rng: Any, comm: Any) -> Prefetcher | Iterator[tuple[Any, ...]]:
+    def batches(
+        self, batch_size: int | None, rng: Any, comm: Any
+    ) -> Prefetcher | Generator[tuple[Any, ...], None, None]:
         """One epoch's placed batches ``(x, t, rows, shard_rows, None, row_offset, None)``."""
         produce = self._produce(batch_size, rng, comm)
         depth = PREFETCH

@@ -79,17 +79,17 @@ class Runner:
     weight: Any = None  # sample weights on the device, (n, 1), when fit has them
     weight_host: Any = None  # the same on the host, (n,) float64, to check every batch's total before an epoch
 
-    def __call__(self, params, state, xb, tb, rows, shard_rows, lr, wb=None, offset=0, weight_total=None):
-        """One step on the batch ``(xb, tb)`` (sample weights ``wb``): this rank's ``shard_rows`` of a global batch
-        of ``rows``, starting at its row ``offset``; ``weight_total`` is the global batch's weight total."""
+    def __call__(self, params: Any, state: Any, batch: tuple, lr: Any):
+        """One step on ``batch`` = ``(x, t, rows, shard_rows, w, offset, weight_total)``, as the epoch's batches
+        come: this rank's ``shard_rows`` rows ``(x, t)`` (sample weights ``w`` or None) of a global batch of
+        ``rows``, starting at its row ``offset``; ``weight_total`` is the global batch's weight total."""
         if self.compiled:
             if isinstance(state["step"], int):  # the compiled step returns it as an array: compile once, not twice
                 xp = self.step.xp
                 state = {**state, "step": xp.asarray(state["step"], dtype=xp.int32, device=self.device)}
             try:
                 step, gradients, apply = self._step, self._gradients, self._apply
-                return self._run(params, state, (xb, tb, rows, shard_rows, lr, wb, offset, weight_total), step,
-                                 gradients, apply)  # fmt: skip
+                return self._run(params, state, batch, lr, step, gradients, apply)
             except Exception as exc:
                 if self.mode is True or isinstance(exc, (NonFiniteError, MemoryError)):
                     raise
@@ -102,11 +102,10 @@ class Runner:
                 self.compiled = False
                 lr = float(_backend.to_numpy(lr))
         step = self.step
-        batch = (xb, tb, rows, shard_rows, lr, wb, offset, weight_total)
-        return self._run(params, state, batch, step, step.gradients, step.apply)
+        return self._run(params, state, batch, lr, step, step.gradients, step.apply)
 
-    def _run(self, params, state, batch, step, gradients, apply):
-        xb, tb, rows, shard_rows, lr, wb, offset, weight_total = batch
+    def _run(self, params, state, batch, lr, step, gradients, apply):
+        xb, tb, rows, shard_rows, wb, offset, weight_total = batch
         if self.comm is None:
             return step(params, state, xb, tb, lr, wb)
         if shard_rows:
@@ -205,13 +204,12 @@ def _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm, 
         batches = _memory_batches(model, runner, x, target, batch_size, shuffle, comm)
     loss_sums, corrects = [], []
     try:
-        for xb, tb, rows, shard, wb, offset, total in batches:
-            params, state, loss_sum, correct = runner(params, state, xb, tb, rows, shard, rate, wb, offset, total)
+        for batch in batches:
+            params, state, loss_sum, correct = runner(params, state, batch, rate)
             loss_sums.append(loss_sum)
             corrects.append(correct)
     finally:
-        if isinstance(batches, stream.Prefetcher):
-            batches.close()
+        batches.close()  # a generator, or a Prefetcher whose thread stops
     has_correct = corrects[0] is not None
     floats, counts = loss_sums, corrects if has_correct else []
     if val is not None:
