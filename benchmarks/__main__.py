@@ -57,6 +57,8 @@ def contenders(gpu: bool) -> list[str]:
         out.append("gpunn-jax")
     if gpu:
         out.append("gpunn-cupy")
+        if have("torch"):
+            out.append("gpunn-torch-cuda")
     out.append("naive-numpy")
     if have("sklearn"):
         out.append("sklearn")
@@ -84,23 +86,31 @@ def step_flops(sizes: list[int], batch: int) -> int:
     return sum(2 * m * k * n for m, k, n in step_gemms(sizes, batch))
 
 
-def gemm_seconds(sizes: list[int], batch: int, repeats: int) -> float:
-    """Best time of the step's matrix products alone, in NumPy float32: the roofline floor of a step.
+def gemm_seconds(sizes: list[int], batch: int, repeats: int, gpu: bool = False) -> float:
+    """Best time of the step's matrix products alone, in float32: the roofline floor of a step. In NumPy, or in
+    CuPy with the device synchronized when ``gpu`` (a GPU run's contenders are measured against the GPU).
 
     The minimum over repeats, not the median: a floor is what the hardware can do, and on a shared machine
     every disturbance only adds time."""
+    xp, sync = np, lambda: None
+    if gpu:
+        import cupy
+
+        xp, sync = cupy, cupy.cuda.Device().synchronize
     rng = np.random.default_rng(0)
     pairs = [
-        (rng.normal(size=(m, k)).astype(np.float32), rng.normal(size=(k, n)).astype(np.float32))
+        (xp.asarray(rng.normal(size=(m, k)), dtype=np.float32), xp.asarray(rng.normal(size=(k, n)), dtype=np.float32))
         for m, k, n in step_gemms(sizes, batch)
     ]
     for a, b in pairs:
         a @ b
+    sync()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         for a, b in pairs:
             a @ b
+        sync()
         times.append(time.perf_counter() - t0)
     return min(times)
 
@@ -178,6 +188,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer epochs (a smoke run, not for publishing)")
     parser.add_argument("--tag", default="cpu", help="name of the result files (default: cpu)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per cell (default: 5)")
+    parser.add_argument("--reference", default="gpunn-numpy", help="the contender others are compared with")
+    parser.add_argument("--no-memory", action="store_true", help="skip the CPU memory check and step profile")
     args = parser.parse_args()
 
     gpu = gpu_available()
@@ -199,7 +211,7 @@ def main() -> None:
     for cell_name in args.cells.split(","):
         cell = dict(CELLS[cell_name])
         batch = cell["batch"] or cell["n"]
-        floor = gemm_seconds(cell["sizes"], batch, repeats=30 if cell_name != "wide" else 5)
+        floor = gemm_seconds(cell["sizes"], batch, repeats=30 if cell_name != "wide" or gpu else 5, gpu=gpu)
         flops = step_flops(cell["sizes"], batch)
         # wide's short CPU run: torch.compile's compilation would take longer than the run
         todo = [n for n in names if not (cell_name == "wide" and not gpu and n == "gpunn-torch-compile")]
@@ -242,8 +254,10 @@ def main() -> None:
         "dtype": "float32",
         "results": results,
         "paired": paired,
-        "memory": memory_check() if not args.quick else None,
-        "profile_mid_1024": profile_step("mid-1024") if not args.quick else None,
+        "reference": args.reference,
+        "gemm_floor_on": "cupy" if gpu else "numpy",
+        "memory": memory_check() if not (args.quick or args.no_memory) else None,
+        "profile_mid_1024": profile_step("mid-1024") if not (args.quick or args.no_memory) else None,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.tag}.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -260,6 +274,7 @@ def main() -> None:
 
 def markdown(report: dict) -> str:
     info = report["machine"]
+    reference = report.get("reference", "gpunn-numpy")
     blas = "; ".join(
         f"{b['internal_api']} {b['version']} {b['architecture']} x{b['num_threads']}" for b in info["blas"]
     )
@@ -269,7 +284,7 @@ def markdown(report: dict) -> str:
         + f"; BLAS: {blas}; unset for the run: {info['unset_for_benchmark'] or 'nothing'}.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".",
         "",
-        "| cell | contender | ms / step (median) | middle half | samples / s | gpunn-numpy speed-up "
+        f"| cell | contender | ms / step (median) | middle half | samples / s | {reference} speed-up "
         "| % of GEMM floor | speed-up ceiling | peak RSS over baseline (MiB) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -277,7 +292,7 @@ def markdown(report: dict) -> str:
     for r in report["results"]:
         by_cell.setdefault(r["cell"], {})[r["contender"]] = r
     for cell, rows in by_cell.items():
-        ref = rows.get("gpunn-numpy", {}).get("step_s")
+        ref = rows.get(reference, {}).get("step_s")
         for name, r in rows.items():
             if "error" in r:
                 lines.append(f"| {cell} | {name} | failed: {r['error'][:60]} | | | | | | |")
@@ -290,9 +305,10 @@ def markdown(report: dict) -> str:
             )
     lines.append("")
     lines.append(
-        "Speed-up: the contender's median time per step divided by gpunn-numpy's (above 1: gpunn is faster). "
+        f"Speed-up: the contender's median time per step divided by {reference}'s (above 1: gpunn is faster). "
         "Middle half: the 25th-75th percentile of the timed epochs, per step. % of GEMM floor: the time of the "
-        "step's matrix products alone in NumPy, measured in the same run, over the step's time. Speed-up ceiling: "
+        f"step's matrix products alone in {report.get('gemm_floor_on', 'numpy')}, float32, measured in the same run, "
+        "over the step's time. Speed-up ceiling: "
         "the contender's time over the GEMM floor, the most that any library running the same matrix products "
         "could be faster than this contender. Peak RSS counts "
         "everything the contender's process loaded after NumPy, its framework included."

@@ -1,51 +1,102 @@
 #!/usr/bin/env bash
-# The GPU run in one go, on a bare CUDA machine: GPU tests (CuPy, torch CUDA), the benchmark cells in
-# FP32 and in TF32 (switched on here, for the benchmark only, and recorded), then tiny against its kernel-launch
-# floor. Results go under $OUT, or benchmarks/results when OUT is unset.
+# The GPU run in one call, sized for a device lease of 15 minutes (a machine's start and a rerun included):
 #
-#   bash benchmarks/gpu.sh
+#   bash benchmarks/gpu.sh               # every step, in this order
+#   bash benchmarks/gpu.sh tests bench   # only the steps named
 #
-# Needs numpy, cupy, pytest, hypothesis, safetensors, tqdm and (for the peers) torch, jax, scikit-learn.
-# Where array-api-compat/-strict are not installed, wheels in .whl/ are put on PYTHONPATH first.
+# Steps, most important first: env (nvidia-smi, gpunn info), tests (the whole suite, GPU parameters included,
+# across processes with pytest-xdist), diff (NumPy-vs-GPU weights after the same run), bench (benchmark cells,
+# FP32, the GPU contenders and gpunn-numpy), ops (array operations per step), floor (tiny against its
+# kernel-launch floor), stream (streaming an .npy file onto the GPU, prefetch on and off), tf32 (the matrix-heavy
+# cells again with TF32 on, for the benchmark only).
+#
+# Each step runs under its own time limit, cut to what is left of GPU_SH_BUDGET seconds (default 420); a step
+# with under 20 s left is skipped and says so. After every step, $OUT holds summary.txt (each step's exit status,
+# time and last lines) and gpu-results.tar.gz (every log and result file): two files, as the device tool brings
+# back at most eight, and a run cut short still returns what it finished.
+#
+# Needs numpy, cupy, pytest, hypothesis, safetensors, tqdm and, for the peers, torch, jax and scikit-learn.
+# Where array-api-compat/-strict are not installed, the wheels in .whl/ are put on PYTHONPATH first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-benchmarks/results}
+OUT=${OUT:-benchmarks/results/gpu}
 mkdir -p "$OUT"
-if [ -d .whl ] && ! python3 -c "import array_api_compat" 2>/dev/null; then
+OUT=$(cd "$OUT" && pwd)
+WORK=$(mktemp -d)
+BUDGET=${GPU_SH_BUDGET:-420}
+STEPS=("$@")
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(env tests diff bench ops floor stream tf32)
+
+if [ -d .whl ] && ! python3 -c "import array_api_compat, array_api_strict" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
 fi
-export PYTHONPATH=${PYTHONPATH:-$PWD}
+export PYTHONPATH=${PYTHONPATH:-$PWD} PYTHONUNBUFFERED=1
+# Several test processes share the GPU: JAX must not take 75% of its memory up front in each of them.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+# GPU machines may run this as root, which OpenMPI's mpiexec refuses unless told (MPICH's does not mind).
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
 
-nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-python3 -m gpunn info > "$OUT/gpunn-info.txt" 2>&1
+started=$SECONDS
+: > "$OUT/summary.txt"
+say() { echo "$*" | tee -a "$OUT/summary.txt"; }
+say "gpu.sh $(date -u +%FT%TZ), steps: ${STEPS[*]}, budget ${BUDGET} s"
 
-# 1. The whole suite, GPU parameters included (they run when a GPU is usable).
-python3 -m pytest -q -rs tests > "$OUT/gpu-tests.txt" 2>&1
-echo "tests: $(tail -n 1 "$OUT/gpu-tests.txt")"
+# step NAME LIMIT_S SHOWN_LINES COMMAND...: run COMMAND into $WORK/NAME.txt, record it, pack the results.
+step() {
+  local name=$1 limit=$2 shown=$3
+  shift 3
+  local left=$((BUDGET - (SECONDS - started)))
+  if [ "$left" -lt 20 ]; then
+    say "== $name: skipped, ${left} s of the budget left"
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  local t0=$SECONDS
+  timeout -k 5 "$limit" bash -c '"$@"' "$name" "$@" > "$WORK/$name.txt" 2>&1
+  local rc=$?
+  local why=""
+  [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] && why=" (cut at its ${limit} s limit)"
+  say "== $name: exit $rc in $((SECONDS - t0)) s$why"
+  tail -n "$shown" "$WORK/$name.txt" | tee -a "$OUT/summary.txt"
+  cp benchmarks/results/gpu-*.json benchmarks/results/gpu-*.md benchmarks/results/gpu-*.png "$WORK/" 2>/dev/null
+  tar -czf "$OUT/gpu-results.tar.gz" -C "$WORK" .
+}
 
-# 2. Largest NumPy-vs-CuPy difference after the cross-backend Adam run, for docs/devices.md.
-python3 -m benchmarks.gpu_diff > "$OUT/gpu-diff.json" 2>&1
-cat "$OUT/gpu-diff.json"
+env_info() {
+  nvidia-smi
+  python3 -m gpunn info
+  python3 -c "import cupy, torch, jax; print('cupy', cupy.__version__, '| torch', torch.__version__, \
+torch.cuda.is_available(), '| jax', jax.__version__, jax.devices())"
+}
 
-# 3. Benchmark cells, FP32 then TF32.
-CUPY_TF32=0 python3 -m benchmarks --tag gpu-fp32 --rounds 2 > "$OUT/gpu-fp32.log" 2>&1
-CUPY_TF32=1 python3 -m benchmarks --tag gpu-tf32 --rounds 1 --contenders gpunn-cupy,torch-cuda \
-  > "$OUT/gpu-tf32.log" 2>&1
-cp benchmarks/results/gpu-fp32.* benchmarks/results/gpu-tf32.* "$OUT/" 2>/dev/null
-tail -n 30 "$OUT/gpu-fp32.log"
+run_tests() {
+  # Across 8 processes when pytest-xdist is there (the image has it), else in one.
+  local par=()
+  python3 -c "import xdist" 2>/dev/null && par=(-n 8)
+  local limit=()
+  python3 -c "import pytest_timeout" 2>/dev/null && limit=(--timeout 150)
+  python3 -m pytest -q -rs "${par[@]}" "${limit[@]}" -p no:cacheprovider tests
+}
 
-# 4. tiny against its kernel-launch floor (kernels per step counted by torch's profiler, launch time measured).
-python3 -m benchmarks.launch_floor > "$OUT/launch-floor.json" 2>&1
-cat "$OUT/launch-floor.json"
+export -f env_info run_tests
+GPU_PEERS=gpunn-cupy,gpunn-torch-cuda,gpunn-jax,torch-cuda,jax-jit
 
-# 5. Array operations per training step (eager torch path), the figure that predicts a GPU step's launch cost.
-python3 -m benchmarks.ops --json "$OUT/ops.json" > "$OUT/ops.txt" 2>&1
-tail -n 8 "$OUT/ops.txt"
-
-# 6. Streaming from an .npy file (no pyarrow on the GPU image) onto the GPU: what prefetching (pinned memory, a
-#    copy stream, a reading thread) hides of an epoch's reading and host-to-device copies.
-python3 -m benchmarks.streaming --format npy --device cuda --rows 1048576 --json "$OUT/streaming-gpu.json" \
-  > "$OUT/streaming-gpu.txt" 2>&1
-tail -n 12 "$OUT/streaming-gpu.txt"
+for s in "${STEPS[@]}"; do
+  case $s in
+    env) step env 60 4 env_info ;;
+    tests) step tests 240 25 run_tests ;;
+    diff) step diff 60 12 python3 -m benchmarks.gpu_diff ;;
+    bench) step bench 200 30 env CUPY_TF32=0 python3 -m benchmarks --tag gpu-fp32 --rounds 1 --no-memory \
+      --reference gpunn-cupy --contenders "gpunn-numpy,$GPU_PEERS" ;;
+    ops) step ops 60 8 python3 -m benchmarks.ops --json "$WORK/ops.json" ;;
+    floor) step floor 60 12 python3 -m benchmarks.launch_floor ;;
+    stream) step stream 90 12 python3 -m benchmarks.streaming --format npy --device cuda --rows 1048576 \
+      --json "$WORK/streaming-gpu.json" ;;
+    tf32) step tf32 90 12 env CUPY_TF32=1 python3 -m benchmarks --tag gpu-tf32 --rounds 1 --no-memory \
+      --reference gpunn-cupy --cells mid-1024,wide --contenders gpunn-cupy,torch-cuda ;;
+    *) say "== $s: no such step (env tests diff bench ops floor stream tf32)" ;;
+  esac
+done
+say "gpu.sh done in $((SECONDS - started)) s; results in $OUT/gpu-results.tar.gz"

@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> None:
         for mode in ["memory", "read", "memory-only", "prefetch0", "prefetch2"]:
             cmd = [sys.executable, "-m", "benchmarks.streaming", "--child", mode, "--path", str(path),
                    "--features", str(args.features), "--buffer", str(args.buffer), "--device", args.device]  # fmt: skip
-            r = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ.copy())
+            r = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+            if r.returncode:
+                sys.exit(f"the {mode} run failed:\n{r.stderr.strip()}")
             results.append(json.loads(r.stdout.strip().splitlines()[-1]))
             print(results[-1])
     buffer_mib = args.buffer * args.features * 8 / 2**20

@@ -68,6 +68,18 @@ def epoch_times(run_epoch, epochs: int, sync=lambda: None) -> list[float]:
     return times
 
 
+def jax_matmul_precision() -> None:
+    """JAX multiplies float32 matrices in TF32 on recent GPUs by default, CuPy and PyTorch do not: every
+    contender computes in float32, unless the run asks for TF32 (CUPY_TF32=1, as gpu.sh's TF32 pass sets)."""
+    import os
+
+    import jax
+
+    jax.config.update(
+        "jax_default_matmul_precision", "tensorfloat32" if os.environ.get("CUPY_TF32") == "1" else "highest"
+    )
+
+
 # --------------------------------------------------------------------------------------------- contenders
 def run_gpunn(cell, X, y, bs, epochs, namespace):
     import importlib
@@ -82,6 +94,8 @@ def run_gpunn(cell, X, y, bs, epochs, namespace):
         kwargs = {"xp": importlib.import_module("torch"), "device": "cuda"}
     elif namespace != "numpy":
         module = "jax.numpy" if namespace.startswith("jax") else "torch"
+        if namespace.startswith("jax"):
+            jax_matmul_precision()
         kwargs = {"xp": importlib.import_module(module), "device": None}
     # gpunn-jax compiles its step (compile="auto"); gpunn-jax-eager and gpunn-torch do not; *-compile asks for it.
     kwargs["compile"] = True if namespace.endswith("-compile") else False if namespace.endswith("eager") else "auto"
@@ -193,6 +207,7 @@ def run_jax(cell, X, y, bs, epochs):
     import jax
     import jax.numpy as jnp
 
+    jax_matmul_precision()
     sizes = cell["sizes"]
     params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in initial_weights(sizes)]
     k = sizes[-1]

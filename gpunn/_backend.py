@@ -156,9 +156,14 @@ def _device_in(xp: Any, device: Any) -> Any:
 
 def _devices(xp: Any) -> list[Any]:
     try:
-        return [d for d in xp.__array_namespace_info__().devices() if d is not None]
+        found = [d for d in xp.__array_namespace_info__().devices() if d is not None]
     except Exception:
-        return []
+        found = []
+    if aac.is_jax_namespace(xp):  # its info lists the default backend's devices only (the GPUs, where there are)
+        import jax
+
+        found += [d for d in jax.devices("cpu") if d not in found]
+    return found
 
 
 def namespace_name(xp: Any) -> str:

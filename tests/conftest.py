@@ -1,7 +1,8 @@
 """The ``backend`` fixture: every numeric test runs on every array namespace and device usable here.
 
-numpy; array_api_strict on its default device and on its simulated "device1"; torch on CPU and jax when
-installed; cupy and torch on CUDA when a GPU is usable. Unusable ones are skipped with the reason.
+numpy; array_api_strict on its default device and on its simulated "device1"; torch and jax on the CPU when
+installed; cupy, torch and jax on CUDA when a GPU is usable. Unusable ones are skipped with the reason. Each
+parameter names its device, so that a test means the same thing on a machine with a GPU as without one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ if importlib.util.find_spec("jax") is not None:
 
     # gpunn never relies on a default dtype; the float64 oracles need JAX's 64-bit mode.
     jax.config.update("jax_enable_x64", True)
+    # JAX computes float32 matrix products in TF32 on recent GPUs unless told otherwise; CuPy and torch do not.
+    # The float32 GPU tolerance is derived from float32 rounding, so every namespace computes in float32.
+    jax.config.update("jax_default_matmul_precision", "highest")
 
 
 @dataclass(frozen=True)
@@ -64,13 +68,23 @@ def _torch_cuda_reason() -> str | None:
     return None if torch.cuda.is_available() else "torch sees no usable CUDA device"
 
 
+def _jax_gpu_reason() -> str | None:
+    if importlib.util.find_spec("jax") is None:
+        return "jax is not installed"
+    try:
+        jax.devices("gpu")
+    except RuntimeError as exc:
+        return f"jax has no GPU backend ({type(exc).__name__})"
+    return None
+
+
 def _backends() -> list[Any]:
     params = [pytest.param(("numpy", "numpy", None, None), id="numpy")]
     for id_, module, device in [
         ("strict", "array_api_strict", None),
         ("strict-device1", "array_api_strict", "device1"),
         ("torch-cpu", "torch", "cpu"),
-        ("jax", "jax.numpy", None),
+        ("jax", "jax.numpy", "cpu"),
     ]:
         root = module.split(".")[0]
         reason = None if importlib.util.find_spec(root) else f"{root} is not installed"
@@ -86,12 +100,19 @@ def _backends() -> list[Any]:
         pytest.param(("torch-cuda", "torch", "cuda", "gpu"), id="torch-cuda", marks=[pytest.mark.gpu]
                      + ([pytest.mark.skip(reason=f"no GPU for torch: {reason}")] if reason else []))
     )  # fmt: skip
+    reason = _jax_gpu_reason()
+    params.append(
+        pytest.param(("jax-gpu", "jax.numpy", "gpu", "gpu"), id="jax-gpu", marks=[pytest.mark.gpu]
+                     + ([pytest.mark.skip(reason=f"no GPU for jax: {reason}")] if reason else []))
+    )  # fmt: skip
     return params
 
 
 @pytest.fixture(params=_backends())
 def backend(request: pytest.FixtureRequest) -> Backend:
     name, module, device, gpu = request.param
+    if module == "jax.numpy":
+        device = jax.devices(device)[0]  # a jax Device: "cpu" here even where JAX's default device is a GPU
     return Backend(name, importlib.import_module(module), device, gpu == "gpu")
 
 

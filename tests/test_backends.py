@@ -243,9 +243,14 @@ def test_a_model_returns_to_its_device_through_pickle_save_load_and_to(backend, 
     import pickle
 
     kwargs = backend.kwargs()
-    if backend.gpu:
-        kwargs["device"] = f"cuda:{gpu_count - 1}" if backend.name == "cupy" else (
-            f"cuda:{backend.xp.cuda.device_count() - 1}")  # fmt: skip
+    if backend.name == "cupy":
+        kwargs["device"] = f"cuda:{gpu_count - 1}"
+    elif backend.name == "torch-cuda":
+        kwargs["device"] = f"cuda:{backend.xp.cuda.device_count() - 1}"
+    elif backend.name == "jax-gpu":
+        import jax
+
+        kwargs["device"] = jax.devices("gpu")[-1]
     X, y = _problem()
     fit = dict(epochs=2, lr=0.01, batch_size=32, optimizer="adam", verbose=0)
     m = gpunn.MLP([5, 6, 1], dtype="float64", seed=1, **kwargs)

@@ -42,8 +42,8 @@ def test_compiled_jax_equals_eager_jax_and_numpy(cfg):
     output = {0: "identity", 1: "sigmoid", 3: "softmax"}[cfg["k"]]
     runs = {}
     for name, where in [
-        ("compiled", dict(xp=jnp, device=None, compile=True)),
-        ("eager", dict(xp=jnp, device=None, compile=False)),
+        ("compiled", dict(xp=jnp, device="cpu", compile=True)),
+        ("eager", dict(xp=jnp, device="cpu", compile=False)),
         ("numpy", dict(device="cpu")),
     ]:
         m = gpunn.MLP(sizes, activation=cfg["activation"], output=output, dtype="float64", seed=2, **where)
@@ -76,7 +76,7 @@ def test_an_epoch_compiles_at_most_twice(monkeypatch):
 
     monkeypatch.setattr(_backend, "compiler", lambda xp, required=False: recording_jit)
     X, y = _problem(n=100)
-    m = gpunn.MLP([4, 8, 1], xp=jnp, device=None, dtype="float64", compile=True)
+    m = gpunn.MLP([4, 8, 1], xp=jnp, device="cpu", dtype="float64", compile=True)
     m.fit(X, y, epochs=2, batch_size=32, verbose=0)  # 3 batches of 32 and one of 4
     m.fit(X, y, epochs=2, batch_size=32, verbose=0)
     assert len(jitted) == 3  # the step and its two halves (for distributed training), made once
@@ -124,7 +124,7 @@ def test_a_failing_compiler_raises_under_true(failing_compiler):
 
 
 def _model(**kwargs):
-    return gpunn.MLP([4, 8, 8, 1], xp=jnp, device=None, dtype="float64", seed=5, compile=True, **kwargs)
+    return gpunn.MLP([4, 8, 8, 1], xp=jnp, device="cpu", dtype="float64", seed=5, compile=True, **kwargs)
 
 
 def test_compiled_resume_is_bit_identical(tmp_path):
@@ -134,7 +134,7 @@ def test_compiled_resume_is_bit_identical(tmp_path):
     first = _model()
     first.fit(X, y, epochs=3, batch_size=16, optimizer="adam", lr=0.01, verbose=0)
     first.save(tmp_path / "m.safetensors")
-    resumed = gpunn.load(tmp_path / "m.safetensors", xp=jnp, device=None)
+    resumed = gpunn.load(tmp_path / "m.safetensors", xp=jnp, device="cpu")
     resumed.fit(X, y, epochs=3, batch_size=16, optimizer="adam", lr=0.01, verbose=0)
     np.testing.assert_array_equal(_host(resumed), _host(whole))
     assert resumed.history.loss == whole.history.loss
@@ -161,7 +161,7 @@ def test_compiled_interrupt_leaves_a_model_that_resumes_exactly():
 def test_compiled_divergence_keeps_the_last_finite_weights():
     X, y = _problem()
     X, yv = X * 1e3, y.astype(float) * 1e3
-    m = gpunn.MLP([4, 8, 1], xp=jnp, device=None, output="identity", dtype="float32", compile=True)
+    m = gpunn.MLP([4, 8, 1], xp=jnp, device="cpu", output="identity", dtype="float32", compile=True)
     m.fit(X, yv, epochs=2, lr=1e-12, batch_size=32, optimizer="momentum", verbose=0)
     good = (_host(m), np.array(m.optimizer_state["velocity"]))
     with pytest.raises(gpunn.NonFiniteError, match=r"diverged in epoch 3, batch \d of 4"):

@@ -42,7 +42,7 @@ TRAIN = textwrap.dedent(
     if cfg["xp"] == "jax":  # the compiled step, its two halves around the allreduce
         import jax
         jax.config.update("jax_enable_x64", True)
-        where = {"xp": jax.numpy, "device": None, "compile": True}
+        where = {"xp": jax.numpy, "device": "cpu", "compile": True}
     weight = 0.5 + np.arange(103) % 3 if cfg["weighted"] else None
     m = gpunn.MLP([4, 8, 8, 1], dtype="float64", seed=3, dropout=cfg["dropout"], **where)
     m.fit(X, y, epochs=4, lr=cfg["lr"], batch_size=cfg["batch_size"], optimizer=cfg["optimizer"],

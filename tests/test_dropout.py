@@ -188,7 +188,7 @@ def test_resume_with_dropout_is_bit_identical(tmp_path, namespace):
     where: dict = {"device": "cpu"}
     if namespace == "jax":
         jnp = pytest.importorskip("jax.numpy")
-        where = {"xp": jnp, "device": None}
+        where = {"xp": jnp, "device": "cpu"}
     fit = dict(lr=0.05, optimizer="adam", batch_size=16, verbose=0)
     straight = gpunn.MLP([5, 12, 8, 1], dropout=0.3, dtype="float64", seed=5, **where)
     straight.fit(X, y, epochs=4, **fit)

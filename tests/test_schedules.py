@@ -108,7 +108,7 @@ def test_a_compiled_step_takes_each_epochs_rate_without_compiling_again():
     eager = gpunn.MLP([4, 8, 1], dtype="float64", device="cpu")
     eager.fit(X, y, epochs=5, lr=schedule, batch_size=32, optimizer="adam", verbose=0)
     train._compiled.cache_clear()
-    m = gpunn.MLP([4, 8, 1], dtype="float64", xp=jax.numpy, device=None, compile=True)
+    m = gpunn.MLP([4, 8, 1], dtype="float64", xp=jax.numpy, device="cpu", compile=True)
     m.fit(X, y, epochs=5, lr=schedule, batch_size=32, optimizer="adam", verbose=0)
     np.testing.assert_allclose(np.asarray(m.params), eager.params, rtol=0, atol=1e-9)
     assert train._compiled.cache_info().currsize == 1  # one compiled step for all five rates

@@ -99,7 +99,7 @@ def test_compiled_weighted_training_equals_numpy():
     X, y, rng = _problem()
     w = rng.uniform(0, 2, len(X))
     runs = []
-    for where in (dict(device="cpu"), dict(xp=jax.numpy, device=None, compile=True)):
+    for where in (dict(device="cpu"), dict(xp=jax.numpy, device="cpu", compile=True)):
         m = gpunn.MLP([3, 6, 1], dtype="float64", seed=4, **where)
         m.fit(X, y, epochs=4, lr=0.05, batch_size=16, optimizer="adam", sample_weight=w, verbose=0)
         runs.append(np.asarray(_backend.to_numpy(m.params)))
