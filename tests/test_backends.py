@@ -272,6 +272,23 @@ def test_a_model_returns_to_its_device_through_pickle_save_load_and_to(backend, 
                                    atol=1e-12)  # fmt: skip
 
 
+def test_jax_cpu_resolves_by_name_where_jax_defaults_to_a_gpu(monkeypatch):
+    """JAX's namespace info lists its default backend's devices only: on a GPU machine, the GPUs. A JAX model
+    on the CPU must still come back there from its pickle or checkpoint (stand-in: an info listing no CPU)."""
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    class GpuOnlyInfo:
+        def devices(self):
+            return [None]
+
+    monkeypatch.setattr(jnp, "__array_namespace_info__", lambda: GpuOnlyInfo())
+    cpu = jax.devices("cpu")[0]
+    for name in ("cpu:0", "cpu", str(cpu)):
+        xp, device = _backend.resolve_by_name("jax", name)
+        assert device == cpu, name
+
+
 def test_a_device_that_is_gone_is_a_clear_error_when_unpickling():
     pytest.importorskip("torch")
     with pytest.raises(gpunn.DeviceError, match="cuda:9"):
