@@ -35,7 +35,14 @@ GELU_OPSET = 20  # the first opset with Gelu(approximate="tanh"); below it gelu 
 _INSTALL = "ONNX export needs the onnx package: pip install 'gpunn[onnx]'"
 
 
-def to_onnx(model: Any, path: str | os.PathLike[str], *, opset: int | None = None) -> str:
+def to_onnx(
+    model: Any,
+    path: str | os.PathLike[str],
+    *,
+    opset: int | None = None,
+    classes: Any = None,
+    two_column_binary: bool = False,
+) -> str:
     """Write ``model`` as an ONNX graph to ``path`` (atomically: a temporary file, then a rename); return the path.
 
     Parameters
@@ -47,6 +54,12 @@ def to_onnx(model: Any, path: str | os.PathLike[str], *, opset: int | None = Non
     opset : int, optional
         The ONNX operator set, from 13 to the newest one the installed ``onnx`` knows; default 17. From 20 on,
         gelu in a float32 model is one ``Gelu(approximate="tanh")`` node.
+    classes : sequence, optional
+        The labels of a single-label classifier's classes, in order (integers, floats or strings): ``label``
+        then gives ``classes[index]`` instead of the index, as ``gpunn.sklearn.MLPClassifier.predict`` does.
+    two_column_binary : bool
+        With one sigmoid output, ``probabilities`` holds ``[1 - p, p]``, (batch, 2), as scikit-learn's
+        ``predict_proba`` does.
 
     The graph's input is ``X`` (batch, n_features) of the model's dtype; its outputs are ``probabilities`` (or
     ``values`` for an identity output) and, for classifiers, the int64 ``label`` that ``predict`` gives. Raises
@@ -57,12 +70,12 @@ def to_onnx(model: Any, path: str | os.PathLike[str], *, opset: int | None = Non
 
     if not isinstance(path, (str, os.PathLike)):
         raise ConfigError(f"path must be a file path (str or os.PathLike); got {path!r}")
-    proto = onnx_model(model, opset=opset)
+    proto = onnx_model(model, opset=opset, classes=classes, two_column_binary=two_column_binary)
     atomic_write(path, proto.SerializeToString())
     return os.fspath(path)
 
 
-def onnx_model(model: Any, *, opset: int | None = None) -> Any:
+def onnx_model(model: Any, *, opset: int | None = None, classes: Any = None, two_column_binary: bool = False) -> Any:
     """The ONNX ``ModelProto`` that :func:`to_onnx` writes, checked by ``onnx.checker``, kept in memory (for
     ``onnxruntime.InferenceSession(proto.SerializeToString())``, or to edit before saving)."""
     from . import __version__
@@ -74,6 +87,8 @@ def onnx_model(model: Any, *, opset: int | None = None) -> Any:
         raise NotFittedError("this MLP has not been trained yet: call fit(), set_weights() or gpunn.load() first")
     onnx = _import_onnx()
     opset = _opset(opset, onnx)
+    single_label = model.output == "softmax" or (model.output == "sigmoid" and model.n_outputs == 1)
+    labels = None if classes is None else _class_labels(classes, model, single_label, onnx)
     names = layers.per_layer(model.activation, len(model.sizes) - 2)
     for i, name in enumerate(names):
         if name not in _ACTIVATIONS:
@@ -100,20 +115,32 @@ def onnx_model(model: Any, *, opset: int | None = None) -> Any:
         g.op("Identity", [z], out="values")
         outputs.append(("values", float_type, [batch, k]))
     else:
+        label = "label" if labels is None else "label_index"
         if model.output == "softmax":
             g.op("Softmax", [z], out="probabilities", axis=1)
-            g.op("ArgMax", [z], out="label", axis=1, keepdims=0)  # the first maximum, as numpy's argmax
+            g.op("ArgMax", [z], out=label, axis=1, keepdims=0)  # the first maximum, as numpy's argmax
             label_shape: list[Any] = [batch]
         else:
-            _probability(g, z, out="probabilities")
+            if two_column_binary and k == 1:
+                p = _probability(g, z, out="positive")
+                g.op("Concat", [g.op("Sub", [g.scalar(1.0), p]), p], out="probabilities", axis=1)
+            else:
+                _probability(g, z, out="probabilities")
             positive = g.op("Cast", [g.op("Greater", [z, g.scalar(0.0)])], to=int64)  # p > 0.5 exactly when z > 0
             if k == 1:
-                g.op("Squeeze", [positive, g.const("label.axes", np.array([1], dtype=np.int64))], out="label")
+                g.op("Squeeze", [positive, g.const("label.axes", np.array([1], dtype=np.int64))], out=label)
                 label_shape = [batch]
             else:
                 g.op("Identity", [positive], out="label")
                 label_shape = [batch, k]
-        outputs += [("probabilities", float_type, [batch, k]), ("label", int64, label_shape)]
+        label_type = int64
+        if labels is not None:
+            g.initializers.append(onnx.numpy_helper.from_array(labels, "classes"))
+            g.op("Gather", ["classes", label], out="label", axis=0)
+            label_type = onnx.helper.np_dtype_to_tensor_dtype(labels.dtype) if labels.dtype != object else (
+                onnx.TensorProto.STRING)  # fmt: skip
+        width = 2 if two_column_binary and model.output == "sigmoid" and k == 1 else k
+        outputs += [("probabilities", float_type, [batch, width]), ("label", label_type, label_shape)]
 
     helper = onnx.helper
     graph = helper.make_graph(
@@ -144,6 +171,26 @@ def onnx_model(model: Any, *, opset: int | None = None) -> Any:
     helper.set_model_props(proto, {f"gpunn.{key}": json.dumps(value) for key, value in metadata.items()})
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def _class_labels(classes: Any, model: Any, single_label: bool, onnx: Any) -> np.ndarray:
+    """``classes`` as the array the graph's ``label`` is gathered from: int64, float64 or strings."""
+    if not single_label:
+        raise ConfigError(
+            f"classes= names the labels of a single-label classifier; this model's {model.output} output with "
+            f"{model.n_outputs} units gives {'values' if model.output == 'identity' else 'one 0/1 label per unit'}"
+        )
+    a = np.asarray(classes)
+    expected = 2 if model.n_outputs == 1 else model.n_outputs
+    if a.ndim != 1 or len(a) != expected:
+        raise ConfigError(f"classes= must list the model's {expected} classes in order; got shape {a.shape}")
+    if a.dtype.kind in "biu":
+        return a.astype(np.int64)
+    if a.dtype.kind == "f":
+        return a.astype(np.float64)
+    if a.dtype.kind in "USO":
+        return np.array([str(c) for c in a], dtype=object)
+    raise ConfigError(f"classes= must hold integers, floats or strings; got dtype {a.dtype}")
 
 
 def _import_onnx() -> Any:

@@ -203,12 +203,13 @@ class MLP:
             state[f"{2 * i}.bias"] = torch.from_numpy(b)
         return state
 
-    def to_onnx(self, path: str | os.PathLike[str], *, opset: int | None = None) -> str:
+    def to_onnx(self, path: str | os.PathLike[str], *, opset: int | None = None, classes: Any = None) -> str:
         """Write the model as an ONNX graph, standardization included, and return the path
-        (:func:`gpunn.export.to_onnx`; needs ``pip install 'gpunn[onnx]'``)."""
+        (:func:`gpunn.export.to_onnx`; needs ``pip install 'gpunn[onnx]'``). With ``classes``, the graph's
+        ``label`` gives ``classes[index]`` instead of the index."""
         from .export import to_onnx
 
-        return to_onnx(self, path, opset=opset)
+        return to_onnx(self, path, opset=opset, classes=classes)
 
     def set_weights(self, pairs: Sequence[tuple[Any, Any]]) -> None:
         """Replace the parameters with ``[(W, b), ...]`` (NumPy arrays or arrays on the model's device)."""

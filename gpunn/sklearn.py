@@ -319,6 +319,20 @@ class _BaseMLP(BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "_model")
 
+    def to_onnx(self, path: Any, *, opset: int | None = None) -> str:
+        """Write the fitted estimator as an ONNX graph and return the path (:func:`gpunn.export.to_onnx`; needs
+        ``pip install 'gpunn[onnx]'``). Input ``X`` (batch, n_features_in_), of the dtype the estimator was fitted
+        on. A classifier's ``label`` is what :meth:`predict` gives (``classes_``, or the 0/1 indicator matrix for
+        multilabel targets) and ``probabilities`` what ``predict_proba`` gives (two columns for binary problems);
+        a regressor's ``values`` are (batch, n_outputs_)."""
+        from .export import to_onnx
+
+        check_is_fitted(self, "_model")
+        return to_onnx(self._model, path, opset=opset, **self._onnx_outputs())
+
+    def _onnx_outputs(self) -> dict[str, Any]:
+        return {}
+
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """A multilayer perceptron classifier with scikit-learn's API, trained by gpunn on CPU or GPU.
@@ -430,6 +444,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         truth = np.asarray(y_val)
         right = labels.reshape(truth.shape) == truth
         return float(np.average(right if right.ndim == 1 else right.all(axis=1), weights=weight))
+
+    def _onnx_outputs(self) -> dict[str, Any]:
+        if self._output == "sigmoid" and self.n_outputs_ > 1:  # multilabel: the indicator matrix, as predict
+            return {}
+        return {"classes": self.classes_, "two_column_binary": True}
 
     def predict_proba(self, X: Any) -> Any:
         """Class probabilities, shape (n, n_classes) (two columns for binary problems)."""

@@ -265,3 +265,85 @@ def test_without_onnx_the_error_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # makes `import onnx` raise ImportError
     with pytest.raises(ConfigError, match=r"pip install 'gpunn\[onnx\]'"):
         to_onnx(m, tmp_path / "m.onnx")
+
+
+# ------------------------------------------------------------------------ class labels, scikit-learn estimators
+try:
+    from sklearn.exceptions import ConvergenceWarning
+except ImportError:  # the scikit-learn tests skip
+    ConvergenceWarning = Warning  # type: ignore[misc,assignment]
+
+
+def _sklearn_oracle(est, X: np.ndarray) -> np.ndarray:
+    """The estimator's output layer from its scikit-learn attributes (coefs_ are (in, out)), in float64."""
+    a = X.astype(np.float64)
+    act = {"relu": lambda z: np.maximum(z, 0.0), "tanh": np.tanh}[est.activation]
+    for w, b in zip(est.coefs_[:-1], est.intercepts_[:-1]):
+        a = act(a @ np.asarray(w, dtype=np.float64) + b)
+    return a @ np.asarray(est.coefs_[-1], dtype=np.float64) + est.intercepts_[-1]
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [np.array(["no", "yes"]), np.array([3, 7, 11]), np.array(["setosa", "versicolor", "virginica"]),
+     np.array([-1.0, 2.0])],
+    ids=["binary-text", "multiclass-int", "multiclass-text", "binary-float"],
+)  # fmt: skip
+def test_an_sklearn_classifier_exports_its_classes_and_predict_proba(tmp_path, labels):
+    sk = pytest.importorskip("gpunn.sklearn")
+    X, _, X_test = _problem("softmax")
+    y = labels[np.argmax(X[:, : len(labels)] * [1.0, -1.0, 0.5][: len(labels)], axis=1)]
+    est = sk.MLPClassifier(hidden_layer_sizes=(6,), max_iter=40, tol=0.0, n_iter_no_change=40, random_state=0,
+                           device="cpu")  # fmt: skip
+    with pytest.warns(ConvergenceWarning):
+        est.fit(X, y)
+    out = _run(est.to_onnx(tmp_path / "clf.onnx"), X_test)
+    z = _sklearn_oracle(est, X_test)
+    if len(labels) == 2:
+        p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+        proba, index = np.stack([1.0 - p, p], axis=1), (z[:, 0] > 0).astype(int)
+    else:
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        proba, index = e / e.sum(axis=1, keepdims=True), np.argmax(z, axis=1)
+    np.testing.assert_allclose(out["probabilities"], proba, rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(out["label"].astype(labels.dtype), labels[index])
+    np.testing.assert_array_equal(out["label"].astype(labels.dtype), est.predict(X_test))
+    assert out["label"].dtype.kind == ("O" if labels.dtype.kind == "U" else labels.dtype.kind)
+
+
+def test_an_sklearn_multilabel_classifier_and_regressor_export_what_predict_gives(tmp_path):
+    sk = pytest.importorskip("gpunn.sklearn")
+    X, Y, X_test = _problem("multilabel")
+    clf = sk.MLPClassifier(hidden_layer_sizes=(6,), max_iter=40, random_state=0, device="cpu")
+    with pytest.warns(ConvergenceWarning):
+        clf.fit(X, Y)
+    out = _run(clf.to_onnx(tmp_path / "multi.onnx"), X_test)
+    z = _sklearn_oracle(clf, X_test)
+    np.testing.assert_allclose(out["probabilities"], 1.0 / (1.0 + np.exp(-z)), rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(out["label"], (z > 0).astype(np.int64))
+    np.testing.assert_array_equal(out["label"], clf.predict(X_test))
+
+    X, T, X_test = _problem("identity")
+    reg = sk.MLPRegressor(hidden_layer_sizes=(6,), max_iter=40, random_state=0, device="cpu")
+    with pytest.warns(ConvergenceWarning):
+        reg.fit(X, T)
+    out = _run(reg.to_onnx(tmp_path / "reg.onnx"), X_test)
+    np.testing.assert_allclose(out["values"], _sklearn_oracle(reg, X_test), rtol=0, atol=1e-10)
+    assert set(out) == {"values"}
+
+
+def test_an_mlp_exports_named_classes_and_refuses_classes_it_cannot_have(tmp_path):
+    m, X_test = _trained("softmax", "relu", "float64", False)
+    names = ["low", "mid", "high"]
+    out = _run(m.to_onnx(tmp_path / "m.onnx", classes=names), X_test)
+    np.testing.assert_array_equal(out["label"], np.array(names)[np.argmax(oracle(m, X_test)[0], axis=1)])
+    with pytest.raises(ConfigError, match="must list the model's 3 classes in order; got shape"):
+        m.to_onnx(tmp_path / "m.onnx", classes=["a", "b"])
+    multi, _ = _trained("multilabel", "relu", "float64", False)
+    with pytest.raises(ConfigError, match="single-label classifier; this model's sigmoid output with 3 units"):
+        multi.to_onnx(tmp_path / "multi.onnx", classes=["a", "b", "c"])
+    sk = pytest.importorskip("gpunn.sklearn")
+    from sklearn.exceptions import NotFittedError as SklearnNotFitted
+
+    with pytest.raises(SklearnNotFitted):
+        sk.MLPRegressor().to_onnx(tmp_path / "r.onnx")
