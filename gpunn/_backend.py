@@ -81,9 +81,27 @@ def resolve(device: Any = "auto", xp: Any = None) -> tuple[Any, Any]:
             "or pass xp= to pick another array namespace"
         )
     ns = canonical_namespace(xp)
+    if aac.is_cupy_namespace(ns) and not (isinstance(device, str) and device == "auto"):
+        return ns, _cupy_named(device)
     if isinstance(device, str) and device == "auto":
         return ns, _auto_device(ns)
     return ns, _device_in(ns, device)
+
+
+def _cupy_named(device: Any) -> Any:
+    """A CuPy device from None (the current one), "cuda", "cuda:N", N or a ``cupy.cuda.Device``: CuPy's
+    ``zeros(device=...)`` does not check what it is given, so gpunn does."""
+    if device is None or device == "cuda":
+        import cupy
+
+        return _cupy_device(cupy.cuda.runtime.getDevice() if gpu_usable() else 0)
+    if isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit():
+        return _cupy_device(int(device[5:]))
+    if isinstance(device, int) and not isinstance(device, bool):
+        return _cupy_device(device)
+    if type(device).__name__ == "Device" and isinstance(getattr(device, "id", None), int):  # cupy.cuda.Device
+        return _cupy_device(device.id)
+    raise DeviceError(f"device {device!r} is not a CuPy device: use None, 'cuda', 'cuda:N', N or a cupy.cuda.Device")
 
 
 def _auto_device(xp: Any) -> Any:

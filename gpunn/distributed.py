@@ -9,13 +9,16 @@ Launch with ``mpiexec -n N gpunn train --distributed ...`` or, from Python::
 Every rank starts from the same weights (rank 0's are broadcast), draws the same sample order, and computes the
 gradients of its shard of every global batch. The gradients already sit in one flat buffer, summed with a
 single collective per step: mpi4py ``Allreduce`` on host buffers for CPU namespaces, NCCL (``cupy.cuda.nccl``)
-for CuPy. The result equals a single process training on the same global batches, up to float summation order.
+for CuPy. NCCL needs a GPU of its own per rank: where ranks share a GPU (more ranks than GPUs on a node), CuPy
+gradients are summed through MPI on the host instead, with a warning. The result equals a single process
+training on the same global batches, up to float summation order.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Any
 
 import numpy as np
@@ -45,8 +48,10 @@ class Communicator:
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
-        self.local_rank = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+        self.node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)  # the ranks on this machine
+        self.local_rank = self.node.Get_rank()
         self._nccl: Any = None
+        self._shared_gpus: bool | None = None  # whether some ranks share a GPU, found at the first CuPy allreduce
         if abort_on_error:
             previous = sys.excepthook
 
@@ -61,7 +66,8 @@ class Communicator:
         return f"Communicator(rank={self.rank}, size={self.size}, local_rank={self.local_rank})"
 
     def device(self) -> str:
-        """This rank's device: ``cuda:<local rank>`` when GPUs are usable, else ``cpu``."""
+        """This rank's device: ``cuda:<local rank>`` when GPUs are usable (modulo their number: ranks beyond it
+        share GPUs, and their gradients go through the host), else ``cpu``."""
         count = _backend.gpu_status()[0]
         if count == 0:
             return "cpu"
@@ -104,7 +110,24 @@ class Communicator:
         return buf.tolist()
 
     def _uses_nccl(self, flat: Any) -> bool:
-        return _backend.is_cupy_array(flat)
+        return _backend.is_cupy_array(flat) and not self._gpus_shared(flat)
+
+    def _gpus_shared(self, flat: Any) -> bool:
+        """Whether two ranks on some node hold their gradients on the same GPU, which NCCL refuses ("duplicate
+        GPU"). Found once, collectively, so that every rank takes the same path."""
+        if self._shared_gpus is None:
+            here = self.node.allgather(_gpu_index(flat))
+            local = len(set(here)) < len(here)
+            self._shared_gpus = any(self.comm.allgather(local))
+            if self._shared_gpus and self.rank == 0:
+                warnings.warn(
+                    "ranks share a GPU (on one node, ranks hold GPUs " + ", ".join(map(str, here)) + "): NCCL needs "
+                    "a GPU of its own per rank, so gradients are summed through MPI on the host, a copy to and from "
+                    "the GPU each step; start at most one rank per GPU for NCCL",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        return self._shared_gpus
 
     def _nccl_allreduce(self, flat: Any) -> Any:
         nccl, memory = _nccl_api()
@@ -146,11 +169,21 @@ class _CupyMemory:
         return cupy.cuda.get_current_stream().ptr
 
 
+def _gpu_index(flat: Any) -> int:
+    """The GPU holding a CuPy array (tests put a stand-in here)."""
+    return int(flat.device.id)
+
+
 def _nccl_api() -> tuple[Any, Any]:
     """``(cupy.cuda.nccl, memory helpers)``; the tests put a stand-in for NCCL here to run this code path with
     two ranks on machines without two GPUs."""
     from cupy.cuda import nccl
 
+    if not getattr(nccl, "available", True):  # CuPy imports without libnccl, then has none of its calls
+        raise ConfigError(
+            "distributed training of CuPy arrays needs NCCL, which CuPy cannot load: pip install nvidia-nccl-cu12 "
+            "(or nvidia-nccl-cu13, matching CuPy's CUDA), or train with device='cpu'"
+        )
     return nccl, _CupyMemory
 
 

@@ -382,7 +382,7 @@ class Streamed:
         # standardized in float64, as in-memory training does, then cast; else read straight into the dtype
         self.read_dtype = np.float64 if scaling is not None else np.dtype(model.dtype)
 
-    def _place(self, xb: np.ndarray, yb: np.ndarray) -> tuple[Any, Any]:
+    def _place(self, xb: np.ndarray, yb: np.ndarray, consumer: Any = None) -> tuple[Any, Any]:
         from . import inputs
 
         m = self.model
@@ -392,7 +392,7 @@ class Streamed:
         if self.scaling is not None:
             xb = inputs.scale_rows(xb, self.scaling, np.empty(xb.shape, m.dtype))
         with _backend.device_scope(m.xp, m.device):
-            return to_device(np.ascontiguousarray(xb, dtype=m.dtype), m.xp, m.device), inputs.targets(
+            return to_device(np.ascontiguousarray(xb, dtype=m.dtype), m.xp, m.device, consumer), inputs.targets(
                 m, yb, len(yb), f"{self.name} targets"
             )
 
@@ -400,18 +400,26 @@ class Streamed:
         names = self.dataset.feature_names
         return repr(names[j]) if names else str(j)
 
-    def _produce(self, batch_size: int | None, rng: Any, comm: Any) -> Generator[tuple[Any, ...], None, None]:
+    def _produce(
+        self, batch_size: int | None, rng: Any, comm: Any, consumer: Any
+    ) -> Generator[tuple[Any, ...], None, None]:
         for xb, yb in self.dataset.batches(batch_size, rng, self.read_dtype):
             rows = len(xb)
             lo, hi = (0, rows) if comm is None else comm.shard(0, rows)
-            x, t = self._place(xb[lo:hi], yb[lo:hi])
+            x, t = self._place(xb[lo:hi], yb[lo:hi], consumer)
             yield x, t, rows, hi - lo, None, lo, None  # as train's in-memory batches: no sample weights
 
     def batches(
         self, batch_size: int | None, rng: Any, comm: Any
     ) -> Prefetcher | Generator[tuple[Any, ...], None, None]:
         """One epoch's placed batches ``(x, t, rows, shard_rows, None, row_offset, None)``."""
-        produce = self._produce(batch_size, rng, comm)
+        consumer = None  # the stream the step runs on, taken in the training thread
+        if aac.is_cupy_namespace(self.model.xp):
+            import cupy
+
+            with self.model.device:
+                consumer = cupy.cuda.get_current_stream()
+        produce = self._produce(batch_size, rng, comm, consumer)
         depth = PREFETCH
         if depth is None:
             depth = 2 if _backend.on_accelerator(self.model.xp, self.model.device) else 0
@@ -482,24 +490,35 @@ class _Failure:
         self.exc = exc
 
 
-_copy_streams = threading.local()
+_copy_streams: dict[int, Any] = {}  # one CuPy copy stream per GPU, made once
+_copy_streams_lock = threading.Lock()
 
 
-def to_device(a: np.ndarray, xp: Any, device: Any) -> Any:
-    """``a`` on the device, for a background thread: on CuPy through pinned host memory on a stream of its own,
-    synchronized before the array is handed over, so the copy overlaps the step running on the default stream."""
+def to_device(a: np.ndarray, xp: Any, device: Any, consumer: Any = None) -> Any:
+    """``a`` on the device, for a background thread: on CuPy through pinned host memory on a copy stream of the
+    device's own, synchronized before the array is handed over, so the copy overlaps the step running on
+    ``consumer`` (the training thread's stream; default: this thread's current stream).
+
+    The batch's device memory comes from CuPy's pool, where it may be a block that the step freed while kernels
+    queued on ``consumer`` still read it. So the copy waits for what ``consumer`` holds once the block is
+    allocated: any kernel reading a freed block was queued before the free."""
     if aac.is_cupy_namespace(xp):
         import cupy
         import cupyx
 
         with device:
+            if consumer is None:
+                consumer = cupy.cuda.get_current_stream()
             pinned = cupyx.empty_pinned(a.shape, a.dtype)  # from CuPy's pinned memory pool
             pinned[...] = a
-            stream = getattr(_copy_streams, "stream", None)
-            if stream is None:  # one copy stream per thread, made once
-                stream = _copy_streams.stream = cupy.cuda.Stream(non_blocking=True)
+            with _copy_streams_lock:
+                stream = _copy_streams.get(device.id)
+                if stream is None:
+                    stream = _copy_streams[device.id] = cupy.cuda.Stream(non_blocking=True)
             with stream:
-                out = cupy.asarray(pinned)
+                out = cupy.empty(a.shape, a.dtype)
+                stream.wait_event(consumer.record())
+                out.set(pinned, stream=stream)
             stream.synchronize()
         return xp.asarray(out)
     return _backend.from_numpy(a, xp, device)

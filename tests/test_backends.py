@@ -229,7 +229,7 @@ def _fake_cupy(monkeypatch, count):
             return f"<CUDA Device {self.id}>"
 
     cupy = types.ModuleType("cupy")
-    cupy.cuda = types.SimpleNamespace(Device=Device)
+    cupy.cuda = types.SimpleNamespace(Device=Device, runtime=types.SimpleNamespace(getDevice=lambda: count - 1))
     namespace = types.ModuleType("array_api_compat.cupy")
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     monkeypatch.setattr(_backend, "gpu_status", lambda: (count, "" if count else "no CUDA device (stand-in)"))
@@ -308,6 +308,19 @@ def test_a_model_on_cuda_1_is_restored_to_cuda_1(monkeypatch, saved):
     _fake_cupy(monkeypatch, 1)
     with pytest.raises(gpunn.DeviceError, match="cuda:1.*only 1 CUDA device"):
         _backend.resolve_by_name("cupy", saved)
+
+
+def test_a_cupy_device_given_with_xp_is_the_one_used(monkeypatch):
+    """With xp=cupy, every form of device names the GPU it says (CuPy's own zeros(device=) checks nothing):
+    None is the current GPU; "cpu" or a GPU that is not there is a clear error."""
+    _fake_cupy(monkeypatch, 2)
+    import cupy
+
+    for given, index in [(None, 1), ("cuda", 1), ("cuda:0", 0), ("cuda:1", 1), (0, 0), (cupy.cuda.Device(1), 1)]:
+        assert _backend._cupy_named(given).id == index, given
+    for given, match in [("cpu", "not a CuPy device"), ("cuda:2", "only 2 CUDA device"), (True, "not a CuPy")]:
+        with pytest.raises(gpunn.DeviceError, match=match):
+            _backend._cupy_named(given)
 
 
 @pytest.mark.parametrize("device", ["tpu", "cuda:x", 3])

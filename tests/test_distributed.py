@@ -141,7 +141,7 @@ def test_cli_two_ranks_match_one_process(tmp_path):
                        text=True, cwd=tmp_path, timeout=300)  # fmt: skip
     assert s.returncode == 0, s.stderr
     assert r.stdout == s.stdout
-    a, b = gpunn.load(tmp_path / "d.safetensors"), gpunn.load(tmp_path / "s.safetensors")
+    a, b = gpunn.load(tmp_path / "d.safetensors", device="cpu"), gpunn.load(tmp_path / "s.safetensors", device="cpu")
     for pa, pb in zip(a.weights, b.weights):
         for wa, wb in zip(pa, pb):
             np.testing.assert_allclose(wa, wb, rtol=0, atol=1e-10)
@@ -235,13 +235,20 @@ NCCL_STANDIN = textwrap.dedent(
         stream = staticmethod(lambda: 0)
 
     distributed._nccl_api = lambda: (StandInNccl, HostMemory)
-    Communicator._uses_nccl = lambda self, flat: True  # NumPy gradients take the NCCL path
+    Communicator._uses_nccl = lambda self, flat: not self._gpus_shared(flat)  # NumPy gradients, as if on GPUs
     comm = Communicator()
+    # each rank on a GPU of its own, or both on GPU 0 (then NCCL must not be used)
+    distributed._gpu_index = lambda flat: 0 if sys.argv[3] == "shared" else comm.rank
     rng = np.random.default_rng(0)
     X = rng.normal(size=(103, 4))
     y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
     m = gpunn.MLP([4, 8, 8, 1], dtype=sys.argv[2], device="cpu", seed=3)
-    m.fit(X, y, epochs=3, lr=0.01, batch_size=10, optimizer="adam", verbose=0, comm=comm)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m.fit(X, y, epochs=3, lr=0.01, batch_size=10, optimizer="adam", verbose=0, comm=comm)
+    calls += [("warning", str(w.message)) for w in caught if "share a GPU" in str(w.message)]
     every = comm.comm.gather(calls, root=0)
     if comm.rank == 0:
         np.savez(sys.argv[1], *[np.asarray(a) for pair in m.weights for a in pair])
@@ -251,26 +258,32 @@ NCCL_STANDIN = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_the_nccl_path_with_two_ranks_equals_one_process_on_a_stand_in_for_nccl(tmp_path, dtype):
+@pytest.mark.parametrize(("dtype", "gpus"), [("float64", "own"), ("float32", "own"), ("float64", "shared")])
+def test_the_nccl_path_with_two_ranks_equals_one_process_on_a_stand_in_for_nccl(tmp_path, dtype, gpus):
     """The NCCL code (unique id from rank 0, one communicator per rank, one out-of-place allReduce of the flat
     gradients per step in the model's dtype) with two ranks, through a stand-in that carries NCCL's calls out
-    with MPI on host memory: a machine with one GPU cannot run NCCL with two ranks (docs/distributed.md)."""
+    with MPI on host memory: a machine with one GPU cannot run NCCL with two ranks (docs/distributed.md). With
+    both ranks on one GPU, which NCCL refuses, no NCCL call is made: the gradients go through the host, with
+    a warning, and training is the same."""
     import json
 
     script = tmp_path / "standin.py"
     script.write_text(NCCL_STANDIN)
-    r = _run(2, str(script), str(tmp_path / "w.npz"), dtype, cwd=tmp_path)
+    r = _run(2, str(script), str(tmp_path / "w.npz"), dtype, gpus, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     calls = json.loads((tmp_path / "w.npz.json").read_text())
-    inits = [c[0] for c in calls]
-    assert [i[1] for i in inits] == [2, 2] and sorted(i[3] for i in inits) == [0, 1]
-    assert inits[0][2] == inits[1][2], "the ranks built their communicators from different unique ids"
-    steps = 3 * 11  # 3 epochs of ceil(103 / 10) global batches
-    n_params = 4 * 8 + 8 + 8 * 8 + 8 + 8 + 1
-    kind = 8 if dtype == "float64" else 7
-    for rank_calls in calls:
-        assert rank_calls[1:] == [["allReduce", n_params, kind]] * steps
+    if gpus == "shared":
+        assert calls[1] == [] and len(calls[0]) == 1, calls  # no NCCL call on either rank; rank 0 warns once
+        assert calls[0][0][0] == "warning" and "ranks hold GPUs 0, 0" in calls[0][0][1]
+    else:
+        inits = [c[0] for c in calls]
+        assert [i[1] for i in inits] == [2, 2] and sorted(i[3] for i in inits) == [0, 1]
+        assert inits[0][2] == inits[1][2], "the ranks built their communicators from different unique ids"
+        steps = 3 * 11  # 3 epochs of ceil(103 / 10) global batches
+        n_params = 4 * 8 + 8 + 8 * 8 + 8 + 8 + 1
+        kind = 8 if dtype == "float64" else 7
+        for rank_calls in calls:
+            assert rank_calls[1:] == [["allReduce", n_params, kind]] * steps
     rng = np.random.default_rng(0)
     X = rng.normal(size=(103, 4))
     y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
