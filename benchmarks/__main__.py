@@ -247,22 +247,13 @@ def main() -> None:
                 print(f"{cell_name:9s} paired gpunn-numpy / naive-numpy: median ratio {pair['median_ratio']:.2f} "
                       f"over {pair['pairs']} pairs of epochs", flush=True)  # fmt: skip
 
-    report = {
-        "date": datetime.date.today().isoformat(),
-        "machine": info,
-        "lr": 0.01,
-        "dtype": "float32",
-        "results": results,
-        "paired": paired,
-        "reference": args.reference,
-        "gemm_floor_on": "cupy" if gpu else "numpy",
-        "memory": memory_check() if not (args.quick or args.no_memory) else None,
-        "profile_mid_1024": profile_step("mid-1024") if not (args.quick or args.no_memory) else None,
-    }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.tag}.json").write_text(json.dumps(report, indent=1) + "\n")
-    table = markdown(report)
-    (RESULTS / f"{args.tag}.md").write_text(table)
+        # Written after every cell, so that a run cut short keeps the cells it finished.
+        write(report_of(info, args, gpu, results, paired), args.tag)
+
+    report = report_of(info, args, gpu, results, paired)
+    report["memory"] = memory_check() if not (args.quick or args.no_memory) else None
+    report["profile_mid_1024"] = profile_step("mid-1024") if not (args.quick or args.no_memory) else None
+    table = write(report, args.tag)
     chart(report, RESULTS / f"{args.tag}.png")
     if (RESULTS / f"{args.tag}.png").exists():  # the docs site shows the latest chart
         (ROOT.parent / "docs" / "assets").mkdir(exist_ok=True)
@@ -270,6 +261,30 @@ def main() -> None:
             (RESULTS / f"{args.tag}.png").read_bytes()
         )
     print(table)
+
+
+def report_of(info: dict, args: argparse.Namespace, gpu: bool, results: list[dict], paired: dict) -> dict:
+    return {
+        "date": datetime.date.today().isoformat(),
+        "machine": info,
+        "lr": 0.01,
+        "dtype": "float32",
+        "reference": args.reference,
+        "gemm_floor_on": "cupy" if gpu else "numpy",
+        "results": results,
+        "paired": paired,
+        "memory": None,
+        "profile_mid_1024": None,
+    }
+
+
+def write(report: dict, tag: str) -> str:
+    """The report as benchmarks/results/<tag>.json and its table as <tag>.md; returns the table."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{tag}.json").write_text(json.dumps(report, indent=1) + "\n")
+    table = markdown(report)
+    (RESULTS / f"{tag}.md").write_text(table)
+    return table
 
 
 def markdown(report: dict) -> str:

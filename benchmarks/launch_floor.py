@@ -73,9 +73,11 @@ def step_seconds(epochs: int = 201) -> float:
 def count_activity(epochs: int) -> dict[str, int]:
     """CUDA kernels and memory copies/sets recorded while ``fit`` runs ``epochs`` full-batch epochs."""
     import cupy as cp
+    import torch
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
+    torch.zeros(1, device="cuda")  # torch's CUDA context, so that its profiler records from the first kernel
     m, X, y = tiny_model()
     m.fit(X, y, epochs=2, lr=LR, verbose=0)
     cp.cuda.Device().synchronize()
@@ -95,6 +97,8 @@ def main() -> None:
         short, long = count_activity(10), count_activity(60)
         out["kernels_per_step"] = (long["kernels"] - short["kernels"]) / 50
         out["memory_ops_per_step"] = (long["memory_ops"] - short["memory_ops"]) / 50
+        if out["kernels_per_step"] <= 0:
+            raise RuntimeError(f"the profiler recorded {short['kernels']} and {long['kernels']} kernels")
         out["floor_s"] = out["kernels_per_step"] * out["launch_s"]
         out["step_over_floor"] = out["step_s"] / out["floor_s"]
     except Exception as exc:  # no torch with CUDA, or its profiler saw nothing: say so, keep the timings

@@ -77,6 +77,16 @@ def child(mode: str, path: str, features: int, buffer: int, device: str) -> dict
     from gpunn import stream
     from gpunn.data import Dataset
 
+    if path.endswith(".npy"):
+        ds = Dataset(path, target=features, shuffle_buffer=buffer, block_rows=65536)
+    else:
+        ds = Dataset(path, "label", shuffle_buffer=buffer)
+    if device != "cpu":  # a GPU's first-use costs (context, cuBLAS, kernels) paid before anything is measured
+        x, y = ds.read(ds.blocks[0], np.float32)
+        gpunn.MLP([features, *SIZES_HIDDEN, 1], device=device, seed=0).fit(
+            x[:BATCH], y[:BATCH], epochs=1, batch_size=BATCH, optimizer="adam", verbose=0
+        )
+        del x, y
     baseline = rss_anon_mib()
     peak = [baseline]
     done = threading.Event()
@@ -88,10 +98,6 @@ def child(mode: str, path: str, features: int, buffer: int, device: str) -> dict
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    if path.endswith(".npy"):
-        ds = Dataset(path, target=features, shuffle_buffer=buffer, block_rows=65536)
-    else:
-        ds = Dataset(path, "label", shuffle_buffer=buffer)
     m = gpunn.MLP([features, *SIZES_HIDDEN, 1], device=device, standardize=True, seed=0)
     out: dict = {"mode": mode, "rows": ds.n_rows, "baseline_rss_anon_mib": baseline}
     if mode == "memory":

@@ -401,7 +401,7 @@ class Streamed:
         return repr(names[j]) if names else str(j)
 
     def _produce(
-        self, batch_size: int | None, rng: Any, comm: Any, consumer: Any
+        self, batch_size: int | None, rng: Any, comm: Any, consumer: Any = None
     ) -> Generator[tuple[Any, ...], None, None]:
         for xb, yb in self.dataset.batches(batch_size, rng, self.read_dtype):
             rows = len(xb)

@@ -181,8 +181,16 @@ NCCL = textwrap.dedent(
 )
 
 
+def _nccl_missing() -> str | None:
+    if not gpunn._backend.gpu_usable():
+        return "NCCL needs a usable GPU and CuPy"
+    from cupy.cuda import nccl
+
+    return None if getattr(nccl, "available", True) else "CuPy cannot load NCCL (pip install nvidia-nccl-cu12/-cu13)"
+
+
 @pytest.mark.gpu
-@pytest.mark.skipif(not gpunn._backend.gpu_usable(), reason="NCCL needs a usable GPU and CuPy")
+@pytest.mark.skipif(_nccl_missing() is not None, reason=str(_nccl_missing()))
 def test_nccl_with_one_rank_equals_the_cupy_run(tmp_path):
     script = tmp_path / "nccl.py"
     script.write_text(NCCL)

@@ -269,6 +269,8 @@ def _params() -> list[Any]:
     for unit, id_ in zip(UNITS, _ids(UNITS)):
         marks = [pytest.mark.xfail(strict=True, reason=why) for (page, piece), why in KNOWN_BUGS.items()
                  if page == unit.page and piece in (unit.code or shlex.join(unit.argv))]  # fmt: skip
+        if unit.gpu or (unit.argv and GPU_DEVICE.search(shlex.join(unit.argv))):
+            marks.append(pytest.mark.gpu)  # a block that names a GPU: `pytest -m gpu` runs it with the GPU tests
         params.append(pytest.param(unit, id=id_, marks=marks))
     return params
 

@@ -113,6 +113,8 @@ def _marks(check: str, estimator: str, combination: str, *unusable: str | None):
     skip = next((u for u in unusable if u), None)
     marks = [pytest.mark.xfail(strict=True, raises=known[0], reason=known[1])] if known else []
     marks += [pytest.mark.skip(reason=skip)] if skip else []
+    if "cupy" in combination or "cuda" in combination:
+        marks.append(pytest.mark.gpu)
     return marks
 
 
