@@ -396,9 +396,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             raise ValueError(f"This {type(self).__name__} estimator requires y to be passed, but the target y is None.")
         start = not incremental or not hasattr(self, "_model")
         self._native_input = _native(X) if start else self._native_input
-        X = self._validate_X(X, reset=start)
         y_host = _backend.to_numpy(y) if _native(y) else y
-        if not _native(X):
+        if _native(X):
+            X = self._validate_X(X, reset=start)
+        else:  # X as given, so that a DataFrame's column names become feature_names_in_
             X, y_host = validate_data(self, X, y_host, reset=start, multi_output=True, dtype=[np.float64, np.float32])
         y_host = np.asarray(y_host)
         if y_host.ndim == 2 and y_host.shape[1] == 1:

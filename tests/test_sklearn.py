@@ -24,6 +24,25 @@ from gpunn.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
+@pytest.mark.parametrize("estimator", [MLPClassifier, MLPRegressor], ids=["classifier", "regressor"])
+def test_a_dataframe_s_column_names_are_kept_and_checked(estimator):
+    """scikit-learn's own check (which check_estimator leaves out), then the names themselves: fitted from a
+    DataFrame, the estimator knows its columns and refuses them in another order, as scikit-learn's do."""
+    pd = pytest.importorskip("pandas")
+    from sklearn.utils.estimator_checks import check_dataframe_column_names_consistency
+
+    check_dataframe_column_names_consistency(estimator.__name__, estimator(max_iter=5, device="cpu"))
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(40, 3)), columns=["age", "weight", "height"])
+    y = (X["age"] > 0).astype(int)
+    for fit in ("fit", "partial_fit"):
+        est = estimator(max_iter=5, device="cpu")
+        getattr(est, fit)(X, y, **({"classes": [0, 1]} if fit == "partial_fit" and estimator is MLPClassifier else {}))
+        assert list(est.feature_names_in_) == ["age", "weight", "height"]
+        with pytest.raises(ValueError, match="Feature names must be in the same order"):
+            est.predict(X[["height", "age", "weight"]])
+
+
 @pytest.mark.parametrize("estimator", [MLPClassifier(), MLPRegressor()], ids=["classifier", "regressor"])
 def test_check_estimator_passes_with_zero_failures(estimator):
     with warnings.catch_warnings():
