@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import platform
 import sys
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ import numpy as np
 
 from . import __version__, _backend, data, layers, losses, optim, schedules, stream
 from . import callbacks as gpunn_callbacks
-from .errors import GpunnError, InputError, NonFiniteError
+from .errors import ConfigError, GpunnError, InputError, NonFiniteError
 
 EXIT_USAGE = 2
 
@@ -166,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "train": cmd_train, "predict": cmd_predict, "export": cmd_export, "plot": cmd_plot, "info": cmd_info
         }  # fmt: skip
         return commands[args.command](args)
+    except BrokenPipeError:  # the reader went away (gpunn predict ... | head): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except Exception as exc:
         if comm is None and (args.debug or not isinstance(exc, (GpunnError, OSError))):
             raise
@@ -366,6 +371,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     lead = comm is None or comm.rank == 0  # only rank 0 prints and writes files
     device = comm.device() if comm is not None and args.device == "auto" else args.device
     quiet = args.quiet or not lead
+    if lead:
+        _check_outputs(args)  # before training: a path that cannot be written must not cost the trained model
     resumed = load(args.resume, device=device) if args.resume else None
     s = _train_settings(args, resumed.metadata.get("train", {}) if resumed else {})
     if s["stream"]:
@@ -391,6 +398,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if classes is not None:
         model.metadata["classes"] = classes
     remaining = max(s["epochs"] - model.epoch, 0)
+    if resumed is not None and lead:
+        if not remaining:
+            print(f"gpunn: note: {args.resume} has trained {model.epoch} epochs, --epochs {s['epochs']}: nothing to "
+                  f"train (raise --epochs to continue)", file=sys.stderr)  # fmt: skip
+        elif not (args.save or args.checkpoint):
+            print(f"gpunn: note: the resumed training is not saved: add --save PATH or --checkpoint PATH "
+                  f"({args.resume} itself is left as it is)", file=sys.stderr)  # fmt: skip
     if not quiet:
         held_out = f"{plan.rows(plan.validation)} validation / " if s["early_stopping"] is not None else ""
         done = f", resuming at epoch {model.epoch}" if resumed is not None else ""
@@ -406,8 +420,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     X_train, y_train = plan.train
     X_test, y_test = plan.test
     callbacks: list[Any] = [lambda m, record: m.save(args.checkpoint)] if args.checkpoint and lead else []
+    stopping = None
     if s["early_stopping"] is not None:  # before the checkpoint: a stop restores the best epoch, then it is saved
-        callbacks.insert(0, gpunn_callbacks.EarlyStopping(patience=s["early_stopping"]))
+        stopping = gpunn_callbacks.EarlyStopping(patience=s["early_stopping"])
+        callbacks.insert(0, stopping)
     try:
         model.fit(
             X_train, y_train, epochs=remaining, lr=_schedule(s), batch_size=s["batch_size"],
@@ -434,11 +450,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     if not lead:
         return 0
+    if stopping is not None and stopping.stopped_epoch is not None and not quiet:
+        print(f"stopped early after epoch {stopping.stopped_epoch}: val_loss did not improve for {stopping.patience} "
+              f"epochs; restored epoch {stopping.best_epoch} (val_loss {stopping.best:.4f})")  # fmt: skip
     result = model.evaluate(X_test, y_test)
     if "accuracy" in result:
         print(f"test accuracy {result['accuracy']:.4f}  (test loss {result['loss']:.4f})")
     else:
         print(f"test mse {result['loss']:.6g}")
+    if args.save:  # the model before the other files: it is what the run was for
+        model.save(args.save)
+        if not args.quiet:
+            print(f"model saved to {args.save}")
     if args.history:
         model.history.save(args.history)
     if args.plot:
@@ -447,11 +470,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         plot.save(plot.decision_boundary(model, X_test, y_test), args.plot)
         if not args.quiet:
             print(f"decision boundary drawn to {args.plot}")
-    if args.save:
-        model.save(args.save)
-        if not args.quiet:
-            print(f"model saved to {args.save}")
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Every file ``gpunn train`` will write goes into a folder that exists and can be written, and --plot has
+    matplotlib: checked before training, not found out after it."""
+    import importlib.util
+
+    for option, path in (("--save", args.save), ("--checkpoint", args.checkpoint), ("--history", args.history),
+                         ("--plot", args.plot)):  # fmt: skip
+        if not path:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise InputError(f"{option} {path}: is a folder; give a file path")
+        if not os.path.isdir(folder):
+            raise InputError(f"{option} {path}: the folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise InputError(f"{option} {path}: the folder {folder} cannot be written")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError("--plot needs matplotlib: pip install 'gpunn[plot]'")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

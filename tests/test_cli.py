@@ -166,7 +166,9 @@ def test_every_option_is_documented():
 def test_unwritable_output_is_one_line_with_exit_2(tmp_path):
     r = run("train", "--epochs", "2", "--device", "cpu", "-q", "--save", "no/such/dir/m.safetensors", cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip() == "gpunn: error: no/such/dir/m.safetensors: No such file or directory"
+    assert r.stderr.strip() == (
+        f"gpunn: error: --save no/such/dir/m.safetensors: the folder {tmp_path / 'no/such/dir'} does not exist"
+    )
 
 
 def test_train_options_reach_the_model(tmp_path):
@@ -336,3 +338,68 @@ def test_text_labels_are_trained_as_classes_and_written_back(tmp_path, suffix):
     assert r.returncode == 0, r.stderr
     predicted = pd.read_csv(tmp_path / "p.csv")["prediction"].to_numpy()
     assert set(predicted) <= set(species) and np.mean(predicted == species) > 0.9
+
+
+def test_output_paths_are_checked_before_training_and_the_model_is_saved_first(tmp_path):
+    """A path that cannot be written is found before training, not after it; and with every output given, the
+    model is written before the history and the plot."""
+    for option in ("--save", "--checkpoint", "--history", "--plot"):
+        r = run("train", "--device", "cpu", "--epochs", "100000", option, str(tmp_path / "missing" / "f"),
+                cwd=tmp_path)  # fmt: skip
+        assert r.returncode == 2 and r.stdout == "", (option, r.stdout)  # no training line, no epoch line
+        assert f"{option} {tmp_path / 'missing' / 'f'}: the folder {tmp_path / 'missing'} does not exist" in r.stderr
+    r = run("train", "--device", "cpu", "--epochs", "5", "--save", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 2 and "is a folder; give a file path" in r.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_resume_says_when_nothing_is_saved_or_nothing_is_left_to_train(tmp_path):
+    first = run("train", "--device", "cpu", "--epochs", "20", "--checkpoint", "r.safetensors", "-q", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = (tmp_path / "r.safetensors").read_bytes()
+    r = run("train", "--device", "cpu", "--resume", "r.safetensors", "--epochs", "30", "-q", cwd=tmp_path)
+    assert r.returncode == 0 and "the resumed training is not saved: add --save PATH or --checkpoint" in r.stderr
+    assert (tmp_path / "r.safetensors").read_bytes() == before
+    r = run("train", "--device", "cpu", "--resume", "r.safetensors", "--epochs", "20", "-q", cwd=tmp_path)
+    assert r.returncode == 0 and "r.safetensors has trained 20 epochs, --epochs 20: nothing to train" in r.stderr
+
+
+def test_early_stopping_says_where_it_stopped_and_which_epoch_it_kept(tmp_path):
+    r = run("train", "--device", "cpu", "--epochs", "3000", "--early-stopping", "3", "--lr", "0.5", "--optimizer",
+            "adam", "--history", "h.json", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    history = json.loads((tmp_path / "h.json").read_text())
+    val = history["val_loss"]
+    best = int(np.argmin(val)) + 1  # 1-based, as the progress lines count
+    line = next(x for x in r.stdout.splitlines() if x.startswith("stopped early"))
+    assert line == (f"stopped early after epoch {len(val)}: val_loss did not improve for 3 epochs; restored epoch "
+                    f"{best} (val_loss {min(val):.4f})")  # fmt: skip
+    assert len(val) == best + 3
+
+
+def test_a_closed_pipe_ends_predict_quietly(tmp_path):
+    assert (
+        run("train", "--device", "cpu", "--epochs", "5", "--save", "m.safetensors", "-q", cwd=tmp_path).returncode == 0
+    )
+    rows = np.random.default_rng(0).normal(size=(50000, 2))
+    (tmp_path / "x.csv").write_text("x0,x1\n" + "\n".join(f"{a},{b}" for a, b in rows) + "\n")
+    p = subprocess.Popen([sys.executable, "-m", "gpunn", "predict", "--model", "m.safetensors", "--data", "x.csv"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert p.stdout is not None and p.stdout.readline().startswith(b"prediction")
+    p.stdout.close()  # as `| head -1` does
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 1 and err == b"", err
+
+
+def test_plot_without_matplotlib_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from gpunn import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--device", "cpu", "--epochs", "100000", "--plot", "b.png", "--save", "m.st"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "--plot needs matplotlib: pip install 'gpunn[plot]'" in out.err
+    assert os.listdir(tmp_path) == []
