@@ -37,7 +37,11 @@ def check_features(x: Any, n_features: int | None, name: str = "X") -> None:
     """Shape checks shared by host and device arrays."""
     shape = tuple(x.shape)
     if len(shape) != 2:
-        hint = " (a single feature? use X.reshape(-1, 1))" if len(shape) == 1 else ""
+        hint = ""
+        if len(shape) == 1 and n_features not in (None, 1) and shape[0] == n_features:
+            hint = " (a single sample? use X.reshape(1, -1))"
+        elif len(shape) == 1 and n_features in (None, 1):
+            hint = " (a single feature? use X.reshape(-1, 1))"
         raise InputError(f"{name} must be 2-D (n_samples, n_features); got shape {shape}{hint}")
     if shape[0] == 0:
         raise InputError(f"{name} is empty: it has 0 samples")
@@ -85,7 +89,8 @@ def check_device_array(x: Any, xp: Any, device: Any, name: str) -> None:
     if ns is not xp:
         raise InputTypeError(
             f"{name} is a {_backend.namespace_name(ns)} array but the model runs on "
-            f"{_backend.namespace_name(xp)}; convert it, or pass a NumPy array"
+            f"{_backend.namespace_name(xp)}; pass convert=True to copy it over (through DLPack where it can), "
+            "or pass a NumPy array"
         )
     if not _backend.same_device(aac.device(x), device):
         raise DeviceError(f"{name} is on device {aac.device(x)} but the model is on {device}; move one of them")
@@ -120,10 +125,17 @@ def target_shape(y_shape: tuple[int, ...], n: int, output: str, n_outputs: int, 
         raise InputError(f"{name} has shape {tuple(y_shape)}; expected {' or '.join(map(str, allowed))}")
 
 
+def _number(value: Any) -> float:
+    """``value`` as a float: numbers only (a string such as "0.1" or a bool is a mistake, not a number)."""
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        raise TypeError
+    return float(value)
+
+
 def positive_float(value: Any, name: str) -> float:
     """A finite float > 0, or ConfigError."""
     try:
-        f = float(value)
+        f = _number(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a number > 0; got {value!r}") from None
     if not math.isfinite(f) or f <= 0:
@@ -134,7 +146,7 @@ def positive_float(value: Any, name: str) -> float:
 def non_negative_float(value: Any, name: str) -> float:
     """A finite float >= 0, or ConfigError."""
     try:
-        f = float(value)
+        f = _number(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a number >= 0; got {value!r}") from None
     if not math.isfinite(f) or f < 0:
@@ -147,6 +159,16 @@ def integer(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}; got {value!r}")
     return int(value)
+
+
+def dtype_name(value: Any) -> Any:
+    """ "float32" for "float32", np.float32 or np.dtype("float32") (and so on); anything else as it is."""
+    if isinstance(value, str):
+        return value
+    try:
+        return np.dtype(value).name
+    except TypeError:
+        return value
 
 
 def choice(value: Any, name: str, options: tuple[str, ...]) -> str:

@@ -185,7 +185,10 @@ def _parse(data: bytes) -> Checkpoint:
         raise CheckpointError(f"file is truncated ({len(data)} bytes; a safetensors header needs 8)")
     n = int.from_bytes(data[:8], "little")
     if n > MAX_HEADER_BYTES:
-        raise CheckpointError(f"header claims {n} bytes, over the {MAX_HEADER_BYTES}-byte limit: corrupt file")
+        raise CheckpointError(
+            f"not a safetensors file, or a corrupt one: its first 8 bytes give a header of {n} bytes, over the "
+            f"{MAX_HEADER_BYTES}-byte limit (gpunn.load reads what MLP.save and 'gpunn train --save' write)"
+        )
     if 8 + n > len(data):
         raise CheckpointError(f"file is truncated: header claims {n} bytes but only {len(data) - 8} follow")
     try:

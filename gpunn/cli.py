@@ -31,6 +31,13 @@ def _layers(text: str) -> list[int]:
     return widths
 
 
+def _columns(text: str) -> list[str]:
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"--features takes comma-separated column names like age,height; got {text!r}")
+    return names
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -71,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
                      ".arrow, .npy or .npz (see gpunn.data.read)")  # fmt: skip
     src.add_argument("--target", metavar="COLUMN", help="the column to predict (required with --data; a .npy "
                      "file's by index, -1 the last; an .npz file's target array, such as y)")  # fmt: skip
+    src.add_argument(
+        "--features",
+        type=_columns,
+        metavar="COL,COL",
+        help="the feature columns (default: every column but the target; others are not read)",
+    )
     src.add_argument(
         "--stream", action="store_true", default=None,
         help="read --data (.parquet or .npy) a block at a time instead of loading it: for files larger than memory",
@@ -192,13 +205,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # Settings of `gpunn train` that a checkpoint remembers, with their defaults.
 TRAIN_DEFAULTS: dict[str, Any] = {
-    "data": None, "target": None, "dataset": "moons", "samples": None, "test_size": 0.2,
+    "data": None, "target": None, "features": None, "dataset": "moons", "samples": None, "test_size": 0.2,
     "layers": [10, 10, 10], "activation": "relu", "output": None, "dtype": "float32",
     "epochs": 1000, "lr": 0.1, "batch_size": None, "optimizer": "sgd", "clip_norm": None, "seed": 0,
     "weight_decay": None, "schedule": "constant", "early_stopping": None, "validation_split": 0.1,
     "class_weight": None, "dropout": 0.0, "stream": False,
 }  # fmt: skip
-ARCHITECTURE = ("layers", "activation", "output", "dtype", "dropout")
+ARCHITECTURE = ("layers", "activation", "output", "dtype", "dropout", "features")
 
 
 def _train_settings(args: argparse.Namespace, stored: dict[str, Any]) -> dict[str, Any]:
@@ -270,14 +283,14 @@ def _describe(asked: str, output: str) -> str:
 
 def _load_training_data(s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str, list[str] | None]:
     if s["data"] is None:
-        if s["target"] is not None:
-            raise InputError("--target needs --data FILE")
+        if s["target"] is not None or s["features"] is not None:
+            raise InputError(f"--{'target' if s['target'] is not None else 'features'} needs --data FILE")
         X, y = data.make_dataset(s["dataset"], s["samples"], seed=s["seed"])
         return X, y, f"built-in dataset '{s['dataset']}'", None
     if s["target"] is None:
         raise InputError(f"--data {s['data']} needs --target COLUMN to name the column to predict")
     # .csv, .csv.gz, .parquet, .feather/.arrow, .npy, .npz; X straight in the model's dtype, no float64 copy
-    X, target, names, _ = data.read(s["data"], target=s["target"], dtype=s["dtype"])
+    X, target, names, _ = data.read(s["data"], target=s["target"], features=s["features"], dtype=s["dtype"])
     assert target is not None  # read returns the target column when it is asked for one
     return X, target, s["data"], names
 
@@ -326,7 +339,12 @@ def _streamed_data(s: dict[str, Any]) -> _Plan:
         if not target.lstrip("-").isdigit():
             raise InputError(f"--target of an .npy file is a column number; got {target!r}")
         target = int(target)
-    ds = stream.Dataset(s["data"], target)
+    features: Any = s["features"]
+    if features is not None and s["data"].lower().endswith(".npy"):
+        if not all(f.lstrip("-").isdigit() for f in features):
+            raise InputError(f"--features of an .npy file are column numbers; got {','.join(features)}")
+        features = [int(f) for f in features]
+    ds = stream.Dataset(s["data"], target, features)
     train, test = ds.split(s["test_size"], seed=s["seed"])
     validation: Any = test
     if s["early_stopping"] is not None:

@@ -42,7 +42,7 @@ class MLP:
         "auto" (the namespace's GPU when it has a usable one, else its default device), a device of that
         namespace, or None for its default.
     dtype : {"float32", "float64"}
-        dtype of the parameters and of the data inside the model.
+        dtype of the parameters and of the data inside the model (``np.float32`` and ``np.float64`` name them too).
     xp : module, optional
         An array namespace array-api-compat supports: numpy, cupy, torch, jax.numpy, array_api_strict.
     standardize : bool
@@ -85,7 +85,7 @@ class MLP:
             raise ConfigError(f"output {output!r} cannot be trained with loss {loss!r}; supported: {pairs}")
         if self.output == "softmax" and self.sizes[-1] < 2:
             raise ConfigError("output 'softmax' needs at least 2 output units (one per class)")
-        self.dtype = check.choice(dtype, "dtype", _backend.DTYPES)
+        self.dtype = check.choice(check.dtype_name(dtype), "dtype", _backend.DTYPES)
         self.seed = check.integer(seed, "seed", 0)
         self.standardize = bool(standardize)
         self.dropout = _dropout_rate(dropout)

@@ -214,3 +214,10 @@ def test_a_model_pickled_before_the_flat_parameter_buffer_unpickles_and_resumes_
     m.fit(X, y, epochs=2, batch_size=16, optimizer="momentum", lr=0.05, verbose=0)
     expected = np.load(os.path.join(data, "gpunn-0.1-momentum-next.npy"))
     np.testing.assert_allclose(m.params, expected, rtol=0, atol=1e-14)
+
+
+def test_a_file_that_is_not_a_checkpoint_says_so(tmp_path):
+    path = tmp_path / "people.csv"
+    path.write_text("age,weight,height,label\n" + "31,70.5,180,yes\n" * 20)
+    with pytest.raises(gpunn.CheckpointError, match=r"people.csv: not a safetensors file, or a corrupt one"):
+        gpunn.load(path, device="cpu")

@@ -403,3 +403,20 @@ def test_plot_without_matplotlib_is_refused_before_training(tmp_path, monkeypatc
     out = capsys.readouterr()
     assert out.out == "" and "--plot needs matplotlib: pip install 'gpunn[plot]'" in out.err
     assert os.listdir(tmp_path) == []
+
+
+def test_features_picks_the_columns_and_leaves_the_others_unread(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2))
+    rows = [f"row{i},{a},{b},{int(a + b > 0)}" for i, (a, b) in enumerate(X)]
+    (tmp_path / "p.csv").write_text("name,a,b,label\n" + "\n".join(rows) + "\n")
+    r = run("train", "--device", "cpu", "--data", "p.csv", "--target", "label", "--epochs", "5", "-q", cwd=tmp_path)
+    assert r.returncode == 2 and "column 'name': non-numeric value 'row0'" in r.stderr
+    r = run("train", "--device", "cpu", "--data", "p.csv", "--target", "label", "--features", "b,a", "--epochs", "5",
+            "-q", "--save", "m.safetensors", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    m = gpunn.load(tmp_path / "m.safetensors", device="cpu")
+    assert m.feature_names == ["b", "a"] and m.n_features == 2
+    r = run("train", "--device", "cpu", "--data", "p.csv", "--target", "label", "--resume", "m.safetensors",
+            "--features", "a,b", "--epochs", "6", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 2 and "--features ['a', 'b'] differs from the resumed checkpoint's ['b', 'a']" in r.stderr

@@ -28,7 +28,7 @@ BAD_FIT = [
     ("single class", dict(y=np.ones(8)), gpunn.InputError, r"single class"),
     ("row count mismatch", dict(y=Y[:7]), gpunn.InputError, r"X has 8 rows but y has 7"),
     ("empty X", dict(X=np.empty((0, 3)), y=np.empty(0)), gpunn.InputError, r"empty"),
-    ("1-D X", dict(X=X[:, 0]), gpunn.InputError, r"2-D.*shape \(8,\).*reshape"),
+    ("1-D X", dict(X=X[:, 0]), gpunn.InputError, r"2-D \(n_samples, n_features\); got shape \(8,\)$"),
     ("3-D X", dict(X=X.reshape(8, 3, 1)), gpunn.InputError, r"2-D.*\(8, 3, 1\)"),
     ("zero features", dict(X=np.empty((8, 0))), gpunn.InputError, r"0 features"),
     ("wrong feature count", dict(X=X[:, :2]), gpunn.InputError, r"2 features but the model expects 3"),
@@ -42,6 +42,8 @@ BAD_FIT = [
     ("lr zero", dict(lr=0), gpunn.ConfigError, r"lr must be a finite number > 0"),
     ("lr negative", dict(lr=-0.1), gpunn.ConfigError, r"lr"),
     ("lr nan", dict(lr=float("nan")), gpunn.ConfigError, r"lr"),
+    ("lr string", dict(lr="0.1"), gpunn.ConfigError, r"lr must be a number > 0; got '0.1'"),
+    ("lr bool", dict(lr=True), gpunn.ConfigError, r"lr must be a number > 0; got True"),
     ("epochs negative", dict(epochs=-1), gpunn.ConfigError, r"epochs must be an integer >= 0"),
     ("epochs float", dict(epochs=2.5), gpunn.ConfigError, r"epochs"),
     ("batch size zero", dict(batch_size=0), gpunn.ConfigError, r"batch_size must be an integer >= 1"),
@@ -81,6 +83,22 @@ def test_predict_before_fit_is_a_clear_error():
         gpunn.MLP([3, 4, 1], device="cpu").predict(X)
 
 
+def test_a_1d_row_or_column_gets_the_reshape_that_fits_it():
+    m = gpunn.MLP([3, 4, 1], device="cpu")
+    m.fit(X, Y, epochs=1, verbose=0)
+    with pytest.raises(gpunn.InputError, match=r"got shape \(3,\) \(a single sample\? use X.reshape\(1, -1\)\)"):
+        m.predict(X[0])
+    one = gpunn.MLP([1, 4, 1], device="cpu")
+    with pytest.raises(gpunn.InputError, match=r"got shape \(8,\) \(a single feature\? use X.reshape\(-1, 1\)\)"):
+        one.fit(X[:, 0], Y, epochs=1, verbose=0)
+
+
+def test_numpy_dtypes_name_the_model_dtype():
+    for given in (np.float64, np.dtype("float64"), "float64"):
+        assert gpunn.MLP([3, 4, 1], device="cpu", dtype=given).dtype == "float64"
+    assert gpunn.MLP([3, 4, 1], device="cpu", dtype=np.float32).dtype == "float32"
+
+
 def test_predict_with_wrong_feature_count():
     m = gpunn.MLP([3, 4, 1], device="cpu")
     m.fit(X, Y, epochs=1, verbose=0)
@@ -117,3 +135,14 @@ def test_set_weights_rejects_wrong_shapes_and_keeps_the_old_ones():
     with pytest.raises(gpunn.InputError, match=r"W1 has shape \(2, 4\); the model needs \(1, 4\)"):
         m.set_weights([(np.ones((4, 3)), np.ones(4)), (np.ones((2, 4)), np.ones(1))])
     np.testing.assert_array_equal(before, m.weights[0][0])
+
+
+def test_an_array_of_another_namespace_names_convert_true():
+    torch = pytest.importorskip("torch")
+    m = gpunn.MLP([3, 4, 1], device="cpu")
+    m.fit(X, Y, epochs=1, verbose=0)
+    with pytest.raises(
+        gpunn.InputTypeError, match=r"X is a torch array but the model runs on numpy; pass convert=True"
+    ):
+        m.predict(torch.from_numpy(X))
+    np.testing.assert_array_equal(m.predict(torch.from_numpy(X), convert=True), m.predict(X))
