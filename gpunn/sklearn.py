@@ -44,6 +44,8 @@ class _BaseMLP(BaseEstimator):
     _native_input: bool
     _seed_split: int
     _no_improvement_count: int
+    _best_weights: Any  # the early-stopping best epoch's (W, b) pairs, kept across warm-started fits
+    n_iter_: int
     best_loss_: Any  # float, or None with early stopping (as in scikit-learn)
     best_validation_score_: Any
     validation_scores_: Any
@@ -70,6 +72,7 @@ class _BaseMLP(BaseEstimator):
         beta_2=0.999,
         epsilon=1e-8,
         n_iter_no_change=10,
+        warm_start=False,
         device="auto",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -91,6 +94,7 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.warm_start = warm_start
         self.device = device
 
     # -------------------------------------------------------------------------------------- validation
@@ -180,6 +184,7 @@ class _BaseMLP(BaseEstimator):
         curve is the weighted loss, as scikit-learn's, so integer weights train as repeated rows do."""
         m = self._model
         n = X.shape[0]
+        self.n_iter_ = 0  # epochs of this call, as scikit-learn counts them (t_ and loss_curve_ go on)
         key = "loss" if sample_weight is None else "weighted_loss"
         batch = min(200, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
         scale = self._gradient_scale()
@@ -203,7 +208,7 @@ class _BaseMLP(BaseEstimator):
             X, X_val, T, y_val = split[:4]
             if sample_weight is not None:
                 sample_weight, w_val = split[4:]
-        best: dict[str, Any] = {"weights": None}
+        best: dict[str, Any] = {"weights": self._best_weights}  # a warm-started fit keeps the best so far
 
         def after_epoch(model: MLP, record: dict[str, float]) -> bool:
             self._record_epoch(record[key] / scale, X.shape[0])
@@ -224,9 +229,10 @@ class _BaseMLP(BaseEstimator):
             return self._no_improvement_count <= self.n_iter_no_change
 
         m.fit(X, T, epochs=epochs, callbacks=[after_epoch], sample_weight=sample_weight, **fit_kw)
+        self._best_weights = best["weights"]
         if self.early_stopping and best["weights"] is not None:
             m.set_weights(best["weights"])
-        if self._no_improvement_count <= self.n_iter_no_change and self.n_iter_ >= self.max_iter:
+        if self._no_improvement_count <= self.n_iter_no_change and self.n_iter_ == self.max_iter:
             warnings.warn(
                 f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization hasn't "
                 "converged yet.",
@@ -255,6 +261,7 @@ class _BaseMLP(BaseEstimator):
         self.n_layers_ = len(self._hidden()) + 2
         self.out_activation_ = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity"}[self._output]
         self.loss_curve_: list[float] = []
+        self._best_weights = None
         self.n_iter_ = 0
         self.t_ = 0
         self._no_improvement_count = 0
@@ -319,6 +326,19 @@ class _BaseMLP(BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "_model")
 
+    def _first_pass(self, incremental: bool) -> bool:
+        """Whether this fit starts from new weights: the first one, or ``fit`` without ``warm_start``. A
+        warm-started ``fit`` keeps the weights, the loss curve, ``t_`` and the stopping counters and, as
+        scikit-learn's, starts its optimizer afresh."""
+        if not hasattr(self, "_model"):
+            return True
+        if incremental:
+            return False
+        if not self.warm_start:
+            return True
+        self._model.optimizer_state = None
+        return False
+
     def to_onnx(self, path: Any, *, opset: int | None = None) -> str:
         """Write the fitted estimator as an ONNX graph and return the path (:func:`gpunn.export.to_onnx`; needs
         ``pip install 'gpunn[onnx]'``). Input ``X`` (batch, n_features_in_), of the dtype the estimator was fitted
@@ -363,6 +383,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         beta_2=0.999,
         epsilon=1e-8,
         n_iter_no_change=10,
+        warm_start=False,
         device="auto",
         class_weight=None,
     ):
@@ -371,7 +392,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             learning_rate_init=learning_rate_init, max_iter=max_iter, shuffle=shuffle, random_state=random_state,
             tol=tol, verbose=verbose, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
-            epsilon=epsilon, n_iter_no_change=n_iter_no_change, device=device,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, warm_start=warm_start, device=device,
         )  # fmt: skip
         self.class_weight = class_weight
 
@@ -394,7 +415,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self._check_params()
         if y is None:
             raise ValueError(f"This {type(self).__name__} estimator requires y to be passed, but the target y is None.")
-        start = not incremental or not hasattr(self, "_model")
+        start = self._first_pass(incremental)
         self._native_input = _native(X) if start else self._native_input
         y_host = _backend.to_numpy(y) if _native(y) else y
         if _native(X):
@@ -420,6 +441,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             n_outputs = y_host.shape[1] if multilabel else (1 if len(self.classes_) == 2 else len(self.classes_))
             self._output = "softmax" if n_outputs > 1 and not multilabel else "sigmoid"
             self._start(X, n_outputs)
+        elif self.warm_start and not incremental and y_host.ndim == 1:
+            if set(np.unique(y_host)) != set(self.classes_):
+                raise ValueError(
+                    "warm_start can only be used where `y` has the same classes as in the previous call to fit. "
+                    f"Previously got {self.classes_}, `y` has {np.unique(y_host)}"
+                )
         else:
             unseen: Any = np.setdiff1d(np.unique(y_host), self.classes_) if y_host.ndim == 1 else []
             if len(unseen):
@@ -510,7 +537,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self._check_params()
         if y is None:
             raise ValueError(f"This {type(self).__name__} estimator requires y to be passed, but the target y is None.")
-        start = not incremental or not hasattr(self, "_model")
+        start = self._first_pass(incremental)
         self._native_input = _native(X) if start else self._native_input
         if _native(X):
             X = self._validate_X(X, reset=start)

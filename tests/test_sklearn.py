@@ -118,10 +118,13 @@ def test_early_stopping_and_stopping_rule():
 
 def test_partial_fit_continues_training():
     X, y = _blobs(3)
-    clf = MLPClassifier(random_state=0)
+    clf, theirs = MLPClassifier(random_state=0), SkClassifier(random_state=0)
     for _ in range(30):
         clf.partial_fit(X, y, classes=np.unique(y))
-    assert clf.n_iter_ == 30 and clf.loss_curve_[-1] < clf.loss_curve_[0]
+        theirs.partial_fit(X, y, classes=np.unique(y))
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+    # counted as scikit-learn counts: n_iter_ per call, t_ and the loss curve over all calls
+    assert (clf.n_iter_, clf.t_, len(clf.loss_curve_)) == (theirs.n_iter_, theirs.t_, len(theirs.loss_curve_))
     with pytest.raises(ValueError, match="classes"):
         MLPClassifier().partial_fit(X, y)
 
@@ -174,6 +177,30 @@ def test_sample_and_class_weights_train_as_scikit_learns_own_mlp(solver):
     ours_r = MLPRegressor(**kw).fit(X, target, sample_weight=w)
     theirs_r = SkRegressor(**kw).fit(X, target, sample_weight=w)
     np.testing.assert_allclose(ours_r.loss_curve_, theirs_r.loss_curve_, rtol=1e-6)
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_warm_start_continues_as_scikit_learns_own_mlp(solver):
+    """Full batches: a second, warm-started fit continues the weights, the loss curve and n_iter_, with a new
+    optimizer, exactly as scikit-learn's MLP does (both warn only when the first fit ends at max_iter)."""
+    X, y = _blobs(3)
+    kw = dict(solver=solver, random_state=0, max_iter=10, hidden_layer_sizes=(12,), batch_size=len(y),
+              warm_start=True, momentum=0.9)  # fmt: skip
+    target = X[:, 0] - X[:, 1] ** 2
+    for ours, theirs, yy in [(MLPClassifier(**kw), SkClassifier(**kw), y), (MLPRegressor(**kw), SkRegressor(**kw),
+                                                                             target)]:  # fmt: skip
+        for _ in range(3):
+            ours.fit(X, yy)
+            theirs.fit(X, yy)
+        assert ours.n_iter_ == theirs.n_iter_ == 10 and len(ours.loss_curve_) == len(theirs.loss_curve_) == 30
+        assert ours.t_ == theirs.t_
+        np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-6)
+        assert ours.loss_curve_[-1] < ours.loss_curve_[9]  # training went on
+    cold = MLPClassifier(**{**kw, "warm_start": False}).fit(X, y)
+    cold.fit(X, y)
+    assert len(cold.loss_curve_) == 10  # without warm_start, fit starts over
+    with pytest.raises(ValueError, match="warm_start can only be used where `y` has the same classes"):
+        MLPClassifier(**kw).fit(X, y).fit(X[y < 2], y[y < 2])
 
 
 def test_bad_sample_and_class_weights_are_clear_errors():
