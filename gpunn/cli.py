@@ -239,7 +239,7 @@ def _output_for(y: np.ndarray, output: str, source: str) -> tuple[str, np.ndarra
     names) is read as class labels the same way."""
     if y.dtype.kind in "OUS":  # text labels
         text = y.astype(str)
-        values = np.unique(text)
+        values = np.unique(text).astype(object)  # Python str, so that messages show 'no', not np.str_('no')
         if output == "identity":
             raise InputError(f"{source}: output 'identity' needs numbers in the target, which holds text such as "
                              f"{values[0]!r}")  # fmt: skip
