@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the feature columns (default: every column but the target; others are not read)",
     )
     src.add_argument(
+        "--sample-weight", metavar="COLUMN",
+        help="the column of per-row weights of the training loss (a .npy file's by index; an .npz file's weight "
+        "array); it is not a feature",
+    )  # fmt: skip
+    src.add_argument(
         "--stream", action="store_true", default=None,
         help="read --data (.parquet or .npy) a block at a time instead of loading it: for files larger than memory",
     )  # fmt: skip
@@ -209,7 +214,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "layers": [10, 10, 10], "activation": "relu", "output": None, "dtype": "float32",
     "epochs": 1000, "lr": 0.1, "batch_size": None, "optimizer": "sgd", "clip_norm": None, "seed": 0,
     "weight_decay": None, "schedule": "constant", "early_stopping": None, "validation_split": 0.1,
-    "class_weight": None, "dropout": 0.0, "stream": False,
+    "class_weight": None, "dropout": 0.0, "stream": False, "sample_weight": None,
 }  # fmt: skip
 ARCHITECTURE = ("layers", "activation", "output", "dtype", "dropout", "features")
 
@@ -281,18 +286,22 @@ def _describe(asked: str, output: str) -> str:
     return f"{output} output, chosen from the target" if asked == "auto" else output
 
 
-def _load_training_data(s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str, list[str] | None]:
+def _load_training_data(
+    s: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str, list[str] | None]:
+    """``(X, y, sample weights or None, source, feature names)``."""
     if s["data"] is None:
-        if s["target"] is not None or s["features"] is not None:
-            raise InputError(f"--{'target' if s['target'] is not None else 'features'} needs --data FILE")
+        for option in ("target", "features", "sample_weight"):
+            if s[option] is not None:
+                raise InputError(f"--{option.replace('_', '-')} needs --data FILE")
         X, y = data.make_dataset(s["dataset"], s["samples"], seed=s["seed"])
-        return X, y, f"built-in dataset '{s['dataset']}'", None
+        return X, y, None, f"built-in dataset '{s['dataset']}'", None
     if s["target"] is None:
         raise InputError(f"--data {s['data']} needs --target COLUMN to name the column to predict")
     # .csv, .csv.gz, .parquet, .feather/.arrow, .npy, .npz; X straight in the model's dtype, no float64 copy
-    X, target, names, _ = data.read(s["data"], target=s["target"], features=s["features"], dtype=s["dtype"])
+    (X, target, names, _), w = data._read(s["data"], s["target"], s["features"], s["dtype"], s["sample_weight"])
     assert target is not None  # read returns the target column when it is asked for one
-    return X, target, s["data"], names
+    return X, target, w, s["data"], names
 
 
 @dataclasses.dataclass
@@ -300,6 +309,7 @@ class _Plan:
     """The data of one ``gpunn train``: (X, y) pairs held in memory, or streamed Datasets with y None."""
 
     train: tuple[Any, Any]
+    weight: np.ndarray | None  # the training rows' sample weights, in memory (a streamed Dataset has its own)
     test: tuple[Any, Any]
     validation: Any  # (X, y), or a Dataset
     output: str
@@ -314,19 +324,27 @@ class _Plan:
         return len(part[0]) if isinstance(part, tuple) else len(part)
 
 
+def _weights_split(w: np.ndarray | None, test_size: float, seed: int) -> np.ndarray | None:
+    """The weights of the rows that ``data.train_test_split`` with this seed keeps for training (its order
+    depends on the row count and the seed only)."""
+    return None if w is None else data.train_test_split(w, w, test_size=test_size, seed=seed)[0]
+
+
 def _in_memory_data(s: dict[str, Any]) -> _Plan:
-    X, y, source, names = _load_training_data(s)
+    X, y, w, source, names = _load_training_data(s)
     output, y, classes = _output_for(y, s["output"], source)
     n_outputs = max(int(y.max()) + 1, 2) if output == "softmax" else 1
     # In place, as fit(copy=False) scales X_train: a large CSV is held once, not three times.
     X_train, X_test, y_train, y_test = data.train_test_split(X, y, test_size=s["test_size"], seed=s["seed"], copy=False)
+    w = _weights_split(w, s["test_size"], s["seed"])  # the test rows are evaluated unweighted
     validation: Any = (X_test, y_test)
     if s["early_stopping"] is not None:  # its own split of the training rows: the test rows stay unseen
         X_train, X_val, y_train, y_val = data.train_test_split(
             X_train, y_train, test_size=s["validation_split"], seed=s["seed"], copy=False
         )
+        w = _weights_split(w, s["validation_split"], s["seed"])
         validation = (X_val, y_val)
-    return _Plan((X_train, y_train), (X_test, y_test), validation, output, n_outputs, classes, source, names,
+    return _Plan((X_train, y_train), w, (X_test, y_test), validation, output, n_outputs, classes, source, names,
                  X.shape[1])  # fmt: skip
 
 
@@ -344,14 +362,22 @@ def _streamed_data(s: dict[str, Any]) -> _Plan:
         if not all(f.lstrip("-").isdigit() for f in features):
             raise InputError(f"--features of an .npy file are column numbers; got {','.join(features)}")
         features = [int(f) for f in features]
-    ds = stream.Dataset(s["data"], target, features)
+    weight: Any = s["sample_weight"]
+    if weight is not None and s["data"].lower().endswith(".npy"):
+        if not weight.lstrip("-").isdigit():
+            raise InputError(f"--sample-weight of an .npy file is a column number; got {weight!r}")
+        weight = int(weight)
+    if s["class_weight"] is not None:
+        raise ConfigError("--class-weight is not available with --stream: give the file a column of each row's "
+                         "weight and name it with --sample-weight COLUMN")  # fmt: skip
+    ds = stream.Dataset(s["data"], target, features, weight=weight)
     train, test = ds.split(s["test_size"], seed=s["seed"])
     validation: Any = test
     if s["early_stopping"] is not None:
         train, validation = train.split(s["validation_split"], seed=s["seed"])
     output, n_outputs = _stream_output(ds, s["output"], s["data"])
-    return _Plan((train, None), (test, None), validation, output, n_outputs, None, s["data"], ds.feature_names,
-                 ds.n_features)  # fmt: skip
+    return _Plan((train, None), None, (test, None), validation, output, n_outputs, None, s["data"],
+                 ds.feature_names, ds.n_features)  # fmt: skip
 
 
 def _stream_output(ds: Any, output: str, source: str) -> tuple[str, int]:
@@ -446,7 +472,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         model.fit(
             X_train, y_train, epochs=remaining, lr=_schedule(s), batch_size=s["batch_size"],
             optimizer=s["optimizer"], clip_norm=s["clip_norm"], weight_decay=s["weight_decay"],
-            class_weight=s["class_weight"], validation_data=plan.validation, verbose=0 if quiet else 1,
+            class_weight=s["class_weight"], sample_weight=plan.weight, validation_data=plan.validation,
+            verbose=0 if quiet else 1,
             callbacks=callbacks, comm=comm, copy=False,
         )  # fmt: skip
     except KeyboardInterrupt:

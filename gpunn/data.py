@@ -183,6 +183,15 @@ def read(
     by row counted from 0 and Parquet row group or Arrow record batch), a ragged CSV row, a truncated or corrupt
     file, a file with no data rows, an unknown file type.
     """
+    return _read(path, target, features, dtype, None)[0]
+
+
+def _read(
+    path: str | os.PathLike[str], target: Any, features: Sequence[Any] | None, dtype: str, weight: Any
+) -> tuple[ReadResult, np.ndarray | None]:
+    """:func:`read`, and with ``weight`` (a column name; an ``.npy`` column index; an ``.npz`` array name) that
+    column's values, float64 of shape (rows,), finite and >= 0: read with the features, but not one of them
+    (``gpunn train --sample-weight``)."""
     name = os.fspath(path)
     dtype = _float_dtype(dtype, ConfigError, "read")
     if target is not None and (isinstance(target, bool) or not isinstance(target, (str, int))):
@@ -193,6 +202,8 @@ def read(
         or not all(isinstance(f, (str, int)) and not isinstance(f, bool) for f in features)
     ):
         raise ConfigError(f"features takes a non-empty list of column names, not {features!r}")
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (str, int))):
+        raise ConfigError(f"weight takes a column name (or a .npy column index), not {weight!r}")
     try:
         info = os.stat(name)
         regular, empty = stat.S_ISREG(info.st_mode), stat.S_ISREG(info.st_mode) and info.st_size == 0
@@ -204,17 +215,24 @@ def read(
         raise InputError(f"{name}: unknown type of data file; gpunn reads {endings}")
     if empty:
         raise InputError(f"{name}: file is empty" + ("; expected a header row and data rows" if kind == "csv" else ""))
+    result: tuple[ReadResult, np.ndarray | None] | None = None
     if kind == "csv":
         pa = _pyarrow()
         if pa is not None and regular:
             try:
-                return _read_csv_arrow(pa, name, target, features, dtype)
+                result = _read_csv_arrow(pa, name, target, features, dtype, weight)
             except _Reparse:
                 pass  # the NumPy reader decides: it names the line and column of a problem, or reads what pyarrow won't
-        return _read_csv_numpy(name, target, features, dtype, class_names=True)
-    return {"parquet": _read_parquet, "ipc": _read_ipc, "npy": _read_npy, "npz": _read_npz}[kind](
-        name, target, features, dtype
-    )
+        if result is None:
+            result = _read_csv_numpy(name, target, features, dtype, class_names=True, weight=weight)
+    else:
+        readers = {"parquet": _read_parquet, "ipc": _read_ipc, "npy": _read_npy, "npz": _read_npz}
+        result = readers[kind](name, target, features, dtype, weight)
+    w = result[1]
+    if w is not None and (w < 0).any():  # finite already, as every column read as numbers
+        i = int(np.argmax(w < 0))
+        raise InputError(f"{name}: row {i}, weight column {str(weight)!r}: {w[i]} is negative; weights are >= 0")
+    return result
 
 
 def read_csv(
@@ -233,7 +251,7 @@ def read_csv(
     """
     name = os.fspath(path)
     dtype = _float_dtype(dtype, InputError, "read_csv")
-    X, y, names, _ = _read_csv_numpy(name, target, None, dtype, class_names=False)
+    X, y, names, _ = _read_csv_numpy(name, target, None, dtype, class_names=False)[0]
     return X, y, names
 
 
@@ -284,14 +302,22 @@ def _names(columns: Sequence[str], most: int = 12) -> str:
 
 
 def _select(
-    name: str, columns: list[str], target: Any, features: Sequence[Any] | None, where: str
+    name: str, columns: list[str], target: Any, features: Sequence[Any] | None, where: str, weight: Any = None
 ) -> tuple[int | None, list[int]]:
-    """The index of the target column (None without one) and those of the feature columns, in order."""
+    """The index of the target column (None without one) and those of the feature columns, in order, followed
+    by the weight column's when ``weight`` names one (read with the features as a number, but not a feature)."""
     position: dict[str, int] = {}
     for j, c in enumerate(columns):
         position.setdefault(c, j)
     if target is not None and target not in position:
         raise InputError(f"{name}: target column {target!r} is not in the {where} ({_names(columns)})")
+    if weight is not None:
+        if weight not in position:
+            raise InputError(f"{name}: weight column {weight!r} is not in the {where} ({_names(columns)})")
+        if weight == target:
+            raise InputError(f"{name}: {weight!r} is both the target and the weight column")
+        if features is not None and weight in features:
+            raise InputError(f"{name}: the weight column {weight!r} is also listed among the features")
     missing = [c for c in features or [] if c not in position]
     if missing:
         listed, many = ", ".join(repr(c) for c in missing), len(missing) > 1
@@ -300,18 +326,20 @@ def _select(
     if features is not None and target is not None and target in features:
         raise ConfigError(f"{name}: the target {target!r} is also listed among the features")
     k = position[target] if target is not None else None
-    wanted = list(features) if features is not None else [c for j, c in enumerate(columns) if j != k]
+    skip = {k, position[weight] if weight is not None else None}
+    wanted = list(features) if features is not None else [c for j, c in enumerate(columns) if j not in skip]
     if features is not None and len(set(wanted)) != len(wanted):
         raise ConfigError(f"features lists a column more than once: {list(features)}")
     counts = Counter(columns)
-    twice = sorted({c for c in wanted + ([target] if target is not None else []) if counts[c] > 1})
+    named = wanted + [c for c in (target, weight) if c is not None]
+    twice = sorted({c for c in named if counts[c] > 1})
     if twice:
         listed = ", ".join(map(repr, twice))
         raise InputError(f"{name}: column{'s' * (len(twice) > 1)} {listed} appear{'s' * (len(twice) == 1)} more "
                          f"than once in the {where}; columns are selected by name")  # fmt: skip
     if not wanted:
         raise InputError(f"{name}: no feature columns besides the target {target!r}")
-    return k, [position[c] for c in wanted]
+    return k, [position[c] for c in wanted + ([weight] if weight is not None else [])]
 
 
 # ------------------------------------------------------------------------------------------ CSV, NumPy
@@ -322,21 +350,22 @@ def _open_text(name: str) -> IO[str]:
 
 
 def _read_csv_numpy(
-    name: str, target: Any, features: Sequence[Any] | None, dtype: str, class_names: bool
-) -> ReadResult:
+    name: str, target: Any, features: Sequence[Any] | None, dtype: str, class_names: bool, weight: Any = None
+) -> tuple[ReadResult, np.ndarray | None]:
     """The NumPy reader. With ``class_names`` a target that is not all numbers comes back as strings: a file is
     read with a numeric target first and read again if it turns out not to be; a pipe keeps the text as it goes."""
     texts = class_names and not os.path.isfile(name)
     while True:
         try:
-            return _read_csv_numpy_once(name, target, features, dtype, class_names, texts)
+            return _read_csv_numpy_once(name, target, features, dtype, class_names, texts, weight)
         except _ClassNames:
             texts = True
 
 
 def _read_csv_numpy_once(
-    name: str, target: Any, features: Sequence[Any] | None, dtype: str, class_names: bool, texts: bool
-) -> ReadResult:
+    name: str, target: Any, features: Sequence[Any] | None, dtype: str, class_names: bool, texts: bool,
+    weight: Any,
+) -> tuple[ReadResult, np.ndarray | None]:  # fmt: skip
     try:
         rows = BLOCK_ROWS  # what to allocate first: a pipe's length is unknown, X grows as needed
         if os.path.isfile(name) and not name.lower().endswith(".gz"):  # a file's newlines bound its rows
@@ -345,8 +374,8 @@ def _read_csv_numpy_once(
             header = [h.strip() for h in next(csv.reader([f.readline()]), [])]
             if not header:
                 raise InputError(f"{name}: file is empty; expected a header row and data rows")
-            k, cols = _select(name, header, target, features, "header")
-            parsed = _CsvRows(name, header, k, cols, dtype, rows, class_names, texts)
+            k, cols = _select(name, header, target, features, "header", weight)
+            parsed = _CsvRows(name, header, k, cols, dtype, rows, class_names, texts, weight is not None)
             block: list[str] = []
             numbers: list[int] = []
             for line_number, line in enumerate(f, start=2):
@@ -362,20 +391,22 @@ def _read_csv_numpy_once(
         raise InputError(f"{name}: cannot read ({exc.strerror or _one_line(exc)})") from None
     except (UnicodeDecodeError, csv.Error, EOFError, zlib.error) as exc:
         raise InputError(f"{name}: not a readable CSV text file ({_one_line(exc)})") from None
-    return parsed.result()
+    return parsed.result(), None if parsed.w is None else parsed.w[: parsed.n]
 
 
 class _CsvRows:
-    """The rows of a CSV file parsed so far: ``X`` and the target, a block of lines at a time."""
+    """The rows of a CSV file parsed so far: ``X``, the target and the weights, a block of lines at a time."""
 
     def __init__(
         self, name: str, header: list[str], k: int | None, cols: list[int], dtype: str, rows: int,
-        class_names: bool, texts: bool,
+        class_names: bool, texts: bool, weighted: bool = False,
     ) -> None:  # fmt: skip
-        self.name, self.header, self.k, self.cols = name, header, k, cols
+        self.name, self.header, self.k, self.cols = name, header, k, cols  # cols: the weight's last, if weighted
         self.class_names = class_names  # the target may hold class names
         self.texts = texts and k is not None  # keep the target's text (else parse it as numbers)
-        self.X = np.empty((rows, len(cols)), dtype=dtype)
+        self.d = len(cols) - weighted  # the features
+        self.X = np.empty((rows, self.d), dtype=dtype)
+        self.w = np.empty(rows) if weighted else None
         self.y = np.empty(rows) if k is not None and not self.texts else None
         self.text: list[str] = []
         self.lines: list[int] = []
@@ -390,7 +421,11 @@ class _CsvRows:
             self.X = np.concatenate([self.X[: self.n], np.empty((size - self.n, self.X.shape[1]), self.X.dtype)])
             if self.y is not None:
                 self.y = np.concatenate([self.y[: self.n], np.empty(size - self.n)])
-        self.X[self.n : m] = values
+            if self.w is not None:
+                self.w = np.concatenate([self.w[: self.n], np.empty(size - self.n)])
+        self.X[self.n : m] = values[:, : self.d]
+        if self.w is not None:
+            self.w[self.n : m] = values[:, self.d]
         if isinstance(target, list):
             self.text += target
             self.lines += numbers
@@ -405,7 +440,7 @@ class _CsvRows:
     def result(self) -> ReadResult:
         if self.n == 0:
             raise InputError(f"{self.name}: no data rows after the header")
-        names = [self.header[j] for j in self.cols]
+        names = [self.header[j] for j in self.cols[: self.d]]
         if self.k is None:
             return ReadResult(self.X[: self.n], None, names, None)
         target_name = self.header[self.k]
@@ -500,7 +535,9 @@ class _CsvRows:
 
 
 # ---------------------------------------------------------------------------------------- CSV, pyarrow
-def _read_csv_arrow(pa: Any, name: str, target: Any, features: Sequence[Any] | None, dtype: str) -> ReadResult:
+def _read_csv_arrow(
+    pa: Any, name: str, target: Any, features: Sequence[Any] | None, dtype: str, weight: Any = None
+) -> tuple[ReadResult, np.ndarray | None]:
     """Parse with pyarrow, a segment of the text at a time (multi-threaded within it), straight into ``X``.
 
     Memory: ``X``, one buffer of text (``SEGMENT_BYTES``, filled with ordinary reads, not a memory map) and its
@@ -517,8 +554,9 @@ def _read_csv_arrow(pa: Any, name: str, target: Any, features: Sequence[Any] | N
             header = [h.strip() for h in next(csv.reader([f.readline().decode("utf-8-sig")]), [])]
             if not header:
                 raise _Reparse
-            k, cols = _select(name, header, target, features, "header")
-            d = len(cols)
+            k, cols = _select(name, header, target, features, "header", weight)
+            d = len(cols)  # the features, then the weight column if any
+            dx = d - (weight is not None)
             keep = [str(j) for j in cols] + ([str(k)] if k is not None else [])
             options = {
                 "read_options": pacsv.ReadOptions(column_names=[str(j) for j in range(len(header))]),
@@ -527,7 +565,8 @@ def _read_csv_arrow(pa: Any, name: str, target: Any, features: Sequence[Any] | N
                     include_columns=keep, null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False,
                 ),
             }  # fmt: skip
-            X = np.empty((rows, d), dtype=dtype)
+            X = np.empty((rows, dx), dtype=dtype)
+            w = np.empty(rows) if weight is not None else None
             n, targets, held = 0, [], 0  # held: bytes of a partial line kept at the front of the buffer
             text = bytearray(SEGMENT_BYTES)
             while True:
@@ -544,8 +583,13 @@ def _read_csv_arrow(pa: Any, name: str, target: Any, features: Sequence[Any] | N
                     if not np.isfinite(block).all():
                         raise _Reparse
                     if m > len(X):  # a .gz file, whose rows are not counted first: double
-                        X = np.concatenate([X[:n], np.empty((max(m, 2 * len(X)) - n, d), X.dtype)])
-                    X[n:m] = block
+                        size = max(m, 2 * len(X))
+                        X = np.concatenate([X[:n], np.empty((size - n, dx), X.dtype)])
+                        if w is not None:
+                            w = np.concatenate([w[:n], np.empty(size - n)])
+                    X[n:m] = block[:, :dx]
+                    if w is not None:
+                        w[n:m] = block[:, dx]
                     n = m
                 if k is not None:
                     targets += table.column(d).chunks
@@ -557,7 +601,8 @@ def _read_csv_arrow(pa: Any, name: str, target: Any, features: Sequence[Any] | N
     if n == 0:
         raise _Reparse
     y = _csv_target(pa, pa.chunked_array(targets, type=pa.string())) if k is not None else None
-    return ReadResult(X[:n], y, [header[j] for j in cols], header[k] if k is not None else None)
+    names = [header[j] for j in cols[:dx]]
+    return ReadResult(X[:n], y, names, header[k] if k is not None else None), None if w is None else w[:n]
 
 
 def _read_into(f: Any, view: memoryview) -> int:
@@ -602,7 +647,9 @@ def _is_number(text: str) -> bool:
 
 
 # ------------------------------------------------------------------------------ Parquet and Arrow IPC
-def _read_parquet(name: str, target: Any, features: Sequence[Any] | None, dtype: str) -> ReadResult:
+def _read_parquet(
+    name: str, target: Any, features: Sequence[Any] | None, dtype: str, weight: Any = None
+) -> tuple[ReadResult, np.ndarray | None]:
     pa = _need_pyarrow(name, "Parquet")
     import pyarrow.parquet as pq
 
@@ -612,7 +659,7 @@ def _read_parquet(name: str, target: Any, features: Sequence[Any] | None, dtype:
         raise InputError(f"{name}: not a readable Parquet file ({_one_line(exc)})") from None
     with pf:
         schema = pf.schema_arrow
-        k, cols, kind = _select_typed(pa, name, schema, target, features)
+        k, cols, kind = _select_typed(pa, name, schema, target, features, weight)
         columns = schema.names
         wanted = [columns[j] for j in cols] + ([columns[k]] if k is not None else [])
         groups = pf.num_row_groups
@@ -625,10 +672,12 @@ def _read_parquet(name: str, target: Any, features: Sequence[Any] | None, dtype:
                     raise InputError(f"{name}: row group {g} of {groups} cannot be read ({_one_line(exc)}); "
                                      "the file is corrupt or truncated") from None  # fmt: skip
 
-        return _fill(pa, name, pf.metadata.num_rows, parts(), wanted, kind, dtype)
+        return _fill(pa, name, pf.metadata.num_rows, parts(), wanted, kind, dtype, weight is not None)
 
 
-def _read_ipc(name: str, target: Any, features: Sequence[Any] | None, dtype: str) -> ReadResult:
+def _read_ipc(
+    name: str, target: Any, features: Sequence[Any] | None, dtype: str, weight: Any = None
+) -> tuple[ReadResult, np.ndarray | None]:
     pa = _need_pyarrow(name, "Feather (Arrow IPC)")
     try:
         source = pa.memory_map(name)
@@ -646,7 +695,7 @@ def _read_ipc(name: str, target: Any, features: Sequence[Any] | None, dtype: str
                 raise InputError(f"{name}: not a readable Feather or Arrow IPC file ({_one_line(exc)}); "
                                  "it may be truncated or corrupt") from None  # fmt: skip
             schema = stream.schema
-            k, cols, kind = _select_typed(pa, name, schema, target, features)
+            k, cols, kind = _select_typed(pa, name, schema, target, features, weight)
             while True:
                 try:
                     batches.append(stream.read_next_batch())
@@ -657,7 +706,7 @@ def _read_ipc(name: str, target: Any, features: Sequence[Any] | None, dtype: str
                                      "the file is corrupt or truncated") from None  # fmt: skip
         else:
             schema = reader.schema
-            k, cols, kind = _select_typed(pa, name, schema, target, features)
+            k, cols, kind = _select_typed(pa, name, schema, target, features, weight)
             for i in range(reader.num_record_batches):
                 try:
                     batches.append(reader.get_batch(i))
@@ -673,17 +722,21 @@ def _read_ipc(name: str, target: Any, features: Sequence[Any] | None, dtype: str
                 batch, batches[i] = batches[i], None  # each freed once copied
                 yield f"record batch {i}", batch
 
-        return _fill(pa, name, n, parts(), wanted, kind, dtype)
+        return _fill(pa, name, n, parts(), wanted, kind, dtype, weight is not None)
 
 
 def _select_typed(
-    pa: Any, name: str, schema: Any, target: Any, features: Sequence[Any] | None
+    pa: Any, name: str, schema: Any, target: Any, features: Sequence[Any] | None, weight: Any = None
 ) -> tuple[int | None, list[int], str | None]:
-    """The columns as :func:`_select`, the features checked numeric, and the target's kind: "number", "text" or
-    None (no target)."""
+    """The columns as :func:`_select` (the weight column's last, when ``weight`` names one), the features and the
+    weights checked numeric, and the target's kind: "number", "text" or None (no target)."""
     columns = list(schema.names)
-    k, cols = _select(name, columns, target, features, "file's columns")
-    bad = [f"{columns[j]!r} ({schema.field(j).type})" for j in cols if not _numeric(pa, schema.field(j).type)]
+    k, cols = _select(name, columns, target, features, "file's columns", weight)
+    if weight is not None and not _numeric(pa, schema.field(cols[-1]).type):
+        raise InputError(f"{name}: weight column {weight!r} ({schema.field(cols[-1]).type}) is not numeric; "
+                         "weights are numbers")  # fmt: skip
+    features_at = cols[:-1] if weight is not None else cols
+    bad = [f"{columns[j]!r} ({schema.field(j).type})" for j in features_at if not _numeric(pa, schema.field(j).type)]
     if bad:
         raise InputError(f"{name}: feature column{'s' * (len(bad) > 1)} {', '.join(bad)} "
                          f"{'are' if len(bad) > 1 else 'is'} not numeric; gpunn trains on numbers")  # fmt: skip
@@ -712,12 +765,15 @@ def _target_kind(pa: Any, t: Any) -> str | None:
 
 
 def _fill(pa: Any, name: str, n: int, parts: Iterator[tuple[str, Any]], wanted: list[str], kind: str | None,
-          dtype: str) -> ReadResult:  # fmt: skip
-    """Copy the parts (tables or record batches) of a typed file into ``X`` (and the target), a batch at a time."""
+          dtype: str, weighted: bool = False) -> tuple[ReadResult, np.ndarray | None]:  # fmt: skip
+    """Copy the parts (tables or record batches) of a typed file into ``X`` (and the target, and the weights:
+    ``wanted``'s column after the features when ``weighted``), a batch at a time."""
     import pyarrow.compute as pc
 
-    d = len(wanted) - (kind is not None)
-    X = np.empty((n, d), dtype=dtype)
+    d = len(wanted) - (kind is not None)  # the features and the weights, read as numbers
+    dx = d - weighted
+    X = np.empty((n, dx), dtype=dtype)
+    w = np.empty(n) if weighted else None
     y = None if kind is None else np.empty(n) if kind == "number" else np.empty(n, dtype=object)
     row = 0
     for where, part in parts:
@@ -734,7 +790,9 @@ def _fill(pa: Any, name: str, n: int, parts: Iterator[tuple[str, Any]], wanted: 
             numbers = [c if c.type == pa.float64() else c.cast(pa.float64(), safe=False) for c in columns[:d]]
             block = np.asarray(pa.RecordBatch.from_arrays(numbers, names=wanted[:d]).to_tensor())
             _check_rows_finite(name, block, row, where, wanted)
-            X[row:m] = block
+            X[row:m] = block[:, :dx]
+            if w is not None:
+                w[row:m] = block[:, dx]
             if y is not None:
                 t = columns[d]
                 if pa.types.is_dictionary(t.type):
@@ -749,7 +807,7 @@ def _fill(pa: Any, name: str, n: int, parts: Iterator[tuple[str, Any]], wanted: 
         raise InputError(f"{name}: holds {row} rows but its metadata says {n}; the file is corrupt or truncated")
     if n == 0:
         raise InputError(f"{name}: no data rows")
-    return ReadResult(X, y, wanted[:d], wanted[d] if kind is not None else None)
+    return ReadResult(X, y, wanted[:dx], wanted[d] if kind is not None else None), w
 
 
 def _check_rows_finite(name: str, block: np.ndarray, row: int, where: str, columns: list[str]) -> None:
@@ -761,7 +819,9 @@ def _check_rows_finite(name: str, block: np.ndarray, row: int, where: str, colum
 
 
 # ------------------------------------------------------------------------------------------------ NumPy
-def _read_npy(name: str, target: Any, features: Sequence[Any] | None, dtype: str) -> ReadResult:
+def _read_npy(
+    name: str, target: Any, features: Sequence[Any] | None, dtype: str, weight: Any = None
+) -> tuple[ReadResult, np.ndarray | None]:
     """A 2-D numeric .npy array, its columns named by index; read through a memory map, a block of rows at a
     time."""
     try:
@@ -790,22 +850,27 @@ def _read_npy(name: str, target: Any, features: Sequence[Any] | None, dtype: str
     columns = [str(j) for j in range(shape[1])]
     k, cols = _select(name, columns, _column_index(name, target, shape[1]),
                       None if features is None else [_column_index(name, f, shape[1]) for f in features],
-                      "array's columns (a .npy file's columns are named by index)")  # fmt: skip
+                      "array's columns (a .npy file's columns are named by index)",
+                      _column_index(name, weight, shape[1]))  # fmt: skip
     if shape[0] == 0:
         raise InputError(f"{name}: no data rows")
     array = np.load(name, mmap_mode="r", allow_pickle=False)
-    X = np.empty((shape[0], len(cols)), dtype=dtype)
+    dx = len(cols) - (weight is not None)  # the features; then the weight column, if any
+    X = np.empty((shape[0], dx), dtype=dtype)
     y = np.empty(shape[0]) if k is not None else None
+    w = np.empty(shape[0]) if weight is not None else None
     names = [columns[j] for j in cols]
     for s in range(0, shape[0], NPY_ROWS):
         rows = np.asarray(array[s : s + NPY_ROWS])
-        X[s : s + len(rows)] = rows[:, cols]
+        X[s : s + len(rows)] = rows[:, cols[:dx]]
         _check_rows_finite(name, rows[:, cols].astype(np.float64, copy=False), s, "", names)
+        if w is not None:
+            w[s : s + len(rows)] = rows[:, cols[dx]]
         if y is not None:
             y[s : s + len(rows)] = rows[:, k]
             _check_rows_finite(name, y[s : s + len(rows), None], s, "", [columns[k]])  # type: ignore[index]
     del array
-    return ReadResult(X, y, names, columns[k] if k is not None else None)
+    return ReadResult(X, y, names[:dx], columns[k] if k is not None else None), w
 
 
 def _column_index(name: str, value: Any, d: int) -> str | None:
@@ -822,8 +887,11 @@ def _column_index(name: str, value: Any, d: int) -> str | None:
     return str(j % d)
 
 
-def _read_npz(name: str, target: Any, features: Sequence[Any] | None, dtype: str) -> ReadResult:
-    """An archive with arrays ``X`` (rows, features), optionally ``feature_names``, and the target array."""
+def _read_npz(
+    name: str, target: Any, features: Sequence[Any] | None, dtype: str, weight: Any = None
+) -> tuple[ReadResult, np.ndarray | None]:
+    """An archive with arrays ``X`` (rows, features), optionally ``feature_names``, the target array and the
+    weights' array."""
     try:
         archive = np.load(name, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
@@ -835,7 +903,7 @@ def _read_npz(name: str, target: Any, features: Sequence[Any] | None, dtype: str
 
         def get(key: str) -> np.ndarray:
             if key not in archive.files:
-                what = "the features" if key == "X" else "the target"
+                what = "the features" if key == "X" else "the weights" if key == str(weight) else "the target"
                 raise InputError(f"{name}: no array {key!r} ({what}) in the archive; it holds {held}")
             try:
                 return archive[key]
@@ -857,6 +925,11 @@ def _read_npz(name: str, target: Any, features: Sequence[Any] | None, dtype: str
         if target in ("X", "feature_names"):
             raise ConfigError(f"{name}: the target of an .npz archive is an array of its own (such as 'y'), "
                               f"not {target!r}")  # fmt: skip
+        if weight in ("X", "feature_names"):
+            raise ConfigError(f"{name}: the weights of an .npz archive are an array of their own (such as 'w'), "
+                              f"not {weight!r}")  # fmt: skip
+        if weight is not None and str(weight) == str(target):
+            raise InputError(f"{name}: {weight!r} is both the target and the weight array")
         if features is not None:
             features = [str(f) for f in features]
         _, cols = _select(name, columns, None, features, "names of X's columns")
@@ -874,12 +947,20 @@ def _read_npz(name: str, target: Any, features: Sequence[Any] | None, dtype: str
             else:
                 raise InputError(f"{name}: the target array {target!r} holds {values.dtype}; gpunn takes numbers "
                                  "or class names (strings)")  # fmt: skip
+        w = None
+        if weight is not None:
+            values = get(str(weight))
+            if values.ndim != 1 or len(values) != len(source) or values.dtype.kind not in "biuf":
+                raise InputError(f"{name}: the weight array {weight!r} must hold one number per row of X "
+                                 f"({len(source)}); it is {values.dtype} of shape {values.shape}")  # fmt: skip
+            w = values.astype(np.float64)
+            _check_rows_finite(name, w[:, None], 0, "", [str(weight)])
         if len(source) == 0:
             raise InputError(f"{name}: no data rows")
         X = np.empty((len(source), len(cols)), dtype=dtype)
         X[:] = source[:, cols]
         _check_rows_finite(name, source[:, cols].astype(np.float64, copy=False), 0, "", [columns[j] for j in cols])
-        return ReadResult(X, y, [columns[j] for j in cols], None if target is None else str(target))
+        return ReadResult(X, y, [columns[j] for j in cols], None if target is None else str(target)), w
 
 
 def write_csv(path: str | os.PathLike[str] | None, header: list[str], columns: list[np.ndarray]) -> None:

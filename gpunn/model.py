@@ -354,7 +354,7 @@ class MLP:
         recorded = {"loss", "lr"} | ({"accuracy"} if self.output != "identity" else set())
         if validation_data is not None:
             recorded |= {f"val_{key}" for key in recorded - {"lr"}}
-        if sample_weight is not None or class_weight is not None:
+        if sample_weight is not None or class_weight is not None or (isinstance(X, stream.Dataset) and X.has_weight):
             recorded.add("weighted_loss")
         for callback in callbacks or ():
             missing = set(getattr(callback, "requires", ())) - recorded
@@ -375,8 +375,15 @@ class MLP:
                 if y is not None:
                     raise InputError("a Dataset brings its own targets (its target column): call fit(dataset, y=None)")
                 if sample_weight is not None or class_weight is not None:
-                    raise ConfigError("sample_weight and class_weight are not available when training on a Dataset")
+                    raise ConfigError(
+                        "sample_weight and class_weight are not arguments of fit on a Dataset: its rows' weights are "
+                        "a column of the file, named by Dataset(path, target, weight=COLUMN)"
+                    )
                 x, t, w_host = X, None, None
+                weight_total = X.weight_total() if X.has_weight else None  # one pass, which checks every weight
+                if weight_total is not None and not weight_total > 0:
+                    raise InputError(f"{X.path}: the weights ({X.weight_name!r}) sum to 0 over the rows trained on: "
+                                     "there is nothing to train on")  # fmt: skip
             else:
                 x = inputs.check_x(self, X, "X")
                 t = inputs.targets(self, y, x.shape[0], "y", fitting=True)
@@ -401,7 +408,7 @@ class MLP:
             elif xv is not None:
                 val = (inputs.place_x(self, xv, scaling), tv)  # before X may be scaled in place
             if streaming:
-                x = stream.Streamed(self, x, scaling, "X")
+                x = stream.Streamed(self, x, scaling, "X", weight_total)
             else:
                 x = inputs.place_x(self, x, scaling, in_place=not copy)
             self.scaling = scaling

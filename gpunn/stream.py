@@ -9,6 +9,7 @@ training on the same rows with the same seed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -42,7 +43,12 @@ class Dataset:
         The target column: its name in a Parquet file; in an ``.npy`` file its column index, or the path of a
         separate 1-D or 2-D ``.npy`` file of targets with one row per row of ``path``. None: features only.
     features : list, optional
-        The feature columns (names, or indices for ``.npy``); default: every column but the target.
+        The feature columns (names, or indices for ``.npy``); default: every column but the target and the weight.
+    weight : str or int, optional
+        Per-row sample weights for ``fit`` (finite numbers >= 0, not all zero), which weigh each row's loss as
+        ``fit(X, y, sample_weight=)`` does: the column's name in a Parquet file; in an ``.npy`` file its column
+        index, or the path of a separate 1-D ``.npy`` file with one weight per row of ``path``. It is not a
+        feature. Validation and ``evaluate`` stay unweighted.
     shuffle_buffer : int
         Rows shuffled together; training memory is about this many rows (8 bytes a value when the model
         standardizes, else the model's dtype) plus one block.
@@ -57,6 +63,7 @@ class Dataset:
         target: Any = None,
         features: list[Any] | None = None,
         *,
+        weight: Any = None,
         shuffle_buffer: int = SHUFFLE_BUFFER,
         block_rows: int | None = None,
     ):
@@ -68,13 +75,14 @@ class Dataset:
             block_rows = check.integer(block_rows, "block_rows", 1)
         name = self.path.lower()
         if name.endswith((".parquet", ".pq")):
-            self._source: Any = _Parquet(self.path, target, features)
+            self._source: Any = _Parquet(self.path, target, features, weight)
         elif name.endswith(".npy"):
-            self._source = _Npy(self.path, target, features, block_rows)
+            self._source = _Npy(self.path, target, features, block_rows, weight)
         else:
             raise InputError(f"{self.path}: a Dataset streams .parquet or .npy files; read other files with gpunn.data")
         self.feature_names: list[str] | None = self._source.feature_names
         self.target_name: str | None = self._source.target_name
+        self.weight_name: str | None = self._source.weight_name
         self.blocks = list(range(len(self._source.starts) - 1))  # this view's blocks (split() takes a subset)
 
     # ------------------------------------------------------------------------------------------- shape
@@ -91,11 +99,18 @@ class Dataset:
     def has_target(self) -> bool:
         return self._source.has_target
 
+    @property
+    def has_weight(self) -> bool:
+        """Whether the rows have sample weights (the ``weight`` column)."""
+        return self.weight_name is not None
+
     def __len__(self) -> int:
         return self.n_rows
 
     def __repr__(self) -> str:
-        return f"Dataset({self.path!r}, rows={self.n_rows}, features={self.n_features}, blocks={len(self.blocks)})"
+        weight = f", weight={self.weight_name!r}" if self.has_weight else ""
+        return (f"Dataset({self.path!r}, rows={self.n_rows}, features={self.n_features}{weight}, "
+                f"blocks={len(self.blocks)})")  # fmt: skip
 
     def _view(self, blocks: list[int]) -> Dataset:
         view = object.__new__(Dataset)
@@ -162,13 +177,28 @@ class Dataset:
         for b in self.blocks:
             yield self._source.read_target(b)
 
+    def weight_blocks(self) -> Iterator[np.ndarray]:
+        """The weight column of this view, a block at a time, as float64 (only that column is read); a value that
+        is not finite or is negative is an error naming the file, the row and its block."""
+        if not self.has_weight:
+            raise InputError(f"{self.path}: this Dataset has no weight column")
+        for b in self.blocks:
+            yield self._source.read_weight(b)
+
+    def weight_total(self) -> float:
+        """The sum of this view's weights, in one pass over the weight column (float64)."""
+        return float(sum(np.sum(w) for w in self.weight_blocks()))
+
     # ------------------------------------------------------------------------------------------ batches
     def batches(
-        self, batch_size: int | None, rng: np.random.Generator | None, dtype: Any
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Host batches ``(x, y)`` of one epoch: in file order without ``rng``; otherwise the blocks in a random
-        order and the rows shuffled within the buffer. With the whole view in the buffer this draws one
-        permutation of its rows, as in-memory training does."""
+        self, batch_size: int | None, rng: np.random.Generator | None, dtype: Any, weights: bool = False
+    ) -> Iterator[tuple[np.ndarray, ...]]:
+        """Host batches ``(x, y)`` of one epoch, or ``(x, y, w)`` with ``weights`` (each row's weight, float64):
+        in file order without ``rng``; otherwise the blocks in a random order and the rows shuffled within the
+        buffer. With the whole view in the buffer this draws one permutation of its rows, as in-memory training
+        does."""
+        if weights and not self.has_weight:
+            raise InputError(f"{self.path}: this Dataset has no weight column")
         n = self.n_rows
         bs = n if batch_size is None else min(batch_size, n)
         if rng is not None and bs >= n:
@@ -181,39 +211,43 @@ class Dataset:
         trigger = max(self.shuffle_buffer, bs)  # rows gathered before a shuffle
         capacity = (n if whole else trigger) + biggest
         buffer = np.empty((capacity, self.n_features), dtype=dtype)
-        targets: np.ndarray | None = None
+        # the rows' columns, moved together: features, targets (made at the first block, in its dtype), weights
+        columns: list[np.ndarray] = []
         filled = 0
         for b in order:
             rows = self.block_rows(b)
-            y = self.read_into(b, buffer[filled : filled + rows])
-            if targets is None:
+            y, w = self._source.read_block(b, buffer[filled : filled + rows], weights)
+            if not columns:
                 targets = np.empty((capacity, *(() if y is None else y.shape[1:])), dtype=_target_dtype(y))
+                columns = [buffer, targets, *([np.empty(capacity)] if weights else [])]
             if y is not None:
-                targets[filled : filled + rows] = y
+                columns[1][filled : filled + rows] = y
+            if w is not None:
+                columns[2][filled : filled + rows] = w
             filled += rows
             if rng is None:
                 usable = filled - filled % bs
                 for start in range(0, usable, bs):
-                    yield buffer[start : start + bs].copy(), targets[start : start + bs].copy()
+                    yield tuple(a[start : start + bs].copy() for a in columns)
                 rest = filled - usable
-                buffer[:rest], targets[:rest] = buffer[usable:filled], targets[usable:filled]
+                for a in columns:
+                    a[:rest] = a[usable:filled]
                 filled = rest
             elif not whole and filled >= trigger:
                 perm = rng.permutation(filled)
                 usable = filled - filled % bs
                 for start in range(0, usable, bs):
                     idx = perm[start : start + bs]
-                    yield buffer[idx], targets[idx]
+                    yield tuple(a[idx] for a in columns)
                 keep = np.sort(perm[usable:])
-                buffer[: len(keep)], targets[: len(keep)] = buffer[keep], targets[keep]
+                for a in columns:
+                    a[: len(keep)] = a[keep]
                 filled = len(keep)
         if filled:
-            if targets is None:
-                return
             perm = np.arange(filled) if rng is None else rng.permutation(filled)
             for start in range(0, filled, bs):
                 idx = perm[start : start + bs]
-                yield buffer[idx], targets[idx]
+                yield tuple(a[idx] for a in columns)
 
 
 def _target_dtype(y: np.ndarray | None) -> Any:
@@ -227,9 +261,11 @@ class _Source:
     starts: list[int]  # first row of each block, and the row count last
     feature_names: list[str] | None
     target_name: str | None
+    weight_name: str | None  # None: no weight column
     n_features: int
     has_target: bool
     stamp: tuple[int, int]  # size and modification time when opened
+    block_word: str  # what a block is called in messages
 
     def _stamp(self) -> tuple[int, int]:
         st = os.stat(self.path)
@@ -248,14 +284,33 @@ class _Source:
         return out, self.read_into(block, out)
 
     def read_into(self, block: int, out: np.ndarray) -> np.ndarray | None:
+        return self.read_block(block, out)[0]
+
+    def read_block(self, block: int, out: np.ndarray, weights: bool = False) -> tuple[Any, Any]:
+        """Block ``block``'s features written into ``out``; returns its targets and, with ``weights``, its
+        weights (checked, float64)."""
         raise NotImplementedError
 
     def read_target(self, block: int) -> np.ndarray:
         raise NotImplementedError
 
+    def read_weight(self, block: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _checked_weights(self, block: int, w: np.ndarray) -> np.ndarray:
+        bad = ~np.isfinite(w) | (w < 0)
+        if bad.any():
+            i = int(np.argmax(bad))
+            problem = "is negative" if w[i] < 0 else "is not a finite number"
+            raise InputError(f"{self.path}: row {self.starts[block] + i} ({self.block_word} {block}), weight column "
+                             f"{self.weight_name!r}: {w[i]} {problem}; weights are finite numbers >= 0")  # fmt: skip
+        return w
+
 
 class _Parquet(_Source):
-    def __init__(self, path: str, target: Any, features: list[Any] | None):
+    block_word = "row group"
+
+    def __init__(self, path: str, target: Any, features: list[Any] | None, weight: Any = None):
         from .data import _need_pyarrow, _select_typed  # the readers' checks (gpunn.data imports this module)
 
         pa = _need_pyarrow(path, "Parquet")
@@ -270,7 +325,9 @@ class _Parquet(_Source):
         except Exception as exc:  # pyarrow.ArrowInvalid for a corrupt or truncated file
             raise InputError(f"{path} is not a readable Parquet file: {exc}") from None
         schema = self.file.schema_arrow
-        _, cols, kind = _select_typed(pa, path, schema, target, features)
+        _, cols, kind = _select_typed(pa, path, schema, target, features, weight)
+        if weight is not None:
+            cols = cols[:-1]  # the last is the weight column's
         if kind == "text":
             raise InputError(f"{path}: a streamed target column holds numbers (0/1, 0..k-1 or values); "
                              f"{target!r} holds text")  # fmt: skip
@@ -279,6 +336,7 @@ class _Parquet(_Source):
         self.columns: list[str] = features
         self.target: str = target
         self.has_target = target is not None
+        self.weight_name = self.weight = weight
         meta = self.file.metadata
         sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         self.starts = [0, *np.cumsum(sizes, dtype=np.int64).tolist()]
@@ -290,21 +348,36 @@ class _Parquet(_Source):
         except Exception as exc:
             raise InputError(f"{self.path}, row group {block}: cannot be read: {exc}") from None
 
-    def read_into(self, block: int, out: np.ndarray) -> np.ndarray | None:
-        table = self._group(block, self.columns + ([self.target] if self.has_target else []))
+    def read_block(self, block: int, out: np.ndarray, weights: bool = False) -> tuple[Any, Any]:
+        extra = ([self.target] if self.has_target else []) + ([self.weight] if weights else [])
+        table = self._group(block, self.columns + extra)
         for j, name in enumerate(self.columns):
             column = table.column(name)
             if column.null_count:
                 raise InputError(f"{self.path}, row group {block}: column {name!r} has {column.null_count} null(s)")
             out[:, j] = column.to_numpy()
-        return table.column(self.target).to_numpy() if self.has_target else None
+        y = table.column(self.target).to_numpy() if self.has_target else None
+        return y, self._weights(block, table.column(self.weight)) if weights else None
 
     def read_target(self, block: int) -> np.ndarray:
         return self._group(block, [self.target]).column(self.target).to_numpy()
 
+    def read_weight(self, block: int) -> np.ndarray:
+        return self._weights(block, self._group(block, [self.weight]).column(self.weight))
+
+    def _weights(self, block: int, column: Any) -> np.ndarray:
+        import pyarrow as pa
+
+        if column.null_count:
+            raise InputError(f"{self.path}, row group {block}: weight column {self.weight!r} has "
+                             f"{column.null_count} null(s)")  # fmt: skip
+        return self._checked_weights(block, np.asarray(column.cast(pa.float64(), safe=False).to_numpy()))
+
 
 class _Npy(_Source):
-    def __init__(self, path: str, target: Any, features: list[Any] | None, block_rows: int | None):
+    block_word = "block"
+
+    def __init__(self, path: str, target: Any, features: list[Any] | None, block_rows: int | None, weight: Any = None):
         self.path = path
         self.stamp, self.data = self._open(path)
         if self.data.ndim != 2:
@@ -313,10 +386,13 @@ class _Npy(_Source):
             raise InputError(f"{path} holds {self.data.dtype} values; a Dataset needs numbers")
         n, width = self.data.shape
         self.y: Any = None
-        self.target_name = None
+        self.w: Any = None
+        self.sides: list[tuple[Any, tuple[int, int]]] = []  # the separate target and weight files, and stamps
+        self.target_name = self.weight_name = None
         columns = list(range(width))
         if isinstance(target, (str, os.PathLike)):
-            self.target_stamp, self.y = self._open(os.fspath(target))
+            stamp, self.y = self._open(os.fspath(target))
+            self.sides.append((self.y, stamp))
             self.target_name = os.path.basename(os.fspath(target))
             if self.y.shape[0] != n or self.y.ndim > 2:
                 raise InputError(f"{target} holds {self.y.shape[0]} rows of targets for the {n} rows of {path}")
@@ -328,7 +404,29 @@ class _Npy(_Source):
             self.target_name = str(target)
         self.target_column = target if isinstance(target, int) else None
         self.has_target = target is not None
+        self.weight_column: int | None = None
+        if isinstance(weight, (str, os.PathLike)):
+            if isinstance(target, (str, os.PathLike)) and os.fspath(weight) == os.fspath(target):
+                raise InputError(f"{weight} is both the target and the weight file of {path}")
+            stamp, self.w = self._open(os.fspath(weight))
+            self.sides.append((self.w, stamp))
+            self.weight_name = os.path.basename(os.fspath(weight))
+            if self.w.ndim != 1 or self.w.shape[0] != n:
+                raise InputError(f"{weight} holds weights of shape {self.w.shape}; {path} needs one weight per row, "
+                                 f"shape ({n},)")  # fmt: skip
+            if self.w.dtype.kind not in "biuf":
+                raise InputError(f"{weight} holds {self.w.dtype} values; weights are numbers")
+        elif weight is not None:
+            if isinstance(weight, bool) or not isinstance(weight, (int, np.integer)) or not -width <= weight < width:
+                raise InputError(f"weight {weight!r} is not a column of {path} (0..{width - 1})")
+            weight = int(weight) % width
+            if weight == self.target_column:
+                raise InputError(f"{path}: column {weight} is both the target and the weight column")
+            columns.remove(weight)
+            self.weight_column, self.weight_name = weight, str(weight)
         features = columns if features is None else [int(f) for f in features]
+        if self.weight_column is not None and self.weight_column in features:
+            raise InputError(f"{path}: the weight column {self.weight_column} is also listed among the features")
         if any(not 0 <= f < width for f in features):
             raise InputError(f"features {features} are not all columns of {path} (0..{width - 1})")
         self.features = features
@@ -350,19 +448,29 @@ class _Npy(_Source):
 
     def _check_unchanged(self) -> None:
         super()._check_unchanged()
-        if self.y is not None:
-            st = os.stat(self.y.filename)
-            if (st.st_size, st.st_mtime_ns) != self.target_stamp:
-                raise InputError(f"{self.y.filename} changed while gpunn was streaming it (its size or time differs)")
+        for side, stamp in self.sides:
+            st = os.stat(side.filename)
+            if (st.st_size, st.st_mtime_ns) != stamp:
+                raise InputError(f"{side.filename} changed while gpunn was streaming it (its size or time differs)")
 
-    def read_into(self, block: int, out: np.ndarray) -> np.ndarray | None:
+    def read_block(self, block: int, out: np.ndarray, weights: bool = False) -> tuple[Any, Any]:
         self._check_unchanged()
         lo, hi = self.starts[block], self.starts[block + 1]
         if self.contiguous:
             out[...] = self.data[lo:hi, self.features[0] : self.features[-1] + 1]
         else:
             out[...] = self.data[lo:hi][:, self.features]
-        return self.read_target(block) if self.has_target else None
+        y = self.read_target(block) if self.has_target else None
+        return y, self._weights(block) if weights else None
+
+    def read_weight(self, block: int) -> np.ndarray:
+        self._check_unchanged()
+        return self._weights(block)
+
+    def _weights(self, block: int) -> np.ndarray:
+        lo, hi = self.starts[block], self.starts[block + 1]
+        w = self.w[lo:hi] if self.w is not None else self.data[lo:hi, self.weight_column]
+        return self._checked_weights(block, np.array(w, dtype=np.float64))
 
     def read_target(self, block: int) -> np.ndarray:
         lo, hi = self.starts[block], self.starts[block + 1]
@@ -374,11 +482,16 @@ class _Npy(_Source):
 # ------------------------------------------------------------------------------------------------ training
 class Streamed:
     """A :class:`Dataset` bound to a model for one ``fit``: its batches standardized with ``scaling``, targets
-    encoded, and placed on the model's device (``PREFETCH`` batches ahead of the step)."""
+    encoded, and placed on the model's device (``PREFETCH`` batches ahead of the step). With ``weight_total``
+    (the sum of the view's weights) the batches carry the rows' weights, as in-memory training's do."""
 
-    def __init__(self, model: Any, dataset: Dataset, scaling: tuple[np.ndarray, np.ndarray] | None, name: str):
+    def __init__(
+        self, model: Any, dataset: Dataset, scaling: tuple[np.ndarray, np.ndarray] | None, name: str,
+        weight_total: float | None = None,
+    ):  # fmt: skip
         self.model, self.dataset, self.scaling, self.name = model, dataset, scaling, name
         self.n_rows = dataset.n_rows
+        self.weight_total = weight_total  # None: unweighted
         # standardized in float64, as in-memory training does, then cast; else read straight into the dtype
         self.read_dtype = np.float64 if scaling is not None else np.dtype(model.dtype)
 
@@ -400,19 +513,45 @@ class Streamed:
         names = self.dataset.feature_names
         return repr(names[j]) if names else str(j)
 
+    def _place_weights(self, wb: np.ndarray, number: int, consumer: Any) -> Any:
+        """A batch's weights as a (rows, 1) column on the device, as in-memory training holds them."""
+        m = self.model
+        if not wb.sum() > 0:  # on the host, before the batch goes to the device
+            raise InputError(
+                f"{self.dataset.path}: the weights ({self.dataset.weight_name!r}) sum to 0 over batch {number} of "
+                f"epoch {m.epoch + 1}: every batch needs some weight; use larger batches"
+            )
+        with _backend.device_scope(m.xp, m.device):
+            return to_device(np.ascontiguousarray(wb.reshape(-1, 1), dtype=m.dtype), m.xp, m.device, consumer)
+
     def _produce(
         self, batch_size: int | None, rng: Any, comm: Any, consumer: Any = None
     ) -> Generator[tuple[Any, ...], None, None]:
-        for xb, yb in self.dataset.batches(batch_size, rng, self.read_dtype):
+        weighted = self.weight_total is not None
+        for number, batch in enumerate(self.dataset.batches(batch_size, rng, self.read_dtype, weighted), 1):
+            xb, yb = batch[0], batch[1]
             rows = len(xb)
             lo, hi = (0, rows) if comm is None else comm.shard(0, rows)
             x, t = self._place(xb[lo:hi], yb[lo:hi], consumer)
-            yield x, t, rows, hi - lo, None, lo, None  # as train's in-memory batches: no sample weights
+            if not weighted:
+                yield x, t, rows, hi - lo, None, lo, None  # as train's in-memory batches without sample weights
+                continue
+            w = self._place_weights(batch[2], number, consumer)
+            if comm is None:  # the step divides by the batch's weight total itself
+                yield x, t, rows, rows, w, 0, None
+                continue
+            # Each rank divides by the global batch's weight total, summed on the device as in-memory training
+            # sums it, on the step's stream.
+            step_stream = contextlib.nullcontext() if consumer is None else consumer
+            with _backend.device_scope(self.model.xp, self.model.device), step_stream:
+                total = self.model.xp.sum(w)
+            yield x, t, rows, hi - lo, w[lo:hi, ...], lo, total
 
     def batches(
         self, batch_size: int | None, rng: Any, comm: Any
     ) -> Prefetcher | Generator[tuple[Any, ...], None, None]:
-        """One epoch's placed batches ``(x, t, rows, shard_rows, None, row_offset, None)``."""
+        """One epoch's placed batches ``(x, t, rows, shard_rows, w, row_offset, weight_total)``, ``w`` and
+        ``weight_total`` None without weights (see :class:`gpunn.train.Runner`)."""
         consumer = None  # the stream the step runs on, taken in the training thread
         if aac.is_cupy_namespace(self.model.xp):
             import cupy

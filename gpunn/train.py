@@ -76,8 +76,9 @@ class Runner:
         xp = self.step.xp
         return xp.asarray(lr, dtype=self.step.zero.dtype, device=self.device)
 
-    weight: Any = None  # sample weights on the device, (n, 1), when fit has them
+    weight: Any = None  # sample weights on the device, (n, 1), when fit has them in memory
     weight_host: Any = None  # the same on the host, (n,) float64, to check every batch's total before an epoch
+    weight_total: float | None = None  # the training rows' weight total (in memory or streamed); None: unweighted
 
     def __call__(self, params: Any, state: Any, batch: tuple, lr: Any):
         """One step on ``batch`` = ``(x, t, rows, shard_rows, w, offset, weight_total)``, as the epoch's batches
@@ -145,10 +146,14 @@ def run(
     weight: tuple[Any, Any] | None = None,
 ) -> None:
     """Train ``model`` for ``epochs`` epochs on the placed data ``(x, target)`` (and sample weights ``weight``:
-    (device array (n, 1), host array (n,))); every epoch is committed whole."""
+    (device array (n, 1), host array (n,))), or on a :class:`gpunn.stream.Streamed` ``x`` (whose batches bring
+    their weights, if any); every epoch is committed whole."""
     runner = Runner(hyper, model.xp, model.device, model.dtype, compile, comm)
     if weight is not None:
         runner.weight, runner.weight_host = weight
+        runner.weight_total = float(np.sum(runner.weight_host))
+    elif isinstance(x, stream.Streamed):
+        runner.weight_total = x.weight_total
     reporter = Reporter(verbose, model.epoch, model.epoch + epochs)
     try:
         with _backend.memory_guard(model.device, batch_size):
@@ -220,7 +225,7 @@ def _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm, 
         floats, counts = [*floats, *val_loss], [*counts, *val_correct]
     # The epoch's read-back: per-batch sums, added up on the host in float64.
     host_floats, host_counts = read_back(floats, xp), read_back(counts, xp)
-    width = 1 if runner.weight is None else 2  # with sample weights each batch gives [loss, weighted loss]
+    width = 1 if runner.weight_total is None else 2  # with sample weights each batch gives [loss, weighted loss]
     batch_sums = host_floats[: width * len(loss_sums)].reshape(-1, width)
     batch_losses = batch_sums[:, 0]
     sums = [float(np.sum(batch_losses)), float(np.sum(batch_sums[:, -1]))]
@@ -229,8 +234,8 @@ def _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm, 
     if comm is not None:
         sums = comm.sum_scalars(sums)
     record = {"loss": sums[0] * _loss_scale(model, n)}
-    if runner.weight is not None:  # the weighted mean over the rows: sum(w l) / sum(w), per output
-        record["weighted_loss"] = sums[1] * _loss_scale(model, n) * n / float(np.sum(runner.weight_host))
+    if runner.weight_total is not None:  # the weighted mean over the rows: sum(w l) / sum(w), per output
+        record["weighted_loss"] = sums[1] * _loss_scale(model, n) * n / runner.weight_total
     if not math.isfinite(record["loss"]):
         raise _divergence(model, batch_losses, record["loss"])
     if has_correct:

@@ -298,6 +298,81 @@ def test_stream_trains_from_a_parquet_file_as_the_api_does(tmp_path):
     assert r.returncode == 2 and "class labels are used as they are" in r.stderr
 
 
+def _weighted_rows():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, 3))
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+    w = np.round(rng.uniform(0.0, 3.0, size=400), 2)
+    return X, y, w
+
+
+def test_sample_weight_in_memory_trains_as_the_api_with_sample_weight(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    X, y, w = _weighted_rows()
+    pq.write_table(pa.table({"a": X[:, 0], "w": w, "b": X[:, 1], "c": X[:, 2], "label": y}), tmp_path / "d.parquet")
+    common = ["--target", "label", "--epochs", "5", "--batch-size", "32", "--optimizer", "adam", "--lr", "0.01",
+              "--dtype", "float64", "--device", "cpu", "-q"]  # fmt: skip
+    r = run("train", "--data", "d.parquet", "--sample-weight", "w", *common, "--save", "m.st", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    m = gpunn.load(tmp_path / "m.st", device="cpu")
+    assert m.feature_names == ["a", "b", "c"] and m.sizes[0] == 3 and m.metadata["train"]["sample_weight"] == "w"
+    # the oracle: the command's split (seeded permutation, the first 20% for testing) and the API's weighted fit
+    order = np.random.default_rng(0).permutation(400)
+    test, train = order[:80], order[80:]
+    ref = gpunn.MLP([3, 10, 10, 10, 1], dtype="float64", device="cpu", standardize=True)
+    ref.fit(X[train], y[train], sample_weight=w[train], validation_data=(X[test], y[test]), epochs=5, lr=0.01,
+            batch_size=32, optimizer="adam", verbose=0)  # fmt: skip
+    np.testing.assert_allclose(m.params, ref.params, rtol=0, atol=1e-12)
+    for key in ("loss", "weighted_loss", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(getattr(m.history, key), getattr(ref.history, key), rtol=1e-12)
+    assert f"test accuracy {ref.evaluate(X[test], y[test])['accuracy']:.4f}" in r.stdout
+    # an .npy file's weight column is a column number, left out of the features
+    np.save(tmp_path / "d.npy", np.c_[X[:, 0], w, X[:, 1:], y])
+    r = run("train", "--data", "d.npy", "--sample-weight", "1", *common, "--target", "4", "--save", "n.st",
+            cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    n = gpunn.load(tmp_path / "n.st", device="cpu")
+    assert n.feature_names == ["0", "2", "3"]
+    np.testing.assert_allclose(n.params, ref.params, rtol=0, atol=1e-12)
+
+
+def test_sample_weight_with_stream_trains_as_in_memory_on_the_same_rows(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    X, y, w = _weighted_rows()
+    pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1], "w": w, "c": X[:, 2], "label": y}), tmp_path / "d.parquet",
+                   row_group_size=40)  # fmt: skip
+    r = run("train", "--data", "d.parquet", "--target", "label", "--sample-weight", "w", "--stream", "--epochs", "4",
+            "--batch-size", "32", "--dtype", "float64", "--device", "cpu", "--save", "m.st", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    m = gpunn.load(tmp_path / "m.st", device="cpu")
+    assert m.feature_names == ["a", "b", "c"] and m.metadata["train"]["sample_weight"] == "w"
+    # the oracle: in-memory training on the rows of the training blocks, in file order (the buffer holds them all)
+    train, test = gpunn.data.Dataset(tmp_path / "d.parquet", "label").split(0.2, seed=0)
+    rows = np.concatenate([np.arange(40 * b, 40 * b + 40) for b in train.blocks])
+    held = np.concatenate([np.arange(40 * b, 40 * b + 40) for b in test.blocks])
+    ref = gpunn.MLP([3, 10, 10, 10, 1], dtype="float64", device="cpu", standardize=True)
+    ref.fit(X[rows], y[rows], sample_weight=w[rows], validation_data=(X[held], y[held]), epochs=4, lr=0.1,
+            batch_size=32, verbose=0)  # fmt: skip
+    np.testing.assert_allclose(m.params, ref.params, rtol=0, atol=1e-12)
+    for key in ("loss", "weighted_loss", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(getattr(m.history, key), getattr(ref.history, key), rtol=1e-12)
+    r = run("train", "--data", "d.parquet", "--target", "label", "--sample-weight", "w", "--stream",
+            "--class-weight", "balanced", "--device", "cpu", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 2 and "--class-weight is not available with --stream" in r.stderr
+    for weight, message in (("label", "'label' is both the target and the weight column"),
+                            ("x", "weight column 'x' is not in the file's columns")):  # fmt: skip
+        for stream in ([], ["--stream"]):
+            r = run("train", "--data", "d.parquet", "--target", "label", "--sample-weight", weight, *stream,
+                    "--device", "cpu", cwd=tmp_path)  # fmt: skip
+            assert r.returncode == 2 and message in r.stderr, (stream, r.stderr)
+    r = run("train", "--sample-weight", "w", "--device", "cpu", cwd=tmp_path)
+    assert r.returncode == 2 and "--sample-weight needs --data FILE" in r.stderr
+
+
 def test_export_writes_an_onnx_graph_that_predicts_as_the_model(tmp_path):
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")

@@ -106,6 +106,55 @@ def test_two_ranks_equal_one_process(tmp_path, optimizer, batch_size, lr, xp, dr
         np.testing.assert_allclose(history[key], getattr(ref.history, key), rtol=1e-12)
 
 
+STREAM = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import gpunn
+    from gpunn.data import Dataset
+    from gpunn.distributed import Communicator
+
+    comm = Communicator()
+    batch_size = json.loads(sys.argv[3])
+    m = gpunn.MLP([4, 8, 1], dtype="float64", seed=3, device="cpu", standardize=True)
+    m.fit(Dataset(sys.argv[1], "label", weight="w"), epochs=3, lr=0.05, batch_size=batch_size, optimizer="adam",
+          verbose=0, comm=comm)
+    if comm.rank == 0:
+        np.save(sys.argv[2], np.asarray(m.params))
+        with open(sys.argv[2] + ".json", "w") as f:
+            json.dump(m.history.to_dict(), f)
+    """
+)
+
+
+@pytest.mark.parametrize("batch_size", [16, None])
+def test_two_ranks_streaming_weighted_rows_equal_one_process_in_memory(tmp_path, batch_size):
+    """Each rank reads every batch of the file and divides by the global batch's weight total: the oracle is
+    in-memory training with sample_weight in one process."""
+    import json
+
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(103, 4))
+    y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
+    weight = 0.5 + np.arange(103) % 3
+    table = pa.table({**{f"f{j}": X[:, j] for j in range(4)}, "w": weight, "label": y})
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=20)
+    script = tmp_path / "stream.py"
+    script.write_text(STREAM)
+    r = _run(2, str(script), str(tmp_path / "d.parquet"), str(tmp_path / "p.npy"), json.dumps(batch_size),
+             cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    ref = gpunn.MLP([4, 8, 1], device="cpu", dtype="float64", seed=3, standardize=True)
+    ref.fit(X, y, epochs=3, lr=0.05, batch_size=batch_size, optimizer="adam", verbose=0, sample_weight=weight)
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), ref.params, rtol=0, atol=1e-12)
+    history = json.loads((tmp_path / "p.npy.json").read_text())
+    for key in ("loss", "accuracy", "weighted_loss"):
+        np.testing.assert_allclose(history[key], getattr(ref.history, key), rtol=1e-12)
+
+
 FAIL = textwrap.dedent(
     """
     import numpy as np
