@@ -15,7 +15,8 @@
 #   cpu-tests  the rest of the suite (CI runs it too; here it checks that a GPU being present changes nothing)
 #   tf32       mid-1024 and wide again with TF32 on, for the benchmark only
 #
-# Each step runs under its own time limit, cut to what is left of GPU_SH_BUDGET seconds (default 450); a step
+# Each step runs under its own time limit, cut to what is left of GPU_SH_BUDGET seconds (default 400: give the
+# device call a timeout of 480 s, which leaves room for a step's 15 s grace and the packing); a step
 # with under 20 s left is skipped and says so. A test step cut short gets SIGINT, so pytest still prints its
 # failures. After every step, $OUT holds summary.txt (each step's exit status, time and last lines) and
 # gpu-results.tar.gz (every log and result file): two files, as the device tool brings back at most eight, and
@@ -29,7 +30,7 @@ OUT=${OUT:-benchmarks/results/gpu}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d)
-BUDGET=${GPU_SH_BUDGET:-450}
+BUDGET=${GPU_SH_BUDGET:-400}
 STEPS=("$@")
 ALL=(env gpu-tests diff floor stream bench cpu-tests tf32)
 [ ${#STEPS[@]} -eq 0 ] && STEPS=("${ALL[@]}")
@@ -39,6 +40,11 @@ if [ -d .whl ] && ! python3 -c "import array_api_compat, array_api_strict" 2>/de
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+if ! python3 -c "import gpunn, array_api_compat, array_api_strict" > "$OUT/summary.txt" 2>&1; then
+  echo "gpu.sh: gpunn or array-api-compat/-strict cannot be imported (were the wheels carried in .whl/?)" \
+    | tee -a "$OUT/summary.txt"
+  exit 1
+fi
 # Several test processes share the GPU: JAX must not take 75% of its memory up front in each of them.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 # GPU machines may run this as root, which OpenMPI's mpiexec refuses unless told (MPICH's does not mind).

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import importlib
 import importlib.util
+import operator
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -89,18 +90,23 @@ def resolve(device: Any = "auto", xp: Any = None) -> tuple[Any, Any]:
 
 
 def _cupy_named(device: Any) -> Any:
-    """A CuPy device from None (the current one), "cuda", "cuda:N", N or a ``cupy.cuda.Device``: CuPy's
-    ``zeros(device=...)`` does not check what it is given, so gpunn does."""
-    if device is None or device == "cuda":
-        import cupy
+    """A CuPy device from None (the current one), "cuda" (GPU 0, as without ``xp``), "cuda:N", N or a
+    ``cupy.cuda.Device``: CuPy's ``zeros(device=...)`` does not check what it is given, so gpunn does."""
+    import cupy
 
+    if device is None:
         return _cupy_device(cupy.cuda.runtime.getDevice() if gpu_usable() else 0)
+    if device == "cuda":
+        return _cupy_device(0)
     if isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit():
         return _cupy_device(int(device[5:]))
-    if isinstance(device, int) and not isinstance(device, bool):
-        return _cupy_device(device)
-    if type(device).__name__ == "Device" and isinstance(getattr(device, "id", None), int):  # cupy.cuda.Device
-        return _cupy_device(device.id)
+    if isinstance(device, cupy.cuda.Device):
+        return _cupy_device(int(device.id))
+    if not isinstance(device, (bool, np.bool_)):
+        try:
+            return _cupy_device(operator.index(device))  # int, numpy integers
+        except TypeError:
+            pass
     raise DeviceError(f"device {device!r} is not a CuPy device: use None, 'cuda', 'cuda:N', N or a cupy.cuda.Device")
 
 

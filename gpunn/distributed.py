@@ -51,7 +51,7 @@ class Communicator:
         self.node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)  # the ranks on this machine
         self.local_rank = self.node.Get_rank()
         self._nccl: Any = None
-        self._shared_gpus: bool | None = None  # whether some ranks share a GPU, found at the first CuPy allreduce
+        self._nccl_ok: bool | None = None  # whether gradients go through NCCL, decided at the first allreduce
         if abort_on_error:
             previous = sys.excepthook
 
@@ -110,24 +110,26 @@ class Communicator:
         return buf.tolist()
 
     def _uses_nccl(self, flat: Any) -> bool:
-        return _backend.is_cupy_array(flat) and not self._gpus_shared(flat)
-
-    def _gpus_shared(self, flat: Any) -> bool:
-        """Whether two ranks on some node hold their gradients on the same GPU, which NCCL refuses ("duplicate
-        GPU"). Found once, collectively, so that every rank takes the same path."""
-        if self._shared_gpus is None:
-            here = self.node.allgather(_gpu_index(flat))
-            local = len(set(here)) < len(here)
-            self._shared_gpus = any(self.comm.allgather(local))
-            if self._shared_gpus and self.rank == 0:
+        """NCCL when every rank holds its gradients on a GPU of its own; else MPI on the host, for every rank.
+        Decided once, at the first allreduce, with every rank taking part, so that all take the same path."""
+        if self._nccl_ok is None:
+            on_gpu = _on_gpu(flat)
+            here = self.node.allgather(_gpu_identity(flat) if on_gpu else None)
+            gpus = [g for g in here if g is not None]
+            everyone = self.comm.allgather((on_gpu, len(set(gpus)) < len(gpus)))
+            all_gpu, shared = all(g for g, _ in everyone), any(s for _, s in everyone)
+            self._nccl_ok = all_gpu and not shared
+            if self.rank == 0 and any(g for g, _ in everyone) and not self._nccl_ok:
+                why = (f"ranks share a GPU (on one node, ranks hold GPUs {', '.join(map(str, gpus))}): NCCL needs a "
+                       "GPU of its own per rank" if shared else "some ranks hold their gradients on a GPU and some "
+                       "on the CPU")  # fmt: skip
                 warnings.warn(
-                    "ranks share a GPU (on one node, ranks hold GPUs " + ", ".join(map(str, here)) + "): NCCL needs "
-                    "a GPU of its own per rank, so gradients are summed through MPI on the host, a copy to and from "
-                    "the GPU each step; start at most one rank per GPU for NCCL",
+                    f"{why}, so gradients are summed through MPI on the host, a copy to and from the GPU each step; "
+                    "start at most one rank per GPU, every rank on a GPU, for NCCL",
                     RuntimeWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
-        return self._shared_gpus
+        return self._nccl_ok
 
     def _nccl_allreduce(self, flat: Any) -> Any:
         nccl, memory = _nccl_api()
@@ -169,9 +171,17 @@ class _CupyMemory:
         return cupy.cuda.get_current_stream().ptr
 
 
-def _gpu_index(flat: Any) -> int:
-    """The GPU holding a CuPy array (tests put a stand-in here)."""
-    return int(flat.device.id)
+def _on_gpu(flat: Any) -> bool:
+    """Whether a rank's gradients are a CuPy array (tests put a stand-in here)."""
+    return _backend.is_cupy_array(flat)
+
+
+def _gpu_identity(flat: Any) -> str:
+    """The physical GPU holding a CuPy array: its PCI bus id, the same whatever CUDA_VISIBLE_DEVICES numbers it
+    in each process (tests put a stand-in here)."""
+    import cupy
+
+    return str(cupy.cuda.Device(flat.device.id).pci_bus_id)
 
 
 def _nccl_api() -> tuple[Any, Any]:

@@ -553,15 +553,17 @@ class Streamed:
         """One epoch's placed batches ``(x, t, rows, shard_rows, w, row_offset, weight_total)``, ``w`` and
         ``weight_total`` None without weights (see :class:`gpunn.train.Runner`)."""
         consumer = None  # the stream the step runs on, taken in the training thread
+        depth = PREFETCH
+        if depth is None:
+            depth = 2 if _backend.on_accelerator(self.model.xp, self.model.device) else 0
         if aac.is_cupy_namespace(self.model.xp):
             import cupy
 
             with self.model.device:
                 consumer = cupy.cuda.get_current_stream()
+            if consumer.ptr == cupy.cuda.runtime.streamPerThread:
+                depth = 0  # a per-thread default stream means another stream in the prefetch thread: no ordering
         produce = self._produce(batch_size, rng, comm, consumer)
-        depth = PREFETCH
-        if depth is None:
-            depth = 2 if _backend.on_accelerator(self.model.xp, self.model.device) else 0
         return Prefetcher(produce, depth) if depth > 0 else produce
 
     def evaluate_sums(self, params: Any) -> tuple[list[Any], list[Any]]:
@@ -629,7 +631,7 @@ class _Failure:
         self.exc = exc
 
 
-_copy_streams: dict[int, Any] = {}  # one CuPy copy stream per GPU, made once
+_copy_streams: dict[tuple[int, int], Any] = {}  # CuPy copy streams by (GPU, the step's stream), made once
 _copy_streams_lock = threading.Lock()
 
 
@@ -650,10 +652,13 @@ def to_device(a: np.ndarray, xp: Any, device: Any, consumer: Any = None) -> Any:
                 consumer = cupy.cuda.get_current_stream()
             pinned = cupyx.empty_pinned(a.shape, a.dtype)  # from CuPy's pinned memory pool
             pinned[...] = a
+            # One copy stream per GPU and step stream: a block freed by one model's step is reused only by a
+            # copy that waits for that step's stream (two models training at once in two threads each have theirs).
+            key = (device.id, consumer.ptr)
             with _copy_streams_lock:
-                stream = _copy_streams.get(device.id)
+                stream = _copy_streams.get(key)
                 if stream is None:
-                    stream = _copy_streams[device.id] = cupy.cuda.Stream(non_blocking=True)
+                    stream = _copy_streams[key] = cupy.cuda.Stream(non_blocking=True)
             with stream:
                 out = cupy.empty(a.shape, a.dtype)
                 stream.wait_event(consumer.record())

@@ -312,13 +312,18 @@ def test_a_model_on_cuda_1_is_restored_to_cuda_1(monkeypatch, saved):
 
 def test_a_cupy_device_given_with_xp_is_the_one_used(monkeypatch):
     """With xp=cupy, every form of device names the GPU it says (CuPy's own zeros(device=) checks nothing):
-    None is the current GPU; "cpu" or a GPU that is not there is a clear error."""
+    None is the current GPU, "cuda" GPU 0 as without xp; "cpu", another library's device or a GPU that is not
+    there is a clear error."""
     _fake_cupy(monkeypatch, 2)
     import cupy
 
-    for given, index in [(None, 1), ("cuda", 1), ("cuda:0", 0), ("cuda:1", 1), (0, 0), (cupy.cuda.Device(1), 1)]:
+    given_and_index = [(None, 1), ("cuda", 0), ("cuda:0", 0), ("cuda:1", 1), (0, 0), (np.int64(1), 1),
+                       (cupy.cuda.Device(1), 1)]  # fmt: skip
+    for given, index in given_and_index:
         assert _backend._cupy_named(given).id == index, given
-    for given, match in [("cpu", "not a CuPy device"), ("cuda:2", "only 2 CUDA device"), (True, "not a CuPy")]:
+    other_device = type("Device", (), {"id": 1})()  # another library's device with an id (JAX's, say)
+    for given, match in [("cpu", "not a CuPy device"), ("cuda:2", "only 2 CUDA device"), (True, "not a CuPy"),
+                         (other_device, "not a CuPy device")]:  # fmt: skip
         with pytest.raises(gpunn.DeviceError, match=match):
             _backend._cupy_named(given)
 

@@ -292,10 +292,12 @@ NCCL_STANDIN = textwrap.dedent(
         stream = staticmethod(lambda: 0)
 
     distributed._nccl_api = lambda: (StandInNccl, HostMemory)
-    Communicator._uses_nccl = lambda self, flat: not self._gpus_shared(flat)  # NumPy gradients, as if on GPUs
     comm = Communicator()
-    # each rank on a GPU of its own, or both on GPU 0 (then NCCL must not be used)
-    distributed._gpu_index = lambda flat: 0 if sys.argv[3] == "shared" else comm.rank
+    # NumPy gradients, as if on GPUs: each rank on a GPU of its own, both on one (then NCCL must not be used), or
+    # rank 1 on the CPU (neither may NCCL)
+    distributed._on_gpu = lambda flat: sys.argv[3] != "mixed" or comm.rank == 0
+    bus = "0000:01:00.0" if sys.argv[3] == "shared" else f"0000:0{comm.rank + 1}:00.0"
+    distributed._gpu_identity = lambda flat: bus
     rng = np.random.default_rng(0)
     X = rng.normal(size=(103, 4))
     y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
@@ -305,7 +307,7 @@ NCCL_STANDIN = textwrap.dedent(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         m.fit(X, y, epochs=3, lr=0.01, batch_size=10, optimizer="adam", verbose=0, comm=comm)
-    calls += [("warning", str(w.message)) for w in caught if "share a GPU" in str(w.message)]
+    calls += [("warning", str(w.message)) for w in caught if "through MPI on the host" in str(w.message)]
     every = comm.comm.gather(calls, root=0)
     if comm.rank == 0:
         np.savez(sys.argv[1], *[np.asarray(a) for pair in m.weights for a in pair])
@@ -315,13 +317,15 @@ NCCL_STANDIN = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(("dtype", "gpus"), [("float64", "own"), ("float32", "own"), ("float64", "shared")])
+@pytest.mark.parametrize(
+    ("dtype", "gpus"), [("float64", "own"), ("float32", "own"), ("float64", "shared"), ("float64", "mixed")]
+)
 def test_the_nccl_path_with_two_ranks_equals_one_process_on_a_stand_in_for_nccl(tmp_path, dtype, gpus):
     """The NCCL code (unique id from rank 0, one communicator per rank, one out-of-place allReduce of the flat
     gradients per step in the model's dtype) with two ranks, through a stand-in that carries NCCL's calls out
     with MPI on host memory: a machine with one GPU cannot run NCCL with two ranks (docs/distributed.md). With
-    both ranks on one GPU, which NCCL refuses, no NCCL call is made: the gradients go through the host, with
-    a warning, and training is the same."""
+    both ranks on one GPU, which NCCL refuses, or one rank on the CPU, no NCCL call is made: the gradients go
+    through the host, with a warning, and training is the same."""
     import json
 
     script = tmp_path / "standin.py"
@@ -329,9 +333,11 @@ def test_the_nccl_path_with_two_ranks_equals_one_process_on_a_stand_in_for_nccl(
     r = _run(2, str(script), str(tmp_path / "w.npz"), dtype, gpus, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     calls = json.loads((tmp_path / "w.npz.json").read_text())
-    if gpus == "shared":
+    if gpus != "own":
         assert calls[1] == [] and len(calls[0]) == 1, calls  # no NCCL call on either rank; rank 0 warns once
-        assert calls[0][0][0] == "warning" and "ranks hold GPUs 0, 0" in calls[0][0][1]
+        assert calls[0][0][0] == "warning"
+        expected = "ranks hold GPUs 0000:01:00.0, 0000:01:00.0" if gpus == "shared" else "some ranks hold"
+        assert expected in calls[0][0][1], calls[0][0][1]
     else:
         inits = [c[0] for c in calls]
         assert [i[1] for i in inits] == [2, 2] and sorted(i[3] for i in inits) == [0, 1]
