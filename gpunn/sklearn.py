@@ -27,10 +27,11 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
 
-from . import _backend, optim
+from . import _backend, optim, schedules
 from .model import MLP
 
 _ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "logistic": "sigmoid", "identity": "identity"}
+_HELD = 2**62  # a plateau schedule's patience that is never reached: the rate is held in its state
 
 
 def _native(X: Any) -> bool:
@@ -58,7 +59,9 @@ class _BaseMLP(BaseEstimator):
         solver="adam",
         alpha=0.0001,
         batch_size="auto",
+        learning_rate="constant",
         learning_rate_init=0.001,
+        power_t=0.5,
         max_iter=200,
         shuffle=True,
         random_state=None,
@@ -80,7 +83,9 @@ class _BaseMLP(BaseEstimator):
         self.solver = solver
         self.alpha = alpha
         self.batch_size = batch_size
+        self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
         self.max_iter = max_iter
         self.shuffle = shuffle
         self.random_state = random_state
@@ -107,6 +112,12 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"activation {self.activation!r} is not supported; use one of {list(_ACTIVATIONS)}")
         if self.solver not in ("sgd", "adam"):
             raise ValueError(f"solver {self.solver!r} is not supported; use 'sgd' or 'adam'")
+        if self.learning_rate not in ("constant", "invscaling", "adaptive"):
+            raise ValueError(
+                f"learning_rate {self.learning_rate!r} is not supported; use 'constant', 'invscaling' or 'adaptive'"
+            )
+        if isinstance(self.power_t, bool) or not isinstance(self.power_t, (int, float)) or not self.power_t >= 0:
+            raise ValueError(f"power_t must be a number >= 0; got {self.power_t!r}")
         for name in ("learning_rate_init", "epsilon"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
@@ -188,14 +199,23 @@ class _BaseMLP(BaseEstimator):
         key = "loss" if sample_weight is None else "weighted_loss"
         batch = min(200, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
         scale = self._gradient_scale()
-        lr = self.learning_rate_init / scale if self.solver == "sgd" else self.learning_rate_init
+        lr: Any = self.learning_rate_init / scale if self.solver == "sgd" else self.learning_rate_init
+        if self._sgd_schedule():
+            # The rate lives in the state of a plateau schedule that never lowers it itself; _epoch_end sets it
+            # as scikit-learn's SGD does. A fit starts at learning_rate_init, as scikit-learn's new optimizer.
+            lr = schedules.plateau(lr, factor=0.2, patience=_HELD)
+            if not incremental:
+                m.schedule = None
         fit_kw = dict(lr=lr, batch_size=batch, optimizer=self._optimizer(), shuffle=self.shuffle,
                       verbose=0, l2=self.alpha * scale)  # fmt: skip
         if incremental:
             m.fit(X, T, epochs=1, sample_weight=sample_weight, **fit_kw)
             self._record_epoch(getattr(m.history, key)[-1] / scale, n)
             if not self.early_stopping:
+                improving = self.loss_curve_[-1] <= self.best_loss_ - self.tol
                 self.best_loss_ = min(self.best_loss_, self.loss_curve_[-1])
+                self._no_improvement_count = 0 if improving else self._no_improvement_count + 1
+            self._epoch_end(m, scale)
             return
         X_val = y_val = w_val = None
         if self.early_stopping:
@@ -226,7 +246,7 @@ class _BaseMLP(BaseEstimator):
                 improving = self.loss_curve_[-1] <= self.best_loss_ - self.tol
                 self.best_loss_ = min(self.best_loss_, self.loss_curve_[-1])
             self._no_improvement_count = 0 if improving else self._no_improvement_count + 1
-            return self._no_improvement_count <= self.n_iter_no_change
+            return self._epoch_end(model, scale)
 
         m.fit(X, T, epochs=epochs, callbacks=[after_epoch], sample_weight=sample_weight, **fit_kw)
         self._best_weights = best["weights"]
@@ -239,6 +259,24 @@ class _BaseMLP(BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
+
+    def _sgd_schedule(self) -> bool:
+        return self.solver == "sgd" and self.learning_rate != "constant"
+
+    def _epoch_end(self, model: MLP, scale: float) -> bool:
+        """scikit-learn's end of an epoch: invscaling's next rate, learning_rate_init / (t_ + 1) ** power_t; past
+        n_iter_no_change epochs without improvement, adaptive's rate / 5 (while above 1e-6) in place of stopping.
+        Returns whether training goes on."""
+        if self._sgd_schedule() and self.learning_rate == "invscaling":
+            rate = self.learning_rate_init / (self.t_ + 1) ** self.power_t / scale
+            model.schedule_state = {**model.schedule_state, "lr": rate}
+        if self._no_improvement_count <= self.n_iter_no_change:
+            return True
+        if self._sgd_schedule() and self.learning_rate == "adaptive" and model.schedule_state["lr"] * scale > 1e-6:
+            model.schedule_state = {**model.schedule_state, "lr": model.schedule_state["lr"] / 5}
+            self._no_improvement_count = 0
+            return True
+        return False
 
     def _record_epoch(self, loss: float, n: int) -> None:
         self.loss_curve_.append(float(loss))
@@ -369,7 +407,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         solver="adam",
         alpha=0.0001,
         batch_size="auto",
+        learning_rate="constant",
         learning_rate_init=0.001,
+        power_t=0.5,
         max_iter=200,
         shuffle=True,
         random_state=None,
@@ -389,7 +429,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
-            learning_rate_init=learning_rate_init, max_iter=max_iter, shuffle=shuffle, random_state=random_state,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
+            shuffle=shuffle, random_state=random_state,
             tol=tol, verbose=verbose, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, warm_start=warm_start, device=device,

@@ -203,6 +203,38 @@ def test_warm_start_continues_as_scikit_learns_own_mlp(solver):
         MLPClassifier(**kw).fit(X, y).fit(X[y < 2], y[y < 2])
 
 
+@pytest.mark.parametrize("schedule", ["invscaling", "adaptive"])
+def test_sgd_learning_rate_schedules_follow_scikit_learns_own_mlp(schedule):
+    """Full batches, SGD with momentum: invscaling's rate learning_rate_init / (t_ + 1) ** power_t after each
+    epoch, and adaptive's rate / 5 where scikit-learn would stop, give scikit-learn's loss curves, through a
+    partial_fit and a warm-started fit too (each starting at learning_rate_init, as scikit-learn's optimizer)."""
+    X, y = _blobs(3)
+    kw = dict(solver="sgd", learning_rate=schedule, learning_rate_init=0.05, power_t=0.3, random_state=0,
+              max_iter=40, hidden_layer_sizes=(12,), batch_size=len(y), tol=2e-3, n_iter_no_change=2,
+              warm_start=True)  # fmt: skip
+    target = X[:, 0] - X[:, 1] ** 2
+    for ours, theirs, yy in [(MLPClassifier(**kw), SkClassifier(**kw), y), (MLPRegressor(**kw), SkRegressor(**kw),
+                                                                             target)]:  # fmt: skip
+        ours.fit(X, yy)
+        theirs.fit(X, yy)
+        for _ in range(3):
+            ours.partial_fit(X, yy)
+            theirs.partial_fit(X, yy)
+        ours.fit(X, yy)
+        theirs.fit(X, yy)
+        assert len(ours.loss_curve_) == len(theirs.loss_curve_) and ours.n_iter_ == theirs.n_iter_
+        np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-6)
+        rates = ours._model.history.lr
+        if schedule == "invscaling":  # every epoch a lower rate than the one before, within a fit
+            assert rates[1] < rates[0]
+        else:  # some epochs ran at a fifth of the rate before them
+            assert any(abs(b / a - 0.2) < 1e-12 for a, b in zip(rates, rates[1:]))
+    with pytest.raises(ValueError, match="learning_rate 'optimal' is not supported"):
+        MLPClassifier(learning_rate="optimal").fit(X, y)
+    with pytest.raises(ValueError, match="power_t must be a number >= 0"):
+        MLPClassifier(power_t=-1).fit(X, y)
+
+
 def test_bad_sample_and_class_weights_are_clear_errors():
     X, y = _blobs(2)
     with pytest.raises(ValueError, match="(?i)negative"):
