@@ -17,25 +17,25 @@ def main() -> None:
     y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(np.int64)
     kw = dict(epochs=5, lr=0.01, batch_size=64, optimizer="adam", verbose=0)
     out = {}
+    targets = {"cupy": {"device": "cuda"}}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            targets["torch-cuda"] = {"xp": torch, "device": "cuda"}
+    except ImportError:
+        pass
+    try:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        jax.config.update("jax_default_matmul_precision", "highest")
+        targets["jax-gpu"] = {"xp": jax.numpy, "device": jax.devices("gpu")[0]}
+    except (ImportError, RuntimeError):
+        pass
     for dtype in ("float32", "float64"):
         ref = gpunn.MLP([20, 64, 64, 1], device="cpu", dtype=dtype)
         ref.fit(X, y, **kw)
-        targets = {"cupy": {"device": "cuda"}}
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                targets["torch-cuda"] = {"xp": torch, "device": "cuda"}
-        except ImportError:
-            pass
-        try:
-            import jax
-
-            jax.config.update("jax_enable_x64", True)
-            jax.config.update("jax_default_matmul_precision", "highest")
-            targets["jax-gpu"] = {"xp": jax.numpy, "device": jax.devices("gpu")[0]}
-        except (ImportError, RuntimeError):
-            pass
         for name, where in targets.items():
             m = gpunn.MLP([20, 64, 64, 1], dtype=dtype, **where)
             m.fit(X, y, **kw)

@@ -96,10 +96,8 @@ def _cupy_named(device: Any) -> Any:
 
     if device is None:
         return _cupy_device(cupy.cuda.runtime.getDevice() if gpu_usable() else 0)
-    if device == "cuda":
-        return _cupy_device(0)
-    if isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit():
-        return _cupy_device(int(device[5:]))
+    if isinstance(device, str) and (device == "cuda" or device.startswith("cuda:")):
+        return resolve(device)[1]  # parsed as without xp
     if isinstance(device, cupy.cuda.Device):
         return _cupy_device(int(device.id))
     if not isinstance(device, (bool, np.bool_)):

@@ -353,20 +353,16 @@ def _streamed_data(s: dict[str, Any]) -> _Plan:
     if s["data"] is None or s["target"] is None:
         raise InputError("--stream trains from a file: give --data FILE.parquet (or .npy) and --target COLUMN")
     target: Any = s["target"]
-    if s["data"].lower().endswith(".npy"):
-        if not target.lstrip("-").isdigit():
-            raise InputError(f"--target of an .npy file is a column number; got {target!r}")
-        target = int(target)
     features: Any = s["features"]
-    if features is not None and s["data"].lower().endswith(".npy"):
-        if not all(f.lstrip("-").isdigit() for f in features):
-            raise InputError(f"--features of an .npy file are column numbers; got {','.join(features)}")
-        features = [int(f) for f in features]
     weight: Any = s["sample_weight"]
-    if weight is not None and s["data"].lower().endswith(".npy"):
-        if not weight.lstrip("-").isdigit():
-            raise InputError(f"--sample-weight of an .npy file is a column number; got {weight!r}")
-        weight = int(weight)
+    if s["data"].lower().endswith(".npy"):  # columns by number
+        target = _npy_column("target", target)
+        if features is not None:
+            if not all(f.lstrip("-").isdigit() for f in features):
+                raise InputError(f"--features of an .npy file are column numbers; got {','.join(features)}")
+            features = [int(f) for f in features]
+        if weight is not None:
+            weight = _npy_column("sample-weight", weight)
     if s["class_weight"] is not None:
         raise ConfigError("--class-weight is not available with --stream: give the file a column of each row's "
                          "weight and name it with --sample-weight COLUMN")  # fmt: skip
@@ -378,6 +374,12 @@ def _streamed_data(s: dict[str, Any]) -> _Plan:
     output, n_outputs = _stream_output(ds, s["output"], s["data"])
     return _Plan((train, None), None, (test, None), validation, output, n_outputs, None, s["data"],
                  ds.feature_names, ds.n_features)  # fmt: skip
+
+
+def _npy_column(option: str, text: str) -> int:
+    if not text.lstrip("-").isdigit():
+        raise InputError(f"--{option} of an .npy file is a column number; got {text!r}")
+    return int(text)
 
 
 def _stream_output(ds: Any, output: str, source: str) -> tuple[str, int]:

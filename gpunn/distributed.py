@@ -9,9 +9,9 @@ Launch with ``mpiexec -n N gpunn train --distributed ...`` or, from Python::
 Every rank starts from the same weights (rank 0's are broadcast), draws the same sample order, and computes the
 gradients of its shard of every global batch. The gradients already sit in one flat buffer, summed with a
 single collective per step: mpi4py ``Allreduce`` on host buffers for CPU namespaces, NCCL (``cupy.cuda.nccl``)
-for CuPy. NCCL needs a GPU of its own per rank: where ranks share a GPU (more ranks than GPUs on a node), CuPy
-gradients are summed through MPI on the host instead, with a warning. The result equals a single process
-training on the same global batches, up to float summation order.
+for CuPy. NCCL needs every rank on a GPU of its own: where ranks share a GPU (more ranks than GPUs on a node) or
+some train on the CPU, every rank sums its gradients through MPI on the host instead, with a warning. The result
+equals a single process training on the same global batches, up to float summation order.
 """
 
 from __future__ import annotations

@@ -202,10 +202,10 @@ class _BaseMLP(BaseEstimator):
         lr: Any = self.learning_rate_init / scale if self.solver == "sgd" else self.learning_rate_init
         if self._sgd_schedule():
             # The rate lives in the state of a plateau schedule that never lowers it itself; _epoch_end sets it
-            # as scikit-learn's SGD does. A fit starts at learning_rate_init, as scikit-learn's new optimizer.
+            # as scikit-learn's SGD does.
             lr = schedules.plateau(lr, factor=0.2, patience=_HELD)
-            if not incremental:
-                m.schedule = None
+        if not incremental:  # every fit, a warm-started one too, starts a new optimizer and rate, as scikit-learn's
+            m.optimizer_state, m.schedule = None, None
         fit_kw = dict(lr=lr, batch_size=batch, optimizer=self._optimizer(), shuffle=self.shuffle,
                       verbose=0, l2=self.alpha * scale)  # fmt: skip
         if incremental:
@@ -366,16 +366,9 @@ class _BaseMLP(BaseEstimator):
 
     def _first_pass(self, incremental: bool) -> bool:
         """Whether this fit starts from new weights: the first one, or ``fit`` without ``warm_start``. A
-        warm-started ``fit`` keeps the weights, the loss curve, ``t_`` and the stopping counters and, as
-        scikit-learn's, starts its optimizer afresh."""
-        if not hasattr(self, "_model"):
-            return True
-        if incremental:
-            return False
-        if not self.warm_start:
-            return True
-        self._model.optimizer_state = None
-        return False
+        warm-started ``fit`` keeps the weights, the loss curve, ``t_`` and the stopping counters (and, as every
+        ``fit``, starts its optimizer afresh: see ``_train``)."""
+        return not hasattr(self, "_model") or (not incremental and not self.warm_start)
 
     def to_onnx(self, path: Any, *, opset: int | None = None) -> str:
         """Write the fitted estimator as an ONNX graph and return the path (:func:`gpunn.export.to_onnx`; needs
