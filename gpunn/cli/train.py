@@ -1,212 +1,18 @@
-"""The ``gpunn`` command: train, predict, info."""
+"""``gpunn train``: settings (given, resumed or default), the data plan, training and what is written."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import os
-import platform
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from . import __version__, _backend, data, layers, losses, optim, schedules, stream
-from . import callbacks as gpunn_callbacks
-from .errors import ConfigError, GpunnError, InputError, NonFiniteError
-
-EXIT_USAGE = 2
-
-
-def _layers(text: str) -> list[int]:
-    try:
-        widths = [int(w) for w in text.split(",") if w.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--layers takes comma-separated integers like 10,10,10; got {text!r}"
-        ) from None
-    if any(w < 1 for w in widths):
-        raise argparse.ArgumentTypeError(f"every width in --layers must be at least 1; got {text!r}")
-    return widths
-
-
-def _columns(text: str) -> list[str]:
-    names = [c.strip() for c in text.split(",") if c.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"--features takes comma-separated column names like age,height; got {text!r}")
-    return names
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``gpunn`` command."""
-    parser = argparse.ArgumentParser(
-        prog="gpunn", description="Train and use dense neural networks on CPU (NumPy) or CUDA GPUs (CuPy)."
-    )
-    parser.add_argument("--version", action="version", version=f"gpunn {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{train,predict,export,plot,info}")
-    sub.required = True
-
-    train = sub.add_parser(
-        "train",
-        help="train a network (with no options: the tutorial network on 'moons')",
-        description="Train a network. With no options: the tutorial network 2-10-10-10-1 on the built-in 'moons' "
-        "dataset. With --resume, options left out are taken from the checkpoint.",
-    )
-    src = train.add_argument_group("data")
-    src.add_argument("--data", metavar="FILE", help="data file: .csv (header row), .csv.gz, .parquet, .feather, "
-                     ".arrow, .npy or .npz (see gpunn.data.read)")  # fmt: skip
-    src.add_argument("--target", metavar="COLUMN", help="the column to predict (required with --data; a .npy "
-                     "file's by index, -1 the last; an .npz file's target array, such as y)")  # fmt: skip
-    src.add_argument(
-        "--features",
-        type=_columns,
-        metavar="COL,COL",
-        help="the feature columns (default: every column but the target; others are not read)",
-    )
-    src.add_argument(
-        "--sample-weight", metavar="COLUMN",
-        help="the column of per-row weights of the training loss (a .npy file's by index; an .npz file's weight "
-        "array); it is not a feature",
-    )  # fmt: skip
-    src.add_argument(
-        "--stream", action="store_true", default=None,
-        help="read --data (.parquet or .npy) a block at a time instead of loading it: for files larger than memory",
-    )  # fmt: skip
-    src.add_argument("--dataset", choices=data.DATASETS, help="built-in dataset (default: moons)")
-    src.add_argument("--samples", type=_positive_int, help="rows of the built-in dataset (default: 1000)")
-    src.add_argument("--test-size", type=float, help="fraction held out for testing (default: 0.2)")
-    net = train.add_argument_group("network")
-    net.add_argument("--layers", type=_layers, help="hidden widths (default: 10,10,10)")
-    net.add_argument("--activation", choices=layers.ACTIVATIONS, help="hidden activation (default: relu)")
-    net.add_argument(
-        "--output", choices=(*losses.OUTPUTS, "auto"),
-        help="output layer (default with --data: auto, from the target: two values sigmoid, more integer values "
-        "softmax, else identity; built-in datasets: softmax for 'spirals', else sigmoid)",
-    )  # fmt: skip
-    net.add_argument(
-        "--dropout", type=float, metavar="RATE",
-        help="drop this fraction of every hidden layer's outputs while training (default: 0)",
-    )  # fmt: skip
-    fit = train.add_argument_group("training")
-    fit.add_argument("--epochs", type=_nonnegative_int, help="total epochs (default: 1000)")
-    fit.add_argument("--lr", type=float, help="learning rate (default: 0.1)")
-    fit.add_argument("--batch-size", type=_positive_int, help="minibatch size (default: full batch)")
-    fit.add_argument("--optimizer", choices=optim.OPTIMIZERS, help="(default: sgd)")
-    fit.add_argument("--clip-norm", type=float, help="clip the gradients' global L2 norm to this")
-    fit.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay (with --optimizer adamw)")
-    fit.add_argument(
-        "--schedule", choices=schedules.SCHEDULES,
-        help="learning-rate schedule from --lr: step (x0.1 every third of the epochs), cosine (down to 0 at the "
-        "last epoch), plateau (x0.1 after 10 epochs without a better validation loss) (default: constant)",
-    )  # fmt: skip
-    fit.add_argument(
-        "--early-stopping", type=_nonnegative_int, metavar="PATIENCE",
-        help="stop after PATIENCE epochs without a better loss on a validation split of the training rows, "
-        "and keep the best epoch",
-    )  # fmt: skip
-    fit.add_argument("--validation-split", type=float, help="training rows held out for --early-stopping (default 0.1)")
-    fit.add_argument("--class-weight", choices=["balanced"], help="weight each class by n / (classes * count)")
-    fit.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    fit.add_argument("--dtype", choices=_backend.DTYPES, help="(default: float32)")
-    fit.add_argument("--seed", type=_nonnegative_int, help="seed of weights, split and shuffling (default: 0)")
-    out = train.add_argument_group("output")
-    out.add_argument("--save", metavar="PATH", help="write the trained model (safetensors)")
-    out.add_argument("--checkpoint", metavar="PATH", help="save the model after every epoch (and on Ctrl-C)")
-    out.add_argument("--resume", metavar="PATH", help="continue a checkpoint up to --epochs in total")
-    out.add_argument("--history", metavar="PATH", help="write per-epoch loss and accuracy (JSON)")
-    out.add_argument("--plot", metavar="PNG", help="draw the decision boundary over the test points (2 features)")
-    out.add_argument("-q", "--quiet", action="store_true", help="print only the final result")
-    train.add_argument(
-        "--distributed", action="store_true",
-        help="data-parallel over MPI ranks (launch with mpiexec -n N); --batch-size is the global batch",
-    )  # fmt: skip
-    train.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-
-    predict = sub.add_parser("predict", help="predict with a saved model")
-    predict.add_argument("--model", required=True, metavar="PATH", help="a model written by 'gpunn train --save'")
-    predict.add_argument("--data", required=True, metavar="FILE",
-                         help="data file with the model's feature columns (any format of --data of train)")  # fmt: skip
-    predict.add_argument("--out", metavar="FILE", help="write predictions here (default: standard output)")
-    predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    predict.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-
-    plot = sub.add_parser("plot", help="draw loss and accuracy curves from a history file")
-    plot.add_argument("history", metavar="HISTORY.json", help="a file written by 'gpunn train --history'")
-    plot.add_argument("-o", "--out", default="curves.png", metavar="PNG", help="image to write (default: curves.png)")
-    plot.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-
-    export = sub.add_parser(
-        "export",
-        help="write a saved model as an ONNX graph (pip install 'gpunn[onnx]')",
-        description="Write a model saved by 'gpunn train --save' as an ONNX graph: input X (batch, features), "
-        "outputs probabilities and label (classifiers) or values (regression); see docs/export.md.",
-    )
-    export.add_argument("--model", required=True, metavar="PATH", help="a model written by 'gpunn train --save'")
-    export.add_argument("--onnx", required=True, metavar="PATH", help="the ONNX file to write")
-    export.add_argument("--opset", type=_positive_int, help="ONNX operator set, 13 or newer (default: 17)")
-    export.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-
-    info = sub.add_parser("info", help="versions, array namespaces, CUDA devices and BLAS")
-    info.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    comm = None
-    try:
-        if getattr(args, "distributed", False):
-            from .distributed import Communicator
-
-            comm = args.comm = Communicator(abort_on_error=False)
-        commands = {
-            "train": cmd_train, "predict": cmd_predict, "export": cmd_export, "plot": cmd_plot, "info": cmd_info
-        }  # fmt: skip
-        return commands[args.command](args)
-    except BrokenPipeError:  # the reader went away (gpunn predict ... | head): stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
-    except Exception as exc:
-        if comm is None and (args.debug or not isinstance(exc, (GpunnError, OSError))):
-            raise
-        if isinstance(exc, NonFiniteError):
-            code, message = 1, f"gpunn: {exc}"
-        elif isinstance(exc, GpunnError):
-            code, message = EXIT_USAGE, f"gpunn: error: {exc}"
-        elif isinstance(exc, OSError):
-            code, message = EXIT_USAGE, f"gpunn: error: {exc.filename or ''}: {exc.strerror or exc}"
-        else:
-            code, message = 1, f"gpunn: error: {type(exc).__name__}: {exc}"
-        if comm is not None:
-            # One rank failing stops them all: the others may be waiting in a collective.
-            print(f"{message} (rank {comm.rank} of {comm.size}; stopping every rank)", file=sys.stderr, flush=True)
-            comm.comm.Abort(code)
-        print(message, file=sys.stderr)
-        return code
-
+from .. import __version__, _backend, data, schedules, stream
+from .. import callbacks as gpunn_callbacks
+from ..errors import ConfigError, InputError, NonFiniteError
 
 # Settings of `gpunn train` that a checkpoint remembers, with their defaults.
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -410,8 +216,8 @@ def _stream_output(ds: Any, output: str, source: str) -> tuple[str, int]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``gpunn train``."""
-    from .checkpoint import load
-    from .model import MLP
+    from ..checkpoint import load
+    from ..model import MLP
 
     comm = getattr(args, "comm", None)
     lead = comm is None or comm.rank == 0  # only rank 0 prints and writes files
@@ -512,7 +318,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.history:
         model.history.save(args.history)
     if args.plot:
-        from . import plot
+        from .. import plot
 
         plot.save(plot.decision_boundary(model, X_test, y_test), args.plot)
         if not args.quiet:
@@ -538,101 +344,3 @@ def _check_outputs(args: argparse.Namespace) -> None:
             raise InputError(f"{option} {path}: the folder {folder} cannot be written")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise ConfigError("--plot needs matplotlib: pip install 'gpunn[plot]'")
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    """``gpunn predict``."""
-    from .checkpoint import load
-
-    model = load(args.model, device=args.device)
-    # the model's feature columns by name, in its order (every column when it has no names); others are not read
-    X = data.read(args.data, features=model.feature_names, dtype=model.dtype).X
-    labels = _backend.to_numpy(model.predict(X))
-    if model.metadata.get("classes") is not None:  # trained on labels other than 0..k-1: write those back
-        labels = np.asarray(model.metadata["classes"])[labels]
-    proba = _backend.to_numpy(model.predict_proba(X))
-    if model.output == "identity":
-        cols = [proba[:, j] for j in range(model.n_outputs)]
-        names = ["prediction"] if model.n_outputs == 1 else [f"prediction_{j}" for j in range(model.n_outputs)]
-    elif model.output == "sigmoid" and model.n_outputs == 1:
-        cols, names = [labels, proba[:, 0]], ["prediction", "probability"]
-    else:
-        k = model.n_outputs
-        label_cols = [labels] if labels.ndim == 1 else [labels[:, j] for j in range(k)]
-        label_names = ["prediction"] if labels.ndim == 1 else [f"prediction_{j}" for j in range(k)]
-        cols, names = label_cols + [proba[:, j] for j in range(k)], label_names + [f"p{j}" for j in range(k)]
-    data.write_csv(args.out, names, cols)
-    if args.out:
-        print(f"{len(X)} predictions written to {args.out}", file=sys.stderr)
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    """``gpunn export``."""
-    from .checkpoint import load
-    from .export import to_onnx
-
-    model = load(args.model, device="cpu")  # the weights go to the host anyway: no GPU needed
-    path = to_onnx(model, args.onnx, opset=args.opset)
-    outputs = "values" if model.output == "identity" else "probabilities, label"
-    print(f"{args.model} exported to {path} (input X: batch x {model.n_features} {model.dtype}; outputs {outputs})")
-    return 0
-
-
-def cmd_plot(args: argparse.Namespace) -> int:
-    """``gpunn plot``."""
-    from . import plot
-
-    plot.save(plot.history(args.history, title=args.history), args.out)
-    print(f"curves drawn to {args.out}")
-    return 0
-
-
-def info_lines() -> list[str]:
-    """What ``gpunn info`` prints."""
-    lines = [f"gpunn {__version__}", f"python {platform.python_version()} ({platform.machine()})"]
-    lines.append("array namespaces:")
-    for name, version in _backend.available_namespaces().items():
-        lines.append(f"  {name} {version}")
-    count, why = _backend.gpu_status()
-    if count:
-        import cupy
-
-        for i in range(count):
-            props = cupy.cuda.runtime.getDeviceProperties(i)
-            lines.append(f"cuda:{i}: {props['name'].decode() if isinstance(props['name'], bytes) else props['name']}")
-    else:
-        lines.append(f"CUDA: none usable ({why})")
-    lines.append(f"device 'auto' uses: {'cupy on cuda:0' if count else 'numpy on cpu'}")
-    lines.append(f"BLAS: {_blas_description()}")
-    return lines
-
-
-def _blas_description() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-
-        pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
-        if pools:
-            return "; ".join(
-                f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture')}, {p.get('num_threads')} threads)"
-                for p in pools
-            )
-    except ImportError:
-        pass
-    try:
-        config: Any = np.show_config(mode="dicts")
-        blas = config["Build Dependencies"]["blas"]
-        return f"{blas.get('name')} {blas.get('version')} (numpy build)"
-    except Exception:
-        return "unknown"
-
-
-def cmd_info(args: argparse.Namespace) -> int:
-    """``gpunn info``."""
-    print("\n".join(info_lines()))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,189 @@
+"""MLPClassifier."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat as aac
+import numpy as np
+
+try:
+    from sklearn.base import ClassifierMixin
+    from sklearn.preprocessing import LabelBinarizer
+    from sklearn.utils.class_weight import compute_sample_weight
+    from sklearn.utils.multiclass import check_classification_targets, type_of_target
+    from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
+    raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
+
+from .. import _backend
+from ._base import _BaseMLP, _native
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """A multilayer perceptron classifier with scikit-learn's API, trained by gpunn on CPU or GPU.
+
+    Binary targets use one sigmoid output, several classes a softmax, and a 2-D 0/1 indicator matrix several
+    sigmoid outputs (multilabel). Class labels may be any values, strings included.
+    """
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        warm_start=False,
+        device="auto",
+        class_weight=None,
+    ):
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
+            shuffle=shuffle, random_state=random_state,
+            tol=tol, verbose=verbose, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, warm_start=warm_start, device=device,
+        )  # fmt: skip
+        self.class_weight = class_weight
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPClassifier:
+        """Train from scratch on ``(X, y)``; ``sample_weight`` (n,) weighs each row's loss."""
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
+
+    def partial_fit(self, X: Any, y: Any, classes: Any = None, sample_weight: Any = None) -> MLPClassifier:
+        """One epoch over ``(X, y)``; the first call needs ``classes`` (all labels that will be seen)."""
+        if self.solver not in ("sgd", "adam"):
+            raise AttributeError(f"partial_fit is only available for stochastic optimizers; got {self.solver!r}")
+        first = not hasattr(self, "_model")
+        if first and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit")
+        if not first and classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
+            raise ValueError(f"`classes={classes!r}` is not the same as on the first call: {self.classes_!r}")
+        return self._fit(X, y, incremental=True, classes=classes if first else None, sample_weight=sample_weight)
+
+    def _fit(self, X: Any, y: Any, incremental: bool, classes: Any = None, sample_weight: Any = None) -> MLPClassifier:
+        self._check_params()
+        if y is None:
+            raise ValueError(f"This {type(self).__name__} estimator requires y to be passed, but the target y is None.")
+        start = self._first_pass(incremental)
+        self._native_input = _native(X) if start else self._native_input
+        y_host = _backend.to_numpy(y) if _native(y) else y
+        if _native(X):
+            X = self._validate_X(X, reset=start)
+        else:  # X as given, so that a DataFrame's column names become feature_names_in_
+            X, y_host = validate_data(self, X, y_host, reset=start, multi_output=True, dtype=[np.float64, np.float32])
+        y_host = np.asarray(y_host)
+        if y_host.ndim == 2 and y_host.shape[1] == 1:
+            y_host = column_or_1d(y_host, warn=True)
+        if y_host.shape[0] != X.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} samples but y has {y_host.shape[0]}")
+        check_classification_targets(y_host)
+        if start:
+            self._binarizer = LabelBinarizer()
+            self._binarizer.fit(y_host if classes is None else np.asarray(classes))
+            self.classes_ = self._binarizer.classes_
+            multilabel = type_of_target(y_host) == "multilabel-indicator"
+            if len(self.classes_) < 2 and not multilabel:
+                raise ValueError(
+                    f"{type(self).__name__} needs samples of at least 2 classes in the data; got one class only "
+                    f"({self.classes_[0]!r})"
+                )
+            n_outputs = y_host.shape[1] if multilabel else (1 if len(self.classes_) == 2 else len(self.classes_))
+            self._output = "softmax" if n_outputs > 1 and not multilabel else "sigmoid"
+            self._start(X, n_outputs)
+        elif self.warm_start and not incremental and y_host.ndim == 1:
+            if set(np.unique(y_host)) != set(self.classes_):
+                raise ValueError(
+                    "warm_start can only be used where `y` has the same classes as in the previous call to fit. "
+                    f"Previously got {self.classes_}, `y` has {np.unique(y_host)}"
+                )
+        else:
+            unseen: Any = np.setdiff1d(np.unique(y_host), self.classes_) if y_host.ndim == 1 else []
+            if len(unseen):
+                raise ValueError(f"y holds labels not in classes_: {unseen!r}")
+        if self._output == "softmax":
+            T = np.searchsorted(self.classes_, y_host)
+        else:
+            T = self._binarizer.transform(y_host) if y_host.ndim == 1 else y_host
+            T = T.astype(np.float64)
+        weight = self._sample_weight(sample_weight, X)
+        if self.class_weight is not None:
+            if y_host.ndim != 1:
+                raise ValueError("class_weight is not supported for multilabel targets")
+            per_class = compute_sample_weight(self.class_weight, y_host)
+            weight = per_class if weight is None else weight * per_class
+        self._train(X, T, 1 if incremental else self.max_iter, incremental, weight)
+        return self
+
+    def _score_for_stopping(self, X_val: Any, y_val: Any, weight: Any = None) -> float:
+        """Accuracy on the validation rows (subset accuracy for multilabel), whose targets ``y_val`` are the
+        encoded ones: class indices (softmax) or 0/1 columns (sigmoid)."""
+        labels = _backend.to_numpy(self._model.predict(X_val))
+        truth = np.asarray(y_val)
+        right = labels.reshape(truth.shape) == truth
+        return float(np.average(right if right.ndim == 1 else right.all(axis=1), weights=weight))
+
+    def _onnx_outputs(self) -> dict[str, Any]:
+        if self._output == "sigmoid" and self.n_outputs_ > 1:  # multilabel: the indicator matrix, as predict
+            return {}
+        return {"classes": self.classes_, "two_column_binary": True}
+
+    def predict_proba(self, X: Any) -> Any:
+        """Class probabilities, shape (n, n_classes) (two columns for binary problems)."""
+        return self._probabilities(X, "predict_proba")
+
+    def _probabilities(self, X: Any, method: str) -> Any:
+        p = self._forward(X, method)
+        xp = self._model.xp
+        if self._output == "sigmoid" and self.n_outputs_ == 1:
+            p = xp.concat([1 - p, p], axis=1)
+        return self._out(p)
+
+    def predict_log_proba(self, X: Any) -> Any:
+        """Logarithm of :meth:`predict_proba`."""
+        p = self._probabilities(X, "predict_log_proba")
+        return aac.array_namespace(p).log(p)
+
+    def predict(self, X: Any) -> Any:
+        """Predicted class labels (a 0/1 indicator matrix for multilabel targets)."""
+        check_is_fitted(self, "_model")
+        self._check_same_namespace(X, "predict")
+        labels = _backend.to_numpy(self._model.predict(self._validate_X(X, reset=False)))
+        if self._output == "sigmoid" and self.n_outputs_ > 1:
+            out = labels
+        else:
+            out = self.classes_[labels]
+        if self._native_input and out.dtype.kind in "biuf":
+            return _backend.from_numpy(out, self._model.xp, self._model.device)
+        return out
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy on ``(X, y)``."""
+        from sklearn.metrics import accuracy_score
+
+        return self._host_score(accuracy_score, X, y, sample_weight)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        tags.array_api_support = True  # scikit-learn's Array API checks: tests/test_sklearn_array_api.py
+        return tags

@@ -1,0 +1,86 @@
+"""MLPRegressor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat as aac
+import numpy as np
+
+try:
+    from sklearn.base import RegressorMixin
+    from sklearn.utils.validation import validate_data
+except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
+    raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
+
+from .. import _backend
+from ._base import _BaseMLP, _native
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """A multilayer perceptron regressor (identity output, squared error) with scikit-learn's API."""
+
+    _output = "identity"
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
+        """Train from scratch on ``(X, y)``; ``sample_weight`` (n,) weighs each row's loss."""
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
+
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
+        """One epoch over ``(X, y)``, continuing from the current weights."""
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
+
+    def _fit(self, X: Any, y: Any, incremental: bool, sample_weight: Any = None) -> MLPRegressor:
+        self._check_params()
+        if y is None:
+            raise ValueError(f"This {type(self).__name__} estimator requires y to be passed, but the target y is None.")
+        start = self._first_pass(incremental)
+        self._native_input = _native(X) if start else self._native_input
+        if _native(X):
+            X = self._validate_X(X, reset=start)
+            xp, device = aac.array_namespace(X), aac.device(X)
+            T = y
+            if not _native(T) or aac.array_namespace(T) is not xp or not _backend.same_device(aac.device(T), device):
+                # y of another namespace or device (or a list): moved to X's, as the classifier's labels are
+                host = _backend.to_numpy(T) if _native(T) else np.asarray(T)
+                T = xp.asarray(np.asarray(host, dtype=np.float64), device=device)
+            if T.ndim == 1:
+                T = aac.array_namespace(T).reshape(T, (-1, 1))
+        else:
+            X, T = validate_data(self, X, y, reset=start, multi_output=True, y_numeric=True,
+                                 dtype=[np.float64, np.float32])  # fmt: skip
+            T = np.asarray(T, dtype=np.float64)
+            self._y_1d = T.ndim == 1
+            T = T.reshape(-1, 1) if T.ndim == 1 else T
+        if start:
+            self._y_1d = getattr(y, "ndim", 1) == 1
+            self._start(X, T.shape[1])
+        elif T.shape[1] != self.n_outputs_:
+            raise ValueError(f"y has {T.shape[1]} outputs but the model was fitted with {self.n_outputs_}")
+        self._train(X, T, 1 if incremental else self.max_iter, incremental, self._sample_weight(sample_weight, X))
+        return self
+
+    def _score_for_stopping(self, X_val: Any, y_val: Any, weight: Any = None) -> float:
+        from sklearn.metrics import r2_score
+
+        pred = _backend.to_numpy(self._model.predict(X_val))
+        return float(r2_score(_backend.to_numpy(y_val), pred, sample_weight=weight))
+
+    def predict(self, X: Any) -> Any:
+        """Predicted values, shape (n,) for a 1-D target, else (n, n_outputs)."""
+        z = self._forward(X, "predict")
+        if self._y_1d:
+            z = self._model.xp.reshape(z, (-1,))
+        return self._out(z)
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Coefficient of determination R^2 on ``(X, y)``."""
+        from sklearn.metrics import r2_score
+
+        return self._host_score(r2_score, X, y, sample_weight)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.array_api_support = True
+        return tags
