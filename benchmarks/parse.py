@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     from gpunn import data
 
     features = mid["sizes"][0]
-    have_arrow = data._pyarrow() is not None
+    have_arrow = data.readers._pyarrow() is not None
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = os.path.join(tmp, "mid.csv")
         t0 = time.perf_counter()

@@ -146,7 +146,7 @@ def test_read_csv_in_blocks_matches_a_float64_reference(tmp_path, monkeypatch):
         if i % 4 == 0:
             lines.append("" if i % 8 else " , ,,")  # blank rows are skipped
     path = write(tmp_path, "\n".join(lines))  # and no newline after the last row
-    monkeypatch.setattr(data, "BLOCK_ROWS", 3)  # many blocks, and a partial last one
+    monkeypatch.setattr(data.readers, "BLOCK_ROWS", 3)  # many blocks, and a partial last one
     X, y, names = data.read_csv(path, target="label")
     assert names == ["a", "b", "c"] and X.dtype == np.float64 and X.shape == (23, 3)
     np.testing.assert_array_equal(X, values[:, [0, 1, 3]])
@@ -174,7 +174,7 @@ def test_read_csv_in_blocks_matches_a_float64_reference(tmp_path, monkeypatch):
 )
 def test_read_csv_names_the_line_of_a_bad_row_in_a_later_block(tmp_path, monkeypatch, bad, pattern):
     rows = ["a,b,y"] + [f"{i},{i + 1},0" for i in range(12)] + ["", ""] + [bad] + ["5,6,1"]
-    monkeypatch.setattr(data, "BLOCK_ROWS", 4)
+    monkeypatch.setattr(data.readers, "BLOCK_ROWS", 4)
     with pytest.raises(gpunn.InputError, match=f"d.csv: {pattern}"):
         data.read_csv(write(tmp_path, "\n".join(rows) + "\n"), target="y")
 
@@ -189,7 +189,7 @@ def test_read_csv_from_a_pipe_grows_as_it_reads(tmp_path, monkeypatch):
     os.mkfifo(fifo)
     writer = threading.Thread(target=fifo.write_text, args=(text,))
     writer.start()
-    monkeypatch.setattr(data, "BLOCK_ROWS", 4)  # allocated for 4 rows, doubled as the rows arrive
+    monkeypatch.setattr(data.readers, "BLOCK_ROWS", 4)  # allocated for 4 rows, doubled as the rows arrive
     X, y, names = data.read_csv(fifo, target="y", dtype="float32")
     writer.join()
     assert names == ["a", "b"]

@@ -164,7 +164,7 @@ def test_csv_without_pyarrow_gives_the_same_result(tmp_path, monkeypatch, target
     write(frame(150, seed=4).drop(columns=[] if target else ["species"]), path, fmt)
     features = None if target == "species" else ["f0", "f1", "f2"] if target else None
     fast = data.read(path, target=target, features=features, dtype="float64")
-    monkeypatch.setattr(data, "BLOCK_ROWS", 16)  # many blocks
+    monkeypatch.setattr(data.readers, "BLOCK_ROWS", 16)  # many blocks
     without_pyarrow(monkeypatch)
     slow = data.read(path, target=target, features=features, dtype="float64")
     check(slow, fast.X, fast.y, fast.feature_names, fast.target_name)
@@ -187,9 +187,9 @@ def test_class_names_after_numeric_rows_and_cells_pyarrow_refuses(tmp_path, monk
     X = expected[["a", "b"]].astype(np.float64).to_numpy()
     y = expected["y"].str.strip().to_numpy()
     check(data.read(path, target="y", dtype="float64"), X, y, ["a", "b"], "y")
-    monkeypatch.setattr(data, "SEGMENT_BYTES", 64)  # CR line ends: one line longer than a segment
+    monkeypatch.setattr(data.readers, "SEGMENT_BYTES", 64)  # CR line ends: one line longer than a segment
     check(data.read(path, target="y", dtype="float64"), X, y, ["a", "b"], "y")
-    monkeypatch.setattr(data, "BLOCK_ROWS", 8)
+    monkeypatch.setattr(data.readers, "BLOCK_ROWS", 8)
     without_pyarrow(monkeypatch)
     check(data.read(path, target="y", dtype="float64"), X, y, ["a", "b"], "y")
 
@@ -202,9 +202,9 @@ def test_pyarrow_reads_a_large_csv_in_segments(tmp_path, monkeypatch, fmt):
     path = tmp_path / f"d.{fmt}"
     df.to_csv(path, index=False, lineterminator="\r\n", encoding="utf-8-sig")  # and a byte-order mark
     expected = pd.read_csv(path, engine="python", encoding="utf-8-sig")
-    monkeypatch.setattr(data, "SEGMENT_BYTES", 1000)  # about 10 rows a segment, lines cut across segments
-    monkeypatch.setattr(data, "BLOCK_ROWS", 16)  # a .gz file's X grows from 16 rows
-    monkeypatch.setattr(data, "_read_csv_numpy", None)  # and pyarrow reads all of it
+    monkeypatch.setattr(data.readers, "SEGMENT_BYTES", 1000)  # about 10 rows a segment, lines cut across segments
+    monkeypatch.setattr(data.readers, "BLOCK_ROWS", 16)  # a .gz file's X grows from 16 rows
+    monkeypatch.setattr(data.readers, "_read_csv_numpy", None)  # and pyarrow reads all of it
     check(data.read(path, target="label", dtype="float64"),
           expected[list("abcdef")].to_numpy(), expected["label"].to_numpy(), list("abcdef"), "label")  # fmt: skip
 
@@ -216,7 +216,7 @@ def test_a_pipe_is_read_as_csv_with_class_names(tmp_path, monkeypatch):
     os.mkfifo(fifo)
     writer = threading.Thread(target=fifo.write_text, args=(text,))
     writer.start()
-    monkeypatch.setattr(data, "BLOCK_ROWS", 8)
+    monkeypatch.setattr(data.readers, "BLOCK_ROWS", 8)
     got = data.read(fifo, target="species", dtype="float64")
     writer.join()
     (tmp_path / "same.csv").write_text(text)

@@ -105,7 +105,7 @@ def _load_training_data(
     if s["target"] is None:
         raise InputError(f"--data {s['data']} needs --target COLUMN to name the column to predict")
     # .csv, .csv.gz, .parquet, .feather/.arrow, .npy, .npz; X straight in the model's dtype, no float64 copy
-    (X, target, names, _), w = data._read(s["data"], s["target"], s["features"], s["dtype"], s["sample_weight"])
+    (X, target, names, _), w = data.readers._read(s["data"], s["target"], s["features"], s["dtype"], s["sample_weight"])
     assert target is not None  # read returns the target column when it is asked for one
     return X, target, w, s["data"], names
 
