@@ -3,6 +3,8 @@
 The same forward and backward code trains on NumPy (CPU), CuPy (CUDA), PyTorch, JAX and array-api-strict.
 """
 
+import sys
+
 from . import callbacks, schedules
 from .checkpoint import load
 from .errors import (
@@ -16,10 +18,14 @@ from .errors import (
     NotFittedError,
     OutOfMemoryError,
 )
+from .feed import stream
 from .history import History
 from .model import MLP
 
 __version__ = "0.1.0"
+
+# ``gpunn.stream`` (streamed training's placement and ``PREFETCH``) lives in the feed layer; the old name stays.
+sys.modules[f"{__name__}.stream"] = stream
 
 __all__ = [
     "MLP",

@@ -263,6 +263,16 @@ def on_accelerator(xp: Any, device: Any) -> bool:
     return False
 
 
+def is_traced(x: Any) -> bool:
+    """True for an abstract array being traced by a compiler (``jax.jit``, ``grad``, ``vmap``): it has a shape and
+    a dtype but no values to read back and no device to check."""
+    if not aac.is_jax_array(x):
+        return False
+    import jax
+
+    return isinstance(x, jax.core.Tracer)
+
+
 def is_cupy_array(x: Any) -> bool:
     """True for a CuPy array."""
     return aac.is_cupy_array(x)

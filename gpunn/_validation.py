@@ -92,7 +92,7 @@ def check_device_array(x: Any, xp: Any, device: Any, name: str) -> None:
             f"{_backend.namespace_name(xp)}; pass convert=True to copy it over (through DLPack where it can), "
             "or pass a NumPy array"
         )
-    if not _backend.same_device(aac.device(x), device):
+    if not _backend.is_traced(x) and not _backend.same_device(aac.device(x), device):
         raise DeviceError(f"{name} is on device {aac.device(x)} but the model is on {device}; move one of them")
     if not xp.isdtype(x.dtype, ("real floating", "integral", "bool")):
         raise _kind_error(name, x.dtype)

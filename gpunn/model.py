@@ -1,7 +1,9 @@
 """MLP: the thin stateful shell (parameters, optimizer state, RNG, history) around the pure training step.
 
-The step itself is :mod:`gpunn.step`; the epoch loop that runs it is :mod:`gpunn.train`; checking and placing
-data is :mod:`gpunn.inputs`. This class holds the state they pass around and keeps the public API.
+The step itself is :mod:`gpunn.step`; the epoch loop that runs it is :mod:`gpunn.train`; checking, scaling,
+placing and batching data is the feed layer, :mod:`gpunn.feed`. This class holds the state they pass around,
+commits each epoch's new state, and keeps the public API. It passes them small frozen values (a
+:class:`~gpunn.feed.Spec`, a :class:`~gpunn.step.Hyper`, arrays), never itself.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend, inputs, layers, losses, optim, schedules, stream, train
+from . import _backend, feed, layers, losses, optim, schedules, train
 from . import _validation as check
-from .errors import CheckpointError, ConfigError, InputError, NotFittedError
-from .history import History
+from .data import Dataset
+from .data.moments import row_blocks
+from .errors import CheckpointError, ConfigError, InputError, NonFiniteError, NotFittedError
+from .history import History, Reporter
 from .init import init_params
+from .step import Step
 from .step import hyper as step_hyper
 
 
@@ -165,6 +170,17 @@ class MLP:
         return self.sizes[-1]
 
     @property
+    def spec(self) -> feed.Spec:
+        """The frozen description of this model that the feed layer takes (namespace, device, dtype, widths,
+        activation, output, feature names)."""
+        activation = self.activation if isinstance(self.activation, str) else tuple(self.activation)
+        names = None if self.feature_names is None else tuple(self.feature_names)
+        return feed.Spec(
+            self.xp, self.device, self.dtype, tuple(self.sizes), self.output, self.loss, activation, self.standardize,
+            names,
+        )  # fmt: skip
+
+    @property
     def params(self) -> Any:
         """Every parameter in one flat buffer, ``[W1, b1, W2, b2, ...]`` with each ``W`` row-major (out, in), in the
         model's namespace (read-only: change parameters with :meth:`set_weights`)."""
@@ -216,17 +232,17 @@ class MLP:
         pairs = list(pairs)
         if len(pairs) != len(self.sizes) - 1:
             raise InputError(f"set_weights got {len(pairs)} (W, b) pairs; the model has {len(self.sizes) - 1} layers")
-        new = []
+        new, spec = [], self.spec
         for i, (pair, (fan_in, fan_out)) in enumerate(zip(pairs, zip(self.sizes[:-1], self.sizes[1:]))):
             if len(pair) != 2:
                 raise InputError(f"set_weights: layer {i} must be a (W, b) pair")
             for name, value, shape in ((f"W{i}", pair[0], (fan_out, fan_in)), (f"b{i}", pair[1], (fan_out,))):
-                new.append(self.xp.reshape(inputs.as_model_array(self, value, name, shape), (-1,)))
+                new.append(self.xp.reshape(feed.as_model_array(spec, value, name, shape), (-1,)))
         with _backend.device_scope(self.xp, self.device):
             self._params, self._previous = self.xp.concat(new), None
         self.fitted = True
 
-    def _check_dataset(self, dataset: stream.Dataset, name: str) -> stream.Dataset:
+    def _check_dataset(self, dataset: Dataset, name: str) -> Dataset:
         if not dataset.has_target:
             raise InputError(f"{name} ({dataset.path}) has no target column: open it with Dataset(path, target=...)")
         if dataset.n_features != self.n_features:
@@ -239,9 +255,6 @@ class MLP:
                 "Dataset(path, target, features=model.feature_names)"
             )
         return dataset
-
-    def _weight_column(self, w: np.ndarray) -> Any:
-        return _backend.from_numpy(w.reshape(-1, 1).astype(self.dtype), self.xp, self.device)
 
     def _to_device_params(self, host: list[np.ndarray]) -> Any:
         flat = np.concatenate([p.reshape(-1) for p in host])
@@ -339,22 +352,45 @@ class MLP:
         """
         epochs = check.integer(epochs, "epochs", 0)
         schedule = lr if isinstance(lr, schedules.Schedule) else schedules.constant(check.positive_float(lr, "lr"))
-        if batch_size is not None:
-            batch_size = check.integer(batch_size, "batch_size", 1)
-        if weight_decay is not None:
-            weight_decay = check.non_negative_float(weight_decay, "weight_decay")
-        opt = optim.get(optimizer, weight_decay)
-        if clip_norm is not None:
-            clip_norm = check.positive_float(clip_norm, "clip_norm")
+        batch_size = None if batch_size is None else check.integer(batch_size, "batch_size", 1)
+        opt = optim.get(
+            optimizer, None if weight_decay is None else check.non_negative_float(weight_decay, "weight_decay")
+        )
+        clip_norm = None if clip_norm is None else check.positive_float(clip_norm, "clip_norm")
         verbose = check.integer(verbose, "verbose", 0)
-        if l2 != 0:
-            l2 = check.positive_float(l2, "l2")
+        l2 = check.positive_float(l2, "l2") if l2 != 0 else 0.0
+        weighted = sample_weight is not None or class_weight is not None or (isinstance(X, Dataset) and X.has_weight)
+        self._check_callbacks(callbacks, validation_data is not None, weighted)
+        if convert:
+            X, y = self.adopt(X), self.adopt(y)
+            if validation_data is not None and isinstance(validation_data, (tuple, list)):
+                validation_data = tuple(self.adopt(v) for v in validation_data)
+        with _backend.device_scope(self.xp, self.device):
+            data, val = self._feeds(X, y, validation_data, sample_weight, class_weight, copy)
+            # Everything is valid: from here on the call changes the model.
+            if comm is not None:
+                self._params = comm.broadcast_arrays([self._params], self.xp, self.device)[0]  # every rank starts equal
+                verbose = verbose if comm.rank == 0 else 0
+            if self.optimizer != opt or self.optimizer_state is None:
+                self.optimizer, self.optimizer_state, self._previous = opt, opt.init(self._params, self.xp), None
+            if self.schedule != schedule:  # the same schedule again continues (a resumed plateau keeps its rate)
+                self.schedule, self.schedule_state, self._previous = schedule, schedule.init(), None
+            first, self.fitted = self.history.epochs, True
+            runner = train.Runner(
+                step_hyper(self, opt, schedule.params["lr"], l2, clip_norm), self.xp, self.device, self.dtype,
+                self.compile, comm,
+            )  # fmt: skip
+            self._train(data, val, runner, epochs, batch_size, shuffle, verbose, callbacks or (), comm)
+        return self.history.since(first)
+
+    def _check_callbacks(self, callbacks: Any, validating: bool, weighted: bool) -> None:
+        """Every callback is callable and finds the metrics it monitors recorded by this fit."""
         if callbacks is not None and not all(callable(c) for c in callbacks):
             raise ConfigError("callbacks must be a sequence of callables callback(model, record)")
         recorded = {"loss", "lr"} | ({"accuracy"} if self.output != "identity" else set())
-        if validation_data is not None:
+        if validating:
             recorded |= {f"val_{key}" for key in recorded - {"lr"}}
-        if sample_weight is not None or class_weight is not None or (isinstance(X, stream.Dataset) and X.has_weight):
+        if weighted:
             recorded.add("weighted_loss")
         for callback in callbacks or ():
             missing = set(getattr(callback, "requires", ())) - recorded
@@ -363,101 +399,133 @@ class MLP:
                     f"{type(callback).__name__} needs {', '.join(sorted(missing))}, which this fit does not record "
                     f"(it records {', '.join(sorted(recorded))}); pass validation_data= or monitor another metric"
                 )
+
+    def _feeds(self, X: Any, y: Any, validation_data: Any, sample_weight: Any, class_weight: Any, copy: bool):
+        """The training and validation feeds of a ``fit``, every input checked first; then the feature names and
+        scaling the model learns on its first fit are set (nothing else is changed)."""
+        spec = self.spec
+        if isinstance(X, Dataset):
+            self._check_dataset(X, "X")
+            if y is not None:
+                raise InputError("a Dataset brings its own targets (its target column): call fit(dataset, y=None)")
+            if sample_weight is not None or class_weight is not None:
+                raise ConfigError(
+                    "sample_weight and class_weight are not arguments of fit on a Dataset: its rows' weights are "
+                    "a column of the file, named by Dataset(path, target, weight=COLUMN)"
+                )
+            weight_total = X.weight_total() if X.has_weight else None  # one pass, which checks every weight
+            if weight_total is not None and not weight_total > 0:
+                raise InputError(f"{X.path}: the weights ({X.weight_name!r}) sum to 0 over the rows trained on: "
+                                 "there is nothing to train on")  # fmt: skip
+        else:
+            x = feed.check_x(spec, X, "X")
+            t = feed.targets(spec, y, x.shape[0], "y", fitting=True)
+            w_host = feed.sample_weights(spec, sample_weight, class_weight, y, x.shape[0])
+        xv = tv = None
+        if isinstance(validation_data, Dataset):
+            xv = self._check_dataset(validation_data, "validation_data")
+        elif validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise InputError("validation_data must be a pair (X_val, y_val) or a gpunn.data.Dataset")
+            xv = feed.check_x(spec, validation_data[0], "validation X")
+            tv = feed.targets(spec, validation_data[1], xv.shape[0], "validation y")
+        if self.feature_names is None:  # a data frame's or Parquet file's columns name the features
+            self.feature_names = X.feature_names if isinstance(X, Dataset) else feed.frame_columns(X)
+            spec = self.spec
+        if self.standardize and self.scaling is None:
+            self.scaling = X.scaling() if isinstance(X, Dataset) else feed.fit_scaling(x)
+        val: Any = None
+        if isinstance(xv, Dataset):
+            val = feed.Streamed(spec, xv, self.scaling, "validation_data")
+        elif xv is not None:
+            val = feed.Memory(spec, feed.place_x(spec, xv, self.scaling), tv)  # before X may be scaled in place
+        if isinstance(X, Dataset):
+            return feed.Streamed(spec, X, self.scaling, "X", weight_total), val
+        x = feed.place_x(spec, x, self.scaling, in_place=not copy)
+        return feed.Memory(spec, x, t, self._weight_column(w_host), w_host), val
+
+    def _weight_column(self, w: np.ndarray | None) -> Any:
+        """Sample weights as the step takes them: a (n, 1) column on the device, or None."""
+        return None if w is None else _backend.from_numpy(w.reshape(-1, 1).astype(self.dtype), self.xp, self.device)
+
+    def _train(self, data, val, runner, epochs, batch_size, shuffle, verbose, callbacks, comm) -> None:
+        """Run ``epochs`` epochs, committing each completed one to the model, then the callbacks."""
+        reporter = Reporter(verbose, self.epoch, self.epoch + epochs)
+        try:
+            with _backend.memory_guard(self.device, batch_size):
+                for _ in range(epochs):
+                    rng_state = dict(self.rng.bit_generator.state)
+                    state = train.State(self._params, self.optimizer_state, self.epoch, rng_state, self.schedule_state)
+                    try:
+                        new, record = train.run_epoch(state, data, val, runner, self.schedule, runner.step.hyper,
+                                                      batch_size, shuffle, comm)  # fmt: skip
+                    except NonFiniteError:
+                        self._step_back_if_not_finite()
+                        raise
+                    self._commit(state, new, record)
+                    reporter.epoch(self.epoch, record)
+                    if [callback(self, record) for callback in callbacks].count(False):
+                        break
+        except BaseException:
+            self.history.truncate(self.epoch)  # a record appended for an epoch that was not committed
+            raise
+        finally:
+            reporter.close()
+
+    def _commit(self, old: train.State, new: train.State, record: dict[str, float]) -> None:
+        rng = _generator(new.rng_state)
+        previous = (old.params, old.optimizer_state, old.rng_state, old.schedule_state)  # references: updates are pure
+        self.history.append(record)
+        # One statement, no calls: an interrupt lands before or after it, never half way.
+        self._params, self.optimizer_state, self.epoch, self.rng, self._previous, self.schedule_state = (
+            new.params, new.optimizer_state, new.epoch, rng, previous, new.schedule_state
+        )  # fmt: skip
+
+    def _step_back_if_not_finite(self) -> None:
+        """After a non-finite loss: if the last epoch's final update itself overflowed (its loss, computed before
+        that update, was finite), return to the epoch before it. Runs only on this failure path."""
         xp = self.xp
-        if convert:
-            X, y = self.adopt(X), self.adopt(y)
-            if validation_data is not None and isinstance(validation_data, (tuple, list)):
-                validation_data = tuple(self.adopt(v) for v in validation_data)
-        streaming = isinstance(X, stream.Dataset)
-        with _backend.device_scope(xp, self.device):
-            if streaming:
-                self._check_dataset(X, "X")
-                if y is not None:
-                    raise InputError("a Dataset brings its own targets (its target column): call fit(dataset, y=None)")
-                if sample_weight is not None or class_weight is not None:
-                    raise ConfigError(
-                        "sample_weight and class_weight are not arguments of fit on a Dataset: its rows' weights are "
-                        "a column of the file, named by Dataset(path, target, weight=COLUMN)"
-                    )
-                x, t, w_host = X, None, None
-                weight_total = X.weight_total() if X.has_weight else None  # one pass, which checks every weight
-                if weight_total is not None and not weight_total > 0:
-                    raise InputError(f"{X.path}: the weights ({X.weight_name!r}) sum to 0 over the rows trained on: "
-                                     "there is nothing to train on")  # fmt: skip
-            else:
-                x = inputs.check_x(self, X, "X")
-                t = inputs.targets(self, y, x.shape[0], "y", fitting=True)
-                w_host = inputs.sample_weights(self, sample_weight, class_weight, y, x.shape[0])
-            xv = tv = None
-            if isinstance(validation_data, stream.Dataset):
-                xv = self._check_dataset(validation_data, "validation_data")
-            elif validation_data is not None:
-                if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                    raise InputError("validation_data must be a pair (X_val, y_val) or a gpunn.data.Dataset")
-                xv = inputs.check_x(self, validation_data[0], "validation X")
-                tv = inputs.targets(self, validation_data[1], xv.shape[0], "validation y")
-            # Everything is valid: from here on the call may change the model (and, with copy=False, X).
-            if self.feature_names is None:  # a data frame's or Parquet file's columns name the features
-                self.feature_names = X.feature_names if streaming else inputs.frame_columns(X)
-            scaling = self.scaling
-            if self.standardize and scaling is None:
-                scaling = x.scaling() if streaming else inputs.fit_scaling(x)
-            val: Any = None
-            if isinstance(xv, stream.Dataset):
-                val = stream.Streamed(self, xv, scaling, "validation_data")
-            elif xv is not None:
-                val = (inputs.place_x(self, xv, scaling), tv)  # before X may be scaled in place
-            if streaming:
-                x = stream.Streamed(self, x, scaling, "X", weight_total)
-            else:
-                x = inputs.place_x(self, x, scaling, in_place=not copy)
-            self.scaling = scaling
-            if comm is not None:
-                self._params = comm.broadcast_arrays([self._params], xp, self.device)[0]  # every rank starts equal
-                verbose = verbose if comm.rank == 0 else 0
-            if self.optimizer != opt or self.optimizer_state is None:
-                self.optimizer, self.optimizer_state = opt, opt.init(self._params, xp)
-                self._previous = None
-            if self.schedule != schedule:  # the same schedule again continues (a resumed plateau keeps its rate)
-                self.schedule, self.schedule_state, self._previous = schedule, schedule.init(), None
-            first = self.history.epochs
-            self.fitted = True
-            train.run(
-                self, x, t, val, step_hyper(self, opt, schedule.params["lr"], l2, clip_norm), epochs=epochs,
-                batch_size=batch_size,
-                shuffle=shuffle, verbose=verbose, callbacks=callbacks, comm=comm, compile=self.compile,
-                weight=None if w_host is None else (self._weight_column(w_host), w_host),
-            )  # fmt: skip
-        return self.history.since(first)
+        if self._previous is None or bool(xp.all(xp.isfinite(self._params))):
+            return
+        params, state, rng_state, schedule_state = self._previous
+        self._params, self.optimizer_state, self.rng, self.schedule_state, self.epoch, self._previous = (
+            params, state, _generator(rng_state), schedule_state, self.epoch - 1, None
+        )  # fmt: skip
 
     # ----------------------------------------------------------------------------------------- inference
     def _check_fitted(self) -> None:
-        if not self.fitted:
-            raise NotFittedError("this MLP has not been trained yet: call fit(), set_weights() or gpunn.load() first")
+        """A model that standardizes needs the scaling its first ``fit`` learns (or ``load`` restores)."""
+        if self.standardize and self.scaling is None:
+            raise NotFittedError(
+                "this MLP standardizes its inputs and has not been trained yet, so it has no scaling: call fit() or "
+                "gpunn.load() first"
+            )
 
     def adopt(self, x: Any) -> Any:
         """``x`` from any namespace or device, as an array of the model's namespace on its device (DLPack)."""
-        return inputs.adopt(self, x)
+        return feed.adopt(self.spec, x)
 
     def decision_function(self, X: Any, *, convert: bool = False) -> Any:
         """The output layer's logits, shape (n, n_outputs), in the model's namespace and device.
 
         Rows go through the network EVAL_ROWS at a time (scaled and moved to the device a block at a time for
-        host data), so predicting on a large X holds one block's activations, not all of them."""
+        host data), so predicting on a large X holds one block's activations, not all of them. A model that
+        has not been trained computes with its initial weights (it has weights from the start); under
+        ``jax.jit``, ``jax.grad`` and ``jax.vmap`` a JAX model's methods take traced arrays."""
         self._check_fitted()
         X = self.adopt(X) if convert else X
-        xp = self.xp
+        xp, spec = self.xp, self.spec
         with _backend.device_scope(xp, self.device):
-            x = inputs.check_x(self, X, "X")
+            x = feed.check_x(spec, X, "X")
             weights = self.weights
             logits = [
-                layers.logits(weights, inputs.place_x(self, x[block, ...], self.scaling), self.activation, xp)
-                for block in train.row_blocks(x.shape[0], train.EVAL_ROWS)
+                layers.logits(weights, feed.place_x(spec, x[block, ...], self.scaling), self.activation, xp)
+                for block in row_blocks(x.shape[0], feed.evaluate.EVAL_ROWS)
             ]
             return logits[0] if len(logits) == 1 else xp.concat(logits, axis=0)
 
     def predict_proba(self, X: Any, *, convert: bool = False) -> Any:
-        """Probabilities (sigmoid, softmax) or values (identity), shape (n, n_outputs), on the model's device."""
+        """Probabilities (sigmoid, softmax), shape (n, n_outputs), on the model's device."""
         z = self.decision_function(X, convert=convert)
         with _backend.device_scope(self.xp, self.device):
             return losses.output_activation(self.output, z, self.xp)
@@ -478,33 +546,55 @@ class MLP:
         """Mean loss and (for classifiers) accuracy on ``(X, y)``, or on a :class:`gpunn.data.Dataset`, as Python
         floats."""
         self._check_fitted()
-        if isinstance(X, stream.Dataset):
+        spec = self.spec
+        if isinstance(X, Dataset):
             if y is not None:
                 raise InputError("a Dataset brings its own targets (its target column): call evaluate(dataset)")
-            streamed = stream.Streamed(self, self._check_dataset(X, "X"), self.scaling, "X")
-            loss_sums, corrects = streamed.evaluate_sums(self._params)
-            return train.summarize(self, loss_sums, corrects, streamed.n_rows)
-        if convert:
-            X, y = self.adopt(X), self.adopt(y)
+            data: Any = feed.Streamed(spec, self._check_dataset(X, "X"), self.scaling, "X")
+        else:
+            if convert:
+                X, y = self.adopt(X), self.adopt(y)
+            with _backend.device_scope(self.xp, self.device):
+                x = feed.prepare_x(spec, X, self.scaling)
+                data = feed.Memory(spec, x, feed.targets(spec, y, x.shape[0]))
         with _backend.device_scope(self.xp, self.device):
-            x = inputs.prepare_x(self, X)
-            return train.evaluate(self, x, inputs.targets(self, y, x.shape[0]))
+            loss_sums, corrects = data.evaluate_sums(self._params)
+        return train.summarize(spec, loss_sums, corrects, data.n_rows)
 
-    def loss_and_grads(self, X: Any, y: Any, *, convert: bool = False) -> tuple[Any, list[tuple[Any, Any]]]:
-        """(mean loss as a 0-d array, ``[(dW, db), ...]``): the exact gradients of the mean loss at ``(X, y)``."""
-        xp = self.xp
+    def loss_and_grads(
+        self, X: Any, y: Any, *, l2: float = 0.0, sample_weight: Any = None, convert: bool = False
+    ) -> tuple[Any, list[tuple[Any, Any]]]:
+        """(mean loss as a 0-d array, ``[(dW, db), ...]``): the exact gradients of the mean loss at ``(X, y)``.
+
+        With ``sample_weight`` (shape (n,)) the loss is the weighted mean sum(w l) / sum(w); ``l2`` adds the
+        penalty l2 / (2 m) * sum(W**2) over the weights (not the biases), m being the rows or their weight
+        total, as ``fit(l2=)`` trains it. Works inside ``jax.jit``, ``jax.grad`` and ``jax.vmap`` on JAX."""
+        xp, spec = self.xp, self.spec
+        l2 = check.non_negative_float(l2, "l2")
         if convert:
             X, y = self.adopt(X), self.adopt(y)
         with _backend.device_scope(xp, self.device):
-            x = inputs.prepare_x(self, X)
-            t = inputs.targets(self, y, x.shape[0])
-            weights = self.weights
-            z, acts, backprops = layers.forward(weights, x, self.activation, xp)
-            zero = xp.zeros((), dtype=self._dtype, device=self.device)
-            loss_sum, delta, _ = losses.head(self.output, self.loss, z, t, zero, xp)
-            grads = layers.backward(weights, acts, backprops, delta, self.sizes, xp)
-            loss_scale, grad_scale = losses.scales(self.output, self.loss, x.shape[0], self.n_outputs)
-            return loss_sum * loss_scale, layers.unflatten(grads * grad_scale, self.sizes, xp)
+            x = feed.prepare_x(spec, X, self.scaling)
+            n = x.shape[0]
+            t = feed.targets(spec, y, n)
+            w_host = feed.sample_weights(spec, sample_weight, None, y, n)
+            w = (
+                None
+                if w_host is None
+                else _backend.from_numpy(w_host.reshape(-1, 1).astype(self.dtype), xp, self.device)
+            )
+            step = Step(step_hyper(self, optim.sgd(), 0.0, l2, None), xp, self.device, self.dtype)
+            grads, loss_sum, _ = step.gradients(self._params, x, t, w)
+            loss_scale, grad_scale = losses.scales(self.output, self.loss, n, self.n_outputs)
+            m = float(n)
+            if w_host is not None:  # the weighted sum over the weight total instead of the rows
+                loss_sum, m = loss_sum[1], float(np.sum(w_host))
+                loss_scale, grad_scale = loss_scale * n / m, grad_scale * n / m
+            loss, grads = loss_sum * loss_scale, grads * grad_scale
+            if l2:
+                weights = self._params * step.mask
+                loss, grads = loss + (0.5 * l2 / m) * xp.sum(weights * weights), grads + (l2 / m) * weights
+            return loss, layers.unflatten(grads, self.sizes, xp)
 
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -544,3 +634,10 @@ def _dropout_rate(value: Any) -> float:
     if not 0.0 <= float(value) < 1.0:  # also rejects NaN
         raise ConfigError(f"dropout must be in [0, 1) (the fraction of hidden units dropped); got {value!r}")
     return float(value)
+
+
+def _generator(state: dict[str, Any]) -> np.random.Generator:
+    """A new shuffling generator in ``state`` (PCG64's, as every model's is)."""
+    rng = np.random.Generator(np.random.PCG64(0))
+    rng.bit_generator.state = state
+    return rng

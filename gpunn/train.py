@@ -1,10 +1,10 @@
-"""The epoch loop: batches, shuffling, the step (compiled where asked), metrics read back once an epoch, the
-commit that makes interrupts and divergence safe, and callbacks.
+"""The epoch loop: batches from any feed, the step (compiled where asked), metrics read back once an epoch, and
+the new training state handed back whole.
 
-An epoch runs the pure step of :mod:`gpunn.step` over the batches on local variables. Only when the whole epoch
-has run and its loss is finite are the new parameters, optimizer state and epoch count committed to the model,
-in one statement; an interrupt or a divergence before that leaves the model as the last completed epoch left
-it, shuffling generator included.
+:func:`epochs` runs the pure step of :mod:`gpunn.step` over one feed's batches (in memory or streamed: it never
+asks which) on local variables, and yields a new :class:`State` for every epoch that completed with a finite
+loss. It writes into nothing it was given: the caller commits each state in one statement, so an interrupt or
+a divergence leaves the model as the last completed epoch left it, shuffling generator included.
 """
 
 from __future__ import annotations
@@ -12,23 +12,27 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import _backend, layers, losses, stream
-from .errors import ConfigError, InputError, NonFiniteError
-from .history import Reporter
+from . import _backend, losses
+from .errors import ConfigError, NonFiniteError
 from .step import Hyper, Step
 
-EVAL_ROWS = 4096  # rows per forward pass when evaluating: bounds the activations held at once
 
+@dataclass(frozen=True)
+class State:
+    """Everything an epoch changes: the flat parameters, the optimizer's state, the epochs done, the shuffling
+    generator's state and the schedule's."""
 
-def row_blocks(n: int, size: int) -> list[slice]:
-    """Consecutive slices of ``size`` rows covering ``range(n)``, each end in bounds (the Array API standard
-    leaves out-of-bounds slice ends unspecified)."""
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+    params: Any
+    optimizer_state: Any
+    epoch: int
+    rng_state: dict[str, Any]
+    schedule_state: dict[str, Any]
 
 
 def check_compile(value: Any, xp: Any) -> Any:
@@ -75,10 +79,6 @@ class Runner:
             return lr
         xp = self.step.xp
         return xp.asarray(lr, dtype=self.step.zero.dtype, device=self.device)
-
-    weight: Any = None  # sample weights on the device, (n, 1), when fit has them in memory
-    weight_host: Any = None  # the same on the host, (n,) float64, to check every batch's total before an epoch
-    weight_total: float | None = None  # the training rows' weight total (in memory or streamed); None: unweighted
 
     def __call__(self, params: Any, state: Any, batch: tuple, lr: Any):
         """One step on ``batch`` = ``(x, t, rows, shard_rows, w, offset, weight_total)``, as the epoch's batches
@@ -129,88 +129,35 @@ class Runner:
         return xp.zeros_like(params), zero, count
 
 
-def run(
-    model: Any,
-    x: Any,
-    target: Any,
-    val: tuple[Any, Any] | None,
-    hyper: Hyper,
-    *,
-    epochs: int,
-    batch_size: int | None,
-    shuffle: bool,
-    verbose: int,
-    callbacks: Sequence[Callable[[Any, dict[str, float]], Any]] | None,
-    comm: Any,
-    compile: Any,
-    weight: tuple[Any, Any] | None = None,
-) -> None:
-    """Train ``model`` for ``epochs`` epochs on the placed data ``(x, target)`` (and sample weights ``weight``:
-    (device array (n, 1), host array (n,))), or on a :class:`gpunn.stream.Streamed` ``x`` (whose batches bring
-    their weights, if any); every epoch is committed whole."""
-    runner = Runner(hyper, model.xp, model.device, model.dtype, compile, comm)
-    if weight is not None:
-        runner.weight, runner.weight_host = weight
-        runner.weight_total = float(np.sum(runner.weight_host))
-    elif isinstance(x, stream.Streamed):
-        runner.weight_total = x.weight_total
-    reporter = Reporter(verbose, model.epoch, model.epoch + epochs)
-    try:
-        with _backend.memory_guard(model.device, batch_size):
-            for _ in range(epochs):
-                record = run_epoch(model, runner, x, target, val, batch_size, shuffle, comm)
-                reporter.epoch(model.epoch, record)
-                if [callback(model, record) for callback in callbacks or ()].count(False):
-                    break
-    finally:
-        reporter.close()
+def epochs(
+    state: State, feed: Any, val: Any, runner: Runner, schedule: Any, *, count: int, batch_size: int | None,
+    shuffle: bool, comm: Any = None,
+) -> Iterator[tuple[State, dict[str, float]]]:  # fmt: skip
+    """Train for ``count`` epochs from ``state`` on ``feed`` (validated on the feed ``val``, if any), yielding
+    ``(new state, record)`` after every epoch; ``record`` holds the epoch's metrics as Python floats."""
+    hyper = runner.step.hyper
+    for _ in range(count):
+        state, record = run_epoch(state, feed, val, runner, schedule, hyper, batch_size, shuffle, comm)
+        yield state, record
 
 
-def run_epoch(model, runner, x, target, val, batch_size, shuffle, comm=None) -> dict[str, float]:
-    """One pass over the data, committed to ``model`` only if it completes with a finite loss."""
-    rng_state, epoch = model.rng.bit_generator.state, model.epoch
-    lr = model.schedule.rate(epoch, model.schedule_state)
+def run_epoch(state, feed, val, runner, schedule, hyper, batch_size, shuffle, comm=None):
+    """One pass over ``feed``: ``(new state, record)``, or a :class:`NonFiniteError` if its loss is not finite."""
+    epoch = state.epoch
+    lr = schedule.rate(epoch, state.schedule_state)
     if not (math.isfinite(lr) and lr >= 0):
         raise ConfigError(f"the learning-rate schedule gave {lr!r} for epoch {epoch + 1}; a rate is finite and >= 0")
-    try:
-        return _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm, lr)
-    except BaseException as exc:
-        if model.epoch != epoch:
-            raise  # interrupted after the epoch was committed: it stands, generator included
-        # Diverged or interrupted: the permutation drawn for this epoch is put back and a half-recorded
-        # epoch is dropped, so the model is exactly as the last completed epoch left it.
-        model.rng.bit_generator.state = rng_state
-        if isinstance(exc, NonFiniteError):
-            _step_back_if_not_finite(model)
-        model.history.truncate(model.epoch)
-        raise
-
-
-def _step_back_if_not_finite(model: Any) -> None:
-    """After a non-finite loss: if the last epoch's final update itself overflowed (its loss, computed
-    before that update, was finite), return to the epoch before it. Runs only on this failure path."""
-    xp = model.xp
-    if model._previous is None or bool(xp.all(xp.isfinite(model._params))):
-        return
-    model._params, model.optimizer_state, rng_state, model.schedule_state = model._previous
-    model.rng.bit_generator.state = rng_state
-    model.epoch -= 1
-    model._previous = None
-
-
-def _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm, lr):
-    xp, rate = model.xp, runner.rate(lr)
-    params, state = model._params, model.optimizer_state
-    if isinstance(x, stream.Streamed):
-        n = x.n_rows
-        batches = x.batches(batch_size, model.rng if shuffle else None, comm)
-    else:
-        n = x.shape[0]
-        batches = _memory_batches(model, runner, x, target, batch_size, shuffle, comm)
+    rng = None
+    if shuffle:
+        rng = np.random.Generator(np.random.PCG64(0))
+        rng.bit_generator.state = state.rng_state
+    xp, rate = runner.step.xp, runner.rate(lr)
+    params, opt_state = state.params, state.optimizer_state
+    batches = feed.batches(batch_size, rng, comm, epoch)
     loss_sums, corrects = [], []
     try:
         for batch in batches:
-            params, state, loss_sum, correct = runner(params, state, batch, rate)
+            params, opt_state, loss_sum, correct = runner(params, opt_state, batch, rate)
             loss_sums.append(loss_sum)
             corrects.append(correct)
     finally:
@@ -218,14 +165,11 @@ def _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm, 
     has_correct = corrects[0] is not None
     floats, counts = loss_sums, corrects if has_correct else []
     if val is not None:
-        if isinstance(val, stream.Streamed):
-            val_loss, val_correct = val.evaluate_sums(params)
-        else:
-            val_loss, val_correct = evaluate_sums(model, params, *val)
+        val_loss, val_correct = val.evaluate_sums(params)
         floats, counts = [*floats, *val_loss], [*counts, *val_correct]
     # The epoch's read-back: per-batch sums, added up on the host in float64.
     host_floats, host_counts = read_back(floats, xp), read_back(counts, xp)
-    width = 1 if runner.weight_total is None else 2  # with sample weights each batch gives [loss, weighted loss]
+    width = 1 if feed.weight_total is None else 2  # with sample weights each batch gives [loss, weighted loss]
     batch_sums = host_floats[: width * len(loss_sums)].reshape(-1, width)
     batch_losses = batch_sums[:, 0]
     sums = [float(np.sum(batch_losses)), float(np.sum(batch_sums[:, -1]))]
@@ -233,72 +177,23 @@ def _epoch(model, runner, x, target, val, batch_size, shuffle, rng_state, comm, 
         sums.append(float(np.sum(host_counts[: len(corrects)])))
     if comm is not None:
         sums = comm.sum_scalars(sums)
-    record = {"loss": sums[0] * _loss_scale(model, n)}
-    if runner.weight_total is not None:  # the weighted mean over the rows: sum(w l) / sum(w), per output
-        record["weighted_loss"] = sums[1] * _loss_scale(model, n) * n / runner.weight_total
+    n = feed.n_rows
+    record = {"loss": sums[0] * loss_scale(hyper, n)}
+    if feed.weight_total is not None:  # the weighted mean over the rows: sum(w l) / sum(w), per output
+        record["weighted_loss"] = sums[1] * loss_scale(hyper, n) * n / feed.weight_total
     if not math.isfinite(record["loss"]):
-        raise _divergence(model, batch_losses, record["loss"])
+        raise _divergence(epoch, batch_losses, record["loss"])
     if has_correct:
-        record["accuracy"] = sums[2] / (n * _labels_per_row(model))
+        record["accuracy"] = sums[2] / (n * labels_per_row(hyper))
     if val is not None:
-        n_val = val.n_rows if isinstance(val, stream.Streamed) else val[0].shape[0]
-        record["val_loss"] = float(np.sum(host_floats[width * len(loss_sums) :])) * _loss_scale(model, n_val)
+        n_val = val.n_rows
+        record["val_loss"] = float(np.sum(host_floats[width * len(loss_sums) :])) * loss_scale(hyper, n_val)
         if has_correct:
-            record["val_accuracy"] = float(np.sum(host_counts[len(corrects) :])) / (n_val * _labels_per_row(model))
+            record["val_accuracy"] = float(np.sum(host_counts[len(corrects) :])) / (n_val * labels_per_row(hyper))
     record["lr"] = lr
-    schedule_state = model.schedule.update(model.schedule_state, record)
-    model.history.append(record)
-    # References, not copies: updates are pure.
-    previous = (model._params, model.optimizer_state, rng_state, model.schedule_state)
-    # One statement, no calls: an interrupt lands before or after it, never half way.
-    model._params, model.optimizer_state, model.epoch, model._previous, model.schedule_state = (
-        params, state, model.epoch + 1, previous, schedule_state
-    )  # fmt: skip
-    return record
-
-
-def _memory_batches(model, runner, x, target, batch_size, shuffle, comm):
-    """One epoch's batches of placed data ``(x, t, rows, shard_rows, w, row_offset, weight_total)``: gathers of
-    a shuffled order (drawn here, on the host) or slices."""
-    xp, n = model.xp, x.shape[0]
-    bs = n if batch_size is None else min(batch_size, n)
-    order = host_order = None
-    if bs < n and shuffle:
-        host_order = model.rng.permutation(n)
-        order = _backend.from_numpy(host_order, xp, model.device)
-    if runner.weight_host is not None:
-        _check_batch_weights(runner.weight_host, host_order, bs, model.epoch)
-    for start in range(0, n, bs):
-        stop = min(start + bs, n)  # the standard leaves out-of-bounds slice ends unspecified
-        lo, hi = (start, stop) if comm is None else comm.shard(start, stop)
-        w, wb, total = runner.weight, None, None
-        if comm is None and bs == n:
-            xb, tb, wb = x, target, w
-        elif order is not None:
-            idx = order[lo:hi]
-            xb, tb = _backend.take_rows(x, idx, xp), _backend.take_rows(target, idx, xp)
-            wb = None if w is None else _backend.take_rows(w, idx, xp)
-            if w is not None and comm is not None:  # the global batch's total, which every rank can sum
-                total = xp.sum(_backend.take_rows(w, order[start:stop], xp))
-        else:
-            xb, tb = x[lo:hi, ...], target[lo:hi, ...]
-            wb = None if w is None else w[lo:hi, ...]
-            if w is not None and comm is not None:
-                total = xp.sum(w[start:stop, ...])
-        yield xb, tb, stop - start, hi - lo, wb, lo - start, total
-
-
-def _check_batch_weights(weight: np.ndarray, order: np.ndarray | None, bs: int, epoch: int) -> None:
-    """Every batch of the coming epoch must have sample weights that do not sum to zero (checked on the host,
-    before the epoch runs, so the model stays as it was)."""
-    w = weight if order is None else weight[order]
-    totals = np.add.reduceat(w, np.arange(0, len(w), bs))
-    if (totals <= 0).any():
-        b = int(np.flatnonzero(totals <= 0)[0])
-        raise InputError(
-            f"sample_weight sums to 0 over batch {b + 1} of epoch {epoch + 1} (rows {b * bs} to "
-            f"{min((b + 1) * bs, len(w)) - 1} of its order): every batch needs some weight; use larger batches"
-        )
+    rng_state = state.rng_state if rng is None else dict(rng.bit_generator.state)
+    new = State(params, opt_state, epoch + 1, rng_state, schedule.update(state.schedule_state, record))
+    return new, record
 
 
 def read_back(arrays: list[Any], xp: Any) -> np.ndarray:
@@ -312,49 +207,27 @@ def read_back(arrays: list[Any], xp: Any) -> np.ndarray:
     return np.asarray(_backend.to_numpy(stacked), dtype=np.float64).reshape(-1)
 
 
-def _loss_scale(model: Any, rows: int) -> float:
-    return losses.scales(model.output, model.loss, rows, model.n_outputs)[0]
+def loss_scale(spec: Any, rows: int) -> float:
+    """The factor that turns a loss summed over ``rows`` rows into the mean loss (``spec``: a Hyper or Spec)."""
+    return losses.scales(spec.output, spec.loss, rows, spec.sizes[-1])[0]
 
 
-def _labels_per_row(model: Any) -> int:
-    return model.n_outputs if model.output == "sigmoid" else 1
+def labels_per_row(spec: Any) -> int:
+    return spec.sizes[-1] if spec.output == "sigmoid" else 1
 
 
-def _divergence(model: Any, batch_losses: np.ndarray, loss: float) -> NonFiniteError:
+def _divergence(epoch: int, batch_losses: np.ndarray, loss: float) -> NonFiniteError:
     bad = np.flatnonzero(~np.isfinite(batch_losses))
     where = f"batch {bad[0] + 1} of {batch_losses.size}" if bad.size else "the weight update"
     return NonFiniteError(
-        f"training diverged in epoch {model.epoch + 1}, {where}: loss is {loss}. The model keeps the weights "
+        f"training diverged in epoch {epoch + 1}, {where}: loss is {loss}. The model keeps the weights "
         "of the last finite epoch; try a smaller lr, clip_norm=, or standardized features"
     )
 
 
-def evaluate_sums(model: Any, params: Any, x: Any, target: Any) -> tuple[list[Any], list[Any]]:
-    """Summed loss and correct count of every block of EVAL_ROWS rows (0-d arrays on the device), so that a large
-    validation set never holds all its activations at once."""
-    xp, n = model.xp, x.shape[0]
-    weights = layers.unflatten(params, model.sizes, xp)
-    zero = xp.zeros((), dtype=x.dtype, device=model.device)
-    loss_sums, corrects = [], []
-    for block in row_blocks(n, EVAL_ROWS):
-        xb, tb = (x, target) if n <= EVAL_ROWS else (x[block, ...], target[block, ...])
-        z = layers.logits(weights, xb, model.activation, xp)
-        loss_sum, _, correct = losses.head(model.output, model.loss, z, tb, zero, xp)
-        loss_sums.append(loss_sum)
-        if correct is not None:
-            corrects.append(correct)
-    return loss_sums, corrects
-
-
-def evaluate(model: Any, x: Any, target: Any) -> dict[str, float]:
-    """Mean loss and (for classifiers) accuracy of ``model`` on placed data, as Python floats."""
-    loss_sums, corrects = evaluate_sums(model, model._params, x, target)
-    return summarize(model, loss_sums, corrects, x.shape[0])
-
-
-def summarize(model: Any, loss_sums: list[Any], corrects: list[Any], n: int) -> dict[str, float]:
+def summarize(spec: Any, loss_sums: list[Any], corrects: list[Any], n: int) -> dict[str, float]:
     """The mean loss and accuracy of ``n`` rows from their blocks' sums."""
-    out = {"loss": float(np.sum(read_back(loss_sums, model.xp))) * _loss_scale(model, n)}
+    out = {"loss": float(np.sum(read_back(loss_sums, spec.xp))) * loss_scale(spec, n)}
     if corrects:
-        out["accuracy"] = float(np.sum(read_back(corrects, model.xp))) / (n * _labels_per_row(model))
+        out["accuracy"] = float(np.sum(read_back(corrects, spec.xp))) / (n * labels_per_row(spec))
     return out

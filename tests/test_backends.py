@@ -386,7 +386,6 @@ def test_weights_convert_to_numpy_and_a_torch_state_dict():
 def test_prediction_in_blocks_equals_one_pass(backend, monkeypatch):
     """Host and device X are scaled and pushed through the network a block of rows at a time; the blocks,
     the last one partial, give what one pass over all rows gives."""
-    from gpunn import train
 
     X, y = _problem(n=103)
     X = X * [1.0, 5.0, 0.2, 3.0, 1.0] + 2.0
@@ -397,7 +396,7 @@ def test_prediction_in_blocks_equals_one_pass(backend, monkeypatch):
     y = (X[:, 2] > 2).astype(int)
     whole = [_backend.to_numpy(f(v)) for f in (m.predict_proba, m.predict) for v in (X, Xd)]
     whole_metrics = m.evaluate(X, y)
-    monkeypatch.setattr(train, "EVAL_ROWS", 10)  # 11 blocks
+    monkeypatch.setattr(gpunn.feed.evaluate, "EVAL_ROWS", 10)  # 11 blocks
     blocked = [_backend.to_numpy(f(v)) for f in (m.predict_proba, m.predict) for v in (X, Xd)]
     tol = 1e-6 if dtype == "float32" else 1e-12
     blocked_metrics = m.evaluate(X, y)

@@ -268,18 +268,18 @@ def test_fit_without_copy_scales_x_in_place_and_trains_identically(dtype):
 
 
 def test_scaling_and_evaluation_in_blocks_match_whole_array_numpy(monkeypatch):
-    from gpunn import inputs, train
+    from gpunn.feed import checks, evaluate
 
     rng = np.random.default_rng(2)
     X = rng.normal(loc=[5.0, -3.0, 0.0], scale=[0.1, 20.0, 1.0], size=(1000, 3)).astype(np.float32)
     y = rng.integers(0, 4, 1000)
     m = gpunn.MLP([3, 6, 4], output="softmax", device="cpu", standardize=True, dtype="float64")
-    whole = inputs.fit_scaling(X)
+    whole = checks.fit_scaling(X)
     whole_loss = m.fit(X, y, epochs=1, lr=1e-3, verbose=0, validation_data=(X, y)).val_loss[0]
     m2 = gpunn.MLP([3, 6, 4], output="softmax", device="cpu", standardize=True, dtype="float64")
-    monkeypatch.setattr(inputs, "rows_per_block", lambda a: 7)  # 143 blocks, the last one partial
-    monkeypatch.setattr(train, "EVAL_ROWS", 64)
-    blocked = inputs.fit_scaling(X)
+    monkeypatch.setattr(checks, "rows_per_block", lambda a: 7)  # 143 blocks, the last one partial
+    monkeypatch.setattr(evaluate, "EVAL_ROWS", 64)
+    blocked = checks.fit_scaling(X)
     np.testing.assert_allclose(blocked[0], X.astype(np.float64).mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(blocked[1], X.astype(np.float64).std(axis=0), rtol=1e-12)
     np.testing.assert_allclose(blocked, whole, rtol=1e-12)

@@ -6,10 +6,10 @@ import os
 
 import numpy as np
 import pytest
+from gpunn.stream import Dataset
 
 import gpunn
 from gpunn import stream
-from gpunn.stream import Dataset
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gpunn.stream import Dataset
 
 import gpunn
 from gpunn import _backend, stream
-from gpunn.stream import Dataset
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")

@@ -78,9 +78,16 @@ def test_softmax_labels_must_be_class_indices():
         m.fit(X, np.array([3, 0, 1, 2, 0, 1, 2, 0]), epochs=1, verbose=0)
 
 
-def test_predict_before_fit_is_a_clear_error():
-    with pytest.raises(gpunn.NotFittedError, match="not been trained"):
-        gpunn.MLP([3, 4, 1], device="cpu").predict(X)
+def test_a_fresh_model_predicts_with_its_initial_weights():
+    m = gpunn.MLP([3, 4, 1], device="cpu", dtype="float64")
+    (w1, b1), (w2, b2) = m.numpy_weights()
+    expected = 1 / (1 + np.exp(-(np.maximum(X @ w1.T + b1, 0) @ w2.T + b2)))  # the forward pass, written here
+    np.testing.assert_allclose(m.predict_proba(X), expected, rtol=1e-12)
+
+
+def test_predict_before_fit_of_a_standardizing_model_is_a_clear_error():
+    with pytest.raises(gpunn.NotFittedError, match="not been trained yet, so it has no scaling"):
+        gpunn.MLP([3, 4, 1], device="cpu", standardize=True).predict(X)
 
 
 def test_a_1d_row_or_column_gets_the_reshape_that_fits_it():

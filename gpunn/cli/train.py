@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__, _backend, data, schedules, stream
+from .. import __version__, _backend, data, schedules
 from .. import callbacks as gpunn_callbacks
 from ..errors import ConfigError, InputError, NonFiniteError
 
@@ -172,7 +172,7 @@ def _streamed_data(s: dict[str, Any]) -> _Plan:
     if s["class_weight"] is not None:
         raise ConfigError("--class-weight is not available with --stream: give the file a column of each row's "
                          "weight and name it with --sample-weight COLUMN")  # fmt: skip
-    ds = stream.Dataset(s["data"], target, features, weight=weight)
+    ds = data.Dataset(s["data"], target, features, weight=weight)
     train, test = ds.split(s["test_size"], seed=s["seed"])
     validation: Any = test
     if s["early_stopping"] is not None:

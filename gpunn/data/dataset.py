@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import _validation as check
 from ..errors import ConfigError, InputError
+from .moments import moments
 from .readers import _check_rows_finite, _need_pyarrow, _select_typed
 
 SHUFFLE_BUFFER = 1 << 18  # rows
@@ -140,23 +141,15 @@ class Dataset:
     def scaling(self) -> tuple[np.ndarray, np.ndarray]:
         """Each feature's mean and standard deviation over this view's rows, in one streaming pass (blocks
         combined with Chan's update, in float64)."""
-        n, mean, m2 = 0, np.zeros(self.n_features), np.zeros(self.n_features)
         names = self.feature_names or [str(j) for j in range(self.n_features)]
-        for b in self.blocks:
-            x, _ = self.read(b, np.float64)
-            _check_rows_finite(self.path, x, self._source.starts[b], f"block {b}", names)
-            k = len(x)
-            if not k:
-                continue
-            block_mean = x.mean(axis=0)
-            block_m2 = np.square(x - block_mean).sum(axis=0)
-            delta = block_mean - mean
-            total = n + k
-            mean = mean + delta * (k / total)
-            m2 = m2 + block_m2 + np.square(delta) * (n * k / total)
-            n = total
-        std = np.sqrt(m2 / max(n, 1))
-        return mean, np.where(std > 0, std, 1.0)
+
+        def blocks() -> Iterator[np.ndarray]:
+            for b in self.blocks:
+                x, _ = self.read(b, np.float64)
+                _check_rows_finite(self.path, x, self._source.starts[b], f"block {b}", names)
+                yield x
+
+        return moments(blocks(), self.n_features)
 
     def target_blocks(self) -> Iterator[np.ndarray]:
         """The target column of this view, a block at a time (only that column is read)."""

@@ -1,4 +1,5 @@
-"""The public boundary: data checked, scaled and placed on the model's device, once per call.
+"""The public boundary: data checked, scaled and placed on the model's device, once per call, for a model
+described by its :class:`~gpunn.feed.spec.Spec`.
 
 Host data (NumPy arrays, lists) is checked on the host before it is moved; arrays already on the model's device
 are checked there with one read-back per call, never inside a training step. Every rejection is a gpunn error
@@ -11,10 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend, losses, stream
-from . import _validation as check
-from .errors import ConfigError, InputError
-from .train import row_blocks
+from .. import _backend, losses
+from .. import _validation as check
+from ..data import Dataset
+from ..data.moments import moments, row_blocks, rows_per_block, scale_rows
+from ..errors import ConfigError, InputError
+from .spec import Spec
+
+__all__ = ["Spec", "row_blocks", "scale_rows"]
 
 
 # ----------------------------------------------------------------------------------------- data frames
@@ -46,7 +51,7 @@ def _frame_column(X: Any, kind: str, key: Any) -> np.ndarray:
     return X.column(key).to_numpy()
 
 
-def from_frame(model: Any, X: Any, name: str) -> Any:
+def from_frame(spec: Spec, X: Any, name: str) -> Any:
     """A data frame's feature columns as one host array, in the order the model was trained with (a frame
     whose columns come in another order is put back in order); anything else is returned as it is.
 
@@ -61,22 +66,22 @@ def from_frame(model: Any, X: Any, name: str) -> Any:
         twice = sorted({c for c in columns if columns.count(c) > 1})
         raise InputError(f"{name} has more than one column named {', '.join(map(repr, twice))}")
     order = columns
-    if model.feature_names is not None:
-        missing = [c for c in model.feature_names if c not in keys]
-        extra = [c for c in columns if c not in set(model.feature_names)]
+    if spec.feature_names is not None:
+        missing = [c for c in spec.feature_names if c not in keys]
+        extra = [c for c in columns if c not in set(spec.feature_names)]
         if missing or extra:
             problems = []
             if missing:
                 problems.append(f"lacks the column(s) {', '.join(map(repr, missing))}")
             if extra:
                 problems.append(f"has column(s) the model was not trained on: {', '.join(map(repr, extra))}")
-            raise InputError(f"{name} {' and '.join(problems)} (the model's features: {model.feature_names})")
-        order = list(model.feature_names)
+            raise InputError(f"{name} {' and '.join(problems)} (the model's features: {list(spec.feature_names)})")
+        order = list(spec.feature_names)
     values = [_frame_column(X, kind, keys[c]) for c in order]
     text = [c for c, v in zip(order, values) if v.dtype.kind not in "biuf"]
     if text:
         raise InputError(f"{name} has non-numeric column(s) {', '.join(map(repr, text))}; features must be numbers")
-    dtype = np.result_type(*[v.dtype for v in values], np.float32) if model.standardize else np.dtype(model.dtype)
+    dtype = np.result_type(*[v.dtype for v in values], np.float32) if spec.standardize else np.dtype(spec.dtype)
     out = np.empty((len(values[0]) if values else 0, len(values)), dtype=dtype)
     for j, v in enumerate(values):
         out[:, j] = v
@@ -101,144 +106,125 @@ def column(value: Any, name: str) -> Any:
     return value
 
 
-def check_x(model: Any, X: Any, name: str) -> Any:
+def check_x(spec: Spec, X: Any, name: str) -> Any:
     """``X`` validated: a host array (in the model's dtype, or the original if scaling will cast it) or a
     device array in the model's dtype. Data frames are taken by column name (:func:`from_frame`)."""
-    if isinstance(X, stream.Dataset):
+    if isinstance(X, Dataset):
         raise InputError(
             f"{name} is a gpunn.data.Dataset, which fit, validation_data and evaluate stream; to predict, read its "
             "rows with gpunn.data.read (or a block at a time with Dataset.read)"
         )
-    X = from_frame(model, X, name)
+    X = from_frame(spec, X, name)
     if _backend.is_host_data(X):
         a = check.host_array(X, name)
-        check.check_features(a, model.n_features, name)
-        cast = check.cast_host(a, model.dtype, name)
-        return a if cast.dtype != a.dtype and model.standardize else cast
-    xp = model.xp
-    check.check_device_array(X, xp, model.device, name)
-    check.check_features(X, model.n_features, name)
-    x = xp.astype(X, model._dtype) if X.dtype != model._dtype else X
-    if not bool(xp.all(xp.isfinite(x))):  # one read-back per call, outside the training loop
-        check.check_finite_host(_backend.to_numpy(X), _backend.to_numpy(x), name, model.dtype)
+        check.check_features(a, spec.n_features, name)
+        cast = check.cast_host(a, spec.dtype, name)
+        return a if cast.dtype != a.dtype and spec.standardize else cast
+    xp = spec.xp
+    check.check_device_array(X, xp, spec.device, name)
+    check.check_features(X, spec.n_features, name)
+    x = xp.astype(X, spec.float_dtype) if X.dtype != spec.float_dtype else X
+    if not _backend.is_traced(x) and not bool(xp.all(xp.isfinite(x))):  # one read-back per call, not in a step
+        check.check_finite_host(_backend.to_numpy(X), _backend.to_numpy(x), name, spec.dtype)
     return x
 
 
-def place_x(model: Any, x: Any, scaling: tuple[np.ndarray, np.ndarray] | None, in_place: bool = False) -> Any:
+def place_x(spec: Spec, x: Any, scaling: tuple[np.ndarray, np.ndarray] | None, in_place: bool = False) -> Any:
     """A checked ``x`` scaled (when ``scaling`` is given) and on the model's device. ``in_place`` scales a host
     array of the model's dtype in place rather than into a copy."""
-    xp = model.xp
+    xp = spec.xp
     if isinstance(x, np.ndarray):
         if scaling is not None:
-            own = in_place and x.dtype == model.dtype and x.flags.writeable
-            x = scale_rows(x, scaling, np.empty(x.shape, model.dtype) if not own else x)
-        return _backend.from_numpy(x.astype(model.dtype, copy=False), xp, model.device)
+            own = in_place and x.dtype == spec.dtype and x.flags.writeable
+            x = scale_rows(x, scaling, np.empty(x.shape, spec.dtype) if not own else x)
+        return _backend.from_numpy(x.astype(spec.dtype, copy=False), xp, spec.device)
     if scaling is not None:
-        mean, scale = (_backend.from_numpy(s.astype(model.dtype), xp, model.device) for s in scaling)
+        mean, scale = (_backend.from_numpy(s.astype(spec.dtype), xp, spec.device) for s in scaling)
         x = (x - mean) / scale
     return x
 
 
-def prepare_x(model: Any, X: Any, name: str = "X") -> Any:
-    """Validate ``X`` and return it on the model's device, in its dtype, scaled if the model standardizes."""
-    return place_x(model, check_x(model, X, name), model.scaling)
+def prepare_x(spec: Spec, X: Any, scaling: tuple[np.ndarray, np.ndarray] | None, name: str = "X") -> Any:
+    """Validate ``X`` and return it on the model's device, in its dtype, scaled by ``scaling`` (if given)."""
+    return place_x(spec, check_x(spec, X, name), scaling)
 
 
 def fit_scaling(x: Any) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and standard deviation of a checked ``x``, in float64, a block of rows at a time."""
     a = x if isinstance(x, np.ndarray) else _backend.to_numpy(x)
-    blocks = row_blocks(len(a), rows_per_block(a))
-    total, squares = np.zeros(a.shape[1]), np.zeros(a.shape[1])
-    with np.errstate(all="ignore"):
-        for b in blocks:
-            total += a[b].sum(axis=0, dtype=np.float64)
-        mean = total / len(a)
-        for b in blocks:
-            squares += np.square(a[b] - mean).sum(axis=0)
-        std = np.sqrt(squares / len(a))
-    return mean, np.where(std > 0, std, 1.0)
+    return moments((a[b] for b in row_blocks(len(a), rows_per_block(a))), a.shape[1])
 
 
-def targets(model: Any, y: Any, n: int, name: str = "y", fitting: bool = False) -> Any:
+def targets(spec: Spec, y: Any, n: int, name: str = "y", fitting: bool = False) -> Any:
     """Validate ``y`` and return the model's targets on its device, encoded as the loss takes them
     (:func:`gpunn.losses.encode_targets` of 0/1 columns, one-hot rows for softmax, or values)."""
-    xp = model.xp
+    xp = spec.xp
     y = column(y, name)
     host = _backend.is_host_data(y)
+    a: np.ndarray | None = None
     if host:
         a = check.host_array(y, name)
     else:
-        check.check_device_array(y, xp, model.device, name)
-        a = _backend.to_numpy(y)  # labels are small: check them on the host, once per call
-    check.target_shape(a.shape, n, model.output, model.n_outputs, name)
-    if model.output == "identity":
-        check.cast_host(a, model.dtype, name)
-    check.labels_host(a, model.output, model.n_outputs, name)
-    if fitting and model.output != "identity" and (a.ndim == 1 or a.shape[1] == 1):
-        classes = np.unique(a)
-        if classes.size < 2:
-            raise InputError(f"{name} holds a single class ({classes[0]}); a classifier needs at least two")
-    if model.output == "softmax":
-        labels = a.reshape(n).astype(np.int64)
-        if host:
-            t = np.eye(model.n_outputs, dtype=model.dtype)[labels]
+        check.check_device_array(y, xp, spec.device, name)
+        # labels are small: check them on the host, once per call (a traced y has no values to check)
+        a = None if _backend.is_traced(y) else _backend.to_numpy(y)
+    check.target_shape(tuple(y.shape) if a is None else a.shape, n, spec.output, spec.n_outputs, name)
+    if a is not None:
+        if spec.output == "identity":
+            check.cast_host(a, spec.dtype, name)
+        check.labels_host(a, spec.output, spec.n_outputs, name)
+        if fitting and spec.output != "identity" and (a.ndim == 1 or a.shape[1] == 1):
+            classes = np.unique(a)
+            if classes.size < 2:
+                raise InputError(f"{name} holds a single class ({classes[0]}); a classifier needs at least two")
+    if spec.output == "softmax":
+        if a is not None and host:
+            labels = a.reshape(n).astype(np.int64)
+            t = np.eye(spec.n_outputs, dtype=spec.dtype)[labels]
         else:
-            classes = xp.arange(model.n_outputs, device=model.device)
-            t = xp.astype(xp.reshape(y, (n, 1)) == xp.astype(classes, y.dtype), model._dtype)
-    elif host:
-        t = a.reshape(n, model.n_outputs).astype(model.dtype)
+            classes = xp.arange(spec.n_outputs, device=spec.device)
+            t = xp.astype(xp.reshape(y, (n, 1)) == xp.astype(classes, y.dtype), spec.float_dtype)
+    elif a is not None and host:
+        t = a.reshape(n, spec.n_outputs).astype(spec.dtype)
     else:
-        t = xp.astype(xp.reshape(y, (n, model.n_outputs)), model._dtype)
-    t = losses.encode_targets(model.output, model.loss, t)
-    return _backend.from_numpy(t, xp, model.device) if host else t
+        t = xp.astype(xp.reshape(y, (n, spec.n_outputs)), spec.float_dtype)
+    t = losses.encode_targets(spec.output, spec.loss, t)
+    return _backend.from_numpy(t, xp, spec.device) if host else t
 
 
-def as_model_array(model: Any, value: Any, name: str, shape: tuple[int, ...]) -> Any:
+def as_model_array(spec: Spec, value: Any, name: str, shape: tuple[int, ...]) -> Any:
     """One parameter array given by a user, checked against ``shape`` and in the model's namespace and dtype."""
-    xp = model.xp
+    xp = spec.xp
     if _backend.is_host_data(value):
         a = check.host_array(value, name)
         if a.shape != shape:
             raise InputError(f"{name} has shape {a.shape}; the model needs {shape}")
-        return _backend.from_numpy(check.cast_host(a, model.dtype, name), xp, model.device)
-    check.check_device_array(value, xp, model.device, name)
+        return _backend.from_numpy(check.cast_host(a, spec.dtype, name), xp, spec.device)
+    check.check_device_array(value, xp, spec.device, name)
     if tuple(value.shape) != shape:
         raise InputError(f"{name} has shape {tuple(value.shape)}; the model needs {shape}")
-    return xp.astype(value, model._dtype)
+    return xp.astype(value, spec.float_dtype)
 
 
-def adopt(model: Any, x: Any) -> Any:
+def adopt(spec: Spec, x: Any) -> Any:
     """``x`` from any namespace or device, as an array of the model's namespace on its device (DLPack)."""
     if _backend.is_host_data(x):
         return x
     import array_api_compat as aac
 
-    if aac.array_namespace(x) is model.xp and _backend.same_device(aac.device(x), model.device):
+    if aac.array_namespace(x) is spec.xp and _backend.same_device(aac.device(x), spec.device):
         return x
     try:
-        with _backend.device_scope(model.xp, model.device):
-            moved = model.xp.from_dlpack(x)
-        if _backend.same_device(aac.device(moved), model.device):
+        with _backend.device_scope(spec.xp, spec.device):
+            moved = spec.xp.from_dlpack(x)
+        if _backend.same_device(aac.device(moved), spec.device):
             return moved
     except Exception:  # DLPack cannot cross these devices or libraries: go through the host
         pass
-    return _backend.from_numpy(_backend.to_numpy(x), model.xp, model.device)
+    return _backend.from_numpy(_backend.to_numpy(x), spec.xp, spec.device)
 
 
-def rows_per_block(a: np.ndarray) -> int:
-    """Rows of ``a`` per block of host-side work: about a million values, so temporaries stay small."""
-    return max(1, (1 << 20) // max(1, a.shape[1]))
-
-
-def scale_rows(a: np.ndarray, scaling: tuple[np.ndarray, np.ndarray], out: np.ndarray) -> np.ndarray:
-    """``out[:] = (a - mean) / scale``, computed in float64 a block of rows at a time (``out`` may be ``a``)."""
-    mean, scale = scaling
-    for block in row_blocks(len(a), rows_per_block(a)):
-        out[block] = (a[block] - mean) / scale
-    return out
-
-
-def sample_weights(model: Any, sample_weight: Any, class_weight: Any, y: Any, n: int) -> np.ndarray | None:
+def sample_weights(spec: Spec, sample_weight: Any, class_weight: Any, y: Any, n: int) -> np.ndarray | None:
     """Per-row weights (float64, shape (n,)) from ``sample_weight`` times the weight of each row's class, or None
     when neither is given. Class weights are a dict {label: weight} or "balanced" (n / (classes * count), as
     scikit-learn defines it)."""
@@ -258,11 +244,11 @@ def sample_weights(model: Any, sample_weight: Any, class_weight: Any, y: Any, n:
             raise InputError(f"sample_weight holds {a[i]} at row {i}; weights must be finite and >= 0")
         w = w * a
     if class_weight is not None:
-        if model.output == "identity" or (model.output == "sigmoid" and model.n_outputs > 1):
+        if spec.output == "identity" or (spec.output == "sigmoid" and spec.n_outputs > 1):
             raise ConfigError("class_weight needs one class label per row (a sigmoid or softmax classifier)")
         labels = (check.host_array(y, "y") if _backend.is_host_data(y) else _backend.to_numpy(y)).reshape(n)
         labels = labels.astype(np.int64)
-        classes = range(2 if model.output == "sigmoid" else model.n_outputs)
+        classes = range(2 if spec.output == "sigmoid" else spec.n_outputs)
         if isinstance(class_weight, str) and class_weight == "balanced":
             present, counts = np.unique(labels, return_counts=True)
             table = dict(zip(present.tolist(), (n / (len(present) * counts)).tolist()))

@@ -13,9 +13,13 @@ from typing import Any
 import array_api_compat as aac
 import numpy as np
 
-from . import _backend
-from .data.dataset import BLOCK_ROWS, SHUFFLE_BUFFER, Dataset
-from .errors import InputError
+from .. import _backend
+from ..data.dataset import BLOCK_ROWS, SHUFFLE_BUFFER, Dataset
+from ..data.moments import scale_rows
+from ..errors import InputError
+from . import evaluate
+from .checks import targets
+from .spec import Spec
 
 __all__ = ["BLOCK_ROWS", "PREFETCH", "SHUFFLE_BUFFER", "Dataset", "Prefetcher", "Streamed", "to_device"]
 
@@ -28,31 +32,30 @@ PREFETCH: int | None = None
 
 # ------------------------------------------------------------------------------------------------ training
 class Streamed:
-    """A :class:`Dataset` bound to a model for one ``fit``: its batches standardized with ``scaling``, targets
-    encoded, and placed on the model's device (``PREFETCH`` batches ahead of the step). With ``weight_total``
-    (the sum of the view's weights) the batches carry the rows' weights, as in-memory training's do."""
+    """A feed of a :class:`Dataset`'s rows for a model described by ``spec``: its batches standardized with
+    ``scaling``, targets encoded, and placed on the model's device (``PREFETCH`` batches ahead of the step). With
+    ``weight_total`` (the sum of the view's weights) the batches carry the rows' weights, as in-memory training's
+    do."""
 
     def __init__(
-        self, model: Any, dataset: Dataset, scaling: tuple[np.ndarray, np.ndarray] | None, name: str,
+        self, spec: Spec, dataset: Dataset, scaling: tuple[np.ndarray, np.ndarray] | None, name: str,
         weight_total: float | None = None,
     ):  # fmt: skip
-        self.model, self.dataset, self.scaling, self.name = model, dataset, scaling, name
+        self.spec, self.dataset, self.scaling, self.name = spec, dataset, scaling, name
         self.n_rows = dataset.n_rows
         self.weight_total = weight_total  # None: unweighted
         # standardized in float64, as in-memory training does, then cast; else read straight into the dtype
-        self.read_dtype = np.float64 if scaling is not None else np.dtype(model.dtype)
+        self.read_dtype = np.float64 if scaling is not None else np.dtype(spec.dtype)
 
     def _place(self, xb: np.ndarray, yb: np.ndarray, consumer: Any = None) -> tuple[Any, Any]:
-        from . import inputs
-
-        m = self.model
+        m = self.spec
         if not np.isfinite(xb).all():
             col = int(np.nonzero(~np.isfinite(xb))[1][0])
             raise InputError(f"{self.dataset.path}: feature {self._feature(col)} holds a non-finite value")
         if self.scaling is not None:
-            xb = inputs.scale_rows(xb, self.scaling, np.empty(xb.shape, m.dtype))
+            xb = scale_rows(xb, self.scaling, np.empty(xb.shape, m.dtype))
         with _backend.device_scope(m.xp, m.device):
-            return to_device(np.ascontiguousarray(xb, dtype=m.dtype), m.xp, m.device, consumer), inputs.targets(
+            return to_device(np.ascontiguousarray(xb, dtype=m.dtype), m.xp, m.device, consumer), targets(
                 m, yb, len(yb), f"{self.name} targets"
             )
 
@@ -60,19 +63,19 @@ class Streamed:
         names = self.dataset.feature_names
         return repr(names[j]) if names else str(j)
 
-    def _place_weights(self, wb: np.ndarray, number: int, consumer: Any) -> Any:
+    def _place_weights(self, wb: np.ndarray, number: int, epoch: int, consumer: Any) -> Any:
         """A batch's weights as a (rows, 1) column on the device, as in-memory training holds them."""
-        m = self.model
+        m = self.spec
         if not wb.sum() > 0:  # on the host, before the batch goes to the device
             raise InputError(
                 f"{self.dataset.path}: the weights ({self.dataset.weight_name!r}) sum to 0 over batch {number} of "
-                f"epoch {m.epoch + 1}: every batch needs some weight; use larger batches"
+                f"epoch {epoch + 1}: every batch needs some weight; use larger batches"
             )
         with _backend.device_scope(m.xp, m.device):
             return to_device(np.ascontiguousarray(wb.reshape(-1, 1), dtype=m.dtype), m.xp, m.device, consumer)
 
     def _produce(
-        self, batch_size: int | None, rng: Any, comm: Any, consumer: Any = None
+        self, batch_size: int | None, rng: Any, comm: Any, epoch: int, consumer: Any = None
     ) -> Generator[tuple[Any, ...], None, None]:
         weighted = self.weight_total is not None
         for number, batch in enumerate(self.dataset.batches(batch_size, rng, self.read_dtype, weighted), 1):
@@ -83,45 +86,44 @@ class Streamed:
             if not weighted:
                 yield x, t, rows, hi - lo, None, lo, None  # as train's in-memory batches without sample weights
                 continue
-            w = self._place_weights(batch[2], number, consumer)
+            w = self._place_weights(batch[2], number, epoch, consumer)
             if comm is None:  # the step divides by the batch's weight total itself
                 yield x, t, rows, rows, w, 0, None
                 continue
             # Each rank divides by the global batch's weight total, summed on the device as in-memory training
             # sums it, on the step's stream.
             step_stream = contextlib.nullcontext() if consumer is None else consumer
-            with _backend.device_scope(self.model.xp, self.model.device), step_stream:
-                total = self.model.xp.sum(w)
+            with _backend.device_scope(self.spec.xp, self.spec.device), step_stream:
+                total = self.spec.xp.sum(w)
             yield x, t, rows, hi - lo, w[lo:hi, ...], lo, total
 
     def batches(
-        self, batch_size: int | None, rng: Any, comm: Any
+        self, batch_size: int | None, rng: Any, comm: Any = None, epoch: int = 0
     ) -> Prefetcher | Generator[tuple[Any, ...], None, None]:
         """One epoch's placed batches ``(x, t, rows, shard_rows, w, row_offset, weight_total)``, ``w`` and
-        ``weight_total`` None without weights (see :class:`gpunn.train.Runner`)."""
+        ``weight_total`` None without weights (see :class:`gpunn.train.Runner`);
+        ``epoch`` (counted from 0) is for messages."""
         consumer = None  # the stream the step runs on, taken in the training thread
         depth = PREFETCH
         if depth is None:
-            depth = 2 if _backend.on_accelerator(self.model.xp, self.model.device) else 0
-        if aac.is_cupy_namespace(self.model.xp):
+            depth = 2 if _backend.on_accelerator(self.spec.xp, self.spec.device) else 0
+        if aac.is_cupy_namespace(self.spec.xp):
             import cupy
 
-            with self.model.device:
+            with self.spec.device:
                 consumer = cupy.cuda.get_current_stream()
             if consumer.ptr == cupy.cuda.runtime.streamPerThread:
                 depth = 0  # a per-thread default stream means another stream in the prefetch thread: no ordering
-        produce = self._produce(batch_size, rng, comm, consumer)
+        produce = self._produce(batch_size, rng, comm, epoch, consumer)
         return Prefetcher(produce, depth) if depth > 0 else produce
 
     def evaluate_sums(self, params: Any) -> tuple[list[Any], list[Any]]:
         """Summed loss and correct count of every block (0-d arrays on the device)."""
-        from . import train
-
         loss_sums: list[Any] = []
         corrects: list[Any] = []
-        for xb, yb in self.dataset.batches(train.EVAL_ROWS, None, self.read_dtype):
+        for xb, yb in self.dataset.batches(evaluate.EVAL_ROWS, None, self.read_dtype):
             x, t = self._place(xb, yb)
-            more_loss, more_correct = train.evaluate_sums(self.model, params, x, t)
+            more_loss, more_correct = evaluate.block_sums(self.spec, params, x, t)
             loss_sums += more_loss
             corrects += more_correct
         return loss_sums, corrects

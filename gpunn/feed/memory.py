@@ -1,0 +1,74 @@
+"""The in-memory feed: placed arrays, batched by slices or by gathers of a shuffled order."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+
+from .. import _backend
+from ..errors import InputError
+from .evaluate import block_sums
+from .spec import Spec
+
+
+class Memory:
+    """A feed of data already on the model's device: ``x`` (scaled), ``target`` (encoded) and, with sample
+    weights, ``weight`` (the device column (n, 1)) and ``weight_host`` (the same on the host, (n,) float64, to
+    check every batch's total before an epoch)."""
+
+    def __init__(self, spec: Spec, x: Any, target: Any, weight: Any = None, weight_host: np.ndarray | None = None):
+        self.spec, self.x, self.target, self.weight, self.weight_host = spec, x, target, weight, weight_host
+        self.n_rows = x.shape[0]
+        self.weight_total = None if weight_host is None else float(np.sum(weight_host))
+
+    def batches(
+        self, batch_size: int | None, rng: np.random.Generator | None, comm: Any = None, epoch: int = 0
+    ) -> Generator[tuple[Any, ...], None, None]:
+        """One epoch's batches ``(x, t, rows, shard_rows, w, row_offset, weight_total)`` (see
+        :class:`gpunn.train.Runner`): gathers of an order drawn from ``rng`` on the host, or slices without it."""
+        xp, device, x, target, w = self.spec.xp, self.spec.device, self.x, self.target, self.weight
+        n = self.n_rows
+        bs = n if batch_size is None else min(batch_size, n)
+        order = host_order = None
+        if bs < n and rng is not None:
+            host_order = rng.permutation(n)
+            order = _backend.from_numpy(host_order, xp, device)
+        if self.weight_host is not None:
+            _check_batch_weights(self.weight_host, host_order, bs, epoch)
+        for start in range(0, n, bs):
+            stop = min(start + bs, n)  # the standard leaves out-of-bounds slice ends unspecified
+            lo, hi = (start, stop) if comm is None else comm.shard(start, stop)
+            wb, total = None, None
+            if comm is None and bs == n:
+                xb, tb, wb = x, target, w
+            elif order is not None:
+                idx = order[lo:hi]
+                xb, tb = _backend.take_rows(x, idx, xp), _backend.take_rows(target, idx, xp)
+                wb = None if w is None else _backend.take_rows(w, idx, xp)
+                if w is not None and comm is not None:  # the global batch's total, which every rank can sum
+                    total = xp.sum(_backend.take_rows(w, order[start:stop], xp))
+            else:
+                xb, tb = x[lo:hi, ...], target[lo:hi, ...]
+                wb = None if w is None else w[lo:hi, ...]
+                if w is not None and comm is not None:
+                    total = xp.sum(w[start:stop, ...])
+            yield xb, tb, stop - start, hi - lo, wb, lo - start, total
+
+    def evaluate_sums(self, params: Any) -> tuple[list[Any], list[Any]]:
+        """Summed loss and correct count of every block (0-d arrays on the device)."""
+        return block_sums(self.spec, params, self.x, self.target)
+
+
+def _check_batch_weights(weight: np.ndarray, order: np.ndarray | None, bs: int, epoch: int) -> None:
+    """Every batch of the coming epoch must have sample weights that do not sum to zero (checked on the host,
+    before the epoch runs, so the model stays as it was)."""
+    w = weight if order is None else weight[order]
+    totals = np.add.reduceat(w, np.arange(0, len(w), bs))
+    if (totals <= 0).any():
+        b = int(np.flatnonzero(totals <= 0)[0])
+        raise InputError(
+            f"sample_weight sums to 0 over batch {b + 1} of epoch {epoch + 1} (rows {b * bs} to "
+            f"{min((b + 1) * bs, len(w)) - 1} of its order): every batch needs some weight; use larger batches"
+        )
