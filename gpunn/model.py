@@ -413,6 +413,8 @@ class MLP:
                 x = inputs.place_x(self, x, scaling, in_place=not copy)
             self.scaling = scaling
             if comm is not None:
+                comm.check_agreement(self, x, t, w_host, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                                     optimizer=opt, lr=schedule, l2=l2, clip_norm=clip_norm)  # fmt: skip
                 self._params = comm.broadcast_arrays([self._params], xp, self.device)[0]  # every rank starts equal
                 verbose = verbose if comm.rank == 0 else 0
             if self.optimizer != opt or self.optimizer_state is None:
