@@ -12,6 +12,10 @@ single collective per step: mpi4py ``Allreduce`` on host buffers for CPU namespa
 for CuPy. NCCL needs every rank on a GPU of its own: where ranks share a GPU (more ranks than GPUs on a node) or
 some train on the CPU, every rank sums its gradients through MPI on the host instead, with a warning. The result
 equals a single process training on the same global batches, up to float summation order.
+
+At the start of ``fit`` the ranks check that they agree on the network, the settings and the data
+(:meth:`Communicator.check_agreement`), and every MPI collective runs under a timeout (``Communicator(timeout=)``,
+``GPUNN_MPI_TIMEOUT``, 600 s by default) so that a stopped rank ends the job instead of hanging it.
 """
 
 from __future__ import annotations
@@ -357,7 +361,8 @@ def _fingerprint(model: Any, x: Any, t: Any, weight: Any, streamed: bool) -> str
         row_bytes = max(1, (math.prod(x.shape[1:]) + math.prod(t.shape[1:])) * np.dtype(model.dtype).itemsize)
         rows = None
         if n * row_bytes > FINGERPRINT_BYTES:
-            rows = np.unique(np.linspace(0, n - 1, max(2, FINGERPRINT_BYTES // row_bytes)).astype(np.int64))
+            # fewer rows than n, so the steps are at least 1 and the rows distinct
+            rows = np.linspace(0, n - 1, max(2, FINGERPRINT_BYTES // row_bytes)).astype(np.int64)
         for a in (x, t):
             if rows is not None:
                 a = a[rows] if isinstance(a, np.ndarray) else _backend.take_rows(
