@@ -12,19 +12,33 @@ single collective per step: mpi4py ``Allreduce`` on host buffers for CPU namespa
 for CuPy. NCCL needs every rank on a GPU of its own: where ranks share a GPU (more ranks than GPUs on a node) or
 some train on the CPU, every rank sums its gradients through MPI on the host instead, with a warning. The result
 equals a single process training on the same global batches, up to float summation order.
+
+At the start of ``fit`` the ranks check that they agree on the network, the settings and the data
+(:meth:`Communicator.check_agreement`), and every MPI collective runs under a timeout (``Communicator(timeout=)``,
+``GPUNN_MPI_TIMEOUT``, 600 s by default) so that a stopped rank ends the job instead of hanging it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import sys
+import threading
+import time
 import warnings
+from collections import Counter
 from typing import Any
 
 import numpy as np
 
-from . import _backend
-from .errors import ConfigError
+from . import _backend, losses
+from .errors import ConfigError, InputError
+
+TIMEOUT_ENV = "GPUNN_MPI_TIMEOUT"
+DEFAULT_TIMEOUT = 600.0  # seconds one collective may wait for the other ranks, unless told otherwise
+FINGERPRINT_BYTES = 64 << 20  # data up to this size is hashed whole, larger data by evenly spaced rows
+TIMEOUT_EXIT = 3  # the MPI_Abort error code of a collective that timed out
 
 
 class Communicator:
@@ -36,10 +50,19 @@ class Communicator:
         Defaults to ``MPI.COMM_WORLD``.
     abort_on_error : bool
         Install an exception hook that aborts every rank when one raises, so that no rank waits forever
-        in a collective.
+        in a collective. An error that every rank raises together (ranks that disagree at the start of
+        ``fit``) is printed by rank 0 alone and ends every rank without an abort.
+    timeout : float, optional
+        Seconds that one collective (the broadcast of the weights, a step's gradient allreduce, an epoch's
+        metrics) may wait for the other ranks before this rank prints which collective timed out and aborts
+        the job: a rank that was stopped (SIGSTOP), hangs or died without MPI noticing would otherwise leave
+        the others waiting forever. None (the default) reads ``GPUNN_MPI_TIMEOUT`` and falls back to 600; 0
+        (or ``GPUNN_MPI_TIMEOUT=none``) waits forever. NCCL's allreduce runs on the GPU's stream and is not
+        timed.
     """
 
-    def __init__(self, comm: Any = None, *, abort_on_error: bool = True):
+    def __init__(self, comm: Any = None, *, abort_on_error: bool = True, timeout: float | None = None):
+        self.timeout = _timeout_seconds(timeout)  # first: a bad setting is an error before MPI is touched
         try:
             from mpi4py import MPI
         except ImportError:
@@ -52,10 +75,16 @@ class Communicator:
         self.local_rank = self.node.Get_rank()
         self._nccl: Any = None
         self._nccl_ok: bool | None = None  # whether gradients go through NCCL, decided at the first allreduce
+        self._watchdog = _Watchdog(self, self.timeout) if self.timeout is not None and self.size > 1 else None
+        self._steps = self._epochs = 0  # collectives counted, to name the one that timed out
         if abort_on_error:
             previous = sys.excepthook
 
             def abort(kind, value, tb):
+                if getattr(value, "every_rank", False):  # the same error on every rank: each ends on its own
+                    if self.rank == 0:
+                        previous(kind, value, tb)
+                    return
                 previous(kind, value, tb)
                 sys.stderr.flush()
                 self.comm.Abort(1)
@@ -81,12 +110,46 @@ class Communicator:
         lo = start + self.rank * base + min(self.rank, extra)
         return lo, lo + base + (1 if self.rank < extra else 0)
 
+    # ------------------------------------------------------------------------------------------ agreement
+    def check_agreement(self, model: Any, x: Any, t: Any, weight: Any = None, **settings: Any) -> None:
+        """Check, at the start of ``fit``, that every rank trains the same network on the same data with the same
+        settings; raise the same one-line error on every rank if not, naming the ranks that differ and what.
+
+        Compared: the feature count, row count, network (sizes, activation, dropout, dtype), output and loss,
+        number of outputs, the classes present in the targets, ``settings`` (epochs, batch size, optimizer...),
+        the shuffling generator's state where it is used (minibatches or dropout), and a SHA-256 fingerprint of
+        the placed X, targets, sample weights and feature scaling (all rows up to 64 MiB, else evenly spaced
+        rows; a streamed Dataset by its rows, columns, weight total and scaling). One ``allgather`` of these
+        short descriptions; every rank compares them, so every rank raises, or none.
+        """
+        mine = describe(model, x, t, weight, settings)
+        every = self._collective("the agreement check at the start of fit", self.comm.allgather, mine)
+        problem = disagreement(every)
+        if problem is not None:
+            data = {"feature count", "row count", "classes", "data fingerprint"}
+            kind = InputError if problem[1] & data else ConfigError
+            exc: Any = kind(problem[0])
+            exc.every_rank = True  # every rank raises it: no MPI_Abort needed
+            raise exc
+
     # ------------------------------------------------------------------------------------------ collectives
+    def _collective(self, what: str | tuple[str, int], call: Any, *args: Any, **kwargs: Any) -> Any:
+        """``call(*args, **kwargs)``, a blocking MPI collective, under the timeout: ``what`` names it if it
+        times out."""
+        watchdog = self._watchdog
+        if watchdog is None:
+            return call(*args, **kwargs)
+        watchdog.arm(what)
+        try:
+            return call(*args, **kwargs)
+        finally:
+            watchdog.waiting = None
+
     def broadcast_arrays(self, arrays: list[Any], xp: Any, device: Any) -> list[Any]:
         """Rank 0's arrays on every rank (once, when training starts)."""
         host = [np.ascontiguousarray(_backend.to_numpy(a)) for a in arrays]
         flat = np.concatenate([h.reshape(-1) for h in host]) if host else np.zeros(0)
-        self.comm.Bcast(flat, root=0)
+        self._collective("the broadcast of rank 0's weights at the start of fit", self.comm.Bcast, flat, root=0)
         out, offset = [], 0
         for h in host:
             out.append(_backend.from_numpy(flat[offset : offset + h.size].reshape(h.shape), xp, device))
@@ -95,18 +158,28 @@ class Communicator:
 
     def allreduce_sum(self, flat: Any, xp: Any, device: Any) -> Any:
         """Element-wise sums of a flat buffer (a step's gradients) over the ranks, in one collective."""
+        self._steps += 1
         if self._uses_nccl(flat):
             return self._nccl_allreduce(flat)
         host = np.ascontiguousarray(_backend.to_numpy(flat))
         if not host.flags.writeable or host is flat:  # never write into the caller's array
             host = host.copy()
-        self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
+        watchdog = self._watchdog
+        if watchdog is not None:  # _collective, unrolled: this is the one collective of every step
+            watchdog.arm(("the gradient allreduce of step", self._steps))
+        try:
+            self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
+        finally:
+            if watchdog is not None:
+                watchdog.waiting = None
         return _backend.from_numpy(host, xp, device)
 
     def sum_scalars(self, values: list[float]) -> list[float]:
         """Sums of a few host numbers over the ranks (the epoch's metrics)."""
+        self._epochs += 1
         buf = np.asarray(values, dtype=np.float64)
-        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        what = ("the sum of the metrics at the end of epoch", self._epochs)
+        self._collective(what, self.comm.Allreduce, self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
         return buf.tolist()
 
     def _uses_nccl(self, flat: Any) -> bool:
@@ -114,9 +187,10 @@ class Communicator:
         Decided once, at the first allreduce, with every rank taking part, so that all take the same path."""
         if self._nccl_ok is None:
             on_gpu = _on_gpu(flat)
-            here = self.node.allgather(_gpu_identity(flat) if on_gpu else None)
+            what = "the exchange of devices before the first gradient allreduce"
+            here = self._collective(what, self.node.allgather, _gpu_identity(flat) if on_gpu else None)
             gpus = [g for g in here if g is not None]
-            everyone = self.comm.allgather((on_gpu, len(set(gpus)) < len(gpus)))
+            everyone = self._collective(what, self.comm.allgather, (on_gpu, len(set(gpus)) < len(gpus)))
             all_gpu, shared = all(g for g, _ in everyone), any(s for _, s in everyone)
             self._nccl_ok = all_gpu and not shared
             if self.rank == 0 and any(g for g, _ in everyone) and not self._nccl_ok:
@@ -136,7 +210,7 @@ class Communicator:
         if self._nccl is None:
             # NCCL's communicator is created after this rank's GPU is current (the model's device scope).
             uid = nccl.get_unique_id() if self.rank == 0 else None
-            uid = self.comm.bcast(uid, root=0)  # once, at set-up: not in the hot path
+            uid = self._collective("the broadcast of NCCL's unique id", self.comm.bcast, uid, root=0)  # once
             self._nccl = nccl.NcclCommunicator(self.size, uid, self.rank)
         kinds = {np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64}
         out = memory.empty_like(flat)
@@ -148,7 +222,190 @@ class Communicator:
 
     def barrier(self) -> None:
         """Wait for every rank."""
-        self.comm.Barrier()
+        self._collective("a barrier", self.comm.Barrier)
+
+
+class _Watchdog:
+    """A daemon thread that ends the job when one blocking collective has waited more than ``timeout`` seconds.
+
+    mpi4py's blocking collectives have no timeout, and nonblocking ones would need a polling loop in the step.
+    Instead each collective sets ``waiting`` before it starts and clears it after (two attribute writes), and
+    this thread, started with the first collective, looks at it a few times a second; mpi4py releases the GIL
+    while a collective waits. On a timeout it prints which collective and calls ``MPI_Abort``, which ends every
+    rank (a stopped one too: the launcher kills it)."""
+
+    def __init__(self, owner: Communicator, timeout: float):
+        self.owner, self.timeout = owner, timeout
+        self.waiting: tuple[Any, float] | None = None  # (what, when it started)
+        self.poll = min(1.0, max(0.01, timeout / 20))
+        self.thread: threading.Thread | None = None
+
+    def arm(self, what: Any) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._watch, name="gpunn-mpi-timeout", daemon=True)
+            self.thread.start()
+        self.waiting = (what, time.monotonic())
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(self.poll)
+            waiting = self.waiting
+            if waiting is not None and time.monotonic() - waiting[1] > self.timeout:
+                self.expire(waiting[0])
+
+    def expire(self, what: Any) -> None:
+        owner = self.owner
+        if isinstance(what, tuple):  # ("the gradient allreduce of step", 57): formatted only now
+            what = " ".join(map(str, what))
+        print(
+            f"gpunn: error: rank {owner.rank} of {owner.size} waited more than {self.timeout:g} s for the other ranks "
+            f"in {what}: a rank has stopped, hangs or died; stopping every rank (Communicator(timeout=) or "
+            f"{TIMEOUT_ENV} sets the limit)",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            owner.comm.Abort(TIMEOUT_EXIT)
+        finally:
+            os._exit(TIMEOUT_EXIT)
+
+
+def _timeout_seconds(timeout: Any) -> float | None:
+    """The collective timeout in seconds, None for none: ``timeout``, else ``GPUNN_MPI_TIMEOUT``, else 600."""
+    source = "timeout"
+    if timeout is None:
+        text = os.environ.get(TIMEOUT_ENV, "").strip()
+        if not text:
+            return DEFAULT_TIMEOUT
+        if text.lower() in ("none", "off", "inf"):
+            return None
+        source = f"{TIMEOUT_ENV}={text!r}"
+        try:
+            timeout = float(text)
+        except ValueError:
+            timeout = None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or math.isnan(timeout) or timeout < 0:
+        forever = "0 to wait forever" if source == "timeout" else "none to wait forever"
+        raise ConfigError(
+            f"{source}: give the seconds one MPI collective may wait for the other ranks (like 600), or {forever}"
+        )
+    return None if timeout == 0 or math.isinf(timeout) else float(timeout)
+
+
+# ---------------------------------------------------------------------------------------------- agreement
+def describe(model: Any, x: Any, t: Any, weight: Any, settings: dict[str, Any]) -> dict[str, str]:
+    """What this rank is about to train, as short strings that every rank can compare: see
+    :meth:`Communicator.check_agreement`. ``x`` is the placed X (or the streamed Dataset), ``t`` the placed
+    targets (None when streamed), ``weight`` the host sample weights or None."""
+    streamed = hasattr(x, "dataset")
+    rows, features = (x.n_rows, x.dataset.n_features) if streamed else (int(x.shape[0]), int(x.shape[1]))
+    d = {
+        "feature count": str(features),
+        "row count": str(rows),
+        "network": f"{list(model.sizes)} {model.activation} dropout={model.dropout:g} {model.dtype}",
+        "output": f"{model.output} ({model.loss})",
+        "number of outputs": str(model.n_outputs),
+        "classes": _classes(model, None if streamed else t),
+    }
+    d.update({name: repr(value) for name, value in settings.items()})
+    batch = settings.get("batch_size")
+    if model.dropout or (settings.get("shuffle", True) and batch is not None and batch < rows):
+        # each rank draws the same sample order (and dropout mask) from its own generator
+        d["shuffling generator (the MLP's seed)"] = _digest(repr(model.rng.bit_generator.state).encode())
+    d["data fingerprint"] = _fingerprint(model, x, t, weight, streamed)
+    return d
+
+
+def _classes(model: Any, t: Any) -> str:
+    """The classes present in the placed targets ``t`` (two reductions on the device), and their names."""
+    names = model.metadata.get("classes")
+    named = "" if names is None else f", named {_short(names)}"
+    if model.output == "identity" or t is None:
+        return f"-{named}"
+    xp = model.xp
+    lo, hi = _backend.to_numpy(xp.min(t, axis=0)), _backend.to_numpy(xp.max(t, axis=0))
+    k = model.n_outputs
+    if model.output == "softmax":  # one-hot rows
+        present = np.flatnonzero(hi == 1).tolist()
+        return (f"all {k}" if len(present) == k else f"{len(present)} of {k}: {_short(present)}") + named
+    a, b = (losses.encode_targets(model.output, model.loss, v) for v in (lo, hi))  # its own inverse
+    lo, hi = np.minimum(a, b), np.maximum(a, b)  # 0/1 targets per column
+    one = [j for j in range(k) if not (lo[j] == 0 and hi[j] == 1)]
+    if not one:
+        return ("0 and 1" if k == 1 else "0 and 1 in every column") + named
+    return ", ".join(f"column {j} only {int(lo[j])}" for j in one[:5]) + (", ..." if len(one) > 5 else "") + named
+
+
+def _short(values: Any) -> str:
+    values = list(values)
+    return repr(values) if len(values) <= 8 else f"[{', '.join(map(repr, values[:8]))}, ... ({len(values)})]"
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def _fingerprint(model: Any, x: Any, t: Any, weight: Any, streamed: bool) -> str:
+    """SHA-256 of the data a rank trains on, as placed on its device (scaled, in the model's dtype): all rows
+    up to FINGERPRINT_BYTES, else evenly spaced rows (first and last included); the sample weights; the feature
+    scaling, which sums over every row. A streamed Dataset is not read: its rows, columns, weight total and
+    scaling stand for it."""
+    h = hashlib.sha256()
+    if streamed:
+        ds = x.dataset
+        h.update(repr((x.n_rows, ds.n_features, ds.feature_names, ds.target_name, ds.weight_name)).encode())
+        h.update(np.float64(x.weight_total if x.weight_total is not None else np.nan).tobytes())
+        scaling = x.scaling
+    else:
+        n = int(x.shape[0])
+        row_bytes = max(1, (math.prod(x.shape[1:]) + math.prod(t.shape[1:])) * np.dtype(model.dtype).itemsize)
+        rows = None
+        if n * row_bytes > FINGERPRINT_BYTES:
+            # fewer rows than n, so the steps are at least 1 and the rows distinct
+            rows = np.linspace(0, n - 1, max(2, FINGERPRINT_BYTES // row_bytes)).astype(np.int64)
+        for a in (x, t):
+            if rows is not None:
+                a = a[rows] if isinstance(a, np.ndarray) else _backend.take_rows(
+                    a, _backend.from_numpy(rows, model.xp, model.device), model.xp
+                )  # fmt: skip
+            host = np.ascontiguousarray(_backend.to_numpy(a))
+            h.update(repr((host.shape, str(host.dtype))).encode())
+            h.update(host.data)
+        if weight is not None:
+            h.update(np.ascontiguousarray(weight, dtype=np.float64).data)
+        scaling = model.scaling
+    for s in scaling or ():
+        h.update(np.ascontiguousarray(s, dtype=np.float64).data)
+    return h.hexdigest()[:16]
+
+
+def disagreement(every: list[dict[str, str]]) -> tuple[str, set[str]] | None:
+    """``(one-line message, what differs)`` if the ranks' descriptions (by rank) are not all equal, else None.
+    The ranks that differ are named against the most common description (on a tie, the lowest rank's)."""
+    keys = list(dict.fromkeys(k for d in every for k in d))
+    rows = [tuple(d.get(k, "-") for k in keys) for d in every]
+    counts = Counter(rows)
+    if len(counts) == 1:
+        return None
+    most = max(counts.values())
+    ref = next(r for r, row in enumerate(rows) if counts[row] == most)
+    odd = [r for r, row in enumerate(rows) if row != rows[ref]]
+    differing: set[str] = set()
+    parts: list[str] = []
+    for r in odd:
+        diff = [i for i, k in enumerate(keys) if rows[r][i] != rows[ref][i]]
+        differing |= {keys[i] for i in diff}
+        if len(parts) < 3:
+            what = "; ".join(f"{keys[i]} {rows[r][i]} (rank {ref}: {rows[ref][i]})" for i in diff)
+            parts.append(f"rank {r} has {what}")
+    if len(odd) > 3:
+        parts.append(f"and {len(odd) - 3} more ranks differ")
+    hint = "; give every rank's MLP the same seed" if any(k.startswith("shuffling") for k in differing) else ""
+    return (
+        f"the ranks disagree at the start of fit: {'. '.join(parts)}. Every rank must call fit with the same "
+        f"network, settings and data: each holds the whole data set and trains its shard of every batch{hint}",
+        differing,
+    )
 
 
 class _CupyMemory:

@@ -15,6 +15,11 @@ The graph computes what :meth:`MLP.predict_proba` and :meth:`MLP.predict` comput
 
 The sigmoid output is computed as gpunn computes it (from ``exp(-|z|)``), so its small probabilities keep their
 relative precision, as ``predict_proba``'s do. Needs ``pip install 'gpunn[onnx]'``.
+
+gpunn's ``predict`` refuses a row holding NaN or inf; the graph cannot refuse one. By default such a row's
+``label`` is 0 (``ArgMax`` and ``Greater`` of NaN logits), as if it were a prediction. With ``nan_label=``, the
+graph flags the rows with a NaN or inf feature, or a NaN logit: their ``label`` is ``nan_label`` and their
+``probabilities`` (``values``) are NaN.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ def to_onnx(
     opset: int | None = None,
     classes: Any = None,
     two_column_binary: bool = False,
+    nan_label: Any = None,
 ) -> str:
     """Write ``model`` as an ONNX graph to ``path`` (atomically: a temporary file, then a rename); return the path.
 
@@ -60,6 +66,13 @@ def to_onnx(
     two_column_binary : bool
         With one sigmoid output, ``probabilities`` holds ``[1 - p, p]``, (batch, 2), as scikit-learn's
         ``predict_proba`` does.
+    nan_label : int, float or str, optional
+        The ``label`` of a row that holds a NaN or infinite feature, or whose logits are NaN, which gpunn's
+        ``predict`` would refuse: by default such a row gets label 0 (the argmax, or ``logit > 0``, of NaN).
+        With ``nan_label`` the graph flags those rows, gives them this label and NaN ``probabilities``: -1, say,
+        for index labels (an integer that is no index), NaN or a float for float ``classes``, a string for
+        string ``classes``; never one of the labels. A regression model (identity output) has no label: there
+        ``nan_label=float("nan")`` makes the flagged rows' ``values`` NaN.
 
     The graph's input is ``X`` (batch, n_features) of the model's dtype; its outputs are ``probabilities`` (or
     ``values`` for an identity output) and, for classifiers, the int64 ``label`` that ``predict`` gives. Raises
@@ -70,12 +83,14 @@ def to_onnx(
 
     if not isinstance(path, (str, os.PathLike)):
         raise ConfigError(f"path must be a file path (str or os.PathLike); got {path!r}")
-    proto = onnx_model(model, opset=opset, classes=classes, two_column_binary=two_column_binary)
+    proto = onnx_model(model, opset=opset, classes=classes, two_column_binary=two_column_binary, nan_label=nan_label)
     atomic_write(path, proto.SerializeToString())
     return os.fspath(path)
 
 
-def onnx_model(model: Any, *, opset: int | None = None, classes: Any = None, two_column_binary: bool = False) -> Any:
+def onnx_model(
+    model: Any, *, opset: int | None = None, classes: Any = None, two_column_binary: bool = False, nan_label: Any = None
+) -> Any:
     """The ONNX ``ModelProto`` that :func:`to_onnx` writes, checked by ``onnx.checker``, kept in memory (for
     ``onnxruntime.InferenceSession(proto.SerializeToString())``, or to edit before saving)."""
     from . import __version__
@@ -89,6 +104,7 @@ def onnx_model(model: Any, *, opset: int | None = None, classes: Any = None, two
     opset = _opset(opset, onnx)
     single_label = model.output == "softmax" or (model.output == "sigmoid" and model.n_outputs == 1)
     labels = None if classes is None else _class_labels(classes, model, single_label, onnx)
+    flag = None if nan_label is None else _nan_label(nan_label, model, labels)
     names = layers.per_layer(model.activation, len(model.sizes) - 2)
     for i, name in enumerate(names):
         if name not in _ACTIVATIONS:
@@ -111,36 +127,46 @@ def onnx_model(model: Any, *, opset: int | None = None, classes: Any = None, two
     float_type = g.elem_type
     int64 = onnx.TensorProto.INT64
     outputs = []
+    bad = None if flag is None else _flagged_rows(g, "X", z)  # (batch, 1) bool: rows nan_label applies to
+    result = "values" if model.output == "identity" else "probabilities"
+    shown = result if bad is None else f"{result}_computed"  # then NaN where flagged, into ``result``
     if model.output == "identity":
-        g.op("Identity", [z], out="values")
+        g.op("Identity", [z], out=shown)
         outputs.append(("values", float_type, [batch, k]))
     else:
-        label = "label" if labels is None else "label_index"
+        # the label before nan_label's Where and before the classes' Gather
+        label = "label" if labels is None and bad is None else "label_index"
         if model.output == "softmax":
-            g.op("Softmax", [z], out="probabilities", axis=1)
+            g.op("Softmax", [z], out=shown, axis=1)
             g.op("ArgMax", [z], out=label, axis=1, keepdims=0)  # the first maximum, as numpy's argmax
             label_shape: list[Any] = [batch]
         else:
             if two_column_binary and k == 1:
                 p = _probability(g, z, out="positive")
-                g.op("Concat", [g.op("Sub", [g.scalar(1.0), p]), p], out="probabilities", axis=1)
+                g.op("Concat", [g.op("Sub", [g.scalar(1.0), p]), p], out=shown, axis=1)
             else:
-                _probability(g, z, out="probabilities")
+                _probability(g, z, out=shown)
             positive = g.op("Cast", [g.op("Greater", [z, g.scalar(0.0)])], to=int64)  # p > 0.5 exactly when z > 0
             if k == 1:
                 g.op("Squeeze", [positive, g.const("label.axes", np.array([1], dtype=np.int64))], out=label)
                 label_shape = [batch]
             else:
-                g.op("Identity", [positive], out="label")
+                g.op("Identity", [positive], out=label)
                 label_shape = [batch, k]
         label_type = int64
         if labels is not None:
             g.initializers.append(onnx.numpy_helper.from_array(labels, "classes"))
-            g.op("Gather", ["classes", label], out="label", axis=0)
+            label = g.op("Gather", ["classes", label], out="label" if bad is None else "label_gathered", axis=0)
             label_type = onnx.helper.np_dtype_to_tensor_dtype(labels.dtype) if labels.dtype != object else (
                 onnx.TensorProto.STRING)  # fmt: skip
+        if bad is not None and flag is not None:
+            rows = bad if len(label_shape) == 2 else g.op("Squeeze", [bad, "flag.axes"])  # (batch,) labels
+            g.initializers.append(onnx.numpy_helper.from_array(flag, "nan_label"))
+            g.op("Where", [rows, "nan_label", label], out="label")
         width = 2 if two_column_binary and model.output == "sigmoid" and k == 1 else k
         outputs += [("probabilities", float_type, [batch, width]), ("label", label_type, label_shape)]
+    if bad is not None:
+        g.op("Where", [bad, g.scalar(float("nan")), shown], out=result)
 
     helper = onnx.helper
     graph = helper.make_graph(
@@ -167,6 +193,7 @@ def onnx_model(model: Any, *, opset: int | None = None, classes: Any = None, two
         "feature_names": model.feature_names,
         "target_name": model.target_name,
         "classes": model.metadata.get("classes"),  # the CLI's original labels of the indices in "label"
+        "nan_label": None if flag is None else _json_label(flag),  # the label of flagged rows (None: not flagged)
     }
     helper.set_model_props(proto, {f"gpunn.{key}": json.dumps(value) for key, value in metadata.items()})
     onnx.checker.check_model(proto, full_check=True)
@@ -191,6 +218,48 @@ def _class_labels(classes: Any, model: Any, single_label: bool, onnx: Any) -> np
     if a.dtype.kind in "USO":
         return np.array([str(c) for c in a], dtype=object)
     raise ConfigError(f"classes= must hold integers, floats or strings; got dtype {a.dtype}")
+
+
+def _nan_label(value: Any, model: Any, labels: np.ndarray | None) -> np.ndarray:
+    """``nan_label`` as a 0-d array of the ``label`` output's type, checked to be no label the model gives."""
+    if model.output == "identity":
+        if isinstance(value, float) and np.isnan(value):
+            return np.array(value, dtype=model.dtype)
+        raise ConfigError(
+            f"a regression model (identity output) has no label: nan_label=float('nan') makes the values of rows "
+            f"holding NaN or inf NaN; got nan_label={value!r}"
+        )
+    if labels is None:
+        given = np.arange(model.n_outputs if model.output == "softmax" else 2)
+        kind, wanted = "iu", "an integer (like -1)"
+    elif labels.dtype == object:
+        given, kind, wanted = labels, "U", "a string"
+    else:
+        given = labels
+        kind, wanted = ("iu", "an integer") if labels.dtype.kind in "iu" else ("iuf", "a float (like NaN)")
+    a = np.asarray(value)
+    if a.ndim != 0 or a.dtype.kind not in kind:
+        raise ConfigError(f"nan_label must be {wanted}, of the type of the graph's labels; got {value!r}")
+    if any(a == g for g in given):
+        shown = ", ".join(map(repr, given.tolist()[:10]))
+        raise ConfigError(f"nan_label={value!r} is one of the labels the model gives ({shown}): choose another value")
+    if labels is None or labels.dtype.kind in "iu":
+        return a.astype(np.int64)
+    return np.array(str(value), dtype=object) if labels.dtype == object else a.astype(np.float64)
+
+
+def _json_label(flag: np.ndarray) -> Any:
+    value = flag.item()
+    return "NaN" if isinstance(value, float) and np.isnan(value) else value  # JSON has no NaN
+
+
+def _flagged_rows(g: _Graph, x: str, z: str) -> str:
+    """(batch, 1) bool: the rows of ``x`` holding a NaN or infinite value, or whose logits ``z`` hold a NaN."""
+    axes = g.const("flag.axes", np.array([1], dtype=np.int64))
+    counts = []
+    for bad in (g.op("Or", [g.op("IsNaN", [x]), g.op("IsInf", [x])]), g.op("IsNaN", [z])):
+        counts.append(g.op("ReduceSum", [g.op("Cast", [bad], to=g.elem_type), axes], keepdims=1))
+    return g.op("Greater", [g.op("Add", counts), g.scalar(0.0)])
 
 
 def _import_onnx() -> Any:

@@ -368,7 +368,11 @@ class MLP:
         with _backend.device_scope(self.xp, self.device):
             data, val = self._feeds(X, y, validation_data, sample_weight, class_weight, copy)
             # Everything is valid: from here on the call changes the model.
-            if comm is not None:
+            if comm is not None:  # every rank must train the same data and settings, from the same weights
+                x, t = (data, None) if isinstance(data, feed.Streamed) else (data.x, data.target)
+                comm.check_agreement(self, x, t, getattr(data, "weight_host", None), epochs=epochs,
+                                     batch_size=batch_size, shuffle=shuffle, optimizer=opt, lr=schedule, l2=l2,
+                                     clip_norm=clip_norm)  # fmt: skip
                 self._params = comm.broadcast_arrays([self._params], self.xp, self.device)[0]  # every rank starts equal
                 verbose = verbose if comm.rank == 0 else 0
             if self.optimizer != opt or self.optimizer_state is None:

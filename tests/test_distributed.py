@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
 
 import gpunn
+from gpunn import distributed
 from gpunn.distributed import Communicator
+from gpunn.errors import ConfigError
 
 
 def _mpiexec() -> str | None:
@@ -356,3 +361,186 @@ def test_the_nccl_path_with_two_ranks_equals_one_process_on_a_stand_in_for_nccl(
     atol = 1e-12 if dtype == "float64" else 1e-5
     for i, w in enumerate(a for pair in ref.weights for a in pair):
         np.testing.assert_allclose(got[f"arr_{i}"], w, rtol=0, atol=atol)
+
+
+AGREE = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import gpunn
+    from gpunn.errors import GpunnError
+    from gpunn.distributed import Communicator
+
+    comm = Communicator()
+    case = sys.argv[1]
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(103, 4))
+    y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
+    seed, epochs = 3, 2
+    if comm.rank == 1:
+        if case == "data":  # the same shape, one value changed
+            X[57, 2] += 1e-9
+        elif case == "rows":
+            X, y = X[:100], y[:100]
+        elif case == "feature":  # an extra column, and a network built for it
+            X = np.hstack([X, X[:, :1]])
+        elif case == "seed":
+            seed = 4
+        elif case == "epochs":
+            epochs = 3
+    m = gpunn.MLP([X.shape[1], 8, 1], device="cpu", dtype="float64", seed=seed)
+    got = {"type": None}
+    try:
+        m.fit(X, y, epochs=epochs, lr=0.1, batch_size=16, verbose=0, comm=comm)
+    except GpunnError as e:
+        got = {"type": type(e).__name__, "message": str(e)}
+        if sys.argv[2] == "raise":
+            raise
+    finally:
+        with open(f"{sys.argv[2]}.{comm.rank}.json", "w") as f:
+            json.dump(got, f)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("case", "kind", "expected"),
+    [
+        ("same", None, None),
+        ("data", "InputError", "rank 1 has data fingerprint "),
+        ("rows", "InputError", "rank 1 has row count 100 (rank 0: 103); data fingerprint "),
+        ("feature", "InputError", "rank 1 has feature count 5 (rank 0: 4); network [5, 8, 1] relu dropout=0 float64 "
+                                  "(rank 0: [4, 8, 1] relu dropout=0 float64); data fingerprint "),
+        ("seed", "ConfigError", "rank 1 has shuffling generator (the MLP's seed) "),
+        ("epochs", "ConfigError", "rank 1 has epochs 3 (rank 0: 2)."),
+    ],
+)  # fmt: skip
+def test_ranks_that_disagree_raise_one_error_on_every_rank_naming_the_rank(tmp_path, case, kind, expected):
+    """Different data of the same shape (which trained silently into different weights), different row counts
+    (an MPICH abort after an epoch), an extra feature (a raw "Other MPI error"), another seed or epoch count:
+    every rank raises the same one-line gpunn error before the first collective of training."""
+    script = tmp_path / "agree.py"
+    script.write_text(AGREE)
+    r = _run(2, str(script), case, "out", cwd=tmp_path, timeout=60)
+    assert r.returncode == 0, r.stderr
+    got = [json.loads((tmp_path / f"out.{rank}.json").read_text()) for rank in (0, 1)]
+    assert {d["type"] for d in got} == {kind}
+    if kind is not None:
+        message = got[0]["message"]
+        assert message == got[1]["message"] and "\n" not in message
+        assert message.startswith("the ranks disagree at the start of fit: ")
+        assert expected in message, message
+
+
+def test_an_uncaught_disagreement_ends_every_rank_with_one_traceback_and_no_abort(tmp_path):
+    script = tmp_path / "agree.py"
+    script.write_text(AGREE)
+    r = _run(2, str(script), "rows", "raise", cwd=tmp_path, timeout=60)
+    assert json.loads((tmp_path / "raise.1.json").read_text())["type"] == "InputError"  # rank 1 raised it too
+    assert r.returncode == 1
+    assert r.stderr.count("Traceback") == 1  # rank 0's; rank 1 raised the same error silently
+    assert "gpunn.errors.InputError: the ranks disagree at the start of fit: rank 1 has row count 100" in r.stderr
+    assert "MPI_Abort" not in r.stderr
+
+
+STOP = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    import gpunn
+    from gpunn.distributed import Communicator
+
+    when = sys.argv[1]
+    comm = Communicator(timeout=3) if when == "start" else Communicator()  # else GPUNN_MPI_TIMEOUT
+    X = np.random.default_rng(0).normal(size=(64, 3))
+    y = (X[:, 0] > 0).astype(int)
+
+    def stop_rank_1(model, record):
+        if comm.rank == 1:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    if when == "start":
+        stop_rank_1(None, None)
+    gpunn.MLP([3, 4, 1], device="cpu").fit(X, y, epochs=50, batch_size=8, verbose=0, comm=comm,
+                                           callbacks=[stop_rank_1])
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("when", "collective"),
+    [("start", "the agreement check at the start of fit"), ("epoch", "the gradient allreduce of step 9")],
+)
+def test_a_stopped_rank_ends_the_job_with_a_timeout_error_naming_the_collective(tmp_path, when, collective):
+    """A rank stopped with SIGSTOP (before fit, or after its first epoch of 8 steps) used to hang the job forever;
+    with a 3 s timeout (Communicator(timeout=3), or GPUNN_MPI_TIMEOUT=3) rank 0 names the collective it waited in
+    and aborts the job, the stopped rank included. The test cannot hang: the launcher's process group is killed
+    after 60 s."""
+    script = tmp_path / "stop.py"
+    script.write_text(STOP)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "GPUNN_MPI_TIMEOUT": "3" if when == "epoch" else "none"}
+    start = time.monotonic()
+    p = subprocess.Popen([_mpiexec(), "-n", "2", sys.executable, str(script), when], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env, start_new_session=True)  # fmt: skip
+    try:
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        pytest.fail("the job hung although a rank waited past its collective timeout")
+    elapsed = time.monotonic() - start
+    assert p.returncode != 0
+    assert f"gpunn: error: rank 0 of 2 waited more than 3 s for the other ranks in {collective}: " in err, err
+    assert elapsed < 30, elapsed
+
+
+def test_the_collective_timeout_setting(monkeypatch):
+    monkeypatch.delenv(distributed.TIMEOUT_ENV, raising=False)
+    assert distributed._timeout_seconds(None) == 600.0
+    assert distributed._timeout_seconds(2.5) == 2.5
+    assert distributed._timeout_seconds(0) is None
+    for text, seconds in (("30", 30.0), (" 0.5 ", 0.5), ("none", None), ("OFF", None), ("0", None), ("", 600.0)):
+        monkeypatch.setenv(distributed.TIMEOUT_ENV, text)
+        assert distributed._timeout_seconds(None) == seconds
+    assert distributed._timeout_seconds(7) == 7.0  # the argument wins over the variable
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "ten minutes")
+    with pytest.raises(ConfigError, match="GPUNN_MPI_TIMEOUT='ten minutes': give the seconds"):
+        distributed._timeout_seconds(None)
+    for bad in (-1, float("nan"), "600", True):
+        with pytest.raises(ConfigError, match="^timeout: give the seconds"):
+            distributed._timeout_seconds(bad)
+
+
+def test_the_disagreeing_ranks_are_named_against_the_majority():
+    same = {"row count": "10", "data fingerprint": "aa"}
+    every = [{"row count": "10", "data fingerprint": "bb"}, same, same, same]
+    message, differing = distributed.disagreement(every)
+    assert message.startswith("the ranks disagree at the start of fit: rank 0 has data fingerprint bb (rank 1: aa).")
+    assert differing == {"data fingerprint"}
+    assert distributed.disagreement([same, same]) is None
+    many = [same, *({"row count": str(r), "data fingerprint": "aa"} for r in range(1, 6))]
+    message, _ = distributed.disagreement(many)
+    assert "rank 3 has row count 3 (rank 0: 10). and 2 more ranks differ." in message
+
+
+def test_the_description_names_missing_classes_and_fingerprints_sampled_rows_of_large_data(monkeypatch):
+    """A softmax rank without class 2 says so; data above FINGERPRINT_BYTES is hashed by evenly spaced rows (the
+    first and last included): a change in a sampled row shows, one in a row between them does not."""
+    from gpunn import feed
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(100, 3)), np.arange(100) % 3
+    m = gpunn.MLP([3, 4, 3], output="softmax", device="cpu", dtype="float64")
+
+    def describe(X, y):
+        x, t = feed.check_x(m.spec, X, "X"), feed.targets(m.spec, y, len(X), "y", fitting=True)
+        return distributed.describe(m, x, t, None, {"batch_size": None})
+
+    assert describe(X, y)["classes"] == "all 3"
+    assert describe(X, np.where(y == 2, 0, y))["classes"] == "2 of 3: [0, 1]"
+    monkeypatch.setattr(distributed, "FINGERPRINT_BYTES", 10 * 6 * 8)  # 10 rows of 3 features + 3 one-hot columns
+    base = describe(X, y)["data fingerprint"]
+    for row, seen in ((0, True), (99, True), (11, True), (5, False)):
+        changed = X.copy()
+        changed[row, 1] += 1.0
+        assert (describe(changed, y)["data fingerprint"] != base) == seen, row

@@ -347,3 +347,86 @@ def test_an_mlp_exports_named_classes_and_refuses_classes_it_cannot_have(tmp_pat
 
     with pytest.raises(SklearnNotFitted):
         sk.MLPRegressor().to_onnx(tmp_path / "r.onnx")
+
+
+# ------------------------------------------------------------------------------------------ NaN rows
+def _with_bad_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """X with a NaN in one feature, a row of NaN, and +inf and -inf features; and which rows are bad."""
+    X = X.copy()
+    X[0, 1], X[3, :], X[5, 0], X[8, 3] = np.nan, np.nan, np.inf, -np.inf
+    bad = np.zeros(len(X), dtype=bool)
+    bad[[0, 3, 5, 8]] = True
+    return X, bad
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", list(OUTPUTS))
+def test_rows_holding_nan_or_inf_give_nan_label_and_nan_probabilities(tmp_path, kind, dtype):
+    """With nan_label, a row with a NaN or infinite feature gets that label and NaN probabilities (values for a
+    regression); every other row gives what the oracle gives. Without it, such a row's label is 0."""
+    m, X_test = _trained(kind, "tanh", dtype, True)  # tanh saturates: an inf feature can give finite logits
+    X, bad = _with_bad_rows(X_test)
+    logits, expected = oracle(m, X_test)
+    nan_label = float("nan") if kind == "identity" else -1
+    out = _run(to_onnx(m, tmp_path / "m.onnx", nan_label=nan_label), X.astype(dtype))
+    result = out["values" if kind == "identity" else "probabilities"]
+    assert np.isnan(result[bad]).all()
+    np.testing.assert_allclose(result[~bad], expected[~bad], rtol=0, atol=_tolerance(dtype))
+    if kind != "identity":
+        label = out["label"]
+        reference = (logits > 0).astype(np.int64) if kind != "softmax" else np.argmax(logits, axis=1)
+        reference = reference[:, 0] if kind == "sigmoid" else reference
+        assert (label[bad] == -1).all()
+        np.testing.assert_array_equal(label[~bad], reference[~bad])
+        plain = _run(to_onnx(m, tmp_path / "plain.onnx"), X.astype(dtype))
+        assert (plain["label"][[0, 3]] == 0).all()  # the default the docs describe: NaN rows give label 0
+        np.testing.assert_array_equal(plain["label"][~bad], reference[~bad])
+    meta = onnx.load(tmp_path / "m.onnx").metadata_props
+    assert {p.key: json.loads(p.value) for p in meta}["gpunn.nan_label"] == ("NaN" if kind == "identity" else -1)
+
+
+@pytest.mark.parametrize(
+    ("classes", "nan_label"), [(["low", "mid", "high"], "?"), ([0.5, 1.5, 2.5], float("nan")), ([5, 6, 7], -1)]
+)
+def test_nan_label_with_classes_has_the_labels_type(tmp_path, classes, nan_label):
+    m, X_test = _trained("softmax", "relu", "float64", True)
+    X, bad = _with_bad_rows(X_test)
+    out = _run(to_onnx(m, tmp_path / "m.onnx", classes=classes, nan_label=nan_label), X)
+    logits, probabilities = oracle(m, X_test)
+    np.testing.assert_array_equal(out["label"][~bad], np.array(classes)[np.argmax(logits, axis=1)][~bad])
+    if isinstance(nan_label, float):
+        assert np.isnan(out["label"][bad]).all()
+    else:
+        assert (out["label"][bad] == nan_label).all()
+    assert np.isnan(out["probabilities"][bad]).all()
+    np.testing.assert_allclose(out["probabilities"][~bad], probabilities[~bad], rtol=0, atol=1e-10)
+
+
+def test_two_column_binary_probabilities_are_nan_on_flagged_rows(tmp_path):
+    m, X_test = _trained("sigmoid", "relu", "float32", True)
+    X, bad = _with_bad_rows(X_test)
+    out = _run(to_onnx(m, tmp_path / "m.onnx", two_column_binary=True, nan_label=-1), X.astype(np.float32))
+    assert out["probabilities"].shape == (len(X), 2) and np.isnan(out["probabilities"][bad]).all()
+    p = oracle(m, X_test)[1][:, 0]
+    np.testing.assert_allclose(out["probabilities"][~bad], np.stack([1 - p, p], axis=1)[~bad], rtol=0, atol=1e-5)
+    assert (out["label"][bad] == -1).all()
+
+
+def test_a_nan_label_the_model_could_give_or_of_another_type_is_a_config_error(tmp_path):
+    m, _ = _trained("softmax", "relu", "float64", False)
+    for bad, match in (
+        (2, "nan_label=2 is one of the labels the model gives"),
+        ("?", "nan_label must be an integer"),
+        (1.5, "nan_label must be an integer"),
+        (True, "nan_label must be an integer"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            to_onnx(m, tmp_path / "m.onnx", nan_label=bad)
+    with pytest.raises(ConfigError, match="nan_label='c' is one of the labels"):
+        to_onnx(m, tmp_path / "m.onnx", classes=["a", "b", "c"], nan_label="c")
+    with pytest.raises(ConfigError, match="nan_label must be a string"):
+        to_onnx(m, tmp_path / "m.onnx", classes=["a", "b", "c"], nan_label=-1)
+    reg, _ = _trained("identity", "relu", "float64", False)
+    with pytest.raises(ConfigError, match="regression model .* has no label"):
+        to_onnx(reg, tmp_path / "r.onnx", nan_label=-1)
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "r.onnx").exists()
