@@ -9,13 +9,14 @@ and the history. A SHA-256 over that JSON and the tensors detects corruption. No
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import math
 import os
+import secrets
 import stat
-import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -307,7 +308,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     prefix = f".{os.path.basename(path)}."
     _remove_orphans(folder, prefix)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=".tmp", dir=folder)
+        fd, tmp = _create_temporary(folder, f"{prefix}{os.getpid()}.", path)
     except OSError as exc:  # name the file the user asked for, not the temporary one
         raise OSError(exc.errno, exc.strerror, path) from exc
     try:
@@ -326,6 +327,32 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _create_temporary(folder: str, prefix: str, target: str) -> tuple[int, str]:
+    """A new file in ``folder`` for writing, with the permissions the saved file should end with: those of the
+    file it replaces, else what the umask gives a new file (0666 & ~umask), as ``open(path, "w")`` would.
+    (``tempfile.mkstemp`` makes every file 0600, so a save silently changed a 0644 checkpoint to 0600.)"""
+    try:
+        keep: int | None = stat.S_IMODE(os.stat(target).st_mode) & 0o777
+    except OSError:
+        keep = None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        name = os.path.join(folder, f"{prefix}{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(name, flags, 0o666)  # the kernel applies the umask
+        except FileExistsError:
+            continue
+        if keep is not None:
+            try:
+                os.chmod(fd if os.chmod in os.supports_fd else name, keep)
+            except BaseException:
+                os.close(fd)
+                os.unlink(name)
+                raise
+        return fd, name
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", os.path.join(folder, prefix))
 
 
 def _remove_orphans(folder: str, prefix: str) -> None:
