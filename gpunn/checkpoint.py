@@ -38,7 +38,8 @@ _DTYPES = {"float32": ("F32", 4), "float64": ("F64", 8)}
 
 @dataclass
 class Checkpoint:
-    """A validated checkpoint: its JSON config and its tensors as NumPy arrays."""
+    """A validated checkpoint: its JSON config and its tensors as NumPy arrays (an early-stopping state's best
+    weights, stored as tensors, are put back as arrays in ``config["metadata"]["callbacks"]``)."""
 
     config: dict[str, Any]
     tensors: dict[str, np.ndarray]
@@ -107,6 +108,8 @@ def validate_config(config: Any) -> None:
         raise _invalid("metadata", f"is {config['metadata']!r}, not a JSON object")
     _validate_classes(config["metadata"].get("classes"), config["output"], sizes[-1])
     _validate_training_state(config)
+    if "callbacks" in config["metadata"]:
+        _validate_callbacks(config["metadata"]["callbacks"], config)
 
 
 def _validate_architecture(config: dict[str, Any], sizes: list[int]) -> None:
@@ -253,7 +256,113 @@ def _expected_tensors(config: dict[str, Any]) -> dict[str, tuple[list[int], str,
         for slot in optim.SLOTS[opt["name"]]:
             for j, shape in enumerate(shapes):
                 expected[f"optimizer.{slot}.{j}"] = (shape, code, itemsize)
+    n_params = sum(math.prod(shape) for shape in shapes)
+    for name in _callback_tensor_names(config):  # the best weights of an early-stopping state: flat buffers
+        expected[name] = ([n_params], code, itemsize)
     return expected
+
+
+# ------------------------------------------------------------------------------------- callback state
+# A callback's state (``gpunn train`` saves its EarlyStopping's in metadata["callbacks"]["early_stopping"]) holds
+# the best epoch's parameters and optimizer slots. They are stored as tensors, not JSON (a 270k-parameter Adam
+# network would give a 16 MB header); the JSON names them, and read() puts the arrays back in their place.
+_EARLY_STOPPING = "early_stopping"
+_EARLY_STOPPING_KEYS = {
+    "monitor", "patience", "min_delta", "restore_best", "best", "best_epoch", "stopped_epoch", "waited",
+    "best_params", "best_optimizer",
+}  # fmt: skip
+
+
+def _early_stopping_state(config: dict[str, Any]) -> Any:
+    metadata = config.get("metadata")
+    callbacks = metadata.get("callbacks") if isinstance(metadata, dict) else None
+    return callbacks.get(_EARLY_STOPPING) if isinstance(callbacks, dict) else None
+
+
+def _callback_tensor_names(config: dict[str, Any]) -> list[str]:
+    """The tensors a (validated) config's callback state declares."""
+    state = _early_stopping_state(config)
+    if state is None or state.get("best_params") is None:
+        return []
+    names = [state["best_params"]]
+    if state.get("best_optimizer") is not None:
+        names += [v for k, v in sorted(state["best_optimizer"].items()) if k != "step"]
+    return names
+
+
+def _tensor_name(slot: str | None) -> str:
+    return f"callbacks.{_EARLY_STOPPING}." + ("params" if slot is None else f"optimizer.{slot}")
+
+
+def split_callback_state(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``(metadata as JSON, tensors)``: the arrays of an early-stopping state replaced by the names of tensors."""
+    state = (metadata.get("callbacks") or {}).get(_EARLY_STOPPING)
+    if state is None or state.get("best_params") is None:
+        return metadata, {}
+    state = dict(state)
+    tensors = {_tensor_name(None): np.ascontiguousarray(state["best_params"]).reshape(-1)}
+    state["best_params"] = _tensor_name(None)
+    if state.get("best_optimizer") is not None:
+        opt = dict(state["best_optimizer"])
+        for slot in [k for k in opt if k != "step"]:
+            tensors[_tensor_name(slot)] = np.ascontiguousarray(opt[slot]).reshape(-1)
+            opt[slot] = _tensor_name(slot)
+        state["best_optimizer"] = opt
+    return {**metadata, "callbacks": {**metadata["callbacks"], _EARLY_STOPPING: state}}, tensors
+
+
+def _attach_callback_state(config: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+    """Inverse of :func:`split_callback_state`, in the config that read() returns."""
+    state = _early_stopping_state(config)
+    if state is None or state.get("best_params") is None:
+        return
+    state["best_params"] = tensors[state["best_params"]]
+    opt = state.get("best_optimizer")
+    if opt is not None:
+        state["best_optimizer"] = {k: v if k == "step" else tensors[v] for k, v in opt.items()}
+
+
+def _validate_callbacks(callbacks: Any, config: dict[str, Any]) -> None:
+    """metadata callbacks: an early-stopping state whose numbers make sense and whose best weights are declared
+    tensors of the model's size, with the slots of the model's optimizer."""
+    if not isinstance(callbacks, dict) or set(callbacks) - {_EARLY_STOPPING}:
+        raise _invalid("metadata callbacks", f"is {callbacks!r}; it may hold an {_EARLY_STOPPING} state only")
+    state = callbacks.get(_EARLY_STOPPING)
+    field = f"metadata callbacks {_EARLY_STOPPING}"
+    if state is None:
+        return
+    if not isinstance(state, dict) or set(state) != _EARLY_STOPPING_KEYS:
+        raise _invalid(field, f"must be an object with {', '.join(sorted(_EARLY_STOPPING_KEYS))}")
+    from .callbacks import MONITORS
+
+    epoch = config["epoch"] if _is_int(config["epoch"]) else 0
+    checks = {
+        "monitor": state["monitor"] in MONITORS,
+        "patience": _is_int(state["patience"]) and state["patience"] >= 0,
+        "min_delta": _is_number(state["min_delta"]) and state["min_delta"] >= 0,
+        "restore_best": isinstance(state["restore_best"], bool),
+        "best": state["best"] is None or _is_number(state["best"]),
+        "best_epoch": state["best_epoch"] is None or (_is_int(state["best_epoch"]) and state["best_epoch"] >= 1),
+        "stopped_epoch": state["stopped_epoch"] is None
+        or (_is_int(state["stopped_epoch"]) and state["stopped_epoch"] >= 1),
+        "waited": _is_int(state["waited"]) and state["waited"] >= 0,
+        "best_params": state["best_params"] == (None if state["best"] is None else _tensor_name(None)),
+    }
+    for key, ok in checks.items():
+        if not ok:
+            raise _invalid(f"{field} {key}", f"is {state[key]!r}")
+    for key in ("best_epoch", "stopped_epoch"):
+        if state[key] is not None and state[key] > epoch:
+            raise _invalid(f"{field} {key}", f"is {state[key]}, after the model's epoch {epoch}")
+    opt, model_opt = state["best_optimizer"], config["optimizer"]
+    if state["best_params"] is None or model_opt is None:
+        if opt is not None:
+            raise _invalid(f"{field} best_optimizer", f"is {opt!r} without best weights or a model optimizer")
+        return
+    step = opt.get("step") if isinstance(opt, dict) else None
+    wanted = {"step": step, **{slot: _tensor_name(slot) for slot in optim.SLOTS[model_opt["name"]]}}
+    if opt != wanted or not (isinstance(step, int) and _is_int(step) and step >= 0):
+        raise _invalid(f"{field} best_optimizer", f"is {opt!r}; a {model_opt['name']} state is {wanted!r}")
 
 
 def save(model: MLP, path: str | os.PathLike[str]) -> None:
@@ -269,6 +378,8 @@ def save(model: MLP, path: str | os.PathLike[str]) -> None:
             flat = _backend.to_numpy(model.optimizer_state[slot])
             for i, (w, b) in enumerate(layers.unflatten(flat, model.sizes, np)):
                 tensors[f"optimizer.{slot}.{2 * i}"], tensors[f"optimizer.{slot}.{2 * i + 1}"] = w, b
+    metadata, callback_tensors = split_callback_state(model.metadata)
+    tensors.update(callback_tensors)
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     config = {
         "sizes": model.sizes,
@@ -282,7 +393,7 @@ def save(model: MLP, path: str | os.PathLike[str]) -> None:
         "scaling": None if model.scaling is None else [s.tolist() for s in model.scaling],
         "feature_names": model.feature_names,
         "target_name": model.target_name,
-        "metadata": model.metadata,
+        "metadata": metadata,
         "optimizer": opt,
         "schedule": None if model.schedule is None else model.schedule.to_dict(),
         "schedule_state": model.schedule_state,
@@ -469,6 +580,7 @@ def _read_checkpoint(f: io.FileIO, size: int) -> Checkpoint:
     tensors = {key: buffer[start:stop].view(f"<{dtype}").reshape(shape) for key, start, stop, shape, dtype in layout}
     if _digest(config_json, tensors) != digest:
         raise CheckpointError("checksum mismatch: the file is corrupt")
+    _attach_callback_state(config, tensors)
     return Checkpoint(config, tensors)
 
 

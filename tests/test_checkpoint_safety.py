@@ -34,13 +34,16 @@ def saved(tmp_path_factory):
     return path
 
 
-def _forge(src, dst, edit):
-    """``src`` with its JSON model description changed by ``edit(config)`` and a checksum that matches it."""
+def _forge(src, dst, edit, edit_tensors=None):
+    """``src`` with its JSON model description changed by ``edit(config)`` (and its tensors by
+    ``edit_tensors(tensors)``) and a checksum that matches."""
     tensors = safetensors.numpy.load_file(src)
     with safe_open(src, "np") as f:
         meta = f.metadata()
     config = json.loads(meta["gpunn"])
     edit(config)
+    if edit_tensors is not None:
+        edit_tensors(tensors)
     meta["gpunn"] = json.dumps(config, sort_keys=True)
     meta["sha256"] = checkpoint._digest(meta["gpunn"], tensors)
     safetensors.numpy.save_file(tensors, dst, metadata=meta)
@@ -328,3 +331,64 @@ def test_the_file_kind_is_read_from_the_open_descriptor(saved, tmp_path, monkeyp
     monkeypatch.setattr(os, "fstat", spy)
     checkpoint.read(saved)
     assert seen and seen[0] == stat.S_IFREG
+
+
+# ---------------------------------------------------------------------------- early-stopping state (22.1)
+@pytest.fixture(scope="module")
+def saved_with_stopping(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    X, Xv = rng.normal(size=(40, 3)), rng.normal(size=(40, 3))
+    m = gpunn.MLP([3, 6, 1], device="cpu", seed=2)
+    stop = gpunn.callbacks.EarlyStopping(patience=50)
+    m.fit(X, (X[:, 0] > 0).astype(int), epochs=4, optimizer="adam", validation_data=(Xv, (Xv[:, 0] > 0).astype(int)),
+          callbacks=[stop, stop.store_state], verbose=0)  # fmt: skip
+    path = tmp_path_factory.mktemp("stopping") / "m.safetensors"
+    m.save(path)
+    return path
+
+
+ES = ("metadata", "callbacks", "early_stopping")
+STOPPING_FORGERIES = [
+    (_set(*ES, "best_epoch", value=5), r"early_stopping best_epoch is 5, after the model's epoch 4"),
+    (_set(*ES, "stopped_epoch", value=0), r"early_stopping stopped_epoch is 0"),
+    (_set(*ES, "monitor", value="evil"), r"early_stopping monitor is 'evil'"),
+    (_set(*ES, "waited", value=-1), r"early_stopping waited is -1"),
+    (_set(*ES, "best", value=float("nan")), r"early_stopping best is nan"),
+    (_set(*ES, "best_params", value="layers.0.weight"), r"early_stopping best_params is 'layers.0.weight'"),
+    (_set(*ES, "best_optimizer", "step", value=-1), r"early_stopping best_optimizer is .*a adam state is"),
+    (
+        lambda c: c["metadata"]["callbacks"]["early_stopping"]["best_optimizer"].pop("v"),
+        r"early_stopping best_optimizer is",
+    ),
+    (lambda c: c["metadata"]["callbacks"]["early_stopping"].pop("waited"), r"early_stopping must be an object with"),
+    (_set("metadata", "callbacks", "evil", value={}), r"is .*it may hold an early_stopping state"),
+]
+
+
+@pytest.mark.parametrize("edit,pattern", STOPPING_FORGERIES)
+def test_the_early_stopping_state_is_validated(saved_with_stopping, tmp_path, edit, pattern):
+    forged = _forge(saved_with_stopping, tmp_path / "forged.safetensors", edit)
+    prefix = "forged.safetensors: invalid model description: metadata callbacks "
+    with pytest.raises(gpunn.CheckpointError, match=rf"{prefix}{pattern}"):
+        gpunn.load(forged, device="cpu")
+
+
+def test_the_best_weights_are_declared_tensors_of_the_model_size(saved_with_stopping, tmp_path):
+    loaded = gpunn.load(saved_with_stopping, device="cpu")
+    state = loaded.metadata["callbacks"]["early_stopping"]
+    assert state["best_params"].shape == loaded.params.shape and state["best_params"].dtype == np.float32
+    assert set(state["best_optimizer"]) == {"step", "m", "v"}
+
+    def shorten(tensors):
+        tensors["callbacks.early_stopping.params"] = tensors["callbacks.early_stopping.params"][:-1]
+
+    forged = _forge(saved_with_stopping, tmp_path / "short.safetensors", lambda c: None, shorten)
+    with pytest.raises(gpunn.CheckpointError, match=r"tensor callbacks.early_stopping.params is .* shape \[31\]"):
+        gpunn.load(forged, device="cpu")
+
+    def drop(tensors):
+        del tensors["callbacks.early_stopping.optimizer.v"]
+
+    forged = _forge(saved_with_stopping, tmp_path / "drop.safetensors", lambda c: None, drop)
+    with pytest.raises(gpunn.CheckpointError, match=r"missing \['callbacks.early_stopping.optimizer.v'\]"):
+        gpunn.load(forged, device="cpu")
