@@ -277,7 +277,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         stopping = gpunn_callbacks.EarlyStopping(patience=s["early_stopping"])
         if resumed is not None and "early_stopping" in resumed.metadata.get("callbacks", {}):
             stopping.load_state_dict(resumed.metadata["callbacks"]["early_stopping"])
-        if args.checkpoint or args.save:  # its state is saved with the model: a resumed run stops as this one
+        if lead and (args.checkpoint or args.save):  # its state is saved with the model: a resume stops as this run
             callbacks.insert(0, stopping.store_state)
         callbacks.insert(0, stopping)
     try:
