@@ -9,17 +9,21 @@ and the history. A SHA-256 over that JSON and the tensors detects corruption. No
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import io
 import json
+import math
 import os
-import tempfile
+import secrets
+import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import safetensors.numpy
 
-from . import _backend, layers, optim, schedules
+from . import _backend, layers, losses, optim, schedules
 from .errors import CheckpointError, DeviceError, GpunnError
 from .history import History
 
@@ -34,7 +38,8 @@ _DTYPES = {"float32": ("F32", 4), "float64": ("F64", 8)}
 
 @dataclass
 class Checkpoint:
-    """A validated checkpoint: its JSON config and its tensors as NumPy arrays."""
+    """A validated checkpoint: its JSON config and its tensors as NumPy arrays (an early-stopping state's best
+    weights, stored as tensors, are put back as arrays in ``config["metadata"]["callbacks"]``)."""
 
     config: dict[str, Any]
     tensors: dict[str, np.ndarray]
@@ -49,8 +54,188 @@ def _digest(config_json: str, tensors: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256(config_json.encode())
     for name in sorted(tensors):
         h.update(name.encode())
-        h.update(np.ascontiguousarray(tensors[name]).tobytes())
+        h.update(np.ascontiguousarray(tensors[name]).reshape(-1).view(np.uint8).data)  # the bytes, not a copy of them
     return h.hexdigest()
+
+
+# Fields every checkpoint has; "dropout", "schedule" and "schedule_state" came later and may be absent.
+_REQUIRED = (
+    "sizes", "activation", "output", "loss", "dtype", "seed", "standardize", "scaling", "feature_names",
+    "target_name", "metadata", "optimizer", "rng", "epoch", "fitted", "history",
+)  # fmt: skip
+# The hyper-parameters of each optimizer: (name, test, what the test asks).
+_HYPER = {
+    "beta": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "nesterov": (lambda v: isinstance(v, bool), "true or false"),
+    "beta1": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "beta2": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "eps": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+    "weight_decay": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+}
+_SCHEDULE_STATE = {"lr", "best", "bad"}  # a plateau schedule's; the others keep none
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _is_number(value: Any) -> bool:
+    """A finite JSON number (a bool is not one)."""
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _invalid(field: str, problem: str) -> CheckpointError:
+    return CheckpointError(f"invalid model description: {field} {problem}")
+
+
+def validate_config(config: Any) -> None:
+    """Check every field of a checkpoint's JSON model description, with what each field must be on its own and
+    against the architecture; a problem is a :class:`CheckpointError` naming the field.
+
+    The checksum detects corruption, not editing: anyone can rewrite the JSON and its digest, so nothing in it is
+    trusted. A zero scale or a class list of the wrong length would otherwise load and print NaN or fail later."""
+    if not isinstance(config, dict):
+        raise _invalid("the model description", f"is {type(config).__name__}, not a JSON object")
+    missing = [key for key in _REQUIRED if key not in config]
+    if missing:
+        raise _invalid("the model description", f"lacks {', '.join(missing)}")
+    sizes = config["sizes"]
+    if not isinstance(sizes, list) or len(sizes) < 2 or not all(_is_int(s) and s >= 1 for s in sizes):
+        raise _invalid("sizes", f"is {sizes!r}; it must list at least two layer widths >= 1")
+    _validate_architecture(config, sizes)
+    _validate_inputs(config, sizes[0])
+    if not isinstance(config["metadata"], dict):
+        raise _invalid("metadata", f"is {config['metadata']!r}, not a JSON object")
+    _validate_classes(config["metadata"].get("classes"), config["output"], sizes[-1])
+    _validate_training_state(config)
+    if "callbacks" in config["metadata"]:
+        _validate_callbacks(config["metadata"]["callbacks"], config)
+
+
+def _validate_architecture(config: dict[str, Any], sizes: list[int]) -> None:
+    activation, n_hidden = config["activation"], len(sizes) - 2
+    names = activation if isinstance(activation, list) and n_hidden and len(activation) == n_hidden else [activation]
+    if not all(isinstance(a, str) and a in layers.ACTIVATIONS for a in names):
+        raise _invalid(
+            "activation",
+            f"is {activation!r}; it must be one of {', '.join(layers.ACTIVATIONS)}, or a list of one per hidden layer",
+        )
+    output, loss = config["output"], config["loss"]
+    if output not in losses.OUTPUTS:
+        raise _invalid("output", f"is {output!r}; it must be one of {', '.join(losses.OUTPUTS)}")
+    if (output, loss) not in losses.PAIRS:
+        raise _invalid("loss", f"is {loss!r}, which output {output!r} is not trained with")
+    if output == "softmax" and sizes[-1] < 2:
+        raise _invalid("sizes", f"is {sizes}: output 'softmax' needs at least 2 output units")
+    if config["dtype"] not in _DTYPES:
+        raise _invalid("dtype", f"is {config['dtype']!r}; it must be one of {', '.join(_DTYPES)}")
+    if not (_is_int(config["seed"]) and config["seed"] >= 0):
+        raise _invalid("seed", f"is {config['seed']!r}; it must be an integer >= 0")
+    for key in ("standardize", "fitted"):
+        if not isinstance(config[key], bool):
+            raise _invalid(key, f"is {config[key]!r}; it must be true or false")
+    dropout = config.get("dropout", 0.0)
+    if not (_is_number(dropout) and 0 <= dropout < 1):
+        raise _invalid("dropout", f"is {dropout!r}; it must be a number in [0, 1)")
+
+
+def _validate_inputs(config: dict[str, Any], n_features: int) -> None:
+    """Feature scaling and names: one entry per input feature; every scale finite and > 0."""
+    scaling = config["scaling"]
+    if scaling is not None:
+        if not isinstance(scaling, list) or len(scaling) != 2:
+            raise _invalid("scaling", "must be a pair [mean, scale] of lists, or null")
+        for part, values in zip(("mean", "scale"), scaling):
+            if not isinstance(values, list) or len(values) != n_features:
+                got = f"{len(values)} values" if isinstance(values, list) else repr(values)
+                raise _invalid(f"scaling {part}", f"has {got}; the model has {n_features} input features")
+            for j, v in enumerate(values):
+                if not _is_number(v) or (part == "scale" and v <= 0):
+                    need = "a finite number > 0" if part == "scale" else "a finite number"
+                    raise _invalid(f"scaling {part}", f"of feature {j} is {v!r}; it must be {need}")
+    names = config["feature_names"]
+    if names is not None and not (
+        isinstance(names, list) and len(names) == n_features and all(isinstance(v, str) for v in names)
+    ):
+        raise _invalid("feature_names", f"is {names!r}; it must list {n_features} column names, or be null")
+    if config["target_name"] is not None and not isinstance(config["target_name"], str):
+        raise _invalid("target_name", f"is {config['target_name']!r}; it must be a column name or null")
+
+
+def _validate_classes(classes: Any, output: str, n_outputs: int) -> None:
+    """metadata classes: the labels of a classifier's outputs, one per class, distinct."""
+    if classes is None:
+        return
+    if output == "identity":
+        raise _invalid("metadata classes", f"is {classes!r}, but a regression (identity output) has no classes")
+    expected = n_outputs if output == "softmax" else 2
+    if not isinstance(classes, list) or len(classes) != expected:
+        raise _invalid(
+            "metadata classes", f"is {classes!r}; the model's {output} output with {n_outputs} unit(s) has {expected}"
+        )
+    if not all(isinstance(c, str) or _is_number(c) for c in classes) or len({repr(c) for c in classes}) != expected:
+        raise _invalid("metadata classes", f"is {classes!r}; it must list distinct numbers or strings")
+
+
+def _validate_training_state(config: dict[str, Any]) -> None:
+    """Optimizer, schedule, shuffling generator, epoch and history."""
+    opt = config["optimizer"]
+    if opt is not None:
+        if not isinstance(opt, dict) or opt.get("name") not in optim.SLOTS:
+            raise _invalid("optimizer", f"is {opt!r}; its name must be one of {', '.join(optim.SLOTS)}")
+        hyper, wanted = opt.get("hyper"), set(optim._DEFAULTS[opt["name"]])
+        if not isinstance(hyper, dict) or set(hyper) != wanted:
+            raise _invalid("optimizer hyper", f"is {hyper!r}; {opt['name']} has {sorted(wanted) or 'none'}")
+        for key, value in hyper.items():
+            test, need = _HYPER[key]
+            if not test(value):
+                raise _invalid(f"optimizer hyper {key}", f"is {value!r}; it must be {need}")
+        if not (_is_int(opt.get("step")) and opt["step"] >= 0):
+            raise _invalid("optimizer step", f"is {opt.get('step')!r}; it must be an integer >= 0")
+    schedule = config.get("schedule")
+    if schedule is not None:
+        _validate_schedule(schedule, config.get("schedule_state"))
+    rng = config["rng"]
+    try:
+        if not isinstance(rng, dict) or rng.get("bit_generator") != "PCG64":
+            raise ValueError("not a PCG64 state")
+        generator: Any = np.random.PCG64()
+        generator.state = rng
+    except Exception as exc:
+        raise _invalid("rng", f"is not a PCG64 generator state ({exc})") from None
+    if not (_is_int(config["epoch"]) and config["epoch"] >= 0):
+        raise _invalid("epoch", f"is {config['epoch']!r}; it must be an integer >= 0")
+    history = config["history"]
+    if not isinstance(history, dict):
+        raise _invalid("history", f"is {history!r}, not a JSON object")
+    for key, values in history.items():
+        if key not in History.__dataclass_fields__:
+            raise _invalid("history", f"has an unknown record {key!r}")
+        if not isinstance(values, list) or not all(type(v) in (int, float) for v in values):
+            raise _invalid(f"history {key}", "must be a list of numbers")
+
+
+def _validate_schedule(schedule: Any, state: Any) -> None:
+    if not isinstance(schedule, dict) or schedule.get("name") not in schedules.SCHEDULES:
+        raise _invalid("schedule", f"is {schedule!r}; its name must be one of {', '.join(schedules.SCHEDULES)}")
+    params = schedule.get("params")
+    try:  # the schedule's own constructor checks its numbers, as for a schedule passed to fit
+        if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+            raise TypeError("its params are not a JSON object")
+        getattr(schedules, schedule["name"])(**params)
+    except (GpunnError, TypeError) as exc:
+        raise _invalid("schedule", f"{schedule!r} is not valid ({exc})") from None
+    plateau = schedule["name"] == "plateau"
+    if not isinstance(state, dict) or set(state) != (_SCHEDULE_STATE if plateau else set()):
+        raise _invalid("schedule_state", f"is {state!r}; a {schedule['name']} schedule's state is not that")
+    if plateau and not (
+        _is_number(state["lr"])
+        and state["lr"] >= 0
+        and (state["best"] is None or type(state["best"]) in (int, float))
+        and _is_int(state["bad"])
+        and state["bad"] >= 0
+    ):
+        raise _invalid("schedule_state", f"is {state!r}; it needs a rate >= 0, a best loss and a count >= 0")
 
 
 def _expected_tensors(config: dict[str, Any]) -> dict[str, tuple[list[int], str, int]]:
@@ -71,7 +256,113 @@ def _expected_tensors(config: dict[str, Any]) -> dict[str, tuple[list[int], str,
         for slot in optim.SLOTS[opt["name"]]:
             for j, shape in enumerate(shapes):
                 expected[f"optimizer.{slot}.{j}"] = (shape, code, itemsize)
+    n_params = sum(math.prod(shape) for shape in shapes)
+    for name in _callback_tensor_names(config):  # the best weights of an early-stopping state: flat buffers
+        expected[name] = ([n_params], code, itemsize)
     return expected
+
+
+# ------------------------------------------------------------------------------------- callback state
+# A callback's state (``gpunn train`` saves its EarlyStopping's in metadata["callbacks"]["early_stopping"]) holds
+# the best epoch's parameters and optimizer slots. They are stored as tensors, not JSON (a 270k-parameter Adam
+# network would give a 16 MB header); the JSON names them, and read() puts the arrays back in their place.
+_EARLY_STOPPING = "early_stopping"
+_EARLY_STOPPING_KEYS = {
+    "monitor", "patience", "min_delta", "restore_best", "best", "best_epoch", "stopped_epoch", "waited",
+    "best_params", "best_optimizer",
+}  # fmt: skip
+
+
+def _early_stopping_state(config: dict[str, Any]) -> Any:
+    metadata = config.get("metadata")
+    callbacks = metadata.get("callbacks") if isinstance(metadata, dict) else None
+    return callbacks.get(_EARLY_STOPPING) if isinstance(callbacks, dict) else None
+
+
+def _callback_tensor_names(config: dict[str, Any]) -> list[str]:
+    """The tensors a (validated) config's callback state declares."""
+    state = _early_stopping_state(config)
+    if state is None or state.get("best_params") is None:
+        return []
+    names = [state["best_params"]]
+    if state.get("best_optimizer") is not None:
+        names += [v for k, v in sorted(state["best_optimizer"].items()) if k != "step"]
+    return names
+
+
+def _tensor_name(slot: str | None) -> str:
+    return f"callbacks.{_EARLY_STOPPING}." + ("params" if slot is None else f"optimizer.{slot}")
+
+
+def split_callback_state(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``(metadata as JSON, tensors)``: the arrays of an early-stopping state replaced by the names of tensors."""
+    state = (metadata.get("callbacks") or {}).get(_EARLY_STOPPING)
+    if state is None or state.get("best_params") is None:
+        return metadata, {}
+    state = dict(state)
+    tensors = {_tensor_name(None): np.ascontiguousarray(state["best_params"]).reshape(-1)}
+    state["best_params"] = _tensor_name(None)
+    if state.get("best_optimizer") is not None:
+        opt = dict(state["best_optimizer"])
+        for slot in [k for k in opt if k != "step"]:
+            tensors[_tensor_name(slot)] = np.ascontiguousarray(opt[slot]).reshape(-1)
+            opt[slot] = _tensor_name(slot)
+        state["best_optimizer"] = opt
+    return {**metadata, "callbacks": {**metadata["callbacks"], _EARLY_STOPPING: state}}, tensors
+
+
+def _attach_callback_state(config: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+    """Inverse of :func:`split_callback_state`, in the config that read() returns."""
+    state = _early_stopping_state(config)
+    if state is None or state.get("best_params") is None:
+        return
+    state["best_params"] = tensors[state["best_params"]]
+    opt = state.get("best_optimizer")
+    if opt is not None:
+        state["best_optimizer"] = {k: v if k == "step" else tensors[v] for k, v in opt.items()}
+
+
+def _validate_callbacks(callbacks: Any, config: dict[str, Any]) -> None:
+    """metadata callbacks: an early-stopping state whose numbers make sense and whose best weights are declared
+    tensors of the model's size, with the slots of the model's optimizer."""
+    if not isinstance(callbacks, dict) or set(callbacks) - {_EARLY_STOPPING}:
+        raise _invalid("metadata callbacks", f"is {callbacks!r}; it may hold an {_EARLY_STOPPING} state only")
+    state = callbacks.get(_EARLY_STOPPING)
+    field = f"metadata callbacks {_EARLY_STOPPING}"
+    if state is None:
+        return
+    if not isinstance(state, dict) or set(state) != _EARLY_STOPPING_KEYS:
+        raise _invalid(field, f"must be an object with {', '.join(sorted(_EARLY_STOPPING_KEYS))}")
+    from .callbacks import MONITORS
+
+    epoch = config["epoch"] if _is_int(config["epoch"]) else 0
+    checks = {
+        "monitor": state["monitor"] in MONITORS,
+        "patience": _is_int(state["patience"]) and state["patience"] >= 0,
+        "min_delta": _is_number(state["min_delta"]) and state["min_delta"] >= 0,
+        "restore_best": isinstance(state["restore_best"], bool),
+        "best": state["best"] is None or _is_number(state["best"]),
+        "best_epoch": state["best_epoch"] is None or (_is_int(state["best_epoch"]) and state["best_epoch"] >= 1),
+        "stopped_epoch": state["stopped_epoch"] is None
+        or (_is_int(state["stopped_epoch"]) and state["stopped_epoch"] >= 1),
+        "waited": _is_int(state["waited"]) and state["waited"] >= 0,
+        "best_params": state["best_params"] == (None if state["best"] is None else _tensor_name(None)),
+    }
+    for key, ok in checks.items():
+        if not ok:
+            raise _invalid(f"{field} {key}", f"is {state[key]!r}")
+    for key in ("best_epoch", "stopped_epoch"):
+        if state[key] is not None and state[key] > epoch:
+            raise _invalid(f"{field} {key}", f"is {state[key]}, after the model's epoch {epoch}")
+    opt, model_opt = state["best_optimizer"], config["optimizer"]
+    if state["best_params"] is None or model_opt is None:
+        if opt is not None:
+            raise _invalid(f"{field} best_optimizer", f"is {opt!r} without best weights or a model optimizer")
+        return
+    step = opt.get("step") if isinstance(opt, dict) else None
+    wanted = {"step": step, **{slot: _tensor_name(slot) for slot in optim.SLOTS[model_opt["name"]]}}
+    if opt != wanted or not (isinstance(step, int) and _is_int(step) and step >= 0):
+        raise _invalid(f"{field} best_optimizer", f"is {opt!r}; a {model_opt['name']} state is {wanted!r}")
 
 
 def save(model: MLP, path: str | os.PathLike[str]) -> None:
@@ -87,6 +378,8 @@ def save(model: MLP, path: str | os.PathLike[str]) -> None:
             flat = _backend.to_numpy(model.optimizer_state[slot])
             for i, (w, b) in enumerate(layers.unflatten(flat, model.sizes, np)):
                 tensors[f"optimizer.{slot}.{2 * i}"], tensors[f"optimizer.{slot}.{2 * i + 1}"] = w, b
+    metadata, callback_tensors = split_callback_state(model.metadata)
+    tensors.update(callback_tensors)
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     config = {
         "sizes": model.sizes,
@@ -100,7 +393,7 @@ def save(model: MLP, path: str | os.PathLike[str]) -> None:
         "scaling": None if model.scaling is None else [s.tolist() for s in model.scaling],
         "feature_names": model.feature_names,
         "target_name": model.target_name,
-        "metadata": model.metadata,
+        "metadata": metadata,
         "optimizer": opt,
         "schedule": None if model.schedule is None else model.schedule.to_dict(),
         "schedule_state": model.schedule_state,
@@ -126,7 +419,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     prefix = f".{os.path.basename(path)}."
     _remove_orphans(folder, prefix)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=".tmp", dir=folder)
+        fd, tmp = _create_temporary(folder, f"{prefix}{os.getpid()}.", path)
     except OSError as exc:  # name the file the user asked for, not the temporary one
         raise OSError(exc.errno, exc.strerror, path) from exc
     try:
@@ -145,6 +438,32 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _create_temporary(folder: str, prefix: str, target: str) -> tuple[int, str]:
+    """A new file in ``folder`` for writing, with the permissions the saved file should end with: those of the
+    file it replaces, else what the umask gives a new file (0666 & ~umask), as ``open(path, "w")`` would.
+    (``tempfile.mkstemp`` makes every file 0600, so a save silently changed a 0644 checkpoint to 0600.)"""
+    try:
+        keep: int | None = stat.S_IMODE(os.stat(target).st_mode) & 0o777
+    except OSError:
+        keep = None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        name = os.path.join(folder, f"{prefix}{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(name, flags, 0o666)  # the kernel applies the umask
+        except FileExistsError:
+            continue
+        if keep is not None:
+            try:
+                os.chmod(fd if os.chmod in os.supports_fd else name, keep)
+            except BaseException:
+                os.close(fd)
+                os.unlink(name)
+                raise
+        return fd, name
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", os.path.join(folder, prefix))
 
 
 def _remove_orphans(folder: str, prefix: str) -> None:
@@ -167,32 +486,109 @@ def _remove_orphans(folder: str, prefix: str) -> None:
 
 
 def read(path: str | os.PathLike[str]) -> Checkpoint:
-    """Read and validate a checkpoint; any problem is a :class:`CheckpointError` naming the file."""
+    """Read and validate a checkpoint; any problem is a :class:`CheckpointError` naming the file.
+
+    Nothing is read before it is known to be needed: the path must be a regular file (a symlink to /dev/zero, a
+    FIFO or a device is refused without reading), the header length is capped, and the file size must equal
+    what the validated header implies before the tensors are read, into one buffer that the arrays view."""
     name = os.fspath(path)
     try:
-        with open(name, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise CheckpointError(f"{name}: cannot read checkpoint ({exc.strerror or exc})") from None
-    try:
-        return _parse(data)
+        with _open_regular_file(name) as f:
+            return _read_checkpoint(f, os.fstat(f.fileno()).st_size)
     except CheckpointError as exc:
         raise CheckpointError(f"{name}: {exc}") from None
+    except OSError as exc:
+        raise CheckpointError(f"{name}: cannot read checkpoint ({exc.strerror or exc})") from None
 
 
-def _parse(data: bytes) -> Checkpoint:
-    if len(data) < 8:
-        raise CheckpointError(f"file is truncated ({len(data)} bytes; a safetensors header needs 8)")
-    n = int.from_bytes(data[:8], "little")
-    if n > MAX_HEADER_BYTES:
-        raise CheckpointError(
-            f"not a safetensors file, or a corrupt one: its first 8 bytes give a header of {n} bytes, over the "
-            f"{MAX_HEADER_BYTES}-byte limit (gpunn.load reads what MLP.save and 'gpunn train --save' write)"
-        )
-    if 8 + n > len(data):
-        raise CheckpointError(f"file is truncated: header claims {n} bytes but only {len(data) - 8} follow")
+def _open_regular_file(name: str) -> io.FileIO:
+    """``name`` opened for reading, after checking (on the open descriptor) that it is a regular file.
+
+    O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; on a regular file it has no
+    effect. Symlinks are followed, so a link to a checkpoint loads and a link to /dev/zero is refused."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(name, flags)
     try:
-        header = json.loads(data[8 : 8 + n].decode("utf-8"))
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise CheckpointError(
+                f"not a regular file but {_file_kind(mode)}; a checkpoint is a file written by MLP.save or "
+                "'gpunn train --save'"
+            )
+        return io.FileIO(fd, "rb", closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ]
+    return next((kind for test, kind in kinds if test(mode)), "a special file")
+
+
+def _read_exact(f: io.FileIO, out: memoryview) -> int:
+    """Fill ``out`` from ``f``; the number of bytes read (fewer only at the end of the file)."""
+    done = 0
+    while done < len(out):
+        got = f.readinto(out[done:])
+        if not got:
+            break
+        done += got
+    return done
+
+
+_NOT_SAFETENSORS = (
+    "not a safetensors file, or a corrupt one: this is not a gpunn checkpoint (gpunn.load reads what MLP.save and "
+    "'gpunn train --save' write)"
+)
+
+
+def _read_checkpoint(f: io.FileIO, size: int) -> Checkpoint:
+    """Parse and check the header, check the file size against it, then read the tensors and the checksum."""
+    if size < 8:
+        raise CheckpointError(f"file is truncated ({size} bytes; a safetensors header needs 8)")
+    first = bytearray(8)
+    if _read_exact(f, memoryview(first)) < 8:
+        raise CheckpointError("file is truncated (it shrank while being read)")
+    n = int.from_bytes(first, "little")
+    if n > MAX_HEADER_BYTES:  # a text file or another format: its first 8 bytes are no header length
+        raise CheckpointError(_NOT_SAFETENSORS)
+    raw = bytearray(min(n, size - 8))
+    got = _read_exact(f, memoryview(raw))
+    if n and got and raw[:1] not in (b"{", b" "):  # a safetensors header is a JSON object
+        raise CheckpointError(_NOT_SAFETENSORS)
+    if 8 + n > size:
+        raise CheckpointError(f"file is truncated: header claims {n} bytes but only {size - 8} follow")
+    if got < n:
+        raise CheckpointError("file is truncated (it shrank while being read)")
+    header, config_json, config, digest = _parse_header(bytes(raw))
+    layout = _tensor_layout(header, _expected_tensors(config))
+    body = layout[-1][2] if layout else 0
+    if 8 + n + body != size:
+        raise CheckpointError(
+            f"file is truncated or padded: tensors need {body} bytes of data, file has {size - 8 - n}"
+        )
+    buffer = np.empty(body, dtype=np.uint8)  # one allocation; every tensor is a view into it
+    if _read_exact(f, buffer.data) < body:
+        raise CheckpointError("file is truncated (it shrank while being read)")
+    tensors = {key: buffer[start:stop].view(f"<{dtype}").reshape(shape) for key, start, stop, shape, dtype in layout}
+    if _digest(config_json, tensors) != digest:
+        raise CheckpointError("checksum mismatch: the file is corrupt")
+    _attach_callback_state(config, tensors)
+    return Checkpoint(config, tensors)
+
+
+def _parse_header(raw: bytes) -> tuple[dict[str, Any], str, dict[str, Any], Any]:
+    """``(tensor entries, config JSON, config, stored SHA-256)`` of a safetensors header whose gpunn metadata has
+    the right format and version and a valid config."""
+    try:
+        header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"header is not valid JSON: corrupt file ({exc})") from None
     if not isinstance(header, dict):
@@ -210,40 +606,44 @@ def _parse(data: bytes) -> Checkpoint:
         raise CheckpointError("the header has no gpunn model description: corrupt file")
     try:
         config = json.loads(config_json)
-        expected = _expected_tensors(config)
-    except Exception as exc:
-        raise CheckpointError(f"model description in the header is invalid ({type(exc).__name__}: {exc})") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"model description in the header is not valid JSON ({exc})") from None
+    validate_config(config)
+    return header, config_json, config, meta.get("sha256")
 
+
+def _tensor_layout(
+    header: dict[str, Any], expected: dict[str, tuple[list[int], str, int]]
+) -> list[tuple[str, int, int, list[int], str]]:
+    """``(name, start, end, shape, NumPy dtype)`` of every tensor in file order, after checking that the header
+    lists exactly the expected tensors, with their dtypes and shapes, packed end to end from offset 0."""
     missing = sorted(set(expected) - set(header))
     extra = sorted(set(header) - set(expected))
     if missing or extra:
         raise CheckpointError(f"tensors do not match the architecture: missing {missing}, unexpected {extra}")
-    body = len(data) - 8 - n
-    end_max = 0
+    layout = []
     for key, (shape, code, itemsize) in expected.items():
         info = header[key]
         if not isinstance(info, dict) or info.get("dtype") != code or info.get("shape") != shape:
             raise CheckpointError(f"tensor {key} is {info} but the architecture needs {code} of shape {shape}")
         offsets = info.get("data_offsets")
-        size = int(np.prod(shape)) * itemsize
+        size = math.prod(shape) * itemsize
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
-            or not all(isinstance(o, int) for o in offsets)
-            or offsets[1] - offsets[0] != size
+            or not all(type(o) is int for o in offsets)
             or offsets[0] < 0
+            or offsets[1] - offsets[0] != size
         ):
             raise CheckpointError(f"tensor {key} has invalid data offsets {offsets}: corrupt file")
-        end_max = max(end_max, offsets[1])
-    if end_max != body:
-        raise CheckpointError(f"file is truncated or padded: tensors need {end_max} bytes of data, file has {body}")
-    try:
-        tensors = safetensors.numpy.load(data)
-    except Exception as exc:
-        raise CheckpointError(f"safetensors could not read the tensors ({exc})") from None
-    if _digest(config_json, tensors) != meta.get("sha256"):
-        raise CheckpointError("checksum mismatch: the file is corrupt")
-    return Checkpoint(config, tensors)
+        layout.append((key, offsets[0], offsets[1], shape, f"f{itemsize}"))
+    layout.sort(key=lambda t: t[1])
+    end = 0
+    for key, start, stop, _, _ in layout:
+        if start != end:  # a gap or an overlap: safetensors packs tensors end to end
+            raise CheckpointError(f"tensor {key} has invalid data offsets [{start}, {stop}]: corrupt file")
+        end = stop
+    return layout
 
 
 def load(path: str | os.PathLike[str], *, device: Any = "auto", xp: Any = None) -> MLP:

@@ -89,3 +89,50 @@ def test_monitoring_a_metric_the_fit_does_not_record_is_an_error_before_training
     with pytest.raises(gpunn.ConfigError, match=r"EarlyStopping needs val_loss, which this fit does not record"):
         m.fit(X, y, epochs=3, callbacks=[EarlyStopping()], verbose=0)
     assert m.epoch == 0 and not m.fitted
+
+
+def test_state_dict_through_a_checkpoint_stops_and_restores_as_an_unbroken_fit(tmp_path, backend):
+    """fit, save with the stopping state, load, fit on: the same stop, best epoch, best value and weights as one
+    fit, for an interruption before the best epoch, at it, and inside the patience."""
+    X, y, Xv, yv = _overfitting_problem()
+    kw = dict(lr=0.05, optimizer="adam", validation_data=(Xv, yv), verbose=0)
+    ref = gpunn.MLP([5, 64, 64, 1], seed=1, **backend.kwargs())
+    stop_ref = EarlyStopping(patience=4)
+    ref.fit(X, y, epochs=300, callbacks=[stop_ref], **kw)
+    assert stop_ref.stopped_epoch is not None and stop_ref.best_epoch > 2
+    for first in (stop_ref.best_epoch - 2, stop_ref.best_epoch, stop_ref.best_epoch + 2):
+        m = gpunn.MLP([5, 64, 64, 1], seed=1, **backend.kwargs())
+        stop = EarlyStopping(patience=4)
+        m.fit(X, y, epochs=first, callbacks=[stop, stop.store_state], **kw)
+        m.save(tmp_path / "m.safetensors")
+        m = gpunn.load(tmp_path / "m.safetensors", **backend.kwargs())
+        resumed = EarlyStopping(patience=4)
+        resumed.load_state_dict(m.metadata["callbacks"]["early_stopping"])
+        m.fit(X, y, epochs=300 - first, callbacks=[resumed], **kw)
+        assert (resumed.stopped_epoch, resumed.best_epoch, resumed.best) == (
+            stop_ref.stopped_epoch, stop_ref.best_epoch, stop_ref.best
+        )  # fmt: skip
+        np.testing.assert_array_equal(_backend.to_numpy(m.params), _backend.to_numpy(ref.params))
+        for slot in ("m", "v"):
+            np.testing.assert_array_equal(
+                _backend.to_numpy(m.optimizer_state[slot]), _backend.to_numpy(ref.optimizer_state[slot])
+            )
+        assert m.optimizer_state["step"] == ref.optimizer_state["step"] and m.history == ref.history
+
+
+def test_state_dict_is_json_ready_apart_from_the_weights_and_checks_the_monitor():
+    import json
+
+    X, y, Xv, yv = _overfitting_problem()
+    m = gpunn.MLP([5, 8, 1], device="cpu", seed=1)
+    stop = EarlyStopping(patience=2)
+    assert stop.state_dict()["best_params"] is None
+    m.fit(X, y, epochs=3, lr=0.05, optimizer="momentum", validation_data=(Xv, yv), callbacks=[stop], verbose=0)
+    state = stop.state_dict()
+    assert isinstance(state["best_params"], np.ndarray) and state["best_params"].shape == (m.params.shape[0],)
+    assert set(state["best_optimizer"]) == {"step", "velocity"}
+    plain = {k: v for k, v in state.items() if k not in ("best_params", "best_optimizer")}
+    assert json.loads(json.dumps(plain)) == plain  # floats through their repr: exact
+    assert stop.state_dict()["best_params"] is state["best_params"]  # read back once, not every epoch
+    with pytest.raises(gpunn.ConfigError, match=r"monitors 'val_loss', this one 'loss'"):
+        EarlyStopping(monitor="loss").load_state_dict(state)

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import pickle
+import stat
 
 import numpy as np
 import pytest
@@ -221,3 +222,29 @@ def test_a_file_that_is_not_a_checkpoint_says_so(tmp_path):
     path.write_text("age,weight,height,label\n" + "31,70.5,180,yes\n" * 20)
     with pytest.raises(gpunn.CheckpointError, match=r"people.csv: not a safetensors file, or a corrupt one"):
         gpunn.load(path, device="cpu")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o600, 0o664])
+def test_saving_over_a_file_keeps_its_permissions(tmp_path, mode):
+    """Before, every save went through mkstemp and left the file 0600, whatever it had been."""
+    m, path, _ = _trained(tmp_path)
+    os.chmod(path, mode)
+    m.save(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == mode
+    checkpoint.atomic_write(path, b"x")
+    assert stat.S_IMODE(os.stat(path).st_mode) == mode
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_a_new_file_follows_the_umask(tmp_path, umask):
+    m = gpunn.MLP([3, 5, 1], device="cpu")
+    old = os.umask(umask)
+    try:
+        m.save(tmp_path / "new.safetensors")
+        checkpoint.atomic_write(tmp_path / "other.bin", b"x")
+    finally:
+        os.umask(old)
+    for name in ("new.safetensors", "other.bin"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o666 & ~umask

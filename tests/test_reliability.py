@@ -205,3 +205,39 @@ def test_an_interrupt_at_any_point_of_an_epoch_leaves_a_consistent_model():
             np.testing.assert_array_equal(a, b)
         assert m.history == ref.history
     assert hits == lines["n"]  # every line of fit and the epoch was interrupted once
+
+
+def test_resume_with_early_stopping_stops_and_restores_as_an_unbroken_run(tmp_path, capsys):
+    """Issue 22.1: EarlyStopping's best value, epochs waited and best weights are saved with the model, so a run
+    interrupted inside its patience and resumed stops after the same epoch, restores the same one and ends with
+    the same tensors, bit for bit. (Before, the resumed run started counting afresh and stopped later.)"""
+    import safetensors.numpy
+
+    from gpunn import cli
+
+    common = ["train", "--dataset", "moons", "--samples", "400", "--layers", "64,64", "--lr", "0.05",
+              "--batch-size", "16", "--optimizer", "adam", "--early-stopping", "3", "--schedule", "plateau",
+              "--device", "cpu", "--seed", "0"]  # fmt: skip
+    ref = tmp_path / "ref.safetensors"
+    assert cli.main([*common, "--epochs", "200", "--save", str(ref)]) == 0
+    stopped = [line for line in capsys.readouterr().out.splitlines() if line.startswith("stopped early")]
+    assert len(stopped) == 1 and stopped[0].startswith("stopped early after epoch 10: val_loss did not improve for 3 "
+                                                       "epochs; restored epoch 7")  # fmt: skip
+    expected = safetensors.numpy.load_file(ref)
+    a = gpunn.load(ref, device="cpu")
+    for interrupted_after in (7, 8, 9):  # at the best epoch, then 1 and 2 epochs into the patience
+        checkpoint = tmp_path / f"c{interrupted_after}.safetensors"
+        assert cli.main([*common, "--epochs", str(interrupted_after), "--checkpoint", str(checkpoint)]) == 0
+        capsys.readouterr()
+        resumed = tmp_path / f"r{interrupted_after}.safetensors"
+        argv = ["train", "--resume", str(checkpoint), "--epochs", "200", "--device", "cpu", "--save", str(resumed)]
+        assert cli.main(argv) == 0
+        assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("stopped early")] == stopped
+        got = safetensors.numpy.load_file(resumed)
+        assert sorted(got) == sorted(expected) and "callbacks.early_stopping.params" in got
+        for name, tensor in expected.items():
+            assert tensor.dtype == got[name].dtype and tensor.tobytes() == got[name].tobytes(), name
+        b = gpunn.load(resumed, device="cpu")
+        assert b.epoch == a.epoch == 10 and b.history == a.history
+        assert b.metadata["callbacks"]["early_stopping"]["best_epoch"] == 7
+        assert b.metadata["callbacks"]["early_stopping"]["stopped_epoch"] == 10

@@ -275,6 +275,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     stopping = None
     if s["early_stopping"] is not None:  # before the checkpoint: a stop restores the best epoch, then it is saved
         stopping = gpunn_callbacks.EarlyStopping(patience=s["early_stopping"])
+        if resumed is not None and "early_stopping" in resumed.metadata.get("callbacks", {}):
+            stopping.load_state_dict(resumed.metadata["callbacks"]["early_stopping"])
+        if lead and (args.checkpoint or args.save):  # its state is saved with the model: a resume stops as this run
+            callbacks.insert(0, stopping.store_state)
         callbacks.insert(0, stopping)
     try:
         model.fit(

@@ -1,0 +1,394 @@
+"""Crafted checkpoints: special files and bogus sizes refused before anything large is read, bounded memory for a
+genuine one, and every field of the model description validated (forged with a correct checksum)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import safetensors.numpy
+from safetensors import safe_open
+
+import gpunn
+from gpunn import checkpoint
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A trained softmax classifier saved by the CLI's path: scaling, feature names, classes, Adam, a plateau."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3)) * 4 + 1
+    y = (X[:, 0] > 1).astype(int) + (X[:, 1] > 1).astype(int)
+    m = gpunn.MLP([3, 6, 3], output="softmax", device="cpu", standardize=True, seed=2)
+    m.feature_names, m.target_name, m.metadata["classes"] = ["a", "b", "c"], "label", ["lo", "mid", "hi"]
+    m.fit(X, y, epochs=2, optimizer="adam", lr=gpunn.schedules.plateau(0.01), batch_size=20, verbose=0)
+    path = tmp_path_factory.mktemp("safety") / "m.safetensors"
+    m.save(path)
+    return path
+
+
+def _forge(src, dst, edit, edit_tensors=None):
+    """``src`` with its JSON model description changed by ``edit(config)`` (and its tensors by
+    ``edit_tensors(tensors)``) and a checksum that matches."""
+    tensors = safetensors.numpy.load_file(src)
+    with safe_open(src, "np") as f:
+        meta = f.metadata()
+    config = json.loads(meta["gpunn"])
+    edit(config)
+    if edit_tensors is not None:
+        edit_tensors(tensors)
+    meta["gpunn"] = json.dumps(config, sort_keys=True)
+    meta["sha256"] = checkpoint._digest(meta["gpunn"], tensors)
+    safetensors.numpy.save_file(tensors, dst, metadata=meta)
+    return dst
+
+
+# ------------------------------------------------------------------------------------------ special files (22.8)
+def _load_in_subprocess(path, timeout=30):
+    """gpunn.load(path) in a child with a time limit, so that a reader that blocks fails the test, not hangs it."""
+    code = textwrap.dedent(
+        f"""
+        import gpunn
+        try:
+            gpunn.load({str(path)!r}, device="cpu")
+        except gpunn.CheckpointError as exc:
+            print(exc)
+        """
+    )
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    return out.stdout.strip() + out.stderr.strip(), time.perf_counter() - start
+
+
+def test_a_symlink_to_dev_zero_is_refused_without_reading(tmp_path):
+    if not os.path.exists("/dev/zero"):
+        pytest.skip("no /dev/zero here")
+    link = tmp_path / "zero.safetensors"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(gpunn.CheckpointError, match=r"zero.safetensors: not a regular file but a character device"):
+        gpunn.load(link, device="cpu")
+
+
+def test_a_fifo_and_dev_urandom_are_refused_at_once(tmp_path):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)  # no writer: open() alone would block, reading would never end
+    message, seconds = _load_in_subprocess(fifo)
+    assert message.endswith("pipe.safetensors: not a regular file but a FIFO (named pipe); a checkpoint is a file "
+                            "written by MLP.save or 'gpunn train --save'"), message  # fmt: skip
+    if os.path.exists("/dev/urandom"):
+        message, _ = _load_in_subprocess("/dev/urandom")
+        assert message == "/dev/urandom: not a regular file but a character device; a checkpoint is a file written " \
+                          "by MLP.save or 'gpunn train --save'", message  # fmt: skip
+
+
+def test_a_folder_is_refused(tmp_path):
+    with pytest.raises(gpunn.CheckpointError, match=r"not a regular file but a folder"):
+        gpunn.load(tmp_path, device="cpu")
+
+
+def test_a_symlink_to_a_checkpoint_loads(saved, tmp_path):
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(saved)
+    assert gpunn.load(link, device="cpu").epoch == 2
+
+
+def test_a_sparse_2_gib_file_with_a_valid_header_is_rejected_from_its_size(saved, tmp_path):
+    sparse = tmp_path / "sparse.safetensors"
+    sparse.write_bytes(saved.read_bytes())
+    os.truncate(sparse, 2**31)  # a hole: nothing is written, reading it would take 2 GB
+    start = time.perf_counter()
+    message = r"sparse.safetensors: file is truncated or padded: tensors need \d+ bytes of data, file has 21474"
+    with pytest.raises(gpunn.CheckpointError, match=message):
+        gpunn.load(sparse, device="cpu")
+    assert time.perf_counter() - start < 1.0
+
+
+def test_a_header_that_claims_huge_tensors_is_rejected_from_the_file_size(saved, tmp_path):
+    """A consistent header for sizes [3, 10**6, 3] (36 MB of tensors) in a file of a few kB: refused from its size,
+    before anything is allocated for the tensors."""
+    with safe_open(saved, "np") as f:
+        meta = f.metadata()
+    config = json.loads(meta["gpunn"])
+    config["sizes"] = [3, 10**6, 3]
+    meta["gpunn"] = json.dumps(config)
+    header, offset = {"__metadata__": meta}, 0
+    for name, (shape, code, itemsize) in checkpoint._expected_tensors(config).items():
+        end = offset + int(np.prod(shape)) * itemsize
+        header[name] = {"dtype": code, "shape": shape, "data_offsets": [offset, end]}
+        offset = end
+    raw = json.dumps(header).encode()
+    path = tmp_path / "huge.safetensors"
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(1000))
+    with pytest.raises(gpunn.CheckpointError, match=rf"huge.safetensors: file is truncated or padded: tensors need "
+                                                    rf"{offset} bytes of data, file has 1000"):  # fmt: skip
+        gpunn.load(path, device="cpu")
+
+
+def test_overlapping_tensor_offsets_are_corrupt(saved, tmp_path):
+    data = saved.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    a, b = "layers.0.bias", "optimizer.m.1"  # same dtype and shape: swapping one offset makes them overlap
+    assert header[a]["shape"] == header[b]["shape"]
+    header[a]["data_offsets"] = list(header[b]["data_offsets"])
+    raw = json.dumps(header).encode()
+    (tmp_path / "o.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n :])
+    with pytest.raises(gpunn.CheckpointError, match=r"invalid data offsets.*corrupt file"):
+        gpunn.load(tmp_path / "o.safetensors", device="cpu")
+
+
+# ------------------------------------------------------------------------------------------ foreign files (20.7)
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"PK\x03\x04" + bytes(200),  # a zip (a PyTorch .pt, a .npz)
+        b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }" + bytes(40),
+        b"\x80\x04\x95" + bytes(100),  # a pickle
+        b"age,weight\n31,70.5\n" * 5,
+        (64).to_bytes(8, "little") + b"\x00" * 200,  # a small length, then no JSON
+    ],
+)
+def test_a_foreign_file_is_named_as_not_a_safetensors_file_without_a_header_size(tmp_path, content):
+    path = tmp_path / "foreign.bin"
+    path.write_bytes(content)
+    with pytest.raises(gpunn.CheckpointError) as info:
+        gpunn.load(path, device="cpu")
+    message = str(info.value)
+    assert message.startswith(f"{path}: not a safetensors file, or a corrupt one: this is not a gpunn checkpoint")
+    assert "header of" not in message and not any(ch.isdigit() for ch in message.replace(str(path), ""))
+
+
+# ------------------------------------------------------------------------------------------------- memory (22.8)
+MEMORY = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from gpunn import checkpoint
+
+    def high_water():  # this process's peak resident memory (ru_maxrss would include the parent's, before exec)
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+    base = high_water()
+    ckpt = checkpoint.read(sys.argv[1])
+    print(high_water() - base, sum(t.nbytes for t in ckpt.tensors.values()))
+    """
+)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the peak memory from /proc")
+def test_reading_a_50_mb_checkpoint_peaks_under_1_5x_its_size(tmp_path):
+    m = gpunn.MLP([500, 2000, 2000, 1], device="cpu", seed=0)  # 5M float32 parameters, Adam's two slots: 60 MB
+    X = np.random.default_rng(0).normal(size=(32, 500))
+    m.fit(X, (X[:, 0] > 0).astype(int), epochs=1, optimizer="adam", batch_size=32, verbose=0)
+    path = tmp_path / "big.safetensors"
+    m.save(path)
+    del m
+    size = os.path.getsize(path)
+    out = subprocess.run([sys.executable, "-c", MEMORY, str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    extra, held = map(int, out.stdout.split())
+    assert held > 0.99 * size > 50e6
+    assert extra < 1.5 * size, f"reading {size / 1e6:.0f} MB took {extra / 1e6:.0f} MB more memory"
+
+
+# ------------------------------------------------------------------------------------- every field (22.10)
+def _set(*keys, value):
+    def edit(config):
+        target = config
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value
+
+    return edit
+
+
+def _drop(key):
+    return lambda config: config.pop(key)
+
+
+FORGERIES = [
+    (_set("scaling", 1, 0, value=0.0), r"scaling scale of feature 0 is 0.0; it must be a finite number > 0"),
+    (_set("scaling", 1, 2, value=float("nan")), r"scaling scale of feature 2 is nan"),
+    (_set("scaling", 1, 1, value=-1.0), r"scaling scale of feature 1 is -1.0"),
+    (_set("scaling", 0, 1, value=float("inf")), r"scaling mean of feature 1 is inf; it must be a finite number"),
+    (_set("scaling", 1, value=[1.0, 1.0]), r"scaling scale has 2 values; the model has 3 input features"),
+    (_set("scaling", value=[[0.0] * 3]), r"scaling must be a pair \[mean, scale\]"),
+    (_set("scaling", 0, 0, value="0"), r"scaling mean of feature 0 is '0'"),
+    (_set("feature_names", value=["a", "b"]), r"feature_names is \['a', 'b'\]; it must list 3 column names"),
+    (_set("feature_names", value=["a", "b", 3]), r"feature_names is"),
+    (_set("target_name", value=5), r"target_name is 5"),
+    (_set("metadata", "classes", value=[7]), r"metadata classes is \[7\]; the model's softmax output with 3 unit"),
+    (_set("metadata", "classes", value=["a", "a", "b"]), r"metadata classes .*distinct numbers or strings"),
+    (_set("metadata", "classes", value=[[1], 2, 3]), r"metadata classes .*distinct numbers or strings"),
+    (_set("metadata", value=[]), r"metadata is \[\], not a JSON object"),
+    (_set("sizes", value=[3, 0, 3]), r"sizes is \[3, 0, 3\]; it must list at least two layer widths >= 1"),
+    (_set("sizes", value=[3]), r"sizes is \[3\]"),
+    (_set("sizes", value=[3, True, 3]), r"sizes is"),
+    (_set("activation", value="evil"), r"activation is 'evil'; it must be one of relu"),
+    (_set("activation", value=["relu", "tanh"]), r"activation is \['relu', 'tanh'\]"),
+    (_set("output", value="evil"), r"output is 'evil'; it must be one of sigmoid, softmax, identity"),
+    (_set("loss", value="mse"), r"loss is 'mse', which output 'softmax' is not trained with"),
+    (_set("dtype", value="float16"), r"dtype is 'float16'; it must be one of float32, float64"),
+    (_set("seed", value=-1), r"seed is -1; it must be an integer >= 0"),
+    (_set("seed", value=1.5), r"seed is 1.5"),
+    (_set("standardize", value="yes"), r"standardize is 'yes'; it must be true or false"),
+    (_set("fitted", value=1), r"fitted is 1; it must be true or false"),
+    (_set("dropout", value=1.0), r"dropout is 1.0; it must be a number in \[0, 1\)"),
+    (_set("dropout", value=float("nan")), r"dropout is nan"),
+    (_set("optimizer", "name", value="evil"), r"optimizer is .*its name must be one of sgd, momentum, adam, adamw"),
+    (_set("optimizer", "hyper", value={}), r"optimizer hyper is \{\}; adam has \['beta1', 'beta2', 'eps'\]"),
+    (_set("optimizer", "hyper", "eps", value=0.0), r"optimizer hyper eps is 0.0; it must be a finite number > 0"),
+    (_set("optimizer", "hyper", "beta1", value=float("nan")), r"optimizer hyper beta1 is nan"),
+    (_set("optimizer", "step", value=-3), r"optimizer step is -3; it must be an integer >= 0"),
+    (_set("schedule", "name", value="evil"), r"schedule is .*its name must be one of constant, step, cosine, plateau"),
+    (_set("schedule", "params", "lr", value=-1.0), r"schedule .* is not valid \(lr must be a finite number > 0"),
+    (_set("schedule", "params", "extra", value=1), r"schedule .* is not valid \(.*unexpected keyword"),
+    (_set("schedule_state", value={}), r"schedule_state is \{\}; a plateau schedule's state is not that"),
+    (_set("schedule_state", "lr", value=float("nan")), r"schedule_state is .*a rate >= 0"),
+    (_set("schedule_state", "bad", value=-1), r"schedule_state is .*a count >= 0"),
+    (_set("rng", value={"bit_generator": "MT19937"}), r"rng is not a PCG64 generator state"),
+    (_set("rng", "state", value="evil"), r"rng is not a PCG64 generator state"),
+    (_set("epoch", value=-1), r"epoch is -1; it must be an integer >= 0"),
+    (_set("epoch", value="abc"), r"epoch is 'abc'"),
+    (_set("history", "loss", value=["x"]), r"history loss must be a list of numbers"),
+    (_set("history", "evil", value=[]), r"history has an unknown record 'evil'"),
+    (_drop("sizes"), r"the model description lacks sizes"),
+    (_drop("rng"), r"the model description lacks rng"),
+]
+
+
+@pytest.mark.parametrize("edit,pattern", FORGERIES)
+def test_every_field_of_the_model_description_is_validated(saved, tmp_path, edit, pattern):
+    forged = _forge(saved, tmp_path / "forged.safetensors", edit)
+    with pytest.raises(gpunn.CheckpointError, match=rf"forged.safetensors: invalid model description: {pattern}"):
+        gpunn.load(forged, device="cpu")
+    with pytest.raises(gpunn.CheckpointError, match=r"invalid model description"):
+        gpunn.MLP([3, 6, 3], output="softmax", device="cpu").load_weights(forged)
+
+
+def test_validate_config_accepts_what_save_writes(saved):
+    config = checkpoint.read(saved).config
+    checkpoint.validate_config(config)
+    for key in ("dropout", "schedule", "schedule_state"):  # a checkpoint written before these existed
+        config.pop(key)
+    checkpoint.validate_config(config)
+
+
+@pytest.mark.parametrize(
+    "output,units,classes,ok",
+    [
+        ("sigmoid", 1, [3, 7], True),
+        ("sigmoid", 1, [7], False),
+        ("sigmoid", 1, ["no", "yes", "maybe"], False),
+        ("softmax", 4, ["a", "b", "c", "d"], True),
+        ("softmax", 4, [0.5, 1.5, 2.5], False),
+        ("identity", 1, [0, 1], False),
+    ],
+)
+def test_classes_match_the_outputs(saved, output, units, classes, ok):
+    config = checkpoint.read(saved).config
+    config.update(output=output, loss=gpunn.losses.DEFAULT_LOSS[output], sizes=[3, 6, units])
+    config["metadata"]["classes"] = classes
+    if ok:
+        checkpoint.validate_config(config)
+    else:
+        with pytest.raises(gpunn.CheckpointError, match=r"invalid model description: metadata classes"):
+            checkpoint.validate_config(config)
+
+
+def test_predict_refuses_a_checkpoint_with_a_zero_scale(saved, tmp_path, capsys):
+    """Before: 'gpunn predict' printed NaN probabilities and exited 0."""
+    from gpunn import cli
+
+    forged = _forge(saved, tmp_path / "zero.safetensors", _set("scaling", 1, 0, value=0.0))
+    (tmp_path / "x.csv").write_text("a,b,c\n1,2,3\n4,5,6\n")
+    assert cli.main(["predict", "--model", str(forged), "--data", str(tmp_path / "x.csv"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"gpunn: error: {forged}: invalid model description: scaling scale of feature 0 is 0.0; it must be "
+                   "a finite number > 0")  # fmt: skip
+
+
+def test_the_file_kind_is_read_from_the_open_descriptor(saved, tmp_path, monkeypatch):
+    """A path swapped for a FIFO between a stat and the open is still refused: the check is on what was opened."""
+    seen = []
+    real = os.fstat
+
+    def spy(fd):
+        result = real(fd)
+        seen.append(stat.S_IFMT(result.st_mode))
+        return result
+
+    monkeypatch.setattr(os, "fstat", spy)
+    checkpoint.read(saved)
+    assert seen and seen[0] == stat.S_IFREG
+
+
+# ---------------------------------------------------------------------------- early-stopping state (22.1)
+@pytest.fixture(scope="module")
+def saved_with_stopping(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    X, Xv = rng.normal(size=(40, 3)), rng.normal(size=(40, 3))
+    m = gpunn.MLP([3, 6, 1], device="cpu", seed=2)
+    stop = gpunn.callbacks.EarlyStopping(patience=50)
+    m.fit(X, (X[:, 0] > 0).astype(int), epochs=4, optimizer="adam", validation_data=(Xv, (Xv[:, 0] > 0).astype(int)),
+          callbacks=[stop, stop.store_state], verbose=0)  # fmt: skip
+    path = tmp_path_factory.mktemp("stopping") / "m.safetensors"
+    m.save(path)
+    return path
+
+
+ES = ("metadata", "callbacks", "early_stopping")
+STOPPING_FORGERIES = [
+    (_set(*ES, "best_epoch", value=5), r"early_stopping best_epoch is 5, after the model's epoch 4"),
+    (_set(*ES, "stopped_epoch", value=0), r"early_stopping stopped_epoch is 0"),
+    (_set(*ES, "monitor", value="evil"), r"early_stopping monitor is 'evil'"),
+    (_set(*ES, "waited", value=-1), r"early_stopping waited is -1"),
+    (_set(*ES, "best", value=float("nan")), r"early_stopping best is nan"),
+    (_set(*ES, "best_params", value="layers.0.weight"), r"early_stopping best_params is 'layers.0.weight'"),
+    (_set(*ES, "best_optimizer", "step", value=-1), r"early_stopping best_optimizer is .*a adam state is"),
+    (
+        lambda c: c["metadata"]["callbacks"]["early_stopping"]["best_optimizer"].pop("v"),
+        r"early_stopping best_optimizer is",
+    ),
+    (lambda c: c["metadata"]["callbacks"]["early_stopping"].pop("waited"), r"early_stopping must be an object with"),
+    (_set("metadata", "callbacks", "evil", value={}), r"is .*it may hold an early_stopping state"),
+]
+
+
+@pytest.mark.parametrize("edit,pattern", STOPPING_FORGERIES)
+def test_the_early_stopping_state_is_validated(saved_with_stopping, tmp_path, edit, pattern):
+    forged = _forge(saved_with_stopping, tmp_path / "forged.safetensors", edit)
+    prefix = "forged.safetensors: invalid model description: metadata callbacks "
+    with pytest.raises(gpunn.CheckpointError, match=rf"{prefix}{pattern}"):
+        gpunn.load(forged, device="cpu")
+
+
+def test_the_best_weights_are_declared_tensors_of_the_model_size(saved_with_stopping, tmp_path):
+    loaded = gpunn.load(saved_with_stopping, device="cpu")
+    state = loaded.metadata["callbacks"]["early_stopping"]
+    assert state["best_params"].shape == loaded.params.shape and state["best_params"].dtype == np.float32
+    assert set(state["best_optimizer"]) == {"step", "m", "v"}
+
+    def shorten(tensors):
+        tensors["callbacks.early_stopping.params"] = tensors["callbacks.early_stopping.params"][:-1]
+
+    forged = _forge(saved_with_stopping, tmp_path / "short.safetensors", lambda c: None, shorten)
+    with pytest.raises(gpunn.CheckpointError, match=r"tensor callbacks.early_stopping.params is .* shape \[31\]"):
+        gpunn.load(forged, device="cpu")
+
+    def drop(tensors):
+        del tensors["callbacks.early_stopping.optimizer.v"]
+
+    forged = _forge(saved_with_stopping, tmp_path / "drop.safetensors", lambda c: None, drop)
+    with pytest.raises(gpunn.CheckpointError, match=r"missing \['callbacks.early_stopping.optimizer.v'\]"):
+        gpunn.load(forged, device="cpu")
