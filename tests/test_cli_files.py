@@ -367,3 +367,32 @@ def test_delimiter_reads_semicolon_and_tab_files_as_the_comma_file(tmp_path):
     r = run("predict", "--model", "semi.csv.st", "--data", "semi.csv", "--delimiter", ";", "--device", "cpu",
             cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 151 and "accuracy" in r.stderr, r.stderr
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_training_and_rescues_the_model(tmp_path, monkeypatch, capsys):
+    from gpunn import checkpoint, cli
+
+    real, calls = checkpoint.atomic_write, []
+
+    def fails_third(path, data):
+        if os.path.basename(os.fspath(path)) == "c.st":
+            calls.append(path)
+            if len(calls) == 3:
+                raise OSError(28, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", fails_third)
+    monkeypatch.chdir(tmp_path)
+    common = ["train", "--samples", "100", "--epochs", "9", "--device", "cpu", "--dtype", "float64", "-q"]
+    assert cli.main([*common, "--checkpoint", "c.st"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(
+        "gpunn: error: --checkpoint c.st: cannot write (No space left on device) after epoch 3; the model is saved to "
+    )
+    rescued = gpunn.load(err.rsplit("the model is saved to ", 1)[1].removesuffix(" instead"), device="cpu")
+    assert gpunn.load(tmp_path / "c.st", device="cpu").epoch == 2  # the last checkpoint written stays whole
+    # the oracle: the same run stopped after 3 epochs
+    assert cli.main([*common[:4], "3", *common[5:], "--save", "ref.st"]) == 0
+    ref = gpunn.load(tmp_path / "ref.st", device="cpu")
+    assert rescued.epoch == 3
+    np.testing.assert_array_equal(rescued.params, ref.params)

@@ -67,6 +67,9 @@ def _score(model: Any, y: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> 
     if model.output == "identity":
         from .train import regression_scores
 
+        if y.dtype == object:
+            return f"no score {where}: it holds text, and the model predicts numbers"
+
         scores = regression_scores(y, proba[:, 0])
         return "  ".join(f"{k} {v:.6g}" for k, v in scores.items()) + f"  {where}"
     if labels.ndim != 1:

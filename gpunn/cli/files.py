@@ -87,21 +87,39 @@ def outliving_stdout() -> Iterator[None]:
         sys.stdout = real
 
 
+class CheckpointFailed(Exception):
+    """``--checkpoint`` could not be written after an epoch: training stops, and the model is rescued."""
+
+
+def checkpointer(path: str) -> Any:
+    """The callback of ``--checkpoint``: the model saved after every epoch, or :class:`CheckpointFailed`."""
+
+    def save(model: Any, record: dict[str, float]) -> None:
+        try:
+            model.save(path)
+        except (OSError, GpunnError) as exc:
+            raise CheckpointFailed(f"--checkpoint {path}: cannot write ({_why(exc)})") from exc
+
+    return save
+
+
 def _why(exc: BaseException) -> str:
     return (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) or type(exc).__name__
 
 
-def save_or_rescue(model: Any, path: str, option: str = "--save") -> tuple[str, str | None]:
+def save_or_rescue(model: Any, path: str, option: str = "--save", failed: str | None = None) -> tuple[str, str | None]:
     """Save ``model`` to ``path``; if that fails (a full disk, the folder removed while training), save it to a
     rescue file instead: beside ``path``, else in the working folder, else in the temporary folder.
 
     Returns ``(where it was saved, None)``, or ``(rescue path, a one-line error naming both files)``; raises only
-    when no place at all could be written, naming every file tried."""
-    try:
-        model.save(path)
-        return path, None
-    except (OSError, GpunnError) as exc:
-        failed = f"{option} {path}: cannot write ({_why(exc)})"
+    when no place at all could be written, naming every file tried. With ``failed`` (why ``path`` already
+    failed), goes straight to the rescue."""
+    if failed is None:
+        try:
+            model.save(path)
+            return path, None
+        except (OSError, GpunnError) as exc:
+            failed = f"{option} {path}: cannot write ({_why(exc)})"
     name = f"gpunn-rescue-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.safetensors"
     tried: list[str] = []
     folders = [os.path.dirname(os.path.abspath(path))]

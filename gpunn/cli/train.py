@@ -11,7 +11,7 @@ import numpy as np
 from .. import __version__, _backend, schedules
 from .. import callbacks as gpunn_callbacks
 from ..errors import InputError, NonFiniteError
-from .files import check_outputs, outliving_stdout, save_or_rescue
+from .files import CheckpointFailed, check_outputs, checkpointer, outliving_stdout, save_or_rescue
 from .parser import check_settings
 from .plan import Plan, in_memory, streamed
 from .targets import Target
@@ -109,7 +109,7 @@ def _train(args: argparse.Namespace) -> int:
     if not quiet:
         _header(model, s, plan, resumed is not None, comm)
     X_train, y_train = plan.train
-    callbacks: list[Any] = [lambda m, record: m.save(args.checkpoint)] if args.checkpoint and lead else []
+    callbacks: list[Any] = [checkpointer(args.checkpoint)] if args.checkpoint and lead else []
     stopping = None
     if s["early_stopping"] is not None:  # before the checkpoint: a stop restores the best epoch, then it is saved
         stopping = gpunn_callbacks.EarlyStopping(patience=s["early_stopping"])
@@ -134,6 +134,13 @@ def _train(args: argparse.Namespace) -> int:
             print(f"\ngpunn: interrupted after epoch {model.epoch}; nothing saved (use --checkpoint PATH)",
                   file=sys.stderr)  # fmt: skip
         return 130
+    except CheckpointFailed as exc:  # only the lead rank writes checkpoints
+        path = args.save or args.checkpoint
+        _, failed = save_or_rescue(model, path, failed=f"{exc} after epoch {model.epoch}" if path == args.checkpoint
+                                   else None)  # fmt: skip
+        print(f"gpunn: error: {failed or f'{exc} after epoch {model.epoch}; the model is saved to {path}'}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_ERROR
     except NonFiniteError as exc:
         if lead:  # every rank sees the same divergence; one reports it
             print(f"gpunn: {exc}{_keep_diverged(model, args)}", file=sys.stderr)
