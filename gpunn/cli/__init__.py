@@ -39,12 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if comm is None and (args.debug or not isinstance(exc, (GpunnError, OSError))):
             raise
-        if isinstance(exc, NonFiniteError):
-            code, message = 1, f"gpunn: {exc}"
+        if isinstance(exc, NonFiniteError):  # an error as any other: exit 2
+            code, message = EXIT_USAGE, f"gpunn: {exc}"
         elif isinstance(exc, GpunnError):
             code, message = EXIT_USAGE, f"gpunn: error: {exc}"
         elif isinstance(exc, OSError):
-            code, message = EXIT_USAGE, f"gpunn: error: {exc.filename or ''}: {exc.strerror or exc}"
+            where = f"{exc.filename}: " if exc.filename else ""  # a file named, never an empty name
+            code, message = EXIT_USAGE, f"gpunn: error: {where}{exc.strerror or exc}"
         else:
             code, message = 1, f"gpunn: error: {type(exc).__name__}: {exc}"
         if comm is not None:

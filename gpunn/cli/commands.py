@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__, _backend, data
+from ..errors import InputError
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -17,26 +18,65 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..checkpoint import load
 
     model = load(args.model, device=args.device)
-    # the model's feature columns by name, in its order (every column when it has no names); others are not read
-    X = data.read(args.data, features=model.feature_names, dtype=model.dtype).X
-    labels = _backend.to_numpy(model.predict(X))
-    if model.metadata.get("classes") is not None:  # trained on labels other than 0..k-1: write those back
-        labels = np.asarray(model.metadata["classes"])[labels]
-    proba = _backend.to_numpy(model.predict_proba(X))
-    if model.output == "identity":
-        cols = [proba[:, j] for j in range(model.n_outputs)]
+    X, y = _predict_data(model, args)
+    predicted = _backend.to_numpy(model.predict(X))
+    if model.output == "identity":  # values, (n, k): predict gives them (predict_proba is for classifiers)
+        labels = proba = predicted
+        cols = [predicted[:, j] for j in range(model.n_outputs)]
         names = ["prediction"] if model.n_outputs == 1 else [f"prediction_{j}" for j in range(model.n_outputs)]
-    elif model.output == "sigmoid" and model.n_outputs == 1:
-        cols, names = [labels, proba[:, 0]], ["prediction", "probability"]
     else:
+        classes = model.metadata.get("classes")
+        labels = np.asarray(classes)[predicted] if classes is not None else predicted  # the labels they were
+        proba = _backend.to_numpy(model.predict_proba(X))
         k = model.n_outputs
-        label_cols = [labels] if labels.ndim == 1 else [labels[:, j] for j in range(k)]
-        label_names = ["prediction"] if labels.ndim == 1 else [f"prediction_{j}" for j in range(k)]
-        cols, names = label_cols + [proba[:, j] for j in range(k)], label_names + [f"p{j}" for j in range(k)]
+        if model.output == "sigmoid" and k == 1:
+            cols, names = [labels, proba[:, 0]], ["prediction", "probability"]
+        else:
+            label_cols = [labels] if labels.ndim == 1 else [labels[:, j] for j in range(k)]
+            label_names = ["prediction"] if labels.ndim == 1 else [f"prediction_{j}" for j in range(k)]
+            # a column per class, named after it: p_setosa, p_5; p_0..p_k-1 when the model holds no labels
+            named = classes if classes is not None and labels.ndim == 1 else range(k)
+            cols, names = label_cols + [proba[:, j] for j in range(k)], label_names + [f"p_{c}" for c in named]
     data.write_csv(args.out, names, cols)
     if args.out:
         print(f"{len(X)} predictions written to {args.out}", file=sys.stderr)
+    if y is not None:
+        print(_score(model, y, labels, proba), file=sys.stderr)
     return 0
+
+
+def _predict_data(model: Any, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None]:
+    """The model's feature columns by name, in its order (every column when it has no names; others are not
+    read), and the target column too when the file holds it (the score is then reported)."""
+    target = model.target_name
+    if target is not None and not args.data.lower().endswith(".npy"):  # .npy columns have numbers, not names
+        try:
+            X, y, _, _ = data.read(args.data, target=target, features=model.feature_names, dtype=model.dtype,
+                                   delimiter=args.delimiter)  # fmt: skip
+            return X, y
+        except InputError as exc:
+            if f"target column {target!r} is not in" not in str(exc) and f"no array {target!r}" not in str(exc):
+                raise
+    X = data.read(args.data, features=model.feature_names, dtype=model.dtype, delimiter=args.delimiter).X
+    return X, None
+
+
+def _score(model: Any, y: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> str:
+    """One line: accuracy (classes) or R², MSE and MAE (regression) of the predictions against the file's target."""
+    where = f"on {len(y)} rows with target {model.target_name!r}"
+    if model.output == "identity":
+        from .train import regression_scores
+
+        if y.dtype == object:
+            return f"no score {where}: it holds text, and the model predicts numbers"
+
+        scores = regression_scores(y, proba[:, 0])
+        return "  ".join(f"{k} {v:.6g}" for k, v in scores.items()) + f"  {where}"
+    if labels.ndim != 1:
+        return f"no score {where}: a multi-label model"
+    truth = y.astype(str) if y.dtype == object else y
+    predicted = labels.astype(str) if y.dtype == object else labels.astype(np.float64)
+    return f"accuracy {float(np.mean(predicted == truth)):.4f} {where}"
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -45,9 +85,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..export import to_onnx
 
     model = load(args.model, device="cpu")  # the weights go to the host anyway: no GPU needed
-    path = to_onnx(model, args.onnx, opset=args.opset)
+    classes = args.classes
+    if classes is not None and all(c.lstrip("-").isdigit() for c in classes):
+        classes = [int(c) for c in classes]  # --classes 0,5,1000: integer labels
+    if classes is None and model.output != "identity":
+        classes = model.metadata.get("classes")  # the labels the model was trained on: label gives those
+    path = to_onnx(model, args.onnx, opset=args.opset, classes=classes)
     outputs = "values" if model.output == "identity" else "probabilities, label"
-    print(f"{args.model} exported to {path} (input X: batch x {model.n_features} {model.dtype}; outputs {outputs})")
+    shown = f" ({', '.join(map(str, classes))})" if classes is not None else ""
+    print(f"{args.model} exported to {path} (input X: batch x {model.n_features} {model.dtype}; outputs "
+          f"{outputs}{shown})")  # fmt: skip
     return 0
 
 

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
 import sys
 from typing import Any
 
 import numpy as np
 
-from .. import __version__, _backend, data, schedules
+from .. import __version__, _backend, schedules
 from .. import callbacks as gpunn_callbacks
-from ..errors import ConfigError, InputError, NonFiniteError
+from ..errors import InputError, NonFiniteError
+from .files import CheckpointFailed, check_outputs, checkpointer, outliving_stdout, save_or_rescue
+from .parser import check_settings
+from .plan import Plan, in_memory, streamed
+from .targets import Target
+
+EXIT_ERROR = 2  # every error, a diverged run included
 
 # Settings of `gpunn train` that a checkpoint remembers, with their defaults.
 TRAIN_DEFAULTS: dict[str, Any] = {
     "data": None, "target": None, "features": None, "dataset": "moons", "samples": None, "test_size": 0.2,
     "layers": [10, 10, 10], "activation": "relu", "output": None, "dtype": "float32",
     "epochs": 1000, "lr": 0.1, "batch_size": None, "optimizer": "sgd", "clip_norm": None, "seed": 0,
-    "weight_decay": None, "schedule": "constant", "early_stopping": None, "validation_split": 0.1,
-    "class_weight": None, "dropout": 0.0, "stream": False, "sample_weight": None,
+    "weight_decay": None, "schedule": "constant", "early_stopping": None, "validation_split": None,
+    "class_weight": None, "dropout": 0.0, "stream": False, "sample_weight": None, "delimiter": None,
 }  # fmt: skip
 ARCHITECTURE = ("layers", "activation", "output", "dtype", "dropout", "features")
 
@@ -41,42 +45,6 @@ def _train_settings(args: argparse.Namespace, stored: dict[str, Any]) -> dict[st
     return settings
 
 
-def _output_for(y: np.ndarray, output: str, source: str) -> tuple[str, np.ndarray, list[Any] | None]:
-    """(output layer, targets as the model takes them, the original class labels or None).
-
-    "auto" reads the target: two distinct values make a binary classifier, more integer values several classes,
-    anything else a regression. Class labels other than 0..k-1 (say 3 and 7) are trained as their indices and
-    kept, so that predictions are written back as the labels they were. A non-numeric target (yes/no, species
-    names) is read as class labels the same way."""
-    if y.dtype.kind in "OUS":  # text labels
-        text = y.astype(str)
-        values = np.unique(text).astype(object)  # Python str, so that messages show 'no', not np.str_('no')
-        if output == "identity":
-            raise InputError(f"{source}: output 'identity' needs numbers in the target, which holds text such as "
-                             f"{values[0]!r}")  # fmt: skip
-        if values.size < 2:
-            raise InputError(f"{source}: the target holds a single class ({values[0]!r}); a classifier needs two")
-        if output == "auto":
-            output = "sigmoid" if values.size == 2 else "softmax"
-        if output == "sigmoid" and values.size > 2:
-            raise InputError(f"{source}: output 'sigmoid' needs two classes; the target has {values.size}")
-        return output, np.searchsorted(values, text).astype(np.int64), values.tolist()
-    whole = bool(np.all(y == np.round(y)))
-    values = np.unique(y)
-    if output == "auto":
-        output = "identity" if not whole or values.size < 2 else "sigmoid" if values.size == 2 else "softmax"
-    if output == "identity":
-        return output, y, None
-    if not whole:
-        raise InputError(f"{source}: output {output!r} needs class labels in the target, which holds fractions")
-    canonical = values.min() >= 0 and (values.max() <= 1 if output == "sigmoid" else True)
-    if canonical:
-        return output, y, None
-    if output == "sigmoid" and values.size > 2:
-        raise InputError(f"{source}: output 'sigmoid' needs two classes; the target has {values.size}")
-    return output, np.searchsorted(values, y).astype(y.dtype), [int(v) for v in values]
-
-
 def _schedule(s: dict[str, Any]) -> Any:
     """The learning rate of the settings: a number, or the schedule named by --schedule."""
     lr, epochs = s["lr"], max(1, s["epochs"])
@@ -88,134 +56,13 @@ def _schedule(s: dict[str, Any]) -> Any:
     }[s["schedule"]]()
 
 
-def _describe(asked: str, output: str) -> str:
-    return f"{output} output, chosen from the target" if asked == "auto" else output
-
-
-def _load_training_data(
-    s: dict[str, Any],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str, list[str] | None]:
-    """``(X, y, sample weights or None, source, feature names)``."""
-    if s["data"] is None:
-        for option in ("target", "features", "sample_weight"):
-            if s[option] is not None:
-                raise InputError(f"--{option.replace('_', '-')} needs --data FILE")
-        X, y = data.make_dataset(s["dataset"], s["samples"], seed=s["seed"])
-        return X, y, None, f"built-in dataset '{s['dataset']}'", None
-    if s["target"] is None:
-        raise InputError(f"--data {s['data']} needs --target COLUMN to name the column to predict")
-    # .csv, .csv.gz, .parquet, .feather/.arrow, .npy, .npz; X straight in the model's dtype, no float64 copy
-    (X, target, names, _), w = data.readers._read(s["data"], s["target"], s["features"], s["dtype"], s["sample_weight"])
-    assert target is not None  # read returns the target column when it is asked for one
-    return X, target, w, s["data"], names
-
-
-@dataclasses.dataclass
-class _Plan:
-    """The data of one ``gpunn train``: (X, y) pairs held in memory, or streamed Datasets with y None."""
-
-    train: tuple[Any, Any]
-    weight: np.ndarray | None  # the training rows' sample weights, in memory (a streamed Dataset has its own)
-    test: tuple[Any, Any]
-    validation: Any  # (X, y), or a Dataset
-    output: str
-    n_outputs: int
-    classes: list[Any] | None
-    source: str
-    names: list[str] | None
-    n_features: int
-
-    @staticmethod
-    def rows(part: Any) -> int:
-        return len(part[0]) if isinstance(part, tuple) else len(part)
-
-
-def _weights_split(w: np.ndarray | None, test_size: float, seed: int) -> np.ndarray | None:
-    """The weights of the rows that ``data.train_test_split`` with this seed keeps for training (its order
-    depends on the row count and the seed only)."""
-    return None if w is None else data.train_test_split(w, w, test_size=test_size, seed=seed)[0]
-
-
-def _in_memory_data(s: dict[str, Any]) -> _Plan:
-    X, y, w, source, names = _load_training_data(s)
-    output, y, classes = _output_for(y, s["output"], source)
-    n_outputs = max(int(y.max()) + 1, 2) if output == "softmax" else 1
-    # In place, as fit(copy=False) scales X_train: a large CSV is held once, not three times.
-    X_train, X_test, y_train, y_test = data.train_test_split(X, y, test_size=s["test_size"], seed=s["seed"], copy=False)
-    w = _weights_split(w, s["test_size"], s["seed"])  # the test rows are evaluated unweighted
-    validation: Any = (X_test, y_test)
-    if s["early_stopping"] is not None:  # its own split of the training rows: the test rows stay unseen
-        X_train, X_val, y_train, y_val = data.train_test_split(
-            X_train, y_train, test_size=s["validation_split"], seed=s["seed"], copy=False
-        )
-        w = _weights_split(w, s["validation_split"], s["seed"])
-        validation = (X_val, y_val)
-    return _Plan((X_train, y_train), w, (X_test, y_test), validation, output, n_outputs, classes, source, names,
-                 X.shape[1])  # fmt: skip
-
-
-def _streamed_data(s: dict[str, Any]) -> _Plan:
-    """--stream: the file read a block at a time; test (and validation) rows are whole blocks drawn at random."""
-    if s["data"] is None or s["target"] is None:
-        raise InputError("--stream trains from a file: give --data FILE.parquet (or .npy) and --target COLUMN")
-    target: Any = s["target"]
-    features: Any = s["features"]
-    weight: Any = s["sample_weight"]
-    if s["data"].lower().endswith(".npy"):  # columns by number
-        target = _npy_column("target", target)
-        if features is not None:
-            if not all(f.lstrip("-").isdigit() for f in features):
-                raise InputError(f"--features of an .npy file are column numbers; got {','.join(features)}")
-            features = [int(f) for f in features]
-        if weight is not None:
-            weight = _npy_column("sample-weight", weight)
-    if s["class_weight"] is not None:
-        raise ConfigError("--class-weight is not available with --stream: give the file a column of each row's "
-                         "weight and name it with --sample-weight COLUMN")  # fmt: skip
-    ds = data.Dataset(s["data"], target, features, weight=weight)
-    train, test = ds.split(s["test_size"], seed=s["seed"])
-    validation: Any = test
-    if s["early_stopping"] is not None:
-        train, validation = train.split(s["validation_split"], seed=s["seed"])
-    output, n_outputs = _stream_output(ds, s["output"], s["data"])
-    return _Plan((train, None), None, (test, None), validation, output, n_outputs, None, s["data"],
-                 ds.feature_names, ds.n_features)  # fmt: skip
-
-
-def _npy_column(option: str, text: str) -> int:
-    if not text.lstrip("-").isdigit():
-        raise InputError(f"--{option} of an .npy file is a column number; got {text!r}")
-    return int(text)
-
-
-def _stream_output(ds: Any, output: str, source: str) -> tuple[str, int]:
-    """The output layer and its width from one pass over the target column (its distinct values, up to a few
-    hundred). Streamed class labels are taken as they are: 0/1, or 0..k-1."""
-    values: set[float] = set()
-    whole = True
-    for y in ds.target_blocks():
-        if y.dtype.kind not in "biuf":
-            raise InputError(f"{source}: --stream needs a numeric target column; {ds.target_name!r} is {y.dtype}")
-        whole = whole and bool(np.all(y == np.round(y)))
-        if len(values) <= 256:
-            values |= set(np.unique(y).tolist())
-    if output == "auto":
-        output = "identity" if not whole or len(values) > 256 or len(values) < 2 else (
-            "sigmoid" if len(values) == 2 else "softmax")  # fmt: skip
-    if output == "identity":
-        return output, 1
-    labels = sorted(values)
-    wanted = [0, 1] if output == "sigmoid" else list(range(int(max(labels)) + 1))
-    if not whole or not set(labels) <= set(wanted):
-        raise InputError(
-            f"{source}: with --stream, class labels are used as they are: 0/1 for sigmoid, 0..k-1 for softmax; "
-            f"the target holds {labels[:10]}{'...' if len(labels) > 10 else ''}"
-        )
-    return output, max(len(wanted), 2) if output == "softmax" else 1
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     """``gpunn train``."""
+    with outliving_stdout():  # `gpunn train ... | head -1` still trains and saves
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from ..checkpoint import load
     from ..model import MLP
 
@@ -224,21 +71,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = comm.device() if comm is not None and args.device == "auto" else args.device
     quiet = args.quiet or not lead
     if lead:
-        _check_outputs(args)  # before training: a path that cannot be written must not cost the trained model
+        check_outputs(args)  # before training: a path that cannot be written must not cost the trained model
     resumed = load(args.resume, device=device) if args.resume else None
-    s = _train_settings(args, resumed.metadata.get("train", {}) if resumed else {})
-    if s["stream"]:
-        plan = _streamed_data(s)
-    else:
-        plan = _in_memory_data(s)
-    output, n_outputs, classes, source = plan.output, plan.n_outputs, plan.classes, plan.source
-    if args.plot and (plan.n_features != 2 or output == "identity" or s["stream"]):
-        raise InputError(f"--plot draws a decision boundary, which needs a classifier on 2 features held in memory; "
-                         f"{source} has {plan.n_features} feature(s) and output {output!r}")  # fmt: skip
+    # a checkpoint is not signed: what it says about training goes through the checks of the flags
+    stored = check_settings(resumed.metadata.get("train", {}), args.resume) if resumed is not None else {}
+    s = _train_settings(args, stored)
+    if resumed is None and s["epochs"] == 0:
+        raise InputError("--epochs 0 trains nothing; give 1 or more (with --resume, the total to reach)")
+    plan = streamed(s) if s["stream"] else in_memory(s)
+    target, source = plan.target, plan.source
+    output, n_outputs, classes = target.output, target.n_outputs, target.classes
+    if args.plot and (plan.n_features != 2 or output == "identity" or s["stream"] or plan.test is None):
+        raise InputError(f"--plot draws a decision boundary over the test rows, which needs a classifier on 2 "
+                         f"features held in memory and --test-size above 0; {source} has {plan.n_features} "
+                         f"feature(s) and output {output!r}")  # fmt: skip
     sizes = [plan.n_features, *s["layers"], n_outputs]
     if resumed is not None:
-        if resumed.sizes != sizes:
-            raise InputError(f"{source} gives a network of sizes {sizes} but {args.resume} holds {resumed.sizes}")
+        _check_resumed(resumed, args.resume, sizes, target, source)
         model = resumed
     else:
         model = MLP(
@@ -258,20 +107,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"gpunn: note: the resumed training is not saved: add --save PATH or --checkpoint PATH "
                   f"({args.resume} itself is left as it is)", file=sys.stderr)  # fmt: skip
     if not quiet:
-        held_out = f"{plan.rows(plan.validation)} validation / " if s["early_stopping"] is not None else ""
-        done = f", resuming at epoch {model.epoch}" if resumed is not None else ""
-        if comm is not None:
-            done += f", data-parallel over {comm.size} ranks"
-        print(
-            f"gpunn {__version__}: training {model.sizes} ({s['activation']}, {_describe(s['output'], output)}"
-            f"{f', dropout {model.dropout:g}' if model.dropout else ''}) "
-            f"on {source}{', streamed' if s['stream'] else ''}, "
-            f"{plan.rows(plan.train)} train / {held_out}{plan.rows(plan.test)} test rows, "
-            f"{_backend.namespace_name(model.xp)} on {model.device}, {s['dtype']}{done}"
-        )
+        _header(model, s, plan, resumed is not None, comm)
     X_train, y_train = plan.train
-    X_test, y_test = plan.test
-    callbacks: list[Any] = [lambda m, record: m.save(args.checkpoint)] if args.checkpoint and lead else []
+    callbacks: list[Any] = [checkpointer(args.checkpoint)] if args.checkpoint and lead else []
     stopping = None
     if s["early_stopping"] is not None:  # before the checkpoint: a stop restores the best epoch, then it is saved
         stopping = gpunn_callbacks.EarlyStopping(patience=s["early_stopping"])
@@ -300,51 +138,125 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"\ngpunn: interrupted after epoch {model.epoch}; nothing saved (use --checkpoint PATH)",
                   file=sys.stderr)  # fmt: skip
         return 130
+    except CheckpointFailed as exc:  # only the lead rank writes checkpoints
+        path = args.save or args.checkpoint
+        _, failed = save_or_rescue(model, path, failed=f"{exc} after epoch {model.epoch}" if path == args.checkpoint
+                                   else None)  # fmt: skip
+        print(f"gpunn: error: {failed or f'{exc} after epoch {model.epoch}; the model is saved to {path}'}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_ERROR
     except NonFiniteError as exc:
         if lead:  # every rank sees the same divergence; one reports it
-            kept = f"; {args.checkpoint} holds the last good epoch" if args.checkpoint and model.epoch else ""
-            print(f"gpunn: {exc}{kept}", file=sys.stderr)
-        return 1
+            print(f"gpunn: {exc}{_keep_diverged(model, args)}", file=sys.stderr)
+        return EXIT_ERROR
     if not lead:
         return 0
     if stopping is not None and stopping.stopped_epoch is not None and not quiet:
         print(f"stopped early after epoch {stopping.stopped_epoch}: val_loss did not improve for {stopping.patience} "
               f"epochs; restored epoch {stopping.best_epoch} (val_loss {stopping.best:.4f})")  # fmt: skip
-    result = model.evaluate(X_test, y_test)
-    if "accuracy" in result:
+    _report_test(model, plan)
+    return _write(model, args, plan)
+
+
+def _check_resumed(resumed: Any, path: str, sizes: list[int], target: Target, source: str) -> None:
+    """The data of a resumed run fits the checkpoint: the same network, output and classes."""
+    if resumed.output != target.output:
+        raise InputError(f"{source} gives a {target.output} output but {path} holds a {resumed.output} model")
+    if resumed.output != "identity":
+        held = resumed.metadata.get("classes")
+        if held is None:  # a model trained on 0..k-1 (0/1 for sigmoid) as they were
+            held = list(range(max(resumed.n_outputs, 2)))
+        if list(held) != target.classes:
+            raise InputError(f"the classes of {source}'s target, {target.classes}, differ from those {path} was "
+                             f"trained on, {list(held)}; a resumed model keeps its classes")  # fmt: skip
+    if resumed.sizes != sizes:
+        raise InputError(f"{source} gives a network of sizes {sizes} but {path} holds {resumed.sizes}")
+
+
+def _header(model: Any, s: dict[str, Any], plan: Plan, resuming: bool, comm: Any) -> None:
+    """The opening line: network, output (and why), data, rows of each part, namespace and device."""
+    output = plan.target.output
+    described = f"{output} output, chosen from the target" if s["output"] == "auto" else f"{output} output"
+    if s["output"] == "auto" and plan.target.why:
+        described += f" ({plan.target.why})"
+    parts = [f"{plan.rows(plan.train)} train"]
+    if plan.validation is not None:
+        parts.append(f"{plan.rows(plan.validation)} validation")
+    parts.append(f"{plan.rows(plan.test)} test rows" if plan.test is not None else "no test rows (--test-size 0)")
+    done = f", resuming at epoch {model.epoch}" if resuming else ""
+    if comm is not None:
+        done += f", data-parallel over {comm.size} ranks"
+    print(
+        f"gpunn {__version__}: training {model.sizes} ({s['activation']}, {described}"
+        f"{f', dropout {model.dropout:g}' if model.dropout else ''}) "
+        f"on {plan.source}{', streamed' if s['stream'] else ''}, {' / '.join(parts)}, "
+        f"{_backend.namespace_name(model.xp)} on {model.device}, {s['dtype']}{done}"
+    )
+    if s["schedule"] == "plateau" and plan.validation is None:
+        print("gpunn: note: --schedule plateau watches the training loss; --validation-split F makes it watch "
+              "held-out rows", file=sys.stderr)  # fmt: skip
+
+
+def _keep_diverged(model: Any, args: argparse.Namespace) -> str:
+    """Save the weights a diverged run kept (its last finite epoch) to --save; what to add to the message."""
+    kept = f"; {args.checkpoint} holds the last good epoch" if args.checkpoint and model.epoch else ""
+    if not args.save:
+        return kept
+    if not model.epoch:
+        return f"{kept}; nothing saved to {args.save}: it diverged in its first epoch"
+    path, failed = save_or_rescue(model, args.save)
+    if failed:
+        return f"{kept}; {failed}"
+    return f"{kept}; the last good weights (epoch {model.epoch}) are saved to {path}"
+
+
+def _report_test(model: Any, plan: Plan) -> None:
+    """The one look at the test rows: accuracy and loss, or R², MSE and MAE."""
+    if plan.test is None:
+        print(f"no test rows (--test-size 0): trained on all {plan.rows(plan.train) + plan.rows(plan.validation)} "
+              "rows, nothing held out to test on")  # fmt: skip
+        return
+    X_test, y_test = plan.test
+    if model.output != "identity":
+        result = model.evaluate(X_test, y_test)
         print(f"test accuracy {result['accuracy']:.4f}  (test loss {result['loss']:.4f})")
+    elif y_test is None:  # a streamed regression: its mean loss
+        print(f"test mse {model.evaluate(X_test)['loss']:.6g}")
     else:
-        print(f"test mse {result['loss']:.6g}")
-    if args.save:  # the model before the other files: it is what the run was for
-        model.save(args.save)
-        if not args.quiet:
-            print(f"model saved to {args.save}")
+        scores = regression_scores(y_test, _backend.to_numpy(model.predict(X_test))[:, 0])
+        print("test " + "  ".join(f"{k} {v:.6g}" for k, v in scores.items()))
+
+
+def regression_scores(y: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """R², MSE and MAE of ``predicted`` against ``y``, as scikit-learn's r2_score, mean_squared_error and
+    mean_absolute_error compute them (for a constant ``y``, R² is 1 when predicted exactly, else 0, as there)."""
+    y, predicted = np.asarray(y, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
+    residual = float(np.sum((y - predicted) ** 2))
+    total = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - residual / total if total > 0 else (1.0 if residual == 0 else 0.0)
+    return {"r2": r2, "mse": residual / len(y), "mae": float(np.mean(np.abs(y - predicted)))}
+
+
+def _write(model: Any, args: argparse.Namespace, plan: Plan) -> int:
+    """The model first (it is what the run was for; rescued elsewhere if --save fails), then history and plot."""
+    status = 0
+    if args.save:
+        path, failed = save_or_rescue(model, args.save)
+        if failed:
+            print(f"gpunn: error: {failed}", file=sys.stderr)
+            status = EXIT_ERROR
+        elif not args.quiet:
+            print(f"model saved to {path}")
     if args.history:
-        model.history.save(args.history)
+        try:
+            model.history.save(args.history)
+        except OSError as exc:
+            raise InputError(f"--history {args.history}: cannot write ({exc.strerror or exc})") from None
     if args.plot:
         from .. import plot
 
-        plot.save(plot.decision_boundary(model, X_test, y_test), args.plot)
+        assert plan.test is not None  # checked before training
+        plot.save(plot.decision_boundary(model, *plan.test), args.plot)
         if not args.quiet:
             print(f"decision boundary drawn to {args.plot}")
-    return 0
-
-
-def _check_outputs(args: argparse.Namespace) -> None:
-    """Every file ``gpunn train`` will write goes into a folder that exists and can be written, and --plot has
-    matplotlib: checked before training, not found out after it."""
-    import importlib.util
-
-    for option, path in (("--save", args.save), ("--checkpoint", args.checkpoint), ("--history", args.history),
-                         ("--plot", args.plot)):  # fmt: skip
-        if not path:
-            continue
-        folder = os.path.dirname(os.path.abspath(path))
-        if os.path.isdir(path):
-            raise InputError(f"{option} {path}: is a folder; give a file path")
-        if not os.path.isdir(folder):
-            raise InputError(f"{option} {path}: the folder {folder} does not exist")
-        if not os.access(folder, os.W_OK):
-            raise InputError(f"{option} {path}: the folder {folder} cannot be written")
-    if args.plot and importlib.util.find_spec("matplotlib") is None:
-        raise ConfigError("--plot needs matplotlib: pip install 'gpunn[plot]'")
+    return status

@@ -22,8 +22,8 @@ from ..errors import ConfigError, InputError
 BLOCK_ROWS = 1024  # CSV rows parsed at a time by the NumPy reader: bounds the temporary memory of a large file
 SEGMENT_BYTES = 32 << 20  # CSV text pyarrow parses at a time (multi-threaded): bounds its memory beyond X
 NPY_ROWS = 1 << 16  # rows of a .npy file copied into X at a time
-FORMATS = ((".csv.gz", "csv"), (".csv", "csv"), (".parquet", "parquet"), (".feather", "ipc"), (".arrow", "ipc"),
-           (".npy", "npy"), (".npz", "npz"))  # fmt: skip
+FORMATS = ((".csv.gz", "csv"), (".csv", "csv"), (".tsv.gz", "csv"), (".tsv", "csv"), (".parquet", "parquet"),
+           (".feather", "ipc"), (".arrow", "ipc"), (".npy", "npy"), (".npz", "npz"))  # fmt: skip
 PYARROW_NEEDED = "16"  # RecordBatch.to_tensor(row_major=True)
 
 
@@ -46,12 +46,14 @@ def read(
     target: str | int | None = None,
     features: Sequence[str | int] | None = None,
     dtype: str = "float32",
+    delimiter: str | None = None,
 ) -> ReadResult:
     """Read a data file into ``(X, y, feature_names, target_name)`` (a :class:`ReadResult`).
 
     The format comes from the file name:
 
-    - ``.csv``, ``.csv.gz``: text with a header row, comma-separated; blank lines are skipped.
+    - ``.csv``, ``.csv.gz``: text with a header row, comma-separated (``delimiter=";"`` for another one-character
+      separator); blank lines are skipped. ``.tsv``, ``.tsv.gz``: the same, tab-separated.
     - ``.parquet``; ``.feather`` or ``.arrow`` (the Arrow IPC file format, Feather v2, or an IPC stream).
     - ``.npy``: one 2-D numeric array (rows, columns). It has no column names: its columns are named by their
       index, ``"0"``, ``"1"``, ..., and ``target`` (and each of ``features``) is a column index, an ``int`` or a
@@ -80,12 +82,13 @@ def read(
     by row counted from 0 and Parquet row group or Arrow record batch), a ragged CSV row, a truncated or corrupt
     file, a file with no data rows, an unknown file type.
     """
-    return _read(path, target, features, dtype, None)[0]
+    return _read(path, target, features, dtype, None, delimiter)[0]
 
 
 def _read(
-    path: str | os.PathLike[str], target: Any, features: Sequence[Any] | None, dtype: str, weight: Any
-) -> tuple[ReadResult, np.ndarray | None]:
+    path: str | os.PathLike[str], target: Any, features: Sequence[Any] | None, dtype: str, weight: Any,
+    delimiter: str | None = None,
+) -> tuple[ReadResult, np.ndarray | None]:  # fmt: skip
     """:func:`read`, and with ``weight`` (a column name; an ``.npy`` column index; an ``.npz`` array name) that
     column's values, float64 of shape (rows,), finite and >= 0: read with the features, but not one of them
     (``gpunn train --sample-weight``)."""
@@ -112,16 +115,19 @@ def _read(
         raise InputError(f"{name}: unknown type of data file; gpunn reads {endings}")
     if empty:
         raise InputError(f"{name}: file is empty" + ("; expected a header row and data rows" if kind == "csv" else ""))
+    if delimiter is not None and kind != "csv":
+        raise ConfigError(f"{name}: a delimiter applies to CSV files, not to {kind} files")
+    sep = csv_delimiter(name, delimiter)
     result: tuple[ReadResult, np.ndarray | None] | None = None
     if kind == "csv":
         pa = _pyarrow()
         if pa is not None and regular:
             try:
-                result = _read_csv_arrow(pa, name, target, features, dtype, weight)
+                result = _read_csv_arrow(pa, name, target, features, dtype, weight, sep)
             except _Reparse:
                 pass  # the NumPy reader decides: it names the line and column of a problem, or reads what pyarrow won't
         if result is None:
-            result = _read_csv_numpy(name, target, features, dtype, class_names=True, weight=weight)
+            result = _read_csv_numpy(name, target, features, dtype, class_names=True, weight=weight, delimiter=sep)
     else:
         readers = {"parquet": _read_parquet, "ipc": _read_ipc, "npy": _read_npy, "npz": _read_npz}
         result = readers[kind](name, target, features, dtype, weight)
@@ -207,7 +213,12 @@ def _select(
     for j, c in enumerate(columns):
         position.setdefault(c, j)
     if target is not None and target not in position:
-        raise InputError(f"{name}: target column {target!r} is not in the {where} ({_names(columns)})")
+        hint = ""
+        if len(columns) == 1:  # a whole header read as one name: another separator
+            found = [c for c in ";\t|:" if c in columns[0]]
+            if found:
+                hint = f"; the header is one column holding {found[0]!r}: is it the separator (delimiter={found[0]!r})?"
+        raise InputError(f"{name}: target column {target!r} is not in the {where} ({_names(columns)}){hint}")
     if weight is not None:
         if weight not in position:
             raise InputError(f"{name}: weight column {weight!r} is not in the {where} ({_names(columns)})")
@@ -240,6 +251,25 @@ def _select(
 
 
 # ------------------------------------------------------------------------------------------ CSV, NumPy
+def csv_delimiter(name: str, delimiter: str | None = None) -> str:
+    """The field separator of a CSV file: ``delimiter`` when given, else a tab for ``.tsv`` (``.tsv.gz``), else
+    a comma."""
+    if delimiter is not None:
+        if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '\r\n"':
+            raise ConfigError(f"delimiter is one character such as ';' or a tab; got {delimiter!r}")
+        return delimiter
+    return "\t" if name.lower().endswith((".tsv", ".tsv.gz")) else ","
+
+
+def csv_header(name: str, delimiter: str | None = None) -> list[str]:
+    """The column names of a CSV file's header row (the file's first line), without reading further."""
+    try:
+        with _open_text(name) as f:
+            return [h.strip() for h in next(csv.reader([f.readline()], delimiter=csv_delimiter(name, delimiter)), [])]
+    except (OSError, UnicodeDecodeError, csv.Error, EOFError, zlib.error) as exc:
+        raise InputError(f"{name}: cannot read ({getattr(exc, 'strerror', None) or _one_line(exc)})") from None
+
+
 def _open_text(name: str) -> IO[str]:
     if name.lower().endswith(".gz"):
         return gzip.open(name, "rt", newline="", encoding="utf-8-sig")
@@ -247,36 +277,38 @@ def _open_text(name: str) -> IO[str]:
 
 
 def _read_csv_numpy(
-    name: str, target: Any, features: Sequence[Any] | None, dtype: str, class_names: bool, weight: Any = None
-) -> tuple[ReadResult, np.ndarray | None]:
+    name: str, target: Any, features: Sequence[Any] | None, dtype: str, class_names: bool, weight: Any = None,
+    delimiter: str = ",",
+) -> tuple[ReadResult, np.ndarray | None]:  # fmt: skip
     """The NumPy reader. With ``class_names`` a target that is not all numbers comes back as strings: a file is
     read with a numeric target first and read again if it turns out not to be; a pipe keeps the text as it goes."""
     texts = class_names and not os.path.isfile(name)
     while True:
         try:
-            return _read_csv_numpy_once(name, target, features, dtype, class_names, texts, weight)
+            return _read_csv_numpy_once(name, target, features, dtype, class_names, texts, weight, delimiter)
         except _ClassNames:
             texts = True
 
 
 def _read_csv_numpy_once(
     name: str, target: Any, features: Sequence[Any] | None, dtype: str, class_names: bool, texts: bool,
-    weight: Any,
+    weight: Any, delimiter: str = ",",
 ) -> tuple[ReadResult, np.ndarray | None]:  # fmt: skip
     try:
         rows = BLOCK_ROWS  # what to allocate first: a pipe's length is unknown, X grows as needed
         if os.path.isfile(name) and not name.lower().endswith(".gz"):  # a file's newlines bound its rows
             rows = 1 + _count_newlines(name)
         with _open_text(name) as f:
-            header = [h.strip() for h in next(csv.reader([f.readline()]), [])]
+            header = [h.strip() for h in next(csv.reader([f.readline()], delimiter=delimiter), [])]
             if not header:
                 raise InputError(f"{name}: file is empty; expected a header row and data rows")
             k, cols = _select(name, header, target, features, "header", weight)
-            parsed = _CsvRows(name, header, k, cols, dtype, rows, class_names, texts, weight is not None)
+            parsed = _CsvRows(name, header, k, cols, dtype, rows, class_names, texts, weight is not None, delimiter)
+            blank = " \t\r\n," + delimiter
             block: list[str] = []
             numbers: list[int] = []
             for line_number, line in enumerate(f, start=2):
-                if line.strip(" \t\r\n,"):
+                if line.strip(blank):
                     block.append(line)
                     numbers.append(line_number)
                 if len(block) == BLOCK_ROWS:
@@ -296,8 +328,9 @@ class _CsvRows:
 
     def __init__(
         self, name: str, header: list[str], k: int | None, cols: list[int], dtype: str, rows: int,
-        class_names: bool, texts: bool, weighted: bool = False,
+        class_names: bool, texts: bool, weighted: bool = False, delimiter: str = ",",
     ) -> None:  # fmt: skip
+        self.delimiter = delimiter
         self.name, self.header, self.k, self.cols = name, header, k, cols  # cols: the weight's last, if weighted
         self.class_names = class_names  # the target may hold class names
         self.texts = texts and k is not None  # keep the target's text (else parse it as numbers)
@@ -360,7 +393,7 @@ class _CsvRows:
         """The block's feature values (float64) and its target (float64, or text), or an error naming where."""
         if not self.texts:
             try:
-                values = np.loadtxt(block, delimiter=",", quotechar='"', comments=None, ndmin=2)
+                values = np.loadtxt(block, delimiter=self.delimiter, quotechar='"', comments=None, ndmin=2)
             except ValueError:
                 values = None  # a bad cell, or one that loadtxt won't parse: cell by cell below
             if values is not None and values.shape[1] == len(self.header):
@@ -371,7 +404,7 @@ class _CsvRows:
 
     def _parse_cells(self, block: list[str], numbers: list[int]) -> tuple[np.ndarray, np.ndarray | list[str] | None]:
         """The csv module's cells, converted with Python's ``float``; the first bad cell is reported."""
-        rows = list(csv.reader(block))
+        rows = list(csv.reader(block, delimiter=self.delimiter))
         for line, row in zip(numbers, rows):
             if len(row) != len(self.header):
                 raise InputError(f"{self.name}: line {line} has {len(row)} fields but the header has "
@@ -433,8 +466,9 @@ class _CsvRows:
 
 # ---------------------------------------------------------------------------------------- CSV, pyarrow
 def _read_csv_arrow(
-    pa: Any, name: str, target: Any, features: Sequence[Any] | None, dtype: str, weight: Any = None
-) -> tuple[ReadResult, np.ndarray | None]:
+    pa: Any, name: str, target: Any, features: Sequence[Any] | None, dtype: str, weight: Any = None,
+    delimiter: str = ",",
+) -> tuple[ReadResult, np.ndarray | None]:  # fmt: skip
     """Parse with pyarrow, a segment of the text at a time (multi-threaded within it), straight into ``X``.
 
     Memory: ``X``, one buffer of text (``SEGMENT_BYTES``, filled with ordinary reads, not a memory map) and its
@@ -448,7 +482,7 @@ def _read_csv_arrow(
     try:
         rows = BLOCK_ROWS if gz else 1 + _count_newlines(name)  # a file's newlines bound its rows; X grows past
         with gzip.open(name, "rb") if gz else open(name, "rb") as f:
-            header = [h.strip() for h in next(csv.reader([f.readline().decode("utf-8-sig")]), [])]
+            header = [h.strip() for h in next(csv.reader([f.readline().decode("utf-8-sig")], delimiter=delimiter), [])]
             if not header:
                 raise _Reparse
             k, cols = _select(name, header, target, features, "header", weight)
@@ -457,6 +491,7 @@ def _read_csv_arrow(
             keep = [str(j) for j in cols] + ([str(k)] if k is not None else [])
             options = {
                 "read_options": pacsv.ReadOptions(column_names=[str(j) for j in range(len(header))]),
+                "parse_options": pacsv.ParseOptions(delimiter=delimiter),
                 "convert_options": pacsv.ConvertOptions(
                     column_types={c: pa.float64() for c in keep[:d]} | ({str(k): pa.string()} if k is not None else {}),
                     include_columns=keep, null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False,
