@@ -6,7 +6,6 @@ The same forward and backward code trains on NumPy (CPU), CuPy (CUDA), PyTorch, 
 import sys
 
 from . import callbacks, schedules
-from .checkpoint import load
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -20,7 +19,7 @@ from .errors import (
 )
 from .feed import stream
 from .history import History
-from .model import MLP
+from .model import MLP, load
 
 __version__ = "0.1.0"
 

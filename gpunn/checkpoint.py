@@ -18,17 +18,14 @@ import os
 import secrets
 import stat
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import safetensors.numpy
 
 from . import _backend, layers, losses, optim, schedules
-from .errors import CheckpointError, DeviceError, GpunnError
+from .errors import CheckpointError, GpunnError
 from .history import History
-
-if TYPE_CHECKING:
-    from .model import MLP
 
 FORMAT = "gpunn.mlp"
 FORMAT_VERSION = 1
@@ -365,7 +362,7 @@ def _validate_callbacks(callbacks: Any, config: dict[str, Any]) -> None:
         raise _invalid(f"{field} best_optimizer", f"is {opt!r}; a {model_opt['name']} state is {wanted!r}")
 
 
-def save(model: MLP, path: str | os.PathLike[str]) -> None:
+def save(model: Any, path: str | os.PathLike[str]) -> None:
     """Write ``model`` to ``path`` from host memory, atomically (temp file, fsync, rename, fsync folder)."""
     tensors = {}
     for i, (w, b) in enumerate(model.numpy_weights()):
@@ -644,43 +641,3 @@ def _tensor_layout(
             raise CheckpointError(f"tensor {key} has invalid data offsets [{start}, {stop}]: corrupt file")
         end = stop
     return layout
-
-
-def load(path: str | os.PathLike[str], *, device: Any = "auto", xp: Any = None) -> MLP:
-    """Rebuild the model saved at ``path`` on ``device`` (and ``xp``), ready to predict or continue training."""
-    from .model import MLP
-
-    ckpt = read(path)
-    c = ckpt.config
-    try:
-        m = MLP(
-            c["sizes"], activation=c["activation"], output=c["output"], loss=c["loss"], seed=c["seed"],
-            device=device, dtype=c["dtype"], xp=xp, standardize=c["standardize"], dropout=c.get("dropout", 0.0),
-        )  # fmt: skip
-        m.set_weights(ckpt.weight_pairs())
-        m.fitted = bool(c["fitted"])
-        if c["scaling"] is not None:
-            mean, scale = (np.asarray(s, dtype=np.float64) for s in c["scaling"])
-            m.scaling = (mean, scale)
-        m.feature_names, m.target_name, m.metadata = c["feature_names"], c["target_name"], dict(c["metadata"])
-        opt = c["optimizer"]
-        if opt is not None:
-            m.optimizer = optim.Optimizer(opt["name"], dict(opt["hyper"]))
-            state: dict[str, Any] = {"step": int(opt["step"])}
-            n = 2 * (len(m.sizes) - 1)
-            for slot in optim.SLOTS[opt["name"]]:
-                flat = np.concatenate([ckpt.tensors[f"optimizer.{slot}.{j}"].reshape(-1) for j in range(n)])
-                state[slot] = _backend.from_numpy(flat, m.xp, m.device)
-            m.optimizer_state = state
-        if c.get("schedule") is not None:  # checkpoints from before schedules have none
-            m.schedule, m.schedule_state = schedules.Schedule.from_dict(c["schedule"]), dict(c["schedule_state"])
-        m.rng.bit_generator.state = c["rng"]
-        m.epoch = int(c["epoch"])
-        m.history = History.from_dict(c["history"])
-    except (CheckpointError, DeviceError):
-        raise
-    except GpunnError as exc:
-        raise CheckpointError(f"{os.fspath(path)}: invalid model description ({exc})") from None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{os.fspath(path)}: invalid model description ({type(exc).__name__}: {exc})") from None
-    return m

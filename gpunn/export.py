@@ -94,9 +94,8 @@ def onnx_model(
     """The ONNX ``ModelProto`` that :func:`to_onnx` writes, checked by ``onnx.checker``, kept in memory (for
     ``onnxruntime.InferenceSession(proto.SerializeToString())``, or to edit before saving)."""
     from . import __version__
-    from .model import MLP
 
-    if not isinstance(model, MLP):
+    if not all(hasattr(model, a) for a in ("numpy_weights", "sizes", "output", "scaling")):
         raise ConfigError(f"ONNX export takes a gpunn.MLP; got {type(model).__name__}")
     if not model.fitted:
         raise NotFittedError("this MLP has not been trained yet: call fit(), set_weights() or gpunn.load() first")

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend, feed, layers, losses, optim, schedules, train
+from . import _backend, checkpoint, feed, layers, losses, optim, schedules, train
 from . import _validation as check
 from .data import Dataset
 from .data.moments import row_blocks
-from .errors import CheckpointError, ConfigError, InputError, NonFiniteError, NotFittedError
+from .errors import CheckpointError, ConfigError, DeviceError, GpunnError, InputError, NonFiniteError, NotFittedError
 from .history import History, Reporter
 from .init import init_params
 from .step import Step
@@ -603,15 +603,11 @@ class MLP:
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model, its optimizer state, RNG and history to a safetensors file, atomically."""
-        from .checkpoint import save
-
-        save(self, path)
+        checkpoint.save(self, path)
 
     def load_weights(self, path: str | os.PathLike[str]) -> None:
         """Load the parameters of a checkpoint whose architecture matches this model."""
-        from .checkpoint import read
-
-        ckpt = read(path)
+        ckpt = checkpoint.read(path)
         if ckpt.config["sizes"] != self.sizes or ckpt.config["dtype"] != self.dtype:
             raise CheckpointError(
                 f"{os.fspath(path)}: checkpoint holds a {ckpt.config['dtype']} model of sizes {ckpt.config['sizes']} "
@@ -645,3 +641,41 @@ def _generator(state: dict[str, Any]) -> np.random.Generator:
     rng = np.random.Generator(np.random.PCG64(0))
     rng.bit_generator.state = state
     return rng
+
+
+def load(path: str | os.PathLike[str], *, device: Any = "auto", xp: Any = None) -> MLP:
+    """Rebuild the model saved at ``path`` on ``device`` (and ``xp``), ready to predict or continue training."""
+    ckpt = checkpoint.read(path)
+    c = ckpt.config
+    try:
+        m = MLP(
+            c["sizes"], activation=c["activation"], output=c["output"], loss=c["loss"], seed=c["seed"],
+            device=device, dtype=c["dtype"], xp=xp, standardize=c["standardize"], dropout=c.get("dropout", 0.0),
+        )  # fmt: skip
+        m.set_weights(ckpt.weight_pairs())
+        m.fitted = bool(c["fitted"])
+        if c["scaling"] is not None:
+            mean, scale = (np.asarray(s, dtype=np.float64) for s in c["scaling"])
+            m.scaling = (mean, scale)
+        m.feature_names, m.target_name, m.metadata = c["feature_names"], c["target_name"], dict(c["metadata"])
+        opt = c["optimizer"]
+        if opt is not None:
+            m.optimizer = optim.Optimizer(opt["name"], dict(opt["hyper"]))
+            state: dict[str, Any] = {"step": int(opt["step"])}
+            n = 2 * (len(m.sizes) - 1)
+            for slot in optim.SLOTS[opt["name"]]:
+                flat = np.concatenate([ckpt.tensors[f"optimizer.{slot}.{j}"].reshape(-1) for j in range(n)])
+                state[slot] = _backend.from_numpy(flat, m.xp, m.device)
+            m.optimizer_state = state
+        if c.get("schedule") is not None:  # checkpoints from before schedules have none
+            m.schedule, m.schedule_state = schedules.Schedule.from_dict(c["schedule"]), dict(c["schedule_state"])
+        m.rng.bit_generator.state = c["rng"]
+        m.epoch = int(c["epoch"])
+        m.history = History.from_dict(c["history"])
+    except (CheckpointError, DeviceError):
+        raise
+    except GpunnError as exc:
+        raise CheckpointError(f"{os.fspath(path)}: invalid model description ({exc})") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{os.fspath(path)}: invalid model description ({type(exc).__name__}: {exc})") from None
+    return m

@@ -15,7 +15,7 @@ from ..errors import InputError
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """``gpunn predict``."""
-    from ..checkpoint import load
+    from ..model import load
 
     model = load(args.model, device=args.device)
     X, y = _predict_data(model, args)
@@ -81,8 +81,8 @@ def _score(model: Any, y: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``gpunn export``."""
-    from ..checkpoint import load
     from ..export import to_onnx
+    from ..model import load
 
     model = load(args.model, device="cpu")  # the weights go to the host anyway: no GPU needed
     classes = args.classes

@@ -63,8 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ..checkpoint import load
-    from ..model import MLP
+    from ..model import MLP, load
 
     comm = getattr(args, "comm", None)
     lead = comm is None or comm.rank == 0  # only rank 0 prints and writes files
