@@ -5,6 +5,7 @@ The same forward and backward code trains on NumPy (CPU), CuPy (CUDA), PyTorch, 
 
 from . import callbacks, schedules
 from .checkpoint import load
+from .ensemble import Ensemble
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MLP",
+    "Ensemble",
     "callbacks",
     "schedules",
     "History",
