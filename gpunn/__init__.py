@@ -6,6 +6,7 @@ The same forward and backward code trains on NumPy (CPU), CuPy (CUDA), PyTorch, 
 import sys
 
 from . import callbacks, schedules
+from .ensemble import Ensemble
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -28,6 +29,7 @@ sys.modules[f"{__name__}.stream"] = stream
 
 __all__ = [
     "MLP",
+    "Ensemble",
     "callbacks",
     "schedules",
     "History",

@@ -54,6 +54,12 @@ def unflatten(flat: Any, sizes: Sequence[int], xp: Any) -> list[tuple[Any, Any]]
     return [(xp.reshape(flat[w], shape), flat[b]) for w, b, shape in layer_slices(sizes)]
 
 
+def unflatten_stacked(flat: Any, sizes: Sequence[int], xp: Any) -> list[tuple[Any, Any]]:
+    """``[(W, b), ...]`` of the stacked buffer (K, P) of K networks: ``W`` of shape (K, out, in), ``b`` (K, out)."""
+    k = flat.shape[0]
+    return [(xp.reshape(flat[:, w], (k, *shape)), flat[:, b]) for w, b, shape in layer_slices(sizes)]
+
+
 def weight_mask(sizes: Sequence[int], dtype: str, xp: Any, device: Any) -> Any:
     """A flat buffer that is 1 at the weights and 0 at the biases (the L2 penalty spares biases)."""
     mask = np.zeros(n_params(sizes), dtype=dtype)
@@ -249,3 +255,47 @@ def _backward_numpy(
             w = layers[i][0]
             d = backprops[i - 1](w.T @ d if transposed else d @ w)
     return grads
+
+
+# ---------------------------------------------------------------------------------- stacked networks (K members)
+# K networks of the same widths train as one: W of shape (K, out, in), b (K, out), activations (K, rows, units).
+# A batch shared by every member stays (rows, in): ``matmul`` broadcasts it against the K weight matrices, so X is
+# never copied K times. Members' gradients land in one (K, P) buffer, row k laid out as a lone network's.
+def dense_stacked(a: Any, w: Any, b: Any, xp: Any) -> Any:
+    """K dense layers at once: ``a`` (rows, in) shared by every member or (K, rows, in) its own, ``w`` (K, out, in),
+    ``b`` (K, out); returns (K, rows, out)."""
+    return xp.matmul(a, xp.matrix_transpose(w)) + b[:, None, :]
+
+
+def forward_stacked(
+    layers: list[tuple[Any, Any]], x: Any, activation: str | Sequence[str], xp: Any, masks: list[Any] | None = None
+) -> tuple[Any, list[Any], list[Backprop]]:
+    """:func:`forward` of K stacked networks (weights from :func:`unflatten_stacked`): logits (K, rows, outputs).
+
+    ``masks`` (dropout) holds one multiplier per hidden layer, shaped (K, rows, units)."""
+    names = per_layer(activation, len(layers) - 1)
+    fast = _backend.numpy_fast_path(xp)  # the activations' inputs are temporaries: NumPy works in place
+    inputs, backprops = [x], []
+    a = x
+    for i, ((w, b), name) in enumerate(zip(layers[:-1], names)):
+        a, backprop = activate(name, dense_stacked(a, w, b, xp), xp, fast)
+        if masks is not None:
+            a, backprop = a * masks[i], _masked(backprop, masks[i])
+        inputs.append(a)
+        backprops.append(backprop)
+    w, b = layers[-1]
+    return dense_stacked(a, w, b, xp), inputs, backprops
+
+
+def backward_stacked(
+    layers: list[tuple[Any, Any]], inputs: list[Any], backprops: list[Backprop], delta: Any, xp: Any
+) -> Any:
+    """:func:`backward` of K stacked networks: ``delta`` (K, rows, outputs) in, the (K, P) gradient buffer out."""
+    k = delta.shape[0]
+    parts: list[Any] = []
+    for i in reversed(range(len(layers))):
+        dw = xp.matmul(xp.matrix_transpose(delta), inputs[i])  # (K, out, rows) @ (rows, in) or (K, rows, in)
+        parts[:0] = [xp.reshape(dw, (k, -1)), xp.sum(delta, axis=1)]
+        if i:
+            delta = backprops[i - 1](xp.matmul(delta, layers[i][0]))
+    return xp.concat(parts, axis=1)

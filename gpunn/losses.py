@@ -41,9 +41,9 @@ def output_activation(output: str, z: Any, xp: Any) -> Any:
     """Probabilities (sigmoid, softmax) or values (identity) from the logits, accurate in their tails."""
     if output == "sigmoid":
         return probability(z, xp)
-    if output == "softmax":
-        e = xp.exp(z - xp.max(z, axis=1, keepdims=True))
-        return e / xp.sum(e, axis=1, keepdims=True)
+    if output == "softmax":  # over the last axis: (n, k), or (K, n, k) for K stacked networks
+        e = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
+        return e / xp.sum(e, axis=-1, keepdims=True)
     return z
 
 
@@ -77,7 +77,10 @@ def softplus(w: Any, zero: Any, xp: Any) -> Any:
     return xp.logaddexp(w, zero)
 
 
-def head(output: str, loss: str, z: Any, target: Any, zero: Any, xp: Any, weight: Any = None) -> tuple[Any, Any, Any]:
+def head(
+    output: str, loss: str, z: Any, target: Any, zero: Any, xp: Any, weight: Any = None, members: bool = False,
+    mask: Any = None,
+) -> tuple[Any, Any, Any]:  # fmt: skip
     """``(loss_sum, delta, correct)`` for the logits ``z`` of a batch and its encoded ``target``.
 
     ``loss_sum`` is the batch's summed loss (0-d), ``delta`` is proportional to its derivative dL/dz (see
@@ -85,29 +88,50 @@ def head(output: str, loss: str, z: Any, target: Any, zero: Any, xp: Any, weight
     is a 0-d zero of z's dtype, made once by the caller. With per-row sample weights ``weight`` (rows, 1),
     ``loss_sum`` is the pair [sum of the losses, sum of the weighted losses] and ``delta`` stays unweighted.
     Nothing here reads a value back to the host.
+
+    With ``members`` (K stacked networks), ``z`` is (K, rows, outputs), ``target`` and ``weight`` are shared
+    (rows, ...) or per member (K, rows, ...), and the sums and counts are per member: ``loss_sum`` (K,) or (K, 2),
+    ``correct`` (K,). ``mask`` (K, rows, 1), 1 for the rows that count and 0 for padding (or how many times a
+    member takes the row), weighs the unweighted sum and the count (then a float), and a weight must already
+    include it; ``delta`` stays unmasked.
     """
+    ax = -1 if members else 1
     if output == "softmax":
-        shifted = z - xp.max(z, axis=1, keepdims=True)
+        shifted = z - xp.max(z, axis=ax, keepdims=True)
         e = xp.exp(shifted)
-        total = xp.sum(e, axis=1, keepdims=True)
-        loss_sum = _sums(target * (xp.log(total) - shifted), weight, xp)
-        correct = xp.count_nonzero(xp.argmax(z, axis=1) == xp.argmax(target, axis=1))
+        total = xp.sum(e, axis=ax, keepdims=True)
+        loss_sum = _sums(target * (xp.log(total) - shifted), weight, xp, members, mask)
+        hits = xp.argmax(z, axis=ax) == xp.argmax(target, axis=ax)
+        correct = _count(hits, xp, members, None if mask is None else mask[..., 0])
         return loss_sum, e / total - target, correct
     if output == "identity":
         diff = z - target
-        return _sums(diff * diff, weight, xp), diff, None
+        return _sums(diff * diff, weight, xp, members, mask), diff, None
     if loss == "mse":
         p = probability(z, xp)
         diff = p - target
-        correct = xp.count_nonzero((z > 0) == (target > 0.5))
-        return _sums(diff * diff, weight, xp), diff * (p - p * p), correct
+        correct = _count((z > 0) == (target > 0.5), xp, members, mask)
+        return _sums(diff * diff, weight, xp, members, mask), diff * (p - p * p), correct
     # target is s = 1 - 2t: -[t log p + (1 - t) log(1 - p)] = softplus(s z), finite for any logit.
-    loss_sum = _sums(softplus(target * z, zero, xp), weight, xp)
-    correct = xp.count_nonzero((z > 0) == (target < 0))  # p > 0.5 exactly when z > 0
+    loss_sum = _sums(softplus(target * z, zero, xp), weight, xp, members, mask)
+    correct = _count((z > 0) == (target < 0), xp, members, mask)  # p > 0.5 exactly when z > 0
     return loss_sum, xp.tanh(0.5 * z) + target, correct
 
 
-def _sums(elementwise: Any, weight: Any, xp: Any) -> Any:
+def _sums(elementwise: Any, weight: Any, xp: Any, members: bool = False, mask: Any = None) -> Any:
+    if members:  # per member: over every axis but the first
+        axes = tuple(range(1, elementwise.ndim))
+        plain = xp.sum(elementwise if mask is None else elementwise * mask, axis=axes)
+        return plain if weight is None else xp.stack([plain, xp.sum(elementwise * weight, axis=axes)], axis=-1)
     if weight is None:
         return xp.sum(elementwise)
     return xp.stack([xp.sum(elementwise), xp.sum(elementwise * weight)])
+
+
+def _count(hits: Any, xp: Any, members: bool, mask: Any) -> Any:
+    if not members:
+        return xp.count_nonzero(hits)
+    axes = tuple(range(1, hits.ndim))
+    if mask is not None:  # a row counts as often as its mask says (a member's rows may repeat): a float count
+        return xp.sum(xp.where(hits, mask, 0.0), axis=axes)
+    return xp.count_nonzero(hits, axis=axes)

@@ -118,9 +118,11 @@ class Step:
         return params, state, loss_sum
 
 
-def clip_by_global_norm(grads: Any, max_norm: float, xp: Any, scale: float = 1.0) -> Any:
-    """``grads`` times min(1, max_norm / ||scale * grads||), the norm taken over every parameter together."""
-    factor = (max_norm / scale) / (xp.sqrt(xp.sum(grads * grads)) + 1e-12 / scale)
+def clip_by_global_norm(grads: Any, max_norm: float, xp: Any, scale: Any = 1.0, members: bool = False) -> Any:
+    """``grads`` times min(1, max_norm / ||scale * grads||), the norm taken over every parameter together (over
+    each row of a stacked (K, P) buffer with ``members``, ``scale`` then a float or (K, 1))."""
+    norm = xp.sqrt(xp.sum(grads * grads, axis=1, keepdims=True)) if members else xp.sqrt(xp.sum(grads * grads))
+    factor = (max_norm / scale) / (norm + 1e-12 / scale)
     return grads * xp.where(factor < 1.0, factor, 1.0)
 
 
@@ -131,3 +133,132 @@ def hyper(model: Any, optimizer: optim.Optimizer, lr: float, l2: float, clip_nor
     return Hyper(
         tuple(model.sizes), activation, model.output, model.loss, optimizer, lr, l2, clip_norm, model.dropout, key
     )
+
+
+# ------------------------------------------------------------------------------------ K networks in one step
+@dataclass(frozen=True)
+class StackedHyper:
+    """A :class:`Hyper` for K networks of the same widths trained together; the per-member settings are tuples of
+    K values (the members' lone :class:`Hyper` would hold one each)."""
+
+    sizes: tuple[int, ...]
+    activation: str | tuple[str, ...]
+    output: str
+    loss: str
+    optimizer: optim.Optimizer  # AdamW's weight decay is taken out into ``weight_decay``
+    members: int
+    l2: tuple[float, ...]
+    clip_norm: float | None
+    dropout: tuple[float, ...]
+    dropout_keys: tuple[int, ...]
+    weight_decay: tuple[float, ...] | None = None  # AdamW's decoupled decay per member
+
+    @property
+    def loss_outputs(self) -> int:
+        return 1 if self.output == "softmax" else self.sizes[-1]
+
+
+def member_values(values: tuple[Any, ...], xp: Any, device: Any, dtype: Any) -> Any:
+    """One Python float when every member has the same value (no array operation spent on it), else a (K, 1)
+    array, which broadcasts against a stacked (K, P) buffer."""
+    if all(v == values[0] for v in values):
+        return values[0]
+    return xp.asarray([[v] for v in values], dtype=dtype, device=device)
+
+
+class StackedStep:
+    """K networks' training steps as one pure function, member k computing what :class:`Step` computes for it.
+
+    ``step(params, state, x, target, lr, weight=None, mask=None, rows=None, active=None)
+    -> (params, state, loss_sums, corrects)``: ``params`` and the optimizer's slots are (K, P) buffers, row k
+    laid out as a lone network's; ``state["step"]`` is one Python int for all members or a (K, 1) int array.
+    ``x`` and ``target`` are (rows, ...), shared by every member (a full batch: never copied K times), or
+    (K, rows, ...), each member's own rows. ``lr`` is a float or (K, 1). ``weight`` are sample weights, (rows, 1)
+    or (K, rows, 1). ``mask`` (K, rows, 1) marks with 0 the padding rows of members whose batch is shorter than
+    the others' (with weights, ``weight`` must be 0 there too), and ``rows`` (K, 1) then gives each member's
+    batch rows. Members where ``active`` (K, 1) is False keep their parameters, slots and step count.
+    ``loss_sums`` is (K,), or (K, 2) with weights; ``corrects`` (K,) or None.
+    """
+
+    def __init__(self, hyper: StackedHyper, xp: Any, device: Any, dtype: str):
+        self.hyper, self.xp, self.device = hyper, xp, device
+        fdtype = _backend.float_dtype(xp, dtype)
+        self.zero = xp.zeros((), dtype=fdtype, device=device)
+        self.l2 = member_values(hyper.l2, xp, device, fdtype) if any(hyper.l2) else None
+        self.mask = layers.weight_mask(hyper.sizes, dtype, xp, device) if self.l2 is not None else None
+        self.decay = None
+        self.optimizer = hyper.optimizer
+        if hyper.weight_decay is not None:  # applied here, with a rate per member, as optim's AdamW applies it
+            self.decay = member_values(hyper.weight_decay, xp, device, fdtype)
+        self.drop = None
+        if any(hyper.dropout):
+            shape = (hyper.members, 1, 1)
+            keys = xp.reshape(xp.asarray(list(hyper.dropout_keys), dtype=xp.int32, device=device), shape)
+            thresholds = member_values(tuple(dropout.threshold(r) for r in hyper.dropout), xp, device, xp.int32)
+            thresholds = thresholds if isinstance(thresholds, int) else xp.reshape(thresholds, shape)
+            scales = member_values(tuple(1.0 / (1.0 - r) for r in hyper.dropout), xp, device, fdtype)
+            scales = scales if isinstance(scales, float) else xp.reshape(scales, shape)
+            self.drop = (keys, thresholds, scales)
+        self.donate = _backend.numpy_fast_path(xp)
+
+    def __call__(
+        self, params: Any, state: dict[str, Any], x: Any, target: Any, lr: Any, weight: Any = None, mask: Any = None,
+        rows: Any = None, active: Any = None,
+    ):  # fmt: skip
+        h, xp = self.hyper, self.xp
+        layer_params = layers.unflatten_stacked(params, h.sizes, xp)
+        masks = None
+        if self.drop is not None:
+            counter = state["step"]
+            if not isinstance(counter, int):
+                counter = xp.reshape(counter, (-1, 1, 1))
+            units = list(h.sizes[1:-1])
+            masks = dropout.masks_stacked(*self.drop, counter, x.shape[-2], units, x.dtype, xp, self.device)
+        z, inputs, backprops = layers.forward_stacked(layer_params, x, h.activation, xp, masks)
+        loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp, weight, True, mask)
+        if weight is not None:
+            delta = delta * weight
+        elif mask is not None:
+            delta = delta * mask
+        grads = layers.backward_stacked(layer_params, inputs, backprops, delta, xp)
+        m = x.shape[-2] if rows is None else rows
+        _, grad_scale = losses.scales(h.output, h.loss, m, h.sizes[-1])
+        if self.l2 is not None:  # as in Step.apply, with an l2 per member
+            weights = params * self.mask
+            grads = grads + (self.l2 / (m * grad_scale)) * weights
+            penalty = (0.5 * self.l2 * h.loss_outputs) * xp.sum(weights * weights, axis=1, keepdims=True)
+            loss_sum = loss_sum + (penalty if weight is not None else penalty[:, 0])
+        if weight is not None:
+            if weight.ndim == 3:
+                total = xp.reshape(xp.sum(weight, axis=(1, 2)), (-1, 1))
+            else:
+                total = xp.sum(weight)
+            grad_scale = (grad_scale * m) / total
+        if h.clip_norm is not None:
+            grads = clip_by_global_norm(grads, h.clip_norm, xp, scale=grad_scale, members=True)
+        old = params
+        if self.decay is not None:
+            params = (1.0 - lr * self.decay) * params
+        new, new_state = self.optimizer.update(params, grads, state, lr, xp, scale=grad_scale, donate=self.donate)
+        if active is not None:
+            new = xp.where(active, new, old)
+            new_state = {k: v if k == "step" else xp.where(active, v, state[k]) for k, v in new_state.items()}
+            new_state["step"] = state["step"] + xp.astype(active, xp.int32)
+        return new, new_state, loss_sum, correct
+
+
+def stacked_hyper(
+    models: Any, optimizer: optim.Optimizer, l2: tuple[float, ...], clip_norm: float | None,
+    weight_decay: tuple[float, ...] | None = None,
+) -> StackedHyper:  # fmt: skip
+    """The :class:`StackedHyper` of ``models`` (K MLPs of the same shape) trained together with these settings."""
+    m = models[0]
+    activation = m.activation if isinstance(m.activation, str) else tuple(m.activation)
+    keys = tuple(dropout.seed_key(x.seed) if x.dropout else 0 for x in models)
+    if optimizer.name == "adamw":
+        weight_decay = weight_decay or (optimizer.hyper["weight_decay"],) * len(models)
+        optimizer = optim.Optimizer("adam", {k: v for k, v in optimizer.hyper.items() if k != "weight_decay"})
+    return StackedHyper(
+        tuple(m.sizes), activation, m.output, m.loss, optimizer, len(models), tuple(l2), clip_norm,
+        tuple(x.dropout for x in models), keys, None if weight_decay is None else tuple(weight_decay),
+    )  # fmt: skip

@@ -1,0 +1,267 @@
+"""Ensemble: K networks of the same shape trained as one stacked network, each exactly a lone MLP.
+
+The members' weights live in (K, P) buffers during ``fit`` and train with one step for all of them
+(:class:`gpunn.step.StackedStep`: batched ``matmul`` over weights of shape (K, out, in)), so K small networks
+cost the array operations of one. Between fits, ``e.members`` holds K ordinary :class:`gpunn.MLP` objects,
+each usable alone: member k is what ``MLP(sizes, seed=seeds[k], dropout=dropouts[k], ...)`` becomes when fitted
+alone with member k's settings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import _backend, feed, losses, optim, train
+from .. import _validation as check
+from ..data.moments import row_blocks
+from ..errors import ConfigError, NotFittedError
+from ..history import History
+from ..layers import forward_stacked, unflatten_stacked
+from ..model import MLP, _dropout_rate
+from . import _args, _loop
+from ._io import is_ensemble_file, load, save
+
+__all__ = ["Ensemble", "load", "is_ensemble_file"]
+
+
+def _seeds(seed: Any, k: int) -> list[int]:
+    if isinstance(seed, (list, tuple, np.ndarray)):
+        if len(seed) != k:
+            raise ConfigError(f"seed lists {len(seed)} seeds; the ensemble has {k} members (give one int, or {k})")
+        return [check.integer(s, f"seed[{i}]", 0) for i, s in enumerate(seed)]
+    first = check.integer(seed, "seed", 0)
+    return [first + i for i in range(k)]
+
+
+def _rate(value: Any, name: str) -> float:
+    try:
+        return _dropout_rate(value)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("dropout", name, 1)) from None
+
+
+class Ensemble:
+    """K multilayer perceptrons of the same shape, trained together as one stacked network.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths from the input features to the outputs, as for :class:`gpunn.MLP`.
+    members : int
+        K, the number of networks (at least 1).
+    seed : int or list of K ints
+        Member k's seed: ``seed + k``, or the k-th of the list. It draws the member's initial weights, shuffling
+        orders and dropout masks exactly as it would for a lone MLP.
+    dropout : float or list of K floats
+        Every member's dropout rate, or one per member.
+    activation, output, loss, device, dtype, xp, standardize, compile
+        As for :class:`gpunn.MLP`, shared by every member.
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        members: int = 5,
+        *,
+        seed: Any = 0,
+        activation: Any = "relu",
+        output: str = "sigmoid",
+        loss: str | None = None,
+        device: Any = "auto",
+        dtype: str = "float32",
+        xp: Any = None,
+        standardize: bool = False,
+        compile: Any = "auto",
+        dropout: Any = 0.0,
+    ):
+        k = check.integer(members, "members", 1)
+        seeds = _seeds(seed, k)
+        rates = _args.per_member(dropout, k, "dropout", _rate)
+        kwargs = dict(activation=activation, output=output, loss=loss, device=device, dtype=dtype, xp=xp,
+                      standardize=standardize, compile=compile)  # fmt: skip
+        first = MLP(sizes, seed=seeds[0], dropout=rates[0], **kwargs)  # checks every shared setting once
+        kwargs.update(xp=first.xp, device=first.device)
+        self.members: list[MLP] = [first] + [
+            MLP(sizes, seed=s, dropout=d, **kwargs) for s, d in zip(seeds[1:], rates[1:])
+        ]
+        self.compile = first.compile
+
+    @classmethod
+    def from_members(cls, models: Sequence[MLP], *, compile: Any = None) -> Ensemble:
+        """An ensemble of existing MLPs (not copied: training the ensemble trains them). They must share their
+        widths, activations, output, loss, dtype, namespace, device and standardization."""
+        models = list(models)
+        if not models or not all(isinstance(m, MLP) for m in models):
+            raise ConfigError("from_members takes a non-empty list of gpunn.MLP models")
+        m0 = models[0]
+        for i, m in enumerate(models[1:], 1):
+            for name in ("sizes", "activation", "output", "loss", "dtype", "standardize"):
+                if getattr(m, name) != getattr(m0, name):
+                    raise ConfigError(f"member {i} has {name} {getattr(m, name)!r}, member 0 {getattr(m0, name)!r}; "
+                                      "an ensemble's members share their shape and settings")  # fmt: skip
+            if m.xp is not m0.xp or not _backend.same_device(m.device, m0.device):
+                raise ConfigError(f"member {i} lives on another namespace or device than member 0; move it with .to()")
+        ens = cls.__new__(cls)
+        ens.members = models
+        ens.compile = m0.compile if compile is None else train.check_compile(compile, m0.xp)
+        return ens
+
+    # ----------------------------------------------------------------------------------------------- state
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __repr__(self) -> str:
+        m = self.members[0]
+        return (
+            f"Ensemble(sizes={m.sizes}, members={len(self)}, activation={m.activation!r}, output={m.output!r}, "
+            f"dtype={m.dtype!r}, xp={_backend.namespace_name(m.xp)}, device={m.device!r})"
+        )
+
+    @property
+    def xp(self) -> Any:
+        return self.members[0].xp
+
+    @property
+    def device(self) -> Any:
+        return self.members[0].device
+
+    @property
+    def sizes(self) -> list[int]:
+        return self.members[0].sizes
+
+    @property
+    def output(self) -> str:
+        return self.members[0].output
+
+    @property
+    def seeds(self) -> list[int]:
+        """The members' seeds."""
+        return [m.seed for m in self.members]
+
+    @property
+    def histories(self) -> list[History]:
+        """The members' whole histories."""
+        return [m.history for m in self.members]
+
+    @property
+    def params(self) -> Any:
+        """The members' parameters as one stacked (K, P) buffer (a copy), row k laid out as ``members[k].params``."""
+        return self.xp.stack([m.params for m in self.members])
+
+    def to(self, device: Any = "auto", xp: Any = None) -> Ensemble:
+        """Move every member to another device or namespace; returns the ensemble."""
+        for m in self.members:
+            m.to(device, xp)
+        return self
+
+    # ------------------------------------------------------------------------------------------- training
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        epochs: int = 100,
+        lr: Any = 0.1,
+        batch_size: int | None = None,
+        optimizer: str | optim.Optimizer = "sgd",
+        shuffle: bool = True,
+        validation_data: tuple[Any, Any] | None = None,
+        verbose: int = 1,
+        clip_norm: float | None = None,
+        callbacks: Any = None,
+        l2: Any = 0.0,
+        convert: bool = False,
+        copy: bool = True,
+        weight_decay: Any = None,
+        sample_weight: Any = None,
+        class_weight: Any = None,
+        rows: Any = None,
+    ) -> list[History]:
+        """Train every member for ``epochs`` more epochs and return their K :class:`History`.
+
+        Takes :meth:`gpunn.MLP.fit`'s arguments, with these differences:
+
+        lr : float, Schedule, or a list of K of them
+            One rate (or schedule) for every member, or one per member. A plateau schedule follows each
+            member's own losses.
+        l2, weight_decay : float or list of K floats
+        sample_weight : array, shape (n,) or (K, n)
+            One weight per row for every member, or one row of weights per member (bagging, folds).
+        rows : list of K integer arrays, optional
+            Member k trains on ``X[rows[k]]`` (indices may repeat: bootstrap samples), as a lone MLP fitted on
+            those rows would.
+        callbacks : list of callables, or a list of K lists
+            Called as ``callback(member, record)`` after each of a member's epochs; a stateful callback such as
+            :class:`gpunn.callbacks.EarlyStopping` is copied for every member. A member whose callback returns
+            False stops (keeping what the callback left it, EarlyStopping's best epoch); the fit ends when every
+            member has stopped.
+
+        Member k ends exactly where ``members[k].fit(...)`` with its own settings would have taken it alone:
+        weights, optimizer state, shuffling generator and History.
+        """
+        return _loop.fit(
+            self, X, y, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, shuffle=shuffle,
+            validation_data=validation_data, verbose=verbose, clip_norm=clip_norm, callbacks=callbacks, l2=l2,
+            convert=convert, copy=copy, weight_decay=weight_decay, sample_weight=sample_weight,
+            class_weight=class_weight, rows=rows,
+        )  # fmt: skip
+
+    # ----------------------------------------------------------------------------------------- inference
+    def _check_fitted(self) -> None:
+        if not all(m.fitted for m in self.members):
+            raise NotFittedError("this Ensemble has not been trained yet: call fit() or gpunn.ensemble.load() first")
+
+    def decision_function(self, X: Any, *, convert: bool = False) -> Any:
+        """Every member's logits, shape (K, n, n_outputs), in the ensemble's namespace and device."""
+        self._check_fitted()
+        m0, xp = self.members[0], self.xp
+        X = m0.adopt(X) if convert else X
+        if any(not _loop.same_scaling(m.scaling, m0.scaling) for m in self.members):  # members scaled apart
+            with _backend.device_scope(xp, self.device):
+                return xp.stack([m.decision_function(X) for m in self.members])
+        with _backend.device_scope(xp, self.device):
+            x = feed.check_x(m0.spec, X, "X")
+            weights = unflatten_stacked(self.params, m0.sizes, xp)
+            logits = [
+                forward_stacked(weights, feed.place_x(m0.spec, x[block, ...], m0.scaling), m0.activation, xp)[0]
+                for block in row_blocks(x.shape[0], feed.evaluate.EVAL_ROWS)
+            ]
+            return logits[0] if len(logits) == 1 else xp.concat(logits, axis=1)
+
+    def predict_proba(self, X: Any, *, members: bool = False, convert: bool = False) -> Any:
+        """The mean of the members' probabilities (values, for regression), shape (n, n_outputs); with
+        ``members=True`` every member's, shape (K, n, n_outputs)."""
+        z = self.decision_function(X, convert=convert)
+        with _backend.device_scope(self.xp, self.device):
+            p = losses.output_activation(self.output, z, self.xp)
+            return p if members else self.xp.mean(p, axis=0)
+
+    def predict(self, X: Any, *, return_std: bool = False, convert: bool = False) -> Any:
+        """Labels from the mean probabilities (as :meth:`gpunn.MLP.predict` gives them), or for regression the
+        members' mean value (n, n_outputs); with ``return_std=True`` (regression) also their standard deviation."""
+        xp = self.xp
+        if return_std and self.output != "identity":
+            raise ConfigError("return_std is for regression (output='identity'); for classifiers look at "
+                              "predict_proba(X, members=True)")  # fmt: skip
+        p = self.predict_proba(X, members=True, convert=convert)
+        with _backend.device_scope(xp, self.device):
+            mean = xp.mean(p, axis=0)
+            if self.output == "identity":
+                return (mean, xp.std(p, axis=0)) if return_std else mean
+            if self.output == "softmax":
+                return xp.argmax(mean, axis=1)
+            labels = xp.astype(mean > 0.5, _backend.index_dtype(xp, self.device))
+            return labels[:, 0] if mean.shape[1] == 1 else labels
+
+    def evaluate(self, X: Any, y: Any = None, *, convert: bool = False) -> list[dict[str, float]]:
+        """Every member's :meth:`gpunn.MLP.evaluate` on ``(X, y)``."""
+        return [m.evaluate(X, y, convert=convert) for m in self.members]
+
+    # ------------------------------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write every member (weights, optimizer state, generator, history) to one safetensors file."""
+        save(self, path)

@@ -1,0 +1,356 @@
+"""The ensemble's epoch loop: K members' batches, one stacked step for all, per-member records and callbacks.
+
+It mirrors :mod:`gpunn.train` member by member (each member draws its shuffling order from its own generator,
+records its own History, follows its own schedule and stops on its own callbacks), so that member k ends exactly
+where ``MLP.fit`` would have taken it alone. Between epochs the members' host state (generator, epoch, history,
+schedule state) is committed on the members themselves; their arrays are the rows of the stacked buffers,
+handed to the member models after every epoch when callbacks need them, else once at the end of ``fit``.
+
+How a step's batch is laid out depends on the rows the members train on:
+
+- every member on all rows, full batch: X (n, in) itself, shared (never copied K times);
+- every member on all rows, minibatches in order: the same slice of X for every member;
+- every member on all rows, shuffled minibatches: each member's rows gathered in its own order, (K, rows, in);
+- members on their own rows (``rows=``), full batch without dropout: X shared, with each member's multiplicity
+  of every row as a mask (K, n, 1);
+- members on their own rows otherwise: gathered in each member's order and padded to the longest batch, with a
+  mask that keeps the padding out (a member whose epoch has fewer batches sits out its last steps).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import _backend, feed, losses, optim, train
+from .. import _validation as check
+from ..data import Dataset
+from ..data.moments import row_blocks
+from ..errors import ConfigError, InputError, NonFiniteError
+from ..history import History, Reporter
+from ..layers import forward_stacked, unflatten_stacked
+from ..step import StackedHyper, StackedStep, member_values, stacked_hyper
+from . import _args
+from ._plan import Plan
+
+if TYPE_CHECKING:
+    from . import Ensemble
+
+
+# ----------------------------------------------------------------------------------------------- fit
+def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int | None, optimizer: Any,
+        shuffle: bool, validation_data: Any, verbose: int, clip_norm: float | None, callbacks: Any, l2: Any,
+        convert: bool, copy: bool, weight_decay: Any, sample_weight: Any, class_weight: Any,
+        rows: Any) -> list[History]:  # fmt: skip
+    """:meth:`Ensemble.fit`: every argument checked before anything changes, then one stacked run."""
+    members = ens.members
+    k, m0 = len(members), members[0]
+    epochs = check.integer(epochs, "epochs", 0)
+    rates = _args.per_member(lr, k, "lr", _args.rate)
+    l2s = _args.per_member(l2, k, "l2", _args.l2)
+    decays = _args.per_member(weight_decay, k, "weight_decay", _args.decay)
+    if batch_size is not None:
+        batch_size = check.integer(batch_size, "batch_size", 1)
+    opts = [optim.get(optimizer, d) for d in decays]
+    if clip_norm is not None:
+        clip_norm = check.positive_float(clip_norm, "clip_norm")
+    verbose = check.integer(verbose, "verbose", 0)
+    member_callbacks = _args.member_callbacks(callbacks, k)
+    recorded = {"loss", "lr"} | ({"accuracy"} if m0.output != "identity" else set())
+    if validation_data is not None:
+        recorded |= {f"val_{key}" for key in recorded - {"lr"}}
+    if sample_weight is not None or class_weight is not None:
+        recorded.add("weighted_loss")
+    for callback in {id(c): c for cs in member_callbacks for c in cs}.values():
+        missing = set(getattr(callback, "requires", ())) - recorded
+        if missing:
+            raise ConfigError(
+                f"{type(callback).__name__} needs {', '.join(sorted(missing))}, which this fit does not record "
+                f"(it records {', '.join(sorted(recorded))}); pass validation_data= or monitor another metric"
+            )
+    scalings = [m.scaling for m in members]
+    if any(not same_scaling(s, scalings[0]) for s in scalings):
+        raise ConfigError("the members standardize their inputs differently; an ensemble trains on one scaling")
+    xp = ens.xp
+    if isinstance(X, Dataset) or isinstance(validation_data, Dataset):
+        raise InputError("Ensemble.fit takes arrays in memory; a streamed gpunn.data.Dataset trains one MLP at a time")
+    if convert:
+        X, y = m0.adopt(X), m0.adopt(y)
+        if isinstance(validation_data, (tuple, list)):
+            validation_data = tuple(m0.adopt(v) for v in validation_data)
+    with _backend.device_scope(xp, ens.device):
+        x = feed.check_x(m0.spec, X, "X")
+        n = x.shape[0]
+        t = feed.targets(m0.spec, y, n, "y", fitting=True)
+        member_rows = _args.check_rows(rows, k, n)
+        if member_rows is not None:
+            _args.check_member_classes(m0, y, member_rows)
+            if m0.standardize and m0.scaling is None:
+                raise ConfigError("rows= with standardize=True: each member would learn its own scaling; standardize X "
+                                  "beforehand (or fit the ensemble once on all rows)")  # fmt: skip
+        w_host = _args.weights(m0, sample_weight, class_weight, y, n, k, member_rows)
+        xv = tv = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise InputError("validation_data must be a pair (X_val, y_val)")
+            xv = feed.check_x(m0.spec, validation_data[0], "validation X")
+            tv = feed.targets(m0.spec, validation_data[1], xv.shape[0], "validation y")
+        # Everything is valid: from here on the call may change the members (and, with copy=False, X).
+        names = feed.frame_columns(X)
+        scaling = scalings[0]
+        if m0.standardize and scaling is None:
+            scaling = feed.fit_scaling(x)
+        val = None if xv is None else (feed.place_x(m0.spec, xv, scaling), tv)
+        x = feed.place_x(m0.spec, x, scaling, in_place=not copy)
+        for m, opt, schedule in zip(members, opts, rates):
+            if m.feature_names is None:
+                m.feature_names = names
+            m.scaling = scaling
+            if m.optimizer != opt or m.optimizer_state is None:
+                m.optimizer, m.optimizer_state = opt, opt.init(m._params, xp)
+            if m.schedule != schedule:
+                m.schedule, m.schedule_state = schedule, schedule.init()
+            m._previous = None
+            m.fitted = True
+        first = [m.history.epochs for m in members]
+        wd = None if opts[0].name != "adamw" else tuple(o.hyper["weight_decay"] for o in opts)
+        hyper = stacked_hyper(members, opts[0], tuple(l2s), clip_norm, wd)
+        plan = Plan(ens, x, t, w_host, member_rows, batch_size, shuffle)
+        _run(ens, plan, val, hyper, epochs, verbose, member_callbacks)
+    return [m.history.since(f) for m, f in zip(members, first)]
+
+
+def same_scaling(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is b
+    return all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+# ----------------------------------------------------------------------------------------------- runner
+@functools.lru_cache(maxsize=16)
+def _compiled(hyper: StackedHyper, xp: Any, device: Any, dtype: str, required: bool) -> tuple[StackedStep, Any]:
+    step = StackedStep(hyper, xp, device, dtype)
+    return step, _backend.compiler(xp, required)(step)
+
+
+class _Runner:
+    """The stacked step, through the namespace's compiler when asked (as :class:`gpunn.train.Runner`)."""
+
+    def __init__(self, hyper: StackedHyper, xp: Any, device: Any, dtype: str, compile: Any):
+        self.mode, self.xp, self.device = compile, xp, device
+        required = compile is True
+        self.compiled = compile is not False and _backend.compiler(xp, required) is not None
+        if self.compiled:
+            self.step, self._jit = _compiled(hyper, xp, device, dtype, required)
+        else:
+            self.step = StackedStep(hyper, xp, device, dtype)
+        self.dtype = self.step.zero.dtype
+
+    def rate(self, lrs: list[float]) -> Any:
+        """The members' rates as the step takes them: one float, a (K, 1) array, or (compiled) always an array."""
+        value = member_values(tuple(lrs), self.xp, self.device, self.dtype)
+        if self.compiled and isinstance(value, float):
+            return self.xp.asarray(value, dtype=self.dtype, device=self.device)
+        return value
+
+    def steps(self, state: dict[str, Any], k: int) -> dict[str, Any]:
+        if self.compiled and isinstance(state["step"], int):  # compile once, not once for an int and once more
+            step = self.xp.full((k, 1), state["step"], dtype=self.xp.int32, device=self.device)
+            return {**state, "step": step}
+        return state
+
+    def __call__(self, params: Any, state: Any, batch: tuple, lr: Any):
+        if self.compiled:
+            try:
+                return self._jit(params, self.steps(state, params.shape[0]), batch[0], batch[1], lr, *batch[2:])
+            except Exception as exc:
+                if self.mode is True or isinstance(exc, (NonFiniteError, MemoryError)):
+                    raise
+                warnings.warn(
+                    f"gpunn: compiling the ensemble's step on {_backend.namespace_name(self.xp)} failed "
+                    f"({type(exc).__name__}: {exc}); training eagerly instead",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self.compiled = False
+                lr = _backend.to_numpy(lr)
+                lr = float(lr) if lr.ndim == 0 else self.xp.asarray(lr, device=self.device)
+        return self.step(params, state, batch[0], batch[1], lr, *batch[2:])
+
+
+# ----------------------------------------------------------------------------------------------- loop
+def stack(ens: Ensemble, compiled: bool = False) -> tuple[Any, dict[str, Any], list[int]]:
+    """The members' parameters and optimizer state as stacked (K, P) buffers, and their step counts."""
+    xp, members = ens.xp, ens.members
+    params = xp.stack([m._params for m in members])
+    states: list[dict[str, Any]] = [m.optimizer_state for m in members]  # type: ignore[misc]
+    name = members[0].optimizer.name  # type: ignore[union-attr]
+    steps = [int(s["step"]) for s in states]
+    state: dict[str, Any] = {slot: xp.stack([s[slot] for s in states]) for slot in optim.SLOTS[name]}
+    if all(s == steps[0] for s in steps) and not compiled:
+        state["step"] = steps[0]
+    else:
+        state["step"] = xp.asarray([[s] for s in steps], dtype=xp.int32, device=ens.device)
+    return params, state, steps
+
+
+def _hand_over(ens: Ensemble, params: Any, state: dict[str, Any], steps: list[int], which: list[int]) -> None:
+    """Members ``which`` take their rows of the stacked buffers (views where the namespace has them)."""
+    for i in which:
+        m = ens.members[i]
+        m._params = params[i, :]
+        m.optimizer_state = {"step": steps[i], **{s: v[i, :] for s, v in state.items() if s != "step"}}
+
+
+def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, epochs: int, verbose: int,
+         member_callbacks: list[list[Any]]) -> None:  # fmt: skip
+    xp, members, k = ens.xp, ens.members, len(ens.members)
+    runner = _Runner(hyper, xp, ens.device, members[0].dtype, ens.compile)
+    params, state, steps = stack(ens, runner.compiled)
+    active = [True] * k
+    any_callbacks = any(member_callbacks)
+    start = max(m.epoch for m in members)
+    reporter = Reporter(verbose, start, start + epochs)
+    handed = list(range(k))  # members whose arrays are not yet the current rows
+    try:
+        with _backend.memory_guard(ens.device, plan.bs[0] if plan.bs[0] < plan.n else None):
+            for _ in range(epochs):
+                if not any(active):
+                    break
+                active_dev = None if all(active) else plan.up(np.array(active).reshape(k, 1), bool)
+                params, state, records, taken = _epoch(ens, plan, runner, val, params, state, active, active_dev)
+                for i in range(k):
+                    steps[i] += int(taken[:, i].sum())
+                ran = [i for i in range(k) if active[i]]
+                for i in ran:
+                    m = members[i]
+                    m.schedule_state = m.schedule.update(m.schedule_state, records[i])  # type: ignore[union-attr]
+                    m.history.append(records[i])
+                    m.epoch += 1
+                reporter.epoch(max(members[i].epoch for i in ran), _mean_record([records[i] for i in ran]))
+                if not any_callbacks:
+                    continue
+                _hand_over(ens, params, state, steps, ran)
+                given = {i: (members[i]._params, members[i].optimizer_state) for i in ran}
+                for i in ran:
+                    results = [callback(members[i], records[i]) for callback in member_callbacks[i]]
+                    if results.count(False):
+                        active[i] = False
+                if any(members[i]._params is not given[i][0] or members[i].optimizer_state is not given[i][1]
+                       for i in ran):  # fmt: skip
+                    # a callback set a member's weights (EarlyStopping's best epoch): the stack takes them
+                    params, state, steps = stack(ens, runner.compiled)
+                handed = [i for i in range(k) if i not in ran]
+    finally:
+        reporter.close()
+        _hand_over(ens, params, state, steps, handed if any_callbacks else list(range(k)))
+
+
+def _mean_record(records: list[dict[str, float]]) -> dict[str, float]:
+    return {key: float(np.mean([r[key] for r in records])) for key in records[0]}
+
+
+def _epoch(ens, plan, runner, val, params, state, active, active_dev):
+    """One pass for every active member; returns the new stacked state and each member's record, having
+    changed nothing (if it raises, the members' generators are put back)."""
+    xp, members, k = ens.xp, ens.members, len(ens.members)
+    m0 = members[0]
+    rng_states = [m.rng.bit_generator.state for m in members]
+    try:
+        lrs: list[float] = []
+        for i, m in enumerate(members):
+            if not active[i]:
+                continue
+            rate = m.schedule.rate(m.epoch, m.schedule_state)
+            if not (math.isfinite(rate) and rate >= 0):
+                raise ConfigError(f"member {i}: the learning-rate schedule gave {rate!r} for epoch {m.epoch + 1}; a "
+                                  "rate is finite and >= 0")  # fmt: skip
+            lrs.append(rate)
+        it = iter(lrs)
+        lrs = [next(it) if a else lrs[0] for a in active]  # members sitting out take any rate: they do not move
+        lr = runner.rate(lrs)
+        batches, taken = plan.epoch(members, active, active_dev)
+        loss_sums, corrects = [], []
+        for batch in batches:
+            params, state, loss_sum, correct = runner(params, state, batch, lr)
+            loss_sums.append(loss_sum)
+            corrects.append(correct)
+        has_correct = corrects[0] is not None
+        val_loss: list[Any] = []
+        val_correct: list[Any] = []
+        if val is not None:
+            val_loss, val_correct = evaluate_sums(ens, params, *val)
+        host_loss = train.read_back(loss_sums + val_loss, xp)
+        # (counts of masked batches are floats, the others integers: read back apart)
+        host_counts = train.read_back(corrects, xp) if has_correct else None
+        host_val_counts = train.read_back(val_correct, xp) if has_correct else None
+        width = 1 if plan.weight_totals is None else 2
+        s = len(loss_sums)
+        batch_sums = host_loss[: s * k * width].reshape(s, k, width)
+        val_sums = host_loss[s * k * width :].reshape(-1, k)
+        counts = None if host_counts is None else host_counts.reshape(s, k)
+        val_counts = None if host_val_counts is None else host_val_counts.reshape(-1, k)
+        records: list[dict[str, float]] = [{} for _ in range(k)]
+        bad = []
+        for i in range(k):
+            if not active[i]:
+                continue
+            took = taken[:, i]
+            n_i = plan.n_rows[i]
+            scale = losses.scales(m0.output, m0.loss, n_i, m0.n_outputs)[0]
+            record = {"loss": float(np.sum(batch_sums[took, i, 0])) * scale}
+            if plan.weight_totals is not None:
+                record["weighted_loss"] = float(np.sum(batch_sums[took, i, -1])) * scale * n_i / plan.weight_totals[i]
+            if not math.isfinite(record["loss"]):
+                bad.append((i, batch_sums[took, i, 0], record["loss"]))
+                continue
+            labels = m0.n_outputs if m0.output == "sigmoid" else 1
+            if counts is not None:
+                record["accuracy"] = float(np.sum(counts[took, i])) / (n_i * labels)
+            if val is not None:
+                n_val = val[0].shape[0]
+                val_scale = losses.scales(m0.output, m0.loss, n_val, m0.n_outputs)[0]
+                record["val_loss"] = float(np.sum(val_sums[:, i])) * val_scale
+                if val_counts is not None:
+                    record["val_accuracy"] = float(np.sum(val_counts[:, i])) / (n_val * labels)
+            record["lr"] = lrs[i]
+            records[i] = record
+        if bad:
+            raise _divergence(members, bad)
+    except BaseException:
+        for m, rng_state in zip(members, rng_states):
+            m.rng.bit_generator.state = rng_state
+        raise
+    return params, state, records, taken
+
+
+def _divergence(members: list[Any], bad: list[tuple[int, np.ndarray, float]]) -> NonFiniteError:
+    i, batch_losses, loss = bad[0]
+    where = np.flatnonzero(~np.isfinite(batch_losses))
+    at = f"batch {where[0] + 1} of {batch_losses.size}" if where.size else "the weight update"
+    others = f" (and member(s) {', '.join(str(b[0]) for b in bad[1:])})" if len(bad) > 1 else ""
+    return NonFiniteError(
+        f"member {i}{others}: training diverged in epoch {members[i].epoch + 1}, {at}: loss is {loss}. The ensemble "
+        "keeps the weights of the last finite epoch; try a smaller lr, clip_norm=, or standardized features"
+    )
+
+
+def evaluate_sums(ens: Ensemble, params: Any, x: Any, target: Any) -> tuple[list[Any], list[Any]]:
+    """Per-member summed loss (K,) and correct count (K,) of every block of EVAL_ROWS rows of placed data."""
+    xp, m0 = ens.xp, ens.members[0]
+    n = x.shape[0]
+    layer_params = unflatten_stacked(params, m0.sizes, xp)
+    zero = xp.zeros((), dtype=x.dtype, device=ens.device)
+    loss_sums, corrects = [], []
+    for block in row_blocks(n, feed.evaluate.EVAL_ROWS):
+        xb, tb = (x, target) if n <= feed.evaluate.EVAL_ROWS else (x[block, ...], target[block, ...])
+        z = forward_stacked(layer_params, xb, m0.activation, xp)[0]
+        loss_sum, _, correct = losses.head(m0.output, m0.loss, z, tb, zero, xp, members=True)
+        loss_sums.append(loss_sum)
+        if correct is not None:
+            corrects.append(correct)
+    return loss_sums, corrects

@@ -1,0 +1,172 @@
+"""How each step's batch is laid out for K members (see :mod:`gpunn.ensemble._loop`), and what stays on the
+device for a whole fit: X, the targets, the weights and, for members on their own rows, their masks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import _backend
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    from . import Ensemble
+
+
+class Plan:
+    """How this fit lays out every step's batch (see the module's docstring), and what stays on the device for
+    the whole fit: X, the targets, the weights and, for members on their own rows, their masks."""
+
+    def __init__(self, ens: Ensemble, x: Any, t: Any, w_host: np.ndarray | None, rows: list[np.ndarray] | None,
+                 batch_size: int | None, shuffle: bool):  # fmt: skip
+        xp, device, k = ens.xp, ens.device, len(ens.members)
+        self.xp, self.device, self.k, self.x, self.t, self.n = xp, device, k, x, t, x.shape[0]
+        self.shuffle, self.rows = shuffle, rows
+        self.dtype = ens.members[0].dtype
+        n = self.n
+        self.n_rows = [n] * k if rows is None else [len(r) for r in rows]
+        self.bs = [nk if batch_size is None else min(batch_size, nk) for nk in self.n_rows]
+        self.w_host = w_host  # (n,), (K, n) or None
+        if w_host is None:
+            self.weight_totals = None
+        else:
+            per = np.broadcast_to(w_host, (k, n))
+            self.weight_totals = [float(np.sum(per[i] if rows is None else per[i][rows[i]])) for i in range(k)]
+        dropout = any(m.dropout for m in ens.members)
+        if rows is None:
+            self.mode = "full" if self.bs[0] == n else ("gather" if shuffle else "slices")
+        else:
+            self.mode = "counts" if batch_size is None and not dropout else "padded"
+        self.w_dev = None  # weights on the device: (n, 1) shared, (K, n, 1) per member, or (K * n, 1) to gather
+        self.mask = self.rows_dev = None
+        if self.mode == "counts":
+            counts = np.zeros((k, n))
+            for i, r in enumerate(rows or []):
+                np.add.at(counts[i], r, 1.0)
+            self.mask = self.up(counts.reshape(k, n, 1))
+            self.rows_dev = self.up(np.asarray(self.n_rows, dtype=np.float64).reshape(k, 1))
+            if w_host is not None:
+                self.w_dev = self.up((counts * w_host).reshape(k, n, 1))
+        elif w_host is not None:
+            if w_host.ndim == 1:
+                self.w_dev = self.up(w_host.reshape(n, 1))
+            elif self.mode in ("gather", "padded"):
+                self.w_dev = self.up(w_host.reshape(k * n, 1))
+            else:
+                self.w_dev = self.up(w_host.reshape(k, n, 1))
+
+    def up(self, a: np.ndarray, dtype: Any = None) -> Any:
+        return _backend.from_numpy(a.astype(dtype or self.dtype), self.xp, self.device)
+
+    def steps(self) -> int:
+        """Steps of the coming epoch: the most any member takes."""
+        return max(-(-nk // b) for nk, b in zip(self.n_rows, self.bs))
+
+    def epoch(self, members: list[Any], active: list[bool], active_dev: Any) -> tuple[list[tuple], np.ndarray]:
+        """The coming epoch's batches (each ``(x, t, weight, mask, rows, active)``, as the stacked step takes
+        them) and which member takes part in which step, (steps, K) bool. Draws the active members'
+        shuffling orders from their generators, as ``MLP.fit`` would."""
+        k, n = self.k, self.n
+        if self.mode in ("full", "counts"):
+            batch = (self.x, self.t, self.w_dev, self.mask, self.rows_dev, active_dev)
+            return [batch], np.array([active])
+        if self.mode == "slices":
+            bs = self.bs[0]
+            for i in range(k):
+                if active[i]:
+                    self._check_weights(i, np.arange(n), members[i].epoch)
+            batches = []
+            for lo in range(0, n, bs):
+                hi = min(lo + bs, n)
+                w = self.w_dev
+                if w is not None:
+                    w = w[lo:hi, ...] if w.ndim == 2 else w[:, lo:hi, :]
+                batches.append((self.x[lo:hi, ...], self.t[lo:hi, ...], w, None, None, active_dev))
+            return batches, np.array([active] * len(batches))
+        orders = []
+        for i in range(k):
+            local = np.arange(self.n_rows[i])
+            if active[i] and self.shuffle and self.bs[i] < self.n_rows[i]:
+                local = members[i].rng.permutation(self.n_rows[i])
+            if active[i]:
+                self._check_weights(i, local, members[i].epoch)
+            orders.append(local if self.rows is None else self.rows[i][local])
+        if self.mode == "gather":
+            return self._gathered(np.stack(orders), active_dev), np.array([active] * self.steps())
+        return self._padded(orders, active)
+
+    def _check_weights(self, i: int, local: np.ndarray, epoch: int) -> None:
+        """As MLP.fit: every batch of member i's coming epoch needs weights that do not sum to zero."""
+        if self.w_host is None:
+            return
+        w = self.w_host if self.w_host.ndim == 1 else self.w_host[i]
+        w = w[local] if self.rows is None else w[self.rows[i]][local]
+        bs = self.bs[i]
+        totals = np.add.reduceat(w, np.arange(0, len(w), bs))
+        if (totals <= 0).any():
+            b = int(np.flatnonzero(totals <= 0)[0])
+            raise InputError(
+                f"member {i}: sample_weight sums to 0 over batch {b + 1} of epoch {epoch + 1} (rows {b * bs} to "
+                f"{min((b + 1) * bs, len(w)) - 1} of its order): every batch needs some weight; use larger batches"
+            )
+
+    def _gathered(self, orders: np.ndarray, active_dev: Any) -> list[tuple]:
+        """Every member's rows in its own order, the same number per step: gathers of (K, rows, ...)."""
+        k, n, bs = self.k, self.n, self.bs[0]
+        order = self.up(orders, np.int64)
+        worder = None
+        if self.w_dev is not None and self.w_host is not None and self.w_host.ndim == 2:
+            worder = self.up(orders + (np.arange(k) * n)[:, None], np.int64)
+        batches = []
+        for lo in range(0, n, bs):
+            hi = min(lo + bs, n)
+            batches.append(self._gather(order[:, lo:hi], None if worder is None else worder[:, lo:hi], None, None,
+                                        active_dev))  # fmt: skip
+        return batches
+
+    def _gather(self, idx: Any, widx: Any, mask: Any, rows: Any, active: Any) -> tuple:
+        xp = self.xp
+        k, r = idx.shape
+        flat = xp.reshape(idx, (-1,))
+        xb = xp.reshape(_backend.take_rows(self.x, flat, xp), (k, r, self.x.shape[1]))
+        tb = xp.reshape(_backend.take_rows(self.t, flat, xp), (k, r, self.t.shape[1]))
+        wb = None
+        if self.w_dev is not None:
+            source = flat if widx is None else xp.reshape(widx, (-1,))
+            wb = xp.reshape(_backend.take_rows(self.w_dev, source, xp), (k, r, 1))
+            if mask is not None:
+                wb = wb * mask
+        return xb, tb, wb, mask, rows, active
+
+    def _padded(self, orders: list[np.ndarray], active: list[bool]) -> tuple[list[tuple], np.ndarray]:
+        """Members on their own rows: each step's batches padded to the widest, with masks; a member whose
+        epoch has fewer steps sits the rest out."""
+        k, n = self.k, self.n
+        steps = self.steps()
+        width = max(self.bs)
+        idx = np.zeros((steps, k, width), dtype=np.int64)
+        mask = np.zeros((steps, k, width, 1))
+        took = np.zeros((steps, k), dtype=bool)
+        rows = np.ones((steps, k, 1))
+        for i in range(k):
+            if not active[i]:
+                continue
+            bs = self.bs[i]
+            for s, lo in enumerate(range(0, self.n_rows[i], bs)):
+                part = orders[i][lo : lo + bs]
+                idx[s, i, : len(part)] = part
+                mask[s, i, : len(part)] = 1.0
+                rows[s, i, 0] = len(part)
+                took[s, i] = True
+        widx = idx + (np.arange(k) * n)[None, :, None] if self.w_host is not None and self.w_host.ndim == 2 else None
+        idx_dev, mask_dev, rows_dev = self.up(idx, np.int64), self.up(mask), self.up(rows)
+        widx_dev = None if widx is None else self.up(widx, np.int64)
+        active_dev = self.up(took.reshape(steps, k, 1), bool) if not took.all() else None
+        batches = []
+        for s in range(steps):  # (masked even where no member pads, so that every step counts in floats)
+            batches.append(self._gather(
+                idx_dev[s, ...], None if widx_dev is None else widx_dev[s, ...], mask_dev[s, ...], rows_dev[s, ...],
+                None if active_dev is None else active_dev[s, ...],
+            ))  # fmt: skip
+        return batches, took

@@ -1,0 +1,330 @@
+"""gpunn.Ensemble against its oracle, the lone MLP: member k fitted in the stack equals ``MLP(seed=seeds[k], ...)``
+fitted alone with member k's settings (weights, optimizer state, generator and every History field, to 1e-9 in
+float64), on every namespace. Plus the stacked layout (a full batch is never copied K times), inference, files,
+and bad input (an error naming the problem, the ensemble unchanged)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn import _backend, optim, schedules
+from gpunn.callbacks import EarlyStopping
+from gpunn.ensemble import _loop
+
+TOL = 1e-9
+SEEDS = [3, 11, 5]
+N = 60
+
+
+def _data(output: str, n: int = N, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    if output == "sigmoid":
+        y = (X[:, 0] + X[:, 1] * X[:, 2] > 0).astype(int)
+    elif output == "softmax":
+        y = np.digitize(X[:, 0] + 0.5 * X[:, 1], [-0.5, 0.5])
+    else:
+        y = np.c_[X[:, 0] * X[:, 1], np.sin(X[:, 2])]
+    return X, y
+
+
+def _sizes(output: str) -> list[int]:
+    return [3, 6, 5, {"sigmoid": 1, "softmax": 3, "identity": 2}[output]]
+
+
+W = np.random.default_rng(7).uniform(0.2, 2.0, size=(3, N))
+ROWS = [np.random.default_rng(k).integers(0, N, size=N - 4 * k) for k in range(3)]  # bootstrap rows, 3 lengths
+
+# (id, output, Ensemble keywords, fit keywords, member k's lone fit keywords as a function of k)
+SCENARIOS = [
+    ("full-sgd-lr-l2", "sigmoid", {}, dict(lr=[0.3, 0.1, 0.5], l2=[0.0, 0.1, 0.3]),
+     lambda k: dict(lr=[0.3, 0.1, 0.5][k], l2=[0.0, 0.1, 0.3][k])),
+    ("shuffled-adam-dropout", "softmax", dict(dropout=[0.2, 0.0, 0.5]), dict(batch_size=16, optimizer="adam", lr=0.02),
+     lambda k: dict(batch_size=16, optimizer="adam", lr=0.02)),
+    ("ordered-momentum-weights", "sigmoid", {},
+     dict(batch_size=25, shuffle=False, optimizer="momentum", sample_weight=W),
+     lambda k: dict(batch_size=25, shuffle=False, optimizer="momentum", sample_weight=W[k])),
+    ("nesterov-clip-plateau-val", "identity", {},
+     dict(batch_size=20, optimizer="nesterov", lr=schedules.plateau(0.05, patience=1), clip_norm=0.3, val=True),
+     lambda k: dict(batch_size=20, optimizer="nesterov", lr=schedules.plateau(0.05, patience=1), clip_norm=0.3,
+                    val=True)),
+    ("adamw-decay-classweight", "softmax", {}, dict(optimizer="adamw", lr=0.02, weight_decay=[0.0, 0.1, 0.5],
+                                                    class_weight="balanced", batch_size=32),
+     lambda k: dict(optimizer="adamw", lr=0.02, weight_decay=[0.0, 0.1, 0.5][k], class_weight="balanced",
+                    batch_size=32)),
+    ("rows-full-weights", "sigmoid", {}, dict(rows=ROWS, sample_weight=W[0], lr=schedules.step(0.3, every=3)),
+     lambda k: dict(rows=ROWS[k], sample_weight=W[0][ROWS[k]], lr=schedules.step(0.3, every=3))),
+    ("rows-minibatch-dropout", "softmax", dict(dropout=0.3), dict(rows=ROWS, batch_size=16, optimizer="adam", lr=0.02,
+                                                                  val=True),
+     lambda k: dict(rows=ROWS[k], batch_size=16, optimizer="adam", lr=0.02, val=True)),
+    ("rows-weights-per-member", "identity", {}, dict(rows=ROWS, batch_size=20, sample_weight=W, lr=[0.05, 0.02, 0.1]),
+     lambda k: dict(rows=ROWS[k], batch_size=20, sample_weight=W[k][ROWS[k]], lr=[0.05, 0.02, 0.1][k])),
+]  # fmt: skip
+
+
+def _kwargs(backend) -> dict:
+    return dict(dtype="float64", compile=False, **backend.kwargs())
+
+
+def _host(a) -> np.ndarray:
+    return np.asarray(_backend.to_numpy(a), dtype=np.float64)
+
+
+def assert_member_is_lone(member: gpunn.MLP, lone: gpunn.MLP, history: gpunn.History, lone_history: gpunn.History):
+    np.testing.assert_allclose(_host(member.params), _host(lone.params), rtol=0, atol=TOL)
+    assert set(member.optimizer_state) == set(lone.optimizer_state)
+    for slot, value in lone.optimizer_state.items():
+        if slot == "step":
+            assert int(member.optimizer_state["step"]) == int(value)
+        else:
+            np.testing.assert_allclose(_host(member.optimizer_state[slot]), _host(value), rtol=0, atol=TOL)
+    for name in gpunn.History.__dataclass_fields__:
+        ours, theirs = getattr(history, name), getattr(lone_history, name)
+        assert len(ours) == len(theirs), name
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=TOL, err_msg=name)
+    assert member.history == lone.history or member.history.epochs == lone.history.epochs
+    assert member.rng.bit_generator.state == lone.rng.bit_generator.state
+    assert member.epoch == lone.epoch and member.schedule_state.keys() == lone.schedule_state.keys()
+
+
+def _fit_pair(backend, output, ens_kw, fit_kw, lone_kw, epochs=6, callbacks=None, lone_callbacks=None):
+    X, y = _data(output)
+    Xv, yv = _data(output, 20, seed=1)
+    kw = _kwargs(backend)
+    fit_kw = dict(fit_kw)
+    val = fit_kw.pop("val", False)
+    ens = gpunn.Ensemble(_sizes(output), len(SEEDS), seed=SEEDS, output=output, **ens_kw, **kw)
+    common = dict(epochs=epochs, verbose=0, validation_data=(Xv, yv) if val else None)
+    histories = ens.fit(X, y, callbacks=callbacks, **common, **fit_kw)
+    lones = []
+    for k, seed in enumerate(SEEDS):
+        mine = dict(lone_kw(k))
+        mine.pop("val", None)
+        rows = mine.pop("rows", None)
+        Xk, yk = (X, y) if rows is None else (X[rows], y[rows])
+        dropout = ens_kw.get("dropout", 0.0)
+        dropout = dropout[k] if isinstance(dropout, list) else dropout
+        lone = gpunn.MLP(_sizes(output), seed=seed, output=output, dropout=dropout, **kw)
+        cbs = None if lone_callbacks is None else lone_callbacks()
+        lones.append((lone, lone.fit(Xk, yk, callbacks=cbs, **common, **mine)))
+    return ens, histories, lones, (X, y, Xv, yv)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s[0] for s in SCENARIOS])
+def test_every_member_equals_a_lone_mlp(backend, scenario):
+    _, output, ens_kw, fit_kw, lone_kw = scenario
+    ens, histories, lones, _ = _fit_pair(backend, output, ens_kw, fit_kw, lone_kw)
+    assert len(histories) == len(SEEDS) and ens.seeds == SEEDS
+    for member, history, (lone, lone_history) in zip(ens.members, histories, lones):
+        assert_member_is_lone(member, lone, history, lone_history)
+
+
+def test_a_second_fit_continues_each_member(backend):
+    """Two fits equal one, member by member (optimizer state and generators carry over)."""
+    fit_kw = dict(batch_size=16, optimizer="adam", lr=0.02)
+    ens, _, lones, (X, y, _, _) = _fit_pair(backend, "sigmoid", {}, fit_kw, lambda k: fit_kw, epochs=3)
+    more = ens.fit(X, y, epochs=2, verbose=0, **fit_kw)
+    for member, history, (lone, _) in zip(ens.members, more, lones):
+        assert_member_is_lone(member, lone, history, lone.fit(X, y, epochs=2, verbose=0, **fit_kw))
+
+
+def test_early_stopping_stops_each_member_on_its_own(backend):
+    """Each member keeps its best epoch and stops updating when its own EarlyStopping says so; the fit ends when
+    all have stopped; a later fit continues every member from there, as a lone MLP's would."""
+    fit_kw = dict(batch_size=16, optimizer="adam", lr=0.05, val=True)
+    ens, histories, lones, (X, y, Xv, yv) = _fit_pair(
+        backend, "sigmoid", {}, fit_kw, lambda k: fit_kw, epochs=40, callbacks=[EarlyStopping(patience=2)],
+        lone_callbacks=lambda: [EarlyStopping(patience=2)],
+    )  # fmt: skip
+    epochs = [h.epochs for h in histories]
+    assert len(set(epochs)) > 1 and max(epochs) < 40, epochs  # the members stopped, and at different epochs
+    for member, history, (lone, lone_history) in zip(ens.members, histories, lones):
+        assert_member_is_lone(member, lone, history, lone_history)
+    again = dict(epochs=3, verbose=0, batch_size=16, optimizer="adam", lr=0.05, validation_data=(Xv, yv))
+    for member, history, (lone, _) in zip(ens.members, ens.fit(X, y, **again), lones):
+        assert_member_is_lone(member, lone, history, lone.fit(X, y, **again))
+
+
+def test_compiled_step_equals_lone_mlps():
+    jnp = pytest.importorskip("jax.numpy")
+    import jax
+
+    X, y = _data("softmax")
+    kw = dict(dtype="float64", xp=jnp, device=jax.devices("cpu")[0])
+    ens = gpunn.Ensemble(_sizes("softmax"), 3, seed=SEEDS, output="softmax", dropout=[0.1, 0.0, 0.3], compile=True,
+                         **kw)  # fmt: skip
+    fit_kw = dict(epochs=4, verbose=0, batch_size=16, optimizer="adamw", lr=[0.01, 0.02, 0.03])
+    histories = ens.fit(X, y, **fit_kw)
+    for k, seed in enumerate(SEEDS):
+        lone = gpunn.MLP(_sizes("softmax"), seed=seed, output="softmax", dropout=[0.1, 0.0, 0.3][k], compile=False,
+                         **kw)  # fmt: skip
+        h = lone.fit(X, y, **{**fit_kw, "lr": fit_kw["lr"][k]})
+        assert_member_is_lone(ens.members[k], lone, histories[k], h)
+
+
+def test_full_batch_shares_x_between_members(monkeypatch):
+    """Members training on every row of a full batch get X itself, (n, in), never K copies of it."""
+    seen = []
+
+    class Recording(_loop.StackedStep):
+        def __call__(self, params, state, x, *args, **kwargs):
+            seen.append(x)
+            return super().__call__(params, state, x, *args, **kwargs)
+
+    monkeypatch.setattr(_loop, "StackedStep", Recording)
+    X, y = _data("sigmoid")
+    ens = gpunn.Ensemble(_sizes("sigmoid"), 8, device="cpu", dtype="float64", compile=False)
+    ens.fit(X, y, epochs=2, verbose=0, sample_weight=np.ones((8, N)))
+    assert [x.shape for x in seen] == [(N, 3), (N, 3)]
+    assert seen[0] is seen[1]  # placed once per fit
+    seen.clear()
+    ens.fit(X, y, epochs=1, verbose=0, rows=[np.arange(k, N) for k in range(8)])  # own rows: a mask, X still shared
+    assert [x.shape for x in seen] == [(N, 3)]
+
+
+@pytest.mark.parametrize("output", ["sigmoid", "softmax", "identity"])
+def test_predictions_are_the_members_mean(backend, output):
+    X, y = _data(output)
+    ens = gpunn.Ensemble(_sizes(output), 4, seed=2, output=output, **_kwargs(backend))
+    ens.fit(X, y, epochs=3, verbose=0)
+    each = np.stack([_host(m.predict_proba(X)) for m in ens.members])  # the oracle: every member alone
+    stacked = _host(ens.predict_proba(X, members=True))
+    assert stacked.shape == (4, N, _sizes(output)[-1])
+    np.testing.assert_allclose(stacked, each, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(_host(ens.predict_proba(X)), each.mean(axis=0), rtol=0, atol=1e-12)
+    labels = _host(ens.predict(X))
+    if output == "identity":
+        mean, std = ens.predict(X, return_std=True)
+        np.testing.assert_allclose(_host(mean), each.mean(axis=0), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(_host(std), each.std(axis=0), rtol=0, atol=1e-12)
+    elif output == "softmax":
+        np.testing.assert_array_equal(labels, each.mean(axis=0).argmax(axis=1))
+    else:
+        np.testing.assert_array_equal(labels, (each.mean(axis=0)[:, 0] > 0.5).astype(int))
+        with pytest.raises(gpunn.ConfigError, match="return_std is for regression"):
+            ens.predict(X, return_std=True)
+
+
+def test_standardize_shares_one_scaling():
+    X, y = _data("sigmoid")
+    X = X * [1.0, 100.0, 0.01] + 5
+    ens = gpunn.Ensemble(_sizes("sigmoid"), 2, seed=SEEDS[:2], standardize=True, device="cpu", dtype="float64")
+    histories = ens.fit(X, y, epochs=4, verbose=0, batch_size=16)
+    for k, seed in enumerate(SEEDS[:2]):
+        lone = gpunn.MLP(_sizes("sigmoid"), seed=seed, standardize=True, device="cpu", dtype="float64")
+        assert_member_is_lone(ens.members[k], lone, histories[k], lone.fit(X, y, epochs=4, verbose=0, batch_size=16))
+    np.testing.assert_allclose(_host(ens.predict_proba(X, members=True))[1], _host(lone.predict_proba(X)), atol=1e-12)
+
+
+def test_save_load_and_fit_resume_bit_identically(backend, tmp_path):
+    X, y = _data("softmax")
+    kw = _kwargs(backend)
+    fit_kw = dict(verbose=0, batch_size=16, optimizer="adam", lr=[0.01, 0.05, 0.02], l2=0.01)
+    ens = gpunn.Ensemble(_sizes("softmax"), 3, seed=SEEDS, output="softmax", dropout=[0.0, 0.2, 0.1], **kw)
+    ens.fit(X, y, epochs=3, **fit_kw)
+    path = tmp_path / "ensemble.safetensors"
+    ens.save(path)
+    assert gpunn.ensemble.is_ensemble_file(path)
+    loaded = gpunn.ensemble.load(path, **backend.kwargs(), compile=False)
+    assert len(loaded) == 3 and loaded.seeds == SEEDS
+    np.testing.assert_array_equal(_host(loaded.predict_proba(X)), _host(ens.predict_proba(X)))
+    ens.fit(X, y, epochs=2, **fit_kw)
+    loaded.fit(X, y, epochs=2, **fit_kw)
+    for a, b in zip(ens.members, loaded.members):
+        np.testing.assert_array_equal(_host(a.params), _host(b.params))
+        assert a.history == b.history and a.rng.bit_generator.state == b.rng.bit_generator.state
+
+
+def test_a_lone_model_file_is_not_an_ensemble(tmp_path):
+    m = gpunn.MLP([2, 3, 1], device="cpu")
+    m.save(tmp_path / "m.safetensors")
+    assert not gpunn.ensemble.is_ensemble_file(tmp_path / "m.safetensors")
+    with pytest.raises(gpunn.CheckpointError, match="not a gpunn ensemble file"):
+        gpunn.ensemble.load(tmp_path / "m.safetensors")
+    ens = gpunn.Ensemble([2, 3, 1], 2, device="cpu")
+    ens.fit(np.eye(2), [0, 1], epochs=1, verbose=0)
+    ens.save(tmp_path / "e.safetensors")
+    data = bytearray((tmp_path / "e.safetensors").read_bytes())
+    data[-3] ^= 0xFF
+    (tmp_path / "bad.safetensors").write_bytes(bytes(data))
+    with pytest.raises(gpunn.CheckpointError, match="checksum"):
+        gpunn.ensemble.load(tmp_path / "bad.safetensors")
+
+
+def _snapshot(ens: gpunn.Ensemble):
+    return [(_host(m.params).copy(), m.rng.bit_generator.state, m.history.to_dict(), m.epoch, m.optimizer)
+            for m in ens.members]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "fit_kw,error,match",
+    [
+        (dict(lr=[0.1, 0.2]), gpunn.ConfigError, r"lr lists 2 values; the ensemble has 3 members"),
+        (dict(lr=[0.1, float("nan"), 0.2]), gpunn.ConfigError, r"lr\[1\] must be a finite number > 0; got nan"),
+        (dict(l2=[0.1, 0.1, float("nan")]), gpunn.ConfigError, r"l2\[2\] must be a finite number > 0; got nan"),
+        (dict(l2=[0.1] * 4), gpunn.ConfigError, r"l2 lists 4 values"),
+        (dict(optimizer="adamw", weight_decay=[0.1, float("nan"), 0.0]), gpunn.ConfigError, r"weight_decay\[1\]"),
+        (dict(optimizer="adamw", weight_decay=[0.1]), gpunn.ConfigError, r"weight_decay lists 1 values"),
+        (dict(sample_weight=np.ones((2, N))), gpunn.InputError, r"shape \(2, 60\).*\(60,\).*\(3, 60\)"),
+        (dict(sample_weight=np.ones(N - 1)), gpunn.InputError, r"sample_weight has shape \(59,\)"),
+        (dict(sample_weight=np.c_[np.ones((3, N - 1)), [[1], [-1], [1]]]), gpunn.InputError, r"member 1: sample_w"),
+        (dict(rows=[np.arange(5)] * 2), gpunn.InputError, r"rows must be a list of 3 index arrays"),
+        (dict(rows=[np.arange(5), np.arange(5), np.array([0, N])]), gpunn.InputError, r"rows\[2\] holds row 60"),
+    ],
+)  # fmt: skip
+def test_bad_fit_arguments_name_the_problem_and_change_nothing(fit_kw, error, match):
+    X, y = _data("sigmoid")
+    ens = gpunn.Ensemble(_sizes("sigmoid"), 3, device="cpu", dtype="float64")
+    ens.fit(X, y, epochs=1, verbose=0)
+    before = _snapshot(ens)
+    with pytest.raises(error, match=match):
+        ens.fit(X, y, epochs=2, verbose=0, **fit_kw)
+    after = _snapshot(ens)
+    for (p0, *rest0), (p1, *rest1) in zip(before, after):
+        np.testing.assert_array_equal(p0, p1)
+        assert rest0 == rest1
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(members=0), r"members must be an integer >= 1; got 0"),
+        (dict(members=3, seed=[1, 2]), r"seed lists 2 seeds; the ensemble has 3 members"),
+        (dict(members=2, dropout=[0.1, float("nan")]), r"dropout\[1\] must be in \[0, 1\)"),
+        (dict(members=2, dropout=[0.1, 0.2, 0.3]), r"dropout lists 3 values; the ensemble has 2 members"),
+    ],
+)
+def test_bad_constructor_arguments_name_the_problem(kwargs, match):
+    with pytest.raises(gpunn.ConfigError, match=match):
+        gpunn.Ensemble([2, 3, 1], device="cpu", **kwargs)
+
+
+def test_a_diverging_member_is_named_and_the_last_finite_epoch_kept():
+    X, y = _data("identity")
+    kw = dict(output="identity", device="cpu", dtype="float64")
+    ens = gpunn.Ensemble(_sizes("identity"), 3, seed=SEEDS, **kw)
+    with pytest.raises(gpunn.NonFiniteError, match=r"^member 1: training diverged in epoch"):
+        ens.fit(X, y, epochs=30, verbose=0, lr=[0.01, 1e8, 0.01])
+    done = ens.members[0].epoch
+    assert 0 < done < 30 and [m.epoch for m in ens.members] == [done] * 3  # the failed epoch left no member changed
+    lone = gpunn.MLP(_sizes("identity"), seed=SEEDS[0], **kw)
+    h = lone.fit(X, y, epochs=done, verbose=0, lr=0.01)
+    assert_member_is_lone(ens.members[0], lone, ens.members[0].history, h)
+
+
+def test_members_are_mlps_usable_alone(tmp_path):
+    X, y = _data("sigmoid")
+    ens = gpunn.Ensemble(_sizes("sigmoid"), 2, device="cpu")
+    ens.fit(X, y, epochs=2, verbose=0, optimizer=optim.adam(), lr=0.01)
+    member = ens.members[1]
+    assert isinstance(member, gpunn.MLP) and member.seed == 1
+    member.save(os.fspath(tmp_path / "one.safetensors"))
+    np.testing.assert_array_equal(gpunn.load(tmp_path / "one.safetensors").predict_proba(X), member.predict_proba(X))
+    member.fit(X, y, epochs=1, verbose=0, optimizer=optim.adam(), lr=0.01)  # alone, then back in the ensemble
+    assert member.epoch == 3 and ens.members[0].epoch == 2
+    ens.fit(X, y, epochs=1, verbose=0, optimizer=optim.adam(), lr=0.01)
+    assert [m.epoch for m in ens.members] == [3, 4]
