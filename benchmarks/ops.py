@@ -30,6 +30,9 @@ DEFAULT_ROWS = [
     ("tiny", "sgd", 0.0), ("tiny", "adam", 0.0), ("mid-128", "sgd", 0.0), ("mid-128", "adam", 0.0),
     ("mid-1024", "sgd", 0.0), ("tiny", "adam", 0.2), ("mid-128", "adam", 0.2),
 ]  # fmt: skip
+# Ensembles (gpunn.Ensemble): (cell, optimizer, members). One stacked step trains every member: an ensemble of 32
+# should cost about the operations of one (issue 18: at most 1.15x), and one member about a lone MLP.
+ENSEMBLE_ROWS = [("tiny", "sgd", 1), ("tiny", "sgd", 32), ("tiny", "adam", 1), ("tiny", "adam", 32)]
 EPOCHS = {"tiny": 5}  # profiled epochs per cell; the others get MID_EPOCHS
 MID_EPOCHS = 2
 RESULTS = Path(__file__).parent / "results" / "ops.json"
@@ -39,7 +42,8 @@ RESULTS = Path(__file__).parent / "results" / "ops.json"
 NOT_COUNTED = {
     "aten::view", "aten::_unsafe_view", "aten::slice", "aten::select", "aten::t", "aten::transpose",
     "aten::permute", "aten::expand", "aten::expand_as", "aten::as_strided", "aten::alias", "aten::detach",
-    "aten::detach_", "aten::lift_fresh", "aten::unsqueeze", "aten::squeeze", "aten::_reshape_alias",
+    "aten::swapaxes", "aten::swapdims", "aten::detach_", "aten::lift_fresh", "aten::unsqueeze", "aten::squeeze",
+    "aten::_reshape_alias",
     "aten::unflatten", "aten::numpy_T", "aten::matrix_H", "aten::mT", "aten::split", "aten::unbind",
     "aten::chunk", "aten::narrow", "aten::empty", "aten::empty_like", "aten::empty_strided", "aten::resolve_conj",
     "aten::resolve_neg", "aten::result_type", "aten::set_", "aten::resize_",
@@ -84,14 +88,16 @@ def count_ops(events) -> tuple[collections.Counter, collections.Counter]:
     return counted, skipped
 
 
-def measure(cell_name: str, optimizer: str, dropout: float = 0.0) -> dict:
+def measure(cell_name: str, optimizer: str, dropout: float = 0.0, members: int | None = None) -> dict:
+    """Operations per step of a lone MLP, or with ``members`` of a gpunn.Ensemble of that many."""
     import gpunn
 
     cell = CELLS[cell_name]
     sizes, bs = cell["sizes"], cell["batch"]
     X, y = make_data(cell)
     output = "softmax" if sizes[-1] > 1 else "sigmoid"
-    m = gpunn.MLP(sizes, output=output, seed=0, xp=torch, device="cpu", compile=False, dropout=dropout)
+    kw = dict(output=output, seed=0, xp=torch, device="cpu", compile=False, dropout=dropout)
+    m = gpunn.MLP(sizes, **kw) if members is None else gpunn.Ensemble(sizes, members, **kw)
     fit = dict(lr=LR, batch_size=bs, optimizer=optimizer, verbose=0)
     m.fit(X, y, epochs=2, **fit)  # warm-up: optimizer state, lazy initialization, caches
 
@@ -106,7 +112,7 @@ def measure(cell_name: str, optimizer: str, dropout: float = 0.0) -> dict:
     steps = epochs * steps_per_epoch(len(X), bs)
     return {
         "cell": cell_name, "sizes": sizes, "n": len(X), "batch": bs, "optimizer": optimizer, "dropout": dropout,
-        "epochs": epochs,
+        "members": members, "epochs": epochs,
         "steps": steps, "ops_per_step": sum(counted.values()) / steps,
         "breakdown": {name: c / steps for name, c in counted.most_common()},
         "not_counted": {name: c / steps for name, c in skipped.most_common()},
@@ -118,15 +124,19 @@ def _fmt(x: float) -> str:
 
 
 def table(rows: list[dict], verbose: bool) -> str:
-    lines = ["| cell | sizes | batch | optimizer | dropout | ops per step |", "|---|---|---|---|---|---:|"]
+    lines = [
+        "| cell | sizes | batch | optimizer | dropout | networks | ops per step |",
+        "|---|---|---|---|---|---|---:|",
+    ]
     for r in rows:
         batch = f"{r['batch']}" if r["batch"] else f"full ({r['n']})"
-        cells = [r["cell"], r["sizes"], batch, r["optimizer"], f"{r['dropout']:g}", _fmt(r["ops_per_step"])]
+        networks = "MLP" if r.get("members") is None else f"Ensemble of {r['members']}"
+        cells = [r["cell"], r["sizes"], batch, r["optimizer"], f"{r['dropout']:g}", networks, _fmt(r["ops_per_step"])]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
         if verbose:
-            lines += [f"|   | `{name}` | | | | {_fmt(c)} |" for name, c in r["breakdown"].items()]
+            lines += [f"|   | `{name}` | | | | | {_fmt(c)} |" for name, c in r["breakdown"].items()]
             skipped = ", ".join(f"{name[6:]} {_fmt(c)}" for name, c in r["not_counted"].items())
-            lines.append(f"|   | not counted: {skipped or 'none'} | | | | |")
+            lines.append(f"|   | not counted: {skipped or 'none'} | | | | | |")
     return "\n".join(lines)
 
 
@@ -135,15 +145,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cells", nargs="+", choices=sorted(CELLS), help="cells to count (default: the five rows)")
     parser.add_argument("--optimizers", nargs="+", choices=["sgd", "momentum", "adam"], help="optimizers to count")
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout rate with --cells/--optimizers")
+    parser.add_argument("--members", type=int, help="count a gpunn.Ensemble of this many networks with --cells")
     parser.add_argument("--verbose", action="store_true", help="per-operation breakdown under each row")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write the results (default {RESULTS})")
     args = parser.parse_args(argv)
     if args.cells or args.optimizers:
         cells, optimizers = args.cells or ["tiny", "mid-128", "mid-1024"], args.optimizers or ["sgd", "adam"]
-        rows = [(c, o, args.dropout) for c in cells for o in optimizers]
+        rows = [(c, o, args.dropout, args.members) for c in cells for o in optimizers]
     else:
-        rows = DEFAULT_ROWS
-    results = [measure(c, o, d) for c, o, d in rows]
+        rows = [(c, o, d, None) for c, o, d in DEFAULT_ROWS] + [(c, o, 0.0, k) for c, o, k in ENSEMBLE_ROWS]
+    results = [measure(c, o, d, k) for c, o, d, k in rows]
     print("Array operations per training step, gpunn on eager torch CPU (top-level aten ops, per-epoch work amortized;")
     print(f"n = the cell's rows; profiled epochs: tiny {EPOCHS['tiny']}, others {MID_EPOCHS}).\n")
     print(table(results, args.verbose))

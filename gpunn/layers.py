@@ -292,10 +292,13 @@ def backward_stacked(
 ) -> Any:
     """:func:`backward` of K stacked networks: ``delta`` (K, rows, outputs) in, the (K, P) gradient buffer out."""
     k = delta.shape[0]
+    fast = _backend.numpy_fast_path(xp)
+    # NumPy sums over the middle axis ten times slower than a product with ones, which BLAS does
+    ones: Any = np.ones(delta.shape[1], dtype=delta.dtype) if fast else None
     parts: list[Any] = []
     for i in reversed(range(len(layers))):
         dw = xp.matmul(xp.matrix_transpose(delta), inputs[i])  # (K, out, rows) @ (rows, in) or (K, rows, in)
-        parts[:0] = [xp.reshape(dw, (k, -1)), xp.sum(delta, axis=1)]
+        parts[:0] = [xp.reshape(dw, (k, -1)), np.matmul(ones, delta) if fast else xp.sum(delta, axis=1)]
         if i:
             delta = backprops[i - 1](xp.matmul(delta, layers[i][0]))
     return xp.concat(parts, axis=1)

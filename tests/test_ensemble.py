@@ -123,6 +123,23 @@ def test_every_member_equals_a_lone_mlp(backend, scenario):
         assert_member_is_lone(member, lone, history, lone_history)
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["numpy-fast-path", "numpy-generic"])
+def test_numpy_fast_path_and_generic_path_both_equal_lone_mlps(monkeypatch, fast):
+    """The stacked step's NumPy fast path (sums as products with ones) against the lone MLP, and the generic
+    path too (both the ensemble's and the lone MLP's fast paths switched off)."""
+    monkeypatch.setattr(_backend, "NUMPY_FAST_PATHS", fast)
+    scenario = SCENARIOS[1]
+    ens, histories, lones, _ = _fit_pair(_NumPy, scenario[1], scenario[2], scenario[3], scenario[4])
+    for member, history, (lone, lone_history) in zip(ens.members, histories, lones):
+        assert_member_is_lone(member, lone, history, lone_history)
+
+
+class _NumPy:
+    @staticmethod
+    def kwargs() -> dict:
+        return {"device": "cpu"}
+
+
 def test_a_second_fit_continues_each_member(backend):
     """Two fits equal one, member by member (optimizer state and generators carry over)."""
     fit_kw = dict(batch_size=16, optimizer="adam", lr=0.02)

@@ -27,3 +27,19 @@ def test_operations_per_step_stay_within_the_targets(cell, optimizer, dropout):
     uploads = result["not_counted"].get("aten::lift_fresh", 0) * result["steps"]
     assert uploads <= result["epochs"], result["not_counted"]
     assert not {"aten::item", "aten::_local_scalar_dense"} & set(result["breakdown"]), result["breakdown"]
+
+
+# gpunn.Ensemble: one stacked step for every member, so its count does not grow with the members (issue 18: 32
+# members at most 1.15x one member), and one member costs what a lone MLP does.
+ENSEMBLE_TARGETS = {("tiny", "sgd"): 42, ("tiny", "adam"): 55}
+
+
+@pytest.mark.parametrize("cell,optimizer", list(ENSEMBLE_TARGETS), ids=[f"{c}-{o}" for c, o in ENSEMBLE_TARGETS])
+def test_an_ensemble_step_costs_the_operations_of_one_network(cell, optimizer):
+    one = ops.measure(cell, optimizer, members=1)
+    many = ops.measure(cell, optimizer, members=32)
+    assert one["ops_per_step"] <= ENSEMBLE_TARGETS[cell, optimizer], one["breakdown"]
+    assert many["ops_per_step"] <= 1.15 * one["ops_per_step"], (many["breakdown"], one["breakdown"])
+    uploads = many["not_counted"].get("aten::lift_fresh", 0) * many["steps"]
+    assert uploads <= many["epochs"], many["not_counted"]
+    assert not {"aten::item", "aten::_local_scalar_dense"} & set(many["breakdown"]), many["breakdown"]

@@ -48,7 +48,7 @@ def member_callbacks(callbacks: Any, k: int) -> list[list[Any]]:
         raise ConfigError(
             "callbacks must be a sequence of callables callback(model, record), or one such list per member"
         )
-    if len(callbacks) == k and k > 1 and all(isinstance(c, Sequence) and not callable(c) for c in callbacks):
+    if len(callbacks) == k and all(isinstance(c, Sequence) and not callable(c) for c in callbacks):
         lists = [list(c) for c in callbacks]
     else:
         lists = [[c if _is_function(c) else copy.deepcopy(c) for c in callbacks] for _ in range(k)]

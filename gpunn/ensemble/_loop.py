@@ -284,41 +284,40 @@ def _epoch(ens, plan, runner, val, params, state, active, active_dev):
         val_correct: list[Any] = []
         if val is not None:
             val_loss, val_correct = evaluate_sums(ens, params, *val)
-        host_loss = train.read_back(loss_sums + val_loss, xp)
+        host_loss = _read_back(loss_sums + val_loss, xp)
         # (counts of masked batches are floats, the others integers: read back apart)
-        host_counts = train.read_back(corrects, xp) if has_correct else None
-        host_val_counts = train.read_back(val_correct, xp) if has_correct else None
+        host_counts = _read_back(corrects, xp) if has_correct else None
+        host_val_counts = _read_back(val_correct, xp) if has_correct else None
         width = 1 if plan.weight_totals is None else 2
         s = len(loss_sums)
         batch_sums = host_loss[: s * k * width].reshape(s, k, width)
         val_sums = host_loss[s * k * width :].reshape(-1, k)
         counts = None if host_counts is None else host_counts.reshape(s, k)
         val_counts = None if host_val_counts is None else host_val_counts.reshape(-1, k)
-        records: list[dict[str, float]] = [{} for _ in range(k)]
-        bad = []
-        for i in range(k):
-            if not active[i]:
-                continue
-            took = taken[:, i]
-            n_i = plan.n_rows[i]
-            scale = losses.scales(m0.output, m0.loss, n_i, m0.n_outputs)[0]
-            record = {"loss": float(np.sum(batch_sums[took, i, 0])) * scale}
-            if plan.weight_totals is not None:
-                record["weighted_loss"] = float(np.sum(batch_sums[took, i, -1])) * scale * n_i / plan.weight_totals[i]
-            if not math.isfinite(record["loss"]):
-                bad.append((i, batch_sums[took, i, 0], record["loss"]))
-                continue
-            labels = m0.n_outputs if m0.output == "sigmoid" else 1
-            if counts is not None:
-                record["accuracy"] = float(np.sum(counts[took, i])) / (n_i * labels)
-            if val is not None:
-                n_val = val[0].shape[0]
-                val_scale = losses.scales(m0.output, m0.loss, n_val, m0.n_outputs)[0]
-                record["val_loss"] = float(np.sum(val_sums[:, i])) * val_scale
-                if val_counts is not None:
-                    record["val_accuracy"] = float(np.sum(val_counts[:, i])) / (n_val * labels)
-            record["lr"] = lrs[i]
-            records[i] = record
+        # Every member's sums over its own steps at once (a loop over K members here would cost more than the step)
+        totals = np.where(taken[:, :, None], batch_sums, 0.0).sum(axis=0)  # steps a member sat out may hold anything
+        n_rows = np.asarray(plan.n_rows, dtype=np.float64)
+        scales = np.array([losses.scales(m0.output, m0.loss, n_i, m0.n_outputs)[0] for n_i in plan.n_rows])
+        loss = totals[:, 0] * scales
+        columns: dict[str, np.ndarray] = {"loss": loss}
+        if plan.weight_totals is not None:
+            columns["weighted_loss"] = totals[:, -1] * scales * n_rows / np.asarray(plan.weight_totals)
+        labels = m0.n_outputs if m0.output == "sigmoid" else 1
+        if counts is not None:
+            columns["accuracy"] = np.where(taken, counts, 0.0).sum(axis=0) / (n_rows * labels)
+        if val is not None:
+            n_val = val[0].shape[0]
+            columns["val_loss"] = val_sums.sum(axis=0) * losses.scales(m0.output, m0.loss, n_val, m0.n_outputs)[0]
+            if val_counts is not None:
+                columns["val_accuracy"] = val_counts.sum(axis=0) / (n_val * labels)
+        columns["lr"] = np.asarray(lrs)
+        listed = {key: value.tolist() for key, value in columns.items()}
+        records: list[dict[str, float]] = [
+            {key: listed[key][i] for key in listed} if active[i] else {} for i in range(k)
+        ]
+        bad = [
+            (i, batch_sums[taken[:, i], i, 0], loss[i]) for i in range(k) if active[i] and not math.isfinite(loss[i])
+        ]
         if bad:
             raise _divergence(members, bad)
     except BaseException:
@@ -326,6 +325,13 @@ def _epoch(ens, plan, runner, val, params, state, active, active_dev):
             m.rng.bit_generator.state = rng_state
         raise
     return params, state, records, taken
+
+
+def _read_back(arrays: list[Any], xp: Any) -> np.ndarray:
+    """:func:`gpunn.train.read_back` of the members' (K,) sums, without a concatenation for a single array."""
+    if len(arrays) == 1:
+        return np.asarray(_backend.to_numpy(arrays[0]), dtype=np.float64).reshape(-1)
+    return train.read_back(arrays, xp)
 
 
 def _divergence(members: list[Any], bad: list[tuple[int, np.ndarray, float]]) -> NonFiniteError:

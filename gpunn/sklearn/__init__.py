@@ -8,5 +8,6 @@ array's own device, and outputs come back in the input's namespace.
 
 from ._classifier import MLPClassifier
 from ._regressor import MLPRegressor
+from .search import MLPSearchCV
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "MLPSearchCV"]

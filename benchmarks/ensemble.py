@@ -1,0 +1,127 @@
+"""Many networks at once: ``python -m benchmarks.ensemble [--quick] [--namespaces ...] [--members K]``.
+
+K seed networks of the tiny cell (10 -> 10 -> 10 -> 10 -> 1, a full batch of 1000 rows, SGD, float32) trained as
+one ``gpunn.Ensemble`` against K separate ``gpunn.MLP`` fits, on each namespace, interleaved: every repeat times
+the ensemble and then the K fits, namespace after namespace, so that a machine busy with other work slows both
+alike. Reported: milliseconds per epoch (all K networks), the median over repeats, and their ratio (issue 18's
+targets on 2 CPU cores: at most 1.1x on NumPy, 0.6x on torch and JAX). JAX compiles both (``compile="auto"``).
+
+This machine sets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which halve NumPy's matrix products; run
+``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks.ensemble`` for NumPy's own kernels (the
+BLAS that ran is printed). On a machine whose cores are busy with other work, torch's intra-op threads wait
+on each other (tens of times slower); ``--torch-threads 1`` avoids that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.worker import CELLS, LR, make_data
+
+RESULTS = Path(__file__).parent / "results" / "ensemble.json"
+SIZES = CELLS["tiny"]["sizes"]
+
+
+def _namespace(name: str) -> dict[str, Any]:
+    if name == "numpy":
+        return {"device": "cpu"}
+    if name == "torch":
+        import torch
+
+        return {"xp": torch, "device": "cpu"}
+    import jax
+    import jax.numpy as jnp
+
+    return {"xp": jnp, "device": jax.devices("cpu")[0]}
+
+
+def _sync(model: Any) -> None:
+    from gpunn import _backend
+
+    _backend.synchronize(model.params)
+
+
+def time_ensemble(kw: dict[str, Any], X: Any, y: Any, members: int, epochs: int) -> float:
+    """Seconds per epoch of one Ensemble of ``members`` networks."""
+    import gpunn
+
+    ens = gpunn.Ensemble(SIZES, members, seed=0, **kw)
+    ens.fit(X, y, epochs=2, lr=LR, verbose=0)  # warm-up: compilation, caches
+    _sync(ens.members[-1])
+    start = time.perf_counter()
+    ens.fit(X, y, epochs=epochs, lr=LR, verbose=0)
+    _sync(ens.members[-1])
+    return (time.perf_counter() - start) / epochs
+
+
+def time_separate(kw: dict[str, Any], X: Any, y: Any, members: int, epochs: int) -> float:
+    """Seconds per epoch of ``members`` MLPs fitted one after the other."""
+    import gpunn
+
+    models = [gpunn.MLP(SIZES, seed=k, **kw) for k in range(members)]
+    models[0].fit(X, y, epochs=2, lr=LR, verbose=0)  # warm-up: the compiled step is shared by all of them
+    _sync(models[0])
+    start = time.perf_counter()
+    for m in models:
+        m.fit(X, y, epochs=epochs, lr=LR, verbose=0)
+        _sync(m)
+    return (time.perf_counter() - start) / epochs
+
+
+def _blas() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+
+        return ", ".join(f"{i.get('internal_api')} {i.get('architecture', '')} x{i.get('num_threads')}"
+                         for i in threadpool_info() if i.get("user_api") == "blas")  # fmt: skip
+    except ImportError:
+        return "unknown (threadpoolctl not installed)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ensemble", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer epochs and repeats (a smoke run)")
+    parser.add_argument("--members", type=int, default=64, help="networks (default 64)")
+    parser.add_argument("--namespaces", nargs="+", default=["numpy", "torch", "jax"], choices=["numpy", "torch", "jax"])
+    parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads (on a busy 2-core machine, 1)")
+    parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write the results (default {RESULTS})")
+    args = parser.parse_args(argv)
+    epochs, repeats = (5, 2) if args.quick else (30, 5)
+    if args.torch_threads and "torch" in args.namespaces:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    names = [n for n in args.namespaces if n == "numpy" or importlib.util.find_spec(n) is not None]
+    X, y = make_data(CELLS["tiny"])
+    times: dict[str, dict[str, list[float]]] = {n: {"ensemble": [], "separate": []} for n in names}
+    kws = {n: _namespace(n) for n in names}
+    for _ in range(repeats):
+        for n in names:
+            times[n]["ensemble"].append(time_ensemble(kws[n], X, y, args.members, epochs))
+            times[n]["separate"].append(time_separate(kws[n], X, y, args.members, epochs))
+    rows = []
+    for n in names:
+        ens, sep = (statistics.median(times[n][k]) for k in ("ensemble", "separate"))
+        rows.append({"namespace": n, "members": args.members, "ensemble_ms": ens * 1e3, "separate_ms": sep * 1e3,
+                     "ratio": ens / sep, "epochs": epochs, "repeats": repeats, "runs": times[n]})  # fmt: skip
+    env = {v: os.environ.get(v) for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    print(f"{args.members} networks {SIZES}, full batch of 1000, SGD, float32, per epoch (median of {repeats} "
+          f"interleaved repeats of {epochs} epochs); BLAS: {_blas()}; {env}\n")  # fmt: skip
+    print("| namespace | one Ensemble (ms/epoch) | separate MLPs (ms/epoch) | ratio |")
+    print("|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['namespace']} | {r['ensemble_ms']:.2f} | {r['separate_ms']:.2f} | {r['ratio']:.2f} |")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"blas": _blas(), "env": env, "rows": rows}, indent=1) + "\n")
+    print(f"\nWrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
