@@ -6,6 +6,7 @@ The same forward and backward code trains on NumPy (CPU), CuPy (CUDA), PyTorch, 
 import sys
 
 from . import callbacks, schedules
+from ._load import load
 from .ensemble import Ensemble
 from .errors import (
     CheckpointError,
@@ -20,7 +21,7 @@ from .errors import (
 )
 from .feed import stream
 from .history import History
-from .model import MLP, load
+from .model import MLP
 
 __version__ = "0.1.0"
 

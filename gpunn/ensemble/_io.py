@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -83,6 +84,8 @@ def _header(data: bytes) -> dict[str, Any]:
 def is_ensemble_file(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` is a safetensors file that :meth:`Ensemble.save` wrote (read from its header alone)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device is not opened here: read() refuses it
+            return False
         with open(path, "rb") as f:
             head = f.read(8)
             n = int.from_bytes(head, "little") if len(head) == 8 else 0
