@@ -26,18 +26,46 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import layers
 from .errors import ConfigError, NotFittedError
+from .feed.spec import Spec
 
 MIN_OPSET = 13  # Softmax over one axis and Squeeze with its axes as an input
 DEFAULT_OPSET = 17  # conservative: runtimes a few years old read it too
 GELU_OPSET = 20  # the first opset with Gelu(approximate="tanh"); below it gelu is built from Tanh, Mul, Add
 
 _INSTALL = "ONNX export needs the onnx package: pip install 'gpunn[onnx]'"
+
+
+@dataclass(frozen=True)
+class Network:
+    """What an exported graph is built from: the model's :class:`~gpunn.feed.Spec`, its weights ``[(W, b), ...]``
+    as NumPy arrays (``W`` of shape (out, in)), its feature scaling ``(mean, std)`` or None, and what the file's
+    metadata records besides (the target's name, the original class labels)."""
+
+    spec: Spec
+    weights: tuple[tuple[np.ndarray, np.ndarray], ...]
+    scaling: tuple[np.ndarray, np.ndarray] | None = None
+    target_name: str | None = None
+    classes: Any = None
+
+
+def network(model: Any) -> Network:
+    """The :class:`Network` of a trained model (an :class:`~gpunn.MLP`, or anything with its attributes)."""
+    if isinstance(model, Network):
+        return model
+    if not all(hasattr(model, a) for a in ("numpy_weights", "spec", "scaling", "fitted")):
+        raise ConfigError(f"ONNX export takes a gpunn.MLP; got {type(model).__name__}")
+    if not model.fitted:
+        raise NotFittedError("this MLP has not been trained yet: call fit(), set_weights() or gpunn.load() first")
+    return Network(
+        model.spec, tuple(model.numpy_weights()), model.scaling, model.target_name, model.metadata.get("classes")
+    )
 
 
 def to_onnx(
@@ -95,27 +123,26 @@ def onnx_model(
     ``onnxruntime.InferenceSession(proto.SerializeToString())``, or to edit before saving)."""
     from . import __version__
 
-    if not all(hasattr(model, a) for a in ("numpy_weights", "sizes", "output", "scaling")):
-        raise ConfigError(f"ONNX export takes a gpunn.MLP; got {type(model).__name__}")
-    if not model.fitted:
-        raise NotFittedError("this MLP has not been trained yet: call fit(), set_weights() or gpunn.load() first")
+    net = network(model)
+    model = net.spec  # below, only what the spec says of the model
     onnx = _import_onnx()
     opset = _opset(opset, onnx)
     single_label = model.output == "softmax" or (model.output == "sigmoid" and model.n_outputs == 1)
     labels = None if classes is None else _class_labels(classes, model, single_label, onnx)
     flag = None if nan_label is None else _nan_label(nan_label, model, labels)
     names = layers.per_layer(model.activation, len(model.sizes) - 2)
+    activation = model.activation if isinstance(model.activation, str) else list(model.activation)
     for i, name in enumerate(names):
         if name not in _ACTIVATIONS:
             raise ConfigError(f"activation {name!r} of hidden layer {i + 1} has no ONNX form in gpunn's exporter")
 
     g = _Graph(onnx, model.dtype, opset)
     x = "X"
-    if model.scaling is not None:
-        mean, std = model.scaling
+    if net.scaling is not None:
+        mean, std = net.scaling
         x = g.op("Sub", [x, g.const("scaling.mean", mean)])
         x = g.op("Div", [x, g.const("scaling.std", std)])
-    weights = model.numpy_weights()
+    weights = net.weights
     z = x
     for i, (w, b) in enumerate(weights):
         z = g.op("Gemm", [z, g.const(f"layers.{i}.weight", w), g.const(f"layers.{i}.bias", b)], transB=1)
@@ -182,16 +209,16 @@ def onnx_model(
         ir_version=helper.find_min_ir_version_for(opsets),
         producer_name="gpunn",
         producer_version=__version__,
-        doc_string=f"gpunn MLP {model.sizes}, activation {model.activation}, {model.output} output, {model.dtype}",
+        doc_string=f"gpunn MLP {list(model.sizes)}, activation {activation}, {model.output} output, {model.dtype}",
     )
     metadata = {
-        "sizes": model.sizes,
-        "activation": model.activation,
+        "sizes": list(model.sizes),
+        "activation": activation,
         "output": model.output,
         "dtype": model.dtype,
-        "feature_names": model.feature_names,
-        "target_name": model.target_name,
-        "classes": model.metadata.get("classes"),  # the CLI's original labels of the indices in "label"
+        "feature_names": None if model.feature_names is None else list(model.feature_names),
+        "target_name": net.target_name,
+        "classes": net.classes,  # the CLI's original labels of the indices in "label"
         "nan_label": None if flag is None else _json_label(flag),  # the label of flagged rows (None: not flagged)
     }
     helper.set_model_props(proto, {f"gpunn.{key}": json.dumps(value) for key, value in metadata.items()})

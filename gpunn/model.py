@@ -219,13 +219,16 @@ class MLP:
             state[f"{2 * i}.bias"] = torch.from_numpy(b)
         return state
 
-    def to_onnx(self, path: str | os.PathLike[str], *, opset: int | None = None, classes: Any = None) -> str:
+    def to_onnx(
+        self, path: str | os.PathLike[str], *, opset: int | None = None, classes: Any = None, nan_label: Any = None
+    ) -> str:
         """Write the model as an ONNX graph, standardization included, and return the path
         (:func:`gpunn.export.to_onnx`; needs ``pip install 'gpunn[onnx]'``). With ``classes``, the graph's
-        ``label`` gives ``classes[index]`` instead of the index."""
-        from .export import to_onnx
+        ``label`` gives ``classes[index]`` instead of the index; ``nan_label`` is the label of rows holding NaN or
+        inf."""
+        from . import export
 
-        return to_onnx(self, path, opset=opset, classes=classes)
+        return export.to_onnx(export.network(self), path, opset=opset, classes=classes, nan_label=nan_label)
 
     def set_weights(self, pairs: Sequence[tuple[Any, Any]]) -> None:
         """Replace the parameters with ``[(W, b), ...]`` (NumPy arrays or arrays on the model's device)."""

@@ -430,3 +430,36 @@ def test_a_nan_label_the_model_could_give_or_of_another_type_is_a_config_error(t
     with pytest.raises(ConfigError, match="regression model .* has no label"):
         to_onnx(reg, tmp_path / "r.onnx", nan_label=-1)
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "r.onnx").exists()
+
+
+def test_a_graph_is_built_from_weights_and_a_spec_alone(tmp_path):
+    """export takes a frozen spec and NumPy weights, no model: checked against a forward pass written here."""
+    from gpunn.export import Network
+    from gpunn.feed import Spec
+
+    rng = np.random.default_rng(5)
+    w1, b1, w2, b2 = rng.normal(size=(4, 3)), rng.normal(size=4), rng.normal(size=(2, 4)), rng.normal(size=2)
+    mean, std = rng.normal(size=3), rng.uniform(0.5, 2, 3)
+    spec = Spec(np, "cpu", "float64", (3, 4, 2), "softmax", "categorical_crossentropy", "tanh", True, ("a", "b", "c"))
+    net = Network(spec, ((w1, b1), (w2, b2)), (mean, std), "kind", ["x", "y"])
+    X = rng.normal(size=(7, 3))
+    out = _run(to_onnx(net, tmp_path / "net.onnx"), X)
+    z = np.tanh((X - mean) / std @ w1.T + b1) @ w2.T + b2
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(out["probabilities"], p / p.sum(axis=1, keepdims=True), rtol=1e-10)
+    np.testing.assert_array_equal(out["label"], np.argmax(z, axis=1))
+    meta = {p.key: p.value for p in pytest.importorskip("onnx").load(tmp_path / "net.onnx").metadata_props}
+    assert json.loads(meta["gpunn.feature_names"]) == ["a", "b", "c"] and json.loads(meta["gpunn.classes"]) == [
+        "x",
+        "y",
+    ]
+
+
+def test_mlp_to_onnx_forwards_nan_label(tmp_path):
+    X, y = gpunn.data.make_moons(100, seed=0)
+    m = MLP([2, 5, 1], device="cpu", dtype="float64")
+    m.fit(X, y, epochs=3, verbose=0)
+    Xn = X.copy()
+    Xn[3, 1] = np.nan
+    out = _run(m.to_onnx(tmp_path / "m.onnx", nan_label=-1), Xn)
+    assert out["label"][3] == -1 and (out["label"][np.arange(100) != 3] >= 0).all()
