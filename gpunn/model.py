@@ -480,7 +480,7 @@ class MLP:
             reporter.close()
 
     def _commit(self, old: train.State, new: train.State, record: dict[str, float]) -> None:
-        rng = _generator(new.rng_state)
+        rng = self.rng if new.rng_state is old.rng_state else _generator(new.rng_state)  # nothing drawn: kept
         previous = (old.params, old.optimizer_state, old.rng_state, old.schedule_state)  # references: updates are pure
         self.history.append(record)
         # One statement, no calls: an interrupt lands before or after it, never half way.

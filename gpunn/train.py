@@ -147,10 +147,7 @@ def run_epoch(state, feed, val, runner, schedule, hyper, batch_size, shuffle, co
     lr = schedule.rate(epoch, state.schedule_state)
     if not (math.isfinite(lr) and lr >= 0):
         raise ConfigError(f"the learning-rate schedule gave {lr!r} for epoch {epoch + 1}; a rate is finite and >= 0")
-    rng = None
-    if shuffle:
-        rng = np.random.Generator(np.random.PCG64(0))
-        rng.bit_generator.state = state.rng_state
+    rng = Shuffler(state.rng_state) if shuffle else None
     xp, rate = runner.step.xp, runner.rate(lr)
     params, opt_state = state.params, state.optimizer_state
     batches = feed.batches(batch_size, rng, comm, epoch)
@@ -191,9 +188,30 @@ def run_epoch(state, feed, val, runner, schedule, hyper, batch_size, shuffle, co
         if has_correct:
             record["val_accuracy"] = float(np.sum(host_counts[len(corrects) :])) / (n_val * labels_per_row(hyper))
     record["lr"] = lr
-    rng_state = state.rng_state if rng is None else dict(rng.bit_generator.state)
+    rng_state = state.rng_state if rng is None else rng.state
     new = State(params, opt_state, epoch + 1, rng_state, schedule.update(state.schedule_state, record))
     return new, record
+
+
+class Shuffler:
+    """The shuffling generator of one epoch, made from its state only when the epoch draws an order (a full batch
+    draws none): a generator costs tens of microseconds to make, a step on a small network not many more."""
+
+    def __init__(self, state: dict[str, Any]):
+        self._state = state
+        self._rng: np.random.Generator | None = None
+
+    def permutation(self, n: int) -> np.ndarray:
+        rng = self._rng
+        if rng is None:
+            rng = self._rng = np.random.Generator(np.random.PCG64(0))
+            rng.bit_generator.state = self._state
+        return rng.permutation(n)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The state after the epoch's draws: the same object as before when nothing was drawn."""
+        return self._state if self._rng is None else dict(self._rng.bit_generator.state)
 
 
 def read_back(arrays: list[Any], xp: Any) -> np.ndarray:
