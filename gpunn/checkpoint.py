@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import safetensors.numpy
 
-from . import _backend, layers, losses, optim, schedules
+from . import layers, losses, optim, schedules
 from .errors import CheckpointError, GpunnError
 from .history import History
 
@@ -362,51 +361,53 @@ def _validate_callbacks(callbacks: Any, config: dict[str, Any]) -> None:
         raise _invalid(f"{field} best_optimizer", f"is {opt!r}; a {model_opt['name']} state is {wanted!r}")
 
 
-def save(model: Any, path: str | os.PathLike[str]) -> None:
-    """Write ``model`` to ``path`` from host memory, atomically (temp file, fsync, rename, fsync folder)."""
-    tensors = {}
-    for i, (w, b) in enumerate(model.numpy_weights()):
-        tensors[f"layers.{i}.weight"], tensors[f"layers.{i}.bias"] = w, b
-    opt = None
-    if model.optimizer is not None and model.optimizer_state is not None:
-        step = int(model.optimizer_state["step"])
-        opt = {"name": model.optimizer.name, "hyper": model.optimizer.hyper, "step": step}
-        for slot in optim.SLOTS[model.optimizer.name]:
-            flat = _backend.to_numpy(model.optimizer_state[slot])
-            for i, (w, b) in enumerate(layers.unflatten(flat, model.sizes, np)):
-                tensors[f"optimizer.{slot}.{2 * i}"], tensors[f"optimizer.{slot}.{2 * i + 1}"] = w, b
-    metadata, callback_tensors = split_callback_state(model.metadata)
-    tensors.update(callback_tensors)
-    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-    config = {
-        "sizes": model.sizes,
-        "activation": model.activation,
-        "output": model.output,
-        "loss": model.loss,
-        "dtype": model.dtype,
-        "seed": model.seed,
-        "standardize": model.standardize,
-        "dropout": model.dropout,
-        "scaling": None if model.scaling is None else [s.tolist() for s in model.scaling],
-        "feature_names": model.feature_names,
-        "target_name": model.target_name,
-        "metadata": metadata,
-        "optimizer": opt,
-        "schedule": None if model.schedule is None else model.schedule.to_dict(),
-        "schedule_state": model.schedule_state,
-        "rng": model.rng.bit_generator.state,
-        "epoch": model.epoch,
-        "fitted": model.fitted,
-        "history": model.history.to_dict(),
-    }
+def write(path: str | os.PathLike[str], config: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+    """Write a model's state map to ``path`` as a safetensors file, atomically (temp file, fsync, rename, fsync
+    folder): ``config`` (JSON-safe but for an early-stopping state's arrays in ``config["metadata"]``, which go
+    out as tensors) in the header's metadata with a SHA-256, and ``tensors`` packed end to end in the order
+    given, so that a model's flat buffers (parameters, each optimizer slot) are each one run of bytes that
+    :func:`flat` views without a copy when the file is read back."""
+    metadata, callback_tensors = split_callback_state(config["metadata"])
+    config = {**config, "metadata": metadata}
+    tensors = {k: np.ascontiguousarray(v) for k, v in {**tensors, **callback_tensors}.items()}
     config_json = json.dumps(config, sort_keys=True)
-    metadata = {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "gpunn": config_json,
-        "sha256": _digest(config_json, tensors),
+    entries: dict[str, Any] = {
+        "__metadata__": {
+            "format": FORMAT,
+            "format_version": str(FORMAT_VERSION),
+            "gpunn": config_json,
+            "sha256": _digest(config_json, tensors),
+        }
     }
-    atomic_write(path, safetensors.numpy.save(tensors, metadata=metadata))
+    offset = 0
+    for name, a in tensors.items():
+        code = {"f4": "F32", "f8": "F64"}[f"{a.dtype.kind}{a.dtype.itemsize}"]
+        entries[name] = {"dtype": code, "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    header = json.dumps(entries, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # as safetensors pads it: the tensors start 8-byte aligned
+    data = b"".join(
+        [len(header).to_bytes(8, "little"), header, *(a.reshape(-1).view(np.uint8).data for a in tensors.values())]
+    )
+    atomic_write(path, data)
+
+
+def flat(tensors: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+    """The named tensors as one flat array, in order: a view, without a copy, where they lie end to end in one
+    buffer (as :func:`read` gives the files :func:`write` packs), else a concatenation."""
+    parts = [tensors[name].reshape(-1) for name in names]
+    first = parts[0]
+    base = first.base if first.base is not None else first
+    start = first.__array_interface__["data"][0]
+    end = start
+    for a in parts:
+        if a.__array_interface__["data"][0] != end or a.dtype != first.dtype:
+            return np.concatenate(parts)
+        end += a.nbytes
+    if not isinstance(base, np.ndarray) or base.dtype != np.uint8:
+        return np.concatenate(parts)
+    offset = start - base.__array_interface__["data"][0]
+    return base[offset : offset + end - start].view(first.dtype)
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:

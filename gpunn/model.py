@@ -100,8 +100,10 @@ class MLP:
 
         init_seed, shuffle_seed = np.random.SeedSequence(self.seed).spawn(2)
         self.rng = np.random.Generator(np.random.PCG64(shuffle_seed))
-        host = init_params(self.sizes, self.activation, np.random.Generator(np.random.PCG64(init_seed)), dtype)
-        self._params = self._to_device_params(host)  # one flat buffer; ``weights`` gives the layers' views
+        self._params: Any = None  # one flat buffer; ``weights`` gives the layers' views
+        if not self.__dict__.pop("_loading", False):  # a loaded model's weights come from its file instead
+            host = init_params(self.sizes, self.activation, np.random.Generator(np.random.PCG64(init_seed)), dtype)
+            self._params = self._to_device_params(np.concatenate([p.reshape(-1) for p in host]))
         self.optimizer: optim.Optimizer | None = None
         self.optimizer_state: dict[str, Any] | None = None  # {"step": int, slot: flat buffer, ...}
         # (params, optimizer state, RNG state) at the start of the last completed epoch, to step back to if
@@ -118,18 +120,90 @@ class MLP:
         self.metadata: dict[str, Any] = {}  # JSON-serializable notes saved with the model (the CLI's settings)
 
     # ----------------------------------------------------------------------------------------------- state
+    def _state_map(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Everything a saved model holds, as ``(config, tensors)``: the JSON-safe description (architecture,
+        scaling, names, optimizer, schedule, generator, epoch, history, metadata) and the host arrays in the flat
+        buffers' order (``layers.{i}.weight``, ``layers.{i}.bias``, then ``optimizer.{slot}.{j}``). Checkpoints
+        (:func:`gpunn.checkpoint.write`) and pickles both carry this one map."""
+        tensors: dict[str, np.ndarray] = {}
+        host = _backend.to_numpy(self._params)
+        for i, (w, b) in enumerate(layers.unflatten(host, self.sizes, np)):
+            tensors[f"layers.{i}.weight"], tensors[f"layers.{i}.bias"] = w, b
+        opt = None
+        if self.optimizer is not None and self.optimizer_state is not None:
+            opt = {
+                "name": self.optimizer.name,
+                "hyper": self.optimizer.hyper,
+                "step": int(self.optimizer_state["step"]),
+            }
+            for slot in optim.SLOTS[self.optimizer.name]:
+                for j, a in enumerate(
+                    p
+                    for pair in layers.unflatten(_backend.to_numpy(self.optimizer_state[slot]), self.sizes, np)
+                    for p in pair
+                ):
+                    tensors[f"optimizer.{slot}.{j}"] = a
+        config = {
+            "sizes": self.sizes, "activation": self.activation, "output": self.output, "loss": self.loss,
+            "dtype": self.dtype, "seed": self.seed, "standardize": self.standardize, "dropout": self.dropout,
+            "scaling": None if self.scaling is None else [s.tolist() for s in self.scaling],
+            "feature_names": self.feature_names, "target_name": self.target_name, "metadata": self.metadata,
+            "optimizer": opt, "schedule": None if self.schedule is None else self.schedule.to_dict(),
+            "schedule_state": self.schedule_state, "rng": self.rng.bit_generator.state, "epoch": self.epoch,
+            "fitted": self.fitted, "history": self.history.to_dict(),
+        }  # fmt: skip
+        return config, tensors
+
+    @classmethod
+    def _from_state_map(cls, config: dict[str, Any], tensors: dict[str, np.ndarray], device: Any, xp: Any) -> MLP:
+        """The model a state map describes, on ``device`` (and ``xp``). The flat buffers are views of the
+        tensors where they lie end to end (a checkpoint gpunn wrote): on NumPy loading copies nothing."""
+        c = config
+        m = cls.__new__(cls)
+        m.__dict__["_loading"] = True  # the constructor draws no initial weights: the file's replace them
+        m.__init__(  # type: ignore[misc]
+            c["sizes"], activation=c["activation"], output=c["output"], loss=c["loss"], seed=c["seed"],
+            device=device, dtype=c["dtype"], xp=xp, standardize=c["standardize"], dropout=c.get("dropout", 0.0),
+        )  # fmt: skip
+        n = 2 * (len(m.sizes) - 1)
+        names = [f"layers.{j // 2}.{'weight' if j % 2 == 0 else 'bias'}" for j in range(n)]
+        m._params = m._to_device_params(checkpoint.flat(tensors, names))
+        m.fitted = bool(c["fitted"])
+        if c["scaling"] is not None:
+            m.scaling = tuple(np.asarray(s, dtype=np.float64) for s in c["scaling"])  # type: ignore[assignment]
+        m.feature_names, m.target_name, m.metadata = c["feature_names"], c["target_name"], dict(c["metadata"])
+        opt = c["optimizer"]
+        if opt is not None:
+            m.optimizer = optim.Optimizer(opt["name"], dict(opt["hyper"]))
+            state: dict[str, Any] = {"step": int(opt["step"])}
+            for slot in optim.SLOTS[opt["name"]]:
+                flat = checkpoint.flat(tensors, [f"optimizer.{slot}.{j}" for j in range(n)])
+                state[slot] = _backend.from_numpy(flat, m.xp, m.device)
+            m.optimizer_state = state
+        if c.get("schedule") is not None:  # checkpoints from before schedules have none
+            m.schedule, m.schedule_state = schedules.Schedule.from_dict(c["schedule"]), dict(c["schedule_state"])
+        m.rng.bit_generator.state = c["rng"]
+        m.epoch = int(c["epoch"])
+        m.history = History.from_dict(c["history"])
+        return m
+
     def __getstate__(self) -> dict[str, Any]:
-        """Pickle support: arrays go to the host and the namespace is saved by name (modules do not pickle)."""
-        state = self.__dict__.copy()
-        state["_params"], state["optimizer_state"] = self._mapped_arrays(_backend.to_numpy)
-        state["_previous"] = None
-        state["xp"] = _backend.namespace_name(self.xp)
-        state["device"] = _backend.device_name(self.xp, self.device)
-        del state["_dtype"]
-        return state
+        """Pickle support: the model's state map (as checkpoints hold it), its compile setting, and the namespace
+        and device by name (modules do not pickle)."""
+        return {
+            "state_map": self._state_map(), "compile": self.compile,
+            "xp": _backend.namespace_name(self.xp), "device": _backend.device_name(self.xp, self.device),
+        }  # fmt: skip
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         name, device = state.pop("xp"), state.pop("device")
+        if "state_map" in state:
+            xp, device = _backend.resolve_by_name(name, device)
+            config, tensors = state["state_map"]
+            self.__dict__.update(MLP._from_state_map(config, tensors, device, xp).__dict__)
+            self.compile = state["compile"]
+            return
+        # A pickle of an earlier gpunn, which pickled the model's attributes as they were.
         state.setdefault("compile", "auto")
         state.setdefault("dropout", 0.0)
         state.setdefault("schedule", None)
@@ -259,8 +333,7 @@ class MLP:
             )
         return dataset
 
-    def _to_device_params(self, host: list[np.ndarray]) -> Any:
-        flat = np.concatenate([p.reshape(-1) for p in host])
+    def _to_device_params(self, flat: np.ndarray) -> Any:
         params = _backend.from_numpy(flat, self.xp, self.device)
         if params.dtype != self._dtype:
             raise ConfigError(
@@ -606,7 +679,7 @@ class MLP:
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model, its optimizer state, RNG and history to a safetensors file, atomically."""
-        checkpoint.save(self, path)
+        checkpoint.write(path, *self._state_map())
 
     def load_weights(self, path: str | os.PathLike[str]) -> None:
         """Load the parameters of a checkpoint whose architecture matches this model."""
@@ -649,36 +722,11 @@ def _generator(state: dict[str, Any]) -> np.random.Generator:
 def load(path: str | os.PathLike[str], *, device: Any = "auto", xp: Any = None) -> MLP:
     """Rebuild the model saved at ``path`` on ``device`` (and ``xp``), ready to predict or continue training."""
     ckpt = checkpoint.read(path)
-    c = ckpt.config
     try:
-        m = MLP(
-            c["sizes"], activation=c["activation"], output=c["output"], loss=c["loss"], seed=c["seed"],
-            device=device, dtype=c["dtype"], xp=xp, standardize=c["standardize"], dropout=c.get("dropout", 0.0),
-        )  # fmt: skip
-        m.set_weights(ckpt.weight_pairs())
-        m.fitted = bool(c["fitted"])
-        if c["scaling"] is not None:
-            mean, scale = (np.asarray(s, dtype=np.float64) for s in c["scaling"])
-            m.scaling = (mean, scale)
-        m.feature_names, m.target_name, m.metadata = c["feature_names"], c["target_name"], dict(c["metadata"])
-        opt = c["optimizer"]
-        if opt is not None:
-            m.optimizer = optim.Optimizer(opt["name"], dict(opt["hyper"]))
-            state: dict[str, Any] = {"step": int(opt["step"])}
-            n = 2 * (len(m.sizes) - 1)
-            for slot in optim.SLOTS[opt["name"]]:
-                flat = np.concatenate([ckpt.tensors[f"optimizer.{slot}.{j}"].reshape(-1) for j in range(n)])
-                state[slot] = _backend.from_numpy(flat, m.xp, m.device)
-            m.optimizer_state = state
-        if c.get("schedule") is not None:  # checkpoints from before schedules have none
-            m.schedule, m.schedule_state = schedules.Schedule.from_dict(c["schedule"]), dict(c["schedule_state"])
-        m.rng.bit_generator.state = c["rng"]
-        m.epoch = int(c["epoch"])
-        m.history = History.from_dict(c["history"])
+        return MLP._from_state_map(ckpt.config, ckpt.tensors, device, xp)
     except (CheckpointError, DeviceError):
         raise
     except GpunnError as exc:
         raise CheckpointError(f"{os.fspath(path)}: invalid model description ({exc})") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{os.fspath(path)}: invalid model description ({type(exc).__name__}: {exc})") from None
-    return m

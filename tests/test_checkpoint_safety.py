@@ -201,6 +201,46 @@ def test_reading_a_50_mb_checkpoint_peaks_under_1_5x_its_size(tmp_path):
     assert extra < 1.5 * size, f"reading {size / 1e6:.0f} MB took {extra / 1e6:.0f} MB more memory"
 
 
+LOAD = MEMORY.replace("from gpunn import checkpoint", "import gpunn").replace(
+    "ckpt = checkpoint.read(sys.argv[1])\nprint(high_water() - base, sum(t.nbytes for t in ckpt.tensors.values()))",
+    "m = gpunn.load(sys.argv[1], device='cpu')\nprint(high_water() - base, m.params.nbytes * 3)",
+)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the peak memory from /proc")
+def test_loading_a_60_mb_checkpoint_peaks_under_1_5x_its_size(tmp_path):
+    """gpunn.load builds the model's flat buffers as views of the one buffer the file is read into (gpunn packs
+    them end to end): the file once, and the freshly drawn weights it replaces, not a second copy of everything."""
+    m = gpunn.MLP([500, 2000, 2000, 1], device="cpu", seed=0)  # 5M float32 parameters, Adam's two slots: 60 MB
+    X = np.random.default_rng(0).normal(size=(32, 500))
+    m.fit(X, (X[:, 0] > 0).astype(int), epochs=1, optimizer="adam", batch_size=32, verbose=0)
+    path = tmp_path / "big.safetensors"
+    m.save(path)
+    expected = m.params.copy()
+    del m
+    size = os.path.getsize(path)
+    out = subprocess.run([sys.executable, "-c", LOAD, str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    extra, held = map(int, out.stdout.split())
+    assert held > 0.99 * size > 50e6
+    assert extra < 1.5 * size, f"loading {size / 1e6:.0f} MB took {extra / 1e6:.0f} MB more memory"
+    np.testing.assert_array_equal(gpunn.load(path, device="cpu").params, expected)
+
+
+def test_gpunn_files_are_read_by_safetensors_itself(tmp_path):
+    """gpunn writes its own safetensors header (to pack the flat buffers in order): the reference reader agrees."""
+    import safetensors.numpy
+
+    m = gpunn.MLP([3, 4, 2], output="softmax", device="cpu", dtype="float64")
+    m.fit(np.eye(3), [0, 1, 1], epochs=2, optimizer="adam", verbose=0)
+    m.save(tmp_path / "m.safetensors")
+    tensors = safetensors.numpy.load_file(tmp_path / "m.safetensors")
+    for i, (w, b) in enumerate(m.numpy_weights()):
+        np.testing.assert_array_equal(tensors[f"layers.{i}.weight"], w)
+        np.testing.assert_array_equal(tensors[f"layers.{i}.bias"], b)
+    assert sorted(k for k in tensors if k.startswith("optimizer.m.")) == [f"optimizer.m.{j}" for j in range(4)]
+
+
 # ------------------------------------------------------------------------------------- every field (22.10)
 def _set(*keys, value):
     def edit(config):
