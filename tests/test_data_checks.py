@@ -1,0 +1,203 @@
+"""Streamed blocks checked as gpunn.data.read checks a file (issue 22.3), one owner for finite and weight checks
+(issue 19.2), scaling of finite features near the float64 limits (issue 22.5), and files changed under a stream
+(issue 22, "Also": Parquet page checksums, .npy content)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn import _validation as check
+from gpunn.cli.targets import streamed_target
+from gpunn.data import Dataset
+from gpunn.data.readers import _read
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+N, D = 300, 3
+
+
+def _rows(seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(N, D))
+    y = (X[:, 0] - X[:, 1] > 0).astype(np.int64)
+    return X, y
+
+
+def _parquet(path, X, y, **columns):
+    table = pa.table({**{f"f{j}": X[:, j] for j in range(D)}, "label": y, **columns})
+    pq.write_table(table, path, row_group_size=64, write_page_checksum=True)
+    return path
+
+
+def _error(make) -> str:
+    with pytest.raises(gpunn.InputError) as info:
+        make()
+    return str(info.value)
+
+
+def _fit_fails(ds, **kw) -> str:
+    """The error of a streamed fit, which leaves the model as it was."""
+    m = gpunn.MLP([D, 4, 1], device="cpu", dtype="float64", **kw)
+    before = np.array(m.params)
+    message = _error(lambda: m.fit(ds, epochs=2, batch_size=16, verbose=0))
+    assert m.epoch == 0 and not m.history.loss
+    np.testing.assert_array_equal(m.params, before)
+    return message
+
+
+def _null_int_target(y):
+    return pa.array([*y[:130].tolist(), None, *y[131:].tolist()], type=pa.int64())
+
+
+def _with(y, row, value):
+    y = y.astype(np.float64)
+    y[row] = value
+    return y
+
+
+# A streamed Parquet file is rejected with the words gpunn.data.read uses for the same file: the file, the file
+# row (not a shuffled batch's), its row group and the column.
+PARQUET_CASES = [
+    ("null int64 target", lambda X, y: (X, _null_int_target(y)), r"row 130 \(row group 2\), column 'label': a missing"),
+    ("inf target", lambda X, y: (X, _with(y, 130, np.inf)), r"row 130 \(row group 2\), column 'label': inf is not a"),
+    ("nan target", lambda X, y: (X, _with(y, 200, np.nan)), r"row 200 \(row group 3\), column 'label': nan is not a"),
+    ("nan feature", lambda X, y: (_with(X, (70, 1), np.nan), y), r"row 70 \(row group 1\), column 'f1': nan is not"),
+    ("-inf feature", lambda X, y: (_with(X, (299, 2), -np.inf), y), r"row 299 \(row group 4\), column 'f2': -inf"),
+]
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+@pytest.mark.parametrize("case, make, pattern", PARQUET_CASES, ids=[c[0] for c in PARQUET_CASES])
+def test_a_streamed_parquet_file_is_rejected_as_read_rejects_it(tmp_path, case, make, pattern, standardize):
+    X, y = _rows()
+    path = _parquet(tmp_path / "bad.parquet", *make(X, y))
+    read = _error(lambda: gpunn.data.read(path, target="label"))
+    streamed = _fit_fails(Dataset(path, "label", shuffle_buffer=100), standardize=standardize)
+    assert streamed == read
+    assert re.search(f"bad.parquet: {pattern}", streamed)
+
+
+def test_a_null_feature_is_named_by_its_file_row_as_read_names_it(tmp_path):
+    X, y = _rows()
+    f1 = pa.array([*X[:77, 1].tolist(), None, *X[78:, 1].tolist()], type=pa.float64())
+    pq.write_table(pa.table({"f0": X[:, 0], "f1": f1, "f2": X[:, 2], "label": y}), tmp_path / "n.parquet",
+                   row_group_size=64)  # fmt: skip
+    read = _error(lambda: gpunn.data.read(tmp_path / "n.parquet", target="label"))
+    assert read.endswith("n.parquet: row 77 (row group 1), column 'f1': a missing value (null)")
+    assert _fit_fails(Dataset(tmp_path / "n.parquet", "label")) == read
+
+
+NPY_CASES = [
+    ("nan target", lambda X, y: (X, _with(y, 130, np.nan)), 3, "130", "3"),
+    ("inf target", lambda X, y: (X, _with(y, 5, np.inf)), 3, "5", "3"),
+    ("nan feature", lambda X, y: (_with(X, (250, 2), np.nan), y), 3, "250", "2"),
+]
+
+
+@pytest.mark.parametrize("case, make, target, row, column", NPY_CASES, ids=[c[0] for c in NPY_CASES])
+def test_a_streamed_npy_file_is_rejected_as_read_rejects_it(tmp_path, case, make, target, row, column):
+    X, y = make(*_rows())
+    np.save(tmp_path / "bad.npy", np.c_[X, y])
+    read = _error(lambda: gpunn.data.read(tmp_path / "bad.npy", target=target))
+    block = int(row) // 50
+    streamed = _fit_fails(Dataset(tmp_path / "bad.npy", target=int(target), block_rows=50))
+    assert streamed == read.replace(f"row {row},", f"row {row} (block {block}),")
+    assert re.search(rf"bad.npy: row {row} \(block {block}\), column '{column}': (nan|inf) is not a finite", streamed)
+
+
+def test_a_separate_npy_target_file_is_named(tmp_path):
+    X, y = _rows()
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "y.npy", _with(y, 42, np.nan))
+    message = _fit_fails(Dataset(tmp_path / "x.npy", target=str(tmp_path / "y.npy"), block_rows=40))
+    assert re.search(r"y.npy: row 42 \(block 1\), column '0': nan is not a finite number$", message)
+
+
+def test_the_cli_target_pass_rejects_a_null_or_inf_target_rather_than_guessing_a_regression(tmp_path):
+    X, y = _rows()
+    null = _parquet(tmp_path / "null.parquet", X, _null_int_target(y))
+    message = _error(lambda: streamed_target(Dataset(null, "label"), "auto", "null.parquet"))
+    assert message.endswith("null.parquet: row 130 (row group 2), column 'label': a missing value (null)")
+    inf = _parquet(tmp_path / "inf.parquet", X, _with(y, 7, np.inf))  # was an OverflowError
+    message = _error(lambda: streamed_target(Dataset(inf, "label"), "auto", "inf.parquet"))
+    assert message.endswith("inf.parquet: row 7 (row group 0), column 'label': inf is not a finite number")
+
+
+def test_a_label_outside_the_classes_is_named_by_its_file_row_not_its_shuffled_position(tmp_path):
+    X, y = _rows()
+    labels = y.copy()
+    labels[201] = 2
+    path = _parquet(tmp_path / "three.parquet", X, labels)
+    message = _fit_fails(Dataset(path, "label", shuffle_buffer=100))
+    assert re.search(r"three.parquet \(row group 3\), target column 'label', holds label 2 at row 201, outside "
+                     r"\{0, 1\}", message)  # fmt: skip
+
+
+def test_a_value_too_large_for_the_models_dtype_is_named(tmp_path):
+    X, y = _rows()
+    X[99, 0] = 1e39  # finite in float64, not in float32
+    path = _parquet(tmp_path / "big.parquet", X, y)
+    m = gpunn.MLP([D, 4, 1], device="cpu", dtype="float32")
+    message = _error(lambda: m.fit(Dataset(path, "label"), epochs=1, verbose=0))
+    assert message.endswith("big.parquet: row 99 (row group 1), column 'f0': 1e+39 is too large for float32")
+    regression = gpunn.MLP([D, 4, 1], device="cpu", dtype="float32", output="identity")
+    values = _parquet(tmp_path / "bigy.parquet", X[:, [1, 1, 2]], _with(y, 250, -1e39))
+    message = _error(lambda: regression.fit(Dataset(values, "label"), epochs=1, verbose=0))
+    assert message.endswith("bigy.parquet: row 250 (row group 3), column 'label': -1e+39 is too large for float32")
+
+
+def test_validation_data_is_checked_as_training_data(tmp_path):
+    X, y = _rows()
+    good = _parquet(tmp_path / "good.parquet", X, y)
+    bad = _parquet(tmp_path / "bad.parquet", X, _with(y, 3, np.nan))
+    m = gpunn.MLP([D, 4, 1], device="cpu")
+    message = _error(lambda: m.fit(Dataset(good, "label"), validation_data=Dataset(bad, "label"), verbose=0))
+    assert message.endswith("bad.parquet: row 3 (row group 0), column 'label': nan is not a finite number")
+    m.fit(Dataset(good, "label"), epochs=1, verbose=0)
+    message = _error(lambda: m.evaluate(Dataset(bad, "label")))
+    assert message.endswith("bad.parquet: row 3 (row group 0), column 'label': nan is not a finite number")
+
+
+# ----------------------------------------------------------------------------------- one validation owner
+def test_one_finite_check_words_a_files_rows_and_a_users_array():
+    a = np.ones((4, 3))
+    a[2, 1] = np.nan
+    with pytest.raises(gpunn.InputError, match=r"^f.csv: row 12 \(block 1\), column 'b': nan is not a finite number$"):
+        check.finite(a, "f.csv", ["a", "b", "c"], 10, "block 1")
+    with pytest.raises(gpunn.InputError, match=r"^X holds nan at row 2, column 1; gpunn needs finite values$"):
+        check.finite(a, "X")
+    big = np.array([[1.0, 1e39]])
+    with np.errstate(over="ignore"):
+        narrow = big.astype(np.float32)
+    with pytest.raises(gpunn.InputError, match=r"^X holds 1e\+39 at row 0, column 1, too large for float32$"):
+        check.finite(big, "X", cast=narrow)
+    check.finite(np.array([[np.iinfo(np.int64).min]]), "X")  # integers are finite
+
+
+def test_one_weight_check_words_a_files_rows_and_a_users_array():
+    w = np.array([1.0, 2.0, -0.5, np.nan])
+    with pytest.raises(gpunn.InputError, match=r"^sample_weight holds -0.5 at row 2; weights must be finite and >= 0$"):
+        check.weights(w, "sample_weight")
+    with pytest.raises(gpunn.InputError, match=r"^d.parquet: row 66 \(row group 1\), weight column 'w': -0.5 is "
+                       r"negative; weights are finite numbers >= 0$"):  # fmt: skip
+        check.weights(w, "d.parquet", "w", 64, "row group 1")
+    with pytest.raises(gpunn.InputError, match=r"^d.npy: row 3, weight column '4': nan is not a finite number"):
+        check.weights(w[3:], "d.npy", "4", 3)
+    with pytest.raises(gpunn.InputError, match="^batch 2 is empty$"):
+        check.batch_weights([1.0, 0.0, 0.0], lambda b: f"batch {b + 1} is empty")
+
+
+def test_read_and_dataset_word_a_negative_weight_alike(tmp_path):
+    X, y = _rows()
+    w = np.ones(N)
+    w[140] = -2.0
+    path = _parquet(tmp_path / "w.parquet", X, y, w=w)
+    read = _error(lambda: _read(path, "label", None, "float64", "w"))  # as gpunn train --sample-weight reads it
+    streamed = _fit_fails(Dataset(path, "label", weight="w"))
+    assert read == f"{path}: row 140, weight column 'w': -2.0 is negative; weights are finite numbers >= 0"
+    assert streamed == read.replace("row 140,", "row 140 (row group 2),")
