@@ -201,3 +201,76 @@ def test_read_and_dataset_word_a_negative_weight_alike(tmp_path):
     streamed = _fit_fails(Dataset(path, "label", weight="w"))
     assert read == f"{path}: row 140, weight column 'w': -2.0 is negative; weights are finite numbers >= 0"
     assert streamed == read.replace("row 140,", "row 140 (row group 2),")
+
+
+# ------------------------------------------------------------------- scaling near the float64 limits (22.5)
+def _moons_rows():
+    X, y = gpunn.data.make_moons(400, noise=0.2, seed=1)
+    return np.c_[X, X[:, 0] * X[:, 1]] * [1.0, 3.0, 0.5] + [0.0, 5.0, -1.0], y
+
+
+FIT = dict(epochs=3, batch_size=32, lr=0.05, optimizer="adam", verbose=0)
+MODEL = dict(device="cpu", dtype="float64", standardize=True, seed=4)
+
+
+@pytest.mark.parametrize("c", [1e300, 1e-310])
+def test_features_near_the_float64_limits_train_as_the_same_features_at_unit_size(tmp_path, c):
+    """Issue 22.5: X x 1e300 overflowed the scale to inf and X x 1e-310 underflowed the variance, and every
+    feature became 0. Their scaling is now c times X's, and training (in memory and streamed) gives X's
+    predictions."""
+    X, y = _moons_rows()
+    ref = gpunn.MLP([D, 8, 1], **MODEL)
+    ref.fit(X, y, **FIT)
+    expected = ref.predict_proba(X)
+    m = gpunn.MLP([D, 8, 1], **MODEL)
+    m.fit(X * c, y, **FIT)
+    pq.write_table(pa.table({**{f"f{j}": X[:, j] * c for j in range(D)}, "label": y}), tmp_path / "c.parquet",
+                   row_group_size=50, write_page_checksum=True)  # fmt: skip
+    streamed = gpunn.MLP([D, 8, 1], **MODEL)
+    streamed.fit(Dataset(tmp_path / "c.parquet", "label"), **FIT)  # the buffer holds the file: in-memory batches
+    for model in (m, streamed):
+        np.testing.assert_allclose(model.scaling[0], c * ref.scaling[0], rtol=1e-12)
+        np.testing.assert_allclose(model.scaling[1], c * ref.scaling[1], rtol=1e-12)
+        assert np.all(np.isfinite(model.scaling[1])) and np.all(model.scaling[1] > 0)
+        np.testing.assert_allclose(model.predict_proba(X * c), expected, rtol=1e-9, atol=1e-12)
+
+
+def _exact_moments(column):
+    """Mean and population standard deviation with exact rational arithmetic (the oracle)."""
+    import statistics
+    from fractions import Fraction
+
+    mean = statistics.mean(Fraction(v) for v in column.tolist())
+    return float(mean), statistics.pstdev(column.tolist())
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        np.r_[1e300, np.linspace(-3.0, 4.0, 99)],  # one huge value among small ones
+        np.r_[1e-300, 5e-324, np.linspace(-3.0, 4.0, 98) * 1e-310],  # subnormals and a tiny normal value
+        np.r_[1.7e308, -1.7e308, -1.7e308, 1.0, -1.5e308, 2.0],  # x - mean overflows float64
+    ],
+    ids=["1e300 among small", "subnormal", "opposite signs at the limit"],
+)
+def test_a_column_mixing_magnitudes_is_standardized_as_exact_arithmetic_does(tmp_path, column):
+    mean, std = _exact_moments(column)
+    rest = np.linspace(0.0, 1.0, len(column))
+    X = np.c_[column, rest, rest**2]
+    y = (np.arange(len(column)) % 2).astype(np.int64)
+    m = gpunn.MLP([D, 4, 1], **MODEL)
+    m.fit(X, y, epochs=1, verbose=0)
+    np.testing.assert_allclose(m.scaling[0][0], mean, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(m.scaling[1][0], std, rtol=1e-12)
+    from fractions import Fraction
+
+    from gpunn.data.moments import scale_rows
+
+    z = scale_rows(X, m.scaling, np.empty_like(X))[:, 0]
+    exact = [float((Fraction(v) - Fraction(m.scaling[0][0])) / Fraction(m.scaling[1][0])) for v in column.tolist()]
+    np.testing.assert_allclose(z, exact, rtol=1e-12, atol=1e-15)
+    assert np.all(np.isfinite(m.predict_proba(X)))
+    np.save(tmp_path / "mixed.npy", np.c_[X, y])
+    streamed = Dataset(tmp_path / "mixed.npy", target=D, block_rows=2).scaling()
+    np.testing.assert_allclose(streamed[0][0], mean, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(streamed[1][0], std, rtol=1e-12)
