@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -274,3 +275,98 @@ def test_a_column_mixing_magnitudes_is_standardized_as_exact_arithmetic_does(tmp
     streamed = Dataset(tmp_path / "mixed.npy", target=D, block_rows=2).scaling()
     np.testing.assert_allclose(streamed[0][0], mean, rtol=1e-12, atol=0)
     np.testing.assert_allclose(streamed[1][0], std, rtol=1e-12)
+
+
+# ------------------------------------------------------------------------ files changed under a stream
+def _flip_a_byte_in_a_data_page(path, out, group=2, column=1):
+    """A copy of a Parquet file with one byte flipped among the values of a data page."""
+    chunk = pq.ParquetFile(path).metadata.row_group(group).column(column)
+    data = bytearray(path.read_bytes())
+    data[chunk.data_page_offset + chunk.total_compressed_size - 20] ^= 0x40  # inside the last values of the page
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_a_flipped_byte_in_a_checksummed_page_is_an_error_naming_the_file(tmp_path):
+    X, y = _rows()
+    table = pa.table({**{f"f{j}": X[:, j] for j in range(D)}, "label": y})
+    pq.write_table(table, tmp_path / "good.parquet", row_group_size=64, write_page_checksum=True,
+                   compression="none", use_dictionary=False)  # fmt: skip
+    bad = _flip_a_byte_in_a_data_page(tmp_path / "good.parquet", tmp_path / "flip.parquet")
+    unverified = pq.read_table(bad).column("f1").to_numpy()  # read without checking: a value silently changed
+    assert np.sum(unverified != X[:, 1]) == 1
+    read = _error(lambda: gpunn.data.read(bad, target="label"))
+    assert re.search(r"flip.parquet: row group 2 of 5 cannot be read \(.*CRC checksum verification failed", read)
+    streamed = _fit_fails(Dataset(bad, "label"))
+    assert re.search(r"flip.parquet, row group 2: cannot be read: .*CRC checksum verification failed", streamed)
+    gpunn.data.read(tmp_path / "good.parquet", target="label")  # the intact file reads
+
+
+def test_an_npy_file_rewritten_in_place_with_its_time_put_back_is_caught(tmp_path):
+    X, y = _rows()
+    path = tmp_path / "d.npy"
+    np.save(path, np.c_[X, y])
+    ds = Dataset(path, target=D, block_rows=50)
+    m = gpunn.MLP([D, 4, 1], device="cpu", dtype="float64")
+    offset = os.path.getsize(path) - np.c_[X, y].nbytes  # where the values start, after the header
+    stamp = os.stat(path)
+
+    def rewrite(model, record):
+        if model.epoch == 2:  # same size, new values, and the modification time restored
+            with open(path, "r+b") as f:
+                f.seek(offset)
+                f.write(np.c_[X[::-1], y[::-1]].tobytes())
+            os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+
+    with pytest.raises(gpunn.InputError, match=r"d.npy changed while gpunn was streaming it \(its content differs"):
+        m.fit(ds, epochs=5, batch_size=20, verbose=0, callbacks=[rewrite])
+    assert m.epoch == 2 and os.stat(path).st_mtime_ns == stamp.st_mtime_ns
+    # the separate target file of a pair is checked too
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    pair = Dataset(tmp_path / "x.npy", target=str(tmp_path / "y.npy"), block_rows=50)
+    before = os.stat(tmp_path / "y.npy")
+    np.save(tmp_path / "y.npy", 1 - y)
+    os.utime(tmp_path / "y.npy", ns=(before.st_atime_ns, before.st_mtime_ns))
+    message = _error(lambda: gpunn.MLP([D, 4, 1], device="cpu").fit(pair, verbose=0))
+    assert re.search(r"y.npy changed while gpunn was streaming it \(its content differs", message)
+
+
+def test_the_content_check_reads_a_few_pieces_whatever_the_files_size(tmp_path, monkeypatch):
+    from gpunn.data import dataset
+
+    monkeypatch.setattr(dataset, "DIGEST_BYTES", 64)
+    path = tmp_path / "big.npy"
+    rows = np.arange(50_000, dtype=np.float64).reshape(-1, 5)
+    np.save(path, rows)
+    first = dataset.content_digest(str(path))
+    read: list[int] = []
+    real_open = open
+
+    class Counting:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def fileno(self):
+            return self.f.fileno()
+
+        def seek(self, at):
+            self.f.seek(at)
+
+        def read(self, k=-1):
+            data = self.f.read(k)
+            read.append(len(data))
+            return data
+
+    monkeypatch.setattr(dataset, "open", lambda p, mode: Counting(real_open(p, mode)), raising=False)
+    assert dataset.content_digest(str(path)) == first
+    assert sum(read) == (dataset.DIGEST_SAMPLES + 2) * 64  # of a 400 KB file
+    rows[-1, -1] = -1.0  # the last value, in the last piece, changes the fingerprint
+    np.save(path, rows)
+    assert dataset.content_digest(str(path)) != first
