@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.threads:
                 pyarrow.set_cpu_count(args.threads)
             table = pyarrow.csv.read_csv(csv_path)  # the same rows, as the other files
-            pyarrow.parquet.write_table(table, os.path.join(tmp, "mid.parquet"))
+            pyarrow.parquet.write_table(table, os.path.join(tmp, "mid.parquet"), write_page_checksum=True)
             pyarrow.feather.write_feather(table, os.path.join(tmp, "mid.feather"))
             del table
             for label, name in [("read (pyarrow)", "mid.csv"), ("read, Parquet", "mid.parquet"),

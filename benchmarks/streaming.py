@@ -63,7 +63,7 @@ def generate(path: Path, rows: int, features: int) -> None:
     import pyarrow.parquet as pq
 
     schema = pa.schema([*(pa.field(f"f{j}", pa.float64()) for j in range(features)), pa.field("label", pa.int64())])
-    with pq.ParquetWriter(path, schema) as writer:
+    with pq.ParquetWriter(path, schema, write_page_checksum=True) as writer:  # verified as streamed
         for start in range(0, rows, 65536):
             n = min(65536, rows - start)
             X = rng.normal(size=(n, features))

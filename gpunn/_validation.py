@@ -7,6 +7,7 @@ device are checked there with one read-back per call, never inside a training st
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import array_api_compat as aac
@@ -56,14 +57,65 @@ def first_bad(mask: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
+def finite(
+    a: np.ndarray, name: str, columns: Sequence[str] | None = None, row: int = 0, where: str = "",
+    cast: np.ndarray | None = None,
+) -> None:  # fmt: skip
+    """The one finite check: the first NaN or inf in ``a`` is an :class:`InputError` (integers and bools are
+    always finite); with ``cast`` (``a`` converted to a narrower dtype), so is the first value too large for it.
+
+    Rows of a file (``columns`` names the columns of ``a``, ``row`` is the file row of its first row and
+    ``where`` its row group or block): ``"{name}: row {row + i} ({where}), column {c!r}: {v} is not a finite
+    number"`` (``is too large for float32``). An array passed by a user (``columns`` None): ``"{name} holds {v}
+    at row i, column j; gpunn needs finite values"`` (``, too large for float32``)."""
+    for values, problem in ((a, None), (cast, "too large")):
+        if values is None or values.dtype.kind not in "fc" or np.isfinite(values).all():
+            continue
+        at = first_bad(~np.isfinite(values))
+        large = f"too large for {values.dtype}"
+        if columns is None:
+            tail = f", {large}" if problem else "; gpunn needs finite values"
+            raise InputError(f"{name} holds {a[at]} at {_position(at)}{tail}")
+        within = f" ({where})" if where else ""
+        column = columns[at[1]] if len(at) == 2 else columns[0]
+        tail = f"is {large}" if problem else "is not a finite number"
+        raise InputError(f"{name}: row {row + at[0]}{within}, column {column!r}: {a[at]} {tail}")
+
+
+def weights(w: np.ndarray, name: str, column: str | None = None, row: int = 0, where: str = "") -> np.ndarray:
+    """The one weight check: sample weights are finite numbers >= 0; returns ``w``, else the first bad one is an
+    :class:`InputError`.
+
+    Rows of a file (``column``, the weight column's name; ``row``, the file row of ``w[0]``; ``where``, its row
+    group or block): ``"{name}: row {row + i} ({where}), weight column {column!r}: {v} is negative; weights are
+    finite numbers >= 0"`` (or ``is not a finite number``). An array passed by a user (``column`` None):
+    ``"{name} holds {v} at row {i}; weights must be finite and >= 0"``."""
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(w) | (w < 0)
+    if not bad.any():
+        return w
+    i = int(np.flatnonzero(bad)[0])
+    if column is None:
+        raise InputError(f"{name} holds {w[i]} at row {i}; weights must be finite and >= 0")
+    problem = "is negative" if w[i] < 0 else "is not a finite number"
+    within = f" ({where})" if where else ""
+    raise InputError(f"{name}: row {row + i}{within}, weight column {column!r}: {w[i]} {problem}; weights are finite "
+                     "numbers >= 0")  # fmt: skip
+
+
+def batch_weights(totals: Any, message: Callable[[int], str]) -> None:
+    """The one check that every batch has some weight: ``totals`` holds each batch's weight total (host numbers);
+    the first that is not > 0 is an :class:`InputError` worded by ``message(index of that batch)``."""
+    totals = np.asarray(totals, dtype=np.float64).reshape(-1)
+    empty = ~(totals > 0)
+    if empty.any():
+        raise InputError(message(int(np.flatnonzero(empty)[0])))
+
+
 def check_finite_host(a: np.ndarray, cast: np.ndarray, name: str, dtype: str) -> None:
-    """Reject NaN, inf, and finite values that overflow ``dtype`` (``cast`` is ``a`` converted to it)."""
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
-        where = first_bad(~np.isfinite(a))
-        raise InputError(f"{name} holds {a[where]} at {_position(where)}; gpunn needs finite values")
-    if cast.dtype != a.dtype and not np.isfinite(cast).all():
-        where = first_bad(~np.isfinite(cast))
-        raise InputError(f"{name} holds {a[where]} at {_position(where)}, too large for {dtype}")
+    """Reject NaN, inf, and finite values that overflow ``dtype`` (``cast`` is ``a`` converted to it), with
+    :func:`finite`."""
+    finite(a, name, cast=cast if cast.dtype != a.dtype else None)
 
 
 def cast_host(a: np.ndarray, dtype: str, name: str) -> np.ndarray:
@@ -98,21 +150,24 @@ def check_device_array(x: Any, xp: Any, device: Any, name: str) -> None:
         raise _kind_error(name, x.dtype)
 
 
-def labels_host(y: np.ndarray, output: str, n_outputs: int, name: str = "y") -> None:
-    """Check class labels on the host: finite, whole numbers, inside the model's classes."""
+def labels_host(y: np.ndarray, output: str, n_outputs: int, name: str = "y", row: int = 0) -> None:
+    """Check class labels on the host: finite, whole numbers, inside the model's classes (``row``: the row number
+    of ``y[0]`` in messages)."""
     if output == "identity" or y.dtype.kind == "b":
         return
     if y.dtype.kind == "f":
         bad = ~np.isfinite(y) | (y != np.round(y))
         if bad.any():
             where = first_bad(bad)
-            raise InputError(f"{name} holds {y[where]} at {_position(where)}; class labels must be whole numbers")
+            at = _position((where[0] + row, *where[1:]))
+            raise InputError(f"{name} holds {y[where]} at {at}; class labels must be whole numbers")
     top = 1 if output == "sigmoid" else n_outputs - 1
     bad = (y < 0) | (y > top)
     if bad.any():
         where = first_bad(bad)
         allowed = "{0, 1}" if output == "sigmoid" else f"0..{top}"
-        raise InputError(f"{name} holds label {y[where]} at {_position(where)}, outside {allowed}")
+        at = _position((where[0] + row, *where[1:]))
+        raise InputError(f"{name} holds label {y[where]} at {at}, outside {allowed}")
 
 
 def target_shape(y_shape: tuple[int, ...], n: int, output: str, n_outputs: int, name: str = "y") -> None:

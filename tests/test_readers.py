@@ -66,7 +66,7 @@ def write(df: pd.DataFrame, path, fmt: str) -> None:
     elif fmt == "csv.gz":
         df.to_csv(path, index=False, compression="gzip")
     elif fmt == "parquet":
-        df.to_parquet(path, index=False, row_group_size=20)  # several row groups
+        df.to_parquet(path, index=False, row_group_size=20, write_page_checksum=True)  # several row groups
     elif fmt == "feather":
         df.to_feather(path)  # Arrow IPC file, lz4-compressed
     elif fmt == "arrow":  # uncompressed IPC file of several record batches, written with pyarrow
@@ -276,7 +276,7 @@ def test_corrupt_csv_gz(tmp_path):
 
 def test_bad_parquet_files(tmp_path):
     df = frame(80, seed=7)
-    df.to_parquet(tmp_path / "d.parquet", index=False, row_group_size=20)
+    df.to_parquet(tmp_path / "d.parquet", index=False, row_group_size=20, write_page_checksum=True)
     raw = (tmp_path / "d.parquet").read_bytes()
     (tmp_path / "half.parquet").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(gpunn.InputError, match=r"half.parquet: not a readable Parquet file \(Parquet magic bytes"):

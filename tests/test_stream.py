@@ -29,7 +29,7 @@ def files(tmp_path_factory):
     X, y = _rows()
     folder = tmp_path_factory.mktemp("stream")
     table = pa.table({**{f"f{j}": X[:, j] for j in range(D)}, "label": y})
-    pq.write_table(table, folder / "d.parquet", row_group_size=64)  # 10 row groups, the last one short
+    pq.write_table(table, folder / "d.parquet", row_group_size=64, write_page_checksum=True)  # 10 groups, 1 short
     np.save(folder / "d.npy", np.c_[X, y])
     np.save(folder / "x.npy", X)
     np.save(folder / "y.npy", y)

@@ -9,8 +9,9 @@ training on the same rows with the same seed. Placing the batches on a device is
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import numpy as np
 from .. import _validation as check
 from ..errors import ConfigError, InputError
 from .moments import moments
-from .readers import _check_rows_finite, _need_pyarrow, _select_typed
+from .readers import _need_pyarrow, _select_typed, check_nulls
 
 SHUFFLE_BUFFER = 1 << 18  # rows
 BLOCK_ROWS = 1 << 16  # rows per block of an .npy file
@@ -140,16 +141,13 @@ class Dataset:
 
     def scaling(self) -> tuple[np.ndarray, np.ndarray]:
         """Each feature's mean and standard deviation over this view's rows, in one streaming pass (blocks
-        combined with Chan's update, in float64)."""
-        names = self.feature_names or [str(j) for j in range(self.n_features)]
+        combined with Chan's update, in float64; every block checked as it is read)."""
+        self._source.verify()
+        return moments((self.read(b, np.float64)[0] for b in self.blocks), self.n_features)
 
-        def blocks() -> Iterator[np.ndarray]:
-            for b in self.blocks:
-                x, _ = self.read(b, np.float64)
-                _check_rows_finite(self.path, x, self._source.starts[b], f"block {b}", names)
-                yield x
-
-        return moments(blocks(), self.n_features)
+    def target_columns(self, y: np.ndarray) -> list[str]:
+        """The names of the target's columns in messages (a separate 2-D ``.npy`` target has several)."""
+        return self._source.target_columns(y)
 
     def target_blocks(self) -> Iterator[np.ndarray]:
         """The target column of this view, a block at a time (only that column is read)."""
@@ -172,14 +170,21 @@ class Dataset:
 
     # ------------------------------------------------------------------------------------------ batches
     def batches(
-        self, batch_size: int | None, rng: np.random.Generator | None, dtype: Any, weights: bool = False
-    ) -> Iterator[tuple[np.ndarray, ...]]:
+        self, batch_size: int | None, rng: np.random.Generator | None, dtype: Any, weights: bool = False,
+        check_targets: Callable[[np.ndarray, str, int, str], None] | None = None,
+    ) -> Iterator[tuple[np.ndarray, ...]]:  # fmt: skip
         """Host batches ``(x, y)`` of one epoch, or ``(x, y, w)`` with ``weights`` (each row's weight, float64):
         in file order without ``rng``; otherwise the blocks in a random order and the rows shuffled within the
         buffer. With the whole view in the buffer this draws one permutation of its rows, as in-memory training
-        does."""
+        does.
+
+        Every block is checked as it is read, as :func:`gpunn.data.read` checks a file (nulls, NaN and inf,
+        negative weights), and the file is checked unchanged first (an ``.npy`` file's content too); errors name
+        the file, the block and the file row. ``check_targets(y, file, first_row, block)`` checks each block's
+        targets further (a model's classes), before they are shuffled."""
         if weights and not self.has_weight:
             raise InputError(f"{self.path}: this Dataset has no weight column")
+        self._source.verify()
         n = self.n_rows
         bs = n if batch_size is None else min(batch_size, n)
         if rng is not None and bs >= n:
@@ -198,6 +203,8 @@ class Dataset:
         for b in order:
             rows = self.block_rows(b)
             y, w = self._source.read_block(b, buffer[filled : filled + rows], weights)
+            if check_targets is not None and y is not None:
+                check_targets(y, self._source.target_file, self._source.starts[b], self._source.where(b))
             if not columns:
                 targets = np.empty((capacity, *(() if y is None else y.shape[1:])), dtype=_target_dtype(y))
                 columns = [buffer, targets, *([np.empty(capacity)] if weights else [])]
@@ -236,7 +243,8 @@ def _target_dtype(y: np.ndarray | None) -> Any:
 
 
 class _Source:
-    """What a file format provides: block boundaries, and reading a block's columns."""
+    """What a file format provides: block boundaries, and reading a block's columns, each checked as
+    :func:`gpunn.data.read` checks them (no nulls, finite numbers, weights >= 0), by file, block and file row."""
 
     path: str
     starts: list[int]  # first row of each block, and the row count last
@@ -247,6 +255,7 @@ class _Source:
     has_target: bool
     stamp: tuple[int, int]  # size and modification time when opened
     block_word: str  # what a block is called in messages
+    columns_named: list[str]  # the feature columns' names in messages
 
     def _stamp(self) -> tuple[int, int]:
         st = os.stat(self.path)
@@ -260,6 +269,13 @@ class _Source:
         if now != self.stamp:
             raise InputError(f"{self.path} changed while gpunn was streaming it (its size or time differs)")
 
+    def verify(self) -> None:
+        """Before each epoch: the file is as it was when opened."""
+        self._check_unchanged()
+
+    def where(self, block: int) -> str:
+        return f"{self.block_word} {block}"
+
     def read(self, block: int, dtype: Any) -> tuple[np.ndarray, np.ndarray | None]:
         out = np.empty((self.starts[block + 1] - self.starts[block], self.n_features), dtype=dtype)
         return out, self.read_into(block, out)
@@ -269,23 +285,48 @@ class _Source:
 
     def read_block(self, block: int, out: np.ndarray, weights: bool = False) -> tuple[Any, Any]:
         """Block ``block``'s features written into ``out``; returns its targets and, with ``weights``, its
-        weights (checked, float64)."""
-        raise NotImplementedError
+        weights (float64); every value checked."""
+        with np.errstate(over="ignore", invalid="ignore"):  # a value too large for out's dtype is named below
+            y, w = self._read_block(block, out, weights)
+        self._check_features(block, out)
+        if y is not None:
+            self._check_target(block, y)
+        return y, w
 
     def read_target(self, block: int) -> np.ndarray:
+        y = self._read_target(block)
+        self._check_target(block, y)
+        return y
+
+    def _check_features(self, block: int, out: np.ndarray) -> None:
+        row, where = self.starts[block], self.where(block)
+        if out.dtype.kind != "f" or np.isfinite(out).all():
+            return
+        wide = out
+        if out.dtype != np.float64:  # a value in the file, or one too large for out's dtype?
+            wide = np.empty(out.shape, np.float64)
+            self._read_block(block, wide, False)
+        check.finite(wide, self.path, self.columns_named, row, where, cast=out if wide is not out else None)
+
+    def _check_target(self, block: int, y: np.ndarray) -> None:
+        check.finite(y, self.target_file, self.target_columns(y), self.starts[block], self.where(block))
+
+    target_file: str  # the file the targets are read from
+
+    def target_columns(self, y: np.ndarray) -> list[str]:
+        return [str(self.target_name)]
+
+    def _read_block(self, block: int, out: np.ndarray, weights: bool) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def _read_target(self, block: int) -> np.ndarray:
         raise NotImplementedError
 
     def read_weight(self, block: int) -> np.ndarray:
         raise NotImplementedError
 
-    def _checked_weights(self, block: int, w: np.ndarray) -> np.ndarray:
-        bad = ~np.isfinite(w) | (w < 0)
-        if bad.any():
-            i = int(np.argmax(bad))
-            problem = "is negative" if w[i] < 0 else "is not a finite number"
-            raise InputError(f"{self.path}: row {self.starts[block] + i} ({self.block_word} {block}), weight column "
-                             f"{self.weight_name!r}: {w[i]} {problem}; weights are finite numbers >= 0")  # fmt: skip
-        return w
+    def _checked_weights(self, block: int, w: np.ndarray, name: str | None = None) -> np.ndarray:
+        return check.weights(w, name or self.path, self.weight_name, self.starts[block], self.where(block))
 
 
 class _Parquet(_Source):
@@ -293,12 +334,14 @@ class _Parquet(_Source):
 
     def __init__(self, path: str, target: Any, features: list[Any] | None, weight: Any = None):
         pa = _need_pyarrow(path, "Parquet")
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        self.path = path
+        self.path, self.pc = path, pc
         try:
             self.stamp = self._stamp()
-            self.file = pq.ParquetFile(path)
+            # pages written with checksums (write_page_checksum=True) are verified as they are read
+            self.file = pq.ParquetFile(path, page_checksum_verification=True)
         except OSError as exc:
             raise InputError(f"{path}: cannot read it: {exc.strerror or exc}") from None
         except Exception as exc:  # pyarrow.ArrowInvalid for a corrupt or truncated file
@@ -313,7 +356,9 @@ class _Parquet(_Source):
         features = [schema.names[j] for j in cols]
         self.feature_names, self.target_name, self.n_features = features, target, len(features)
         self.columns: list[str] = features
+        self.columns_named = features
         self.target: str = target
+        self.target_file = path
         self.has_target = target is not None
         self.weight_name = self.weight = weight
         meta = self.file.metadata
@@ -324,22 +369,24 @@ class _Parquet(_Source):
         self._check_unchanged()
         try:
             return self.file.read_row_group(block, columns=columns)
-        except Exception as exc:
+        except Exception as exc:  # a checksum that does not match, a corrupt page
             raise InputError(f"{self.path}, row group {block}: cannot be read: {exc}") from None
 
-    def read_block(self, block: int, out: np.ndarray, weights: bool = False) -> tuple[Any, Any]:
+    def _column(self, block: int, table: Any, name: str) -> np.ndarray:
+        column = table.column(name)
+        check_nulls(self.pc, self.path, column, self.starts[block], self.where(block), name)
+        return column.to_numpy()
+
+    def _read_block(self, block: int, out: np.ndarray, weights: bool) -> tuple[Any, Any]:
         extra = ([self.target] if self.has_target else []) + ([self.weight] if weights else [])
         table = self._group(block, self.columns + extra)
         for j, name in enumerate(self.columns):
-            column = table.column(name)
-            if column.null_count:
-                raise InputError(f"{self.path}, row group {block}: column {name!r} has {column.null_count} null(s)")
-            out[:, j] = column.to_numpy()
-        y = table.column(self.target).to_numpy() if self.has_target else None
+            out[:, j] = self._column(block, table, name)
+        y = self._column(block, table, self.target) if self.has_target else None
         return y, self._weights(block, table.column(self.weight)) if weights else None
 
-    def read_target(self, block: int) -> np.ndarray:
-        return self._group(block, [self.target]).column(self.target).to_numpy()
+    def _read_target(self, block: int) -> np.ndarray:
+        return self._column(block, self._group(block, [self.target]), self.target)
 
     def read_weight(self, block: int) -> np.ndarray:
         return self._weights(block, self._group(block, [self.weight]).column(self.weight))
@@ -358,7 +405,7 @@ class _Npy(_Source):
 
     def __init__(self, path: str, target: Any, features: list[Any] | None, block_rows: int | None, weight: Any = None):
         self.path = path
-        self.stamp, self.data = self._open(path)
+        self.stamp, self.data, self.digest = self._open(path)
         if self.data.ndim != 2:
             raise InputError(f"{path} holds a {self.data.ndim}-D array; a Dataset needs rows and columns (2-D)")
         if self.data.dtype.kind not in "biuf":
@@ -366,15 +413,19 @@ class _Npy(_Source):
         n, width = self.data.shape
         self.y: Any = None
         self.w: Any = None
-        self.sides: list[tuple[Any, tuple[int, int]]] = []  # the separate target and weight files, and stamps
+        self.sides: list[tuple[Any, tuple[int, int], bytes]] = []  # the target and weight files, stamps, digests
         self.target_name = self.weight_name = None
+        self.target_file = path
         columns = list(range(width))
         if isinstance(target, (str, os.PathLike)):
-            stamp, self.y = self._open(os.fspath(target))
-            self.sides.append((self.y, stamp))
+            stamp, self.y, digest = self._open(os.fspath(target))
+            self.sides.append((self.y, stamp, digest))
             self.target_name = os.path.basename(os.fspath(target))
+            self.target_file = os.fspath(target)
             if self.y.shape[0] != n or self.y.ndim > 2:
                 raise InputError(f"{target} holds {self.y.shape[0]} rows of targets for the {n} rows of {path}")
+            if self.y.dtype.kind not in "biuf":
+                raise InputError(f"{target} holds {self.y.dtype} values; a streamed target holds numbers")
         elif target is not None:
             if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not -width <= target < width:
                 raise InputError(f"target {target!r} is not a column of {path} (0..{width - 1})")
@@ -384,11 +435,12 @@ class _Npy(_Source):
         self.target_column = target if isinstance(target, int) else None
         self.has_target = target is not None
         self.weight_column: int | None = None
+        self.weight_file = path
         if isinstance(weight, (str, os.PathLike)):
             if isinstance(target, (str, os.PathLike)) and os.fspath(weight) == os.fspath(target):
                 raise InputError(f"{weight} is both the target and the weight file of {path}")
-            stamp, self.w = self._open(os.fspath(weight))
-            self.sides.append((self.w, stamp))
+            stamp, self.w, digest = self._open(os.fspath(weight))
+            self.sides.append((self.w, stamp, digest))
             self.weight_name = os.path.basename(os.fspath(weight))
             if self.w.ndim != 1 or self.w.shape[0] != n:
                 raise InputError(f"{weight} holds weights of shape {self.w.shape}; {path} needs one weight per row, "
@@ -409,6 +461,7 @@ class _Npy(_Source):
         if any(not 0 <= f < width for f in features):
             raise InputError(f"features {features} are not all columns of {path} (0..{width - 1})")
         self.features = features
+        self.columns_named = [str(f) for f in features]
         self.contiguous = features == list(range(features[0], features[-1] + 1)) if features else True
         self.feature_names = None  # an .npy file has no column names
         self.n_features = len(features)
@@ -416,10 +469,11 @@ class _Npy(_Source):
             block_rows = max(1, min(BLOCK_ROWS, -(-n // 16)))
         self.starts = [*range(0, n, block_rows), n] if n else [0, 0]
 
-    def _open(self, path: str) -> tuple[tuple[int, int], Any]:
+    def _open(self, path: str) -> tuple[tuple[int, int], Any, bytes]:
         try:
             st = os.stat(path)
-            return (st.st_size, st.st_mtime_ns), np.load(path, mmap_mode="r", allow_pickle=False)
+            data = np.load(path, mmap_mode="r", allow_pickle=False)
+            return (st.st_size, st.st_mtime_ns), data, content_digest(path)
         except OSError as exc:
             raise InputError(f"{path}: cannot read it: {exc.strerror or exc}") from None
         except ValueError as exc:  # a truncated or corrupt header
@@ -427,19 +481,37 @@ class _Npy(_Source):
 
     def _check_unchanged(self) -> None:
         super()._check_unchanged()
-        for side, stamp in self.sides:
+        for side, stamp, _ in self.sides:
             st = os.stat(side.filename)
             if (st.st_size, st.st_mtime_ns) != stamp:
                 raise InputError(f"{side.filename} changed while gpunn was streaming it (its size or time differs)")
 
-    def read_block(self, block: int, out: np.ndarray, weights: bool = False) -> tuple[Any, Any]:
+    def verify(self) -> None:
+        """Sizes and times as when opened, and the content check (:func:`content_digest`): a file rewritten in
+        place with its time put back is caught too."""
+        self._check_unchanged()
+        for path, digest in [(self.path, self.digest), *((s.filename, d) for s, _, d in self.sides)]:
+            try:
+                now = content_digest(path)
+            except OSError as exc:
+                raise InputError(f"{path} cannot be read any more while gpunn streams it: {exc.strerror}") from None
+            if now != digest:
+                raise InputError(f"{path} changed while gpunn was streaming it (its content differs from when it "
+                                 "was opened, though its size and time do not)")  # fmt: skip
+
+    def target_columns(self, y: np.ndarray) -> list[str]:
+        if self.y is None:
+            return [str(self.target_column)]
+        return [str(j) for j in range(y.shape[1])] if y.ndim == 2 else ["0"]
+
+    def _read_block(self, block: int, out: np.ndarray, weights: bool) -> tuple[Any, Any]:
         self._check_unchanged()
         lo, hi = self.starts[block], self.starts[block + 1]
         if self.contiguous:
             out[...] = self.data[lo:hi, self.features[0] : self.features[-1] + 1]
         else:
             out[...] = self.data[lo:hi][:, self.features]
-        y = self.read_target(block) if self.has_target else None
+        y = self._read_target(block) if self.has_target else None
         return y, self._weights(block) if weights else None
 
     def read_weight(self, block: int) -> np.ndarray:
@@ -451,8 +523,29 @@ class _Npy(_Source):
         w = self.w[lo:hi] if self.w is not None else self.data[lo:hi, self.weight_column]
         return self._checked_weights(block, np.array(w, dtype=np.float64))
 
-    def read_target(self, block: int) -> np.ndarray:
+    def _read_target(self, block: int) -> np.ndarray:
         lo, hi = self.starts[block], self.starts[block + 1]
         if self.y is not None:
             return np.array(self.y[lo:hi])
         return np.array(self.data[lo:hi, self.target_column])
+
+
+DIGEST_SAMPLES = 16  # pieces of an .npy file hashed at open and before each epoch, besides its header
+DIGEST_BYTES = 1 << 16  # bytes a piece
+
+
+def content_digest(path: str) -> bytes:
+    """A cheap fingerprint of a file's content: a hash of its first ``DIGEST_BYTES`` (an .npy file's header and
+    first rows), its last, and ``DIGEST_SAMPLES`` pieces spread evenly between (the whole file when it is no
+    larger than those pieces together). Reading it costs a few hundred KiB, whatever the file's size."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        pieces = DIGEST_SAMPLES + 2
+        if size <= pieces * DIGEST_BYTES:
+            h.update(f.read())
+        else:
+            for i in range(pieces):
+                f.seek((size - DIGEST_BYTES) * i // (pieces - 1))
+                h.update(f.read(DIGEST_BYTES))
+    return h.digest()

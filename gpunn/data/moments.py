@@ -56,8 +56,16 @@ def moments(blocks: Iterable[np.ndarray], n_features: int) -> tuple[np.ndarray, 
 
 
 def scale_rows(a: np.ndarray, scaling: tuple[np.ndarray, np.ndarray], out: np.ndarray) -> np.ndarray:
-    """``out[:] = (a - mean) / scale``, computed in float64 a block of rows at a time (``out`` may be ``a``)."""
+    """``out[:] = (a - mean) / scale``, computed in float64 a block of rows at a time (``out`` may be ``a``).
+
+    Where ``a - mean`` overflows (a value and a mean of opposite signs both near the float64 limit, 1.7e308),
+    that block is computed as ``a / scale - mean / scale`` instead: the standardized value itself is finite, as
+    ``|a - mean| / scale`` is at most the square root of the rows counted."""
     mean, scale = scaling
     for block in row_blocks(len(a), rows_per_block(a)):
-        out[block] = (a[block] - mean) / scale
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (a[block] - mean) / scale
+            if not np.isfinite(z).all() and np.isfinite(a[block]).all():
+                z = a[block] / scale - mean / scale
+        out[block] = z
     return out

@@ -17,6 +17,7 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
+from .. import _validation as check
 from ..errors import ConfigError, InputError
 
 BLOCK_ROWS = 1024  # CSV rows parsed at a time by the NumPy reader: bounds the temporary memory of a large file
@@ -131,10 +132,8 @@ def _read(
     else:
         readers = {"parquet": _read_parquet, "ipc": _read_ipc, "npy": _read_npy, "npz": _read_npz}
         result = readers[kind](name, target, features, dtype, weight)
-    w = result[1]
-    if w is not None and (w < 0).any():  # finite already, as every column read as numbers
-        i = int(np.argmax(w < 0))
-        raise InputError(f"{name}: row {i}, weight column {str(weight)!r}: {w[i]} is negative; weights are >= 0")
+    if result[1] is not None:  # finite already, as every column read as numbers
+        check.weights(result[1], name, str(weight))
     return result
 
 
@@ -586,7 +585,7 @@ def _read_parquet(
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(name)
+        pf = pq.ParquetFile(name, page_checksum_verification=True)  # pages written with checksums are verified
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{name}: not a readable Parquet file ({_one_line(exc)})") from None
     with pf:
@@ -716,9 +715,7 @@ def _fill(pa: Any, name: str, n: int, parts: Iterator[tuple[str, Any]], wanted: 
                                  "the file is corrupt")  # fmt: skip
             columns = batch.select(wanted).columns
             for j, column in enumerate(columns):
-                if column.null_count:
-                    i = row + int(np.argmax(pc.is_null(column).to_numpy(zero_copy_only=False)))
-                    raise InputError(f"{name}: row {i} ({where}), column {wanted[j]!r}: a missing value (null)")
+                check_nulls(pc, name, column, row, where, wanted[j])
             numbers = [c if c.type == pa.float64() else c.cast(pa.float64(), safe=False) for c in columns[:d]]
             block = np.asarray(pa.RecordBatch.from_arrays(numbers, names=wanted[:d]).to_tensor())
             _check_rows_finite(name, block, row, where, wanted)
@@ -743,11 +740,15 @@ def _fill(pa: Any, name: str, n: int, parts: Iterator[tuple[str, Any]], wanted: 
 
 
 def _check_rows_finite(name: str, block: np.ndarray, row: int, where: str, columns: list[str]) -> None:
-    finite = np.isfinite(block)
-    if not finite.all():
-        i, j = (int(a) for a in np.argwhere(~finite)[0])
-        within = f" ({where})" if where else ""
-        raise InputError(f"{name}: row {row + i}{within}, column {columns[j]!r}: {block[i, j]} is not a finite number")
+    """A file's rows checked finite (:func:`gpunn._validation.finite`), named by file, row, block and column."""
+    check.finite(block, name, columns, row, where)
+
+
+def check_nulls(pc: Any, name: str, column: Any, row: int, where: str, column_name: str) -> None:
+    """A pyarrow column without missing values (nulls), else an error naming the file row of the first."""
+    if column.null_count:
+        i = row + int(np.argmax(pc.is_null(column).to_numpy(zero_copy_only=False)))
+        raise InputError(f"{name}: row {i} ({where}), column {column_name!r}: a missing value (null)")
 
 
 # ------------------------------------------------------------------------------------------------ NumPy

@@ -237,11 +237,7 @@ def sample_weights(spec: Spec, sample_weight: Any, class_weight: Any, y: Any, n:
         a = check.host_array(host, "sample_weight")
         if a.shape != (n,):
             raise InputError(f"sample_weight has shape {a.shape}; it needs one weight per row of X, shape ({n},)")
-        a = a.astype(np.float64)
-        bad = ~np.isfinite(a) | (a < 0)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise InputError(f"sample_weight holds {a[i]} at row {i}; weights must be finite and >= 0")
+        a = check.weights(a.astype(np.float64), "sample_weight")
         w = w * a
     if class_weight is not None:
         if spec.output == "identity" or (spec.output == "sigmoid" and spec.n_outputs > 1):

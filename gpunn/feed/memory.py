@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .. import _backend
-from ..errors import InputError
+from .. import _validation as check
 from .evaluate import block_sums
 from .spec import Spec
 
@@ -65,10 +65,10 @@ def _check_batch_weights(weight: np.ndarray, order: np.ndarray | None, bs: int, 
     """Every batch of the coming epoch must have sample weights that do not sum to zero (checked on the host,
     before the epoch runs, so the model stays as it was)."""
     w = weight if order is None else weight[order]
-    totals = np.add.reduceat(w, np.arange(0, len(w), bs))
-    if (totals <= 0).any():
-        b = int(np.flatnonzero(totals <= 0)[0])
-        raise InputError(
+    check.batch_weights(
+        np.add.reduceat(w, np.arange(0, len(w), bs)),
+        lambda b: (
             f"sample_weight sums to 0 over batch {b + 1} of epoch {epoch + 1} (rows {b * bs} to "
             f"{min((b + 1) * bs, len(w)) - 1} of its order): every batch needs some weight; use larger batches"
-        )
+        ),
+    )

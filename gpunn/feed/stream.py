@@ -14,9 +14,9 @@ import array_api_compat as aac
 import numpy as np
 
 from .. import _backend
+from .. import _validation as check
 from ..data.dataset import BLOCK_ROWS, SHUFFLE_BUFFER, Dataset
 from ..data.moments import scale_rows
-from ..errors import InputError
 from . import evaluate
 from .checks import targets
 from .spec import Spec
@@ -48,10 +48,8 @@ class Streamed:
         self.read_dtype = np.float64 if scaling is not None else np.dtype(spec.dtype)
 
     def _place(self, xb: np.ndarray, yb: np.ndarray, consumer: Any = None) -> tuple[Any, Any]:
+        """A batch, checked as its blocks were read (:meth:`_check_targets`), scaled and on the device."""
         m = self.spec
-        if not np.isfinite(xb).all():
-            col = int(np.nonzero(~np.isfinite(xb))[1][0])
-            raise InputError(f"{self.dataset.path}: feature {self._feature(col)} holds a non-finite value")
         if self.scaling is not None:
             xb = scale_rows(xb, self.scaling, np.empty(xb.shape, m.dtype))
         with _backend.device_scope(m.xp, m.device):
@@ -59,18 +57,29 @@ class Streamed:
                 m, yb, len(yb), f"{self.name} targets"
             )
 
-    def _feature(self, j: int) -> str:
-        names = self.dataset.feature_names
-        return repr(names[j]) if names else str(j)
+    def _check_targets(self, y: np.ndarray, file: str, row: int, where: str) -> None:
+        """A block's targets checked against the model as it is read (before the rows are shuffled), so an
+        error names the file, the block and the file row: class labels in the model's classes, values that fit
+        its dtype (the Dataset has checked them finite)."""
+        m = self.spec
+        name = f"{file} ({where}), target column {self.dataset.target_name!r},"
+        if m.output == "identity":
+            with np.errstate(over="ignore"):
+                cast = y.astype(m.dtype, copy=False)
+            columns = self.dataset.target_columns(y)
+            check.finite(y, file, columns, row, where, cast=cast if cast is not y else None)
+        check.labels_host(y, m.output, m.n_outputs, name, row)
 
     def _place_weights(self, wb: np.ndarray, number: int, epoch: int, consumer: Any) -> Any:
         """A batch's weights as a (rows, 1) column on the device, as in-memory training holds them."""
         m = self.spec
-        if not wb.sum() > 0:  # on the host, before the batch goes to the device
-            raise InputError(
-                f"{self.dataset.path}: the weights ({self.dataset.weight_name!r}) sum to 0 over batch {number} of "
-                f"epoch {epoch + 1}: every batch needs some weight; use larger batches"
-            )
+        check.batch_weights(  # on the host, before the batch goes to the device
+            [wb.sum()],
+            lambda _: (
+                f"{self.dataset.path}: the weights ({self.dataset.weight_name!r}) sum to 0 over batch "
+                f"{number} of epoch {epoch + 1}: every batch needs some weight; use larger batches"
+            ),
+        )
         with _backend.device_scope(m.xp, m.device):
             return to_device(np.ascontiguousarray(wb.reshape(-1, 1), dtype=m.dtype), m.xp, m.device, consumer)
 
@@ -78,7 +87,8 @@ class Streamed:
         self, batch_size: int | None, rng: Any, comm: Any, epoch: int, consumer: Any = None
     ) -> Generator[tuple[Any, ...], None, None]:
         weighted = self.weight_total is not None
-        for number, batch in enumerate(self.dataset.batches(batch_size, rng, self.read_dtype, weighted), 1):
+        batches = self.dataset.batches(batch_size, rng, self.read_dtype, weighted, self._check_targets)
+        for number, batch in enumerate(batches, 1):
             xb, yb = batch[0], batch[1]
             rows = len(xb)
             lo, hi = (0, rows) if comm is None else comm.shard(0, rows)
@@ -121,7 +131,8 @@ class Streamed:
         """Summed loss and correct count of every block (0-d arrays on the device)."""
         loss_sums: list[Any] = []
         corrects: list[Any] = []
-        for xb, yb in self.dataset.batches(evaluate.EVAL_ROWS, None, self.read_dtype):
+        blocks = self.dataset.batches(evaluate.EVAL_ROWS, None, self.read_dtype, check_targets=self._check_targets)
+        for xb, yb in blocks:
             x, t = self._place(xb, yb)
             more_loss, more_correct = evaluate.block_sums(self.spec, params, x, t)
             loss_sums += more_loss
