@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int | None, optimizer: Any,
         shuffle: bool, validation_data: Any, verbose: int, clip_norm: float | None, callbacks: Any, l2: Any,
         convert: bool, copy: bool, weight_decay: Any, sample_weight: Any, class_weight: Any,
-        rows: Any) -> list[History]:  # fmt: skip
+        rows: Any, on_epoch: Any = None, comm: Any = None) -> list[History]:  # fmt: skip
     """:meth:`Ensemble.fit`: every argument checked before anything changes, then one stacked run."""
     members = ens.members
     k, m0 = len(members), members[0]
@@ -60,6 +60,11 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
         clip_norm = check.positive_float(clip_norm, "clip_norm")
     verbose = check.integer(verbose, "verbose", 0)
     member_callbacks = _args.member_callbacks(callbacks, k)
+    if on_epoch is not None and not callable(on_epoch):
+        raise ConfigError(f"on_epoch must be a callable on_epoch(ensemble, records); got {type(on_epoch).__name__}")
+    if comm is not None:
+        raise ConfigError("Ensemble.fit(comm=): data-parallel training of an ensemble over MPI is not available yet; "
+                          "train it in one process (or each rank its own members)")  # fmt: skip
     recorded = {"loss", "lr"} | ({"accuracy"} if m0.output != "identity" else set())
     if validation_data is not None:
         recorded |= {f"val_{key}" for key in recorded - {"lr"}}
@@ -120,7 +125,7 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
         wd = None if opts[0].name != "adamw" else tuple(o.hyper["weight_decay"] for o in opts)
         hyper = stacked_hyper(members, opts[0], tuple(l2s), clip_norm, wd)
         plan = Plan(ens, x, t, w_host, member_rows, batch_size, shuffle)
-        _run(ens, plan, val, hyper, epochs, verbose, member_callbacks)
+        _run(ens, plan, val, hyper, epochs, verbose, member_callbacks, on_epoch)
     return [m.history.since(f) for m, f in zip(members, first)]
 
 
@@ -207,12 +212,12 @@ def _hand_over(ens: Ensemble, params: Any, state: dict[str, Any], steps: list[in
 
 
 def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, epochs: int, verbose: int,
-         member_callbacks: list[list[Any]]) -> None:  # fmt: skip
+         member_callbacks: list[list[Any]], on_epoch: Any = None) -> None:  # fmt: skip
     xp, members, k = ens.xp, ens.members, len(ens.members)
     runner = _Runner(hyper, xp, ens.device, members[0].dtype, ens.compile)
     params, state, steps = stack(ens, runner.compiled)
     active = [True] * k
-    any_callbacks = any(member_callbacks)
+    any_callbacks = any(member_callbacks) or on_epoch is not None
     start = max(m.epoch for m in members)
     reporter = Reporter(verbose, start, start + epochs)
     handed = list(range(k))  # members whose arrays are not yet the current rows
@@ -245,6 +250,8 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, epochs: int, 
                     # a callback set a member's weights (EarlyStopping's best epoch): the stack takes them
                     params, state, steps = stack(ens, runner.compiled)
                 handed = [i for i in range(k) if i not in ran]
+                if on_epoch is not None:  # every member now holds its state after the epoch
+                    on_epoch(ens, records)
     finally:
         reporter.close()
         _hand_over(ens, params, state, steps, handed if any_callbacks else list(range(k)))
