@@ -362,3 +362,45 @@ def test_gpunn_load_gives_back_what_the_file_holds(tmp_path):
     os.mkfifo(tmp_path / "fifo")  # neither: refused at once, as a lone checkpoint's reader refuses it
     with pytest.raises(gpunn.CheckpointError, match="not a regular file"):
         gpunn.load(tmp_path / "fifo")
+
+
+def test_on_epoch_sees_every_member_at_the_end_of_each_epoch():
+    X, y = _data("sigmoid")
+    seen = []
+
+    def on_epoch(ens, records):
+        seen.append(([m.epoch for m in ens.members], ens.params.copy(), [r.get("loss") for r in records]))
+
+    ens = gpunn.Ensemble(_sizes("sigmoid"), members=3, seed=SEEDS, device="cpu", dtype="float64")
+    ens.fit(X, y, epochs=3, batch_size=16, lr=0.2, verbose=0, on_epoch=on_epoch)
+    assert [s[0] for s in seen] == [[1, 1, 1], [2, 2, 2], [3, 3, 3]]
+    for epochs in (1, 2):  # the oracle: lone MLPs fitted for that many epochs
+        for k, seed in enumerate(SEEDS):
+            lone = gpunn.MLP(_sizes("sigmoid"), seed=seed, device="cpu", dtype="float64")
+            lone.fit(X, y, epochs=epochs, batch_size=16, lr=0.2, verbose=0)
+            np.testing.assert_allclose(seen[epochs - 1][1][k], lone.params, rtol=0, atol=TOL)
+            assert seen[epochs - 1][2][k] == pytest.approx(lone.history.loss[-1], abs=TOL)
+    with pytest.raises(gpunn.errors.ConfigError, match="on_epoch must be a callable"):
+        ens.fit(X, y, epochs=1, verbose=0, on_epoch="save")
+
+
+def test_each_members_early_stopping_state_is_saved_with_it(tmp_path):
+    X, y = _data("sigmoid")
+    Xv, yv = _data("sigmoid", 30, seed=1)
+    stoppings = [EarlyStopping(patience=2) for _ in SEEDS]
+    ens = gpunn.Ensemble(_sizes("sigmoid"), members=3, seed=SEEDS, device="cpu", dtype="float64")
+    ens.fit(X, y, epochs=8, lr=[0.5, 2.0, 0.05], optimizer="adam", validation_data=(Xv, yv), verbose=0,
+            callbacks=[[s, s.store_state] for s in stoppings])  # fmt: skip
+    ens.save(tmp_path / "e.safetensors")
+    again = gpunn.load(tmp_path / "e.safetensors", device="cpu")
+    for m, s in zip(again.members, stoppings):
+        held, expected = m.metadata["callbacks"]["early_stopping"], s.state_dict()
+        assert {k: v for k, v in held.items() if not k.startswith("best_")} == {
+            k: v for k, v in expected.items() if not k.startswith("best_")
+        }
+        assert held["best"] == expected["best"]
+        np.testing.assert_array_equal(held["best_params"], expected["best_params"])
+        for slot in ("m", "v"):
+            np.testing.assert_array_equal(held["best_optimizer"][slot], expected["best_optimizer"][slot])
+    assert "callbacks" not in again.members[0].metadata or again.members[0].metadata["callbacks"] is not \
+        again.members[1].metadata.get("callbacks")  # fmt: skip
