@@ -218,3 +218,43 @@ def test_what_an_ensemble_run_cannot_do_is_one_clear_error(tmp_path, args, messa
     assert r.returncode == 2
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "e.onnx").exists()
+
+
+def _mpiexec():
+    import shutil
+
+    local = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return local if os.path.exists(local) else shutil.which("mpiexec")
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("mpi4py") is None or _mpiexec() is None,
+    reason="mpi4py and mpiexec are needed (pip install 'gpunn[mpi]')",
+)
+def test_members_over_two_mpi_ranks_equal_one_process(tmp_path):
+    common = ["train", "--members", "3", "--epochs", "20", "--batch-size", "64", "--optimizer", "adam", "--lr",
+              "0.01", "--dtype", "float64", "--device", "cpu", "--samples", "300", "--early-stopping", "3",
+              "-q"]  # fmt: skip
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    command = [
+        _mpiexec(),
+        "-n",
+        "2",
+        sys.executable,
+        "-m",
+        "gpunn",
+        *common,
+        "--distributed",
+        "--save",
+        "two.safetensors",
+    ]
+    r = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = run(*common, "--save", "one.safetensors", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    two = gpunn.load(tmp_path / "two.safetensors", device="cpu")
+    one = gpunn.load(tmp_path / "one.safetensors", device="cpu")
+    assert len({m.epoch for m in one.members}) > 1  # members stopped apart
+    for a, b in zip(one.members, two.members):
+        assert a.epoch == b.epoch
+        np.testing.assert_allclose(a.params, b.params, rtol=0, atol=1e-12)

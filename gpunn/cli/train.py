@@ -125,7 +125,7 @@ def _train(args: argparse.Namespace) -> int:
     stoppings: list[Any] = []
     if ensemble.is_ensemble(model):  # early stopping per member, --checkpoint once an epoch
         member_callbacks, on_epoch, stoppings = ensemble.fit_hooks(model, s, args, lead, resumed)
-        fit_settings.update(callbacks=member_callbacks, on_epoch=on_epoch)
+        fit_settings.update(callbacks=member_callbacks, on_epoch=on_epoch, comm=comm)
     else:
         callbacks: list[Any] = [checkpointer(args.checkpoint)] if args.checkpoint and lead else []
         if s["early_stopping"] is not None:  # before the checkpoint: a stop restores the best epoch, then it is saved
