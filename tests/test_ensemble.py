@@ -362,3 +362,133 @@ def test_gpunn_load_gives_back_what_the_file_holds(tmp_path):
     os.mkfifo(tmp_path / "fifo")  # neither: refused at once, as a lone checkpoint's reader refuses it
     with pytest.raises(gpunn.CheckpointError, match="not a regular file"):
         gpunn.load(tmp_path / "fifo")
+
+
+def test_on_epoch_sees_every_member_at_the_end_of_each_epoch():
+    X, y = _data("sigmoid")
+    seen = []
+
+    def on_epoch(ens, records):
+        seen.append(([m.epoch for m in ens.members], ens.params.copy(), [r.get("loss") for r in records]))
+
+    ens = gpunn.Ensemble(_sizes("sigmoid"), members=3, seed=SEEDS, device="cpu", dtype="float64")
+    ens.fit(X, y, epochs=3, batch_size=16, lr=0.2, verbose=0, on_epoch=on_epoch)
+    assert [s[0] for s in seen] == [[1, 1, 1], [2, 2, 2], [3, 3, 3]]
+    for epochs in (1, 2):  # the oracle: lone MLPs fitted for that many epochs
+        for k, seed in enumerate(SEEDS):
+            lone = gpunn.MLP(_sizes("sigmoid"), seed=seed, device="cpu", dtype="float64")
+            lone.fit(X, y, epochs=epochs, batch_size=16, lr=0.2, verbose=0)
+            np.testing.assert_allclose(seen[epochs - 1][1][k], lone.params, rtol=0, atol=TOL)
+            assert seen[epochs - 1][2][k] == pytest.approx(lone.history.loss[-1], abs=TOL)
+    with pytest.raises(gpunn.errors.ConfigError, match="on_epoch must be a callable"):
+        ens.fit(X, y, epochs=1, verbose=0, on_epoch="save")
+
+
+def test_each_members_early_stopping_state_is_saved_with_it(tmp_path):
+    X, y = _data("sigmoid")
+    Xv, yv = _data("sigmoid", 30, seed=1)
+    stoppings = [EarlyStopping(patience=2) for _ in SEEDS]
+    ens = gpunn.Ensemble(_sizes("sigmoid"), members=3, seed=SEEDS, device="cpu", dtype="float64")
+    ens.fit(X, y, epochs=8, lr=[0.5, 2.0, 0.05], optimizer="adam", validation_data=(Xv, yv), verbose=0,
+            callbacks=[[s, s.store_state] for s in stoppings])  # fmt: skip
+    ens.save(tmp_path / "e.safetensors")
+    again = gpunn.load(tmp_path / "e.safetensors", device="cpu")
+    for m, s in zip(again.members, stoppings):
+        held, expected = m.metadata["callbacks"]["early_stopping"], s.state_dict()
+        assert {k: v for k, v in held.items() if not k.startswith("best_")} == {
+            k: v for k, v in expected.items() if not k.startswith("best_")
+        }
+        assert held["best"] == expected["best"]
+        np.testing.assert_array_equal(held["best_params"], expected["best_params"])
+        for slot in ("m", "v"):
+            np.testing.assert_array_equal(held["best_optimizer"][slot], expected["best_optimizer"][slot])
+    assert "callbacks" not in again.members[0].metadata or again.members[0].metadata["callbacks"] is not \
+        again.members[1].metadata.get("callbacks")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ MPI
+ENSEMBLE_MPI = """
+import json, sys
+import numpy as np
+import gpunn
+from gpunn.distributed import Communicator
+
+comm = Communicator()
+cfg = json.loads(sys.argv[1])
+rng = np.random.default_rng(0)
+X = rng.normal(size=(103, 4))
+y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
+weight = None
+if cfg["weighted"] == "shared":
+    weight = 0.5 + np.arange(103) % 3
+elif cfg["weighted"] == "per-member":
+    weight = np.random.default_rng(1).uniform(0.2, 2.0, size=(3, 103))
+ens = gpunn.Ensemble([4, 8, 8, 1], members=3, seed=[3, 9, 4], dtype="float64", device="cpu")
+ens.fit(X, y, epochs=4, lr=[0.1, 0.05, 0.2], l2=cfg["l2"], batch_size=cfg["batch_size"],
+        optimizer=cfg["optimizer"], validation_data=(X[:20], y[:20]), sample_weight=weight, verbose=0, comm=comm)
+if comm.rank == 0:
+    np.save(sys.argv[2], np.asarray(ens.params))
+    with open(sys.argv[2] + ".json", "w") as f:
+        json.dump([h.to_dict() for h in ens.histories], f)
+"""
+
+
+def _mpiexec():
+    import shutil
+    import sys
+
+    local = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return local if os.path.exists(local) else shutil.which("mpiexec")
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("mpi4py") is None or _mpiexec() is None,
+    reason="mpi4py and mpiexec are needed (pip install 'gpunn[mpi]')",
+)
+@pytest.mark.parametrize(
+    "optimizer,batch_size,weighted,l2",
+    [("sgd", None, "none", 0.0), ("adam", 16, "shared", 0.01), ("momentum", 25, "per-member", [0.0, 0.1, 0.0])],
+    ids=["full-batch-sgd", "shuffled-adam-weighted-l2", "shuffled-momentum-member-weights-l2"],
+)
+def test_two_mpi_ranks_train_the_ensemble_one_process_trains(tmp_path, optimizer, batch_size, weighted, l2):
+    """Each rank computes its shard's gradients of every member and one allreduce a step sums them: 2 ranks give
+    the weights and histories of one process (the oracle: the same Ensemble fitted here, without MPI)."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(ENSEMBLE_MPI)
+    cfg = {"optimizer": optimizer, "batch_size": batch_size, "weighted": weighted, "l2": l2}
+    r = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(script), json.dumps(cfg), str(tmp_path / "w.npy")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                       env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(103, 4))
+    y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
+    weight = {"none": None, "shared": 0.5 + np.arange(103) % 3,
+              "per-member": np.random.default_rng(1).uniform(0.2, 2.0, size=(3, 103))}[weighted]  # fmt: skip
+    ref = gpunn.Ensemble([4, 8, 8, 1], members=3, seed=[3, 9, 4], dtype="float64", device="cpu")
+    ref.fit(X, y, epochs=4, lr=[0.1, 0.05, 0.2], l2=l2, batch_size=batch_size, optimizer=optimizer,
+            validation_data=(X[:20], y[:20]), sample_weight=weight, verbose=0)  # fmt: skip
+    np.testing.assert_allclose(np.load(tmp_path / "w.npy"), np.asarray(ref.params), rtol=0, atol=1e-12)
+    histories = json.loads((tmp_path / "w.npy.json").read_text())
+    for got, expected in zip(histories, ref.histories):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "weighted_loss"):
+            np.testing.assert_allclose(got[key], getattr(expected, key), rtol=1e-12)
+
+
+def test_what_mpi_ensembles_do_not_take_is_a_clear_error():
+    X, y = _data("sigmoid")
+
+    class FakeComm:  # never reached: the refusal comes first
+        rank, size = 0, 2
+
+    ens = gpunn.Ensemble(_sizes("sigmoid"), members=2, dropout=0.2, device="cpu")
+    with pytest.raises(gpunn.errors.ConfigError, match="without dropout"):
+        ens.fit(X, y, epochs=1, verbose=0, comm=FakeComm())
+    ens = gpunn.Ensemble(_sizes("sigmoid"), members=2, device="cpu")
+    with pytest.raises(gpunn.errors.ConfigError, match="rows="):
+        ens.fit(X, y, epochs=1, verbose=0, comm=FakeComm(), rows=[np.arange(10), np.arange(20)])
+    assert not any(m.fitted for m in ens.members)

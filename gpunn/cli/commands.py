@@ -15,11 +15,15 @@ from ..errors import InputError
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """``gpunn predict``."""
-    from ..model import load
+    from .._load import load
+    from .ensemble import is_ensemble
 
     model = load(args.model, device=args.device)
+    if args.std and not is_ensemble(model):
+        raise InputError(f"--std is the spread of an ensemble's members; {args.model} holds one network (train "
+                         "one with gpunn train --members K)")  # fmt: skip
     X, y = _predict_data(model, args)
-    predicted = _backend.to_numpy(model.predict(X))
+    predicted = _backend.to_numpy(model.predict(X))  # an ensemble's: from its members' mean
     if model.output == "identity":  # values, (n, k): predict gives them (predict_proba is for classifiers)
         labels = proba = predicted
         cols = [predicted[:, j] for j in range(model.n_outputs)]
@@ -37,6 +41,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             # a column per class, named after it: p_setosa, p_5; p_0..p_k-1 when the model holds no labels
             named = classes if classes is not None and labels.ndim == 1 else range(k)
             cols, names = label_cols + [proba[:, j] for j in range(k)], label_names + [f"p_{c}" for c in named]
+    if args.std:  # the members' spread of every output column: values, or probabilities
+        every = model.predict_proba(X, members=True)  # type: ignore[call-arg]
+        spread = _backend.to_numpy(model.xp.std(every, axis=0))
+        shown = names[-model.n_outputs :]
+        cols, names = cols + [spread[:, j] for j in range(model.n_outputs)], names + [f"std_{c}" for c in shown]
     data.write_csv(args.out, names, cols)
     if args.out:
         print(f"{len(X)} predictions written to {args.out}", file=sys.stderr)
@@ -65,7 +74,7 @@ def _score(model: Any, y: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> 
     """One line: accuracy (classes) or R², MSE and MAE (regression) of the predictions against the file's target."""
     where = f"on {len(y)} rows with target {model.target_name!r}"
     if model.output == "identity":
-        from .train import regression_scores
+        from .targets import regression_scores
 
         if y.dtype == object:
             return f"no score {where}: it holds text, and the model predicts numbers"
@@ -81,9 +90,13 @@ def _score(model: Any, y: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``gpunn export``."""
+    from .. import ensemble
     from ..export import to_onnx
     from ..model import load
 
+    if ensemble.is_ensemble_file(args.model):
+        raise InputError(f"{args.model} holds an ensemble; ONNX export takes one network (export a member: "
+                         "gpunn.load(path).members[k].save(...), then gpunn export that file)")  # fmt: skip
     model = load(args.model, device="cpu")  # the weights go to the host anyway: no GPU needed
     classes = args.classes
     if classes is not None and all(c.lstrip("-").isdigit() for c in classes):

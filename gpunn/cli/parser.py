@@ -148,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dropout", type=float, metavar="RATE",
         help="drop this fraction of every hidden layer's outputs while training (default: 0)",
     )  # fmt: skip
+    net.add_argument(
+        "--members", type=_positive_int, metavar="K",
+        help="train K networks of seeds --seed, --seed+1, ... together as one ensemble (gpunn.Ensemble): the "
+        "test report gives the members' mean score and the ensemble's; --save writes the ensemble",
+    )  # fmt: skip
     fit = train.add_argument_group("training")
     fit.add_argument("--epochs", type=_nonnegative_int, help="total epochs (default: 1000)")
     fit.add_argument("--lr", type=float, help="learning rate (default: 0.1)")
@@ -195,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", metavar="FILE", help="write predictions here (default: standard output)")
     predict.add_argument("--delimiter", type=_delimiter, metavar="CHAR",
                          help="the CSV field separator of --data (default: ',', tab for .tsv)")  # fmt: skip
+    predict.add_argument("--std", action="store_true",
+                         help="an ensemble's spread too: the members' standard deviation of every output column, "
+                         "named std_<column>")  # fmt: skip
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     predict.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 

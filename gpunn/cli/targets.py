@@ -121,3 +121,13 @@ def streamed_target(ds: Any, output: str, source: str) -> Target:
             f"the target holds {_shown(shown, len(labels))}"
         )
     return Target(out, np.empty(0), list(range(max(len(wanted), 2))), why)
+
+
+def regression_scores(y: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """R², MSE and MAE of ``predicted`` against ``y``, as scikit-learn's r2_score, mean_squared_error and
+    mean_absolute_error compute them (for a constant ``y``, R² is 1 when predicted exactly, else 0, as there)."""
+    y, predicted = np.asarray(y, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
+    residual = float(np.sum((y - predicted) ** 2))
+    total = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - residual / total if total > 0 else (1.0 if residual == 0 else 0.0)
+    return {"r2": r2, "mse": residual / len(y), "mae": float(np.mean(np.abs(y - predicted)))}

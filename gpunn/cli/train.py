@@ -6,15 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-import numpy as np
-
 from .. import __version__, _backend, schedules
 from .. import callbacks as gpunn_callbacks
 from ..errors import InputError, NonFiniteError
+from . import ensemble
 from .files import CheckpointFailed, check_outputs, checkpointer, outliving_stdout, save_or_rescue
 from .parser import check_settings
 from .plan import Plan, in_memory, streamed
-from .targets import Target
+from .targets import Target, regression_scores
 
 EXIT_ERROR = 2  # every error, a diverged run included
 
@@ -25,8 +24,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 1000, "lr": 0.1, "batch_size": None, "optimizer": "sgd", "clip_norm": None, "seed": 0,
     "weight_decay": None, "schedule": "constant", "early_stopping": None, "validation_split": None,
     "class_weight": None, "dropout": 0.0, "stream": False, "sample_weight": None, "delimiter": None,
+    "members": None,
 }  # fmt: skip
-ARCHITECTURE = ("layers", "activation", "output", "dtype", "dropout", "features")
+ARCHITECTURE = ("layers", "activation", "output", "dtype", "dropout", "features", "members")
 
 
 def _train_settings(args: argparse.Namespace, stored: dict[str, Any]) -> dict[str, Any]:
@@ -63,7 +63,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ..model import MLP, load
+    from .._load import load
+    from ..ensemble import Ensemble
+    from ..model import MLP
 
     comm = getattr(args, "comm", None)
     lead = comm is None or comm.rank == 0  # only rank 0 prints and writes files
@@ -75,6 +77,7 @@ def _train(args: argparse.Namespace) -> int:
     # a checkpoint is not signed: what it says about training goes through the checks of the flags
     stored = check_settings(resumed.metadata.get("train", {}), args.resume) if resumed is not None else {}
     s = _train_settings(args, stored)
+    ensemble.check_options(s, args, resumed)
     if resumed is None and s["epochs"] == 0:
         raise InputError("--epochs 0 trains nothing; give 1 or more (with --resume, the total to reach)")
     plan = streamed(s) if s["stream"] else in_memory(s)
@@ -88,15 +91,19 @@ def _train(args: argparse.Namespace) -> int:
     if resumed is not None:
         _check_resumed(resumed, args.resume, sizes, target, source)
         model = resumed
+    elif s["members"] is not None:
+        model = ensemble.build(sizes, s, output, device)
+        model.feature_names, model.target_name = plan.names, s["target"]
     else:
         model = MLP(
             sizes, activation=s["activation"], output=output, seed=s["seed"], device=device,
             dtype=s["dtype"], standardize=True, dropout=s["dropout"],
         )  # fmt: skip
         model.feature_names, model.target_name = plan.names, s["target"]
-    model.metadata["train"] = s
-    if classes is not None:
-        model.metadata["classes"] = classes
+    for m in model.members if isinstance(model, Ensemble) else [model]:
+        m.metadata["train"] = s
+        if classes is not None:
+            m.metadata["classes"] = classes
     remaining = max(s["epochs"] - model.epoch, 0)
     if resumed is not None and lead:
         if not remaining:
@@ -108,23 +115,28 @@ def _train(args: argparse.Namespace) -> int:
     if not quiet:
         _header(model, s, plan, resumed is not None, comm)
     X_train, y_train = plan.train
-    callbacks: list[Any] = [checkpointer(args.checkpoint)] if args.checkpoint and lead else []
-    stopping = None
-    if s["early_stopping"] is not None:  # before the checkpoint: a stop restores the best epoch, then it is saved
-        stopping = gpunn_callbacks.EarlyStopping(patience=s["early_stopping"])
-        if resumed is not None and "early_stopping" in resumed.metadata.get("callbacks", {}):
-            stopping.load_state_dict(resumed.metadata["callbacks"]["early_stopping"])
-        if lead and (args.checkpoint or args.save):  # its state is saved with the model: a resume stops as this run
-            callbacks.insert(0, stopping.store_state)
-        callbacks.insert(0, stopping)
+    fit_settings = dict(
+        epochs=remaining, lr=_schedule(s), batch_size=s["batch_size"], optimizer=s["optimizer"],
+        clip_norm=s["clip_norm"], weight_decay=s["weight_decay"], class_weight=s["class_weight"],
+        sample_weight=plan.weight, validation_data=plan.validation, verbose=0 if quiet else 1, copy=False,
+    )  # fmt: skip
+    stoppings: list[Any] = []
+    if ensemble.is_ensemble(model):  # early stopping per member, --checkpoint once an epoch
+        member_callbacks, on_epoch, stoppings = ensemble.fit_hooks(model, s, args, lead, resumed)
+        fit_settings.update(callbacks=member_callbacks, on_epoch=on_epoch, comm=comm)
+    else:
+        callbacks: list[Any] = [checkpointer(args.checkpoint)] if args.checkpoint and lead else []
+        if s["early_stopping"] is not None:  # before the checkpoint: a stop restores the best epoch, then it is saved
+            stopping = gpunn_callbacks.EarlyStopping(patience=s["early_stopping"])
+            if resumed is not None and "early_stopping" in resumed.metadata.get("callbacks", {}):
+                stopping.load_state_dict(resumed.metadata["callbacks"]["early_stopping"])
+            if lead and (args.checkpoint or args.save):  # its state is saved with the model: a resume stops as this
+                callbacks.insert(0, stopping.store_state)
+            callbacks.insert(0, stopping)
+            stoppings.append(stopping)
+        fit_settings.update(callbacks=callbacks, comm=comm)
     try:
-        model.fit(
-            X_train, y_train, epochs=remaining, lr=_schedule(s), batch_size=s["batch_size"],
-            optimizer=s["optimizer"], clip_norm=s["clip_norm"], weight_decay=s["weight_decay"],
-            class_weight=s["class_weight"], sample_weight=plan.weight, validation_data=plan.validation,
-            verbose=0 if quiet else 1,
-            callbacks=callbacks, comm=comm, copy=False,
-        )  # fmt: skip
+        model.fit(X_train, y_train, **fit_settings)
     except KeyboardInterrupt:
         path = args.checkpoint or args.save
         if not lead:
@@ -150,7 +162,11 @@ def _train(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     if not lead:
         return 0
-    if stopping is not None and stopping.stopped_epoch is not None and not quiet:
+    if ensemble.is_ensemble(model):
+        if not quiet:
+            ensemble.report_stopping(stoppings)
+    elif stoppings and stoppings[0].stopped_epoch is not None and not quiet:
+        stopping = stoppings[0]
         print(f"stopped early after epoch {stopping.stopped_epoch}: val_loss did not improve for {stopping.patience} "
               f"epochs; restored epoch {stopping.best_epoch} (val_loss {stopping.best:.4f})")  # fmt: skip
     _report_test(model, plan)
@@ -185,9 +201,11 @@ def _header(model: Any, s: dict[str, Any], plan: Plan, resuming: bool, comm: Any
     done = f", resuming at epoch {model.epoch}" if resuming else ""
     if comm is not None:
         done += f", data-parallel over {comm.size} ranks"
+    dropout = model.members[0].dropout if ensemble.is_ensemble(model) else model.dropout
+    what = f"{len(model)} networks {model.sizes}" if ensemble.is_ensemble(model) else f"{model.sizes}"
     print(
-        f"gpunn {__version__}: training {model.sizes} ({s['activation']}, {described}"
-        f"{f', dropout {model.dropout:g}' if model.dropout else ''}) "
+        f"gpunn {__version__}: training {what} ({s['activation']}, {described}"
+        f"{f', dropout {dropout:g}' if dropout else ''}) "
         f"on {plan.source}{', streamed' if s['stream'] else ''}, {' / '.join(parts)}, "
         f"{_backend.namespace_name(model.xp)} on {model.device}, {s['dtype']}{done}"
     )
@@ -215,6 +233,9 @@ def _report_test(model: Any, plan: Plan) -> None:
         print(f"no test rows (--test-size 0): trained on all {plan.rows(plan.train) + plan.rows(plan.validation)} "
               "rows, nothing held out to test on")  # fmt: skip
         return
+    if ensemble.is_ensemble(model):
+        ensemble.report_test(model, plan)
+        return
     X_test, y_test = plan.test
     if model.output != "identity":
         result = model.evaluate(X_test, y_test)
@@ -224,16 +245,6 @@ def _report_test(model: Any, plan: Plan) -> None:
     else:
         scores = regression_scores(y_test, _backend.to_numpy(model.predict(X_test))[:, 0])
         print("test " + "  ".join(f"{k} {v:.6g}" for k, v in scores.items()))
-
-
-def regression_scores(y: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """R², MSE and MAE of ``predicted`` against ``y``, as scikit-learn's r2_score, mean_squared_error and
-    mean_absolute_error compute them (for a constant ``y``, R² is 1 when predicted exactly, else 0, as there)."""
-    y, predicted = np.asarray(y, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
-    residual = float(np.sum((y - predicted) ** 2))
-    total = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - residual / total if total > 0 else (1.0 if residual == 0 else 0.0)
-    return {"r2": r2, "mse": residual / len(y), "mae": float(np.mean(np.abs(y - predicted)))}
 
 
 def _write(model: Any, args: argparse.Namespace, plan: Plan) -> int:
@@ -246,7 +257,9 @@ def _write(model: Any, args: argparse.Namespace, plan: Plan) -> int:
             status = EXIT_ERROR
         elif not args.quiet:
             print(f"model saved to {path}")
-    if args.history:
+    if args.history and ensemble.is_ensemble(model):
+        ensemble.save_histories(model, args.history)
+    elif args.history:
         try:
             model.history.save(args.history)
         except OSError as exc:

@@ -138,6 +138,52 @@ class Ensemble:
         return self.members[0].output
 
     @property
+    def n_features(self) -> int:
+        return self.members[0].n_features
+
+    @property
+    def n_outputs(self) -> int:
+        return self.members[0].n_outputs
+
+    @property
+    def dtype(self) -> str:
+        return self.members[0].dtype
+
+    @property
+    def epoch(self) -> int:
+        """The most epochs any member has trained (a member stopped early has trained fewer)."""
+        return max(m.epoch for m in self.members)
+
+    @property
+    def feature_names(self) -> list[str] | None:
+        return self.members[0].feature_names
+
+    @feature_names.setter
+    def feature_names(self, names: list[str] | None) -> None:
+        for m in self.members:
+            m.feature_names = None if names is None else list(names)
+
+    @property
+    def target_name(self) -> str | None:
+        return self.members[0].target_name
+
+    @target_name.setter
+    def target_name(self, name: str | None) -> None:
+        for m in self.members:
+            m.target_name = name
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Member 0's notes, which :meth:`save` writes for the ensemble (set a key on every member with
+        :meth:`set_metadata`)."""
+        return self.members[0].metadata
+
+    def set_metadata(self, key: str, value: Any) -> None:
+        """``metadata[key] = value`` on every member."""
+        for m in self.members:
+            m.metadata[key] = value
+
+    @property
     def seeds(self) -> list[int]:
         """The members' seeds."""
         return [m.seed for m in self.members]
@@ -180,6 +226,8 @@ class Ensemble:
         sample_weight: Any = None,
         class_weight: Any = None,
         rows: Any = None,
+        on_epoch: Any = None,
+        comm: Any = None,
     ) -> list[History]:
         """Train every member for ``epochs`` more epochs and return their K :class:`History`.
 
@@ -194,6 +242,12 @@ class Ensemble:
         rows : list of K integer arrays, optional
             Member k trains on ``X[rows[k]]`` (indices may repeat: bootstrap samples), as a lone MLP fitted on
             those rows would.
+        on_epoch : callable, optional
+            Called as ``on_epoch(ensemble, records)`` after every epoch, once every member's callbacks have run,
+            with each member holding its state after the epoch (``records[k]`` is member k's record, empty for a
+            member that has stopped): where to save a checkpoint of the whole ensemble.
+        comm : gpunn.distributed.Communicator, optional
+            Train data-parallel with the other ranks of ``comm``, as :meth:`gpunn.MLP.fit` does.
         callbacks : list of callables, or a list of K lists
             Called as ``callback(member, record)`` after each of a member's epochs; a stateful callback such as
             :class:`gpunn.callbacks.EarlyStopping` is copied for every member. A member whose callback returns
@@ -207,7 +261,7 @@ class Ensemble:
             self, X, y, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, shuffle=shuffle,
             validation_data=validation_data, verbose=verbose, clip_norm=clip_norm, callbacks=callbacks, l2=l2,
             convert=convert, copy=copy, weight_decay=weight_decay, sample_weight=sample_weight,
-            class_weight=class_weight, rows=rows,
+            class_weight=class_weight, rows=rows, on_epoch=on_epoch, comm=comm,
         )  # fmt: skip
 
     # ----------------------------------------------------------------------------------------- inference

@@ -4,7 +4,9 @@ The header's metadata says ``format: gpunn.ensemble`` (a lone MLP's file says ``
 the two apart from the header alone (:func:`is_ensemble_file`). Tensors are ``members.{k}.params`` (P,) and
 ``members.{k}.optimizer.{slot}`` (P,), each laid out as :attr:`gpunn.MLP.params`; the JSON holds the settings the
 members share and, per member, what :mod:`gpunn.checkpoint` keeps of a lone MLP (seed, dropout, optimizer,
-schedule and its state, generator, epoch, history). A SHA-256 over the JSON and the tensors detects corruption.
+schedule and its state, generator, epoch, history, and the state of its callbacks, such as the early
+stopping of ``gpunn train --members``, whose best weights are tensors ``members.{k}.callbacks.early_stopping.*``).
+A SHA-256 over the JSON and the tensors detects corruption.
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ import numpy as np
 import safetensors.numpy
 
 from .. import _backend, layers, optim, schedules
-from ..checkpoint import MAX_HEADER_BYTES, atomic_write
+from ..checkpoint import (
+    MAX_HEADER_BYTES,
+    _attach_callback_state,
+    _callback_tensor_names,
+    _validate_callbacks,
+    atomic_write,
+    split_callback_state,
+)
 from ..errors import CheckpointError, DeviceError, GpunnError
 from ..history import History
 
@@ -45,6 +54,11 @@ def save(ens: Ensemble, path: str | os.PathLike[str]) -> None:
     tensors: dict[str, np.ndarray] = {}
     members = []
     for k, m in enumerate(ens.members):
+        callbacks = None
+        if m.metadata.get("callbacks"):  # its best weights as tensors, named in the JSON as a lone MLP's file does
+            split, held = split_callback_state({"callbacks": m.metadata["callbacks"]})
+            callbacks = split["callbacks"]
+            tensors.update({f"members.{k}.{name}": array for name, array in held.items()})
         tensors[f"members.{k}.params"] = np.ascontiguousarray(_backend.to_numpy(m.params))
         opt = None
         if m.optimizer is not None and m.optimizer_state is not None:
@@ -57,9 +71,10 @@ def save(ens: Ensemble, path: str | os.PathLike[str]) -> None:
             "seed": m.seed, "dropout": m.dropout, "optimizer": opt,
             "schedule": None if m.schedule is None else m.schedule.to_dict(), "schedule_state": m.schedule_state,
             "rng": m.rng.bit_generator.state, "epoch": m.epoch, "fitted": m.fitted, "history": m.history.to_dict(),
-            "scaling": None if m.scaling is None else [s.tolist() for s in m.scaling],
+            "scaling": None if m.scaling is None else [s.tolist() for s in m.scaling], "callbacks": callbacks,
         })  # fmt: skip
     config = {**{key: getattr(m0, key) for key in SHARED}, "members": members}
+    config["metadata"] = {key: v for key, v in config["metadata"].items() if key != "callbacks"}  # per member
     config_json = json.dumps(config, sort_keys=True)
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "gpunn": config_json,
                 "sha256": _digest(config_json, tensors)}  # fmt: skip
@@ -125,6 +140,12 @@ def read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nda
                 if member["optimizer"] is not None:
                     for slot in optim.SLOTS[member["optimizer"]["name"]]:
                         expected[f"members.{k}.optimizer.{slot}"] = [p]
+                if member.get("callbacks") is not None:
+                    _validate_callbacks(member["callbacks"], member)
+                    for name in _callback_tensor_names({"metadata": {"callbacks": member["callbacks"]}}):
+                        expected[f"members.{k}.{name}"] = [p]
+        except CheckpointError as exc:
+            raise CheckpointError(f"ensemble member {k}: {exc}") from None
         except Exception as exc:
             raise CheckpointError(
                 f"ensemble description in the header is invalid ({type(exc).__name__}: {exc})"
@@ -182,6 +203,12 @@ def load(path: str | os.PathLike[str], *, device: Any = "auto", xp: Any = None, 
             m.rng.bit_generator.state = c["rng"]
             m.epoch = int(c["epoch"])
             m.history = History.from_dict(c["history"])
+            if c.get("callbacks") is not None:
+                prefix = f"members.{k}."
+                held = {key[len(prefix) :]: v for key, v in tensors.items() if key.startswith(prefix)}
+                callbacks = {"metadata": {"callbacks": json.loads(json.dumps(c["callbacks"]))}}
+                _attach_callback_state(callbacks, held)
+                m.metadata["callbacks"] = callbacks["metadata"]["callbacks"]
             models.append(m)
     except (CheckpointError, DeviceError):
         raise

@@ -34,7 +34,7 @@ from ..errors import ConfigError, InputError, NonFiniteError
 from ..history import History, Reporter
 from ..layers import forward_stacked, unflatten_stacked
 from ..step import StackedHyper, StackedStep, member_values, stacked_hyper
-from . import _args
+from . import _args, _distributed
 from ._plan import Plan
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int | None, optimizer: Any,
         shuffle: bool, validation_data: Any, verbose: int, clip_norm: float | None, callbacks: Any, l2: Any,
         convert: bool, copy: bool, weight_decay: Any, sample_weight: Any, class_weight: Any,
-        rows: Any) -> list[History]:  # fmt: skip
+        rows: Any, on_epoch: Any = None, comm: Any = None) -> list[History]:  # fmt: skip
     """:meth:`Ensemble.fit`: every argument checked before anything changes, then one stacked run."""
     members = ens.members
     k, m0 = len(members), members[0]
@@ -60,6 +60,10 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
         clip_norm = check.positive_float(clip_norm, "clip_norm")
     verbose = check.integer(verbose, "verbose", 0)
     member_callbacks = _args.member_callbacks(callbacks, k)
+    if on_epoch is not None and not callable(on_epoch):
+        raise ConfigError(f"on_epoch must be a callable on_epoch(ensemble, records); got {type(on_epoch).__name__}")
+    if comm is not None:
+        _distributed.refuse(ens, rows)
     recorded = {"loss", "lr"} | ({"accuracy"} if m0.output != "identity" else set())
     if validation_data is not None:
         recorded |= {f"val_{key}" for key in recorded - {"lr"}}
@@ -106,6 +110,15 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
             scaling = feed.fit_scaling(x)
         val = None if xv is None else (feed.place_x(m0.spec, xv, scaling), tv)
         x = feed.place_x(m0.spec, x, scaling, in_place=not copy)
+        if comm is not None:  # every rank must train the same members on the same data, from the same weights
+            comm.check_agreement(
+                m0, x, t, w_host, epochs=epochs, batch_size=batch_size, shuffle=shuffle, members=k,
+                seeds=[m.seed for m in members], optimizer=opts, lr=rates, l2=l2s, clip_norm=clip_norm,
+                generators=_distributed.generators(members),
+            )  # fmt: skip
+            for m, p in zip(members, comm.broadcast_arrays([m._params for m in members], xp, ens.device)):
+                m._params = p
+            verbose = verbose if comm.rank == 0 else 0
         for m, opt, schedule in zip(members, opts, rates):
             if m.feature_names is None:
                 m.feature_names = names
@@ -120,7 +133,7 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
         wd = None if opts[0].name != "adamw" else tuple(o.hyper["weight_decay"] for o in opts)
         hyper = stacked_hyper(members, opts[0], tuple(l2s), clip_norm, wd)
         plan = Plan(ens, x, t, w_host, member_rows, batch_size, shuffle)
-        _run(ens, plan, val, hyper, epochs, verbose, member_callbacks)
+        _run(ens, plan, val, hyper, epochs, verbose, member_callbacks, on_epoch, comm)
     return [m.history.since(f) for m, f in zip(members, first)]
 
 
@@ -207,12 +220,14 @@ def _hand_over(ens: Ensemble, params: Any, state: dict[str, Any], steps: list[in
 
 
 def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, epochs: int, verbose: int,
-         member_callbacks: list[list[Any]]) -> None:  # fmt: skip
+         member_callbacks: list[list[Any]], on_epoch: Any = None, comm: Any = None) -> None:  # fmt: skip
     xp, members, k = ens.xp, ens.members, len(ens.members)
-    runner = _Runner(hyper, xp, ens.device, members[0].dtype, ens.compile)
+    runner: Any = _Runner(hyper, xp, ens.device, members[0].dtype, ens.compile)
+    if comm is not None:
+        runner = _distributed.ShardRunner(hyper, xp, ens.device, members[0].dtype, comm)
     params, state, steps = stack(ens, runner.compiled)
     active = [True] * k
-    any_callbacks = any(member_callbacks)
+    any_callbacks = any(member_callbacks) or on_epoch is not None
     start = max(m.epoch for m in members)
     reporter = Reporter(verbose, start, start + epochs)
     handed = list(range(k))  # members whose arrays are not yet the current rows
@@ -245,6 +260,8 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, epochs: int, 
                     # a callback set a member's weights (EarlyStopping's best epoch): the stack takes them
                     params, state, steps = stack(ens, runner.compiled)
                 handed = [i for i in range(k) if i not in ran]
+                if on_epoch is not None:  # every member now holds its state after the epoch
+                    on_epoch(ens, records)
     finally:
         reporter.close()
         _hand_over(ens, params, state, steps, handed if any_callbacks else list(range(k)))
@@ -290,6 +307,12 @@ def _epoch(ens, plan, runner, val, params, state, active, active_dev):
         host_val_counts = _read_back(val_correct, xp) if has_correct else None
         width = 1 if plan.weight_totals is None else 2
         s = len(loss_sums)
+        comm = getattr(runner, "comm", None)
+        if comm is not None:  # each rank summed its shards; every rank evaluated all the validation rows
+            train_part = host_loss[: s * k * width].tolist() + ([] if host_counts is None else host_counts.tolist())
+            summed = np.asarray(comm.sum_scalars(train_part))
+            host_loss = np.concatenate([summed[: s * k * width], host_loss[s * k * width :]])
+            host_counts = None if host_counts is None else summed[s * k * width :]
         batch_sums = host_loss[: s * k * width].reshape(s, k, width)
         val_sums = host_loss[s * k * width :].reshape(-1, k)
         counts = None if host_counts is None else host_counts.reshape(s, k)
