@@ -116,6 +116,11 @@ def onnx_model(
         x = g.op("Sub", [x, g.const("scaling.mean", mean)])
         x = g.op("Div", [x, g.const("scaling.std", std)])
     weights = model.numpy_weights()
+    target = getattr(model, "target_scaling", None)
+    if target is not None:  # a standardized regression target: predict's values, scaled back in the last layer
+        mean, std = (np.asarray(t, dtype=np.float64) for t in target)
+        w, b = weights[-1]
+        weights[-1] = ((w * std[:, None]).astype(w.dtype), (b * std + mean).astype(b.dtype))
     z = x
     for i, (w, b) in enumerate(weights):
         z = g.op("Gemm", [z, g.const(f"layers.{i}.weight", w), g.const(f"layers.{i}.bias", b)], transB=1)

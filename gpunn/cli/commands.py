@@ -81,8 +81,8 @@ def _score(model: Any, y: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``gpunn export``."""
-    from ..model import load
     from ..export import to_onnx
+    from ..model import load
 
     model = load(args.model, device="cpu")  # the weights go to the host anyway: no GPU needed
     classes = args.classes
