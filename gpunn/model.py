@@ -496,7 +496,7 @@ class MLP:
             if found is None:
                 raise InputError("y must be one class label per row, shape (n,), to infer a softmax output's width")
             if found.size < 2:
-                raise InputError(f"y holds a single class ({found[0]}); a classifier needs at least two")
+                raise InputError(f"y holds a single class ({found[0].item()!r}); a classifier needs at least two")
             k = int(found.size)
         elif isinstance(X, Dataset):
             k = 1
@@ -809,7 +809,7 @@ def _classes_of(found: np.ndarray, spec: feed.Spec, y: Any) -> np.ndarray:
     if feed.checks.plain_classes(found, spec):
         return np.arange(k)
     if found.size < 2:
-        raise InputError(f"y holds a single class ({found[0]!r}); a classifier needs at least two")
+        raise InputError(f"y holds a single class ({found[0].item()!r}); a classifier needs at least two")
     if found.size != k:
         shown = found.tolist() if found.size <= 10 else found[:10].tolist() + ["..."]
         units = f"{spec.n_outputs} output unit(s)"

@@ -25,8 +25,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         cols = [predicted[:, j] for j in range(model.n_outputs)]
         names = ["prediction"] if model.n_outputs == 1 else [f"prediction_{j}" for j in range(model.n_outputs)]
     else:
-        classes = model.metadata.get("classes")
-        labels = np.asarray(classes)[predicted] if classes is not None else predicted  # the labels they were
+        classes = model.metadata.get("classes")  # the CLI trains the labels' indices and keeps the labels here
+        if classes is not None and predicted.dtype.kind in "iu":
+            labels = np.asarray(classes)[predicted]  # the labels they were
+        else:  # a model trained in Python on its labels: predict gives them, model.classes holds them
+            labels = predicted
+            held = getattr(model, "classes", None)
+            if held is not None and labels.ndim == 1:
+                classes = held.tolist()
         proba = _backend.to_numpy(model.predict_proba(X))
         k = model.n_outputs
         if model.output == "sigmoid" and k == 1:
