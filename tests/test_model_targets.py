@@ -333,3 +333,19 @@ def test_gpunn_predict_writes_the_labels_of_a_model_trained_in_python(tmp_path):
     written = (tmp_path / "p.csv").read_text().splitlines()
     assert written[0] == "prediction,p_high,p_low,p_mid"  # the classes in sorted order
     assert [line.split(",")[0] for line in written[1:]] == m.predict(X.astype(np.float32)).tolist()
+
+
+def test_gpunn_predict_writes_sparse_integer_labels_of_a_model_trained_in_python(tmp_path):
+    X, index = _problem(n=60)
+    labels = np.array([0, 5, 1000])
+    m = gpunn.MLP(hidden=[6], output="softmax", device="cpu", seed=0)
+    m.fit(X, labels[index], epochs=5, verbose=0)
+    m.save(tmp_path / "m.st")
+    rows = ["a,b,c,d"] + [",".join(map(str, x)) for x in X]
+    (tmp_path / "f.csv").write_text("\n".join(rows) + "\n")
+    r = subprocess.run([sys.executable, "-m", "gpunn", "predict", "--model", "m.st", "--data", "f.csv", "--out",
+                        "p.csv", "--device", "cpu"], cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    written = (tmp_path / "p.csv").read_text().splitlines()
+    assert written[0] == "prediction,p_0,p_5,p_1000"
+    assert [int(line.split(",")[0]) for line in written[1:]] == m.predict(X.astype(np.float32)).tolist()

@@ -26,13 +26,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         names = ["prediction"] if model.n_outputs == 1 else [f"prediction_{j}" for j in range(model.n_outputs)]
     else:
         classes = model.metadata.get("classes")  # the CLI trains the labels' indices and keeps the labels here
-        if classes is not None and predicted.dtype.kind in "iu":
+        held = getattr(model, "classes", None)  # the labels a model fitted on them holds (predict gives them)
+        indices = held is None or (held.dtype.kind in "biuf" and np.array_equal(held, np.arange(len(held))))
+        if held is not None and not indices:
+            labels, classes = predicted, held.tolist()
+        elif classes is not None:
             labels = np.asarray(classes)[predicted]  # the labels they were
-        else:  # a model trained in Python on its labels: predict gives them, model.classes holds them
+        else:
             labels = predicted
-            held = getattr(model, "classes", None)
-            if held is not None and labels.ndim == 1:
-                classes = held.tolist()
         proba = _backend.to_numpy(model.predict_proba(X))
         k = model.n_outputs
         if model.output == "sigmoid" and k == 1:
