@@ -349,3 +349,21 @@ def test_gpunn_predict_writes_sparse_integer_labels_of_a_model_trained_in_python
     written = (tmp_path / "p.csv").read_text().splitlines()
     assert written[0] == "prediction,p_0,p_5,p_1000"
     assert [int(line.split(",")[0]) for line in written[1:]] == m.predict(X.astype(np.float32)).tolist()
+
+
+def test_a_streamed_dataset_standardizes_its_target_as_memory_does(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(120, 3)).astype(np.float32)
+    y = (X @ [2.0, -1.0, 0.5] * 80 + 3000).astype(np.float64)
+    columns = {f"x{j}": X[:, j] for j in range(3)}
+    pq.write_table(pa.table({**columns, "y": y}), tmp_path / "r.parquet")
+    streamed = gpunn.MLP(hidden=[6], output="identity", standardize=True, device="cpu", seed=3)
+    streamed.fit(gpunn.data.Dataset(tmp_path / "r.parquet", target="y"), epochs=20, verbose=0)
+    memory = gpunn.MLP(hidden=[6], output="identity", standardize=True, device="cpu", seed=3)
+    memory.fit(X, y, epochs=20, verbose=0)
+    np.testing.assert_allclose(streamed.target_scaling[0], [y.mean()], rtol=1e-12)
+    np.testing.assert_allclose(streamed.history.loss, memory.history.loss, rtol=1e-5)
+    loss = streamed.evaluate(gpunn.data.Dataset(tmp_path / "r.parquet", target="y"))["loss"]
+    assert loss == pytest.approx(np.mean((np.asarray(streamed.predict(X))[:, 0] - y) ** 2), rel=1e-5)
