@@ -526,7 +526,8 @@ class MLP:
                 found = feed.checks.learn_classes(spec, y)
                 if found is not None:
                     classes = _classes_of(found, spec, y)
-        if scaling is None and self.standardize and spec.output == "identity":
+        # only a first fit: a model trained before gpunn standardized targets (an older file) keeps its raw units
+        if scaling is None and self.standardize and spec.output == "identity" and not self.fitted:
             if isinstance(X, Dataset):
                 scaling = moments((np.reshape(b, (-1, 1)) for b in X.target_blocks()), 1)
             else:

@@ -242,6 +242,21 @@ def test_a_standardized_target_is_saved_validated_and_scaled_back_after_loading(
         gpunn.load(path, device="cpu")
 
 
+def test_a_regression_saved_before_target_scaling_resumes_in_raw_units(tmp_path):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(80, 3))
+    y = X @ [1.0, 2.0, 3.0] + 10
+    m = gpunn.MLP([3, 5, 1], output="identity", standardize=True, device="cpu", dtype="float64", seed=1)
+    m.fit(X, y, epochs=3, verbose=0)
+    path = tmp_path / "old.safetensors"
+    m.save(path)
+    _rewrite_config(path, lambda c: c.pop("target_scaling"))  # as gpunn wrote it before
+    old = gpunn.load(path, device="cpu")
+    old.fit(X, y, epochs=2, verbose=0)
+    assert old.target_scaling is None  # its weights were trained on the raw target: no new scale mid-training
+    np.testing.assert_array_equal(np.asarray(old.predict(X)), np.asarray(old.decision_function(X)))
+
+
 def test_a_plain_model_leaves_its_target_alone():
     X, _ = _problem()
     m = gpunn.MLP([4, 6, 1], output="identity", device="cpu", dtype="float64")
