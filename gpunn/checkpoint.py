@@ -103,6 +103,8 @@ def validate_config(config: Any) -> None:
     if not isinstance(config["metadata"], dict):
         raise _invalid("metadata", f"is {config['metadata']!r}, not a JSON object")
     _validate_classes(config["metadata"].get("classes"), config["output"], sizes[-1])
+    _validate_classes(config.get("classes"), config["output"], sizes[-1], "classes")  # absent before gpunn kept them
+    _validate_target_scaling(config.get("target_scaling"), config["output"], sizes[-1])
     _validate_training_state(config)
     if "callbacks" in config["metadata"]:
         _validate_callbacks(config["metadata"]["callbacks"], config)
@@ -158,19 +160,37 @@ def _validate_inputs(config: dict[str, Any], n_features: int) -> None:
         raise _invalid("target_name", f"is {config['target_name']!r}; it must be a column name or null")
 
 
-def _validate_classes(classes: Any, output: str, n_outputs: int) -> None:
-    """metadata classes: the labels of a classifier's outputs, one per class, distinct."""
+def _validate_classes(classes: Any, output: str, n_outputs: int, field: str = "metadata classes") -> None:
+    """(metadata) classes: the labels of a classifier's outputs, one per class, distinct."""
     if classes is None:
         return
     if output == "identity":
-        raise _invalid("metadata classes", f"is {classes!r}, but a regression (identity output) has no classes")
+        raise _invalid(field, f"is {classes!r}, but a regression (identity output) has no classes")
     expected = n_outputs if output == "softmax" else 2
-    if not isinstance(classes, list) or len(classes) != expected:
-        raise _invalid(
-            "metadata classes", f"is {classes!r}; the model's {output} output with {n_outputs} unit(s) has {expected}"
-        )
+    if (output == "sigmoid" and n_outputs != 1) or not isinstance(classes, list) or len(classes) != expected:
+        raise _invalid(field, f"is {classes!r}; the model's {output} output with {n_outputs} unit(s) has {expected}")
     if not all(isinstance(c, str) or _is_number(c) for c in classes) or len({repr(c) for c in classes}) != expected:
-        raise _invalid("metadata classes", f"is {classes!r}; it must list distinct numbers or strings")
+        raise _invalid(field, f"is {classes!r}; it must list distinct numbers or strings")
+    if field == "classes" and len({type(c) is str for c in classes}) != 1:
+        raise _invalid(field, f"is {classes!r}; it must list numbers or strings, not both")
+
+
+def _validate_target_scaling(scaling: Any, output: str, n_outputs: int) -> None:
+    """A regression's target mean and standard deviation: one of each per output, every scale finite and > 0."""
+    if scaling is None:
+        return
+    if output != "identity":
+        raise _invalid("target_scaling", f"is {scaling!r}, but only a regression (identity output) scales its target")
+    if not isinstance(scaling, list) or len(scaling) != 2:
+        raise _invalid("target_scaling", "must be a pair [mean, scale] of lists, or null")
+    for part, values in zip(("mean", "scale"), scaling):
+        if not isinstance(values, list) or len(values) != n_outputs:
+            got = f"{len(values)} values" if isinstance(values, list) else repr(values)
+            raise _invalid(f"target_scaling {part}", f"has {got}; the model has {n_outputs} output(s)")
+        for j, v in enumerate(values):
+            if not _is_number(v) or (part == "scale" and v <= 0):
+                need = "a finite number > 0" if part == "scale" else "a finite number"
+                raise _invalid(f"target_scaling {part}", f"of output {j} is {v!r}; it must be {need}")
 
 
 def _validate_training_state(config: dict[str, Any]) -> None:

@@ -45,14 +45,16 @@ _INSTALL = "ONNX export needs the onnx package: pip install 'gpunn[onnx]'"
 @dataclass(frozen=True)
 class Network:
     """What an exported graph is built from: the model's :class:`~gpunn.feed.Spec`, its weights ``[(W, b), ...]``
-    as NumPy arrays (``W`` of shape (out, in)), its feature scaling ``(mean, std)`` or None, and what the file's
-    metadata records besides (the target's name, the original class labels)."""
+    as NumPy arrays (``W`` of shape (out, in)), its feature scaling ``(mean, std)`` or None, what the file's
+    metadata records besides (the target's name, the original class labels), and a standardized target's
+    ``(mean, std)``."""
 
     spec: Spec
     weights: tuple[tuple[np.ndarray, np.ndarray], ...]
     scaling: tuple[np.ndarray, np.ndarray] | None = None
     target_name: str | None = None
     classes: Any = None
+    target_scaling: tuple[np.ndarray, np.ndarray] | None = None  # a standardized regression target's (mean, std)
 
 
 def network(model: Any) -> Network:
@@ -64,7 +66,12 @@ def network(model: Any) -> Network:
     if not model.fitted:
         raise NotFittedError("this MLP has not been trained yet: call fit(), set_weights() or gpunn.load() first")
     return Network(
-        model.spec, tuple(model.numpy_weights()), model.scaling, model.target_name, model.metadata.get("classes")
+        model.spec,
+        tuple(model.numpy_weights()),
+        model.scaling,
+        model.target_name,
+        model.metadata.get("classes"),
+        getattr(model, "target_scaling", None),
     )
 
 
@@ -142,7 +149,11 @@ def onnx_model(
         mean, std = net.scaling
         x = g.op("Sub", [x, g.const("scaling.mean", mean)])
         x = g.op("Div", [x, g.const("scaling.std", std)])
-    weights = net.weights
+    weights = list(net.weights)
+    if net.target_scaling is not None:  # a standardized regression target: predict's values, scaled back here
+        mean, std = (np.asarray(t, dtype=np.float64) for t in net.target_scaling)
+        w, b = weights[-1]
+        weights[-1] = ((w * std[:, None]).astype(w.dtype), (b * std + mean).astype(b.dtype))
     z = x
     for i, (w, b) in enumerate(weights):
         z = g.op("Gemm", [z, g.const(f"layers.{i}.weight", w), g.const(f"layers.{i}.bias", b)], transB=1)

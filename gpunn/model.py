@@ -8,6 +8,7 @@ commits each epoch's new state, and keeps the public API. It passes them small f
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 from . import _backend, checkpoint, feed, layers, losses, optim, schedules, train
 from . import _validation as check
 from .data import Dataset
-from .data.moments import row_blocks
+from .data.moments import moments, row_blocks
 from .errors import CheckpointError, ConfigError, DeviceError, GpunnError, InputError, NonFiniteError, NotFittedError
 from .history import History, Reporter
 from .init import init_params
@@ -32,6 +33,13 @@ class MLP:
     ----------
     sizes : sequence of int
         Layer widths from the input features to the outputs, e.g. ``[30, 10, 10, 10, 1]``.
+    hidden : sequence of int, optional
+        Instead of ``sizes``: the hidden layers' widths alone, e.g. ``hidden=[10, 10, 10]``. The input and output
+        widths are then inferred on the first ``fit``, from X's columns and from y (1 output for a binary sigmoid
+        classifier or y's columns for several sigmoid labels, one per class for softmax, y's columns for
+        identity), and the weights drawn then, from the same seed: ``MLP(hidden=[10, 10], seed=s)`` fitted on X
+        with d columns trains exactly as ``MLP([d, 10, 10, 1], seed=s)`` does. Until then the model has no weights
+        (``predict`` is a ``NotFittedError``).
     activation : str or list of str
         Activation of the hidden layers: "relu", "tanh", "sigmoid", "identity", "leaky_relu" (slope 0.01),
         "elu" (alpha 1), "gelu" (tanh approximation), "silu" or "softplus"; or a list with one name per hidden
@@ -51,7 +59,13 @@ class MLP:
     xp : module, optional
         An array namespace array-api-compat supports: numpy, cupy, torch, jax.numpy, array_api_strict.
     standardize : bool
-        Learn each feature's mean and standard deviation on the first ``fit`` and apply them to every input.
+        Learn each feature's mean and standard deviation on the first ``fit`` and apply them to every input. For a
+        regression (output "identity") the target is standardized too: its mean and standard deviation per output
+        (``target_scaling``) are learned on the first fit, the network trains on the standardized target, and
+        ``predict`` and ``evaluate`` give values and errors in the target's own units (the training loss in
+        History, ``decision_function`` and ``loss_and_grads`` stay in standardized units, what the network
+        learns). The default is False, so that ``MLP`` computes exactly the network it is given; ``gpunn train``
+        standardizes always, since it trains files whose columns can have any scale.
     dropout : float
         Inverted dropout on the outputs of every hidden layer while training: each is zeroed with this
         probability and the rest scaled by 1 / (1 - dropout); ``predict``, ``evaluate`` and validation use
@@ -64,10 +78,16 @@ class MLP:
         requires it (a ``ConfigError`` on namespaces without one, such as NumPy); False runs eagerly.
     """
 
+    # Set by the first fit (class attributes: models pickled before they existed read None).
+    classes: np.ndarray | None = None  # the labels of a single-label classifier's outputs, sorted
+    target_scaling: tuple[np.ndarray, np.ndarray] | None = None  # a regression's target mean and std (float64)
+    hidden: list[int] | None = None  # MLP(hidden=...): the hidden widths, until the first fit infers the rest
+
     def __init__(
         self,
-        sizes: Sequence[int],
+        sizes: Sequence[int] | None = None,
         *,
+        hidden: Sequence[int] | None = None,
         activation: str = "relu",
         output: str = "sigmoid",
         loss: str | None = None,
@@ -79,16 +99,28 @@ class MLP:
         compile: Any = "auto",
         dropout: float = 0.0,
     ):
-        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) < 2:
-            raise ConfigError(f"sizes must list at least two layer widths (inputs and outputs); got {sizes!r}")
-        self.sizes = [check.integer(s, "every layer width in sizes", 1) for s in sizes]
-        self.activation = _activations(activation, len(self.sizes) - 2)
+        if (sizes is None) == (hidden is None):
+            raise ConfigError("give the layer widths as sizes=[inputs, ..., outputs] or as hidden=[...] (the input "
+                              "and output widths then come from the first fit), not " +
+                              ("both" if sizes is not None else "neither"))  # fmt: skip
+        if hidden is not None:
+            if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
+                raise ConfigError(f"hidden must list the hidden layers' widths, e.g. [10, 10]; got {hidden!r}")
+            self.hidden = [check.integer(h, "every layer width in hidden", 1) for h in hidden]
+            n_hidden = len(self.hidden)
+            self.sizes: list[int] = None  # type: ignore[assignment]  # until the first fit infers them
+        else:
+            if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) < 2:
+                raise ConfigError(f"sizes must list at least two layer widths (inputs and outputs); got {sizes!r}")
+            self.sizes = [check.integer(s, "every layer width in sizes", 1) for s in sizes]
+            n_hidden = len(self.sizes) - 2
+        self.activation = _activations(activation, n_hidden)
         self.output = check.choice(output, "output", losses.OUTPUTS)
         self.loss = losses.DEFAULT_LOSS[output] if loss is None else check.choice(loss, "loss", losses.LOSSES)
         if (self.output, self.loss) not in losses.PAIRS:
             pairs = ", ".join(f"{o}+{lo}" for o, lo in losses.PAIRS)
             raise ConfigError(f"output {output!r} cannot be trained with loss {loss!r}; supported: {pairs}")
-        if self.output == "softmax" and self.sizes[-1] < 2:
+        if self.output == "softmax" and self.sizes is not None and self.sizes[-1] < 2:
             raise ConfigError("output 'softmax' needs at least 2 output units (one per class)")
         self.dtype = check.choice(check.dtype_name(dtype), "dtype", _backend.DTYPES)
         self.seed = check.integer(seed, "seed", 0)
@@ -98,12 +130,12 @@ class MLP:
         self.compile = train.check_compile(compile, self.xp)
         self._dtype = _backend.float_dtype(self.xp, self.dtype)
 
-        init_seed, shuffle_seed = np.random.SeedSequence(self.seed).spawn(2)
+        shuffle_seed = np.random.SeedSequence(self.seed).spawn(2)[1]
         self.rng = np.random.Generator(np.random.PCG64(shuffle_seed))
-        self._params: Any = None  # one flat buffer; ``weights`` gives the layers' views
-        if not self.__dict__.pop("_loading", False):  # a loaded model's weights come from its file instead
-            host = init_params(self.sizes, self.activation, np.random.Generator(np.random.PCG64(init_seed)), dtype)
-            self._params = self._to_device_params(np.concatenate([p.reshape(-1) for p in host]))
+        # one flat buffer (``weights`` gives the layers' views); None until the first fit infers hidden= sizes, and
+        # for a loaded model, whose weights come from its file instead
+        loading = self.__dict__.pop("_loading", False)
+        self._params: Any = None if self.sizes is None or loading else self._initial_params(self.sizes)
         self.optimizer: optim.Optimizer | None = None
         self.optimizer_state: dict[str, Any] | None = None  # {"step": int, slot: flat buffer, ...}
         # (params, optimizer state, RNG state) at the start of the last completed epoch, to step back to if
@@ -148,6 +180,8 @@ class MLP:
             "dtype": self.dtype, "seed": self.seed, "standardize": self.standardize, "dropout": self.dropout,
             "scaling": None if self.scaling is None else [s.tolist() for s in self.scaling],
             "feature_names": self.feature_names, "target_name": self.target_name, "metadata": self.metadata,
+            "classes": None if self.classes is None else np.asarray(self.classes).tolist(),
+            "target_scaling": None if self.target_scaling is None else [s.tolist() for s in self.target_scaling],
             "optimizer": opt, "schedule": None if self.schedule is None else self.schedule.to_dict(),
             "schedule_state": self.schedule_state, "rng": self.rng.bit_generator.state, "epoch": self.epoch,
             "fitted": self.fitted, "history": self.history.to_dict(),
@@ -172,6 +206,7 @@ class MLP:
         if c["scaling"] is not None:
             m.scaling = tuple(np.asarray(s, dtype=np.float64) for s in c["scaling"])  # type: ignore[assignment]
         m.feature_names, m.target_name, m.metadata = c["feature_names"], c["target_name"], dict(c["metadata"])
+        m.classes, m.target_scaling = _stored_targets(c)
         opt = c["optimizer"]
         if opt is not None:
             m.optimizer = optim.Optimizer(opt["name"], dict(opt["hyper"]))
@@ -224,11 +259,25 @@ class MLP:
         state = self.optimizer_state
         if state is not None:
             state = {k: int(v) if k == "step" else fn(v) for k, v in state.items()}
-        return fn(self._params), state
+        return (None if self._params is None else fn(self._params)), state
+
+    def _initial_params(self, sizes: list[int]) -> Any:
+        """The initial weights of ``sizes``, drawn from the model's seed (the same whenever they are drawn)."""
+        init_seed = np.random.SeedSequence(self.seed).spawn(2)[0]
+        host = init_params(sizes, self.activation, np.random.Generator(np.random.PCG64(init_seed)), self.dtype)
+        return self._to_device_params(np.concatenate([p.reshape(-1) for p in host]))
+
+    def _check_built(self) -> None:
+        if self.sizes is None or self._params is None:
+            raise NotFittedError(
+                f"this MLP(hidden={self.hidden}) has no weights yet: its input and output widths come from the first "
+                "fit(); call fit() first (or give sizes=[inputs, ..., outputs])"
+            )
 
     def __repr__(self) -> str:
+        widths = f"hidden={self.hidden}" if self.sizes is None else f"sizes={self.sizes}"
         return (
-            f"MLP(sizes={self.sizes}, activation={self.activation!r}, output={self.output!r}, "
+            f"MLP({widths}, activation={self.activation!r}, output={self.output!r}, "
             f"loss={self.loss!r}, dtype={self.dtype!r}, xp={_backend.namespace_name(self.xp)}, "
             f"device={self.device!r}{f', dropout={self.dropout}' if self.dropout else ''})"
         )
@@ -236,34 +285,43 @@ class MLP:
     @property
     def n_features(self) -> int:
         """Number of input features."""
+        self._check_built()
+        assert self.sizes is not None
         return self.sizes[0]
 
     @property
     def n_outputs(self) -> int:
         """Number of output units."""
+        self._check_built()
+        assert self.sizes is not None
         return self.sizes[-1]
 
     @property
     def spec(self) -> feed.Spec:
         """The frozen description of this model that the feed layer takes (namespace, device, dtype, widths,
         activation, output, feature names)."""
+        self._check_built()
+        assert self.sizes is not None
         activation = self.activation if isinstance(self.activation, str) else tuple(self.activation)
         names = None if self.feature_names is None else tuple(self.feature_names)
         return feed.Spec(
             self.xp, self.device, self.dtype, tuple(self.sizes), self.output, self.loss, activation, self.standardize,
-            names,
+            names, _spec_classes(self.classes), _spec_target_scaling(self.target_scaling),
         )  # fmt: skip
 
     @property
     def params(self) -> Any:
         """Every parameter in one flat buffer, ``[W1, b1, W2, b2, ...]`` with each ``W`` row-major (out, in), in the
         model's namespace (read-only: change parameters with :meth:`set_weights`)."""
+        self._check_built()
         return self._params
 
     @property
     def weights(self) -> list[tuple[Any, Any]]:
         """``[(W, b), ...]`` in the model's namespace, ``W`` of shape (out, in): views of one flat buffer on
         NumPy, CuPy and PyTorch."""
+        self._check_built()
+        assert self.sizes is not None
         return layers.unflatten(self._params, self.sizes, self.xp)
 
     def to(self, device: Any = "auto", xp: Any = None) -> MLP:
@@ -277,6 +335,8 @@ class MLP:
 
     def numpy_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """``[(W, b), ...]`` copied to the host as NumPy arrays, ``W`` of shape (out, in)."""
+        self._check_built()
+        assert self.sizes is not None
         host = _backend.to_numpy(self._params)
         return [(np.array(w), np.array(b)) for w, b in layers.unflatten(host, self.sizes, np)]
 
@@ -302,10 +362,14 @@ class MLP:
         inf."""
         from . import export
 
+        if classes is None and not _is_plain(self.classes):
+            classes = self.classes.tolist()  # type: ignore[union-attr]
         return export.to_onnx(export.network(self), path, opset=opset, classes=classes, nan_label=nan_label)
 
     def set_weights(self, pairs: Sequence[tuple[Any, Any]]) -> None:
         """Replace the parameters with ``[(W, b), ...]`` (NumPy arrays or arrays on the model's device)."""
+        self._check_built()
+        assert self.sizes is not None
         pairs = list(pairs)
         if len(pairs) != len(self.sizes) - 1:
             raise InputError(f"set_weights got {len(pairs)} (W, b) pairs; the model has {len(self.sizes) - 1} layers")
@@ -380,7 +444,13 @@ class MLP:
             frame (``predict``, ``evaluate``, another ``fit``) is taken by those names, in any column order,
             and one with missing or extra columns is an error that names them.
         y : array, shape (n_samples,) or (n_samples, n_outputs), or a Series
-            0/1 labels for sigmoid, class indices 0..k-1 for softmax, values for identity.
+            Class labels for sigmoid (one output) and softmax: any numbers or strings, e.g. "yes"/"no" or
+            {3, 7}. The first fit keeps their sorted distinct values as ``classes`` (one per output, two for one
+            sigmoid output), trains label ``classes[i]`` as index i, and ``predict`` gives the labels back; every
+            later fit, ``evaluate`` and ``validation_data`` take the same labels (an unknown one is an error
+            naming it). Labels that are the indices 0..k-1 themselves (0/1 for sigmoid) are taken as they are.
+            0/1 columns for several sigmoid outputs; values for identity (standardized when the model
+            standardizes: see ``standardize``).
         epochs : int
             Passes over the data in this call. A second ``fit`` continues: the optimizer state and the
             shuffling generator carry over, so two calls of 3 epochs equal one call of 6.
@@ -438,11 +508,20 @@ class MLP:
         weighted = sample_weight is not None or class_weight is not None or (isinstance(X, Dataset) and X.has_weight)
         self._check_callbacks(callbacks, validation_data is not None, weighted)
         if convert:
-            X, y = self.adopt(X), self.adopt(y)
+            X, y = feed.adopt(self._placement_spec, X), feed.adopt(self._placement_spec, y)
             if validation_data is not None and isinstance(validation_data, (tuple, list)):
-                validation_data = tuple(self.adopt(v) for v in validation_data)
+                validation_data = tuple(feed.adopt(self._placement_spec, v) for v in validation_data)
+        built = self.sizes is None
+        if built:  # MLP(hidden=...): the input and output widths from the data, the weights drawn now
+            self.sizes = self._inferred_sizes(X, y)
+            self._params = self._initial_params(self.sizes)
         with _backend.device_scope(self.xp, self.device):
-            data, val = self._feeds(X, y, validation_data, sample_weight, class_weight, copy)
+            try:
+                data, val = self._feeds(X, y, validation_data, sample_weight, class_weight, copy)
+            except BaseException:
+                if built:  # a refused first fit leaves the model as it was: without widths or weights
+                    self.sizes, self._params = None, None  # type: ignore[assignment]
+                raise
             # Everything is valid: from here on the call changes the model.
             if comm is not None:  # every rank must train the same data and settings, from the same weights
                 x, t = (data, None) if isinstance(data, feed.Streamed) else (data.x, data.target)
@@ -462,6 +541,78 @@ class MLP:
             )  # fmt: skip
             self._train(data, val, runner, epochs, batch_size, shuffle, verbose, callbacks or (), comm)
         return self.history.since(first)
+
+    @property
+    def _placement_spec(self) -> feed.Spec:
+        """Where the model's arrays live, for moving data before the widths are known."""
+        return feed.Spec(self.xp, self.device, self.dtype, (1, 1), self.output, self.loss)
+
+    def _inferred_sizes(self, X: Any, y: Any) -> list[int]:
+        """``[n_features, *hidden, n_outputs]`` of ``MLP(hidden=...)`` from the first fit's data."""
+        assert self.hidden is not None
+        if isinstance(X, Dataset):
+            d = X.n_features
+        else:
+            columns = feed.frame_columns(X)
+            shape = (None, len(columns)) if columns is not None else getattr(X, "shape", None)
+            if shape is None:
+                try:
+                    shape = np.shape(X)
+                except ValueError as exc:
+                    raise InputError(f"X is ragged: its rows have different lengths ({exc})") from None
+            if len(shape) != 2 or not shape[1]:
+                raise InputError(f"X must be 2-D (n_samples, n_features) with at least one feature; got shape "
+                                 f"{tuple(shape)}")  # fmt: skip
+            d = int(shape[1])
+        if self.output == "softmax":
+            if isinstance(X, Dataset):
+                if not X.has_target:
+                    raise InputError(f"X ({X.path}) has no target column: open it with Dataset(path, target=...)")
+                found: np.ndarray | None = np.unique(np.concatenate([np.unique(b) for b in X.target_blocks()]))
+            else:
+                probe = feed.Spec(self.xp, self.device, self.dtype, (d, 2), "softmax", self.loss)
+                found = feed.checks.learn_classes(probe, y)
+            if found is None:
+                raise InputError("y must be one class label per row, shape (n,), to infer a softmax output's width")
+            if found.size < 2:
+                raise InputError(f"y holds a single class ({found[0].item()!r}); a classifier needs at least two")
+            k = int(found.size)
+        elif isinstance(X, Dataset):
+            k = 1
+        else:
+            if y is None:
+                raise InputError("fit needs y (the targets) to infer the output width of MLP(hidden=...)")
+            y = feed.column(y, "y")
+            shape = getattr(y, "shape", None)
+            if shape is None:
+                try:
+                    shape = np.shape(y)
+                except ValueError as exc:
+                    raise InputError(f"y is ragged: its rows have different lengths ({exc})") from None
+            if len(shape) not in (1, 2) or (len(shape) == 2 and not shape[1]):
+                raise InputError(f"y has shape {tuple(shape)}; expected (n,) or (n, n_outputs)")
+            k = 1 if len(shape) == 1 else int(shape[1])
+        return [d, *self.hidden, k]
+
+    def _learned_targets(self, spec: feed.Spec, X: Any, y: Any) -> tuple[feed.Spec, Any, Any]:
+        """What the first fit learns of the targets: the classes of a single-label classifier and a standardizing
+        regression's target scaling (kept where known), and ``spec`` with them."""
+        classes, scaling = self.classes, self.target_scaling
+        if classes is None and feed.checks.single_label(spec):
+            if isinstance(X, Dataset):  # a stream takes its labels as they are (0/1, 0..k-1)
+                classes = np.arange(2 if spec.output == "sigmoid" else spec.n_outputs)
+            else:
+                found = feed.checks.learn_classes(spec, y)
+                if found is not None:
+                    classes = _classes_of(found, spec, y)
+        # only a first fit: a model trained before gpunn standardized targets (an older file) keeps its raw units
+        if scaling is None and self.standardize and spec.output == "identity" and not self.fitted:
+            if isinstance(X, Dataset):
+                scaling = moments((np.reshape(b, (-1, 1)) for b in X.target_blocks()), 1)
+            else:
+                scaling = feed.checks.learn_target_scaling(spec, y)
+        spec = dataclasses.replace(spec, classes=_spec_classes(classes), target_scaling=_spec_target_scaling(scaling))
+        return spec, classes, scaling
 
     def _check_callbacks(self, callbacks: Any, validating: bool, weighted: bool) -> None:
         """Every callback is callable and finds the metrics it monitors recorded by this fit."""
@@ -486,6 +637,7 @@ class MLP:
         spec = self.spec
         if isinstance(X, Dataset):
             self._check_dataset(X, "X")
+            spec, classes, target_scaling = self._learned_targets(spec, X, y)
             if y is not None:
                 raise InputError("a Dataset brings its own targets (its target column): call fit(dataset, y=None)")
             if sample_weight is not None or class_weight is not None:
@@ -499,6 +651,7 @@ class MLP:
                                  "there is nothing to train on")  # fmt: skip
         else:
             x = feed.check_x(spec, X, "X")
+            spec, classes, target_scaling = self._learned_targets(spec, X, y)
             t = feed.targets(spec, y, x.shape[0], "y", fitting=True)
             w_host = feed.sample_weights(spec, sample_weight, class_weight, y, x.shape[0])
         xv = tv = None
@@ -509,6 +662,7 @@ class MLP:
                 raise InputError("validation_data must be a pair (X_val, y_val) or a gpunn.data.Dataset")
             xv = feed.check_x(spec, validation_data[0], "validation X")
             tv = feed.targets(spec, validation_data[1], xv.shape[0], "validation y")
+        self.classes, self.target_scaling = classes, target_scaling
         if self.feature_names is None:  # a data frame's or Parquet file's columns name the features
             self.feature_names = X.feature_names if isinstance(X, Dataset) else feed.frame_columns(X)
             spec = self.spec
@@ -575,6 +729,7 @@ class MLP:
     # ----------------------------------------------------------------------------------------- inference
     def _check_fitted(self) -> None:
         """A model that standardizes needs the scaling its first ``fit`` learns (or ``load`` restores)."""
+        self._check_built()
         if self.standardize and self.scaling is None:
             raise NotFittedError(
                 "this MLP standardizes its inputs and has not been trained yet, so it has no scaling: call fit() or "
@@ -590,7 +745,8 @@ class MLP:
 
         Rows go through the network EVAL_ROWS at a time (scaled and moved to the device a block at a time for
         host data), so predicting on a large X holds one block's activations, not all of them. A model that
-        has not been trained computes with its initial weights (it has weights from the start); under
+        has not been trained computes with its initial weights (it has weights from the start, unless it was made
+        with ``hidden=``); a standardized regression target is not scaled back here (``predict`` does); under
         ``jax.jit``, ``jax.grad`` and ``jax.vmap`` a JAX model's methods take traced arrays."""
         self._check_fitted()
         X = self.adopt(X) if convert else X
@@ -605,28 +761,49 @@ class MLP:
             return logits[0] if len(logits) == 1 else xp.concat(logits, axis=0)
 
     def predict_proba(self, X: Any, *, convert: bool = False) -> Any:
-        """Probabilities (sigmoid, softmax), shape (n, n_outputs), on the model's device."""
+        """Probabilities (sigmoid, softmax), shape (n, n_outputs), on the model's device; a regression model
+        (output "identity") has none: its values come from :meth:`predict`."""
+        if self.output == "identity":
+            raise ConfigError(
+                "predict_proba gives class probabilities; this model is a regression (output 'identity'): use predict"
+            )
         z = self.decision_function(X, convert=convert)
         with _backend.device_scope(self.xp, self.device):
             return losses.output_activation(self.output, z, self.xp)
 
     def predict(self, X: Any, *, convert: bool = False) -> Any:
-        """Integer labels, shape (n,) (or (n, k) for several sigmoid outputs); values (n, k) for identity."""
+        """Class labels, shape (n,) (or (n, k) 0/1 for several sigmoid outputs), or values (n, k) for identity.
+
+        Labels are the model's ``classes``: an integer array on the model's device when they are the indices
+        0..k-1, else a NumPy array of the labels (strings, {3, 7}, ...). Values are in the target's units (a
+        standardized target is scaled back)."""
         z = self.decision_function(X, convert=convert)
         xp = self.xp
         with _backend.device_scope(xp, self.device):
             if self.output == "identity":
-                return z
+                if self.target_scaling is None:
+                    return z
+                mean, std = (_backend.from_numpy(s.astype(self.dtype), xp, self.device) for s in self.target_scaling)
+                return z * std + mean
             if self.output == "softmax":
-                return xp.argmax(z, axis=1)
-            labels = xp.astype(z > 0, _backend.index_dtype(xp, self.device))  # p > 0.5 exactly when z > 0
-            return labels[:, 0] if self.n_outputs == 1 else labels
+                index = xp.argmax(z, axis=1)
+            else:
+                index = xp.astype(z > 0, _backend.index_dtype(xp, self.device))  # p > 0.5 exactly when z > 0
+                index = index[:, 0] if self.n_outputs == 1 else index
+            if _is_plain(self.classes) or not feed.checks.single_label(self.spec):
+                return index
+            assert self.classes is not None
+            return self.classes[_backend.to_numpy(index)]
 
     def evaluate(self, X: Any, y: Any = None, *, convert: bool = False) -> dict[str, float]:
         """Mean loss and (for classifiers) accuracy on ``(X, y)``, or on a :class:`gpunn.data.Dataset`, as Python
-        floats."""
+        floats. ``y`` holds the labels ``fit`` took; a regression's loss (MSE) is in the target's units, also when
+        the model standardizes its target (History's training loss is then in standardized units)."""
         self._check_fitted()
-        spec = self.spec
+        # A standardized target is compared in its own units: the targets as given, against the network with
+        # its output layer scaled back (W std, b std + mean), which computes what predict gives.
+        spec = dataclasses.replace(self.spec, target_scaling=None)
+        params = self._params if self.target_scaling is None else self._unscaled_params()
         if isinstance(X, Dataset):
             if y is not None:
                 raise InputError("a Dataset brings its own targets (its target column): call evaluate(dataset)")
@@ -638,8 +815,20 @@ class MLP:
                 x = feed.prepare_x(spec, X, self.scaling)
                 data = feed.Memory(spec, x, feed.targets(spec, y, x.shape[0]))
         with _backend.device_scope(self.xp, self.device):
-            loss_sums, corrects = data.evaluate_sums(self._params)
+            loss_sums, corrects = data.evaluate_sums(params)
         return train.summarize(spec, loss_sums, corrects, data.n_rows)
+
+    def _unscaled_params(self) -> Any:
+        """The flat parameters with the output layer computing values in the target's units (``target_scaling``
+        folded in: W std, b std + mean)."""
+        xp = self.xp
+        assert self.target_scaling is not None and self.sizes is not None
+        with _backend.device_scope(xp, self.device):
+            mean, std = (_backend.from_numpy(s.astype(self.dtype), xp, self.device) for s in self.target_scaling)
+            weights = layers.unflatten(self._params, self.sizes, xp)
+            w, b = weights[-1]
+            weights[-1] = (w * xp.reshape(std, (-1, 1)), b * std + mean)
+            return xp.concat([xp.reshape(a, (-1,)) for pair in weights for a in pair])
 
     def loss_and_grads(
         self, X: Any, y: Any, *, l2: float = 0.0, sample_weight: Any = None, convert: bool = False
@@ -648,7 +837,8 @@ class MLP:
 
         With ``sample_weight`` (shape (n,)) the loss is the weighted mean sum(w l) / sum(w); ``l2`` adds the
         penalty l2 / (2 m) * sum(W**2) over the weights (not the biases), m being the rows or their weight
-        total, as ``fit(l2=)`` trains it. Works inside ``jax.jit``, ``jax.grad`` and ``jax.vmap`` on JAX."""
+        total, as ``fit(l2=)`` trains it. ``y`` holds the labels ``fit`` took; a standardized regression target is
+        standardized first (the loss ``fit`` trains). Works inside ``jax.jit``, ``jax.grad`` and ``jax.vmap`` on JAX."""
         xp, spec = self.xp, self.spec
         l2 = check.non_negative_float(l2, "l2")
         if convert:
@@ -692,6 +882,45 @@ class MLP:
         self.set_weights(ckpt.weight_pairs())
 
 
+def _classes_of(found: np.ndarray, spec: feed.Spec, y: Any) -> np.ndarray:
+    """A classifier's classes from the distinct labels of its first fit: the indices 0..k-1 when the labels are
+    those (or some of them) already, else the labels themselves, one per class the output layer has."""
+    k = 2 if spec.output == "sigmoid" else spec.n_outputs
+    if feed.checks.plain_classes(found, spec):
+        return np.arange(k)
+    if found.size < 2:
+        raise InputError(f"y holds a single class ({found[0].item()!r}); a classifier needs at least two")
+    if found.size != k:
+        shown = found.tolist() if found.size <= 10 else found[:10].tolist() + ["..."]
+        units = f"{spec.n_outputs} output unit(s)"
+        where = ""
+        if found.dtype.kind in "biuf":  # numbers: name the first that is no index either
+            a = feed.column(y, "y")
+            a = _backend.to_numpy(a) if not _backend.is_host_data(a) else np.asarray(a)
+            a, top = a.reshape(-1), k - 1
+            i = int(np.flatnonzero((a < 0) | (a > top) | (a != np.round(a)))[0])
+            where = f"label {a[i].item()} at row {i}, outside 0..{top}, and "
+        raise InputError(
+            f"y holds {where}{found.size} classes {shown}, but the model's {spec.output} output with {units} "
+            f"takes {k}" + ("; use output='softmax'" if spec.output == "sigmoid" else "")
+        )
+    return found
+
+
+def _is_plain(classes: np.ndarray | None) -> bool:
+    """Whether ``classes`` are the indices 0..k-1 (labels that need no mapping)."""
+    return classes is None or (classes.dtype.kind in "biuf" and bool(np.array_equal(classes, np.arange(len(classes)))))
+
+
+def _spec_classes(classes: np.ndarray | None) -> tuple[Any, ...] | None:
+    """The classes as the feed's Spec holds them: None when the labels are the indices themselves."""
+    return None if _is_plain(classes) else tuple(np.asarray(classes).tolist())
+
+
+def _spec_target_scaling(scaling: Any) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    return None if scaling is None else (tuple(scaling[0].tolist()), tuple(scaling[1].tolist()))
+
+
 def _activations(activation: Any, n_hidden: int) -> str | list[str]:
     """``activation`` validated: one name, or a list of one name per hidden layer."""
     if isinstance(activation, str):
@@ -710,6 +939,16 @@ def _dropout_rate(value: Any) -> float:
     if not 0.0 <= float(value) < 1.0:  # also rejects NaN
         raise ConfigError(f"dropout must be in [0, 1) (the fraction of hidden units dropped); got {value!r}")
     return float(value)
+
+
+def _stored_targets(config: dict[str, Any]) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
+    """The classes and target scaling a checkpoint's (validated) config holds; files from before them hold none."""
+    classes = config.get("classes")
+    scaling = config.get("target_scaling")
+    return (
+        None if classes is None else np.asarray(classes),
+        None if scaling is None else (np.asarray(scaling[0], np.float64), np.asarray(scaling[1], np.float64)),
+    )
 
 
 def _generator(state: dict[str, Any]) -> np.random.Generator:

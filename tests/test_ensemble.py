@@ -208,7 +208,8 @@ def test_predictions_are_the_members_mean(backend, output):
     X, y = _data(output)
     ens = gpunn.Ensemble(_sizes(output), 4, seed=2, output=output, **_kwargs(backend))
     ens.fit(X, y, epochs=3, verbose=0)
-    each = np.stack([_host(m.predict_proba(X)) for m in ens.members])  # the oracle: every member alone
+    alone = [m.predict(X) if output == "identity" else m.predict_proba(X) for m in ens.members]
+    each = np.stack([_host(a) for a in alone])  # the oracle: every member alone
     stacked = _host(ens.predict_proba(X, members=True))
     assert stacked.shape == (4, N, _sizes(output)[-1])
     np.testing.assert_allclose(stacked, each, rtol=0, atol=1e-12)

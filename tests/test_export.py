@@ -66,6 +66,9 @@ def oracle(model: MLP, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if model.output == "softmax":
         e = np.exp(z - z.max(axis=1, keepdims=True))
         return z, e / e.sum(axis=1, keepdims=True)
+    if model.target_scaling is not None:  # a standardized target: values in its units
+        mean, std = model.target_scaling
+        return z, z * std + mean
     return z, z
 
 

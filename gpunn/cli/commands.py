@@ -29,8 +29,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         cols = [predicted[:, j] for j in range(model.n_outputs)]
         names = ["prediction"] if model.n_outputs == 1 else [f"prediction_{j}" for j in range(model.n_outputs)]
     else:
-        classes = model.metadata.get("classes")
-        labels = np.asarray(classes)[predicted] if classes is not None else predicted  # the labels they were
+        classes = model.metadata.get("classes")  # the CLI trains the labels' indices and keeps the labels here
+        held = getattr(model, "classes", None)  # the labels a model fitted on them holds (predict gives them)
+        indices = held is None or (held.dtype.kind in "biuf" and np.array_equal(held, np.arange(len(held))))
+        if held is not None and not indices:
+            labels, classes = predicted, held.tolist()
+        elif classes is not None:
+            labels = np.asarray(classes)[predicted]  # the labels they were
+        else:
+            labels = predicted
         proba = _backend.to_numpy(model.predict_proba(X))
         k = model.n_outputs
         if model.output == "sigmoid" and k == 1:

@@ -155,11 +155,114 @@ def fit_scaling(x: Any) -> tuple[np.ndarray, np.ndarray]:
     return moments((a[b] for b in row_blocks(len(a), rows_per_block(a))), a.shape[1])
 
 
+def single_label(spec: Spec) -> bool:
+    """Whether the model takes one class label per row (softmax, or one sigmoid output), which may be any labels."""
+    return spec.output == "softmax" or (spec.output == "sigmoid" and spec.n_outputs == 1)
+
+
+def _label_host(y: Any, spec: Spec, name: str) -> np.ndarray | None:
+    """A target column as a host array of any dtype (numbers, strings), None for a traced array (no values)."""
+    if _backend.is_host_data(y):
+        try:
+            return np.asarray(y)
+        except ValueError as exc:
+            raise InputError(f"{name} is ragged: its rows have different lengths ({exc})") from None
+    check.check_device_array(y, spec.xp, spec.device, name)
+    return None if _backend.is_traced(y) else _backend.to_numpy(y)
+
+
+def learn_classes(spec: Spec, y: Any, name: str = "y") -> np.ndarray | None:
+    """The distinct labels of a single-label classifier's ``y`` in sorted order (numbers or strings), learned on the
+    first fit; None for a regression, a multi-label model or a traced ``y``."""
+    if not single_label(spec):
+        return None
+    a = _label_host(column(y, name), spec, name)
+    if a is None or a.ndim not in (1, 2) or (a.ndim == 2 and a.shape[1] != 1):
+        return None  # targets() reports the shape
+    a = a.reshape(-1)
+    if a.dtype.kind == "f":
+        bad = ~np.isfinite(a)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(f"{name} holds {a[i]} at row {i}; a class label must be a finite number or a string")
+    elif a.dtype.kind not in "biuUSO":
+        raise InputError(f"{name} has dtype {a.dtype}; class labels must be numbers or strings")
+    if a.dtype.kind == "O" and any(v is None or (isinstance(v, float) and v != v) for v in a):
+        i = next(i for i, v in enumerate(a) if v is None or (isinstance(v, float) and v != v))
+        raise InputError(f"{name} holds {a[i]!r} at row {i}; a missing label cannot be a class")
+    try:
+        classes = np.unique(a)
+    except TypeError:
+        kinds = sorted({type(v).__name__ for v in a})
+        raise InputError(
+            f"{name} mixes labels of types {', '.join(kinds)}, which cannot be sorted into classes"
+        ) from None
+    if classes.dtype.kind == "O":  # Python objects (str): keep them as text
+        classes = classes.astype(str)
+    return classes
+
+
+def plain_classes(classes: np.ndarray, spec: Spec) -> bool:
+    """Whether labels are the indices themselves: whole numbers in 0..k-1 (0/1 for one sigmoid output)."""
+    if classes.dtype.kind not in "biuf":
+        return False
+    top = 1 if spec.output == "sigmoid" else spec.n_outputs - 1
+    return bool(np.all(classes == np.round(classes)) and classes.min() >= 0 and classes.max() <= top)
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar as the Python value it holds, so that messages show 'no', not np.str_('no')."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def class_indices(spec: Spec, a: np.ndarray, name: str) -> np.ndarray:
+    """Labels (host, any shape) as the indices of ``spec.classes``; a label the model does not hold is an error
+    naming it."""
+    classes = np.asarray(spec.classes)
+    flat = a.reshape(-1)
+    try:
+        idx = np.minimum(np.searchsorted(classes, flat), len(classes) - 1)
+        known = np.asarray(classes[idx] == flat, dtype=bool).reshape(-1)
+        if known.shape != flat.shape:
+            raise TypeError
+    except (TypeError, ValueError, np.exceptions.DTypePromotionError):  # labels of another kind than the classes'
+        idx, known = np.zeros(flat.shape, np.int64), np.zeros(flat.shape, bool)
+    if not known.all():
+        i = int(np.flatnonzero(~known)[0])
+        raise InputError(
+            f"{name} holds label {_plain(flat[i])!r} at row {i}, which is not one of the model's classes "
+            f"{classes.tolist()}"
+        )
+    return idx.astype(np.int64).reshape(a.shape)
+
+
+def learn_target_scaling(spec: Spec, y: Any, name: str = "y") -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-output mean and standard deviation (float64; a zero deviation becomes 1) of a regression's ``y``, or None
+    for a traced ``y`` (no values). ``y`` is checked as :func:`targets` checks it."""
+    y = column(y, name)
+    a = check.host_array(y, name) if _backend.is_host_data(y) else _label_host(y, spec, name)
+    if a is None:
+        return None
+    check.cast_host(a, "float64", name)
+    a = a.reshape(len(a), -1) if a.ndim else a
+    if a.ndim != 2 or not len(a):
+        return None  # targets() reports the shape
+    return moments([a], a.shape[1])
+
+
 def targets(spec: Spec, y: Any, n: int, name: str = "y", fitting: bool = False) -> Any:
     """Validate ``y`` and return the model's targets on its device, encoded as the loss takes them
-    (:func:`gpunn.losses.encode_targets` of 0/1 columns, one-hot rows for softmax, or values)."""
+    (:func:`gpunn.losses.encode_targets` of 0/1 columns, one-hot rows for softmax, or values). A classifier whose
+    labels are not its indices (``spec.classes``) takes them as labels; a regression with ``spec.target_scaling``
+    gets its targets standardized."""
     xp = spec.xp
     y = column(y, name)
+    if spec.classes is not None and spec.output != "identity":
+        labels = _label_host(y, spec, name)
+        if labels is None:
+            raise InputError(f"{name} is traced, but this model's classes {list(spec.classes)} are mapped on the host")
+        check.target_shape(labels.shape, n, spec.output, spec.n_outputs, name)
+        y = class_indices(spec, labels, name)
     host = _backend.is_host_data(y)
     a: np.ndarray | None = None
     if host:
@@ -176,7 +279,9 @@ def targets(spec: Spec, y: Any, n: int, name: str = "y", fitting: bool = False) 
         if fitting and spec.output != "identity" and (a.ndim == 1 or a.shape[1] == 1):
             classes = np.unique(a)
             if classes.size < 2:
-                raise InputError(f"{name} holds a single class ({classes[0]}); a classifier needs at least two")
+                shown = classes[0] if spec.classes is None else spec.classes[int(classes[0])]
+                raise InputError(f"{name} holds a single class ({shown}); a classifier needs at least two")
+    scaling = spec.target_scaling if spec.output == "identity" else None
     if spec.output == "softmax":
         if a is not None and host:
             labels = a.reshape(n).astype(np.int64)
@@ -185,9 +290,16 @@ def targets(spec: Spec, y: Any, n: int, name: str = "y", fitting: bool = False) 
             classes = xp.arange(spec.n_outputs, device=spec.device)
             t = xp.astype(xp.reshape(y, (n, 1)) == xp.astype(classes, y.dtype), spec.float_dtype)
     elif a is not None and host:
-        t = a.reshape(n, spec.n_outputs).astype(spec.dtype)
+        if scaling is not None:  # standardized in float64, then cast
+            mean, std = (np.asarray(s, dtype=np.float64) for s in scaling)
+            t = ((a.reshape(n, spec.n_outputs).astype(np.float64) - mean) / std).astype(spec.dtype)
+        else:
+            t = a.reshape(n, spec.n_outputs).astype(spec.dtype)
     else:
         t = xp.astype(xp.reshape(y, (n, spec.n_outputs)), spec.float_dtype)
+        if scaling is not None:
+            mean, std = (_backend.from_numpy(np.asarray(s, dtype=spec.dtype), xp, spec.device) for s in scaling)
+            t = (t - mean) / std
     t = losses.encode_targets(spec.output, spec.loss, t)
     return _backend.from_numpy(t, xp, spec.device) if host else t
 
@@ -242,20 +354,31 @@ def sample_weights(spec: Spec, sample_weight: Any, class_weight: Any, y: Any, n:
     if class_weight is not None:
         if spec.output == "identity" or (spec.output == "sigmoid" and spec.n_outputs > 1):
             raise ConfigError("class_weight needs one class label per row (a sigmoid or softmax classifier)")
-        labels = (check.host_array(y, "y") if _backend.is_host_data(y) else _backend.to_numpy(y)).reshape(n)
+        labels = _label_host(y, spec, "y")
+        if labels is None:
+            raise ConfigError("class_weight needs the labels' values; y is traced")
+        labels = labels.reshape(n)
+        labels = class_indices(spec, labels, "y") if spec.classes is not None else check.host_array(labels, "y")
         labels = labels.astype(np.int64)
         classes = range(2 if spec.output == "sigmoid" else spec.n_outputs)
+        names = list(classes) if spec.classes is None else list(spec.classes)  # class_weight's keys are labels
         if isinstance(class_weight, str) and class_weight == "balanced":
             present, counts = np.unique(labels, return_counts=True)
             table = dict(zip(present.tolist(), (n / (len(present) * counts)).tolist()))
         elif isinstance(class_weight, dict):
             table = {}
             for key, value in class_weight.items():
-                if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or key not in classes:
+                if spec.classes is not None:
+                    if isinstance(key, bool) or key not in names:
+                        raise ConfigError(f"class_weight key {key!r} is not a label of this model ({names})")
+                    index = names.index(key)
+                elif isinstance(key, bool) or not isinstance(key, (int, np.integer)) or key not in classes:
                     raise ConfigError(
                         f"class_weight key {key!r} is not a label of this model ({classes.start}..{classes.stop - 1})"
                     )
-                table[int(key)] = check.non_negative_float(value, f"class_weight[{key}]")
+                else:
+                    index = int(key)
+                table[index] = check.non_negative_float(value, f"class_weight[{key}]")
         else:
             raise ConfigError(f"class_weight must be a dict {{label: weight}} or 'balanced'; got {class_weight!r}")
         w = w * np.array([table.get(c, 1.0) for c in classes])[labels]

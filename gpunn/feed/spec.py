@@ -14,7 +14,10 @@ class Spec:
 
     ``xp`` and ``device`` say where the model's arrays live, ``dtype`` ("float32"/"float64") their precision;
     ``sizes``, ``activation``, ``output`` and ``loss`` say what the network computes; ``feature_names`` (None for plain
-    arrays) the columns a data frame is read by, in order; ``standardize`` whether inputs are scaled."""
+    arrays) the columns a data frame is read by, in order; ``standardize`` whether inputs are scaled;
+    ``classes`` (None when the labels are the indices 0..k-1 themselves) the labels of a classifier's outputs, which
+    its targets are given as; ``target_scaling`` (None for none) the per-output mean and standard deviation a
+    regression's targets are standardized by."""
 
     xp: Any
     device: Any
@@ -25,6 +28,8 @@ class Spec:
     activation: str | tuple[str, ...] = "relu"
     standardize: bool = False
     feature_names: tuple[str, ...] | None = None
+    classes: tuple[Any, ...] | None = None
+    target_scaling: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     @property
     def n_features(self) -> int:

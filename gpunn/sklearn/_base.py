@@ -343,7 +343,8 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self, "_model")
         self._check_same_namespace(X, method)
         X = self._validate_X(X, reset=False)
-        return self._model.predict_proba(X)
+        model = self._model
+        return model.predict(X) if model.output == "identity" else model.predict_proba(X)
 
     def _host_score(self, metric: Any, X: Any, y: Any, sample_weight: Any) -> float:
         """``metric(y, predict(X))`` computed on the host, whatever namespace X and y are in."""

@@ -68,7 +68,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def predict(self, X: Any) -> Any:
         """Predicted values, shape (n,) for a 1-D target, else (n, n_outputs)."""
-        z = self._forward(X, "predict")
+        z = self._forward(X, "predict")  # the model's predict: values in the target's units
         if self._y_1d:
             z = self._model.xp.reshape(z, (-1,))
         return self._out(z)
