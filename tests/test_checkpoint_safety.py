@@ -337,7 +337,7 @@ def test_validate_config_accepts_what_save_writes(saved):
 )
 def test_classes_match_the_outputs(saved, output, units, classes, ok):
     config = checkpoint.read(saved).config
-    config.update(output=output, loss=gpunn.losses.DEFAULT_LOSS[output], sizes=[3, 6, units])
+    config.update(output=output, loss=gpunn.losses.DEFAULT_LOSS[output], sizes=[3, 6, units], classes=None)
     config["metadata"]["classes"] = classes
     if ok:
         checkpoint.validate_config(config)

@@ -164,7 +164,8 @@ def test_a_checkpoint_and_a_pickle_from_before_classes_load_as_indices(tmp_path)
     assert old.classes is None
     np.testing.assert_array_equal(old.predict(X), m.predict(X))
     state = m.__getstate__()
-    del state["classes"], state["target_scaling"]
+    config, _ = state["state_map"]
+    del config["classes"], config["target_scaling"]
     unpickled = object.__new__(gpunn.MLP)
     unpickled.__setstate__(state)
     assert unpickled.classes is None and unpickled.target_scaling is None
