@@ -243,3 +243,35 @@ def test_bad_sample_and_class_weights_are_clear_errors():
         MLPClassifier(max_iter=2).fit(X, y, sample_weight=np.ones(3))
     with pytest.raises(ValueError, match="class"):
         MLPClassifier(max_iter=2, class_weight={7: 2.0}).fit(X, y)
+
+
+def test_auto_device_trains_a_small_network_on_the_cpu(monkeypatch):
+    """device="auto" on a machine with a usable GPU: digits' 64-32 network on batches of 200 (3.9 million
+    multiply-adds a step) is launch bound on a GPU and trains on NumPy; a 784-256-256-10 step of 128 rows
+    (103 million) would take the GPU. Here no GPU is usable: any attempt to take one raises DeviceError."""
+    from gpunn import _backend
+    from gpunn.sklearn._base import _BaseMLP
+
+    monkeypatch.setattr(_backend, "gpu_usable", lambda: True)  # resolve("auto") would now reach for CuPy
+    X, y = _blobs(3)
+    X = np.hstack([X] * 32)  # 64 features
+    clf = MLPClassifier((64, 32), max_iter=2, random_state=0).fit(X, y)
+    assert clf._model.device == "cpu" and _backend.namespace_name(clf._model.xp) == "numpy"
+    assert 3 * 200 * (64 * 64 + 64 * 32 + 32 * 10) < 10_000_000
+    assert _BaseMLP._auto_device([64, 64, 32, 10], 200) == "cpu"
+    assert _BaseMLP._auto_device([784, 256, 256, 10], 128) == "auto"
+    with pytest.raises(Exception, match="cuda"):  # an explicit device is taken as given
+        MLPClassifier((64, 32), max_iter=2, device="cuda").fit(X, y)
+
+
+def test_default_batches_and_steps_are_scikit_learns():
+    """batch_size="auto" is min(200, n): on digits (1797 rows) both take 9 Adam steps an epoch, counted by
+    scikit-learn's own optimizer."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    ours = MLPClassifier((64, 32), max_iter=3, random_state=0).fit(X, y)
+    theirs = SkClassifier((64, 32), max_iter=3, random_state=0).fit(X, y)
+    assert int(ours._model.optimizer_state["step"]) == theirs._optimizer.t == 27
+    assert ours.t_ == theirs.t_
