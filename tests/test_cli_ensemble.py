@@ -36,6 +36,9 @@ def numpy_outputs(member, X):
     if member.output == "softmax":
         e = np.exp(a - a.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
+    if member.target_scaling is not None:  # the CLI standardizes a regression target: values in its units
+        t_mean, t_std = member.target_scaling
+        a = a * t_std + t_mean
     return a
 
 
@@ -131,6 +134,7 @@ def test_regression_ensemble_reports_r2_mse_mae_and_predicts_mean_and_std(tmp_pa
             cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
     ens = gpunn.load(tmp_path / "e.safetensors", device="cpu")
+    assert all(m.target_scaling is not None for m in ens.members)
     _, X_test, _, y_test = gpunn.data.train_test_split(X, y, test_size=0.2, seed=0)
     values = np.stack([numpy_outputs(m, X_test)[:, 0] for m in ens.members])
 

@@ -493,3 +493,28 @@ def test_what_mpi_ensembles_do_not_take_is_a_clear_error():
     with pytest.raises(gpunn.errors.ConfigError, match="rows="):
         ens.fit(X, y, epochs=1, verbose=0, comm=FakeComm(), rows=[np.arange(10), np.arange(20)])
     assert not any(m.fitted for m in ens.members)
+
+
+@pytest.mark.parametrize("output", ["identity", "softmax"])
+def test_members_learn_labels_and_a_standardized_target_as_a_lone_mlp_does(output, tmp_path):
+    """A standardizing regression's target scaling and a classifier's text labels, learned on the first fit."""
+    X, y = _data(output)
+    if output == "softmax":
+        y = np.array(["ant", "bee", "cat"])[y]
+    ens = gpunn.Ensemble(_sizes(output), 2, seed=[5, 6], output=output, standardize=True, device="cpu", dtype="float64")
+    histories = ens.fit(X, y, epochs=3, verbose=0, batch_size=16)
+    for k, seed in enumerate([5, 6]):
+        lone = gpunn.MLP(_sizes(output), seed=seed, output=output, standardize=True, device="cpu", dtype="float64")
+        assert_member_is_lone(ens.members[k], lone, histories[k], lone.fit(X, y, epochs=3, verbose=0, batch_size=16))
+        ours, theirs = ens.members[k].predict(X), lone.predict(X)  # values in y's units, or the labels
+        if output == "identity":
+            np.testing.assert_allclose(ours, theirs, rtol=0, atol=TOL)
+        else:
+            np.testing.assert_array_equal(ours, theirs)
+    if output == "identity":
+        assert ens.members[0].target_scaling is not None
+        np.testing.assert_allclose(ens.members[0].target_scaling[0], y.mean(axis=0), rtol=1e-12)
+    else:
+        assert list(ens.members[0].classes) == ["ant", "bee", "cat"] and set(ens.predict(X)) <= {"ant", "bee", "cat"}
+    ens.save(tmp_path / "e.safetensors")  # what the members learned travels with them
+    np.testing.assert_array_equal(gpunn.load(tmp_path / "e.safetensors", device="cpu").predict(X), ens.predict(X))

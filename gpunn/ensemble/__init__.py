@@ -21,7 +21,7 @@ from ..data.moments import row_blocks
 from ..errors import ConfigError, NotFittedError
 from ..history import History
 from ..layers import forward_stacked, unflatten_stacked
-from ..model import MLP, _dropout_rate
+from ..model import MLP, _dropout_rate, _is_plain
 from . import _args, _loop
 from ._io import is_ensemble_file, load, save
 
@@ -290,9 +290,13 @@ class Ensemble:
         """The mean of the members' probabilities (values, for regression), shape (n, n_outputs); with
         ``members=True`` every member's, shape (K, n, n_outputs)."""
         z = self.decision_function(X, convert=convert)
-        with _backend.device_scope(self.xp, self.device):
-            p = losses.output_activation(self.output, z, self.xp)
-            return p if members else self.xp.mean(p, axis=0)
+        xp, target = self.xp, self.members[0].target_scaling
+        with _backend.device_scope(xp, self.device):
+            p = losses.output_activation(self.output, z, xp)
+            if self.output == "identity" and target is not None:  # values in the target's units, as predict gives
+                mean, std = (_backend.from_numpy(t.astype(self.dtype), xp, self.device) for t in target)
+                p = p * std + mean
+            return p if members else xp.mean(p, axis=0)
 
     def predict(self, X: Any, *, return_std: bool = False, convert: bool = False) -> Any:
         """Labels from the mean probabilities (as :meth:`gpunn.MLP.predict` gives them), or for regression the
@@ -307,9 +311,14 @@ class Ensemble:
             if self.output == "identity":
                 return (mean, xp.std(p, axis=0)) if return_std else mean
             if self.output == "softmax":
-                return xp.argmax(mean, axis=1)
-            labels = xp.astype(mean > 0.5, _backend.index_dtype(xp, self.device))
-            return labels[:, 0] if mean.shape[1] == 1 else labels
+                index = xp.argmax(mean, axis=1)
+            else:
+                labels = xp.astype(mean > 0.5, _backend.index_dtype(xp, self.device))
+                index = labels[:, 0] if mean.shape[1] == 1 else labels
+        classes = self.members[0].classes
+        if _is_plain(classes) or index.ndim != 1:
+            return index
+        return classes[_backend.to_numpy(index)]  # type: ignore[index]  # the labels the members were trained on
 
     def evaluate(self, X: Any, y: Any = None, *, convert: bool = False) -> list[dict[str, float]]:
         """Every member's :meth:`gpunn.MLP.evaluate` on ``(X, y)``."""

@@ -26,6 +26,8 @@ from ..checkpoint import (
     _attach_callback_state,
     _callback_tensor_names,
     _validate_callbacks,
+    _validate_classes,
+    _validate_target_scaling,
     atomic_write,
     split_callback_state,
 )
@@ -72,6 +74,8 @@ def save(ens: Ensemble, path: str | os.PathLike[str]) -> None:
             "schedule": None if m.schedule is None else m.schedule.to_dict(), "schedule_state": m.schedule_state,
             "rng": m.rng.bit_generator.state, "epoch": m.epoch, "fitted": m.fitted, "history": m.history.to_dict(),
             "scaling": None if m.scaling is None else [s.tolist() for s in m.scaling], "callbacks": callbacks,
+            "classes": None if m.classes is None else np.asarray(m.classes).tolist(),
+            "target_scaling": None if m.target_scaling is None else [s.tolist() for s in m.target_scaling],
         })  # fmt: skip
     config = {**{key: getattr(m0, key) for key in SHARED}, "members": members}
     config["metadata"] = {key: v for key, v in config["metadata"].items() if key != "callbacks"}  # per member
@@ -172,7 +176,7 @@ def read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nda
 def load(path: str | os.PathLike[str], *, device: Any = "auto", xp: Any = None, compile: Any = "auto") -> Ensemble:
     """Rebuild the ensemble saved at ``path`` on ``device`` (and ``xp``), ready to predict or continue training:
     save + load + fit equals an uninterrupted fit."""
-    from ..model import MLP
+    from ..model import MLP, _stored_targets
     from . import Ensemble
 
     config, tensors = read(path)
@@ -191,6 +195,11 @@ def load(path: str | os.PathLike[str], *, device: Any = "auto", xp: Any = None, 
                 m.scaling = (mean, scale)
             m.feature_names, m.target_name = config["feature_names"], config["target_name"]
             m.metadata = dict(config["metadata"])
+            # the labels and target scaling a member learned (files from before them hold none), checked as a lone
+            # model's checkpoint's are
+            _validate_classes(c.get("classes"), config["output"], config["sizes"][-1], "classes")
+            _validate_target_scaling(c.get("target_scaling"), config["output"], config["sizes"][-1])
+            m.classes, m.target_scaling = _stored_targets(c)
             opt = c["optimizer"]
             if opt is not None:
                 m.optimizer = optim.Optimizer(opt["name"], dict(opt["hyper"]))

@@ -89,7 +89,9 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
     with _backend.device_scope(xp, ens.device):
         x = feed.check_x(m0.spec, X, "X")
         n = x.shape[0]
-        t = feed.targets(m0.spec, y, n, "y", fitting=True)
+        # the labels of a classifier and a standardizing regression's target scaling, as a lone MLP learns them
+        spec, classes, target_scaling = m0._learned_targets(m0.spec, X, y)
+        t = feed.targets(spec, y, n, "y", fitting=True)
         member_rows = _args.check_rows(rows, k, n)
         if member_rows is not None:
             _args.check_member_classes(m0, y, member_rows)
@@ -102,7 +104,7 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise InputError("validation_data must be a pair (X_val, y_val)")
             xv = feed.check_x(m0.spec, validation_data[0], "validation X")
-            tv = feed.targets(m0.spec, validation_data[1], xv.shape[0], "validation y")
+            tv = feed.targets(spec, validation_data[1], xv.shape[0], "validation y")
         # Everything is valid: from here on the call may change the members (and, with copy=False, X).
         names = feed.frame_columns(X)
         scaling = scalings[0]
@@ -122,7 +124,7 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
         for m, opt, schedule in zip(members, opts, rates):
             if m.feature_names is None:
                 m.feature_names = names
-            m.scaling = scaling
+            m.scaling, m.classes, m.target_scaling = scaling, classes, target_scaling
             if m.optimizer != opt or m.optimizer_state is None:
                 m.optimizer, m.optimizer_state = opt, opt.init(m._params, xp)
             if m.schedule != schedule:
