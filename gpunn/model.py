@@ -531,7 +531,8 @@ class MLP:
             self.history.truncate(self.epoch)
 
     def _commit(self, old: train.State, new: train.State, record: dict[str, float]) -> None:
-        rng = _generator(new.rng_state)
+        # An epoch that drew no order hands its generator's state back unchanged: the generator stays.
+        rng = self.rng if new.rng_state is old.rng_state and old.epoch == self.epoch else _generator(new.rng_state)
         previous = (old.params, old.optimizer_state, old.rng_state, old.schedule_state)  # references: updates are pure
         self.history.append(record)
         # One statement, no calls: an interrupt lands before or after it, never half way.

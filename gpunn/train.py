@@ -180,10 +180,7 @@ def start_epoch(state, feed, val, runner, schedule, batch_size, shuffle, comm=No
     lr = schedule.rate(epoch, state.schedule_state)
     if not (math.isfinite(lr) and lr >= 0):
         raise ConfigError(f"the learning-rate schedule gave {lr!r} for epoch {epoch + 1}; a rate is finite and >= 0")
-    rng = None
-    if shuffle:
-        rng = np.random.Generator(np.random.PCG64(0))
-        rng.bit_generator.state = state.rng_state
+    rng = _Shuffler(state.rng_state) if shuffle else None
     rate = runner.rate(lr)
     params, opt_state = state.params, state.optimizer_state
     batches = feed.batches(batch_size, rng, comm, epoch)
@@ -201,9 +198,28 @@ def start_epoch(state, feed, val, runner, schedule, batch_size, shuffle, comm=No
     val_correct: list[Any] = []
     if val is not None:
         val_loss, val_correct = val.evaluate_sums(params)
-    rng_state = state.rng_state if rng is None else dict(rng.bit_generator.state)
+    rng_state = state.rng_state if rng is None else rng.state()
     new = State(params, opt_state, epoch + 1, rng_state, state.schedule_state)
     return Ran(state, new, lr, loss_sums, corrects, list(val_loss), list(val_correct))
+
+
+class _Shuffler:
+    """An epoch's shuffling generator, made from its state only when a feed draws from it: making one costs more
+    than a small compiled step, and a full batch draws nothing (its state then stays the same object)."""
+
+    def __init__(self, state: dict[str, Any]):
+        self.start = state
+        self.rng: np.random.Generator | None = None
+
+    def __getattr__(self, name: str) -> Any:  # permutation, ...: the generator's own methods
+        if self.rng is None:
+            rng = np.random.Generator(np.random.PCG64(0))
+            rng.bit_generator.state = self.start
+            self.rng = rng
+        return getattr(self.rng, name)
+
+    def state(self) -> dict[str, Any]:
+        return self.start if self.rng is None else dict(self.rng.bit_generator.state)
 
 
 def finish_epochs(
