@@ -88,7 +88,7 @@ def hand_written(cell: str, X: np.ndarray, y: np.ndarray):
         params = jax.tree_util.tree_map(lambda p, g: p - (lr / rows) * g, params, grads)
         return params, loss, correct
 
-    rng = np.random.default_rng(0)
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(0).spawn(2)[1]))  # gpunn's, for seed 0
     state = {"params": params}
 
     def run(epochs: int):
