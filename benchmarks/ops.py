@@ -12,12 +12,20 @@ and casts that return their input are not (see ``NOT_COUNTED`` and ``COUNTED_IF_
 host-device transfers that return their input are not counted either (the epoch's read-back ``.cpu()``, the
 shuffled order's upload, Python scalars made tensors by array-api-compat: ``aten::lift_fresh``); on a GPU each is a
 copy. ``--verbose`` lists them under "not counted".
+
+Host read-backs (``--readbacks``): how often a ``fit`` copies metrics back from the device, each one a wait for
+the device (on a GPU, a stall of its queue). Without callbacks gpunn queues the epochs between two progress
+lines and reads their metrics back together: counted are calls of ``gpunn.train.read_back`` (each one host
+wait) against the epochs and the progress lines of a ``fit`` printing to a file (a line every tenth of the
+epochs).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -119,6 +127,38 @@ def measure(cell_name: str, optimizer: str, dropout: float = 0.0, members: int |
     }  # fmt: skip
 
 
+def readbacks(cell_name: str = "tiny", epochs: int = 40, verbose: int = 1, callbacks: bool = False) -> dict:
+    """Host read-backs of one ``fit`` of ``epochs`` epochs (eager torch CPU, as the operation counts), against its
+    epochs and progress lines."""
+    import gpunn
+    from gpunn import train
+
+    cell = CELLS[cell_name]
+    sizes, bs = cell["sizes"], cell["batch"]
+    X, y = make_data(cell)
+    output = "softmax" if sizes[-1] > 1 else "sigmoid"
+    m = gpunn.MLP(sizes, output=output, seed=0, xp=torch, device="cpu", compile=False)
+    fit = dict(lr=LR, batch_size=bs, verbose=0)
+    m.fit(X, y, epochs=1, **fit)
+    real, calls = train.read_back, []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    out, hooks = io.StringIO(), [lambda model, record: None] if callbacks else None
+    train.read_back = counting
+    try:
+        with contextlib.redirect_stdout(out):
+            m.fit(X, y, epochs=epochs, **{**fit, "verbose": verbose}, callbacks=hooks)
+    finally:
+        train.read_back = real
+    lines = len(out.getvalue().splitlines())
+    return {"cell": cell_name, "epochs": epochs, "verbose": verbose, "callbacks": callbacks, "lines": lines,
+            "read_backs": len(calls), "per_epoch": len(calls) / epochs,
+            "per_line": len(calls) / lines if lines else None}  # fmt: skip
+
+
 def _fmt(x: float) -> str:
     return f"{x:.0f}" if x == round(x) else f"{x:.2f}"
 
@@ -148,7 +188,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--members", type=int, help="count a gpunn.Ensemble of this many networks with --cells")
     parser.add_argument("--verbose", action="store_true", help="per-operation breakdown under each row")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write the results (default {RESULTS})")
+    parser.add_argument("--readbacks", action="store_true", help="count host read-backs per epoch and progress line")
     args = parser.parse_args(argv)
+    if args.readbacks:
+        print("| cell | epochs | verbose | callback | progress lines | read-backs | per epoch | per line |")
+        print("|---|---|---|---|---|---|---|---|")
+        for cell, verbose, cb in (("tiny", 1, False), ("tiny", 0, False), ("tiny", 2, False), ("tiny", 1, True),
+                                  ("mid-128", 1, False)):  # fmt: skip
+            r = readbacks(cell, 40 if cell == "tiny" else 10, verbose, cb)
+            per_line = "-" if r["per_line"] is None else _fmt(r["per_line"])
+            print(f"| {cell} | {r['epochs']} | {verbose} | {'yes' if cb else 'no'} | {r['lines']} | {r['read_backs']} "
+                  f"| {_fmt(r['per_epoch'])} | {per_line} |")  # fmt: skip
+        return
     if args.cells or args.optimizers:
         cells, optimizers = args.cells or ["tiny", "mid-128", "mid-1024"], args.optimizers or ["sgd", "adam"]
         rows = [(c, o, args.dropout, args.members) for c in cells for o in optimizers]

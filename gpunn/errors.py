@@ -33,5 +33,10 @@ class NonFiniteError(GpunnError, FloatingPointError):
     """Training produced a NaN or infinite loss; the model keeps its last finite weights."""
 
 
+class DivergenceError(NonFiniteError):
+    """Training exploded: an epoch's loss, still finite, grew far beyond the loss this ``fit`` started from
+    (``fit(diverge_factor=)``); the model keeps the weights of the last epoch before the explosion."""
+
+
 class OutOfMemoryError(GpunnError, MemoryError):
     """The device ran out of memory; a smaller batch usually fits."""

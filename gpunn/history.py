@@ -98,6 +98,11 @@ class Reporter:
                 total=total, initial=first, unit="epoch", file=self.stream, ncols=size.columns, nrows=size.lines
             )
 
+    def due(self, epoch: int) -> bool:
+        """True when finishing epoch ``epoch`` (1-based) shows a line (or moves a bar by a line's worth): the
+        training loop reads metrics back from the device then, and only then when nothing else needs them."""
+        return epoch % self.every == 0 or epoch >= self.total
+
     def epoch(self, epoch: int, record: dict[str, float]) -> None:
         """Report a finished epoch (1-based)."""
         if self.bar is not None:

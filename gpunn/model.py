@@ -428,6 +428,7 @@ class MLP:
         weight_decay: float | None = None,
         sample_weight: Any = None,
         class_weight: Any = None,
+        diverge_factor: float | None = train.DIVERGE_FACTOR,
     ) -> History:
         """Train for ``epochs`` more epochs and return their :class:`History`.
 
@@ -495,6 +496,11 @@ class MLP:
             With False, a standardizing model scales X in place when it is a writeable NumPy array of the model's
             dtype (its values change, as with scikit-learn's ``copy=False``), so training holds one copy of the
             data instead of two. Other input, and validation data, are copied as usual.
+        diverge_factor : float or None
+            Stop with :class:`gpunn.DivergenceError` (a ``NonFiniteError``) when an epoch's loss exceeds this factor
+            (default 1e4) times the loss this ``fit`` started from (its first epoch's loss; for cross-entropy at
+            least 1 nat): a divergence that stays finite. The model then keeps the weights from before the epoch
+            whose updates exploded, and History ends there. None turns the check off.
         """
         epochs = check.integer(epochs, "epochs", 0)
         schedule = lr if isinstance(lr, schedules.Schedule) else schedules.constant(check.positive_float(lr, "lr"))
@@ -504,6 +510,10 @@ class MLP:
         )
         clip_norm = None if clip_norm is None else check.positive_float(clip_norm, "clip_norm")
         verbose = check.integer(verbose, "verbose", 0)
+        if diverge_factor is not None:
+            diverge_factor = check.positive_float(diverge_factor, "diverge_factor")
+            if diverge_factor <= 1:
+                raise ConfigError(f"diverge_factor must be above 1 (or None); got {diverge_factor!r}")
         l2 = check.positive_float(l2, "l2") if l2 != 0 else 0.0
         weighted = sample_weight is not None or class_weight is not None or (isinstance(X, Dataset) and X.has_weight)
         self._check_callbacks(callbacks, validation_data is not None, weighted)
@@ -539,7 +549,7 @@ class MLP:
                 step_hyper(self, opt, schedule.params["lr"], l2, clip_norm), self.xp, self.device, self.dtype,
                 self.compile, comm,
             )  # fmt: skip
-            self._train(data, val, runner, epochs, batch_size, shuffle, verbose, callbacks or (), comm)
+            self._train(data, val, runner, epochs, batch_size, shuffle, verbose, callbacks or (), comm, diverge_factor)
         return self.history.since(first)
 
     @property
@@ -682,32 +692,77 @@ class MLP:
         """Sample weights as the step takes them: a (n, 1) column on the device, or None."""
         return None if w is None else _backend.from_numpy(w.reshape(-1, 1).astype(self.dtype), self.xp, self.device)
 
-    def _train(self, data, val, runner, epochs, batch_size, shuffle, verbose, callbacks, comm) -> None:
-        """Run ``epochs`` epochs, committing each completed one to the model, then the callbacks."""
+    def _train(self, data, val, runner, epochs, batch_size, shuffle, verbose, callbacks, comm, diverge_factor=None):
+        """Run ``epochs`` epochs, committing each completed one to the model, then the callbacks.
+
+        Epochs are queued on the device a progress line's worth at a time (``Reporter.due``) and their metrics
+        read back together, unless something needs every epoch's record as it ends: a callback, a schedule that
+        learns from the loss (plateau), or other ranks (``comm``). The records, the divergence check and the
+        commits are the same either way, in order."""
         reporter = Reporter(verbose, self.epoch, self.epoch + epochs)
+        per_epoch = bool(callbacks) or comm is not None or train.learns(self.schedule)
+        queue_max = 1 if per_epoch else max(1, QUEUE_BYTES // _state_bytes(self.xp, self._params, self.optimizer_state))
+        guard = train.DivergenceGuard(diverge_factor, self.loss)
+        queued: list[train.Ran] = []
         try:
             with _backend.memory_guard(self.device, batch_size):
+                state = self._state()
                 for _ in range(epochs):
-                    rng_state = dict(self.rng.bit_generator.state)
-                    state = train.State(self._params, self.optimizer_state, self.epoch, rng_state, self.schedule_state)
-                    try:
-                        new, record = train.run_epoch(state, data, val, runner, self.schedule, runner.step.hyper,
-                                                      batch_size, shuffle, comm)  # fmt: skip
-                    except NonFiniteError:
-                        self._step_back_if_not_finite()
-                        raise
-                    self._commit(state, new, record)
-                    reporter.epoch(self.epoch, record)
-                    if [callback(self, record) for callback in callbacks].count(False):
+                    ran = train.start_epoch(state, data, val, runner, self.schedule, batch_size, shuffle, comm)
+                    queued.append(ran)
+                    state = ran.new
+                    if len(queued) < queue_max and not reporter.due(state.epoch):
+                        continue
+                    stop = self._commit_all(queued, data, val, runner, comm, guard, reporter, callbacks)
+                    queued = []
+                    if stop:
                         break
+                    state = self._state()  # a callback may have changed the weights (EarlyStopping's best)
+                if queued:
+                    self._commit_all(queued, data, val, runner, comm, guard, reporter, callbacks)
+        except KeyboardInterrupt:
+            self._keep_queued(queued, data, val, runner, comm, guard, reporter)
+            raise
         except BaseException:
             self.history.truncate(self.epoch)  # a record appended for an epoch that was not committed
             raise
         finally:
             reporter.close()
 
+    def _state(self) -> train.State:
+        rng_state = dict(self.rng.bit_generator.state)
+        return train.State(self._params, self.optimizer_state, self.epoch, rng_state, self.schedule_state)
+
+    def _commit_all(self, queued, data, val, runner, comm, guard, reporter, callbacks) -> bool:
+        """Read back the queued epochs' metrics, check and commit each in order; True if a callback stops."""
+        records = train.finish_epochs(queued, data, val, runner, self.schedule, comm)
+        for ran in queued:
+            try:
+                new, record = next(records)
+                guard.check(ran.old.epoch, record)
+            except train.DivergenceError:
+                self._step_back()
+                raise
+            except NonFiniteError:
+                self._step_back_if_not_finite()
+                raise
+            self._commit(ran.old, new, record)
+            reporter.epoch(self.epoch, record)
+            if [callback(self, record) for callback in callbacks].count(False):
+                return True
+        return False
+
+    def _keep_queued(self, queued, data, val, runner, comm, guard, reporter) -> None:
+        """On an interrupt, the queued epochs (which ran to the end) are committed, checked as usual."""
+        try:
+            if queued and queued[0].old.epoch == self.epoch:  # none of them committed yet
+                self._commit_all(queued, data, val, runner, comm, guard, reporter, ())
+        finally:
+            self.history.truncate(self.epoch)
+
     def _commit(self, old: train.State, new: train.State, record: dict[str, float]) -> None:
-        rng = self.rng if new.rng_state is old.rng_state else _generator(new.rng_state)  # nothing drawn: kept
+        # An epoch that drew no order hands its generator's state back unchanged: the generator stays.
+        rng = self.rng if new.rng_state is old.rng_state and old.epoch == self.epoch else _generator(new.rng_state)
         previous = (old.params, old.optimizer_state, old.rng_state, old.schedule_state)  # references: updates are pure
         self.history.append(record)
         # One statement, no calls: an interrupt lands before or after it, never half way.
@@ -720,6 +775,12 @@ class MLP:
         that update, was finite), return to the epoch before it. Runs only on this failure path."""
         xp = self.xp
         if self._previous is None or bool(xp.all(xp.isfinite(self._params))):
+            return
+        self._step_back()
+
+    def _step_back(self) -> None:
+        """Return to the start of the last committed epoch (its updates made the weights that failed)."""
+        if self._previous is None:
             return
         params, state, rng_state, schedule_state = self._previous
         self._params, self.optimizer_state, self.rng, self.schedule_state, self.epoch, self._previous = (
@@ -949,6 +1010,16 @@ def _stored_targets(config: dict[str, Any]) -> tuple[np.ndarray | None, tuple[np
         None if classes is None else np.asarray(classes),
         None if scaling is None else (np.asarray(scaling[0], np.float64), np.asarray(scaling[1], np.float64)),
     )
+
+
+# Epochs queued before their metrics are read back hold their weights and optimizer state alive: at most this
+# many bytes of them (a small network queues a progress line's worth of epochs, a large one fewer).
+QUEUE_BYTES = 64 << 20
+
+
+def _state_bytes(xp: Any, params: Any, optimizer_state: dict[str, Any] | None) -> int:
+    slots = sum(1 for k in (optimizer_state or {}) if k != "step")
+    return max(1, int(params.shape[0]) * (xp.finfo(params.dtype).bits // 8) * (1 + slots))
 
 
 def _generator(state: dict[str, Any]) -> np.random.Generator:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import _backend, losses
-from .errors import ConfigError, NonFiniteError
+from .errors import ConfigError, DivergenceError, NonFiniteError
 from .step import Hyper, Step
 
 
@@ -71,14 +71,26 @@ class Runner:
             self.step, self._step, self._gradients, self._apply = _compiled(hyper, xp, device, dtype, required)
         else:
             self.step = Step(hyper, xp, device, dtype)
+        # Where every eager operation is a dispatch (JAX), metrics are copied to the host one array at a time
+        # (one wait for the device, no operation); elsewhere stacked first, and on an accelerator the counts
+        # join the losses, so that a read-back is one transfer.
+        self.stack_reads = _backend.compiler(xp) is None
+        self.merge_reads = _backend.on_accelerator(xp, device)
+        self._rates: dict[float, Any] = {}
 
     def rate(self, lr: float) -> Any:
-        """An epoch's learning rate as the step takes it: a Python float eagerly, a 0-d array (made once an
-        epoch) for a compiled step, so that a new rate never means a new compilation."""
+        """An epoch's learning rate as the step takes it: a Python float eagerly, a 0-d array for a compiled step
+        (so that a new rate never means a new compilation), made once per distinct rate: making one costs as
+        much as a small step on JAX."""
         if not self.compiled:
             return lr
-        xp = self.step.xp
-        return xp.asarray(lr, dtype=self.step.zero.dtype, device=self.device)
+        rate = self._rates.get(lr)
+        if rate is None:
+            if len(self._rates) >= 64:  # a schedule that changes the rate every epoch: keep the cache small
+                self._rates.clear()
+            xp = self.step.xp
+            rate = self._rates[lr] = xp.asarray(lr, dtype=self.step.zero.dtype, device=self.device)
+        return rate
 
     def __call__(self, params: Any, state: Any, batch: tuple, lr: Any):
         """One step on ``batch`` = ``(x, t, rows, shard_rows, w, offset, weight_total)``, as the epoch's batches
@@ -141,14 +153,35 @@ def epochs(
         yield state, record
 
 
+@dataclass(frozen=True)
+class Ran:
+    """An epoch that ran on the device and whose metrics are not read back yet: the state it started from, the
+    state it left (its ``schedule_state`` still the old one: a record updates it), its rate, and its sums as
+    0-d device arrays (per batch, then the validation blocks')."""
+
+    old: State
+    new: State
+    lr: float
+    loss_sums: list[Any]
+    corrects: list[Any]  # empty for regression
+    val_loss: list[Any]
+    val_correct: list[Any]
+
+
 def run_epoch(state, feed, val, runner, schedule, hyper, batch_size, shuffle, comm=None):
     """One pass over ``feed``: ``(new state, record)``, or a :class:`NonFiniteError` if its loss is not finite."""
+    ran = start_epoch(state, feed, val, runner, schedule, batch_size, shuffle, comm)
+    return next(finish_epochs([ran], feed, val, runner, schedule, comm))
+
+
+def start_epoch(state, feed, val, runner, schedule, batch_size, shuffle, comm=None) -> Ran:
+    """One pass over ``feed`` queued on the device: nothing is read back (see :func:`finish_epochs`)."""
     epoch = state.epoch
     lr = schedule.rate(epoch, state.schedule_state)
     if not (math.isfinite(lr) and lr >= 0):
         raise ConfigError(f"the learning-rate schedule gave {lr!r} for epoch {epoch + 1}; a rate is finite and >= 0")
-    rng = Shuffler(state.rng_state) if shuffle else None
-    xp, rate = runner.step.xp, runner.rate(lr)
+    rng = _Shuffler(state.rng_state) if shuffle else None
+    rate = runner.rate(lr)
     params, opt_state = state.params, state.optimizer_state
     batches = feed.batches(batch_size, rng, comm, epoch)
     loss_sums, corrects = [], []
@@ -159,19 +192,65 @@ def run_epoch(state, feed, val, runner, schedule, hyper, batch_size, shuffle, co
             corrects.append(correct)
     finally:
         batches.close()  # a generator, or a Prefetcher whose thread stops
-    has_correct = corrects[0] is not None
-    floats, counts = loss_sums, corrects if has_correct else []
+    if corrects[0] is None:
+        corrects = []
+    val_loss: list[Any] = []
+    val_correct: list[Any] = []
     if val is not None:
         val_loss, val_correct = val.evaluate_sums(params)
-        floats, counts = [*floats, *val_loss], [*counts, *val_correct]
-    # The epoch's read-back: per-batch sums, added up on the host in float64.
-    host_floats, host_counts = read_back(floats, xp), read_back(counts, xp)
+    rng_state = state.rng_state if rng is None else rng.state()
+    new = State(params, opt_state, epoch + 1, rng_state, state.schedule_state)
+    return Ran(state, new, lr, loss_sums, corrects, list(val_loss), list(val_correct))
+
+
+class _Shuffler:
+    """An epoch's shuffling generator, made from its state only when a feed draws from it: making one costs more
+    than a small compiled step, and a full batch draws nothing (its state then stays the same object)."""
+
+    def __init__(self, state: dict[str, Any]):
+        self.start = state
+        self.rng: np.random.Generator | None = None
+
+    def __getattr__(self, name: str) -> Any:  # permutation, ...: the generator's own methods
+        if self.rng is None:
+            rng = np.random.Generator(np.random.PCG64(0))
+            rng.bit_generator.state = self.start
+            self.rng = rng
+        return getattr(self.rng, name)
+
+    def state(self) -> dict[str, Any]:
+        return self.start if self.rng is None else dict(self.rng.bit_generator.state)
+
+
+def finish_epochs(
+    ran: list[Ran], feed: Any, val: Any, runner: Runner, schedule: Any, comm: Any = None
+) -> Iterator[tuple[State, dict[str, float]]]:
+    """The epochs ``ran``, in order, as ``(new state, record)``, their metrics read back together (one
+    :func:`read_back`); raises :class:`NonFiniteError` on reaching an epoch whose loss is not finite."""
+    hyper, xp = runner.step.hyper, runner.step.xp
+    floats = [a for r in ran for a in (*r.loss_sums, *r.val_loss)]
+    counts = [a for r in ran for a in (*r.corrects, *r.val_correct)]
+    # Counts join the losses' transfer only where they stay exact in the float dtype (below 2**24 each).
+    rows = max(feed.n_rows, 0 if val is None else val.n_rows) * labels_per_row(hyper)
+    merge = runner.merge_reads and rows < 2**24
+    host_floats, host_counts = read_back(floats, xp, counts, stack=runner.stack_reads, merge=merge)
     width = 1 if feed.weight_total is None else 2  # with sample weights each batch gives [loss, weighted loss]
-    batch_sums = host_floats[: width * len(loss_sums)].reshape(-1, width)
+    f = c = 0
+    for r in ran:
+        nf, nv = width * len(r.loss_sums), len(r.val_loss)
+        batch_sums = host_floats[f : f + nf].reshape(-1, width)
+        val_floats, f = host_floats[f + nf : f + nf + nv], f + nf + nv
+        nc, nvc = len(r.corrects), len(r.val_correct)
+        batch_counts, val_counts, c = host_counts[c : c + nc], host_counts[c + nc : c + nc + nvc], c + nc + nvc
+        yield _record(r, feed, val, hyper, schedule, comm, batch_sums, val_floats, batch_counts, val_counts)
+
+
+def _record(r, feed, val, hyper, schedule, comm, batch_sums, val_floats, batch_counts, val_counts):
     batch_losses = batch_sums[:, 0]
+    has_correct = bool(r.corrects)
     sums = [float(np.sum(batch_losses)), float(np.sum(batch_sums[:, -1]))]
     if has_correct:
-        sums.append(float(np.sum(host_counts[: len(corrects)])))
+        sums.append(float(np.sum(batch_counts)))
     if comm is not None:
         sums = comm.sum_scalars(sums)
     n = feed.n_rows
@@ -179,45 +258,50 @@ def run_epoch(state, feed, val, runner, schedule, hyper, batch_size, shuffle, co
     if feed.weight_total is not None:  # the weighted mean over the rows: sum(w l) / sum(w), per output
         record["weighted_loss"] = sums[1] * loss_scale(hyper, n) * n / feed.weight_total
     if not math.isfinite(record["loss"]):
-        raise _divergence(epoch, batch_losses, record["loss"])
+        raise _divergence(r.old.epoch, batch_losses, record["loss"])
     if has_correct:
         record["accuracy"] = sums[2] / (n * labels_per_row(hyper))
     if val is not None:
         n_val = val.n_rows
-        record["val_loss"] = float(np.sum(host_floats[width * len(loss_sums) :])) * loss_scale(hyper, n_val)
+        record["val_loss"] = float(np.sum(val_floats)) * loss_scale(hyper, n_val)
         if has_correct:
-            record["val_accuracy"] = float(np.sum(host_counts[len(corrects) :])) / (n_val * labels_per_row(hyper))
-    record["lr"] = lr
-    rng_state = state.rng_state if rng is None else rng.state
-    new = State(params, opt_state, epoch + 1, rng_state, schedule.update(state.schedule_state, record))
+            record["val_accuracy"] = float(np.sum(val_counts)) / (n_val * labels_per_row(hyper))
+    record["lr"] = r.lr
+    new = State(r.new.params, r.new.optimizer_state, r.new.epoch, r.new.rng_state,
+                schedule.update(r.old.schedule_state, record))  # fmt: skip
     return new, record
 
 
-class Shuffler:
-    """The shuffling generator of one epoch, made from its state only when the epoch draws an order (a full batch
-    draws none): a generator costs tens of microseconds to make, a step on a small network not many more."""
+def read_back(
+    arrays: list[Any], xp: Any, counts: list[Any] | None = None, stack: bool = True, merge: bool = False
+) -> Any:
+    """0-d (or 1-d) arrays of one dtype copied to the host together, flat, as float64 (one transfer).
 
-    def __init__(self, state: dict[str, Any]):
-        self._state = state
-        self._rng: np.random.Generator | None = None
-
-    def permutation(self, n: int) -> np.ndarray:
-        rng = self._rng
-        if rng is None:
-            rng = self._rng = np.random.Generator(np.random.PCG64(0))
-            rng.bit_generator.state = self._state
-        return rng.permutation(n)
-
-    @property
-    def state(self) -> dict[str, Any]:
-        """The state after the epoch's draws: the same object as before when nothing was drawn."""
-        return self._state if self._rng is None else dict(self._rng.bit_generator.state)
+    With ``counts`` (integer arrays), ``(floats, counts)`` come back; with ``merge`` from one transfer still,
+    the counts cast to the floats' dtype on the device (exact only below 2**24 each: the caller knows). With
+    ``stack=False`` (a namespace whose every eager operation is a dispatch: JAX) the arrays are copied one by
+    one, which waits for the device once and costs no operation."""
+    if counts is None:
+        return _host(arrays, xp, stack)
+    if not (merge and stack and arrays and counts):
+        return _host(arrays, xp, stack), _host(counts, xp, stack)
+    floats = _flat(arrays, xp)
+    both = xp.concat([floats, xp.astype(_flat(counts, xp), floats.dtype)])
+    host = np.asarray(_backend.to_numpy(both), dtype=np.float64)
+    return host[: floats.shape[0]], host[floats.shape[0] :]
 
 
-def read_back(arrays: list[Any], xp: Any) -> np.ndarray:
-    """0-d (or 1-d) arrays of one dtype copied to the host together, flat, as float64 (one transfer)."""
+def _flat(arrays: list[Any], xp: Any) -> Any:
+    if any(a.ndim for a in arrays):
+        return xp.concat([xp.reshape(a, (-1,)) for a in arrays])
+    return xp.reshape(arrays[0], (1,)) if len(arrays) == 1 else xp.stack(arrays)
+
+
+def _host(arrays: list[Any], xp: Any, stack: bool = True) -> np.ndarray:
     if not arrays:
         return np.zeros(0)
+    if not stack:
+        return np.concatenate([np.asarray(_backend.to_numpy(a), dtype=np.float64).reshape(-1) for a in arrays])
     if any(a.ndim for a in arrays):
         stacked = xp.concat([xp.reshape(a, (-1,)) for a in arrays])
     else:
@@ -241,6 +325,47 @@ def _divergence(epoch: int, batch_losses: np.ndarray, loss: float) -> NonFiniteE
         f"training diverged in epoch {epoch + 1}, {where}: loss is {loss}. The model keeps the weights "
         "of the last finite epoch; try a smaller lr, clip_norm=, or standardized features"
     )
+
+
+def learns(schedule: Any) -> bool:
+    """True for a schedule whose next rate depends on the last epoch's record (plateau)."""
+    return schedule.name == "plateau"
+
+
+# The divergence check's default factor, and the loss below which it measures growth from a floor instead (for
+# the cross-entropies, in nats: a classifier that guesses has a loss of about ln k).
+DIVERGE_FACTOR = 1e4
+CROSS_ENTROPY_FLOOR = 1.0
+
+
+class DivergenceGuard:
+    """Stops a fit whose loss explodes while staying finite.
+
+    An epoch diverges when its loss exceeds ``factor`` times the reference of this fit: the first epoch's loss
+    (the loss of the weights the fit started from), or, for the cross-entropy losses, 1 nat when that is larger
+    (so a warm start at a tiny loss does not turn normal noise into a "divergence"). ``factor=None`` turns the
+    check off."""
+
+    def __init__(self, factor: float | None, loss: str):
+        self.factor = factor
+        self.floor = 0.0 if loss == "mse" else CROSS_ENTROPY_FLOOR
+        self.reference: float | None = None
+
+    def check(self, epoch: int, record: dict[str, float]) -> None:
+        """Raise :class:`DivergenceError` if the record of epoch ``epoch`` (0-based) diverged."""
+        if self.factor is None:
+            return
+        loss = record["loss"]
+        if self.reference is None:
+            self.reference = max(loss, self.floor)
+        elif loss > self.factor * self.reference:
+            floor = ", or 1 nat if larger" if self.floor else ""
+            raise DivergenceError(
+                f"training diverged in epoch {epoch + 1}: the loss grew to {loss:.4g}, more than "
+                f"diverge_factor={self.factor:g} times {self.reference:.4g} (the loss this fit started from{floor}). "
+                f"The model keeps the weights from before epoch {epoch} (whose updates exploded); try a smaller lr, "
+                "clip_norm=, or standardized features, or pass diverge_factor=None to train on"
+            )
 
 
 def summarize(spec: Any, loss_sums: list[Any], corrects: list[Any], n: int) -> dict[str, float]:

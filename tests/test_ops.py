@@ -43,3 +43,17 @@ def test_an_ensemble_step_costs_the_operations_of_one_network(cell, optimizer):
     uploads = many["not_counted"].get("aten::lift_fresh", 0) * many["steps"]
     assert uploads <= many["epochs"], many["not_counted"]
     assert not {"aten::item", "aten::_local_scalar_dense"} & set(many["breakdown"]), many["breakdown"]
+
+
+# Host read-backs (issue 20.9): without callbacks a fit reads its metrics back once per progress line, not once
+# per epoch; a callback (which takes every epoch's record) brings back one per epoch.
+@pytest.mark.parametrize("verbose", [1, 0])
+def test_metrics_come_back_once_per_progress_line(verbose):
+    r = ops.readbacks("tiny", epochs=40, verbose=verbose)
+    # after a first fit of 1 epoch, epochs 2..41: a line every 4 epochs and one at the end (verbose=0: where the
+    # lines would be), against 40 read-backs before
+    assert r["read_backs"] <= 11, r
+    if verbose:
+        assert r["lines"] == 11 and r["per_line"] <= 1, r
+    every = ops.readbacks("tiny", epochs=12, verbose=1, callbacks=True)
+    assert every["read_backs"] == 12, every
