@@ -245,7 +245,7 @@ def test_many_plausible_classes_ask_for_output_and_one_class_is_refused(tmp_path
 def test_a_diverged_run_exits_2_and_saves_the_last_good_weights(tmp_path):
     rows = "\n".join(f"{i * 1e3},{(i % 2) * 1e4 + 0.5}" for i in range(40))
     (tmp_path / "d.csv").write_text("x,y\n" + rows + "\n")
-    r = run("train", "--data", "d.csv", "--target", "y", "--lr", "1e3", "--epochs", "50", "--dtype", "float64",
+    r = run("train", "--data", "d.csv", "--target", "y", "--lr", "1", "--epochs", "50", "--dtype", "float64",
             "--device", "cpu", "--save", "m.st", cwd=tmp_path)  # fmt: skip
     line = one_line_error(r, "gpunn: training diverged in epoch", "are saved to m.st")
     kept = gpunn.load(tmp_path / "m.st", device="cpu")
@@ -255,7 +255,7 @@ def test_a_diverged_run_exits_2_and_saves_the_last_good_weights(tmp_path):
     X_train, _, y_train, _ = gpunn.data.train_test_split(X, y, test_size=0.2, seed=0)
     ref = gpunn.MLP([1, 10, 10, 10, 1], output="identity", dtype="float64", device="cpu", standardize=True)
     with pytest.raises(gpunn.NonFiniteError):
-        ref.fit(X_train, y_train, epochs=50, lr=1e3, verbose=0)
+        ref.fit(X_train, y_train, epochs=50, lr=1.0, verbose=0)  # grows past diverge_factor after 3 good epochs
     assert kept.epoch == ref.epoch >= 1
     np.testing.assert_array_equal(kept.params, ref.params)
 

@@ -502,6 +502,8 @@ def reference_fit(
     spec: Spec, initial: list[tuple[np.ndarray, np.ndarray]], p: Problem, seed: int, masks: MaskHook = no_dropout
 ) -> Result:
     """Train from ``initial`` weights on ``p`` as ``MLP.fit`` is documented to, in float64, and record History.
+    A standardizing model scales the features, and a standardizing regression its target too (History's losses
+    are then in the standardized target's units).
 
     History per epoch: ``loss`` is the batches' unweighted objectives (mean loss plus l2 / (2 m_b) sum(W^2)),
     each at the parameters its batch saw, averaged with weights m_b / n; ``accuracy`` the fraction of correct
@@ -515,6 +517,9 @@ def reference_fit(
         mean, std = standardization(X)
         X, X_val = (X - mean) / std, (X_val - mean) / std
     T, T_val = target_matrix(spec.output, spec.k, p.y), target_matrix(spec.output, spec.k, p.y_val)
+    if spec.standardize and spec.output == "identity":  # a standardizing regression trains on its target scaled
+        t_mean, t_std = standardization(T)
+        T, T_val = (T - t_mean) / t_std, (T_val - t_mean) / t_std
     w = row_weights(p)
     weighted = p.sample_weight is not None or p.class_weight is not None
     n = len(X)

@@ -216,7 +216,10 @@ def _header(model: Any, s: dict[str, Any], plan: Plan, resuming: bool, comm: Any
 
 def _keep_diverged(model: Any, args: argparse.Namespace) -> str:
     """Save the weights a diverged run kept (its last finite epoch) to --save; what to add to the message."""
-    kept = f"; {args.checkpoint} holds the last good epoch" if args.checkpoint and model.epoch else ""
+    kept = ""
+    if args.checkpoint and model.epoch:  # the model went back to its last good epoch: so does the checkpoint
+        path, failed = save_or_rescue(model, args.checkpoint)
+        kept = f"; {failed}" if failed else f"; {path} holds the last good epoch ({model.epoch})"
     if not args.save:
         return kept
     if not model.epoch:
