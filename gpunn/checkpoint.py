@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import layers, losses, optim, schedules
+from .data.readers import read_into
 from .errors import CheckpointError, GpunnError
 from .history import History
 
@@ -139,18 +140,8 @@ def _validate_architecture(config: dict[str, Any], sizes: list[int]) -> None:
 
 def _validate_inputs(config: dict[str, Any], n_features: int) -> None:
     """Feature scaling and names: one entry per input feature; every scale finite and > 0."""
-    scaling = config["scaling"]
-    if scaling is not None:
-        if not isinstance(scaling, list) or len(scaling) != 2:
-            raise _invalid("scaling", "must be a pair [mean, scale] of lists, or null")
-        for part, values in zip(("mean", "scale"), scaling):
-            if not isinstance(values, list) or len(values) != n_features:
-                got = f"{len(values)} values" if isinstance(values, list) else repr(values)
-                raise _invalid(f"scaling {part}", f"has {got}; the model has {n_features} input features")
-            for j, v in enumerate(values):
-                if not _is_number(v) or (part == "scale" and v <= 0):
-                    need = "a finite number > 0" if part == "scale" else "a finite number"
-                    raise _invalid(f"scaling {part}", f"of feature {j} is {v!r}; it must be {need}")
+    if config["scaling"] is not None:
+        _validate_mean_and_scale(config["scaling"], "scaling", n_features, "input features", "feature")
     names = config["feature_names"]
     if names is not None and not (
         isinstance(names, list) and len(names) == n_features and all(isinstance(v, str) for v in names)
@@ -181,16 +172,21 @@ def _validate_target_scaling(scaling: Any, output: str, n_outputs: int) -> None:
         return
     if output != "identity":
         raise _invalid("target_scaling", f"is {scaling!r}, but only a regression (identity output) scales its target")
+    _validate_mean_and_scale(scaling, "target_scaling", n_outputs, "output(s)", "output")
+
+
+def _validate_mean_and_scale(scaling: Any, field: str, count: int, counted: str, each: str) -> None:
+    """A standardization ``[mean, scale]``: two lists of ``count`` finite numbers, every scale > 0."""
     if not isinstance(scaling, list) or len(scaling) != 2:
-        raise _invalid("target_scaling", "must be a pair [mean, scale] of lists, or null")
+        raise _invalid(field, "must be a pair [mean, scale] of lists, or null")
     for part, values in zip(("mean", "scale"), scaling):
-        if not isinstance(values, list) or len(values) != n_outputs:
+        if not isinstance(values, list) or len(values) != count:
             got = f"{len(values)} values" if isinstance(values, list) else repr(values)
-            raise _invalid(f"target_scaling {part}", f"has {got}; the model has {n_outputs} output(s)")
+            raise _invalid(f"{field} {part}", f"has {got}; the model has {count} {counted}")
         for j, v in enumerate(values):
             if not _is_number(v) or (part == "scale" and v <= 0):
                 need = "a finite number > 0" if part == "scale" else "a finite number"
-                raise _invalid(f"target_scaling {part}", f"of output {j} is {v!r}; it must be {need}")
+                raise _invalid(f"{field} {part}", f"of {each} {j} is {v!r}; it must be {need}")
 
 
 def _validate_training_state(config: dict[str, Any]) -> None:
@@ -550,17 +546,6 @@ def _file_kind(mode: int) -> str:
     return next((kind for test, kind in kinds if test(mode)), "a special file")
 
 
-def _read_exact(f: io.FileIO, out: memoryview) -> int:
-    """Fill ``out`` from ``f``; the number of bytes read (fewer only at the end of the file)."""
-    done = 0
-    while done < len(out):
-        got = f.readinto(out[done:])
-        if not got:
-            break
-        done += got
-    return done
-
-
 _NOT_SAFETENSORS = (
     "not a safetensors file, or a corrupt one: this is not a gpunn checkpoint (gpunn.load reads what MLP.save and "
     "'gpunn train --save' write)"
@@ -572,13 +557,13 @@ def _read_checkpoint(f: io.FileIO, size: int) -> Checkpoint:
     if size < 8:
         raise CheckpointError(f"file is truncated ({size} bytes; a safetensors header needs 8)")
     first = bytearray(8)
-    if _read_exact(f, memoryview(first)) < 8:
+    if read_into(f, memoryview(first)) < 8:
         raise CheckpointError("file is truncated (it shrank while being read)")
     n = int.from_bytes(first, "little")
     if n > MAX_HEADER_BYTES:  # a text file or another format: its first 8 bytes are no header length
         raise CheckpointError(_NOT_SAFETENSORS)
     raw = bytearray(min(n, size - 8))
-    got = _read_exact(f, memoryview(raw))
+    got = read_into(f, memoryview(raw))
     if n and got and raw[:1] not in (b"{", b" "):  # a safetensors header is a JSON object
         raise CheckpointError(_NOT_SAFETENSORS)
     if 8 + n > size:
@@ -593,7 +578,7 @@ def _read_checkpoint(f: io.FileIO, size: int) -> Checkpoint:
             f"file is truncated or padded: tensors need {body} bytes of data, file has {size - 8 - n}"
         )
     buffer = np.empty(body, dtype=np.uint8)  # one allocation; every tensor is a view into it
-    if _read_exact(f, buffer.data) < body:
+    if read_into(f, buffer.data) < body:
         raise CheckpointError("file is truncated (it shrank while being read)")
     tensors = {key: buffer[start:stop].view(f"<{dtype}").reshape(shape) for key, start, stop, shape, dtype in layout}
     if _digest(config_json, tensors) != digest:

@@ -192,16 +192,29 @@ class MLP:
     def _from_state_map(cls, config: dict[str, Any], tensors: dict[str, np.ndarray], device: Any, xp: Any) -> MLP:
         """The model a state map describes, on ``device`` (and ``xp``). The flat buffers are views of the
         tensors where they lie end to end (a checkpoint gpunn wrote): on NumPy loading copies nothing."""
-        c = config
+        n = 2 * (len(config["sizes"]) - 1)
+        params = checkpoint.flat(tensors, [f"layers.{j // 2}.{'weight' if j % 2 == 0 else 'bias'}" for j in range(n)])
+        slots = {}
+        if config["optimizer"] is not None:
+            for slot in optim.SLOTS[config["optimizer"]["name"]]:
+                slots[slot] = checkpoint.flat(tensors, [f"optimizer.{slot}.{j}" for j in range(n)])
+        return cls._from_config(config, params, slots, device, xp)
+
+    @classmethod
+    def _from_config(
+        cls, c: dict[str, Any], params: np.ndarray, slots: dict[str, np.ndarray], device: Any, xp: Any,
+        compile: Any = "auto",
+    ) -> MLP:  # fmt: skip
+        """The model of a saved description ``c`` with its flat parameters and optimizer slots (host arrays), on
+        ``device`` (and ``xp``): what a checkpoint and each member of an ensemble file hold."""
         m = cls.__new__(cls)
         m.__dict__["_loading"] = True  # the constructor draws no initial weights: the file's replace them
         m.__init__(  # type: ignore[misc]
             c["sizes"], activation=c["activation"], output=c["output"], loss=c["loss"], seed=c["seed"],
             device=device, dtype=c["dtype"], xp=xp, standardize=c["standardize"], dropout=c.get("dropout", 0.0),
+            compile=compile,
         )  # fmt: skip
-        n = 2 * (len(m.sizes) - 1)
-        names = [f"layers.{j // 2}.{'weight' if j % 2 == 0 else 'bias'}" for j in range(n)]
-        m._params = m._to_device_params(checkpoint.flat(tensors, names))
+        m._params = m._to_device_params(params)
         m.fitted = bool(c["fitted"])
         if c["scaling"] is not None:
             m.scaling = tuple(np.asarray(s, dtype=np.float64) for s in c["scaling"])  # type: ignore[assignment]
@@ -212,8 +225,7 @@ class MLP:
             m.optimizer = optim.Optimizer(opt["name"], dict(opt["hyper"]))
             state: dict[str, Any] = {"step": int(opt["step"])}
             for slot in optim.SLOTS[opt["name"]]:
-                flat = checkpoint.flat(tensors, [f"optimizer.{slot}.{j}" for j in range(n)])
-                state[slot] = _backend.from_numpy(flat, m.xp, m.device)
+                state[slot] = _backend.from_numpy(slots[slot], m.xp, m.device)
             m.optimizer_state = state
         if c.get("schedule") is not None:  # checkpoints from before schedules have none
             m.schedule, m.schedule_state = schedules.Schedule.from_dict(c["schedule"]), dict(c["schedule_state"])

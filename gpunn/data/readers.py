@@ -501,7 +501,7 @@ def _read_csv_arrow(
             n, targets, held = 0, [], 0  # held: bytes of a partial line kept at the front of the buffer
             text = bytearray(SEGMENT_BYTES)
             while True:
-                end = held + _read_into(f, memoryview(text)[held:])
+                end = held + read_into(f, memoryview(text)[held:])
                 if end == 0:
                     break
                 cut = text.rfind(b"\n", 0, end) + 1 if end == len(text) else end  # whole lines; at the end, all
@@ -536,8 +536,9 @@ def _read_csv_arrow(
     return ReadResult(X[:n], y, names, header[k] if k is not None else None), None if w is None else w[:n]
 
 
-def _read_into(f: Any, view: memoryview) -> int:
-    """Fill ``view`` from ``f`` up to its end or the end of the file (a gzip file returns less at a time)."""
+def read_into(f: Any, view: memoryview) -> int:
+    """Fill ``view`` from ``f`` up to its end or the end of the file (a gzip file returns less at a time); the
+    number of bytes read."""
     total = 0
     while total < len(view):
         got = f.readinto(view[total:])

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import safetensors.numpy
 
-from .. import _backend, layers, optim, schedules
+from .. import _backend, layers, optim
 from ..checkpoint import (
     MAX_HEADER_BYTES,
     _attach_callback_state,
@@ -32,7 +32,6 @@ from ..checkpoint import (
     split_callback_state,
 )
 from ..errors import CheckpointError, DeviceError, GpunnError
-from ..history import History
 
 if TYPE_CHECKING:
     from . import Ensemble
@@ -176,42 +175,23 @@ def read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nda
 def load(path: str | os.PathLike[str], *, device: Any = "auto", xp: Any = None, compile: Any = "auto") -> Ensemble:
     """Rebuild the ensemble saved at ``path`` on ``device`` (and ``xp``), ready to predict or continue training:
     save + load + fit equals an uninterrupted fit."""
-    from ..model import MLP, _stored_targets
+    from ..model import MLP
     from . import Ensemble
 
     config, tensors = read(path)
     models = []
     try:
         for k, c in enumerate(config["members"]):
-            m = MLP(
-                config["sizes"], activation=config["activation"], output=config["output"], loss=config["loss"],
-                seed=c["seed"], device=device, dtype=config["dtype"], xp=xp, standardize=config["standardize"],
-                dropout=c["dropout"], compile=compile,
-            )  # fmt: skip
-            m._params = _backend.from_numpy(tensors[f"members.{k}.params"], m.xp, m.device)
-            m.fitted = bool(c["fitted"])
-            if c["scaling"] is not None:
-                mean, scale = (np.asarray(s, dtype=np.float64) for s in c["scaling"])
-                m.scaling = (mean, scale)
-            m.feature_names, m.target_name = config["feature_names"], config["target_name"]
-            m.metadata = dict(config["metadata"])
             # the labels and target scaling a member learned (files from before them hold none), checked as a lone
             # model's checkpoint's are
             _validate_classes(c.get("classes"), config["output"], config["sizes"][-1], "classes")
             _validate_target_scaling(c.get("target_scaling"), config["output"], config["sizes"][-1])
-            m.classes, m.target_scaling = _stored_targets(c)
-            opt = c["optimizer"]
-            if opt is not None:
-                m.optimizer = optim.Optimizer(opt["name"], dict(opt["hyper"]))
-                state: dict[str, Any] = {"step": int(opt["step"])}
-                for slot in optim.SLOTS[opt["name"]]:
-                    state[slot] = _backend.from_numpy(tensors[f"members.{k}.optimizer.{slot}"], m.xp, m.device)
-                m.optimizer_state = state
-            if c["schedule"] is not None:
-                m.schedule, m.schedule_state = schedules.Schedule.from_dict(c["schedule"]), dict(c["schedule_state"])
-            m.rng.bit_generator.state = c["rng"]
-            m.epoch = int(c["epoch"])
-            m.history = History.from_dict(c["history"])
+            optimizer = c["optimizer"]
+            slots = {} if optimizer is None else {
+                slot: tensors[f"members.{k}.optimizer.{slot}"] for slot in optim.SLOTS[optimizer["name"]]
+            }  # fmt: skip
+            # a member is a lone model's description: the shared fields and its own
+            m = MLP._from_config({**config, **c}, tensors[f"members.{k}.params"], slots, device, xp, compile)
             if c.get("callbacks") is not None:
                 prefix = f"members.{k}."
                 held = {key[len(prefix) :]: v for key, v in tensors.items() if key.startswith(prefix)}
