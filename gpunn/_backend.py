@@ -241,6 +241,12 @@ def compiler(xp: Any, required: bool = False) -> Any:
     return None
 
 
+def slices_copy(xp: Any) -> bool:
+    """True where a compiled step copies every slice it reads of a flat buffer (XLA: JAX), so that a run of
+    compiled steps is faster on the parameters' segments (see gpunn.layers.segments)."""
+    return aac.is_jax_namespace(xp)
+
+
 def _torch_compile(fn: Any, static_argnums: Any = None) -> Any:
     import warnings
 

@@ -50,8 +50,45 @@ def n_params(sizes: Sequence[int]) -> int:
 
 
 def unflatten(flat: Any, sizes: Sequence[int], xp: Any) -> list[tuple[Any, Any]]:
-    """``[(W, b), ...]`` of a flat buffer: views on NumPy, CuPy and PyTorch, slices elsewhere."""
+    """``[(W, b), ...]`` of a flat buffer: views on NumPy, CuPy and PyTorch, slices elsewhere; or of the same
+    parameters in :func:`segments` (a tuple), where it only reshapes."""
+    if isinstance(flat, tuple):
+        shapes = [shape for _, _, shape in layer_slices(sizes)]
+        return [(xp.reshape(flat[2 * i], shape), flat[2 * i + 1]) for i, shape in enumerate(shapes)]
     return [(xp.reshape(flat[w], shape), flat[b]) for w, b, shape in layer_slices(sizes)]
+
+
+# A compiler (XLA) copies every slice of a flat buffer that a product reads, and assembles the flat gradient
+# buffer by copies too: on the CPU that is about a quarter of a mid-sized step. A compiled run of several steps
+# therefore carries the parameters (and the optimizer's slots) as their segments, ``(W1, b1, W2, b2, ...)``, each
+# 1-D in the flat buffer's order, and joins them back after the last step. Every pure function below and in
+# gpunn.step and gpunn.optim takes either form and returns the form it was given.
+def segments(flat: Any, sizes: Sequence[int]) -> tuple[Any, ...]:
+    """The flat buffer's segments ``(W1, b1, W2, b2, ...)``, each 1-D (undone by :func:`join`)."""
+    return tuple(flat[part] for w, b, _ in layer_slices(sizes) for part in (w, b))
+
+
+def join(parts: tuple[Any, ...], xp: Any) -> Any:
+    """The flat buffer of :func:`segments`."""
+    return xp.concat(parts)
+
+
+def each(f: Callable[..., Any], *buffers: Any) -> Any:
+    """``f`` applied to a flat buffer, or to every segment of :func:`segments` (the others' matching segments
+    passed along), in the form it was given."""
+    if isinstance(buffers[0], tuple):
+        return tuple(f(*parts) for parts in zip(*buffers))
+    return f(*buffers)
+
+
+def total(f: Callable[[Any], Any], buffer: Any) -> Any:
+    """``f`` (a sum over a buffer) of a flat buffer, or summed over its segments."""
+    if isinstance(buffer, tuple):
+        out = f(buffer[0])
+        for part in buffer[1:]:
+            out = out + f(part)
+        return out
+    return f(buffer)
 
 
 def unflatten_stacked(flat: Any, sizes: Sequence[int], xp: Any) -> list[tuple[Any, Any]]:
@@ -60,8 +97,11 @@ def unflatten_stacked(flat: Any, sizes: Sequence[int], xp: Any) -> list[tuple[An
     return [(xp.reshape(flat[:, w], (k, *shape)), flat[:, b]) for w, b, shape in layer_slices(sizes)]
 
 
-def weight_mask(sizes: Sequence[int], dtype: str, xp: Any, device: Any) -> Any:
-    """A flat buffer that is 1 at the weights and 0 at the biases (the L2 penalty spares biases)."""
+def weight_mask(sizes: Sequence[int], dtype: str, xp: Any, device: Any, segmented: bool = False) -> Any:
+    """A flat buffer that is 1 at the weights and 0 at the biases (the L2 penalty spares biases); ``segmented``:
+    the same as one Python number per segment of :func:`segments`."""
+    if segmented:
+        return tuple(float(i % 2 == 0) for i in range(2 * (len(sizes) - 1)))
     mask = np.zeros(n_params(sizes), dtype=dtype)
     for w, _, _ in layer_slices(sizes):
         mask[w] = 1
@@ -182,20 +222,22 @@ def backward(
     delta: Any,
     sizes: Sequence[int],
     xp: Any,
+    segmented: bool = False,
 ) -> Any:
-    """Chain rule from the output back to the input: the flat gradient buffer of the loss behind ``delta``.
+    """Chain rule from the output back to the input: the flat gradient buffer of the loss behind ``delta`` (its
+    :func:`segments` with ``segmented``).
 
     ``delta`` is dL/dz of the output layer; then dW = delta^T . a_prev, db = sum(delta) over the rows, and the
     delta of the layer below is the activation's backprop of delta . W.
     """
-    if _backend.numpy_fast_path(xp):
+    if _backend.numpy_fast_path(xp) and not segmented:
         return _backward_numpy(layers, inputs, backprops, delta, sizes)
     parts: list[Any] = []
     for i in reversed(range(len(layers))):
         parts[:0] = [xp.reshape(delta.T @ inputs[i], (-1,)), xp.sum(delta, axis=0)]
         if i:
             delta = backprops[i - 1](delta @ layers[i][0])
-    return _backend.concat_into(parts, xp)
+    return tuple(parts) if segmented else _backend.concat_into(parts, xp)
 
 
 # NumPy fast path: activations in place on temporaries, gradients written straight into one flat buffer. With

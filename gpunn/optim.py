@@ -50,6 +50,8 @@ class Optimizer:
         which the caller no longer needs: plain SGD then allocates nothing. Parameters and state are never
         written into.
         """
+        if isinstance(params, tuple):  # the parameters' segments (gpunn.layers.segments): each updated alone
+            return self._update_segments(params, grads, state, lr, xp, scale)
         step = state["step"] + 1
         rate = lr * scale
         if self.name == "sgd":
@@ -78,6 +80,21 @@ class Optimizer:
         step_size = lr * root2 / (1.0 - beta1**t)
         new = params - step_size * (m / (xp.sqrt(v) + eps * root2))
         return new, {"step": step, "m": m, "v": v}
+
+    def _update_segments(
+        self, params: tuple[Any, ...], grads: tuple[Any, ...], state: dict[str, Any], lr: Any, xp: Any, scale: Any
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        slots = SLOTS[self.name]
+        new, step = [], state["step"]
+        new_slots: dict[str, list[Any]] = {slot: [] for slot in slots}
+        for i, (p, g) in enumerate(zip(params, grads)):
+            one = {"step": state["step"], **{slot: state[slot][i] for slot in slots}}
+            p, one = self.update(p, g, one, lr, xp, scale)
+            new.append(p)
+            for slot in slots:
+                new_slots[slot].append(one[slot])
+            step = one["step"]
+        return tuple(new), {"step": step, **{slot: tuple(v) for slot, v in new_slots.items()}}
 
 
 def get(optimizer: str | Optimizer, weight_decay: float | None = None) -> Optimizer:

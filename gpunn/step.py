@@ -60,6 +60,7 @@ class Step:
         self.hyper, self.xp, self.device = hyper, xp, device
         self.zero = xp.zeros((), dtype=_backend.float_dtype(xp, dtype), device=device)
         self.mask = layers.weight_mask(hyper.sizes, dtype, xp, device) if hyper.l2 else None
+        self.segment_mask = layers.weight_mask(hyper.sizes, dtype, xp, device, segmented=True)
         self.donate = _backend.numpy_fast_path(xp)  # NumPy's gradients are fresh: the update may reuse them
 
     def __call__(self, params: Any, state: dict[str, Any], x: Any, target: Any, lr: Any = None, weight: Any = None):
@@ -67,6 +68,19 @@ class Step:
         weight_total = None if weight is None else self.xp.sum(weight)
         params, state, loss_sum = self.apply(params, state, grads, loss_sum, x.shape[0], lr, weight_total)
         return params, state, loss_sum, correct
+
+    def rows(
+        self, params: Any, state: dict[str, Any], x: Any, target: Any, order: Any, start: Any, size: int,
+        lr: Any = None, weight: Any = None,
+    ):  # fmt: skip
+        """The step on the rows ``order[start : start + size]`` of ``x``, ``target`` and ``weight``, gathered
+        inside the step: compiled, with ``start`` traced and ``size`` static, one call makes the batch and trains
+        on it, with no separate slice or gather launched and no batch copied out between calls."""
+        xp = self.xp
+        idx = xp.take(order, xp.arange(size, dtype=order.dtype, device=self.device) + start)
+        x, target = _backend.take_rows(x, idx, xp), _backend.take_rows(target, idx, xp)
+        weight = None if weight is None else _backend.take_rows(weight, idx, xp)
+        return self(params, state, x, target, lr, weight)
 
     def gradients(
         self, params: Any, x: Any, target: Any, weight: Any = None, counter: Any = 0, row_offset: Any = 0
@@ -90,7 +104,8 @@ class Step:
         loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp, weight)
         if weight is not None:
             delta = delta * weight
-        return layers.backward(layer_params, inputs, backprops, delta, h.sizes, xp), loss_sum, correct
+        grads = layers.backward(layer_params, inputs, backprops, delta, h.sizes, xp, isinstance(params, tuple))
+        return grads, loss_sum, correct
 
     def apply(
         self, params: Any, state: dict[str, Any], grads: Any, loss_sum: Any, rows: int, lr: Any = None,
@@ -106,9 +121,11 @@ class Step:
             # The mean loss gains l2 / (2 m) * sum(W**2), as in scikit-learn, m being the batch's rows or, with
             # sample weights, its weight total: in the units of the summed loss and of ``grads``, that is the
             # penalty and the gradient below (whose factor does not depend on m).
-            weights = params * self.mask
-            grads = grads + (h.l2 / (rows * grad_scale)) * weights
-            loss_sum = loss_sum + (0.5 * h.l2 * h.loss_outputs) * xp.sum(weights * weights)
+            mask = self.segment_mask if isinstance(params, tuple) else self.mask
+            weights = layers.each(lambda p, m: p * m, params, mask)
+            decay = h.l2 / (rows * grad_scale)
+            grads = layers.each(lambda g, w: g + decay * w, grads, weights)
+            loss_sum = loss_sum + (0.5 * h.l2 * h.loss_outputs) * layers.total(lambda w: xp.sum(w * w), weights)
         if weight_total is not None:
             grad_scale = (grad_scale * rows) / weight_total
         if h.clip_norm is not None:
@@ -119,11 +136,16 @@ class Step:
 
 
 def clip_by_global_norm(grads: Any, max_norm: float, xp: Any, scale: Any = 1.0, members: bool = False) -> Any:
-    """``grads`` times min(1, max_norm / ||scale * grads||), the norm taken over every parameter together (over
-    each row of a stacked (K, P) buffer with ``members``, ``scale`` then a float or (K, 1))."""
-    norm = xp.sqrt(xp.sum(grads * grads, axis=1, keepdims=True)) if members else xp.sqrt(xp.sum(grads * grads))
+    """``grads`` (a flat buffer or its segments) times min(1, max_norm / ||scale * grads||), the norm taken over
+    every parameter together (over each row of a stacked (K, P) buffer with ``members``, ``scale`` then a float
+    or (K, 1))."""
+    if members:
+        norm = xp.sqrt(xp.sum(grads * grads, axis=1, keepdims=True))
+    else:
+        norm = xp.sqrt(layers.total(lambda g: xp.sum(g * g), grads))
     factor = (max_norm / scale) / (norm + 1e-12 / scale)
-    return grads * xp.where(factor < 1.0, factor, 1.0)
+    factor = xp.where(factor < 1.0, factor, 1.0)
+    return layers.each(lambda g: g * factor, grads)
 
 
 def hyper(model: Any, optimizer: optim.Optimizer, lr: float, l2: float, clip_norm: float | None) -> Hyper:

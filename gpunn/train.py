@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend, losses
+from . import _backend, layers, losses
 from .errors import ConfigError, DivergenceError, NonFiniteError
+from .feed.batch import Batch
 from .step import Hyper, Step
 
 
@@ -48,12 +49,44 @@ def check_compile(value: Any, xp: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(hyper: Hyper, xp: Any, device: Any, dtype: str, required: bool) -> tuple[Step, Any, Any, Any]:
+def _compiled(hyper: Hyper, xp: Any, device: Any, dtype: str, required: bool) -> tuple[Step, Compiled]:
     """A step and its compiled forms, kept across ``fit`` calls so that a second ``fit`` does not compile again
-    (the compiler's own cache is keyed by the function object)."""
+    (the compiler's own cache is keyed by the function object). A form is compiled on its first call."""
     step = Step(hyper, xp, device, dtype)
     jit = _backend.compiler(xp, required)
-    return step, jit(step), jit(step.gradients), jit(step.apply, static_argnums=4)
+    split, join = functools.partial(_split, hyper.sizes), functools.partial(_join, xp)
+    return step, Compiled(
+        jit(step),
+        jit(step.rows, static_argnums=6),
+        jit(step.gradients),
+        jit(step.apply, static_argnums=4),
+        jit(split),
+        jit(join),
+    )
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A step's compiled forms (or its eager ones): the whole step, the step on gathered rows, its two
+    data-parallel halves, and the parameters and optimizer state split into segments and joined back."""
+
+    step: Any
+    rows: Any
+    gradients: Any
+    apply: Any
+    split: Any
+    join: Any
+
+
+def _split(sizes: tuple[int, ...], params: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The flat parameters and optimizer slots as their segments (gpunn.layers.segments)."""
+    slots = {k: v if k == "step" else layers.segments(v, sizes) for k, v in state.items()}
+    return layers.segments(params, sizes), slots
+
+
+def _join(xp: Any, params: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """:func:`_split` undone."""
+    return layers.join(params, xp), {k: v if k == "step" else layers.join(v, xp) for k, v in state.items()}
 
 
 class Runner:
@@ -68,9 +101,15 @@ class Runner:
         required = compile is True
         self.compiled = compile is not False and _backend.compiler(xp, required) is not None
         if self.compiled:
-            self.step, self._step, self._gradients, self._apply = _compiled(hyper, xp, device, dtype, required)
+            self.step, self.forms = _compiled(hyper, xp, device, dtype, required)
         else:
             self.step = Step(hyper, xp, device, dtype)
+        step = self.step
+        split, join = functools.partial(_split, hyper.sizes), functools.partial(_join, xp)
+        self.eager = Compiled(step, step.rows, step.gradients, step.apply, split, join)
+        # Where the compiled step copies what it slices (XLA), runs of steps go on the parameters' segments, and
+        # a shuffled batch is sliced from the order and gathered inside the step (an eager slice costs a dispatch).
+        self.segments = self.compiled and comm is None and _backend.slices_copy(xp)
         # Where every eager operation is a dispatch (JAX), metrics are copied to the host one array at a time
         # (one wait for the device, no operation); elsewhere stacked first, and on an accelerator the counts
         # join the losses, so that a read-back is one transfer.
@@ -92,17 +131,29 @@ class Runner:
             rate = self._rates[lr] = xp.asarray(lr, dtype=self.step.zero.dtype, device=self.device)
         return rate
 
-    def __call__(self, params: Any, state: Any, batch: tuple, lr: Any):
-        """One step on ``batch`` = ``(x, t, rows, shard_rows, w, offset, weight_total)``, as the epoch's batches
-        come: this rank's ``shard_rows`` rows ``(x, t)`` (sample weights ``w`` or None) of a global batch of
-        ``rows``, starting at its row ``offset``; ``weight_total`` is the global batch's weight total."""
+    def split(self, params: Any, state: Any, steps: int) -> tuple[Any, Any]:
+        """The parameters and optimizer state as the coming run of ``steps`` steps takes them: segmented (one
+        call) where that makes the steps faster, else as they are; :meth:`join` undoes it."""
+        if not (self.segments and steps > 1):
+            return params, state
+        return self._through(lambda forms, lr: forms.split(params, self._counted(state, forms)))
+
+    def join(self, params: Any, state: Any) -> tuple[Any, Any]:
+        """The flat parameters and optimizer state after a run that :meth:`split` began."""
+        if not isinstance(params, tuple):
+            return params, state
+        return self._through(lambda forms, lr: forms.join(params, state))
+
+    def __call__(self, params: Any, state: Any, batch: Batch, lr: Any):
+        """One step on ``batch``, as the epoch's batches come from a feed."""
+        return self._through(lambda forms, lr: self._run(params, self._counted(state, forms), batch, lr, forms), lr)
+
+    def _through(self, run: Any, lr: Any = None) -> Any:
+        """``run(forms, lr)`` with the compiled forms, or the eager ones: from the start without a compiler, and
+        after one failed (with one warning; under ``compile=True`` its error is raised)."""
         if self.compiled:
-            if isinstance(state["step"], int):  # the compiled step returns it as an array: compile once, not twice
-                xp = self.step.xp
-                state = {**state, "step": xp.asarray(state["step"], dtype=xp.int32, device=self.device)}
             try:
-                step, gradients, apply = self._step, self._gradients, self._apply
-                return self._run(params, state, batch, lr, step, gradients, apply)
+                return run(self.forms, lr)
             except Exception as exc:
                 if self.mode is True or isinstance(exc, (NonFiniteError, MemoryError)):
                     raise
@@ -110,23 +161,37 @@ class Runner:
                     f"gpunn: compiling the step on {_backend.namespace_name(self.step.xp)} failed "
                     f"({type(exc).__name__}: {exc}); training eagerly instead",
                     RuntimeWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
                 self.compiled = False
-                lr = float(_backend.to_numpy(lr))
-        step = self.step
-        return self._run(params, state, batch, lr, step, step.gradients, step.apply)
+        if lr is not None and not isinstance(lr, (int, float)):
+            lr = float(_backend.to_numpy(lr))  # a rate made for the compiled step
+        return run(self.eager, lr)
 
-    def _run(self, params, state, batch, lr, step, gradients, apply):
-        xb, tb, rows, shard_rows, wb, offset, weight_total = batch
+    def _counted(self, state: Any, forms: Compiled) -> Any:
+        """``state`` with its step count as an array for a compiled form: it returns the count as one, and would
+        compile a second time for the Python int it starts as."""
+        if forms is self.eager or not isinstance(state["step"], int):
+            return state
+        xp = self.step.xp
+        return {**state, "step": xp.asarray(state["step"], dtype=xp.int32, device=self.device)}
+
+    def _run(self, params: Any, state: Any, batch: Batch, lr: Any, forms: Compiled):
+        xb, tb, rows, shard_rows, wb, offset, weight_total, order, start = batch
+        if order is not None and forms is not self.eager and self.segments:
+            return forms.rows(params, state, xb, tb, order, start, shard_rows, lr, wb)
+        if order is not None:  # gathered here, eagerly: a slice and a gather are cheap, and not compiled
+            xp, idx = self.step.xp, order[start : start + shard_rows]
+            xb, tb = _backend.take_rows(xb, idx, xp), _backend.take_rows(tb, idx, xp)
+            wb = None if wb is None else _backend.take_rows(wb, idx, xp)
         if self.comm is None:
-            return step(params, state, xb, tb, lr, wb)
+            return forms.step(params, state, xb, tb, lr, wb)
         if shard_rows:
-            grads, loss_sum, correct = gradients(params, xb, tb, wb, state["step"], offset)
+            grads, loss_sum, correct = forms.gradients(params, xb, tb, wb, state["step"], offset)
         else:  # more ranks than samples in this batch: this rank contributes nothing
             grads, loss_sum, correct = self._nothing(params, wb is not None)
         grads = self.comm.allreduce_sum(grads, self.step.xp, self.device)
-        params, state, penalized = apply(params, state, grads, loss_sum, rows, lr, weight_total)
+        params, state, penalized = forms.apply(params, state, grads, loss_sum, rows, lr, weight_total)
         # Every rank's loss sum is added up for the epoch's record: the L2 penalty, which each rank adds to its
         # own, counts once, on rank 0.
         return params, state, penalized if self.comm.rank == 0 else loss_sum, correct
@@ -182,7 +247,8 @@ def start_epoch(state, feed, val, runner, schedule, batch_size, shuffle, comm=No
         raise ConfigError(f"the learning-rate schedule gave {lr!r} for epoch {epoch + 1}; a rate is finite and >= 0")
     rng = _Shuffler(state.rng_state) if shuffle else None
     rate = runner.rate(lr)
-    params, opt_state = state.params, state.optimizer_state
+    steps = 1 if batch_size is None else -(-feed.n_rows // batch_size)
+    params, opt_state = runner.split(state.params, state.optimizer_state, steps)
     batches = feed.batches(batch_size, rng, comm, epoch)
     loss_sums, corrects = [], []
     try:
@@ -192,6 +258,7 @@ def start_epoch(state, feed, val, runner, schedule, batch_size, shuffle, comm=No
             corrects.append(correct)
     finally:
         batches.close()  # a generator, or a Prefetcher whose thread stops
+    params, opt_state = runner.join(params, opt_state)
     if corrects[0] is None:
         corrects = []
     val_loss: list[Any] = []

@@ -55,6 +55,45 @@ def test_compiled_jax_equals_eager_jax_and_numpy(cfg):
             np.testing.assert_allclose(getattr(runs["compiled"][1], key), getattr(runs[name][1], key), rtol=1e-9)
 
 
+def test_compiled_minibatch_epochs_train_on_segments_as_numpy_trains_the_flat_buffer(monkeypatch):
+    """A compiled JAX epoch of several batches carries the parameters and Adam's slots as per-layer segments, and
+    gathers each shuffled batch inside the step: the weights and History equal eager NumPy's on the flat buffer,
+    with every part of the update that treats weights and biases apart (l2, AdamW's decay, clipping by the
+    global norm) and sample weights and dropout."""
+    train._compiled.cache_clear()
+    traced = []
+    real = train._join
+
+    def spy(xp, params, state):
+        traced.append((type(params), sorted(state)))
+        return real(xp, params, state)
+
+    monkeypatch.setattr(train, "_join", spy)
+    X, y = _problem(k=3)
+    w = np.random.default_rng(3).uniform(0.5, 2.0, size=len(y))
+    runs = []
+    for where in (dict(xp=jnp, device="cpu", compile=True), dict(device="cpu")):
+        m = gpunn.MLP([4, 8, 8, 3], output="softmax", dtype="float64", seed=4, dropout=0.2, **where)
+        h = m.fit(X, y, epochs=4, batch_size=16, optimizer="adamw", lr=0.01, l2=0.01, clip_norm=0.3,
+                  sample_weight=w, verbose=0)  # fmt: skip
+        runs.append(
+            (
+                _host(m),
+                h,
+                {k: np.asarray(v if k == "step" else _backend.to_numpy(v)) for k, v in m.optimizer_state.items()},
+            )
+        )
+    assert traced == [(tuple, ["m", "step", "v"])]  # joined once per epoch by one compiled function
+    (p_jax, h_jax, s_jax), (p_np, h_np, s_np) = runs
+    np.testing.assert_allclose(p_jax, p_np, rtol=0, atol=1e-9)
+    for key in ("m", "v"):
+        np.testing.assert_allclose(s_jax[key], s_np[key], rtol=0, atol=1e-9)
+    assert int(s_jax["step"]) == int(s_np["step"]) == 4 * 7
+    for key in ("loss", "weighted_loss", "accuracy"):
+        np.testing.assert_allclose(getattr(h_jax, key), getattr(h_np, key), rtol=1e-9)
+    train._compiled.cache_clear()
+
+
 def test_compile_is_validated():
     with pytest.raises(gpunn.ConfigError, match="compile must be 'auto', True or False; got 'yes'"):
         gpunn.MLP([2, 3, 1], device="cpu", compile="yes")
@@ -79,8 +118,12 @@ def test_an_epoch_compiles_at_most_twice(monkeypatch):
     m = gpunn.MLP([4, 8, 1], xp=jnp, device="cpu", dtype="float64", compile=True)
     m.fit(X, y, epochs=2, batch_size=32, verbose=0)  # 3 batches of 32 and one of 4
     m.fit(X, y, epochs=2, batch_size=32, verbose=0)
-    assert len(jitted) == 3  # the step and its two halves (for distributed training), made once
-    assert jitted[0]._cache_size() == 2
+    # made once: the step, the step on gathered rows, its two halves (for distributed training), split and join
+    assert len(jitted) == 6
+    step, rows, _, _, split, join = jitted
+    assert step._cache_size() == 0  # shuffled batches all go through the step on gathered rows
+    assert rows._cache_size() == 2  # 32 rows and the remainder of 4
+    assert split._cache_size() == join._cache_size() == 1
     train._compiled.cache_clear()
 
 
@@ -102,15 +145,19 @@ def failing_compiler(monkeypatch):
     train._compiled.cache_clear()
 
 
-def test_a_failing_compiler_falls_back_to_eager_with_one_warning_under_auto(failing_compiler):
+@pytest.mark.parametrize("name", ["numpy", "jax"])
+def test_a_failing_compiler_falls_back_to_eager_with_one_warning_under_auto(failing_compiler, name):
+    """On JAX the first compiled call of a minibatch epoch is the split into segments; it falls back as well."""
     X, y = _problem()
-    m = gpunn.MLP([4, 8, 1], device="cpu", dtype="float64", compile="auto")
-    with pytest.warns(RuntimeWarning, match="compiling the step on numpy failed .*training eagerly") as record:
+    where = dict(device="cpu") if name == "numpy" else dict(xp=jnp, device="cpu")
+    m = gpunn.MLP([4, 8, 1], dtype="float64", compile="auto", **where)
+    with pytest.warns(RuntimeWarning, match=f"compiling the step on {name} failed .*training eagerly") as record:
         m.fit(X, y, epochs=3, batch_size=16, verbose=0)
     assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 1
-    ref = gpunn.MLP([4, 8, 1], device="cpu", dtype="float64", compile=False)
+    ref = gpunn.MLP([4, 8, 1], dtype="float64", compile=False, **where)
     ref.fit(X, y, epochs=3, batch_size=16, verbose=0)
     np.testing.assert_array_equal(_host(m), _host(ref))
+    np.testing.assert_array_equal(m.history.loss, ref.history.loss)
 
 
 def test_a_failing_compiler_raises_under_true(failing_compiler):
@@ -202,13 +249,15 @@ def test_torch_compile_on_request_equals_eager_torch(monkeypatch):
         m.fit(X, y, epochs=3, batch_size=32, optimizer="adam", lr=0.01, l2=0.01, verbose=0)
         runs.append((_host(m), m.history.loss))
         if compile is True:
-            # the step and its two halves compiled once; the whole step ran on each of 3 x 4 batches
-            assert sorted(compiled) == ["Step", "apply", "gradients"] and calls == ["Step"] * 12
+            # the step's forms wrapped once (torch.compile compiles a form on its first call); the whole step ran on
+            # each of 3 x 4 batches (PyTorch slices without copies: no gathered-rows form, no segments)
+            forms = ["Step", "apply", "gradients", "partial", "partial", "rows"]
+            assert sorted(compiled) == forms and calls == ["Step"] * 12
             assert counters["stats"]["unique_graphs"] >= 1  # Dynamo traced the step into a graph
         else:
             assert not counters["stats"]["unique_graphs"]
     train._compiled.cache_clear()
-    assert len(compiled) == 3 and len(calls) == 12, "compile=False or 'auto' went through torch.compile"
+    assert len(compiled) == 6 and len(calls) == 12, "compile=False or 'auto' went through torch.compile"
     for params, loss in runs[1:]:
         np.testing.assert_allclose(runs[0][0], params, rtol=0, atol=1e-9)
         np.testing.assert_allclose(runs[0][1], loss, rtol=1e-9)

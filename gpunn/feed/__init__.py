@@ -6,6 +6,7 @@ names). Two feeds, :class:`Memory` and :class:`Streamed`, give the training loop
 """
 
 from . import evaluate, stream
+from .batch import Batch
 from .checks import (
     adopt,
     as_model_array,
@@ -24,6 +25,6 @@ from .spec import Spec
 from .stream import Streamed
 
 __all__ = [
-    "Memory", "Spec", "Streamed", "adopt", "as_model_array", "block_sums", "check_x", "column", "evaluate",
+    "Batch", "Memory", "Spec", "Streamed", "adopt", "as_model_array", "block_sums", "check_x", "column", "evaluate",
     "fit_scaling", "frame_columns", "place_x", "prepare_x", "sample_weights", "stream", "targets",
 ]  # fmt: skip

@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import _backend
 from .. import _validation as check
+from .batch import Batch
 from .evaluate import block_sums
 from .spec import Spec
 
@@ -25,9 +26,9 @@ class Memory:
 
     def batches(
         self, batch_size: int | None, rng: np.random.Generator | None, comm: Any = None, epoch: int = 0
-    ) -> Generator[tuple[Any, ...], None, None]:
-        """One epoch's batches ``(x, t, rows, shard_rows, w, row_offset, weight_total)`` (see
-        :class:`gpunn.train.Runner`): gathers of an order drawn from ``rng`` on the host, or slices without it."""
+    ) -> Generator[Batch, None, None]:
+        """One epoch's :class:`Batch` es: the rows of an order drawn from ``rng`` on the host (given by index, for
+        the step to gather), or slices without it."""
         xp, device, x, target, w = self.spec.xp, self.spec.device, self.x, self.target, self.weight
         n = self.n_rows
         bs = n if batch_size is None else min(batch_size, n)
@@ -40,13 +41,11 @@ class Memory:
         for start in range(0, n, bs):
             stop = min(start + bs, n)  # the standard leaves out-of-bounds slice ends unspecified
             lo, hi = (start, stop) if comm is None else comm.shard(start, stop)
-            wb, total = None, None
+            total = rows_of = None
             if comm is None and bs == n:
                 xb, tb, wb = x, target, w
             elif order is not None:
-                idx = order[lo:hi]
-                xb, tb = _backend.take_rows(x, idx, xp), _backend.take_rows(target, idx, xp)
-                wb = None if w is None else _backend.take_rows(w, idx, xp)
+                xb, tb, wb, rows_of = x, target, w, order
                 if w is not None and comm is not None:  # the global batch's total, which every rank can sum
                     total = xp.sum(_backend.take_rows(w, order[start:stop], xp))
             else:
@@ -54,7 +53,7 @@ class Memory:
                 wb = None if w is None else w[lo:hi, ...]
                 if w is not None and comm is not None:
                     total = xp.sum(w[start:stop, ...])
-            yield xb, tb, stop - start, hi - lo, wb, lo - start, total
+            yield Batch(xb, tb, stop - start, hi - lo, wb, lo - start, total, rows_of, lo)
 
     def evaluate_sums(self, params: Any) -> tuple[list[Any], list[Any]]:
         """Summed loss and correct count of every block (0-d arrays on the device)."""

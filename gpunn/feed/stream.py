@@ -18,6 +18,7 @@ from .. import _validation as check
 from ..data.dataset import BLOCK_ROWS, SHUFFLE_BUFFER, Dataset
 from ..data.moments import scale_rows
 from . import evaluate
+from .batch import Batch
 from .checks import targets
 from .spec import Spec
 
@@ -85,7 +86,7 @@ class Streamed:
 
     def _produce(
         self, batch_size: int | None, rng: Any, comm: Any, epoch: int, consumer: Any = None
-    ) -> Generator[tuple[Any, ...], None, None]:
+    ) -> Generator[Batch, None, None]:
         weighted = self.weight_total is not None
         batches = self.dataset.batches(batch_size, rng, self.read_dtype, weighted, self._check_targets)
         for number, batch in enumerate(batches, 1):
@@ -94,25 +95,24 @@ class Streamed:
             lo, hi = (0, rows) if comm is None else comm.shard(0, rows)
             x, t = self._place(xb[lo:hi], yb[lo:hi], consumer)
             if not weighted:
-                yield x, t, rows, hi - lo, None, lo, None  # as train's in-memory batches without sample weights
+                yield Batch(x, t, rows, hi - lo, None, lo, None)
                 continue
             w = self._place_weights(batch[2], number, epoch, consumer)
             if comm is None:  # the step divides by the batch's weight total itself
-                yield x, t, rows, rows, w, 0, None
+                yield Batch(x, t, rows, rows, w, 0, None)
                 continue
             # Each rank divides by the global batch's weight total, summed on the device as in-memory training
             # sums it, on the step's stream.
             step_stream = contextlib.nullcontext() if consumer is None else consumer
             with _backend.device_scope(self.spec.xp, self.spec.device), step_stream:
                 total = self.spec.xp.sum(w)
-            yield x, t, rows, hi - lo, w[lo:hi, ...], lo, total
+            yield Batch(x, t, rows, hi - lo, w[lo:hi, ...], lo, total)
 
     def batches(
         self, batch_size: int | None, rng: Any, comm: Any = None, epoch: int = 0
-    ) -> Prefetcher | Generator[tuple[Any, ...], None, None]:
-        """One epoch's placed batches ``(x, t, rows, shard_rows, w, row_offset, weight_total)``, ``w`` and
-        ``weight_total`` None without weights (see :class:`gpunn.train.Runner`);
-        ``epoch`` (counted from 0) is for messages."""
+    ) -> Prefetcher | Generator[Batch, None, None]:
+        """One epoch's placed :class:`Batch` es, their rows read, scaled and copied to the device ahead of the
+        step; ``epoch`` (counted from 0) is for messages."""
         consumer = None  # the stream the step runs on, taken in the training thread
         depth = PREFETCH
         if depth is None:
