@@ -594,10 +594,12 @@ _MEMBER_WEIGHTS = np.random.default_rng(1).uniform(0.2, 2.0, size=(3, 103)).roun
         dict(rows=_ROWS, weight=_MEMBER_WEIGHTS, batch_size=20, dropout=[0.3, 0.0, 0.2], optimizer="adam", lr=0.02),
         dict(rows=_ROWS, weight=_MEMBER_WEIGHTS, batch_size=None, optimizer="sgd", lr=0.3),
         dict(rows=_ROWS, dropout=0.2, batch_size=12, optimizer="adam", lr=0.08, patience=1, epochs=8),
+        dict(rows=_ROWS, dropout=[0.0, 0.3, 0.0], batch_size=1, optimizer="sgd", lr=0.05, epochs=1),
     ],
     ids=["dropout-shuffled-adam", "dropout-per-member-full-batch", "dropout-per-member-in-order-one-row-batch",
          "rows-shuffled-momentum", "rows-full-batch", "rows-member-weights-dropout-adam",
-         "rows-member-weights-full-batch", "rows-dropout-early-stopping"],
+         "rows-member-weights-full-batch", "rows-dropout-early-stopping",
+         "rows-one-row-batches-rank-1-idle"],
 )  # fmt: skip
 def test_two_ranks_train_each_ensemble_member_as_a_lone_mlp_in_one_process(tmp_path, case):
     """Ensemble.fit(comm=) with dropout (each rank draws its shard's rows of every member's global mask table)
