@@ -77,17 +77,21 @@ def masks(
 
 
 def masks_stacked(
-    keys: Any, thresholds: Any, scales: Any, step: Any, rows: int, units: list[int], dtype: Any, xp: Any, device: Any
-) -> list[Any]:
+    keys: Any, thresholds: Any, scales: Any, step: Any, rows: int, units: list[int], dtype: Any, xp: Any, device: Any,
+    row_offset: int = 0,
+) -> list[Any]:  # fmt: skip
     """:func:`masks` of K stacked networks at once, each with its own key and rate: one multiplier per hidden
     layer, shaped (K, rows, units[i]), member k's equal to what ``masks`` draws for it alone.
 
     ``keys`` is the members' :func:`seed_key` as an int32 array (K, 1, 1); ``thresholds`` and ``scales`` are
     :func:`threshold` and 1 / (1 - rate) of the members' rates, (K, 1, 1) arrays or one Python number for all (a
     member without dropout has threshold 0 and scale 1: every unit kept, times 1); ``step`` the optimizer's step
-    count, a Python int or a (K, 1, 1) int array."""
+    count, a Python int or a (K, 1, 1) int array. ``row_offset`` is, as for :func:`masks`, the first row's
+    position in every member's global batch (a rank's shard in distributed training)."""
     width = sum(units)
     position = xp.reshape(xp.arange(rows * width, dtype=xp.int32, device=device), (rows, width))
+    if row_offset:
+        position = position + row_offset * width
     keep = _hash(position, step_key(keys, step)) >= thresholds
     table = xp.astype(keep, dtype) * scales
     out, column = [], 0

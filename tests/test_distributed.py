@@ -544,3 +544,149 @@ def test_the_description_names_missing_classes_and_fingerprints_sampled_rows_of_
         changed = X.copy()
         changed[row, 1] += 1.0
         assert (describe(changed, y)["data fingerprint"] != base) == seen, row
+
+
+# ------------------------------------------------------------------------------------------ ensembles over MPI
+ENSEMBLE = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import gpunn
+    from gpunn.callbacks import EarlyStopping
+    from gpunn.distributed import Communicator
+
+    comm = Communicator()
+    cfg = json.loads(sys.argv[1])
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(103, 4))
+    y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
+    rows = None if cfg["rows"] is None else [np.asarray(r) for r in cfg["rows"]]
+    weight = None if cfg["weight"] is None else np.asarray(cfg["weight"])
+    callbacks = [EarlyStopping("val_loss", patience=cfg["patience"])] if cfg["patience"] is not None else None
+    ens = gpunn.Ensemble([4, 6, 5, 1], members=3, seed=[3, 9, 4], dropout=cfg["dropout"], dtype="float64",
+                         device="cpu")
+    ens.fit(X, y, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"], shuffle=cfg["shuffle"],
+            optimizer=cfg["optimizer"], validation_data=(X[:20], y[:20]), rows=rows, sample_weight=weight,
+            callbacks=callbacks, verbose=0, comm=comm)
+    if comm.rank == 0:
+        np.save(sys.argv[2], np.asarray(ens.params))
+        with open(sys.argv[2] + ".json", "w") as f:
+            json.dump([h.to_dict() for h in ens.histories], f)
+    """
+)
+
+_ROWS = [
+    np.random.default_rng(5).integers(0, 103, size=71).tolist(),  # a bootstrap sample: rows repeat
+    list(range(20, 103)),
+    list(range(0, 103, 2)),
+]
+_MEMBER_WEIGHTS = np.random.default_rng(1).uniform(0.2, 2.0, size=(3, 103)).round(3).tolist()
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(dropout=0.3, batch_size=16, shuffle=True, optimizer="adam", lr=0.02),
+        dict(dropout=[0.0, 0.25, 0.4], batch_size=None, shuffle=True, optimizer="sgd", lr=[0.3, 0.2, 0.3]),
+        dict(dropout=[0.2, 0.0, 0.5], batch_size=17, shuffle=False, optimizer="momentum", lr=0.05),
+        dict(rows=_ROWS, batch_size=16, shuffle=True, optimizer="momentum", lr=[0.05, 0.1, 0.02]),
+        dict(rows=_ROWS, batch_size=None, optimizer="sgd", lr=0.3),
+        dict(rows=_ROWS, weight=_MEMBER_WEIGHTS, batch_size=20, dropout=[0.3, 0.0, 0.2], optimizer="adam", lr=0.02),
+        dict(rows=_ROWS, weight=_MEMBER_WEIGHTS, batch_size=None, optimizer="sgd", lr=0.3),
+        dict(rows=_ROWS, dropout=0.2, batch_size=12, optimizer="adam", lr=0.08, patience=1, epochs=8),
+        dict(rows=_ROWS, dropout=[0.0, 0.3, 0.0], batch_size=1, optimizer="sgd", lr=0.05, epochs=1),
+    ],
+    ids=["dropout-shuffled-adam", "dropout-per-member-full-batch", "dropout-per-member-in-order-one-row-batch",
+         "rows-shuffled-momentum", "rows-full-batch", "rows-member-weights-dropout-adam",
+         "rows-member-weights-full-batch", "rows-dropout-early-stopping",
+         "rows-one-row-batches-rank-1-idle"],
+)  # fmt: skip
+def test_two_ranks_train_each_ensemble_member_as_a_lone_mlp_in_one_process(tmp_path, case):
+    """Ensemble.fit(comm=) with dropout (each rank draws its shard's rows of every member's global mask table)
+    and with rows= (each rank takes the same columns of every member's padded batch, the update using each
+    member's global rows and weight totals): each member of the 2-rank ensemble equals a lone MLP fitted alone
+    in one process with that member's seed, dropout, rows, weights and rate."""
+    cfg = {"rows": None, "weight": None, "dropout": 0.0, "shuffle": True, "patience": None, "epochs": 3, **case}
+    script = tmp_path / "ensemble.py"
+    script.write_text(ENSEMBLE)
+    r = _run(2, str(script), json.dumps(cfg), str(tmp_path / "p.npy"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = np.load(tmp_path / "p.npy")
+    histories = json.loads((tmp_path / "p.npy.json").read_text())
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(103, 4))
+    y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
+    stopped = False
+    for k, seed in enumerate([3, 9, 4]):
+        pick = np.arange(103) if cfg["rows"] is None else np.asarray(cfg["rows"][k])
+        dropout = cfg["dropout"][k] if isinstance(cfg["dropout"], list) else cfg["dropout"]
+        lr = cfg["lr"][k] if isinstance(cfg["lr"], list) else cfg["lr"]
+        weight = None if cfg["weight"] is None else np.asarray(cfg["weight"][k])[pick]
+        callbacks = None
+        if cfg["patience"] is not None:
+            callbacks = [gpunn.callbacks.EarlyStopping("val_loss", patience=cfg["patience"])]
+        lone = gpunn.MLP([4, 6, 5, 1], seed=seed, dropout=dropout, dtype="float64", device="cpu")
+        lone.fit(X[pick], y[pick], epochs=cfg["epochs"], lr=lr, batch_size=cfg["batch_size"], shuffle=cfg["shuffle"],
+                 optimizer=cfg["optimizer"], validation_data=(X[:20], y[:20]), sample_weight=weight,
+                 callbacks=callbacks, verbose=0)  # fmt: skip
+        stopped |= lone.epoch < cfg["epochs"]
+        np.testing.assert_allclose(got[k], lone.params, rtol=0, atol=1e-10, err_msg=f"member {k}")
+        assert len(histories[k]["loss"]) == lone.epoch
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "weighted_loss", "lr"):
+            np.testing.assert_allclose(histories[k][key], getattr(lone.history, key), rtol=1e-10, atol=1e-12,
+                                       err_msg=f"member {k}: {key}")  # fmt: skip
+    if cfg["patience"] is not None:
+        assert stopped, "no member stopped early: the case does not test early stopping"
+
+
+ENSEMBLE_AGREE = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import gpunn
+    from gpunn.errors import GpunnError
+    from gpunn.distributed import Communicator
+
+    comm = Communicator()
+    case = sys.argv[1]
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = (X[:, 0] > 0).astype(int)
+    rows = [np.arange(40), np.arange(10, 60)]
+    dropout = [0.0, 0.2]
+    if comm.rank == 1:
+        if case == "rows":  # the same lengths, one index changed
+            rows[1] = rows[1].copy()
+            rows[1][7] = 3
+        elif case == "dropout":
+            dropout = [0.0, 0.3]
+    ens = gpunn.Ensemble([3, 4, 1], members=2, seed=1, dropout=dropout, dtype="float64", device="cpu")
+    got = {"type": None}
+    try:
+        ens.fit(X, y, epochs=1, batch_size=16, rows=rows, verbose=0, comm=comm)
+    except GpunnError as e:
+        got = {"type": type(e).__name__, "message": str(e)}
+    with open(f"{sys.argv[2]}.{comm.rank}.json", "w") as f:
+        json.dump(got, f)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"), [("same", None), ("rows", "rank 1 has rows "), ("dropout", "rank 1 has dropout [0.0, 0.3]")]
+)
+def test_ensemble_ranks_with_other_member_rows_or_dropout_raise_one_error_on_every_rank(tmp_path, case, expected):
+    """Members' rows= and dropout rates are part of what the ranks agree on: different ones would train
+    silently into different weights."""
+    script = tmp_path / "agree.py"
+    script.write_text(ENSEMBLE_AGREE)
+    r = _run(2, str(script), case, "out", cwd=tmp_path, timeout=60)
+    assert r.returncode == 0, r.stderr
+    got = [json.loads((tmp_path / f"out.{rank}.json").read_text()) for rank in (0, 1)]
+    if expected is None:
+        assert got == [{"type": None}] * 2
+        return
+    assert {d["type"] for d in got} == {"ConfigError"}
+    assert got[0]["message"] == got[1]["message"]
+    assert expected in got[0]["message"], got[0]["message"]

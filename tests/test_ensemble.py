@@ -480,21 +480,6 @@ def test_two_mpi_ranks_train_the_ensemble_one_process_trains(tmp_path, optimizer
             np.testing.assert_allclose(got[key], getattr(expected, key), rtol=1e-12)
 
 
-def test_what_mpi_ensembles_do_not_take_is_a_clear_error():
-    X, y = _data("sigmoid")
-
-    class FakeComm:  # never reached: the refusal comes first
-        rank, size = 0, 2
-
-    ens = gpunn.Ensemble(_sizes("sigmoid"), members=2, dropout=0.2, device="cpu")
-    with pytest.raises(gpunn.errors.ConfigError, match="without dropout"):
-        ens.fit(X, y, epochs=1, verbose=0, comm=FakeComm())
-    ens = gpunn.Ensemble(_sizes("sigmoid"), members=2, device="cpu")
-    with pytest.raises(gpunn.errors.ConfigError, match="rows="):
-        ens.fit(X, y, epochs=1, verbose=0, comm=FakeComm(), rows=[np.arange(10), np.arange(20)])
-    assert not any(m.fitted for m in ens.members)
-
-
 @pytest.mark.parametrize("output", ["identity", "softmax"])
 def test_members_learn_labels_and_a_standardized_target_as_a_lone_mlp_does(output, tmp_path):
     """A standardizing regression's target scaling and a classifier's text labels, learned on the first fit."""

@@ -2,14 +2,14 @@
 lone MLP's.
 
 Every rank holds all the rows and lays out each step's global batch as one process would (the same shuffling
-orders, drawn from the members' own generators); it then takes its shard of the batch's rows (for gathered
-batches, the same columns of every member's rows), computes the members' summed gradients there, and one
-allreduce of the (K, P) buffer per step gives every rank the global batch's sums. The update follows with the
-global batch's row count and weight totals, so that two ranks give the weights of one process, up to float
-summation order. The L2 penalty, added once after the allreduce, counts in rank 0's recorded loss only.
-
-Not over MPI (a clear :class:`~gpunn.errors.ConfigError`): dropout (each member's masks are drawn for a whole
-batch) and ``rows=`` (members on their own rows).
+orders, drawn from the members' own generators, and for members on their own rows the same padding masks); it
+then takes its shard of the batch's rows (for gathered or padded batches, the same columns lo:hi of every
+member's rows, the padding mask and the weights sharded alike), computes the members' summed gradients there,
+and one allreduce of the (K, P) buffer per step gives every rank the global batch's sums. With dropout, each
+rank draws its rows' part of every member's global mask table (:func:`gpunn.dropout.masks_stacked` with the
+shard's ``row_offset``), as a lone MLP's ranks do. The update follows with the global batch's rows (per member,
+for members on their own rows) and weight totals, so that two ranks give the weights of one process, up to
+float summation order. The L2 penalty, added once after the allreduce, counts in rank 0's recorded loss only.
 """
 
 from __future__ import annotations
@@ -17,19 +17,20 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from .. import _backend, layers, losses
-from ..errors import ConfigError
+import numpy as np
+
+from .. import _backend, dropout, layers, losses
 from ..step import StackedHyper, StackedStep, clip_by_global_norm
 
 
-def refuse(ens: Any, rows: Any) -> None:
-    """What a data-parallel ensemble fit cannot do, refused before anything changes."""
-    if any(m.dropout for m in ens.members):
-        raise ConfigError("Ensemble.fit(comm=) trains members without dropout: each member's dropout masks are "
-                          "drawn for a whole batch; train it in one process, or set dropout=0")  # fmt: skip
-    if rows is not None:
-        raise ConfigError("Ensemble.fit(comm=) trains every member on all rows; rows= (bagging, folds) trains in "
-                          "one process (or give per-member sample_weight of shape (K, n))")  # fmt: skip
+def rows_digest(rows: Any) -> str | None:
+    """A digest of the members' rows (``rows=``), for :meth:`Communicator.check_agreement`."""
+    if rows is None:
+        return None
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(np.ascontiguousarray(r, dtype=np.int64).tobytes() + b"|")
+    return h.hexdigest()[:16]
 
 
 def generators(members: list[Any]) -> str:
@@ -55,14 +56,13 @@ class ShardRunner:
 
     def __call__(self, params: Any, state: Any, batch: tuple, lr: Any):
         x, t, weight, mask, rows, active = batch
-        if mask is not None or rows is not None:  # refused before: members on their own rows
-            raise ConfigError("Ensemble.fit(comm=) does not take rows=")
         xp, h, step = self.xp, self.hyper, self.step
-        m = x.shape[-2]  # the global batch's rows
+        width = x.shape[-2]  # the global batch's rows (padded to the longest member's, with a mask)
+        m = width if rows is None else rows  # (K, 1) with a mask: each member's rows
         total = None
         if weight is not None:  # the global batch's weight totals, (K, 1) or one for every member
             total = xp.reshape(xp.sum(weight, axis=(1, 2)), (-1, 1)) if weight.ndim == 3 else xp.sum(weight)
-        lo, hi = self.comm.shard(0, m)
+        lo, hi = self.comm.shard(0, width)
 
         def part(a: Any) -> Any:
             if a is None:
@@ -71,18 +71,31 @@ class ShardRunner:
 
         layer_params = layers.unflatten_stacked(params, h.sizes, xp)
         if hi > lo:
-            z, inputs, backprops = layers.forward_stacked(layer_params, part(x), h.activation, xp, None)
-            loss_sum, delta, correct = losses.head(h.output, h.loss, z, part(t), step.zero, xp, part(weight), True)
+            masks = None
+            if step.drop is not None:  # this rank's rows of every member's global mask table
+                counter = state["step"]
+                if not isinstance(counter, int):
+                    counter = xp.reshape(counter, (-1, 1, 1))
+                units = list(h.sizes[1:-1])
+                masks = dropout.masks_stacked(*step.drop, counter, hi - lo, units, x.dtype, xp, self.device, lo)
+            z, inputs, backprops = layers.forward_stacked(layer_params, part(x), h.activation, xp, masks)
+            mine = part(mask)
+            loss_sum, delta, correct = losses.head(
+                h.output, h.loss, z, part(t), step.zero, xp, part(weight), True, mine
+            )  # fmt: skip
             if weight is not None:
                 delta = delta * part(weight)
+            elif mine is not None:
+                delta = delta * mine
             grads = layers.backward_stacked(layer_params, inputs, backprops, delta, xp)
         else:  # more ranks than rows in this batch: this rank adds nothing
             k = params.shape[0]
             grads = xp.zeros_like(params)
             loss_sum = xp.zeros((k, 2) if weight is not None else (k,), dtype=self.dtype, device=self.device)
             correct = None
-            if h.output != "identity":
-                correct = xp.zeros((k,), dtype=_backend.index_dtype(xp, self.device), device=self.device)
+            if h.output != "identity":  # a masked batch counts in floats
+                kind = self.dtype if mask is not None else _backend.index_dtype(xp, self.device)
+                correct = xp.zeros((k,), dtype=kind, device=self.device)
         grads = self.comm.allreduce_sum(xp.reshape(grads, (-1,)), xp, self.device)
         grads = xp.reshape(grads, params.shape)
         # from here on, StackedStep.__call__ with the global batch's rows and weight totals

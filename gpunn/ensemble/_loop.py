@@ -62,8 +62,6 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
     member_callbacks = _args.member_callbacks(callbacks, k)
     if on_epoch is not None and not callable(on_epoch):
         raise ConfigError(f"on_epoch must be a callable on_epoch(ensemble, records); got {type(on_epoch).__name__}")
-    if comm is not None:
-        _distributed.refuse(ens, rows)
     recorded = {"loss", "lr"} | ({"accuracy"} if m0.output != "identity" else set())
     if validation_data is not None:
         recorded |= {f"val_{key}" for key in recorded - {"lr"}}
@@ -116,6 +114,7 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
             comm.check_agreement(
                 m0, x, t, w_host, epochs=epochs, batch_size=batch_size, shuffle=shuffle, members=k,
                 seeds=[m.seed for m in members], optimizer=opts, lr=rates, l2=l2s, clip_norm=clip_norm,
+                dropout=[m.dropout for m in members], rows=_distributed.rows_digest(member_rows),
                 generators=_distributed.generators(members),
             )  # fmt: skip
             for m, p in zip(members, comm.broadcast_arrays([m._params for m in members], xp, ens.device)):
