@@ -184,21 +184,25 @@ def test_a_failing_rank_stops_the_job_without_hanging(tmp_path):
     assert "rank 1 lost its data" in r.stderr
 
 
-def test_cli_two_ranks_match_one_process(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--members", "3", "--dropout", "0.1"]], ids=["one-network", "ensemble-dropout"])
+def test_cli_two_ranks_match_one_process(tmp_path, extra):
     common = ["train", "--epochs", "30", "--batch-size", "50", "--optimizer", "adam", "--lr", "0.01", "--device",
-              "cpu", "--dtype", "float64", "-q"]  # fmt: skip
+              "cpu", "--dtype", "float64", "-q", *extra]  # fmt: skip
     r = subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-m", "gpunn", *common, "--distributed", "--save",
                         "d.safetensors"], capture_output=True, text=True, cwd=tmp_path, timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("test accuracy") == 1  # only rank 0 prints
+    assert r.stdout.count("test accuracy") == (2 if extra else 1)  # only rank 0 prints (an ensemble: two lines)
     s = subprocess.run([sys.executable, "-m", "gpunn", *common, "--save", "s.safetensors"], capture_output=True,
                        text=True, cwd=tmp_path, timeout=300)  # fmt: skip
     assert s.returncode == 0, s.stderr
     assert r.stdout == s.stdout
     a, b = gpunn.load(tmp_path / "d.safetensors", device="cpu"), gpunn.load(tmp_path / "s.safetensors", device="cpu")
-    for pa, pb in zip(a.weights, b.weights):
-        for wa, wb in zip(pa, pb):
-            np.testing.assert_allclose(wa, wb, rtol=0, atol=1e-10)
+    pairs = list(zip(a.members, b.members)) if extra else [(a, b)]
+    assert len(pairs) == (3 if extra else 1)
+    for ma, mb in pairs:
+        for pa, pb in zip(ma.weights, mb.weights):
+            for wa, wb in zip(pa, pb):
+                np.testing.assert_allclose(wa, wb, rtol=0, atol=1e-10)
 
 
 def test_shards_cover_the_batch_in_order():

@@ -88,6 +88,26 @@ def reference_masks(rate: float, key: int, step: int, rows: int, units: list[int
     return [table[:, a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def test_stacked_masks_of_a_shard_are_each_members_reference_rows():
+    """masks_stacked with a row offset (a rank's shard of K members' batch): member k's rows are rows
+    offset..offset+rows of its own reference table, with its own key and rate (0: every unit kept)."""
+    xp, device = _backend.resolve("cpu")
+    rates, seeds, units, step, offset, rows = [0.2, 0.5, 0.0], [3, 8, 1], [5, 3], 6, 11, 4
+    keys = xp.reshape(xp.asarray([dropout.seed_key(s) for s in seeds], dtype=xp.int32), (3, 1, 1))
+    thresholds = xp.reshape(xp.asarray([dropout.threshold(r) for r in rates], dtype=xp.int32), (3, 1, 1))
+    scales = xp.reshape(xp.asarray([1.0 / (1.0 - r) for r in rates]), (3, 1, 1))
+    got = dropout.masks_stacked(keys, thresholds, scales, step, rows, units, xp.float64, xp, device, row_offset=offset)
+    for k, (rate, seed) in enumerate(zip(rates, seeds)):
+        if rate == 0.0:
+            expected = [np.ones((rows, u)) for u in units]
+        else:
+            expected = [
+                m[offset : offset + rows] for m in reference_masks(rate, dropout.seed_key(seed), step, 20, units)
+            ]
+        for layer in range(len(units)):
+            np.testing.assert_array_equal(got[layer][k], expected[layer])
+
+
 def _torch_steps(activation, output, pairs, batches, masks_per_step, lr):
     """Adam steps by torch autograd from ``pairs`` ``[W1, b1, ...]``, every hidden layer's output times the
     given mask."""

@@ -37,9 +37,6 @@ def check_options(s: dict[str, Any], args: argparse.Namespace, resumed: Any) -> 
     if s["stream"]:
         raise ConfigError("--members trains its networks together on data held in memory; --stream trains one "
                           "network (leave out --stream, or --members)")  # fmt: skip
-    if getattr(args, "comm", None) is not None and s["dropout"]:
-        raise ConfigError("--members with --distributed trains without dropout (each member's masks are drawn for "
-                          "a whole batch); leave out --dropout, or --distributed")  # fmt: skip
 
 
 def build(sizes: list[int], s: dict[str, Any], output: str, device: Any) -> Any:
