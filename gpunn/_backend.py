@@ -241,6 +241,16 @@ def compiler(xp: Any, required: bool = False) -> Any:
     return None
 
 
+def scan(xp: Any) -> Any:
+    """The compiler's loop, ``scan(body, carry, xs) -> (carry, stacked outputs)``, where a whole run of steps
+    compiles into one call (``jax.lax.scan`` on JAX), or None."""
+    if aac.is_jax_namespace(xp):
+        import jax
+
+        return jax.lax.scan
+    return None
+
+
 def slices_copy(xp: Any) -> bool:
     """True where a compiled step copies every slice it reads of a flat buffer (XLA: JAX), so that a run of
     compiled steps is faster on the parameters' segments (see gpunn.layers.segments)."""

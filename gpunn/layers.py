@@ -53,24 +53,24 @@ def unflatten(flat: Any, sizes: Sequence[int], xp: Any) -> list[tuple[Any, Any]]
     """``[(W, b), ...]`` of a flat buffer: views on NumPy, CuPy and PyTorch, slices elsewhere; or of the same
     parameters in :func:`segments` (a tuple), where it only reshapes."""
     if isinstance(flat, tuple):
-        shapes = [shape for _, _, shape in layer_slices(sizes)]
-        return [(xp.reshape(flat[2 * i], shape), flat[2 * i + 1]) for i, shape in enumerate(shapes)]
+        return [(flat[2 * i], flat[2 * i + 1]) for i in range(len(flat) // 2)]
     return [(xp.reshape(flat[w], shape), flat[b]) for w, b, shape in layer_slices(sizes)]
 
 
 # A compiler (XLA) copies every slice of a flat buffer that a product reads, and assembles the flat gradient
 # buffer by copies too: on the CPU that is about a quarter of a mid-sized step. A compiled run of several steps
 # therefore carries the parameters (and the optimizer's slots) as their segments, ``(W1, b1, W2, b2, ...)``, each
-# 1-D in the flat buffer's order, and joins them back after the last step. Every pure function below and in
-# gpunn.step and gpunn.optim takes either form and returns the form it was given.
-def segments(flat: Any, sizes: Sequence[int]) -> tuple[Any, ...]:
-    """The flat buffer's segments ``(W1, b1, W2, b2, ...)``, each 1-D (undone by :func:`join`)."""
-    return tuple(flat[part] for w, b, _ in layer_slices(sizes) for part in (w, b))
+# W of shape (out, in) (XLA's products on the CPU run slower on a 1-D buffer reshaped), and joins them back after
+# the last step. Every pure function below and in gpunn.step and gpunn.optim takes either form and returns the
+# form it was given.
+def segments(flat: Any, sizes: Sequence[int], xp: Any) -> tuple[Any, ...]:
+    """The flat buffer's segments ``(W1, b1, W2, b2, ...)``, each W (out, in) (undone by :func:`join`)."""
+    return tuple(part for w, b, shape in layer_slices(sizes) for part in (xp.reshape(flat[w], shape), flat[b]))
 
 
 def join(parts: tuple[Any, ...], xp: Any) -> Any:
     """The flat buffer of :func:`segments`."""
-    return xp.concat(parts)
+    return _backend.concat_into([xp.reshape(part, (-1,)) for part in parts], xp)
 
 
 def each(f: Callable[..., Any], *buffers: Any) -> Any:
@@ -234,7 +234,8 @@ def backward(
         return _backward_numpy(layers, inputs, backprops, delta, sizes)
     parts: list[Any] = []
     for i in reversed(range(len(layers))):
-        parts[:0] = [xp.reshape(delta.T @ inputs[i], (-1,)), xp.sum(delta, axis=0)]
+        dw = delta.T @ inputs[i]
+        parts[:0] = [dw if segmented else xp.reshape(dw, (-1,)), xp.sum(delta, axis=0)]
         if i:
             delta = backprops[i - 1](delta @ layers[i][0])
     return tuple(parts) if segmented else _backend.concat_into(parts, xp)

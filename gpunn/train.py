@@ -54,7 +54,9 @@ def _compiled(hyper: Hyper, xp: Any, device: Any, dtype: str, required: bool) ->
     (the compiler's own cache is keyed by the function object). A form is compiled on its first call."""
     step = Step(hyper, xp, device, dtype)
     jit = _backend.compiler(xp, required)
-    split, join = functools.partial(_split, hyper.sizes), functools.partial(_join, xp)
+    split, join = functools.partial(_split, hyper.sizes, xp), functools.partial(_join, xp)
+    scan = _backend.scan(xp)
+    loop = None if scan is None else jit(functools.partial(_loop, step, scan), static_argnums=(6, 7))
     return step, Compiled(
         jit(step),
         jit(step.rows, static_argnums=6),
@@ -62,6 +64,7 @@ def _compiled(hyper: Hyper, xp: Any, device: Any, dtype: str, required: bool) ->
         jit(step.apply, static_argnums=4),
         jit(split),
         jit(join),
+        loop,
     )
 
 
@@ -76,17 +79,44 @@ class Compiled:
     apply: Any
     split: Any
     join: Any
+    loop: Any = None
 
 
-def _split(sizes: tuple[int, ...], params: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def _loop(
+    step: Step, scan: Any, params: Any, state: Any, x: Any, target: Any, order: Any, first: Any, count: int,
+    size: int, lr: Any, weight: Any,
+) -> tuple[Any, Any, Any, Any]:  # fmt: skip
+    """``count`` steps on the consecutive batches ``order[first + i * size : first + (i + 1) * size]`` as one
+    loop of the compiler: ``(params, state, loss sums, correct counts)``, the metrics stacked per batch."""
+    xp = step.xp
+
+    def body(carry: tuple[Any, Any], i: Any) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+        p, s, loss_sum, correct = step.rows(*carry, x, target, order, first + i * size, size, lr, weight)
+        return (p, s), (loss_sum, correct)
+
+    (params, state), (loss_sums, corrects) = scan(body, (params, state), xp.arange(count, dtype=xp.int32))
+    return params, state, loss_sums, corrects
+
+
+def _split(sizes: tuple[int, ...], xp: Any, params: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The flat parameters and optimizer slots as their segments (gpunn.layers.segments)."""
-    slots = {k: v if k == "step" else layers.segments(v, sizes) for k, v in state.items()}
-    return layers.segments(params, sizes), slots
+    slots = {k: v if k == "step" else layers.segments(v, sizes, xp) for k, v in state.items()}
+    return layers.segments(params, sizes, xp), slots
 
 
 def _join(xp: Any, params: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """:func:`_split` undone."""
     return layers.join(params, xp), {k: v if k == "step" else layers.join(v, xp) for k, v in state.items()}
+
+
+def _continues(run: list[Batch], batch: Batch) -> bool:
+    """True if ``batch`` is the next batch of the same size after ``run``, gathered from the same arrays."""
+    first, last = run[0], run[-1]
+    return (
+        batch.order is first.order and batch.x is first.x and batch.target is first.target
+        and batch.weight is first.weight and batch.shard_rows == first.shard_rows
+        and batch.start == last.start + first.shard_rows
+    )  # fmt: skip
 
 
 class Runner:
@@ -105,8 +135,8 @@ class Runner:
         else:
             self.step = Step(hyper, xp, device, dtype)
         step = self.step
-        split, join = functools.partial(_split, hyper.sizes), functools.partial(_join, xp)
-        self.eager = Compiled(step, step.rows, step.gradients, step.apply, split, join)
+        split, join = functools.partial(_split, hyper.sizes, xp), functools.partial(_join, xp)
+        self.eager = Compiled(step, step.rows, step.gradients, step.apply, split, join, None)
         # Where the compiled step copies what it slices (XLA), runs of steps go on the parameters' segments, and
         # a shuffled batch is sliced from the order and gathered inside the step (an eager slice costs a dispatch).
         self.segments = self.compiled and comm is None and _backend.slices_copy(xp)
@@ -143,6 +173,54 @@ class Runner:
         if not isinstance(params, tuple):
             return params, state
         return self._through(lambda forms, lr: forms.join(params, state))
+
+    def run(self, params: Any, state: Any, batches: Any, lr: Any) -> tuple[Any, Any, list[Any], list[Any], int]:
+        """Every batch of an epoch: ``(params, state, loss sums, correct counts, batches)``. Where the compiled
+        step gathers its rows (XLA), consecutive shuffled batches of one size run as one compiled loop (one call
+        for the epoch's full batches, where a Python loop makes a call, and on an accelerator a launch, for each);
+        their metrics then come stacked, one array for the run."""
+        loss_sums: list[Any] = []
+        corrects: list[Any] = []
+        count, run = 0, list[Batch]()
+        for batch in batches:
+            count += 1
+            if self.segments and batch.order is not None and (not run or _continues(run, batch)):
+                run.append(batch)
+                continue
+            if run:
+                params, state = self._steps(params, state, run, lr, loss_sums, corrects)
+                run = []
+                if self.segments and batch.order is not None:
+                    run.append(batch)
+                    continue
+            params, state = self._steps(params, state, [batch], lr, loss_sums, corrects)
+        if run:
+            params, state = self._steps(params, state, run, lr, loss_sums, corrects)
+        if corrects and corrects[0] is None:
+            corrects = []
+        return params, state, loss_sums, corrects, count
+
+    def _steps(self, params: Any, state: Any, run: list[Batch], lr: Any, loss_sums: list, corrects: list):
+        if len(run) > 1 and self.compiled and self.forms.loop is not None:
+            b = run[0]
+
+            def loop(forms: Compiled, rate: Any) -> Any:
+                if forms is self.eager:  # the compiler failed: one eager step a batch
+                    return None
+                return forms.loop(params, self._counted(state, forms), b.x, b.target, b.order, b.start, len(run),
+                                  b.shard_rows, rate, b.weight)  # fmt: skip
+
+            out = self._through(loop, lr)
+            if out is not None:
+                params, state, loss_sum, correct = out
+                loss_sums.append(loss_sum)
+                corrects.append(correct)
+                return params, state
+        for batch in run:
+            params, state, loss_sum, correct = self(params, state, batch, lr)
+            loss_sums.append(loss_sum)
+            corrects.append(correct)
+        return params, state
 
     def __call__(self, params: Any, state: Any, batch: Batch, lr: Any):
         """One step on ``batch``, as the epoch's batches come from a feed."""
@@ -221,14 +299,15 @@ def epochs(
 @dataclass(frozen=True)
 class Ran:
     """An epoch that ran on the device and whose metrics are not read back yet: the state it started from, the
-    state it left (its ``schedule_state`` still the old one: a record updates it), its rate, and its sums as
-    0-d device arrays (per batch, then the validation blocks')."""
+    state it left (its ``schedule_state`` still the old one: a record updates it), its rate, its number of
+    batches, and its sums on the device (the batches', then the validation blocks')."""
 
     old: State
     new: State
     lr: float
-    loss_sums: list[Any]
-    corrects: list[Any]  # empty for regression
+    batches: int
+    loss_sums: list[Any]  # a 0-d array a batch (a pair with sample weights), or one array for a run of batches
+    corrects: list[Any]  # the same, as counts; empty for regression
     val_loss: list[Any]
     val_correct: list[Any]
 
@@ -250,24 +329,18 @@ def start_epoch(state, feed, val, runner, schedule, batch_size, shuffle, comm=No
     steps = 1 if batch_size is None else -(-feed.n_rows // batch_size)
     params, opt_state = runner.split(state.params, state.optimizer_state, steps)
     batches = feed.batches(batch_size, rng, comm, epoch)
-    loss_sums, corrects = [], []
     try:
-        for batch in batches:
-            params, opt_state, loss_sum, correct = runner(params, opt_state, batch, rate)
-            loss_sums.append(loss_sum)
-            corrects.append(correct)
+        params, opt_state, loss_sums, corrects, count = runner.run(params, opt_state, batches, rate)
     finally:
         batches.close()  # a generator, or a Prefetcher whose thread stops
     params, opt_state = runner.join(params, opt_state)
-    if corrects[0] is None:
-        corrects = []
     val_loss: list[Any] = []
     val_correct: list[Any] = []
     if val is not None:
         val_loss, val_correct = val.evaluate_sums(params)
     rng_state = state.rng_state if rng is None else rng.state()
     new = State(params, opt_state, epoch + 1, rng_state, state.schedule_state)
-    return Ran(state, new, lr, loss_sums, corrects, list(val_loss), list(val_correct))
+    return Ran(state, new, lr, count, loss_sums, corrects, list(val_loss), list(val_correct))
 
 
 class _Shuffler:
@@ -304,10 +377,10 @@ def finish_epochs(
     width = 1 if feed.weight_total is None else 2  # with sample weights each batch gives [loss, weighted loss]
     f = c = 0
     for r in ran:
-        nf, nv = width * len(r.loss_sums), len(r.val_loss)
+        nf, nv = width * r.batches, len(r.val_loss)
         batch_sums = host_floats[f : f + nf].reshape(-1, width)
         val_floats, f = host_floats[f + nf : f + nf + nv], f + nf + nv
-        nc, nvc = len(r.corrects), len(r.val_correct)
+        nc, nvc = (r.batches if r.corrects else 0), len(r.val_correct)
         batch_counts, val_counts, c = host_counts[c : c + nc], host_counts[c + nc : c + nc + nvc], c + nc + nvc
         yield _record(r, feed, val, hyper, schedule, comm, batch_sums, val_floats, batch_counts, val_counts)
 

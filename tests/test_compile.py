@@ -118,11 +118,13 @@ def test_an_epoch_compiles_at_most_twice(monkeypatch):
     m = gpunn.MLP([4, 8, 1], xp=jnp, device="cpu", dtype="float64", compile=True)
     m.fit(X, y, epochs=2, batch_size=32, verbose=0)  # 3 batches of 32 and one of 4
     m.fit(X, y, epochs=2, batch_size=32, verbose=0)
-    # made once: the step, the step on gathered rows, its two halves (for distributed training), split and join
-    assert len(jitted) == 6
-    step, rows, _, _, split, join = jitted
+    # made once: the step, the step on gathered rows, its two halves (for distributed training), split, join and
+    # the loop over a run of batches of one size
+    assert len(jitted) == 7
+    loop, step, rows, _, _, split, join = jitted
     assert step._cache_size() == 0  # shuffled batches all go through the step on gathered rows
-    assert rows._cache_size() == 2  # 32 rows and the remainder of 4
+    assert loop._cache_size() == 1  # the 3 batches of 32 as one loop
+    assert rows._cache_size() == 1  # the remainder of 4
     assert split._cache_size() == join._cache_size() == 1
     train._compiled.cache_clear()
 
