@@ -109,6 +109,19 @@ def _join(xp: Any, params: Any, state: dict[str, Any]) -> tuple[Any, dict[str, A
     return layers.join(params, xp), {k: v if k == "step" else layers.join(v, xp) for k, v in state.items()}
 
 
+def fall_back(exc: Exception, mode: Any, xp: Any, what: str) -> None:
+    """After compiled code raised ``exc``: raise it again under ``compile=True`` or where it is the training's own
+    error (not finite, out of memory), else warn once that training goes on eagerly."""
+    if mode is True or isinstance(exc, (NonFiniteError, MemoryError)):
+        raise exc
+    warnings.warn(
+        f"gpunn: compiling {what} on {_backend.namespace_name(xp)} failed ({type(exc).__name__}: {exc}); "
+        "training eagerly instead",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
 def _continues(run: list[Batch], batch: Batch) -> bool:
     """True if ``batch`` is the next batch of the same size after ``run``, gathered from the same arrays."""
     first, last = run[0], run[-1]
@@ -233,14 +246,7 @@ class Runner:
             try:
                 return run(self.forms, lr)
             except Exception as exc:
-                if self.mode is True or isinstance(exc, (NonFiniteError, MemoryError)):
-                    raise
-                warnings.warn(
-                    f"gpunn: compiling the step on {_backend.namespace_name(self.step.xp)} failed "
-                    f"({type(exc).__name__}: {exc}); training eagerly instead",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+                fall_back(exc, self.mode, self.step.xp, "the step")
                 self.compiled = False
         if lr is not None and not isinstance(lr, (int, float)):
             lr = float(_backend.to_numpy(lr))  # a rate made for the compiled step

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -182,14 +181,7 @@ class _Runner:
             try:
                 return self._jit(params, self.steps(state, params.shape[0]), batch[0], batch[1], lr, *batch[2:])
             except Exception as exc:
-                if self.mode is True or isinstance(exc, (NonFiniteError, MemoryError)):
-                    raise
-                warnings.warn(
-                    f"gpunn: compiling the ensemble's step on {_backend.namespace_name(self.xp)} failed "
-                    f"({type(exc).__name__}: {exc}); training eagerly instead",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+                train.fall_back(exc, self.mode, self.xp, "the ensemble's step")
                 self.compiled = False
                 lr = _backend.to_numpy(lr)
                 lr = float(lr) if lr.ndim == 0 else self.xp.asarray(lr, device=self.device)
