@@ -5,6 +5,8 @@ one ``gpunn.Ensemble`` against K separate ``gpunn.MLP`` fits, on each namespace,
 the ensemble and then the K fits, namespace after namespace, so that a machine busy with other work slows both
 alike. Reported: milliseconds per epoch (all K networks), the median over repeats, and their ratio (issue 18's
 targets on 2 CPU cores: at most 1.1x on NumPy, 0.6x on torch and JAX). JAX compiles both (``compile="auto"``).
+``--versus-one --members 256 --namespaces cupy torch-cuda jax-gpu`` times the ensemble against one network's fit
+instead, on the GPU (issue 18's GPU target: at most 3x); ``benchmarks/gpu.sh`` runs it as its ``ensemble`` step.
 
 This machine sets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which halve NumPy's matrix products; run
 ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks.ensemble`` for NumPy's own kernels (the
@@ -29,17 +31,37 @@ RESULTS = Path(__file__).parent / "results" / "ensemble.json"
 SIZES = CELLS["tiny"]["sizes"]
 
 
+NAMESPACES = ["numpy", "torch", "jax", "cupy", "torch-cuda", "jax-gpu"]
+
+
 def _namespace(name: str) -> dict[str, Any]:
     if name == "numpy":
         return {"device": "cpu"}
-    if name == "torch":
+    if name == "cupy":
+        return {"device": "cuda"}
+    if name.startswith("torch"):
         import torch
 
-        return {"xp": torch, "device": "cpu"}
+        return {"xp": torch, "device": "cuda" if name == "torch-cuda" else "cpu"}
     import jax
     import jax.numpy as jnp
 
-    return {"xp": jnp, "device": jax.devices("cpu")[0]}
+    return {"xp": jnp, "device": jax.devices("gpu" if name == "jax-gpu" else "cpu")[0]}
+
+
+def _available(name: str) -> bool:
+    module = {"torch-cuda": "torch", "jax-gpu": "jax"}.get(name, name)
+    if name != "numpy" and importlib.util.find_spec(module) is None:
+        return False
+    if name in ("cupy", "torch-cuda", "jax-gpu"):
+        try:
+            _namespace(name)
+            from gpunn import _backend
+
+            return _backend.gpu_usable() if name == "cupy" else True
+        except Exception:
+            return False
+    return True
 
 
 def _sync(model: Any) -> None:
@@ -75,6 +97,11 @@ def time_separate(kw: dict[str, Any], X: Any, y: Any, members: int, epochs: int)
     return (time.perf_counter() - start) / epochs
 
 
+def time_one(kw: dict[str, Any], X: Any, y: Any, epochs: int) -> float:
+    """Seconds per epoch of one MLP (the ``--versus-one`` baseline)."""
+    return time_separate(kw, X, y, 1, epochs)
+
+
 def _blas() -> str:
     try:
         from threadpoolctl import threadpool_info
@@ -89,7 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ensemble", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer epochs and repeats (a smoke run)")
     parser.add_argument("--members", type=int, default=64, help="networks (default 64)")
-    parser.add_argument("--namespaces", nargs="+", default=["numpy", "torch", "jax"], choices=["numpy", "torch", "jax"])
+    parser.add_argument("--namespaces", nargs="+", default=["numpy", "torch", "jax"], choices=NAMESPACES,
+                        help="where to train (cupy, torch-cuda and jax-gpu need a GPU; unavailable ones are skipped)")
+    parser.add_argument("--versus-one", action="store_true",
+                        help="compare the ensemble with ONE network's fit instead of K separate fits (issue 18's GPU "
+                             "target: 256 networks in at most 3x the time of one)")  # fmt: skip
     parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads (on a busy 2-core machine, 1)")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write the results (default {RESULTS})")
     args = parser.parse_args(argv)
@@ -98,23 +129,31 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    names = [n for n in args.namespaces if n == "numpy" or importlib.util.find_spec(n) is not None]
+    names = [n for n in args.namespaces if _available(n)]
+    skipped = sorted(set(args.namespaces) - set(names))
+    if skipped:
+        print(f"skipped (not installed, or no GPU): {', '.join(skipped)}")
     X, y = make_data(CELLS["tiny"])
     times: dict[str, dict[str, list[float]]] = {n: {"ensemble": [], "separate": []} for n in names}
     kws = {n: _namespace(n) for n in names}
     for _ in range(repeats):
         for n in names:
             times[n]["ensemble"].append(time_ensemble(kws[n], X, y, args.members, epochs))
-            times[n]["separate"].append(time_separate(kws[n], X, y, args.members, epochs))
+            if args.versus_one:
+                times[n]["separate"].append(time_one(kws[n], X, y, epochs))
+            else:
+                times[n]["separate"].append(time_separate(kws[n], X, y, args.members, epochs))
     rows = []
     for n in names:
         ens, sep = (statistics.median(times[n][k]) for k in ("ensemble", "separate"))
         rows.append({"namespace": n, "members": args.members, "ensemble_ms": ens * 1e3, "separate_ms": sep * 1e3,
-                     "ratio": ens / sep, "epochs": epochs, "repeats": repeats, "runs": times[n]})  # fmt: skip
+                     "ratio": ens / sep, "epochs": epochs, "repeats": repeats, "runs": times[n],
+                     "baseline": "one MLP" if args.versus_one else f"{args.members} MLPs"})  # fmt: skip
     env = {v: os.environ.get(v) for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     print(f"{args.members} networks {SIZES}, full batch of 1000, SGD, float32, per epoch (median of {repeats} "
           f"interleaved repeats of {epochs} epochs); BLAS: {_blas()}; {env}\n")  # fmt: skip
-    print("| namespace | one Ensemble (ms/epoch) | separate MLPs (ms/epoch) | ratio |")
+    baseline = "one MLP" if args.versus_one else "separate MLPs"
+    print(f"| namespace | one Ensemble (ms/epoch) | {baseline} (ms/epoch) | ratio |")
     print("|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['namespace']} | {r['ensemble_ms']:.2f} | {r['separate_ms']:.2f} | {r['ratio']:.2f} |")

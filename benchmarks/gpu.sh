@@ -12,6 +12,8 @@
 #   floor      tiny against its kernel-launch floor
 #   stream     streaming an .npy file onto the GPU, prefetch on and off
 #   bench      the benchmark cells in FP32: the GPU contenders and gpunn-numpy
+#   ensemble   256 seed networks as one Ensemble against one network's fit, on each GPU namespace
+#   jaxloop    gpunn-jax (compiled) against a hand-written jax.jit loop, on JAX's default device (the GPU)
 #   cpu-tests  the rest of the suite (CI runs it too; here it checks that a GPU being present changes nothing)
 #   tf32       mid-1024 and wide again with TF32 on, for the benchmark only
 #
@@ -32,7 +34,7 @@ OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d)
 BUDGET=${GPU_SH_BUDGET:-400}
 STEPS=("$@")
-ALL=(env gpu-tests diff floor stream bench cpu-tests tf32)
+ALL=(env gpu-tests diff floor stream bench ensemble jaxloop cpu-tests tf32)
 [ ${#STEPS[@]} -eq 0 ] && STEPS=("${ALL[@]}")
 
 if [ -d .whl ] && ! python3 -c "import array_api_compat, array_api_strict" 2>/dev/null; then
@@ -109,6 +111,9 @@ for s in "${STEPS[@]}"; do
       --json "$WORK/streaming-gpu.json" ;;
     bench) step bench 180 30 env CUPY_TF32=0 python3 -m benchmarks --tag gpu-fp32 --rounds 1 --no-memory \
       --reference gpunn-cupy --contenders "gpunn-numpy,$GPU_PEERS" ;;
+    ensemble) step ensemble 90 12 python3 -m benchmarks.ensemble --quick --versus-one --members 256 \
+      --namespaces cupy torch-cuda jax-gpu --json "$WORK/ensemble-gpu.json" ;;
+    jaxloop) step jaxloop 60 8 python3 -m benchmarks.jax_loop --repeats 7 --json "$WORK/jax-loop-gpu.json" ;;
     cpu-tests) step cpu-tests 200 20 run_tests "not gpu" ;;
     tf32) step tf32 90 12 env CUPY_TF32=1 python3 -m benchmarks --tag gpu-tf32 --rounds 1 --no-memory \
       --reference gpunn-cupy --cells mid-1024,wide --contenders gpunn-cupy,torch-cuda ;;
