@@ -116,8 +116,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ensemble", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer epochs and repeats (a smoke run)")
     parser.add_argument("--members", type=int, default=64, help="networks (default 64)")
-    parser.add_argument("--namespaces", nargs="+", default=["numpy", "torch", "jax"], choices=NAMESPACES,
-                        help="where to train (cupy, torch-cuda and jax-gpu need a GPU; unavailable ones are skipped)")
+    parser.add_argument(
+        "--namespaces",
+        nargs="+",
+        default=["numpy", "torch", "jax"],
+        choices=NAMESPACES,
+        help="where to train (cupy, torch-cuda and jax-gpu need a GPU; unavailable ones are skipped)",
+    )
     parser.add_argument("--versus-one", action="store_true",
                         help="compare the ensemble with ONE network's fit instead of K separate fits (issue 18's GPU "
                              "target: 256 networks in at most 3x the time of one)")  # fmt: skip
