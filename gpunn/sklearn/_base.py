@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat as aac
@@ -239,25 +240,8 @@ class _BaseMLP(BaseEstimator):
             if sample_weight is not None:
                 sample_weight, w_val = split[4:]
         best: dict[str, Any] = {"weights": self._best_weights}  # a warm-started fit keeps the best so far
-
-        def after_epoch(model: MLP, record: dict[str, float]) -> bool:
-            self._record_epoch(record[key] / scale, X.shape[0])
-            if self.verbose:
-                print(f"Iteration {self.n_iter_}, loss = {self.loss_curve_[-1]:.8f}")
-            # scikit-learn's rule: count epochs that fail to beat the best by tol; stop past n_iter_no_change.
-            if self.early_stopping:
-                score = self._score_for_stopping(X_val, y_val, w_val)
-                self.validation_scores_.append(score)
-                improving = score >= self.best_validation_score_ + self.tol
-                if score > self.best_validation_score_:
-                    self.best_validation_score_ = score
-                    best["weights"] = model.weights
-            else:
-                improving = self.loss_curve_[-1] <= self.best_loss_ - self.tol
-                self.best_loss_ = min(self.best_loss_, self.loss_curve_[-1])
-            self._no_improvement_count = 0 if improving else self._no_improvement_count + 1
-            return self._epoch_end(model, scale)
-
+        val = (X_val, y_val, w_val) if self.early_stopping else None
+        after_epoch = self._after_epoch(key, scale, X.shape[0], val, best)
         m.fit(X, T, epochs=epochs, callbacks=[after_epoch], sample_weight=sample_weight, **fit_kw)
         self._best_weights = best["weights"]
         if self.early_stopping and best["weights"] is not None:
@@ -269,6 +253,32 @@ class _BaseMLP(BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
+
+    def _after_epoch(
+        self, key: str, scale: float, n_train: int, val: tuple | None, best: dict[str, Any]
+    ) -> Callable[[MLP, dict[str, float]], bool]:
+        """The callback that does after each epoch what scikit-learn's loop does: the loss curve (``key`` of the
+        record over ``scale``), scikit-learn's rule (count epochs that fail to beat the best by tol, on the
+        validation split ``val`` or on the loss; stop past n_iter_no_change), the best weights into ``best``."""
+
+        def after_epoch(model: MLP, record: dict[str, float]) -> bool:
+            self._record_epoch(record[key] / scale, n_train)
+            if self.verbose:
+                print(f"Iteration {self.n_iter_}, loss = {self.loss_curve_[-1]:.8f}")
+            if val is not None:
+                score = self._score_for_stopping(*val)
+                self.validation_scores_.append(score)
+                improving = score >= self.best_validation_score_ + self.tol
+                if score > self.best_validation_score_:
+                    self.best_validation_score_ = score
+                    best["weights"] = model.weights
+            else:
+                improving = self.loss_curve_[-1] <= self.best_loss_ - self.tol
+                self.best_loss_ = min(self.best_loss_, self.loss_curve_[-1])
+            self._no_improvement_count = 0 if improving else self._no_improvement_count + 1
+            return self._epoch_end(model, scale)
+
+        return after_epoch
 
     def _sgd_schedule(self) -> bool:
         return self.solver == "sgd" and self.learning_rate != "constant"

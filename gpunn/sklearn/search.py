@@ -79,27 +79,10 @@ class _Task:
 
 
 def _after_epoch(est: _BaseMLP, key: str, scale: float, n_train: int, val: tuple | None, best: dict[str, Any]) -> Any:
-    """What ``_BaseMLP._train`` does after each epoch (its ``after_epoch``), for one member, plus the stop at
-    ``max_iter`` that its own ``fit(epochs=max_iter)`` would make."""
-
-    def after_epoch(model: Any, record: dict[str, float]) -> bool:
-        est._record_epoch(record[key] / scale, n_train)
-        if est.verbose:
-            print(f"Iteration {est.n_iter_}, loss = {est.loss_curve_[-1]:.8f}")
-        if val is not None:
-            score = est._score_for_stopping(*val)
-            est.validation_scores_.append(score)
-            improving = score >= est.best_validation_score_ + est.tol
-            if score > est.best_validation_score_:
-                est.best_validation_score_ = score
-                best["weights"] = model.weights
-        else:
-            improving = est.loss_curve_[-1] <= est.best_loss_ - est.tol
-            est.best_loss_ = min(est.best_loss_, est.loss_curve_[-1])
-        est._no_improvement_count = 0 if improving else est._no_improvement_count + 1
-        return est._epoch_end(model, scale) and est.n_iter_ < est.max_iter
-
-    return after_epoch
+    """What ``_BaseMLP._train`` does after each epoch, for one member, plus the stop at ``max_iter`` that its own
+    ``fit(epochs=max_iter)`` would make."""
+    after_epoch = est._after_epoch(key, scale, n_train, val, best)
+    return lambda model, record: after_epoch(model, record) and est.n_iter_ < est.max_iter
 
 
 def _train_group(tasks: list[_Task], n: int) -> None:
