@@ -46,8 +46,8 @@ _INSTALL = "ONNX export needs the onnx package: pip install 'gpunn[onnx]'"
 class Network:
     """What an exported graph is built from: the model's :class:`~gpunn.feed.Spec`, its weights ``[(W, b), ...]``
     as NumPy arrays (``W`` of shape (out, in)), its feature scaling ``(mean, std)`` or None, what the file's
-    metadata records besides (the target's name, the original class labels), and a standardized target's
-    ``(mean, std)``."""
+    metadata records besides (the target's name, the class labels), and a standardized target's ``(mean, std)``.
+    A spec that holds its classes (labels other than the indices 0..k-1) makes ``label`` give them."""
 
     spec: Spec
     weights: tuple[tuple[np.ndarray, np.ndarray], ...]
@@ -70,7 +70,7 @@ def network(model: Any) -> Network:
         tuple(model.numpy_weights()),
         model.scaling,
         model.target_name,
-        model.metadata.get("classes"),
+        list(model.spec.classes) if model.spec.classes is not None else model.metadata.get("classes"),
         getattr(model, "target_scaling", None),
     )
 
@@ -97,7 +97,8 @@ def to_onnx(
         gelu in a float32 model is one ``Gelu(approximate="tanh")`` node.
     classes : sequence, optional
         The labels of a single-label classifier's classes, in order (integers, floats or strings): ``label``
-        then gives ``classes[index]`` instead of the index, as ``gpunn.sklearn.MLPClassifier.predict`` does.
+        then gives ``classes[index]`` instead of the index, as ``gpunn.sklearn.MLPClassifier.predict`` does. By
+        default, the labels the model holds (``model.classes``, when they are not the indices 0..k-1).
     two_column_binary : bool
         With one sigmoid output, ``probabilities`` holds ``[1 - p, p]``, (batch, 2), as scikit-learn's
         ``predict_proba`` does.
@@ -132,6 +133,8 @@ def onnx_model(
 
     net = network(model)
     model = net.spec  # below, only what the spec says of the model
+    if classes is None and model.classes is not None:  # a model fitted on labels: label gives them, as predict
+        classes = list(model.classes)
     onnx = _import_onnx()
     opset = _opset(opset, onnx)
     single_label = model.output == "softmax" or (model.output == "sigmoid" and model.n_outputs == 1)
@@ -229,7 +232,7 @@ def onnx_model(
         "dtype": model.dtype,
         "feature_names": None if model.feature_names is None else list(model.feature_names),
         "target_name": net.target_name,
-        "classes": net.classes,  # the CLI's original labels of the indices in "label"
+        "classes": net.classes,  # the model's class labels (label gives them when the model holds them)
         "nan_label": None if flag is None else _json_label(flag),  # the label of flagged rows (None: not flagged)
     }
     helper.set_model_props(proto, {f"gpunn.{key}": json.dumps(value) for key, value in metadata.items()})

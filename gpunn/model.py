@@ -369,13 +369,11 @@ class MLP:
         self, path: str | os.PathLike[str], *, opset: int | None = None, classes: Any = None, nan_label: Any = None
     ) -> str:
         """Write the model as an ONNX graph, standardization included, and return the path
-        (:func:`gpunn.export.to_onnx`; needs ``pip install 'gpunn[onnx]'``). With ``classes``, the graph's
-        ``label`` gives ``classes[index]`` instead of the index; ``nan_label`` is the label of rows holding NaN or
-        inf."""
+        (:func:`gpunn.export.to_onnx`; needs ``pip install 'gpunn[onnx]'``). The graph's ``label`` gives the
+        model's ``classes``, or with ``classes`` given ``classes[index]``; ``nan_label`` is the label of rows
+        holding NaN or inf."""
         from . import export
 
-        if classes is None and not _is_plain(self.classes):
-            classes = self.classes.tolist()  # type: ignore[union-attr]
         return export.to_onnx(export.network(self), path, opset=opset, classes=classes, nan_label=nan_label)
 
     def set_weights(self, pairs: Sequence[tuple[Any, Any]]) -> None:
@@ -1015,13 +1013,31 @@ def _dropout_rate(value: Any) -> float:
 
 
 def _stored_targets(config: dict[str, Any]) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
-    """The classes and target scaling a checkpoint's (validated) config holds; files from before them hold none."""
+    """The classes and target scaling a checkpoint's (validated) config holds; files from before them hold none.
+
+    A classifier that ``gpunn train`` saved before models held their labels keeps them in its metadata only (it
+    was trained on their indices, its classes are those or none): it holds the labels as its classes, so that
+    ``predict`` gives them."""
     classes = config.get("classes")
+    if config["output"] != "identity" and (classes is None or _is_plain(np.asarray(classes))):
+        classes = _metadata_labels(config["metadata"].get("classes")) or classes
     scaling = config.get("target_scaling")
     return (
         None if classes is None else np.asarray(classes),
         None if scaling is None else (np.asarray(scaling[0], np.float64), np.asarray(scaling[1], np.float64)),
     )
+
+
+def _metadata_labels(labels: Any) -> list[Any] | None:
+    """Labels listed in a file's metadata (validated: one per class, distinct) as classes the model can hold: all
+    text or all whole numbers, sorted (the CLI wrote them so); None when they are the indices 0..k-1 or not so."""
+    if not isinstance(labels, list) or not labels:
+        return None
+    text = all(isinstance(c, str) for c in labels)
+    whole = all(isinstance(c, int) and not isinstance(c, bool) and abs(c) < 2**63 for c in labels)
+    if not (text or whole) or labels != sorted(labels) or labels == list(range(len(labels))):
+        return None
+    return labels
 
 
 # Epochs queued before their metrics are read back hold their weights and optimizer state alive: at most this

@@ -115,7 +115,10 @@ def test_sparse_labels_are_k_classes_written_back_with_named_probability_columns
     table = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)
     np.testing.assert_allclose(table[:, 1:], m.predict_proba(X.astype(np.float32)), rtol=1e-6)
     truth = y.astype(np.float64)
-    np.testing.assert_array_equal(table[:, 0], np.array([0, 5, 1000])[m.predict(X.astype(np.float32))])
+    # each row's label is the class of its largest probability column; the loaded model predicts the labels too
+    np.testing.assert_array_equal(table[:, 0], np.array([0, 5, 1000])[np.argmax(table[:, 1:], axis=1)])
+    assert m.classes.tolist() == [0, 5, 1000]
+    np.testing.assert_array_equal(m.predict(X.astype(np.float32)), table[:, 0])
     # the file holds the target column: predict reports the score, as scikit-learn computes it
     accuracy = sklearn_metrics.accuracy_score(truth, table[:, 0])
     assert accuracy > 0.9
@@ -134,9 +137,12 @@ def test_text_label_probability_columns_are_named_after_the_classes_and_export_g
     r = run("predict", "--model", "m.st", "--data", "new.csv", "--device", "cpu", cwd=tmp_path)
     assert r.returncode == 0 and r.stderr == "", r.stderr
     assert r.stdout.splitlines()[0] == "prediction,p_setosa,p_versicolor,p_virginica"
-    m = gpunn.load(tmp_path / "m.st", device="cpu")
-    labels = np.array(["setosa", "versicolor", "virginica"])[m.predict(X[:20].astype(np.float32))]
-    assert [line.split(",")[0] for line in r.stdout.splitlines()[1:]] == labels.tolist()
+    table = np.array([line.split(",") for line in r.stdout.splitlines()[1:]])
+    labels = np.array(["setosa", "versicolor", "virginica"])[np.argmax(table[:, 1:].astype(float), axis=1)]
+    assert table[:, 0].tolist() == labels.tolist()  # each row's label is its most probable column's class
+    m = gpunn.load(tmp_path / "m.st", device="cpu")  # the model holds the labels: predict gives them in Python too
+    assert m.classes.tolist() == ["setosa", "versicolor", "virginica"]
+    assert m.predict(X[:20].astype(np.float32)).tolist() == labels.tolist()
 
     r = run("export", "--model", "m.st", "--onnx", "m.onnx", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -500,6 +500,10 @@ def test_members_learn_labels_and_a_standardized_target_as_a_lone_mlp_does(outpu
         assert ens.members[0].target_scaling is not None
         np.testing.assert_allclose(ens.members[0].target_scaling[0], y.mean(axis=0), rtol=1e-12)
     else:
-        assert list(ens.members[0].classes) == ["ant", "bee", "cat"] and set(ens.predict(X)) <= {"ant", "bee", "cat"}
+        assert list(ens.classes) == list(ens.members[0].classes) == ["ant", "bee", "cat"] and set(ens.predict(X)) <= {
+            "ant",
+            "bee",
+            "cat",
+        }
     ens.save(tmp_path / "e.safetensors")  # what the members learned travels with them
     np.testing.assert_array_equal(gpunn.load(tmp_path / "e.safetensors", device="cpu").predict(X), ens.predict(X))

@@ -172,7 +172,7 @@ def test_a_checkpoint_and_a_pickle_from_before_classes_load_as_indices(tmp_path)
     np.testing.assert_array_equal(unpickled.predict(X), m.predict(X))
 
 
-def test_a_cli_model_with_text_labels_still_predicts_them(tmp_path):
+def test_a_cli_model_holds_its_text_labels_and_predicts_them_in_python(tmp_path):
     X, index = _problem(n=120)
     names = np.array(["no", "yes"])
     rows = ["a,b,c,d,label"] + [",".join(map(str, x)) + f",{names[i]}" for x, i in zip(X, index % 2)]
@@ -185,10 +185,29 @@ def test_a_cli_model_with_text_labels_still_predicts_them(tmp_path):
     r = subprocess.run([*run, "predict", "--model", "m.st", "--data", "f.csv", "--out", "p.csv", "--device", "cpu"],
                        cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    written = (tmp_path / "p.csv").read_text().splitlines()
+    written = [line.split(",") for line in (tmp_path / "p.csv").read_text().splitlines()[1:]]
+    expected = names[(np.array([float(p) for _, p in written]) > 0.5).astype(int)]  # P(yes) above a half: yes
+    assert [label for label, _ in written] == expected.tolist()
     m = gpunn.load(tmp_path / "m.st", device="cpu")
-    expected = names[np.asarray(m.predict(X.astype(np.float32)))]  # the CLI trains the labels' indices
-    assert [line.split(",")[0] for line in written[1:]] == expected.tolist()
+    assert m.classes.tolist() == ["no", "yes"] and m.predict(X.astype(np.float32)).tolist() == expected.tolist()
+
+
+def test_a_cli_file_from_before_models_held_labels_predicts_its_labels(tmp_path):
+    # gpunn train used to fit the labels' indices and list the labels in the metadata only
+    X, index = _problem(n=120, k=2)
+    m = gpunn.MLP([4, 6, 1], seed=3, device="cpu")
+    m.fit(X, index, epochs=5, verbose=0)
+    m.metadata["classes"] = ["no", "yes"]
+    indices = np.asarray(m.predict(X))
+    for held in (None, [0, 1]):  # files before classes existed, and files whose model held the indices
+        m.classes = None if held is None else np.asarray(held)
+        m.save(tmp_path / "old.st")
+        loaded = gpunn.load(tmp_path / "old.st", device="cpu")
+        assert loaded.classes.tolist() == ["no", "yes"]
+        assert loaded.predict(X).tolist() == np.array(["no", "yes"])[indices].tolist()
+    m.classes, m.metadata["classes"] = None, ["b", "a"]  # labels the model cannot hold (unsorted): kept aside
+    m.save(tmp_path / "odd.st")
+    assert gpunn.load(tmp_path / "odd.st", device="cpu").classes is None
 
 
 # ------------------------------------------------------------------------------ 21.5: no probabilities of values

@@ -97,6 +97,23 @@ def test_decision_boundary_of_several_classes_uses_each_class_colour():
     np.testing.assert_array_equal(nearest[sure], proba.argmax(axis=1)[sure])
 
 
+@pytest.mark.parametrize("names, unknown", [(["ant", "bee", "cat"], "dog"), ([0, 5, 1000], 7)])
+def test_decision_boundary_colours_labelled_points_by_their_class(names, unknown, tmp_path):
+    """A model fitted on labels (text, or sparse numbers) colours each point as its class's index: tab10 colour
+    0, 1, 2 for the sorted labels, as the field is coloured."""
+    X, index = data.make_spirals(150, seed=0)
+    labels = np.asarray(names, dtype=object)[index]
+    m = gpunn.MLP([2, 8, 3], output="softmax", device="cpu")
+    m.fit(X, labels.tolist(), epochs=3, verbose=0)
+    fig = plot.decision_boundary(m, X, labels.tolist())
+    points = [c for c in fig.axes[0].collections if c.get_offsets().shape == (150, 2)]
+    assert len(points) == 1
+    np.testing.assert_array_equal(np.asarray(points[0].get_array()), index)
+    plot.save(fig, tmp_path / "labels.png")
+    with pytest.raises(gpunn.InputError, match=rf"y holds label {unknown!r} at row 1, which is not one of the model"):
+        plot.decision_boundary(m, X[:3], [names[0], unknown, names[1]])
+
+
 def test_decision_boundary_needs_two_features():
     m = gpunn.MLP([3, 4, 1], device="cpu")
     with pytest.raises(gpunn.InputError, match=r"2-D points \(n, 2\)"):

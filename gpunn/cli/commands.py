@@ -29,7 +29,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         cols = [predicted[:, j] for j in range(model.n_outputs)]
         names = ["prediction"] if model.n_outputs == 1 else [f"prediction_{j}" for j in range(model.n_outputs)]
     else:
-        classes = model.metadata.get("classes")  # the CLI trains the labels' indices and keeps the labels here
+        classes = model.metadata.get("classes")  # labels a file lists without the model holding them
         held = getattr(model, "classes", None)  # the labels a model fitted on them holds (predict gives them)
         indices = held is None or (held.dtype.kind in "biuf" and np.array_equal(held, np.arange(len(held))))
         if held is not None and not indices:

@@ -22,12 +22,14 @@ ROWS_PER_CLASS = 20  # beyond FEW_CLASSES, whole numbers are classes when each o
 
 @dataclasses.dataclass
 class Target:
-    """The output layer, the targets as the model takes them (0..k-1 for classes), the labels and why."""
+    """The output layer, the targets as the model takes them (a regression's values, a classifier's labels), the
+    classes (the sorted labels) and why."""
 
     output: str
     y: np.ndarray
-    classes: list[Any] | None  # the original label of each class index, in sorted order
+    classes: list[Any] | None  # the label of each class index, in sorted order
     why: str  # how "auto" chose (empty when the output was given)
+    held: np.ndarray | None = None  # the classes as the model holds them (model.classes): predict gives these
 
     @property
     def n_outputs(self) -> int:
@@ -80,22 +82,22 @@ def choose(values: list[Any], k: int, whole: bool, text: bool, rows: int, output
 def target_of(y: np.ndarray, output: str, source: str) -> Target:
     """The :class:`Target` of a column read in memory (float64 numbers, or text labels as an object array).
 
-    Classes, numbers or text, are trained as their indices 0..k-1 in sorted order and kept (``classes``), so that
-    predictions are written back as the labels they were: {0, 5, 1000} is three classes, not 1001."""
+    Classes, numbers or text, are the model's classes (``held``): it trains label ``classes[i]`` as output i and
+    predicts the labels they were: {0, 5, 1000} is three classes, not 1001."""
     text = y.dtype.kind in "OUS"
     if text:
         labels = y.astype(str)
         values = np.unique(labels).astype(object)  # Python str, so that messages show 'no', not np.str_('no')
         out, why = choose(values[:10].tolist(), len(values), True, True, len(y), output, source)
-        return Target(out, np.searchsorted(values, labels).astype(np.int64), values.tolist(), why)
+        return Target(out, labels, values.tolist(), why, values.astype(str))
     values = np.unique(y)
     whole = bool(np.all(values == np.round(values)))
     shown = [int(v) for v in values[:10]] if whole else values[:10].tolist()
     out, why = choose(shown, len(values), whole, False, len(y), output, source)
     if out == "identity":
         return Target(out, y, None, why)
-    classes = [int(v) for v in values]
-    return Target(out, np.searchsorted(values, y).astype(np.int64), classes, why)
+    held = values.astype(np.int64) if np.all(np.abs(values) < 2.0**63) else values  # beyond int64: as read
+    return Target(out, y, [int(v) for v in values], why, held)
 
 
 def streamed_target(ds: Any, output: str, source: str) -> Target:
@@ -120,7 +122,8 @@ def streamed_target(ds: Any, output: str, source: str) -> Target:
             f"{source}: with --stream, class labels are used as they are: 0/1 for sigmoid, 0..k-1 for softmax; "
             f"the target holds {_shown(shown, len(labels))}"
         )
-    return Target(out, np.empty(0), list(range(max(len(wanted), 2))), why)
+    k = max(len(wanted), 2)
+    return Target(out, np.empty(0), list(range(k)), why, np.arange(k))
 
 
 def regression_scores(y: np.ndarray, predicted: np.ndarray) -> dict[str, float]:

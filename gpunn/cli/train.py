@@ -104,6 +104,8 @@ def _train(args: argparse.Namespace) -> int:
         m.metadata["train"] = s
         if classes is not None:
             m.metadata["classes"] = classes
+            if m.classes is None:  # a new model: it takes the labels (a resumed one holds them)
+                m.classes = target.held
     remaining = max(s["epochs"] - model.epoch, 0)
     if resumed is not None and lead:
         if not remaining:

@@ -138,6 +138,11 @@ class Ensemble:
         return self.members[0].output
 
     @property
+    def classes(self) -> np.ndarray | None:
+        """The labels the members were trained on (each member holds the same ``classes``)."""
+        return self.members[0].classes
+
+    @property
     def n_features(self) -> int:
         return self.members[0].n_features
 
@@ -315,7 +320,7 @@ class Ensemble:
             else:
                 labels = xp.astype(mean > 0.5, _backend.index_dtype(xp, self.device))
                 index = labels[:, 0] if mean.shape[1] == 1 else labels
-        classes = self.members[0].classes
+        classes = self.classes
         if _is_plain(classes) or index.ndim != 1:
             return index
         return classes[_backend.to_numpy(index)]  # type: ignore[index]  # the labels the members were trained on

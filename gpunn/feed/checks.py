@@ -215,10 +215,10 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def class_indices(spec: Spec, a: np.ndarray, name: str) -> np.ndarray:
-    """Labels (host, any shape) as the indices of ``spec.classes``; a label the model does not hold is an error
-    naming it."""
-    classes = np.asarray(spec.classes)
+def class_indices(classes: Any, a: np.ndarray, name: str) -> np.ndarray:
+    """Labels (host, any shape) as their indices among a model's sorted ``classes``; a label the model does not
+    hold is an error naming it."""
+    classes = np.asarray(classes)
     flat = a.reshape(-1)
     try:
         idx = np.minimum(np.searchsorted(classes, flat), len(classes) - 1)
@@ -262,7 +262,7 @@ def targets(spec: Spec, y: Any, n: int, name: str = "y", fitting: bool = False) 
         if labels is None:
             raise InputError(f"{name} is traced, but this model's classes {list(spec.classes)} are mapped on the host")
         check.target_shape(labels.shape, n, spec.output, spec.n_outputs, name)
-        y = class_indices(spec, labels, name)
+        y = class_indices(spec.classes, labels, name)
     host = _backend.is_host_data(y)
     a: np.ndarray | None = None
     if host:
@@ -358,7 +358,7 @@ def sample_weights(spec: Spec, sample_weight: Any, class_weight: Any, y: Any, n:
         if labels is None:
             raise ConfigError("class_weight needs the labels' values; y is traced")
         labels = labels.reshape(n)
-        labels = class_indices(spec, labels, "y") if spec.classes is not None else check.host_array(labels, "y")
+        labels = class_indices(spec.classes, labels, "y") if spec.classes is not None else check.host_array(labels, "y")
         labels = labels.astype(np.int64)
         classes = range(2 if spec.output == "sigmoid" else spec.n_outputs)
         names = list(classes) if spec.classes is None else list(spec.classes)  # class_weight's keys are labels
