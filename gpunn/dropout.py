@@ -90,7 +90,7 @@ def masks_stacked(
     position in every member's global batch (a rank's shard in distributed training)."""
     width = sum(units)
     position = xp.reshape(xp.arange(rows * width, dtype=xp.int32, device=device), (rows, width))
-    if row_offset:
+    if not (isinstance(row_offset, int) and row_offset == 0):  # traced when compiled
         position = position + row_offset * width
     keep = _hash(position, step_key(keys, step)) >= thresholds
     table = xp.astype(keep, dtype) * scales

@@ -227,6 +227,18 @@ class StackedStep:
         self, params: Any, state: dict[str, Any], x: Any, target: Any, lr: Any, weight: Any = None, mask: Any = None,
         rows: Any = None, active: Any = None,
     ):  # fmt: skip
+        grads, loss_sum, correct = self.gradients(params, state, x, target, weight, mask)
+        m = x.shape[-2] if rows is None else rows
+        new, new_state, loss_sum = self.apply(params, state, grads, loss_sum, m, lr, weight_totals(weight, self.xp),
+                                              active)  # fmt: skip
+        return new, new_state, loss_sum, correct
+
+    def gradients(
+        self, params: Any, state: dict[str, Any], x: Any, target: Any, weight: Any = None, mask: Any = None,
+        row_offset: Any = 0,
+    ) -> tuple[Any, Any, Any]:  # fmt: skip
+        """``(grads, loss_sums, corrects)`` of every member on a batch (or a rank's shard of it, its first row at
+        ``row_offset`` of the global batch, which picks the dropout masks): :meth:`Step.gradients` stacked."""
         h, xp = self.hyper, self.xp
         layer_params = layers.unflatten_stacked(params, h.sizes, xp)
         masks = None
@@ -235,38 +247,51 @@ class StackedStep:
             if not isinstance(counter, int):
                 counter = xp.reshape(counter, (-1, 1, 1))
             units = list(h.sizes[1:-1])
-            masks = dropout.masks_stacked(*self.drop, counter, x.shape[-2], units, x.dtype, xp, self.device)
+            masks = dropout.masks_stacked(*self.drop, counter, x.shape[-2], units, x.dtype, xp, self.device, row_offset)
         z, inputs, backprops = layers.forward_stacked(layer_params, x, h.activation, xp, masks)
         loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp, weight, True, mask)
         if weight is not None:
             delta = delta * weight
         elif mask is not None:
             delta = delta * mask
-        grads = layers.backward_stacked(layer_params, inputs, backprops, delta, xp)
-        m = x.shape[-2] if rows is None else rows
-        _, grad_scale = losses.scales(h.output, h.loss, m, h.sizes[-1])
+        return layers.backward_stacked(layer_params, inputs, backprops, delta, xp), loss_sum, correct
+
+    def apply(
+        self, params: Any, state: dict[str, Any], grads: Any, loss_sum: Any, rows: Any, lr: Any,
+        weight_total: Any = None, active: Any = None, donate: bool | None = None,
+    ):  # fmt: skip
+        """``(params, state, loss_sums)`` after every member's L2 penalty, clipping and update for a batch of
+        ``rows`` (an int, or (K, 1)), as :meth:`Step.apply`; ``weight_total`` is the batch's weight sum, one for
+        every member or (K, 1). Members where ``active`` is False keep their parameters, slots and step count."""
+        h, xp = self.hyper, self.xp
+        _, grad_scale = losses.scales(h.output, h.loss, rows, h.sizes[-1])
         if self.l2 is not None:  # as in Step.apply, with an l2 per member
             weights = params * self.mask
-            grads = grads + (self.l2 / (m * grad_scale)) * weights
+            grads = grads + (self.l2 / (rows * grad_scale)) * weights
             penalty = (0.5 * self.l2 * h.loss_outputs) * xp.sum(weights * weights, axis=1, keepdims=True)
-            loss_sum = loss_sum + (penalty if weight is not None else penalty[:, 0])
-        if weight is not None:
-            if weight.ndim == 3:
-                total = xp.reshape(xp.sum(weight, axis=(1, 2)), (-1, 1))
-            else:
-                total = xp.sum(weight)
-            grad_scale = (grad_scale * m) / total
+            loss_sum = loss_sum + (penalty if weight_total is not None else penalty[:, 0])
+        if weight_total is not None:
+            grad_scale = (grad_scale * rows) / weight_total
         if h.clip_norm is not None:
             grads = clip_by_global_norm(grads, h.clip_norm, xp, scale=grad_scale, members=True)
         old = params
         if self.decay is not None:
             params = (1.0 - lr * self.decay) * params
-        new, new_state = self.optimizer.update(params, grads, state, lr, xp, scale=grad_scale, donate=self.donate)
+        donate = self.donate if donate is None else donate
+        new, new_state = self.optimizer.update(params, grads, state, lr, xp, scale=grad_scale, donate=donate)
         if active is not None:
             new = xp.where(active, new, old)
             new_state = {k: v if k == "step" else xp.where(active, v, state[k]) for k, v in new_state.items()}
             new_state["step"] = state["step"] + xp.astype(active, xp.int32)
-        return new, new_state, loss_sum, correct
+        return new, new_state, loss_sum
+
+
+def weight_totals(weight: Any, xp: Any) -> Any:
+    """A stacked batch's sample-weight sums: one for every member ((rows, 1) weights), (K, 1) for each member's own
+    ((K, rows, 1)), or None without weights."""
+    if weight is None:
+        return None
+    return xp.reshape(xp.sum(weight, axis=(1, 2)), (-1, 1)) if weight.ndim == 3 else xp.sum(weight)
 
 
 def stacked_hyper(

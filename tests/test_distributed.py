@@ -567,8 +567,12 @@ ENSEMBLE = textwrap.dedent(
     rows = None if cfg["rows"] is None else [np.asarray(r) for r in cfg["rows"]]
     weight = None if cfg["weight"] is None else np.asarray(cfg["weight"])
     callbacks = [EarlyStopping("val_loss", patience=cfg["patience"])] if cfg["patience"] is not None else None
-    ens = gpunn.Ensemble([4, 6, 5, 1], members=3, seed=[3, 9, 4], dropout=cfg["dropout"], dtype="float64",
-                         device="cpu")
+    where = {"device": "cpu"}
+    if cfg["xp"] == "jax":  # the compiled stacked step, its two halves around the allreduce
+        import jax
+        jax.config.update("jax_enable_x64", True)
+        where = {"xp": jax.numpy, "device": "cpu", "compile": True}
+    ens = gpunn.Ensemble([4, 6, 5, 1], members=3, seed=[3, 9, 4], dropout=cfg["dropout"], dtype="float64", **where)
     ens.fit(X, y, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"], shuffle=cfg["shuffle"],
             optimizer=cfg["optimizer"], validation_data=(X[:20], y[:20]), rows=rows, sample_weight=weight,
             callbacks=callbacks, verbose=0, comm=comm)
@@ -599,18 +603,24 @@ _MEMBER_WEIGHTS = np.random.default_rng(1).uniform(0.2, 2.0, size=(3, 103)).roun
         dict(rows=_ROWS, weight=_MEMBER_WEIGHTS, batch_size=None, optimizer="sgd", lr=0.3),
         dict(rows=_ROWS, dropout=0.2, batch_size=12, optimizer="adam", lr=0.08, patience=1, epochs=8),
         dict(rows=_ROWS, dropout=[0.0, 0.3, 0.0], batch_size=1, optimizer="sgd", lr=0.05, epochs=1),
+        dict(dropout=[0.0, 0.25, 0.4], batch_size=16, optimizer="adam", lr=[0.02, 0.01, 0.03], xp="jax"),
+        dict(rows=_ROWS, weight=_MEMBER_WEIGHTS, batch_size=None, optimizer="momentum", lr=0.1, xp="jax"),
     ],
     ids=["dropout-shuffled-adam", "dropout-per-member-full-batch", "dropout-per-member-in-order-one-row-batch",
          "rows-shuffled-momentum", "rows-full-batch", "rows-member-weights-dropout-adam",
          "rows-member-weights-full-batch", "rows-dropout-early-stopping",
-         "rows-one-row-batches-rank-1-idle"],
+         "rows-one-row-batches-rank-1-idle", "jax-compiled-dropout-per-member-adam",
+         "jax-compiled-rows-member-weights-full-batch"],
 )  # fmt: skip
 def test_two_ranks_train_each_ensemble_member_as_a_lone_mlp_in_one_process(tmp_path, case):
     """Ensemble.fit(comm=) with dropout (each rank draws its shard's rows of every member's global mask table)
     and with rows= (each rank takes the same columns of every member's padded batch, the update using each
     member's global rows and weight totals): each member of the 2-rank ensemble equals a lone MLP fitted alone
     in one process with that member's seed, dropout, rows, weights and rate."""
-    cfg = {"rows": None, "weight": None, "dropout": 0.0, "shuffle": True, "patience": None, "epochs": 3, **case}
+    cfg = {"rows": None, "weight": None, "dropout": 0.0, "shuffle": True, "patience": None, "epochs": 3,
+           "xp": None, **case}  # fmt: skip
+    if cfg["xp"] == "jax":
+        pytest.importorskip("jax")
     script = tmp_path / "ensemble.py"
     script.write_text(ENSEMBLE)
     r = _run(2, str(script), json.dumps(cfg), str(tmp_path / "p.npy"), cwd=tmp_path)

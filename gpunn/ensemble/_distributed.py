@@ -10,6 +10,7 @@ rank draws its rows' part of every member's global mask table (:func:`gpunn.drop
 shard's ``row_offset``), as a lone MLP's ranks do. The update follows with the global batch's rows (per member,
 for members on their own rows) and weight totals, so that two ranks give the weights of one process, up to
 float summation order. The L2 penalty, added once after the allreduce, counts in rank 0's recorded loss only.
+With ``compile``, the shard's gradients and the update are each compiled, and the allreduce runs between them.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import _backend, dropout, layers, losses
-from ..step import StackedHyper, StackedStep, clip_by_global_norm
+from .. import _backend
+from ..step import StackedStep, weight_totals
 
 
 def rows_digest(rows: Any) -> str | None:
@@ -39,83 +40,33 @@ def generators(members: list[Any]) -> str:
     return hashlib.sha256(states).hexdigest()[:16]
 
 
-class ShardRunner:
-    """Runs the stacked step on this rank's shard of each global batch, the members' gradients summed over the
-    ranks in one allreduce (eager: the split step is not compiled)."""
+def shard_step(step: StackedStep, forms: tuple[Any, Any], comm: Any, params: Any, state: Any, batch: tuple,
+               lr: Any) -> tuple[Any, Any, Any, Any]:  # fmt: skip
+    """The stacked step on this rank's shard of the global batch: ``forms`` are the step's ``gradients`` and
+    ``apply`` (compiled or not), the members' gradients summed over the ranks in one allreduce between them."""
+    x, t, weight, mask, rows, active = batch
+    gradients, apply = forms
+    xp, device = step.xp, step.device
+    width = x.shape[-2]  # the global batch's rows (padded to the longest member's, with a mask)
+    lo, hi = comm.shard(0, width)
 
-    def __init__(self, hyper: StackedHyper, xp: Any, device: Any, dtype: str, comm: Any):
-        self.step = StackedStep(hyper, xp, device, dtype)
-        self.xp, self.device, self.comm, self.hyper = xp, device, comm, hyper
-        self.compiled = False
-        self.dtype = self.step.zero.dtype
+    def part(a: Any) -> Any:
+        if a is None:
+            return None
+        return a[lo:hi, ...] if a.ndim == 2 else a[:, lo:hi, :]
 
-    def rate(self, lrs: list[float]) -> Any:
-        from ..step import member_values
-
-        return member_values(tuple(lrs), self.xp, self.device, self.dtype)
-
-    def __call__(self, params: Any, state: Any, batch: tuple, lr: Any):
-        x, t, weight, mask, rows, active = batch
-        xp, h, step = self.xp, self.hyper, self.step
-        width = x.shape[-2]  # the global batch's rows (padded to the longest member's, with a mask)
-        m = width if rows is None else rows  # (K, 1) with a mask: each member's rows
-        total = None
-        if weight is not None:  # the global batch's weight totals, (K, 1) or one for every member
-            total = xp.reshape(xp.sum(weight, axis=(1, 2)), (-1, 1)) if weight.ndim == 3 else xp.sum(weight)
-        lo, hi = self.comm.shard(0, width)
-
-        def part(a: Any) -> Any:
-            if a is None:
-                return None
-            return a[lo:hi, ...] if a.ndim == 2 else a[:, lo:hi, :]
-
-        layer_params = layers.unflatten_stacked(params, h.sizes, xp)
-        if hi > lo:
-            masks = None
-            if step.drop is not None:  # this rank's rows of every member's global mask table
-                counter = state["step"]
-                if not isinstance(counter, int):
-                    counter = xp.reshape(counter, (-1, 1, 1))
-                units = list(h.sizes[1:-1])
-                masks = dropout.masks_stacked(*step.drop, counter, hi - lo, units, x.dtype, xp, self.device, lo)
-            z, inputs, backprops = layers.forward_stacked(layer_params, part(x), h.activation, xp, masks)
-            mine = part(mask)
-            loss_sum, delta, correct = losses.head(
-                h.output, h.loss, z, part(t), step.zero, xp, part(weight), True, mine
-            )  # fmt: skip
-            if weight is not None:
-                delta = delta * part(weight)
-            elif mine is not None:
-                delta = delta * mine
-            grads = layers.backward_stacked(layer_params, inputs, backprops, delta, xp)
-        else:  # more ranks than rows in this batch: this rank adds nothing
-            k = params.shape[0]
-            grads = xp.zeros_like(params)
-            loss_sum = xp.zeros((k, 2) if weight is not None else (k,), dtype=self.dtype, device=self.device)
-            correct = None
-            if h.output != "identity":  # a masked batch counts in floats
-                kind = self.dtype if mask is not None else _backend.index_dtype(xp, self.device)
-                correct = xp.zeros((k,), dtype=kind, device=self.device)
-        grads = self.comm.allreduce_sum(xp.reshape(grads, (-1,)), xp, self.device)
-        grads = xp.reshape(grads, params.shape)
-        # from here on, StackedStep.__call__ with the global batch's rows and weight totals
-        _, grad_scale = losses.scales(h.output, h.loss, m, h.sizes[-1])
-        if step.l2 is not None:
-            weights = params * step.mask
-            grads = grads + (step.l2 / (m * grad_scale)) * weights
-            if self.comm.rank == 0:  # the penalty counts once in the epoch's summed loss
-                penalty = (0.5 * step.l2 * h.loss_outputs) * xp.sum(weights * weights, axis=1, keepdims=True)
-                loss_sum = loss_sum + (penalty if weight is not None else penalty[:, 0])
-        if total is not None:
-            grad_scale = (grad_scale * m) / total
-        if h.clip_norm is not None:
-            grads = clip_by_global_norm(grads, h.clip_norm, xp, scale=grad_scale, members=True)
-        old = params
-        if step.decay is not None:
-            params = (1.0 - lr * step.decay) * params
-        new, new_state = step.optimizer.update(params, grads, state, lr, xp, scale=grad_scale, donate=False)
-        if active is not None:
-            new = xp.where(active, new, old)
-            new_state = {k: v if k == "step" else xp.where(active, v, state[k]) for k, v in new_state.items()}
-            new_state["step"] = state["step"] + xp.astype(active, xp.int32)
-        return new, new_state, loss_sum, correct
+    if hi > lo:
+        grads, loss_sum, correct = gradients(params, state, part(x), part(t), part(weight), part(mask), lo)
+    else:  # more ranks than rows in this batch: this rank adds nothing
+        k = params.shape[0]
+        grads = xp.zeros_like(params)
+        loss_sum = xp.zeros((k, 2) if weight is not None else (k,), dtype=step.zero.dtype, device=device)
+        correct = None
+        if step.hyper.output != "identity":  # a masked batch counts in floats
+            kind = step.zero.dtype if mask is not None else _backend.index_dtype(xp, device)
+            correct = xp.zeros((k,), dtype=kind, device=device)
+    grads = xp.reshape(comm.allreduce_sum(xp.reshape(grads, (-1,)), xp, device), params.shape)
+    # the update with the global batch's rows and weight totals; the L2 penalty counts once, on rank 0
+    m = width if rows is None else rows
+    params, state, penalized = apply(params, state, grads, loss_sum, m, lr, weight_totals(weight, xp), active)
+    return params, state, penalized if comm.rank == 0 else loss_sum, correct

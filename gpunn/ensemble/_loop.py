@@ -145,22 +145,25 @@ def same_scaling(a: Any, b: Any) -> bool:
 
 # ----------------------------------------------------------------------------------------------- runner
 @functools.lru_cache(maxsize=16)
-def _compiled(hyper: StackedHyper, xp: Any, device: Any, dtype: str, required: bool) -> tuple[StackedStep, Any]:
+def _compiled(hyper: StackedHyper, xp: Any, device: Any, dtype: str, required: bool) -> tuple[StackedStep, tuple]:
     step = StackedStep(hyper, xp, device, dtype)
-    return step, _backend.compiler(xp, required)(step)
+    compiler = _backend.compiler(xp, required)
+    return step, (compiler(step), compiler(step.gradients), compiler(step.apply))
 
 
 class _Runner:
-    """The stacked step, through the namespace's compiler when asked (as :class:`gpunn.train.Runner`)."""
+    """The stacked step, through the namespace's compiler when asked (as :class:`gpunn.train.Runner`); with
+    ``comm``, on this rank's shard of every batch (:func:`._distributed.shard_step`)."""
 
-    def __init__(self, hyper: StackedHyper, xp: Any, device: Any, dtype: str, compile: Any):
-        self.mode, self.xp, self.device = compile, xp, device
+    def __init__(self, hyper: StackedHyper, xp: Any, device: Any, dtype: str, compile: Any, comm: Any = None):
+        self.mode, self.xp, self.device, self.comm = compile, xp, device, comm
         required = compile is True
         self.compiled = compile is not False and _backend.compiler(xp, required) is not None
         if self.compiled:
-            self.step, self._jit = _compiled(hyper, xp, device, dtype, required)
+            self.step, self._forms = _compiled(hyper, xp, device, dtype, required)
         else:
             self.step = StackedStep(hyper, xp, device, dtype)
+        self._eager = (self.step, self.step.gradients, self.step.apply)
         self.dtype = self.step.zero.dtype
 
     def rate(self, lrs: list[float]) -> Any:
@@ -179,13 +182,18 @@ class _Runner:
     def __call__(self, params: Any, state: Any, batch: tuple, lr: Any):
         if self.compiled:
             try:
-                return self._jit(params, self.steps(state, params.shape[0]), batch[0], batch[1], lr, *batch[2:])
+                return self._run(params, self.steps(state, params.shape[0]), batch, lr, self._forms)
             except Exception as exc:
                 train.fall_back(exc, self.mode, self.xp, "the ensemble's step")
                 self.compiled = False
                 lr = _backend.to_numpy(lr)
                 lr = float(lr) if lr.ndim == 0 else self.xp.asarray(lr, device=self.device)
-        return self.step(params, state, batch[0], batch[1], lr, *batch[2:])
+        return self._run(params, state, batch, lr, self._eager)
+
+    def _run(self, params: Any, state: Any, batch: tuple, lr: Any, forms: tuple):
+        if self.comm is None:
+            return forms[0](params, state, batch[0], batch[1], lr, *batch[2:])
+        return _distributed.shard_step(self.step, forms[1:], self.comm, params, state, batch, lr)
 
 
 # ----------------------------------------------------------------------------------------------- loop
@@ -215,9 +223,7 @@ def _hand_over(ens: Ensemble, params: Any, state: dict[str, Any], steps: list[in
 def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, epochs: int, verbose: int,
          member_callbacks: list[list[Any]], on_epoch: Any = None, comm: Any = None) -> None:  # fmt: skip
     xp, members, k = ens.xp, ens.members, len(ens.members)
-    runner: Any = _Runner(hyper, xp, ens.device, members[0].dtype, ens.compile)
-    if comm is not None:
-        runner = _distributed.ShardRunner(hyper, xp, ens.device, members[0].dtype, comm)
+    runner = _Runner(hyper, xp, ens.device, members[0].dtype, ens.compile, comm)
     params, state, steps = stack(ens, runner.compiled)
     active = [True] * k
     any_callbacks = any(member_callbacks) or on_epoch is not None
@@ -300,7 +306,7 @@ def _epoch(ens, plan, runner, val, params, state, active, active_dev):
         host_val_counts = _read_back(val_correct, xp) if has_correct else None
         width = 1 if plan.weight_totals is None else 2
         s = len(loss_sums)
-        comm = getattr(runner, "comm", None)
+        comm = runner.comm
         if comm is not None:  # each rank summed its shards; every rank evaluated all the validation rows
             train_part = host_loss[: s * k * width].tolist() + ([] if host_counts is None else host_counts.tolist())
             summed = np.asarray(comm.sum_scalars(train_part))
