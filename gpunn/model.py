@@ -861,7 +861,7 @@ class MLP:
             else:
                 index = xp.astype(z > 0, _backend.index_dtype(xp, self.device))  # p > 0.5 exactly when z > 0
                 index = index[:, 0] if self.n_outputs == 1 else index
-            if _is_plain(self.classes) or not feed.checks.single_label(self.spec):
+            if feed.checks.are_indices(self.classes) or not feed.checks.single_label(self.spec):
                 return index
             assert self.classes is not None
             return self.classes[_backend.to_numpy(index)]
@@ -978,14 +978,9 @@ def _classes_of(found: np.ndarray, spec: feed.Spec, y: Any) -> np.ndarray:
     return found
 
 
-def _is_plain(classes: np.ndarray | None) -> bool:
-    """Whether ``classes`` are the indices 0..k-1 (labels that need no mapping)."""
-    return classes is None or (classes.dtype.kind in "biuf" and bool(np.array_equal(classes, np.arange(len(classes)))))
-
-
 def _spec_classes(classes: np.ndarray | None) -> tuple[Any, ...] | None:
     """The classes as the feed's Spec holds them: None when the labels are the indices themselves."""
-    return None if _is_plain(classes) else tuple(np.asarray(classes).tolist())
+    return None if feed.checks.are_indices(classes) else tuple(np.asarray(classes).tolist())
 
 
 def _spec_target_scaling(scaling: Any) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -1015,12 +1010,15 @@ def _dropout_rate(value: Any) -> float:
 def _stored_targets(config: dict[str, Any]) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
     """The classes and target scaling a checkpoint's (validated) config holds; files from before them hold none.
 
-    A classifier that ``gpunn train`` saved before models held their labels keeps them in its metadata only (it
-    was trained on their indices, its classes are those or none): it holds the labels as its classes, so that
-    ``predict`` gives them."""
+    A classifier that ``gpunn train`` saved before models held their labels (its metadata holds the run's
+    settings, "train") keeps them in its metadata only: it was trained on their indices, and its classes are those
+    or none. It holds the labels as its classes, so that ``predict`` gives them. Labels that anything else put in
+    the metadata stay there."""
     classes = config.get("classes")
-    if config["output"] != "identity" and (classes is None or _is_plain(np.asarray(classes))):
-        classes = _metadata_labels(config["metadata"].get("classes")) or classes
+    metadata = config["metadata"]
+    if (config["output"] != "identity" and "train" in metadata
+            and (classes is None or feed.checks.are_indices(np.asarray(classes)))):  # fmt: skip
+        classes = _metadata_labels(metadata.get("classes")) or classes
     scaling = config.get("target_scaling")
     return (
         None if classes is None else np.asarray(classes),

@@ -100,7 +100,7 @@ def decision_boundary(model: MLP, X: Any, y: Any, *, resolution: int = 200, titl
         ax.contourf(gx, gy, classes, levels=np.arange(k + 1) - 0.5, cmap="tab10", alpha=0.35, vmin=0, vmax=9)
     labels = yh.reshape(len(yh), -1)[:, 0] if yh.ndim > 1 else yh
     classes = getattr(model, "classes", None)
-    if yh.ndim == 1 and classes is not None:  # labels such as 'no'/'yes' or {0, 5, 1000}: coloured by their index
+    if not feed.checks.are_indices(classes):  # labels such as 'no'/'yes' or {0, 5, 1000}: coloured by their index
         labels = feed.checks.class_indices(classes, labels, "y")
     ax.scatter(Xh[:, 0], Xh[:, 1], c=labels, cmap="RdBu_r" if model.output == "sigmoid" else "tab10",
                edgecolors="k", linewidths=0.4, s=14, vmin=None if model.output == "sigmoid" else 0,

@@ -197,7 +197,7 @@ def test_a_cli_file_from_before_models_held_labels_predicts_its_labels(tmp_path)
     X, index = _problem(n=120, k=2)
     m = gpunn.MLP([4, 6, 1], seed=3, device="cpu")
     m.fit(X, index, epochs=5, verbose=0)
-    m.metadata["classes"] = ["no", "yes"]
+    m.metadata["train"], m.metadata["classes"] = {"epochs": 5, "data": "f.csv"}, ["no", "yes"]  # as gpunn train
     indices = np.asarray(m.predict(X))
     for held in (None, [0, 1]):  # files before classes existed, and files whose model held the indices
         m.classes = None if held is None else np.asarray(held)
@@ -208,6 +208,22 @@ def test_a_cli_file_from_before_models_held_labels_predicts_its_labels(tmp_path)
     m.classes, m.metadata["classes"] = None, ["b", "a"]  # labels the model cannot hold (unsorted): kept aside
     m.save(tmp_path / "odd.st")
     assert gpunn.load(tmp_path / "odd.st", device="cpu").classes is None
+
+
+def test_labels_a_user_keeps_in_the_metadata_change_nothing_through_save_pickle_or_copy(tmp_path):
+    import copy
+
+    X, index = _problem(n=120, k=2)
+    m = gpunn.MLP([4, 6, 1], seed=3, device="cpu")
+    m.fit(X, index, epochs=3, verbose=0)
+    m.metadata["classes"] = ["neg", "pos"]  # the user's own note: the model was fitted on 0/1
+    indices = np.asarray(m.predict(X))
+    assert set(indices.tolist()) == {0, 1}
+    m.save(tmp_path / "m.st")
+    for other in (gpunn.load(tmp_path / "m.st", device="cpu"), pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
+        assert other.classes.tolist() == [0, 1] and other.metadata["classes"] == ["neg", "pos"]
+        np.testing.assert_array_equal(np.asarray(other.predict(X)), indices)
+        other.fit(X, index, epochs=1, verbose=0)  # it still takes the indices it was fitted on
 
 
 # ------------------------------------------------------------------------------ 21.5: no probabilities of values

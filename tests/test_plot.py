@@ -110,6 +110,10 @@ def test_decision_boundary_colours_labelled_points_by_their_class(names, unknown
     assert len(points) == 1
     np.testing.assert_array_equal(np.asarray(points[0].get_array()), index)
     plot.save(fig, tmp_path / "labels.png")
+    column = plot.decision_boundary(m, X, labels.reshape(-1, 1).tolist())  # the labels as a column, as fit takes
+    points = [c for c in column.axes[0].collections if c.get_offsets().shape == (150, 2)]
+    np.testing.assert_array_equal(np.asarray(points[0].get_array()), index)
+    plot.save(column, tmp_path / "column.png")
     with pytest.raises(gpunn.InputError, match=rf"y holds label {unknown!r} at row 1, which is not one of the model"):
         plot.decision_boundary(m, X[:3], [names[0], unknown, names[1]])
 

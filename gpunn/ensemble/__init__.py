@@ -21,7 +21,7 @@ from ..data.moments import row_blocks
 from ..errors import ConfigError, NotFittedError
 from ..history import History
 from ..layers import forward_stacked, unflatten_stacked
-from ..model import MLP, _dropout_rate, _is_plain
+from ..model import MLP, _dropout_rate
 from . import _args, _loop
 from ._io import is_ensemble_file, load, save
 
@@ -321,7 +321,7 @@ class Ensemble:
                 labels = xp.astype(mean > 0.5, _backend.index_dtype(xp, self.device))
                 index = labels[:, 0] if mean.shape[1] == 1 else labels
         classes = self.classes
-        if _is_plain(classes) or index.ndim != 1:
+        if feed.checks.are_indices(classes) or index.ndim != 1:
             return index
         return classes[_backend.to_numpy(index)]  # type: ignore[index]  # the labels the members were trained on
 

@@ -210,6 +210,11 @@ def plain_classes(classes: np.ndarray, spec: Spec) -> bool:
     return bool(np.all(classes == np.round(classes)) and classes.min() >= 0 and classes.max() <= top)
 
 
+def are_indices(classes: np.ndarray | None) -> bool:
+    """Whether ``classes`` are the indices 0..k-1 (labels that need no mapping), or None."""
+    return classes is None or (classes.dtype.kind in "biuf" and bool(np.array_equal(classes, np.arange(len(classes)))))
+
+
 def _plain(value: Any) -> Any:
     """A NumPy scalar as the Python value it holds, so that messages show 'no', not np.str_('no')."""
     return value.item() if isinstance(value, np.generic) else value
