@@ -258,7 +258,7 @@ class StackedStep:
 
     def apply(
         self, params: Any, state: dict[str, Any], grads: Any, loss_sum: Any, rows: Any, lr: Any,
-        weight_total: Any = None, active: Any = None, donate: bool | None = None,
+        weight_total: Any = None, active: Any = None,
     ):  # fmt: skip
         """``(params, state, loss_sums)`` after every member's L2 penalty, clipping and update for a batch of
         ``rows`` (an int, or (K, 1)), as :meth:`Step.apply`; ``weight_total`` is the batch's weight sum, one for
@@ -277,8 +277,7 @@ class StackedStep:
         old = params
         if self.decay is not None:
             params = (1.0 - lr * self.decay) * params
-        donate = self.donate if donate is None else donate
-        new, new_state = self.optimizer.update(params, grads, state, lr, xp, scale=grad_scale, donate=donate)
+        new, new_state = self.optimizer.update(params, grads, state, lr, xp, scale=grad_scale, donate=self.donate)
         if active is not None:
             new = xp.where(active, new, old)
             new_state = {k: v if k == "step" else xp.where(active, v, state[k]) for k, v in new_state.items()}

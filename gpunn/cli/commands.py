@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__, _backend, data
+from .. import __version__, _backend, data, feed
 from ..errors import InputError
 
 
@@ -31,8 +31,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         classes = model.metadata.get("classes")  # labels a file lists without the model holding them
         held = getattr(model, "classes", None)  # the labels a model fitted on them holds (predict gives them)
-        indices = held is None or (held.dtype.kind in "biuf" and np.array_equal(held, np.arange(len(held))))
-        if held is not None and not indices:
+        if held is not None and not feed.checks.are_indices(held):
             labels, classes = predicted, held.tolist()
         elif classes is not None:
             labels = np.asarray(classes)[predicted]  # the labels they were
