@@ -391,3 +391,15 @@ def _oom_message(device: Any, batch_size: int | None, exc: BaseException) -> str
     batch = "the full batch (batch_size=None)" if batch_size is None else f"batch_size={batch_size}"
     first = (str(exc).splitlines() or [""])[0]
     return f"out of memory on {device} with {batch}: try a smaller batch_size ({type(exc).__name__}: {first})"
+
+
+def host_memory_available() -> int | None:
+    """Bytes of host memory available to a new allocation (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -73,8 +73,7 @@ class EarlyStopping:
                         k: v if k == "step" else _backend.from_numpy(v, model.xp, model.device)
                         for k, v in opt_state.items()
                     }
-            model._params, model.optimizer_state = params, opt_state
-            model._previous = None
+            model.set_state(params, opt_state)
         return False
 
     def state_dict(self) -> dict[str, Any]:

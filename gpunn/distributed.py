@@ -111,7 +111,10 @@ class Communicator:
         return lo, lo + base + (1 if self.rank < extra else 0)
 
     # ------------------------------------------------------------------------------------------ agreement
-    def check_agreement(self, model: Any, x: Any, t: Any, weight: Any = None, **settings: Any) -> None:
+    def check_agreement(
+        self, spec: Any, x: Any, t: Any, weight: Any = None, *, dropout: float = 0.0, generator: Any = None,
+        scaling: Any = None, **settings: Any,
+    ) -> None:  # fmt: skip
         """Check, at the start of ``fit``, that every rank trains the same network on the same data with the same
         settings; raise the same one-line error on every rank if not, naming the ranks that differ and what.
 
@@ -122,7 +125,7 @@ class Communicator:
         rows; a streamed Dataset by its rows, columns, weight total and scaling). One ``allgather`` of these
         short descriptions; every rank compares them, so every rank raises, or none.
         """
-        mine = describe(model, x, t, weight, settings)
+        mine = describe(spec, x, t, weight, settings, dropout=dropout, generator=generator, scaling=scaling)
         every = self._collective("the agreement check at the start of fit", self.comm.allgather, mine)
         problem = disagreement(every)
         if problem is not None:
@@ -293,42 +296,50 @@ def _timeout_seconds(timeout: Any) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------- agreement
-def describe(model: Any, x: Any, t: Any, weight: Any, settings: dict[str, Any]) -> dict[str, str]:
+def describe(
+    spec: Any, x: Any, t: Any, weight: Any, settings: dict[str, Any], *, dropout: float = 0.0, generator: Any = None,
+    scaling: Any = None,
+) -> dict[str, str]:  # fmt: skip
     """What this rank is about to train, as short strings that every rank can compare: see
-    :meth:`Communicator.check_agreement`. ``x`` is the placed X (or the streamed Dataset), ``t`` the placed
-    targets (None when streamed), ``weight`` the host sample weights or None."""
+    :meth:`Communicator.check_agreement`. ``spec`` is the model's :class:`gpunn.feed.Spec`, ``x`` the placed X
+    (or the streamed Dataset), ``t`` the placed targets (None when streamed), ``weight`` the host sample weights
+    or None, ``dropout`` the network's rate, ``generator`` its shuffling generator's state and ``scaling`` its
+    feature scaling."""
     streamed = hasattr(x, "dataset")
     rows, features = (x.n_rows, x.dataset.n_features) if streamed else (int(x.shape[0]), int(x.shape[1]))
     d = {
         "feature count": str(features),
         "row count": str(rows),
-        "network": f"{list(model.sizes)} {model.activation} dropout={model.dropout:g} {model.dtype}",
-        "output": f"{model.output} ({model.loss})",
-        "number of outputs": str(model.n_outputs),
-        "classes": _classes(model, None if streamed else t),
+        "network": f"{list(spec.sizes)} {_named(spec.activation)} dropout={dropout:g} {spec.dtype}",
+        "output": f"{spec.output} ({spec.loss})",
+        "number of outputs": str(spec.n_outputs),
+        "classes": _classes(spec, None if streamed else t),
     }
     d.update({name: repr(value) for name, value in settings.items()})
     batch = settings.get("batch_size")
-    if model.dropout or (settings.get("shuffle", True) and batch is not None and batch < rows):
+    if dropout or (settings.get("shuffle", True) and batch is not None and batch < rows):
         # each rank draws the same sample order (and dropout mask) from its own generator
-        d["shuffling generator (the MLP's seed)"] = _digest(repr(model.rng.bit_generator.state).encode())
-    d["data fingerprint"] = _fingerprint(model, x, t, weight, streamed)
+        d["shuffling generator (the MLP's seed)"] = _digest(repr(generator).encode())
+    d["data fingerprint"] = _fingerprint(spec, x, t, weight, streamed, scaling)
     return d
 
 
-def _classes(model: Any, t: Any) -> str:
-    """The classes present in the placed targets ``t`` (two reductions on the device), and their names."""
-    names = model.metadata.get("classes")
-    named = "" if names is None else f", named {_short(names)}"
-    if model.output == "identity" or t is None:
+def _named(activation: Any) -> str:
+    return activation if isinstance(activation, str) else repr(list(activation))
+
+
+def _classes(spec: Any, t: Any) -> str:
+    """The classes present in the placed targets ``t`` (two reductions on the device), and their labels."""
+    named = "" if spec.classes is None else f", named {_short(spec.classes)}"
+    if spec.output == "identity" or t is None:
         return f"-{named}"
-    xp = model.xp
+    xp = spec.xp
     lo, hi = _backend.to_numpy(xp.min(t, axis=0)), _backend.to_numpy(xp.max(t, axis=0))
-    k = model.n_outputs
-    if model.output == "softmax":  # one-hot rows
+    k = spec.n_outputs
+    if spec.output == "softmax":  # one-hot rows
         present = np.flatnonzero(hi == 1).tolist()
         return (f"all {k}" if len(present) == k else f"{len(present)} of {k}: {_short(present)}") + named
-    a, b = (losses.encode_targets(model.output, model.loss, v) for v in (lo, hi))  # its own inverse
+    a, b = (losses.encode_targets(spec.output, spec.loss, v) for v in (lo, hi))  # its own inverse
     lo, hi = np.minimum(a, b), np.maximum(a, b)  # 0/1 targets per column
     one = [j for j in range(k) if not (lo[j] == 0 and hi[j] == 1)]
     if not one:
@@ -345,7 +356,7 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
 
 
-def _fingerprint(model: Any, x: Any, t: Any, weight: Any, streamed: bool) -> str:
+def _fingerprint(spec: Any, x: Any, t: Any, weight: Any, streamed: bool, scaling: Any) -> str:
     """SHA-256 of the data a rank trains on, as placed on its device (scaled, in the model's dtype): all rows
     up to FINGERPRINT_BYTES, else evenly spaced rows (first and last included); the sample weights; the feature
     scaling, which sums over every row. A streamed Dataset is not read: its rows, columns, weight total and
@@ -358,7 +369,7 @@ def _fingerprint(model: Any, x: Any, t: Any, weight: Any, streamed: bool) -> str
         scaling = x.scaling
     else:
         n = int(x.shape[0])
-        row_bytes = max(1, (math.prod(x.shape[1:]) + math.prod(t.shape[1:])) * np.dtype(model.dtype).itemsize)
+        row_bytes = max(1, (math.prod(x.shape[1:]) + math.prod(t.shape[1:])) * np.dtype(spec.dtype).itemsize)
         rows = None
         if n * row_bytes > FINGERPRINT_BYTES:
             # fewer rows than n, so the steps are at least 1 and the rows distinct
@@ -366,14 +377,13 @@ def _fingerprint(model: Any, x: Any, t: Any, weight: Any, streamed: bool) -> str
         for a in (x, t):
             if rows is not None:
                 a = a[rows] if isinstance(a, np.ndarray) else _backend.take_rows(
-                    a, _backend.from_numpy(rows, model.xp, model.device), model.xp
+                    a, _backend.from_numpy(rows, spec.xp, spec.device), spec.xp
                 )  # fmt: skip
             host = np.ascontiguousarray(_backend.to_numpy(a))
             h.update(repr((host.shape, str(host.dtype))).encode())
             h.update(host.data)
         if weight is not None:
             h.update(np.ascontiguousarray(weight, dtype=np.float64).data)
-        scaling = model.scaling
     for s in scaling or ():
         h.update(np.ascontiguousarray(s, dtype=np.float64).data)
     return h.hexdigest()[:16]

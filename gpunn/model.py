@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend, checkpoint, feed, layers, losses, optim, schedules, train
+from . import _backend, checkpoint, feed, fitloop, layers, losses, optim, schedules, settings, train
 from . import _validation as check
 from .data import Dataset
-from .data.moments import moments, row_blocks
+from .data.moments import row_blocks
 from .errors import CheckpointError, ConfigError, DeviceError, GpunnError, InputError, NonFiniteError, NotFittedError
-from .history import History, Reporter
+from .history import History
 from .init import init_params
 from .step import Step
 from .step import hyper as step_hyper
@@ -125,7 +125,7 @@ class MLP:
         self.dtype = check.choice(check.dtype_name(dtype), "dtype", _backend.DTYPES)
         self.seed = check.integer(seed, "seed", 0)
         self.standardize = bool(standardize)
-        self.dropout = _dropout_rate(dropout)
+        self.dropout = settings.dropout_rate(dropout)
         self.xp, self.device = _backend.resolve(device, xp)
         self.compile = train.check_compile(compile, self.xp)
         self._dtype = _backend.float_dtype(self.xp, self.dtype)
@@ -313,13 +313,7 @@ class MLP:
         """The frozen description of this model that the feed layer takes (namespace, device, dtype, widths,
         activation, output, feature names)."""
         self._check_built()
-        assert self.sizes is not None
-        activation = self.activation if isinstance(self.activation, str) else tuple(self.activation)
-        names = None if self.feature_names is None else tuple(self.feature_names)
-        return feed.Spec(
-            self.xp, self.device, self.dtype, tuple(self.sizes), self.output, self.loss, activation, self.standardize,
-            names, _spec_classes(self.classes), _spec_target_scaling(self.target_scaling),
-        )  # fmt: skip
+        return self.spec_for(self.sizes)
 
     @property
     def params(self) -> Any:
@@ -392,20 +386,6 @@ class MLP:
         with _backend.device_scope(self.xp, self.device):
             self._params, self._previous = self.xp.concat(new), None
         self.fitted = True
-
-    def _check_dataset(self, dataset: Dataset, name: str) -> Dataset:
-        if not dataset.has_target:
-            raise InputError(f"{name} ({dataset.path}) has no target column: open it with Dataset(path, target=...)")
-        if dataset.n_features != self.n_features:
-            raise InputError(f"{name} ({dataset.path}) has {dataset.n_features} features; the model takes "
-                             f"{self.n_features}")  # fmt: skip
-        names = dataset.feature_names
-        if names is not None and self.feature_names is not None and names != self.feature_names:
-            raise InputError(
-                f"{name} ({dataset.path}) has the features {names}, the model {self.feature_names}: open it with "
-                "Dataset(path, target, features=model.feature_names)"
-            )
-        return dataset
 
     def _to_device_params(self, flat: np.ndarray) -> Any:
         params = _backend.from_numpy(flat, self.xp, self.device)
@@ -512,265 +492,112 @@ class MLP:
             least 1 nat): a divergence that stays finite. The model then keeps the weights from before the epoch
             whose updates exploded, and History ends there. None turns the check off.
         """
-        epochs = check.integer(epochs, "epochs", 0)
-        schedule = lr if isinstance(lr, schedules.Schedule) else schedules.constant(check.positive_float(lr, "lr"))
-        batch_size = None if batch_size is None else check.integer(batch_size, "batch_size", 1)
-        opt = optim.get(
-            optimizer, None if weight_decay is None else check.non_negative_float(weight_decay, "weight_decay")
-        )
-        clip_norm = None if clip_norm is None else check.positive_float(clip_norm, "clip_norm")
-        verbose = check.integer(verbose, "verbose", 0)
-        if diverge_factor is not None:
-            diverge_factor = check.positive_float(diverge_factor, "diverge_factor")
-            if diverge_factor <= 1:
-                raise ConfigError(f"diverge_factor must be above 1 (or None); got {diverge_factor!r}")
-        l2 = check.positive_float(l2, "l2") if l2 != 0 else 0.0
+        s = settings.fit_settings(
+            None, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay, l2=l2,
+            clip_norm=clip_norm, verbose=verbose, shuffle=shuffle, diverge_factor=diverge_factor,
+        )  # fmt: skip
+        callbacks = settings.callables(callbacks)
         weighted = sample_weight is not None or class_weight is not None or (isinstance(X, Dataset) and X.has_weight)
-        self._check_callbacks(callbacks, validation_data is not None, weighted)
+        settings.check_callbacks(callbacks, self.output, validation_data is not None, weighted)
         if convert:
-            X, y = feed.adopt(self._placement_spec, X), feed.adopt(self._placement_spec, y)
+            X, y = feed.adopt(self.spec_for((1, 1)), X), feed.adopt(self.spec_for((1, 1)), y)
             if validation_data is not None and isinstance(validation_data, (tuple, list)):
-                validation_data = tuple(feed.adopt(self._placement_spec, v) for v in validation_data)
-        built = self.sizes is None
-        if built:  # MLP(hidden=...): the input and output widths from the data, the weights drawn now
-            self.sizes = self._inferred_sizes(X, y)
-            self._params = self._initial_params(self.sizes)
+                validation_data = tuple(feed.adopt(self.spec_for((1, 1)), v) for v in validation_data)
         with _backend.device_scope(self.xp, self.device):
-            try:
-                data, val = self._feeds(X, y, validation_data, sample_weight, class_weight, copy)
-            except BaseException:
-                if built:  # a refused first fit leaves the model as it was: without widths or weights
-                    self.sizes, self._params = None, None  # type: ignore[assignment]
-                raise
+            data, val = self._prepare(X, y, validation_data, sample_weight, class_weight, copy)
             # Everything is valid: from here on the call changes the model.
             if comm is not None:  # every rank must train the same data and settings, from the same weights
                 x, t = (data, None) if isinstance(data, feed.Streamed) else (data.x, data.target)
-                comm.check_agreement(self, x, t, getattr(data, "weight_host", None), epochs=epochs,
-                                     batch_size=batch_size, shuffle=shuffle, optimizer=opt, lr=schedule, l2=l2,
-                                     clip_norm=clip_norm)  # fmt: skip
+                comm.check_agreement(data.spec, x, t, getattr(data, "weight_host", None), dropout=self.dropout,
+                                     generator=self.rng.bit_generator.state, scaling=self.scaling, epochs=s.epochs,
+                                     batch_size=s.batch_size, shuffle=s.shuffle, optimizer=s.optimizers[0],
+                                     lr=s.schedules[0], l2=s.l2[0], clip_norm=s.clip_norm)  # fmt: skip
                 self._params = comm.broadcast_arrays([self._params], self.xp, self.device)[0]  # every rank starts equal
-                verbose = verbose if comm.rank == 0 else 0
-            if self.optimizer != opt or self.optimizer_state is None:
-                self.optimizer, self.optimizer_state, self._previous = opt, opt.init(self._params, self.xp), None
-            if self.schedule != schedule:  # the same schedule again continues (a resumed plateau keeps its rate)
-                self.schedule, self.schedule_state, self._previous = schedule, schedule.init(), None
-            first, self.fitted = self.history.epochs, True
-            runner = train.Runner(
-                step_hyper(self, opt, schedule.params["lr"], l2, clip_norm), self.xp, self.device, self.dtype,
-                self.compile, comm,
-            )  # fmt: skip
-            self._train(data, val, runner, epochs, batch_size, shuffle, verbose, callbacks or (), comm, diverge_factor)
+            self.begin(s.optimizers[0], s.schedules[0])
+            first = self.history.epochs
+            runner = train.Runner(self._hyper(s, 0), self.xp, self.device, self.dtype, self.compile, comm)
+            verbose = s.verbose if comm is None or comm.rank == 0 else 0
+            fitloop.run(self, data, val, runner, s, verbose, callbacks, comm)
         return self.history.since(first)
 
+    def spec_for(self, sizes: Sequence[int]) -> feed.Spec:
+        """The model's :class:`~gpunn.feed.Spec` with the widths ``sizes`` (``(1, 1)``: where its arrays live, before
+        its first fit infers its widths)."""
+        activation = self.activation if isinstance(self.activation, str) else tuple(self.activation)
+        names = None if self.feature_names is None else tuple(self.feature_names)
+        return feed.Spec(
+            self.xp, self.device, self.dtype, tuple(sizes), self.output, self.loss, activation, self.standardize,
+            names, feed.learn.spec_classes(self.classes), feed.learn.spec_target_scaling(self.target_scaling),
+        )  # fmt: skip
+
+    def _prepare(self, X: Any, y: Any, validation_data: Any, sample_weight: Any, class_weight: Any, copy: bool):
+        """The training and validation feeds of a ``fit``, every input checked first; then the model takes what
+        its first fit learns (widths and weights for ``hidden=``, classes, scalings, feature names)."""
+        sizes = self.sizes or feed.learn.sizes(self.hidden or [], self.spec_for((1, 1)), X, y)
+        p = feed.prepare(
+            self.spec_for(sizes), self.learned, X, y, validation_data, first=not self.fitted, copy=copy,
+            sample_weight=sample_weight, class_weight=class_weight,
+        )  # fmt: skip
+        self.build(sizes)
+        self.learned = p.learned
+        spec, scaling = p.spec, p.learned.scaling
+        if isinstance(p.x, Dataset):
+            data: Any = feed.Streamed(spec, p.x, scaling, "X", p.weight_total)
+        else:
+            data = feed.Memory(spec, p.x, p.target, self._weight_column(p.weight_host), p.weight_host)
+        if isinstance(p.val, Dataset):
+            return data, feed.Streamed(spec, p.val, scaling, "validation_data")
+        return data, None if p.val is None else feed.Memory(spec, *p.val)
+
+    def build(self, sizes: Sequence[int]) -> None:
+        """Give a model made with ``hidden=`` its widths ``sizes`` and draw its weights from its seed (as they are
+        drawn for ``MLP(sizes)``); a model that has its widths keeps them."""
+        if self.sizes is None:
+            self.sizes, self._params = list(sizes), self._initial_params(list(sizes))
+
+    def set_state(self, params: Any, optimizer_state: dict[str, Any] | None, previous: tuple | None = None) -> None:
+        """Replace the flat parameters and the optimizer state with arrays on the model's device (an epoch a
+        callback returns to, a member's row of an ensemble's stacked buffers); ``previous`` is the state
+        ``(params, optimizer state, generator state, schedule state)`` at the start of the last epoch, which
+        :meth:`step_back` returns to (None: none)."""
+        self._params, self.optimizer_state, self._previous = params, optimizer_state, previous
+
     @property
-    def _placement_spec(self) -> feed.Spec:
-        """Where the model's arrays live, for moving data before the widths are known."""
-        return feed.Spec(self.xp, self.device, self.dtype, (1, 1), self.output, self.loss)
+    def learned(self) -> feed.Learned:
+        """What the model knows of its data: classes, target scaling, feature names and scaling."""
+        return feed.Learned(self.classes, self.target_scaling, self.feature_names, self.scaling)
 
-    def _inferred_sizes(self, X: Any, y: Any) -> list[int]:
-        """``[n_features, *hidden, n_outputs]`` of ``MLP(hidden=...)`` from the first fit's data."""
-        assert self.hidden is not None
-        if isinstance(X, Dataset):
-            d = X.n_features
-        else:
-            columns = feed.frame_columns(X)
-            shape = (None, len(columns)) if columns is not None else getattr(X, "shape", None)
-            if shape is None:
-                try:
-                    shape = np.shape(X)
-                except ValueError as exc:
-                    raise InputError(f"X is ragged: its rows have different lengths ({exc})") from None
-            if len(shape) != 2 or not shape[1]:
-                raise InputError(f"X must be 2-D (n_samples, n_features) with at least one feature; got shape "
-                                 f"{tuple(shape)}")  # fmt: skip
-            d = int(shape[1])
-        if self.output == "softmax":
-            if isinstance(X, Dataset):
-                if not X.has_target:
-                    raise InputError(f"X ({X.path}) has no target column: open it with Dataset(path, target=...)")
-                found: np.ndarray | None = np.unique(np.concatenate([np.unique(b) for b in X.target_blocks()]))
-            else:
-                probe = feed.Spec(self.xp, self.device, self.dtype, (d, 2), "softmax", self.loss)
-                found = feed.checks.learn_classes(probe, y)
-            if found is None:
-                raise InputError("y must be one class label per row, shape (n,), to infer a softmax output's width")
-            if found.size < 2:
-                raise InputError(f"y holds a single class ({found[0].item()!r}); a classifier needs at least two")
-            k = int(found.size)
-        elif isinstance(X, Dataset):
-            k = 1
-        else:
-            if y is None:
-                raise InputError("fit needs y (the targets) to infer the output width of MLP(hidden=...)")
-            y = feed.column(y, "y")
-            shape = getattr(y, "shape", None)
-            if shape is None:
-                try:
-                    shape = np.shape(y)
-                except ValueError as exc:
-                    raise InputError(f"y is ragged: its rows have different lengths ({exc})") from None
-            if len(shape) not in (1, 2) or (len(shape) == 2 and not shape[1]):
-                raise InputError(f"y has shape {tuple(shape)}; expected (n,) or (n, n_outputs)")
-            k = 1 if len(shape) == 1 else int(shape[1])
-        return [d, *self.hidden, k]
+    @learned.setter
+    def learned(self, value: feed.Learned) -> None:
+        self.classes, self.target_scaling = value.classes, value.target_scaling
+        self.feature_names, self.scaling = value.feature_names, value.scaling
 
-    def _learned_targets(self, spec: feed.Spec, X: Any, y: Any) -> tuple[feed.Spec, Any, Any]:
-        """What the first fit learns of the targets: the classes of a single-label classifier and a standardizing
-        regression's target scaling (kept where known), and ``spec`` with them."""
-        classes, scaling = self.classes, self.target_scaling
-        if classes is None and feed.checks.single_label(spec):
-            if isinstance(X, Dataset):  # a stream takes its labels as they are (0/1, 0..k-1)
-                classes = np.arange(2 if spec.output == "sigmoid" else spec.n_outputs)
-            else:
-                found = feed.checks.learn_classes(spec, y)
-                if found is not None:
-                    classes = _classes_of(found, spec, y)
-        # only a first fit: a model trained before gpunn standardized targets (an older file) keeps its raw units
-        if scaling is None and self.standardize and spec.output == "identity" and not self.fitted:
-            if isinstance(X, Dataset):
-                scaling = moments((np.reshape(b, (-1, 1)) for b in X.target_blocks()), 1)
-            else:
-                scaling = feed.checks.learn_target_scaling(spec, y)
-        spec = dataclasses.replace(spec, classes=_spec_classes(classes), target_scaling=_spec_target_scaling(scaling))
-        return spec, classes, scaling
+    def begin(self, optimizer: optim.Optimizer, schedule: schedules.Schedule) -> None:
+        """Start training with ``optimizer`` and ``schedule``: the same ones again continue where the last fit left
+        them (a resumed plateau keeps its rate); new ones start afresh."""
+        if self.optimizer != optimizer or self.optimizer_state is None:
+            self.optimizer, self.optimizer_state = optimizer, optimizer.init(self._params, self.xp)
+            self._previous = None
+        if self.schedule != schedule:
+            self.schedule, self.schedule_state, self._previous = schedule, schedule.init(), None
+        self.fitted = True
 
-    def _check_callbacks(self, callbacks: Any, validating: bool, weighted: bool) -> None:
-        """Every callback is callable and finds the metrics it monitors recorded by this fit."""
-        if callbacks is not None and not all(callable(c) for c in callbacks):
-            raise ConfigError("callbacks must be a sequence of callables callback(model, record)")
-        recorded = {"loss", "lr"} | ({"accuracy"} if self.output != "identity" else set())
-        if validating:
-            recorded |= {f"val_{key}" for key in recorded - {"lr"}}
-        if weighted:
-            recorded.add("weighted_loss")
-        for callback in callbacks or ():
-            missing = set(getattr(callback, "requires", ())) - recorded
-            if missing:
-                raise ConfigError(
-                    f"{type(callback).__name__} needs {', '.join(sorted(missing))}, which this fit does not record "
-                    f"(it records {', '.join(sorted(recorded))}); pass validation_data= or monitor another metric"
-                )
-
-    def _feeds(self, X: Any, y: Any, validation_data: Any, sample_weight: Any, class_weight: Any, copy: bool):
-        """The training and validation feeds of a ``fit``, every input checked first; then the feature names and
-        scaling the model learns on its first fit are set (nothing else is changed)."""
-        spec = self.spec
-        if isinstance(X, Dataset):
-            self._check_dataset(X, "X")
-            spec, classes, target_scaling = self._learned_targets(spec, X, y)
-            if y is not None:
-                raise InputError("a Dataset brings its own targets (its target column): call fit(dataset, y=None)")
-            if sample_weight is not None or class_weight is not None:
-                raise ConfigError(
-                    "sample_weight and class_weight are not arguments of fit on a Dataset: its rows' weights are "
-                    "a column of the file, named by Dataset(path, target, weight=COLUMN)"
-                )
-            weight_total = X.weight_total() if X.has_weight else None  # one pass, which checks every weight
-            if weight_total is not None and not weight_total > 0:
-                raise InputError(f"{X.path}: the weights ({X.weight_name!r}) sum to 0 over the rows trained on: "
-                                 "there is nothing to train on")  # fmt: skip
-        else:
-            x = feed.check_x(spec, X, "X")
-            spec, classes, target_scaling = self._learned_targets(spec, X, y)
-            t = feed.targets(spec, y, x.shape[0], "y", fitting=True)
-            w_host = feed.sample_weights(spec, sample_weight, class_weight, y, x.shape[0])
-        xv = tv = None
-        if isinstance(validation_data, Dataset):
-            xv = self._check_dataset(validation_data, "validation_data")
-        elif validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise InputError("validation_data must be a pair (X_val, y_val) or a gpunn.data.Dataset")
-            xv = feed.check_x(spec, validation_data[0], "validation X")
-            tv = feed.targets(spec, validation_data[1], xv.shape[0], "validation y")
-        self.classes, self.target_scaling = classes, target_scaling
-        if self.feature_names is None:  # a data frame's or Parquet file's columns name the features
-            self.feature_names = X.feature_names if isinstance(X, Dataset) else feed.frame_columns(X)
-            spec = self.spec
-        if self.standardize and self.scaling is None:
-            self.scaling = X.scaling() if isinstance(X, Dataset) else feed.fit_scaling(x)
-        val: Any = None
-        if isinstance(xv, Dataset):
-            val = feed.Streamed(spec, xv, self.scaling, "validation_data")
-        elif xv is not None:
-            val = feed.Memory(spec, feed.place_x(spec, xv, self.scaling), tv)  # before X may be scaled in place
-        if isinstance(X, Dataset):
-            return feed.Streamed(spec, X, self.scaling, "X", weight_total), val
-        x = feed.place_x(spec, x, self.scaling, in_place=not copy)
-        return feed.Memory(spec, x, t, self._weight_column(w_host), w_host), val
+    def _hyper(self, s: settings.FitSettings, i: int) -> Any:
+        return step_hyper(self.sizes, self.activation, self.output, self.loss, s.optimizers[i],
+                          s.schedules[i].params["lr"], s.l2[i], s.clip_norm, self.dropout, self.seed)  # fmt: skip
 
     def _weight_column(self, w: np.ndarray | None) -> Any:
         """Sample weights as the step takes them: a (n, 1) column on the device, or None."""
         return None if w is None else _backend.from_numpy(w.reshape(-1, 1).astype(self.dtype), self.xp, self.device)
 
-    def _train(self, data, val, runner, epochs, batch_size, shuffle, verbose, callbacks, comm, diverge_factor=None):
-        """Run ``epochs`` epochs, committing each completed one to the model, then the callbacks.
-
-        Epochs are queued on the device a progress line's worth at a time (``Reporter.due``) and their metrics
-        read back together, unless something needs every epoch's record as it ends: a callback, a schedule that
-        learns from the loss (plateau), or other ranks (``comm``). The records, the divergence check and the
-        commits are the same either way, in order."""
-        reporter = Reporter(verbose, self.epoch, self.epoch + epochs)
-        per_epoch = bool(callbacks) or comm is not None or train.learns(self.schedule)
-        queue_max = 1 if per_epoch else max(1, QUEUE_BYTES // _state_bytes(self.xp, self._params, self.optimizer_state))
-        guard = train.DivergenceGuard(diverge_factor, self.loss)
-        queued: list[train.Ran] = []
-        try:
-            with _backend.memory_guard(self.device, batch_size):
-                state = self._state()
-                for _ in range(epochs):
-                    ran = train.start_epoch(state, data, val, runner, self.schedule, batch_size, shuffle, comm)
-                    queued.append(ran)
-                    state = ran.new
-                    if len(queued) < queue_max and not reporter.due(state.epoch):
-                        continue
-                    stop = self._commit_all(queued, data, val, runner, comm, guard, reporter, callbacks)
-                    queued = []
-                    if stop:
-                        break
-                    state = self._state()  # a callback may have changed the weights (EarlyStopping's best)
-                if queued:
-                    self._commit_all(queued, data, val, runner, comm, guard, reporter, callbacks)
-        except KeyboardInterrupt:
-            self._keep_queued(queued, data, val, runner, comm, guard, reporter)
-            raise
-        except BaseException:
-            self.history.truncate(self.epoch)  # a record appended for an epoch that was not committed
-            raise
-        finally:
-            reporter.close()
-
-    def _state(self) -> train.State:
+    def training_state(self) -> train.State:
+        """What an epoch changes, as the model holds it now (the generator as its state)."""
         rng_state = dict(self.rng.bit_generator.state)
         return train.State(self._params, self.optimizer_state, self.epoch, rng_state, self.schedule_state)
 
-    def _commit_all(self, queued, data, val, runner, comm, guard, reporter, callbacks) -> bool:
-        """Read back the queued epochs' metrics, check and commit each in order; True if a callback stops."""
-        records = train.finish_epochs(queued, data, val, runner, self.schedule, comm)
-        for ran in queued:
-            try:
-                new, record = next(records)
-                guard.check(ran.old.epoch, record)
-            except train.DivergenceError:
-                self._step_back()
-                raise
-            except NonFiniteError:
-                self._step_back_if_not_finite()
-                raise
-            self._commit(ran.old, new, record)
-            reporter.epoch(self.epoch, record)
-            if [callback(self, record) for callback in callbacks].count(False):
-                return True
-        return False
-
-    def _keep_queued(self, queued, data, val, runner, comm, guard, reporter) -> None:
-        """On an interrupt, the queued epochs (which ran to the end) are committed, checked as usual."""
-        try:
-            if queued and queued[0].old.epoch == self.epoch:  # none of them committed yet
-                self._commit_all(queued, data, val, runner, comm, guard, reporter, ())
-        finally:
-            self.history.truncate(self.epoch)
-
-    def _commit(self, old: train.State, new: train.State, record: dict[str, float]) -> None:
+    def commit(self, old: train.State, new: train.State, record: dict[str, float]) -> None:
+        """Take ``new``, the state an epoch that started from ``old`` left, and its ``record``: all at once, so that
+        an interrupt leaves the model before the epoch or after it, never half way."""
         # An epoch that drew no order hands its generator's state back unchanged: the generator stays.
         rng = self.rng if new.rng_state is old.rng_state and old.epoch == self.epoch else _generator(new.rng_state)
         previous = (old.params, old.optimizer_state, old.rng_state, old.schedule_state)  # references: updates are pure
@@ -780,22 +607,19 @@ class MLP:
             new.params, new.optimizer_state, new.epoch, rng, previous, new.schedule_state
         )  # fmt: skip
 
-    def _step_back_if_not_finite(self) -> None:
-        """After a non-finite loss: if the last epoch's final update itself overflowed (its loss, computed before
-        that update, was finite), return to the epoch before it. Runs only on this failure path."""
+    def step_back(self, error: NonFiniteError) -> None:
+        """After ``error`` ended an epoch, go back where the weights were last good: to the start of the last
+        committed epoch, whose updates made them, when the loss exploded (a ``DivergenceError``) or when that
+        epoch's final update overflowed (its loss, computed before the update, was finite: the weights are not);
+        else stay. Runs only on this failure path; History is cut to the epoch the model holds."""
         xp = self.xp
-        if self._previous is None or bool(xp.all(xp.isfinite(self._params))):
-            return
-        self._step_back()
-
-    def _step_back(self) -> None:
-        """Return to the start of the last committed epoch (its updates made the weights that failed)."""
-        if self._previous is None:
-            return
-        params, state, rng_state, schedule_state = self._previous
-        self._params, self.optimizer_state, self.rng, self.schedule_state, self.epoch, self._previous = (
-            params, state, _generator(rng_state), schedule_state, self.epoch - 1, None
-        )  # fmt: skip
+        if isinstance(error, train.DivergenceError) or not bool(xp.all(xp.isfinite(self._params))):
+            if self._previous is not None:
+                params, state, rng_state, schedule_state = self._previous
+                self._params, self.optimizer_state, self.rng, self.schedule_state, self.epoch, self._previous = (
+                    params, state, _generator(rng_state), schedule_state, self.epoch - 1, None
+                )  # fmt: skip
+        self.history.truncate(self.epoch)
 
     # ----------------------------------------------------------------------------------------- inference
     def _check_fitted(self) -> None:
@@ -856,15 +680,8 @@ class MLP:
                     return z
                 mean, std = (_backend.from_numpy(s.astype(self.dtype), xp, self.device) for s in self.target_scaling)
                 return z * std + mean
-            if self.output == "softmax":
-                index = xp.argmax(z, axis=1)
-            else:
-                index = xp.astype(z > 0, _backend.index_dtype(xp, self.device))  # p > 0.5 exactly when z > 0
-                index = index[:, 0] if self.n_outputs == 1 else index
-            if feed.checks.are_indices(self.classes) or not feed.checks.single_label(self.spec):
-                return index
-            assert self.classes is not None
-            return self.classes[_backend.to_numpy(index)]
+            index = feed.predict.indices(self.output, z, 0.0, xp, self.device)  # p > 0.5 exactly when z > 0
+        return feed.predict.labels(self.classes, index)
 
     def evaluate(self, X: Any, y: Any = None, *, convert: bool = False) -> dict[str, float]:
         """Mean loss and (for classifiers) accuracy on ``(X, y)``, or on a :class:`gpunn.data.Dataset`, as Python
@@ -878,7 +695,7 @@ class MLP:
         if isinstance(X, Dataset):
             if y is not None:
                 raise InputError("a Dataset brings its own targets (its target column): call evaluate(dataset)")
-            data: Any = feed.Streamed(spec, self._check_dataset(X, "X"), self.scaling, "X")
+            data: Any = feed.Streamed(spec, feed.learn.check_dataset(spec, X, "X"), self.scaling, "X")
         else:
             if convert:
                 X, y = self.adopt(X), self.adopt(y)
@@ -924,7 +741,8 @@ class MLP:
                 if w_host is None
                 else _backend.from_numpy(w_host.reshape(-1, 1).astype(self.dtype), xp, self.device)
             )
-            step = Step(step_hyper(self, optim.sgd(), 0.0, l2, None), xp, self.device, self.dtype)
+            hyper = step_hyper(self.sizes, self.activation, self.output, self.loss, optim.sgd(), 0.0, l2, None)
+            step = Step(hyper, xp, self.device, self.dtype)
             grads, loss_sum, _ = step.gradients(self._params, x, t, w)
             loss_scale, grad_scale = losses.scales(self.output, self.loss, n, self.n_outputs)
             m = float(n)
@@ -953,40 +771,6 @@ class MLP:
         self.set_weights(ckpt.weight_pairs())
 
 
-def _classes_of(found: np.ndarray, spec: feed.Spec, y: Any) -> np.ndarray:
-    """A classifier's classes from the distinct labels of its first fit: the indices 0..k-1 when the labels are
-    those (or some of them) already, else the labels themselves, one per class the output layer has."""
-    k = 2 if spec.output == "sigmoid" else spec.n_outputs
-    if feed.checks.plain_classes(found, spec):
-        return np.arange(k)
-    if found.size < 2:
-        raise InputError(f"y holds a single class ({found[0].item()!r}); a classifier needs at least two")
-    if found.size != k:
-        shown = found.tolist() if found.size <= 10 else found[:10].tolist() + ["..."]
-        units = f"{spec.n_outputs} output unit(s)"
-        where = ""
-        if found.dtype.kind in "biuf":  # numbers: name the first that is no index either
-            a = feed.column(y, "y")
-            a = _backend.to_numpy(a) if not _backend.is_host_data(a) else np.asarray(a)
-            a, top = a.reshape(-1), k - 1
-            i = int(np.flatnonzero((a < 0) | (a > top) | (a != np.round(a)))[0])
-            where = f"label {a[i].item()} at row {i}, outside 0..{top}, and "
-        raise InputError(
-            f"y holds {where}{found.size} classes {shown}, but the model's {spec.output} output with {units} "
-            f"takes {k}" + ("; use output='softmax'" if spec.output == "sigmoid" else "")
-        )
-    return found
-
-
-def _spec_classes(classes: np.ndarray | None) -> tuple[Any, ...] | None:
-    """The classes as the feed's Spec holds them: None when the labels are the indices themselves."""
-    return None if feed.checks.are_indices(classes) else tuple(np.asarray(classes).tolist())
-
-
-def _spec_target_scaling(scaling: Any) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    return None if scaling is None else (tuple(scaling[0].tolist()), tuple(scaling[1].tolist()))
-
-
 def _activations(activation: Any, n_hidden: int) -> str | list[str]:
     """``activation`` validated: one name, or a list of one name per hidden layer."""
     if isinstance(activation, str):
@@ -997,14 +781,6 @@ def _activations(activation: Any, n_hidden: int) -> str | list[str]:
         )
     names = layers.ACTIVATIONS
     return [check.choice(a, f"activation of hidden layer {i + 1}", names) for i, a in enumerate(activation)]
-
-
-def _dropout_rate(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ConfigError(f"dropout must be a number in [0, 1); got {value!r}")
-    if not 0.0 <= float(value) < 1.0:  # also rejects NaN
-        raise ConfigError(f"dropout must be in [0, 1) (the fraction of hidden units dropped); got {value!r}")
-    return float(value)
 
 
 def _stored_targets(config: dict[str, Any]) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
@@ -1036,16 +812,6 @@ def _metadata_labels(labels: Any) -> list[Any] | None:
     if not (text or whole) or labels != sorted(labels) or labels == list(range(len(labels))):
         return None
     return labels
-
-
-# Epochs queued before their metrics are read back hold their weights and optimizer state alive: at most this
-# many bytes of them (a small network queues a progress line's worth of epochs, a large one fewer).
-QUEUE_BYTES = 64 << 20
-
-
-def _state_bytes(xp: Any, params: Any, optimizer_state: dict[str, Any] | None) -> int:
-    slots = sum(1 for k in (optimizer_state or {}) if k != "step")
-    return max(1, int(params.shape[0]) * (xp.finfo(params.dtype).bits // 8) * (1 + slots))
 
 
 def _generator(state: dict[str, Any]) -> np.random.Generator:

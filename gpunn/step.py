@@ -148,13 +148,15 @@ def clip_by_global_norm(grads: Any, max_norm: float, xp: Any, scale: Any = 1.0, 
     return layers.each(lambda g: g * factor, grads)
 
 
-def hyper(model: Any, optimizer: optim.Optimizer, lr: float, l2: float, clip_norm: float | None) -> Hyper:
-    """The :class:`Hyper` of a model trained with these settings."""
-    activation = model.activation if isinstance(model.activation, str) else tuple(model.activation)
-    key = dropout.seed_key(model.seed) if model.dropout else 0
-    return Hyper(
-        tuple(model.sizes), activation, model.output, model.loss, optimizer, lr, l2, clip_norm, model.dropout, key
-    )
+def hyper(
+    sizes: Any, activation: Any, output: str, loss: str, optimizer: optim.Optimizer, lr: float, l2: float,
+    clip_norm: float | None, dropout_rate: float = 0.0, seed: int = 0,
+) -> Hyper:  # fmt: skip
+    """The :class:`Hyper` of a network (its widths, activations, output, loss, dropout rate and seed) trained
+    with these settings."""
+    activation = activation if isinstance(activation, str) else tuple(activation)
+    key = dropout.seed_key(seed) if dropout_rate else 0
+    return Hyper(tuple(sizes), activation, output, loss, optimizer, lr, l2, clip_norm, dropout_rate, key)
 
 
 # ------------------------------------------------------------------------------------ K networks in one step
@@ -294,17 +296,18 @@ def weight_totals(weight: Any, xp: Any) -> Any:
 
 
 def stacked_hyper(
-    models: Any, optimizer: optim.Optimizer, l2: tuple[float, ...], clip_norm: float | None,
+    sizes: Any, activation: Any, output: str, loss: str, optimizer: optim.Optimizer, l2: tuple[float, ...],
+    clip_norm: float | None, dropout_rates: tuple[float, ...], seeds: tuple[int, ...],
     weight_decay: tuple[float, ...] | None = None,
 ) -> StackedHyper:  # fmt: skip
-    """The :class:`StackedHyper` of ``models`` (K MLPs of the same shape) trained together with these settings."""
-    m = models[0]
-    activation = m.activation if isinstance(m.activation, str) else tuple(m.activation)
-    keys = tuple(dropout.seed_key(x.seed) if x.dropout else 0 for x in models)
+    """The :class:`StackedHyper` of K networks of one shape (member k with ``dropout_rates[k]`` and ``seeds[k]``)
+    trained together with these settings."""
+    activation = activation if isinstance(activation, str) else tuple(activation)
+    keys = tuple(dropout.seed_key(s) if d else 0 for s, d in zip(seeds, dropout_rates))
     if optimizer.name == "adamw":
-        weight_decay = weight_decay or (optimizer.hyper["weight_decay"],) * len(models)
+        weight_decay = weight_decay or (optimizer.hyper["weight_decay"],) * len(seeds)
         optimizer = optim.Optimizer("adam", {k: v for k, v in optimizer.hyper.items() if k != "weight_decay"})
     return StackedHyper(
-        tuple(m.sizes), activation, m.output, m.loss, optimizer, len(models), tuple(l2), clip_norm,
-        tuple(x.dropout for x in models), keys, None if weight_decay is None else tuple(weight_decay),
+        tuple(sizes), activation, output, loss, optimizer, len(seeds), tuple(l2), clip_norm, tuple(dropout_rates),
+        keys, None if weight_decay is None else tuple(weight_decay),
     )  # fmt: skip

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend, layers, losses
+from . import _backend, layers, losses, settings
 from .errors import ConfigError, DivergenceError, NonFiniteError
 from .feed.batch import Batch
 from .step import Hyper, Step
@@ -404,7 +404,7 @@ def _record(r, feed, val, hyper, schedule, comm, batch_sums, val_floats, batch_c
     if feed.weight_total is not None:  # the weighted mean over the rows: sum(w l) / sum(w), per output
         record["weighted_loss"] = sums[1] * loss_scale(hyper, n) * n / feed.weight_total
     if not math.isfinite(record["loss"]):
-        raise _divergence(r.old.epoch, batch_losses, record["loss"])
+        raise non_finite(r.old.epoch, batch_losses, record["loss"])
     if has_correct:
         record["accuracy"] = sums[2] / (n * labels_per_row(hyper))
     if val is not None:
@@ -464,7 +464,8 @@ def labels_per_row(spec: Any) -> int:
     return spec.sizes[-1] if spec.output == "sigmoid" else 1
 
 
-def _divergence(epoch: int, batch_losses: np.ndarray, loss: float) -> NonFiniteError:
+def non_finite(epoch: int, batch_losses: np.ndarray, loss: float) -> NonFiniteError:
+    """The error of an epoch whose loss is not finite, naming the first batch that was not (or the update)."""
     bad = np.flatnonzero(~np.isfinite(batch_losses))
     where = f"batch {bad[0] + 1} of {batch_losses.size}" if bad.size else "the weight update"
     return NonFiniteError(
@@ -480,7 +481,7 @@ def learns(schedule: Any) -> bool:
 
 # The divergence check's default factor, and the loss below which it measures growth from a floor instead (for
 # the cross-entropies, in nats: a classifier that guesses has a loss of about ln k).
-DIVERGE_FACTOR = 1e4
+DIVERGE_FACTOR = settings.DIVERGE_FACTOR
 CROSS_ENTROPY_FLOOR = 1.0
 
 

@@ -538,7 +538,7 @@ def test_the_description_names_missing_classes_and_fingerprints_sampled_rows_of_
 
     def describe(X, y):
         x, t = feed.check_x(m.spec, X, "X"), feed.targets(m.spec, y, len(X), "y", fitting=True)
-        return distributed.describe(m, x, t, None, {"batch_size": None})
+        return distributed.describe(m.spec, x, t, None, {"batch_size": None})
 
     assert describe(X, y)["classes"] == "all 3"
     assert describe(X, np.where(y == 2, 0, y))["classes"] == "2 of 3: [0, 1]"

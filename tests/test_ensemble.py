@@ -314,7 +314,10 @@ def test_bad_fit_arguments_name_the_problem_and_change_nothing(fit_kw, error, ma
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(members=0), r"members must be an integer >= 1; got 0"),
+        (dict(members=0), r"members must be from 1 to 65536; got 0"),
+        (dict(members=10**9), r"members must be from 1 to 65536; got 1000000000"),
+        (dict(members="yes"), r"members must be an integer from 1 to 65536; got 'yes'"),
+        (dict(members=2.0), r"members must be an integer from 1 to 65536; got 2.0"),
         (dict(members=3, seed=[1, 2]), r"seed lists 2 seeds; the ensemble has 3 members"),
         (dict(members=2, dropout=[0.1, float("nan")]), r"dropout\[1\] must be in \[0, 1\)"),
         (dict(members=2, dropout=[0.1, 0.2, 0.3]), r"dropout lists 3 values; the ensemble has 2 members"),
@@ -325,17 +328,103 @@ def test_bad_constructor_arguments_name_the_problem(kwargs, match):
         gpunn.Ensemble([2, 3, 1], device="cpu", **kwargs)
 
 
-def test_a_diverging_member_is_named_and_the_last_finite_epoch_kept():
+@pytest.mark.parametrize(
+    "lr,error",
+    [(3.0, gpunn.DivergenceError), (1e8, gpunn.NonFiniteError)],
+    ids=["explodes", "overflows"],
+)
+def test_a_diverging_member_stops_where_a_lone_mlp_stops_and_the_others_train_on(lr, error):
     X, y = _data("identity")
     kw = dict(output="identity", device="cpu", dtype="float64")
+    rates = [0.01, lr, 0.02]
     ens = gpunn.Ensemble(_sizes("identity"), 3, seed=SEEDS, **kw)
-    with pytest.raises(gpunn.NonFiniteError, match=r"^member 1: training diverged in epoch"):
-        ens.fit(X, y, epochs=30, verbose=0, lr=[0.01, 1e8, 0.01])
-    done = ens.members[0].epoch
-    assert 0 < done < 30 and [m.epoch for m in ens.members] == [done] * 3  # the failed epoch left no member changed
-    lone = gpunn.MLP(_sizes("identity"), seed=SEEDS[0], **kw)
-    h = lone.fit(X, y, epochs=done, verbose=0, lr=0.01)
-    assert_member_is_lone(ens.members[0], lone, ens.members[0].history, h)
+    with pytest.warns(RuntimeWarning, match=r"ensemble member 1: training diverged in epoch \d+"):
+        ens.fit(X, y, epochs=30, verbose=0, lr=rates)
+    assert ens.diverged[0] is None and ens.diverged[2] is None and ens.diverged[1].startswith("member 1: ")
+    for k in range(3):  # the oracle: each member alone, the diverging one stopped by its own error
+        lone = gpunn.MLP(_sizes("identity"), seed=SEEDS[k], **kw)
+        if k == 1:
+            with pytest.raises(error):
+                lone.fit(X, y, epochs=30, verbose=0, lr=rates[k])
+        else:
+            lone.fit(X, y, epochs=30, verbose=0, lr=rates[k])
+        assert_member_is_lone(ens.members[k], lone, ens.members[k].history, lone.history)
+    assert np.isfinite(_host(ens.members[1].params)).all()
+    alone = [gpunn.MLP(_sizes("identity"), seed=SEEDS[k], **kw) for k in (0, 2)]
+    for m, k in zip(alone, (0, 2)):
+        m.fit(X, y, epochs=30, verbose=0, lr=rates[k])
+    mean = (_host(alone[0].predict(X)) + _host(alone[1].predict(X))) / 2  # the diverged member is left out
+    np.testing.assert_allclose(_host(ens.predict(X)), mean, rtol=0, atol=TOL)
+    ens.fit(X, y, epochs=2, verbose=0, lr=rates)  # a diverged member sits out later fits
+    assert ens.members[1].epoch == ens.members[1].history.epochs and ens.members[0].epoch == 32
+
+
+def test_the_example_of_a_member_poisoning_the_mean_now_warns_and_keeps_the_mean_finite():
+    X, y = _data("identity", n=200)
+    ens = gpunn.Ensemble([3, 16, 16, 2], members=2, seed=[1, 1], output="identity", device="cpu")
+    with pytest.warns(RuntimeWarning, match="member 1"):
+        ens.fit(X, y, epochs=60, lr=[0.1, 3.0], verbose=0)
+    lone = gpunn.MLP([3, 16, 16, 2], seed=1, output="identity", device="cpu")
+    lone.fit(X, y, epochs=60, lr=0.1, verbose=0)
+    np.testing.assert_allclose(_host(ens.predict(X)), _host(lone.predict(X)), rtol=1e-5, atol=1e-5)
+
+
+def test_when_every_member_diverges_fit_raises_divergence_error():
+    X, y = _data("identity")
+    ens = gpunn.Ensemble(_sizes("identity"), 2, seed=SEEDS[:2], output="identity", device="cpu", dtype="float64")
+    with pytest.warns(RuntimeWarning), pytest.raises(gpunn.DivergenceError, match="every member of the ensemble"):
+        ens.fit(X, y, epochs=30, verbose=0, lr=3.0)
+    lone = gpunn.MLP(_sizes("identity"), seed=SEEDS[0], output="identity", device="cpu", dtype="float64")
+    with pytest.raises(gpunn.DivergenceError):
+        lone.fit(X, y, epochs=30, verbose=0, lr=3.0)
+    assert_member_is_lone(ens.members[0], lone, ens.members[0].history, lone.history)
+
+
+def test_diverge_factor_is_a_checked_fit_argument():
+    X, y = _data("identity")
+    ens = gpunn.Ensemble(_sizes("identity"), 2, output="identity", device="cpu")
+    with pytest.raises(gpunn.ConfigError, match=r"diverge_factor must be above 1"):
+        ens.fit(X, y, epochs=1, verbose=0, diverge_factor=0.5)
+    ens.fit(X, y, epochs=30, verbose=0, lr=[0.01, 3.0], diverge_factor=None)  # the check off: both train on
+    assert ens.diverged == [None, None] and [m.epoch for m in ens.members] == [30, 30]
+
+
+@pytest.mark.parametrize("output", ["sigmoid", "softmax", "identity"])
+def test_hidden_infers_widths_member_for_member_as_sizes_does(output):
+    X, y = _data(output)
+    sizes = _sizes(output)
+    ens = gpunn.Ensemble(hidden=sizes[1:-1], members=3, seed=SEEDS, output=output, device="cpu", dtype="float64")
+    with pytest.raises(gpunn.NotFittedError):
+        ens.predict(X)
+    ens.fit(X, y, epochs=3, verbose=0, lr=0.1)
+    ref = gpunn.Ensemble(sizes, members=3, seed=SEEDS, output=output, device="cpu", dtype="float64")
+    ref.fit(X, y, epochs=3, verbose=0, lr=0.1)
+    assert ens.sizes == sizes
+    np.testing.assert_array_equal(_host(ens.params), _host(ref.params))
+
+
+@pytest.mark.parametrize("output", ["sigmoid", "softmax", "identity"])
+def test_evaluate_scores_the_mean_prediction(output):
+    X, y = _data(output)
+    kw = dict(output=output, device="cpu", dtype="float64", standardize=output == "identity")
+    ens = gpunn.Ensemble(_sizes(output), 3, seed=SEEDS, **kw)
+    ens.fit(X, y, epochs=20, verbose=0, lr=0.1)
+    got = ens.evaluate(X, y)
+    p = np.mean([_host(m.predict_proba(X) if output != "identity" else m.predict(X)) for m in ens.members], axis=0)
+    if output == "identity":  # the squared error of the mean value, in the target's units
+        want = {"loss": np.mean((p - y) ** 2)}
+    elif output == "softmax":
+        want = {"loss": -np.mean(np.log(p[np.arange(len(y)), y])), "accuracy": np.mean(p.argmax(1) == y)}
+    else:
+        q = p[:, 0]
+        want = {"loss": -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)), "accuracy": np.mean((q > 0.5) == y)}
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key] == pytest.approx(want[key], rel=1e-9, abs=1e-12)
+    assert ens.evaluate(X, y, members=True) == [m.evaluate(X, y) for m in ens.members]
+    one = gpunn.Ensemble.from_members([ens.members[0]])  # one member: the score its own evaluate gives
+    for key, value in ens.members[0].evaluate(X, y).items():
+        assert one.evaluate(X, y)[key] == pytest.approx(value, rel=1e-7)
 
 
 def test_members_are_mlps_usable_alone(tmp_path):

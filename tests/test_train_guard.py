@@ -153,7 +153,7 @@ def test_an_interrupt_between_progress_lines_keeps_the_queued_epochs(monkeypatch
 def test_a_compiled_step_makes_each_rate_once():
     jnp = pytest.importorskip("jax.numpy")
     m = gpunn.MLP([4, 8, 3], output="softmax", xp=jnp, device=None, compile=True)
-    hyper = step.hyper(m, optim.sgd(), 0.1, 0.0, None)
+    hyper = step.hyper(m.sizes, m.activation, m.output, m.loss, optim.sgd(), 0.1, 0.0, None)
     runner = train.Runner(hyper, jnp, m.device, "float32", True)
     assert runner.rate(0.1) is runner.rate(0.1) and runner.rate(0.2) is not runner.rate(0.1)
     assert float(runner.rate(0.2)) == pytest.approx(0.2)

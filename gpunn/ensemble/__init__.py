@@ -9,20 +9,21 @@ alone with member k's settings.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .. import _backend, feed, losses, optim, train
+from .. import _backend, feed, layers, losses, optim, settings, train
 from .. import _validation as check
 from ..data.moments import row_blocks
-from ..errors import ConfigError, NotFittedError
+from ..errors import ConfigError, NotFittedError, OutOfMemoryError
 from ..history import History
 from ..layers import forward_stacked, unflatten_stacked
-from ..model import MLP, _dropout_rate
-from . import _args, _loop
+from ..model import MLP
+from . import _loop
 from ._io import is_ensemble_file, load, save
 
 __all__ = ["Ensemble", "load", "is_ensemble_file"]
@@ -37,11 +38,18 @@ def _seeds(seed: Any, k: int) -> list[int]:
     return [first + i for i in range(k)]
 
 
-def _rate(value: Any, name: str) -> float:
-    try:
-        return _dropout_rate(value)
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace("dropout", name, 1)) from None
+def _check_memory(first: MLP, k: int) -> None:
+    """K members' weights, before any is drawn: refused with the figure when they cannot fit in the host's
+    memory (a lone network's weights are drawn on the host first, then moved to the device)."""
+    if first.sizes is None:
+        return
+    need = k * layers.n_params(first.sizes) * np.dtype(first.dtype).itemsize
+    free = _backend.host_memory_available()
+    if free is not None and need > free:
+        raise OutOfMemoryError(
+            f"{k} members of sizes {first.sizes} need {need / 2**30:.2f} GiB for their weights alone, and this "
+            f"machine has {free / 2**30:.2f} GiB available: use fewer members or smaller networks"
+        )
 
 
 class Ensemble:
@@ -51,8 +59,11 @@ class Ensemble:
     ----------
     sizes : sequence of int
         Layer widths from the input features to the outputs, as for :class:`gpunn.MLP`.
+    hidden : sequence of int, optional
+        Instead of ``sizes``: the hidden widths alone; the first ``fit`` infers the input and output widths as
+        ``MLP(hidden=...)`` does, so that member k trains as it would in ``Ensemble(sizes)``.
     members : int
-        K, the number of networks (at least 1).
+        K, the number of networks: from 1 to ``gpunn.settings.MAX_MEMBERS`` (65536).
     seed : int or list of K ints
         Member k's seed: ``seed + k``, or the k-th of the list. It draws the member's initial weights, shuffling
         orders and dropout masks exactly as it would for a lone MLP.
@@ -64,9 +75,10 @@ class Ensemble:
 
     def __init__(
         self,
-        sizes: Sequence[int],
+        sizes: Sequence[int] | None = None,
         members: int = 5,
         *,
+        hidden: Sequence[int] | None = None,
         seed: Any = 0,
         activation: Any = "relu",
         output: str = "sigmoid",
@@ -78,17 +90,19 @@ class Ensemble:
         compile: Any = "auto",
         dropout: Any = 0.0,
     ):
-        k = check.integer(members, "members", 1)
+        k = settings.members(members)
         seeds = _seeds(seed, k)
-        rates = _args.per_member(dropout, k, "dropout", _rate)
-        kwargs = dict(activation=activation, output=output, loss=loss, device=device, dtype=dtype, xp=xp,
-                      standardize=standardize, compile=compile)  # fmt: skip
+        rates = settings.per_member(dropout, k, "dropout", settings.dropout_rate)
+        kwargs = dict(hidden=hidden, activation=activation, output=output, loss=loss, device=device, dtype=dtype,
+                      xp=xp, standardize=standardize, compile=compile)  # fmt: skip
         first = MLP(sizes, seed=seeds[0], dropout=rates[0], **kwargs)  # checks every shared setting once
+        _check_memory(first, k)
         kwargs.update(xp=first.xp, device=first.device)
         self.members: list[MLP] = [first] + [
             MLP(sizes, seed=s, dropout=d, **kwargs) for s, d in zip(seeds[1:], rates[1:])
         ]
         self.compile = first.compile
+        self.diverged: list[str | None] = [None] * k
 
     @classmethod
     def from_members(cls, models: Sequence[MLP], *, compile: Any = None) -> Ensemble:
@@ -106,7 +120,7 @@ class Ensemble:
             if m.xp is not m0.xp or not _backend.same_device(m.device, m0.device):
                 raise ConfigError(f"member {i} lives on another namespace or device than member 0; move it with .to()")
         ens = cls.__new__(cls)
-        ens.members = models
+        ens.members, ens.diverged = models, [None] * len(models)
         ens.compile = m0.compile if compile is None else train.check_compile(compile, m0.xp)
         return ens
 
@@ -233,6 +247,7 @@ class Ensemble:
         rows: Any = None,
         on_epoch: Any = None,
         comm: Any = None,
+        diverge_factor: float | None = settings.DIVERGE_FACTOR,
     ) -> list[History]:
         """Train every member for ``epochs`` more epochs and return their K :class:`History`.
 
@@ -259,14 +274,22 @@ class Ensemble:
             False stops (keeping what the callback left it, EarlyStopping's best epoch); the fit ends when every
             member has stopped.
 
-        Member k ends exactly where ``members[k].fit(...)`` with its own settings would have taken it alone:
-        weights, optimizer state, shuffling generator and History.
+        diverge_factor : float or None
+            As for :meth:`gpunn.MLP.fit`, member by member. A member whose loss explodes or is not finite stops
+            where a lone MLP stops after its ``DivergenceError`` or ``NonFiniteError`` (the weights of the last
+            good epoch), is marked in :attr:`diverged` and left out of the ensemble's predictions, with a
+            warning naming it; the other members train on. If every member diverges, ``fit`` raises
+            :class:`gpunn.DivergenceError`. A diverged member sits out later fits too.
+
+        Member k ends where ``members[k].fit(...)`` with its own settings would have taken it alone (weights,
+        optimizer state, shuffling generator and History): the same computation, to 1e-9 in float64 (the stacked
+        step sums in another order, so in float32 the two drift apart by rounding; see docs/ensembles.md).
         """
         return _loop.fit(
             self, X, y, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, shuffle=shuffle,
             validation_data=validation_data, verbose=verbose, clip_norm=clip_norm, callbacks=callbacks, l2=l2,
             convert=convert, copy=copy, weight_decay=weight_decay, sample_weight=sample_weight,
-            class_weight=class_weight, rows=rows, on_epoch=on_epoch, comm=comm,
+            class_weight=class_weight, rows=rows, on_epoch=on_epoch, comm=comm, diverge_factor=diverge_factor,
         )  # fmt: skip
 
     # ----------------------------------------------------------------------------------------- inference
@@ -274,17 +297,23 @@ class Ensemble:
         if not all(m.fitted for m in self.members):
             raise NotFittedError("this Ensemble has not been trained yet: call fit() or gpunn.ensemble.load() first")
 
+    @property
+    def live(self) -> list[MLP]:
+        """The members that did not diverge (:attr:`diverged`): those the ensemble's predictions average."""
+        return [m for m, d in zip(self.members, self.diverged) if d is None]
+
     def decision_function(self, X: Any, *, convert: bool = False) -> Any:
-        """Every member's logits, shape (K, n, n_outputs), in the ensemble's namespace and device."""
+        """The logits of every member that did not diverge (:attr:`live`), shape (K, n, n_outputs), in the
+        ensemble's namespace and device."""
         self._check_fitted()
-        m0, xp = self.members[0], self.xp
+        live = self.live
+        m0, xp = live[0], self.xp
         X = m0.adopt(X) if convert else X
-        if any(not _loop.same_scaling(m.scaling, m0.scaling) for m in self.members):  # members scaled apart
-            with _backend.device_scope(xp, self.device):
-                return xp.stack([m.decision_function(X) for m in self.members])
         with _backend.device_scope(xp, self.device):
+            if any(not _loop.same_scaling(m.scaling, m0.scaling) for m in live):  # members scaled apart
+                return xp.stack([m.decision_function(X) for m in live])
             x = feed.check_x(m0.spec, X, "X")
-            weights = unflatten_stacked(self.params, m0.sizes, xp)
+            weights = unflatten_stacked(xp.stack([m.params for m in live]), m0.sizes, xp)
             logits = [
                 forward_stacked(weights, feed.place_x(m0.spec, x[block, ...], m0.scaling), m0.activation, xp)[0]
                 for block in row_blocks(x.shape[0], feed.evaluate.EVAL_ROWS)
@@ -293,13 +322,20 @@ class Ensemble:
 
     def predict_proba(self, X: Any, *, members: bool = False, convert: bool = False) -> Any:
         """The mean of the members' probabilities (values, for regression), shape (n, n_outputs); with
-        ``members=True`` every member's, shape (K, n, n_outputs)."""
+        ``members=True`` every member's, shape (K, n, n_outputs). Members that diverged are left out."""
         z = self.decision_function(X, convert=convert)
-        xp, target = self.xp, self.members[0].target_scaling
+        xp, live = self.xp, self.live
         with _backend.device_scope(xp, self.device):
             p = losses.output_activation(self.output, z, xp)
-            if self.output == "identity" and target is not None:  # values in the target's units, as predict gives
-                mean, std = (_backend.from_numpy(t.astype(self.dtype), xp, self.device) for t in target)
+            if self.output == "identity" and live[0].target_scaling is not None:
+                # values in each member's target units, as its predict gives them: (K, 1, outputs) scalings
+                scalings: list[Any] = [m.target_scaling for m in live]
+                mean, std = (
+                    _backend.from_numpy(
+                        np.stack([t[j] for t in scalings])[:, None, :].astype(self.dtype), xp, self.device
+                    )
+                    for j in (0, 1)
+                )
                 p = p * std + mean
             return p if members else xp.mean(p, axis=0)
 
@@ -315,19 +351,27 @@ class Ensemble:
             mean = xp.mean(p, axis=0)
             if self.output == "identity":
                 return (mean, xp.std(p, axis=0)) if return_std else mean
-            if self.output == "softmax":
-                index = xp.argmax(mean, axis=1)
-            else:
-                labels = xp.astype(mean > 0.5, _backend.index_dtype(xp, self.device))
-                index = labels[:, 0] if mean.shape[1] == 1 else labels
-        classes = self.classes
-        if feed.checks.are_indices(classes) or index.ndim != 1:
-            return index
-        return classes[_backend.to_numpy(index)]  # type: ignore[index]  # the labels the members were trained on
+            index = feed.predict.indices(self.output, mean, 0.5, xp, self.device)
+        return feed.predict.labels(self.classes, index)
 
-    def evaluate(self, X: Any, y: Any = None, *, convert: bool = False) -> list[dict[str, float]]:
-        """Every member's :meth:`gpunn.MLP.evaluate` on ``(X, y)``."""
-        return [m.evaluate(X, y, convert=convert) for m in self.members]
+    def evaluate(self, X: Any, y: Any = None, *, members: bool = False, convert: bool = False) -> Any:
+        """The ensemble's mean loss and (for classifiers) accuracy on ``(X, y)``, as :meth:`gpunn.MLP.evaluate`
+        gives a lone model's: the loss of the members' mean probabilities (cross-entropy, or the squared error of
+        the mean value in the target's units) and the accuracy of :meth:`predict`. With ``members=True``, every
+        member's own :meth:`gpunn.MLP.evaluate` instead, as a list (diverged members included)."""
+        if members:
+            return [m.evaluate(X, y, convert=convert) for m in self.members]
+        self._check_fitted()
+        m0 = self.live[0]
+        if convert:
+            X, y = m0.adopt(X), m0.adopt(y)
+        p = self.predict_proba(X)
+        spec = dataclasses.replace(m0.spec, target_scaling=None)  # the targets in their own units
+        with _backend.device_scope(self.xp, self.device):
+            t = _backend.to_numpy(feed.targets(spec, y, p.shape[0]))
+        if (m0.output, m0.loss) == ("sigmoid", "binary_crossentropy"):
+            t = (1.0 - t) / 2.0  # they come encoded as 1 - 2t (gpunn.losses.encode_targets)
+        return feed.predict.score(m0.output, m0.loss, _backend.to_numpy(p), t, float(np.finfo(m0.dtype).eps))
 
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -5,38 +5,14 @@ from __future__ import annotations
 import copy
 import functools
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .. import _backend, feed, schedules
+from .. import _backend, feed
 from .. import _validation as check
 from ..errors import ConfigError, InputError
-
-
-def per_member(value: Any, k: int, name: str, convert: Callable[[Any, str], Any]) -> list[Any]:
-    """One value for every member, or a list of K values (each checked by ``convert`` under ``name[i]``)."""
-    if isinstance(value, (list, tuple, np.ndarray)):
-        if len(value) != k:
-            raise ConfigError(f"{name} lists {len(value)} values; the ensemble has {k} members (give one, or {k})")
-        return [convert(v, f"{name}[{i}]") for i, v in enumerate(value)]
-    return [convert(value, name)] * k
-
-
-def rate(value: Any, name: str) -> schedules.Schedule:
-    if isinstance(value, schedules.Schedule):
-        return value
-    return schedules.constant(check.positive_float(value, name))
-
-
-def l2(value: Any, name: str) -> float:
-    return 0.0 if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0 else \
-        check.positive_float(value, name)  # fmt: skip
-
-
-def decay(value: Any, name: str) -> float | None:
-    return None if value is None else check.non_negative_float(value, name)
 
 
 def member_callbacks(callbacks: Any, k: int) -> list[list[Any]]:
@@ -80,7 +56,7 @@ def check_rows(rows: Any, k: int, n: int) -> list[np.ndarray] | None:
     return out
 
 
-def weights(model: Any, sample_weight: Any, class_weight: Any, y: Any, n: int, k: int,
+def weights(spec: feed.Spec, sample_weight: Any, class_weight: Any, y: Any, n: int, k: int,
              rows: list[np.ndarray] | None) -> np.ndarray | None:  # fmt: skip
     """The members' sample weights over the rows of X, float64: (n,) shared, (K, n) per member, or None."""
     if sample_weight is None and class_weight is None:
@@ -94,7 +70,7 @@ def weights(model: Any, sample_weight: Any, class_weight: Any, y: Any, n: int, k
                 f"weights per member, shape ({k}, {n})"
             )
     if rows is None and (sw is None or sw.ndim == 1):
-        return feed.sample_weights(model.spec, sw, class_weight, y, n)
+        return feed.sample_weights(spec, sw, class_weight, y, n)
     y_host = feed.column(y, "y")
     y_host = np.asarray(y_host if _backend.is_host_data(y_host) else _backend.to_numpy(y_host))
     out = np.zeros((k, n))
@@ -102,15 +78,15 @@ def weights(model: Any, sample_weight: Any, class_weight: Any, y: Any, n: int, k
         r = np.arange(n) if rows is None else rows[i]
         w_i = None if sw is None else (sw if sw.ndim == 1 else sw[i])[r]
         try:
-            out[i, r] = feed.sample_weights(model.spec, w_i, class_weight, y_host[r], len(r))
+            out[i, r] = feed.sample_weights(spec, w_i, class_weight, y_host[r], len(r))
         except InputError as exc:
             raise InputError(f"member {i}: {exc}") from None
     return out
 
 
-def check_member_classes(model: Any, y: Any, rows: list[np.ndarray]) -> None:
+def check_member_classes(spec: feed.Spec, y: Any, rows: list[np.ndarray]) -> None:
     """A lone classifier refuses targets of a single class: so does each member on its own rows."""
-    if model.output == "identity":
+    if spec.output == "identity":
         return
     y_host = feed.column(y, "y")
     a = np.asarray(y_host if _backend.is_host_data(y_host) else _backend.to_numpy(y_host))

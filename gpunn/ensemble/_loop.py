@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import _backend, feed, losses, optim, train
-from .. import _validation as check
+from .. import _backend, feed, losses, optim, settings, train
 from ..data import Dataset
 from ..data.moments import row_blocks
-from ..errors import ConfigError, InputError, NonFiniteError
+from ..errors import ConfigError, DivergenceError, InputError
 from ..history import History, Reporter
 from ..layers import forward_stacked, unflatten_stacked
 from ..step import StackedHyper, StackedStep, member_values, stacked_hyper
@@ -44,96 +45,69 @@ if TYPE_CHECKING:
 def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int | None, optimizer: Any,
         shuffle: bool, validation_data: Any, verbose: int, clip_norm: float | None, callbacks: Any, l2: Any,
         convert: bool, copy: bool, weight_decay: Any, sample_weight: Any, class_weight: Any,
-        rows: Any, on_epoch: Any = None, comm: Any = None) -> list[History]:  # fmt: skip
+        rows: Any, on_epoch: Any = None, comm: Any = None,
+        diverge_factor: float | None = settings.DIVERGE_FACTOR) -> list[History]:  # fmt: skip
     """:meth:`Ensemble.fit`: every argument checked before anything changes, then one stacked run."""
     members = ens.members
     k, m0 = len(members), members[0]
-    epochs = check.integer(epochs, "epochs", 0)
-    rates = _args.per_member(lr, k, "lr", _args.rate)
-    l2s = _args.per_member(l2, k, "l2", _args.l2)
-    decays = _args.per_member(weight_decay, k, "weight_decay", _args.decay)
-    if batch_size is not None:
-        batch_size = check.integer(batch_size, "batch_size", 1)
-    opts = [optim.get(optimizer, d) for d in decays]
-    if clip_norm is not None:
-        clip_norm = check.positive_float(clip_norm, "clip_norm")
-    verbose = check.integer(verbose, "verbose", 0)
+    s = settings.fit_settings(
+        k, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay, l2=l2,
+        clip_norm=clip_norm, verbose=verbose, shuffle=shuffle, diverge_factor=diverge_factor,
+    )  # fmt: skip
     member_callbacks = _args.member_callbacks(callbacks, k)
     if on_epoch is not None and not callable(on_epoch):
         raise ConfigError(f"on_epoch must be a callable on_epoch(ensemble, records); got {type(on_epoch).__name__}")
-    recorded = {"loss", "lr"} | ({"accuracy"} if m0.output != "identity" else set())
-    if validation_data is not None:
-        recorded |= {f"val_{key}" for key in recorded - {"lr"}}
-    if sample_weight is not None or class_weight is not None:
-        recorded.add("weighted_loss")
-    for callback in {id(c): c for cs in member_callbacks for c in cs}.values():
-        missing = set(getattr(callback, "requires", ())) - recorded
-        if missing:
-            raise ConfigError(
-                f"{type(callback).__name__} needs {', '.join(sorted(missing))}, which this fit does not record "
-                f"(it records {', '.join(sorted(recorded))}); pass validation_data= or monitor another metric"
-            )
-    scalings = [m.scaling for m in members]
-    if any(not same_scaling(s, scalings[0]) for s in scalings):
+    distinct = {id(c): c for cs in member_callbacks for c in cs}.values()
+    weighted = sample_weight is not None or class_weight is not None
+    settings.check_callbacks(distinct, m0.output, validation_data is not None, weighted)
+    if any(not same_scaling(m.scaling, m0.scaling) for m in members):
         raise ConfigError("the members standardize their inputs differently; an ensemble trains on one scaling")
-    xp = ens.xp
     if isinstance(X, Dataset) or isinstance(validation_data, Dataset):
         raise InputError("Ensemble.fit takes arrays in memory; a streamed gpunn.data.Dataset trains one MLP at a time")
     if convert:
-        X, y = m0.adopt(X), m0.adopt(y)
+        X, y = feed.adopt(m0.spec_for((1, 1)), X), feed.adopt(m0.spec_for((1, 1)), y)
         if isinstance(validation_data, (tuple, list)):
-            validation_data = tuple(m0.adopt(v) for v in validation_data)
-    with _backend.device_scope(xp, ens.device):
-        x = feed.check_x(m0.spec, X, "X")
-        n = x.shape[0]
-        # the labels of a classifier and a standardizing regression's target scaling, as a lone MLP learns them
-        spec, classes, target_scaling = m0._learned_targets(m0.spec, X, y)
-        t = feed.targets(spec, y, n, "y", fitting=True)
-        member_rows = _args.check_rows(rows, k, n)
-        if member_rows is not None:
-            _args.check_member_classes(m0, y, member_rows)
-            if m0.standardize and m0.scaling is None:
-                raise ConfigError("rows= with standardize=True: each member would learn its own scaling; standardize X "
-                                  "beforehand (or fit the ensemble once on all rows)")  # fmt: skip
-        w_host = _args.weights(m0, sample_weight, class_weight, y, n, k, member_rows)
-        xv = tv = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise InputError("validation_data must be a pair (X_val, y_val)")
-            xv = feed.check_x(m0.spec, validation_data[0], "validation X")
-            tv = feed.targets(spec, validation_data[1], xv.shape[0], "validation y")
-        # Everything is valid: from here on the call may change the members (and, with copy=False, X).
-        names = feed.frame_columns(X)
-        scaling = scalings[0]
-        if m0.standardize and scaling is None:
-            scaling = feed.fit_scaling(x)
-        val = None if xv is None else (feed.place_x(m0.spec, xv, scaling), tv)
-        x = feed.place_x(m0.spec, x, scaling, in_place=not copy)
+            validation_data = tuple(feed.adopt(m0.spec_for((1, 1)), v) for v in validation_data)
+    with _backend.device_scope(ens.xp, ens.device):
+        sizes = m0.sizes or feed.learn.sizes(m0.hidden or [], m0.spec_for((1, 1)), X, y)
+        chosen: list[Any] = [None]
+
+        def weights(spec: feed.Spec, y: Any, n: int) -> np.ndarray | None:
+            chosen[0] = member_rows = _args.check_rows(rows, k, n)
+            if member_rows is not None:
+                _args.check_member_classes(spec, y, member_rows)
+                if m0.standardize and m0.scaling is None:
+                    raise ConfigError("rows= with standardize=True: each member would learn its own scaling; "
+                                      "standardize X beforehand (or fit the ensemble once on all rows)")  # fmt: skip
+            return _args.weights(spec, sample_weight, class_weight, y, n, k, member_rows)
+
+        p = feed.prepare(m0.spec_for(sizes), m0.learned, X, y, validation_data, first=not m0.fitted, copy=copy,
+                         weights=weights)  # fmt: skip
+        # Everything is valid: from here on the call changes the members (and, with copy=False, X).
+        for m in members:
+            m.build(sizes)
         if comm is not None:  # every rank must train the same members on the same data, from the same weights
             comm.check_agreement(
-                m0, x, t, w_host, epochs=epochs, batch_size=batch_size, shuffle=shuffle, members=k,
-                seeds=[m.seed for m in members], optimizer=opts, lr=rates, l2=l2s, clip_norm=clip_norm,
-                dropout=[m.dropout for m in members], rows=_distributed.rows_digest(member_rows),
+                p.spec, p.x, p.target, p.weight_host, dropout=max(m.dropout for m in members),
+                generator=m0.rng.bit_generator.state, scaling=p.learned.scaling, epochs=s.epochs,
+                batch_size=s.batch_size, shuffle=s.shuffle, members=k, seeds=[m.seed for m in members],
+                optimizer=list(s.optimizers), lr=list(s.schedules), l2=list(s.l2), clip_norm=s.clip_norm,
+                dropouts=[m.dropout for m in members], rows=_distributed.rows_digest(chosen[0]),
                 generators=_distributed.generators(members),
             )  # fmt: skip
-            for m, p in zip(members, comm.broadcast_arrays([m._params for m in members], xp, ens.device)):
-                m._params = p
-            verbose = verbose if comm.rank == 0 else 0
-        for m, opt, schedule in zip(members, opts, rates):
-            if m.feature_names is None:
-                m.feature_names = names
-            m.scaling, m.classes, m.target_scaling = scaling, classes, target_scaling
-            if m.optimizer != opt or m.optimizer_state is None:
-                m.optimizer, m.optimizer_state = opt, opt.init(m._params, xp)
-            if m.schedule != schedule:
-                m.schedule, m.schedule_state = schedule, schedule.init()
-            m._previous = None
-            m.fitted = True
+            for m, params in zip(members, comm.broadcast_arrays([m.params for m in members], ens.xp, ens.device)):
+                m.set_state(params, m.optimizer_state)
+        for m, opt, schedule in zip(members, s.optimizers, s.schedules):
+            m.learned = p.learned
+            m.begin(opt, schedule)
         first = [m.history.epochs for m in members]
+        opts = s.optimizers
         wd = None if opts[0].name != "adamw" else tuple(o.hyper["weight_decay"] for o in opts)
-        hyper = stacked_hyper(members, opts[0], tuple(l2s), clip_norm, wd)
-        plan = Plan(ens, x, t, w_host, member_rows, batch_size, shuffle)
-        _run(ens, plan, val, hyper, epochs, verbose, member_callbacks, on_epoch, comm)
+        hyper = stacked_hyper(sizes, m0.activation, m0.output, m0.loss, opts[0], s.l2, s.clip_norm,
+                              tuple(m.dropout for m in members), tuple(m.seed for m in members), wd)  # fmt: skip
+        plan = Plan(ens, p.x, p.target, p.weight_host, chosen[0], s.batch_size, s.shuffle)
+        verbose = s.verbose if comm is None or comm.rank == 0 else 0
+        _run(ens, plan, p.val, hyper, s, verbose, member_callbacks, on_epoch, comm)
     return [m.history.since(f) for m, f in zip(members, first)]
 
 
@@ -200,7 +174,7 @@ class _Runner:
 def stack(ens: Ensemble, compiled: bool = False) -> tuple[Any, dict[str, Any], list[int]]:
     """The members' parameters and optimizer state as stacked (K, P) buffers, and their step counts."""
     xp, members = ens.xp, ens.members
-    params = xp.stack([m._params for m in members])
+    params = xp.stack([m.params for m in members])
     states: list[dict[str, Any]] = [m.optimizer_state for m in members]  # type: ignore[misc]
     name = members[0].optimizer.name  # type: ignore[union-attr]
     steps = [int(s["step"]) for s in states]
@@ -212,49 +186,69 @@ def stack(ens: Ensemble, compiled: bool = False) -> tuple[Any, dict[str, Any], l
     return params, state, steps
 
 
-def _hand_over(ens: Ensemble, params: Any, state: dict[str, Any], steps: list[int], which: list[int]) -> None:
+def _hand_over(ens: Ensemble, params: Any, state: dict[str, Any], steps: list[int], which: Iterable[int]) -> None:
     """Members ``which`` take their rows of the stacked buffers (views where the namespace has them)."""
     for i in which:
-        m = ens.members[i]
-        m._params = params[i, :]
-        m.optimizer_state = {"step": steps[i], **{s: v[i, :] for s, v in state.items() if s != "step"}}
+        ens.members[i].set_state(params[i, :], _row(state, steps, i))
 
 
-def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, epochs: int, verbose: int,
+def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.FitSettings, verbose: int,
          member_callbacks: list[list[Any]], on_epoch: Any = None, comm: Any = None) -> None:  # fmt: skip
+    """``s.epochs`` epochs of every member that has not diverged, committing each member's epoch as
+    :meth:`gpunn.MLP.fit` commits a lone network's: its host state every epoch, its rows of the stacked arrays
+    when a callback needs them and at the end. A member whose loss is not finite or explodes stops where a lone
+    network would (:func:`_set_aside`), and the others train on."""
     xp, members, k = ens.xp, ens.members, len(ens.members)
     runner = _Runner(hyper, xp, ens.device, members[0].dtype, ens.compile, comm)
     params, state, steps = stack(ens, runner.compiled)
-    active = [True] * k
+    active = [d is None for d in ens.diverged]
+    guards = [train.DivergenceGuard(s.diverge_factor, members[0].loss) for _ in range(k)]
+    previous: list[Any] = [None] * k  # a member's state at the start of its last committed epoch
     any_callbacks = any(member_callbacks) or on_epoch is not None
     start = max(m.epoch for m in members)
-    reporter = Reporter(verbose, start, start + epochs)
+    reporter = Reporter(verbose, start, start + s.epochs)
     handed = list(range(k))  # members whose arrays are not yet the current rows
     try:
         with _backend.memory_guard(ens.device, plan.bs[0] if plan.bs[0] < plan.n else None):
-            for _ in range(epochs):
+            for _ in range(s.epochs):
                 if not any(active):
                     break
                 active_dev = None if all(active) else plan.up(np.array(active).reshape(k, 1), bool)
-                params, state, records, taken = _epoch(ens, plan, runner, val, params, state, active, active_dev)
+                before = (params, state, list(steps), [m.rng.bit_generator.state for m in members])
+                params, state, records, taken, failed = _epoch(ens, plan, runner, val, params, state, active,
+                                                               active_dev)  # fmt: skip
                 for i in range(k):
                     steps[i] += int(taken[:, i].sum())
-                ran = [i for i in range(k) if active[i]]
+                for i in range(k):
+                    if active[i] and i not in failed:
+                        try:
+                            guards[i].check(members[i].epoch, records[i])
+                        except train.DivergenceError as exc:
+                            failed[i] = exc
+                ran = [i for i in range(k) if active[i] and i not in failed]
                 for i in ran:
                     m = members[i]
+                    previous[i] = (before, m.schedule_state)
                     m.schedule_state = m.schedule.update(m.schedule_state, records[i])  # type: ignore[union-attr]
                     m.history.append(records[i])
                     m.epoch += 1
-                reporter.epoch(max(members[i].epoch for i in ran), _mean_record([records[i] for i in ran]))
+                if failed:
+                    _hand_over(ens, params, state, steps, range(k))
+                    _set_aside(ens, failed, before, previous)
+                    params, state, steps = stack(ens, runner.compiled)
+                    for i in failed:
+                        active[i], records[i] = False, {}
+                if ran:
+                    reporter.epoch(max(members[i].epoch for i in ran), _mean_record([records[i] for i in ran]))
                 if not any_callbacks:
                     continue
                 _hand_over(ens, params, state, steps, ran)
-                given = {i: (members[i]._params, members[i].optimizer_state) for i in ran}
+                given = {i: (members[i].params, members[i].optimizer_state) for i in ran}
                 for i in ran:
                     results = [callback(members[i], records[i]) for callback in member_callbacks[i]]
                     if results.count(False):
-                        active[i] = False
-                if any(members[i]._params is not given[i][0] or members[i].optimizer_state is not given[i][1]
+                        active[i], previous[i] = False, None
+                if any(members[i].params is not given[i][0] or members[i].optimizer_state is not given[i][1]
                        for i in ran):  # fmt: skip
                     # a callback set a member's weights (EarlyStopping's best epoch): the stack takes them
                     params, state, steps = stack(ens, runner.compiled)
@@ -264,6 +258,38 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, epochs: int, 
     finally:
         reporter.close()
         _hand_over(ens, params, state, steps, handed if any_callbacks else list(range(k)))
+
+
+def _set_aside(ens: Ensemble, failed: dict[int, Exception], before: tuple, previous: list[Any]) -> None:
+    """Members ``failed`` (member index: its error) stop where a lone MLP stops after the same error, by its own
+    :meth:`gpunn.MLP.step_back` from the state before the failed epoch. They are marked in ``ens.diverged``, left
+    out of the ensemble's predictions with a warning, and sit out from then on; when every member has diverged,
+    ``fit`` raises :class:`DivergenceError`. Runs only on this failure path."""
+    for i, exc in failed.items():
+        m = ens.members[i]
+        last = None
+        if previous[i] is not None:  # the start of the member's last committed epoch, as MLP._previous holds it
+            (params, state, steps, rngs), schedule_state = previous[i]
+            last = (params[i, :], _row(state, steps, i), rngs[i], schedule_state)
+        params, state, steps, rngs = before
+        m.set_state(params[i, :], _row(state, steps, i), last)
+        m.rng.bit_generator.state = rngs[i]  # the failed epoch's draws are not kept
+        m.step_back(exc)  # type: ignore[arg-type]
+        ens.diverged[i] = message = f"member {i}: {exc}"
+        warnings.warn(
+            f"gpunn: ensemble {message.rstrip('.')}. It is left out of the ensemble's predictions "
+            "(Ensemble.diverged) while the other members train on.",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+    if all(d is not None for d in ens.diverged):
+        raise DivergenceError("every member of the ensemble diverged; " + "; ".join(
+            d for d in ens.diverged[:3] if d is not None) + ("; ..." if len(ens.diverged) > 3 else ""))  # fmt: skip
+
+
+def _row(state: dict[str, Any], steps: list[int], i: int) -> dict[str, Any]:
+    """Member i's optimizer state from the stacked one."""
+    return {"step": steps[i], **{s: v[i, :] for s, v in state.items() if s != "step"}}
 
 
 def _mean_record(records: list[dict[str, float]]) -> dict[str, float]:
@@ -337,16 +363,16 @@ def _epoch(ens, plan, runner, val, params, state, active, active_dev):
         records: list[dict[str, float]] = [
             {key: listed[key][i] for key in listed} if active[i] else {} for i in range(k)
         ]
-        bad = [
-            (i, batch_sums[taken[:, i], i, 0], loss[i]) for i in range(k) if active[i] and not math.isfinite(loss[i])
-        ]
-        if bad:
-            raise _divergence(members, bad)
+        failed: dict[int, Exception] = {
+            i: train.non_finite(members[i].epoch, batch_sums[taken[:, i], i, 0], loss[i])
+            for i in range(k)
+            if active[i] and not math.isfinite(loss[i])
+        }
     except BaseException:
         for m, rng_state in zip(members, rng_states):
             m.rng.bit_generator.state = rng_state
         raise
-    return params, state, records, taken
+    return params, state, records, taken, failed
 
 
 def _read_back(arrays: list[Any], xp: Any) -> np.ndarray:
@@ -354,17 +380,6 @@ def _read_back(arrays: list[Any], xp: Any) -> np.ndarray:
     if len(arrays) == 1:
         return np.asarray(_backend.to_numpy(arrays[0]), dtype=np.float64).reshape(-1)
     return train.read_back(arrays, xp)
-
-
-def _divergence(members: list[Any], bad: list[tuple[int, np.ndarray, float]]) -> NonFiniteError:
-    i, batch_losses, loss = bad[0]
-    where = np.flatnonzero(~np.isfinite(batch_losses))
-    at = f"batch {where[0] + 1} of {batch_losses.size}" if where.size else "the weight update"
-    others = f" (and member(s) {', '.join(str(b[0]) for b in bad[1:])})" if len(bad) > 1 else ""
-    return NonFiniteError(
-        f"member {i}{others}: training diverged in epoch {members[i].epoch + 1}, {at}: loss is {loss}. The ensemble "
-        "keeps the weights of the last finite epoch; try a smaller lr, clip_norm=, or standardized features"
-    )
 
 
 def evaluate_sums(ens: Ensemble, params: Any, x: Any, target: Any) -> tuple[list[Any], list[Any]]:

@@ -5,7 +5,7 @@ names). Two feeds, :class:`Memory` and :class:`Streamed`, give the training loop
 ``n_rows``, ``weight_total``, ``batches(batch_size, rng, comm, epoch)`` and ``evaluate_sums(params)``.
 """
 
-from . import evaluate, stream
+from . import evaluate, learn, predict, stream
 from .batch import Batch
 from .checks import (
     adopt,
@@ -21,10 +21,12 @@ from .checks import (
 )
 from .evaluate import block_sums
 from .memory import Memory
+from .prepare import Learned, Prepared, prepare
 from .spec import Spec
 from .stream import Streamed
 
 __all__ = [
-    "Batch", "Memory", "Spec", "Streamed", "adopt", "as_model_array", "block_sums", "check_x", "column", "evaluate",
-    "fit_scaling", "frame_columns", "place_x", "prepare_x", "sample_weights", "stream", "targets",
+    "Batch", "Learned", "Memory", "Prepared", "Spec", "Streamed", "adopt", "as_model_array", "block_sums",
+    "check_x", "column", "evaluate", "fit_scaling", "frame_columns", "learn", "place_x", "predict", "prepare",
+    "prepare_x", "sample_weights", "stream", "targets",
 ]  # fmt: skip

@@ -1,0 +1,50 @@
+"""What predictions share, for one network and for the mean of many: class indices from scores, labels from
+indices, and a score of probabilities or values against targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import _backend
+from .checks import are_indices
+
+
+def indices(output: str, scores: Any, threshold: float, xp: Any, device: Any) -> Any:
+    """Each row's class index (softmax: the largest score), or for sigmoid outputs 1 where a score exceeds
+    ``threshold`` (0 for logits, 0.5 for probabilities): (n,) for one output, (n, k) for several."""
+    if output == "softmax":
+        return xp.argmax(scores, axis=1)
+    index = xp.astype(scores > threshold, _backend.index_dtype(xp, device))
+    return index[:, 0] if scores.shape[1] == 1 else index
+
+
+def labels(classes: np.ndarray | None, index: Any) -> Any:
+    """The labels of class indices: the indices themselves (on the device) when the classes are 0..k-1 or the
+    model takes several labels per row, else a NumPy array of the classes."""
+    if are_indices(classes) or index.ndim != 1:
+        return index
+    assert classes is not None
+    return classes[_backend.to_numpy(index)]
+
+
+def score(output: str, loss: str, p: np.ndarray, t: np.ndarray, eps: float) -> dict[str, float]:
+    """Mean loss (and accuracy, for classifiers) of probabilities or values ``p`` (n, k) against 0/1 targets,
+    one-hot rows or values ``t`` (n, k), on the host in float64, each averaged as a network's own loss is
+    (cross-entropy per label for sigmoid, per row for softmax, squares per value); probabilities are kept
+    ``eps`` away from 0 and 1 (the logarithm of a rounded 0)."""
+    p, t = np.asarray(p, dtype=np.float64), np.asarray(t, dtype=np.float64)
+    if loss == "mse":
+        out = {"loss": float(np.mean((p - t) ** 2))}
+    else:
+        q = np.clip(p, eps, 1.0 - eps)
+        if output == "softmax":
+            out = {"loss": float(-np.mean(np.sum(t * np.log(q), axis=1)))}
+        else:
+            out = {"loss": float(-np.mean(t * np.log(q) + (1.0 - t) * np.log1p(-q)))}
+    if output == "softmax":
+        out["accuracy"] = float(np.mean(np.argmax(p, axis=1) == np.argmax(t, axis=1)))
+    elif output == "sigmoid":
+        out["accuracy"] = float(np.mean((p > 0.5) == (t > 0.5)))
+    return out
