@@ -329,6 +329,18 @@ class Ensemble:
         """Every member's :meth:`gpunn.MLP.evaluate` on ``(X, y)``."""
         return [m.evaluate(X, y, convert=convert) for m in self.members]
 
+    def to_onnx(
+        self, path: str | os.PathLike[str], *, opset: int | None = None, classes: Any = None, nan_label: Any = None
+    ) -> str:
+        """Write the ensemble as one ONNX graph computing every member, and return the path
+        (:func:`gpunn.export.ensemble_network`): outputs ``probabilities`` (or ``values``) and ``label`` as
+        :meth:`predict_proba` and :meth:`predict` give them, and ``std``, the members' standard deviation."""
+        from .. import export
+
+        self._check_fitted()
+        network = export.ensemble_network(self.members)
+        return export.to_onnx(network, path, opset=opset, classes=classes, nan_label=nan_label)
+
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write every member (weights, optimizer state, generator, history) to one safetensors file."""
