@@ -97,8 +97,8 @@ def _score(model: Any, y: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> 
 def cmd_export(args: argparse.Namespace) -> int:
     """``gpunn export``."""
     from .._load import load
+    from ..ensemble import Ensemble
     from ..export import to_onnx
-    from .ensemble import is_ensemble
 
     model = load(args.model, device="cpu")  # the weights go to the host anyway: no GPU needed; an ensemble too
     classes = args.classes
@@ -108,7 +108,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         classes = model.metadata.get("classes")  # the labels the model was trained on: label gives those
     path = to_onnx(model, args.onnx, opset=args.opset, classes=classes)
     outputs = "values" if model.output == "identity" else "probabilities, label"
-    if is_ensemble(model):  # one graph computing every member: their mean, and their spread in std
+    if isinstance(model, Ensemble):  # one graph computing every member: their mean, and their spread in std
         outputs += f", std; {len(model)} members"
     shown = f" ({', '.join(map(str, classes))})" if classes is not None else ""
     print(f"{args.model} exported to {path} (input X: batch x {model.n_features} {model.dtype}; outputs "
