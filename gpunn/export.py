@@ -125,17 +125,9 @@ def ensemble_network(members: Any) -> EnsembleNetwork:
             if getattr(net.spec, name) != getattr(first.spec, name):
                 raise ConfigError(f"member {i} has {name} {getattr(net.spec, name)!r}, member 0 "
                                   f"{getattr(first.spec, name)!r}; an ensemble's members share them")  # fmt: skip
-
-    def stacked(pairs: list[tuple[np.ndarray, np.ndarray] | None], fill: tuple[float, float], n: int) -> Any:
-        """The members' (mean, std) stacked, (K, n); a member without one has (fill) = no change; None for none."""
-        if all(pair is None for pair in pairs):
-            return None
-        default = (np.full(n, fill[0]), np.full(n, fill[1]))
-        return tuple(np.stack([np.asarray((default if pair is None else pair)[j]) for pair in pairs]) for j in (0, 1))
-
-    scaling = stacked([net.scaling for net in nets], (0.0, 1.0), first.spec.n_features)
+    scaling = _stacked_scalings([net.scaling for net in nets], first.spec.n_features)
     if scaling is not None and all(np.array_equal(row, scaling[j][0]) for j in (0, 1) for row in scaling[j]):
-        scaling = (scaling[0][0], scaling[1][0])  # shared: scaled once, as Ensemble.predict does
+        scaling = (scaling[0][0], scaling[1][0])  # shared: X scaled once, as Ensemble.predict scales it
     return EnsembleNetwork(
         first.spec,
         tuple(
@@ -145,8 +137,17 @@ def ensemble_network(members: Any) -> EnsembleNetwork:
         scaling,
         first.target_name,
         first.classes,
-        stacked([net.target_scaling for net in nets], (0.0, 1.0), first.spec.n_outputs),
+        _stacked_scalings([net.target_scaling for net in nets], first.spec.n_outputs),
     )
+
+
+def _stacked_scalings(pairs: list[Any], n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The members' ``(mean, std)`` pairs stacked, each (K, n), or None when no member has one; a member without
+    one gets (0, 1), which is what having none does."""
+    if all(pair is None for pair in pairs):
+        return None
+    pairs = [(np.zeros(n), np.ones(n)) if pair is None else pair for pair in pairs]
+    return np.stack([np.asarray(p[0]) for p in pairs]), np.stack([np.asarray(p[1]) for p in pairs])
 
 
 def to_onnx(
@@ -162,8 +163,9 @@ def to_onnx(
 
     Parameters
     ----------
-    model : gpunn.MLP
-        A trained model (``fit``, ``set_weights`` or ``gpunn.load``), on any namespace or device.
+    model : gpunn.MLP or gpunn.Ensemble
+        A trained model (``fit``, ``set_weights`` or ``gpunn.load``), on any namespace or device; or its
+        :func:`network` (an :func:`ensemble_network` of some of an ensemble's members, say).
     path : str or os.PathLike
         The ``.onnx`` file to write.
     opset : int, optional
@@ -185,7 +187,10 @@ def to_onnx(
         ``nan_label=float("nan")`` makes the flagged rows' ``values`` NaN.
 
     The graph's input is ``X`` (batch, n_features) of the model's dtype; its outputs are ``probabilities`` (or
-    ``values`` for an identity output) and, for classifiers, the int64 ``label`` that ``predict`` gives. Raises
+    ``values`` for an identity output) and, for classifiers, the int64 ``label`` that ``predict`` gives; an
+    ensemble's graph gives them from the members' mean, as :meth:`Ensemble.predict_proba` and
+    :meth:`Ensemble.predict` do, and adds ``std``, (batch, n_outputs): the members' (population) standard deviation
+    of the values for a regression, of each probability for a classifier. Raises
     :class:`NotFittedError` for an untrained model, :class:`ConfigError` if onnx is missing, for an opset out of
     range or an activation ONNX cannot express, and ``OSError`` naming ``path`` if it cannot be written.
     """
@@ -228,9 +233,8 @@ def onnx_model(
     float_type = g.elem_type
     int64 = onnx.TensorProto.INT64
     outputs = []
-    bad = (
-        None if flag is None else _flagged_rows(g, "X", z, stacked=members is not None)
-    )  # (batch, 1) bool: rows nan_label applies to
+    # (batch, 1) bool: the rows nan_label applies to
+    bad = None if flag is None else _flagged_rows(g, "X", z, stacked=members is not None)
     result = "values" if model.output == "identity" else "probabilities"
     shown = result if bad is None else f"{result}_computed"  # then NaN where flagged, into ``result``
     two_columns = two_column_binary and model.output == "sigmoid" and k == 1
@@ -292,6 +296,7 @@ def onnx_model(
         g.op("Where", [bad, g.scalar(float("nan")), shown], out=result)
         if members is not None:
             g.op("Where", [bad, g.scalar(float("nan")), "std_computed"], out="std")
+
     helper = onnx.helper
     graph = helper.make_graph(
         g.nodes,

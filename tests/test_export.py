@@ -588,6 +588,23 @@ def test_members_scaled_apart_are_each_scaled_by_their_own(tmp_path):
     np.testing.assert_array_equal(got["label"], ens.predict(X_test))
 
 
+def test_regressions_scaled_apart_give_their_values_each_in_its_own_target_units(tmp_path):
+    """Members trained alone on targets far apart standardize them apart: each member's values are scaled back by
+    its own target scaling, as its own predict scales them."""
+    X, T, X_test = _problem("identity")
+    members = []
+    for k, offset in enumerate((0.0, 100.0)):
+        m = MLP([N_FEATURES, 6, 2], output="identity", dtype="float64", standardize=True, device="cpu", seed=k)
+        m.fit(X[k * 20 :], T[k * 20 :] + offset, epochs=10, lr=0.05, optimizer="adam", verbose=0)
+        members.append(m)
+    got = _run(gpunn.Ensemble.from_members(members).to_onnx(tmp_path / "e.onnx"), X_test)
+    each = np.stack([m.predict(X_test) for m in members])
+    np.testing.assert_allclose(each, np.stack([oracle(m, X_test)[1] for m in members]), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got["values"], each.mean(axis=0), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got["std"], each.std(axis=0), rtol=1e-10, atol=1e-10)
+    assert got["std"].min() > 10  # the members are 100 apart
+
+
 @pytest.mark.parametrize("kind", ["softmax", "identity"])
 def test_an_ensemble_flags_rows_holding_nan_or_inf(tmp_path, kind):
     ens, X_test = _ensemble(kind, 3, "float64")

@@ -333,8 +333,9 @@ class Ensemble:
         self, path: str | os.PathLike[str], *, opset: int | None = None, classes: Any = None, nan_label: Any = None
     ) -> str:
         """Write the ensemble as one ONNX graph computing every member, and return the path
-        (:func:`gpunn.export.ensemble_network`): outputs ``probabilities`` (or ``values``) and ``label`` as
-        :meth:`predict_proba` and :meth:`predict` give them, and ``std``, the members' standard deviation."""
+        (:func:`gpunn.export.to_onnx` of :func:`gpunn.export.ensemble_network`): outputs ``probabilities`` (or
+        ``values``) and ``label`` as :meth:`predict_proba` and :meth:`predict` give them, and ``std``, the members'
+        standard deviation: of the values for a regression, of each probability for a classifier."""
         from .. import export
 
         self._check_fitted()
