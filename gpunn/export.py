@@ -20,12 +20,18 @@ gpunn's ``predict`` refuses a row holding NaN or inf; the graph cannot refuse on
 ``label`` is 0 (``ArgMax`` and ``Greater`` of NaN logits), as if it were a prediction. With ``nan_label=``, the
 graph flags the rows with a NaN or inf feature, or a NaN logit: their ``label`` is ``nan_label`` and their
 ``probabilities`` (``values``) are NaN.
+
+An :class:`gpunn.Ensemble` exports as one graph that computes every member at once (:func:`ensemble_network`):
+each dense layer is one batched ``MatMul`` over the K members' stacked weights, and the outputs are the members'
+mean (``probabilities`` or ``values``, as :meth:`Ensemble.predict_proba` gives it), the ``label`` of the mean
+probabilities (:meth:`Ensemble.predict`), and ``std``, the members' standard deviation.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,10 +63,35 @@ class Network:
     target_scaling: tuple[np.ndarray, np.ndarray] | None = None  # a standardized regression target's (mean, std)
 
 
-def network(model: Any) -> Network:
-    """The :class:`Network` of a trained model (an :class:`~gpunn.MLP`, or anything with its attributes)."""
-    if isinstance(model, Network):
+@dataclass(frozen=True)
+class EnsembleNetwork:
+    """What an ensemble's graph is built from: K members of one shape, their arrays stacked along a first axis.
+
+    ``weights`` is ``[(W, b), ...]`` with ``W`` of shape (K, out, in) and ``b`` (K, out); ``scaling`` is the
+    feature scaling ``(mean, std)`` of shape (n_features,) when the members share it (as members trained together
+    do) or (K, n_features) when they differ, or None; ``target_scaling`` a standardized regression target's
+    ``(mean, std)``, each (K, n_outputs), or None. ``spec``, ``target_name`` and ``classes`` are member 0's, the
+    members agreeing on the spec's shape and classes (:func:`ensemble_network` checks it)."""
+
+    spec: Spec
+    weights: tuple[tuple[np.ndarray, np.ndarray], ...]
+    scaling: tuple[np.ndarray, np.ndarray] | None = None
+    target_name: str | None = None
+    classes: Any = None
+    target_scaling: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def members(self) -> int:
+        return int(self.weights[0][0].shape[0])
+
+
+def network(model: Any) -> Network | EnsembleNetwork:
+    """The :class:`Network` of a trained model (an :class:`~gpunn.MLP`, or anything with its attributes), or the
+    :class:`EnsembleNetwork` of an :class:`~gpunn.Ensemble` (anything whose ``members`` are MLPs)."""
+    if isinstance(model, (Network, EnsembleNetwork)):
         return model
+    if isinstance(getattr(model, "members", None), list):
+        return ensemble_network(model.members)
     if not all(hasattr(model, a) for a in ("numpy_weights", "spec", "scaling", "fitted")):
         raise ConfigError(f"ONNX export takes a gpunn.MLP; got {type(model).__name__}")
     if not model.fitted:
@@ -73,6 +104,50 @@ def network(model: Any) -> Network:
         list(model.spec.classes) if model.spec.classes is not None else model.metadata.get("classes"),
         getattr(model, "target_scaling", None),
     )
+
+
+def ensemble_network(members: Any) -> EnsembleNetwork:
+    """The :class:`EnsembleNetwork` of a list of trained members (:class:`~gpunn.MLP` objects or their
+    :class:`Network`), which must agree on their widths, activations, output, dtype and classes: the members
+    of an :class:`~gpunn.Ensemble` (``ens.members``), or any of them (a member count of 1 is an ensemble too)."""
+    if isinstance(members, (str, bytes)) or not isinstance(members, (list, tuple)) or not members:
+        raise ConfigError(f"ensemble_network takes a non-empty list of trained gpunn.MLP members; got {members!r}")
+    nets = []
+    for i, m in enumerate(members):
+        if isinstance(m, EnsembleNetwork) or isinstance(getattr(m, "members", None), list):
+            raise ConfigError(f"member {i} is an ensemble; ensemble_network takes the members themselves")
+        if not isinstance(m, Network) and getattr(m, "fitted", True) is False:
+            raise NotFittedError(f"member {i} has not been trained yet: call fit(), set_weights() or gpunn.load()")
+        nets.append(network(m))
+    first = nets[0]
+    for i, net in enumerate(nets[1:], 1):
+        for name in ("sizes", "activation", "output", "dtype", "classes"):
+            if getattr(net.spec, name) != getattr(first.spec, name):
+                raise ConfigError(f"member {i} has {name} {getattr(net.spec, name)!r}, member 0 "
+                                  f"{getattr(first.spec, name)!r}; an ensemble's members share them")  # fmt: skip
+    scaling = _stacked_scalings([net.scaling for net in nets], first.spec.n_features)
+    if scaling is not None and all(np.array_equal(row, scaling[j][0]) for j in (0, 1) for row in scaling[j]):
+        scaling = (scaling[0][0], scaling[1][0])  # shared: X scaled once, as Ensemble.predict scales it
+    return EnsembleNetwork(
+        first.spec,
+        tuple(
+            (np.stack([net.weights[i][0] for net in nets]), np.stack([net.weights[i][1] for net in nets]))
+            for i in range(len(first.weights))
+        ),
+        scaling,
+        first.target_name,
+        first.classes,
+        _stacked_scalings([net.target_scaling for net in nets], first.spec.n_outputs),
+    )
+
+
+def _stacked_scalings(pairs: list[Any], n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The members' ``(mean, std)`` pairs stacked, each (K, n), or None when no member has one; a member without
+    one gets (0, 1), which is what having none does."""
+    if all(pair is None for pair in pairs):
+        return None
+    pairs = [(np.zeros(n), np.ones(n)) if pair is None else pair for pair in pairs]
+    return np.stack([np.asarray(p[0]) for p in pairs]), np.stack([np.asarray(p[1]) for p in pairs])
 
 
 def to_onnx(
@@ -88,8 +163,9 @@ def to_onnx(
 
     Parameters
     ----------
-    model : gpunn.MLP
-        A trained model (``fit``, ``set_weights`` or ``gpunn.load``), on any namespace or device.
+    model : gpunn.MLP or gpunn.Ensemble
+        A trained model (``fit``, ``set_weights`` or ``gpunn.load``), on any namespace or device; or its
+        :func:`network` (an :func:`ensemble_network` of some of an ensemble's members, say).
     path : str or os.PathLike
         The ``.onnx`` file to write.
     opset : int, optional
@@ -111,7 +187,10 @@ def to_onnx(
         ``nan_label=float("nan")`` makes the flagged rows' ``values`` NaN.
 
     The graph's input is ``X`` (batch, n_features) of the model's dtype; its outputs are ``probabilities`` (or
-    ``values`` for an identity output) and, for classifiers, the int64 ``label`` that ``predict`` gives. Raises
+    ``values`` for an identity output) and, for classifiers, the int64 ``label`` that ``predict`` gives; an
+    ensemble's graph gives them from the members' mean, as :meth:`Ensemble.predict_proba` and
+    :meth:`Ensemble.predict` do, and adds ``std``, (batch, n_outputs): the members' (population) standard deviation
+    of the values for a regression, of each probability for a classifier. Raises
     :class:`NotFittedError` for an untrained model, :class:`ConfigError` if onnx is missing, for an opset out of
     range or an activation ONNX cannot express, and ``OSError`` naming ``path`` if it cannot be written.
     """
@@ -147,46 +226,53 @@ def onnx_model(
             raise ConfigError(f"activation {name!r} of hidden layer {i + 1} has no ONNX form in gpunn's exporter")
 
     g = _Graph(onnx, model.dtype, opset)
-    x = "X"
-    if net.scaling is not None:
-        mean, std = net.scaling
-        x = g.op("Sub", [x, g.const("scaling.mean", mean)])
-        x = g.op("Div", [x, g.const("scaling.std", std)])
-    weights = list(net.weights)
-    if net.target_scaling is not None:  # a standardized regression target: predict's values, scaled back here
-        mean, std = (np.asarray(t, dtype=np.float64) for t in net.target_scaling)
-        w, b = weights[-1]
-        weights[-1] = ((w * std[:, None]).astype(w.dtype), (b * std + mean).astype(b.dtype))
-    z = x
-    for i, (w, b) in enumerate(weights):
-        z = g.op("Gemm", [z, g.const(f"layers.{i}.weight", w), g.const(f"layers.{i}.bias", b)], transB=1)
-        if i < len(weights) - 1:
-            z = _ACTIVATIONS[names[i]](g, z)
+    members = net.members if isinstance(net, EnsembleNetwork) else None
+    z = _logits(g, net, names)  # (batch, k); an ensemble's every member's, (K, batch, k)
 
     batch, k = "batch", model.n_outputs
     float_type = g.elem_type
     int64 = onnx.TensorProto.INT64
     outputs = []
-    bad = None if flag is None else _flagged_rows(g, "X", z)  # (batch, 1) bool: rows nan_label applies to
+    # (batch, 1) bool: the rows nan_label applies to
+    bad = None if flag is None else _flagged_rows(g, "X", z, stacked=members is not None)
     result = "values" if model.output == "identity" else "probabilities"
     shown = result if bad is None else f"{result}_computed"  # then NaN where flagged, into ``result``
+    two_columns = two_column_binary and model.output == "sigmoid" and k == 1
+    width = 2 if two_columns else k
+    if members is not None:
+        if model.output == "identity":
+            p = z
+        else:
+            p = g.op("Softmax", [z], axis=-1) if model.output == "softmax" else _probability(g, z)
+        score, spread = _mean_and_std(g, p, members)
+        threshold = 0.5  # labels from the members' mean probabilities, as Ensemble.predict gives them
+        if two_columns:
+            g.op("Concat", [g.op("Sub", [g.scalar(1.0), score]), score], out=shown, axis=1)
+            spread = g.op("Concat", [spread, spread], axis=1)
+        else:
+            g.op("Identity", [score], out=shown)
+        g.op("Identity", [spread], out="std" if bad is None else "std_computed")
+    else:
+        score, threshold = z, 0.0  # labels from the logits: p > 0.5 exactly when z > 0
+        if model.output == "identity":
+            g.op("Identity", [z], out=shown)
+        elif model.output == "softmax":
+            g.op("Softmax", [z], out=shown, axis=1)
+        elif two_columns:
+            p = _probability(g, z, out="positive")
+            g.op("Concat", [g.op("Sub", [g.scalar(1.0), p]), p], out=shown, axis=1)
+        else:
+            _probability(g, z, out=shown)
     if model.output == "identity":
-        g.op("Identity", [z], out=shown)
         outputs.append(("values", float_type, [batch, k]))
     else:
         # the label before nan_label's Where and before the classes' Gather
         label = "label" if labels is None and bad is None else "label_index"
         if model.output == "softmax":
-            g.op("Softmax", [z], out=shown, axis=1)
-            g.op("ArgMax", [z], out=label, axis=1, keepdims=0)  # the first maximum, as numpy's argmax
+            g.op("ArgMax", [score], out=label, axis=1, keepdims=0)  # the first maximum, as numpy's argmax
             label_shape: list[Any] = [batch]
         else:
-            if two_column_binary and k == 1:
-                p = _probability(g, z, out="positive")
-                g.op("Concat", [g.op("Sub", [g.scalar(1.0), p]), p], out=shown, axis=1)
-            else:
-                _probability(g, z, out=shown)
-            positive = g.op("Cast", [g.op("Greater", [z, g.scalar(0.0)])], to=int64)  # p > 0.5 exactly when z > 0
+            positive = g.op("Cast", [g.op("Greater", [score, g.scalar(threshold)])], to=int64)
             if k == 1:
                 g.op("Squeeze", [positive, g.const("label.axes", np.array([1], dtype=np.int64))], out=label)
                 label_shape = [batch]
@@ -203,15 +289,18 @@ def onnx_model(
             rows = bad if len(label_shape) == 2 else g.op("Squeeze", [bad, "flag.axes"])  # (batch,) labels
             g.initializers.append(onnx.numpy_helper.from_array(flag, "nan_label"))
             g.op("Where", [rows, "nan_label", label], out="label")
-        width = 2 if two_column_binary and model.output == "sigmoid" and k == 1 else k
         outputs += [("probabilities", float_type, [batch, width]), ("label", label_type, label_shape)]
+    if members is not None:
+        outputs.append(("std", float_type, [batch, width]))
     if bad is not None:
         g.op("Where", [bad, g.scalar(float("nan")), shown], out=result)
+        if members is not None:
+            g.op("Where", [bad, g.scalar(float("nan")), "std_computed"], out="std")
 
     helper = onnx.helper
     graph = helper.make_graph(
         g.nodes,
-        "gpunn_mlp",
+        "gpunn_mlp" if members is None else "gpunn_ensemble",
         [helper.make_tensor_value_info("X", float_type, [batch, model.n_features])],
         [helper.make_tensor_value_info(name, elem, shape) for name, elem, shape in outputs],
         initializer=g.initializers,
@@ -223,7 +312,8 @@ def onnx_model(
         ir_version=helper.find_min_ir_version_for(opsets),
         producer_name="gpunn",
         producer_version=__version__,
-        doc_string=f"gpunn MLP {list(model.sizes)}, activation {activation}, {model.output} output, {model.dtype}",
+        doc_string=f"gpunn {'MLP' if members is None else f'ensemble of {members} MLPs'} {list(model.sizes)}, "
+        f"activation {activation}, {model.output} output, {model.dtype}",
     )
     metadata = {
         "sizes": list(model.sizes),
@@ -235,6 +325,8 @@ def onnx_model(
         "classes": net.classes,  # the model's class labels (label gives them when the model holds them)
         "nan_label": None if flag is None else _json_label(flag),  # the label of flagged rows (None: not flagged)
     }
+    if members is not None:
+        metadata["members"] = members
     helper.set_model_props(proto, {f"gpunn.{key}": json.dumps(value) for key, value in metadata.items()})
     onnx.checker.check_model(proto, full_check=True)
     return proto
@@ -293,13 +385,55 @@ def _json_label(flag: np.ndarray) -> Any:
     return "NaN" if isinstance(value, float) and np.isnan(value) else value  # JSON has no NaN
 
 
-def _flagged_rows(g: _Graph, x: str, z: str) -> str:
-    """(batch, 1) bool: the rows of ``x`` holding a NaN or infinite value, or whose logits ``z`` hold a NaN."""
+def _flagged_rows(g: _Graph, x: str, z: str, stacked: bool) -> str:
+    """(batch, 1) bool: the rows of ``x`` holding a NaN or infinite value, or whose logits ``z`` hold a NaN (for
+    an ensemble, ``stacked``, a NaN in any member's logits, (K, batch, k))."""
     axes = g.const("flag.axes", np.array([1], dtype=np.int64))
-    counts = []
-    for bad in (g.op("Or", [g.op("IsNaN", [x]), g.op("IsInf", [x])]), g.op("IsNaN", [z])):
-        counts.append(g.op("ReduceSum", [g.op("Cast", [bad], to=g.elem_type), axes], keepdims=1))
+    features = g.op("Cast", [g.op("Or", [g.op("IsNaN", [x]), g.op("IsInf", [x])])], to=g.elem_type)
+    logits = g.op("Cast", [g.op("IsNaN", [z])], to=g.elem_type)
+    if stacked:
+        logits = g.op("ReduceSum", [logits, g.members_axis()], keepdims=0)
+    counts = [g.op("ReduceSum", [count, axes], keepdims=1) for count in (features, logits)]
     return g.op("Greater", [g.op("Add", counts), g.scalar(0.0)])
+
+
+def _logits(g: _Graph, net: Network | EnsembleNetwork, names: Sequence[str]) -> str:
+    """The output layer's logits from ``X``: (batch, k) through one ``Gemm`` per layer; for an ensemble every
+    member's, (K, batch, k), through one batched ``MatMul`` per layer over the members' stacked weights."""
+    stacked = isinstance(net, EnsembleNetwork)
+    x = "X"
+    if net.scaling is not None:
+        mean, std = (np.asarray(t) for t in net.scaling)
+        if mean.ndim == 2:  # members scaled apart: (K, 1, n) broadcasts X to every member's (K, batch, n)
+            mean, std = mean[:, None, :], std[:, None, :]
+        x = g.op("Sub", [x, g.const("scaling.mean", mean)])
+        x = g.op("Div", [x, g.const("scaling.std", std)])
+    weights = list(net.weights)
+    if net.target_scaling is not None:  # a standardized regression target: predict's values, scaled back here
+        mean, std = (np.asarray(t, dtype=np.float64) for t in net.target_scaling)
+        w, b = weights[-1]  # std[..., None] scales W's rows: (out, 1), or each member's (K, out, 1)
+        weights[-1] = ((w * std[..., None]).astype(w.dtype), (b * std + mean).astype(b.dtype))
+    z = x
+    for i, (w, b) in enumerate(weights):
+        if stacked:  # W stored (K, in, out), so that a @ W.T for all K members is one MatMul, with no Transpose
+            z = g.op("MatMul", [z, g.const(f"layers.{i}.weight_t", np.swapaxes(w, 1, 2))])
+            z = g.op("Add", [z, g.const(f"layers.{i}.bias", b[:, None, :])])
+        else:
+            z = g.op("Gemm", [z, g.const(f"layers.{i}.weight", w), g.const(f"layers.{i}.bias", b)], transB=1)
+        if i < len(weights) - 1:
+            z = _ACTIVATIONS[names[i]](g, z)
+    return z
+
+
+def _mean_and_std(g: _Graph, p: str, members: int) -> tuple[str, str]:
+    """The mean and the standard deviation over the members of their outputs ``p`` (K, batch, k), each (batch, k):
+    the population standard deviation (divided by K, as ``numpy.std``), 0 for one member. ReduceSum takes its
+    axes as an input from opset 13 on (ReduceMean only from 18), so both divide a sum by K."""
+    count, axis = g.scalar(float(members)), g.members_axis()
+    mean = g.op("Div", [g.op("ReduceSum", [p, axis], keepdims=0), count])
+    deviation = g.op("Sub", [p, mean])
+    variance = g.op("Div", [g.op("ReduceSum", [g.op("Mul", [deviation, deviation]), axis], keepdims=0), count])
+    return mean, g.op("Sqrt", [variance])
 
 
 def _import_onnx() -> Any:
@@ -338,6 +472,7 @@ class _Graph:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self._scalars: dict[float, str] = {}
+        self._members_axis = ""
 
     def op(self, op_type: str, inputs: list[str], out: str | None = None, **attributes: Any) -> str:
         """Append a node; returns the name of its output."""
@@ -360,8 +495,14 @@ class _Graph:
             self._scalars[value] = self.const(f"c{len(self._scalars)}", np.array(value))
         return self._scalars[value]
 
+    def members_axis(self) -> str:
+        """The int64 axes input ``[0]`` that reduces an ensemble's (K, batch, k) outputs over its members."""
+        if not self._members_axis:
+            self._members_axis = self.const("members.axes", np.array([0], dtype=np.int64))
+        return self._members_axis
 
-def _probability(g: _Graph, z: str, out: str) -> str:
+
+def _probability(g: _Graph, z: str, out: str | None = None) -> str:
     """gpunn's sigmoid of the output (:func:`gpunn.losses.probability`): 1 / (1 + e) for z >= 0 and e / (1 + e)
     below, e = exp(-|z|), exact in both tails and never overflowing."""
     e = g.op("Exp", [g.op("Neg", [g.op("Abs", [z])])])

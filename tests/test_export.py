@@ -468,3 +468,198 @@ def test_mlp_to_onnx_forwards_nan_label(tmp_path):
     Xn[3, 1] = np.nan
     out = _run(m.to_onnx(tmp_path / "m.onnx", nan_label=-1), Xn)
     assert out["label"][3] == -1 and (out["label"][np.arange(100) != 3] >= 0).all()
+
+
+# ------------------------------------------------------------------------------------------- ensembles
+TEXT_CLASSES = np.array(["low", "mid", "high"])
+
+
+def _ensemble(kind: str, members: int, dtype: str = "float32", seed: int = 0) -> tuple[gpunn.Ensemble, np.ndarray]:
+    """A standardized ensemble trained a few epochs: a softmax one on text labels, a regression on a target it
+    standardizes (its members' values scaled back in the graph)."""
+    X, y, X_test = _problem(kind, seed)
+    y = TEXT_CLASSES[y] if kind == "softmax" else y
+    ens = gpunn.Ensemble([N_FEATURES, 7, 5, OUTPUTS[kind]], members=members, seed=seed, activation="tanh",
+                         output="sigmoid" if kind == "multilabel" else kind, dtype=dtype, standardize=True,
+                         device="cpu")  # fmt: skip
+    ens.fit(X, y, epochs=15, lr=0.05, optimizer="adam", batch_size=16, verbose=0)
+    if kind == "identity":
+        assert all(m.target_scaling is not None for m in ens.members)
+    if kind == "softmax":
+        assert list(ens.classes) == sorted(TEXT_CLASSES)
+    return ens, X_test
+
+
+def _members_oracle(ens: gpunn.Ensemble, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every member's logits and outputs from its own weights (the oracle above), (K, n, k) each."""
+    pairs = [oracle(m, X) for m in ens.members]
+    return np.stack([z for z, _ in pairs]), np.stack([p for _, p in pairs])
+
+
+@pytest.mark.parametrize("members", [1, 3])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", list(OUTPUTS))
+def test_an_ensemble_graph_gives_the_members_mean_label_and_std(tmp_path, kind, dtype, members):
+    ens, X_test = _ensemble(kind, members, dtype)
+    path = tmp_path / "e.onnx"
+    assert ens.to_onnx(path) == os.fspath(path)
+    X = X_test.astype(dtype)
+    got = _run(path, X)
+    tol = _tolerance(dtype)
+    _, each = _members_oracle(ens, X)
+    width = OUTPUTS[kind]
+    assert got["std"].dtype == np.dtype(dtype) and got["std"].shape == (TEST_ROWS, width)
+    np.testing.assert_allclose(got["std"], each.std(axis=0), rtol=0, atol=tol)  # population std, 0 for one member
+    if kind == "identity":
+        assert set(got) == {"values", "std"}
+        mean, std = (_backend.to_numpy(a) for a in ens.predict(X, return_std=True))
+        np.testing.assert_allclose(got["values"], mean, rtol=tol, atol=tol)
+        np.testing.assert_allclose(got["values"], each.mean(axis=0), rtol=tol, atol=tol)
+        np.testing.assert_allclose(got["std"], std, rtol=tol, atol=tol)
+        return
+    assert set(got) == {"probabilities", "label", "std"}
+    proba = got["probabilities"]
+    assert proba.dtype == np.dtype(dtype) and proba.shape == (TEST_ROWS, width)
+    np.testing.assert_allclose(proba, _backend.to_numpy(ens.predict_proba(X)), rtol=0, atol=tol)
+    np.testing.assert_allclose(proba, each.mean(axis=0), rtol=0, atol=tol)
+    members_proba = _backend.to_numpy(ens.predict_proba(X, members=True))
+    np.testing.assert_allclose(got["std"], members_proba.std(axis=0), rtol=0, atol=tol)
+    predicted = _backend.to_numpy(ens.predict(X))
+    assert got["label"].shape == predicted.shape
+    np.testing.assert_array_equal(got["label"], predicted)
+    mean = each.mean(axis=0)  # the oracle's labels, where the mean is beyond rounding
+    if kind == "softmax":
+        assert got["label"].dtype == object
+        top2 = np.sort(mean, axis=1)[:, -2:]
+        clear = top2[:, 1] - top2[:, 0] > 1e-4
+        np.testing.assert_array_equal(got["label"][clear], ens.classes[np.argmax(mean, axis=1)][clear])
+    else:
+        assert got["label"].dtype == np.int64
+        mean = mean[:, 0] if kind == "sigmoid" else mean
+        clear = np.abs(mean - 0.5) > 1e-4
+        np.testing.assert_array_equal(got["label"][clear], (mean > 0.5).astype(np.int64)[clear])
+    if members > 1:  # a spread to show: the members differ
+        assert got["std"].max() > 1e-3
+
+
+def test_an_ensemble_graph_is_one_batched_matmul_per_layer(tmp_path):
+    ens, X_test = _ensemble("sigmoid", 3)
+    proto = onnx.load(ens.to_onnx(tmp_path / "e.onnx"))
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("MatMul") == 3 and "Gemm" not in ops  # three layers, all members in each
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for i in range(3):
+        expected = np.stack([m.numpy_weights()[i][0] for m in ens.members])  # (K, out, in)
+        np.testing.assert_array_equal(weights[f"layers.{i}.weight_t"], np.swapaxes(expected, 1, 2))
+    np.testing.assert_array_equal(weights["scaling.mean"], ens.members[0].scaling[0].astype(np.float32))
+    assert weights["scaling.mean"].shape == (N_FEATURES,)  # shared by the members: scaled once
+    props = {p.key: json.loads(p.value) for p in proto.metadata_props}
+    assert props["gpunn.members"] == 3 and props["gpunn.sizes"] == ens.sizes
+    (x,) = proto.graph.input
+    assert x.name == "X" and x.type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert [o.name for o in proto.graph.output] == ["probabilities", "label", "std"]
+
+
+@pytest.mark.parametrize("opset", [MIN_OPSET, 18, 21])
+def test_an_ensemble_graph_runs_at_every_opset(tmp_path, opset):
+    """ReduceMean takes its axes as an input only from opset 18: the graph sums with ReduceSum and divides."""
+    ens, X_test = _ensemble("softmax", 3, "float64")
+    got = _run(ens.to_onnx(tmp_path / "e.onnx", opset=opset), X_test)
+    assert onnx.load(tmp_path / "e.onnx").opset_import[0].version == opset
+    np.testing.assert_allclose(got["probabilities"], ens.predict_proba(X_test), rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(got["label"], ens.predict(X_test))
+
+
+def test_members_scaled_apart_are_each_scaled_by_their_own(tmp_path):
+    """Members trained alone on different rows standardize differently: the graph scales X once per member."""
+    X, y, X_test = _problem("sigmoid")
+    members = []
+    for k, rows in enumerate((slice(0, 40), slice(24, 64))):
+        m = MLP([N_FEATURES, 6, 1], activation="relu", dtype="float64", standardize=True, device="cpu", seed=k)
+        m.fit(X[rows], y[rows], epochs=10, lr=0.05, optimizer="adam", verbose=0)
+        members.append(m)
+    ens = gpunn.Ensemble.from_members(members)
+    assert not np.array_equal(members[0].scaling[0], members[1].scaling[0])
+    got = _run(ens.to_onnx(tmp_path / "e.onnx"), X_test)
+    each = np.stack([oracle(m, X_test)[1] for m in members])
+    np.testing.assert_allclose(got["probabilities"], each.mean(axis=0), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(got["probabilities"], ens.predict_proba(X_test), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(got["std"], each.std(axis=0), rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(got["label"], ens.predict(X_test))
+
+
+def test_regressions_scaled_apart_give_their_values_each_in_its_own_target_units(tmp_path):
+    """Members trained alone on targets far apart standardize them apart: each member's values are scaled back by
+    its own target scaling, as its own predict scales them."""
+    X, T, X_test = _problem("identity")
+    members = []
+    for k, offset in enumerate((0.0, 100.0)):
+        m = MLP([N_FEATURES, 6, 2], output="identity", dtype="float64", standardize=True, device="cpu", seed=k)
+        m.fit(X[k * 20 :], T[k * 20 :] + offset, epochs=10, lr=0.05, optimizer="adam", verbose=0)
+        members.append(m)
+    got = _run(gpunn.Ensemble.from_members(members).to_onnx(tmp_path / "e.onnx"), X_test)
+    each = np.stack([m.predict(X_test) for m in members])
+    np.testing.assert_allclose(each, np.stack([oracle(m, X_test)[1] for m in members]), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got["values"], each.mean(axis=0), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got["std"], each.std(axis=0), rtol=1e-10, atol=1e-10)
+    assert got["std"].min() > 10  # the members are 100 apart
+
+
+@pytest.mark.parametrize("kind", ["softmax", "identity"])
+def test_an_ensemble_flags_rows_holding_nan_or_inf(tmp_path, kind):
+    ens, X_test = _ensemble(kind, 3, "float64")
+    X, bad = _with_bad_rows(X_test)
+    nan_label = float("nan") if kind == "identity" else "?"
+    got = _run(ens.to_onnx(tmp_path / "e.onnx", nan_label=nan_label), X)
+    _, each = _members_oracle(ens, X_test)
+    result = got["values" if kind == "identity" else "probabilities"]
+    assert np.isnan(result[bad]).all() and np.isnan(got["std"][bad]).all()
+    np.testing.assert_allclose(result[~bad], each.mean(axis=0)[~bad], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got["std"][~bad], each.std(axis=0)[~bad], rtol=1e-10, atol=1e-10)
+    if kind == "softmax":
+        assert (got["label"][bad] == "?").all()
+        np.testing.assert_array_equal(got["label"][~bad], ens.predict(X_test[~bad]))
+
+
+def test_ensemble_network_takes_a_list_of_members_that_agree(tmp_path):
+    from gpunn.export import EnsembleNetwork, ensemble_network
+
+    ens, X_test = _ensemble("sigmoid", 3, "float64")
+    two = ensemble_network(ens.members[1:])  # any of the members: the graph averages those
+    assert isinstance(two, EnsembleNetwork) and two.members == 2 and two.weights[0][0].shape == (2, 7, N_FEATURES)
+    got = _run(to_onnx(two, tmp_path / "two.onnx"), X_test)
+    each = np.stack([oracle(m, X_test)[1] for m in ens.members[1:]])
+    np.testing.assert_allclose(got["probabilities"], each.mean(axis=0), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(got["std"], each.std(axis=0), rtol=0, atol=1e-10)
+    other = MLP([N_FEATURES, 3, 1], dtype="float64", device="cpu")
+    other.fit(X_test, np.arange(TEST_ROWS) % 2, epochs=1, verbose=0)
+    for members, error, match in (
+        ([], ConfigError, "a non-empty list of trained gpunn.MLP members"),
+        (ens, ConfigError, "a non-empty list"),
+        ([ens.members[0], other], ConfigError, "member 1 has sizes"),
+        ([ens.members[0], ens], ConfigError, "member 1 is an ensemble"),
+        ([ens.members[0], MLP([N_FEATURES, 7, 5, 1], device="cpu")], NotFittedError, "member 1 has not been trained"),
+    ):
+        with pytest.raises(error, match=match):
+            ensemble_network(members)
+    with pytest.raises(NotFittedError, match="this Ensemble has not been trained"):
+        gpunn.Ensemble([2, 3, 1], members=2, device="cpu").to_onnx(tmp_path / "u.onnx")
+    assert sorted(os.listdir(tmp_path)) == ["two.onnx"]
+
+
+def test_gpunn_export_writes_an_ensemble_file_as_one_graph(tmp_path):
+    import subprocess
+
+    ens, X_test = _ensemble("softmax", 3)
+    ens.save(tmp_path / "e.safetensors")
+    r = subprocess.run([sys.executable, "-m", "gpunn", "export", "--model", "e.safetensors", "--onnx", "e.onnx"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "outputs probabilities, label, std; 3 members" in r.stdout
+    got = _run(tmp_path / "e.onnx", X_test.astype(np.float32))
+    loaded = gpunn.load(tmp_path / "e.safetensors", device="cpu")
+    _, each = _members_oracle(loaded, X_test)
+    np.testing.assert_allclose(got["probabilities"], ens.predict_proba(X_test), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got["std"], each.std(axis=0), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(got["label"], ens.predict(X_test))
+    assert set(got["label"]) <= set(TEXT_CLASSES)

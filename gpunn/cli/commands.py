@@ -96,14 +96,11 @@ def _score(model: Any, y: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``gpunn export``."""
-    from .. import ensemble
+    from .._load import load
+    from ..ensemble import Ensemble
     from ..export import to_onnx
-    from ..model import load
 
-    if ensemble.is_ensemble_file(args.model):
-        raise InputError(f"{args.model} holds an ensemble; ONNX export takes one network (export a member: "
-                         "gpunn.load(path).members[k].save(...), then gpunn export that file)")  # fmt: skip
-    model = load(args.model, device="cpu")  # the weights go to the host anyway: no GPU needed
+    model = load(args.model, device="cpu")  # the weights go to the host anyway: no GPU needed; an ensemble too
     classes = args.classes
     if classes is not None and all(c.lstrip("-").isdigit() for c in classes):
         classes = [int(c) for c in classes]  # --classes 0,5,1000: integer labels
@@ -111,6 +108,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         classes = model.metadata.get("classes")  # the labels the model was trained on: label gives those
     path = to_onnx(model, args.onnx, opset=args.opset, classes=classes)
     outputs = "values" if model.output == "identity" else "probabilities, label"
+    if isinstance(model, Ensemble):  # one graph computing every member: their mean, and their spread in std
+        outputs += f", std; {len(model)} members"
     shown = f" ({', '.join(map(str, classes))})" if classes is not None else ""
     print(f"{args.model} exported to {path} (input X: batch x {model.n_features} {model.dtype}; outputs "
           f"{outputs}{shown})")  # fmt: skip

@@ -215,9 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         help="write a saved model as an ONNX graph (pip install 'gpunn[onnx]')",
         description="Write a model saved by 'gpunn train --save' as an ONNX graph: input X (batch, features), "
-        "outputs probabilities and label (classifiers) or values (regression); see docs/export.md.",
+        "outputs probabilities and label (classifiers) or values (regression); an ensemble's graph computes every "
+        "member and outputs their mean, and std, their standard deviation; see docs/export.md.",
     )
-    export.add_argument("--model", required=True, metavar="PATH", help="a model written by 'gpunn train --save'")
+    export.add_argument("--model", required=True, metavar="PATH",
+                        help="a model or ensemble written by 'gpunn train --save'")  # fmt: skip
     export.add_argument("--onnx", required=True, metavar="PATH", help="the ONNX file to write")
     export.add_argument("--opset", type=_positive_int, help="ONNX operator set, 13 or newer (default: 17)")
     export.add_argument(

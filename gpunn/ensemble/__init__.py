@@ -373,6 +373,19 @@ class Ensemble:
             t = (1.0 - t) / 2.0  # they come encoded as 1 - 2t (gpunn.losses.encode_targets)
         return feed.predict.score(m0.output, m0.loss, _backend.to_numpy(p), t, float(np.finfo(m0.dtype).eps))
 
+    def to_onnx(
+        self, path: str | os.PathLike[str], *, opset: int | None = None, classes: Any = None, nan_label: Any = None
+    ) -> str:
+        """Write the ensemble as one ONNX graph computing every member, and return the path
+        (:func:`gpunn.export.to_onnx` of :func:`gpunn.export.ensemble_network`): outputs ``probabilities`` (or
+        ``values``) and ``label`` as :meth:`predict_proba` and :meth:`predict` give them, and ``std``, the members'
+        standard deviation: of the values for a regression, of each probability for a classifier."""
+        from .. import export
+
+        self._check_fitted()
+        network = export.ensemble_network(self.members)
+        return export.to_onnx(network, path, opset=opset, classes=classes, nan_label=nan_label)
+
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write every member (weights, optimizer state, generator, history) to one safetensors file."""
