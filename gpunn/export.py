@@ -90,8 +90,8 @@ def network(model: Any) -> Network | EnsembleNetwork:
     :class:`EnsembleNetwork` of an :class:`~gpunn.Ensemble` (anything whose ``members`` are MLPs)."""
     if isinstance(model, (Network, EnsembleNetwork)):
         return model
-    if isinstance(getattr(model, "members", None), list):
-        return ensemble_network(model.members)
+    if isinstance(getattr(model, "members", None), list):  # an Ensemble: the members that did not diverge
+        return ensemble_network(getattr(model, "live", model.members))
     if not all(hasattr(model, a) for a in ("numpy_weights", "spec", "scaling", "fitted")):
         raise ConfigError(f"ONNX export takes a gpunn.MLP; got {type(model).__name__}")
     if not model.fitted:

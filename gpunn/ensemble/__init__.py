@@ -376,14 +376,14 @@ class Ensemble:
     def to_onnx(
         self, path: str | os.PathLike[str], *, opset: int | None = None, classes: Any = None, nan_label: Any = None
     ) -> str:
-        """Write the ensemble as one ONNX graph computing every member, and return the path
+        """Write the ensemble as one ONNX graph computing every member that did not diverge, and return the path
         (:func:`gpunn.export.to_onnx` of :func:`gpunn.export.ensemble_network`): outputs ``probabilities`` (or
         ``values``) and ``label`` as :meth:`predict_proba` and :meth:`predict` give them, and ``std``, the members'
         standard deviation: of the values for a regression, of each probability for a classifier."""
         from .. import export
 
         self._check_fitted()
-        network = export.ensemble_network(self.members)
+        network = export.ensemble_network(self.live)
         return export.to_onnx(network, path, opset=opset, classes=classes, nan_label=nan_label)
 
     # ------------------------------------------------------------------------------------------ persistence
