@@ -663,3 +663,17 @@ def test_gpunn_export_writes_an_ensemble_file_as_one_graph(tmp_path):
     np.testing.assert_allclose(got["std"], each.std(axis=0), rtol=0, atol=1e-5)
     np.testing.assert_array_equal(got["label"], ens.predict(X_test))
     assert set(got["label"]) <= set(TEXT_CLASSES)
+
+
+def test_an_ensemble_graph_leaves_out_a_member_that_diverged(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = np.c_[X[:, 0] * X[:, 1], np.sin(X[:, 2])]
+    ens = gpunn.Ensemble([3, 8, 2], members=3, seed=0, output="identity", device="cpu", dtype="float64")
+    with pytest.warns(RuntimeWarning, match="member 1"):
+        ens.fit(X, y, epochs=30, lr=[0.05, 3.0, 0.05], verbose=0)
+    ens.to_onnx(tmp_path / "e.onnx")
+    out = _run(tmp_path / "e.onnx", X)
+    values = [np.asarray(m.predict(X)) for k, m in enumerate(ens.members) if k != 1]  # the oracle: members 0 and 2
+    np.testing.assert_allclose(out["values"], np.mean(values, axis=0), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(out["std"], np.std(values, axis=0), rtol=1e-9, atol=1e-9)
