@@ -18,7 +18,6 @@ import numpy as np
 from . import _backend, checkpoint, feed, fitloop, layers, losses, optim, schedules, settings, train
 from . import _validation as check
 from .data import Dataset
-from .data.moments import row_blocks
 from .errors import CheckpointError, ConfigError, DeviceError, GpunnError, InputError, NonFiniteError, NotFittedError
 from .history import History
 from .init import init_params
@@ -645,15 +644,8 @@ class MLP:
         ``jax.jit``, ``jax.grad`` and ``jax.vmap`` a JAX model's methods take traced arrays."""
         self._check_fitted()
         X = self.adopt(X) if convert else X
-        xp, spec = self.xp, self.spec
-        with _backend.device_scope(xp, self.device):
-            x = feed.check_x(spec, X, "X")
-            weights = self.weights
-            logits = [
-                layers.logits(weights, feed.place_x(spec, x[block, ...], self.scaling), self.activation, xp)
-                for block in row_blocks(x.shape[0], feed.evaluate.EVAL_ROWS)
-            ]
-            return logits[0] if len(logits) == 1 else xp.concat(logits, axis=0)
+        with _backend.device_scope(self.xp, self.device):
+            return feed.predict.logits(self.spec, self._params, X, self.scaling)
 
     def predict_proba(self, X: Any, *, convert: bool = False) -> Any:
         """Probabilities (sigmoid, softmax), shape (n, n_outputs), on the model's device; a regression model

@@ -18,10 +18,8 @@ import numpy as np
 
 from .. import _backend, feed, layers, losses, optim, settings, train
 from .. import _validation as check
-from ..data.moments import row_blocks
 from ..errors import ConfigError, NotFittedError, OutOfMemoryError
 from ..history import History
-from ..layers import forward_stacked, unflatten_stacked
 from ..model import MLP
 from . import _loop
 from ._io import is_ensemble_file, load, save
@@ -312,13 +310,7 @@ class Ensemble:
         with _backend.device_scope(xp, self.device):
             if any(not _loop.same_scaling(m.scaling, m0.scaling) for m in live):  # members scaled apart
                 return xp.stack([m.decision_function(X) for m in live])
-            x = feed.check_x(m0.spec, X, "X")
-            weights = unflatten_stacked(xp.stack([m.params for m in live]), m0.sizes, xp)
-            logits = [
-                forward_stacked(weights, feed.place_x(m0.spec, x[block, ...], m0.scaling), m0.activation, xp)[0]
-                for block in row_blocks(x.shape[0], feed.evaluate.EVAL_ROWS)
-            ]
-            return logits[0] if len(logits) == 1 else xp.concat(logits, axis=1)
+            return feed.predict.logits(m0.spec, xp.stack([m.params for m in live]), X, m0.scaling)
 
     def predict_proba(self, X: Any, *, members: bool = False, convert: bool = False) -> Any:
         """The mean of the members' probabilities (values, for regression), shape (n, n_outputs); with

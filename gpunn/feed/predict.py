@@ -7,8 +7,29 @@ from typing import Any
 
 import numpy as np
 
-from .. import _backend
-from .checks import are_indices
+from .. import _backend, layers
+from ..data.moments import row_blocks
+from .checks import are_indices, check_x, place_x
+from .evaluate import EVAL_ROWS
+from .spec import Spec
+
+
+def logits(spec: Spec, params: Any, X: Any, scaling: Any) -> Any:
+    """The output layer's logits of ``X`` (checked here), EVAL_ROWS rows at a time (scaled and moved to the
+    device a block at a time for host data, so a large X holds one block's activations): (n, outputs) for one
+    network's flat parameters (P,), (K, n, outputs) for K stacked networks' (K, P)."""
+    xp = spec.xp
+    x = check_x(spec, X, "X")
+    stacked = params.ndim == 2
+    weights = (layers.unflatten_stacked if stacked else layers.unflatten)(params, spec.sizes, xp)
+    blocks = []
+    for block in row_blocks(x.shape[0], EVAL_ROWS):
+        xb = place_x(spec, x[block, ...], scaling)
+        if stacked:
+            blocks.append(layers.forward_stacked(weights, xb, spec.activation, xp)[0])
+        else:
+            blocks.append(layers.logits(weights, xb, spec.activation, xp))
+    return blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=1 if stacked else 0)
 
 
 def indices(output: str, scores: Any, threshold: float, xp: Any, device: Any) -> Any:
