@@ -270,6 +270,8 @@ def test_a_lone_model_file_is_not_an_ensemble(tmp_path):
     ens = gpunn.Ensemble([2, 3, 1], 2, device="cpu")
     ens.fit(np.eye(2), [0, 1], epochs=1, verbose=0)
     ens.save(tmp_path / "e.safetensors")
+    with pytest.raises(gpunn.CheckpointError, match=r"e.safetensors: holds an ensemble, not one network \(gpunn.load"):
+        gpunn.MLP([2, 3, 1], device="cpu").load_weights(tmp_path / "e.safetensors")
     data = bytearray((tmp_path / "e.safetensors").read_bytes())
     data[-3] ^= 0xFF
     (tmp_path / "bad.safetensors").write_bytes(bytes(data))
