@@ -1,9 +1,14 @@
 """Checkpoints in the safetensors format: validated before anything is built, written atomically.
 
-A file holds the parameters (``layers.{i}.weight`` of shape (out, in), ``layers.{i}.bias``) and the optimizer
-slots (``optimizer.{slot}.{j}``) as tensors, and everything else as JSON in the header's metadata: the
-architecture, dtype, feature scaling, optimizer hyper-parameters and step, the shuffling RNG state, the epoch
-and the history. A SHA-256 over that JSON and the tensors detects corruption. Nothing in a file is executed.
+A one-network file (format ``gpunn.mlp``) holds the parameters (``layers.{i}.weight`` of shape (out, in),
+``layers.{i}.bias``) and the optimizer slots (``optimizer.{slot}.{j}``) as tensors, and everything else as JSON
+in the header's metadata: the architecture, dtype, feature scaling, optimizer hyper-parameters and step, the
+shuffling RNG state, the epoch and the history. An ensemble file (format ``gpunn.ensemble``, which
+:mod:`gpunn.ensemble` maps to and from its members) holds the fields its members share and, under
+``members``, each member's own; its tensors are ``members.{k}.params``, ``members.{k}.optimizer.{slot}`` and
+``members.{k}.callbacks.*``. A SHA-256 over that JSON and the tensors detects corruption. Nothing in a file is
+executed. One reader and one writer serve both formats: the same bounded reading, and every member of an
+ensemble validated as a one-network file is.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import io
 import json
 import math
 import os
+import re
 import secrets
 import stat
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,18 +35,33 @@ from .errors import CheckpointError, GpunnError
 from .history import History
 
 FORMAT = "gpunn.mlp"
-FORMAT_VERSION = 1
+ENSEMBLE_FORMAT = "gpunn.ensemble"
+FORMAT_VERSION = 1  # of both formats
 MAX_HEADER_BYTES = 16 * 1024 * 1024
+# JSON nesting a file may hold (gpunn writes 6 levels, plus what a user nests in a model's metadata): Python's
+# decoder recurses once per level, so a header of 100,000 '[' would end in a RecursionError instead of a refusal.
+MAX_NESTING = 200
+# The fields of an ensemble file's description that its members share; the rest are each member's own.
+ENSEMBLE_SHARED = (
+    "sizes", "activation", "output", "loss", "dtype", "standardize", "feature_names", "target_name", "metadata",
+)  # fmt: skip
 _DTYPES = {"float32": ("F32", 4), "float64": ("F64", 8)}
 
 
 @dataclass
 class Checkpoint:
     """A validated checkpoint: its JSON config and its tensors as NumPy arrays (an early-stopping state's best
-    weights, stored as tensors, are put back as arrays in ``config["metadata"]["callbacks"]``)."""
+    weights, stored as tensors, are put back as arrays in ``config["metadata"]["callbacks"]``).
+
+    For an ensemble file (``format`` :data:`ENSEMBLE_FORMAT`), ``config`` is the file's ensemble description and
+    ``members`` each member's one-network description (the shared fields and its own, with its early-stopping
+    arrays put back in its metadata), as :func:`validate_config` checked it; member k's tensors are
+    ``members.{k}.params`` and ``members.{k}.optimizer.{slot}``."""
 
     config: dict[str, Any]
     tensors: dict[str, np.ndarray]
+    format: str = FORMAT
+    members: list[dict[str, Any]] = field(default_factory=list)
 
     def weight_pairs(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """``[(W, b), ...]`` as stored."""
@@ -250,6 +272,41 @@ def _validate_schedule(schedule: Any, state: Any) -> None:
         raise _invalid("schedule_state", f"is {state!r}; it needs a rate >= 0, a best loss and a count >= 0")
 
 
+def validate_ensemble(config: Any) -> list[dict[str, Any]]:
+    """Check an ensemble file's JSON description and return its members' one-network descriptions: the fields
+    they share and each member's own (``{**shared, **member}``, the member's ``callbacks`` in its metadata), each
+    checked by :func:`validate_config`, so that every refusal a one-network file gets, a member gets too. A
+    problem is a :class:`CheckpointError` naming the member (a shared field's, member 0, the first to hold it)."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"invalid ensemble description: is {type(config).__name__}, not a JSON object")
+    missing = [key for key in (*ENSEMBLE_SHARED, "members") if key not in config]
+    if missing:
+        raise CheckpointError(f"invalid ensemble description: lacks {', '.join(missing)}")
+    members = config["members"]
+    if not isinstance(members, list) or not members:
+        got = "[]" if isinstance(members, list) else f"{type(members).__name__}, not a JSON list"
+        raise CheckpointError(f"invalid ensemble description: members is {got}; an ensemble has at least one member")
+    shared = {key: config[key] for key in ENSEMBLE_SHARED}
+    descriptions = []
+    for k, member in enumerate(members):
+        try:
+            if not isinstance(member, dict):
+                raise _invalid("the model description", f"is {type(member).__name__}, not a JSON object")
+            # A copy per member: its early-stopping arrays are put back in it, and members share no mutable state.
+            description = json.loads(json.dumps({**shared, **member}))
+            callbacks = description.pop("callbacks", None)
+            if callbacks is not None and isinstance(description["metadata"], dict):
+                description["metadata"]["callbacks"] = callbacks
+            validate_config(description)
+            own = [key for key in ENSEMBLE_SHARED if key in member]
+            if own:  # checked after validate_config, so that a bad value is named as in a one-network file
+                raise CheckpointError(f"holds its own {', '.join(own)}; the members share the ensemble's")
+        except CheckpointError as exc:
+            raise CheckpointError(f"ensemble member {k}: {exc}") from None
+        descriptions.append(description)
+    return descriptions
+
+
 def _expected_tensors(config: dict[str, Any]) -> dict[str, tuple[list[int], str, int]]:
     """Name -> (shape, safetensors dtype code, item size) of every tensor the config implies."""
     sizes = config["sizes"]
@@ -271,6 +328,22 @@ def _expected_tensors(config: dict[str, Any]) -> dict[str, tuple[list[int], str,
     n_params = sum(math.prod(shape) for shape in shapes)
     for name in _callback_tensor_names(config):  # the best weights of an early-stopping state: flat buffers
         expected[name] = ([n_params], code, itemsize)
+    return expected
+
+
+def _expected_ensemble_tensors(
+    config: dict[str, Any], members: list[dict[str, Any]]
+) -> dict[str, tuple[list[int], str, int]]:
+    """Name -> (shape, safetensors dtype code, item size) of every tensor a validated ensemble description implies:
+    each member's flat parameters, optimizer slots and early-stopping buffers, all of the members' size."""
+    code, itemsize = _DTYPES[config["dtype"]]
+    n_params = sum(fan_out * (fan_in + 1) for fan_in, fan_out in zip(config["sizes"][:-1], config["sizes"][1:]))
+    expected = {}
+    for k, member in enumerate(members):
+        opt = member["optimizer"]
+        names = ["params"] + ([] if opt is None else [f"optimizer.{slot}" for slot in optim.SLOTS[opt["name"]]])
+        for name in names + _callback_tensor_names(member):
+            expected[f"members.{k}.{name}"] = ([n_params], code, itemsize)
     return expected
 
 
@@ -377,19 +450,31 @@ def _validate_callbacks(callbacks: Any, config: dict[str, Any]) -> None:
         raise _invalid(f"{field} best_optimizer", f"is {opt!r}; a {model_opt['name']} state is {wanted!r}")
 
 
-def write(path: str | os.PathLike[str], config: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
-    """Write a model's state map to ``path`` as a safetensors file, atomically (temp file, fsync, rename, fsync
-    folder): ``config`` (JSON-safe but for an early-stopping state's arrays in ``config["metadata"]``, which go
-    out as tensors) in the header's metadata with a SHA-256, and ``tensors`` packed end to end in the order
-    given, so that a model's flat buffers (parameters, each optimizer slot) are each one run of bytes that
-    :func:`flat` views without a copy when the file is read back."""
-    metadata, callback_tensors = split_callback_state(config["metadata"])
-    config = {**config, "metadata": metadata}
-    tensors = {k: np.ascontiguousarray(v) for k, v in {**tensors, **callback_tensors}.items()}
+def write(
+    path: str | os.PathLike[str], config: dict[str, Any], tensors: dict[str, np.ndarray], *, format: str = FORMAT
+) -> None:
+    """Write a model's state map, or an ensemble's (``format`` :data:`ENSEMBLE_FORMAT`), to ``path`` as a
+    safetensors file, atomically (temp file, fsync, rename, fsync folder): ``config`` (JSON-safe but for a
+    model's early-stopping state's arrays in ``config["metadata"]``, which go out as tensors; an ensemble's
+    members name theirs already) in the header's metadata with a SHA-256, and ``tensors`` packed end to end in
+    the order given, so that a model's flat buffers (parameters, each optimizer slot) are each one run of bytes
+    that :func:`flat` views without a copy when the file is read back."""
+    if format not in (FORMAT, ENSEMBLE_FORMAT):
+        raise ValueError(f"format must be {FORMAT!r} or {ENSEMBLE_FORMAT!r}, not {format!r}")
+    if format == FORMAT:
+        metadata, callback_tensors = split_callback_state(config["metadata"])
+        config, tensors = {**config, "metadata": metadata}, {**tensors, **callback_tensors}
+    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     config_json = json.dumps(config, sort_keys=True)
+    depth = _nesting(config_json)
+    if depth > MAX_NESTING:  # refused here rather than written into a file that read() would refuse
+        raise CheckpointError(
+            f"{os.fspath(path)}: not saved: the model description nests {depth} levels deep (in its metadata); a "
+            f"file holds at most {MAX_NESTING}"
+        )
     entries: dict[str, Any] = {
         "__metadata__": {
-            "format": FORMAT,
+            "format": format,
             "format_version": str(FORMAT_VERSION),
             "gpunn": config_json,
             "sha256": _digest(config_json, tensors),
@@ -435,16 +520,18 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     try:
         fd, tmp = _create_temporary(folder, f"{prefix}{os.getpid()}.", path)
     except OSError as exc:  # name the file the user asked for, not the temporary one
-        raise OSError(exc.errno, exc.strerror, path) from exc
+        raise OSError(exc.errno, exc.strerror or str(exc), path) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # a full disk (ENOSPC) names the file the user asked for, as above
+            raise OSError(exc.errno, exc.strerror or str(exc), path) from exc
         raise
     with contextlib.suppress(OSError):  # not every platform can fsync a folder
         dir_fd = os.open(folder, os.O_RDONLY)
@@ -499,20 +586,35 @@ def _remove_orphans(folder: str, prefix: str) -> None:
             pass  # alive under another user, or unknowable: leave it
 
 
-def read(path: str | os.PathLike[str]) -> Checkpoint:
-    """Read and validate a checkpoint; any problem is a :class:`CheckpointError` naming the file.
+def read(path: str | os.PathLike[str], formats: Collection[str] = (FORMAT,)) -> Checkpoint:
+    """Read and validate a checkpoint of one of ``formats`` (:data:`FORMAT`, :data:`ENSEMBLE_FORMAT`); any problem
+    is a :class:`CheckpointError` naming the file.
 
     Nothing is read before it is known to be needed: the path must be a regular file (a symlink to /dev/zero, a
-    FIFO or a device is refused without reading), the header length is capped, and the file size must equal
-    what the validated header implies before the tensors are read, into one buffer that the arrays view."""
+    FIFO or a device is refused without reading), the header length and nesting are capped, and the file size
+    must equal what the validated header implies before the tensors are read, into one buffer that the arrays
+    view."""
     name = os.fspath(path)
     try:
         with _open_regular_file(name) as f:
-            return _read_checkpoint(f, os.fstat(f.fileno()).st_size)
+            return _read_checkpoint(f, os.fstat(f.fileno()).st_size, formats)
     except CheckpointError as exc:
         raise CheckpointError(f"{name}: {exc}") from None
     except OSError as exc:
         raise CheckpointError(f"{name}: cannot read checkpoint ({exc.strerror or exc})") from None
+
+
+def file_format(path: str | os.PathLike[str]) -> str | None:
+    """The gpunn format (:data:`FORMAT`, :data:`ENSEMBLE_FORMAT`) that the safetensors header of ``path`` names, or
+    None where there is none: read as :func:`read` reads, the header alone (a FIFO or a device is not read)."""
+    try:
+        with _open_regular_file(os.fspath(path)) as f:
+            header = _json(_read_header(f, os.fstat(f.fileno()).st_size).decode("utf-8"), "header")
+    except (OSError, CheckpointError, ValueError):  # a JSON or UTF-8 error is a ValueError
+        return None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    kind = meta.get("format") if isinstance(meta, dict) else None
+    return kind if kind in (FORMAT, ENSEMBLE_FORMAT) else None
 
 
 def _open_regular_file(name: str) -> io.FileIO:
@@ -526,8 +628,8 @@ def _open_regular_file(name: str) -> io.FileIO:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise CheckpointError(
-                f"not a regular file but {_file_kind(mode)}; a checkpoint is a file written by MLP.save or "
-                "'gpunn train --save'"
+                f"not a regular file but {_file_kind(mode)}; a checkpoint is a file written by MLP.save, "
+                "Ensemble.save or 'gpunn train --save'"
             )
         return io.FileIO(fd, "rb", closefd=True)
     except BaseException:
@@ -547,13 +649,14 @@ def _file_kind(mode: int) -> str:
 
 
 _NOT_SAFETENSORS = (
-    "not a safetensors file, or a corrupt one: this is not a gpunn checkpoint (gpunn.load reads what MLP.save and "
-    "'gpunn train --save' write)"
+    "not a safetensors file, or a corrupt one: this is not a gpunn checkpoint (gpunn.load reads what MLP.save, "
+    "Ensemble.save and 'gpunn train --save' write)"
 )
 
 
-def _read_checkpoint(f: io.FileIO, size: int) -> Checkpoint:
-    """Parse and check the header, check the file size against it, then read the tensors and the checksum."""
+def _read_header(f: io.FileIO, size: int) -> bytes:
+    """The header of a safetensors file of ``size`` bytes open at its start, after checking its length against
+    the cap and the file size: nothing beyond it is read."""
     if size < 8:
         raise CheckpointError(f"file is truncated ({size} bytes; a safetensors header needs 8)")
     first = bytearray(8)
@@ -570,12 +673,24 @@ def _read_checkpoint(f: io.FileIO, size: int) -> Checkpoint:
         raise CheckpointError(f"file is truncated: header claims {n} bytes but only {size - 8} follow")
     if got < n:
         raise CheckpointError("file is truncated (it shrank while being read)")
-    header, config_json, config, digest = _parse_header(bytes(raw))
-    layout = _tensor_layout(header, _expected_tensors(config))
+    return bytes(raw)
+
+
+def _read_checkpoint(f: io.FileIO, size: int, formats: Collection[str]) -> Checkpoint:
+    """Parse and check the header, check the file size against it, then read the tensors and the checksum."""
+    raw = _read_header(f, size)
+    header, config_json, config, digest, kind = _parse_header(raw, formats)
+    if kind == ENSEMBLE_FORMAT:
+        members = validate_ensemble(config)
+        expected = _expected_ensemble_tensors(config, members)
+    else:
+        validate_config(config)
+        members, expected = [], _expected_tensors(config)
+    layout = _tensor_layout(header, expected)
     body = layout[-1][2] if layout else 0
-    if 8 + n + body != size:
+    if 8 + len(raw) + body != size:
         raise CheckpointError(
-            f"file is truncated or padded: tensors need {body} bytes of data, file has {size - 8 - n}"
+            f"file is truncated or padded: tensors need {body} bytes of data, file has {size - 8 - len(raw)}"
         )
     buffer = np.empty(body, dtype=np.uint8)  # one allocation; every tensor is a view into it
     if read_into(f, buffer.data) < body:
@@ -583,22 +698,37 @@ def _read_checkpoint(f: io.FileIO, size: int) -> Checkpoint:
     tensors = {key: buffer[start:stop].view(f"<{dtype}").reshape(shape) for key, start, stop, shape, dtype in layout}
     if _digest(config_json, tensors) != digest:
         raise CheckpointError("checksum mismatch: the file is corrupt")
-    _attach_callback_state(config, tensors)
-    return Checkpoint(config, tensors)
+    if kind == FORMAT:
+        _attach_callback_state(config, tensors)
+    for k, member in enumerate(members):
+        names = _callback_tensor_names(member)
+        if names:
+            _attach_callback_state(member, {name: tensors[f"members.{k}.{name}"] for name in names})
+    return Checkpoint(config, tensors, kind, members)
 
 
-def _parse_header(raw: bytes) -> tuple[dict[str, Any], str, dict[str, Any], Any]:
-    """``(tensor entries, config JSON, config, stored SHA-256)`` of a safetensors header whose gpunn metadata has
-    the right format and version and a valid config."""
+# What a file of one format is called where another is wanted.
+_WRONG_FORMAT = {
+    FORMAT: "not a gpunn ensemble file but one network's (a lone MLP's file loads with gpunn.load)",
+    ENSEMBLE_FORMAT: "holds an ensemble, not one network (gpunn.load and gpunn.ensemble.load read it)",
+}
+
+
+def _parse_header(raw: bytes, formats: Collection[str]) -> tuple[dict[str, Any], str, Any, Any, str]:
+    """``(tensor entries, config JSON, config, stored SHA-256, format)`` of a safetensors header whose gpunn
+    metadata names one of ``formats`` and the right version; the config is parsed, not yet validated."""
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = _json(raw.decode("utf-8"), "header")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"header is not valid JSON: corrupt file ({exc})") from None
     if not isinstance(header, dict):
         raise CheckpointError("header is not a JSON object: corrupt file")
     meta = header.pop("__metadata__", None)
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    kind = meta.get("format") if isinstance(meta, dict) else None
+    if kind not in (FORMAT, ENSEMBLE_FORMAT):
         raise CheckpointError("not a gpunn checkpoint (no gpunn metadata in the safetensors header)")
+    if kind not in formats:
+        raise CheckpointError(_WRONG_FORMAT[kind])
     if meta.get("format_version") != str(FORMAT_VERSION):
         raise CheckpointError(
             f"format version {meta.get('format_version')!r} is not supported; this gpunn reads version "
@@ -608,11 +738,36 @@ def _parse_header(raw: bytes) -> tuple[dict[str, Any], str, dict[str, Any], Any]
     if not isinstance(config_json, str):
         raise CheckpointError("the header has no gpunn model description: corrupt file")
     try:
-        config = json.loads(config_json)
+        config = _json(config_json, "model description in the header")
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"model description in the header is not valid JSON ({exc})") from None
-    validate_config(config)
-    return header, config_json, config, meta.get("sha256")
+    return header, config_json, config, meta.get("sha256"), kind
+
+
+# A JSON string (one left open runs to the end, so that the pattern never backtracks), and what is not a bracket.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _nesting(text: str) -> int:
+    """How deep the arrays and objects of the JSON ``text`` nest, in time linear in its length (in invalid JSON,
+    at least as deep as a decoder gets before it stops at the first error)."""
+    brackets = np.frombuffer(_NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).encode(), dtype=np.uint8)
+    deepest = level = 0
+    for start in range(0, brackets.size, 1 << 20):  # 8 MB of levels at a time, whatever the header's length
+        chunk = brackets[start : start + (1 << 20)]
+        levels = level + np.cumsum(np.where((chunk == ord("[")) | (chunk == ord("{")), 1, -1))
+        deepest, level = max(deepest, int(levels.max())), int(levels[-1])
+    return deepest
+
+
+def _json(text: str, what: str) -> Any:
+    """``json.loads(text)``, refused as a :class:`CheckpointError` where it nests deeper than MAX_NESTING."""
+    depth = _nesting(text)
+    if depth > MAX_NESTING:
+        raise CheckpointError(f"{what} nests {depth} levels deep, more than the {MAX_NESTING} a gpunn file may hold: "
+                              "corrupt or crafted file")  # fmt: skip
+    return json.loads(text)
 
 
 def _tensor_layout(

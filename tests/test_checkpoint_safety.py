@@ -83,11 +83,11 @@ def test_a_fifo_and_dev_urandom_are_refused_at_once(tmp_path):
     os.mkfifo(fifo)  # no writer: open() alone would block, reading would never end
     message, seconds = _load_in_subprocess(fifo)
     assert message.endswith("pipe.safetensors: not a regular file but a FIFO (named pipe); a checkpoint is a file "
-                            "written by MLP.save or 'gpunn train --save'"), message  # fmt: skip
+                            "written by MLP.save, Ensemble.save or 'gpunn train --save'"), message  # fmt: skip
     if os.path.exists("/dev/urandom"):
         message, _ = _load_in_subprocess("/dev/urandom")
         assert message == "/dev/urandom: not a regular file but a character device; a checkpoint is a file written " \
-                          "by MLP.save or 'gpunn train --save'", message  # fmt: skip
+                          "by MLP.save, Ensemble.save or 'gpunn train --save'", message  # fmt: skip
 
 
 def test_a_folder_is_refused(tmp_path):
@@ -432,3 +432,350 @@ def test_the_best_weights_are_declared_tensors_of_the_model_size(saved_with_stop
     forged = _forge(saved_with_stopping, tmp_path / "drop.safetensors", lambda c: None, drop)
     with pytest.raises(gpunn.CheckpointError, match=r"missing \['callbacks.early_stopping.optimizer.v'\]"):
         gpunn.load(forged, device="cpu")
+
+
+# ------------------------------------------------------------------------------------------------ ensemble files
+# An ensemble file goes through the same reader: every refusal above, a member of one gets too.
+@pytest.fixture(scope="module")
+def saved_ensemble(tmp_path_factory):
+    """Two members of the classifier that ``saved`` holds, saved as an ensemble."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3)) * 4 + 1
+    y = (X[:, 0] > 1).astype(int) + (X[:, 1] > 1).astype(int)
+    ens = gpunn.Ensemble([3, 6, 3], 2, output="softmax", device="cpu", standardize=True, seed=[2, 5])
+    for m in ens.members:
+        m.feature_names, m.target_name, m.metadata["classes"] = ["a", "b", "c"], "label", ["lo", "mid", "hi"]
+    ens.fit(X, y, epochs=2, optimizer="adam", lr=gpunn.schedules.plateau(0.01), batch_size=20, verbose=0)
+    path = tmp_path_factory.mktemp("ensemble") / "e.safetensors"
+    ens.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def saved_ensemble_with_stopping(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    X, Xv = rng.normal(size=(40, 3)), rng.normal(size=(40, 3))
+    stops = [gpunn.callbacks.EarlyStopping(patience=50) for _ in range(2)]
+    ens = gpunn.Ensemble([3, 6, 1], 2, device="cpu", seed=[2, 5])
+    ens.fit(X, (X[:, 0] > 0).astype(int), epochs=4, optimizer="adam", validation_data=(Xv, (Xv[:, 0] > 0).astype(int)),
+            callbacks=[[s, s.store_state] for s in stops], verbose=0)  # fmt: skip
+    path = tmp_path_factory.mktemp("ensemble-stopping") / "e.safetensors"
+    ens.save(path)
+    return path
+
+
+def _forge_member(src, dst, edit, k=1, edit_tensors=None):
+    """``src``, an ensemble file, with member ``k``'s description (the shared fields and its own, its callbacks in
+    its metadata, as the reader merges them) changed by ``edit`` and a checksum that matches. What the edit
+    changes goes into member k: its own fields, and a shared field as member k's own; a shared field it drops
+    goes from the shared fields. Written by safetensors.numpy, as Ensemble.save wrote files before gpunn packed
+    them itself."""
+    tensors = safetensors.numpy.load_file(src)
+    with safe_open(src, "np") as f:
+        meta = f.metadata()
+    config = json.loads(meta["gpunn"])
+    view = json.loads(json.dumps({**{key: config[key] for key in checkpoint.ENSEMBLE_SHARED}, **config["members"][k]}))
+    callbacks = view.pop("callbacks")
+    if callbacks is not None:
+        view["metadata"]["callbacks"] = callbacks
+    edit(view)
+    if isinstance(view.get("metadata"), dict) and "callbacks" in view["metadata"]:
+        view["callbacks"] = view["metadata"].pop("callbacks")
+    elif "callbacks" not in view and "rng" in view:  # an edit that drops a field keeps the others as they were
+        view["callbacks"] = None
+    for key in checkpoint.ENSEMBLE_SHARED:
+        if key not in view:
+            config.pop(key)
+    config["members"][k] = {key: v for key, v in view.items() if key not in config or v != config[key]}
+    if edit_tensors is not None:
+        edit_tensors(tensors)
+    meta["gpunn"] = json.dumps(config, sort_keys=True)
+    meta["sha256"] = checkpoint._digest(meta["gpunn"], tensors)
+    safetensors.numpy.save_file(tensors, dst, metadata=meta)
+    return dst
+
+
+def _refused(path, pattern):
+    """The CheckpointError that gpunn.load and gpunn.ensemble.load give ``path``; the file is left as it was."""
+    before = path.read_bytes()
+    with pytest.raises(gpunn.CheckpointError, match=pattern):
+        gpunn.load(path, device="cpu")
+    with pytest.raises(gpunn.CheckpointError, match=pattern):
+        gpunn.ensemble.load(path, device="cpu")
+    assert path.read_bytes() == before
+
+
+def test_an_ensemble_file_forged_without_an_edit_loads(saved_ensemble, saved_ensemble_with_stopping, tmp_path):
+    """The forging below changes nothing but what each edit changes: unedited, its files load as saved."""
+    for src in (saved_ensemble, saved_ensemble_with_stopping):
+        forged = _forge_member(src, tmp_path / "same.safetensors", lambda config: None)
+        again, saved = gpunn.load(forged, device="cpu"), gpunn.load(src, device="cpu")
+        assert isinstance(again, gpunn.Ensemble) and len(again) == 2
+        X = np.random.default_rng(1).normal(size=(5, 3))
+        np.testing.assert_array_equal(again.predict_proba(X), saved.predict_proba(X))
+
+
+@pytest.mark.parametrize("edit,pattern", FORGERIES)
+def test_every_field_of_an_ensemble_members_description_is_validated(saved_ensemble, tmp_path, edit, pattern):
+    """Each edit that a one-network file refuses, made in member 1 of an ensemble file: refused, naming the member
+    and the field (a shared field the edit drops: the ensemble's description lacks it)."""
+    forged = _forge_member(saved_ensemble, tmp_path / "forged.safetensors", edit)
+    if edit is FORGERIES[-2][0]:  # _drop("sizes"): sizes is shared, so it goes from the shared fields
+        _refused(forged, r"forged.safetensors: invalid ensemble description: lacks sizes$")
+    else:
+        _refused(forged, rf"forged.safetensors: ensemble member 1: invalid model description: {pattern}")
+
+
+@pytest.mark.parametrize("edit,pattern", STOPPING_FORGERIES)
+def test_an_ensemble_members_early_stopping_state_is_validated(saved_ensemble_with_stopping, tmp_path, edit, pattern):
+    forged = _forge_member(saved_ensemble_with_stopping, tmp_path / "forged.safetensors", edit)
+    _refused(forged, rf"forged.safetensors: ensemble member 1: invalid model description: metadata callbacks {pattern}")
+
+
+def test_ensemble_level_fields_are_validated(saved_ensemble, tmp_path):
+    """The ensemble's own fields; a shared field's problem is named in member 0's description, the first to hold
+    it; a member may not hold a shared field of its own (even a valid one); and its tensors match the members."""
+    cases = [
+        (lambda c: c.update(members=[]), r"invalid ensemble description: members is \[\]; an ensemble has at least"),
+        (lambda c: c.update(members={"0": {}}), r"invalid ensemble description: members is dict, not a JSON list"),
+        (lambda c: c.pop("members"), r"invalid ensemble description: lacks members$"),
+        (lambda c: c.pop("metadata"), r"invalid ensemble description: lacks metadata$"),
+        (lambda c: c["members"].__setitem__(1, 7), r"ensemble member 1: invalid model description: the model descr"),
+        (lambda c: c["members"][1].update(sizes=[3, 5, 3]), r"ensemble member 1: holds its own sizes; the members sh"),
+        (lambda c: c["members"][0].update(dtype="float64"), r"ensemble member 0: holds its own dtype"),
+        (lambda c: c.update(sizes=[3, -6, 3]), r"ensemble member 0: invalid model description: sizes is \[3, -6, 3\]"),
+        (lambda c: c.update(output="evil"), r"ensemble member 0: invalid model description: output is 'evil'"),
+    ]
+    for edit, pattern in cases:
+        _refused(_forge_whole(saved_ensemble, tmp_path / "forged.safetensors", edit), rf"forged.safetensors: {pattern}")
+
+    def shorten(tensors):
+        tensors["members.1.params"] = tensors["members.1.params"][:-1]
+
+    forged = _forge_member(saved_ensemble, tmp_path / "short.safetensors", lambda c: None, edit_tensors=shorten)
+    _refused(forged, r"short.safetensors: tensor members.1.params is .* shape \[45\]")
+
+    def drop(tensors):
+        del tensors["members.0.optimizer.v"]
+
+    forged = _forge_member(saved_ensemble, tmp_path / "drop.safetensors", lambda c: None, edit_tensors=drop)
+    _refused(forged, r"drop.safetensors: tensors do not match the architecture: missing \['members.0.optimizer.v'\]")
+
+
+def _forge_whole(src, dst, edit):
+    """``src`` with its whole JSON description changed by ``edit`` and a checksum that matches."""
+    tensors = safetensors.numpy.load_file(src)
+    with safe_open(src, "np") as f:
+        meta = f.metadata()
+    config = json.loads(meta["gpunn"])
+    edit(config)
+    meta["gpunn"] = json.dumps(config, sort_keys=True)
+    meta["sha256"] = checkpoint._digest(meta["gpunn"], tensors)
+    safetensors.numpy.save_file(tensors, dst, metadata=meta)
+    return dst
+
+
+def test_predict_refuses_an_ensemble_with_a_nan_scale_in_a_member(saved_ensemble, tmp_path, capsys):
+    """Before: 'gpunn predict' wrote NaN probabilities and exited 0."""
+    from gpunn import cli
+
+    forged = _forge_member(saved_ensemble, tmp_path / "nan.safetensors", _set("scaling", 1, 0, value=float("nan")))
+    (tmp_path / "x.csv").write_text("a,b,c\n1,2,3\n4,5,6\n")
+    out = tmp_path / "p.csv"
+    argv = ["predict", "--model", str(forged), "--data", str(tmp_path / "x.csv"), "--device", "cpu", "--out", str(out)]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"gpunn: error: {forged}: ensemble member 1: invalid model description: scaling scale of feature 0 is nan; "
+        "it must be a finite number > 0"
+    )
+    assert not out.exists()
+
+
+def test_the_ensemble_digest_is_the_one_old_files_hold(saved_ensemble):
+    """Ensemble files hold a SHA-256 over the JSON and then each tensor's name and little-endian bytes in name
+    order (as Ensemble.save computed it with tobytes): checkpoint's digest gives that hash."""
+    import hashlib
+
+    tensors = safetensors.numpy.load_file(saved_ensemble)
+    with safe_open(saved_ensemble, "np") as f:
+        meta = f.metadata()
+    h = hashlib.sha256(meta["gpunn"].encode())
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].astype(tensors[name].dtype.newbyteorder("<")).tobytes())
+    assert meta["sha256"] == h.hexdigest() == checkpoint._digest(meta["gpunn"], tensors)
+    assert meta["format"] == "gpunn.ensemble" and meta["format_version"] == "1"
+
+
+# ------------------------------------------------------------------------------ special files, as ensembles
+def _in_subprocess(code, timeout=30):
+    """Run ``code`` in a child with a time limit, so that a reader that blocks fails the test instead of hanging."""
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout)
+    return (out.stdout + out.stderr).strip()
+
+
+def test_ensemble_load_and_is_ensemble_file_refuse_a_fifo_at_once(tmp_path):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)  # no writer: open() alone would block
+    message = _in_subprocess(
+        f"""
+        import gpunn
+        print(gpunn.ensemble.is_ensemble_file({str(fifo)!r}))
+        try:
+            gpunn.ensemble.load({str(fifo)!r}, device="cpu")
+        except gpunn.CheckpointError as exc:
+            print(exc)
+        """
+    )
+    assert message == f"False\n{fifo}: not a regular file but a FIFO (named pipe); a checkpoint is a file written " \
+                      "by MLP.save, Ensemble.save or 'gpunn train --save'"  # fmt: skip
+
+
+def test_ensemble_load_refuses_a_symlink_to_dev_zero(tmp_path):
+    """Before: read until MemoryError. In a child whose address space is capped, so that a reader that reads it
+    fails the test at once instead of taking the machine's memory."""
+    if not os.path.exists("/dev/zero"):
+        pytest.skip("no /dev/zero here")
+    link = tmp_path / "zero.safetensors"
+    link.symlink_to("/dev/zero")
+    message = _in_subprocess(
+        f"""
+        import resource
+        import gpunn
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        print(gpunn.ensemble.is_ensemble_file({str(link)!r}))
+        try:
+            gpunn.ensemble.load({str(link)!r}, device="cpu")
+        except gpunn.CheckpointError as exc:
+            print(exc)
+        """
+    )
+    assert message == f"False\n{link}: not a regular file but a character device; a checkpoint is a file written by " \
+                      "MLP.save, Ensemble.save or 'gpunn train --save'"  # fmt: skip
+
+
+def test_a_sparse_1_gib_ensemble_file_is_refused_from_its_size_reading_its_header_alone(saved_ensemble, tmp_path):
+    """Before: gpunn.ensemble.load read the whole file (1.09 GB of memory) before refusing it."""
+    import tracemalloc
+
+    sparse = tmp_path / "sparse.safetensors"
+    sparse.write_bytes(saved_ensemble.read_bytes())
+    os.truncate(sparse, 2**30)  # a hole: nothing is written, reading it would take 1 GiB
+    header = 8 + int.from_bytes(saved_ensemble.read_bytes()[:8], "little")
+    tracemalloc.start()
+    try:
+        assert gpunn.ensemble.is_ensemble_file(sparse)
+        with pytest.raises(gpunn.CheckpointError, match=r"sparse.safetensors: file is truncated or padded: tensors "
+                                                         r"need \d+ bytes of data, file has 10737"):  # fmt: skip
+            gpunn.ensemble.load(sparse, device="cpu")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * header < 2**20, f"{peak} bytes allocated to refuse a file whose header is {header} bytes"
+
+
+# --------------------------------------------------------------------------------------------- nesting bombs
+DEEP = 100_000
+
+
+def _bomb(tmp_path, kind, where):
+    """A file of format ``kind`` whose header (``where`` "header") or model description ("description") holds
+    100,000 nested '['."""
+    meta = {"format": kind, "format_version": "1", "gpunn": "[" * DEEP + "]" * DEEP, "sha256": "0" * 64}
+    if where == "header":
+        meta["gpunn"] = "{}"
+    raw = json.dumps({"__metadata__": meta}).encode()
+    if where == "header":
+        raw = raw[:-1] + b', "x": ' + b"[" * DEEP + b"]" * DEEP + b"}"
+    path = tmp_path / f"{kind}-{where}.safetensors"
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw)
+    return path
+
+
+@pytest.mark.parametrize("where", ["header", "description"])
+@pytest.mark.parametrize("kind", ["gpunn.mlp", "gpunn.ensemble"])
+def test_a_nested_json_bomb_is_a_checkpoint_error(tmp_path, capsys, kind, where):
+    """Before: a RecursionError traceback from gpunn.load and gpunn predict."""
+    from gpunn import cli
+
+    path = _bomb(tmp_path, kind, where)
+    what = "header" if where == "header" else "model description in the header"
+    message = rf"^{path}: {what} nests {DEEP + (where == 'header')} levels deep, more than the 200 a gpunn file may"
+    with pytest.raises(gpunn.CheckpointError, match=message):
+        gpunn.load(path, device="cpu")
+    with pytest.raises(gpunn.CheckpointError, match=message if kind == "gpunn.ensemble" or where == "header" else
+                       rf"^{path}: not a gpunn ensemble file"):  # fmt: skip
+        gpunn.ensemble.load(path, device="cpu")
+    assert gpunn.ensemble.is_ensemble_file(path) == (kind == "gpunn.ensemble" and where == "description")
+    (tmp_path / "x.csv").write_text("a,b,c\n1,2,3\n")
+    assert cli.main(["predict", "--model", str(path), "--data", str(tmp_path / "x.csv"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"gpunn: error: {path}: {what} nests"), err
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": "[[[\\"[", "b": [[1], {"c": "]}"}]}',
+        '[[[[]]], [], {"x": [{"y": "\\\\"}]}]',
+        '{"s": "{{{{{{{{{{{{{{{{", "t": ["\\u005b"]}',
+        "[" * 300 + "]" * 300,
+        "[" + ",".join(["[]"] * 1000) + "]",
+        json.dumps({"deep": [[["]]]"]]], "k": {"z": '"[['}}),
+    ],
+)
+def test_the_nesting_count_is_the_decoded_json_s(text):
+    """The count against its oracle: the depth of what json.loads decodes."""
+
+    def depth(value):
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        return 0 if children is None else 1 + max(map(depth, children), default=0)
+
+    assert checkpoint._nesting(text) == depth(json.loads(text))
+
+
+def test_the_nesting_count_takes_linear_time_on_an_unclosed_string():
+    """A string that never closes, full of escaped quotes: a pattern that backtracked would take minutes."""
+    text = '{"a": "' + '\\"[' * 2_000_000
+    start = time.perf_counter()
+    assert checkpoint._nesting(text) == 1
+    assert time.perf_counter() - start < 5
+
+
+def test_a_model_nested_deeper_than_a_file_holds_is_not_saved(tmp_path):
+    """What save writes, load reads: metadata nested past the cap is refused at save, and nothing is written."""
+    m = gpunn.MLP([2, 3, 1], device="cpu")
+    m.metadata["notes"] = json.loads("[" * 190 + "]" * 190)  # within the cap: saved and loaded
+    m.save(tmp_path / "ok.safetensors")
+    assert gpunn.load(tmp_path / "ok.safetensors", device="cpu").metadata["notes"] == m.metadata["notes"]
+    m.metadata["notes"] = json.loads("[" * 300 + "]" * 300)
+    with pytest.raises(gpunn.CheckpointError, match=r"deep.safetensors: not saved: the model description nests 302 "):
+        m.save(tmp_path / "deep.safetensors")
+    assert os.listdir(tmp_path) == ["ok.safetensors"]
+
+
+# ------------------------------------------------------------------------------------------------ full disk
+@pytest.mark.parametrize("fails", ["fsync", "replace"])
+@pytest.mark.parametrize("what", ["mlp", "ensemble"])
+def test_a_save_onto_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch, what, fails):
+    """Before: OSError [Errno 28] without a file name (a failed write, fsync or rename)."""
+    import errno
+
+    model = gpunn.MLP([2, 3, 1], device="cpu") if what == "mlp" else gpunn.Ensemble([2, 3, 1], 2, device="cpu")
+    path = tmp_path / "model.safetensors"
+    model.save(path)
+    before = path.read_bytes()
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, fails, full)
+    with pytest.raises(OSError) as info:
+        model.save(path)
+    monkeypatch.undo()
+    assert (info.value.errno, info.value.strerror, info.value.filename) == (
+        errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)
+    )  # fmt: skip
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["model.safetensors"]  # no temporary file left

@@ -270,6 +270,8 @@ def test_a_lone_model_file_is_not_an_ensemble(tmp_path):
     ens = gpunn.Ensemble([2, 3, 1], 2, device="cpu")
     ens.fit(np.eye(2), [0, 1], epochs=1, verbose=0)
     ens.save(tmp_path / "e.safetensors")
+    with pytest.raises(gpunn.CheckpointError, match=r"e.safetensors: holds an ensemble, not one network \(gpunn.load"):
+        gpunn.MLP([2, 3, 1], device="cpu").load_weights(tmp_path / "e.safetensors")
     data = bytearray((tmp_path / "e.safetensors").read_bytes())
     data[-3] ^= 0xFF
     (tmp_path / "bad.safetensors").write_bytes(bytes(data))
@@ -456,6 +458,40 @@ def test_gpunn_load_gives_back_what_the_file_holds(tmp_path):
     os.mkfifo(tmp_path / "fifo")  # neither: refused at once, as a lone checkpoint's reader refuses it
     with pytest.raises(gpunn.CheckpointError, match="not a regular file"):
         gpunn.load(tmp_path / "fifo")
+
+
+def test_an_ensemble_file_written_before_the_shared_codec_loads_and_resumes_as_it_did():
+    """tests/data/gpunn-ensemble-v1.safetensors was written by Ensemble.save as it was before checkpoint.write
+    packed ensemble files (safetensors.numpy.save's layout): two float64 members [3, 4, 1] with string labels,
+    standardization, Adam, dropout 0.1 on member 1 and an early-stopping state each, after 2 epochs of
+    ``fit(X, labels, batch_size=16, optimizer="adam", lr=[0.01, 0.02])``. It loads with what the reference reader
+    finds in it, and 2 more epochs give the weights that code gave (saved beside it by that code)."""
+    import safetensors.numpy
+    from safetensors import safe_open
+
+    data = os.path.join(os.path.dirname(__file__), "data")
+    path = os.path.join(data, "gpunn-ensemble-v1.safetensors")
+    stored = safetensors.numpy.load_file(path)
+    with safe_open(path, "np") as f:
+        assert f.metadata()["format"] == "gpunn.ensemble" and f.metadata()["format_version"] == "1"
+    assert gpunn.ensemble.is_ensemble_file(path)
+    ens = gpunn.load(path, device="cpu")
+    assert isinstance(ens, gpunn.Ensemble) and [m.epoch for m in ens.members] == [2, 2]
+    for k, m in enumerate(ens.members):
+        np.testing.assert_array_equal(m.params, stored[f"members.{k}.params"])
+        for slot in ("m", "v"):
+            np.testing.assert_array_equal(m.optimizer_state[slot], stored[f"members.{k}.optimizer.{slot}"])
+        held = m.metadata["callbacks"]["early_stopping"]
+        np.testing.assert_array_equal(held["best_params"], stored[f"members.{k}.callbacks.early_stopping.params"])
+        assert m.classes.tolist() == ["no", "yes"] and m.optimizer_state["step"] == 8 and m.scaling is not None
+    assert [m.dropout for m in ens.members] == [0.0, 0.1] and [m.seed for m in ens.members] == [1, 2]
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    labels = np.array(["no", "yes"])[(X[:, 0] * X[:, 1] > 0).astype(int)]
+    ens.fit(X, labels, epochs=2, batch_size=16, optimizer="adam", lr=[0.01, 0.02], verbose=0)
+    expected = np.load(os.path.join(data, "gpunn-ensemble-v1-next.npy"))
+    for k, m in enumerate(ens.members):
+        np.testing.assert_allclose(m.params, expected[k], rtol=0, atol=1e-14)
 
 
 def test_on_epoch_sees_every_member_at_the_end_of_each_epoch():
