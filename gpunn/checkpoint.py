@@ -298,6 +298,9 @@ def validate_ensemble(config: Any) -> list[dict[str, Any]]:
             if callbacks is not None and isinstance(description["metadata"], dict):
                 description["metadata"]["callbacks"] = callbacks
             validate_config(description)
+            diverged = description.get("diverged")  # why the member was set aside (absent in older files)
+            if diverged is not None and not (isinstance(diverged, str) and 0 < len(diverged) <= 10_000):
+                raise _invalid("diverged", f"is {diverged!r}; it must be null or the message of the divergence")
             own = [key for key in ENSEMBLE_SHARED if key in member]
             if own:  # checked after validate_config, so that a bad value is named as in a one-network file
                 raise CheckpointError(f"holds its own {', '.join(own)}; the members share the ensemble's")

@@ -197,15 +197,15 @@ class MLP:
         if config["optimizer"] is not None:
             for slot in optim.SLOTS[config["optimizer"]["name"]]:
                 slots[slot] = checkpoint.flat(tensors, [f"optimizer.{slot}.{j}" for j in range(n)])
-        return cls._from_config(config, params, slots, device, xp)
+        return cls.restore(config, params, slots, device, xp)
 
     @classmethod
-    def _from_config(
+    def restore(
         cls, c: dict[str, Any], params: np.ndarray, slots: dict[str, np.ndarray], device: Any, xp: Any,
         compile: Any = "auto",
     ) -> MLP:  # fmt: skip
-        """The model of a saved description ``c`` with its flat parameters and optimizer slots (host arrays), on
-        ``device`` (and ``xp``): what a checkpoint and each member of an ensemble file hold."""
+        """The model of a saved (validated) description ``c`` with its flat parameters and optimizer slots (host
+        arrays), on ``device`` (and ``xp``): what a checkpoint and each member of an ensemble file hold."""
         m = cls.__new__(cls)
         m.__dict__["_loading"] = True  # the constructor draws no initial weights: the file's replace them
         m.__init__(  # type: ignore[misc]

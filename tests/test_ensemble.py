@@ -636,3 +636,14 @@ def test_members_learn_labels_and_a_standardized_target_as_a_lone_mlp_does(outpu
         }
     ens.save(tmp_path / "e.safetensors")  # what the members learned travels with them
     np.testing.assert_array_equal(gpunn.load(tmp_path / "e.safetensors", device="cpu").predict(X), ens.predict(X))
+
+
+def test_a_diverged_member_stays_set_aside_through_save_and_load(tmp_path):
+    X, y = _data("identity")
+    ens = gpunn.Ensemble(_sizes("identity"), 3, seed=SEEDS, output="identity", device="cpu", dtype="float64")
+    with pytest.warns(RuntimeWarning):
+        ens.fit(X, y, epochs=10, verbose=0, lr=[0.01, 3.0, 0.01])
+    ens.save(tmp_path / "e.safetensors")
+    back = gpunn.load(tmp_path / "e.safetensors", device="cpu")
+    assert back.diverged == ens.diverged and back.diverged[1] is not None
+    np.testing.assert_array_equal(_host(back.predict(X)), _host(ens.predict(X)))

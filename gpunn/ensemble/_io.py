@@ -50,6 +50,7 @@ def save(ens: Ensemble, path: str | os.PathLike[str]) -> None:
             "scaling": None if m.scaling is None else [s.tolist() for s in m.scaling], "callbacks": callbacks,
             "classes": None if m.classes is None else np.asarray(m.classes).tolist(),
             "target_scaling": None if m.target_scaling is None else [s.tolist() for s in m.target_scaling],
+            "diverged": ens.diverged[k],
         })  # fmt: skip
     config = {**{key: getattr(m0, key) for key in checkpoint.ENSEMBLE_SHARED}, "members": members}
     config["metadata"] = {key: v for key, v in config["metadata"].items() if key != "callbacks"}  # per member
@@ -77,7 +78,7 @@ def load(path: str | os.PathLike[str], *, device: Any = "auto", xp: Any = None, 
                 slot: ckpt.tensors[f"members.{k}.optimizer.{slot}"] for slot in optim.SLOTS[optimizer["name"]]
             }  # fmt: skip
             params = ckpt.tensors[f"members.{k}.params"]
-            models.append(MLP._from_config(description, params, slots, device, xp, compile))
+            models.append(MLP.restore(description, params, slots, device, xp, compile))
     except (CheckpointError, DeviceError):
         raise
     except GpunnError as exc:
@@ -86,4 +87,6 @@ def load(path: str | os.PathLike[str], *, device: Any = "auto", xp: Any = None, 
         raise CheckpointError(
             f"{os.fspath(path)}: invalid ensemble description ({type(exc).__name__}: {exc})"
         ) from None
-    return Ensemble.from_members(models)
+    ens = Ensemble.from_members(models)
+    ens.diverged = [description.get("diverged") for description in ckpt.members]
+    return ens
