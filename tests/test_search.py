@@ -9,6 +9,8 @@ import warnings
 import numpy as np
 import pytest
 
+import gpunn
+
 pytest.importorskip("sklearn")
 
 from sklearn.model_selection import GridSearchCV, KFold  # noqa: E402
@@ -113,3 +115,24 @@ def test_bad_arguments_name_the_problem(kwargs, error, match):
     args = {"estimator": est, "param_grid": {"alpha": [1e-4]}, **kwargs}
     with pytest.raises(error, match=match):
         MLPSearchCV(**args).fit(X, y)
+
+
+def test_a_candidate_that_diverges_scores_error_score_as_gridsearchcv_scores_a_failed_fit():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 3))
+    y = X[:, 0] * 3.0 + X[:, 1]
+    est = MLPRegressor(hidden_layer_sizes=(6,), solver="sgd", max_iter=40, random_state=0, device="cpu",
+                       batch_size=90)  # fmt: skip
+    grid = {"learning_rate_init": [0.01, 50.0]}  # the second explodes: its lone fit raises DivergenceError
+    with pytest.warns(Warning) as caught:
+        ours = MLPSearchCV(est, grid, cv=3).fit(X, y)
+        ref = GridSearchCV(est, grid, cv=3).fit(X, y)
+    from sklearn.exceptions import FitFailedWarning
+
+    assert sum(isinstance(w.message, FitFailedWarning) for w in caught) == 2  # one each
+    assert np.isnan(ref.cv_results_["mean_test_score"][1])  # the oracle failed that candidate
+    _compare(ours, ref, X)
+    with pytest.raises(gpunn.DivergenceError):
+        MLPSearchCV(est, grid, cv=3, error_score="raise").fit(X, y)
+    with pytest.raises(ValueError, match="error_score must be 'raise' or a number"):
+        MLPSearchCV(est, grid, cv=3, error_score="nan").fit(X, y)

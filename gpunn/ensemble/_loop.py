@@ -65,50 +65,72 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
     if isinstance(X, Dataset) or isinstance(validation_data, Dataset):
         raise InputError("Ensemble.fit takes arrays in memory; a streamed gpunn.data.Dataset trains one MLP at a time")
     if convert:
-        X, y = feed.adopt(m0.spec_for((1, 1)), X), feed.adopt(m0.spec_for((1, 1)), y)
-        if isinstance(validation_data, (tuple, list)):
-            validation_data = tuple(feed.adopt(m0.spec_for((1, 1)), v) for v in validation_data)
+        X, y, validation_data = _adopted(m0, X, y, validation_data)
     with _backend.device_scope(ens.xp, ens.device):
         sizes = m0.sizes or feed.learn.sizes(m0.hidden or [], m0.spec_for((1, 1)), X, y)
-        chosen: list[Any] = [None]
-
-        def weights(spec: feed.Spec, y: Any, n: int) -> np.ndarray | None:
-            chosen[0] = member_rows = _args.check_rows(rows, k, n)
-            if member_rows is not None:
-                _args.check_member_classes(spec, y, member_rows)
-                if m0.standardize and m0.scaling is None:
-                    raise ConfigError("rows= with standardize=True: each member would learn its own scaling; "
-                                      "standardize X beforehand (or fit the ensemble once on all rows)")  # fmt: skip
-            return _args.weights(spec, sample_weight, class_weight, y, n, k, member_rows)
-
-        p = feed.prepare(m0.spec_for(sizes), m0.learned, X, y, validation_data, first=not m0.fitted, copy=copy,
-                         weights=weights)  # fmt: skip
+        p, member_rows = _prepare(ens, sizes, X, y, validation_data, rows, sample_weight, class_weight, copy)
         # Everything is valid: from here on the call changes the members (and, with copy=False, X).
         for m in members:
             m.build(sizes)
         if comm is not None:  # every rank must train the same members on the same data, from the same weights
-            comm.check_agreement(
-                p.spec, p.x, p.target, p.weight_host, dropout=max(m.dropout for m in members),
-                generator=m0.rng.bit_generator.state, scaling=p.learned.scaling, epochs=s.epochs,
-                batch_size=s.batch_size, shuffle=s.shuffle, members=k, seeds=[m.seed for m in members],
-                optimizer=list(s.optimizers), lr=list(s.schedules), l2=list(s.l2), clip_norm=s.clip_norm,
-                dropouts=[m.dropout for m in members], rows=_distributed.rows_digest(chosen[0]),
-                generators=_distributed.generators(members),
-            )  # fmt: skip
-            for m, params in zip(members, comm.broadcast_arrays([m.params for m in members], ens.xp, ens.device)):
-                m.set_state(params, m.optimizer_state)
+            _agree(ens, comm, p, s, member_rows)
         for m, opt, schedule in zip(members, s.optimizers, s.schedules):
             m.learned = p.learned
             m.begin(opt, schedule)
         first = [m.history.epochs for m in members]
-        opts = s.optimizers
-        wd = None if opts[0].name != "adamw" else tuple(o.hyper["weight_decay"] for o in opts)
-        hyper = stacked_hyper(sizes, m0.activation, m0.output, m0.loss, opts[0], s.l2, s.clip_norm,
-                              tuple(m.dropout for m in members), tuple(m.seed for m in members), wd)  # fmt: skip
-        plan = Plan(ens, p.x, p.target, p.weight_host, chosen[0], s.batch_size, s.shuffle)
+        plan = Plan(ens, p.x, p.target, p.weight_host, member_rows, s.batch_size, s.shuffle)
         verbose = s.verbose if comm is None or comm.rank == 0 else 0
-        _run(ens, plan, p.val, hyper, s, verbose, member_callbacks, on_epoch, comm)
+        _run(ens, plan, p.val, _hyper(ens, sizes, s), s, verbose, member_callbacks, on_epoch, comm)
     return [m.history.since(f) for m, f in zip(members, first)]
+
+
+def _adopted(m0: Any, X: Any, y: Any, validation_data: Any) -> tuple[Any, Any, Any]:
+    """``fit(convert=True)``'s input, as arrays of the members' namespace and device."""
+    spec = m0.spec_for((1, 1))
+    if isinstance(validation_data, (tuple, list)):
+        validation_data = tuple(feed.adopt(spec, v) for v in validation_data)
+    return feed.adopt(spec, X), feed.adopt(spec, y), validation_data
+
+
+def _prepare(ens: Ensemble, sizes: list[int], X: Any, y: Any, validation_data: Any, rows: Any, sample_weight: Any,
+             class_weight: Any, copy: bool) -> tuple[feed.Prepared, list[np.ndarray] | None]:  # fmt: skip
+    """:func:`gpunn.feed.prepare` with the members' rows (``rows=``) and sample weights (one row per member)."""
+    k, m0 = len(ens.members), ens.members[0]
+    chosen: list[Any] = [None]
+
+    def weights(spec: feed.Spec, y: Any, n: int) -> np.ndarray | None:
+        chosen[0] = member_rows = _args.check_rows(rows, k, n)
+        if member_rows is not None:
+            _args.check_member_classes(spec, y, member_rows)
+            if m0.standardize and m0.scaling is None:
+                raise ConfigError("rows= with standardize=True: each member would learn its own scaling; "
+                                  "standardize X beforehand (or fit the ensemble once on all rows)")  # fmt: skip
+        return _args.weights(spec, sample_weight, class_weight, y, n, k, member_rows)
+
+    p = feed.prepare(m0.spec_for(sizes), m0.learned, X, y, validation_data, first=not m0.fitted, copy=copy,
+                     weights=weights)  # fmt: skip
+    return p, chosen[0]
+
+
+def _agree(ens: Ensemble, comm: Any, p: feed.Prepared, s: settings.FitSettings, rows: Any) -> None:
+    """Every rank trains the same members on the same data with the same settings, from rank 0's weights."""
+    members, m0 = ens.members, ens.members[0]
+    comm.check_agreement(
+        p.spec, p.x, p.target, p.weight_host, dropout=max(m.dropout for m in members),
+        generator=m0.rng.bit_generator.state, scaling=p.learned.scaling, epochs=s.epochs, batch_size=s.batch_size,
+        shuffle=s.shuffle, members=len(members), seeds=[m.seed for m in members], optimizer=list(s.optimizers),
+        lr=list(s.schedules), l2=list(s.l2), clip_norm=s.clip_norm, dropouts=[m.dropout for m in members],
+        rows=_distributed.rows_digest(rows), generators=_distributed.generators(members),
+    )  # fmt: skip
+    for m, params in zip(members, comm.broadcast_arrays([m.params for m in members], ens.xp, ens.device)):
+        m.set_state(params, m.optimizer_state)
+
+
+def _hyper(ens: Ensemble, sizes: list[int], s: settings.FitSettings) -> StackedHyper:
+    members, m0, opts = ens.members, ens.members[0], s.optimizers
+    wd = None if opts[0].name != "adamw" else tuple(o.hyper["weight_decay"] for o in opts)
+    return stacked_hyper(sizes, m0.activation, m0.output, m0.loss, opts[0], s.l2, s.clip_norm,
+                         tuple(m.dropout for m in members), tuple(m.seed for m in members), wd)  # fmt: skip
 
 
 def same_scaling(a: Any, b: Any) -> bool:

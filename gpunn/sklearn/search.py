@@ -23,7 +23,7 @@ import numpy as np
 
 try:
     from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
-    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.exceptions import ConvergenceWarning, FitFailedWarning
     from sklearn.metrics import check_scoring
     from sklearn.model_selection import ParameterGrid, check_cv, train_test_split
     from sklearn.utils import _safe_indexing
@@ -34,6 +34,7 @@ from scipy.stats import rankdata
 
 from .. import schedules
 from ..ensemble import Ensemble
+from ..errors import DivergenceError
 from ._base import _HELD, _BaseMLP
 
 
@@ -45,6 +46,7 @@ class _Task:
         self.fit_time = 0.0
         self.score = np.nan
         self.score_time = 0.0
+        self.error: str | None = None  # why the fit failed (its divergence), or None
 
     def prepare(self, X: Any, y: Any, fit_params: dict[str, Any]) -> None:
         """Run the estimator's fit up to its training: it validates, encodes the targets and draws its initial
@@ -125,11 +127,18 @@ def _train_group(tasks: list[_Task], n: int) -> None:
     ens = Ensemble.from_members([t.estimator._model for t in tasks], compile=est0._model.compile)
     batch = first.key()[9]
     start = time.perf_counter()
-    ens.fit(
-        X, T, epochs=max(t.epochs for t in tasks), lr=rates, batch_size=batch, optimizer=est0._optimizer(),
-        shuffle=est0.shuffle, verbose=0, l2=l2s, callbacks=callbacks, sample_weight=weights, rows=rows,
-    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="gpunn: ensemble member", category=RuntimeWarning)
+        try:  # a member that diverges is set aside: its task failed, as the lone estimator's fit would have
+            ens.fit(
+                X, T, epochs=max(t.epochs for t in tasks), lr=rates, batch_size=batch, optimizer=est0._optimizer(),
+                shuffle=est0.shuffle, verbose=0, l2=l2s, callbacks=callbacks, sample_weight=weights, rows=rows,
+            )  # fmt: skip
+        except DivergenceError:
+            pass  # every member diverged: every task failed
     elapsed = (time.perf_counter() - start) / len(tasks)
+    for task, reason in zip(tasks, ens.diverged):
+        task.error = reason
     for task, best in zip(tasks, bests):
         est = task.estimator
         est._best_weights = best["weights"]
@@ -173,6 +182,10 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
         One metric, as for ``GridSearchCV``; the estimator's ``score`` by default.
     refit : bool
         Refit the best candidate on all of ``X`` into ``best_estimator_``.
+    error_score : "raise" or float
+        The score of a fit that diverged (its member of the stacked ensemble was set aside), as ``GridSearchCV``
+        scores a fit that failed: ``np.nan`` by default, with one ``FitFailedWarning``; "raise" raises its
+        ``DivergenceError``.
 
     Attributes
     ----------
@@ -182,12 +195,16 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
         How many stacked ensembles the search trained.
     """
 
-    def __init__(self, estimator: Any, param_grid: Any, *, cv: Any = 5, scoring: Any = None, refit: bool = True):
+    def __init__(
+        self, estimator: Any, param_grid: Any, *, cv: Any = 5, scoring: Any = None, refit: bool = True,
+        error_score: Any = np.nan,
+    ):  # fmt: skip
         self.estimator = estimator
         self.param_grid = param_grid
         self.cv = cv
         self.scoring = scoring
         self.refit = refit
+        self.error_score = error_score
 
     def fit(self, X: Any, y: Any, **fit_params: Any) -> MLPSearchCV:
         """Fit every candidate on every fold, stacked; then refit the best on all of ``X``. ``fit_params`` (such
@@ -198,6 +215,10 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
             raise ValueError(f"refit must be True or False; got {self.refit!r}")
         if isinstance(self.scoring, (list, tuple, set, Mapping)):
             raise ValueError("MLPSearchCV takes one metric: scoring is a string, a callable or None")
+        if not (isinstance(self.error_score, str) and self.error_score == "raise") and not isinstance(
+            self.error_score, (int, float, np.number)
+        ):
+            raise ValueError(f"error_score must be 'raise' or a number; got {self.error_score!r}")
         X, y = indexable(X, y)
         fit_params = dict(fit_params)
         groups = fit_params.pop("groups", None)
@@ -205,30 +226,14 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
         cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
         splits = list(cv.split(X, y, groups))
         self.scorer_ = check_scoring(self.estimator, self.scoring)
-        score_weight = fit_params.get("sample_weight") if _forwards_weights(self.scorer_) else None
-        n = len(y)
-        tasks = []
-        for c, params in enumerate(candidates):
-            for f, (train, test) in enumerate(splits):
-                est = clone(self.estimator).set_params(**clone(params, safe=False))
-                task = _Task(c, f, est, np.asarray(train), np.asarray(test))
-                fold_params = {k: _safe_indexing(v, task.train) if _per_row(v, n) else v for k, v in fit_params.items()}
-                start = time.perf_counter()
-                task.prepare(X, y, fold_params)
-                task.fit_time = time.perf_counter() - start
-                tasks.append(task)
+        tasks = self._tasks(candidates, splits, X, y, fit_params)
         stacks: dict[tuple, list[_Task]] = {}
         for task in tasks:
             stacks.setdefault(task.key(), []).append(task)
         for stack in stacks.values():
-            _train_group(stack, n)
+            _train_group(stack, len(y))
         self.n_ensembles_ = len(stacks)
-        for task in tasks:
-            start = time.perf_counter()
-            kw = {} if score_weight is None else {"sample_weight": _safe_indexing(score_weight, task.test)}
-            X_test, y_test = _safe_indexing(X, task.test), _safe_indexing(y, task.test)
-            task.score = float(self.scorer_(task.estimator, X_test, y_test, **kw))
-            task.score_time = time.perf_counter() - start
+        self._score(tasks, X, y, fit_params.get("sample_weight") if _forwards_weights(self.scorer_) else None)
         self.cv_results_ = self._results(candidates, len(splits), tasks)
         self.n_splits_ = len(splits)
         self.best_index_ = int(self.cv_results_["rank_test_score"].argmin())
@@ -241,6 +246,45 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
             self.refit_time_ = time.perf_counter() - start
         self.multimetric_ = False
         return self
+
+    def _tasks(self, candidates: list[dict[str, Any]], splits: list[Any], X: Any, y: Any,
+               fit_params: dict[str, Any]) -> list[_Task]:  # fmt: skip
+        """Every (candidate, fold)'s estimator, validated and stopped where it would train."""
+        n, tasks = len(y), []
+        for c, params in enumerate(candidates):
+            for f, (train, test) in enumerate(splits):
+                est = clone(self.estimator).set_params(**clone(params, safe=False))
+                task = _Task(c, f, est, np.asarray(train), np.asarray(test))
+                fold_params = {k: _safe_indexing(v, task.train) if _per_row(v, n) else v for k, v in fit_params.items()}
+                start = time.perf_counter()
+                task.prepare(X, y, fold_params)
+                task.fit_time = time.perf_counter() - start
+                tasks.append(task)
+        return tasks
+
+    def _score(self, tasks: list[_Task], X: Any, y: Any, score_weight: Any) -> None:
+        """Every task's test score; a fit that diverged scores ``error_score``, as GridSearchCV scores a failed
+        fit (with one FitFailedWarning), or with ``error_score="raise"`` its error is raised."""
+        failed = [task for task in tasks if task.error is not None]
+        if failed and isinstance(self.error_score, str):
+            raise DivergenceError(failed[0].error)
+        for task in tasks:
+            start = time.perf_counter()
+            kw = {} if score_weight is None else {"sample_weight": _safe_indexing(score_weight, task.test)}
+            X_test, y_test = _safe_indexing(X, task.test), _safe_indexing(y, task.test)
+            if task.error is None:
+                task.score = float(self.scorer_(task.estimator, X_test, y_test, **kw))
+            else:
+                task.score = float(self.error_score)
+            task.score_time = time.perf_counter() - start
+        if failed:
+            warnings.warn(
+                f"{len(failed)} fits failed out of a total of {len(tasks)}.\nThe score on these train-test partitions "
+                f"for these parameters will be set to {self.error_score}.\nThe fits failed because they diverged: "
+                + "; ".join(sorted({task.error for task in failed if task.error is not None})),
+                FitFailedWarning,
+                stacklevel=3,
+            )
 
     @staticmethod
     def _results(candidates: list[dict[str, Any]], n_splits: int, tasks: list[_Task]) -> dict[str, Any]:
