@@ -14,7 +14,7 @@ import gpunn
 from gpunn import _validation as check
 from gpunn.cli.targets import streamed_target
 from gpunn.data import Dataset
-from gpunn.data.readers import _read
+from gpunn.data.readers import read_weighted
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -198,7 +198,7 @@ def test_read_and_dataset_word_a_negative_weight_alike(tmp_path):
     w = np.ones(N)
     w[140] = -2.0
     path = _parquet(tmp_path / "w.parquet", X, y, w=w)
-    read = _error(lambda: _read(path, "label", None, "float64", "w"))  # as gpunn train --sample-weight reads it
+    read = _error(lambda: read_weighted(path, "label", None, "float64", "w"))  # as gpunn train --sample-weight reads it
     streamed = _fit_fails(Dataset(path, "label", weight="w"))
     assert read == f"{path}: row 140, weight column 'w': -2.0 is negative; weights are finite numbers >= 0"
     assert streamed == read.replace("row 140,", "row 140 (row group 2),")

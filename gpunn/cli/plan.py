@@ -58,7 +58,7 @@ def _load(s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
     if s["features"] is None and _is_csv(s["data"]):  # before reading: an index of text would fail as a bad cell
         _refuse_unnamed(s, data.readers.csv_header(s["data"], s["delimiter"]))
     # .csv, .csv.gz, .tsv, .parquet, .feather/.arrow, .npy, .npz; X straight in the model's dtype, no float64 copy
-    (X, target, names, _), w = data.readers._read(
+    (X, target, names, _), w = data.readers.read_weighted(
         s["data"], s["target"], s["features"], s["dtype"], s["sample_weight"], s["delimiter"]
     )
     assert target is not None  # read returns the target column when it is asked for one

@@ -83,10 +83,10 @@ def read(
     by row counted from 0 and Parquet row group or Arrow record batch), a ragged CSV row, a truncated or corrupt
     file, a file with no data rows, an unknown file type.
     """
-    return _read(path, target, features, dtype, None, delimiter)[0]
+    return read_weighted(path, target, features, dtype, None, delimiter)[0]
 
 
-def _read(
+def read_weighted(
     path: str | os.PathLike[str], target: Any, features: Sequence[Any] | None, dtype: str, weight: Any,
     delimiter: str | None = None,
 ) -> tuple[ReadResult, np.ndarray | None]:  # fmt: skip
