@@ -1,7 +1,5 @@
 """``python -m gpunn``: the same command as ``gpunn``."""
 
-import sys
+from .cli import leave, main
 
-from .cli import main
-
-sys.exit(main())
+leave(main())

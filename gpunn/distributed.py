@@ -15,20 +15,25 @@ equals a single process training on the same global batches, up to float summati
 
 At the start of ``fit`` the ranks check that they agree on the network, the settings and the data
 (:meth:`Communicator.check_agreement`), and every MPI collective runs under a timeout (``Communicator(timeout=)``,
-``GPUNN_MPI_TIMEOUT``, 600 s by default) so that a stopped rank ends the job instead of hanging it.
+``GPUNN_MPI_TIMEOUT``, 600 s by default) so that a stopped rank ends the job instead of hanging it. The timeout
+covers the start too: MPI's initialisation and a first meeting of every rank in ``Communicator()``, where a rank
+that cannot start (:func:`fail_to_start`) tells the others, and a rank that never arrives ends the job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
 import warnings
 from collections import Counter
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -39,6 +44,7 @@ TIMEOUT_ENV = "GPUNN_MPI_TIMEOUT"
 DEFAULT_TIMEOUT = 600.0  # seconds one collective may wait for the other ranks, unless told otherwise
 FINGERPRINT_BYTES = 64 << 20  # data up to this size is hashed whole, larger data by evenly spaced rows
 TIMEOUT_EXIT = 3  # the MPI_Abort error code of a collective that timed out
+MEETING = "the start-up meeting of every rank (after MPI's initialisation)"
 
 
 class Communicator:
@@ -56,40 +62,68 @@ class Communicator:
         Seconds that one collective (the broadcast of the weights, a step's gradient allreduce, an epoch's
         metrics) may wait for the other ranks before this rank prints which collective timed out and aborts
         the job: a rank that was stopped (SIGSTOP), hangs or died without MPI noticing would otherwise leave
-        the others waiting forever. None (the default) reads ``GPUNN_MPI_TIMEOUT`` and falls back to 600; 0
-        (or ``GPUNN_MPI_TIMEOUT=none``) waits forever. NCCL's allreduce runs on the GPU's stream and is not
-        timed.
+        the others waiting forever. The start is timed as one collective: from before MPI's initialisation to
+        the end of a first meeting of every rank here, so that a rank that failed or exited before it joined
+        ends the job too (see :func:`fail_to_start` for a rank that knows it cannot start). None (the default)
+        reads ``GPUNN_MPI_TIMEOUT`` and falls back to 600; 0 (or ``GPUNN_MPI_TIMEOUT=none``) waits forever.
+        NCCL's allreduce runs on the GPU's stream and is not timed.
     """
 
     def __init__(self, comm: Any = None, *, abort_on_error: bool = True, timeout: float | None = None):
-        self.timeout = _timeout_seconds(timeout)  # first: a bad setting is an error before MPI is touched
-        try:
-            from mpi4py import MPI
-        except ImportError:
-            raise ConfigError("distributed training needs mpi4py: pip install 'gpunn[mpi]'") from None
-        self.MPI = MPI
-        self.comm = comm if comm is not None else MPI.COMM_WORLD
-        self.rank = self.comm.Get_rank()
-        self.size = self.comm.Get_size()
-        self.node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)  # the ranks on this machine
+        # the timeout first: a bad setting is an error before MPI is touched
+        self._join(comm, _timeout_seconds(timeout), None, abort_on_error)
+        self.node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)  # the ranks on this machine
         self.local_rank = self.node.Get_rank()
         self._nccl: Any = None
         self._nccl_ok: bool | None = None  # whether gradients go through NCCL, decided at the first allreduce
-        self._watchdog = _Watchdog(self, self.timeout) if self.timeout is not None and self.size > 1 else None
-        self._steps = self._epochs = 0  # collectives counted, to name the one that timed out
-        if abort_on_error:
-            previous = sys.excepthook
 
-            def abort(kind, value, tb):
-                if getattr(value, "every_rank", False):  # the same error on every rank: each ends on its own
-                    if self.rank == 0:
-                        previous(kind, value, tb)
-                    return
-                previous(kind, value, tb)
-                sys.stderr.flush()
-                self.comm.Abort(1)
+    def _join(self, comm: Any, timeout: float | None, failure: str | None, abort_on_error: bool) -> None:
+        """Initialise MPI (unless done) and meet every rank in one ``allgather`` of ``failure`` (None, or why this
+        rank cannot start): every rank raises the same ConfigError if any rank failed. Both wait for the other
+        ranks, so both are timed, from before MPI's initialisation, by a :class:`_StartWatch` process: MPI_Init
+        holds the GIL, so the watchdog thread could not run while a rank waits there for one that never comes."""
+        self.timeout = timeout
+        watch = _StartWatch.begin(timeout, failure)
+        try:
+            try:
+                from mpi4py import MPI
+            except ImportError:
+                raise ConfigError("distributed training needs mpi4py: pip install 'gpunn[mpi]'") from None
+            self.MPI = MPI
+            self.comm = comm if comm is not None else MPI.COMM_WORLD
+            self.rank = self.comm.Get_rank()
+            self.size = self.comm.Get_size()
+            self._watchdog = _Watchdog(self, timeout) if timeout is not None and self.size > 1 else None
+            self._steps = self._epochs = 0  # collectives counted, to name the one that timed out
+            if abort_on_error:
+                self._abort_on_error()
+            if watch is not None:
+                watch.initialised()
+                every = self.comm.allgather(failure)
+            else:  # a launch _StartWatch does not recognise: the meeting alone is timed, by the thread
+                every = self._collective(MEETING, self.comm.allgather, failure)
+        finally:
+            if watch is not None:
+                watch.stop()
+        problem = _start_failures(every, self.size)
+        if problem is not None:
+            exc: Any = ConfigError(problem)
+            exc.every_rank, exc.rank = True, self.rank  # every rank raises it: rank 0 tells, no MPI_Abort needed
+            raise exc
 
-            sys.excepthook = abort
+    def _abort_on_error(self) -> None:
+        previous = sys.excepthook
+
+        def abort(kind, value, tb):
+            if getattr(value, "every_rank", False):  # the same error on every rank: each ends on its own
+                if self.rank == 0:
+                    previous(kind, value, tb)
+                return
+            previous(kind, value, tb)
+            sys.stderr.flush()
+            self.comm.Abort(1)
+
+        sys.excepthook = abort
 
     def __repr__(self) -> str:
         return f"Communicator(rank={self.rank}, size={self.size}, local_rank={self.local_rank})"
@@ -271,6 +305,149 @@ class _Watchdog:
             owner.comm.Abort(TIMEOUT_EXIT)
         finally:
             os._exit(TIMEOUT_EXIT)
+
+
+# The start-up watch: a separate process, since the rank's own threads cannot run while MPI_Init holds the GIL.
+# It reads its standard input: "i" once MPI is initialised, "d" (or the end of the input: the rank ended) when
+# the meeting is over, and the number of a signal the rank received (Python's wakeup fd, written by its C-level
+# handler even while MPI_Init holds the GIL). Past the deadline it prints its line and kills the rank, and the
+# launcher ends the job; after Ctrl-C, which a rank waiting for the others cannot answer, it does so at once.
+_WATCH = """
+import os, select, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # the rank answers Ctrl-C; this process ends with the rank
+pid, deadline = int(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+line = 3
+while True:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        break
+    if select.select([0], [], [], left)[0]:
+        said = os.read(0, 64)
+        if not said or b"d" in said:
+            sys.exit(0)
+        if b"i" in said:
+            line = 4
+        if bytes([signal.SIGINT]) in said and line != 5:  # a moment for a rank that is not waiting to answer
+            line, deadline = 5, time.monotonic() + 0.5
+if sys.argv[line]:
+    sys.stderr.write(sys.argv[line] + "\\n")
+    sys.stderr.flush()
+os.kill(pid, signal.SIGKILL)
+"""
+_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
+_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "SLURM_NTASKS")
+
+
+class _StartWatch:
+    """Ends a rank that waits longer than the timeout at the start: in MPI's initialisation for a rank that never
+    comes (one that failed or exited before it joined), or in the first meeting for one that stopped there; and
+    a rank that Ctrl-C reached while it waited there. The rank is told apart by its launcher's variables, before
+    MPI is initialised. Rank r waits 0.2 x (r + 1) s more (2 s at most), so that the lowest waiting rank alone
+    reports (the launcher ends the others when it is killed), and a rank that could not start first."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+        self.wakeup: int | None = None  # the wakeup fd this one replaced, while it is set
+        assert process.stdin is not None
+        fd = process.stdin.fileno()
+        os.set_blocking(fd, False)  # as Python's wakeup fd must be; one byte at a time fits the pipe
+        try:
+            self.wakeup = signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+        except ValueError:  # not the main thread: Ctrl-C is not relayed
+            pass
+
+    @classmethod
+    def begin(cls, timeout: float | None, failure: str | None) -> _StartWatch | None:
+        rank, size = _launch_position()
+        if timeout is None or size < 2 or os.name != "posix" or not sys.executable:
+            return None
+        who = f"rank {rank} of {size}" if rank is not None else f"a rank of {size}"
+        limit = f"stopping every rank (Communicator(timeout=) or {TIMEOUT_ENV} sets the limit)"
+        if failure is not None:  # this rank's reason goes first: it is what the user needs to read
+            grace = 0.0
+            lines = [f"gpunn: error: {who} could not start: {failure}; the other ranks did not join within {timeout:g} "
+                     f"s to hear it; {limit}"] * 2  # fmt: skip
+        else:
+            grace = 0.2 * min((rank or 0) + 1, 10)
+            waited = f"gpunn: error: {who} waited more than {timeout:g} s for the other ranks"
+            lines = [
+                f"{waited} to start (in MPI's initialisation): a rank failed or exited before it joined, or has not "
+                f"started; {limit}",
+                f"{waited} in {MEETING}: a rank has stopped, hangs or died; {limit}",
+            ]
+        # after Ctrl-C: rank 0 says it (the others are interrupted too, and say nothing, as gpunn train's do)
+        lines.append(f"\ngpunn: interrupted while {who} waited for the other ranks to start" if rank == 0 else "")
+        command = [sys.executable, "-I", "-S", "-c", _WATCH, str(os.getpid()), str(timeout + grace), *lines]
+        try:
+            return cls(subprocess.Popen(command, stdin=subprocess.PIPE))
+        except OSError:  # no process to spare: the meeting is still timed, by the thread
+            return None
+
+    def _say(self, what: bytes) -> None:
+        stdin = self.process.stdin
+        assert stdin is not None
+        try:
+            stdin.write(what)
+            stdin.flush()
+        except (OSError, ValueError):  # it has ended already
+            pass
+
+    def initialised(self) -> None:
+        self._say(b"i")
+
+    def stop(self) -> None:
+        if self.wakeup is not None:
+            with contextlib.suppress(ValueError):
+                signal.set_wakeup_fd(self.wakeup)
+        self._say(b"d")
+        with contextlib.suppress(OSError):
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+        self.process.wait()
+
+
+def _launch_position() -> tuple[int | None, int]:
+    """This process's rank (None if not told) and the number of ranks, from the launcher's variables: known
+    before MPI is initialised."""
+    size = next((v for v in map(os.environ.get, _SIZE_VARIABLES) if v and v.isdigit()), "1")
+    rank = next((v for v in map(os.environ.get, _RANK_VARIABLES) if v and v.isdigit()), None)
+    return (int(rank) if rank is not None else None), int(size)
+
+
+def _start_failures(every: list[Any], size: int) -> str | None:
+    """One line naming the ranks that could not start and why (their messages, in order), else None."""
+    failed: dict[str, list[int]] = {}
+    for rank, message in enumerate(every):
+        if message is not None:
+            failed.setdefault(" ".join(str(message).split()), []).append(rank)
+    if not failed:
+        return None
+    parts = []
+    for message, ranks in failed.items():
+        if len(ranks) == size:
+            who = f"every rank of {size}" if size > 1 else "the rank"
+        elif len(ranks) == 1:
+            who = f"rank {ranks[0]} of {size}"
+        else:
+            shown = ", ".join(map(str, ranks[:8]))
+            who = f"ranks {shown} of {size}" if len(ranks) <= 8 else f"{len(ranks)} ranks of {size} ({shown}, ...)"
+        parts.append(f"{who} could not start: {message}")
+    return "; ".join(parts) + "; stopping every rank"
+
+
+def fail_to_start(message: str, *, timeout: float | None = None) -> NoReturn:
+    """Tell the other ranks of an MPI job that this one cannot start (a refused argument, a bad setting) so that
+    they end at once instead of waiting for it: this rank initialises MPI and takes part in the first meeting of
+    ``Communicator()`` with ``message``, and every rank raises the same one-line ConfigError naming the ranks
+    that could not start and why (marked ``every_rank``, with this process's ``rank``: print it on rank 0).
+    The meeting is timed as the start of ``Communicator`` is (``timeout``, else ``GPUNN_MPI_TIMEOUT``, or 600 s
+    where that setting is what failed). Raises ConfigError without mpi4py."""
+    try:
+        seconds = _timeout_seconds(timeout)
+    except ConfigError:
+        seconds = DEFAULT_TIMEOUT
+    Communicator.__new__(Communicator)._join(None, seconds, message, abort_on_error=False)
+    raise AssertionError("the meeting raises on every rank when one could not start")  # pragma: no cover
 
 
 def _timeout_seconds(timeout: Any) -> float | None:

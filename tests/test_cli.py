@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -496,3 +498,72 @@ def test_features_picks_the_columns_and_leaves_the_others_unread(tmp_path):
     r = run("train", "--device", "cpu", "--data", "p.csv", "--target", "label", "--resume", "m.safetensors",
             "--features", "a,b", "--epochs", "6", cwd=tmp_path)  # fmt: skip
     assert r.returncode == 2 and "--features ['a', 'b'] differs from the resumed checkpoint's ['b', 'a']" in r.stderr
+
+
+# ------------------------------------------------------------------------------------- Ctrl-C before training
+SCRIPT = "import sys; from _gpunn_entry import main; main()"  # what the gpunn script runs
+
+
+def test_the_gpunn_script_enters_outside_the_package():
+    """Importing anything in gpunn runs gpunn/__init__.py (NumPy and the rest) first: the script's entry point
+    must be the top-level module that guards that import against Ctrl-C."""
+    from pathlib import Path
+
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert '\ngpunn = "_gpunn_entry:main"' in pyproject and 'py-modules = ["_gpunn_entry"]' in pyproject
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/proc/self/maps"), reason="Linux /proc, FIFOs")
+@pytest.mark.parametrize("entry", ["script", "module"])
+@pytest.mark.parametrize("point", ["numpy-loads", "after-0.3-s", "reading-data"])
+def test_ctrl_c_before_training_ends_with_one_line_and_status_130(tmp_path, entry, point):
+    """SIGINT at three early points of `gpunn train`: while NumPy's extension loads (inside the import of the
+    command), 0.3 s after the start (imports, or later on a fast machine), and while --data is read (a FIFO that
+    is opened but never written). Each used to end in a KeyboardInterrupt traceback. Not earlier: before
+    Python's own handler is installed SIGINT ends the process at once, and in Python's start (site) its
+    traceback is Python's own, both before any gpunn code runs. About one Ctrl-C in a hundred at such points
+    is lost outright, in CPython or NumPy (a KeyboardInterrupt raised in a weakref callback of the import system,
+    or in Python code that a C extension's set-up calls and whose errors it clears): the process goes on, and
+    the test then presses Ctrl-C again, as a user would."""
+    command = [sys.executable, *(["-c", SCRIPT] if entry == "script" else ["-m", "gpunn"]), "train", "--device",
+               "cpu", "--epochs", "100000", "-q"]  # fmt: skip
+    if point == "reading-data":
+        os.mkfifo(tmp_path / "d.csv")
+        command += ["--data", "d.csv", "--target", "y"]
+    p = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
+    writer = None
+    try:
+        deadline = time.monotonic() + 60
+        if point == "numpy-loads":
+            while "numpy" not in open(f"/proc/{p.pid}/maps").read():  # the first of NumPy's files mapped
+                assert p.poll() is None and time.monotonic() < deadline
+        elif point == "reading-data":
+            while writer is None:  # opens once gpunn has the FIFO open for reading
+                assert p.poll() is None and time.monotonic() < deadline
+                try:
+                    writer = os.open(tmp_path / "d.csv", os.O_WRONLY | os.O_NONBLOCK)
+                except OSError:
+                    time.sleep(0.005)
+            time.sleep(0.05)
+        else:
+            time.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        try:
+            _, err = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:  # lost: Python's import system or NumPy swallowed the KeyboardInterrupt
+            p.send_signal(signal.SIGINT)  # as a user presses Ctrl-C again
+            _, err = p.communicate(timeout=60)
+    finally:
+        if writer is not None:
+            os.close(writer)
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    if point == "after-0.3-s":  # training may have started on a fast machine: gpunn train's own line then
+        assert len(lines) == 1 and lines[0].startswith("gpunn: interrupted"), err
+    else:
+        assert lines == ["gpunn: interrupted before training started; nothing saved"], err

@@ -455,6 +455,10 @@ STOP = textwrap.dedent(
     from gpunn.distributed import Communicator
 
     when = sys.argv[1]
+    if when == "joined":  # rank 1 stops after MPI's initialisation, before the meeting in Communicator()
+        from mpi4py import MPI
+        if MPI.COMM_WORLD.Get_rank() == 1:
+            os.kill(os.getpid(), signal.SIGSTOP)
     comm = Communicator(timeout=3) if when == "start" else Communicator()  # else GPUNN_MPI_TIMEOUT
     X = np.random.default_rng(0).normal(size=(64, 3))
     y = (X[:, 0] > 0).astype(int)
@@ -473,16 +477,20 @@ STOP = textwrap.dedent(
 
 @pytest.mark.parametrize(
     ("when", "collective"),
-    [("start", "the agreement check at the start of fit"), ("epoch", "the gradient allreduce of step 9")],
+    [
+        ("joined", distributed.MEETING),
+        ("start", "the agreement check at the start of fit"),
+        ("epoch", "the gradient allreduce of step 9"),
+    ],
 )
 def test_a_stopped_rank_ends_the_job_with_a_timeout_error_naming_the_collective(tmp_path, when, collective):
-    """A rank stopped with SIGSTOP (before fit, or after its first epoch of 8 steps) used to hang the job forever;
-    with a 3 s timeout (Communicator(timeout=3), or GPUNN_MPI_TIMEOUT=3) rank 0 names the collective it waited in
-    and aborts the job, the stopped rank included. The test cannot hang: the launcher's process group is killed
-    after 60 s."""
+    """A rank stopped with SIGSTOP (after MPI's initialisation, before fit, or after its first epoch of 8 steps)
+    used to hang the job forever; with a 3 s timeout (Communicator(timeout=3), or GPUNN_MPI_TIMEOUT=3) rank 0
+    names the collective it waited in and ends the job, the stopped rank included. The test cannot hang: the
+    launcher's process group is killed after 60 s."""
     script = tmp_path / "stop.py"
     script.write_text(STOP)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "GPUNN_MPI_TIMEOUT": "3" if when == "epoch" else "none"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "GPUNN_MPI_TIMEOUT": "none" if when == "start" else "3"}
     start = time.monotonic()
     p = subprocess.Popen([_mpiexec(), "-n", "2", sys.executable, str(script), when], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env, start_new_session=True)  # fmt: skip
@@ -496,6 +504,76 @@ def test_a_stopped_rank_ends_the_job_with_a_timeout_error_naming_the_collective(
     assert p.returncode != 0
     assert f"gpunn: error: rank 0 of 2 waited more than 3 s for the other ranks in {collective}: " in err, err
     assert elapsed < 30, elapsed
+
+
+def _launch(command: list[str], cwd, timeout: float, **env: str) -> tuple[int, str, float]:
+    """``mpiexec`` with ``command``: (exit status, standard error, seconds). A job that outlives ``timeout``
+    fails the test instead of hanging it: the launcher's process group is killed."""
+    start = time.monotonic()
+    p = subprocess.Popen([_mpiexec(), *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore", **env}, start_new_session=True)  # fmt: skip
+    try:
+        _, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        pytest.fail(f"the job still ran after {timeout} s: {command}")
+    return p.returncode, err, time.monotonic() - start
+
+
+@pytest.mark.parametrize(
+    ("ranks", "expected"),
+    [
+        ([["--epochs", "3"], ["--epochs", "-5"]], "rank 1 of 2 could not start: argument --epochs: "),
+        ([["--epochs", "-5"], ["--epochs", "-5"]], "every rank of 2 could not start: argument --epochs: "),
+    ],
+    ids=["rank-1", "every-rank"],
+)  # fmt: skip
+def test_a_rank_that_refuses_its_arguments_ends_the_job_at_once_naming_it(tmp_path, ranks, expected):
+    """``--epochs -5`` on rank 1 used to leave rank 0 waiting in MPI's initialisation forever (rank 1 exited
+    before it joined MPI). Now the refusing rank joins only to say why, and every rank ends at once (exit 2),
+    well within GPUNN_MPI_TIMEOUT, with one line from rank 0."""
+    command: list[str] = []
+    for extra in ranks:
+        command += [*([":"] if command else []), "-n", "1", sys.executable, "-m", "gpunn", "train", "--distributed",
+                    "--device", "cpu", "-q", *extra]  # fmt: skip
+    code, err, elapsed = _launch(command, tmp_path, 60, GPUNN_MPI_TIMEOUT="10")
+    assert code == 2, err
+    assert err.splitlines() == [
+        f"gpunn: error: {expected}expected a number >= 0, got -5 (see gpunn train --help); stopping every rank"
+    ]  # fmt: skip
+    assert elapsed < 10, elapsed  # no rank waited for the timeout
+
+
+def test_a_rank_that_exits_before_it_joins_ends_the_job_after_the_timeout(tmp_path):
+    """Rank 0 of 3 exits before it joins MPI (as one that crashes while importing). MPICH does not end the job
+    then: the other ranks waited in MPI_Init forever, which holds the GIL (no watchdog thread can run). Now a
+    watch process of each waiting rank ends the job after GPUNN_MPI_TIMEOUT, and one line tells, rank 1's (the
+    lowest waiting rank reports first; the launcher ends the others when it is killed)."""
+    healthy = [sys.executable, "-m", "gpunn", "train", "--distributed", "--device", "cpu", "-q"]
+    command = ["-n", "1", sys.executable, "-c", "raise SystemExit(1)", ":", "-n", "2", *healthy]
+    code, err, elapsed = _launch(command, tmp_path, 60, GPUNN_MPI_TIMEOUT="2")
+    assert code != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == [
+        "gpunn: error: rank 1 of 3 waited more than 2 s for the other ranks to start (in MPI's initialisation): a "
+        "rank failed or exited before it joined, or has not started; stopping every rank (Communicator(timeout=) "
+        "or GPUNN_MPI_TIMEOUT sets the limit)"
+    ], err  # fmt: skip
+    assert 2 < elapsed < 20, elapsed
+
+
+def test_the_ranks_that_could_not_start_are_named():
+    assert distributed._start_failures([None, None], 2) is None
+    assert (
+        distributed._start_failures([None, "no\ndata"], 2)
+        == "rank 1 of 2 could not start: no data; stopping every rank"
+    )
+    got = distributed._start_failures(["a", None, "a", "b"], 4)
+    assert got == "ranks 0, 2 of 4 could not start: a; rank 3 of 4 could not start: b; stopping every rank"
+    assert distributed._start_failures(["a"] * 3, 3) == "every rank of 3 could not start: a; stopping every rank"
+    many = distributed._start_failures([None] + ["a"] * 9, 10)
+    assert many == "9 ranks of 10 (1, 2, 3, 4, 5, 6, 7, 8, ...) could not start: a; stopping every rank"
 
 
 def test_the_collective_timeout_setting(monkeypatch):

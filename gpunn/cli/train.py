@@ -137,6 +137,7 @@ def _train(args: argparse.Namespace) -> int:
             callbacks.insert(0, stopping)
             stoppings.append(stopping)
         fit_settings.update(callbacks=callbacks, comm=comm)
+    args.training = True  # from here a Ctrl-C is answered below, or after training by main
     try:
         model.fit(X_train, y_train, **fit_settings)
     except KeyboardInterrupt:
