@@ -5,15 +5,10 @@ The same forward and backward code trains on NumPy (CPU), CuPy (CUDA), PyTorch, 
 
 import sys
 
-if getattr(sys, "argv", [])[:1] == ["-m"] and {"gpunn", "-mgpunn"} & set(getattr(sys, "orig_argv", ())):
-    # python -m gpunn (sys.argv[0] is "-m" while Python imports this package, before gpunn/__main__.py): Ctrl-C
-    # during the imports below ends as the gpunn command's does (one line, status 130), not in a traceback
-    try:
-        import _gpunn_entry
-    except ImportError:  # the package without its entry module (copied alone): Python's own answer stands
-        pass
-    else:
-        _gpunn_entry.guard_module_run()
+from . import _entry  # first, before anything heavy: the gpunn command's guard against Ctrl-C while it starts
+
+if _entry.launched_as_command():  # Ctrl-C during the imports below ends as the command's does (one line, 130)
+    _entry.guard_module_run()
 
 from . import callbacks, schedules
 from ._load import load

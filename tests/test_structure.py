@@ -11,7 +11,8 @@ import gpunn
 ROOT = Path(gpunn.__file__).parent
 # Floors, from the bottom: the pure core, host data, the feed, the epoch loop, the shell and codecs, the faces.
 FLOORS = {"data": 1, "feed": 2, "train": 3, "model": 4, "network": 4, "fitloop": 4, "checkpoint": 4, "export": 4,
-          "_load": 4, "ensemble": 4, "distributed": 4, "cli": 5, "sklearn": 5, "plot": 5, "__main__": 5}  # fmt: skip
+          "_load": 4, "ensemble": 4, "distributed": 4, "cli": 5, "_entry": 5, "sklearn": 5, "plot": 5,
+          "__main__": 5}  # fmt: skip
 
 
 def _modules() -> dict[str, Path]:

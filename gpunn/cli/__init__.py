@@ -1,8 +1,8 @@
 """The ``gpunn`` command: train, predict, export, plot, info.
 
 ``main`` dispatches to one module per command: :mod:`.train` (``gpunn train``) and :mod:`.commands` (the
-others); :mod:`.parser` holds the arguments. The ``gpunn`` script enters through the top-level ``_gpunn_entry``,
-which guards the import of this package against Ctrl-C.
+others); :mod:`.parser` holds the arguments. The ``gpunn`` script enters through ``gpunn._entry``, whose guard
+against Ctrl-C gpunn/__init__.py puts in place before it imports anything heavy.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """The ``gpunn`` command's entry point (``[project.scripts]`` in pyproject.toml), and its guard against Ctrl-C
 while the command starts.
 
-It lives outside the gpunn package on purpose: importing anything inside gpunn first runs gpunn/__init__.py,
-which imports NumPy and the rest of the library, most of a second in which a Ctrl-C would end in a
-KeyboardInterrupt traceback. Here nothing is imported before the guard is in place (os, sys and _signal are
-loaded by Python's own start). Once the command runs, ``gpunn.cli.main`` answers Ctrl-C itself, with the same
-line.
+Importing anything inside gpunn first runs gpunn/__init__.py, which imports NumPy and the rest of the library,
+most of a second in which a Ctrl-C would end in a KeyboardInterrupt traceback. So gpunn/__init__.py imports this
+module first, before anything heavy (it imports only what Python's own start has loaded: os, sys, _signal), and
+when the process is the ``gpunn`` command (its script, or ``python -m gpunn``) puts the guard in place. Once the
+command runs, ``gpunn.cli.main`` answers Ctrl-C itself, with the same line.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ def main() -> NoReturn:
     """The ``gpunn`` command: ends the process (with 130 after Ctrl-C through ``os._exit``, see gpunn.cli.leave)."""
     _note_interrupts()
     try:
-        from gpunn.cli import leave
-        from gpunn.cli import main as command
+        from .cli import leave
+        from .cli import main as command
     except (Exception, KeyboardInterrupt):
         if _interrupts:
             _leave_interrupted(started=False)
@@ -45,9 +45,19 @@ def main() -> NoReturn:
     leave(status)
 
 
+def launched_as_command() -> bool:
+    """Whether this process is the ``gpunn`` command: its script (``sys.argv[0]`` names it) or ``python -m gpunn``
+    (``sys.argv[0]`` is "-m" while Python imports the package, before gpunn/__main__.py)."""
+    argv = getattr(sys, "argv", [])
+    if argv[:1] == ["-m"]:
+        return bool({"gpunn", "-mgpunn"} & set(getattr(sys, "orig_argv", ())))
+    script = os.path.basename(argv[0]) if argv else ""
+    return script in ("gpunn", "gpunn.exe", "gpunn-script.py")
+
+
 def guard_module_run() -> None:
-    """For ``python -m gpunn``: Python imports the gpunn package (NumPy and the rest) before gpunn/__main__.py
-    runs, so gpunn/__init__.py calls this first. An error that reaches the top after a Ctrl-C then ends with the
+    """For the command: Python imports the gpunn package (NumPy and the rest) before the command runs, so
+    gpunn/__init__.py calls this first. An error that reaches the top after a Ctrl-C then ends with the
     command's line and status instead of a traceback."""
     _note_interrupts()
     previous = sys.excepthook
