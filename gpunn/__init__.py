@@ -7,6 +7,7 @@ import sys
 
 from . import callbacks, schedules
 from ._load import load
+from ._version import __version__
 from .ensemble import Ensemble
 from .errors import (
     CheckpointError,
@@ -23,8 +24,6 @@ from .errors import (
 from .feed import stream
 from .history import History
 from .model import MLP
-
-__version__ = "0.1.0"
 
 # ``gpunn.stream`` (streamed training's placement and ``PREFETCH``) lives in the feed layer; the old name stays.
 sys.modules[f"{__name__}.stream"] = stream
