@@ -12,6 +12,7 @@ if _entry.launched_as_command():  # Ctrl-C during the imports below ends as the 
 
 from . import callbacks, schedules
 from ._load import load
+from ._version import __version__
 from .ensemble import Ensemble
 from .errors import (
     CheckpointError,
@@ -28,8 +29,6 @@ from .errors import (
 from .feed import stream
 from .history import History
 from .model import MLP
-
-__version__ = "0.1.0"
 
 # ``gpunn.stream`` (streamed training's placement and ``PREFETCH``) lives in the feed layer; the old name stays.
 sys.modules[f"{__name__}.stream"] = stream

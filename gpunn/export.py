@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from . import layers
+from ._version import __version__
 from .errors import ConfigError, NotFittedError
 from .feed.spec import Spec
 
@@ -208,8 +209,6 @@ def onnx_model(
 ) -> Any:
     """The ONNX ``ModelProto`` that :func:`to_onnx` writes, checked by ``onnx.checker``, kept in memory (for
     ``onnxruntime.InferenceSession(proto.SerializeToString())``, or to edit before saving)."""
-    from . import __version__
-
     net = network(model)
     model = net.spec  # below, only what the spec says of the model
     if classes is None and model.classes is not None:  # a model fitted on labels: label gives them, as predict

@@ -1,67 +1,84 @@
-"""The package's layering: data flows down, so no module imports one on a floor above it, and none import each
-other in a circle (lazy imports inside functions included)."""
+"""The package's layering: data flows down, so no module imports one on a floor above it (the package root, which
+re-exports every floor, is the top one), and none import each other in a circle (lazy imports inside functions
+included). The import graph and the measures are ``benchmarks.structure``'s (``python -m benchmarks.structure``
+prints them). Plus the sizes the shell's refactor aims at, held as limits."""
 
 from __future__ import annotations
 
-import ast
+import re
 from pathlib import Path
 
 import gpunn
+from benchmarks import structure
 
 ROOT = Path(gpunn.__file__).parent
-# Floors, from the bottom: the pure core, host data, the feed, the epoch loop, the shell and codecs, the faces.
-FLOORS = {"data": 1, "feed": 2, "train": 3, "model": 4, "network": 4, "fitloop": 4, "checkpoint": 4, "export": 4,
-          "_load": 4, "ensemble": 4, "distributed": 4, "cli": 5, "_entry": 5, "sklearn": 5, "plot": 5,
-          "__main__": 5}  # fmt: skip
-
-
-def _modules() -> dict[str, Path]:
-    out = {}
-    for path in ROOT.rglob("*.py"):
-        parts = ["gpunn", *path.relative_to(ROOT).with_suffix("").parts]
-        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    return out
-
-
-def _imports() -> dict[str, set[str]]:
-    mods = _modules()
-    graph: dict[str, set[str]] = {m: set() for m in mods}
-    for name, path in mods.items():
-        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
-                targets = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in mods]
-                for target in targets or ([base] if base in mods else []):
-                    # a package's own __init__ re-exports its modules: that is the package, not another floor
-                    if target != name and not name.startswith(target + ".") and target != "gpunn":
-                        graph[name].add(target)
-    return graph
-
-
-def _floor(module: str) -> int:
-    if module == "gpunn":
-        return 5
-    return FLOORS.get(module.split(".")[1], 0)
 
 
 def test_no_module_imports_one_on_a_floor_above_it():
-    up = [(a, b) for a, targets in _imports().items() for b in targets if _floor(b) > _floor(a)]
-    assert up == []
+    assert structure.imports_up(structure.imports(ROOT)) == []
 
 
 def test_no_modules_import_each_other_in_a_circle():
-    graph = _imports()
-    circles = []
-    for start in graph:  # depth-first from every module, looking for a way back to it
-        stack, seen = [(start, (start,))], set()
-        while stack:
-            node, path = stack.pop()
-            for nxt in graph[node]:
-                if nxt == start:
-                    circles.append(path)
-                elif nxt not in seen:
-                    seen.add(nxt)
-                    stack.append((nxt, (*path, nxt)))
-    assert circles == []
+    assert structure.circles(structure.imports(ROOT)) == []
+
+
+def test_an_import_of_the_root_or_of_a_name_it_defines_is_an_import_up(tmp_path):
+    """The graph's own check, on a made-up package: the root is above every floor, so the faces importing it
+    count too; a name that is no module (``__version__``) is the root's, even beside modules in one import."""
+    package = tmp_path / "gpunn"
+    (package / "cli").mkdir(parents=True)
+    (package / "__init__.py").write_text("from . import export\n__version__ = '1'\n")
+    (package / "_backend.py").write_text("")
+    (package / "export.py").write_text("def f():\n    from . import __version__\n")
+    (package / "cli" / "__init__.py").write_text("from .. import _backend, __version__\n")
+    (package / "data.py").write_text("import gpunn\n")
+    graph = structure.imports(package)
+    up = [("gpunn.cli", "gpunn"), ("gpunn.data", "gpunn"), ("gpunn.export", "gpunn")]
+    assert structure.imports_up(graph) == up
+    assert structure.circles(graph) == [("gpunn", "gpunn.export")]
+
+
+def test_a_body_counts_its_lines_of_code_and_a_class_its_lines(tmp_path):
+    package = tmp_path / "gpunn"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "class A:\n"
+        '    """One line."""\n'
+        "\n"
+        "    def fit(\n"
+        "        self, x,\n"
+        "    ):\n"
+        '        """Two\n'
+        '        lines."""\n'
+        "        # a comment\n"
+        "        y = x  # code\n"
+        "\n"
+        "        def inner():\n"
+        '            """Left out too."""\n'
+        '            return """a string\n'
+        '            of two lines"""\n'
+        "        return y\n"
+    )
+    found = {b.name: (b.kind, b.lines, b.code) for b in structure.blocks(package)}
+    assert found == {"A": ("class", 16, 8), "A.fit": ("function", 13, 5), "A.fit.inner": ("function", 4, 2)}
+
+
+def test_the_version_is_pyprojects():
+    pyproject = (ROOT.parent / "pyproject.toml").read_text()
+    project = re.search(r"^\[project\]$(.*?)^\[", pyproject, re.M | re.S)
+    assert project is not None
+    assert re.findall(r'^version = "([^"]+)"$', project.group(1), re.M) == [gpunn.__version__]
+
+
+def test_no_class_is_over_450_lines():
+    assert [(b.name, b.lines) for b in structure.blocks(ROOT) if b.kind == "class" and b.lines > 450] == []
+
+
+def test_model_py_is_at_most_700_lines():
+    assert structure.file_lines(ROOT / "model.py") <= 700
+
+
+def test_every_fit_body_is_under_40_lines_of_code():
+    fits = [b for b in structure.blocks(ROOT) if b.kind == "function" and b.name.rsplit(".", 1)[-1] == "fit"]
+    assert fits
+    assert [(b.name, b.code) for b in fits if b.code >= 40] == []

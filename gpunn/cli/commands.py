@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__, _backend, data, feed
+from .. import _backend, data, feed
+from .._version import __version__
 from ..errors import InputError
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
-from .. import __version__, _backend, data, layers, losses, optim, schedules
+from .. import _backend, data, layers, losses, optim, schedules
+from .._version import __version__
 from ..errors import InputError
 
 MAX_SAMPLES = 10_000_000  # rows of a built-in dataset: 160 MB of float64 features, well short of a memory error

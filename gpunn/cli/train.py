@@ -6,8 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from .. import __version__, _backend, schedules
+from .. import _backend, schedules
 from .. import callbacks as gpunn_callbacks
+from .._version import __version__
 from ..errors import InputError, NonFiniteError
 from . import ensemble
 from .files import CheckpointFailed, check_outputs, checkpointer, outliving_stdout, save_or_rescue
