@@ -1,4 +1,4 @@
-"""Ensemble: K networks of the same shape trained as one stacked network, each exactly a lone MLP.
+"""Ensemble: K networks of the same shape trained as one stacked network, each the same computation as a lone MLP.
 
 The members' weights live in (K, P) buffers during ``fit`` and train with one step for all of them
 (:class:`gpunn.step.StackedStep`: batched ``matmul`` over weights of shape (K, out, in)), so K small networks
