@@ -2,8 +2,9 @@
 
 It mirrors :mod:`gpunn.train` member by member (each member draws its shuffling order from its own generator,
 records its own History, follows its own schedule and stops on its own callbacks), so that member k ends where
-``MLP.fit`` would have taken it alone (the same computation; summed in another order, see docs/ensembles.md). Between epochs the members' host state (generator, epoch, history,
-schedule state) is committed on the members themselves; their arrays are the rows of the stacked buffers,
+``MLP.fit`` would have taken it alone (the same computation; summed in another order, see docs/ensembles.md).
+Between epochs the members' host state (generator, epoch, history, schedule state) is committed on the members
+themselves; their arrays are the rows of the stacked buffers,
 handed to the member models after every epoch when callbacks need them, else once at the end of ``fit``.
 
 How a step's batch is laid out depends on the rows the members train on:
