@@ -146,7 +146,7 @@ class Communicator:
 
     # ------------------------------------------------------------------------------------------ agreement
     def check_agreement(
-        self, spec: Any, x: Any, t: Any, weight: Any = None, *, dropout: float = 0.0, generator: Any = None,
+        self, spec: Any, x: Any, t: Any, weight: Any = None, *, dropout_rate: float = 0.0, generator: Any = None,
         scaling: Any = None, **settings: Any,
     ) -> None:  # fmt: skip
         """Check, at the start of ``fit``, that every rank trains the same network on the same data with the same
@@ -159,7 +159,7 @@ class Communicator:
         rows; a streamed Dataset by its rows, columns, weight total and scaling). One ``allgather`` of these
         short descriptions; every rank compares them, so every rank raises, or none.
         """
-        mine = describe(spec, x, t, weight, settings, dropout=dropout, generator=generator, scaling=scaling)
+        mine = describe(spec, x, t, weight, settings, dropout_rate=dropout_rate, generator=generator, scaling=scaling)
         every = self._collective("the agreement check at the start of fit", self.comm.allgather, mine)
         problem = disagreement(every)
         if problem is not None:
@@ -474,27 +474,28 @@ def _timeout_seconds(timeout: Any) -> float | None:
 
 # ---------------------------------------------------------------------------------------------- agreement
 def describe(
-    spec: Any, x: Any, t: Any, weight: Any, settings: dict[str, Any], *, dropout: float = 0.0, generator: Any = None,
+    spec: Any, x: Any, t: Any, weight: Any, settings: dict[str, Any], *, dropout_rate: float = 0.0,
+    generator: Any = None,
     scaling: Any = None,
 ) -> dict[str, str]:  # fmt: skip
     """What this rank is about to train, as short strings that every rank can compare: see
     :meth:`Communicator.check_agreement`. ``spec`` is the model's :class:`gpunn.feed.Spec`, ``x`` the placed X
     (or the streamed Dataset), ``t`` the placed targets (None when streamed), ``weight`` the host sample weights
-    or None, ``dropout`` the network's rate, ``generator`` its shuffling generator's state and ``scaling`` its
-    feature scaling."""
+    or None, ``dropout_rate`` the network's dropout rate (an ensemble's member 0's), ``generator`` its shuffling
+    generator's state and ``scaling`` its feature scaling."""
     streamed = hasattr(x, "dataset")
     rows, features = (x.n_rows, x.dataset.n_features) if streamed else (int(x.shape[0]), int(x.shape[1]))
     d = {
         "feature count": str(features),
         "row count": str(rows),
-        "network": f"{list(spec.sizes)} {_named(spec.activation)} dropout={dropout:g} {spec.dtype}",
+        "network": f"{list(spec.sizes)} {_named(spec.activation)} dropout={dropout_rate:g} {spec.dtype}",
         "output": f"{spec.output} ({spec.loss})",
         "number of outputs": str(spec.n_outputs),
         "classes": _classes(spec, None if streamed else t),
     }
     d.update({name: repr(value) for name, value in settings.items()})
     batch = settings.get("batch_size")
-    if dropout or (settings.get("shuffle", True) and batch is not None and batch < rows):
+    if dropout_rate or (settings.get("shuffle", True) and batch is not None and batch < rows):
         # each rank draws the same sample order (and dropout mask) from its own generator
         d["shuffling generator (the MLP's seed)"] = _digest(repr(generator).encode())
     d["data fingerprint"] = _fingerprint(spec, x, t, weight, streamed, scaling)

@@ -257,7 +257,7 @@ class MLP(Network):
             # Everything is valid: from here on the call changes the model.
             if comm is not None:  # every rank must train the same data and settings, from the same weights
                 x, t = (data, None) if isinstance(data, feed.Streamed) else (data.x, data.target)
-                comm.check_agreement(data.spec, x, t, getattr(data, "weight_host", None), dropout=self.dropout,
+                comm.check_agreement(data.spec, x, t, getattr(data, "weight_host", None), dropout_rate=self.dropout,
                                      generator=self.rng.bit_generator.state, scaling=self.scaling, epochs=s.epochs,
                                      batch_size=s.batch_size, shuffle=s.shuffle, optimizer=s.optimizers[0],
                                      lr=s.schedules[0], l2=s.l2[0], clip_norm=s.clip_norm)  # fmt: skip

@@ -117,10 +117,10 @@ def _agree(ens: Ensemble, comm: Any, p: feed.Prepared, s: settings.FitSettings, 
     """Every rank trains the same members on the same data with the same settings, from rank 0's weights."""
     members, m0 = ens.members, ens.members[0]
     comm.check_agreement(
-        p.spec, p.x, p.target, p.weight_host, dropout=max(m.dropout for m in members),
+        p.spec, p.x, p.target, p.weight_host, dropout_rate=m0.dropout,
         generator=m0.rng.bit_generator.state, scaling=p.learned.scaling, epochs=s.epochs, batch_size=s.batch_size,
         shuffle=s.shuffle, members=len(members), seeds=[m.seed for m in members], optimizer=list(s.optimizers),
-        lr=list(s.schedules), l2=list(s.l2), clip_norm=s.clip_norm, dropouts=[m.dropout for m in members],
+        lr=list(s.schedules), l2=list(s.l2), clip_norm=s.clip_norm, dropout=[m.dropout for m in members],
         rows=_distributed.rows_digest(rows), generators=_distributed.generators(members),
     )  # fmt: skip
     for m, params in zip(members, comm.broadcast_arrays([m.params for m in members], ens.xp, ens.device)):
