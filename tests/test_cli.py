@@ -501,7 +501,8 @@ def test_features_picks_the_columns_and_leaves_the_others_unread(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- Ctrl-C before training
-SCRIPT = "import sys; from gpunn._entry import main; main()"  # what the gpunn script runs
+# what the gpunn script runs (pip writes it so): a file named gpunn, which the process's sys.argv[0] names
+SCRIPT = "import sys\nfrom gpunn._entry import main\n\nif __name__ == '__main__':\n    sys.exit(main())\n"
 
 
 def test_the_gpunn_script_enters_through_the_guarded_entry():
@@ -527,7 +528,10 @@ def test_ctrl_c_before_training_ends_with_one_line_and_status_130(tmp_path, entr
     is lost outright, in CPython or NumPy (a KeyboardInterrupt raised in a weakref callback of the import system,
     or in Python code that a C extension's set-up calls and whose errors it clears): the process goes on, and
     the test then presses Ctrl-C again, as a user would."""
-    command = [sys.executable, *(["-c", SCRIPT] if entry == "script" else ["-m", "gpunn"]), "train", "--device",
+    script = tmp_path / "bin" / "gpunn"
+    script.parent.mkdir()
+    script.write_text(SCRIPT)
+    command = [sys.executable, *([str(script)] if entry == "script" else ["-m", "gpunn"]), "train", "--device",
                "cpu", "--epochs", "100000", "-q"]  # fmt: skip
     if point == "reading-data":
         os.mkfifo(tmp_path / "d.csv")

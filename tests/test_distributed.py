@@ -548,17 +548,18 @@ def test_a_rank_that_refuses_its_arguments_ends_the_job_at_once_naming_it(tmp_pa
 def test_a_rank_that_exits_before_it_joins_ends_the_job_after_the_timeout(tmp_path):
     """Rank 0 of 3 exits before it joins MPI (as one that crashes while importing). MPICH does not end the job
     then: the other ranks waited in MPI_Init forever, which holds the GIL (no watchdog thread can run). Now a
-    watch process of each waiting rank ends the job after GPUNN_MPI_TIMEOUT, and one line tells, rank 1's (the
-    lowest waiting rank reports first; the launcher ends the others when it is killed)."""
+    watch process of each waiting rank ends the job after GPUNN_MPI_TIMEOUT, and one line tells, one waiting rank's
+    (the lowest reports first, by a stagger of 0.2 s a rank, which a loaded machine can overrun; the launcher ends
+    the others when it is killed)."""
     healthy = [sys.executable, "-m", "gpunn", "train", "--distributed", "--device", "cpu", "-q"]
     command = ["-n", "1", sys.executable, "-c", "raise SystemExit(1)", ":", "-n", "2", *healthy]
     code, err, elapsed = _launch(command, tmp_path, 60, GPUNN_MPI_TIMEOUT="2")
     assert code != 0
     lines = [line for line in err.splitlines() if line.strip()]
-    assert lines == [
-        "gpunn: error: rank 1 of 3 waited more than 2 s for the other ranks to start (in MPI's initialisation): a "
+    assert len(lines) == 1 and lines[0] in [
+        f"gpunn: error: rank {r} of 3 waited more than 2 s for the other ranks to start (in MPI's initialisation): a "
         "rank failed or exited before it joined, or has not started; stopping every rank (Communicator(timeout=) "
-        "or GPUNN_MPI_TIMEOUT sets the limit)"
+        "or GPUNN_MPI_TIMEOUT sets the limit)" for r in (1, 2)
     ], err  # fmt: skip
     assert 2 < elapsed < 20, elapsed
 
