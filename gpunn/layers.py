@@ -130,6 +130,9 @@ def activate(name: str, z: Any, xp: Any, fast: bool = False) -> tuple[Any, Backp
     if fast and name in ("relu", "tanh", "sigmoid"):
         return _activate_numpy(name, z)
     if name == "relu":
+        own = _backend.relu_form(xp)  # a namespace's own kernels where the standard's form is slow (PyTorch)
+        if own is not None:
+            return own(z)
         mask = z > 0
         # where() rather than maximum(z, 0): some namespaces turn the Python 0 into an array on every call.
         return xp.where(mask, z, 0.0), lambda da: xp.where(mask, da, 0.0)

@@ -233,3 +233,38 @@ def test_numpy_fast_path_equals_the_generic_path(monkeypatch, rng, activation, o
     for a, b in zip(g1 + w1, g2 + w2):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)  # only the order of sums differs
     np.testing.assert_allclose(h1, h2, rtol=1e-13)
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_torch_relu_fast_form_equals_the_generic_path_and_torch_autograd(monkeypatch, rng, stacked):
+    """PyTorch runs ReLU through torch.relu and its backward kernel (``_backend.relu_form``): the same gradients
+    and training as the standard's where() form, bit for bit, and as torch autograd's (ReLU's subgradient at 0
+    is 0 in all three: z exactly 0 is drawn here too)."""
+    torch = pytest.importorskip("torch")
+    sizes = [4, 9, 7, 1]
+    X, y = make_problem(rng, sizes, "sigmoid")
+    X[:3, :] = 0.0  # rows whose first layer's pre-activations are the biases alone
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(_backend, "TORCH_RELU", fast)
+        kw = dict(output="sigmoid", dtype="float64", xp=torch, device="cpu", seed=1)
+        m = gpunn.Ensemble(sizes, 2, **kw) if stacked else gpunn.MLP(sizes, **kw)
+        m.fit(X, y, epochs=3, batch_size=5, optimizer="adam", lr=0.01, verbose=0)
+        member = m.members[1] if stacked else m
+        value, grads = member.loss_and_grads(X, y)
+        results.append((float(value), [np.array(g) for pair in grads for g in pair], np.array(member.params)))
+    (v1, g1, p1), (v2, g2, p2) = results
+    assert v1 == v2 and all(np.array_equal(a, b) for a, b in zip(g1, g2)) and np.array_equal(p1, p2)
+    # the oracle: torch autograd of the same network at the trained weights
+    layers = [(torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True))
+              for w, b in member.numpy_weights()]  # fmt: skip
+    a = torch.tensor(X)
+    for i, (w, b) in enumerate(layers):
+        a = a @ w.T + b
+        a = torch.relu(a) if i < len(layers) - 1 else a
+    t = torch.tensor(np.asarray(y, dtype=np.float64).reshape(-1, 1))
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(a, t)
+    loss.backward()
+    want = [g.grad.numpy() for pair in layers for g in pair]
+    for got, ref in zip(g1, want):
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
