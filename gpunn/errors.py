@@ -29,8 +29,9 @@ class CheckpointError(GpunnError, ValueError):
     """A checkpoint file is missing, truncated, corrupt or does not match the model."""
 
 
-class NonFiniteError(GpunnError, FloatingPointError):
-    """Training produced a NaN or infinite loss; the model keeps its last finite weights."""
+class NonFiniteError(GpunnError, FloatingPointError, ValueError):
+    """Training produced a NaN or infinite loss; the model keeps its last finite weights. A ``ValueError`` too, as
+    scikit-learn raises for non-finite weights, so code written against scikit-learn catches it."""
 
 
 class DivergenceError(NonFiniteError):

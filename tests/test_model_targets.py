@@ -136,6 +136,37 @@ def test_labels_that_do_not_fit_the_output_layer_are_refused():
         gpunn.MLP([4, 8, 1], device="cpu").fit(X, np.array(["a", 1] * 75, dtype=object), **KW)
 
 
+def test_a_fitted_classifier_trains_on_a_batch_of_one_class():
+    """A first fit must see two classes (it learns them); a later fit knows them and takes a batch of one class,
+    as online learning does one row at a time: its full-batch SGD step equals the step computed here in NumPy
+    (tanh hidden layer, sigmoid output, mean binary cross-entropy)."""
+    X, index = _problem(k=2)
+    labels = np.array(["no", "yes"])[index]
+    m = gpunn.MLP([4, 5, 1], activation="tanh", device="cpu", dtype="float64", seed=0)
+    initial = _weights(m)
+    with pytest.raises(gpunn.InputError, match=r"y holds a single class \('yes'\)"):
+        m.fit(X, np.full(len(X), "yes"), **KW)
+    assert m.classes is None and not m.fitted
+    for a, b in zip(_weights(m), initial, strict=True):
+        np.testing.assert_array_equal(a, b)
+    m.fit(X, labels, **KW)
+    (W1, b1), (W2, b2) = m.numpy_weights()
+    rows = X[:3]
+    m.fit(rows, np.array(["yes"] * 3), epochs=1, lr=0.5, verbose=0)
+    h = np.tanh(rows @ W1.T + b1)
+    p = 1 / (1 + np.exp(-(h @ W2.T + b2)))
+    d2 = (p - 1) / 3  # target 1 ("yes"), the mean over 3 rows
+    dh = (d2 @ W2) * (1 - h**2)
+    expected = [W1 - 0.5 * dh.T @ rows, b1 - 0.5 * dh.sum(0), W2 - 0.5 * d2.T @ h, b2 - 0.5 * d2.sum(0)]
+    for got, want in zip([a for pair in m.numpy_weights() for a in pair], expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    k3 = gpunn.MLP([4, 6, 3], output="softmax", device="cpu", seed=0)
+    k3.fit(X, _problem(k=3)[1], **KW)
+    before = k3.predict_proba(X[:1])[0, 2]
+    k3.fit(X[:1], np.array([2]), epochs=1, lr=0.5, verbose=0)  # one row, one class: a step towards it
+    assert k3.predict_proba(X[:1])[0, 2] > before
+
+
 def test_classes_are_saved_and_validated_against_the_outputs(tmp_path):
     X, index = _problem()
     y = np.array(["x", "y", "z"])[index]

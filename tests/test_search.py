@@ -13,6 +13,7 @@ import gpunn
 
 pytest.importorskip("sklearn")
 
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.model_selection import GridSearchCV, KFold  # noqa: E402
 
 from gpunn.sklearn import MLPClassifier, MLPRegressor, MLPSearchCV  # noqa: E402
@@ -28,22 +29,28 @@ def _classification(n: int = 90, classes: int = 2, seed: int = 0):
     return X, y
 
 
-def _compare(ours: MLPSearchCV, ref: GridSearchCV, X) -> None:
+def _compare(ours: MLPSearchCV, ref: GridSearchCV, X, y=None) -> None:
     r, s = ours.cv_results_, ref.cv_results_
     assert r["params"] == s["params"]
+    assert list(r) == list(s)  # the same keys, in GridSearchCV's order
     for key in s:
-        if key.startswith("split") or key in ("mean_test_score", "std_test_score"):
+        if key.startswith(("split", "mean_test_", "std_test_", "mean_train_", "std_train_")):
             np.testing.assert_allclose(r[key], s[key], rtol=0, atol=TOL, err_msg=key)
-        elif key == "rank_test_score":
+        elif key.startswith("rank_test_"):
             np.testing.assert_array_equal(r[key], s[key])
         elif key.startswith("param_"):
             assert list(r[key]) == list(s[key]), key
-        else:
-            assert key in r, key
-    assert ours.best_index_ == ref.best_index_ and ours.best_params_ == ref.best_params_
-    assert abs(ours.best_score_ - ref.best_score_) <= TOL
+    assert ours.multimetric_ == ref.multimetric_
+    if ours.refit or not ours.multimetric_:
+        assert ours.best_index_ == ref.best_index_ and ours.best_params_ == ref.best_params_
+        assert hasattr(ours, "best_score_") == hasattr(ref, "best_score_")
+        if hasattr(ref, "best_score_"):
+            assert abs(ours.best_score_ - ref.best_score_) <= TOL
     assert ours.n_splits_ == ref.n_splits_
-    np.testing.assert_array_equal(ours.predict(X), ref.predict(X))
+    if ours.refit:
+        np.testing.assert_array_equal(ours.predict(X), ref.predict(X))
+        if y is not None:
+            assert ours.score(X, y) == pytest.approx(ref.score(X, y), abs=TOL)
 
 
 def _both(estimator, grid, X, y, **kwargs):
@@ -105,15 +112,21 @@ def test_without_refit_there_is_no_best_estimator():
     "kwargs,error,match",
     [
         (dict(estimator="not an estimator"), TypeError, "searches gpunn.sklearn estimators"),
-        (dict(scoring=["accuracy", "f1"]), ValueError, "one metric"),
-        (dict(refit="accuracy"), ValueError, "refit must be True or False"),
+        (dict(scoring=["accuracy", "f1"]), ValueError, "For multi-metric scoring, the parameter refit must be"),
+        (dict(scoring=["accuracy", "f1"], refit="roc_auc"), ValueError, "'roc_auc' was passed"),
+        (dict(refit=3), ValueError, "refit must be True, False, a metric's name or a callable"),
+        (dict(refit=lambda results: 1.0), TypeError, "best_index_ returned is not an integer"),
+        (dict(refit=lambda results: 7), IndexError, "best_index_ index out of range"),
+        (dict(n_jobs=0), ValueError, "n_jobs must be None or a non-zero integer"),
+        (dict(pre_dispatch=1.5), ValueError, "pre_dispatch must be an integer or a string"),
     ],
 )
 def test_bad_arguments_name_the_problem(kwargs, error, match):
     X, y = _classification()
     est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=5, random_state=0, device="cpu")
     args = {"estimator": est, "param_grid": {"alpha": [1e-4]}, **kwargs}
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match=match), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         MLPSearchCV(**args).fit(X, y)
 
 
@@ -123,7 +136,7 @@ def test_a_candidate_that_diverges_scores_error_score_as_gridsearchcv_scores_a_f
     y = X[:, 0] * 3.0 + X[:, 1]
     est = MLPRegressor(hidden_layer_sizes=(6,), solver="sgd", max_iter=40, random_state=0, device="cpu",
                        batch_size=90)  # fmt: skip
-    grid = {"learning_rate_init": [0.01, 50.0]}  # the second explodes: its lone fit raises DivergenceError
+    grid = {"learning_rate_init": [0.01, 50.0]}  # the second explodes: its lone fit raises NonFiniteError
     with pytest.warns(Warning) as caught:
         ours = MLPSearchCV(est, grid, cv=3).fit(X, y)
         ref = GridSearchCV(est, grid, cv=3).fit(X, y)
@@ -132,7 +145,64 @@ def test_a_candidate_that_diverges_scores_error_score_as_gridsearchcv_scores_a_f
     assert sum(isinstance(w.message, FitFailedWarning) for w in caught) == 2  # one each
     assert np.isnan(ref.cv_results_["mean_test_score"][1])  # the oracle failed that candidate
     _compare(ours, ref, X)
-    with pytest.raises(gpunn.DivergenceError):
-        MLPSearchCV(est, grid, cv=3, error_score="raise").fit(X, y)
+    with pytest.raises(gpunn.NonFiniteError, match="Solver produced non-finite parameter weights"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            MLPSearchCV(est, grid, cv=3, error_score="raise").fit(X, y)  # the lone fit's error, as GridSearchCV's
+    # With early stopping a lone fit that diverges warns and keeps its best epoch's weights: it is scored.
+    est.set_params(early_stopping=True)
+    with pytest.warns(ConvergenceWarning, match="Training diverged") as caught:
+        ours = MLPSearchCV(est, grid, cv=3).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = GridSearchCV(est, grid, cv=3).fit(X, y)
+    assert sum("Training diverged" in str(w.message) for w in caught) == 3  # each fold of the second candidate
+    assert not np.isnan(ref.cv_results_["mean_test_score"]).any()
+    _compare(ours, ref, X)
     with pytest.raises(ValueError, match="error_score must be 'raise' or a number"):
         MLPSearchCV(est, grid, cv=3, error_score="nan").fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(return_train_score=True, n_jobs=2, pre_dispatch=4),
+        dict(scoring=["accuracy", "f1"], refit="f1", return_train_score=True),
+        dict(scoring={"acc": "accuracy", "bal": "balanced_accuracy"}, refit=False),
+        dict(refit=lambda results: int(np.argmax(results["mean_test_score"] - results["std_test_score"]))),
+        dict(refit="accuracy", n_jobs=-1, pre_dispatch="all"),  # one metric: a name refits on it, as True
+    ],
+    ids=["train-scores", "two-metrics", "named-metrics-no-refit", "refit-callable", "refit-name"],
+)
+def test_gridsearchcv_s_other_arguments_mean_what_they_mean_there(kwargs):
+    """return_train_score, several metrics, refit by name or by a callable: the same cv_results_ (every key, in
+    order), best candidate and refitted estimator as GridSearchCV's; n_jobs and pre_dispatch are accepted and
+    change nothing (the fits train stacked)."""
+    X, y = _classification()
+    est = MLPClassifier(hidden_layer_sizes=(5,), max_iter=10, random_state=0, device="cpu")
+    grid = {"alpha": [1e-4, 1e-1], "learning_rate_init": [0.003, 0.05]}
+    ours, ref = _both(est, grid, X, y, cv=3, **kwargs)
+    _compare(ours, ref, X, y)
+    if kwargs.get("return_train_score"):
+        assert "mean_train_score" in ours.cv_results_ or "mean_train_f1" in ours.cv_results_
+    if callable(kwargs.get("refit")):
+        assert not hasattr(ours, "best_score_")
+
+
+def test_verbose_prints_gridsearchcv_s_lines(capsys):
+    """verbose=1: the count of fits; 3: a line per fit with its fold, parameters and scores; 10: START lines too.
+    The lines equal GridSearchCV's but for the times."""
+    import re
+
+    X, y = _classification()
+    est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=5, random_state=0, device="cpu")
+    for verbose in (1, 3, 10):
+        printed = []
+        for search in (MLPSearchCV, GridSearchCV):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                search(est, {"alpha": [1e-4, 1e-2]}, cv=2, verbose=verbose, return_train_score=True,
+                       scoring=["accuracy", "f1"], refit="f1").fit(X, y)  # fmt: skip
+            printed.append(re.sub(r"total time= *[\d.]+m?s", "total time", capsys.readouterr().out))
+        assert printed[0] == printed[1]
+        assert printed[0].count("\n") == {1: 1, 3: 5, 10: 9}[verbose]

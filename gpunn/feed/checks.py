@@ -259,7 +259,8 @@ def targets(spec: Spec, y: Any, n: int, name: str = "y", fitting: bool = False) 
     """Validate ``y`` and return the model's targets on its device, encoded as the loss takes them
     (:func:`gpunn.losses.encode_targets` of 0/1 columns, one-hot rows for softmax, or values). A classifier whose
     labels are not its indices (``spec.classes``) takes them as labels; a regression with ``spec.target_scaling``
-    gets its targets standardized."""
+    gets its targets standardized. With ``fitting`` (a model's first fit) a single-label ``y`` must hold two
+    classes."""
     xp = spec.xp
     y = column(y, name)
     if spec.classes is not None and spec.output != "identity":

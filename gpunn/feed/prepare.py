@@ -58,7 +58,8 @@ def prepare(
 ) -> Prepared:  # fmt: skip
     """Check, learn from and place a fit's data for a model of ``spec`` that knows ``known``.
 
-    ``first`` is True when the model has not trained yet (a regression's target scaling is learned then only);
+    ``first`` is True when the model has not trained yet (a regression's target scaling is learned then only, and
+    a classifier's y must hold two classes then: a later fit takes a batch of one class, as online learning does);
     ``weights(spec, y, n)`` gives the host sample weights (default: ``sample_weight`` and ``class_weight`` as
     :func:`gpunn.feed.sample_weights` combines them)."""
     weight_total = w_host = t = x = None
@@ -79,7 +80,7 @@ def prepare(
     else:
         x = check_x(spec, X, "X")
         spec, classes, target_scaling = _targets(spec, known, X, y, first)
-        t = targets(spec, y, x.shape[0], "y", fitting=True)
+        t = targets(spec, y, x.shape[0], "y", fitting=first)
         if weights is None:
             w_host = sample_weights(spec, sample_weight, class_weight, y, x.shape[0])
         else:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import array_api_compat as aac
@@ -11,7 +13,7 @@ import numpy as np
 
 try:
     from sklearn import get_config
-    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.base import BaseEstimator
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import train_test_split
     from sklearn.utils import check_random_state
@@ -20,6 +22,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
 
 from .. import _backend, optim, schedules
+from ..errors import InputError, NonFiniteError
 from ..model import MLP
 
 _ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "logistic": "sigmoid", "identity": "identity"}
@@ -36,6 +39,34 @@ def _native(X: Any) -> bool:
     return aac.is_array_api_obj(X) and not isinstance(X, np.ndarray)
 
 
+@dataclass
+class SGDRate:
+    """A fitted SGD estimator's ``_optimizer``, as far as scikit-learn's ``SGDOptimizer`` tells its rate:
+    ``learning_rate`` is the rate of the next update, ``learning_rate_init`` lowered by ``invscaling`` after each
+    epoch (``learning_rate_init / (t_ + 1) ** power_t``) or divided by 5 by ``adaptive``."""
+
+    learning_rate_init: float
+    learning_rate: float
+
+
+@dataclass
+class AdamRate:
+    """A fitted Adam estimator's ``_optimizer``, as far as scikit-learn's ``AdamOptimizer`` tells its rate: ``t``
+    updates so far in this optimizer's life, and ``learning_rate`` the step size of the last one, both bias
+    corrections folded in (``learning_rate_init`` before the first)."""
+
+    learning_rate_init: float
+    beta_1: float
+    beta_2: float
+    t: int = 0
+
+    @property
+    def learning_rate(self) -> float:
+        if self.t == 0:
+            return float(self.learning_rate_init)
+        return self.learning_rate_init * math.sqrt(1 - self.beta_2**self.t) / (1 - self.beta_1**self.t)
+
+
 class _BaseMLP(BaseEstimator):
     _output: str  # "sigmoid"/"softmax" (set per fit for classifiers) or "identity"
     _model: MLP
@@ -43,7 +74,10 @@ class _BaseMLP(BaseEstimator):
     _seed_split: int
     _no_improvement_count: int
     _best_weights: Any  # the early-stopping best epoch's (W, b) pairs, kept across warm-started fits
+    _optimizer: Any  # SGDRate or AdamRate: the rate as scikit-learn's fitted ``_optimizer`` tells it
+    _exposed: dict[str, tuple[list[Any], list[Any] | None]]  # coefs_/intercepts_ handed out or assigned (see below)
     n_iter_: int
+    loss_: float
     best_loss_: Any  # float, or None with early stopping (as in scikit-learn)
     best_validation_score_: Any
     validation_scores_: Any
@@ -128,8 +162,10 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("beta_1 and beta_2 must be in [0, 1)")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in (0, 1); got {self.validation_fraction!r}")
-        if not (isinstance(self.n_iter_no_change, (int, np.integer)) and self.n_iter_no_change >= 1):
-            raise ValueError(f"n_iter_no_change must be an integer >= 1; got {self.n_iter_no_change!r}")
+        patience = self.n_iter_no_change
+        if not ((isinstance(patience, (int, np.integer)) and patience >= 1) or (
+                isinstance(patience, (float, np.floating)) and patience == np.inf)):  # fmt: skip
+            raise ValueError(f"n_iter_no_change must be an integer >= 1 or np.inf (never stop); got {patience!r}")
         if self.batch_size != "auto" and not (isinstance(self.batch_size, (int, np.integer)) and self.batch_size >= 1):
             raise ValueError(f"batch_size must be 'auto' or an integer >= 1; got {self.batch_size!r}")
 
@@ -146,7 +182,37 @@ class _BaseMLP(BaseEstimator):
         hidden: Any = self.hidden_layer_sizes
         return [int(hidden)] if isinstance(hidden, (int, np.integer)) else [int(h) for h in hidden]
 
-    def _optimizer(self) -> optim.Optimizer:
+    def _check_solver(self) -> bool:
+        """``partial_fit`` exists for the stochastic solvers only, as in scikit-learn (``hasattr`` says so)."""
+        if self.solver not in ("sgd", "adam"):
+            raise AttributeError(
+                f"partial_fit is only available for stochastic optimizers. {self.solver} is not stochastic."
+            )
+        return True
+
+    def _check_partial_fit(self) -> None:
+        if self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
+
+    def _check_split(self, T: Any, incremental: bool, classes: Any = None) -> None:
+        """The early-stopping split of a fit on targets ``T`` (encoded), tried before the call changes anything:
+        train_test_split's refusals (a class too small to stratify), then scikit-learn's of a validation set too
+        small to score (fewer than 2 rows). Neither depends on the seed the split will draw from."""
+        if not self.early_stopping or incremental:
+            return
+        n = T.shape[0]
+        _, held = train_test_split(np.arange(n), test_size=self.validation_fraction, random_state=0,
+                                   stratify=self._stratify_labels(T, classes))  # fmt: skip
+        if len(held) < 2:
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
+            )
+
+    def _stratify_labels(self, T: Any, classes: Any = None) -> Any:
+        """What the early-stopping split of targets ``T`` is stratified on (None: not stratified)."""
+        return None
+
+    def _gpunn_optimizer(self) -> optim.Optimizer:
         if self.solver == "adam":
             return optim.adam(self.beta_1, self.beta_2, self.epsilon)
         if self.momentum > 0:
@@ -204,55 +270,122 @@ class _BaseMLP(BaseEstimator):
     def _train(self, X: Any, T: Any, epochs: int, incremental: bool, sample_weight: Any = None) -> None:
         """Run up to ``epochs`` epochs with scikit-learn's stopping rules. With ``sample_weight`` the loss
         curve is the weighted loss, as scikit-learn's, so integer weights train as repeated rows do."""
+        self._apply_assigned()
         m = self._model
         n = X.shape[0]
         self.n_iter_ = 0  # epochs of this call, as scikit-learn counts them (t_ and loss_curve_ go on)
         key = "loss" if sample_weight is None else "weighted_loss"
-        batch = self._batch(n)
         scale = self._gradient_scale()
-        lr: Any = self.learning_rate_init / scale if self.solver == "sgd" else self.learning_rate_init
-        if self._sgd_schedule():
-            # The rate lives in the state of a plateau schedule that never lowers it itself; _epoch_end sets it
-            # as scikit-learn's SGD does.
-            lr = schedules.plateau(lr, factor=0.2, patience=_HELD)
-        if not incremental:  # every fit, a warm-started one too, starts a new optimizer and rate, as scikit-learn's
+        if not incremental or not isinstance(getattr(self, "_optimizer", None), (SGDRate, AdamRate)):
+            # every fit, a warm-started one too, starts a new optimizer and rate, as scikit-learn's
             m.optimizer_state, m.schedule = None, None
-        fit_kw = dict(lr=lr, batch_size=batch, optimizer=self._optimizer(), shuffle=self.shuffle,
-                      verbose=0, l2=self.alpha * scale)  # fmt: skip
-        if incremental:
+            self._new_optimizer()
+        # No divergence guard: scikit-learn trains on while the loss stays finite (see _non_finite).
+        fit_kw = dict(lr=self._model_rate(scale), batch_size=self._batch(n), optimizer=self._gpunn_optimizer(),
+                      shuffle=self.shuffle, verbose=0, l2=self.alpha * scale, diverge_factor=None)  # fmt: skip
+        try:
+            if incremental:
+                self._partial_epoch(X, T, key, scale, sample_weight, fit_kw)
+            else:
+                self._epochs(X, T, epochs, key, scale, sample_weight, fit_kw)
+        finally:
+            self._exposed = {}  # the weights changed: coefs_ and intercepts_ are read anew
+            self._count_steps()
+
+    def _partial_epoch(self, X: Any, T: Any, key: str, scale: float, sample_weight: Any, fit_kw: dict) -> None:
+        """``partial_fit``'s one epoch, with scikit-learn's bookkeeping (no early stopping: it refuses it)."""
+        m = self._model
+        try:
             m.fit(X, T, epochs=1, sample_weight=sample_weight, **fit_kw)
-            self._record_epoch(getattr(m.history, key)[-1] / scale, n)
-            if not self.early_stopping:
-                improving = self.loss_curve_[-1] <= self.best_loss_ - self.tol
-                self.best_loss_ = min(self.best_loss_, self.loss_curve_[-1])
-                self._no_improvement_count = 0 if improving else self._no_improvement_count + 1
-            self._epoch_end(m, scale)
-            return
-        X_val = y_val = w_val = None
+        except NonFiniteError as exc:
+            self._non_finite(exc, X.shape[0], None)  # raises: partial_fit has no early stopping
+        self._record_epoch(getattr(m.history, key)[-1] / scale, X.shape[0])
+        improving = self.loss_curve_[-1] <= self.best_loss_ - self.tol
+        self.best_loss_ = min(self.best_loss_, self.loss_curve_[-1])
+        self._no_improvement_count = 0 if improving else self._no_improvement_count + 1
+        self._epoch_end(m, scale)
+
+    def _epochs(
+        self, X: Any, T: Any, epochs: int, key: str, scale: float, sample_weight: Any, fit_kw: dict
+    ) -> None:  # fmt: skip
+        """``fit``'s epochs: the early-stopping split, the stopping rules after each epoch, the best weights."""
+        m = self._model
+        val = None
         if self.early_stopping:
-            # stratified for one label per row, as scikit-learn's MLP (binary targets are one 0/1 column)
-            stratify = T if isinstance(self, ClassifierMixin) and (T.ndim == 1 or T.shape[1] == 1) else None
             split = train_test_split(
                 X, T, *([] if sample_weight is None else [sample_weight]), test_size=self.validation_fraction,
-                random_state=self._seed_split, stratify=stratify,
+                random_state=self._seed_split, stratify=self._stratify_labels(T),
             )  # fmt: skip
             X, X_val, T, y_val = split[:4]
-            if sample_weight is not None:
-                sample_weight, w_val = split[4:]
+            sample_weight, w_val = split[4:] if sample_weight is not None else (None, None)
+            val = (X_val, y_val, w_val)
         best: dict[str, Any] = {"weights": self._best_weights}  # a warm-started fit keeps the best so far
-        val = (X_val, y_val, w_val) if self.early_stopping else None
         after_epoch = self._after_epoch(key, scale, X.shape[0], val, best)
-        m.fit(X, T, epochs=epochs, callbacks=[after_epoch], sample_weight=sample_weight, **fit_kw)
+        diverged = False
+        try:
+            m.fit(X, T, epochs=epochs, callbacks=[after_epoch], sample_weight=sample_weight, **fit_kw)
+        except NonFiniteError as exc:
+            self._non_finite(exc, X.shape[0], val)
+            diverged = True
         self._best_weights = best["weights"]
         if self.early_stopping and best["weights"] is not None:
             m.set_weights(best["weights"])
-        if self._no_improvement_count <= self.n_iter_no_change and self.n_iter_ == self.max_iter:
+        if not diverged and self._no_improvement_count <= self.n_iter_no_change and self.n_iter_ == self.max_iter:
             warnings.warn(
                 f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization hasn't "
                 "converged yet.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
+
+    def _non_finite(self, exc: NonFiniteError, n_train: int, val: tuple | None) -> None:
+        """After an epoch whose loss was not finite (``exc``; the model is back at its last finite weights).
+        Without early stopping (``val`` None), scikit-learn's ``ValueError`` (a :class:`NonFiniteError`). With it,
+        scikit-learn's record of that epoch (a NaN validation score, which resets the no-improvement count), and a
+        warning; training stops there, where scikit-learn trains on to max_iter on non-finite weights, and the
+        best validation epoch's weights are kept, as in scikit-learn."""
+        if val is None:
+            raise self._non_finite_error() from None
+        self._record_epoch(float("nan"), n_train)
+        self.validation_scores_.append(float("nan"))
+        self._no_improvement_count = 0
+        warnings.warn(
+            f"Training diverged in epoch {self.n_iter_} of this fit: its loss is not finite, so is its validation "
+            "score (NaN). Training stops there and keeps the weights of the best validation epoch "
+            f"(score {self.best_validation_score_:.6g}); a smaller learning_rate_init may help.",
+            ConvergenceWarning,
+            stacklevel=5,
+        )
+
+    def _non_finite_error(self) -> NonFiniteError:
+        """scikit-learn's error for non-finite weights, saying where the loss stopped being finite."""
+        return NonFiniteError(
+            "Solver produced non-finite parameter weights. The input data may contain large values and need to "
+            f"be preprocessed. (The loss was not finite in epoch {self.n_iter_ + 1} of this call; the estimator "
+            "keeps the weights of its last finite epoch. A smaller learning_rate_init may also help.)"
+        )
+
+    def _new_optimizer(self) -> None:
+        """A new ``_optimizer`` (its rate), as scikit-learn's MLP makes one for every fit."""
+        if self.solver == "sgd":
+            self._optimizer = SGDRate(self.learning_rate_init, float(self.learning_rate_init))
+        else:
+            self._optimizer = AdamRate(self.learning_rate_init, self.beta_1, self.beta_2)
+
+    def _model_rate(self, scale: float) -> Any:
+        """The rate the gpunn model trains at: SGD's over ``scale`` (gpunn's loss gradient over scikit-learn's),
+        held in the state of a plateau schedule when a schedule changes it (see _epoch_end)."""
+        if self.solver != "sgd":
+            return self.learning_rate_init
+        lr = self.learning_rate_init / scale
+        # a plateau that never lowers the rate itself: _epoch_end sets it as scikit-learn's SGD does
+        return schedules.plateau(lr, factor=0.2, patience=_HELD) if self._sgd_schedule() else lr
+
+    def _count_steps(self) -> None:
+        """Adam's update count, which its rate depends on, read from the model once a call."""
+        state = self._model.optimizer_state
+        if isinstance(self._optimizer, AdamRate) and state is not None:
+            self._optimizer.t = int(state["step"])
 
     def _after_epoch(
         self, key: str, scale: float, n_train: int, val: tuple | None, best: dict[str, Any]
@@ -286,25 +419,36 @@ class _BaseMLP(BaseEstimator):
     def _epoch_end(self, model: MLP, scale: float) -> bool:
         """scikit-learn's end of an epoch: invscaling's next rate, learning_rate_init / (t_ + 1) ** power_t; past
         n_iter_no_change epochs without improvement, adaptive's rate / 5 (while above 1e-6) in place of stopping.
-        Returns whether training goes on."""
+        The rate is ``_optimizer.learning_rate``, the model's over ``scale``. Returns whether training goes on."""
+        rate = self._optimizer
         if self._sgd_schedule() and self.learning_rate == "invscaling":
-            rate = self.learning_rate_init / (self.t_ + 1) ** self.power_t / scale
-            model.schedule_state = {**model.schedule_state, "lr": rate}
+            rate.learning_rate = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
+            model.schedule_state = {**model.schedule_state, "lr": rate.learning_rate / scale}
         if self._no_improvement_count <= self.n_iter_no_change:
             return True
-        if self._sgd_schedule() and self.learning_rate == "adaptive" and model.schedule_state["lr"] * scale > 1e-6:
-            model.schedule_state = {**model.schedule_state, "lr": model.schedule_state["lr"] / 5}
+        if self._sgd_schedule() and self.learning_rate == "adaptive" and rate.learning_rate > 1e-6:
+            rate.learning_rate /= 5.0
+            model.schedule_state = {**model.schedule_state, "lr": rate.learning_rate / scale}
             self._no_improvement_count = 0
             return True
         return False
 
     def _record_epoch(self, loss: float, n: int) -> None:
-        self.loss_curve_.append(float(loss))
+        self.loss_ = float(loss)  # the last epoch's mean loss, its L2 term included, as scikit-learn's
+        self.loss_curve_.append(self.loss_)
         self.n_iter_ += 1
         self.t_ += n
 
-    def _start(self, X: Any, n_outputs: int) -> None:
+    def _start(self, X: Any, n_outputs: int, incremental: bool) -> None:
+        """A first fit's new network, initialized as scikit-learn's, and scikit-learn's fitted attributes. Weights
+        assigned to ``coefs_``/``intercepts_`` before it are trained from by ``partial_fit`` and a warm-started
+        ``fit`` (checked here, before anything changes), and dropped by a ``fit`` that starts over, as in
+        scikit-learn."""
         self._check_params()
+        sizes = [X.shape[1], *self._hidden(), n_outputs]
+        keep = incremental or self.warm_start
+        if keep:
+            self._assigned_pairs(sizes)
         self._model = self._model_for(X, n_outputs)
         # scikit-learn's initialization (Glorot-uniform weights and biases, factor 2 for logistic units), so
         # that the same hyper-parameters train the same way.
@@ -315,6 +459,8 @@ class _BaseMLP(BaseEstimator):
             bound = np.sqrt(factor / (fan_in + fan_out))
             pairs.append((rng.uniform(-bound, bound, (fan_in, fan_out)).T, rng.uniform(-bound, bound, fan_out)))
         self._model.set_weights(pairs)
+        if not keep:
+            self._exposed = {}
         self.n_outputs_ = n_outputs
         self.n_layers_ = len(self._hidden()) + 2
         self.out_activation_ = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity"}[self._output]
@@ -334,17 +480,93 @@ class _BaseMLP(BaseEstimator):
             self.best_loss_ = np.inf
 
     # ------------------------------------------------------------------------------------------ attributes
+    # coefs_ and intercepts_ are lists, as scikit-learn's, that set the network's weights when assigned: the whole
+    # list (est.coefs_ = [...]) or an item of it (est.coefs_[0] = W). A list handed out is kept in _exposed with a
+    # copy of its items, so that an item replaced in it is seen at the next call that uses the weights
+    # (_apply_assigned); an assigned list has no copy (None): all of it is new. Writing into the arrays themselves
+    # (est.coefs_[0][0, 0] = 1) changes a copy only.
     @property
     def coefs_(self) -> list[Any]:
-        """Weight matrices in scikit-learn's (in, out) layout, in the input's namespace."""
-        check_is_fitted(self, "_model")
-        return [self._out(w).T for w, _ in self._model.weights]
+        """Weight matrices in scikit-learn's (in, out) layout, in the input's namespace; assignable."""
+        return self._layers("coefs_")
+
+    @coefs_.setter
+    def coefs_(self, value: Any) -> None:
+        self._assign("coefs_", value)
 
     @property
     def intercepts_(self) -> list[Any]:
-        """Bias vectors, in the input's namespace."""
+        """Bias vectors, in the input's namespace; assignable."""
+        return self._layers("intercepts_")
+
+    @intercepts_.setter
+    def intercepts_(self, value: Any) -> None:
+        self._assign("intercepts_", value)
+
+    def _layers(self, name: str) -> list[Any]:
+        if name not in self.__dict__.get("_exposed", {}):
+            check_is_fitted(self, "_model")
+            i = 0 if name == "coefs_" else 1
+            values = [self._out(pair[i]) for pair in self._model.weights]
+            values = [v.T for v in values] if i == 0 else values
+            self.__dict__.setdefault("_exposed", {})[name] = (values, list(values))
+        return self._exposed[name][0]
+
+    def _assign(self, name: str, value: Any) -> None:
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or hasattr(value, "shape"):
+            raise InputError(f"{name} must be a list of arrays, one per layer; got {type(value).__name__}")
+        self.__dict__.setdefault("_exposed", {})[name] = (value if isinstance(value, list) else list(value), None)
+
+    def _assigned_pairs(self, sizes: list[int]) -> list[tuple[Any, Any]] | None:
+        """The (W, b) pairs, in gpunn's (out, in) layout, that assigned ``coefs_``/``intercepts_`` give a network
+        of widths ``sizes`` (a layer not assigned keeps its weights), or None where nothing was assigned; a list
+        that does not fit is an error, raised before anything changes."""
+        changed = {name: values for name, (values, _) in self._assigned().items()}
+        if not changed:
+            return None
+        layers = len(sizes) - 1
+        current = self._model.weights if hasattr(self, "_model") and self._model.sizes == sizes else None
+        pairs = []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            pair: list[Any] = []
+            for name, shape in (("coefs_", (fan_in, fan_out)), ("intercepts_", (fan_out,))):
+                values = changed.get(name)
+                if values is None:  # (before a first fit: only checked, the new network's weights go there)
+                    pair.append(None if current is None else current[i][len(pair)])
+                    continue
+                if len(values) != layers:
+                    raise InputError(f"{name} has {len(values)} arrays; this network has {layers} layers")
+                value = values[i] if _native(values[i]) else np.asarray(values[i])
+                if tuple(value.shape) != shape:
+                    raise InputError(f"{name}[{i}] has shape {tuple(value.shape)}; this network needs {shape}")
+                pair.append(value.T if name == "coefs_" else value)
+            pairs.append((pair[0], pair[1]))
+        return pairs
+
+    def _apply_assigned(self) -> None:
+        """Give the network the weights assigned to ``coefs_``/``intercepts_`` since it last used them."""
+        pairs = self._assigned_pairs(self._model.sizes)
+        if pairs is not None:
+            self._model.set_weights(pairs)
+            self._exposed = {}
+
+    def _assigned(self) -> dict[str, tuple[list[Any], list[Any] | None]]:
+        """The entries of ``_exposed`` that were assigned, or handed out and had an item replaced since."""
+        return {
+            name: (values, kept) for name, (values, kept) in self.__dict__.get("_exposed", {}).items()
+            if kept is None or len(kept) != len(values) or any(a is not b for a, b in zip(values, kept))
+        }  # fmt: skip
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A list handed out and left as it was is not pickled: it is read anew from the network."""
+        state = super().__getstate__()
+        state["_exposed"] = self._assigned()
+        return state
+
+    def _fitted_model(self) -> MLP:
         check_is_fitted(self, "_model")
-        return [self._out(b) for _, b in self._model.weights]
+        self._apply_assigned()
+        return self._model
 
     def _check_same_namespace(self, X: Any, method: str) -> None:
         """Under scikit-learn's ``array_api_dispatch``, ``X`` must come from the namespace and device of the
@@ -369,10 +591,9 @@ class _BaseMLP(BaseEstimator):
         return a if self._native_input else _backend.to_numpy(a)
 
     def _forward(self, X: Any, method: str) -> Any:
-        check_is_fitted(self, "_model")
+        model = self._fitted_model()
         self._check_same_namespace(X, method)
         X = self._validate_X(X, reset=False)
-        model = self._model
         return model.predict(X) if model.output == "identity" else model.predict_proba(X)
 
     def _host_score(self, metric: Any, X: Any, y: Any, sample_weight: Any) -> float:
@@ -399,8 +620,7 @@ class _BaseMLP(BaseEstimator):
         a regressor's ``values`` are (batch, n_outputs_)."""
         from ..export import to_onnx
 
-        check_is_fitted(self, "_model")
-        return to_onnx(self._model, path, opset=opset, **self._onnx_outputs())
+        return to_onnx(self._fitted_model(), path, opset=opset, **self._onnx_outputs())
 
     def _onnx_outputs(self) -> dict[str, Any]:
         return {}

@@ -11,8 +11,9 @@ try:
     from sklearn.base import ClassifierMixin
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils.class_weight import compute_sample_weight
+    from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import check_classification_targets, type_of_target
-    from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+    from sklearn.utils.validation import column_or_1d, validate_data
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
 
@@ -26,6 +27,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     Binary targets use one sigmoid output, several classes a softmax, and a 2-D 0/1 indicator matrix several
     sigmoid outputs (multilabel). Class labels may be any values, strings included.
     """
+
+    _binarizer: LabelBinarizer
 
     def __init__(
         self,
@@ -69,15 +72,17 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """Train from scratch on ``(X, y)``; ``sample_weight`` (n,) weighs each row's loss."""
         return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
+    @available_if(_BaseMLP._check_solver)
     def partial_fit(self, X: Any, y: Any, classes: Any = None, sample_weight: Any = None) -> MLPClassifier:
-        """One epoch over ``(X, y)``; the first call needs ``classes`` (all labels that will be seen)."""
-        if self.solver not in ("sgd", "adam"):
-            raise AttributeError(f"partial_fit is only available for stochastic optimizers; got {self.solver!r}")
+        """One epoch over ``(X, y)``; the first call needs ``classes`` (all labels that will be seen). A batch may
+        hold one class only (one row at a time, say)."""
+        self._check_partial_fit()
         first = not hasattr(self, "_model")
         if first and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit")
         if not first and classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
-            raise ValueError(f"`classes={classes!r}` is not the same as on the first call: {self.classes_!r}")
+            raise ValueError(f"`classes={classes!r}` is not the same as on last call to partial_fit, was: "
+                             f"{self.classes_!r}")  # fmt: skip
         return self._fit(X, y, incremental=True, classes=classes if first else None, sample_weight=sample_weight)
 
     def _fit(self, X: Any, y: Any, incremental: bool, classes: Any = None, sample_weight: Any = None) -> MLPClassifier:
@@ -97,40 +102,42 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if y_host.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} samples but y has {y_host.shape[0]}")
         check_classification_targets(y_host)
+        # What this fit learns is kept in locals until every check has passed: a refused call changes nothing.
         if start:
-            self._binarizer = LabelBinarizer()
-            self._binarizer.fit(y_host if classes is None else np.asarray(classes))
-            self.classes_ = self._binarizer.classes_
+            binarizer = LabelBinarizer().fit(y_host if classes is None else np.asarray(classes))
             multilabel = type_of_target(y_host) == "multilabel-indicator"
-            if len(self.classes_) < 2 and not multilabel:
-                raise ValueError(
-                    f"{type(self).__name__} needs samples of at least 2 classes in the data; got one class only "
-                    f"({self.classes_[0]!r})"
-                )
-            n_outputs = y_host.shape[1] if multilabel else (1 if len(self.classes_) == 2 else len(self.classes_))
-            self._output = "softmax" if n_outputs > 1 and not multilabel else "sigmoid"
-            self._start(X, n_outputs)
-        elif self.warm_start and not incremental and y_host.ndim == 1:
-            if set(np.unique(y_host)) != set(self.classes_):
+            k = len(binarizer.classes_)
+            # one class (scikit-learn's MLP takes it): one sigmoid output trained towards 0, predict gives the class
+            n_outputs = y_host.shape[1] if multilabel else (1 if k <= 2 else k)
+            output = "softmax" if n_outputs > 1 and not multilabel else "sigmoid"
+        else:
+            binarizer, output = self._binarizer, self._output
+        known = binarizer.classes_
+        if not start and self.warm_start and not incremental and y_host.ndim == 1:
+            if set(np.unique(y_host)) != set(known):
                 raise ValueError(
                     "warm_start can only be used where `y` has the same classes as in the previous call to fit. "
-                    f"Previously got {self.classes_}, `y` has {np.unique(y_host)}"
+                    f"Previously got {known}, `y` has {np.unique(y_host)}"
                 )
+        if (incremental or not start) and y_host.ndim == 1:  # partial_fit's classes= bound y from its first call
+            if len(np.setdiff1d(np.unique(y_host), known)):
+                raise ValueError(
+                    f"`y` has classes not in `self.classes_`. `self.classes_` has {known}. 'y' has {np.unique(y_host)}."
+                )
+        if output == "softmax":
+            T = np.searchsorted(known, y_host)
         else:
-            unseen: Any = np.setdiff1d(np.unique(y_host), self.classes_) if y_host.ndim == 1 else []
-            if len(unseen):
-                raise ValueError(f"y holds labels not in classes_: {unseen!r}")
-        if self._output == "softmax":
-            T = np.searchsorted(self.classes_, y_host)
-        else:
-            T = self._binarizer.transform(y_host) if y_host.ndim == 1 else y_host
-            T = T.astype(np.float64)
+            T = (binarizer.transform(y_host) if y_host.ndim == 1 else y_host).astype(np.float64)
         weight = self._sample_weight(sample_weight, X)
         if self.class_weight is not None:
             if y_host.ndim != 1:
                 raise ValueError("class_weight is not supported for multilabel targets")
             per_class = compute_sample_weight(self.class_weight, y_host)
             weight = per_class if weight is None else weight * per_class
+        self._check_split(T, incremental, known)
+        if start:
+            self._binarizer, self.classes_, self._output = binarizer, known, output
+            self._start(X, n_outputs, incremental)
         self._train(X, T, 1 if incremental else self.max_iter, incremental, weight)
         return self
 
@@ -140,12 +147,32 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         labels = _backend.to_numpy(self._model.predict(X_val))
         truth = np.asarray(y_val)
         right = labels.reshape(truth.shape) == truth
+        if len(self.classes_) == 1:  # predict gives the one class, always right
+            right = np.ones_like(right)
         return float(np.average(right if right.ndim == 1 else right.all(axis=1), weights=weight))
+
+    def _stratify_labels(self, T: Any, classes: Any = None) -> Any:
+        """The early-stopping split is stratified as scikit-learn's on binary targets: on the 0/1 column as
+        booleans (a class too small to split is named 'True' or 'False', as there); on several classes (which
+        scikit-learn leaves unstratified) on the labels (``classes``, default ``classes_``; T holds their indices);
+        multilabel targets are not stratified."""
+        if T.ndim == 1:
+            return (self.classes_ if classes is None else classes)[T]
+        return T.astype(bool) if T.shape[1] == 1 else None
+
+    def _labels(self, indices: np.ndarray) -> np.ndarray:
+        """Class labels of the network's predicted indices (multilabel: the indicator matrix itself)."""
+        if self._output == "sigmoid" and self.n_outputs_ > 1:
+            return indices
+        if len(self.classes_) == 1:  # as scikit-learn's LabelBinarizer gives for one class
+            return np.repeat(self.classes_, len(indices))
+        return self.classes_[indices]
 
     def _onnx_outputs(self) -> dict[str, Any]:
         if self._output == "sigmoid" and self.n_outputs_ > 1:  # multilabel: the indicator matrix, as predict
             return {}
-        return {"classes": self.classes_, "two_column_binary": True}
+        classes = np.repeat(self.classes_, 2) if len(self.classes_) == 1 else self.classes_  # either index: it
+        return {"classes": classes, "two_column_binary": True}
 
     def predict_proba(self, X: Any) -> Any:
         """Class probabilities, shape (n, n_classes) (two columns for binary problems)."""
@@ -165,13 +192,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def predict(self, X: Any) -> Any:
         """Predicted class labels (a 0/1 indicator matrix for multilabel targets)."""
-        check_is_fitted(self, "_model")
+        model = self._fitted_model()
         self._check_same_namespace(X, "predict")
-        labels = _backend.to_numpy(self._model.predict(self._validate_X(X, reset=False)))
-        if self._output == "sigmoid" and self.n_outputs_ > 1:
-            out = labels
-        else:
-            out = self.classes_[labels]
+        out = self._labels(_backend.to_numpy(model.predict(self._validate_X(X, reset=False))))
         if self._native_input and out.dtype.kind in "biuf":
             return _backend.from_numpy(out, self._model.xp, self._model.device)
         return out

@@ -9,6 +9,7 @@ import numpy as np
 
 try:
     from sklearn.base import RegressorMixin
+    from sklearn.utils.metaestimators import available_if
     from sklearn.utils.validation import validate_data
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
@@ -26,8 +27,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """Train from scratch on ``(X, y)``; ``sample_weight`` (n,) weighs each row's loss."""
         return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
+    @available_if(_BaseMLP._check_solver)
     def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
         """One epoch over ``(X, y)``, continuing from the current weights."""
+        self._check_partial_fit()
         return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def _fit(self, X: Any, y: Any, incremental: bool, sample_weight: Any = None) -> MLPRegressor:
@@ -52,9 +55,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             T = np.asarray(T, dtype=np.float64)
             self._y_1d = T.ndim == 1
             T = T.reshape(-1, 1) if T.ndim == 1 else T
+        self._check_split(T, incremental)
         if start:
             self._y_1d = getattr(y, "ndim", 1) == 1
-            self._start(X, T.shape[1])
+            self._start(X, T.shape[1], incremental)
         elif T.shape[1] != self.n_outputs_:
             raise ValueError(f"y has {T.shape[1]} outputs but the model was fitted with {self.n_outputs_}")
         self._train(X, T, 1 if incremental else self.max_iter, incremental, self._sample_weight(sample_weight, X))
@@ -64,6 +68,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         from sklearn.metrics import r2_score
 
         pred = _backend.to_numpy(self._model.predict(X_val))
+        if not np.isfinite(pred).all():  # weights that overflowed: scikit-learn scores them NaN
+            return float("nan")
         return float(r2_score(_backend.to_numpy(y_val), pred, sample_weight=weight))
 
     def predict(self, X: Any) -> Any:

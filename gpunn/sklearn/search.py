@@ -14,9 +14,10 @@ member's callback. So each fold's estimator ends as it would alone, and the scor
 from __future__ import annotations
 
 import inspect
+import numbers
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,10 +33,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
 from scipy.stats import rankdata
 
-from .. import schedules
 from ..ensemble import Ensemble
-from ..errors import DivergenceError
-from ._base import _HELD, _BaseMLP
+from ..errors import DivergenceError, NonFiniteError
+from ._base import _BaseMLP
 
 
 class _Task:
@@ -44,7 +44,8 @@ class _Task:
     def __init__(self, candidate: int, fold: int, estimator: _BaseMLP, train: np.ndarray, test: np.ndarray):
         self.candidate, self.fold, self.estimator, self.train, self.test = candidate, fold, estimator, train, test
         self.fit_time = 0.0
-        self.score = np.nan
+        self.scores: dict[str, float] = {}  # test scores by metric ("score" for one metric)
+        self.train_scores: dict[str, float] = {}  # with return_train_score
         self.score_time = 0.0
         self.error: str | None = None  # why the fit failed (its divergence), or None
 
@@ -76,7 +77,8 @@ class _Task:
         classes = tuple(np.asarray(getattr(est, "classes_", ())).tolist())
         return (
             type(est), tuple(m.sizes), str(m.activation), m.output, m.dtype, id(m.xp), str(m.device), classes,
-            est._optimizer(), batch, bool(est.shuffle), self.weight is not None, self.X.dtype.str, str(self.T.dtype),
+            est._gpunn_optimizer(), batch, bool(est.shuffle), self.weight is not None, self.X.dtype.str,
+            str(self.T.dtype),
         )  # fmt: skip
 
 
@@ -96,22 +98,20 @@ def _train_group(tasks: list[_Task], n: int) -> None:
     T = np.empty((n, *first.T.shape[1:]), dtype=first.T.dtype)
     T[...] = first.T[0]
     weights = np.zeros((len(tasks), n)) if first.weight is not None else None
-    rows, rates, l2s, callbacks, bests = [], [], [], [], []
+    rows, rates, l2s, callbacks, bests, vals = [], [], [], [], [], []
     for k, task in enumerate(tasks):
         est = task.estimator
         X[task.train] = task.X
         T[task.train] = task.T
         scale = est._gradient_scale()
-        rate: Any = est.learning_rate_init / scale if est.solver == "sgd" else est.learning_rate_init
-        if est._sgd_schedule():
-            rate = schedules.plateau(rate, factor=0.2, patience=_HELD)
+        rate = est._model_rate(scale)
         member_rows, val = np.arange(len(task.X)), None
         if est.early_stopping:  # the estimator's own split of its rows, by the same generator
             Tk = task.T
-            stratify = Tk if is_classifier(est) and (Tk.ndim == 1 or Tk.shape[1] == 1) else None
             member_rows, held = train_test_split(
-                member_rows, test_size=est.validation_fraction, random_state=est._seed_split, stratify=stratify
-            )
+                member_rows, test_size=est.validation_fraction, random_state=est._seed_split,
+                stratify=est._stratify_labels(Tk),
+            )  # fmt: skip
             val = (task.X[held], Tk[held], None if task.weight is None else task.weight[held])
         if weights is not None:
             weights[k, task.train] = task.weight
@@ -122,8 +122,10 @@ def _train_group(tasks: list[_Task], n: int) -> None:
         bests.append(best)
         key = "loss" if task.weight is None else "weighted_loss"
         callbacks.append([_after_epoch(est, key, scale, len(member_rows), val, best)])
+        vals.append((len(member_rows), val))
     for task in tasks:  # every fit starts a new optimizer and rate, as scikit-learn's
         task.estimator._model.optimizer_state, task.estimator._model.schedule = None, None
+        task.estimator._new_optimizer()
     ens = Ensemble.from_members([t.estimator._model for t in tasks], compile=est0._model.compile)
     batch = first.key()[9]
     start = time.perf_counter()
@@ -131,20 +133,25 @@ def _train_group(tasks: list[_Task], n: int) -> None:
         warnings.filterwarnings("ignore", message="gpunn: ensemble member", category=RuntimeWarning)
         try:  # a member that diverges is set aside: its task failed, as the lone estimator's fit would have
             ens.fit(
-                X, T, epochs=max(t.epochs for t in tasks), lr=rates, batch_size=batch, optimizer=est0._optimizer(),
-                shuffle=est0.shuffle, verbose=0, l2=l2s, callbacks=callbacks, sample_weight=weights, rows=rows,
+                X, T, epochs=max(t.epochs for t in tasks), lr=rates, batch_size=batch,
+                optimizer=est0._gpunn_optimizer(), shuffle=est0.shuffle, verbose=0, l2=l2s, callbacks=callbacks,
+                sample_weight=weights, rows=rows, diverge_factor=None,  # as the estimators' own fits
             )  # fmt: skip
         except DivergenceError:
-            pass  # every member diverged: every task failed
+            pass  # every member diverged
     elapsed = (time.perf_counter() - start) / len(tasks)
-    for task, reason in zip(tasks, ens.diverged):
-        task.error = reason
-    for task, best in zip(tasks, bests):
+    for task, best, reason, (n_train, val) in zip(tasks, bests, ens.diverged, vals):
         est = task.estimator
+        est._count_steps()
+        if reason is not None:  # its loss was not finite: what the estimator's own fit does then
+            if val is None:
+                task.error = str(est._non_finite_error())  # a failed fit
+            else:
+                est._non_finite(NonFiniteError(reason), n_train, val)  # a warning, a NaN score, its best weights
         est._best_weights = best["weights"]
         if est.early_stopping and best["weights"] is not None:
             est._model.set_weights(best["weights"])
-        if est._no_improvement_count <= est.n_iter_no_change and est.n_iter_ == est.max_iter:
+        if reason is None and est._no_improvement_count <= est.n_iter_no_change and est.n_iter_ == est.max_iter:
             warnings.warn(
                 f"Stochastic Optimizer: Maximum iterations ({est.max_iter}) reached and the optimization hasn't "
                 "converged yet.",
@@ -155,14 +162,23 @@ def _train_group(tasks: list[_Task], n: int) -> None:
 
 
 def _param_arrays(candidates: list[dict[str, Any]]) -> dict[str, np.ma.MaskedArray]:
-    names = sorted({name for c in candidates for name in c})
+    """GridSearchCV's ``param_<name>`` columns: in the order the names first appear, each a masked array (masked
+    where a candidate lacks the name) of the dtype NumPy infers, object for strings and sequences."""
+    values: dict[str, dict[int, Any]] = {}
+    for i, c in enumerate(candidates):
+        for name, value in c.items():
+            values.setdefault(f"param_{name}", {})[i] = value
     out = {}
-    for name in names:
-        values = np.ma.MaskedArray(np.empty(len(candidates), dtype=object), mask=True)
-        for i, c in enumerate(candidates):
-            if name in c:
-                values[i] = c[name]
-        out[f"param_{name}"] = values
+    for key, by_index in values.items():
+        try:
+            inferred = np.array(list(by_index.values()))
+            dtype = inferred.dtype if inferred.dtype.kind != "U" and inferred.ndim == 1 else np.dtype(object)
+        except ValueError:  # sequences of different lengths
+            dtype = np.dtype(object)
+        column = np.ma.MaskedArray(np.empty(len(candidates), dtype=dtype), mask=True)
+        for i, value in by_index.items():
+            column[i] = value
+        out[key] = column
     return out
 
 
@@ -176,56 +192,72 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
     estimator : gpunn.sklearn.MLPClassifier or MLPRegressor
     param_grid : dict or list of dicts
         As for ``GridSearchCV``: parameter names to lists of values.
+    scoring : str, callable, list, tuple, set or dict, optional
+        As for ``GridSearchCV``: one metric (the estimator's ``score`` by default), or several by name
+        (``cv_results_`` then holds ``mean_test_<name>`` and so on for each).
+    n_jobs : int, optional
+        Accepted as ``GridSearchCV`` takes it, and without effect: the fits that share a network shape train as
+        one stacked ensemble on one device, so there are no jobs to spread over processes.
+    refit : bool, str or callable
+        As for ``GridSearchCV``: refit the best candidate on all of ``X`` into ``best_estimator_``. With several
+        metrics, the name of the one that picks the best; a callable takes ``cv_results_`` and returns the index
+        of the best candidate (there is then no ``best_score_``).
     cv : int, cross-validation generator or iterable
         As for ``GridSearchCV`` (5: stratified 5-fold for classifiers, 5-fold otherwise).
-    scoring : str or callable, optional
-        One metric, as for ``GridSearchCV``; the estimator's ``score`` by default.
-    refit : bool
-        Refit the best candidate on all of ``X`` into ``best_estimator_``.
+    verbose : int
+        As for ``GridSearchCV``: above 0 the number of fits; above 1 a line per fit (its parameters and time),
+        above 2 with its score and fold. The lines come once every fit has been scored, since the fits train
+        together.
+    pre_dispatch : int or str
+        Accepted as ``GridSearchCV`` takes it, and without effect (see ``n_jobs``).
     error_score : "raise" or float
-        The score of a fit that diverged (its member of the stacked ensemble was set aside), as ``GridSearchCV``
-        scores a fit that failed: ``np.nan`` by default, with one ``FitFailedWarning``; "raise" raises its
-        ``DivergenceError``.
+        The score of a fit that failed (its loss stopped being finite without early stopping: its member of the
+        stacked ensemble was set aside), as ``GridSearchCV`` scores a fit that raised: ``np.nan`` by default, with
+        one ``FitFailedWarning``; "raise" raises the estimator's ``NonFiniteError`` (a ``ValueError``).
+    return_train_score : bool
+        As for ``GridSearchCV``: ``cv_results_`` also holds each fit's scores on its training rows.
 
     Attributes
     ----------
-    cv_results_, best_params_, best_score_, best_index_, best_estimator_, n_splits_, scorer_, refit_time_:
+    cv_results_, best_params_, best_score_, best_index_, best_estimator_, n_splits_, scorer_, refit_time_,
+    multimetric_:
         As ``GridSearchCV``'s (``mean_fit_time`` shares each ensemble's time out among its members).
     n_ensembles_ : int
         How many stacked ensembles the search trained.
     """
 
     def __init__(
-        self, estimator: Any, param_grid: Any, *, cv: Any = 5, scoring: Any = None, refit: bool = True,
-        error_score: Any = np.nan,
+        self, estimator: Any, param_grid: Any, *, scoring: Any = None, n_jobs: int | None = None,
+        refit: bool | str | Callable[..., int] = True, cv: Any = 5, verbose: int = 0,
+        pre_dispatch: int | str = "2*n_jobs", error_score: Any = np.nan, return_train_score: bool = False,
     ):  # fmt: skip
         self.estimator = estimator
         self.param_grid = param_grid
-        self.cv = cv
         self.scoring = scoring
+        self.n_jobs = n_jobs
         self.refit = refit
+        self.cv = cv
+        self.verbose = verbose
+        self.pre_dispatch = pre_dispatch
         self.error_score = error_score
+        self.return_train_score = return_train_score
 
     def fit(self, X: Any, y: Any, **fit_params: Any) -> MLPSearchCV:
         """Fit every candidate on every fold, stacked; then refit the best on all of ``X``. ``fit_params`` (such
         as ``sample_weight``) are indexed by fold, as ``GridSearchCV`` does."""
         if not isinstance(self.estimator, _BaseMLP):
             raise TypeError(f"MLPSearchCV searches gpunn.sklearn estimators; got {type(self.estimator).__name__}")
-        if not isinstance(self.refit, bool):
-            raise ValueError(f"refit must be True or False; got {self.refit!r}")
-        if isinstance(self.scoring, (list, tuple, set, Mapping)):
-            raise ValueError("MLPSearchCV takes one metric: scoring is a string, a callable or None")
-        if not (isinstance(self.error_score, str) and self.error_score == "raise") and not isinstance(
-            self.error_score, (int, float, np.number)
-        ):
-            raise ValueError(f"error_score must be 'raise' or a number; got {self.error_score!r}")
+        self._check_arguments()
         X, y = indexable(X, y)
         fit_params = dict(fit_params)
         groups = fit_params.pop("groups", None)
         candidates = list(ParameterGrid(self.param_grid))
         cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
         splits = list(cv.split(X, y, groups))
-        self.scorer_ = check_scoring(self.estimator, self.scoring)
+        self.scorer_, scoring, refit_metric = self._scorers()
+        if self.verbose > 0:
+            print(f"Fitting {len(splits)} folds for each of {len(candidates)} candidates, totalling "
+                  f"{len(splits) * len(candidates)} fits")  # fmt: skip
         tasks = self._tasks(candidates, splits, X, y, fit_params)
         stacks: dict[tuple, list[_Task]] = {}
         for task in tasks:
@@ -233,19 +265,66 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
         for stack in stacks.values():
             _train_group(stack, len(y))
         self.n_ensembles_ = len(stacks)
-        self._score(tasks, X, y, fit_params.get("sample_weight") if _forwards_weights(self.scorer_) else None)
+        self._score(tasks, X, y, fit_params.get("sample_weight") if _forwards_weights(scoring) else None, scoring)
+        self._report(tasks, candidates, len(splits))
         self.cv_results_ = self._results(candidates, len(splits), tasks)
         self.n_splits_ = len(splits)
-        self.best_index_ = int(self.cv_results_["rank_test_score"].argmin())
-        self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
-        self.best_params_ = candidates[self.best_index_]
+        if self.refit or not self.multimetric_:
+            self.best_index_ = self._best_index(refit_metric)
+            if not callable(self.refit):
+                self.best_score_ = float(self.cv_results_[f"mean_test_{refit_metric}"][self.best_index_])
+            self.best_params_ = candidates[self.best_index_]
         if self.refit:
             start = time.perf_counter()
             self.best_estimator_ = clone(self.estimator).set_params(**clone(self.best_params_, safe=False))
             self.best_estimator_.fit(X, y, **fit_params)
             self.refit_time_ = time.perf_counter() - start
-        self.multimetric_ = False
         return self
+
+    def _check_arguments(self) -> None:
+        """GridSearchCV's arguments, checked before anything trains."""
+        if not (isinstance(self.refit, (bool, str)) or callable(self.refit)):
+            raise ValueError(f"refit must be True, False, a metric's name or a callable; got {self.refit!r}")
+        if not (isinstance(self.error_score, str) and self.error_score == "raise") and not isinstance(
+            self.error_score, (int, float, np.number)
+        ):
+            raise ValueError(f"error_score must be 'raise' or a number; got {self.error_score!r}")
+        if self.n_jobs is not None and not (isinstance(self.n_jobs, numbers.Integral) and self.n_jobs != 0):
+            raise ValueError(f"n_jobs must be None or a non-zero integer; got {self.n_jobs!r}")
+        if not isinstance(self.pre_dispatch, (numbers.Integral, str)):
+            raise ValueError(f"pre_dispatch must be an integer or a string; got {self.pre_dispatch!r}")
+        if not isinstance(self.verbose, numbers.Integral):
+            raise ValueError(f"verbose must be an integer; got {self.verbose!r}")
+
+    def _scorers(self) -> tuple[Any, Any, str]:
+        """``(scorer_, scoring, refit_metric)`` as GridSearchCV makes them: one scorer, itself and "score"; or for
+        several metrics a dict of scorers by name, the scorer of them all (a dict of scores, predicting once) and
+        the name ``refit`` gives."""
+        self.multimetric_ = isinstance(self.scoring, (list, tuple, set, dict))
+        if not self.multimetric_:
+            scorer = check_scoring(self.estimator, self.scoring)
+            return scorer, scorer, "score"
+        scoring = check_scoring(self.estimator, self.scoring)  # scikit-learn's checks of the names
+        scorers = dict(scoring._scorers)
+        if self.refit is not False and not callable(self.refit) and not (
+                isinstance(self.refit, str) and self.refit in scorers):  # fmt: skip
+            raise ValueError(
+                "For multi-metric scoring, the parameter refit must be set to a scorer key or a callable to refit "
+                "an estimator with the best parameter setting on the whole data and make the best_* attributes "
+                f"available for that metric. If this is not needed, refit should be set to False explicitly. "
+                f"{self.refit!r} was passed."
+            )
+        return scorers, scoring, str(self.refit)
+
+    def _best_index(self, refit_metric: str) -> int:
+        if callable(self.refit):
+            best = self.refit(self.cv_results_)
+            if not isinstance(best, numbers.Integral):
+                raise TypeError("best_index_ returned is not an integer")
+            if best < 0 or best >= len(self.cv_results_["params"]):
+                raise IndexError("best_index_ index out of range")
+            return int(best)
+        return int(self.cv_results_[f"rank_test_{refit_metric}"].argmin())
 
     def _tasks(self, candidates: list[dict[str, Any]], splits: list[Any], X: Any, y: Any,
                fit_params: dict[str, Any]) -> list[_Task]:  # fmt: skip
@@ -262,21 +341,28 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
                 tasks.append(task)
         return tasks
 
-    def _score(self, tasks: list[_Task], X: Any, y: Any, score_weight: Any) -> None:
-        """Every task's test score; a fit that diverged scores ``error_score``, as GridSearchCV scores a failed
-        fit (with one FitFailedWarning), or with ``error_score="raise"`` its error is raised."""
+    def _score(self, tasks: list[_Task], X: Any, y: Any, score_weight: Any, scoring: Any) -> None:
+        """Every task's test scores (and train scores); a fit that failed scores ``error_score``, as GridSearchCV
+        scores a failed fit (with one FitFailedWarning), or with ``error_score="raise"`` its error is raised."""
         failed = [task for task in tasks if task.error is not None]
         if failed and isinstance(self.error_score, str):
-            raise DivergenceError(failed[0].error)
+            raise NonFiniteError(failed[0].error)
+        names = list(self.scorer_) if self.multimetric_ else ["score"]
         for task in tasks:
             start = time.perf_counter()
-            kw = {} if score_weight is None else {"sample_weight": _safe_indexing(score_weight, task.test)}
-            X_test, y_test = _safe_indexing(X, task.test), _safe_indexing(y, task.test)
-            if task.error is None:
-                task.score = float(self.scorer_(task.estimator, X_test, y_test, **kw))
-            else:
-                task.score = float(self.error_score)
-            task.score_time = time.perf_counter() - start
+            parts = [("test", task.test)] + ([("train", task.train)] if self.return_train_score else [])
+            for part, rows in parts:
+                if task.error is not None:
+                    scores = dict.fromkeys(names, float(self.error_score))
+                else:
+                    kw = {} if score_weight is None else {"sample_weight": _safe_indexing(score_weight, rows)}
+                    got = scoring(task.estimator, _safe_indexing(X, rows), _safe_indexing(y, rows), **kw)
+                    scores = {k: float(v) for k, v in got.items()} if self.multimetric_ else {"score": float(got)}
+                if part == "test":
+                    task.scores = scores
+                    task.score_time = time.perf_counter() - start  # as GridSearchCV: the test scoring's time
+                else:
+                    task.train_scores = scores
         if failed:
             warnings.warn(
                 f"{len(failed)} fits failed out of a total of {len(tasks)}.\nThe score on these train-test partitions "
@@ -286,29 +372,67 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
                 stacklevel=3,
             )
 
-    @staticmethod
-    def _results(candidates: list[dict[str, Any]], n_splits: int, tasks: list[_Task]) -> dict[str, Any]:
+    def _report(self, tasks: list[_Task], candidates: list[dict[str, Any]], n_splits: int) -> None:
+        """GridSearchCV's lines per fit, for ``verbose`` above 1 (its START line too above 9)."""
+        if self.verbose <= 1:
+            return
+        from joblib.logger import short_format_time
+
+        for task in sorted(tasks, key=lambda t: (t.candidate, t.fold)):
+            progress = ""
+            if self.verbose > 2:
+                progress = f" {task.fold + 1}/{n_splits}"
+                if self.verbose > 9:
+                    progress += f"; {task.candidate + 1}/{len(candidates)}"
+            params = candidates[task.candidate]
+            message = ", ".join(f"{k}={params[k]}" for k in sorted(params))
+            if self.verbose > 9:
+                start = f"[CV{progress}] START {message}"
+                print(start + "." * (80 - len(start)))
+            message += ";" if message else ""
+            if self.verbose > 2:
+                if self.multimetric_:
+                    for name, score in task.scores.items():
+                        train = f"train={task.train_scores[name]:.3f}, " if self.return_train_score else ""
+                        message += f" {name}: ({train}test={score:.3f})"
+                elif self.return_train_score:
+                    message += f", score=(train={task.train_scores['score']:.3f}, test={task.scores['score']:.3f})"
+                else:
+                    message += f", score={task.scores['score']:.3f}"
+            message += f" total time={short_format_time(task.fit_time + task.score_time)}"
+            end = f"[CV{progress}] END "
+            print(end + "." * (80 - len(end) - len(message)) + message)
+
+    def _results(self, candidates: list[dict[str, Any]], n_splits: int, tasks: list[_Task]) -> dict[str, Any]:
+        """``cv_results_`` with GridSearchCV's keys, in its order."""
         shape = (len(candidates), n_splits)
-        table = {name: np.empty(shape) for name in ("fit_time", "score_time", "test_score")}
-        for t in tasks:
-            table["fit_time"][t.candidate, t.fold] = t.fit_time
-            table["score_time"][t.candidate, t.fold] = t.score_time
-            table["test_score"][t.candidate, t.fold] = t.score
         results: dict[str, Any] = {}
-        for name in ("fit_time", "score_time", "test_score"):
-            array = table[name]
-            if name == "test_score":
+
+        def store(name: str, value: Any, splits: bool = False, rank: bool = False) -> None:
+            array = np.empty(shape)
+            for t in tasks:
+                array[t.candidate, t.fold] = value(t)
+            if splits:
                 for f in range(n_splits):
-                    results[f"split{f}_test_score"] = array[:, f]
+                    results[f"split{f}_{name}"] = array[:, f]
             means = np.average(array, axis=1)
             results[f"mean_{name}"] = means
+            if name.startswith(("train_", "test_")) and not np.isfinite(means).all():
+                warnings.warn(f"One or more of the {name.split('_')[0]} scores are non-finite: {means}", UserWarning,
+                              stacklevel=4)  # fmt: skip
             results[f"std_{name}"] = np.sqrt(np.average((array - means[:, None]) ** 2, axis=1))
-            if name == "test_score":  # as GridSearchCV: failed (NaN) means tie with the worst
+            if rank:  # as GridSearchCV: failed (NaN) means tie with the worst
                 filled = np.where(np.isnan(means), np.nanmin(means) - 1 if not np.isnan(means).all() else 0, means)
-                results["rank_test_score"] = rankdata(-filled, method="min").astype(np.int32)
-            if name == "score_time":
-                results.update(_param_arrays(candidates))
-                results["params"] = candidates
+                results[f"rank_{name}"] = rankdata(-filled, method="min").astype(np.int32)
+
+        store("fit_time", lambda t: t.fit_time)
+        store("score_time", lambda t: t.score_time)
+        results.update(_param_arrays(candidates))
+        results["params"] = candidates
+        for name in tasks[0].scores:
+            store(f"test_{name}", lambda t: t.scores[name], splits=True, rank=True)  # noqa: B023 - used at once
+            if self.return_train_score:
+                store(f"train_{name}", lambda t: t.train_scores[name], splits=True)  # noqa: B023
         return results
 
     # ------------------------------------------------------------------------ the best estimator's methods
@@ -325,8 +449,13 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
         return self._best().predict_proba(X)
 
     def score(self, X: Any, y: Any) -> float:
-        """The scorer on the refitted best estimator."""
-        return float(self.scorer_(self._best(), X, y))
+        """The scorer on the refitted best estimator (with several metrics, the one ``refit`` names)."""
+        best = self._best()
+        if not self.multimetric_:
+            return float(self.scorer_(best, X, y))
+        if not isinstance(self.refit, str):
+            raise ValueError("score needs refit to name one of the metrics of a multi-metric search")
+        return float(self.scorer_[self.refit](best, X, y))
 
     @property
     def classes_(self) -> Any:
