@@ -647,3 +647,35 @@ def test_a_diverged_member_stays_set_aside_through_save_and_load(tmp_path):
     back = gpunn.load(tmp_path / "e.safetensors", device="cpu")
     assert back.diverged == ens.diverged and back.diverged[1] is not None
     np.testing.assert_array_equal(_host(back.predict(X)), _host(ens.predict(X)))
+
+
+def test_an_interrupt_while_an_epoch_is_committed_leaves_every_member_before_it(monkeypatch):
+    """Ctrl-C that lands after member 0 committed epoch 3 and before member 1 did: every member is left as epoch 2
+    left it (weights, optimizer state, generator, epoch, History), each equal to a lone MLP fitted 2 epochs."""
+    X, y = _data("sigmoid")
+    kw = dict(device="cpu", dtype="float64")
+    fit_kw = dict(batch_size=16, optimizer="adam", lr=0.02, verbose=0)
+    ens = gpunn.Ensemble(_sizes("sigmoid"), 3, seed=SEEDS, **kw)
+    calls = {"n": 0}
+    update = schedules.Schedule.update
+
+    def interrupted(self, state, record):
+        calls["n"] += 1
+        if calls["n"] == 2 * 3 + 2:  # epoch 3, member 1
+            raise KeyboardInterrupt
+        return update(self, state, record)
+
+    monkeypatch.setattr(schedules.Schedule, "update", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ens.fit(X, y, epochs=5, **fit_kw)
+    monkeypatch.setattr(schedules.Schedule, "update", update)
+    assert [m.epoch for m in ens.members] == [2, 2, 2]
+    for k, member in enumerate(ens.members):
+        lone = gpunn.MLP(_sizes("sigmoid"), seed=SEEDS[k], **kw)
+        lone.fit(X, y, epochs=2, **fit_kw)
+        assert_member_is_lone(member, lone, member.history, lone.history)
+    ens.fit(X, y, epochs=3, **fit_kw)  # and resumes as an unbroken run
+    for k, member in enumerate(ens.members):
+        lone = gpunn.MLP(_sizes("sigmoid"), seed=SEEDS[k], **kw)
+        lone.fit(X, y, epochs=5, **fit_kw)
+        np.testing.assert_allclose(_host(member.params), _host(lone.params), rtol=0, atol=TOL)

@@ -238,29 +238,40 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.F
                     break
                 active_dev = None if all(active) else plan.up(np.array(active).reshape(k, 1), bool)
                 before = (params, state, list(steps), [m.rng.bit_generator.state for m in members])
-                params, state, records, taken, failed = _epoch(ens, plan, runner, val, params, state, active,
-                                                               active_dev)  # fmt: skip
-                for i in range(k):
-                    steps[i] += int(taken[:, i].sum())
-                for i in range(k):
-                    if active[i] and i not in failed:
-                        try:
-                            guards[i].check(members[i].epoch, records[i])
-                        except train.DivergenceError as exc:
-                            failed[i] = exc
-                ran = [i for i in range(k) if active[i] and i not in failed]
-                for i in ran:
-                    m = members[i]
-                    previous[i] = (before, m.schedule_state)
-                    m.schedule_state = m.schedule.update(m.schedule_state, records[i])  # type: ignore[union-attr]
-                    m.history.append(records[i])
-                    m.epoch += 1
+                host = [(m.epoch, m.schedule_state) for m in members]
+                new_params, new_state, records, taken, failed = _epoch(ens, plan, runner, val, params, state, active,
+                                                                       active_dev)  # fmt: skip
+                try:  # the epoch's commit, every member's or none (an interrupt here returns all to `before`)
+                    new_steps = [steps[i] + int(taken[:, i].sum()) for i in range(k)]
+                    for i in range(k):
+                        if active[i] and i not in failed:
+                            try:
+                                guards[i].check(members[i].epoch, records[i])
+                            except train.DivergenceError as exc:
+                                failed[i] = exc
+                    ran = [i for i in range(k) if active[i] and i not in failed]
+                    for i in ran:
+                        m = members[i]
+                        previous[i] = (before, m.schedule_state)
+                        schedule_state = m.schedule.update(m.schedule_state, records[i])  # type: ignore[union-attr]
+                        m.history.append(records[i])
+                        m.schedule_state, m.epoch = schedule_state, m.epoch + 1
+                    params, state, steps = new_params, new_state, new_steps
+                except BaseException:
+                    params, state, steps, handed = before[0], before[1], before[2], list(range(k))
+                    for m, rng_state, (epoch, schedule_state) in zip(members, before[3], host):
+                        m.rng.bit_generator.state, m.epoch, m.schedule_state = rng_state, epoch, schedule_state
+                        m.history.truncate(epoch)
+                    raise
                 if failed:
                     _hand_over(ens, params, state, steps, range(k))
                     _set_aside(ens, failed, before, previous)
                     params, state, steps = stack(ens, runner.compiled)
                     for i in failed:
                         active[i], records[i] = False, {}
+                    if all(d is not None for d in ens.diverged):
+                        raise DivergenceError("every member of the ensemble diverged; " + "; ".join(
+                            d for d in ens.diverged[:3] if d is not None) + ("; ..." if k > 3 else ""))  # fmt: skip
                 if ran:
                     reporter.epoch(max(members[i].epoch for i in ran), _mean_record([records[i] for i in ran]))
                 if not any_callbacks:
@@ -286,8 +297,8 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.F
 def _set_aside(ens: Ensemble, failed: dict[int, Exception], before: tuple, previous: list[Any]) -> None:
     """Members ``failed`` (member index: its error) stop where a lone MLP stops after the same error, by its own
     :meth:`gpunn.MLP.step_back` from the state before the failed epoch. They are marked in ``ens.diverged``, left
-    out of the ensemble's predictions with a warning, and sit out from then on; when every member has diverged,
-    ``fit`` raises :class:`DivergenceError`. Runs only on this failure path."""
+    out of the ensemble's predictions with a warning, and sit out from then on (when every member has diverged,
+    ``fit`` raises :class:`DivergenceError`). Runs only on this failure path."""
     for i, exc in failed.items():
         m = ens.members[i]
         last = None
@@ -305,9 +316,6 @@ def _set_aside(ens: Ensemble, failed: dict[int, Exception], before: tuple, previ
             RuntimeWarning,
             stacklevel=5,
         )
-    if all(d is not None for d in ens.diverged):
-        raise DivergenceError("every member of the ensemble diverged; " + "; ".join(
-            d for d in ens.diverged[:3] if d is not None) + ("; ..." if len(ens.diverged) > 3 else ""))  # fmt: skip
 
 
 def _row(state: dict[str, Any], steps: list[int], i: int) -> dict[str, Any]:
