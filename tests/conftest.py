@@ -10,11 +10,18 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import signal
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
+
+# Tests press Ctrl-C on gpunn processes (SIGINT), as a terminal does. A test run started in the background by a
+# non-interactive shell (`cmd &`) has SIGINT ignored, and every process it starts would inherit the ignore and
+# never see Ctrl-C; a handler here instead is reset to the default in each process the tests start.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if importlib.util.find_spec("jax") is not None:
     import jax
