@@ -249,9 +249,7 @@ class MLP(Network):
         weighted = sample_weight is not None or class_weight is not None or (isinstance(X, Dataset) and X.has_weight)
         settings.check_callbacks(callbacks, self.output, validation_data is not None, weighted)
         if convert:
-            X, y = feed.adopt(self.spec_for((1, 1)), X), feed.adopt(self.spec_for((1, 1)), y)
-            if validation_data is not None and isinstance(validation_data, (tuple, list)):
-                validation_data = tuple(feed.adopt(self.spec_for((1, 1)), v) for v in validation_data)
+            X, y, validation_data = feed.adopt_fit(self.spec_for((1, 1)), X, y, validation_data)
         with _backend.device_scope(self.xp, self.device):
             data, val = self._prepare(X, y, validation_data, sample_weight, class_weight, copy)
             # Everything is valid: from here on the call changes the model.

@@ -66,7 +66,7 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
     if isinstance(X, Dataset) or isinstance(validation_data, Dataset):
         raise InputError("Ensemble.fit takes arrays in memory; a streamed gpunn.data.Dataset trains one MLP at a time")
     if convert:
-        X, y, validation_data = _adopted(m0, X, y, validation_data)
+        X, y, validation_data = feed.adopt_fit(m0.spec_for((1, 1)), X, y, validation_data)
     with _backend.device_scope(ens.xp, ens.device):
         sizes = m0.sizes or feed.learn.sizes(m0.hidden or [], m0.spec_for((1, 1)), X, y)
         p, member_rows = _prepare(ens, sizes, X, y, validation_data, rows, sample_weight, class_weight, copy)
@@ -83,14 +83,6 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
         verbose = s.verbose if comm is None or comm.rank == 0 else 0
         _run(ens, plan, p.val, _hyper(ens, sizes, s), s, verbose, member_callbacks, on_epoch, comm)
     return [m.history.since(f) for m, f in zip(members, first)]
-
-
-def _adopted(m0: Any, X: Any, y: Any, validation_data: Any) -> tuple[Any, Any, Any]:
-    """``fit(convert=True)``'s input, as arrays of the members' namespace and device."""
-    spec = m0.spec_for((1, 1))
-    if isinstance(validation_data, (tuple, list)):
-        validation_data = tuple(feed.adopt(spec, v) for v in validation_data)
-    return feed.adopt(spec, X), feed.adopt(spec, y), validation_data
 
 
 def _prepare(ens: Ensemble, sizes: list[int], X: Any, y: Any, validation_data: Any, rows: Any, sample_weight: Any,

@@ -9,6 +9,7 @@ from . import evaluate, learn, predict, stream
 from .batch import Batch
 from .checks import (
     adopt,
+    adopt_fit,
     as_model_array,
     check_x,
     column,
@@ -26,7 +27,7 @@ from .spec import Spec
 from .stream import Streamed
 
 __all__ = [
-    "Batch", "Learned", "Memory", "Prepared", "Spec", "Streamed", "adopt", "as_model_array", "block_sums",
+    "Batch", "Learned", "Memory", "Prepared", "Spec", "Streamed", "adopt", "adopt_fit", "as_model_array", "block_sums",
     "check_x", "column", "evaluate", "fit_scaling", "frame_columns", "learn", "place_x", "predict", "prepare",
     "prepare_x", "sample_weights", "stream", "targets",
 ]  # fmt: skip

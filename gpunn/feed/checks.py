@@ -342,6 +342,13 @@ def adopt(spec: Spec, x: Any) -> Any:
     return _backend.from_numpy(_backend.to_numpy(x), spec.xp, spec.device)
 
 
+def adopt_fit(spec: Spec, X: Any, y: Any, validation_data: Any) -> tuple[Any, Any, Any]:
+    """A fit's ``X``, ``y`` and validation pair (``fit(convert=True)``), each :func:`adopt`-ed."""
+    if isinstance(validation_data, (tuple, list)):
+        validation_data = tuple(adopt(spec, v) for v in validation_data)
+    return adopt(spec, X), adopt(spec, y), validation_data
+
+
 def sample_weights(spec: Spec, sample_weight: Any, class_weight: Any, y: Any, n: int) -> np.ndarray | None:
     """Per-row weights (float64, shape (n,)) from ``sample_weight`` times the weight of each row's class, or None
     when neither is given. Class weights are a dict {label: weight} or "balanced" (n / (classes * count), as
