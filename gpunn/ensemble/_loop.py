@@ -232,7 +232,7 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.F
                 before = (params, state, list(steps), [m.rng.bit_generator.state for m in members])
                 host = [(m.epoch, m.schedule_state) for m in members]
                 new_params, new_state, records, taken, failed = _epoch(ens, plan, runner, val, params, state, active,
-                                                                       active_dev)  # fmt: skip
+                                                                       active_dev, before[3])  # fmt: skip
                 try:  # the epoch's commit, every member's or none (an interrupt here returns all to `before`)
                     new_steps = [steps[i] + int(taken[:, i].sum()) for i in range(k)]
                     for i in range(k):
@@ -319,12 +319,12 @@ def _mean_record(records: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.mean([r[key] for r in records])) for key in records[0]}
 
 
-def _epoch(ens, plan, runner, val, params, state, active, active_dev):
+def _epoch(ens, plan, runner, val, params, state, active, active_dev, rng_states):
     """One pass for every active member; returns the new stacked state and each member's record, having
-    changed nothing (if it raises, the members' generators are put back)."""
+    changed nothing (if it raises, the members' generators are put back to ``rng_states``, their states before
+    it)."""
     xp, members, k = ens.xp, ens.members, len(ens.members)
     m0 = members[0]
-    rng_states = [m.rng.bit_generator.state for m in members]
     try:
         lrs: list[float] = []
         for i, m in enumerate(members):
