@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from . import ensemble, model
+from . import checkpoint, ensemble, model
 
 
 def load(path: str | os.PathLike[str], *, device: Any = "auto", xp: Any = None) -> model.MLP | ensemble.Ensemble:
     """Rebuild the model (an :class:`~gpunn.MLP`, or an :class:`~gpunn.Ensemble`) saved at ``path`` on ``device``
     (and ``xp``), ready to predict or continue training; save + load + fit equals an uninterrupted fit."""
-    if ensemble.is_ensemble_file(path):
-        return ensemble.load(path, device=device, xp=xp)
-    return model.load(path, device=device, xp=xp)
+    ckpt = checkpoint.read(path, formats=(checkpoint.FORMAT, checkpoint.ENSEMBLE_FORMAT))  # the file read once
+    if ckpt.format == checkpoint.ENSEMBLE_FORMAT:
+        return ensemble.from_checkpoint(ckpt, path, device, xp)
+    return model.from_checkpoint(ckpt, path, device, xp)

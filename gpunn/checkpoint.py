@@ -23,7 +23,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ import numpy as np
 
 from . import layers, losses, optim, schedules
 from .data.readers import read_into
-from .errors import CheckpointError, GpunnError
+from .errors import CheckpointError, DeviceError, GpunnError
 from .history import History
 
 FORMAT = "gpunn.mlp"
@@ -340,7 +340,7 @@ def _expected_ensemble_tensors(
     """Name -> (shape, safetensors dtype code, item size) of every tensor a validated ensemble description implies:
     each member's flat parameters, optimizer slots and early-stopping buffers, all of the members' size."""
     code, itemsize = _DTYPES[config["dtype"]]
-    n_params = sum(fan_out * (fan_in + 1) for fan_in, fan_out in zip(config["sizes"][:-1], config["sizes"][1:]))
+    n_params = layers.n_params(config["sizes"])
     expected = {}
     for k, member in enumerate(members):
         opt = member["optimizer"]
@@ -605,6 +605,20 @@ def read(path: str | os.PathLike[str], formats: Collection[str] = (FORMAT,)) -> 
         raise CheckpointError(f"{name}: {exc}") from None
     except OSError as exc:
         raise CheckpointError(f"{name}: cannot read checkpoint ({exc.strerror or exc})") from None
+
+
+@contextlib.contextmanager
+def rebuilding(path: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Errors raised while a validated description (``what``: "model", "ensemble") is rebuilt as a model, as a
+    :class:`CheckpointError` naming the file; a device error stays what it is."""
+    try:
+        yield
+    except (CheckpointError, DeviceError):
+        raise
+    except GpunnError as exc:
+        raise CheckpointError(f"{os.fspath(path)}: invalid {what} description ({exc})") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{os.fspath(path)}: invalid {what} description ({type(exc).__name__}: {exc})") from None
 
 
 def file_format(path: str | os.PathLike[str]) -> str | None:

@@ -19,7 +19,7 @@ import numpy as np
 from . import _backend, checkpoint, feed, fitloop, layers, losses, optim, schedules, settings, train
 from . import _validation as check
 from .data import Dataset
-from .errors import CheckpointError, ConfigError, DeviceError, GpunnError, NonFiniteError
+from .errors import CheckpointError, ConfigError, NonFiniteError
 from .history import History
 from .network import Network, generator
 from .step import hyper as step_hyper
@@ -372,12 +372,10 @@ def _activations(activation: Any, n_hidden: int) -> str | list[str]:
 
 def load(path: str | os.PathLike[str], *, device: Any = "auto", xp: Any = None) -> MLP:
     """Rebuild the model saved at ``path`` on ``device`` (and ``xp``), ready to predict or continue training."""
-    ckpt = checkpoint.read(path)
-    try:
+    return from_checkpoint(checkpoint.read(path), path, device, xp)
+
+
+def from_checkpoint(ckpt: checkpoint.Checkpoint, path: str | os.PathLike[str], device: Any, xp: Any) -> MLP:
+    """The model that a one-network file read from ``path`` holds, on ``device`` (and ``xp``)."""
+    with checkpoint.rebuilding(path, "model"):
         return MLP._from_state_map(ckpt.config, ckpt.tensors, device, xp)
-    except (CheckpointError, DeviceError):
-        raise
-    except GpunnError as exc:
-        raise CheckpointError(f"{os.fspath(path)}: invalid model description ({exc})") from None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{os.fspath(path)}: invalid model description ({type(exc).__name__}: {exc})") from None

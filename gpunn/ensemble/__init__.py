@@ -22,9 +22,9 @@ from ..errors import ConfigError, NotFittedError, OutOfMemoryError
 from ..history import History
 from ..model import MLP
 from . import _loop
-from ._io import is_ensemble_file, load, save
+from ._io import from_checkpoint, is_ensemble_file, load, save
 
-__all__ = ["Ensemble", "load", "is_ensemble_file"]
+__all__ = ["Ensemble", "load", "from_checkpoint", "is_ensemble_file"]
 
 
 def _seeds(seed: Any, k: int) -> list[int]:

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import _backend, checkpoint, optim
-from ..errors import CheckpointError, DeviceError, GpunnError
 
 if TYPE_CHECKING:
     from . import Ensemble
@@ -66,12 +65,18 @@ def is_ensemble_file(path: str | os.PathLike[str]) -> bool:
 def load(path: str | os.PathLike[str], *, device: Any = "auto", xp: Any = None, compile: Any = "auto") -> Ensemble:
     """Rebuild the ensemble saved at ``path`` on ``device`` (and ``xp``), ready to predict or continue training:
     save + load + fit equals an uninterrupted fit."""
+    return from_checkpoint(checkpoint.read(path, formats=(checkpoint.ENSEMBLE_FORMAT,)), path, device, xp, compile)
+
+
+def from_checkpoint(
+    ckpt: checkpoint.Checkpoint, path: str | os.PathLike[str], device: Any, xp: Any, compile: Any = "auto"
+) -> Ensemble:
+    """The ensemble that an ensemble file read from ``path`` holds, on ``device`` (and ``xp``)."""
     from ..model import MLP
     from . import Ensemble
 
-    ckpt = checkpoint.read(path, formats=(checkpoint.ENSEMBLE_FORMAT,))
     models = []
-    try:
+    with checkpoint.rebuilding(path, "ensemble"):
         for k, description in enumerate(ckpt.members):  # each validated as a lone model's checkpoint is
             optimizer = description["optimizer"]
             slots = {} if optimizer is None else {
@@ -79,14 +84,6 @@ def load(path: str | os.PathLike[str], *, device: Any = "auto", xp: Any = None, 
             }  # fmt: skip
             params = ckpt.tensors[f"members.{k}.params"]
             models.append(MLP.restore(description, params, slots, device, xp, compile))
-    except (CheckpointError, DeviceError):
-        raise
-    except GpunnError as exc:
-        raise CheckpointError(f"{os.fspath(path)}: invalid ensemble description ({exc})") from None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(
-            f"{os.fspath(path)}: invalid ensemble description ({type(exc).__name__}: {exc})"
-        ) from None
     ens = Ensemble.from_members(models)
     ens.diverged = [description.get("diverged") for description in ckpt.members]
     return ens
