@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -784,3 +785,243 @@ def test_ensemble_ranks_with_other_member_rows_or_dropout_raise_one_error_on_eve
     assert {d["type"] for d in got} == {"ConfigError"}
     assert got[0]["message"] == got[1]["message"]
     assert expected in got[0]["message"], got[0]["message"]
+
+
+# ------------------------------------------------------------------------------ an ensemble's members split over ranks
+MEMBERS = textwrap.dedent(
+    """
+    import json, sys, warnings
+    import numpy as np
+    import gpunn
+    from gpunn.callbacks import EarlyStopping
+    from gpunn.distributed import Communicator
+
+    comm = Communicator()
+    cfg = json.loads(sys.argv[1])
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(103, 4))
+    y = X[:, 0] * X[:, 1] + X[:, 2] if cfg["output"] == "identity" else (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
+    rows = None if cfg["rows"] is None else [np.asarray(r) for r in cfg["rows"]]
+    weight = None if cfg["weight"] is None else np.asarray(cfg["weight"])
+    callbacks = [EarlyStopping("val_loss", patience=cfg["patience"])] if cfg["patience"] is not None else None
+    ens = gpunn.Ensemble([4, 6, 5, 1], members=5, seed=[3, 9, 4, 7, 1], dropout=cfg["dropout"], dtype="float64",
+                         output=cfg["output"], device="cpu")
+    saved = []
+
+    def on_epoch(e, records):  # a checkpoint on rank 0 alone, as gpunn train writes it
+        e.save(sys.argv[2] + ".ckpt")
+        saved.append([m.epoch for m in e.members])
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ens.fit(X, y, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"], optimizer=cfg["optimizer"],
+                validation_data=(X[:20], y[:20]), rows=rows, sample_weight=weight, callbacks=callbacks, verbose=0,
+                comm=comm, parallel="members", on_epoch=on_epoch if comm.rank == 0 else None)
+    np.save(f"{sys.argv[2]}.{comm.rank}.npy", np.asarray(ens.params))
+    with open(f"{sys.argv[2]}.{comm.rank}.json", "w") as f:
+        json.dump({"histories": [h.to_dict() for h in ens.histories], "diverged": ens.diverged, "saved": saved,
+                   "warnings": [str(w.message) for w in caught if "ensemble member" in str(w.message)]}, f)
+    """
+)
+_FIVE_ROWS = [*_ROWS, list(range(50)), list(range(10, 90))]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(dropout=[0.0, 0.25, 0.0, 0.3, 0.1], batch_size=16, optimizer="adam", lr=[0.02, 0.01, 0.03, 0.02, 0.05],
+             patience=1, epochs=6),
+        dict(rows=_FIVE_ROWS, weight=np.random.default_rng(1).uniform(0.2, 2.0, size=(5, 103)).round(3).tolist(),
+             batch_size=20, optimizer="momentum", lr=0.05, epochs=4),
+        dict(output="identity", batch_size=None, optimizer="sgd", lr=[0.01, 0.02, 0.01, 3.0, 0.02], epochs=30),
+    ],
+    ids=["dropout-early-stopping-adam", "rows-member-weights-momentum", "a-member-of-rank-1-diverges"],
+)  # fmt: skip
+def test_members_split_over_two_ranks_equal_one_process_and_lone_mlps(tmp_path, case):
+    """parallel="members": rank 0 trains members 0-2, rank 1 members 3-4 (an uneven split), with no
+    communication between the steps; then every rank holds the whole ensemble, each member equal to the member
+    of a one-process fit (to 1e-12, histories too) and to a lone MLP with its settings. Rank 0's on_epoch
+    checkpoint holds every member after every epoch, those rank 1 trains included; a member that diverges on
+    rank 1 is marked and named as one process names it."""
+    cfg = {"rows": None, "weight": None, "dropout": 0.0, "patience": None, "output": "sigmoid", **case}
+    script = tmp_path / "members.py"
+    script.write_text(MEMBERS)
+    r = _run(2, str(script), json.dumps(cfg), str(tmp_path / "out"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(103, 4))
+    y = X[:, 0] * X[:, 1] + X[:, 2] if cfg["output"] == "identity" else (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
+    seeds = [3, 9, 4, 7, 1]
+
+    def each(value, k):
+        return value[k] if isinstance(value, list) else value
+
+    def stopping():
+        return [gpunn.callbacks.EarlyStopping("val_loss", patience=cfg["patience"])] if cfg["patience"] else None
+
+    fit = dict(epochs=cfg["epochs"], batch_size=cfg["batch_size"], optimizer=cfg["optimizer"],
+               validation_data=(X[:20], y[:20]), verbose=0)  # fmt: skip
+    one = gpunn.Ensemble([4, 6, 5, 1], members=5, seed=seeds, dropout=cfg["dropout"], dtype="float64",
+                         output=cfg["output"], device="cpu")  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one.fit(X, y, lr=cfg["lr"], rows=None if cfg["rows"] is None else [np.asarray(r) for r in cfg["rows"]],
+                sample_weight=None if cfg["weight"] is None else np.asarray(cfg["weight"]), callbacks=stopping(),
+                **fit)  # fmt: skip
+    for rank in (0, 1):
+        got = np.load(tmp_path / f"out.{rank}.npy")
+        out = json.loads((tmp_path / f"out.{rank}.json").read_text())
+        np.testing.assert_allclose(got, np.asarray(one.params), rtol=0, atol=1e-12)
+        assert out["diverged"] == one.diverged
+        for k in range(5):
+            assert out["histories"][k].keys() == one.histories[k].to_dict().keys()
+            for key, values in one.histories[k].to_dict().items():
+                np.testing.assert_allclose(out["histories"][k][key], values, rtol=1e-12, atol=0, err_msg=f"{k} {key}")
+    for k in range(5):  # the oracle that is not an ensemble: each member alone
+        pick = np.arange(103) if cfg["rows"] is None else np.asarray(cfg["rows"][k])
+        lone = gpunn.MLP([4, 6, 5, 1], seed=seeds[k], dropout=each(cfg["dropout"], k), dtype="float64",
+                         output=cfg["output"], device="cpu")  # fmt: skip
+        weight = None if cfg["weight"] is None else np.asarray(cfg["weight"][k])[pick]
+        try:
+            lone.fit(X[pick], y[pick], lr=each(cfg["lr"], k), sample_weight=weight, callbacks=stopping(), **fit)
+        except gpunn.NonFiniteError:
+            assert k == 3 and one.diverged[3] is not None
+        np.testing.assert_allclose(np.load(tmp_path / "out.0.npy")[k], lone.params, rtol=0, atol=1e-10)
+    saved = json.loads((tmp_path / "out.0.json").read_text())["saved"]
+    assert (one.diverged[3] is not None) == (cfg["output"] == "identity"), one.diverged
+    if one.diverged[3] is not None:
+        assert one.diverged == [None, None, None, one.diverged[3], None] and one.diverged[3].startswith("member 3: ")
+        assert json.loads((tmp_path / "out.1.json").read_text())["warnings"] == [
+            f"gpunn: ensemble {one.diverged[3].rstrip('.')}. It is left out of the ensemble's predictions "
+            "(Ensemble.diverged) while the other members train on."
+        ]  # rank 1 trained it and warns of it as one process does, by its number in the ensemble
+    else:
+        assert len(saved) == cfg["epochs"] and saved[-1] == [m.epoch for m in one.members]
+        if cfg["patience"]:
+            assert min(saved[-1]) < cfg["epochs"], "no member stopped early: the case does not test it"
+        back = gpunn.ensemble.load(tmp_path / "out.ckpt", device="cpu")
+        np.testing.assert_array_equal(np.asarray(back.params), np.load(tmp_path / "out.0.npy"))
+        assert [h.to_dict() for h in back.histories] == [h.to_dict() for h in one.histories]
+
+
+MEMBERS_BAD = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    import numpy as np
+    import gpunn
+    from gpunn.errors import GpunnError
+    from gpunn.distributed import Communicator
+
+    comm = Communicator()
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    cases = {  # (members, parallel) of rank 0, then of rank 1
+        "bogus": [(3, "bogus"), (3, "bogus")], "mixed": [(3, "members"), (3, "rows")],
+        "members-differ": [(3, "members"), (4, "members")], "more-ranks": [(1, "members"), (1, "members")],
+    }
+    got = {}
+    for case in sys.argv[2:]:
+        k, parallel = cases[case][comm.rank]
+        ens = gpunn.Ensemble([3, 4, 1], members=k, seed=1, dtype="float64", device="cpu")
+        before = ens.params
+        try:
+            ens.fit(X, y, epochs=1, verbose=0, comm=comm, parallel=parallel)
+            got[case] = None
+        except GpunnError as e:
+            got[case] = [type(e).__name__, str(e), bool(np.all(np.asarray(ens.params) == np.asarray(before)))]
+    with open(f"{sys.argv[1]}.{comm.rank}.json", "w") as f:
+        json.dump(got, f)
+    """
+)
+
+
+def test_bad_parallel_settings_raise_one_error_on_every_rank_and_change_nothing(tmp_path):
+    """parallel= other than "rows" or "members", ranks that disagree on it or on the members, more ranks than
+    members: the same one-line ConfigError on every rank, before anything changes, and the job goes on."""
+    script = tmp_path / "bad.py"
+    script.write_text(MEMBERS_BAD)
+    cases = ["bogus", "mixed", "members-differ", "more-ranks"]
+    r = _run(2, str(script), "out", *cases, cwd=tmp_path, timeout=60)
+    assert r.returncode == 0, r.stderr
+    got = [json.loads((tmp_path / f"out.{rank}.json").read_text()) for rank in (0, 1)]
+    assert got[0] == got[1]
+    expected = {
+        "bogus": "parallel='bogus': give 'rows' (every rank trains every member on its shard of each batch) or "
+                 "'members' (every rank trains its own members on every row) (on every rank of 2)",
+        "mixed": "the ranks disagree at the start of fit: rank 1 has parallel 'rows' (rank 0: 'members'). Every rank "
+                 "must train the same members the same way",
+        "members-differ": "the ranks disagree at the start of fit: rank 1 has members 4 (rank 0: 3). Every rank "
+                          "must train the same members the same way",
+        "more-ranks": "parallel='members' gives every rank at least one member: 2 ranks for 1 member; start at most 1 "
+                      "rank, or split rows with parallel='rows'",
+    }  # fmt: skip
+    for case in cases:
+        assert got[0][case] == ["ConfigError", expected[case], True], case
+
+
+def test_an_uncaught_bad_parallel_ends_every_rank_with_one_traceback(tmp_path):
+    script = tmp_path / "bad.py"
+    script.write_text(MEMBERS_BAD.replace("except GpunnError as e:", "except ZeroDivisionError as e:"))
+    code, err, elapsed = _launch(["-n", "2", sys.executable, str(script), "out", "more-ranks"], tmp_path, 60)
+    assert code == 1 and err.count("Traceback") == 1, err
+    assert "gpunn.errors.ConfigError: parallel='members' gives every rank at least one member" in err
+    assert "MPI_Abort" not in err
+
+
+MEMBERS_STOP = textwrap.dedent(
+    """
+    import os, signal
+    import numpy as np
+    import gpunn
+    from mpi4py import MPI  # initialised first: the timeout then times the gather, not a slow start
+    from gpunn.distributed import Communicator
+
+    comm = Communicator()
+    X = np.random.default_rng(0).normal(size=(64, 3))
+    y = (X[:, 0] > 0).astype(int)
+
+    def stop(model, record):
+        if comm.rank == 1:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    gpunn.Ensemble([3, 4, 1], members=4, device="cpu").fit(X, y, epochs=3, verbose=0, comm=comm, callbacks=[stop],
+                                                           parallel="members")
+    """
+)
+
+
+def test_a_stopped_rank_ends_a_members_split_job_within_the_timeout(tmp_path):
+    """Rank 1 stops (SIGSTOP) after its first epoch; rank 0 trains its members to the end and waits for rank 1
+    in the gather: after GPUNN_MPI_TIMEOUT it names that gather and ends the job, the stopped rank included."""
+    script = tmp_path / "stop.py"
+    script.write_text(MEMBERS_STOP)
+    code, err, elapsed = _launch(["-n", "2", sys.executable, str(script)], tmp_path, 60, GPUNN_MPI_TIMEOUT="3")
+    assert code != 0
+    assert "gpunn: error: rank 0 of 2 waited more than 3 s for the other ranks in the gather of the members at " in err
+    assert elapsed < 30, elapsed
+
+
+def test_cli_members_split_checkpoint_resumes_on_another_number_of_ranks(tmp_path):
+    """gpunn train --members 5 --distributed --parallel members: rank 0's --checkpoint holds every member after
+    every epoch (early stopping's state too), and --resume continues it on 3 ranks instead of 2; the result is
+    the uninterrupted one-process run's, to 1e-12 in float64."""
+    common = ["-m", "gpunn", "train", "--members", "5", "--batch-size", "50", "--optimizer", "adam", "--lr", "0.01",
+              "--device", "cpu", "--dtype", "float64", "--early-stopping", "2", "--seed", "2", "-q"]  # fmt: skip
+    split = ["--distributed", "--parallel", "members"]
+    first = _run(2, *common, "--epochs", "6", *split, "--checkpoint", "c.safetensors", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    resumed = _run(3, *common, "--epochs", "12", *split, "--resume", "c.safetensors", "--save", "d.safetensors",
+                   cwd=tmp_path)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    one = subprocess.run([sys.executable, *common, "--epochs", "12", "--save", "s.safetensors"], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    assert resumed.stdout == one.stdout
+    a, b = gpunn.load(tmp_path / "d.safetensors", device="cpu"), gpunn.load(tmp_path / "s.safetensors", device="cpu")
+    assert min(m.epoch for m in b.members) < 12, "no member stopped early: the case does not test it"
+    for ma, mb in zip(a.members, b.members, strict=True):
+        assert ma.epoch == mb.epoch and ma.history.to_dict().keys() == mb.history.to_dict().keys()
+        for key, values in mb.history.to_dict().items():
+            np.testing.assert_allclose(ma.history.to_dict()[key], values, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(ma.params, mb.params, rtol=0, atol=1e-12)

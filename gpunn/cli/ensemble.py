@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,12 @@ def check_options(s: dict[str, Any], args: argparse.Namespace, resumed: Any) -> 
                              "resumed run keeps what it trained (start a new run for an ensemble)")  # fmt: skip
     if resumed is not None and is_ensemble(resumed) and len(resumed) != s["members"]:
         raise InputError(f"{args.resume} holds {len(resumed)} members, its settings say --members {s['members']}")
+    parallel = getattr(args, "parallel", None)
+    if parallel is not None and not args.distributed:
+        raise ConfigError(f"--parallel {parallel} splits the work over MPI ranks: add --distributed (and launch "
+                          "with mpiexec -n N)")  # fmt: skip
+    if parallel == "members" and s["members"] is None:
+        raise ConfigError("--parallel members splits an ensemble's members over the ranks: give --members K")
     if s["members"] is None:
         return
     if s["stream"]:
@@ -62,7 +69,7 @@ def fit_hooks(model: Any, s: dict[str, Any], args: argparse.Namespace, lead: boo
             if resumed is not None and "early_stopping" in m.metadata.get("callbacks", {}):
                 stopping.load_state_dict(m.metadata["callbacks"]["early_stopping"])
             own.append(stopping)
-            if lead and (args.checkpoint or args.save):
+            if split_members(args) or (lead and (args.checkpoint or args.save)):  # (split: gathered with the member)
                 own.append(stopping.store_state)
             stoppings.append(stopping)
     on_epoch = None
@@ -74,11 +81,35 @@ def fit_hooks(model: Any, s: dict[str, Any], args: argparse.Namespace, lead: boo
                 ens.save(path)
             except (OSError, GpunnError) as exc:
                 raise CheckpointFailed(f"--checkpoint {path}: cannot write ({_why(exc)})") from exc
+            args.checkpointed = ens.epoch
 
     return callbacks, on_epoch, stoppings
 
 
-def report_stopping(stoppings: list[Any]) -> None:
+def split_members(args: argparse.Namespace) -> bool:
+    """Whether the ranks split the members between them (``--parallel members``)."""
+    return getattr(args, "comm", None) is not None and getattr(args, "parallel", None) == "members"
+
+
+def interrupted_split(model: Any, args: argparse.Namespace) -> int:
+    """Ctrl-C on rank 0 of a run whose ranks split the members: rank 0 holds the other ranks' members only as the
+    last gather left them, so it writes nothing now; the last --checkpoint holds every member after its epoch."""
+    done = getattr(args, "checkpointed", None)
+    if done is not None:
+        print(f"\ngpunn: interrupted; {args.checkpoint} holds every member after epoch {done} (continue with "
+              f"--resume {args.checkpoint})", file=sys.stderr)  # fmt: skip
+    else:
+        when = "before the first epoch ended" if args.checkpoint else f"after epoch {model.epoch}"
+        print(f"\ngpunn: interrupted {when}; nothing saved (the ranks split the members: --checkpoint PATH saves "
+              "every member after every epoch)", file=sys.stderr)  # fmt: skip
+    return 130
+
+
+def report_stopping(model: Any, stoppings: list[Any]) -> None:
+    for m, stopping in zip(model.members, stoppings):  # a member another rank trained brought its state along
+        state = m.metadata.get("callbacks", {}).get("early_stopping")
+        if state is not None:
+            stopping.load_state_dict(state)
     stopped = [(i, e) for i, e in enumerate(stoppings) if e.stopped_epoch is not None]
     if not stopped:
         return

@@ -192,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--distributed", action="store_true",
         help="data-parallel over MPI ranks (launch with mpiexec -n N); --batch-size is the global batch",
     )  # fmt: skip
+    train.add_argument(
+        "--parallel", choices=["rows", "members"],
+        help="with --distributed and --members: 'rows' (the default) trains every member on every rank, on its "
+        "shard of each batch; 'members' gives each rank its own members, trained on every row and gathered at the "
+        "end (and for --checkpoint after every epoch)",
+    )  # fmt: skip
     train.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
     predict = sub.add_parser("predict", help="predict with a saved model")

@@ -116,7 +116,7 @@ def _train(args: argparse.Namespace) -> int:
             print(f"gpunn: note: the resumed training is not saved: add --save PATH or --checkpoint PATH "
                   f"({args.resume} itself is left as it is)", file=sys.stderr)  # fmt: skip
     if not quiet:
-        _header(model, s, plan, resumed is not None, comm)
+        _header(model, s, plan, resumed is not None, comm, ensemble.split_members(args))
     X_train, y_train = plan.train
     fit_settings = dict(
         epochs=remaining, lr=_schedule(s), batch_size=s["batch_size"], optimizer=s["optimizer"],
@@ -126,7 +126,7 @@ def _train(args: argparse.Namespace) -> int:
     stoppings: list[Any] = []
     if ensemble.is_ensemble(model):  # early stopping per member, --checkpoint once an epoch
         member_callbacks, on_epoch, stoppings = ensemble.fit_hooks(model, s, args, lead, resumed)
-        fit_settings.update(callbacks=member_callbacks, on_epoch=on_epoch, comm=comm)
+        fit_settings.update(callbacks=member_callbacks, on_epoch=on_epoch, comm=comm, parallel=args.parallel or "rows")
     else:
         callbacks: list[Any] = [checkpointer(args.checkpoint)] if args.checkpoint and lead else []
         if s["early_stopping"] is not None:  # before the checkpoint: a stop restores the best epoch, then it is saved
@@ -145,6 +145,8 @@ def _train(args: argparse.Namespace) -> int:
         path = args.checkpoint or args.save
         if not lead:
             return 130
+        if path and ensemble.split_members(args):  # rank 0 holds the others' members as last gathered
+            return ensemble.interrupted_split(model, args)
         if path:
             model.save(path)
             print(f"\ngpunn: interrupted after epoch {model.epoch}; saved to {path} (continue with --resume {path})",
@@ -168,7 +170,7 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     if ensemble.is_ensemble(model):
         if not quiet:
-            ensemble.report_stopping(stoppings)
+            ensemble.report_stopping(model, stoppings)
     elif stoppings and stoppings[0].stopped_epoch is not None and not quiet:
         stopping = stoppings[0]
         print(f"stopped early after epoch {stopping.stopped_epoch}: val_loss did not improve for {stopping.patience} "
@@ -192,7 +194,7 @@ def _check_resumed(resumed: Any, path: str, sizes: list[int], target: Target, so
         raise InputError(f"{source} gives a network of sizes {sizes} but {path} holds {resumed.sizes}")
 
 
-def _header(model: Any, s: dict[str, Any], plan: Plan, resuming: bool, comm: Any) -> None:
+def _header(model: Any, s: dict[str, Any], plan: Plan, resuming: bool, comm: Any, split: bool) -> None:
     """The opening line: network, output (and why), data, rows of each part, namespace and device."""
     output = plan.target.output
     described = f"{output} output, chosen from the target" if s["output"] == "auto" else f"{output} output"
@@ -204,7 +206,7 @@ def _header(model: Any, s: dict[str, Any], plan: Plan, resuming: bool, comm: Any
     parts.append(f"{plan.rows(plan.test)} test rows" if plan.test is not None else "no test rows (--test-size 0)")
     done = f", resuming at epoch {model.epoch}" if resuming else ""
     if comm is not None:
-        done += f", data-parallel over {comm.size} ranks"
+        done += f", {'members split' if split else 'data-parallel'} over {comm.size} ranks"
     dropout = model.members[0].dropout if ensemble.is_ensemble(model) else model.dropout
     what = f"{len(model)} networks {model.sizes}" if ensemble.is_ensemble(model) else f"{model.sizes}"
     print(

@@ -10,6 +10,7 @@ alone with member k's settings.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +22,7 @@ from .. import _validation as check
 from ..errors import ConfigError, NotFittedError, OutOfMemoryError
 from ..history import History
 from ..model import MLP
-from . import _loop
+from . import _loop, _members
 from ._io import from_checkpoint, is_ensemble_file, load, save
 
 __all__ = ["Ensemble", "load", "from_checkpoint", "is_ensemble_file"]
@@ -246,6 +247,7 @@ class Ensemble:
         on_epoch: Any = None,
         comm: Any = None,
         diverge_factor: float | None = settings.DIVERGE_FACTOR,
+        parallel: str = "rows",
     ) -> list[History]:
         """Train every member for ``epochs`` more epochs and return their K :class:`History`.
 
@@ -265,7 +267,14 @@ class Ensemble:
             with each member holding its state after the epoch (``records[k]`` is member k's record, empty for a
             member that has stopped): where to save a checkpoint of the whole ensemble.
         comm : gpunn.distributed.Communicator, optional
-            Train data-parallel with the other ranks of ``comm``, as :meth:`gpunn.MLP.fit` does.
+            Train with the other ranks of ``comm``, split as ``parallel`` says.
+        parallel : "rows" or "members"
+            With ``comm``: "rows" (the default) trains every member on every rank, each rank on its shard of
+            every batch, the gradients summed in one allreduce a step, as :meth:`gpunn.MLP.fit` does; "members"
+            gives each rank a contiguous slice of the members (sizes differing by at most one; at least one a
+            rank) to train on all of their rows with no communication between the steps, and gathers every
+            member on every rank at the end. With ``on_epoch`` on some rank, the members are gathered after every
+            epoch too, and ``on_epoch`` sees the whole ensemble (see docs/distributed.md).
         callbacks : list of callables, or a list of K lists
             Called as ``callback(member, record)`` after each of a member's epochs; a stateful callback such as
             :class:`gpunn.callbacks.EarlyStopping` is copied for every member. A member whose callback returns
@@ -283,11 +292,16 @@ class Ensemble:
         optimizer state, shuffling generator and History): the same computation, to 1e-9 in float64 (the stacked
         step sums in another order, so in float32 the two drift apart by rounding; see docs/ensembles.md).
         """
+        each_epoch = _members.check(comm, parallel, len(self), on_epoch)  # on every rank, before anything changes
+        split = None
+        if comm is not None and parallel == "members":
+            split = functools.partial(_members.run, comm=comm, each_epoch=each_epoch)
         return _loop.fit(
             self, X, y, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, shuffle=shuffle,
             validation_data=validation_data, verbose=verbose, clip_norm=clip_norm, callbacks=callbacks, l2=l2,
             convert=convert, copy=copy, weight_decay=weight_decay, sample_weight=sample_weight,
             class_weight=class_weight, rows=rows, on_epoch=on_epoch, comm=comm, diverge_factor=diverge_factor,
+            split=split,
         )  # fmt: skip
 
     # ----------------------------------------------------------------------------------------- inference

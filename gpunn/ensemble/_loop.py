@@ -47,8 +47,9 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
         shuffle: bool, validation_data: Any, verbose: int, clip_norm: float | None, callbacks: Any, l2: Any,
         convert: bool, copy: bool, weight_decay: Any, sample_weight: Any, class_weight: Any,
         rows: Any, on_epoch: Any = None, comm: Any = None,
-        diverge_factor: float | None = settings.DIVERGE_FACTOR) -> list[History]:  # fmt: skip
-    """:meth:`Ensemble.fit`: every argument checked before anything changes, then one stacked run."""
+        diverge_factor: float | None = settings.DIVERGE_FACTOR, split: Any = None) -> list[History]:  # fmt: skip
+    """:meth:`Ensemble.fit`: every argument checked before anything changes, then one stacked run (or, with
+    ``split``, :func:`gpunn.ensemble._members.run`'s: the members split over the ranks)."""
     members = ens.members
     k, m0 = len(members), members[0]
     s = settings.fit_settings(
@@ -79,9 +80,12 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
             m.learned = p.learned
             m.begin(opt, schedule)
         first = [m.history.epochs for m in members]
-        plan = Plan(ens, p.x, p.target, p.weight_host, member_rows, s.batch_size, s.shuffle)
         verbose = s.verbose if comm is None or comm.rank == 0 else 0
-        _run(ens, plan, p.val, _hyper(ens, sizes, s), s, verbose, member_callbacks, on_epoch, comm)
+        if split is not None:
+            split(ens, p, s, member_rows, sizes, verbose, member_callbacks, on_epoch)
+        else:
+            plan = Plan(ens, p.x, p.target, p.weight_host, member_rows, s.batch_size, s.shuffle)
+            _run(ens, plan, p.val, _hyper(ens, sizes, s), s, verbose, member_callbacks, on_epoch, comm)
     return [m.history.since(f) for m, f in zip(members, first)]
 
 
