@@ -176,8 +176,8 @@ def test_a_candidate_that_diverges_scores_error_score_as_gridsearchcv_scores_a_f
 )
 def test_gridsearchcv_s_other_arguments_mean_what_they_mean_there(kwargs):
     """return_train_score, several metrics, refit by name or by a callable: the same cv_results_ (every key, in
-    order), best candidate and refitted estimator as GridSearchCV's; n_jobs and pre_dispatch are accepted and
-    change nothing (the fits train stacked)."""
+    order), best candidate and refitted estimator as GridSearchCV's; n_jobs splits the fits over processes with
+    the same results, and pre_dispatch is accepted."""
     X, y = _classification()
     est = MLPClassifier(hidden_layer_sizes=(5,), max_iter=10, random_state=0, device="cpu")
     grid = {"alpha": [1e-4, 1e-1], "learning_rate_init": [0.003, 0.05]}
@@ -187,6 +187,23 @@ def test_gridsearchcv_s_other_arguments_mean_what_they_mean_there(kwargs):
         assert "mean_train_score" in ours.cv_results_ or "mean_train_f1" in ours.cv_results_
     if callable(kwargs.get("refit")):
         assert not hasattr(ours, "best_score_")
+
+
+def test_n_jobs_splits_shape_groups_then_members_over_processes_with_gridsearchcv_s_results():
+    """12 fits in two shape groups of 6, cut into 3 parts of 4 (the middle part holds the end of one group and
+    the start of the other): 4 ensembles trained in 3 joblib processes, and GridSearchCV's results."""
+    X, y = _classification()
+    est = MLPClassifier(hidden_layer_sizes=(5,), max_iter=10, random_state=0, device="cpu", solver="sgd")
+    grid = {"hidden_layer_sizes": [(4,), (5,)], "alpha": [1e-4, 1e-1]}
+    ours, ref = _both(est, grid, X, y, cv=3, n_jobs=3)
+    _compare(ours, ref, X, y)
+    assert ours.n_ensembles_ == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = MLPSearchCV(est, grid, cv=3).fit(X, y)
+    assert one.n_ensembles_ == 2
+    for key in ("mean_test_score", "std_test_score", "split0_test_score"):
+        np.testing.assert_allclose(ours.cv_results_[key], one.cv_results_[key], rtol=0, atol=1e-12)
 
 
 def test_verbose_prints_gridsearchcv_s_lines(capsys):

@@ -13,8 +13,10 @@ member's callback. So each fold's estimator ends as it would alone, and the scor
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import numbers
+import pickle
 import time
 import warnings
 from collections.abc import Callable
@@ -34,7 +36,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
 from scipy.stats import rankdata
 
 from ..ensemble import Ensemble
-from ..errors import DivergenceError, NonFiniteError
+from ..ensemble._members import members_of
+from ..errors import ConfigError, DivergenceError, NonFiniteError
 from ._base import _BaseMLP
 
 
@@ -161,6 +164,54 @@ def _train_group(tasks: list[_Task], n: int) -> None:
         task.fit_time += elapsed
 
 
+def _fit_part(tasks: list[_Task], n: int, X: Any, y: Any, score_weight: Any, scoring: Any, names: list[str],
+              error_score: Any, train_scores: bool) -> tuple[list[tuple], int]:  # fmt: skip
+    """Train these tasks group by group (a part of the search, in this process or another) and score them:
+    ``([(fit time, test scores, train scores, score time, error) of each task], ensembles trained)``."""
+    groups: dict[tuple, list[_Task]] = {}
+    for task in tasks:
+        groups.setdefault(task.key(), []).append(task)
+    for group in groups.values():
+        _train_group(group, n)
+    for task in tasks:
+        start = time.perf_counter()
+        parts = [("test", task.test)] + ([("train", task.train)] if train_scores else [])
+        for part, rows in parts:
+            if task.error is not None:
+                scores = dict.fromkeys(names, float(error_score)) if not isinstance(error_score, str) else {}
+            else:
+                kw = {} if score_weight is None else {"sample_weight": _safe_indexing(score_weight, rows)}
+                got = scoring(task.estimator, _safe_indexing(X, rows), _safe_indexing(y, rows), **kw)
+                scores = {k: float(v) for k, v in got.items()} if isinstance(got, dict) else {"score": float(got)}
+            if part == "test":
+                task.scores = scores
+                task.score_time = time.perf_counter() - start  # as GridSearchCV: the test scoring's time
+            else:
+                task.train_scores = scores
+    return [(t.fit_time, t.scores, t.train_scores, t.score_time, t.error) for t in tasks], len(groups)
+
+
+def _agree(comm: Any, X: Any, y: Any, candidates: list[dict[str, Any]], splits: list[Any], estimator: Any) -> None:
+    """Every rank searches the same candidates over the same folds of the same data with the same estimator: one
+    ``allgather`` of digests, and the same one-line ConfigError on every rank if they differ."""
+    from ..distributed import disagreement
+
+    def digest(value: Any) -> str:
+        return hashlib.sha256(pickle.dumps(value, protocol=4)).hexdigest()[:16]
+
+    mine = {
+        "data fingerprint": digest((np.asarray(X), np.asarray(y))), "candidates": digest(repr(candidates)),
+        "folds": digest([(np.asarray(a), np.asarray(b)) for a, b in splits]),
+        "estimator": digest(repr(sorted(estimator.get_params(deep=False).items()))),
+    }  # fmt: skip
+    found = disagreement(comm._collective("the agreement check of the search", comm.comm.allgather, mine))
+    if found is not None:
+        exc: Any = ConfigError(found[0].split(". Every rank must", 1)[0] + ". Every rank must search the same grid "
+                               "over the same folds of the same data")  # fmt: skip
+        exc.every_rank = True
+        raise exc
+
+
 def _param_arrays(candidates: list[dict[str, Any]]) -> dict[str, np.ma.MaskedArray]:
     """GridSearchCV's ``param_<name>`` columns: in the order the names first appear, each a masked array (masked
     where a candidate lacks the name) of the dtype NumPy infers, object for strings and sequences."""
@@ -196,8 +247,10 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
         As for ``GridSearchCV``: one metric (the estimator's ``score`` by default), or several by name
         (``cv_results_`` then holds ``mean_test_<name>`` and so on for each).
     n_jobs : int, optional
-        Accepted as ``GridSearchCV`` takes it, and without effect: the fits that share a network shape train as
-        one stacked ensemble on one device, so there are no jobs to spread over processes.
+        For estimators on the CPU: the fits, ordered by network shape, are cut into ``n_jobs`` contiguous parts
+        (-1: one per CPU; at most one a fit), each trained as stacked ensembles and scored in a process of its
+        own (joblib's); the results are the one-process search's. None or 1, and estimators on a GPU, train in
+        this process.
     refit : bool, str or callable
         As for ``GridSearchCV``: refit the best candidate on all of ``X`` into ``best_estimator_``. With several
         metrics, the name of the one that picks the best; a callable takes ``cv_results_`` and returns the index
@@ -209,13 +262,18 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
         above 2 with its score and fold. The lines come once every fit has been scored, since the fits train
         together.
     pre_dispatch : int or str
-        Accepted as ``GridSearchCV`` takes it, and without effect (see ``n_jobs``).
+        Accepted as ``GridSearchCV`` takes it, and without effect: each part is dispatched once.
     error_score : "raise" or float
         The score of a fit that failed (its loss stopped being finite without early stopping: its member of the
         stacked ensemble was set aside), as ``GridSearchCV`` scores a fit that raised: ``np.nan`` by default, with
         one ``FitFailedWarning``; "raise" raises the estimator's ``NonFiniteError`` (a ``ValueError``).
     return_train_score : bool
         As for ``GridSearchCV``: ``cv_results_`` also holds each fit's scores on its training rows.
+    comm : gpunn.distributed.Communicator, optional
+        Split the fits over the ranks of an MPI job as ``n_jobs`` splits them over processes: rank r trains and
+        scores its contiguous part of the fits ordered by network shape, and one ``allgather`` gives every rank
+        every score; every rank then refits the best candidate and holds the same results. The ranks first
+        check that they search the same grid over the same folds of the same data.
 
     Attributes
     ----------
@@ -230,6 +288,7 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
         self, estimator: Any, param_grid: Any, *, scoring: Any = None, n_jobs: int | None = None,
         refit: bool | str | Callable[..., int] = True, cv: Any = 5, verbose: int = 0,
         pre_dispatch: int | str = "2*n_jobs", error_score: Any = np.nan, return_train_score: bool = False,
+        comm: Any = None,
     ):  # fmt: skip
         self.estimator = estimator
         self.param_grid = param_grid
@@ -241,6 +300,7 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
         self.pre_dispatch = pre_dispatch
         self.error_score = error_score
         self.return_train_score = return_train_score
+        self.comm = comm
 
     def fit(self, X: Any, y: Any, **fit_params: Any) -> MLPSearchCV:
         """Fit every candidate on every fold, stacked; then refit the best on all of ``X``. ``fit_params`` (such
@@ -258,14 +318,10 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
         if self.verbose > 0:
             print(f"Fitting {len(splits)} folds for each of {len(candidates)} candidates, totalling "
                   f"{len(splits) * len(candidates)} fits")  # fmt: skip
+        if self.comm is not None:  # every rank searches the same grid over the same folds of the same data
+            _agree(self.comm, X, y, candidates, splits, self.estimator)
         tasks = self._tasks(candidates, splits, X, y, fit_params)
-        stacks: dict[tuple, list[_Task]] = {}
-        for task in tasks:
-            stacks.setdefault(task.key(), []).append(task)
-        for stack in stacks.values():
-            _train_group(stack, len(y))
-        self.n_ensembles_ = len(stacks)
-        self._score(tasks, X, y, fit_params.get("sample_weight") if _forwards_weights(scoring) else None, scoring)
+        self._fit_tasks(tasks, X, y, fit_params.get("sample_weight") if _forwards_weights(scoring) else None, scoring)
         self._report(tasks, candidates, len(splits))
         self.cv_results_ = self._results(candidates, len(splits), tasks)
         self.n_splits_ = len(splits)
@@ -341,28 +397,37 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
                 tasks.append(task)
         return tasks
 
-    def _score(self, tasks: list[_Task], X: Any, y: Any, score_weight: Any, scoring: Any) -> None:
-        """Every task's test scores (and train scores); a fit that failed scores ``error_score``, as GridSearchCV
-        scores a failed fit (with one FitFailedWarning), or with ``error_score="raise"`` its error is raised."""
+    def _fit_tasks(self, tasks: list[_Task], X: Any, y: Any, score_weight: Any, scoring: Any) -> None:
+        """Train and score every task: in this process, or split over ``comm``'s ranks or ``n_jobs`` processes,
+        the tasks ordered by shape group and cut into contiguous parts (a group split between two parts trains
+        as two ensembles). A fit that failed scores ``error_score``, as GridSearchCV scores a failed fit (with
+        one FitFailedWarning), or with ``error_score="raise"`` its error is raised."""
+        groups: dict[tuple, list[_Task]] = {}
+        for task in tasks:
+            groups.setdefault(task.key(), []).append(task)
+        ordered = [task for group in groups.values() for task in group]
+        names = list(self.scorer_) if self.multimetric_ else ["score"]
+        how = (len(y), X, y, score_weight, scoring, names, self.error_score, self.return_train_score)
+        parts = self._parts(ordered)
+        if self.comm is not None:
+            lo, hi = members_of(len(ordered), parts, self.comm.rank)
+            mine = _fit_part(ordered[lo:hi], *how)
+            every = self.comm._collective("the gather of the search's scores", self.comm.comm.allgather, mine)
+        elif parts > 1:
+            from joblib import Parallel, delayed
+
+            cuts = [members_of(len(ordered), parts, i) for i in range(parts)]
+            every = Parallel(n_jobs=parts)(delayed(_fit_part)(ordered[lo:hi], *how) for lo, hi in cuts)
+        else:
+            every = [_fit_part(ordered, *how)]
+        results = [r for part, _ in every for r in part]
+        for task, (fit_time, scores, train_scores, score_time, error) in zip(ordered, results):
+            task.fit_time, task.scores, task.train_scores, task.score_time, task.error = (
+                fit_time, scores, train_scores, score_time, error)  # fmt: skip
+        self.n_ensembles_ = sum(n for _, n in every)
         failed = [task for task in tasks if task.error is not None]
         if failed and isinstance(self.error_score, str):
             raise NonFiniteError(failed[0].error)
-        names = list(self.scorer_) if self.multimetric_ else ["score"]
-        for task in tasks:
-            start = time.perf_counter()
-            parts = [("test", task.test)] + ([("train", task.train)] if self.return_train_score else [])
-            for part, rows in parts:
-                if task.error is not None:
-                    scores = dict.fromkeys(names, float(self.error_score))
-                else:
-                    kw = {} if score_weight is None else {"sample_weight": _safe_indexing(score_weight, rows)}
-                    got = scoring(task.estimator, _safe_indexing(X, rows), _safe_indexing(y, rows), **kw)
-                    scores = {k: float(v) for k, v in got.items()} if self.multimetric_ else {"score": float(got)}
-                if part == "test":
-                    task.scores = scores
-                    task.score_time = time.perf_counter() - start  # as GridSearchCV: the test scoring's time
-                else:
-                    task.train_scores = scores
         if failed:
             warnings.warn(
                 f"{len(failed)} fits failed out of a total of {len(tasks)}.\nThe score on these train-test partitions "
@@ -371,6 +436,17 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
                 FitFailedWarning,
                 stacklevel=3,
             )
+
+    def _parts(self, tasks: list[_Task]) -> int:
+        """How many parts the tasks train in: ``comm``'s ranks, else ``n_jobs`` processes for estimators on the
+        CPU (at most one a task), else one."""
+        if self.comm is not None:
+            return int(self.comm.size)
+        if self.n_jobs in (None, 1) or not tasks or str(tasks[0].estimator._model.device) != "cpu":
+            return 1
+        from joblib import effective_n_jobs
+
+        return max(1, min(effective_n_jobs(self.n_jobs), len(tasks)))
 
     def _report(self, tasks: list[_Task], candidates: list[dict[str, Any]], n_splits: int) -> None:
         """GridSearchCV's lines per fit, for ``verbose`` above 1 (its START line too above 9)."""
