@@ -1025,3 +1025,65 @@ def test_cli_members_split_checkpoint_resumes_on_another_number_of_ranks(tmp_pat
         for key, values in mb.history.to_dict().items():
             np.testing.assert_allclose(ma.history.to_dict()[key], values, rtol=1e-12, atol=0)
         np.testing.assert_allclose(ma.params, mb.params, rtol=0, atol=1e-12)
+
+
+SEARCH = textwrap.dedent(
+    """
+    import json, sys, warnings
+    import numpy as np
+    from gpunn.distributed import Communicator
+    from gpunn.errors import GpunnError
+    from gpunn.sklearn import MLPClassifier, MLPSearchCV
+
+    comm = Communicator()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 3))
+    y = (X[:, 0] + X[:, 1] * X[:, 2] > 0).astype(int)
+    est = MLPClassifier(hidden_layer_sizes=(5,), max_iter=10, random_state=0, device="cpu", solver="sgd")
+    grid = {"hidden_layer_sizes": [(4,), (5,), (6,)], "alpha": [1e-4, 1e-1]}
+    out = {}
+    try:  # rank 1 with one label changed: every rank refuses, naming the data
+        MLPSearchCV(est, grid, cv=2, comm=comm).fit(X, np.where(np.arange(90) == 7, 1 - y, y) if comm.rank else y)
+    except GpunnError as e:
+        out["error"] = str(e)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search = MLPSearchCV(est, grid, cv=2, comm=comm).fit(X, y)
+    out["results"] = {k: np.asarray(v).tolist() for k, v in search.cv_results_.items()
+                      if k.startswith(("split", "mean_test", "std_test", "rank_test"))}
+    out.update(best=search.best_index_, ensembles=search.n_ensembles_, predict=search.predict(X).tolist())
+    with open(f"{sys.argv[1]}.{comm.rank}.json", "w") as f:
+        json.dump(out, f)
+    """
+)
+
+
+def test_a_search_split_over_two_ranks_equals_gridsearchcv(tmp_path):
+    """MLPSearchCV(comm=): 12 fits in three shape groups of 4, 6 a rank (rank 0: the first group and half of the
+    second, rank 1 the rest: 4 ensembles); every rank ends with GridSearchCV's cv_results_, best candidate and
+    refitted estimator. Ranks whose data differ get one error on every rank first."""
+    pytest.importorskip("sklearn")
+    from sklearn.model_selection import GridSearchCV
+
+    from gpunn.sklearn import MLPClassifier
+
+    script = tmp_path / "search.py"
+    script.write_text(SEARCH)
+    r = _run(2, str(script), "out", cwd=tmp_path, timeout=240)
+    assert r.returncode == 0, r.stderr
+    got = [json.loads((tmp_path / f"out.{rank}.json").read_text()) for rank in (0, 1)]
+    assert got[0] == got[1]
+    assert got[0]["error"].startswith("the ranks disagree at the start of fit: rank 1 has data fingerprint ")
+    assert got[0]["ensembles"] == 4
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 3))
+    y = (X[:, 0] + X[:, 1] * X[:, 2] > 0).astype(int)
+    est = MLPClassifier(hidden_layer_sizes=(5,), max_iter=10, random_state=0, device="cpu", solver="sgd")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = GridSearchCV(est, {"hidden_layer_sizes": [(4,), (5,), (6,)], "alpha": [1e-4, 1e-1]}, cv=2).fit(X, y)
+    assert got[0]["results"].keys() == {k for k in ref.cv_results_ if k.startswith(("split", "mean_test", "std_test",
+                                                                                     "rank_test"))}  # fmt: skip
+    for key, values in got[0]["results"].items():
+        np.testing.assert_allclose(values, ref.cv_results_[key], rtol=0, atol=1e-9, err_msg=key)
+    assert got[0]["best"] == ref.best_index_ and got[0]["predict"] == ref.predict(X).tolist()
