@@ -205,6 +205,12 @@ def test_history_of_an_ensemble_holds_every_member(tmp_path):
         (["train", "--resume", "one.safetensors", "--members", "2"], "holds one network, not an ensemble"),
         (["train", "--resume", "e.safetensors", "--members", "3"], "--members 3 differs from the resumed"),
         (["predict", "--model", "one.safetensors", "--data", "x.csv", "--std"], "--std is the spread of an ensemble"),
+        (
+            ["train", "--members", "2", "--parallel", "members"],
+            "--parallel members splits the work over MPI ranks: add --distributed",
+        ),
+        (["train", "--parallel", "rows"], "--parallel rows splits the work over MPI ranks: add --distributed"),
+        (["train", "--parallel", "both"], "argument --parallel: invalid choice: 'both'"),
     ],
 )
 def test_what_an_ensemble_run_cannot_do_is_one_clear_error(tmp_path, args, message):
