@@ -7,6 +7,9 @@ alike. Reported: milliseconds per epoch (all K networks), the median over repeat
 targets on 2 CPU cores: at most 1.1x on NumPy, 0.6x on torch and JAX). JAX compiles both (``compile="auto"``).
 ``--versus-one --members 256 --namespaces cupy torch-cuda jax-gpu`` times the ensemble against one network's fit
 instead, on the GPU (issue 18's GPU target: at most 3x); ``benchmarks/gpu.sh`` runs it as its ``ensemble`` step.
+``--ranks 2`` times ``Ensemble.fit(comm=, parallel="members")`` of 64 members of 8-32-32-1 (NumPy, float32) on 2
+MPI ranks against the same fit in one process, interleaved (issue 31's target on 2 CPU cores: at most 0.6x): see
+:func:`main_ranks`.
 
 This machine sets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which halve NumPy's matrix products; run
 ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks.ensemble`` for NumPy's own kernels (the
@@ -128,7 +131,10 @@ def main(argv: list[str] | None = None) -> None:
                              "target: 256 networks in at most 3x the time of one)")  # fmt: skip
     parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads (on a busy 2-core machine, 1)")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write the results (default {RESULTS})")
+    parser.add_argument("--ranks", type=int, help="time the members split over this many MPI ranks (main_ranks)")
     args = parser.parse_args(argv)
+    if args.ranks:
+        return main_ranks(args.ranks, args.quick, args.json.with_name("ensemble_ranks.json"))
     epochs, repeats = (5, 2) if args.quick else (30, 5)
     if args.torch_threads and "torch" in args.namespaces:
         import torch
@@ -165,6 +171,77 @@ def main(argv: list[str] | None = None) -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"blas": _blas(), "env": env, "rows": rows}, indent=1) + "\n")
     print(f"\nWrote {args.json}")
+
+
+# ------------------------------------------------------------------------------------------ members over ranks
+RANKS_SIZES = [8, 32, 32, 1]
+RANKS_FIT = {"batch_size": 256, "optimizer": "adam", "lr": 0.01}
+_RANK_WORKER = """
+import json, sys, time
+import numpy as np
+import gpunn
+cfg = json.loads(sys.argv[1])
+comm = None
+if cfg["ranks"] > 1:
+    from gpunn.distributed import Communicator
+    comm = Communicator()
+rng = np.random.default_rng(0)
+X = rng.normal(size=(cfg["rows"], cfg["sizes"][0])).astype(np.float32)
+y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
+kw = {} if comm is None else {"comm": comm, "parallel": "members"}
+ens = gpunn.Ensemble(cfg["sizes"], cfg["members"], seed=0, device="cpu")
+ens.fit(X, y, epochs=1, verbose=0, **cfg["fit"], **kw)  # warm-up: caches, the first gather
+if comm is not None:
+    comm.barrier()
+start = time.perf_counter()
+ens.fit(X, y, epochs=cfg["epochs"], verbose=0, **cfg["fit"], **kw)  # the one gather included
+if comm is None or comm.rank == 0:
+    print(json.dumps({"seconds": time.perf_counter() - start}))
+"""
+
+
+def time_ranks(ranks: int, members: int, rows: int, epochs: int) -> float:
+    """Seconds of one ``Ensemble.fit`` of ``members`` networks of RANKS_SIZES for ``epochs`` epochs, timed inside
+    the process (rank 0's, from a barrier to the end of the gather): in one process for ``ranks=1``, else with
+    the members split over ``ranks`` ranks of ``mpiexec``, each rank's BLAS on cores // ranks threads."""
+    import subprocess
+    import sys
+
+    cfg = json.dumps({"ranks": ranks, "members": members, "rows": rows, "epochs": epochs, "sizes": RANKS_SIZES,
+                      "fit": RANKS_FIT})  # fmt: skip
+    command = [sys.executable, "-c", _RANK_WORKER, cfg]
+    env = dict(os.environ)
+    if ranks > 1:
+        local = Path(sys.executable).with_name("mpiexec")
+        command = [str(local) if local.exists() else "mpiexec", "-n", str(ranks), *command]
+        threads = str(max(1, (os.cpu_count() or 1) // ranks))
+        env.update({v: threads for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+    out = subprocess.run(command, capture_output=True, text=True, env=env, check=True, timeout=900)
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+
+
+def main_ranks(ranks: int, quick: bool, path: Path) -> None:
+    """``--ranks N``: 64 members of 8-32-32-1 (NumPy, float32, 4096 rows, Adam, batches of 256) in one process and
+    split over N ranks (``parallel="members"``), interleaved: every repeat times one process, then N ranks."""
+    members, rows = 64, 4096
+    epochs, repeats = (2, 2) if quick else (10, 5)
+    times: dict[str, list[float]] = {"one process": [], f"{ranks} ranks": []}
+    for _ in range(repeats):
+        times["one process"].append(time_ranks(1, members, rows, epochs))
+        times[f"{ranks} ranks"].append(time_ranks(ranks, members, rows, epochs))
+    one, split = (statistics.median(v) for v in times.values())
+    print(f"{members} networks {RANKS_SIZES}, {rows} rows, {RANKS_FIT}, float32, NumPy, {epochs} epochs per fit "
+          f"(median of {repeats} interleaved repeats); {os.cpu_count()} cores; load average "
+          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}\n")  # fmt: skip
+    print("| run | fit (s) | ratio |")
+    print("|---|---:|---:|")
+    print(f"| one process | {one:.3f} | 1.00 |")
+    print(f'| {ranks} ranks, parallel="members" | {split:.3f} | {split / one:.2f} |')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"members": members, "sizes": RANKS_SIZES, "rows": rows, "fit": RANKS_FIT,
+                                "epochs": epochs, "repeats": repeats, "ranks": ranks, "runs": times,
+                                "ratio": split / one, "load_average": os.getloadavg()}, indent=1) + "\n")  # fmt: skip
+    print(f"\nWrote {path}")
 
 
 if __name__ == "__main__":
