@@ -382,6 +382,20 @@ def test_when_every_member_diverges_fit_raises_divergence_error():
     assert_member_is_lone(ens.members[0], lone, ens.members[0].history, lone.history)
 
 
+def test_parallel_is_a_checked_fit_argument_and_without_comm_one_process_trains_every_member():
+    X, y = _data("sigmoid")
+    ens = gpunn.Ensemble(_sizes("sigmoid"), 2, seed=SEEDS[:2], device="cpu", dtype="float64")
+    before = _host(ens.params)
+    for bad in ("bogus", None, 1):
+        with pytest.raises(gpunn.ConfigError, match=rf"^parallel={bad!r}: give 'rows' .* or 'members' "):
+            ens.fit(X, y, epochs=1, verbose=0, parallel=bad)
+    assert np.array_equal(_host(ens.params), before) and all(m.epoch == 0 for m in ens.members)
+    ens.fit(X, y, epochs=3, verbose=0, parallel="members")  # no comm: no ranks to split the members over
+    lone = gpunn.MLP(_sizes("sigmoid"), seed=SEEDS[1], device="cpu", dtype="float64")
+    lone.fit(X, y, epochs=3, verbose=0)
+    np.testing.assert_allclose(_host(ens.members[1].params), _host(lone.params), rtol=0, atol=TOL)
+
+
 def test_diverge_factor_is_a_checked_fit_argument():
     X, y = _data("identity")
     ens = gpunn.Ensemble(_sizes("identity"), 2, output="identity", device="cpu")
