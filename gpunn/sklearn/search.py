@@ -427,7 +427,9 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
         self.n_ensembles_ = sum(n for _, n in every)
         failed = [task for task in tasks if task.error is not None]
         if failed and isinstance(self.error_score, str):
-            raise NonFiniteError(failed[0].error)
+            exc: Any = NonFiniteError(failed[0].error)
+            exc.every_rank = self.comm is not None  # with comm, every rank raises it after the gather
+            raise exc
         if failed:
             warnings.warn(
                 f"{len(failed)} fits failed out of a total of {len(tasks)}.\nThe score on these train-test partitions "
