@@ -3,6 +3,8 @@ OneHotEncoder + SimpleImputer and a pandas reference written here, training on i
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -220,6 +222,9 @@ def test_bad_tables_are_refused_naming_the_column_and_change_nothing():
         with pytest.raises(gpunn.InputError, match=message):
             m.fit(table, y, epochs=1, verbose=0)
         assert m.sizes is None and m.encoding is None and not m.fitted
+    m = gpunn.MLP(hidden=[4], device="cpu")
+    with pytest.raises(gpunn.InputError, match="column 'id' holds 120 distinct values, none seen 2 times"):
+        m.fit(df.assign(id=[f"p{i}" for i in range(120)]), y, epochs=1, verbose=0)
     assert len(encode.learn(df.assign(city=[f"c{i % 40}" for i in range(120)]), max_categories=40).features) == 6
     m = gpunn.MLP(hidden=[4], device="cpu")
     m.fit(df, y, epochs=1, verbose=0)
@@ -237,3 +242,132 @@ def test_bad_tables_are_refused_naming_the_column_and_change_nothing():
         m.predict(df.assign(extra=1.0))
     everything_empty = df.iloc[:2].assign(island=None, income=np.nan)  # passes as either kind
     assert m.predict_proba(everything_empty).shape == (2, 1)
+
+
+# ------------------------------------------------------------------------------------------------ the CLI
+def _penguins_csv(path, n: int = 120, seed: int = 0) -> pd.DataFrame:
+    """A file as published: a text column, empty cells (numbers and text), a text target."""
+    rng = np.random.default_rng(seed)
+    island = rng.choice(["Biscoe", "Dream", "Torgersen"], n).astype(object)
+    species = np.where((island == "Dream") ^ (rng.random(n) < 0.1), "Adelie", "Gentoo")
+    bill = np.round(rng.normal(0, 1, n) + np.where(species == "Adelie", 40.0, 46.0), 1)
+    mass = np.round(rng.normal(4000, 300, n))
+    mass[rng.random(n) < 0.15] = np.nan
+    island[rng.random(n) < 0.05] = None
+    df = pd.DataFrame({"bill": bill, "island": island, "mass": mass, "species": species})
+    df.to_csv(path, index=False)
+    return df
+
+
+def _cli(capsys, *args):
+    from gpunn.cli import main
+
+    status = main(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_cli_trains_and_predicts_a_csv_with_text_and_empty_cells(tmp_path, monkeypatch, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    monkeypatch.chdir(tmp_path)
+    df = _penguins_csv(tmp_path / "train.csv")
+    status, out, err = _cli(capsys, "train", "--data", "train.csv", "--target", "species", "--layers", "8",
+                            "--epochs", "40", "--device", "cpu", "--dtype", "float64", "--seed", "1",
+                            "--test-size", "0.25", "--save", "m.safetensors")  # fmt: skip
+    assert status == 0, err
+    assert "columns encoded: 1 text column(s) one-hot (island: 4); 1 with empty cells" in out
+    m = gpunn.load("m.safetensors", device="cpu")
+    # learned from the training rows only: the rows train_test_split keeps with this seed
+    n_test = round(len(df) * 0.25)
+    train = df.iloc[np.random.default_rng(1).permutation(len(df))[n_test:]]
+    island = train["island"].fillna("").value_counts()
+    assert m.encoding.features[1].categories == tuple(sorted(island[island >= 2].index))
+    assert m.encoding.features[2].fill == train["mass"].median()
+    assert m.sizes == [m.encoding.width, 8, 1] == [1 + 4 + 2, 8, 1]
+
+    new = pd.DataFrame({"mass": [np.nan, 4100.0, 3900.0], "bill": [41.0, 47.0, np.nan],
+                        "island": ["Atlantis", None, "Dream"]})  # fmt: skip
+    new.to_csv(tmp_path / "new.csv", index=False)
+    status, out, err = _cli(capsys, "predict", "--model", "m.safetensors", "--data", "new.csv", "--device", "cpu")
+    assert status == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0] == "prediction,probability" and len(lines) == 4
+    proba = m.predict_proba(pd.read_csv(tmp_path / "new.csv"))[:, 0]
+    np.testing.assert_allclose([float(line.split(",")[1]) for line in lines[1:]], proba, rtol=1e-12)
+    assert [line.split(",")[0] for line in lines[1:]] == m.predict(pd.read_csv(tmp_path / "new.csv")).tolist()
+
+    status, out, err = _cli(capsys, "export", "--model", "m.safetensors", "--onnx", "m.onnx")
+    assert status == 0 and "3 named after them" in out, err
+    feeds = {"bill": new[["bill"]].to_numpy(), "mass": new[["mass"]].to_numpy(),
+             "island": new[["island"]].fillna("").to_numpy(dtype=object)}  # fmt: skip
+    probabilities, label = ort.InferenceSession("m.onnx").run(["probabilities", "label"], feeds)
+    np.testing.assert_allclose(probabilities[:, 0], proba, rtol=1e-12)
+    assert label.tolist() == [line.split(",")[0] for line in lines[1:]]
+
+    status, out, err = _cli(capsys, "train", "--resume", "m.safetensors", "--data", "train.csv", "--epochs", "45",
+                            "--device", "cpu", "--save", "more.safetensors")  # fmt: skip
+    assert status == 0 and "resuming at epoch 40" in out, err
+    assert gpunn.load("more.safetensors", device="cpu").encoding == m.encoding  # the file's, not a new one
+
+    pd.DataFrame({"bill": [40.0], "island": [3.0], "mass": [4000.0]}).to_csv(tmp_path / "num.csv", index=False)
+    status, _, err = _cli(capsys, "predict", "--model", "m.safetensors", "--data", "num.csv", "--device", "cpu")
+    assert status == 2 and "column 'island' holds numbers, but the model was trained on it as text" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_refuses_bad_tables_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    df = _penguins_csv(tmp_path / "train.csv")
+    cases = {
+        "empty.csv": (df.assign(note=np.nan), "empty.csv: column 'note' is empty in all 96 rows"),
+        "many.csv": (df.assign(city=[f"c{i % 40}" for i in range(len(df))]),
+                     "many.csv: column 'city' holds 3[0-9] categories seen at least 2 times.*--max-categories"),
+        "target.csv": (df.assign(species=df["species"].where(df.index % 50 != 7)),
+                       "target.csv: the target 'species' is empty on lines 9, 59, 109 \\(3 rows\\)"),
+    }  # fmt: skip
+    for name, (frame, message) in cases.items():
+        frame.to_csv(tmp_path / name, index=False)
+        status, _, err = _cli(capsys, "train", "--data", name, "--target", "species", "--epochs", "2", "--device",
+                              "cpu", "--save", "m.safetensors", "--checkpoint", "c.safetensors")  # fmt: skip
+        assert status == 2 and len(err.strip().splitlines()) == 1, err
+        assert err.startswith("gpunn: error: ") and re.search(message, err), err
+        assert not (tmp_path / "m.safetensors").exists() and not (tmp_path / "c.safetensors").exists()
+    status, _, err = _cli(capsys, "train", "--data", "many.csv", "--target", "species", "--epochs", "2",
+                          "--device", "cpu", "--max-categories", "40", "--save", "m.safetensors")  # fmt: skip
+    assert status == 0, err
+    assert gpunn.load("m.safetensors", device="cpu").encoding.features[-1].name == "city"
+
+
+# ---------------------------------------------------------------------------------------- gpunn.sklearn
+def test_sklearn_estimators_take_a_table_with_text_and_empty_cells(tmp_path):
+    pytest.importorskip("sklearn")
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from gpunn.sklearn import MLPClassifier, MLPRegressor
+
+    df = _frame()
+    y = _labels(df)
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=20, random_state=0, device="cpu").fit(df, y)
+    X = _sklearn_encoding(df, df)
+    same = MLPClassifier(hidden_layer_sizes=(8,), max_iter=20, random_state=0, device="cpu").fit(X, y)
+    test = _unseen_rows(df)
+    filled = _sklearn_encoding(df, test.assign(age=test["age"].fillna(df["age"].median())))
+    np.testing.assert_array_equal(clf.predict_proba(test), same.predict_proba(filled))
+    assert list(clf.feature_names_in_) == list(df.columns) and clf.n_features_in_ == 5
+    path = clf.to_onnx(tmp_path / "c.onnx")
+    feeds = {c: (test[[c]].astype(object).fillna("").astype(str).to_numpy(dtype=object) if c in ("island", "size")
+                 else test[[c]].to_numpy(dtype="float64")) for c in df.columns}  # fmt: skip
+    label, probabilities = ort.InferenceSession(path).run(["label", "probabilities"], feeds)
+    np.testing.assert_allclose(probabilities, clf.predict_proba(test), rtol=1e-12, atol=1e-12)
+    assert label.tolist() == clf.predict(test).tolist()
+    reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=5, random_state=0, device="cpu")
+    target = df["age"].to_numpy()
+    rest = df.drop(columns=["age"])
+    reg.fit(rest, target)
+    ref = MLPRegressor(hidden_layer_sizes=(8,), max_iter=5, random_state=0, device="cpu")
+    ref.fit(_sklearn_encoding(rest, rest), target)
+    np.testing.assert_array_equal(reg.predict(rest), ref.predict(_sklearn_encoding(rest, rest)))
+    clf.partial_fit(df, y)  # a later fit takes the table by the same encoding
+    with pytest.raises(gpunn.InputError, match="column 'island' holds numbers"):
+        clf.predict(df.assign(island=1.0))

@@ -13,7 +13,8 @@ Per column, from the training rows only:
   per category seen at least ``min_frequency`` times (default :data:`MIN_FREQUENCY`), in sorted order, and, when
   some categories were seen fewer times, one "other" column they all share. An empty cell is the category ``""``.
   A category never seen in training is a row of zeros (an error never). More than ``max_categories`` (default
-  :data:`MAX_CATEGORIES`) frequent categories is refused, naming the column: leave it out or raise the cap.
+  :data:`MAX_CATEGORIES`) frequent categories is refused, naming the column: leave it out or raise the cap; so is
+  a column without one frequent category (names, ids).
 - a **number** column (booleans are 0/1) keeps its value; an empty cell (NaN, null, an empty CSV cell) takes the
   training rows' median, and a column that had empty cells in training gets a 0/1 column after it, 1 where the
   cell was empty. A column empty in every training row is refused.
@@ -196,6 +197,10 @@ def learn(
             raise InputError(f"{name}: column {column!r} is empty in all {len(a)} rows: there is nothing to learn "
                              "from it; leave it out (gpunn train --features)")  # fmt: skip
         kept = values[counts >= min_frequency].tolist()
+        if not kept:  # a name or an id: one "other" column, 1 in every row, would be all it learns
+            raise InputError(f"{name}: column {column!r} holds {len(values)} distinct values, none seen "
+                             f"{min_frequency} times, as names or ids do: there are no categories to learn; leave "
+                             "it out (gpunn train --features)")  # fmt: skip
         if len(kept) > max_categories:
             raise InputError(
                 f"{name}: column {column!r} holds {len(kept)} categories seen at least {min_frequency} times "

@@ -139,6 +139,9 @@ def check_dataset(spec: Spec, dataset: Dataset, name: str) -> Dataset:
     where both have names, the model's features."""
     if not dataset.has_target:
         raise InputError(f"{name} ({dataset.path}) has no target column: open it with Dataset(path, target=...)")
+    if spec.encoding is not None:
+        raise InputError(f"{name} ({dataset.path}) is streamed as numbers, but this model encodes a table's text and "
+                         "empty cells: give it the table in memory (gpunn.data.read_table)")  # fmt: skip
     if dataset.n_features != spec.n_features:
         raise InputError(f"{name} ({dataset.path}) has {dataset.n_features} features; the model takes "
                          f"{spec.n_features}")  # fmt: skip
