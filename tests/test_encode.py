@@ -371,3 +371,52 @@ def test_sklearn_estimators_take_a_table_with_text_and_empty_cells(tmp_path):
     clf.partial_fit(df, y)  # a later fit takes the table by the same encoding
     with pytest.raises(gpunn.InputError, match="column 'island' holds numbers"):
         clf.predict(df.assign(island=1.0))
+
+
+# ------------------------------------------------------------------------------------------------ files
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".feather"])
+def test_read_table_gives_the_columns_pandas_reads(tmp_path, suffix):
+    if suffix != ".csv":
+        pytest.importorskip("pyarrow")
+    df = _penguins_csv(tmp_path / "p.csv")
+    path = tmp_path / f"p{suffix}"
+    if suffix == ".parquet":
+        df.to_parquet(path)
+    elif suffix == ".feather":
+        df.to_feather(path)
+    (X, y, names, target), w = gpunn.data.read_table(path, target="species")
+    assert isinstance(X, gpunn.data.Columns) and names == ["bill", "island", "mass"] and target == "species"
+    assert w is None
+    want = pd.read_csv(tmp_path / "p.csv")  # an independent reader: pandas' CSV parser
+    np.testing.assert_array_equal(X.arrays[0], want["bill"].to_numpy())
+    np.testing.assert_array_equal(X.arrays[2], want["mass"].to_numpy())  # NaN where empty
+    assert X.arrays[1].tolist() == want["island"].fillna("").tolist()
+    assert y.tolist() == want["species"].tolist()
+    assert encode.learn(X) == encode.learn(want.drop(columns=["species"]))
+    # read refuses the file, naming the first cell; read_weighted(table=True) reads it as read_table does
+    with pytest.raises(gpunn.InputError):
+        gpunn.data.read(path, target="species")
+    (X2, *_), _ = gpunn.data.readers.read_weighted(path, "species", None, "float32", None, table=True)
+    assert encode.learn(X2) == encode.learn(X)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_read_table_names_the_rows_of_an_empty_target(tmp_path, suffix):
+    df = _penguins_csv(tmp_path / "p.csv")
+    df.loc[[3, 40], "species"] = None
+    path = tmp_path / f"t{suffix}"
+    df.to_csv(path, index=False) if suffix == ".csv" else df.to_parquet(path)
+    where = "lines 5, 42" if suffix == ".csv" else "rows 3, 40"
+    with pytest.raises(gpunn.InputError, match=f"the target 'species' is empty on {where} \\(2 rows\\)"):
+        gpunn.data.read_table(path, target="species")
+
+
+def test_needs_encoding_agrees_across_libraries():
+    pl = pytest.importorskip("polars")
+    pa = pytest.importorskip("pyarrow")
+    numbers = pd.DataFrame({"a": [1.0, 2.0], "b": [1, 2], "c": [True, False]})
+    cases = [(numbers, False), (numbers.assign(a=[1.0, np.nan]), True), (numbers.assign(b=["x", "y"]), True),
+             (numbers.assign(b=pd.array([1, None])), True)]  # fmt: skip
+    for frame, needed in cases:
+        for table in (frame, pl.from_pandas(frame), pa.Table.from_pandas(frame)):
+            assert encode.needs_encoding(table) is needed, (type(table), frame)

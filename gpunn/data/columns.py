@@ -39,7 +39,9 @@ class Columns:
         return len(self), len(self.names)
 
     def __getitem__(self, rows: Any) -> Columns:
-        return Columns(self.names, [a[rows] for a in self.arrays])
+        part = Columns.__new__(Columns)  # the arrays are of their kinds already: no second pass over the text
+        part.names, part.arrays = list(self.names), [a[rows] for a in self.arrays]
+        return part
 
     def kind(self, name: str) -> str:
         return NUMBER if self.arrays[self.names.index(name)].dtype.kind == "f" else TEXT
@@ -100,6 +102,35 @@ def raw_columns(X: Any, names: Sequence[str] | None = None) -> list[np.ndarray]:
     keys = dict(zip(column_names(X), X.column_names if kind == "pyarrow" else X.columns))
     convert = {"pandas": _pandas, "polars": _polars, "pyarrow": _arrow}[kind or ""]
     return [convert(X, keys[n]) for n in names]
+
+
+def has_text_or_empty(X: Any) -> bool:
+    """Whether a table (with distinct column names) has a column that is not numbers or a cell that is empty,
+    found without copying its columns."""
+    if isinstance(X, Columns):
+        return any(a.dtype.kind != "f" or bool(np.isnan(a).any()) for a in X.arrays)
+    kind = table_kind(X)
+    if kind == "pandas":
+        numeric = all(getattr(t, "kind", "O") in "biuf" and type(t).__name__ != "CategoricalDtype" for t in X.dtypes)
+        return not numeric or bool(X.isna().to_numpy().any())
+    if kind == "polars":
+        import polars as pl
+
+        if not all(t.is_numeric() or t == pl.Boolean for t in X.dtypes):
+            return True
+        floats = [c for c, t in zip(X.columns, X.dtypes) if t.is_float()]
+        nan = bool(X.select([pl.col(c).is_nan().any() for c in floats]).to_numpy().any()) if floats else False
+        return nan or bool(sum(X.null_count().row(0)))
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for column in X.columns:
+        t = column.type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t)):
+            return True
+        if column.null_count or (pa.types.is_floating(t) and pc.any(pc.is_nan(column)).as_py()):
+            return True
+    return False
 
 
 def _pandas(X: Any, key: Any) -> np.ndarray:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.columns import NUMBER, TEXT, Columns, column_names, is_table, raw_columns
+from ..data.columns import NUMBER, TEXT, column_names, has_text_or_empty, is_table, raw_columns
 from ..errors import InputError
 
 MAX_CATEGORIES = 32  # one-hot columns a text column may take (its frequent categories); more is refused
@@ -160,9 +160,7 @@ def needs_encoding(X: Any) -> bool:
     """Whether a table has a text column or an empty cell (a table of complete numbers is taken as it is)."""
     if not is_table(X) or len(set(column_names(X))) != len(column_names(X)):  # twice: the frame check names it
         return False
-    if isinstance(X, Columns):
-        return any(a.dtype.kind != "f" or bool(np.isnan(a).any()) for a in X.arrays)
-    return any(a.dtype.kind != "f" or bool(np.isnan(a).any()) for a in raw_columns(X))
+    return has_text_or_empty(X)
 
 
 def learn(
