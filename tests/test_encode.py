@@ -95,24 +95,31 @@ def test_rare_categories_share_the_other_column_and_unseen_ones_are_zeros():
     np.testing.assert_array_equal(got, want)
 
 
-def test_polars_and_arrow_tables_encode_as_pandas_does():
+def test_polars_and_arrow_tables_encode_and_train_as_pandas_does():
     pl = pytest.importorskip("polars")
     pa = pytest.importorskip("pyarrow")
-    df = _frame()
+    df, y = _frame(), _labels(_frame())
     enc = encode.learn(df)
     plain = df.assign(size=df["size"].astype(str))
+    history = gpunn.MLP(hidden=[4], dtype="float64", device="cpu").fit(df, y, epochs=3, verbose=0)
     for table in (pl.from_pandas(plain), pa.Table.from_pandas(df, preserve_index=False)):
         assert encode.learn(table) == enc
         np.testing.assert_array_equal(enc.apply(table), enc.apply(df))
+        other = gpunn.MLP(hidden=[4], dtype="float64", device="cpu")
+        assert other.fit(table, y, epochs=3, verbose=0).loss == history.loss
 
 
 def test_a_model_trains_on_the_encoded_columns_as_on_the_encoded_array():
     df, y = _frame(), _labels(_frame())
+    val = _unseen_rows(df)
+    val_y = _labels(df)[:6]
     m = gpunn.MLP(hidden=[8], output="sigmoid", dtype="float64", device="cpu", seed=3)
-    m.fit(df, y, epochs=20, lr=0.1, verbose=0)
+    m.fit(df, y, epochs=20, lr=0.1, verbose=0, validation_data=(val, val_y))
     X = _sklearn_encoding(df, df)
+    X_val = _sklearn_encoding(df, val.assign(age=val["age"].fillna(df["age"].median())))
     lone = gpunn.MLP([X.shape[1], 8, 1], output="sigmoid", dtype="float64", device="cpu", seed=3)
-    lone.fit(X, y, epochs=20, lr=0.1, verbose=0)
+    lone.fit(X, y, epochs=20, lr=0.1, verbose=0, validation_data=(X_val, val_y))
+    assert m.history.val_loss == lone.history.val_loss
     assert m.sizes == [X.shape[1], 8, 1] and m.feature_names == list(df.columns)
     np.testing.assert_array_equal(m.params, lone.params)
     test = _unseen_rows(df)
@@ -178,10 +185,13 @@ def test_onnx_graph_takes_the_columns_and_encodes_them(tmp_path, members, dtype)
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     df, y = _frame(), _labels(_frame())
+    df.loc[7, "island"] = "Rare"  # seen once: the "other" column
     kw = dict(hidden=[6], dtype=dtype, device="cpu", standardize=True)
     m = gpunn.MLP(**kw) if members is None else gpunn.Ensemble(members=members, **kw)
     m.fit(df, y, epochs=5, verbose=0)
     test = _unseen_rows(df)
+    test.loc[test.index[3], "island"] = "Rare"
+    assert m.encoding.features[1].rare == ("Rare",) and m.encoding.apply(test)[3, 1:5].tolist() == [0, 0, 0, 1]
     path = m.to_onnx(tmp_path / "m.onnx")
     session = ort.InferenceSession(path)
     inputs = {i.name: i.type for i in session.get_inputs()}
