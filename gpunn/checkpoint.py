@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from . import layers, losses, optim, schedules
+from . import feed, layers, losses, optim, schedules
 from .data.readers import read_into
 from .errors import CheckpointError, DeviceError, GpunnError
 from .history import History
@@ -165,7 +165,12 @@ def _validate_inputs(config: dict[str, Any], n_features: int) -> None:
     if config["scaling"] is not None:
         _validate_mean_and_scale(config["scaling"], "scaling", n_features, "input features", "feature")
     names = config["feature_names"]
-    if names is not None and not (
+    if config.get("encoding") is not None:  # absent before encodings: the names are then the inputs themselves
+        try:
+            feed.encode.from_dict(config["encoding"], n_features, names)
+        except ValueError as exc:
+            raise _invalid("encoding", str(exc)) from None
+    elif names is not None and not (
         isinstance(names, list) and len(names) == n_features and all(isinstance(v, str) for v in names)
     ):
         raise _invalid("feature_names", f"is {names!r}; it must list {n_features} column names, or be null")
@@ -287,6 +292,8 @@ def validate_ensemble(config: Any) -> list[dict[str, Any]]:
         got = "[]" if isinstance(members, list) else f"{type(members).__name__}, not a JSON list"
         raise CheckpointError(f"invalid ensemble description: members is {got}; an ensemble has at least one member")
     shared = {key: config[key] for key in ENSEMBLE_SHARED}
+    if "encoding" in config:  # one for every member (absent before encodings)
+        shared["encoding"] = config["encoding"]
     descriptions = []
     for k, member in enumerate(members):
         try:
@@ -301,7 +308,7 @@ def validate_ensemble(config: Any) -> list[dict[str, Any]]:
             diverged = description.get("diverged")  # why the member was set aside (absent in older files)
             if diverged is not None and not (isinstance(diverged, str) and 0 < len(diverged) <= 10_000):
                 raise _invalid("diverged", f"is {diverged!r}; it must be null or the message of the divergence")
-            own = [key for key in ENSEMBLE_SHARED if key in member]
+            own = [key for key in (*ENSEMBLE_SHARED, "encoding") if key in member]
             if own:  # checked after validate_config, so that a bad value is named as in a one-network file
                 raise CheckpointError(f"holds its own {', '.join(own)}; the members share the ensemble's")
         except CheckpointError as exc:

@@ -46,6 +46,7 @@ MIN_OPSET = 13  # Softmax over one axis and Squeeze with its axes as an input
 DEFAULT_OPSET = 17  # conservative: runtimes a few years old read it too
 GELU_OPSET = 20  # the first opset with Gelu(approximate="tanh"); below it gelu is built from Tanh, Mul, Add
 
+ML_DOMAIN, ML_OPSET = "ai.onnx.ml", 2  # LabelEncoder with string keys and int64 values: a table's categories
 _INSTALL = "ONNX export needs the onnx package: pip install 'gpunn[onnx]'"
 
 
@@ -226,14 +227,17 @@ def onnx_model(
 
     g = _Graph(onnx, model.dtype, opset)
     members = net.members if isinstance(net, EnsembleNetwork) else None
-    z = _logits(g, net, names)  # (batch, k); an ensemble's every member's, (K, batch, k)
+    x, inputs = "X", [onnx.helper.make_tensor_value_info("X", g.elem_type, ["batch", model.n_features])]
+    if model.encoding is not None:  # one input per column of the table, encoded in the graph as predict does
+        x, inputs = _encoded(g, model.encoding)
+    z = _logits(g, net, names, x)  # (batch, k); an ensemble's every member's, (K, batch, k)
 
     batch, k = "batch", model.n_outputs
     float_type = g.elem_type
     int64 = onnx.TensorProto.INT64
     outputs = []
     # (batch, 1) bool: the rows nan_label applies to
-    bad = None if flag is None else _flagged_rows(g, "X", z, stacked=members is not None)
+    bad = None if flag is None else _flagged_rows(g, x, z, stacked=members is not None)
     result = "values" if model.output == "identity" else "probabilities"
     shown = result if bad is None else f"{result}_computed"  # then NaN where flagged, into ``result``
     two_columns = two_column_binary and model.output == "sigmoid" and k == 1
@@ -300,11 +304,13 @@ def onnx_model(
     graph = helper.make_graph(
         g.nodes,
         "gpunn_mlp" if members is None else "gpunn_ensemble",
-        [helper.make_tensor_value_info("X", float_type, [batch, model.n_features])],
+        inputs,
         [helper.make_tensor_value_info(name, elem, shape) for name, elem, shape in outputs],
         initializer=g.initializers,
     )
     opsets = [helper.make_opsetid("", opset)]
+    if model.encoding is not None:
+        opsets.append(helper.make_opsetid(ML_DOMAIN, ML_OPSET))
     proto = helper.make_model(
         graph,
         opset_imports=opsets,
@@ -324,6 +330,8 @@ def onnx_model(
         "classes": net.classes,  # the model's class labels (label gives them when the model holds them)
         "nan_label": None if flag is None else _json_label(flag),  # the label of flagged rows (None: not flagged)
     }
+    if model.encoding is not None:
+        metadata["encoding"] = model.encoding.to_dict()
     if members is not None:
         metadata["members"] = members
     helper.set_model_props(proto, {f"gpunn.{key}": json.dumps(value) for key, value in metadata.items()})
@@ -396,11 +404,37 @@ def _flagged_rows(g: _Graph, x: str, z: str, stacked: bool) -> str:
     return g.op("Greater", [g.op("Add", counts), g.scalar(0.0)])
 
 
-def _logits(g: _Graph, net: Network | EnsembleNetwork, names: Sequence[str]) -> str:
-    """The output layer's logits from ``X``: (batch, k) through one ``Gemm`` per layer; for an ensemble every
-    member's, (K, batch, k), through one batched ``MatMul`` per layer over the members' stacked weights."""
+def _encoded(g: _Graph, encoding: Any) -> tuple[str, list[Any]]:
+    """The graph's inputs for a model with an encoding, one (batch, 1) per column named after it (numbers in the
+    model's dtype, text as strings), and the name of their encoding, (batch, width), as
+    :meth:`gpunn.feed.encode.Encoding.apply` computes it: an empty cell (NaN; ``""`` in a text column) imputed
+    with ``IsNaN`` and ``Where`` and flagged by a 0/1 column, a category one-hot from its index (``LabelEncoder``
+    of ai.onnx.ml: a rare category the "other" column's, an unseen one -1, which no column equals)."""
+    helper, parts, inputs = g.onnx.helper, [], []
+    for i, f in enumerate(encoding.features):
+        if f.kind == "number":
+            inputs.append(helper.make_tensor_value_info(f.name, g.elem_type, ["batch", 1]))
+            empty = g.op("IsNaN", [f.name])
+            parts.append(g.op("Where", [empty, g.const(f"encoding.{i}.fill", np.array(f.fill)), f.name]))
+            if f.indicator:
+                parts.append(g.op("Cast", [empty], to=g.elem_type))
+            continue
+        inputs.append(helper.make_tensor_value_info(f.name, g.onnx.TensorProto.STRING, ["batch", 1]))
+        keys = [*f.categories, *f.rare]
+        values = [*range(len(f.categories)), *[len(f.categories)] * len(f.rare)]
+        index = g.op("LabelEncoder", [f.name], domain=ML_DOMAIN, keys_strings=keys, values_int64s=values,
+                     default_int64=-1)  # fmt: skip
+        columns = g.const(f"encoding.{i}.columns", np.arange(f.width, dtype=np.int64))
+        parts.append(g.op("Cast", [g.op("Equal", [index, columns])], to=g.elem_type))
+    encoded = parts[0] if len(parts) == 1 else g.op("Concat", parts, axis=1)
+    return encoded, inputs
+
+
+def _logits(g: _Graph, net: Network | EnsembleNetwork, names: Sequence[str], x: str = "X") -> str:
+    """The output layer's logits from ``x`` (the input ``X``, or a table's encoded columns): (batch, k) through
+    one ``Gemm`` per layer; for an ensemble every member's, (K, batch, k), through one batched ``MatMul`` per
+    layer over the members' stacked weights."""
     stacked = isinstance(net, EnsembleNetwork)
-    x = "X"
     if net.scaling is not None:
         mean, std = (np.asarray(t) for t in net.scaling)
         if mean.ndim == 2:  # members scaled apart: (K, 1, n) broadcasts X to every member's (K, batch, n)

@@ -270,9 +270,10 @@ class MLP(Network):
     def _prepare(self, X: Any, y: Any, validation_data: Any, sample_weight: Any, class_weight: Any, copy: bool):
         """The training and validation feeds of a ``fit``, every input checked first; then the model takes what
         its first fit learns (widths and weights for ``hidden=``, classes, scalings, feature names)."""
-        sizes = self.sizes or feed.learn.sizes(self.hidden or [], self.spec_for((1, 1)), X, y)
+        encoding = feed.learn.encoding(self.encoding, X, not self.fitted)
+        sizes = self.sizes or feed.learn.sizes(self.hidden or [], self.spec_for((1, 1), encoding), X, y)
         p = feed.prepare(
-            self.spec_for(sizes), self.learned, X, y, validation_data, first=not self.fitted, copy=copy,
+            self.spec_for(sizes, encoding), self.learned, X, y, validation_data, first=not self.fitted, copy=copy,
             sample_weight=sample_weight, class_weight=class_weight,
         )  # fmt: skip
         self.build(sizes)

@@ -61,6 +61,7 @@ class Network:
     classes: np.ndarray | None = None  # the labels of a single-label classifier's outputs, sorted
     target_scaling: tuple[np.ndarray, np.ndarray] | None = None  # a regression's target mean and std (float64)
     hidden: list[int] | None = None  # MLP(hidden=...): the hidden widths, until the first fit infers the rest
+    encoding: feed.encode.Encoding | None = None  # a table's columns as the inputs: categories, empty cells
 
     # ----------------------------------------------------------------------------------------------- state
     def _state_map(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -97,6 +98,8 @@ class Network:
             "schedule_state": self.schedule_state, "rng": self.rng.bit_generator.state, "epoch": self.epoch,
             "fitted": self.fitted, "history": self.history.to_dict(),
         }  # fmt: skip
+        if self.encoding is not None:  # absent otherwise: such a file is what gpunn wrote before encodings
+            config["encoding"] = self.encoding.to_dict()
         return config, tensors
 
     @classmethod
@@ -131,6 +134,8 @@ class Network:
             m.scaling = tuple(np.asarray(s, dtype=np.float64) for s in c["scaling"])  # type: ignore[assignment]
         m.feature_names, m.target_name, m.metadata = c["feature_names"], c["target_name"], dict(c["metadata"])
         m.classes, m.target_scaling = _stored_targets(c)
+        if c.get("encoding") is not None:  # validated with the file
+            m.encoding = feed.encode.from_dict(c["encoding"], c["sizes"][0], c["feature_names"])
         opt = c["optimizer"]
         if opt is not None:
             m.optimizer = optim.Optimizer(opt["name"], dict(opt["hyper"]))
@@ -307,14 +312,15 @@ class Network:
             )
         return params
 
-    def spec_for(self, sizes: Sequence[int]) -> feed.Spec:
+    def spec_for(self, sizes: Sequence[int], encoding: Any = None) -> feed.Spec:
         """The model's :class:`~gpunn.feed.Spec` with the widths ``sizes`` (``(1, 1)``: where its arrays live, before
-        its first fit infers its widths)."""
+        its first fit infers its widths), and ``encoding`` (default: the model's)."""
         activation = self.activation if isinstance(self.activation, str) else tuple(self.activation)
         names = None if self.feature_names is None else tuple(self.feature_names)
         return feed.Spec(
             self.xp, self.device, self.dtype, tuple(sizes), self.output, self.loss, activation, self.standardize,
             names, feed.learn.spec_classes(self.classes), feed.learn.spec_target_scaling(self.target_scaling),
+            self.encoding if encoding is None else encoding,
         )  # fmt: skip
 
     def build(self, sizes: Sequence[int]) -> None:
@@ -325,13 +331,13 @@ class Network:
 
     @property
     def learned(self) -> feed.Learned:
-        """What the model knows of its data: classes, target scaling, feature names and scaling."""
-        return feed.Learned(self.classes, self.target_scaling, self.feature_names, self.scaling)
+        """What the model knows of its data: classes, target scaling, feature names, scaling and encoding."""
+        return feed.Learned(self.classes, self.target_scaling, self.feature_names, self.scaling, self.encoding)
 
     @learned.setter
     def learned(self, value: feed.Learned) -> None:
         self.classes, self.target_scaling = value.classes, value.target_scaling
-        self.feature_names, self.scaling = value.feature_names, value.scaling
+        self.feature_names, self.scaling, self.encoding = value.feature_names, value.scaling, value.encoding
 
     # ----------------------------------------------------------------------------------------- inference
     def _check_fitted(self) -> None:

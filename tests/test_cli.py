@@ -90,10 +90,10 @@ def test_train_on_csv_equals_the_api_on_the_same_file(tmp_path):
 
 
 def test_bad_csv_is_one_line_on_stderr_with_exit_2(tmp_path):
-    (tmp_path / "bad.csv").write_text("a,b,y\n1,2,0\n3,oops,1\n")
+    (tmp_path / "bad.csv").write_text("a,b,y\n1,2,0\n3,1\n")
     r = run("train", "--data", "bad.csv", "--target", "y", cwd=tmp_path)
     assert r.returncode == 2
-    assert r.stderr.strip() == "gpunn: error: bad.csv: line 3, column 'b': non-numeric value 'oops'"
+    assert r.stderr.strip() == "gpunn: error: bad.csv: line 3 has 2 fields but the header has 3"
     assert "Traceback" not in r.stderr
 
 
@@ -489,7 +489,7 @@ def test_features_picks_the_columns_and_leaves_the_others_unread(tmp_path):
     rows = [f"row{i},{a},{b},{int(a + b > 0)}" for i, (a, b) in enumerate(X)]
     (tmp_path / "p.csv").write_text("name,a,b,label\n" + "\n".join(rows) + "\n")
     r = run("train", "--device", "cpu", "--data", "p.csv", "--target", "label", "--epochs", "5", "-q", cwd=tmp_path)
-    assert r.returncode == 2 and "column 'name': non-numeric value 'row0'" in r.stderr
+    assert r.returncode == 2 and "column 'name' holds 160 distinct values, none seen 2 times" in r.stderr
     r = run("train", "--device", "cpu", "--data", "p.csv", "--target", "label", "--features", "b,a", "--epochs", "5",
             "-q", "--save", "m.safetensors", cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr

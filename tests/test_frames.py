@@ -83,12 +83,14 @@ def test_missing_extra_duplicate_and_text_columns_are_named():
         m.predict(frame.assign(bmi=1.0))
     with pytest.raises(gpunn.InputError, match="lacks.*'score'.*not trained on: 'Score'"):
         m.predict(frame.rename(columns={"score": "Score"}))
-    text = frame.assign(score=["a"] * len(frame))
+    text = frame.assign(score=np.array(["a", "b", "c"])[np.arange(len(frame)) % 3])
+    with pytest.raises(gpunn.InputError, match="non-numeric column.*'score'.*trained on numbers only"):
+        m.predict(text)  # a model first fitted on numbers has no encoding for text
     fresh = gpunn.MLP([4, 6, 1], device="cpu")
     before = fresh.params.copy()
-    with pytest.raises(gpunn.InputError, match="non-numeric column.*'score'"):
+    with pytest.raises(gpunn.InputError, match="encode to 6 inputs.*score=a.*takes 4.*hidden="):
         fresh.fit(text, y, epochs=1, verbose=0)
-    assert fresh.feature_names is None and np.array_equal(fresh.params, before)  # left unchanged
+    assert fresh.feature_names is None and fresh.encoding is None and np.array_equal(fresh.params, before)
     twice = pd.DataFrame(X, columns=["a", "b", "a", "c"])
     with pytest.raises(gpunn.InputError, match="more than one column named 'a'"):
         gpunn.MLP([4, 6, 1], device="cpu").fit(twice, y, epochs=1, verbose=0)

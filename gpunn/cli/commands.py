@@ -65,16 +65,23 @@ def _predict_data(model: Any, args: argparse.Namespace) -> tuple[np.ndarray, np.
     """The model's feature columns by name, in its order (every column when it has no names; others are not
     read), and the target column too when the file holds it (the score is then reported)."""
     target = model.target_name
+
+    def read(**columns: Any) -> Any:
+        if getattr(model, "encoding", None) is not None:  # a table: text and empty cells, encoded by the model
+            return data.read_table(args.data, features=model.feature_names, delimiter=args.delimiter, **columns)[0]
+        return data.read(args.data, features=model.feature_names, dtype=model.dtype, delimiter=args.delimiter,
+                         **columns)  # fmt: skip
+
     if target is not None and not args.data.lower().endswith(".npy"):  # .npy columns have numbers, not names
         try:
-            X, y, _, _ = data.read(args.data, target=target, features=model.feature_names, dtype=model.dtype,
-                                   delimiter=args.delimiter)  # fmt: skip
+            X, y, _, _ = read(target=target)
             return X, y
         except InputError as exc:
-            if f"target column {target!r} is not in" not in str(exc) and f"no array {target!r}" not in str(exc):
+            message = str(exc)
+            if (f"target column {target!r} is not in" not in message and f"no array {target!r}" not in message
+                    and f"the target {target!r} is empty on" not in message):  # fmt: skip
                 raise
-    X = data.read(args.data, features=model.feature_names, dtype=model.dtype, delimiter=args.delimiter).X
-    return X, None
+    return read().X, None
 
 
 def _score(model: Any, y: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> str:
@@ -112,8 +119,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     if isinstance(model, Ensemble):  # one graph computing every member: their mean, and their spread in std
         outputs += f", std; {len(model)} members"
     shown = f" ({', '.join(map(str, classes))})" if classes is not None else ""
-    print(f"{args.model} exported to {path} (input X: batch x {model.n_features} {model.dtype}; outputs "
-          f"{outputs}{shown})")  # fmt: skip
+    inputs = f"input X: batch x {model.n_features} {model.dtype}"
+    encoding = getattr(model, "encoding", None)
+    if encoding is not None:
+        inputs = f"inputs: one batch x 1 per column, {len(encoding.features)} named after them"
+    print(f"{args.model} exported to {path} ({inputs}; outputs {outputs}{shown})")
     return 0
 
 

@@ -137,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fraction held out for testing, in [0, 1); 0 trains on every row (default: 0.2)")  # fmt: skip
     src.add_argument("--delimiter", type=_delimiter, metavar="CHAR",
                      help="the CSV field separator, such as ';' or tab (default: ',', tab for .tsv)")  # fmt: skip
+    src.add_argument(
+        "--max-categories", type=_positive_int, metavar="N",
+        help="the most categories a text column may one-hot encode into (default: 32); categories seen once go "
+        "into one 'other' column",
+    )  # fmt: skip
     net = train.add_argument_group("network")
     net.add_argument("--layers", type=_layers, help="hidden widths (default: 10,10,10)")
     net.add_argument("--activation", choices=layers.ACTIVATIONS, help="hidden activation (default: relu)")

@@ -45,8 +45,9 @@ def validation_split(s: dict[str, Any]) -> float | None:
     return DEFAULT_VALIDATION_SPLIT if s["early_stopping"] is not None else None
 
 
-def _load(s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str, list[str] | None]:
-    """``(X, y, sample weights or None, source, feature names)``."""
+def _load(s: dict[str, Any], table: bool) -> tuple[Any, np.ndarray, np.ndarray | None, str, list[str] | None]:
+    """``(X, y, sample weights or None, source, feature names)``; X is a :class:`gpunn.data.Columns` for a file
+    with text or empty cells among its features, or, with ``table``, for any file (a model that encodes them)."""
     if s["data"] is None:
         for option in ("target", "features", "sample_weight", "delimiter"):
             if s[option] is not None:
@@ -58,9 +59,13 @@ def _load(s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
     if s["features"] is None and _is_csv(s["data"]):  # before reading: an index of text would fail as a bad cell
         _refuse_unnamed(s, data.readers.csv_header(s["data"], s["delimiter"]))
     # .csv, .csv.gz, .tsv, .parquet, .feather/.arrow, .npy, .npz; X straight in the model's dtype, no float64 copy
-    (X, target, names, _), w = data.readers.read_weighted(
-        s["data"], s["target"], s["features"], s["dtype"], s["sample_weight"], s["delimiter"]
-    )
+    if table:
+        (X, target, names, _), w = data.read_table(s["data"], target=s["target"], features=s["features"],
+                                                   weight=s["sample_weight"], delimiter=s["delimiter"])  # fmt: skip
+    else:
+        (X, target, names, _), w = data.readers.read_weighted(
+            s["data"], s["target"], s["features"], s["dtype"], s["sample_weight"], s["delimiter"], table=True
+        )
     assert target is not None  # read returns the target column when it is asked for one
     if s["features"] is None:
         _refuse_unnamed(s, names)
@@ -93,22 +98,24 @@ def _split_weights(w: np.ndarray | None, test_size: float, seed: int) -> np.ndar
     return None if w is None else data.train_test_split(w, w, test_size=test_size, seed=seed)[0]
 
 
-def in_memory(s: dict[str, Any]) -> Plan:
-    X, y, w, source, names = _load(s)
+def in_memory(s: dict[str, Any], table: bool = False) -> Plan:
+    """The data held in memory; with ``table`` its features read as a table's columns (:func:`_load`)."""
+    X, y, w, source, names = _load(s, table)
     target = target_of(y, s["output"], source)
     y = target.y
     test: tuple[Any, Any] | None = None
     X_train, y_train = X, y
+    in_place = isinstance(X, np.ndarray)  # a table's columns are split into copies
     if s["test_size"] > 0:  # in place, as fit(copy=False) scales X_train: a large CSV is held once, not three times
         X_train, X_test, y_train, y_test = data.train_test_split(X, y, test_size=s["test_size"], seed=s["seed"],
-                                                                 copy=False)  # fmt: skip
+                                                                 copy=not in_place)  # fmt: skip
         w = _split_weights(w, s["test_size"], s["seed"])  # the test rows are evaluated unweighted
         test = (X_test, y_test)
     validation = None
     fraction = validation_split(s)
     if fraction is not None:  # out of the training rows: the test rows stay unseen until the end
         X_train, X_val, y_train, y_val = data.train_test_split(X_train, y_train, test_size=fraction, seed=s["seed"],
-                                                               copy=False)  # fmt: skip
+                                                               copy=not in_place)  # fmt: skip
         w = _split_weights(w, fraction, s["seed"])
         validation = (X_val, y_val)
     return Plan((X_train, y_train), w, test, validation, target, source, names, X.shape[1])

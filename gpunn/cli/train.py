@@ -6,10 +6,12 @@ import argparse
 import sys
 from typing import Any
 
-from .. import _backend, schedules
+from .. import _backend, data, schedules
 from .. import callbacks as gpunn_callbacks
 from .._version import __version__
 from ..errors import InputError, NonFiniteError
+from ..feed import encode
+from ..feed.encode import MAX_CATEGORIES
 from . import ensemble
 from .files import CheckpointFailed, check_outputs, checkpointer, outliving_stdout, save_or_rescue
 from .parser import check_settings
@@ -25,7 +27,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 1000, "lr": 0.1, "batch_size": None, "optimizer": "sgd", "clip_norm": None, "seed": 0,
     "weight_decay": None, "schedule": "constant", "early_stopping": None, "validation_split": None,
     "class_weight": None, "dropout": 0.0, "stream": False, "sample_weight": None, "delimiter": None,
-    "members": None,
+    "members": None, "max_categories": MAX_CATEGORIES,
 }  # fmt: skip
 ARCHITECTURE = ("layers", "activation", "output", "dtype", "dropout", "features", "members")
 
@@ -81,14 +83,15 @@ def _train(args: argparse.Namespace) -> int:
     ensemble.check_options(s, args, resumed)
     if resumed is None and s["epochs"] == 0:
         raise InputError("--epochs 0 trains nothing; give 1 or more (with --resume, the total to reach)")
-    plan = streamed(s) if s["stream"] else in_memory(s)
+    plan = streamed(s) if s["stream"] else in_memory(s, table=getattr(resumed, "encoding", None) is not None)
     target, source = plan.target, plan.source
+    encoding = _encoding(plan, s, resumed, args.resume)
     output, n_outputs, classes = target.output, target.n_outputs, target.classes
     if args.plot and (plan.n_features != 2 or output == "identity" or s["stream"] or plan.test is None):
         raise InputError(f"--plot draws a decision boundary over the test rows, which needs a classifier on 2 "
                          f"features held in memory and --test-size above 0; {source} has {plan.n_features} "
                          f"feature(s) and output {output!r}")  # fmt: skip
-    sizes = [plan.n_features, *s["layers"], n_outputs]
+    sizes = [plan.n_features if encoding is None else encoding.width, *s["layers"], n_outputs]
     if resumed is not None:
         _check_resumed(resumed, args.resume, sizes, target, source)
         model = resumed
@@ -102,6 +105,7 @@ def _train(args: argparse.Namespace) -> int:
         )  # fmt: skip
         model.feature_names, model.target_name = plan.names, s["target"]
     for m in model.members if isinstance(model, Ensemble) else [model]:
+        m.encoding = encoding
         m.metadata["train"] = s
         if classes is not None:
             m.metadata["classes"] = classes
@@ -179,6 +183,32 @@ def _train(args: argparse.Namespace) -> int:
     return _write(model, args, plan)
 
 
+def _encoding(plan: Plan, s: dict[str, Any], resumed: Any, path: str | None) -> Any:
+    """The encoding of a file with text or empty cells among its features: a resumed model's, else learned from
+    the training rows (the test and validation rows are not looked at); None for a file of complete numbers."""
+    if not isinstance(plan.train[0], data.Columns):
+        return None
+    if resumed is not None:
+        if resumed.encoding is None:
+            raise InputError(f"{plan.source} has text or empty cells among its features, but {path} was trained on "
+                             "complete numbers only")  # fmt: skip
+        return resumed.encoding
+    return encode.learn(plan.train[0], max_categories=s["max_categories"], name=plan.source)
+
+
+def _described(encoding: Any) -> str:
+    """What the encoding does, for the opening lines."""
+    text = [f for f in encoding.features if f.kind != "number"]
+    filled = [f for f in encoding.features if f.kind == "number" and f.indicator]
+    parts = []
+    if text:
+        parts.append(f"{len(text)} text column(s) one-hot ({', '.join(f'{f.name}: {f.width}' for f in text[:6])}"
+                     f"{', ...' if len(text) > 6 else ''})")  # fmt: skip
+    if filled:
+        parts.append(f"{len(filled)} with empty cells filled by the median and flagged")
+    return f"columns encoded: {'; '.join(parts) or 'numbers'}; {encoding.width} inputs"
+
+
 def _check_resumed(resumed: Any, path: str, sizes: list[int], target: Target, source: str) -> None:
     """The data of a resumed run fits the checkpoint: the same network, output and classes."""
     if resumed.output != target.output:
@@ -215,6 +245,8 @@ def _header(model: Any, s: dict[str, Any], plan: Plan, resuming: bool, comm: Any
         f"on {plan.source}{', streamed' if s['stream'] else ''}, {' / '.join(parts)}, "
         f"{_backend.namespace_name(model.xp)} on {model.device}, {s['dtype']}{done}"
     )
+    if getattr(model, "encoding", None) is not None:
+        print(_described(model.encoding))
     if s["schedule"] == "plateau" and plan.validation is None:
         print("gpunn: note: --schedule plateau watches the training loss; --validation-split F makes it watch "
               "held-out rows", file=sys.stderr)  # fmt: skip

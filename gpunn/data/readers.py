@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import _validation as check
 from ..errors import ConfigError, InputError
+from .columns import Columns, raw_columns
 
 BLOCK_ROWS = 1024  # CSV rows parsed at a time by the NumPy reader: bounds the temporary memory of a large file
 SEGMENT_BYTES = 32 << 20  # CSV text pyarrow parses at a time (multi-threaded): bounds its memory beyond X
@@ -88,11 +89,17 @@ def read(
 
 def read_weighted(
     path: str | os.PathLike[str], target: Any, features: Sequence[Any] | None, dtype: str, weight: Any,
-    delimiter: str | None = None,
+    delimiter: str | None = None, table: bool = False,
 ) -> tuple[ReadResult, np.ndarray | None]:  # fmt: skip
     """:func:`read`, and with ``weight`` (a column name; an ``.npy`` column index; an ``.npz`` array name) that
     column's values, float64 of shape (rows,), finite and >= 0: read with the features, but not one of them
-    (``gpunn train --sample-weight``)."""
+    (``gpunn train --sample-weight``). With ``table``, a CSV, Parquet or Feather file whose features hold text
+    or empty cells is read by :func:`read_table` (``X`` a :class:`~gpunn.data.Columns`) instead of refused."""
+    if table:
+        try:
+            return read_weighted(path, target, features, dtype, weight, delimiter)
+        except NotNumbers:
+            return read_table(path, target=target, features=features, weight=weight, delimiter=delimiter)
     name = os.fspath(path)
     dtype = _float_dtype(dtype, ConfigError, "read")
     if target is not None and (isinstance(target, bool) or not isinstance(target, (str, int))):
@@ -137,6 +144,137 @@ def read_weighted(
     return result
 
 
+def read_table(
+    path: str | os.PathLike[str],
+    *,
+    target: str | None = None,
+    features: Sequence[str] | None = None,
+    weight: str | None = None,
+    delimiter: str | None = None,
+) -> tuple[ReadResult, np.ndarray | None]:
+    """A CSV, Parquet or Feather file whose features may hold text and empty cells: ``(ReadResult, weights)``,
+    the result's ``X`` a :class:`~gpunn.data.Columns` (each feature float64 numbers with NaN where a cell is
+    empty, or text with ``""`` where empty; a CSV column is numbers when every cell that is not empty is one),
+    and ``weights`` the ``weight`` column's values (or None), as :func:`read_weighted` gives them.
+
+    The target may not have empty cells: such a file is refused naming the rows (CSV lines), as a row without
+    its target has nothing to learn. CSV text is read with Python's csv module, slower than :func:`read`."""
+    name = os.fspath(path)
+    lower = name.lower()
+    kind = next((k for suffix, k in FORMATS if lower.endswith(suffix)), "csv")
+    if kind in ("npy", "npz"):
+        raise InputError(f"{name}: a .{kind} file holds numbers only; text and empty cells come in CSV, Parquet "
+                         "or Feather files")  # fmt: skip
+    if kind == "csv":
+        names, arrays, lines = _csv_cells(name, target, features, weight, delimiter)
+    else:
+        names, arrays = _arrow_cells(name, kind, target, features, weight)
+        lines = None
+    n = len(arrays[0])
+    if n == 0:
+        raise InputError(f"{name}: no data rows")
+    d = len(names) - (target is not None) - (weight is not None)
+    y = w = None
+    if target is not None:
+        y = _table_target(name, str(target), arrays[d], lines)
+    if weight is not None:
+        w = arrays[-1]
+        if w.dtype.kind != "f":
+            raise InputError(f"{name}: weight column {weight!r} holds text; weights are numbers")
+        check.finite(w[:, None], name, [str(weight)])
+        check.weights(w, name, str(weight))
+    X = Columns(names[:d], arrays[:d])
+    return ReadResult(X, y, names[:d], None if target is None else str(target)), w  # type: ignore[arg-type]
+
+
+def _table_target(name: str, target: str, y: np.ndarray, lines: list[int] | None) -> np.ndarray:
+    """A table's target column: numbers (float64), or class names (``str``); empty cells are refused."""
+    empty = np.isnan(y) if y.dtype.kind == "f" else y == ""
+    if empty.any():
+        rows = np.flatnonzero(empty)
+        where = [str(lines[i]) for i in rows[:10]] if lines is not None else [str(i) for i in rows[:10]]
+        more = f", ... ({len(rows)} rows)" if len(rows) > 10 else f" ({len(rows)} row{'s' * (len(rows) > 1)})"
+        raise InputError(f"{name}: the target {target!r} is empty on {'line' if lines else 'row'}"
+                         f"{'s' * (len(rows) > 1)} {', '.join(where)}{more}: a row without its target has nothing "
+                         "to learn from; remove those rows or fill their target")  # fmt: skip
+    if y.dtype.kind == "f":
+        check.finite(y[:, None], name, [target])
+    return y
+
+
+def _csv_cells(
+    name: str, target: Any, features: Any, weight: Any, delimiter: str | None
+) -> tuple[list[str], list[np.ndarray], list[int]]:
+    """The features', target's and weight's columns of a CSV file, as :class:`Columns` holds them, and each
+    row's line number."""
+    sep = csv_delimiter(name, delimiter)
+    try:
+        with _open_text(name) as f:
+            header = [h.strip() for h in next(csv.reader([f.readline()], delimiter=sep), [])]
+            if not header:
+                raise InputError(f"{name}: file is empty; expected a header row and data rows")
+            k, cols = _select(name, header, target, features, "header", weight)
+            blank = " \t\r\n," + sep
+            numbered = [(i, line) for i, line in enumerate(f, start=2) if line.strip(blank)]
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read ({exc.strerror or _one_line(exc)})") from None
+    except (UnicodeDecodeError, csv.Error, EOFError, zlib.error) as exc:
+        raise InputError(f"{name}: not a readable CSV text file ({_one_line(exc)})") from None
+    rows = list(csv.reader([line for _, line in numbered], delimiter=sep))
+    lines = [i for i, _ in numbered]
+    for line, row in zip(lines, rows):
+        if len(row) != len(header):
+            raise InputError(f"{name}: line {line} has {len(row)} fields but the header has {len(header)}")
+    d = len(cols) - (weight is not None)
+    order = cols[:d] + ([k] if k is not None else []) + cols[d:]
+    arrays = []
+    for j in order:
+        cells = [row[j].strip() for row in rows]
+        arrays.append(_cells_column(cells))
+    return [header[j] for j in order], arrays, lines
+
+
+def _cells_column(cells: list[str]) -> np.ndarray:
+    """CSV cells as numbers (NaN where empty) when every cell that is not empty is one, else as text."""
+    try:
+        return np.array([float(c) if c else np.nan for c in cells], dtype=np.float64)
+    except ValueError:
+        return np.array(cells, dtype=object)
+
+
+def _arrow_cells(name: str, kind: str, target: Any, features: Any, weight: Any) -> tuple[list[str], list[np.ndarray]]:
+    """The features', target's and weight's columns of a Parquet or Feather file, as :class:`Columns` holds them."""
+    pa = _need_pyarrow(name, "Parquet" if kind == "parquet" else "Feather (Arrow IPC)")
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(name)
+        else:
+            with pa.memory_map(name) as source:
+                try:
+                    schema = pa.ipc.open_file(source).schema
+                except (pa.ArrowException, OSError):
+                    source.seek(0)
+                    schema = pa.ipc.open_stream(source).schema
+        k, cols = _select(name, list(schema.names), target, features, "file's columns", weight)
+        d = len(cols) - (weight is not None)
+        order = [schema.names[j] for j in cols[:d] + ([k] if k is not None else []) + cols[d:]]
+        if kind == "parquet":
+            table = pq.read_table(name, columns=order)
+        else:
+            with pa.memory_map(name) as source:
+                try:
+                    table = pa.ipc.open_file(source).read_all()
+                except (pa.ArrowException, OSError):
+                    source.seek(0)
+                    table = pa.ipc.open_stream(source).read_all()
+            table = table.select(order)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{name}: cannot read ({_one_line(exc)}); the file may be corrupt or truncated") from None
+    return order, raw_columns(table, order)
+
+
 def read_csv(
     path: str | os.PathLike[str], *, target: str | None = None, dtype: str = "float64"
 ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
@@ -155,6 +293,10 @@ def read_csv(
     dtype = _float_dtype(dtype, InputError, "read_csv")
     X, y, names, _ = _read_csv_numpy(name, target, None, dtype, class_names=False)[0]
     return X, y, names
+
+
+class NotNumbers(InputError):
+    """A feature column holds text or an empty cell: :func:`read_table` reads such a file."""
 
 
 class _Reparse(Exception):
@@ -437,14 +579,15 @@ class _CsvRows:
         for line, row in zip(numbers, rows):
             for j in check:
                 cell = row[j].strip()
+                error = NotNumbers if j in self.cols[: self.d] else InputError  # read_table takes what a feature holds
                 if not cell:
-                    raise InputError(f"{self.name}: line {line}, column {self.header[j]!r}: an empty cell")
+                    raise NotNumbers(f"{self.name}: line {line}, column {self.header[j]!r}: an empty cell")
                 if j == self.k and self.class_names:
                     continue
                 try:
                     float(cell)
                 except ValueError:
-                    raise InputError(
+                    raise error(
                         f"{self.name}: line {line}, column {self.header[j]!r}: non-numeric value {cell!r}"
                     ) from None
 
@@ -670,7 +813,7 @@ def _select_typed(
     features_at = cols[:-1] if weight is not None else cols
     bad = [f"{columns[j]!r} ({schema.field(j).type})" for j in features_at if not _numeric(pa, schema.field(j).type)]
     if bad:
-        raise InputError(f"{name}: feature column{'s' * (len(bad) > 1)} {', '.join(bad)} "
+        raise NotNumbers(f"{name}: feature column{'s' * (len(bad) > 1)} {', '.join(bad)} "
                          f"{'are' if len(bad) > 1 else 'is'} not numeric; gpunn trains on numbers")  # fmt: skip
     kind = None
     if k is not None:
@@ -716,7 +859,7 @@ def _fill(pa: Any, name: str, n: int, parts: Iterator[tuple[str, Any]], wanted: 
                                  "the file is corrupt")  # fmt: skip
             columns = batch.select(wanted).columns
             for j, column in enumerate(columns):
-                check_nulls(pc, name, column, row, where, wanted[j])
+                check_nulls(pc, name, column, row, where, wanted[j], NotNumbers if j < dx else InputError)
             numbers = [c if c.type == pa.float64() else c.cast(pa.float64(), safe=False) for c in columns[:d]]
             block = np.asarray(pa.RecordBatch.from_arrays(numbers, names=wanted[:d]).to_tensor())
             _check_rows_finite(name, block, row, where, wanted)
@@ -745,11 +888,13 @@ def _check_rows_finite(name: str, block: np.ndarray, row: int, where: str, colum
     check.finite(block, name, columns, row, where)
 
 
-def check_nulls(pc: Any, name: str, column: Any, row: int, where: str, column_name: str) -> None:
+def check_nulls(
+    pc: Any, name: str, column: Any, row: int, where: str, column_name: str, error: type[InputError] = InputError
+) -> None:
     """A pyarrow column without missing values (nulls), else an error naming the file row of the first."""
     if column.null_count:
         i = row + int(np.argmax(pc.is_null(column).to_numpy(zero_copy_only=False)))
-        raise InputError(f"{name}: row {i} ({where}), column {column_name!r}: a missing value (null)")
+        raise error(f"{name}: row {i} ({where}), column {column_name!r}: a missing value (null)")
 
 
 # ------------------------------------------------------------------------------------------------ NumPy

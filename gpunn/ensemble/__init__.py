@@ -182,6 +182,11 @@ class Ensemble:
             m.feature_names = None if names is None else list(names)
 
     @property
+    def encoding(self) -> Any:
+        """The members' :class:`~gpunn.feed.encode.Encoding` of a table's columns (one for all), or None."""
+        return self.members[0].encoding
+
+    @property
     def target_name(self) -> str | None:
         return self.members[0].target_name
 

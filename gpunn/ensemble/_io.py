@@ -52,6 +52,8 @@ def save(ens: Ensemble, path: str | os.PathLike[str]) -> None:
             "diverged": ens.diverged[k],
         })  # fmt: skip
     config = {**{key: getattr(m0, key) for key in checkpoint.ENSEMBLE_SHARED}, "members": members}
+    if m0.encoding is not None:  # one for every member, as they were trained together
+        config["encoding"] = m0.encoding.to_dict()
     config["metadata"] = {key: v for key, v in config["metadata"].items() if key != "callbacks"}  # per member
     checkpoint.write(path, config, tensors, format=checkpoint.ENSEMBLE_FORMAT)
 

@@ -69,8 +69,9 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
     if convert:
         X, y, validation_data = feed.adopt_fit(m0.spec_for((1, 1)), X, y, validation_data)
     with _backend.device_scope(ens.xp, ens.device):
-        sizes = m0.sizes or feed.learn.sizes(m0.hidden or [], m0.spec_for((1, 1)), X, y)
-        p, member_rows = _prepare(ens, sizes, X, y, validation_data, rows, sample_weight, class_weight, copy)
+        encoding = feed.learn.encoding(m0.encoding, X, not m0.fitted)  # one for every member
+        sizes = m0.sizes or feed.learn.sizes(m0.hidden or [], m0.spec_for((1, 1), encoding), X, y)
+        p, member_rows = _prepare(ens, sizes, X, y, validation_data, rows, sample_weight, class_weight, copy, encoding)
         # Everything is valid: from here on the call changes the members (and, with copy=False, X).
         for m in members:
             m.build(sizes)
@@ -90,7 +91,7 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
 
 
 def _prepare(ens: Ensemble, sizes: list[int], X: Any, y: Any, validation_data: Any, rows: Any, sample_weight: Any,
-             class_weight: Any, copy: bool) -> tuple[feed.Prepared, list[np.ndarray] | None]:  # fmt: skip
+             class_weight: Any, copy: bool, encoding: Any) -> tuple[feed.Prepared, Any]:  # fmt: skip
     """:func:`gpunn.feed.prepare` with the members' rows (``rows=``) and sample weights (one row per member)."""
     k, m0 = len(ens.members), ens.members[0]
     chosen: list[Any] = [None]
@@ -104,7 +105,7 @@ def _prepare(ens: Ensemble, sizes: list[int], X: Any, y: Any, validation_data: A
                                   "standardize X beforehand (or fit the ensemble once on all rows)")  # fmt: skip
         return _args.weights(spec, sample_weight, class_weight, y, n, k, member_rows)
 
-    p = feed.prepare(m0.spec_for(sizes), m0.learned, X, y, validation_data, first=not m0.fitted, copy=copy,
+    p = feed.prepare(m0.spec_for(sizes, encoding), m0.learned, X, y, validation_data, first=not m0.fitted, copy=copy,
                      weights=weights)  # fmt: skip
     return p, chosen[0]
 

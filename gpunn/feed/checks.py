@@ -15,6 +15,7 @@ import numpy as np
 from .. import _backend, losses
 from .. import _validation as check
 from ..data import Dataset
+from ..data.columns import Columns, column_names, is_table, table_kind
 from ..data.moments import moments, row_blocks, rows_per_block, scale_rows
 from ..errors import ConfigError, InputError
 from .spec import Spec
@@ -25,22 +26,13 @@ __all__ = ["Spec", "row_blocks", "scale_rows"]
 # ----------------------------------------------------------------------------------------- data frames
 def _frame_kind(X: Any) -> str | None:
     """The library of a data frame or table ("pandas", "polars" or "pyarrow"), None for anything else."""
-    library, kind = type(X).__module__.partition(".")[0], type(X).__name__
-    if library == "pandas" and kind == "DataFrame":
-        return "pandas"
-    if library == "polars" and kind == "DataFrame":
-        return "polars"
-    if library == "pyarrow" and kind in ("Table", "RecordBatch"):
-        return "pyarrow"
-    return None
+    return table_kind(X)
 
 
 def frame_columns(X: Any) -> list[str] | None:
-    """The column names of a pandas or polars DataFrame or a pyarrow Table, as strings; None for arrays."""
-    kind = _frame_kind(X)
-    if kind is None:
-        return None
-    return [str(c) for c in (X.column_names if kind == "pyarrow" else X.columns)]
+    """The column names of a pandas or polars DataFrame, a pyarrow Table or :class:`gpunn.data.Columns`, as
+    strings; None for arrays."""
+    return column_names(X) if is_table(X) else None
 
 
 def _frame_column(X: Any, kind: str, key: Any) -> np.ndarray:
@@ -57,9 +49,17 @@ def from_frame(spec: Spec, X: Any, name: str) -> Any:
 
     Each column is copied once, straight into the array (in the model's dtype, or in the columns' own when
     the model standardizes, so that the statistics see the data as given)."""
+    if spec.encoding is not None:  # a table's text and empty cells, encoded as the model learned to
+        encoded = spec.encoding.apply(_named_columns(spec, X, name), name)
+        if encoded.shape[1] != spec.n_features:  # a model given its widths, first fitted on a table with text
+            shown = spec.encoding.output_names()
+            raise InputError(f"{name}'s columns encode to {len(shown)} inputs ({', '.join(shown[:8])}"
+                             f"{', ...' if len(shown) > 8 else ''}) but the model takes {spec.n_features}: make it "
+                             "with hidden=[...] to take its input width from the data")  # fmt: skip
+        return encoded if spec.standardize else encoded.astype(spec.dtype)
     kind = _frame_kind(X)
     if kind is None:
-        return X
+        return _refuse_text(X, name) if isinstance(X, Columns) else X
     columns = frame_columns(X) or []
     keys = dict(zip(columns, X.column_names if kind == "pyarrow" else X.columns))
     if len(keys) != len(columns):
@@ -80,12 +80,36 @@ def from_frame(spec: Spec, X: Any, name: str) -> Any:
     values = [_frame_column(X, kind, keys[c]) for c in order]
     text = [c for c, v in zip(order, values) if v.dtype.kind not in "biuf"]
     if text:
-        raise InputError(f"{name} has non-numeric column(s) {', '.join(map(repr, text))}; features must be numbers")
+        raise InputError(f"{name} has non-numeric column(s) {', '.join(map(repr, text))}; this model was trained "
+                         "on numbers only (a model first fitted on a table with text learns to encode it)")  # fmt: skip
     dtype = np.result_type(*[v.dtype for v in values], np.float32) if spec.standardize else np.dtype(spec.dtype)
     out = np.empty((len(values[0]) if values else 0, len(values)), dtype=dtype)
     for j, v in enumerate(values):
         out[:, j] = v
     return out
+
+
+def _named_columns(spec: Spec, X: Any, name: str) -> Any:
+    """A table for a model with an encoding: its columns must be the model's, in any order."""
+    names, known = frame_columns(X), spec.encoding.names
+    extra = [c for c in names or [] if c not in set(known)]
+    if extra:
+        raise InputError(f"{name} has column(s) the model was not trained on: {', '.join(map(repr, extra))} "
+                         f"(the model's features: {list(known)})")  # fmt: skip
+    return X
+
+
+def _refuse_text(X: Columns, name: str) -> np.ndarray:
+    """A table of complete numbers as an array; one with text or empty cells given to a model without an
+    encoding is refused, naming the first such column."""
+    for c, a in zip(X.names, X.arrays):
+        if a.dtype.kind != "f":
+            raise InputError(f"{name}: column {c!r} holds text; this model was trained on numbers only")
+        if np.isnan(a).any():
+            i = int(np.flatnonzero(np.isnan(a))[0])
+            raise InputError(f"{name}: column {c!r} has an empty cell at row {i}; this model was trained on complete "
+                             "numbers only")  # fmt: skip
+    return np.column_stack(X.arrays)
 
 
 def column(value: Any, name: str) -> Any:

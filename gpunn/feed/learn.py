@@ -17,7 +17,7 @@ from .. import _backend
 from ..data import Dataset
 from ..data.moments import moments
 from ..errors import InputError
-from . import checks
+from . import checks, encode
 from .spec import Spec
 
 
@@ -26,6 +26,8 @@ def sizes(hidden: Sequence[int], placement: Spec, X: Any, y: Any) -> list[int]:
     X's columns, and y's classes (softmax), its columns (identity, several sigmoid labels) or 1 (one sigmoid)."""
     if isinstance(X, Dataset):
         d = X.n_features
+    elif placement.encoding is not None:
+        d = placement.encoding.width
     else:
         columns = checks.frame_columns(X)
         shape = (None, len(columns)) if columns is not None else _shape(X, "X")
@@ -55,6 +57,14 @@ def sizes(hidden: Sequence[int], placement: Spec, X: Any, y: Any) -> list[int]:
             raise InputError(f"y has shape {tuple(shape)}; expected (n,) or (n, n_outputs)")
         k = 1 if len(shape) == 1 else int(shape[1])
     return [d, *hidden, k]
+
+
+def encoding(known: Any, X: Any, first: bool) -> Any:
+    """The :class:`~gpunn.feed.encode.Encoding` a model takes ``X`` by: the one it knows; else, on its first fit
+    on a table with text or empty cells, the one learned from that table's rows (None for none)."""
+    if known is not None or not first or not encode.needs_encoding(X):
+        return known
+    return encode.learn(X)
 
 
 def _shape(a: Any, name: str) -> tuple[int, ...]:
@@ -129,6 +139,9 @@ def check_dataset(spec: Spec, dataset: Dataset, name: str) -> Dataset:
     where both have names, the model's features."""
     if not dataset.has_target:
         raise InputError(f"{name} ({dataset.path}) has no target column: open it with Dataset(path, target=...)")
+    if spec.encoding is not None:
+        raise InputError(f"{name} ({dataset.path}) is streamed as numbers, but this model encodes a table's text and "
+                         "empty cells: give it the table in memory (gpunn.data.read_table)")  # fmt: skip
     if dataset.n_features != spec.n_features:
         raise InputError(f"{name} ({dataset.path}) has {dataset.n_features} features; the model takes "
                          f"{spec.n_features}")  # fmt: skip

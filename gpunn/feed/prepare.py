@@ -25,13 +25,14 @@ from .spec import Spec
 
 @dataclass(frozen=True)
 class Learned:
-    """What a model knows of its data after a fit: its classes, target scaling, feature names and feature scaling
-    (each None where it has none)."""
+    """What a model knows of its data after a fit: its classes, target scaling, feature names, feature scaling and
+    the encoding of a table's columns (each None where it has none)."""
 
     classes: np.ndarray | None = None
     target_scaling: tuple[np.ndarray, np.ndarray] | None = None
     feature_names: list[str] | None = None
     scaling: tuple[np.ndarray, np.ndarray] | None = None
+    encoding: Any = None
 
 
 @dataclass(frozen=True)
@@ -97,11 +98,16 @@ def prepare(
     names = known.feature_names
     if names is None:  # a data frame's or Parquet file's columns name the features
         names = X.feature_names if isinstance(X, Dataset) else frame_columns(X)
+        if spec.encoding is not None:
+            names = list(spec.encoding.names)
         spec = dataclasses.replace(spec, feature_names=None if names is None else tuple(names))
     scaling = known.scaling
     if spec.standardize and scaling is None:
         scaling = X.scaling() if isinstance(X, Dataset) else fit_scaling(x)
-    learned = Learned(classes, target_scaling, names, scaling)
+        if spec.encoding is not None:  # one-hot and empty-cell columns stay 0/1: an unseen category stays zeros
+            binary = spec.encoding.binary()
+            scaling = (np.where(binary, 0.0, scaling[0]), np.where(binary, 1.0, scaling[1]))
+    learned = Learned(classes, target_scaling, names, scaling, spec.encoding)
     val: Any = xv
     if xv is not None and not isinstance(xv, Dataset):
         val = (place_x(spec, xv, scaling), tv)  # before X may be scaled in place

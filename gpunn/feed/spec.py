@@ -17,7 +17,8 @@ class Spec:
     arrays) the columns a data frame is read by, in order; ``standardize`` whether inputs are scaled;
     ``classes`` (None when the labels are the indices 0..k-1 themselves) the labels of a classifier's outputs, which
     its targets are given as; ``target_scaling`` (None for none) the per-output mean and standard deviation a
-    regression's targets are standardized by."""
+    regression's targets are standardized by; ``encoding`` (None for none) the :class:`~gpunn.feed.encode.Encoding`
+    that turns a table's ``feature_names`` columns into the ``sizes[0]`` inputs."""
 
     xp: Any
     device: Any
@@ -30,6 +31,7 @@ class Spec:
     feature_names: tuple[str, ...] | None = None
     classes: tuple[Any, ...] | None = None
     target_scaling: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    encoding: Any = None
 
     @property
     def n_features(self) -> int:

@@ -16,12 +16,13 @@ try:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import train_test_split
     from sklearn.utils import check_random_state
-    from sklearn.utils.validation import _check_sample_weight, validate_data
+    from sklearn.utils.validation import _check_sample_weight, check_array, validate_data
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
 
 from .. import _backend, optim, schedules
 from ..errors import NonFiniteError
+from ..feed import encode
 from ..model import MLP
 from ._fitted import Fitted, _native
 
@@ -69,6 +70,7 @@ class _BaseMLP(Fitted, BaseEstimator):
     _seed_split: int
     _no_improvement_count: int
     _best_weights: Any  # the early-stopping best epoch's (W, b) pairs, kept across warm-started fits
+    _encoding: Any = None  # a table's encoding (text and empty cells), learned by the fit that started anew
     _optimizer: Any  # SGDRate or AdamRate: the rate as scikit-learn's fitted ``_optimizer`` tells it
     _exposed: dict[str, tuple[list[Any], list[Any] | None]]  # coefs_/intercepts_ handed out or assigned (see below)
     n_iter_: int
@@ -214,7 +216,22 @@ class _BaseMLP(Fitted, BaseEstimator):
             return optim.momentum(self.momentum, nesterov=self.nesterovs_momentum)
         return optim.sgd()
 
+    def _table(self, X: Any, reset: bool) -> tuple[Any, Any]:
+        """A table with text or empty cells as the float64 array of its encoding (:mod:`gpunn.feed.encode`,
+        learned by a fit that starts anew), and the encoding; anything else as it is, and None."""
+        encoding = encode.learn(X) if reset and encode.needs_encoding(X) else None if reset else self._encoding
+        return (X, None) if encoding is None else (encoding.apply(X), encoding)
+
+    def _keep_table(self, encoding: Any) -> None:
+        """After a fit's checks: the encoding it took X by, and the table's columns as ``feature_names_in_``."""
+        self._encoding = encoding
+        if encoding is not None:
+            self.feature_names_in_ = np.asarray(encoding.names, dtype=object)
+            self.n_features_in_ = len(encoding.names)
+
     def _validate_X(self, X: Any, reset: bool) -> Any:
+        if not reset and self._encoding is not None:  # a table: its columns by name, encoded as the fit learned
+            return check_array(self._encoding.apply(X), dtype=[np.float64])
         if _native(X):
             if X.ndim != 2:
                 raise ValueError(f"Expected 2D array, got {X.ndim}D array instead")

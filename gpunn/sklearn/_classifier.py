@@ -90,12 +90,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if y is None:
             raise ValueError(f"This {type(self).__name__} estimator requires y to be passed, but the target y is None.")
         start = self._first_pass(incremental)
+        X, encoding = self._table(X, start)  # text and empty cells of a table, encoded
         self._native_input = _native(X) if start else self._native_input
         y_host = _backend.to_numpy(y) if _native(y) else y
         if _native(X):
             X = self._validate_X(X, reset=start)
         else:  # X as given, so that a DataFrame's column names become feature_names_in_
-            X, y_host = validate_data(self, X, y_host, reset=start, multi_output=True, dtype=[np.float64, np.float32])
+            X, y_host = validate_data(self, X, y_host, reset=start or encoding is not None, multi_output=True,
+                                      dtype=[np.float64, np.float32])  # fmt: skip
+            self._keep_table(encoding)
         y_host = np.asarray(y_host)
         if y_host.ndim == 2 and y_host.shape[1] == 1:
             y_host = column_or_1d(y_host, warn=True)

@@ -4,6 +4,7 @@ base class (gpunn.sklearn._base), which trains the network these read."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import array_api_compat as aac
@@ -167,9 +168,15 @@ class Fitted:
         on. A classifier's ``label`` is what :meth:`predict` gives (``classes_``, or the 0/1 indicator matrix for
         multilabel targets) and ``probabilities`` what ``predict_proba`` gives (two columns for binary problems);
         a regressor's ``values`` are (batch, n_outputs_)."""
-        from ..export import to_onnx
+        from ..export import network, to_onnx
 
-        return to_onnx(self._fitted_model(), path, opset=opset, **self._onnx_outputs())
+        model: Any = self._fitted_model()
+        encoding = getattr(self, "_encoding", None)
+        if encoding is not None:  # fitted on a table's text and empty cells: one input per column, encoded
+            net = network(model)
+            spec = dataclasses.replace(net.spec, encoding=encoding, feature_names=encoding.names)
+            model = dataclasses.replace(net, spec=spec)
+        return to_onnx(model, path, opset=opset, **self._onnx_outputs())
 
     def _onnx_outputs(self) -> dict[str, Any]:
         return {}

@@ -38,6 +38,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         if y is None:
             raise ValueError(f"This {type(self).__name__} estimator requires y to be passed, but the target y is None.")
         start = self._first_pass(incremental)
+        X, encoding = self._table(X, start)  # text and empty cells of a table, encoded
         self._native_input = _native(X) if start else self._native_input
         if _native(X):
             X = self._validate_X(X, reset=start)
@@ -50,8 +51,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             if T.ndim == 1:
                 T = aac.array_namespace(T).reshape(T, (-1, 1))
         else:
-            X, T = validate_data(self, X, y, reset=start, multi_output=True, y_numeric=True,
+            X, T = validate_data(self, X, y, reset=start or encoding is not None, multi_output=True, y_numeric=True,
                                  dtype=[np.float64, np.float32])  # fmt: skip
+            self._keep_table(encoding)
             T = np.asarray(T, dtype=np.float64)
             self._y_1d = T.ndim == 1
             T = T.reshape(-1, 1) if T.ndim == 1 else T
