@@ -509,7 +509,7 @@ def _named(activation: Any) -> str:
 def _classes(spec: Any, t: Any) -> str:
     """The classes present in the placed targets ``t`` (two reductions on the device), and their labels."""
     named = "" if spec.classes is None else f", named {_short(spec.classes)}"
-    if spec.output == "identity" or t is None:
+    if spec.output in losses.REGRESSION or t is None:
         return f"-{named}"
     xp = spec.xp
     lo, hi = _backend.to_numpy(xp.min(t, axis=0)), _backend.to_numpy(xp.max(t, axis=0))

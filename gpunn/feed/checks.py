@@ -263,7 +263,7 @@ def targets(spec: Spec, y: Any, n: int, name: str = "y", fitting: bool = False) 
     classes."""
     xp = spec.xp
     y = column(y, name)
-    if spec.classes is not None and spec.output != "identity":
+    if spec.classes is not None and spec.output not in losses.REGRESSION:
         labels = _label_host(y, spec, name)
         if labels is None:
             raise InputError(f"{name} is traced, but this model's classes {list(spec.classes)} are mapped on the host")
@@ -279,10 +279,10 @@ def targets(spec: Spec, y: Any, n: int, name: str = "y", fitting: bool = False) 
         a = None if _backend.is_traced(y) else _backend.to_numpy(y)
     check.target_shape(tuple(y.shape) if a is None else a.shape, n, spec.output, spec.n_outputs, name)
     if a is not None:
-        if spec.output == "identity":
+        if spec.output in losses.REGRESSION:
             check.cast_host(a, spec.dtype, name)
         check.labels_host(a, spec.output, spec.n_outputs, name)
-        if fitting and spec.output != "identity" and (a.ndim == 1 or a.shape[1] == 1):
+        if fitting and spec.output not in losses.REGRESSION and (a.ndim == 1 or a.shape[1] == 1):
             classes = np.unique(a)
             if classes.size < 2:
                 shown = classes[0] if spec.classes is None else spec.classes[int(classes[0])]
@@ -365,7 +365,7 @@ def sample_weights(spec: Spec, sample_weight: Any, class_weight: Any, y: Any, n:
         a = check.weights(a.astype(np.float64), "sample_weight")
         w = w * a
     if class_weight is not None:
-        if spec.output == "identity" or (spec.output == "sigmoid" and spec.n_outputs > 1):
+        if spec.output in losses.REGRESSION or (spec.output == "sigmoid" and spec.n_outputs > 1):
             raise ConfigError("class_weight needs one class label per row (a sigmoid or softmax classifier)")
         labels = _label_host(y, spec, "y")
         if labels is None:

@@ -63,7 +63,7 @@ class AdamRate:
 
 
 class _BaseMLP(Fitted, BaseEstimator):
-    _output: str  # "sigmoid"/"softmax" (set per fit for classifiers) or "identity"
+    _output: str  # "sigmoid"/"softmax" (set per fit for classifiers), "identity" or "exp" (set per first fit)
     _model: MLP
     _native_input: bool
     _seed_split: int
@@ -260,6 +260,8 @@ class _BaseMLP(Fitted, BaseEstimator):
         k = self.n_outputs_
         if self._output == "identity":
             return 2.0 / k  # mean((z - y)^2) against sklearn's sum over outputs of (z - y)^2 / 2, per sample
+        if self._output == "exp":
+            return 2.0 / k  # the mean Poisson deviance against sklearn's half deviance summed over outputs
         return 1.0 / k if self._output == "sigmoid" else 1.0
 
     def _train(self, X: Any, T: Any, epochs: int, incremental: bool, sample_weight: Any = None) -> None:
@@ -458,7 +460,9 @@ class _BaseMLP(Fitted, BaseEstimator):
             self._exposed = {}
         self.n_outputs_ = n_outputs
         self.n_layers_ = len(self._hidden()) + 2
-        self.out_activation_ = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity"}[self._output]
+        self.out_activation_ = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity", "exp": "exp"}[
+            self._output
+        ]
         self.loss_curve_: list[float] = []
         self._best_weights = None
         self.n_iter_ = 0
