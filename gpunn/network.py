@@ -442,7 +442,7 @@ class Network:
         if convert:
             X, y = self.adopt(X), self.adopt(y)
         with _backend.device_scope(xp, self.device):
-            x = feed.prepare_x(spec, X, self.scaling)
+            x = feed.sparse.placed(feed.prepare_x(spec, X, self.scaling))  # a sparse X whole: one full batch
             n = x.shape[0]
             t = feed.targets(spec, y, n)
             w_host = feed.sample_weights(spec, sample_weight, None, y, n)

@@ -17,6 +17,7 @@ from .. import _validation as check
 from ..data import Dataset
 from ..data.moments import moments, row_blocks, rows_per_block, scale_rows
 from ..errors import ConfigError, InputError
+from .sparse import Placed, SparseRows, check_sparse, is_sparse
 from .spec import Spec
 
 __all__ = ["Spec", "row_blocks", "scale_rows"]
@@ -108,12 +109,15 @@ def column(value: Any, name: str) -> Any:
 
 def check_x(spec: Spec, X: Any, name: str) -> Any:
     """``X`` validated: a host array (in the model's dtype, or the original if scaling will cast it) or a
-    device array in the model's dtype. Data frames are taken by column name (:func:`from_frame`)."""
+    device array in the model's dtype. Data frames are taken by column name (:func:`from_frame`); a SciPy sparse
+    matrix stays sparse (:class:`~gpunn.feed.sparse.SparseRows`, densified a batch of rows at a time)."""
     if isinstance(X, Dataset):
         raise InputError(
             f"{name} is a gpunn.data.Dataset, which fit, validation_data and evaluate stream; to predict, read its "
             "rows with gpunn.data.read (or a block at a time with Dataset.read)"
         )
+    if is_sparse(X):
+        return check_sparse(spec, X, name)
     X = from_frame(spec, X, name)
     if _backend.is_host_data(X):
         a = check.host_array(X, name)
@@ -131,8 +135,11 @@ def check_x(spec: Spec, X: Any, name: str) -> Any:
 
 def place_x(spec: Spec, x: Any, scaling: tuple[np.ndarray, np.ndarray] | None, in_place: bool = False) -> Any:
     """A checked ``x`` scaled (when ``scaling`` is given) and on the model's device. ``in_place`` scales a host
-    array of the model's dtype in place rather than into a copy."""
+    array of the model's dtype in place rather than into a copy. A sparse ``x`` stays on the host, to be placed a
+    batch of rows at a time (:class:`~gpunn.feed.sparse.Placed`)."""
     xp = spec.xp
+    if isinstance(x, SparseRows):
+        return Placed(spec, x, scaling)
     if isinstance(x, np.ndarray):
         if scaling is not None:
             own = in_place and x.dtype == spec.dtype and x.flags.writeable
@@ -151,7 +158,7 @@ def prepare_x(spec: Spec, X: Any, scaling: tuple[np.ndarray, np.ndarray] | None,
 
 def fit_scaling(x: Any) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and standard deviation of a checked ``x``, in float64, a block of rows at a time."""
-    a = x if isinstance(x, np.ndarray) else _backend.to_numpy(x)
+    a: Any = x if isinstance(x, (np.ndarray, SparseRows)) else _backend.to_numpy(x)  # sparse: a dense block at a time
     return moments((a[b] for b in row_blocks(len(a), rows_per_block(a))), a.shape[1])
 
 

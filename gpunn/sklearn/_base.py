@@ -26,6 +26,7 @@ from ..model import MLP
 from ._fitted import Fitted, _native
 
 _ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "logistic": "sigmoid", "identity": "identity"}
+SPARSE = ["csr", "csc", "coo"]  # scipy.sparse formats taken as they are (gpunn densifies a batch at a time)
 _HELD = 2**62  # a plateau schedule's patience that is never reached: the rate is held in its state
 # With device="auto", a network whose training step is smaller than this many multiply-adds (forward, weight and
 # input gradients: 3 x batch rows x weights) trains on the CPU even where a GPU is usable. Such a step is launch
@@ -228,7 +229,7 @@ class _BaseMLP(Fitted, BaseEstimator):
                     f"{self.n_features_in_} features as input"
                 )
             return X
-        return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32])
+        return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32], accept_sparse=SPARSE)
 
     def _batch(self, n: int) -> int:
         """The batch size scikit-learn uses: min(200, n) for "auto"."""

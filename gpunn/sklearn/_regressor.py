@@ -15,7 +15,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
 
 from .. import _backend
-from ._base import _BaseMLP, _native
+from ._base import SPARSE, _BaseMLP, _native
 
 _LOSSES = {"squared_error": "identity", "poisson": "exp"}  # scikit-learn's loss: gpunn's output layer
 
@@ -101,7 +101,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                 T = aac.array_namespace(T).reshape(T, (-1, 1))
         else:
             X, T = validate_data(self, X, y, reset=start, multi_output=True, y_numeric=True,
-                                 dtype=[np.float64, np.float32])  # fmt: skip
+                                 dtype=[np.float64, np.float32], accept_sparse=SPARSE)  # fmt: skip
             T = np.asarray(T, dtype=np.float64)
             self._y_1d = T.ndim == 1
             T = T.reshape(-1, 1) if T.ndim == 1 else T
@@ -140,4 +140,5 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         tags.array_api_support = True
+        tags.input_tags.sparse = True
         return tags
