@@ -151,6 +151,17 @@ def test_a_sparse_x_with_the_wrong_columns_is_the_dense_error():
         m.fit(sp.coo_matrix(X[:, :5]), y, verbose=0)
 
 
+def test_several_ranks_refuse_a_sparse_x():
+    """Ranks agree on their data by a fingerprint of X, which would densify a sparse X whole on every rank."""
+    from gpunn import distributed, feed
+
+    X, y = data()
+    m = gpunn.MLP([7, 3, 1], device="cpu")
+    x = feed.prepare_x(m.spec, sp.csr_matrix(X), None)
+    with pytest.raises(gpunn.errors.ConfigError, match="several ranks.*sparse X"):
+        distributed.describe(m.spec, x, feed.targets(m.spec, y, len(y)), None, {})
+
+
 def test_gpunn_does_not_import_scipy_for_dense_input():
     code = (
         "import sys, numpy as np, gpunn\n"
