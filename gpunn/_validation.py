@@ -152,8 +152,14 @@ def check_device_array(x: Any, xp: Any, device: Any, name: str) -> None:
 
 def labels_host(y: np.ndarray, output: str, n_outputs: int, name: str = "y", row: int = 0) -> None:
     """Check class labels on the host: finite, whole numbers, inside the model's classes (``row``: the row number
-    of ``y[0]`` in messages)."""
-    if output == "identity" or y.dtype.kind == "b":
+    of ``y[0]`` in messages). A Poisson target (output "exp") holds counts or rates: values >= 0."""
+    if output == "exp" and y.dtype.kind != "b":
+        bad = y < 0
+        if bad.any():
+            where = first_bad(bad)
+            at = _position((where[0] + row, *where[1:]))
+            raise InputError(f"{name} holds {y[where]} at {at}; a Poisson target (output 'exp') must be >= 0")
+    if output in ("identity", "exp") or y.dtype.kind == "b":
         return
     if y.dtype.kind == "f":
         bad = ~np.isfinite(y) | (y != np.round(y))

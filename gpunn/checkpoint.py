@@ -182,8 +182,8 @@ def _validate_classes(classes: Any, output: str, n_outputs: int, field: str = "m
     """(metadata) classes: the labels of a classifier's outputs, one per class, distinct."""
     if classes is None:
         return
-    if output == "identity":
-        raise _invalid(field, f"is {classes!r}, but a regression (identity output) has no classes")
+    if output in losses.REGRESSION:
+        raise _invalid(field, f"is {classes!r}, but a regression ({output} output) has no classes")
     expected = n_outputs if output == "softmax" else 2
     if (output == "sigmoid" and n_outputs != 1) or not isinstance(classes, list) or len(classes) != expected:
         raise _invalid(field, f"is {classes!r}; the model's {output} output with {n_outputs} unit(s) has {expected}")

@@ -39,6 +39,7 @@ import numpy as np
 
 from . import _backend, losses
 from .errors import ConfigError, InputError
+from .feed.sparse import Placed
 
 TIMEOUT_ENV = "GPUNN_MPI_TIMEOUT"
 DEFAULT_TIMEOUT = 600.0  # seconds one collective may wait for the other ranks, unless told otherwise
@@ -483,6 +484,9 @@ def describe(
     (or the streamed Dataset), ``t`` the placed targets (None when streamed), ``weight`` the host sample weights
     or None, ``dropout_rate`` the network's dropout rate (an ensemble's member 0's), ``generator`` its shuffling
     generator's state and ``scaling`` its feature scaling."""
+    if isinstance(x, Placed):  # its fingerprint would densify it whole on every rank
+        raise ConfigError("training on several ranks (comm=) takes a dense X or a gpunn.data.Dataset; densify a "
+                          "sparse X, or train it in one process")  # fmt: skip
     streamed = hasattr(x, "dataset")
     rows, features = (x.n_rows, x.dataset.n_features) if streamed else (int(x.shape[0]), int(x.shape[1]))
     d = {
@@ -509,7 +513,7 @@ def _named(activation: Any) -> str:
 def _classes(spec: Any, t: Any) -> str:
     """The classes present in the placed targets ``t`` (two reductions on the device), and their labels."""
     named = "" if spec.classes is None else f", named {_short(spec.classes)}"
-    if spec.output == "identity" or t is None:
+    if spec.output in losses.REGRESSION or t is None:
         return f"-{named}"
     xp = spec.xp
     lo, hi = _backend.to_numpy(xp.min(t, axis=0)), _backend.to_numpy(xp.max(t, axis=0))

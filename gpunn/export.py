@@ -8,10 +8,11 @@ The graph computes what :meth:`MLP.predict_proba` and :meth:`MLP.predict` comput
   followed by its activation in ONNX operators (float32: Relu, Tanh, Sigmoid, LeakyRelu, Elu, Softplus, and
   Gelu from opset 20; float64 graphs build leaky_relu, elu, softplus, gelu and silu from elementary operators
   with float64 constants: ONNX's float attributes are float32, and onnxruntime lacks float64 kernels for some);
-- output ``probabilities`` (sigmoid or softmax output) or ``values`` (identity output), (batch, n_outputs);
+- output ``probabilities`` (sigmoid or softmax output) or ``values`` (identity output; exp(z), the Poisson mean,
+  for an exp output), (batch, n_outputs);
 - output ``label`` (int64) for classifiers: the argmax of the logits for softmax, (batch,); for sigmoid
   ``logit > 0`` (probability above 0.5), (batch,) with one output unit and (batch, k) with several (multi-label).
-  A regression model (identity output) has no ``label``.
+  A regression model (identity or exp output) has no ``label``.
 
 The sigmoid output is computed as gpunn computes it (from ``exp(-|z|)``), so its small probabilities keep their
 relative precision, as ``predict_proba``'s do. Needs ``pip install 'gpunn[onnx]'``.
@@ -37,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from . import layers
+from . import layers, losses
 from ._version import __version__
 from .errors import ConfigError, NotFittedError
 from .feed.spec import Spec
@@ -185,12 +186,12 @@ def to_onnx(
         ``predict`` would refuse: by default such a row gets label 0 (the argmax, or ``logit > 0``, of NaN).
         With ``nan_label`` the graph flags those rows, gives them this label and NaN ``probabilities``: -1, say,
         for index labels (an integer that is no index), NaN or a float for float ``classes``, a string for
-        string ``classes``; never one of the labels. A regression model (identity output) has no label: there
+        string ``classes``; never one of the labels. A regression model (identity or exp output) has no label: there
         ``nan_label=float("nan")`` makes the flagged rows' ``values`` NaN.
 
     The graph's input is ``X`` (batch, n_features) of the model's dtype; its outputs are ``probabilities`` (or
-    ``values`` for an identity output) and, for classifiers, the int64 ``label`` that ``predict`` gives; an
-    ensemble's graph gives them from the members' mean, as :meth:`Ensemble.predict_proba` and
+    ``values`` for an identity output, exp(z) for an exp output) and, for classifiers, the int64 ``label`` that
+    ``predict`` gives; an ensemble's graph gives them from the members' mean, as :meth:`Ensemble.predict_proba` and
     :meth:`Ensemble.predict` do, and adds ``std``, (batch, n_outputs): the members' (population) standard deviation
     of the values for a regression, of each probability for a classifier. Raises
     :class:`NotFittedError` for an untrained model, :class:`ConfigError` if onnx is missing, for an opset out of
@@ -238,13 +239,16 @@ def onnx_model(
     outputs = []
     # (batch, 1) bool: the rows nan_label applies to
     bad = None if flag is None else _flagged_rows(g, x, z, stacked=members is not None)
-    result = "values" if model.output == "identity" else "probabilities"
+    regression = model.output in losses.REGRESSION
+    result = "values" if regression else "probabilities"
     shown = result if bad is None else f"{result}_computed"  # then NaN where flagged, into ``result``
     two_columns = two_column_binary and model.output == "sigmoid" and k == 1
     width = 2 if two_columns else k
     if members is not None:
         if model.output == "identity":
             p = z
+        elif model.output == "exp":
+            p = g.op("Exp", [z])
         else:
             p = g.op("Softmax", [z], axis=-1) if model.output == "softmax" else _probability(g, z)
         score, spread = _mean_and_std(g, p, members)
@@ -259,6 +263,8 @@ def onnx_model(
         score, threshold = z, 0.0  # labels from the logits: p > 0.5 exactly when z > 0
         if model.output == "identity":
             g.op("Identity", [z], out=shown)
+        elif model.output == "exp":
+            g.op("Exp", [z], out=shown)
         elif model.output == "softmax":
             g.op("Softmax", [z], out=shown, axis=1)
         elif two_columns:
@@ -266,7 +272,7 @@ def onnx_model(
             g.op("Concat", [g.op("Sub", [g.scalar(1.0), p]), p], out=shown, axis=1)
         else:
             _probability(g, z, out=shown)
-    if model.output == "identity":
+    if regression:
         outputs.append(("values", float_type, [batch, k]))
     else:
         # the label before nan_label's Where and before the classes' Gather
@@ -344,7 +350,8 @@ def _class_labels(classes: Any, model: Any, single_label: bool, onnx: Any) -> np
     if not single_label:
         raise ConfigError(
             f"classes= names the labels of a single-label classifier; this model's {model.output} output with "
-            f"{model.n_outputs} units gives {'values' if model.output == 'identity' else 'one 0/1 label per unit'}"
+            f"{model.n_outputs} units gives "
+            f"{'values' if model.output in losses.REGRESSION else 'one 0/1 label per unit'}"
         )
     a = np.asarray(classes)
     expected = 2 if model.n_outputs == 1 else model.n_outputs
@@ -361,11 +368,11 @@ def _class_labels(classes: Any, model: Any, single_label: bool, onnx: Any) -> np
 
 def _nan_label(value: Any, model: Any, labels: np.ndarray | None) -> np.ndarray:
     """``nan_label`` as a 0-d array of the ``label`` output's type, checked to be no label the model gives."""
-    if model.output == "identity":
+    if model.output in losses.REGRESSION:
         if isinstance(value, float) and np.isnan(value):
             return np.array(value, dtype=model.dtype)
         raise ConfigError(
-            f"a regression model (identity output) has no label: nan_label=float('nan') makes the values of rows "
+            f"a regression model ({model.output} output) has no label: nan_label=float('nan') makes the values of rows "
             f"holding NaN or inf NaN; got nan_label={value!r}"
         )
     if labels is None:

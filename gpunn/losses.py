@@ -6,6 +6,10 @@ loss with respect to the logits z collapses to prediction minus target.
 - sigmoid + binary cross-entropy: L = softplus(z) - y z, so dL/dz = sigmoid(z) - y.
 - softmax + categorical cross-entropy: L = logsumexp(z) - sum(t z) with t one-hot, so dL/dz = softmax(z) - t.
 - identity + mean squared error: L = (z - y)^2, so dL/dz = 2 (z - y).
+- exp + Poisson deviance (log link, mean mu = e^z, counts y >= 0): L = 2 (y log(y / mu) - y + mu)
+  = 2 (e^z - y z + y log y - y), so dL/dz = 2 (mu - y). The terms y log y - y depend on y alone: they change no
+  gradient, and they make L the deviance (0 for a perfect prediction, the metric scikit-learn's
+  ``mean_poisson_deviance`` reports, and twice scikit-learn's ``MLPRegressor(loss="poisson")`` loss).
 
 The pair sigmoid + mse, the classic tutorial pairing, has no such collapse and goes through the chain rule.
 
@@ -22,8 +26,11 @@ import numpy as np
 
 from . import _backend
 
-DEFAULT_LOSS = {"sigmoid": "binary_crossentropy", "softmax": "categorical_crossentropy", "identity": "mse"}
+DEFAULT_LOSS = {
+    "sigmoid": "binary_crossentropy", "softmax": "categorical_crossentropy", "identity": "mse", "exp": "poisson",
+}  # fmt: skip
 OUTPUTS = tuple(DEFAULT_LOSS)
+REGRESSION = ("identity", "exp")  # outputs that give values, not classes
 LOSSES = tuple(DEFAULT_LOSS.values())
 PAIRS = (*DEFAULT_LOSS.items(), ("sigmoid", "mse"))
 
@@ -38,7 +45,10 @@ def probability(z: Any, xp: Any) -> Any:
 
 
 def output_activation(output: str, z: Any, xp: Any) -> Any:
-    """Probabilities (sigmoid, softmax) or values (identity) from the logits, accurate in their tails."""
+    """Probabilities (sigmoid, softmax) or values (identity; exp: the Poisson mean) from the logits, accurate in
+    their tails."""
+    if output == "exp":
+        return xp.exp(z)
     if output == "sigmoid":
         return probability(z, xp)
     if output == "softmax":  # over the last axis: (n, k), or (K, n, k) for K stacked networks
@@ -60,7 +70,7 @@ def scales(output: str, loss: str, rows: int, n_outputs: int) -> tuple[float, fl
     """``(loss_scale, grad_scale)`` for a batch of ``rows``: the mean loss is ``loss_scale * loss_sum`` and its
     gradient is ``grad_scale`` times the gradient that ``delta`` of :func:`head` backpropagates to."""
     elements = rows if output == "softmax" else rows * n_outputs
-    factor = {"binary_crossentropy": 0.5, "categorical_crossentropy": 1.0, "mse": 2.0}[loss]
+    factor = {"binary_crossentropy": 0.5, "categorical_crossentropy": 1.0, "mse": 2.0, "poisson": 2.0}[loss]
     return 1.0 / elements, factor / elements
 
 
@@ -107,6 +117,10 @@ def head(
     if output == "identity":
         diff = z - target
         return _sums(diff * diff, weight, xp, members, mask), diff, None
+    if output == "exp":  # half the deviance, mu - y (z - log y + 1), with 0 log 0 = 0 (log 1 where y is 0)
+        mu = xp.exp(z)
+        half = mu - target * (z - xp.log(xp.where(target > 0, target, 1.0)) + 1.0)
+        return 2.0 * _sums(half, weight, xp, members, mask), mu - target, None  # the 2 on the sums, not each element
     if loss == "mse":
         p = probability(z, xp)
         diff = p - target

@@ -43,10 +43,12 @@ class MLP(Network):
         Activation of the hidden layers: "relu", "tanh", "sigmoid", "identity", "leaky_relu" (slope 0.01),
         "elu" (alpha 1), "gelu" (tanh approximation), "silu" or "softplus"; or a list with one name per hidden
         layer.
-    output : {"sigmoid", "softmax", "identity"}
-        Output activation: binary (or multi-label) classification, several classes, or regression.
-    loss : {"binary_crossentropy", "categorical_crossentropy", "mse"}, optional
-        Defaults to the loss that matches ``output``. ``output="sigmoid", loss="mse"`` is also accepted.
+    output : {"sigmoid", "softmax", "identity", "exp"}
+        Output activation: binary (or multi-label) classification, several classes, regression, or Poisson
+        regression of counts or rates (the log link: ``predict`` gives the mean exp(z)).
+    loss : {"binary_crossentropy", "categorical_crossentropy", "mse", "poisson"}, optional
+        Defaults to the loss that matches ``output`` ("poisson", the Poisson deviance, for "exp"). ``output="sigmoid",
+        loss="mse"`` is also accepted.
     seed : int
         Seeds the host generator that draws the initial weights and the shuffling order.
     device : str or device object
@@ -63,8 +65,9 @@ class MLP(Network):
         (``target_scaling``) are learned on the first fit, the network trains on the standardized target, and
         ``predict`` and ``evaluate`` give values and errors in the target's own units (the training loss in
         History, ``decision_function`` and ``loss_and_grads`` stay in standardized units, what the network
-        learns). The default is False, so that ``MLP`` computes exactly the network it is given; ``gpunn train``
-        standardizes always, since it trains files whose columns can have any scale.
+        learns). A Poisson target (output "exp") is never standardized: its counts must stay >= 0, and exp(z) is
+        their mean in their own units. The default is False, so that ``MLP`` computes exactly the network it is
+        given; ``gpunn train`` standardizes always, since it trains files whose columns can have any scale.
     dropout : float
         Inverted dropout on the outputs of every hidden layer while training: each is zeroed with this
         probability and the rest scaled by 1 / (1 - dropout); ``predict``, ``evaluate`` and validation use

@@ -368,17 +368,19 @@ class Network:
 
     def predict_proba(self, X: Any, *, convert: bool = False) -> Any:
         """Probabilities (sigmoid, softmax), shape (n, n_outputs), on the model's device; a regression model
-        (output "identity") has none: its values come from :meth:`predict`."""
-        if self.output == "identity":
+        (output "identity" or "exp") has none: its values come from :meth:`predict`."""
+        if self.output in losses.REGRESSION:
             raise ConfigError(
-                "predict_proba gives class probabilities; this model is a regression (output 'identity'): use predict"
+                f"predict_proba gives class probabilities; this model is a regression (output {self.output!r}): use "
+                "predict"
             )
         z = self.decision_function(X, convert=convert)
         with _backend.device_scope(self.xp, self.device):
             return losses.output_activation(self.output, z, self.xp)
 
     def predict(self, X: Any, *, convert: bool = False) -> Any:
-        """Class labels, shape (n,) (or (n, k) 0/1 for several sigmoid outputs), or values (n, k) for identity.
+        """Class labels, shape (n,) (or (n, k) 0/1 for several sigmoid outputs), or values (n, k) for identity, or
+        the Poisson means exp(z) (n, k) for output "exp".
 
         Labels are the model's ``classes``: an integer array on the model's device when they are the indices
         0..k-1, else a NumPy array of the labels (strings, {3, 7}, ...). Values are in the target's units (a
@@ -386,6 +388,8 @@ class Network:
         z = self.decision_function(X, convert=convert)
         xp = self.xp
         with _backend.device_scope(xp, self.device):
+            if self.output == "exp":
+                return xp.exp(z)
             if self.output == "identity":
                 if self.target_scaling is None:
                     return z
@@ -397,7 +401,8 @@ class Network:
     def evaluate(self, X: Any, y: Any = None, *, convert: bool = False) -> dict[str, float]:
         """Mean loss and (for classifiers) accuracy on ``(X, y)``, or on a :class:`gpunn.data.Dataset`, as Python
         floats. ``y`` holds the labels ``fit`` took; a regression's loss (MSE) is in the target's units, also when
-        the model standardizes its target (History's training loss is then in standardized units)."""
+        the model standardizes its target (History's training loss is then in standardized units); a Poisson
+        model's (output "exp") is the mean Poisson deviance, as History's training loss."""
         self._check_fitted()
         # A standardized target is compared in its own units: the targets as given, against the network with
         # its output layer scaled back (W std, b std + mean), which computes what predict gives.
@@ -443,7 +448,7 @@ class Network:
         if convert:
             X, y = self.adopt(X), self.adopt(y)
         with _backend.device_scope(xp, self.device):
-            x = feed.prepare_x(spec, X, self.scaling)
+            x = feed.sparse.placed(feed.prepare_x(spec, X, self.scaling))  # a sparse X whole: one full batch
             n = x.shape[0]
             t = feed.targets(spec, y, n)
             w_host = feed.sample_weights(spec, sample_weight, None, y, n)
@@ -476,7 +481,7 @@ def _stored_targets(config: dict[str, Any]) -> tuple[np.ndarray | None, tuple[np
     the metadata stay there."""
     classes = config.get("classes")
     metadata = config["metadata"]
-    if (config["output"] != "identity" and "train" in metadata
+    if (config["output"] not in losses.REGRESSION and "train" in metadata
             and (classes is None or feed.checks.are_indices(np.asarray(classes)))):  # fmt: skip
         classes = _metadata_labels(metadata.get("classes")) or classes
     scaling = config.get("target_scaling")

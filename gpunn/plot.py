@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _backend, feed
+from . import _backend, feed, losses
 from .errors import ConfigError, InputError
 from .history import History
 
@@ -80,7 +80,7 @@ def decision_boundary(model: MLP, X: Any, y: Any, *, resolution: int = 200, titl
     yh = _backend.to_numpy(y) if not _backend.is_host_data(y) else np.asarray(y)
     if Xh.ndim != 2 or Xh.shape[1] != 2:
         raise InputError(f"a decision boundary needs 2-D points (n, 2); X has shape {Xh.shape}")
-    if model.output == "identity":
+    if model.output in losses.REGRESSION:
         raise InputError("a decision boundary needs a classifier (sigmoid or softmax output)")
     plt = _pyplot()
     pad = 0.1 * (Xh.max(axis=0) - Xh.min(axis=0)) + 1e-9

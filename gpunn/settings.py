@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import _validation as check
-from . import optim, schedules
+from . import losses, optim, schedules
 from .errors import ConfigError
 
 # The divergence check's default factor (see gpunn.train.DivergenceGuard).
@@ -108,7 +108,7 @@ def members(value: Any) -> int:
 
 def recorded(output: str, validating: bool, weighted: bool) -> set[str]:
     """The metrics a fit records every epoch."""
-    keys = {"loss", "lr"} | ({"accuracy"} if output != "identity" else set())
+    keys = {"loss", "lr"} | ({"accuracy"} if output not in losses.REGRESSION else set())
     if validating:
         keys |= {f"val_{key}" for key in keys - {"lr"}}
     if weighted:

@@ -285,7 +285,7 @@ class Runner:
         if weighted:  # the pair [loss, weighted loss]
             zero = xp.stack([zero, zero])
         count = None
-        if self.step.hyper.output != "identity":
+        if self.step.hyper.output not in losses.REGRESSION:
             count = xp.zeros((), dtype=_backend.index_dtype(xp, self.device), device=self.device)
         return xp.zeros_like(params), zero, count
 

@@ -333,6 +333,7 @@ def test_validate_config_accepts_what_save_writes(saved):
         ("softmax", 4, ["a", "b", "c", "d"], True),
         ("softmax", 4, [0.5, 1.5, 2.5], False),
         ("identity", 1, [0, 1], False),
+        ("exp", 1, [0, 1], False),
     ],
 )
 def test_classes_match_the_outputs(saved, output, units, classes, ok):

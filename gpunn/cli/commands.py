@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _backend, data, feed
+from .. import _backend, data, feed, losses
 from .._version import __version__
 from ..errors import InputError
 
@@ -25,7 +25,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                          "one with gpunn train --members K)")  # fmt: skip
     X, y = _predict_data(model, args)
     predicted = _backend.to_numpy(model.predict(X))  # an ensemble's: from its members' mean
-    if model.output == "identity":  # values, (n, k): predict gives them (predict_proba is for classifiers)
+    if model.output in losses.REGRESSION:  # values, (n, k): predict gives them (predict_proba is for classifiers)
         labels = proba = predicted
         cols = [predicted[:, j] for j in range(model.n_outputs)]
         names = ["prediction"] if model.n_outputs == 1 else [f"prediction_{j}" for j in range(model.n_outputs)]
@@ -87,13 +87,13 @@ def _predict_data(model: Any, args: argparse.Namespace) -> tuple[np.ndarray, np.
 def _score(model: Any, y: np.ndarray, labels: np.ndarray, proba: np.ndarray) -> str:
     """One line: accuracy (classes) or R², MSE and MAE (regression) of the predictions against the file's target."""
     where = f"on {len(y)} rows with target {model.target_name!r}"
-    if model.output == "identity":
+    if model.output in losses.REGRESSION:
         from .targets import regression_scores
 
         if y.dtype == object:
             return f"no score {where}: it holds text, and the model predicts numbers"
 
-        scores = regression_scores(y, proba[:, 0])
+        scores = regression_scores(y, proba[:, 0], model.output)
         return "  ".join(f"{k} {v:.6g}" for k, v in scores.items()) + f"  {where}"
     if labels.ndim != 1:
         return f"no score {where}: a multi-label model"
@@ -112,10 +112,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     classes = args.classes
     if classes is not None and all(c.lstrip("-").isdigit() for c in classes):
         classes = [int(c) for c in classes]  # --classes 0,5,1000: integer labels
-    if classes is None and model.output != "identity":
+    if classes is None and model.output not in losses.REGRESSION:
         classes = model.metadata.get("classes")  # the labels the model was trained on: label gives those
     path = to_onnx(model, args.onnx, opset=args.opset, classes=classes)
-    outputs = "values" if model.output == "identity" else "probabilities, label"
+    outputs = "values" if model.output in losses.REGRESSION else "probabilities, label"
     if isinstance(model, Ensemble):  # one graph computing every member: their mean, and their spread in std
         outputs += f", std; {len(model)} members"
     shown = f" ({', '.join(map(str, classes))})" if classes is not None else ""

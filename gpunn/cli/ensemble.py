@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _backend
+from .. import _backend, losses
 from .. import callbacks as gpunn_callbacks
 from ..errors import ConfigError, GpunnError, InputError
 from .files import CheckpointFailed, _why
@@ -123,9 +123,9 @@ def scores(model: Any, X: Any, y: np.ndarray) -> tuple[dict[str, float], dict[st
     accuracy from its mean probabilities), or R², MSE and MAE (the ensemble's of its mean value)."""
     from .targets import regression_scores
 
-    if model.output == "identity":
-        each = [regression_scores(y, _backend.to_numpy(m.predict(X))[:, 0]) for m in model.members]
-        ensemble = regression_scores(y, _backend.to_numpy(model.predict(X))[:, 0])
+    if model.output in losses.REGRESSION:
+        each = [regression_scores(y, _backend.to_numpy(m.predict(X))[:, 0], model.output) for m in model.members]
+        ensemble = regression_scores(y, _backend.to_numpy(model.predict(X))[:, 0], model.output)
     else:
         each = [m.evaluate(X, y) for m in model.members]
         predicted = _backend.to_numpy(model.predict(X))
@@ -140,7 +140,7 @@ def report_test(model: Any, plan: Plan) -> None:
     assert plan.test is not None
     mean, ensemble = scores(model, *plan.test)
     k = len(model)
-    if model.output != "identity":
+    if model.output not in losses.REGRESSION:
         print(f"members' mean test accuracy {mean['accuracy']:.4f}  (test loss {mean['loss']:.4f})")
         print(f"ensemble of {k} test accuracy {ensemble['accuracy']:.4f}")
     else:

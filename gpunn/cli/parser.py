@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument(
         "--output", choices=(*losses.OUTPUTS, "auto"),
         help="output layer (default with --data: auto, from the target: two values sigmoid, a few whole numbers or "
-        "text labels softmax, else identity; built-in datasets: softmax for 'spirals', else sigmoid)",
+        "text labels softmax, else identity; built-in datasets: softmax for 'spirals', else sigmoid; exp for counts: "
+        "Poisson regression, trained on the Poisson deviance, predicting the mean)",
     )  # fmt: skip
     net.add_argument(
         "--dropout", type=float, metavar="RATE",

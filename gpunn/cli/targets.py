@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import losses
 from ..errors import InputError
 
 CLASS_CAP = 100  # more classes than this are too many to guess: --output softmax (or identity) says which
@@ -49,10 +50,10 @@ def plausible_classes(k: int, rows: int) -> bool:
 def choose(values: list[Any], k: int, whole: bool, text: bool, rows: int, output: str, source: str) -> tuple[str, str]:
     """(output layer, why) for a target of ``k`` distinct values over ``rows`` rows, ``values`` the first of them
     in sorted order (for messages), or an error."""
-    if text and output == "identity":
-        raise InputError(f"{source}: output 'identity' needs numbers in the target, which holds text such as "
+    if text and output in losses.REGRESSION:
+        raise InputError(f"{source}: output {output!r} needs numbers in the target, which holds text such as "
                          f"{values[0]!r}")  # fmt: skip
-    if output != "identity" and k < 2:
+    if output not in losses.REGRESSION and k < 2:
         raise InputError(
             f"{source}: the target holds a single value ({values[0]!r}) in all {rows} rows; a classifier needs two "
             f"classes at least" + ("" if text else ", and a regression a target that varies")
@@ -94,7 +95,7 @@ def target_of(y: np.ndarray, output: str, source: str) -> Target:
     whole = bool(np.all(values == np.round(values)))
     shown = [int(v) for v in values[:10]] if whole else values[:10].tolist()
     out, why = choose(shown, len(values), whole, False, len(y), output, source)
-    if out == "identity":
+    if out in losses.REGRESSION:
         return Target(out, y, None, why)
     held = values.astype(np.int64) if np.all(np.abs(values) < 2.0**63) else values  # beyond int64: as read
     return Target(out, y, [int(v) for v in values], why, held)
@@ -114,7 +115,7 @@ def streamed_target(ds: Any, output: str, source: str) -> Target:
     labels = sorted(values)
     shown = [int(v) for v in labels] if whole else labels
     out, why = choose(shown, len(labels), whole, False, ds.n_rows, output, source)
-    if out == "identity":
+    if out in losses.REGRESSION:
         return Target(out, np.empty(0), None, why)
     wanted = [0, 1] if out == "sigmoid" else list(range(int(max(labels)) + 1))
     if not set(labels) <= set(wanted):
@@ -126,11 +127,17 @@ def streamed_target(ds: Any, output: str, source: str) -> Target:
     return Target(out, np.empty(0), list(range(k)), why, np.arange(k))
 
 
-def regression_scores(y: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+def regression_scores(y: np.ndarray, predicted: np.ndarray, output: str = "identity") -> dict[str, float]:
     """R², MSE and MAE of ``predicted`` against ``y``, as scikit-learn's r2_score, mean_squared_error and
-    mean_absolute_error compute them (for a constant ``y``, R² is 1 when predicted exactly, else 0, as there)."""
+    mean_absolute_error compute them (for a constant ``y``, R² is 1 when predicted exactly, else 0, as there);
+    for a Poisson model (output "exp") also the mean Poisson deviance, the loss it trains."""
     y, predicted = np.asarray(y, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
     residual = float(np.sum((y - predicted) ** 2))
     total = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - residual / total if total > 0 else (1.0 if residual == 0 else 0.0)
-    return {"r2": r2, "mse": residual / len(y), "mae": float(np.mean(np.abs(y - predicted)))}
+    out = {"r2": r2, "mse": residual / len(y), "mae": float(np.mean(np.abs(y - predicted)))}
+    if output == "exp":
+        with np.errstate(divide="ignore"):
+            ratio = np.log(np.where(y > 0, y, 1.0) / predicted)
+        out["deviance"] = float(np.mean(2.0 * (y * ratio - y + predicted)))
+    return out

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from .. import _backend, data, schedules
+from .. import _backend, data, losses, schedules
 from .. import callbacks as gpunn_callbacks
 from .._version import __version__
 from ..errors import InputError, NonFiniteError
@@ -87,7 +87,7 @@ def _train(args: argparse.Namespace) -> int:
     target, source = plan.target, plan.source
     encoding = _encoding(plan, s, resumed, args.resume)
     output, n_outputs, classes = target.output, target.n_outputs, target.classes
-    if args.plot and (plan.n_features != 2 or output == "identity" or s["stream"] or plan.test is None):
+    if args.plot and (plan.n_features != 2 or output in losses.REGRESSION or s["stream"] or plan.test is None):
         raise InputError(f"--plot draws a decision boundary over the test rows, which needs a classifier on 2 "
                          f"features held in memory and --test-size above 0; {source} has {plan.n_features} "
                          f"feature(s) and output {output!r}")  # fmt: skip
@@ -213,7 +213,7 @@ def _check_resumed(resumed: Any, path: str, sizes: list[int], target: Target, so
     """The data of a resumed run fits the checkpoint: the same network, output and classes."""
     if resumed.output != target.output:
         raise InputError(f"{source} gives a {target.output} output but {path} holds a {resumed.output} model")
-    if resumed.output != "identity":
+    if resumed.output not in losses.REGRESSION:
         held = resumed.metadata.get("classes")
         if held is None:  # a model trained on 0..k-1 (0/1 for sigmoid) as they were
             held = list(range(max(resumed.n_outputs, 2)))
@@ -278,13 +278,13 @@ def _report_test(model: Any, plan: Plan) -> None:
         ensemble.report_test(model, plan)
         return
     X_test, y_test = plan.test
-    if model.output != "identity":
+    if model.output not in losses.REGRESSION:
         result = model.evaluate(X_test, y_test)
         print(f"test accuracy {result['accuracy']:.4f}  (test loss {result['loss']:.4f})")
     elif y_test is None:  # a streamed regression: its mean loss
-        print(f"test mse {model.evaluate(X_test)['loss']:.6g}")
+        print(f"test {'mse' if model.output == 'identity' else 'deviance'} {model.evaluate(X_test)['loss']:.6g}")
     else:
-        scores = regression_scores(y_test, _backend.to_numpy(model.predict(X_test))[:, 0])
+        scores = regression_scores(y_test, _backend.to_numpy(model.predict(X_test))[:, 0], model.output)
         print("test " + "  ".join(f"{k} {v:.6g}" for k, v in scores.items()))
 
 

@@ -354,13 +354,13 @@ class Ensemble:
         """Labels from the mean probabilities (as :meth:`gpunn.MLP.predict` gives them), or for regression the
         members' mean value (n, n_outputs); with ``return_std=True`` (regression) also their standard deviation."""
         xp = self.xp
-        if return_std and self.output != "identity":
-            raise ConfigError("return_std is for regression (output='identity'); for classifiers look at "
+        if return_std and self.output not in losses.REGRESSION:
+            raise ConfigError("return_std is for regression (output 'identity' or 'exp'); for classifiers look at "
                               "predict_proba(X, members=True)")  # fmt: skip
         p = self.predict_proba(X, members=True, convert=convert)
         with _backend.device_scope(xp, self.device):
             mean = xp.mean(p, axis=0)
-            if self.output == "identity":
+            if self.output in losses.REGRESSION:
                 return (mean, xp.std(p, axis=0)) if return_std else mean
             index = feed.predict.indices(self.output, mean, 0.5, xp, self.device)
         return feed.predict.labels(self.classes, index)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _backend, feed
+from .. import _backend, feed, losses
 from .. import _validation as check
 from ..errors import ConfigError, InputError
 
@@ -86,7 +86,7 @@ def weights(spec: feed.Spec, sample_weight: Any, class_weight: Any, y: Any, n: i
 
 def check_member_classes(spec: feed.Spec, y: Any, rows: list[np.ndarray]) -> None:
     """A lone classifier refuses targets of a single class: so does each member on its own rows."""
-    if spec.output == "identity":
+    if spec.output in losses.REGRESSION:
         return
     y_host = feed.column(y, "y")
     a = np.asarray(y_host if _backend.is_host_data(y_host) else _backend.to_numpy(y_host))

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _backend
+from .. import _backend, losses
 from ..step import StackedStep, weight_totals
 
 
@@ -62,7 +62,7 @@ def shard_step(step: StackedStep, forms: tuple[Any, Any], comm: Any, params: Any
         grads = xp.zeros_like(params)
         loss_sum = xp.zeros((k, 2) if weight is not None else (k,), dtype=step.zero.dtype, device=device)
         correct = None
-        if step.hyper.output != "identity":  # a masked batch counts in floats
+        if step.hyper.output not in losses.REGRESSION:  # a masked batch counts in floats
             kind = step.zero.dtype if mask is not None else _backend.index_dtype(xp, device)
             correct = xp.zeros((k,), dtype=kind, device=device)
     grads = xp.reshape(comm.allreduce_sum(xp.reshape(grads, (-1,)), xp, device), params.shape)

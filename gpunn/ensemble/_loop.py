@@ -346,6 +346,7 @@ def _epoch(ens, plan, runner, val, params, state, active, active_dev, rng_states
         batches, taken = plan.epoch(members, active, active_dev)
         loss_sums, corrects = [], []
         for batch in batches:
+            batch = (feed.sparse.placed(batch[0]), *batch[1:])  # a sparse X's rows, densified batch by batch
             params, state, loss_sum, correct = runner(params, state, batch, lr)
             loss_sums.append(loss_sum)
             corrects.append(correct)
@@ -418,7 +419,7 @@ def evaluate_sums(ens: Ensemble, params: Any, x: Any, target: Any) -> tuple[list
     zero = xp.zeros((), dtype=x.dtype, device=ens.device)
     loss_sums, corrects = [], []
     for block in row_blocks(n, feed.evaluate.EVAL_ROWS):
-        xb, tb = (x, target) if n <= feed.evaluate.EVAL_ROWS else (x[block, ...], target[block, ...])
+        xb, tb = feed.evaluate.block_of(x, target, block)
         z = forward_stacked(layer_params, xb, m0.activation, xp)[0]
         loss_sum, _, correct = losses.head(m0.output, m0.loss, z, tb, zero, xp, members=True)
         loss_sums.append(loss_sum)

@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import _backend
 from ..errors import InputError
+from ..feed.sparse import Placed
 
 if TYPE_CHECKING:
     from . import Ensemble
@@ -69,7 +70,8 @@ class Plan:
         shuffling orders from their generators, as ``MLP.fit`` would."""
         k, n = self.k, self.n
         if self.mode in ("full", "counts"):
-            batch = (self.x, self.t, self.w_dev, self.mask, self.rows_dev, active_dev)
+            x = self.x.later() if isinstance(self.x, Placed) else self.x
+            batch = (x, self.t, self.w_dev, self.mask, self.rows_dev, active_dev)
             return [batch], np.array([active])
         if self.mode == "slices":
             bs = self.bs[0]
@@ -82,7 +84,8 @@ class Plan:
                 w = self.w_dev
                 if w is not None:
                     w = w[lo:hi, ...] if w.ndim == 2 else w[:, lo:hi, :]
-                batches.append((self.x[lo:hi, ...], self.t[lo:hi, ...], w, None, None, active_dev))
+                x = self.x.later(slice(lo, hi)) if isinstance(self.x, Placed) else self.x[lo:hi, ...]
+                batches.append((x, self.t[lo:hi, ...], w, None, None, active_dev))
             return batches, np.array([active] * len(batches))
         orders = []
         for i in range(k):
@@ -122,14 +125,17 @@ class Plan:
         for lo in range(0, n, bs):
             hi = min(lo + bs, n)
             batches.append(self._gather(order[:, lo:hi], None if worder is None else worder[:, lo:hi], None, None,
-                                        active_dev))  # fmt: skip
+                                        active_dev, orders[:, lo:hi]))  # fmt: skip
         return batches
 
-    def _gather(self, idx: Any, widx: Any, mask: Any, rows: Any, active: Any) -> tuple:
+    def _gather(self, idx: Any, widx: Any, mask: Any, rows: Any, active: Any, host_idx: np.ndarray) -> tuple:
         xp = self.xp
         k, r = idx.shape
         flat = xp.reshape(idx, (-1,))
-        xb = xp.reshape(_backend.take_rows(self.x, flat, xp), (k, r, self.x.shape[1]))
+        if isinstance(self.x, Placed):  # a sparse X: these rows densified when the step takes them
+            xb = self.x.later(host_idx.reshape(-1), (k, r, self.x.shape[1]))
+        else:
+            xb = xp.reshape(_backend.take_rows(self.x, flat, xp), (k, r, self.x.shape[1]))
         tb = xp.reshape(_backend.take_rows(self.t, flat, xp), (k, r, self.t.shape[1]))
         wb = None
         if self.w_dev is not None:
@@ -167,6 +173,6 @@ class Plan:
         for s in range(steps):  # (masked even where no member pads, so that every step counts in floats)
             batches.append(self._gather(
                 idx_dev[s, ...], None if widx_dev is None else widx_dev[s, ...], mask_dev[s, ...], rows_dev[s, ...],
-                None if active_dev is None else active_dev[s, ...],
+                None if active_dev is None else active_dev[s, ...], idx[s],
             ))  # fmt: skip
         return batches, took

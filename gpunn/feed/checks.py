@@ -18,6 +18,7 @@ from ..data import Dataset
 from ..data.columns import Columns, column_names, is_table, table_kind
 from ..data.moments import moments, row_blocks, rows_per_block, scale_rows
 from ..errors import ConfigError, InputError
+from .sparse import Placed, SparseRows, check_sparse, is_sparse
 from .spec import Spec
 
 __all__ = ["Spec", "row_blocks", "scale_rows"]
@@ -132,12 +133,15 @@ def column(value: Any, name: str) -> Any:
 
 def check_x(spec: Spec, X: Any, name: str) -> Any:
     """``X`` validated: a host array (in the model's dtype, or the original if scaling will cast it) or a
-    device array in the model's dtype. Data frames are taken by column name (:func:`from_frame`)."""
+    device array in the model's dtype. Data frames are taken by column name (:func:`from_frame`); a SciPy sparse
+    matrix stays sparse (:class:`~gpunn.feed.sparse.SparseRows`, densified a batch of rows at a time)."""
     if isinstance(X, Dataset):
         raise InputError(
             f"{name} is a gpunn.data.Dataset, which fit, validation_data and evaluate stream; to predict, read its "
             "rows with gpunn.data.read (or a block at a time with Dataset.read)"
         )
+    if is_sparse(X):
+        return check_sparse(spec, X, name)
     X = from_frame(spec, X, name)
     if _backend.is_host_data(X):
         a = check.host_array(X, name)
@@ -155,8 +159,11 @@ def check_x(spec: Spec, X: Any, name: str) -> Any:
 
 def place_x(spec: Spec, x: Any, scaling: tuple[np.ndarray, np.ndarray] | None, in_place: bool = False) -> Any:
     """A checked ``x`` scaled (when ``scaling`` is given) and on the model's device. ``in_place`` scales a host
-    array of the model's dtype in place rather than into a copy."""
+    array of the model's dtype in place rather than into a copy. A sparse ``x`` stays on the host, to be placed a
+    batch of rows at a time (:class:`~gpunn.feed.sparse.Placed`)."""
     xp = spec.xp
+    if isinstance(x, SparseRows):
+        return Placed(spec, x, scaling)
     if isinstance(x, np.ndarray):
         if scaling is not None:
             own = in_place and x.dtype == spec.dtype and x.flags.writeable
@@ -175,7 +182,7 @@ def prepare_x(spec: Spec, X: Any, scaling: tuple[np.ndarray, np.ndarray] | None,
 
 def fit_scaling(x: Any) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and standard deviation of a checked ``x``, in float64, a block of rows at a time."""
-    a = x if isinstance(x, np.ndarray) else _backend.to_numpy(x)
+    a: Any = x if isinstance(x, (np.ndarray, SparseRows)) else _backend.to_numpy(x)  # sparse: a dense block at a time
     return moments((a[b] for b in row_blocks(len(a), rows_per_block(a))), a.shape[1])
 
 
@@ -287,7 +294,7 @@ def targets(spec: Spec, y: Any, n: int, name: str = "y", fitting: bool = False) 
     classes."""
     xp = spec.xp
     y = column(y, name)
-    if spec.classes is not None and spec.output != "identity":
+    if spec.classes is not None and spec.output not in losses.REGRESSION:
         labels = _label_host(y, spec, name)
         if labels is None:
             raise InputError(f"{name} is traced, but this model's classes {list(spec.classes)} are mapped on the host")
@@ -303,10 +310,10 @@ def targets(spec: Spec, y: Any, n: int, name: str = "y", fitting: bool = False) 
         a = None if _backend.is_traced(y) else _backend.to_numpy(y)
     check.target_shape(tuple(y.shape) if a is None else a.shape, n, spec.output, spec.n_outputs, name)
     if a is not None:
-        if spec.output == "identity":
+        if spec.output in losses.REGRESSION:
             check.cast_host(a, spec.dtype, name)
         check.labels_host(a, spec.output, spec.n_outputs, name)
-        if fitting and spec.output != "identity" and (a.ndim == 1 or a.shape[1] == 1):
+        if fitting and spec.output not in losses.REGRESSION and (a.ndim == 1 or a.shape[1] == 1):
             classes = np.unique(a)
             if classes.size < 2:
                 shown = classes[0] if spec.classes is None else spec.classes[int(classes[0])]
@@ -389,7 +396,7 @@ def sample_weights(spec: Spec, sample_weight: Any, class_weight: Any, y: Any, n:
         a = check.weights(a.astype(np.float64), "sample_weight")
         w = w * a
     if class_weight is not None:
-        if spec.output == "identity" or (spec.output == "sigmoid" and spec.n_outputs > 1):
+        if spec.output in losses.REGRESSION or (spec.output == "sigmoid" and spec.n_outputs > 1):
             raise ConfigError("class_weight needs one class label per row (a sigmoid or softmax classifier)")
         labels = _label_host(y, spec, "y")
         if labels is None:

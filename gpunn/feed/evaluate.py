@@ -6,6 +6,7 @@ from typing import Any
 
 from .. import layers, losses
 from ..data.moments import row_blocks
+from .sparse import Placed
 from .spec import Spec
 
 EVAL_ROWS = 4096  # rows per forward pass when evaluating: bounds the activations held at once
@@ -19,10 +20,20 @@ def block_sums(spec: Spec, params: Any, x: Any, target: Any) -> tuple[list[Any],
     zero = xp.zeros((), dtype=x.dtype, device=spec.device)
     loss_sums, corrects = [], []
     for block in row_blocks(n, EVAL_ROWS):
-        xb, tb = (x, target) if n <= EVAL_ROWS else (x[block, ...], target[block, ...])
+        xb, tb = block_of(x, target, block)
         z = layers.logits(weights, xb, spec.activation, xp)
         loss_sum, _, correct = losses.head(spec.output, spec.loss, z, tb, zero, xp)
         loss_sums.append(loss_sum)
         if correct is not None:
             corrects.append(correct)
     return loss_sums, corrects
+
+
+def block_of(x: Any, target: Any, block: slice) -> tuple[Any, Any]:
+    """The rows ``block`` of placed data and its targets: the arrays themselves when they hold no more than
+    EVAL_ROWS rows, else slices; a sparse X's rows densified."""
+    whole = x.shape[0] <= EVAL_ROWS
+    tb = target if whole else target[block, ...]
+    if isinstance(x, Placed):
+        return x.rows(block), tb
+    return (x if whole else x[block, ...]), tb

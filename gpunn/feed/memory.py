@@ -11,6 +11,7 @@ from .. import _backend
 from .. import _validation as check
 from .batch import Batch
 from .evaluate import block_sums
+from .sparse import Placed
 from .spec import Spec
 
 
@@ -29,6 +30,9 @@ class Memory:
     ) -> Generator[Batch, None, None]:
         """One epoch's :class:`Batch` es: the rows of an order drawn from ``rng`` on the host (given by index, for
         the step to gather), or slices without it."""
+        if isinstance(self.x, Placed):
+            yield from self._sparse_batches(self.x, batch_size, rng, comm, epoch)
+            return
         xp, device, x, target, w = self.spec.xp, self.spec.device, self.x, self.target, self.weight
         n = self.n_rows
         bs = n if batch_size is None else min(batch_size, n)
@@ -54,6 +58,34 @@ class Memory:
                 if w is not None and comm is not None:
                     total = xp.sum(w[start:stop, ...])
             yield Batch(xb, tb, stop - start, hi - lo, wb, lo - start, total, rows_of, lo)
+
+    def _sparse_batches(
+        self, x: Placed, batch_size: int | None, rng: np.random.Generator | None, comm: Any, epoch: int
+    ) -> Generator[Batch, None, None]:
+        """The batches of a sparse X: the same order, slices and weight checks as a dense X's, each batch's rows
+        densified and placed as the step takes them, and handed to it whole (nothing left to gather)."""
+        xp, device, target, w = self.spec.xp, self.spec.device, self.target, self.weight
+        n = self.n_rows
+        bs = n if batch_size is None else min(batch_size, n)
+        order = rng.permutation(n) if bs < n and rng is not None else None
+        if self.weight_host is not None:
+            _check_batch_weights(self.weight_host, order, bs, epoch)
+        for start in range(0, n, bs):
+            stop = min(start + bs, n)
+            lo, hi = (start, stop) if comm is None else comm.shard(start, stop)
+            total = None
+            if order is None:
+                rows: Any = slice(lo, hi)
+                tb, wb = target[lo:hi, ...], None if w is None else w[lo:hi, ...]
+                if w is not None and comm is not None:  # the global batch's total, which every rank can sum
+                    total = xp.sum(w[start:stop, ...])
+            else:
+                rows = order[lo:hi]
+                idx = _backend.from_numpy(rows, xp, device)
+                tb, wb = _backend.take_rows(target, idx, xp), None if w is None else _backend.take_rows(w, idx, xp)
+                if w is not None and comm is not None:
+                    total = xp.sum(_backend.take_rows(w, _backend.from_numpy(order[start:stop], xp, device), xp))
+            yield Batch(x.rows(rows), tb, stop - start, hi - lo, wb, lo - start, total)
 
     def evaluate_sums(self, params: Any) -> tuple[list[Any], list[Any]]:
         """Summed loss and correct count of every block (0-d arrays on the device)."""

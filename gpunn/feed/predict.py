@@ -53,10 +53,14 @@ def labels(classes: np.ndarray | None, index: Any) -> Any:
 def score(output: str, loss: str, p: np.ndarray, t: np.ndarray, eps: float) -> dict[str, float]:
     """Mean loss (and accuracy, for classifiers) of probabilities or values ``p`` (n, k) against 0/1 targets,
     one-hot rows or values ``t`` (n, k), on the host in float64, each averaged as a network's own loss is
-    (cross-entropy per label for sigmoid, per row for softmax, squares per value); probabilities are kept
-    ``eps`` away from 0 and 1 (the logarithm of a rounded 0)."""
+    (cross-entropy per label for sigmoid, per row for softmax, squares or Poisson deviance per value); probabilities
+    are kept ``eps`` away from 0 and 1 (the logarithm of a rounded 0)."""
     p, t = np.asarray(p, dtype=np.float64), np.asarray(t, dtype=np.float64)
-    if loss == "mse":
+    if loss == "poisson":  # the mean deviance, 2 (t log(t / p) - t + p), with 0 log 0 = 0
+        with np.errstate(divide="ignore"):
+            ratio = np.log(np.where(t > 0, t, 1.0) / p)
+        out = {"loss": float(np.mean(2.0 * (t * ratio - t + p)))}
+    elif loss == "mse":
         out = {"loss": float(np.mean((p - t) ** 2))}
     else:
         q = np.clip(p, eps, 1.0 - eps)

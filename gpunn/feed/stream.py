@@ -13,7 +13,7 @@ from typing import Any
 import array_api_compat as aac
 import numpy as np
 
-from .. import _backend
+from .. import _backend, losses
 from .. import _validation as check
 from ..data.dataset import BLOCK_ROWS, SHUFFLE_BUFFER, Dataset
 from ..data.moments import scale_rows
@@ -64,7 +64,7 @@ class Streamed:
         its dtype (the Dataset has checked them finite)."""
         m = self.spec
         name = f"{file} ({where}), target column {self.dataset.target_name!r},"
-        if m.output == "identity":
+        if m.output in losses.REGRESSION:
             with np.errstate(over="ignore"):
                 cast = y.astype(m.dtype, copy=False)
             columns = self.dataset.target_columns(y)

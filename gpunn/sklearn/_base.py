@@ -27,6 +27,7 @@ from ..model import MLP
 from ._fitted import Fitted, _native
 
 _ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "logistic": "sigmoid", "identity": "identity"}
+SPARSE = ["csr", "csc", "coo"]  # scipy.sparse formats taken as they are (gpunn densifies a batch at a time)
 _HELD = 2**62  # a plateau schedule's patience that is never reached: the rate is held in its state
 # With device="auto", a network whose training step is smaller than this many multiply-adds (forward, weight and
 # input gradients: 3 x batch rows x weights) trains on the CPU even where a GPU is usable. Such a step is launch
@@ -64,7 +65,7 @@ class AdamRate:
 
 
 class _BaseMLP(Fitted, BaseEstimator):
-    _output: str  # "sigmoid"/"softmax" (set per fit for classifiers) or "identity"
+    _output: str  # "sigmoid"/"softmax" (set per fit for classifiers), "identity" or "exp" (set per first fit)
     _model: MLP
     _native_input: bool
     _seed_split: int
@@ -245,7 +246,7 @@ class _BaseMLP(Fitted, BaseEstimator):
                     f"{self.n_features_in_} features as input"
                 )
             return X
-        return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32])
+        return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32], accept_sparse=SPARSE)
 
     def _batch(self, n: int) -> int:
         """The batch size scikit-learn uses: min(200, n) for "auto"."""
@@ -277,6 +278,8 @@ class _BaseMLP(Fitted, BaseEstimator):
         k = self.n_outputs_
         if self._output == "identity":
             return 2.0 / k  # mean((z - y)^2) against sklearn's sum over outputs of (z - y)^2 / 2, per sample
+        if self._output == "exp":
+            return 2.0 / k  # the mean Poisson deviance against sklearn's half deviance summed over outputs
         return 1.0 / k if self._output == "sigmoid" else 1.0
 
     def _train(self, X: Any, T: Any, epochs: int, incremental: bool, sample_weight: Any = None) -> None:
@@ -475,7 +478,9 @@ class _BaseMLP(Fitted, BaseEstimator):
             self._exposed = {}
         self.n_outputs_ = n_outputs
         self.n_layers_ = len(self._hidden()) + 2
-        self.out_activation_ = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity"}[self._output]
+        self.out_activation_ = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity", "exp": "exp"}[
+            self._output
+        ]
         self.loss_curve_: list[float] = []
         self._best_weights = None
         self.n_iter_ = 0

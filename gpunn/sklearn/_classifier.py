@@ -18,7 +18,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
 
 from .. import _backend
-from ._base import _BaseMLP, _native
+from ._base import SPARSE, _BaseMLP, _native
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
@@ -97,7 +97,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             X = self._validate_X(X, reset=start)
         else:  # X as given, so that a DataFrame's column names become feature_names_in_
             X, y_host = validate_data(self, X, y_host, reset=start or encoding is not None, multi_output=True,
-                                      dtype=[np.float64, np.float32])  # fmt: skip
+                                      dtype=[np.float64, np.float32], accept_sparse=SPARSE)  # fmt: skip
             self._keep_table(encoding)
         y_host = np.asarray(y_host)
         if y_host.ndim == 2 and y_host.shape[1] == 1:
@@ -212,4 +212,5 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
         tags.array_api_support = True  # scikit-learn's Array API checks: tests/test_sklearn_array_api.py
+        tags.input_tags.sparse = True
         return tags

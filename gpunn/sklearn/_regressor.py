@@ -15,13 +15,63 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
 
 from .. import _backend
-from ._base import _BaseMLP, _native
+from ._base import SPARSE, _BaseMLP, _native
+
+_LOSSES = {"squared_error": "identity", "poisson": "exp"}  # scikit-learn's loss: gpunn's output layer
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
-    """A multilayer perceptron regressor (identity output, squared error) with scikit-learn's API."""
+    """A multilayer perceptron regressor with scikit-learn's API: identity output and squared error, or with
+    ``loss="poisson"`` an exp output (log link) trained on the Poisson deviance, for targets >= 0 (counts, rates);
+    ``predict`` then gives the mean exp(z), and ``loss_`` is scikit-learn's half deviance."""
 
     _output = "identity"
+
+    def __init__(
+        self,
+        loss="squared_error",
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        warm_start=False,
+        device="auto",
+    ):
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
+            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change, warm_start=warm_start, device=device,
+        )  # fmt: skip
+        self.loss = loss
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if not (isinstance(self.loss, str) and self.loss in _LOSSES):
+            raise ValueError(
+                f"The 'loss' parameter of {type(self).__name__} must be a str among {set(_LOSSES)}. Got "
+                f"{self.loss!r} instead."
+            )
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
         """Train from scratch on ``(X, y)``; ``sample_weight`` (n,) weighs each row's loss."""
@@ -52,7 +102,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                 T = aac.array_namespace(T).reshape(T, (-1, 1))
         else:
             X, T = validate_data(self, X, y, reset=start or encoding is not None, multi_output=True, y_numeric=True,
-                                 dtype=[np.float64, np.float32])  # fmt: skip
+                                 dtype=[np.float64, np.float32], accept_sparse=SPARSE)  # fmt: skip
             self._keep_table(encoding)
             T = np.asarray(T, dtype=np.float64)
             self._y_1d = T.ndim == 1
@@ -60,6 +110,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self._check_split(T, incremental)
         if start:
             self._y_1d = getattr(y, "ndim", 1) == 1
+            self._output = _LOSSES[self.loss]
             self._start(X, T.shape[1], incremental)
         elif T.shape[1] != self.n_outputs_:
             raise ValueError(f"y has {T.shape[1]} outputs but the model was fitted with {self.n_outputs_}")
@@ -91,4 +142,5 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         tags.array_api_support = True
+        tags.input_tags.sparse = True
         return tags
