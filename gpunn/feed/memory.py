@@ -55,9 +55,10 @@ class Memory:
                     total = xp.sum(w[start:stop, ...])
             yield Batch(xb, tb, stop - start, hi - lo, wb, lo - start, total, rows_of, lo)
 
-    def evaluate_sums(self, params: Any) -> tuple[list[Any], list[Any]]:
-        """Summed loss and correct count of every block (0-d arrays on the device)."""
-        return block_sums(self.spec, params, self.x, self.target)
+    def evaluate_sums(self, params: Any, compiled: bool = False) -> tuple[list[Any], list[Any]]:
+        """Summed loss and correct count of every block (0-d arrays on the device); ``compiled``: see
+        :func:`gpunn.feed.evaluate.block_sums`."""
+        return block_sums(self.spec, params, self.x, self.target, compiled)
 
 
 def _check_batch_weights(weight: np.ndarray, order: np.ndarray | None, bs: int, epoch: int) -> None:
