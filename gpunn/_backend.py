@@ -340,6 +340,31 @@ def scan(xp: Any) -> Any:
     return None
 
 
+def cond(xp: Any) -> Any:
+    """The compiler's branch, ``cond(predicate, if_true, if_false, operand)``, which runs one of the two
+    (``jax.lax.cond`` on JAX), or None (see :func:`scan`)."""
+    if aac.is_jax_namespace(xp):
+        import jax
+
+        return jax.lax.cond
+    return None
+
+
+def bucket(rows: int) -> int:
+    """The rows a compiled step pads ``rows`` to: the next power of two, so that data of a new size compiles
+    again only when it crosses one."""
+    return 1 << max(0, rows - 1).bit_length()
+
+
+def pad_rows(a: Any, rows: int, xp: Any, device: Any) -> Any:
+    """``a`` with rows of zeros appended up to ``rows`` rows, through the host: on JAX, where padding on the device
+    would compile a program for each size it is asked for."""
+    host = to_numpy(a)
+    out = np.zeros((rows, *host.shape[1:]), dtype=host.dtype)
+    out[: host.shape[0]] = host
+    return from_numpy(out, xp, device)
+
+
 def slices_copy(xp: Any) -> bool:
     """True where a compiled step copies every slice it reads of a flat buffer (XLA: JAX), so that a run of
     compiled steps is faster on the parameters' segments (see gpunn.layers.segments)."""

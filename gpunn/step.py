@@ -109,20 +109,43 @@ class Step:
 
     def rows(
         self, params: Any, state: dict[str, Any], x: Any, target: Any, order: Any, start: Any, size: int,
-        lr: Any = None, weight: Any = None, values: Any = None,
+        lr: Any = None, weight: Any = None, values: Any = None, valid: Any = None,
     ):  # fmt: skip
         """The step on the rows ``order[start : start + size]`` of ``x``, ``target`` and ``weight``, gathered
         inside the step: compiled, with ``start`` traced and ``size`` static, one call makes the batch and trains
-        on it, with no separate slice or gather launched and no batch copied out between calls."""
+        on it, with no separate slice or gather launched and no batch copied out between calls. With ``valid``
+        (traced), only the first ``valid`` of the ``size`` rows count (:meth:`masked`): a shorter last batch
+        then runs in the same program; positions past the order's end read its last row."""
         xp = self.xp
-        idx = xp.take(order, xp.arange(size, dtype=order.dtype, device=self.device) + start)
+        position = xp.arange(size, dtype=order.dtype, device=self.device) + start
+        if valid is not None:
+            position = xp.minimum(position, order.shape[0] - 1)
+        idx = xp.take(order, position)
         x, target = _backend.take_rows(x, idx, xp), _backend.take_rows(target, idx, xp)
         weight = None if weight is None else _backend.take_rows(weight, idx, xp)
+        if valid is not None:
+            return self.masked(params, state, x, target, valid, lr, weight, values)
         return self(params, state, x, target, lr, weight, values)
+
+    def masked(
+        self, params: Any, state: dict[str, Any], x: Any, target: Any, rows: Any, lr: Any = None, weight: Any = None,
+        values: Any = None,
+    ):  # fmt: skip
+        """The step on the first ``rows`` rows of ``x`` (a 0-d array of the parameters' dtype when compiled); the
+        rest are padding, which adds nothing to the loss, the count or the gradients: what the step gives on the
+        first ``rows`` rows alone, to float rounding, from a program compiled once for every ``rows`` that fits
+        (dropout's masks too: a row's mask does not depend on how many rows follow it)."""
+        xp = self.xp
+        mask = xp.reshape(xp.astype(xp.arange(x.shape[0], device=self.device) < rows, x.dtype), (-1, 1))
+        weight = None if weight is None else weight * mask
+        grads, loss_sum, correct = self.gradients(params, x, target, weight, state["step"], values=values, mask=mask)
+        weight_total = None if weight is None else xp.sum(weight)
+        params, state, loss_sum = self.apply(params, state, grads, loss_sum, rows, lr, weight_total, values)
+        return params, state, loss_sum, correct
 
     def gradients(
         self, params: Any, x: Any, target: Any, weight: Any = None, counter: Any = 0, row_offset: Any = 0,
-        values: Any = None,
+        values: Any = None, mask: Any = None,
     ) -> tuple[Any, Any, Any]:  # fmt: skip
         """``(grads, loss_sum, correct)``: forward, loss and backprop on one batch (or one rank's shard).
 
@@ -130,7 +153,7 @@ class Step:
         of the rows' losses, ``loss_sum`` is the pair [summed loss, summed weighted loss] (History reports
         both), and ``correct`` stays unweighted.
         With dropout, ``counter`` (the optimizer's step count) and ``row_offset`` (the shard's first row in the
-        global batch) pick the masks."""
+        global batch) pick the masks. ``mask`` (rows, 1), 0 at padding rows, leaves them out (:meth:`masked`)."""
         h, xp = self.hyper, self.xp
         layer_params = layers.unflatten(params, h.sizes, xp)
         masks = None
@@ -139,9 +162,11 @@ class Step:
             v = self.values if values is None else values
             masks = dropout.masks_of(v, counter, x.shape[0], units, x.dtype, xp, self.device, row_offset)
         z, inputs, backprops = layers.forward(layer_params, x, h.activation, xp, masks)
-        loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp, weight)
+        loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp, weight, mask=mask)
         if weight is not None:
             delta = delta * weight
+        elif mask is not None:
+            delta = delta * mask
         grads = layers.backward(layer_params, inputs, backprops, delta, h.sizes, xp, isinstance(params, tuple))
         return grads, loss_sum, correct
 

@@ -70,48 +70,67 @@ def _compiled(hyper: Hyper, xp: Any, device: Any, dtype: str, required: bool) ->
     is a :func:`gpunn.step.structure`: the numbers come as arguments, so a new rate or penalty finds this entry."""
     step = Step(hyper, xp, device, dtype)
     jit = _backend.compiler(xp, required)
-    scan = _backend.scan(xp)
-    epoch = None if scan is None else jit(functools.partial(_epoch, step, scan), static_argnums=(3, 4, 5))
+    scan, cond = _backend.scan(xp), _backend.cond(xp)
+    epoch = None
+    if scan is not None and cond is not None:
+        epoch = jit(functools.partial(_epoch, step, scan, cond), static_argnums=(3, 4))
     return step, Compiled(jit(step), jit(step.rows, static_argnums=6), jit(step.gradients),
-                          jit(step.apply, static_argnums=4), epoch)  # fmt: skip
+                          jit(step.apply, static_argnums=4), epoch, jit(step.masked))  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Compiled:
     """A step's compiled forms (or its eager ones): the whole step, the step on gathered rows, its two
-    data-parallel halves, and (where the compiler has a loop) a shuffled epoch's every batch as one program."""
+    data-parallel halves, (where the compiler has a loop) a minibatch epoch's every batch as one program, and
+    the step on padded rows."""
 
     step: Any
     rows: Any
     gradients: Any
     apply: Any
     epoch: Any = None
+    masked: Any = None
 
 
 def _epoch(
-    step: Step, scan: Any, params: Any, state: Any, x: Any, count: int, size: int, rest: int, target: Any,
-    order: Any, lr: Any, weight: Any, values: Any,
+    step: Step, scan: Any, cond: Any, params: Any, state: Any, x: Any, length: int, size: int, target: Any,
+    order: Any, rows: Any, lr: Any, weight: Any, values: Any,
 ) -> tuple[Any, Any, Any, Any]:  # fmt: skip
-    """A shuffled epoch as one program: ``count`` steps on the batches ``order[i * size : (i + 1) * size]`` as one
-    loop of the compiler, then one on the last ``rest`` rows; ``(params, state, loss sums, correct counts)``,
-    the metrics stacked in batch order. The loop carries the parameters and optimizer slots as their segments
-    (XLA copies every slice of a flat buffer it reads), split and joined back inside the program."""
+    """A minibatch epoch as one program, on data padded to a bucket (``rows`` of them real, a 0-d array): batch i
+    is ``order[i * size : (i + 1) * size]``, its rows past ``rows`` masked (the last batch's); of the ``length``
+    iterations, those past the last batch do nothing and give zero sums. So the program depends on the bucket and
+    the batch size, not on ``rows``. ``(params, state, loss sums, correct counts)``, the metrics stacked in batch
+    order. The loop carries the parameters and optimizer slots as their segments (XLA copies every slice of a
+    flat buffer it reads), split and joined back inside the program."""
     xp = step.xp
     carry = _split(step.hyper.sizes, xp, params, state)
 
-    def body(carry: tuple[Any, Any], i: Any) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
-        p, s, loss_sum, correct = step.rows(*carry, x, target, order, i * size, size, lr, weight, values)
-        return (p, s), (loss_sum, correct)
+    def body(carry: Any, i: Any) -> tuple[Any, Any]:
+        start = i * size
+        valid = xp.minimum(rows - start, float(size))
 
-    carry, (loss_sums, corrects) = scan(body, carry, xp.arange(count, dtype=xp.int32))
-    if rest:
-        p, s = carry
-        p, s, loss_sum, correct = step.rows(p, s, x, target, order, count * size, rest, lr, weight, values)
-        carry = (p, s)
-        loss_sums = xp.concat([xp.reshape(loss_sums, (-1,)), xp.reshape(loss_sum, (-1,))])
-        corrects = None if correct is None else xp.concat([corrects, xp.reshape(correct, (1,))])
+        def run(carry: Any) -> Any:
+            p, s = carry
+            p, s, loss_sum, correct = step.rows(p, s, x, target, order, start, size, lr, weight, values, valid)
+            return (p, s), (loss_sum, correct)
+
+        def skip(carry: Any) -> Any:
+            return carry, _zero_sums(step, x.dtype, weight is not None)
+
+        return cond(valid > 0, run, skip, carry)
+
+    carry, (loss_sums, corrects) = scan(body, carry, xp.arange(length, dtype=xp.int32))
     params, state = _join(xp, *carry)
     return params, state, loss_sums, corrects
+
+
+def _zero_sums(step: Step, dtype: Any, weighted: bool) -> tuple[Any, Any]:
+    """A step's loss sum and correct count when it trains on no row: zeros of their shapes and dtypes."""
+    xp = step.xp
+    loss = xp.zeros((2,) if weighted else (), dtype=dtype)
+    if step.hyper.output == "identity":
+        return loss, None
+    return loss, xp.count_nonzero(xp.zeros((1,), dtype=xp.bool))
 
 
 def _split(sizes: tuple[int, ...], xp: Any, params: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -217,8 +236,9 @@ class Runner:
 
     def run(self, params: Any, state: Any, batches: Any, lr: Any) -> tuple[Any, Any, list[Any], list[Any], int]:
         """Every batch of an epoch: ``(params, state, loss sums, correct counts, batches)``. Where the compiled
-        step gathers its rows (XLA), a shuffled epoch's batches run as one compiled program (where a Python loop
-        makes a call, and on an accelerator a launch, for each); their metrics then come stacked, one array."""
+        step gathers its rows (XLA), a minibatch epoch's batches run as one compiled program (where a Python loop
+        makes a call, and on an accelerator a launch, for each); their metrics then come stacked, one array,
+        zero past the last batch."""
         loss_sums: list[Any] = []
         corrects: list[Any] = []
         count, run = 0, list[Batch]()
@@ -238,15 +258,16 @@ class Runner:
         return params, state, loss_sums, corrects, count
 
     def _steps(self, params: Any, state: Any, run: list[Batch], lr: Any, loss_sums: list, corrects: list):
-        if len(run) > 1 and self.compiled and self.forms.epoch is not None:
-            b, size, rest = run[0], run[0].shard_rows, run[-1].shard_rows
-            count, rest = (len(run), 0) if rest == size else (len(run) - 1, rest)
+        b = run[0]
+        if b.order is not None and b.real_rows is not None and self.compiled and self.forms.epoch is not None:
+            size, real_rows = b.shard_rows, b.real_rows
+            length = -(-b.x.shape[0] // size)
 
             def epoch(forms: Compiled, rate: Any) -> Any:
                 if forms is self.eager:  # the compiler failed: one eager step a batch
                     return None
-                return forms.epoch(params, self._counted(state, forms), b.x, count, size, rest, b.target, b.order,
-                                   rate, b.weight, self._values(forms))  # fmt: skip
+                return forms.epoch(params, self._counted(state, forms), b.x, length, size, b.target, b.order,
+                                   self._rows(real_rows), rate, b.weight, self._values(forms))  # fmt: skip
 
             out = self._through(epoch, lr)
             if out is not None:
@@ -277,6 +298,13 @@ class Runner:
             lr = float(_backend.to_numpy(lr))  # a rate made for the compiled step
         return run(self.eager, lr)
 
+    def _rows(self, rows: int) -> Any:
+        """A count of rows as a compiled step takes it: a 0-d array of the parameters' dtype, made once."""
+        made = self._rates.get(-rows)  # kept beside the rates (which are never negative)
+        if made is None:
+            made = self._rates[-rows] = self._scalar(float(rows))
+        return made
+
     def _counted(self, state: Any, forms: Compiled) -> Any:
         """``state`` with its step count as an array for a compiled form: it returns the count as one, and would
         compile a second time for the Python int it starts as."""
@@ -285,8 +313,12 @@ class Runner:
         return {**state, "step": self._scalar(int(state["step"]))}
 
     def _run(self, params: Any, state: Any, batch: Batch, lr: Any, forms: Compiled):
-        xb, tb, rows, shard_rows, wb, offset, weight_total, order, start = batch
+        xb, tb, rows, shard_rows, wb, offset, weight_total, order, start, real_rows = batch
         values = self._values(forms)
+        if order is None and real_rows is not None:  # a full batch of padded rows
+            if forms is not self.eager:
+                return forms.masked(params, state, xb, tb, self._rows(real_rows), lr, wb, values)
+            xb, tb, wb = xb[:real_rows, ...], tb[:real_rows, ...], None if wb is None else wb[:real_rows, ...]
         if order is not None and forms is not self.eager and self.segments:
             return forms.rows(params, state, xb, tb, order, start, shard_rows, lr, wb, values)
         if order is not None:  # gathered here, eagerly: a slice and a gather are cheap, and not compiled
@@ -357,7 +389,7 @@ def start_epoch(state, feed, val, runner, schedule, batch_size, shuffle, comm=No
         raise ConfigError(f"the learning-rate schedule gave {lr!r} for epoch {epoch + 1}; a rate is finite and >= 0")
     rng = _Shuffler(state.rng_state) if shuffle else None
     rate = runner.rate(lr)
-    batches = feed.batches(batch_size, rng, comm, epoch)
+    batches = feed.batches(batch_size, rng, comm, epoch, padded=runner.segments)
     try:
         params, opt_state, loss_sums, corrects, count = runner.run(state.params, state.optimizer_state, batches, rate)
     finally:
@@ -405,10 +437,10 @@ def finish_epochs(
     width = 1 if feed.weight_total is None else 2  # with sample weights each batch gives [loss, weighted loss]
     f = c = 0
     for r in ran:
-        nf, nv = width * r.batches, len(r.val_loss)
+        nf, nv = sum(math.prod(a.shape) for a in r.loss_sums), len(r.val_loss)
         batch_sums = host_floats[f : f + nf].reshape(-1, width)
         val_floats, f = host_floats[f + nf : f + nf + nv], f + nf + nv
-        nc, nvc = (r.batches if r.corrects else 0), len(r.val_correct)
+        nc, nvc = sum(math.prod(a.shape) for a in r.corrects), len(r.val_correct)
         batch_counts, val_counts, c = host_counts[c : c + nc], host_counts[c + nc : c + nc + nvc], c + nc + nvc
         yield _record(r, feed, val, hyper, schedule, comm, batch_sums, val_floats, batch_counts, val_counts)
 
@@ -426,7 +458,7 @@ def _record(r, feed, val, hyper, schedule, comm, batch_sums, val_floats, batch_c
     if feed.weight_total is not None:  # the weighted mean over the rows: sum(w l) / sum(w), per output
         record["weighted_loss"] = sums[1] * loss_scale(hyper, n) * n / feed.weight_total
     if not math.isfinite(record["loss"]):
-        raise non_finite(r.old.epoch, batch_losses, record["loss"])
+        raise non_finite(r.old.epoch, batch_losses, record["loss"], r.batches)
     if has_correct:
         record["accuracy"] = sums[2] / (n * labels_per_row(hyper))
     if val is not None:
@@ -486,10 +518,12 @@ def labels_per_row(spec: Any) -> int:
     return spec.sizes[-1] if spec.output == "sigmoid" else 1
 
 
-def non_finite(epoch: int, batch_losses: np.ndarray, loss: float) -> NonFiniteError:
-    """The error of an epoch whose loss is not finite, naming the first batch that was not (or the update)."""
+def non_finite(epoch: int, batch_losses: np.ndarray, loss: float, batches: int | None = None) -> NonFiniteError:
+    """The error of an epoch whose loss is not finite, naming the first batch that was not (or the update);
+    ``batches`` is the epoch's count where ``batch_losses`` has more entries (zeros past the last batch)."""
     bad = np.flatnonzero(~np.isfinite(batch_losses))
-    where = f"batch {bad[0] + 1} of {batch_losses.size}" if bad.size else "the weight update"
+    total = batch_losses.size if batches is None else batches
+    where = f"batch {bad[0] + 1} of {total}" if bad.size else "the weight update"
     return NonFiniteError(
         f"training diverged in epoch {epoch + 1}, {where}: loss is {loss}. The model keeps the weights "
         "of the last finite epoch; try a smaller lr, clip_norm=, or standardized features"

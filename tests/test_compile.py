@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -123,11 +125,12 @@ def fresh_caches():
     """No compiled step or evaluation kept from an earlier test (each compiles anew: jax.jit caches by function)."""
     from gpunn.feed import evaluate
 
-    train._compiled.cache_clear()
-    evaluate._compiled_block.cache_clear()
+    caches = (train._compiled, evaluate._compiled_block, evaluate._compiled_masked)
+    for cache in caches:
+        cache.cache_clear()
     yield
-    train._compiled.cache_clear()
-    evaluate._compiled_block.cache_clear()
+    for cache in caches:
+        cache.cache_clear()
 
 
 @pytest.mark.parametrize("batch_size", [None, 32], ids=["full-batch", "minibatch"])
@@ -307,13 +310,13 @@ def test_torch_compile_on_request_equals_eager_torch(monkeypatch):
         if compile is True:
             # the step's forms wrapped once (torch.compile compiles a form on its first call); the whole step ran on
             # each of 3 x 4 batches (PyTorch slices without copies: no gathered-rows form, no segments)
-            forms = ["Step", "apply", "gradients", "rows"]
+            forms = ["Step", "apply", "gradients", "masked", "rows"]
             assert sorted(compiled) == forms and calls == ["Step"] * 12
             assert counters["stats"]["unique_graphs"] >= 1  # Dynamo traced the step into a graph
         else:
             assert not counters["stats"]["unique_graphs"]
     train._compiled.cache_clear()
-    assert len(compiled) == 4 and len(calls) == 12, "compile=False or 'auto' went through torch.compile"
+    assert len(compiled) == 5 and len(calls) == 12, "compile=False or 'auto' went through torch.compile"
     for params, loss in runs[1:]:
         np.testing.assert_allclose(runs[0][0], params, rtol=0, atol=1e-9)
         np.testing.assert_allclose(runs[0][1], loss, rtol=1e-9)
@@ -418,3 +421,27 @@ def test_history_and_verbose_show_what_a_fit_compiled(fresh_caches, capsys):
     h = m.fit(X, y, epochs=1, batch_size=16, lr=0.01, verbose=2, validation_data=(X[:20], y[:20]))
     assert h.compiles == 0 and "compiled" not in capsys.readouterr().out
     assert gpunn.History().compiles == 0
+
+
+@pytest.mark.parametrize("batch_size", [None, 16], ids=["full-batch", "minibatch"])
+def test_a_new_row_count_compiles_once_per_power_of_two_and_trains_as_numpy(fresh_caches, batch_size):
+    """Data are padded to the next power of two with rows that count for nothing: 70, 100 and 128 rows share one
+    program (the remainder batch of a minibatch epoch is masked in it), 129 rows compile once more; each trains
+    as NumPy does on its rows alone (loss, accuracy, weights, sample weights and dropout's masks included)."""
+    X, y = _problem(n=200, k=3)
+    w = np.random.default_rng(5).uniform(0.5, 2.0, size=len(y))
+    fit = dict(epochs=3, batch_size=batch_size, optimizer="adam", lr=0.01, l2=0.01, verbose=0)
+    counts = []
+    for n in (100, 70, 128, 129):
+        where = dict(xp=jnp, device="cpu", compile=True)
+        m = gpunn.MLP([4, 8, 3], output="softmax", dtype="float64", seed=n, dropout=0.2, **where)
+        val = (X[n:], y[n:])
+        counts.append(_compiled_by(functools.partial(m.fit, X[:n], y[:n], sample_weight=w[:n], validation_data=val,
+                                                     **fit)))  # fmt: skip
+        ref = gpunn.MLP([4, 8, 3], output="softmax", dtype="float64", seed=n, dropout=0.2, device="cpu")
+        ref.fit(X[:n], y[:n], sample_weight=w[:n], validation_data=val, **fit)
+        np.testing.assert_allclose(_host(m), _host(ref), rtol=0, atol=1e-9)
+        for key in ("loss", "weighted_loss", "accuracy", "val_loss", "val_accuracy"):
+            np.testing.assert_allclose(getattr(m.history, key), getattr(ref.history, key), rtol=1e-9)
+    # the epoch and the validation pass (100 rows left: 128), 70 rows' validation (130 left: 256), then 129 rows
+    assert counts == [2, 1, 0, 1]

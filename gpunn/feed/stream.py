@@ -109,10 +109,11 @@ class Streamed:
             yield Batch(x, t, rows, hi - lo, w[lo:hi, ...], lo, total)
 
     def batches(
-        self, batch_size: int | None, rng: Any, comm: Any = None, epoch: int = 0
+        self, batch_size: int | None, rng: Any, comm: Any = None, epoch: int = 0, padded: bool = False
     ) -> Prefetcher | Generator[Batch, None, None]:
         """One epoch's placed :class:`Batch` es, their rows read, scaled and copied to the device ahead of the
-        step; ``epoch`` (counted from 0) is for messages."""
+        step; ``epoch`` (counted from 0) is for messages. ``padded`` is for in-memory feeds (a stream's blocks are
+        never padded)."""
         consumer = None  # the stream the step runs on, taken in the training thread
         depth = PREFETCH
         if depth is None:
