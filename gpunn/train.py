@@ -199,6 +199,7 @@ class Runner:
         self.stack_reads = _backend.compiler(xp) is None
         self.merge_reads = _backend.on_accelerator(xp, device)
         self._rates: dict[float, Any] = {}
+        self._row_counts: dict[int, Any] = {}
         self._compiles_before = _backend.compiles()
 
     def compiles(self) -> tuple[int, float]:
@@ -300,9 +301,11 @@ class Runner:
 
     def _rows(self, rows: int) -> Any:
         """A count of rows as a compiled step takes it: a 0-d array of the parameters' dtype, made once."""
-        made = self._rates.get(-rows)  # kept beside the rates (which are never negative)
+        made = self._row_counts.get(rows)
         if made is None:
-            made = self._rates[-rows] = self._scalar(float(rows))
+            if len(self._row_counts) >= 64:
+                self._row_counts.clear()
+            made = self._row_counts[rows] = self._scalar(float(rows))
         return made
 
     def _counted(self, state: Any, forms: Compiled) -> Any:

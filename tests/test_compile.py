@@ -204,17 +204,19 @@ def failing_compiler(monkeypatch):
     train._compiled.cache_clear()
 
 
+@pytest.mark.parametrize("batch_size", [16, None], ids=["minibatch", "full-batch"])
 @pytest.mark.parametrize("name", ["numpy", "jax"])
-def test_a_failing_compiler_falls_back_to_eager_with_one_warning_under_auto(failing_compiler, name):
-    """On JAX the first compiled call of a minibatch epoch is the split into segments; it falls back as well."""
+def test_a_failing_compiler_falls_back_to_eager_with_one_warning_under_auto(failing_compiler, name, batch_size):
+    """On JAX the first compiled call is the epoch's, on data padded for it: the eager steps that take over
+    train on the data's own rows."""
     X, y = _problem()
     where = dict(device="cpu") if name == "numpy" else dict(xp=jnp, device="cpu")
     m = gpunn.MLP([4, 8, 1], dtype="float64", compile="auto", **where)
     with pytest.warns(RuntimeWarning, match=f"compiling the step on {name} failed .*training eagerly") as record:
-        m.fit(X, y, epochs=3, batch_size=16, verbose=0)
+        m.fit(X, y, epochs=3, batch_size=batch_size, verbose=0)
     assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 1
     ref = gpunn.MLP([4, 8, 1], dtype="float64", compile=False, **where)
-    ref.fit(X, y, epochs=3, batch_size=16, verbose=0)
+    ref.fit(X, y, epochs=3, batch_size=batch_size, verbose=0)
     np.testing.assert_array_equal(_host(m), _host(ref))
     np.testing.assert_array_equal(m.history.loss, ref.history.loss)
 
