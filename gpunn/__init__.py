@@ -29,6 +29,7 @@ from .errors import (
 from .feed import stream
 from .history import History
 from .model import MLP
+from .train import compile_cache
 
 # ``gpunn.stream`` (streamed training's placement and ``PREFETCH``) lives in the feed layer; the old name stays.
 sys.modules[f"{__name__}.stream"] = stream
@@ -40,6 +41,7 @@ __all__ = [
     "schedules",
     "History",
     "load",
+    "compile_cache",
     "CheckpointError",
     "ConfigError",
     "DeviceError",

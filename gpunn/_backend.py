@@ -11,7 +11,9 @@ import functools
 import importlib
 import importlib.util
 import operator
+import os
 import re
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -152,6 +154,10 @@ def _compat(name: str) -> Any:
 def canonical_namespace(xp: Any) -> Any:
     """The namespace array-api-compat returns for arrays of ``xp`` (accepts raw modules and compat wrappers)."""
     try:
+        if aac.is_jax_namespace(xp):  # asked of an array moved from the host: an eager zeros compiles a program
+            import jax
+
+            return jax.device_put(np.zeros(0, dtype=np.float32)).__array_namespace__()
         return aac.array_namespace(xp.zeros(0))
     except Exception as exc:
         raise DeviceError(
@@ -162,6 +168,12 @@ def canonical_namespace(xp: Any) -> Any:
 
 def _device_in(xp: Any, device: Any) -> Any:
     try:
+        if aac.is_jax_namespace(xp):  # an array moved from the host: an eager zeros compiles a program
+            import jax
+
+            if isinstance(device, str):
+                raise TypeError(f"JAX takes a device object, not {device!r}")
+            return aac.device(jax.device_put(np.zeros(0, dtype=np.float32), device))
         if device is None:
             return aac.device(xp.zeros(0))
         return aac.device(xp.zeros(0, device=device))
@@ -257,10 +269,65 @@ def compiler(xp: Any, required: bool = False) -> Any:
     if aac.is_jax_namespace(xp):
         import jax
 
+        _jax_ready()
         return jax.jit
     if required and aac.is_torch_namespace(xp):
         return _torch_compile
     return None
+
+
+# The environment variable that turns on JAX's persistent compilation cache in the folder it names (as
+# gpunn.compile_cache does), read when gpunn first compiles on JAX.
+COMPILE_CACHE_ENV = "GPUNN_COMPILE_CACHE"
+# XLA programs made in this process since gpunn first compiled on JAX: [compiled or loaded, seconds, loaded from
+# the persistent cache]. JAX reports a program loaded from that cache as a compilation too.
+_COMPILES: list[Any] = [0, 0.0, 0]
+
+
+@functools.cache
+def _jax_ready() -> None:
+    """Once per process, before gpunn's first compilation on JAX: count programs, and turn on the persistent cache
+    where the environment asks for it."""
+    import jax
+
+    def duration(event: str, duration_secs: float, **kwargs: str | int) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            _COMPILES[0] += 1
+            _COMPILES[1] += duration_secs
+
+    def hit(event: str, **kwargs: str | int) -> None:
+        if event == "/jax/compilation_cache/cache_hits":
+            _COMPILES[2] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(duration)
+    jax.monitoring.register_event_listener(hit)
+    path = os.environ.get(COMPILE_CACHE_ENV, "")
+    if path:
+        compile_cache(path)
+
+
+def compiles() -> tuple[int, float]:
+    """``(programs, seconds)``: the XLA programs compiled in this process since gpunn first compiled on JAX
+    (those loaded from the persistent cache left out) and the time spent making or loading them, and the graphs
+    torch.compile made."""
+    programs = _COMPILES[0] - _COMPILES[2]
+    dynamo = sys.modules.get("torch._dynamo.utils")
+    if dynamo is not None:  # torch.compile's graphs (its compile time is not reported to gpunn)
+        programs += int(dynamo.counters["stats"]["unique_graphs"])
+    return programs, _COMPILES[1]
+
+
+def compile_cache(path: Any) -> None:
+    """Turn on JAX's persistent compilation cache in the folder ``path``: a program compiled once is saved there,
+    and a later process that needs it (the same network, shapes and structure) loads it instead of compiling."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    # gpunn's programs are small: every one is worth keeping, however fast it compiled.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    compilation_cache.reset_cache()  # JAX decides once per process whether it caches: a late path counts too
 
 
 def scan(xp: Any) -> Any:
@@ -271,6 +338,31 @@ def scan(xp: Any) -> Any:
 
         return jax.lax.scan
     return None
+
+
+def cond(xp: Any) -> Any:
+    """The compiler's branch, ``cond(predicate, if_true, if_false, operand)``, which runs one of the two
+    (``jax.lax.cond`` on JAX), or None (see :func:`scan`)."""
+    if aac.is_jax_namespace(xp):
+        import jax
+
+        return jax.lax.cond
+    return None
+
+
+def bucket(rows: int) -> int:
+    """The rows a compiled step pads ``rows`` to: the next power of two, so that data of a new size compiles
+    again only when it crosses one."""
+    return 1 << max(0, rows - 1).bit_length()
+
+
+def pad_rows(a: Any, rows: int, xp: Any, device: Any) -> Any:
+    """``a`` with rows of zeros appended up to ``rows`` rows, through the host: on JAX, where padding on the device
+    would compile a program for each size it is asked for."""
+    host = to_numpy(a)
+    out = np.zeros((rows, *host.shape[1:]), dtype=host.dtype)
+    out[: host.shape[0]] = host
+    return from_numpy(out, xp, device)
 
 
 def slices_copy(xp: Any) -> bool:
@@ -339,7 +431,21 @@ def from_numpy(a: np.ndarray, xp: Any, device: Any) -> Any:
     if aac.is_cupy_namespace(xp):
         with device:
             return xp.asarray(a)
+    if aac.is_jax_namespace(xp):  # a transfer; asarray(device=) compiles a program for each new shape
+        import jax
+
+        return jax.device_put(a, device)
     return xp.asarray(a, device=device)
+
+
+def zeros_like(x: Any, xp: Any) -> Any:
+    """``xp.zeros_like(x)``; on JAX moved from the host instead, where an eager ``zeros_like`` compiles a program
+    for each new shape."""
+    if aac.is_jax_namespace(xp) and not is_traced(x):
+        import jax
+
+        return jax.device_put(np.zeros(x.shape, dtype=x.dtype), aac.device(x))
+    return xp.zeros_like(x)
 
 
 @contextlib.contextmanager

@@ -63,12 +63,24 @@ def masks(
     hash over the whole table draws every layer's mask: about 30 array operations per step, whatever the
     depth. ``row_offset`` is the first row's position in the global batch (a rank's shard in distributed
     training), so every rank draws its rows' part of the one global table."""
+    return masks_of(values(rate, seed_key), step, rows, units, dtype, xp, device, row_offset)
+
+
+def values(rate: float, seed_key: int) -> dict[str, Any]:
+    """A dropout's numbers as :func:`masks_of` takes them (a compiled step takes them as 0-d arrays)."""
+    return {"dropout_threshold": threshold(rate), "dropout_scale": 1.0 / (1.0 - rate), "dropout_key": seed_key}
+
+
+def masks_of(
+    v: dict[str, Any], step: Any, rows: int, units: list[int], dtype: Any, xp: Any, device: Any, row_offset: Any = 0
+) -> list[Any]:
+    """:func:`masks` from the numbers of :func:`values`."""
     width = sum(units)
     position = xp.reshape(xp.arange(rows * width, dtype=xp.int32, device=device), (rows, width))
     if not (isinstance(row_offset, int) and row_offset == 0):  # traced when compiled
         position = position + row_offset * width
-    keep = _hash(position, step_key(seed_key, step)) >= threshold(rate)
-    table = xp.astype(keep, dtype) * (1.0 / (1.0 - rate))
+    keep = _hash(position, step_key(v["dropout_key"], step)) >= v["dropout_threshold"]
+    table = xp.astype(keep, dtype) * v["dropout_scale"]
     out, column = [], 0
     for u in units:
         out.append(table[:, column : column + u])

@@ -49,6 +49,9 @@ def run(model: Any, data: Any, val: Any, runner: train.Runner, s: FitSettings, v
                 state = model.training_state()  # a callback may have changed the weights (EarlyStopping's best)
             if queued:
                 _commit_all(model, queued, data, val, runner, comm, guard, reporter, callbacks)
+        programs, seconds = runner.compiles()
+        if programs and verbose >= 2:  # a recompilation, where a user looks at every epoch
+            print(f"compiled {programs} program(s) in {seconds:.2f} s", file=reporter.stream, flush=True)
     except KeyboardInterrupt:
         _keep_queued(model, queued, data, val, runner, comm, guard, reporter)
         raise

@@ -28,9 +28,16 @@ class History:
     lr: list[float] = field(default_factory=list)
     weighted_loss: list[float] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # How many programs the fit that returned this History compiled (XLA's on JAX, graphs under torch.compile)
+        # and the seconds spent making them (JAX's), so that a recompilation shows; 0 for a History no fit returned.
+        self.compiles = 0
+        self.compile_seconds = 0.0
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickling: a History pickled before a field existed (``lr``) gets it empty."""
-        self.__dict__.update({key: [] for key in self.__dataclass_fields__} | state)
+        self.__dict__.update({key: [] for key in self.__dataclass_fields__} | {"compiles": 0, "compile_seconds": 0.0}
+                             | state)  # fmt: skip
 
     @property
     def epochs(self) -> int:

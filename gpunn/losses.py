@@ -103,7 +103,8 @@ def head(
     (rows, ...) or per member (K, rows, ...), and the sums and counts are per member: ``loss_sum`` (K,) or (K, 2),
     ``correct`` (K,). ``mask`` (K, rows, 1), 1 for the rows that count and 0 for padding (or how many times a
     member takes the row), weighs the unweighted sum and the count (then a float), and a weight must already
-    include it; ``delta`` stays unmasked.
+    include it; ``delta`` stays unmasked. One network's ``mask`` (rows, 1) is 0 or 1 (padding rows of a
+    compiled step), and its count stays an integer.
     """
     ax = -1 if members else 1
     if output == "softmax":
@@ -137,14 +138,15 @@ def _sums(elementwise: Any, weight: Any, xp: Any, members: bool = False, mask: A
         axes = tuple(range(1, elementwise.ndim))
         plain = xp.sum(elementwise if mask is None else elementwise * mask, axis=axes)
         return plain if weight is None else xp.stack([plain, xp.sum(elementwise * weight, axis=axes)], axis=-1)
+    plain = xp.sum(elementwise if mask is None else elementwise * mask)
     if weight is None:
-        return xp.sum(elementwise)
-    return xp.stack([xp.sum(elementwise), xp.sum(elementwise * weight)])
+        return plain
+    return xp.stack([plain, xp.sum(elementwise * weight)])
 
 
 def _count(hits: Any, xp: Any, members: bool, mask: Any) -> Any:
     if not members:
-        return xp.count_nonzero(hits)
+        return xp.count_nonzero(hits if mask is None else xp.logical_and(hits, mask > 0))
     axes = tuple(range(1, hits.ndim))
     if mask is not None:  # a row counts as often as its mask says (a member's rows may repeat): a float count
         return xp.sum(xp.where(hits, mask, 0.0), axis=axes)

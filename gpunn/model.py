@@ -268,7 +268,9 @@ class MLP(Network):
             runner = train.Runner(self._hyper(s, 0), self.xp, self.device, self.dtype, self.compile, comm)
             verbose = s.verbose if comm is None or comm.rank == 0 else 0
             fitloop.run(self, data, val, runner, s, verbose, callbacks, comm)
-        return self.history.since(first)
+        history = self.history.since(first)
+        history.compiles, history.compile_seconds = runner.compiles()
+        return history
 
     def _prepare(self, X: Any, y: Any, validation_data: Any, sample_weight: Any, class_weight: Any, copy: bool):
         """The training and validation feeds of a ``fit``, every input checked first; then the model takes what

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _backend
+
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "sgd": {},
@@ -36,22 +38,38 @@ class Optimizer:
         """Fresh state: zero slots shaped like ``params`` and step 0."""
         state: dict[str, Any] = {"step": 0}
         for slot in SLOTS[self.name]:
-            state[slot] = xp.zeros_like(params)
+            state[slot] = _backend.zeros_like(params, xp)
         return state
+
+    def values(self) -> dict[str, float]:
+        """The optimizer's numbers as :meth:`update` takes them (a compiled step takes them as 0-d arrays):
+        its hyper-parameters and the complements 1 - beta, formed here in double precision (in float32,
+        1 - 0.999 would lose four digits)."""
+        out = {k: float(v) for k, v in self.hyper.items() if k != "nesterov"}
+        for beta in ("beta1", "beta2"):
+            if beta in out:
+                out[f"1-{beta}"] = 1.0 - out[beta]
+        return out
+
+    def structure(self) -> Optimizer:
+        """What a compiled update's program depends on: the name, and Nesterov's variant (its numbers are data)."""
+        return Optimizer(self.name, {k: v for k, v in self.hyper.items() if k == "nesterov"})
 
     def update(
         self, params: Any, grads: Any, state: dict[str, Any], lr: float, xp: Any, scale: float = 1.0,
-        donate: bool = False,
+        donate: bool = False, values: dict[str, Any] | None = None,
     ) -> tuple[Any, dict[str, Any]]:  # fmt: skip
         """Return ``(new_params, new_state)`` after one step of size ``lr`` along ``scale * grads``.
 
         ``scale`` turns ``grads`` into the gradient of the mean loss; it is folded into Python floats rather
         than spent as an array operation. ``donate=True`` (NumPy only) lets the update write into ``grads``,
         which the caller no longer needs: plain SGD then allocates nothing. Parameters and state are never
-        written into.
+        written into. ``values`` are the numbers of :meth:`values` (0-d arrays in a compiled step), by default
+        this optimizer's own.
         """
         if isinstance(params, tuple):  # the parameters' segments (gpunn.layers.segments): each updated alone
-            return self._update_segments(params, grads, state, lr, xp, scale)
+            return self._update_segments(params, grads, state, lr, xp, scale, values)
+        hp = self.values() if values is None else values
         step = state["step"] + 1
         rate = lr * scale
         if self.name == "sgd":
@@ -61,18 +79,18 @@ class Optimizer:
                 return grads, {"step": step}
             return params - rate * grads, {"step": step}
         if self.name == "momentum":
-            beta = self.hyper["beta"]
+            beta = hp["beta"]
             velocity = beta * state["velocity"] - rate * grads
             if self.hyper["nesterov"]:
                 new = params + beta * velocity - rate * grads
             else:
                 new = params + velocity
             return new, {"step": step, "velocity": velocity}
-        beta1, beta2, eps = self.hyper["beta1"], self.hyper["beta2"], self.hyper["eps"]
+        beta1, beta2, eps = hp["beta1"], hp["beta2"], hp["eps"]
         if self.name == "adamw":  # decoupled weight decay, before the Adam step, as torch.optim.AdamW does
-            params = (1.0 - lr * self.hyper["weight_decay"]) * params
-        m = beta1 * state["m"] + ((1.0 - beta1) * scale) * grads
-        v = beta2 * state["v"] + ((1.0 - beta2) * scale * scale) * (grads * grads)
+            params = (1.0 - lr * hp["weight_decay"]) * params
+        m = beta1 * state["m"] + (hp["1-beta1"] * scale) * grads
+        v = beta2 * state["v"] + (hp["1-beta2"] * scale * scale) * (grads * grads)
         # p - lr * m_hat / (sqrt(v_hat) + eps) with both bias corrections folded into two scalars (Python
         # floats when eager; ``step`` is traced when compiled).
         t = step if isinstance(step, int) else xp.astype(step, params.dtype)  # traced: stay in the params' dtype
@@ -82,14 +100,15 @@ class Optimizer:
         return new, {"step": step, "m": m, "v": v}
 
     def _update_segments(
-        self, params: tuple[Any, ...], grads: tuple[Any, ...], state: dict[str, Any], lr: Any, xp: Any, scale: Any
-    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        self, params: tuple[Any, ...], grads: tuple[Any, ...], state: dict[str, Any], lr: Any, xp: Any, scale: Any,
+        values: dict[str, Any] | None,
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:  # fmt: skip
         slots = SLOTS[self.name]
         new, step = [], state["step"]
         new_slots: dict[str, list[Any]] = {slot: [] for slot in slots}
         for i, (p, g) in enumerate(zip(params, grads)):
             one = {"step": state["step"], **{slot: state[slot][i] for slot in slots}}
-            p, one = self.update(p, g, one, lr, xp, scale)
+            p, one = self.update(p, g, one, lr, xp, scale, values=values)
             new.append(p)
             for slot in slots:
                 new_slots[slot].append(one[slot])

@@ -6,10 +6,12 @@ It composes the three modules below it and nothing else:
 - :mod:`gpunn.losses`: the output activation fused with its loss, giving the batch's loss and dL/dz;
 - :mod:`gpunn.optim`: the update of the flat parameter buffer.
 
-Between the gradients and the update sit the L2 penalty and clipping by global norm. The hyper-parameters are
-bound once, when the step is made (so a compiler treats them as constants); what changes from step to step is
-only arrays. The step reads nothing back to the host and writes into no array it was given (NumPy's fast path
-writes only into temporaries it made), so JAX can compile it and a caller can keep the old parameters.
+Between the gradients and the update sit the L2 penalty and clipping by global norm. The step's structure (which
+of them are on, the optimizer's kind) is bound when the step is made; their numbers (:meth:`Hyper.values`) come
+as Python floats eagerly, where a float costs no array operation, and as 0-d arrays to a compiled step, so that a
+new learning rate or penalty compiles nothing (:func:`structure` is what a compiled program depends on). The
+step reads nothing back to the host and writes into no array it was given (NumPy's fast path writes only into
+temporaries it made), so JAX can compile it and a caller can keep the old parameters.
 
 Losses are summed over the batch inside the step and the 1/m of the mean is folded into the optimizer's step
 size (see :func:`gpunn.losses.scales`): the step returns the batch's *summed* loss.
@@ -17,8 +19,11 @@ size (see :func:`gpunn.losses.scales`): the step returns the batch's *summed* lo
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from . import _backend, dropout, layers, losses, optim
 
@@ -43,79 +48,138 @@ class Hyper:
         """Outputs a loss value is averaged over besides the rows (1 for softmax, whose loss is per row)."""
         return 1 if self.output == "softmax" else self.sizes[-1]
 
+    def values(self) -> dict[str, Any]:
+        """The numbers the step takes besides its structure, by name: what a compiled step takes as 0-d arrays
+        (the learning rate comes apart, as each epoch's). Integers (the dropout threshold and key) stay ints."""
+        out: dict[str, Any] = self.optimizer.values()
+        if self.l2:
+            out["l2"] = float(self.l2)
+        if self.clip_norm is not None:
+            out["clip_norm"] = float(self.clip_norm)
+        if self.dropout:
+            out.update(dropout.values(self.dropout, self.dropout_key))
+        return out
+
+
+# What a value of a compiled step's Hyper is replaced with: NaN, so that a value read from it instead of from the
+# step's arguments shows as a non-finite loss. One object, which equals itself in the cache's keys.
+UNSET = float("nan")
+
+
+def structure(h: Hyper) -> Hyper:
+    """``h`` with every number that :meth:`Hyper.values` gives replaced by :data:`UNSET`: what a compiled step's
+    program depends on (which features are on, the optimizer's kind), so that it is compiled once per structure."""
+    return dataclasses.replace(
+        h, optimizer=h.optimizer.structure(), lr=UNSET, l2=UNSET if h.l2 else 0.0,
+        clip_norm=None if h.clip_norm is None else UNSET, dropout=UNSET if h.dropout else 0.0, dropout_key=0,
+    )  # fmt: skip
+
 
 class Step:
     """A training step bound to its hyper-parameters, namespace and device; call it as a pure function.
 
-    ``step(params, state, x, target, lr=None) -> (params, state, loss_sum, correct)``, where ``params`` is the flat
+    ``step(params, state, x, target, lr=None, weight=None, values=None) -> (params, state, loss_sum, correct)``,
+    where ``params`` is the flat
     parameter buffer, ``state`` the optimizer's, ``target`` the batch's targets as
     :func:`gpunn.losses.encode_targets` gives them, ``loss_sum`` the batch's summed loss (L2 penalty
     included) and ``correct`` the number of correct predictions (None for regression), both 0-d arrays.
 
     For data-parallel training the step is also available in its two halves, :meth:`gradients` and
-    :meth:`apply`, with the allreduce of the gradients between them.
+    :meth:`apply`, with the allreduce of the gradients between them. ``values`` are the numbers of
+    :meth:`Hyper.values` (0-d arrays for a compiled step), by default the step's own hyper-parameters'.
     """
 
     def __init__(self, hyper: Hyper, xp: Any, device: Any, dtype: str):
         self.hyper, self.xp, self.device = hyper, xp, device
-        self.zero = xp.zeros((), dtype=_backend.float_dtype(xp, dtype), device=device)
+        self.zero = _backend.from_numpy(np.zeros((), dtype=dtype), xp, device)  # moved: no program compiled
         self.mask = layers.weight_mask(hyper.sizes, dtype, xp, device) if hyper.l2 else None
         self.segment_mask = layers.weight_mask(hyper.sizes, dtype, xp, device, segmented=True)
         self.donate = _backend.numpy_fast_path(xp)  # NumPy's gradients are fresh: the update may reuse them
+        # A compiled step's numbers come as arguments (its Hyper is a structure): none of its own to fall back on.
+        self.values = {} if hyper.lr is UNSET else hyper.values()
 
-    def __call__(self, params: Any, state: dict[str, Any], x: Any, target: Any, lr: Any = None, weight: Any = None):
-        grads, loss_sum, correct = self.gradients(params, x, target, weight, state["step"])
+    def __call__(
+        self, params: Any, state: dict[str, Any], x: Any, target: Any, lr: Any = None, weight: Any = None,
+        values: Any = None,
+    ):  # fmt: skip
+        grads, loss_sum, correct = self.gradients(params, x, target, weight, state["step"], values=values)
         weight_total = None if weight is None else self.xp.sum(weight)
-        params, state, loss_sum = self.apply(params, state, grads, loss_sum, x.shape[0], lr, weight_total)
+        params, state, loss_sum = self.apply(params, state, grads, loss_sum, x.shape[0], lr, weight_total, values)
         return params, state, loss_sum, correct
 
     def rows(
         self, params: Any, state: dict[str, Any], x: Any, target: Any, order: Any, start: Any, size: int,
-        lr: Any = None, weight: Any = None,
+        lr: Any = None, weight: Any = None, values: Any = None, valid: Any = None,
     ):  # fmt: skip
         """The step on the rows ``order[start : start + size]`` of ``x``, ``target`` and ``weight``, gathered
         inside the step: compiled, with ``start`` traced and ``size`` static, one call makes the batch and trains
-        on it, with no separate slice or gather launched and no batch copied out between calls."""
+        on it, with no separate slice or gather launched and no batch copied out between calls. With ``valid``
+        (traced), only the first ``valid`` of the ``size`` rows count (:meth:`masked`): a shorter last batch
+        then runs in the same program; positions past the order's end read its last row."""
         xp = self.xp
-        idx = xp.take(order, xp.arange(size, dtype=order.dtype, device=self.device) + start)
+        position = xp.arange(size, dtype=order.dtype, device=self.device) + start
+        if valid is not None:
+            position = xp.minimum(position, order.shape[0] - 1)
+        idx = xp.take(order, position)
         x, target = _backend.take_rows(x, idx, xp), _backend.take_rows(target, idx, xp)
         weight = None if weight is None else _backend.take_rows(weight, idx, xp)
-        return self(params, state, x, target, lr, weight)
+        if valid is not None:
+            return self.masked(params, state, x, target, valid, lr, weight, values)
+        return self(params, state, x, target, lr, weight, values)
+
+    def masked(
+        self, params: Any, state: dict[str, Any], x: Any, target: Any, rows: Any, lr: Any = None, weight: Any = None,
+        values: Any = None,
+    ):  # fmt: skip
+        """The step on the first ``rows`` rows of ``x`` (a 0-d array of the parameters' dtype when compiled); the
+        rest are padding, which adds nothing to the loss, the count or the gradients: what the step gives on the
+        first ``rows`` rows alone, to float rounding, from a program compiled once for every ``rows`` that fits
+        (dropout's masks too: a row's mask does not depend on how many rows follow it)."""
+        xp = self.xp
+        mask = xp.reshape(xp.astype(xp.arange(x.shape[0], device=self.device) < rows, x.dtype), (-1, 1))
+        weight = None if weight is None else weight * mask
+        grads, loss_sum, correct = self.gradients(params, x, target, weight, state["step"], values=values, mask=mask)
+        weight_total = None if weight is None else xp.sum(weight)
+        params, state, loss_sum = self.apply(params, state, grads, loss_sum, rows, lr, weight_total, values)
+        return params, state, loss_sum, correct
 
     def gradients(
-        self, params: Any, x: Any, target: Any, weight: Any = None, counter: Any = 0, row_offset: Any = 0
-    ) -> tuple[Any, Any, Any]:
+        self, params: Any, x: Any, target: Any, weight: Any = None, counter: Any = 0, row_offset: Any = 0,
+        values: Any = None, mask: Any = None,
+    ) -> tuple[Any, Any, Any]:  # fmt: skip
         """``(grads, loss_sum, correct)``: forward, loss and backprop on one batch (or one rank's shard).
 
         With per-row sample weights ``weight`` (shape (rows, 1)), the gradients are those of the weighted sum
         of the rows' losses, ``loss_sum`` is the pair [summed loss, summed weighted loss] (History reports
         both), and ``correct`` stays unweighted.
         With dropout, ``counter`` (the optimizer's step count) and ``row_offset`` (the shard's first row in the
-        global batch) pick the masks."""
+        global batch) pick the masks. ``mask`` (rows, 1), 0 at padding rows, leaves them out (:meth:`masked`)."""
         h, xp = self.hyper, self.xp
         layer_params = layers.unflatten(params, h.sizes, xp)
         masks = None
         if h.dropout:
             units = list(h.sizes[1:-1])
-            masks = dropout.masks(
-                h.dropout, h.dropout_key, counter, x.shape[0], units, x.dtype, xp, self.device, row_offset
-            )
+            v = self.values if values is None else values
+            masks = dropout.masks_of(v, counter, x.shape[0], units, x.dtype, xp, self.device, row_offset)
         z, inputs, backprops = layers.forward(layer_params, x, h.activation, xp, masks)
-        loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp, weight)
+        loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp, weight, mask=mask)
         if weight is not None:
             delta = delta * weight
+        elif mask is not None:
+            delta = delta * mask
         grads = layers.backward(layer_params, inputs, backprops, delta, h.sizes, xp, isinstance(params, tuple))
         return grads, loss_sum, correct
 
     def apply(
         self, params: Any, state: dict[str, Any], grads: Any, loss_sum: Any, rows: int, lr: Any = None,
-        weight_total: Any = None,
+        weight_total: Any = None, values: Any = None,
     ):  # fmt: skip
         """``(params, state, loss_sum)`` after the L2 penalty, clipping and the update, for a batch of ``rows``;
         ``lr`` (this epoch's rate from a schedule: a Python float, or a 0-d array when compiled) defaults to
         ``hyper.lr``. With sample weights, ``weight_total`` (their sum over the batch, 0-d) turns the weighted
         sum into the weighted mean sum(w l) / sum(w)."""
         h, xp = self.hyper, self.xp
+        v = self.values if values is None else values
         _, grad_scale = losses.scales(h.output, h.loss, rows, h.sizes[-1])
         if h.l2:
             # The mean loss gains l2 / (2 m) * sum(W**2), as in scikit-learn, m being the batch's rows or, with
@@ -123,15 +187,15 @@ class Step:
             # penalty and the gradient below (whose factor does not depend on m).
             mask = self.segment_mask if isinstance(params, tuple) else self.mask
             weights = layers.each(lambda p, m: p * m, params, mask)
-            decay = h.l2 / (rows * grad_scale)
+            decay = v["l2"] / (rows * grad_scale)
             grads = layers.each(lambda g, w: g + decay * w, grads, weights)
-            loss_sum = loss_sum + (0.5 * h.l2 * h.loss_outputs) * layers.total(lambda w: xp.sum(w * w), weights)
+            loss_sum = loss_sum + (0.5 * v["l2"] * h.loss_outputs) * layers.total(lambda w: xp.sum(w * w), weights)
         if weight_total is not None:
             grad_scale = (grad_scale * rows) / weight_total
         if h.clip_norm is not None:
-            grads = clip_by_global_norm(grads, h.clip_norm, xp, scale=grad_scale)
+            grads = clip_by_global_norm(grads, v["clip_norm"], xp, scale=grad_scale)
         rate = h.lr if lr is None else lr
-        params, state = h.optimizer.update(params, grads, state, rate, xp, scale=grad_scale, donate=self.donate)
+        params, state = h.optimizer.update(params, grads, state, rate, xp, grad_scale, self.donate, v)
         return params, state, loss_sum
 
 

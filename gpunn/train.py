@@ -10,7 +10,9 @@ a divergence leaves the model as the last completed epoch left it, shuffling gen
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ import numpy as np
 from . import _backend, layers, losses, settings
 from .errors import ConfigError, DivergenceError, NonFiniteError
 from .feed.batch import Batch
-from .step import Hyper, Step
+from .step import Hyper, Step, structure
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,19 @@ class State:
     epoch: int
     rng_state: dict[str, Any]
     schedule_state: dict[str, Any]
+
+
+def compile_cache(path: str | os.PathLike[str]) -> None:
+    """Keep JAX's compiled programs in the folder ``path`` (made when missing), so that another process training
+    the same network on data of the same shapes loads them instead of compiling (JAX's persistent compilation
+    cache). The environment variable ``GPUNN_COMPILE_CACHE`` does the same from the first compilation on."""
+    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ConfigError(f"compile_cache takes a folder's path; got {path!r}")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"compile_cache takes a folder's path; {os.fspath(path)!r} is a file")
+    if importlib.util.find_spec("jax") is None:
+        raise ConfigError("compile_cache keeps JAX's compiled programs, but JAX is not installed (pip install jax)")
+    _backend.compile_cache(os.fspath(path))
 
 
 def check_compile(value: Any, xp: Any) -> Any:
@@ -51,51 +66,71 @@ def check_compile(value: Any, xp: Any) -> Any:
 @functools.lru_cache(maxsize=16)
 def _compiled(hyper: Hyper, xp: Any, device: Any, dtype: str, required: bool) -> tuple[Step, Compiled]:
     """A step and its compiled forms, kept across ``fit`` calls so that a second ``fit`` does not compile again
-    (the compiler's own cache is keyed by the function object). A form is compiled on its first call."""
+    (the compiler's own cache is keyed by the function object). A form is compiled on its first call. ``hyper``
+    is a :func:`gpunn.step.structure`: the numbers come as arguments, so a new rate or penalty finds this entry."""
     step = Step(hyper, xp, device, dtype)
     jit = _backend.compiler(xp, required)
-    split, join = functools.partial(_split, hyper.sizes, xp), functools.partial(_join, xp)
-    scan = _backend.scan(xp)
-    loop = None if scan is None else jit(functools.partial(_loop, step, scan), static_argnums=(6, 7))
-    return step, Compiled(
-        jit(step),
-        jit(step.rows, static_argnums=6),
-        jit(step.gradients),
-        jit(step.apply, static_argnums=4),
-        jit(split),
-        jit(join),
-        loop,
-    )
+    scan, cond = _backend.scan(xp), _backend.cond(xp)
+    epoch = None
+    if scan is not None and cond is not None:
+        epoch = jit(functools.partial(_epoch, step, scan, cond), static_argnums=(3, 4))
+    return step, Compiled(jit(step), jit(step.rows, static_argnums=6), jit(step.gradients),
+                          jit(step.apply, static_argnums=4), epoch, jit(step.masked))  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Compiled:
     """A step's compiled forms (or its eager ones): the whole step, the step on gathered rows, its two
-    data-parallel halves, and the parameters and optimizer state split into segments and joined back."""
+    data-parallel halves, (where the compiler has a loop) a minibatch epoch's every batch as one program, and
+    the step on padded rows."""
 
     step: Any
     rows: Any
     gradients: Any
     apply: Any
-    split: Any
-    join: Any
-    loop: Any = None
+    epoch: Any = None
+    masked: Any = None
 
 
-def _loop(
-    step: Step, scan: Any, params: Any, state: Any, x: Any, target: Any, order: Any, first: Any, count: int,
-    size: int, lr: Any, weight: Any,
+def _epoch(
+    step: Step, scan: Any, cond: Any, params: Any, state: Any, x: Any, length: int, size: int, target: Any,
+    order: Any, rows: Any, lr: Any, weight: Any, values: Any,
 ) -> tuple[Any, Any, Any, Any]:  # fmt: skip
-    """``count`` steps on the consecutive batches ``order[first + i * size : first + (i + 1) * size]`` as one
-    loop of the compiler: ``(params, state, loss sums, correct counts)``, the metrics stacked per batch."""
+    """A minibatch epoch as one program, on data padded to a bucket (``rows`` of them real, a 0-d array): batch i
+    is ``order[i * size : (i + 1) * size]``, its rows past ``rows`` masked (the last batch's); of the ``length``
+    iterations, those past the last batch do nothing and give zero sums. So the program depends on the bucket and
+    the batch size, not on ``rows``. ``(params, state, loss sums, correct counts)``, the metrics stacked in batch
+    order. The loop carries the parameters and optimizer slots as their segments (XLA copies every slice of a
+    flat buffer it reads), split and joined back inside the program."""
     xp = step.xp
+    carry = _split(step.hyper.sizes, xp, params, state)
 
-    def body(carry: tuple[Any, Any], i: Any) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
-        p, s, loss_sum, correct = step.rows(*carry, x, target, order, first + i * size, size, lr, weight)
-        return (p, s), (loss_sum, correct)
+    def body(carry: Any, i: Any) -> tuple[Any, Any]:
+        start = i * size
+        valid = xp.minimum(rows - start, float(size))
 
-    (params, state), (loss_sums, corrects) = scan(body, (params, state), xp.arange(count, dtype=xp.int32))
+        def run(carry: Any) -> Any:
+            p, s = carry
+            p, s, loss_sum, correct = step.rows(p, s, x, target, order, start, size, lr, weight, values, valid)
+            return (p, s), (loss_sum, correct)
+
+        def skip(carry: Any) -> Any:
+            return carry, _zero_sums(step, x.dtype, weight is not None)
+
+        return cond(valid > 0, run, skip, carry)
+
+    carry, (loss_sums, corrects) = scan(body, carry, xp.arange(length, dtype=xp.int32))
+    params, state = _join(xp, *carry)
     return params, state, loss_sums, corrects
+
+
+def _zero_sums(step: Step, dtype: Any, weighted: bool) -> tuple[Any, Any]:
+    """A step's loss sum and correct count when it trains on no row: zeros of their shapes and dtypes."""
+    xp = step.xp
+    loss = xp.zeros((2,) if weighted else (), dtype=dtype)
+    if step.hyper.output == "identity":
+        return loss, None
+    return loss, xp.count_nonzero(xp.zeros((1,), dtype=xp.bool))
 
 
 def _split(sizes: tuple[int, ...], xp: Any, params: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -123,12 +158,13 @@ def fall_back(exc: Exception, mode: Any, xp: Any, what: str) -> None:
 
 
 def _continues(run: list[Batch], batch: Batch) -> bool:
-    """True if ``batch`` is the next batch of the same size after ``run``, gathered from the same arrays."""
+    """True if ``batch`` is the next batch after ``run`` (whose batches are of one size, and which starts at the
+    order's first row), gathered from the same arrays; the last batch may be shorter."""
     first, last = run[0], run[-1]
     return (
         batch.order is first.order and batch.x is first.x and batch.target is first.target
-        and batch.weight is first.weight and batch.shard_rows == first.shard_rows
-        and batch.start == last.start + first.shard_rows
+        and batch.weight is first.weight and first.start == 0 and last.shard_rows == first.shard_rows
+        and batch.shard_rows <= first.shard_rows and batch.start == last.start + first.shard_rows
     )  # fmt: skip
 
 
@@ -140,18 +176,22 @@ class Runner:
     """
 
     def __init__(self, hyper: Hyper, xp: Any, device: Any, dtype: str, compile: Any, comm: Any = None):
-        self.comm, self.mode, self.device = comm, compile, device
+        self.comm, self.mode, self.device, self.dtype = comm, compile, device, dtype
         required = compile is True
         self.compiled = compile is not False and _backend.compiler(xp, required) is not None
         if self.compiled:
-            self.step, self.forms = _compiled(hyper, xp, device, dtype, required)
+            self.step, self.forms = _compiled(structure(hyper), xp, device, dtype, required)
         else:
             self.step = Step(hyper, xp, device, dtype)
+        # The hyper-parameters' numbers: Python floats for an eager step, 0-d arrays for a compiled one (made
+        # when first asked for: a namespace without a compiler never makes them).
+        self.values = hyper.values()
+        self._data: dict[str, Any] | None = None
         step = self.step
-        split, join = functools.partial(_split, hyper.sizes, xp), functools.partial(_join, xp)
-        self.eager = Compiled(step, step.rows, step.gradients, step.apply, split, join, None)
-        # Where the compiled step copies what it slices (XLA), runs of steps go on the parameters' segments, and
-        # a shuffled batch is sliced from the order and gathered inside the step (an eager slice costs a dispatch).
+        self.eager = Compiled(step, step.rows, step.gradients, step.apply)
+        # Where the compiled step copies what it slices (XLA), a shuffled epoch runs as one program on the
+        # parameters' segments, each batch sliced from the order and gathered inside the step (an eager slice
+        # costs a dispatch and, on JAX, a program for each new shape).
         self.segments = self.compiled and comm is None and _backend.slices_copy(xp)
         # Where every eager operation is a dispatch (JAX), metrics are copied to the host one array at a time
         # (one wait for the device, no operation); elsewhere stacked first, and on an accelerator the counts
@@ -159,6 +199,28 @@ class Runner:
         self.stack_reads = _backend.compiler(xp) is None
         self.merge_reads = _backend.on_accelerator(xp, device)
         self._rates: dict[float, Any] = {}
+        self._row_counts: dict[int, Any] = {}
+        self._compiles_before = _backend.compiles()
+
+    def compiles(self) -> tuple[int, float]:
+        """``(programs, seconds)`` compiled since this runner was made (see :func:`gpunn._backend.compiles`)."""
+        (programs, seconds), (before, before_seconds) = _backend.compiles(), self._compiles_before
+        return programs - before, seconds - before_seconds
+
+    def _values(self, forms: Compiled) -> dict[str, Any]:
+        """The hyper-parameters' numbers as ``forms`` take them."""
+        if forms is self.eager:
+            return self.values
+        if self._data is None:
+            self._data = {k: self._scalar(v) for k, v in self.values.items()}
+        return self._data
+
+    def _scalar(self, value: float | int) -> Any:
+        """A number as a 0-d array on the device, moved from the host (no operation of the namespace: on JAX,
+        making it with ``asarray`` would compile a program for each dtype)."""
+        xp = self.step.xp
+        dtype = np.int32 if isinstance(value, int) else np.dtype(self.dtype)
+        return _backend.from_numpy(np.asarray(value, dtype=dtype), xp, self.device)
 
     def rate(self, lr: float) -> Any:
         """An epoch's learning rate as the step takes it: a Python float eagerly, a 0-d array for a compiled step
@@ -170,28 +232,14 @@ class Runner:
         if rate is None:
             if len(self._rates) >= 64:  # a schedule that changes the rate every epoch: keep the cache small
                 self._rates.clear()
-            xp = self.step.xp
-            rate = self._rates[lr] = xp.asarray(lr, dtype=self.step.zero.dtype, device=self.device)
+            rate = self._rates[lr] = self._scalar(float(lr))
         return rate
-
-    def split(self, params: Any, state: Any, steps: int) -> tuple[Any, Any]:
-        """The parameters and optimizer state as the coming run of ``steps`` steps takes them: segmented (one
-        call) where that makes the steps faster, else as they are; :meth:`join` undoes it."""
-        if not (self.segments and steps > 1):
-            return params, state
-        return self._through(lambda forms, lr: forms.split(params, self._counted(state, forms)))
-
-    def join(self, params: Any, state: Any) -> tuple[Any, Any]:
-        """The flat parameters and optimizer state after a run that :meth:`split` began."""
-        if not isinstance(params, tuple):
-            return params, state
-        return self._through(lambda forms, lr: forms.join(params, state))
 
     def run(self, params: Any, state: Any, batches: Any, lr: Any) -> tuple[Any, Any, list[Any], list[Any], int]:
         """Every batch of an epoch: ``(params, state, loss sums, correct counts, batches)``. Where the compiled
-        step gathers its rows (XLA), consecutive shuffled batches of one size run as one compiled loop (one call
-        for the epoch's full batches, where a Python loop makes a call, and on an accelerator a launch, for each);
-        their metrics then come stacked, one array for the run."""
+        step gathers its rows (XLA), a minibatch epoch's batches run as one compiled program (where a Python loop
+        makes a call, and on an accelerator a launch, for each); their metrics then come stacked, one array,
+        zero past the last batch."""
         loss_sums: list[Any] = []
         corrects: list[Any] = []
         count, run = 0, list[Batch]()
@@ -203,9 +251,6 @@ class Runner:
             if run:
                 params, state = self._steps(params, state, run, lr, loss_sums, corrects)
                 run = []
-                if self.segments and batch.order is not None:
-                    run.append(batch)
-                    continue
             params, state = self._steps(params, state, [batch], lr, loss_sums, corrects)
         if run:
             params, state = self._steps(params, state, run, lr, loss_sums, corrects)
@@ -214,16 +259,18 @@ class Runner:
         return params, state, loss_sums, corrects, count
 
     def _steps(self, params: Any, state: Any, run: list[Batch], lr: Any, loss_sums: list, corrects: list):
-        if len(run) > 1 and self.compiled and self.forms.loop is not None:
-            b = run[0]
+        b = run[0]
+        if b.order is not None and b.real_rows is not None and self.compiled and self.forms.epoch is not None:
+            size, real_rows = b.shard_rows, b.real_rows
+            length = -(-b.x.shape[0] // size)
 
-            def loop(forms: Compiled, rate: Any) -> Any:
+            def epoch(forms: Compiled, rate: Any) -> Any:
                 if forms is self.eager:  # the compiler failed: one eager step a batch
                     return None
-                return forms.loop(params, self._counted(state, forms), b.x, b.target, b.order, b.start, len(run),
-                                  b.shard_rows, rate, b.weight)  # fmt: skip
+                return forms.epoch(params, self._counted(state, forms), b.x, length, size, b.target, b.order,
+                                   self._rows(real_rows), rate, b.weight, self._values(forms))  # fmt: skip
 
-            out = self._through(loop, lr)
+            out = self._through(epoch, lr)
             if out is not None:
                 params, state, loss_sum, correct = out
                 loss_sums.append(loss_sum)
@@ -252,30 +299,43 @@ class Runner:
             lr = float(_backend.to_numpy(lr))  # a rate made for the compiled step
         return run(self.eager, lr)
 
+    def _rows(self, rows: int) -> Any:
+        """A count of rows as a compiled step takes it: a 0-d array of the parameters' dtype, made once."""
+        made = self._row_counts.get(rows)
+        if made is None:
+            if len(self._row_counts) >= 64:
+                self._row_counts.clear()
+            made = self._row_counts[rows] = self._scalar(float(rows))
+        return made
+
     def _counted(self, state: Any, forms: Compiled) -> Any:
         """``state`` with its step count as an array for a compiled form: it returns the count as one, and would
         compile a second time for the Python int it starts as."""
         if forms is self.eager or not isinstance(state["step"], int):
             return state
-        xp = self.step.xp
-        return {**state, "step": xp.asarray(state["step"], dtype=xp.int32, device=self.device)}
+        return {**state, "step": self._scalar(int(state["step"]))}
 
     def _run(self, params: Any, state: Any, batch: Batch, lr: Any, forms: Compiled):
-        xb, tb, rows, shard_rows, wb, offset, weight_total, order, start = batch
+        xb, tb, rows, shard_rows, wb, offset, weight_total, order, start, real_rows = batch
+        values = self._values(forms)
+        if order is None and real_rows is not None:  # a full batch of padded rows
+            if forms is not self.eager:
+                return forms.masked(params, state, xb, tb, self._rows(real_rows), lr, wb, values)
+            xb, tb, wb = xb[:real_rows, ...], tb[:real_rows, ...], None if wb is None else wb[:real_rows, ...]
         if order is not None and forms is not self.eager and self.segments:
-            return forms.rows(params, state, xb, tb, order, start, shard_rows, lr, wb)
+            return forms.rows(params, state, xb, tb, order, start, shard_rows, lr, wb, values)
         if order is not None:  # gathered here, eagerly: a slice and a gather are cheap, and not compiled
             xp, idx = self.step.xp, order[start : start + shard_rows]
             xb, tb = _backend.take_rows(xb, idx, xp), _backend.take_rows(tb, idx, xp)
             wb = None if wb is None else _backend.take_rows(wb, idx, xp)
         if self.comm is None:
-            return forms.step(params, state, xb, tb, lr, wb)
+            return forms.step(params, state, xb, tb, lr, wb, values)
         if shard_rows:
-            grads, loss_sum, correct = forms.gradients(params, xb, tb, wb, state["step"], offset)
+            grads, loss_sum, correct = forms.gradients(params, xb, tb, wb, state["step"], offset, values)
         else:  # more ranks than samples in this batch: this rank contributes nothing
             grads, loss_sum, correct = self._nothing(params, wb is not None)
         grads = self.comm.allreduce_sum(grads, self.step.xp, self.device)
-        params, state, penalized = forms.apply(params, state, grads, loss_sum, rows, lr, weight_total)
+        params, state, penalized = forms.apply(params, state, grads, loss_sum, rows, lr, weight_total, values)
         # Every rank's loss sum is added up for the epoch's record: the L2 penalty, which each rank adds to its
         # own, counts once, on rank 0.
         return params, state, penalized if self.comm.rank == 0 else loss_sum, correct
@@ -332,18 +392,15 @@ def start_epoch(state, feed, val, runner, schedule, batch_size, shuffle, comm=No
         raise ConfigError(f"the learning-rate schedule gave {lr!r} for epoch {epoch + 1}; a rate is finite and >= 0")
     rng = _Shuffler(state.rng_state) if shuffle else None
     rate = runner.rate(lr)
-    steps = 1 if batch_size is None else -(-feed.n_rows // batch_size)
-    params, opt_state = runner.split(state.params, state.optimizer_state, steps)
-    batches = feed.batches(batch_size, rng, comm, epoch)
+    batches = feed.batches(batch_size, rng, comm, epoch, padded=runner.segments)
     try:
-        params, opt_state, loss_sums, corrects, count = runner.run(params, opt_state, batches, rate)
+        params, opt_state, loss_sums, corrects, count = runner.run(state.params, state.optimizer_state, batches, rate)
     finally:
         batches.close()  # a generator, or a Prefetcher whose thread stops
-    params, opt_state = runner.join(params, opt_state)
     val_loss: list[Any] = []
     val_correct: list[Any] = []
     if val is not None:
-        val_loss, val_correct = val.evaluate_sums(params)
+        val_loss, val_correct = val.evaluate_sums(params, runner.compiled)
     rng_state = state.rng_state if rng is None else rng.state()
     new = State(params, opt_state, epoch + 1, rng_state, state.schedule_state)
     return Ran(state, new, lr, count, loss_sums, corrects, list(val_loss), list(val_correct))
@@ -383,10 +440,10 @@ def finish_epochs(
     width = 1 if feed.weight_total is None else 2  # with sample weights each batch gives [loss, weighted loss]
     f = c = 0
     for r in ran:
-        nf, nv = width * r.batches, len(r.val_loss)
+        nf, nv = sum(math.prod(a.shape) for a in r.loss_sums), len(r.val_loss)
         batch_sums = host_floats[f : f + nf].reshape(-1, width)
         val_floats, f = host_floats[f + nf : f + nf + nv], f + nf + nv
-        nc, nvc = (r.batches if r.corrects else 0), len(r.val_correct)
+        nc, nvc = sum(math.prod(a.shape) for a in r.corrects), len(r.val_correct)
         batch_counts, val_counts, c = host_counts[c : c + nc], host_counts[c + nc : c + nc + nvc], c + nc + nvc
         yield _record(r, feed, val, hyper, schedule, comm, batch_sums, val_floats, batch_counts, val_counts)
 
@@ -404,7 +461,7 @@ def _record(r, feed, val, hyper, schedule, comm, batch_sums, val_floats, batch_c
     if feed.weight_total is not None:  # the weighted mean over the rows: sum(w l) / sum(w), per output
         record["weighted_loss"] = sums[1] * loss_scale(hyper, n) * n / feed.weight_total
     if not math.isfinite(record["loss"]):
-        raise non_finite(r.old.epoch, batch_losses, record["loss"])
+        raise non_finite(r.old.epoch, batch_losses, record["loss"], r.batches)
     if has_correct:
         record["accuracy"] = sums[2] / (n * labels_per_row(hyper))
     if val is not None:
@@ -464,10 +521,12 @@ def labels_per_row(spec: Any) -> int:
     return spec.sizes[-1] if spec.output == "sigmoid" else 1
 
 
-def non_finite(epoch: int, batch_losses: np.ndarray, loss: float) -> NonFiniteError:
-    """The error of an epoch whose loss is not finite, naming the first batch that was not (or the update)."""
+def non_finite(epoch: int, batch_losses: np.ndarray, loss: float, batches: int | None = None) -> NonFiniteError:
+    """The error of an epoch whose loss is not finite, naming the first batch that was not (or the update);
+    ``batches`` is the epoch's count where ``batch_losses`` has more entries (zeros past the last batch)."""
     bad = np.flatnonzero(~np.isfinite(batch_losses))
-    where = f"batch {bad[0] + 1} of {batch_losses.size}" if bad.size else "the weight update"
+    total = batch_losses.size if batches is None else batches
+    where = f"batch {bad[0] + 1} of {total}" if bad.size else "the weight update"
     return NonFiniteError(
         f"training diverged in epoch {epoch + 1}, {where}: loss is {loss}. The model keeps the weights "
         "of the last finite epoch; try a smaller lr, clip_norm=, or standardized features"

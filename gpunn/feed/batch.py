@@ -14,7 +14,10 @@ class Batch(NamedTuple):
     rows ``order[start : start + shard_rows]`` make the batch. The step gathers them itself, which a compiled
     step does inside the compiled function: no separate slice or gather, and no copy of the batch.
     ``weight_total`` is the global batch's weight total when ranks share a batch (each rank divides by it), else
-    None (the step sums its own weights)."""
+    None (the step sums its own weights). ``real_rows``, where set, says that ``x``, ``target``, ``weight`` (and
+    ``order``) are padded with rows of zeros (to :func:`gpunn._backend.bucket` of it) of which the first
+    ``real_rows`` are the data: a compiled step then masks the rest, and compiles once for every size that pads
+    to the same rows."""
 
     x: Any
     target: Any
@@ -25,3 +28,4 @@ class Batch(NamedTuple):
     weight_total: Any
     order: Any = None
     start: int = 0
+    real_rows: int | None = None

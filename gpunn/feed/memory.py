@@ -24,12 +24,26 @@ class Memory:
         self.spec, self.x, self.target, self.weight, self.weight_host = spec, x, target, weight, weight_host
         self.n_rows = x.shape[0]
         self.weight_total = None if weight_host is None else float(np.sum(weight_host))
+        self._padded: tuple[Any, Any, Any] | None = None
+
+    def padded(self) -> tuple[Any, Any, Any]:
+        """``(x, target, weight)`` with rows of zeros appended up to :func:`gpunn._backend.bucket` rows, made once."""
+        if self._padded is None:
+            rows, spec = _backend.bucket(self.n_rows), self.spec
+            arrays = (self.x, self.target, self.weight)
+            self._padded = tuple(  # type: ignore[assignment]
+                None if a is None else _backend.pad_rows(a, rows, spec.xp, spec.device) for a in arrays
+            )
+        assert self._padded is not None
+        return self._padded
 
     def batches(
-        self, batch_size: int | None, rng: np.random.Generator | None, comm: Any = None, epoch: int = 0
-    ) -> Generator[Batch, None, None]:
+        self, batch_size: int | None, rng: np.random.Generator | None, comm: Any = None, epoch: int = 0,
+        padded: bool = False,
+    ) -> Generator[Batch, None, None]:  # fmt: skip
         """One epoch's :class:`Batch` es: the rows of an order drawn from ``rng`` on the host (given by index, for
-        the step to gather), or slices without it."""
+        the step to gather), or slices without it. ``padded`` (a compiled step that masks padding rows, without
+        ``comm``): the arrays :meth:`padded`, and every minibatch by index, in an order padded alike."""
         if isinstance(self.x, Placed):
             yield from self._sparse_batches(self.x, batch_size, rng, comm, epoch)
             return
@@ -42,6 +56,9 @@ class Memory:
             order = _backend.from_numpy(host_order, xp, device)
         if self.weight_host is not None:
             _check_batch_weights(self.weight_host, host_order, bs, epoch)
+        if padded and comm is None:
+            yield from self._padded_batches(bs, host_order)
+            return
         for start in range(0, n, bs):
             stop = min(start + bs, n)  # the standard leaves out-of-bounds slice ends unspecified
             lo, hi = (start, stop) if comm is None else comm.shard(start, stop)
@@ -87,9 +104,25 @@ class Memory:
                     total = xp.sum(_backend.take_rows(w, _backend.from_numpy(order[start:stop], xp, device), xp))
             yield Batch(x.rows(rows), tb, stop - start, hi - lo, wb, lo - start, total)
 
-    def evaluate_sums(self, params: Any) -> tuple[list[Any], list[Any]]:
-        """Summed loss and correct count of every block (0-d arrays on the device)."""
-        return block_sums(self.spec, params, self.x, self.target)
+    def _padded_batches(self, bs: int, host_order: np.ndarray | None) -> Generator[Batch, None, None]:
+        n, (x, target, w) = self.n_rows, self.padded()
+        if bs == n:
+            yield Batch(x, target, n, n, w, 0, None, real_rows=n)
+            return
+        full = np.zeros(x.shape[0], dtype=np.int64)
+        full[:n] = np.arange(n) if host_order is None else host_order
+        order = _backend.from_numpy(full, self.spec.xp, self.spec.device)
+        for start in range(0, n, bs):
+            rows = min(start + bs, n) - start
+            yield Batch(x, target, rows, rows, w, 0, None, order, start, real_rows=n)
+
+    def evaluate_sums(self, params: Any, compiled: bool = False) -> tuple[list[Any], list[Any]]:
+        """Summed loss and correct count of every block (0-d arrays on the device); ``compiled``: see
+        :func:`gpunn.feed.evaluate.block_sums`, on the rows :meth:`padded` where the namespace compiles."""
+        if compiled and _backend.compiler(self.spec.xp) is not None and not isinstance(self.x, Placed):
+            x, target, _ = self.padded()
+            return block_sums(self.spec, params, x, target, compiled, self.n_rows)
+        return block_sums(self.spec, params, self.x, self.target, compiled)
 
 
 def _check_batch_weights(weight: np.ndarray, order: np.ndarray | None, bs: int, epoch: int) -> None:

@@ -109,10 +109,11 @@ class Streamed:
             yield Batch(x, t, rows, hi - lo, w[lo:hi, ...], lo, total)
 
     def batches(
-        self, batch_size: int | None, rng: Any, comm: Any = None, epoch: int = 0
+        self, batch_size: int | None, rng: Any, comm: Any = None, epoch: int = 0, padded: bool = False
     ) -> Prefetcher | Generator[Batch, None, None]:
         """One epoch's placed :class:`Batch` es, their rows read, scaled and copied to the device ahead of the
-        step; ``epoch`` (counted from 0) is for messages."""
+        step; ``epoch`` (counted from 0) is for messages. ``padded`` is for in-memory feeds (a stream's blocks are
+        never padded)."""
         consumer = None  # the stream the step runs on, taken in the training thread
         depth = PREFETCH
         if depth is None:
@@ -127,14 +128,15 @@ class Streamed:
         produce = self._produce(batch_size, rng, comm, epoch, consumer)
         return Prefetcher(produce, depth) if depth > 0 else produce
 
-    def evaluate_sums(self, params: Any) -> tuple[list[Any], list[Any]]:
-        """Summed loss and correct count of every block (0-d arrays on the device)."""
+    def evaluate_sums(self, params: Any, compiled: bool = False) -> tuple[list[Any], list[Any]]:
+        """Summed loss and correct count of every block (0-d arrays on the device); ``compiled``: see
+        :func:`gpunn.feed.evaluate.block_sums`."""
         loss_sums: list[Any] = []
         corrects: list[Any] = []
         blocks = self.dataset.batches(evaluate.EVAL_ROWS, None, self.read_dtype, check_targets=self._check_targets)
         for xb, yb in blocks:
             x, t = self._place(xb, yb)
-            more_loss, more_correct = evaluate.block_sums(self.spec, params, x, t)
+            more_loss, more_correct = evaluate.block_sums(self.spec, params, x, t, compiled)
             loss_sums += more_loss
             corrects += more_correct
         return loss_sums, corrects

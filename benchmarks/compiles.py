@@ -1,0 +1,172 @@
+"""What a fit compiles: ``python -m benchmarks.compiles [--label after] [--repeats R] [--no-torch]``.
+
+Counts, on the seed network (2-10-10-10-1, ReLU, sigmoid + binary cross-entropy, moons, 1000 rows), the XLA
+programs each ``fit`` compiles on JAX (``compile=True``), as JAX itself reports them through ``jax.monitoring``
+(``/jax/core/compile/backend_compile_duration`` events, less those loaded from a persistent cache), and the
+graphs ``torch.compile`` makes on PyTorch (``torch._dynamo``'s ``unique_graphs`` counter). Each row is a fresh
+``MLP`` in the same process, in order, so a row shows what its change of settings costs after the rows above:
+the first fit, the same fit again, a new learning rate, l2 turned on and then a new l2, minibatches, Adam,
+AdamW and momentum with clipping, each first and then with a new value.
+
+Then the first fit's wall time in a fresh process (imports excluded, compilation included) against a
+hand-written ``jax.jit`` loop's first call on the same cell (:func:`benchmarks.jax_loop.hand_written`), the two
+interleaved over ``--repeats`` fresh processes each; medians.
+
+It uses gpunn's public API only, so the same script measures another checkout: ``PYTHONPATH=/path/to/it python
+-m benchmarks.compiles --label before``. Results go to ``benchmarks/results/compiles.json`` under the label.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "compiles.json"
+EPOCHS = 20
+ROWS = [  # (what changes, the fit's arguments)
+    ("first fit, SGD, lr 0.1", dict(lr=0.1)),
+    ("same fit again", dict(lr=0.1)),
+    ("new lr 0.05", dict(lr=0.05)),
+    ("l2 on (0.01)", dict(lr=0.05, l2=0.01)),
+    ("new l2 0.02", dict(lr=0.05, l2=0.02)),
+    ("batch 100, new lr", dict(lr=0.07, batch_size=100)),
+    ("batch 100, another lr", dict(lr=0.08, batch_size=100)),
+    ("Adam", dict(optimizer="adam", lr=0.01)),
+    ("Adam, new lr", dict(optimizer="adam", lr=0.02)),
+    ("AdamW", dict(optimizer="adamw", lr=0.01, weight_decay=0.01)),
+    ("AdamW, new weight_decay", dict(optimizer="adamw", lr=0.01, weight_decay=0.1)),
+    ("momentum, clip 1", dict(optimizer="momentum", clip_norm=1.0)),
+    ("momentum, new clip_norm", dict(optimizer="momentum", clip_norm=2.0)),
+]
+TORCH_ROWS = ROWS[:5]
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+CACHE_HIT = "/jax/compilation_cache/cache_hits"
+
+
+def data():
+    from benchmarks.jax_loop import data as cell_data
+
+    return cell_data("seed")
+
+
+def jax_rows() -> list[dict]:
+    import jax
+    import jax.numpy as jnp
+
+    import gpunn
+
+    seconds: list[float] = []
+    hits: list[int] = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **kw: seconds.append(duration) if event == COMPILE_EVENT else None
+    )
+    jax.monitoring.register_event_listener(lambda event, **kw: hits.append(1) if event == CACHE_HIT else None)
+    X, y = data()
+    out = []
+    for name, fit in ROWS:
+        n0, h0, s0 = len(seconds), len(hits), sum(seconds)
+        t0 = time.perf_counter()
+        m = gpunn.MLP([2, 10, 10, 10, 1], xp=jnp, device=None, compile=True, seed=0)
+        m.fit(X, y, epochs=EPOCHS, verbose=0, **fit)
+        wall = time.perf_counter() - t0
+        compiles = len(seconds) - n0 - (len(hits) - h0)
+        out.append({"row": name, "compiles": compiles, "compile_s": sum(seconds) - s0, "wall_s": wall})
+        print(f"jax   {name:28s} {compiles:3d} programs  {sum(seconds) - s0:6.2f} s compiling  {wall:6.2f} s wall",
+              flush=True)  # fmt: skip
+    return out
+
+
+def torch_rows() -> list[dict]:
+    import torch
+    from torch._dynamo.utils import counters
+
+    import gpunn
+
+    X, y = data()
+    out = []
+    for name, fit in TORCH_ROWS:
+        before = counters["stats"]["unique_graphs"]
+        t0 = time.perf_counter()
+        m = gpunn.MLP([2, 10, 10, 10, 1], xp=torch, device="cpu", compile=True, seed=0)
+        m.fit(X, y, epochs=EPOCHS, verbose=0, **fit)
+        wall = time.perf_counter() - t0
+        graphs = counters["stats"]["unique_graphs"] - before
+        out.append({"row": name, "graphs": graphs, "wall_s": wall})
+        print(f"torch {name:28s} {graphs:3d} graphs    {wall:6.2f} s wall", flush=True)
+    return out
+
+
+FIRST_GPUNN = """
+import time, sys
+sys.path.insert(0, {root!r})
+import numpy as np, jax, jax.numpy as jnp, gpunn
+from benchmarks.jax_loop import data
+X, y = data("seed")
+t0 = time.perf_counter()
+m = gpunn.MLP([2, 10, 10, 10, 1], xp=jnp, device=None, compile=True, seed=0)
+m.fit(X, y, epochs={epochs}, lr=0.1, verbose=0)
+print(time.perf_counter() - t0)
+"""
+FIRST_LOOP = """
+import time, sys
+sys.path.insert(0, {root!r})
+import numpy as np, jax, jax.numpy as jnp
+from benchmarks.jax_loop import data, hand_written
+X, y = data("seed")
+t0 = time.perf_counter()
+hand_written("seed", X, y)({epochs})
+print(time.perf_counter() - t0)
+"""
+
+
+def first_fits(repeats: int) -> dict:
+    """Medians of the first fit's wall time in fresh processes, gpunn and the hand-written loop interleaved."""
+    root = str(Path(__file__).resolve().parent.parent)
+    times: dict[str, list[float]] = {"gpunn": [], "jax.jit loop": []}
+    scripts = {"gpunn": FIRST_GPUNN, "jax.jit loop": FIRST_LOOP}
+    env = {k: v for k, v in os.environ.items() if k != "GPUNN_COMPILE_CACHE"}
+    for r in range(repeats):
+        for name in list(scripts) if r % 2 == 0 else list(scripts)[::-1]:
+            code = scripts[name].format(root=root, epochs=EPOCHS)
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+            times[name].append(float(done.stdout.split()[-1]))
+    return {name: {"median_s": statistics.median(ts), "all_s": ts} for name, ts in times.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compiles", description=__doc__.splitlines()[0])
+    parser.add_argument("--label", default="after", help="the key the results are kept under (before, after)")
+    parser.add_argument("--repeats", type=int, default=5, help="fresh processes per contender for the first fit")
+    parser.add_argument("--no-torch", action="store_true", help="leave out torch.compile's rows")
+    parser.add_argument("--json", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    import jax
+
+    import gpunn
+
+    result = {"gpunn": gpunn.__file__, "jax_rows": jax_rows()}
+    if not args.no_torch:
+        result["torch_rows"] = torch_rows()
+    result["first_fit"] = first_fits(args.repeats)
+    first = result["first_fit"]
+    print(f"\nfirst fit in a fresh process ({EPOCHS} epochs, compilation included, medians of {args.repeats}): "
+          f"gpunn {first['gpunn']['median_s']:.2f} s, hand-written jax.jit loop "
+          f"{first['jax.jit loop']['median_s']:.2f} s")  # fmt: skip
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    meta = {"jax": jax.__version__, "machine": platform.machine(), "cpus": os.cpu_count(), "load": load}
+    stored = json.loads(args.json.read_text()) if args.json.exists() else {}
+    stored[args.label] = {**meta, **result}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(stored, indent=1) + "\n")
+    print(f"Wrote {args.json} [{args.label}]")
+
+
+if __name__ == "__main__":
+    main()
