@@ -263,8 +263,16 @@ def stack(ens: Ensemble, compiled: bool = False) -> tuple[Any, dict[str, Any], l
 
 def _hand_over(ens: Ensemble, params: Any, state: dict[str, Any], steps: list[int], which: Iterable[int]) -> None:
     """Members ``which`` take their rows of the stacked buffers (views where the namespace has them)."""
+    which = list(which)
+    if len(which) < 2:
+        for i in which:
+            ens.members[i].set_state(params[i, :], _row(state, steps, i))
+        return
+    xp = ens.xp  # every row at once: one operation where each row would be one (a dispatch on JAX)
+    rows = xp.unstack(params)
+    slots = {s: xp.unstack(v) for s, v in state.items() if s != "step"}
     for i in which:
-        ens.members[i].set_state(params[i, :], _row(state, steps, i))
+        ens.members[i].set_state(rows[i], {"step": steps[i], **{s: v[i] for s, v in slots.items()}})
 
 
 def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.FitSettings, verbose: int,
@@ -294,7 +302,7 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.F
                 new_params, new_state, records, taken, failed = _epoch(ens, plan, runner, val, params, state, active,
                                                                        active_dev, before[3])  # fmt: skip
                 try:  # the epoch's commit, every member's or none (an interrupt here returns all to `before`)
-                    new_steps = [steps[i] + int(taken[:, i].sum()) for i in range(k)]
+                    new_steps = [a + b for a, b in zip(steps, taken.sum(axis=0).tolist())]
                     for i in range(k):
                         if active[i] and i not in failed:
                             try:
@@ -429,7 +437,7 @@ def _epoch(ens, plan, runner, val, params, state, active, active_dev, rng_states
         # Every member's sums over its own steps at once (a loop over K members here would cost more than the step)
         totals = np.where(taken[:, :, None], batch_sums, 0.0).sum(axis=0)  # steps a member sat out may hold anything
         n_rows = np.asarray(plan.n_rows, dtype=np.float64)
-        scales = np.array([losses.scales(m0.output, m0.loss, n_i, m0.n_outputs)[0] for n_i in plan.n_rows])
+        scales = losses.scales(m0.output, m0.loss, n_rows, m0.n_outputs)[0]  # every member's at once
         loss = totals[:, 0] * scales
         columns: dict[str, np.ndarray] = {"loss": loss}
         if plan.weight_totals is not None:
