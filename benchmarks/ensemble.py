@@ -11,6 +11,12 @@ instead, on the GPU (issue 18's GPU target: at most 3x); ``benchmarks/gpu.sh`` r
 MPI ranks against the same fit in one process, interleaved (issue 31's target on 2 CPU cores: at most 0.6x): see
 :func:`main_ranks`.
 
+``--versus-vmap`` times 64 networks 10-32-32-1 (1000 rows, full batch, SGD, 100 epochs, one thread, medians of 3
+interleaved repeats) against what an expert writes by hand with each namespace's own tools, from the same
+weights to the same weights: ``torch.func.vmap(grad_and_value(loss))`` over stacked weights against
+``gpunn.Ensemble`` on torch's CPU, and ``jax.vmap(jax.value_and_grad(loss))`` inside one jitted ``lax.scan`` over
+the epochs against ``gpunn.Ensemble`` on JAX (compilation outside the clock on both sides); wall and CPU seconds.
+
 This machine sets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which halve NumPy's matrix products; run
 ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks.ensemble`` for NumPy's own kernels (the
 BLAS that ran is printed). On a machine whose cores are busy with other work, torch's intra-op threads wait
@@ -27,6 +33,8 @@ import statistics
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from benchmarks.worker import CELLS, LR, make_data
 
@@ -105,6 +113,158 @@ def time_one(kw: dict[str, Any], X: Any, y: Any, epochs: int) -> float:
     return time_separate(kw, X, y, 1, epochs)
 
 
+# ------------------------------------------------------------------- --versus-vmap: against hand-written stacks
+VMAP_SIZES = [10, 32, 32, 1]
+VMAP_LR = 0.1
+
+
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _since(start: tuple[float, float]) -> tuple[float, float]:
+    """Wall seconds and the process's CPU seconds (every thread's: XLA computes on its own) since ``start``. On a
+    machine shared with other work the CPU time moves less than the wall time: a process waiting for a core
+    is not charged for the wait."""
+    return time.perf_counter() - start[0], time.process_time() - start[1]
+
+
+def _vmap_torch(weights: list[list[Any]], X: Any, y: Any, epochs: int) -> tuple[tuple[float, float], Any]:
+    """The hand-written PyTorch ensemble: ``torch.func.vmap(grad_and_value(loss))`` over stacked weights (K, out,
+    in), one SGD update per epoch, each epoch's losses kept on the device and read once at the end."""
+    import torch
+    from torch.func import grad_and_value, vmap
+
+    params = [torch.tensor(np.stack([w[i] for w in weights])) for i in range(len(weights[0]))]
+    x, t = torch.tensor(X), torch.tensor(y.reshape(-1, 1).astype(np.float32))
+
+    def loss(p: list[Any], x: Any, t: Any) -> Any:
+        a = x
+        for i in range(0, len(p) - 2, 2):
+            a = torch.relu(a @ p[i].T + p[i + 1])
+        z = a @ p[-2].T + p[-1]
+        return torch.nn.functional.binary_cross_entropy_with_logits(z, t)
+
+    step = vmap(grad_and_value(loss), in_dims=(0, None, None))
+    step(params, x, t)  # warm-up (vmap's first call sets up its rules), outside the clock
+    start = _clock()
+    losses = []
+    for _ in range(epochs):
+        grads, value = step(params, x, t)
+        params = [p - VMAP_LR * g for p, g in zip(params, grads)]
+        losses.append(value)
+    torch.stack(losses).numpy()  # the epochs' losses on the host, as gpunn reads its records
+    return _since(start), [p.numpy() for p in params]
+
+
+def _vmap_jax(weights: list[list[Any]], X: Any, y: Any, epochs: int) -> tuple[tuple[float, float], Any]:
+    """The hand-written JAX ensemble: ``jax.vmap(jax.value_and_grad(loss))`` inside one jitted ``lax.scan`` over
+    the epochs (compiled before the clock starts), each epoch's losses stacked by the scan."""
+    import jax
+    import jax.numpy as jnp
+
+    params = [jnp.asarray(np.stack([w[i] for w in weights])) for i in range(len(weights[0]))]
+    x, t = jnp.asarray(X), jnp.asarray(y.reshape(-1, 1).astype(np.float32))
+
+    def loss(p: list[Any], x: Any, t: Any) -> Any:
+        a = x
+        for i in range(0, len(p) - 2, 2):
+            a = jax.nn.relu(a @ p[i].T + p[i + 1])
+        z = a @ p[-2].T + p[-1]
+        return jnp.mean(jnp.logaddexp(0.0, z) - t * z)
+
+    step = jax.vmap(jax.value_and_grad(loss), in_axes=(0, None, None))
+
+    @jax.jit
+    def train(params: list[Any]) -> tuple[list[Any], Any]:
+        def epoch(p: list[Any], _: Any) -> tuple[list[Any], Any]:
+            value, grads = step(p, x, t)
+            return [a - VMAP_LR * g for a, g in zip(p, grads)], value
+
+        return jax.lax.scan(epoch, params, None, length=epochs)
+
+    jax.block_until_ready(train(params))  # compiled outside the clock
+    start = _clock()
+    params, losses = train(params)
+    np.asarray(losses)
+    return _since(start), [np.asarray(p) for p in params]
+
+
+def _vmap_gpunn(kw: dict[str, Any], X: Any, y: Any, members: int, epochs: int) -> tuple[tuple[float, float], Any]:
+    """gpunn.Ensemble of the same networks, from the same weights, compiled where gpunn compiles (JAX) before
+    the clock starts; its per-epoch records (loss, accuracy) kept as always."""
+    import gpunn
+
+    warm = gpunn.Ensemble(VMAP_SIZES, members, seed=0, **kw)
+    warm.fit(X, y, epochs=2, lr=VMAP_LR, verbose=0)  # compilation and caches
+    _sync(warm.members[-1])
+    ens = gpunn.Ensemble(VMAP_SIZES, members, seed=0, **kw)
+    start = _clock()
+    ens.fit(X, y, epochs=epochs, lr=VMAP_LR, verbose=0)
+    _sync(ens.members[-1])
+    elapsed = _since(start)
+    assert len(ens.members[0].history.loss) == epochs
+    return elapsed, [np.stack([m.numpy_weights()[i // 2][i % 2] for m in ens.members]) for i in range(6)]
+
+
+def versus_vmap(members: int, epochs: int, repeats: int, json_path: Path) -> None:
+    """``--versus-vmap``: gpunn.Ensemble against the stack an expert writes by hand with each namespace's own
+    tools (issue 28.6), on one thread, interleaved; every pair starts from the same weights and must end at the
+    same weights (float32, 1e-4), so that both sides did the same work."""
+    import gpunn
+
+    X, y = make_data({"sizes": VMAP_SIZES, "n": 1000})
+    init = gpunn.Ensemble(VMAP_SIZES, members, seed=0, device="cpu")
+    weights = [[a for pair in m.numpy_weights() for a in pair] for m in init.members]
+    sides = {
+        "torch": (lambda: _vmap_torch(weights, X, y, epochs), lambda: _vmap_gpunn(_namespace("torch"), X, y,
+                                                                                  members, epochs)),
+        "jax": (lambda: _vmap_jax(weights, X, y, epochs), lambda: _vmap_gpunn(_namespace("jax"), X, y, members,
+                                                                              epochs)),
+    }  # fmt: skip
+    names = [n for n in sides if _available(n)]
+    times: dict[str, dict[str, list[tuple[float, float]]]] = {n: {"hand": [], "gpunn": []} for n in names}
+    for _ in range(repeats):
+        for n in names:
+            for side, run in zip(("hand", "gpunn"), sides[n]):
+                elapsed, final = run()
+                times[n][side].append(elapsed)
+                if side == "hand":
+                    reference = final
+                else:
+                    for a, b in zip(final, reference):
+                        np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
+    print(f"{members} networks {VMAP_SIZES}, full batch of 1000 rows, SGD, float32, {epochs} epochs, one thread, "
+          f"median of {repeats} interleaved repeats: wall seconds (and the process's CPU seconds)\n")  # fmt: skip
+    print("| namespace | hand-written | gpunn.Ensemble | ratio, wall | ratio, CPU |")
+    print("|---|---:|---:|---:|---:|")
+    rows = []
+    for n in names:
+        (hand, hand_cpu), (ours, ours_cpu) = (
+            tuple(statistics.median(t[i] for t in times[n][k]) for i in (0, 1)) for k in ("hand", "gpunn")
+        )
+        rows.append({"namespace": n, "hand_s": hand, "gpunn_s": ours, "ratio": ours / hand, "hand_cpu_s": hand_cpu,
+                     "gpunn_cpu_s": ours_cpu, "ratio_cpu": ours_cpu / hand_cpu, "runs": times[n]})  # fmt: skip
+        print(
+            f"| {n} | {hand:.2f} ({hand_cpu:.2f}) | {ours:.2f} ({ours_cpu:.2f}) | {ours / hand:.2f}x | "
+            f"{ours_cpu / hand_cpu:.2f}x |"
+        )
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps({"members": members, "epochs": epochs, "rows": rows}, indent=1) + "\n")
+    print(f"\nWrote {json_path}")
+
+
+def _one_thread() -> None:
+    """One thread for every library, set before any of them starts its pools."""
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                               "intra_op_parallelism_threads=1").strip()  # fmt: skip
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _blas() -> str:
     try:
         from threadpoolctl import threadpool_info
@@ -129,12 +289,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--versus-one", action="store_true",
                         help="compare the ensemble with ONE network's fit instead of K separate fits (issue 18's GPU "
                              "target: 256 networks in at most 3x the time of one)")  # fmt: skip
+    parser.add_argument("--versus-vmap", action="store_true",
+                        help="64 networks 10-32-32-1 against a hand-written torch.func.vmap and jax.vmap + lax.scan "
+                             "ensemble, one thread, 100 epochs (issue 28.6)")  # fmt: skip
     parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads (on a busy 2-core machine, 1)")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write the results (default {RESULTS})")
     parser.add_argument("--ranks", type=int, help="time the members split over this many MPI ranks (main_ranks)")
     args = parser.parse_args(argv)
     if args.ranks:
         return main_ranks(args.ranks, args.quick, args.json.with_name("ensemble_ranks.json"))
+    if args.versus_vmap:
+        _one_thread()
+        json_path = args.json if args.json != RESULTS else RESULTS.with_name("ensemble_vmap.json")
+        versus_vmap(args.members, 10 if args.quick else 100, 1 if args.quick else 3, json_path)
+        return
     epochs, repeats = (5, 2) if args.quick else (30, 5)
     if args.torch_threads and "torch" in args.namespaces:
         import torch

@@ -51,7 +51,7 @@ NOT_COUNTED = {
     "aten::view", "aten::_unsafe_view", "aten::slice", "aten::select", "aten::t", "aten::transpose",
     "aten::permute", "aten::expand", "aten::expand_as", "aten::as_strided", "aten::alias", "aten::detach",
     "aten::swapaxes", "aten::swapdims", "aten::detach_", "aten::lift_fresh", "aten::unsqueeze", "aten::squeeze",
-    "aten::_reshape_alias",
+    "aten::_reshape_alias", "aten::movedim", "aten::moveaxis",
     "aten::unflatten", "aten::numpy_T", "aten::matrix_H", "aten::mT", "aten::split", "aten::unbind",
     "aten::chunk", "aten::narrow", "aten::empty", "aten::empty_like", "aten::empty_strided", "aten::resolve_conj",
     "aten::resolve_neg", "aten::result_type", "aten::set_", "aten::resize_",

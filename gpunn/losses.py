@@ -66,9 +66,10 @@ def encode_targets(output: str, loss: str, t: Any) -> Any:
     return 1.0 - 2.0 * t if (output, loss) == ("sigmoid", "binary_crossentropy") else t
 
 
-def scales(output: str, loss: str, rows: int, n_outputs: int) -> tuple[float, float]:
+def scales(output: str, loss: str, rows: Any, n_outputs: int) -> tuple[Any, Any]:
     """``(loss_scale, grad_scale)`` for a batch of ``rows``: the mean loss is ``loss_scale * loss_sum`` and its
-    gradient is ``grad_scale`` times the gradient that ``delta`` of :func:`head` backpropagates to."""
+    gradient is ``grad_scale`` times the gradient that ``delta`` of :func:`head` backpropagates to (``rows`` an int,
+    or an array of every member's rows)."""
     elements = rows if output == "softmax" else rows * n_outputs
     factor = {"binary_crossentropy": 0.5, "categorical_crossentropy": 1.0, "mse": 2.0, "poisson": 2.0}[loss]
     return 1.0 / elements, factor / elements

@@ -20,7 +20,7 @@ size (see :func:`gpunn.losses.scales`): the step returns the batch's *summed* lo
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -245,11 +245,23 @@ class StackedHyper:
     def loss_outputs(self) -> int:
         return 1 if self.output == "softmax" else self.sizes[-1]
 
+    def structure(self) -> StackedHyper:
+        """This hyper with every value replaced by a placeholder that keeps only which features are on: what a
+        compiled stacked step's program depends on. Its values (:meth:`StackedStep.values`) enter as arrays, so
+        that a new rate, penalty, decay, clip norm, dropout rate or seed compiles nothing."""
+        k = self.members
+        return replace(
+            self, l2=(float(any(self.l2)),) * k, clip_norm=None if self.clip_norm is None else 1.0,
+            dropout=(0.5 if any(self.dropout) else 0.0,) * k, dropout_keys=(0,) * k,
+            weight_decay=None if self.weight_decay is None else (0.0,) * k,
+        )  # fmt: skip
 
-def member_values(values: tuple[Any, ...], xp: Any, device: Any, dtype: Any) -> Any:
-    """One Python float when every member has the same value (no array operation spent on it), else a (K, 1)
-    array, which broadcasts against a stacked (K, P) buffer."""
-    if all(v == values[0] for v in values):
+
+def member_values(values: tuple[Any, ...], xp: Any, device: Any, dtype: Any, arrays: bool = False) -> Any:
+    """One Python float when every member has the same value (no array operation spent on it), else (or with
+    ``arrays``, for a compiled step, where a float would be compiled in) a (K, 1) array, which broadcasts against
+    a stacked (K, P) buffer."""
+    if not arrays and all(v == values[0] for v in values):
         return values[0]
     return xp.asarray([[v] for v in values], dtype=dtype, device=device)
 
@@ -270,50 +282,66 @@ class StackedStep:
 
     def __init__(self, hyper: StackedHyper, xp: Any, device: Any, dtype: str):
         self.hyper, self.xp, self.device = hyper, xp, device
-        fdtype = _backend.float_dtype(xp, dtype)
-        self.zero = xp.zeros((), dtype=fdtype, device=device)
-        self.l2 = member_values(hyper.l2, xp, device, fdtype) if any(hyper.l2) else None
-        self.mask = layers.weight_mask(hyper.sizes, dtype, xp, device) if self.l2 is not None else None
-        self.decay = None
+        self.fdtype = _backend.float_dtype(xp, dtype)
+        self.zero = xp.zeros((), dtype=self.fdtype, device=device)
+        self.mask = layers.weight_mask(hyper.sizes, dtype, xp, device) if any(hyper.l2) else None
+        # AdamW's decay is applied here, with a rate per member, as optim's AdamW applies it
         self.optimizer = hyper.optimizer
-        if hyper.weight_decay is not None:  # applied here, with a rate per member, as optim's AdamW applies it
-            self.decay = member_values(hyper.weight_decay, xp, device, fdtype)
-        self.drop = None
-        if any(hyper.dropout):
-            shape = (hyper.members, 1, 1)
-            keys = xp.reshape(xp.asarray(list(hyper.dropout_keys), dtype=xp.int32, device=device), shape)
-            thresholds = member_values(tuple(dropout.threshold(r) for r in hyper.dropout), xp, device, xp.int32)
-            thresholds = thresholds if isinstance(thresholds, int) else xp.reshape(thresholds, shape)
-            scales = member_values(tuple(1.0 / (1.0 - r) for r in hyper.dropout), xp, device, fdtype)
-            scales = scales if isinstance(scales, float) else xp.reshape(scales, shape)
-            self.drop = (keys, thresholds, scales)
+        self.own = self.values(hyper)
         self.donate = _backend.numpy_fast_path(xp)
+
+    def values(self, hyper: StackedHyper, arrays: bool = False) -> dict[str, Any]:
+        """The members' values of ``hyper`` as the step takes them (its ``values=``): ``l2``, AdamW's ``decay``,
+        ``clip`` and the dropout ``drop`` (keys, thresholds, scales), None where the feature is off; Python
+        numbers where every member shares one, or (``arrays``, for a compiled step) arrays always."""
+        xp, device, fdtype, k = self.xp, self.device, self.fdtype, hyper.members
+        out: dict[str, Any] = {"l2": None, "decay": None, "clip": hyper.clip_norm, "drop": None}
+        if any(hyper.l2):
+            out["l2"] = member_values(hyper.l2, xp, device, fdtype, arrays)
+        if hyper.weight_decay is not None:
+            out["decay"] = member_values(hyper.weight_decay, xp, device, fdtype, arrays)
+        if arrays and hyper.clip_norm is not None:
+            out["clip"] = xp.asarray(hyper.clip_norm, dtype=fdtype, device=device)
+        if any(hyper.dropout):
+            shape = (k, 1, 1)
+            keys = xp.reshape(xp.asarray(list(hyper.dropout_keys), dtype=xp.int32, device=device), shape)
+            thresholds = member_values(tuple(dropout.threshold(r) for r in hyper.dropout), xp, device, xp.int32, arrays)
+            thresholds = thresholds if isinstance(thresholds, int) else xp.reshape(thresholds, shape)
+            scales = member_values(tuple(1.0 / (1.0 - r) for r in hyper.dropout), xp, device, fdtype, arrays)
+            scales = scales if isinstance(scales, float) else xp.reshape(scales, shape)
+            out["drop"] = (keys, thresholds, scales)
+        return out
 
     def __call__(
         self, params: Any, state: dict[str, Any], x: Any, target: Any, lr: Any, weight: Any = None, mask: Any = None,
-        rows: Any = None, active: Any = None,
+        rows: Any = None, active: Any = None, values: dict[str, Any] | None = None,
     ):  # fmt: skip
-        grads, loss_sum, correct = self.gradients(params, state, x, target, weight, mask)
+        grads, loss_sum, correct = self.gradients(params, state, x, target, weight, mask, 0, values)
         m = x.shape[-2] if rows is None else rows
         new, new_state, loss_sum = self.apply(params, state, grads, loss_sum, m, lr, weight_totals(weight, self.xp),
-                                              active)  # fmt: skip
+                                              active, values)  # fmt: skip
         return new, new_state, loss_sum, correct
 
     def gradients(
         self, params: Any, state: dict[str, Any], x: Any, target: Any, weight: Any = None, mask: Any = None,
-        row_offset: Any = 0,
+        row_offset: Any = 0, values: dict[str, Any] | None = None,
     ) -> tuple[Any, Any, Any]:  # fmt: skip
         """``(grads, loss_sums, corrects)`` of every member on a batch (or a rank's shard of it, its first row at
-        ``row_offset`` of the global batch, which picks the dropout masks): :meth:`Step.gradients` stacked."""
+        ``row_offset`` of the global batch, which picks the dropout masks): :meth:`Step.gradients` stacked.
+        ``values`` (:meth:`values`) default to the step's own hyper's."""
         h, xp = self.hyper, self.xp
+        drop = (self.own if values is None else values)["drop"]
         layer_params = layers.unflatten_stacked(params, h.sizes, xp)
         masks = None
-        if self.drop is not None:
+        if drop is not None:
             counter = state["step"]
             if not isinstance(counter, int):
                 counter = xp.reshape(counter, (-1, 1, 1))
             units = list(h.sizes[1:-1])
-            masks = dropout.masks_stacked(*self.drop, counter, x.shape[-2], units, x.dtype, xp, self.device, row_offset)
+            keys, thresholds, scales = drop
+            masks = dropout.masks_stacked(
+                keys, thresholds, scales, counter, x.shape[-2], units, x.dtype, xp, self.device, row_offset
+            )
         z, inputs, backprops = layers.forward_stacked(layer_params, x, h.activation, xp, masks)
         loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp, weight, True, mask)
         if weight is not None:
@@ -324,25 +352,27 @@ class StackedStep:
 
     def apply(
         self, params: Any, state: dict[str, Any], grads: Any, loss_sum: Any, rows: Any, lr: Any,
-        weight_total: Any = None, active: Any = None,
+        weight_total: Any = None, active: Any = None, values: dict[str, Any] | None = None,
     ):  # fmt: skip
         """``(params, state, loss_sums)`` after every member's L2 penalty, clipping and update for a batch of
         ``rows`` (an int, or (K, 1)), as :meth:`Step.apply`; ``weight_total`` is the batch's weight sum, one for
         every member or (K, 1). Members where ``active`` is False keep their parameters, slots and step count."""
         h, xp = self.hyper, self.xp
+        v = self.own if values is None else values
+        l2, decay = v["l2"], v["decay"]
         _, grad_scale = losses.scales(h.output, h.loss, rows, h.sizes[-1])
-        if self.l2 is not None:  # as in Step.apply, with an l2 per member
+        if l2 is not None:  # as in Step.apply, with an l2 per member
             weights = params * self.mask
-            grads = grads + (self.l2 / (rows * grad_scale)) * weights
-            penalty = (0.5 * self.l2 * h.loss_outputs) * xp.sum(weights * weights, axis=1, keepdims=True)
+            grads = grads + (l2 / (rows * grad_scale)) * weights
+            penalty = (0.5 * l2 * h.loss_outputs) * xp.sum(weights * weights, axis=1, keepdims=True)
             loss_sum = loss_sum + (penalty if weight_total is not None else penalty[:, 0])
         if weight_total is not None:
             grad_scale = (grad_scale * rows) / weight_total
-        if h.clip_norm is not None:
-            grads = clip_by_global_norm(grads, h.clip_norm, xp, scale=grad_scale, members=True)
+        if v["clip"] is not None:
+            grads = clip_by_global_norm(grads, v["clip"], xp, scale=grad_scale, members=True)
         old = params
-        if self.decay is not None:
-            params = (1.0 - lr * self.decay) * params
+        if decay is not None:
+            params = (1.0 - lr * decay) * params
         new, new_state = self.optimizer.update(params, grads, state, lr, xp, scale=grad_scale, donate=self.donate)
         if active is not None:
             new = xp.where(active, new, old)

@@ -25,6 +25,11 @@ from .errors import ConfigError, DivergenceError, NonFiniteError
 from .feed.batch import Batch
 from .step import Hyper, Step, structure
 
+# Whether an epoch's counts join its losses' read-back (one transfer instead of two): None (the default) merges
+# on an accelerator, where a transfer costs a wait for the device, and not on the CPU. A test forces it on the
+# CPU, holding the merged records to the plain ones.
+MERGE_READS: bool | None = None
+
 
 @dataclass(frozen=True)
 class State:
@@ -197,7 +202,7 @@ class Runner:
         # (one wait for the device, no operation); elsewhere stacked first, and on an accelerator the counts
         # join the losses, so that a read-back is one transfer.
         self.stack_reads = _backend.compiler(xp) is None
-        self.merge_reads = _backend.on_accelerator(xp, device)
+        self.merge_reads = _backend.on_accelerator(xp, device) if MERGE_READS is None else MERGE_READS
         self._rates: dict[float, Any] = {}
         self._row_counts: dict[int, Any] = {}
         self._compiles_before = _backend.compiles()

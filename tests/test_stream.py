@@ -126,6 +126,110 @@ def test_prefetching_changes_nothing_but_the_timing(files, monkeypatch):
     np.testing.assert_array_equal(runs[0], runs[2])
 
 
+class _Streams:
+    """A NumPy-backed stand-in for CuPy's streams and pinned memory: it lets the CuPy branch of the stream feed
+    (a copy stream per step stream, ordered after the step's work) run on the CPU, and logs what it was asked."""
+
+    PER_THREAD = 2
+
+    def __init__(self, per_thread=False):
+        self.log, self.made = [], []
+        current = _Stream(self, "step", self.PER_THREAD if per_thread else 1)
+        streams = self
+
+        class cuda:
+            class runtime:
+                streamPerThread = self.PER_THREAD
+
+            @staticmethod
+            def get_current_stream():
+                return current
+
+            @staticmethod
+            def Stream(non_blocking=False):
+                assert non_blocking
+                made = _Stream(streams, f"copy{len(streams.made)}", 100 + len(streams.made))
+                streams.made.append(made)
+                return made
+
+        self.cuda = cuda
+
+    def empty(self, shape, dtype):
+        return np.empty(shape, dtype).view(_Device)
+
+    def pinned(self, shape, dtype):
+        self.log.append("pin")
+        return np.empty(shape, dtype)
+
+
+class _Stream:
+    def __init__(self, streams, name, ptr):
+        self.streams, self.name, self.ptr = streams, name, ptr
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def record(self):
+        return self.name
+
+    def wait_event(self, event):
+        self.streams.log.append(f"{self.name} waits for {event}")
+
+    def synchronize(self):
+        self.streams.log.append(f"{self.name} synchronized")
+
+
+class _Device(np.ndarray):
+    def set(self, host, stream):
+        stream.streams.log.append(f"copy on {stream.name}")
+        self[...] = host
+
+
+@pytest.mark.parametrize("depth", [0, 2])
+def test_the_gpu_copy_stream_branch_trains_as_the_plain_path(files, monkeypatch, depth):
+    """The CuPy branch (batches copied through pinned memory on a copy stream that waits for the step's stream)
+    run on the CPU with a stand-in for CuPy's streams: bit for bit the plain path's weights and records, every
+    batch copied after the step's work and synchronized before it is handed over, one copy stream for the run."""
+    folder, _, _ = files
+    fit = dict(epochs=2, batch_size=50, lr=0.05, optimizer="adam", verbose=0)
+    kw = dict(dtype="float64", device="cpu", standardize=True, seed=3)
+    monkeypatch.setattr(stream, "PREFETCH", depth)
+    monkeypatch.setattr(stream, "_copy_streams", {})
+    plain = gpunn.MLP([D, 8, 1], **kw)
+    plain.fit(_datasets(folder, shuffle_buffer=100)["parquet"], **fit)
+    fake = _Streams()
+    monkeypatch.setattr(stream, "_gpu_streams", lambda xp: (fake, fake.pinned))
+    copied = gpunn.MLP([D, 8, 1], **kw)
+    copied.fit(_datasets(folder, shuffle_buffer=100)["parquet"], **fit)
+    np.testing.assert_array_equal(copied.params, plain.params)
+    assert copied.history.loss == plain.history.loss
+    assert len(fake.made) == 1  # one copy stream for the step's stream, made once
+    per_copy = ["pin", "copy0 waits for step", "copy on copy0", "copy0 synchronized"]
+    assert fake.log == per_copy * (2 * -(-N // 50))  # every batch's X, 2 epochs
+
+
+def test_a_per_thread_default_stream_turns_prefetching_off(files, monkeypatch):
+    """On a per-thread default stream, a prefetch thread would copy on another stream with no order against
+    the step: the feed prepares its batches in the training thread instead."""
+    folder, _, _ = files
+    monkeypatch.setattr(stream, "PREFETCH", 2)
+    monkeypatch.setattr(stream, "_copy_streams", {})
+    for per_thread, kind in ((True, "generator"), (False, "Prefetcher")):
+        fake = _Streams(per_thread)
+        monkeypatch.setattr(stream, "_gpu_streams", lambda xp, fake=fake: (fake, fake.pinned))
+        m = gpunn.MLP([D, 8, 1], dtype="float64", device="cpu")
+        m.fit(_datasets(folder)["parquet"], epochs=1, verbose=0)
+        feed = stream.Streamed(m.spec_for(m.sizes), _datasets(folder)["parquet"], None, "training")
+        batches = feed.batches(50, None)
+        assert type(batches).__name__ == kind
+        first = next(iter(batches))
+        batches.close()
+        np.testing.assert_array_equal(np.asarray(first.x), np.load(folder / "x.npy")[:50])
+
+
 def test_streaming_on_other_namespaces_equals_numpy(files, backend, monkeypatch):
     """Every namespace against NumPy's fast path; on the numpy parameter the side under test runs NumPy's
     generic Array API path (NumPy against itself would check nothing)."""

@@ -166,3 +166,42 @@ def test_reporter_lines_set_the_read_backs():
     r = history.Reporter(1, 0, 40, stream=io.StringIO())
     assert [e for e in range(1, 41) if r.due(e)] == list(range(4, 41, 4))
     assert all(history.Reporter(2, 0, 5, stream=io.StringIO()).due(e) for e in range(1, 6))
+
+
+def test_the_merged_read_back_returns_what_was_summed():
+    """read_back(merge=True), the accelerator's single transfer (the counts cast to the losses' dtype on the
+    device and joined to them), against the numbers written here: 0-d and 1-d arrays, a weighted pair."""
+    floats = [np.float32(1.5), np.array([2.25, -3.0], dtype=np.float32), np.float32(7.0)]
+    counts = [np.int64(4), np.array([5, 6], dtype=np.int64), np.int64(2**23)]
+    host_floats, host_counts = train.read_back(floats, np, counts, stack=True, merge=True)
+    np.testing.assert_array_equal(host_floats, [1.5, 2.25, -3.0, 7.0])
+    np.testing.assert_array_equal(host_counts, [4, 5, 6, 2**23])
+    assert host_floats.dtype == host_counts.dtype == np.float64
+    one = train.read_back([np.float32(0.5)], np, [np.int64(3)], stack=True, merge=True)
+    np.testing.assert_array_equal(one[0], [0.5]) and np.testing.assert_array_equal(one[1], [3])
+
+
+@pytest.mark.parametrize("namespace", ["numpy", "torch"])
+@pytest.mark.parametrize("case", ["softmax", "weighted", "multilabel"])
+def test_merged_read_backs_record_what_separate_ones_record(monkeypatch, namespace, case):
+    """The accelerator's merged read-back forced on the CPU (train.MERGE_READS): History and weights bit for bit
+    those of the plain path's two transfers, with minibatches, validation, sample weights and sigmoid labels."""
+    xp = np if namespace == "numpy" else pytest.importorskip("torch")
+    X, y = _iris()
+    sizes, kw, fit = [4, 8, 3], dict(output="softmax"), {}
+    if case == "weighted":
+        fit["sample_weight"] = np.linspace(0.5, 2.0, len(y))
+    if case == "multilabel":
+        sizes, kw, y = [4, 8, 2], dict(output="sigmoid"), np.c_[y == 0, y == 2].astype(np.int64)
+    runs, real = [], train.read_back
+    for merge in (False, True):
+        monkeypatch.setattr(train, "MERGE_READS", merge)
+        seen: list = []
+        monkeypatch.setattr(train, "read_back", lambda *a, seen=seen, **k: seen.append(k.get("merge")) or real(*a, **k))
+        m = gpunn.MLP(sizes, xp=xp, device="cpu", seed=4, **kw)
+        m.fit(X, y, epochs=6, batch_size=40, validation_data=(X[::3], y[::3]), verbose=0, **fit)
+        runs.append(m)
+        assert seen and set(seen) == {merge}
+    assert runs[0].history == runs[1].history
+    for a, b in zip(_host(runs[0]), _host(runs[1])):
+        np.testing.assert_array_equal(a, b)

@@ -41,7 +41,7 @@ def generators(members: list[Any]) -> str:
 
 
 def shard_step(step: StackedStep, forms: tuple[Any, Any], comm: Any, params: Any, state: Any, batch: tuple,
-               lr: Any) -> tuple[Any, Any, Any, Any]:  # fmt: skip
+               lr: Any, values: Any = None) -> tuple[Any, Any, Any, Any]:  # fmt: skip
     """The stacked step on this rank's shard of the global batch: ``forms`` are the step's ``gradients`` and
     ``apply`` (compiled or not), the members' gradients summed over the ranks in one allreduce between them."""
     x, t, weight, mask, rows, active = batch
@@ -56,7 +56,7 @@ def shard_step(step: StackedStep, forms: tuple[Any, Any], comm: Any, params: Any
         return a[lo:hi, ...] if a.ndim == 2 else a[:, lo:hi, :]
 
     if hi > lo:
-        grads, loss_sum, correct = gradients(params, state, part(x), part(t), part(weight), part(mask), lo)
+        grads, loss_sum, correct = gradients(params, state, part(x), part(t), part(weight), part(mask), lo, values)
     else:  # more ranks than rows in this batch: this rank adds nothing
         k = params.shape[0]
         grads = xp.zeros_like(params)
@@ -68,5 +68,5 @@ def shard_step(step: StackedStep, forms: tuple[Any, Any], comm: Any, params: Any
     grads = xp.reshape(comm.allreduce_sum(xp.reshape(grads, (-1,)), xp, device), params.shape)
     # the update with the global batch's rows and weight totals; the L2 penalty counts once, on rank 0
     m = width if rows is None else rows
-    params, state, penalized = apply(params, state, grads, loss_sum, m, lr, weight_totals(weight, xp), active)
+    params, state, penalized = apply(params, state, grads, loss_sum, m, lr, weight_totals(weight, xp), active, values)
     return params, state, penalized if comm.rank == 0 else loss_sum, correct

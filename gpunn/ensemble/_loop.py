@@ -36,7 +36,7 @@ from ..history import History, Reporter
 from ..layers import forward_stacked, unflatten_stacked
 from ..step import StackedHyper, StackedStep, member_values, stacked_hyper
 from . import _args, _distributed
-from ._plan import Plan
+from ._plan import Plan, Run, gather
 
 if TYPE_CHECKING:
     from . import Ensemble
@@ -139,33 +139,78 @@ def same_scaling(a: Any, b: Any) -> bool:
 
 # ----------------------------------------------------------------------------------------------- runner
 @functools.lru_cache(maxsize=16)
-def _compiled(hyper: StackedHyper, xp: Any, device: Any, dtype: str, required: bool) -> tuple[StackedStep, tuple]:
-    step = StackedStep(hyper, xp, device, dtype)
+def _compiled(structure: StackedHyper, xp: Any, device: Any, dtype: str, required: bool) -> tuple[StackedStep, tuple]:
+    """The stacked step of a hyper's :meth:`~gpunn.step.StackedHyper.structure` and its compiled forms (the whole
+    step, its two data-parallel halves, and where the compiler has a loop, a run of steps as one loop), kept
+    across fits: the values come as arrays, so every fit of the same structure and shapes reuses them."""
+    step = StackedStep(structure, xp, device, dtype)
     compiler = _backend.compiler(xp, required)
-    return step, (compiler(step), compiler(step.gradients), compiler(step.apply))
+    scan = _backend.scan(xp)
+    loop = None if scan is None else compiler(functools.partial(_scanned, step, scan))
+    return step, (compiler(step), compiler(step.gradients), compiler(step.apply), loop)
+
+
+def _scanned(step: StackedStep, scan: Any, params: Any, state: Any, lr: Any, values: Any, x: Any, t: Any, w: Any,
+             xs: tuple, active: Any) -> tuple[Any, Any, Any, Any]:  # fmt: skip
+    """The steps of a :class:`~._plan.Run` as one loop of the compiler: each step's batch gathered inside it
+    from ``x``, ``t`` and ``w`` by the run's per-step indices ``xs``; the members' metrics stacked per step."""
+
+    def body(carry: tuple[Any, Any], per_step: Any) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+        idx, widx, mask, rows, took = per_step
+        xb, tb, wb, mask, rows, took = gather(x, t, w, idx, widx, mask, rows, took, active, step.xp)
+        p, s, loss_sum, correct = step(*carry, xb, tb, lr, wb, mask, rows, took, values)
+        return (p, s), (loss_sum, correct)
+
+    (params, state), (loss_sums, corrects) = scan(body, (params, state), xs)
+    return params, state, loss_sums, corrects
 
 
 class _Runner:
     """The stacked step, through the namespace's compiler when asked (as :class:`gpunn.train.Runner`); with
-    ``comm``, on this rank's shard of every batch (:func:`._distributed.shard_step`)."""
+    ``comm``, on this rank's shard of every batch (:func:`._distributed.shard_step`). Compiled, it is the step
+    of the hyper's structure, its values (rates, penalties, decays, clip norm, dropout) passed as arrays."""
 
     def __init__(self, hyper: StackedHyper, xp: Any, device: Any, dtype: str, compile: Any, comm: Any = None):
-        self.mode, self.xp, self.device, self.comm = compile, xp, device, comm
+        self.mode, self.xp, self.device, self.comm, self.hyper = compile, xp, device, comm, hyper
+        self.dtype_name = dtype
         required = compile is True
         self.compiled = compile is not False and _backend.compiler(xp, required) is not None
         if self.compiled:
-            self.step, self._forms = _compiled(hyper, xp, device, dtype, required)
+            self.step, self._forms = _compiled(hyper.structure(), xp, device, dtype, required)
+            self.values = self.step.values(hyper, arrays=True)
         else:
             self.step = StackedStep(hyper, xp, device, dtype)
-        self._eager = (self.step, self.step.gradients, self.step.apply)
+            self.values = self.step.own
+        self._eager = (self.step, self.step.gradients, self.step.apply, None)
         self.dtype = self.step.zero.dtype
+        self._rates: dict[tuple[float, ...], Any] = {}
+
+    @property
+    def loops(self) -> bool:
+        """True where an epoch's runs of steps go to the compiler as one loop (:class:`~._plan.Run`)."""
+        return self.compiled and self.comm is None and self._forms[3] is not None
 
     def rate(self, lrs: list[float]) -> Any:
-        """The members' rates as the step takes them: one float, a (K, 1) array, or (compiled) always an array."""
-        value = member_values(tuple(lrs), self.xp, self.device, self.dtype)
-        if self.compiled and isinstance(value, float):
-            return self.xp.asarray(value, dtype=self.dtype, device=self.device)
-        return value
+        """The members' rates as the step takes them: one float or a (K, 1) array, or (compiled) always a (K, 1)
+        array (so that no rate is compiled in), made once per distinct set of rates."""
+        if not self.compiled:
+            return member_values(tuple(lrs), self.xp, self.device, self.dtype)
+        key = tuple(lrs)
+        rate = self._rates.get(key)
+        if rate is None:
+            if len(self._rates) >= 64:  # a schedule that changes the rates every epoch: keep the cache small
+                self._rates.clear()
+            rate = self._rates[key] = member_values(key, self.xp, self.device, self.dtype, arrays=True)
+        return rate
+
+    def _fall_back(self, exc: Exception, lr: Any) -> Any:
+        train.fall_back(exc, self.mode, self.xp, "the ensemble's step")
+        self.compiled = False
+        self.step = StackedStep(self.hyper, self.xp, self.device, self.dtype_name)
+        self.values = self.step.own
+        self._eager = (self.step, self.step.gradients, self.step.apply, None)
+        host = _backend.to_numpy(lr)
+        return member_values(tuple(float(v) for v in host.reshape(-1)), self.xp, self.device, self.dtype)
 
     def steps(self, state: dict[str, Any], k: int) -> dict[str, Any]:
         if self.compiled and isinstance(state["step"], int):  # compile once, not once for an int and once more
@@ -178,16 +223,31 @@ class _Runner:
             try:
                 return self._run(params, self.steps(state, params.shape[0]), batch, lr, self._forms)
             except Exception as exc:
-                train.fall_back(exc, self.mode, self.xp, "the ensemble's step")
-                self.compiled = False
-                lr = _backend.to_numpy(lr)
-                lr = float(lr) if lr.ndim == 0 else self.xp.asarray(lr, device=self.device)
+                lr = self._fall_back(exc, lr)
         return self._run(params, state, batch, lr, self._eager)
 
     def _run(self, params: Any, state: Any, batch: tuple, lr: Any, forms: tuple):
         if self.comm is None:
-            return forms[0](params, state, batch[0], batch[1], lr, *batch[2:])
-        return _distributed.shard_step(self.step, forms[1:], self.comm, params, state, batch, lr)
+            return forms[0](params, state, batch[0], batch[1], lr, *batch[2:], self.values)
+        return _distributed.shard_step(self.step, forms[1:3], self.comm, params, state, batch, lr, self.values)
+
+    def run(self, params: Any, state: Any, run: Run, lr: Any) -> tuple[Any, Any, Any, Any]:
+        """The steps of ``run`` as one compiled loop, their metrics stacked (steps, K, ...); after the compiler
+        failed (under ``compile="auto"``), one eager step each, their metrics stacked the same way."""
+        if self.compiled:
+            try:
+                return self._forms[3](params, self.steps(state, params.shape[0]), lr, self.values, run.x, run.t,
+                                      run.w, run.xs, run.active)  # fmt: skip
+            except Exception as exc:
+                lr = self._fall_back(exc, lr)
+        xp, loss_sums, corrects = self.xp, [], []
+        for i in range(run.steps):
+            idx, widx, mask, rows, took = (None if a is None else a[i, ...] for a in run.xs)
+            batch = gather(run.x, run.t, run.w, idx, widx, mask, rows, took, run.active, xp)
+            params, state, loss_sum, correct = self(params, state, batch, lr)
+            loss_sums.append(loss_sum)
+            corrects.append(correct)
+        return params, state, xp.stack(loss_sums), None if corrects[0] is None else xp.stack(corrects)
 
 
 # ----------------------------------------------------------------------------------------------- loop
@@ -208,8 +268,16 @@ def stack(ens: Ensemble, compiled: bool = False) -> tuple[Any, dict[str, Any], l
 
 def _hand_over(ens: Ensemble, params: Any, state: dict[str, Any], steps: list[int], which: Iterable[int]) -> None:
     """Members ``which`` take their rows of the stacked buffers (views where the namespace has them)."""
+    which = list(which)
+    if len(which) < 2:
+        for i in which:
+            ens.members[i].set_state(params[i, :], _row(state, steps, i))
+        return
+    xp = ens.xp  # every row at once: one operation where each row would be one (a dispatch on JAX)
+    rows = xp.unstack(params)
+    slots = {s: xp.unstack(v) for s, v in state.items() if s != "step"}
     for i in which:
-        ens.members[i].set_state(params[i, :], _row(state, steps, i))
+        ens.members[i].set_state(rows[i], {"step": steps[i], **{s: v[i] for s, v in slots.items()}})
 
 
 def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.FitSettings, verbose: int,
@@ -239,7 +307,7 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.F
                 new_params, new_state, records, taken, failed = _epoch(ens, plan, runner, val, params, state, active,
                                                                        active_dev, before[3])  # fmt: skip
                 try:  # the epoch's commit, every member's or none (an interrupt here returns all to `before`)
-                    new_steps = [steps[i] + int(taken[:, i].sum()) for i in range(k)]
+                    new_steps = [a + b for a, b in zip(steps, taken.sum(axis=0).tolist())]
                     for i in range(k):
                         if active[i] and i not in failed:
                             try:
@@ -343,11 +411,14 @@ def _epoch(ens, plan, runner, val, params, state, active, active_dev, rng_states
         it = iter(lrs)
         lrs = [next(it) if a else lrs[0] for a in active]  # members sitting out take any rate: they do not move
         lr = runner.rate(lrs)
-        batches, taken = plan.epoch(members, active, active_dev)
+        batches, taken = plan.epoch(members, active, active_dev, runner.loops)
         loss_sums, corrects = [], []
-        for batch in batches:
-            batch = (feed.sparse.placed(batch[0]), *batch[1:])  # a sparse X's rows, densified batch by batch
-            params, state, loss_sum, correct = runner(params, state, batch, lr)
+        for batch in batches:  # a step's batch, or a run of steps (their metrics then stacked, (steps, K, ...))
+            if isinstance(batch, Run):
+                params, state, loss_sum, correct = runner.run(params, state, batch, lr)
+            else:
+                batch = (feed.sparse.placed(batch[0]), *batch[1:])  # a sparse X's rows, densified batch by batch
+                params, state, loss_sum, correct = runner(params, state, batch, lr)
             loss_sums.append(loss_sum)
             corrects.append(correct)
         has_correct = corrects[0] is not None
@@ -360,7 +431,7 @@ def _epoch(ens, plan, runner, val, params, state, active, active_dev, rng_states
         host_counts = _read_back(corrects, xp) if has_correct else None
         host_val_counts = _read_back(val_correct, xp) if has_correct else None
         width = 1 if plan.weight_totals is None else 2
-        s = len(loss_sums)
+        s = taken.shape[0]  # steps
         comm = runner.comm
         if comm is not None:  # each rank summed its shards; every rank evaluated all the validation rows
             train_part = host_loss[: s * k * width].tolist() + ([] if host_counts is None else host_counts.tolist())
@@ -374,7 +445,7 @@ def _epoch(ens, plan, runner, val, params, state, active, active_dev, rng_states
         # Every member's sums over its own steps at once (a loop over K members here would cost more than the step)
         totals = np.where(taken[:, :, None], batch_sums, 0.0).sum(axis=0)  # steps a member sat out may hold anything
         n_rows = np.asarray(plan.n_rows, dtype=np.float64)
-        scales = np.array([losses.scales(m0.output, m0.loss, n_i, m0.n_outputs)[0] for n_i in plan.n_rows])
+        scales = losses.scales(m0.output, m0.loss, n_rows, m0.n_outputs)[0]  # every member's at once
         loss = totals[:, 0] * scales
         columns: dict[str, np.ndarray] = {"loss": loss}
         if plan.weight_totals is not None:

@@ -3,6 +3,7 @@ device for a whole fit: X, the targets, the weights and, for members on their ow
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,6 +14,46 @@ from ..feed.sparse import Placed
 
 if TYPE_CHECKING:
     from . import Ensemble
+
+
+@dataclass(frozen=True)
+class Run:
+    """Consecutive steps of an epoch that a compiler runs as one loop: each step's batch is gathered from ``x``,
+    ``t`` and ``w`` (as the fit holds them on the device) by the step's row of ``xs``, ``(idx, widx, mask, rows,
+    active)`` stacked over the steps (None where absent; see :func:`gather`); ``active`` is the epoch's."""
+
+    x: Any
+    t: Any
+    w: Any
+    xs: tuple[Any, Any, Any, Any, Any]
+    active: Any
+    steps: int
+
+
+def gather(x: Any, t: Any, w: Any, idx: Any, widx: Any, mask: Any, rows: Any, step_active: Any, active: Any,
+           xp: Any) -> tuple:  # fmt: skip
+    """A step's batch ``(x, t, weight, mask, rows, active)`` as the stacked step takes it, from its row indices:
+    ``idx`` (rows,) shared by every member, or (K, rows) each member's own (``widx`` the same rows of the
+    weights, where each member has its own, laid out (K * n, 1)); ``mask`` and ``rows`` those of members on their
+    own rows; ``step_active`` (K, 1) which members take this step, else the epoch's ``active``. Pure, so a
+    compiled loop gathers inside itself."""
+    active = active if step_active is None else step_active
+    if idx.ndim == 1:
+        wb = None
+        if w is not None:
+            wb = _backend.take_rows(w, idx, xp) if w.ndim == 2 else xp.take(w, idx, axis=1)
+        return _backend.take_rows(x, idx, xp), _backend.take_rows(t, idx, xp), wb, None, None, active
+    k, r = idx.shape
+    flat = xp.reshape(idx, (-1,))
+    xb = None if x is None else xp.reshape(_backend.take_rows(x, flat, xp), (k, r, x.shape[1]))  # None: sparse
+    tb = xp.reshape(_backend.take_rows(t, flat, xp), (k, r, t.shape[1]))
+    wb = None
+    if w is not None:
+        source = flat if widx is None else xp.reshape(widx, (-1,))
+        wb = xp.reshape(_backend.take_rows(w, source, xp), (k, r, 1))
+        if mask is not None:
+            wb = wb * mask
+    return xb, tb, wb, mask, rows, active
 
 
 class Plan:
@@ -64,11 +105,14 @@ class Plan:
         """Steps of the coming epoch: the most any member takes."""
         return max(-(-nk // b) for nk, b in zip(self.n_rows, self.bs))
 
-    def epoch(self, members: list[Any], active: list[bool], active_dev: Any) -> tuple[list[tuple], np.ndarray]:
+    def epoch(self, members: list[Any], active: list[bool], active_dev: Any, loops: bool = False
+              ) -> tuple[list[Any], np.ndarray]:  # fmt: skip
         """The coming epoch's batches (each ``(x, t, weight, mask, rows, active)``, as the stacked step takes
-        them) and which member takes part in which step, (steps, K) bool. Draws the active members'
-        shuffling orders from their generators, as ``MLP.fit`` would."""
+        them, or with ``loops`` (a compiler that loops) a :class:`Run` for consecutive steps of one shape) and
+        which member takes part in which step, (steps, K) bool. Draws the active members' shuffling orders from
+        their generators, as ``MLP.fit`` would."""
         k, n = self.k, self.n
+        loops = loops and not isinstance(self.x, Placed)  # a sparse X's rows are densified on the host, per step
         if self.mode in ("full", "counts"):
             x = self.x.later() if isinstance(self.x, Placed) else self.x
             batch = (x, self.t, self.w_dev, self.mask, self.rows_dev, active_dev)
@@ -78,15 +122,19 @@ class Plan:
             for i in range(k):
                 if active[i]:
                     self._check_weights(i, np.arange(n), members[i].epoch)
-            batches = []
-            for lo in range(0, n, bs):
+            batches: list[Any] = []
+            full = n // bs
+            if loops and full > 1:  # the full batches as one loop, gathered by index inside it
+                idx = self.up(np.arange(full * bs).reshape(full, bs), np.int64)
+                batches.append(Run(self.x, self.t, self.w_dev, (idx, None, None, None, None), active_dev, full))
+            for lo in range(full * bs if batches else 0, n, bs):
                 hi = min(lo + bs, n)
                 w = self.w_dev
                 if w is not None:
                     w = w[lo:hi, ...] if w.ndim == 2 else w[:, lo:hi, :]
                 x = self.x.later(slice(lo, hi)) if isinstance(self.x, Placed) else self.x[lo:hi, ...]
                 batches.append((x, self.t[lo:hi, ...], w, None, None, active_dev))
-            return batches, np.array([active] * len(batches))
+            return batches, np.array([active] * self.steps())
         orders = []
         for i in range(k):
             local = np.arange(self.n_rows[i])
@@ -96,8 +144,8 @@ class Plan:
                 self._check_weights(i, local, members[i].epoch)
             orders.append(local if self.rows is None else self.rows[i][local])
         if self.mode == "gather":
-            return self._gathered(np.stack(orders), active_dev), np.array([active] * self.steps())
-        return self._padded(orders, active)
+            return self._gathered(np.stack(orders), active_dev, loops), np.array([active] * self.steps())
+        return self._padded(orders, active, loops)
 
     def _check_weights(self, i: int, local: np.ndarray, epoch: int) -> None:
         """As MLP.fit: every batch of member i's coming epoch needs weights that do not sum to zero."""
@@ -114,38 +162,38 @@ class Plan:
                 f"{min((b + 1) * bs, len(w)) - 1} of its order): every batch needs some weight; use larger batches"
             )
 
-    def _gathered(self, orders: np.ndarray, active_dev: Any) -> list[tuple]:
+    def _gathered(self, orders: np.ndarray, active_dev: Any, loops: bool) -> list[Any]:
         """Every member's rows in its own order, the same number per step: gathers of (K, rows, ...)."""
         k, n, bs = self.k, self.n, self.bs[0]
+        own_weights = self.w_dev is not None and self.w_host is not None and self.w_host.ndim == 2
+        full = n // bs
+        batches: list[Any] = []
+        if loops and full > 1:  # the full batches as one loop: (steps, K, rows) indices, gathered inside it
+            per_step = orders[:, : full * bs].reshape(k, full, bs).transpose(1, 0, 2)
+            idx = self.up(np.ascontiguousarray(per_step), np.int64)
+            widx = self.up(per_step + (np.arange(k) * n)[None, :, None], np.int64) if own_weights else None
+            batches.append(Run(self.x, self.t, self.w_dev, (idx, widx, None, None, None), active_dev, full))
+            if full * bs == n:
+                return batches
+            orders = orders[:, full * bs :]
         order = self.up(orders, np.int64)
         worder = None
-        if self.w_dev is not None and self.w_host is not None and self.w_host.ndim == 2:
+        if own_weights:
             worder = self.up(orders + (np.arange(k) * n)[:, None], np.int64)
-        batches = []
-        for lo in range(0, n, bs):
+        for lo in range(0, orders.shape[1], bs):
             hi = min(lo + bs, n)
             batches.append(self._gather(order[:, lo:hi], None if worder is None else worder[:, lo:hi], None, None,
                                         active_dev, orders[:, lo:hi]))  # fmt: skip
         return batches
 
     def _gather(self, idx: Any, widx: Any, mask: Any, rows: Any, active: Any, host_idx: np.ndarray) -> tuple:
-        xp = self.xp
-        k, r = idx.shape
-        flat = xp.reshape(idx, (-1,))
         if isinstance(self.x, Placed):  # a sparse X: these rows densified when the step takes them
-            xb = self.x.later(host_idx.reshape(-1), (k, r, self.x.shape[1]))
-        else:
-            xb = xp.reshape(_backend.take_rows(self.x, flat, xp), (k, r, self.x.shape[1]))
-        tb = xp.reshape(_backend.take_rows(self.t, flat, xp), (k, r, self.t.shape[1]))
-        wb = None
-        if self.w_dev is not None:
-            source = flat if widx is None else xp.reshape(widx, (-1,))
-            wb = xp.reshape(_backend.take_rows(self.w_dev, source, xp), (k, r, 1))
-            if mask is not None:
-                wb = wb * mask
-        return xb, tb, wb, mask, rows, active
+            k, r = idx.shape
+            dense = self.x.later(host_idx.reshape(-1), (k, r, self.x.shape[1]))
+            return (dense, *gather(None, self.t, self.w_dev, idx, widx, mask, rows, active, None, self.xp)[1:])
+        return gather(self.x, self.t, self.w_dev, idx, widx, mask, rows, active, None, self.xp)
 
-    def _padded(self, orders: list[np.ndarray], active: list[bool]) -> tuple[list[tuple], np.ndarray]:
+    def _padded(self, orders: list[np.ndarray], active: list[bool], loops: bool) -> tuple[list[Any], np.ndarray]:
         """Members on their own rows: each step's batches padded to the widest, with masks; a member whose
         epoch has fewer steps sits the rest out."""
         k, n = self.k, self.n
@@ -168,6 +216,11 @@ class Plan:
         widx = idx + (np.arange(k) * n)[None, :, None] if self.w_host is not None and self.w_host.ndim == 2 else None
         idx_dev, mask_dev, rows_dev = self.up(idx, np.int64), self.up(mask), self.up(rows)
         widx_dev = None if widx is None else self.up(widx, np.int64)
+        if loops and steps > 1:  # (which members sit out given as an array always: the members' row counts
+            # are values, and a None here would be another program)
+            took_dev = self.up(took.reshape(steps, k, 1), bool)
+            return [Run(self.x, self.t, self.w_dev, (idx_dev, widx_dev, mask_dev, rows_dev, took_dev), None, steps)
+                    ], took  # fmt: skip
         active_dev = self.up(took.reshape(steps, k, 1), bool) if not took.all() else None
         batches = []
         for s in range(steps):  # (masked even where no member pads, so that every step counts in floats)

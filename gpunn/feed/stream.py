@@ -118,10 +118,10 @@ class Streamed:
         depth = PREFETCH
         if depth is None:
             depth = 2 if _backend.on_accelerator(self.spec.xp, self.spec.device) else 0
-        if aac.is_cupy_namespace(self.spec.xp):
-            import cupy
-
-            with self.spec.device:
+        gpu = _gpu_streams(self.spec.xp)
+        if gpu is not None:
+            cupy = gpu[0]
+            with _backend.device_scope(self.spec.xp, self.spec.device):
                 consumer = cupy.cuda.get_current_stream()
             if consumer.ptr == cupy.cuda.runtime.streamPerThread:
                 depth = 0  # a per-thread default stream means another stream in the prefetch thread: no ordering
@@ -193,7 +193,19 @@ class _Failure:
         self.exc = exc
 
 
-_copy_streams: dict[tuple[int, int], Any] = {}  # CuPy copy streams by (GPU, the step's stream), made once
+def _gpu_streams(xp: Any) -> tuple[Any, Any] | None:
+    """CuPy and its pinned-memory allocator where ``xp`` is CuPy (batches then go through a copy stream of their
+    own), else None. A test stands a NumPy-backed stand-in here, so that the branch runs on a machine without a
+    GPU and is held to the plain one."""
+    if not aac.is_cupy_namespace(xp):
+        return None
+    import cupy
+    import cupyx
+
+    return cupy, cupyx.empty_pinned
+
+
+_copy_streams: dict[tuple[str, int], Any] = {}  # CuPy copy streams by (GPU, the step's stream), made once
 _copy_streams_lock = threading.Lock()
 
 
@@ -205,18 +217,17 @@ def to_device(a: np.ndarray, xp: Any, device: Any, consumer: Any = None) -> Any:
     The batch's device memory comes from CuPy's pool, where it may be a block that the step freed while kernels
     queued on ``consumer`` still read it. So the copy waits for what ``consumer`` holds once the block is
     allocated: any kernel reading a freed block was queued before the free."""
-    if aac.is_cupy_namespace(xp):
-        import cupy
-        import cupyx
-
-        with device:
+    gpu = _gpu_streams(xp)
+    if gpu is not None:
+        cupy, empty_pinned = gpu
+        with _backend.device_scope(xp, device):
             if consumer is None:
                 consumer = cupy.cuda.get_current_stream()
-            pinned = cupyx.empty_pinned(a.shape, a.dtype)  # from CuPy's pinned memory pool
+            pinned = empty_pinned(a.shape, a.dtype)  # from CuPy's pinned memory pool
             pinned[...] = a
             # One copy stream per GPU and step stream: a block freed by one model's step is reused only by a
             # copy that waits for that step's stream (two models training at once in two threads each have theirs).
-            key = (device.id, consumer.ptr)
+            key = (str(device), consumer.ptr)
             with _copy_streams_lock:
                 stream = _copy_streams.get(key)
                 if stream is None:

@@ -1,0 +1,219 @@
+"""The ensemble on JAX compiles once per structure and shapes, never per value (issue 28.5): rates, penalties,
+decays, clip norms, dropout rates and seeds enter the compiled stacked step as arrays; an epoch's minibatches
+run as one compiled loop. Counted with JAX's own backend-compile events; the results held to the eager NumPy
+ensemble (float64, 1e-12) and to lone MLPs."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn.ensemble import _loop
+
+jax = pytest.importorskip("jax")
+jnp = pytest.importorskip("jax.numpy")
+
+N = 70  # 4 batches of 16 and a remainder of 6
+TOL = 1e-12
+
+
+class Compiles:
+    """XLA compilations, counted by JAX's monitoring events while the block runs."""
+
+    def __init__(self):
+        self.count = 0
+        jax.monitoring.register_event_duration_secs_listener(self._event)
+
+    def _event(self, event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            self.count += 1
+
+    def during(self, fn):
+        before = self.count
+        fn()
+        return self.count - before
+
+
+@pytest.fixture(scope="module")
+def compiles():
+    return Compiles()
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(N, 3))
+    y = (X[:, 0] - X[:, 1] * X[:, 2] > 0).astype(np.int64)
+    return X, y
+
+
+def _jax():
+    return dict(xp=jnp, device=jax.devices("cpu")[0], dtype="float64")
+
+
+def _fit(k=4, seed=0, dropout=0.0, **fit):
+    X, y = _data()
+    ens = gpunn.Ensemble([3, 6, 5, 1], k, seed=seed, dropout=dropout, compile=True, **_jax())
+    ens.fit(X, y, epochs=2, verbose=0, **fit)
+    return ens
+
+
+# Each case: a first fit that sets the structure, then fits with new values only, which compile nothing.
+CASES = {
+    "full batch, sgd": (dict(lr=0.1), [dict(lr=0.05), dict(lr=[0.1, 0.2, 0.3, 0.4]), dict(lr=0.3, seed=7)]),
+    "l2 and clipping": (
+        dict(lr=0.1, l2=0.01, clip_norm=1.0),
+        [dict(lr=0.2, l2=0.03, clip_norm=0.5), dict(lr=0.1, l2=[0.01, 0.02, 0.0, 0.5], clip_norm=3.0)],
+    ),
+    "shuffled minibatches, adamw": (
+        dict(lr=0.01, batch_size=16, optimizer="adamw", weight_decay=0.1),
+        [dict(lr=0.02, batch_size=16, optimizer="adamw", weight_decay=[0.0, 0.2, 0.3, 0.4])],
+    ),
+    "minibatches in order, momentum, weights": (
+        dict(lr=0.05, batch_size=16, optimizer="momentum", shuffle=False, sample_weight=np.linspace(0.5, 2, N)),
+        [
+            dict(
+                lr=[0.01, 0.02, 0.03, 0.04],
+                batch_size=16,
+                optimizer="momentum",
+                shuffle=False,
+                sample_weight=np.linspace(2, 0.5, N),
+            )
+        ],
+    ),  # fmt: skip
+    "dropout, members on their own rows": (
+        dict(lr=0.1, batch_size=16, dropout=0.2, rows=[np.arange(k, N) for k in range(4)]),
+        [
+            dict(
+                lr=0.2,
+                batch_size=16,
+                dropout=[0.1, 0.3, 0.0, 0.5],
+                seed=11,
+                rows=[np.arange(0, N - 2 * k) for k in range(4)],
+            )
+        ],
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_new_values_compile_nothing(compiles, case):
+    first, others = CASES[case]
+    assert compiles.during(lambda: _fit(**first)) >= 0  # the structure and shapes of this case, compiled once
+    for fit in others:
+        assert compiles.during(lambda fit=fit: _fit(**fit)) == 0, fit
+
+
+def test_a_search_over_new_values_compiles_nothing(compiles):
+    """MLPSearchCV trains each shape group as one ensemble: a second grid of as many candidates, all values new,
+    compiles nothing (refit=False: the refit is a lone MLP's fit)."""
+    from gpunn.sklearn import MLPClassifier, MLPSearchCV
+
+    X, y = _data()
+    est = MLPClassifier((6,), max_iter=4, solver="sgd", random_state=0)
+
+    def search(grid):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return MLPSearchCV(est, grid, cv=2, refit=False).fit(jnp.asarray(X), y)
+
+    search({"learning_rate_init": [0.1, 0.2], "alpha": [1e-4, 1e-3]})
+    grid = {"learning_rate_init": [0.05, 0.3], "alpha": [1e-2, 1e-1]}
+    assert compiles.during(lambda: search(grid)) == 0
+
+
+def test_a_minibatch_epoch_is_one_compiled_loop(monkeypatch):
+    """The epoch's full minibatches go to the compiler as one loop (one call an epoch), the short last batch as
+    one step: 4 batches of 16 and one of 6 make 2 calls an epoch, not 5."""
+    calls = []
+    real_run, real_call = _loop._Runner.run, _loop._Runner.__call__
+    monkeypatch.setattr(_loop._Runner, "run", lambda self, *a: calls.append("loop") or real_run(self, *a))
+    monkeypatch.setattr(_loop._Runner, "__call__", lambda self, *a: calls.append("step") or real_call(self, *a))
+    for fit in (dict(batch_size=16), dict(batch_size=16, shuffle=False), dict(batch_size=16, rows=[np.arange(N)] * 4)):
+        calls.clear()
+        _fit(**fit)
+        expected = ["loop", "step"] * 2 if "rows" not in fit else ["loop"] * 2  # own rows: padded, one loop
+        assert calls == expected, fit
+
+
+def _pair(ens_kw, fit):
+    """The compiled JAX ensemble and the eager NumPy one (the oracle: each of its members is a lone MLP's fit,
+    tests/test_ensemble.py) after the same fit, with their histories."""
+    X, y = _data()
+    fit = dict(epochs=3, verbose=0, validation_data=(X[::4], y[::4]), **fit)
+    out = []
+    for kw in (dict(compile=True, **_jax()), dict(compile=False, device="cpu", dtype="float64")):
+        ens = gpunn.Ensemble([3, 6, 5, 1], 4, seed=[1, 2, 3, 4], **ens_kw, **kw)
+        out.append((ens, ens.fit(X, y, **fit)))
+    return out
+
+
+SAME = {
+    "full batch": ({}, dict(lr=[0.1, 0.2, 0.3, 0.05], l2=[0.0, 0.01, 0.1, 0.02], clip_norm=0.5)),
+    "shuffled": ({}, dict(lr=0.05, batch_size=16, optimizer="adamw", weight_decay=[0.0, 0.1, 0.2, 0.3])),
+    "in order, weighted": ({}, dict(lr=[0.1, 0.2, 0.3, 0.4], batch_size=16, shuffle=False, optimizer="momentum",
+                                    sample_weight=np.random.default_rng(1).uniform(0.2, 2, size=(4, N)))),
+    "own rows, dropout": (dict(dropout=[0.0, 0.2, 0.3, 0.1]),
+                          dict(lr=0.1, batch_size=16, l2=0.01, rows=[np.arange(k, N - k) for k in range(4)])),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(SAME))
+def test_the_compiled_ensemble_equals_the_eager_numpy_ensemble(case):
+    ens_kw, fit = SAME[case]
+    (compiled, h_compiled), (eager, h_eager) = _pair(ens_kw, fit)
+    for a, b, ha, hb in zip(compiled.members, eager.members, h_compiled, h_eager):
+        np.testing.assert_allclose(np.asarray(a.params), b.params, rtol=0, atol=TOL)
+        for slot, value in b.optimizer_state.items():
+            if slot == "step":
+                assert int(a.optimizer_state["step"]) == value
+            else:
+                np.testing.assert_allclose(np.asarray(a.optimizer_state[slot]), value, rtol=0, atol=TOL)
+        for name in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+            np.testing.assert_allclose(getattr(ha, name), getattr(hb, name), rtol=0, atol=TOL, err_msg=name)
+        assert ha.epochs == 3 and a.rng.bit_generator.state == b.rng.bit_generator.state
+
+
+def test_the_compiled_ensemble_equals_lone_mlps():
+    """Members with their own rates, penalties and dropout, shuffled minibatches, against lone MLPs fit one by
+    one (eager NumPy, float64)."""
+    X, y = _data()
+    lrs, l2s, drops = [0.1, 0.05, 0.2], [0.0, 0.01, 0.05], [0.0, 0.2, 0.1]
+    ens = gpunn.Ensemble([3, 6, 1], 3, seed=[5, 6, 7], dropout=drops, compile=True, **_jax())
+    histories = ens.fit(X, y, epochs=3, lr=lrs, l2=l2s, batch_size=16, clip_norm=1.0, verbose=0)
+    for k, member in enumerate(ens.members):
+        lone = gpunn.MLP([3, 6, 1], seed=[5, 6, 7][k], dropout=drops[k], device="cpu", dtype="float64")
+        h = lone.fit(X, y, epochs=3, lr=lrs[k], l2=l2s[k], batch_size=16, clip_norm=1.0, verbose=0)
+        np.testing.assert_allclose(np.asarray(member.params), lone.params, rtol=0, atol=TOL)
+        np.testing.assert_allclose(histories[k].loss, h.loss, rtol=0, atol=TOL)
+        np.testing.assert_allclose(histories[k].accuracy, h.accuracy, rtol=0, atol=TOL)
+
+
+def test_a_loop_the_compiler_refuses_runs_eagerly_to_the_same_result(monkeypatch):
+    """Under compile="auto", a compiled loop that fails warns once and the epoch's steps run eagerly, one by one:
+    the same weights and records as the eager NumPy ensemble."""
+    real = _loop._compiled.__wrapped__
+
+    def refusing(*args):
+        step, forms = real(*args)
+
+        def loop(*a):
+            raise RuntimeError("no loop today")
+
+        return step, (*forms[:3], loop)
+
+    monkeypatch.setattr(_loop, "_compiled", refusing)
+    X, y = _data()
+    fit = dict(epochs=2, lr=[0.1, 0.2], batch_size=16, l2=[0.0, 0.01], verbose=0)
+    auto = gpunn.Ensemble([3, 6, 1], 2, seed=[1, 2], compile="auto", **_jax())
+    with pytest.warns(RuntimeWarning, match="compiling the ensemble's step on jax failed .*no loop today"):
+        h_auto = auto.fit(X, y, **fit)
+    eager = gpunn.Ensemble([3, 6, 1], 2, seed=[1, 2], compile=False, device="cpu", dtype="float64")
+    h_eager = eager.fit(X, y, **fit)
+    for a, b, ha, hb in zip(auto.members, eager.members, h_auto, h_eager):
+        np.testing.assert_allclose(np.asarray(a.params), b.params, rtol=0, atol=TOL)
+        np.testing.assert_allclose(ha.loss, hb.loss, rtol=0, atol=TOL)
+    with pytest.raises(RuntimeError, match="no loop today"):
+        gpunn.Ensemble([3, 6, 1], 2, seed=[1, 2], compile=True, **_jax()).fit(X, y, **fit)
