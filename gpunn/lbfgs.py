@@ -38,7 +38,7 @@ import numpy as np
 
 from . import _backend, layers, losses, optim, train
 from .errors import ConfigError
-from .step import StackedHyper, StackedStep, stacked_hyper
+from .step import Hyper, StackedHyper, StackedStep, Step, stacked_hyper
 
 C1, C2 = 1e-4, 0.9  # the strong Wolfe conditions' constants: sufficient decrease and curvature
 MAX_LS = 20  # evaluations per iteration at most, scipy's ``maxls``
@@ -90,14 +90,26 @@ def _dot(a: Any, b: Any, xp: Any) -> Any:
     return xp.sum(a * b, axis=1, keepdims=True)
 
 
-def _evaluate(step: StackedStep, wmask: Any, x0: Any, d: Any, t: Any, x: Any, target: Any, weight: Any, mask: Any,
+def _stacked_gradients(step: StackedStep, p: Any, x: Any, target: Any, weight: Any, mask: Any):
+    return step.gradients(p, {"step": 0}, x, target, weight, mask)
+
+
+def _lone_gradients(step: Step, p: Any, x: Any, target: Any, weight: Any, mask: Any):
+    """A lone network's gradients (one member, all rows) by its own step, shaped as the stacked step's: the same
+    function, computed with 2-D products, which NumPy runs through BLAS where it loops over a stacked axis."""
+    xp = step.xp
+    grads, loss_sum, correct = step.gradients(xp.reshape(p, (-1,)), x, target, weight)
+    loss_sum = xp.reshape(loss_sum, (1, -1) if loss_sum.ndim else (1,))
+    return xp.reshape(grads, (1, -1)), loss_sum, None if correct is None else xp.reshape(correct, (1,))
+
+
+def _evaluate(xp: Any, gradients: Any, wmask: Any, x0: Any, d: Any, t: Any, x: Any, target: Any, weight: Any, mask: Any,
               consts: Any, extra: Any) -> tuple[Any, Any, Any]:  # fmt: skip
     """The objective at ``x0 + t d`` (t (K, 1)): ``(point, gradient, read-back (K, 7))``. ``consts`` (K, 4) are,
     per member, l2 / m, 1 / (outputs m), the loss's gradient factor / (outputs m) and 1 / (outputs n), m being
     the rows (or the weight total) and n the rows."""
-    xp = step.xp
     p = x0 + t * d
-    grads, loss_sum, correct = step.gradients(p, {"step": 0}, x, target, weight, mask)
+    grads, loss_sum, correct = gradients(p, x, target, weight, mask)
     l2m, fscale, gscale, pscale = (consts[:, j : j + 1] for j in range(4))
     w = p * wmask
     square = _dot(w, w, xp)
@@ -160,13 +172,19 @@ class Functions:
 
 
 @functools.lru_cache(maxsize=16)
-def _functions(hyper: StackedHyper, xp: Any, device: Any, dtype: str, compile: Any) -> Functions:
-    """A stacked step without penalty (L-BFGS adds it, with its rates as arrays) and the device functions."""
+def _functions(hyper: StackedHyper, xp: Any, device: Any, dtype: str, compile: Any, lone: bool) -> Functions:
+    """A stacked step without penalty (L-BFGS adds it, with its rates as arrays) and the device functions; with
+    ``lone``, the gradients of one member on all rows by a lone network's step."""
     step = StackedStep(hyper, xp, device, dtype)
+    if lone:
+        one = Hyper(hyper.sizes, hyper.activation, hyper.output, hyper.loss, hyper.optimizer, 0.0)
+        gradients: Any = functools.partial(_lone_gradients, Step(one, xp, device, dtype))
+    else:
+        gradients = functools.partial(_stacked_gradients, step)
     wmask = layers.weight_mask(hyper.sizes, dtype, xp, device)
     eps = float(np.finfo(dtype).eps)
     eager = (
-        functools.partial(_evaluate, step, wmask),
+        functools.partial(_evaluate, xp, gradients, wmask),
         functools.partial(_direction, xp),
         functools.partial(_remember, xp, eps),
     )
@@ -287,7 +305,7 @@ class Solver:
         k = hyper.members
         bare = stacked_hyper(hyper.sizes, hyper.activation, hyper.output, hyper.loss, optim.sgd(), (0.0,) * k, None,
                              (0.0,) * k, (0,) * k)  # fmt: skip
-        self.fns = _functions(bare, xp, device, dtype, compile)
+        self.fns = _functions(bare, xp, device, dtype, compile, k == 1 and data[3] is None)
         self.mode, self.xp, self.device, self.k, self.data = compile, xp, device, k, data
         self.dtype, self.host_dtype = self.fns.step.zero.dtype, np.dtype(dtype)
         self.history = int(optimizer.hyper["history"])

@@ -215,6 +215,8 @@ class _BaseMLP(Fitted, BaseEstimator):
         return None
 
     def _gpunn_optimizer(self) -> optim.Optimizer:
+        if self.solver == "lbfgs":
+            return _lbfgs.optimizer(self)
         if self.solver == "adam":
             return optim.adam(self.beta_1, self.beta_2, self.epsilon)
         if self.momentum > 0:
@@ -373,6 +375,8 @@ class _BaseMLP(Fitted, BaseEstimator):
 
     def _new_optimizer(self) -> None:
         """A new ``_optimizer`` (its rate), as scikit-learn's MLP makes one for every fit."""
+        if self.solver == "lbfgs":  # scikit-learn's L-BFGS keeps no optimizer object
+            return
         if self.solver == "sgd":
             self._optimizer = SGDRate(self.learning_rate_init, float(self.learning_rate_init))
         else:
@@ -390,7 +394,7 @@ class _BaseMLP(Fitted, BaseEstimator):
     def _count_steps(self) -> None:
         """Adam's update count, which its rate depends on, read from the model once a call."""
         state = self._model.optimizer_state
-        if isinstance(self._optimizer, AdamRate) and state is not None:
+        if isinstance(getattr(self, "_optimizer", None), AdamRate) and state is not None:
             self._optimizer.t = int(state["step"])
 
     def _after_epoch(

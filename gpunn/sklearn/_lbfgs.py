@@ -22,28 +22,47 @@ STATUS = {
 }
 
 
+def optimizer(est: Any) -> optim.Optimizer:
+    """``est``'s L-BFGS: ``tol`` in gpunn's units (its loss is scikit-learn's times ``_gradient_scale``)."""
+    return optim.lbfgs(tol=float(est.tol) * est._gradient_scale(), max_fun=int(est.max_fun))
+
+
 def fit(est: Any, X: Any, T: Any, epochs: int, sample_weight: Any) -> None:
-    """Train ``est``'s network by L-BFGS for up to ``epochs`` (``max_iter``) iterations. gpunn's loss is
-    scikit-learn's times ``est._gradient_scale()``, and so is its gradient: ``tol`` and ``alpha`` are scaled by it."""
+    """Train ``est``'s network by L-BFGS for up to ``epochs`` (``max_iter``) iterations; ``alpha`` is scaled as
+    ``tol`` is (see :func:`optimizer`)."""
     m, scale = est._model, est._gradient_scale()
     m.optimizer_state, m.schedule = None, None
     key = "loss" if sample_weight is None else "weighted_loss"
-    opt = optim.lbfgs(tol=float(est.tol) * scale, max_fun=int(est.max_fun))
+    est.n_iter_ = 0
     try:
-        history = m.fit(X, T, epochs=epochs, optimizer=opt, sample_weight=sample_weight, verbose=0,
-                        l2=est.alpha * scale, diverge_factor=None)  # fmt: skip
+        m.fit(X, T, epochs=epochs, optimizer=optimizer(est), sample_weight=sample_weight, verbose=0,
+              l2=est.alpha * scale, diverge_factor=None, callbacks=[callback(est, key, scale)])  # fmt: skip
     except NonFiniteError:
         raise est._non_finite_error() from None
     finally:
         est._exposed = {}  # the weights changed: coefs_ and intercepts_ are read anew
-    losses = getattr(history, key)
-    est.n_iter_ = len(losses)
-    if losses:
-        est.loss_ = float(losses[-1]) / scale  # the objective at the last iterate, as SciPy's ``fun``
-    if est.verbose:
-        print(f"L-BFGS: {est.n_iter_} iterations, loss = {getattr(est, 'loss_', float('nan')):.8f}")
-    # As SciPy: the iteration limit is checked before convergence, then the evaluations' limit.
-    reason = "max_iter" if est.n_iter_ == est.max_iter else m.stopped_by
+    finish(est, m.stopped_by)
+
+
+def callback(est: Any, key: str, scale: float) -> Any:
+    """After each iteration: ``n_iter_`` and ``loss_`` (the objective at the iterate, SciPy's ``fun``), and the
+    stop at ``max_iter`` (for a member of :class:`~gpunn.sklearn.MLPSearchCV`'s ensemble, whose ``fit`` runs the
+    most epochs any member takes)."""
+
+    def after_iteration(model: Any, record: dict[str, float]) -> bool:
+        est.n_iter_ += 1
+        est.loss_ = float(record[key]) / scale
+        if est.verbose:
+            print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
+        return bool(est.n_iter_ < est.max_iter)
+
+    return after_iteration
+
+
+def finish(est: Any, stopped_by: str | None) -> None:
+    """scikit-learn's ``ConvergenceWarning`` unless the fit converged. As SciPy, the iteration limit is checked
+    before convergence, then the evaluations' limit."""
+    reason = "max_iter" if est.n_iter_ == est.max_iter else stopped_by
     if reason not in STATUS:
         return
     status, message = STATUS[str(reason)]
