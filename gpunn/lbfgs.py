@@ -47,7 +47,9 @@ TOLERANCE_CHANGE = 1e-9  # a zoom stops when its bracket moves the weights by le
 CONVERGED = ("gtol", "ftol")
 # Columns of an evaluation's read-back: the objective, the directional derivative, correct predictions, the
 # largest gradient entry, the unweighted loss (History's "loss"), then the direction's g.d and largest entry.
-_F, _GTD, _CORRECT, _GMAX, _PLAIN, _GTD0, _DMAX = range(7)
+# the point's pair with the iteration's start (s.y, y.y: whether it would join the history), then the direction's
+# g.d and largest entry.
+_F, _GTD, _CORRECT, _GMAX, _PLAIN, _SY, _YY, _GTD0, _DMAX = range(9)
 
 
 def check(s: Any, dropout: list[float], comm: Any, streamed: bool) -> None:
@@ -76,18 +78,9 @@ def runner(hyper: Any, xp: Any, device: Any, dtype: str, compile: Any, data: Any
 
 
 # ------------------------------------------------------------------------------------- device functions
-def _where(cond: Any, a: Any, b: Any, xp: Any) -> Any:
-    """``xp.where`` with Python numbers on either side (as arrays of the other side's dtype)."""
-    ref = b if not isinstance(b, (int, float)) else a
-    if isinstance(a, (int, float)):
-        a = xp.full_like(ref, a)
-    if isinstance(b, (int, float)):
-        b = xp.full_like(ref, b)
-    return xp.where(cond, a, b)
-
-
 def _dot(a: Any, b: Any, xp: Any) -> Any:
-    return xp.sum(a * b, axis=1, keepdims=True)
+    """Each row's dot product, (K, 1)."""
+    return xp.reshape(xp.vecdot(a, b), (-1, 1))
 
 
 def _stacked_gradients(step: StackedStep, p: Any, x: Any, target: Any, weight: Any, mask: Any):
@@ -103,8 +96,8 @@ def _lone_gradients(step: Step, p: Any, x: Any, target: Any, weight: Any, mask: 
     return xp.reshape(grads, (1, -1)), loss_sum, None if correct is None else xp.reshape(correct, (1,))
 
 
-def _evaluate(xp: Any, gradients: Any, wmask: Any, x0: Any, d: Any, t: Any, x: Any, target: Any, weight: Any, mask: Any,
-              consts: Any, extra: Any) -> tuple[Any, Any, Any]:  # fmt: skip
+def _evaluate(xp: Any, gradients: Any, wmask: Any, x0: Any, g0: Any, d: Any, t: Any, x: Any, target: Any,
+              weight: Any, mask: Any, consts: Any, extra: Any) -> tuple[Any, Any, Any]:  # fmt: skip
     """The objective at ``x0 + t d`` (t (K, 1)): ``(point, gradient, read-back (K, 7))``. ``consts`` (K, 4) are,
     per member, l2 / m, 1 / (outputs m), the loss's gradient factor / (outputs m) and 1 / (outputs n), m being
     the rows (or the weight total) and n the rows."""
@@ -126,34 +119,40 @@ def _evaluate(xp: Any, gradients: Any, wmask: Any, x0: Any, d: Any, t: Any, x: A
     else:
         correct = xp.reshape(xp.astype(correct, f.dtype), (-1, 1))
     gmax = xp.max(xp.abs(g), axis=1, keepdims=True)
-    out = xp.concat([f, _dot(g, d, xp), correct, gmax, plain, extra], axis=1)
+    ds, dy = p - x0, g - g0
+    out = xp.concat([f, _dot(g, d, xp), correct, gmax, plain, _dot(ds, dy, xp), _dot(dy, dy, xp), extra], axis=1)
     return p, g, out
 
 
 def _direction(xp: Any, g: Any, s: tuple[Any, ...], y: tuple[Any, ...]) -> tuple[Any, Any]:
     """``(d, extra)``: the two-loop recursion's ``-H g`` (rows without a pair: ``-g / ||g||``) and, per member,
     ``[g.d, max |d|]`` (K, 2). Empty history slots are zeros, whose curvature 0 makes them no-ops."""
-    sy = [_dot(a, b, xp) for a, b in zip(s, y)]
-    rho = [_where(v > 0, 1.0 / _where(v > 0, v, 1.0, xp), 0.0, xp) for v in sy]
-    q, alphas = g, [None] * len(s)
-    for i in reversed(range(len(s))):
+    m = len(s)
+    sy = xp.concat([_dot(a, b, xp) for a, b in zip(s, y)], axis=1)  # (K, m)
+    held = sy > 0
+    one, zero = xp.ones_like(sy), xp.zeros_like(sy)
+    rho_all = xp.where(held, one / xp.where(held, sy, one), zero)
+    rho = [rho_all[:, i : i + 1] for i in range(m)]
+    q, alphas = g, [None] * m
+    for i in reversed(range(m)):
         alphas[i] = a = rho[i] * _dot(s[i], q, xp)
         q = q - a * y[i]
-    has = sy[-1] > 0  # the newest slot holds a pair when any does: pairs shift in from the end
-    gamma = _where(has, sy[-1] / _where(has, _dot(y[-1], y[-1], xp), 1.0, xp), 1.0, xp)
-    r = gamma * q
-    for i in range(len(s)):
+    # H0 = (s.y / y.y) I from the newest slot, which holds a pair when any does (pairs shift in from the end);
+    # without one, d = -g / ||g||: the factor is 1 / (y.y / s.y) or 1 / ||g||
+    newest = held[:, -1:]
+    yy, gg = _dot(y[-1], y[-1], xp), _dot(g, g, xp)
+    scale = xp.where(newest, yy * rho[-1], xp.sqrt(gg))
+    r = q / xp.where(scale > 0, scale, xp.ones_like(scale))
+    for i in range(m):
         r = r + (alphas[i] - rho[i] * _dot(y[i], r, xp)) * s[i]
-    norm = xp.sqrt(_dot(g, g, xp))
-    d = -(r * _where(has, 1.0, 1.0 / _where(norm > 0, norm, 1.0, xp), xp))
+    d = -r
     return d, xp.concat([_dot(g, d, xp), xp.max(xp.abs(d), axis=1, keepdims=True)], axis=1)
 
 
-def _remember(xp: Any, eps: float, x0: Any, p: Any, g0: Any, g: Any, s: tuple[Any, ...], y: tuple[Any, ...]):
-    """The histories with the pair of the step ``x0 -> p`` appended (the oldest dropped), for every member whose
-    pair has curvature ``s.y > eps y.y`` (a member that did not move has s = 0 and keeps its history)."""
+def _remember(xp: Any, x0: Any, p: Any, g0: Any, g: Any, s: tuple[Any, ...], y: tuple[Any, ...], ok: Any):
+    """The histories with the pair of the step ``x0 -> p`` appended (the oldest dropped) for the members ``ok``
+    (K, 1) marks: those whose pair has curvature ``s.y > eps y.y``, as the host read it."""
     ds, dy = p - x0, g - g0
-    ok = _dot(ds, dy, xp) > eps * _dot(dy, dy, xp)
     new_s = tuple(xp.where(ok, s[i + 1], s[i]) for i in range(len(s) - 1)) + (xp.where(ok, ds, s[-1]),)
     new_y = tuple(xp.where(ok, y[i + 1], y[i]) for i in range(len(y) - 1)) + (xp.where(ok, dy, y[-1]),)
     return new_s, new_y
@@ -182,11 +181,10 @@ def _functions(hyper: StackedHyper, xp: Any, device: Any, dtype: str, compile: A
     else:
         gradients = functools.partial(_stacked_gradients, step)
     wmask = layers.weight_mask(hyper.sizes, dtype, xp, device)
-    eps = float(np.finfo(dtype).eps)
     eager = (
         functools.partial(_evaluate, xp, gradients, wmask),
         functools.partial(_direction, xp),
-        functools.partial(_remember, xp, eps),
+        functools.partial(_remember, xp),
     )
     jit = None if compile is False else _backend.compiler(xp, compile is True)
     if jit is None:
@@ -316,6 +314,7 @@ class Solver:
         consts = [[lk / mk, 1.0 / (outputs * mk), factor / (outputs * mk), 1.0 / (outputs * nk)]
                   for lk, mk, nk in zip(l2, m, n)]  # fmt: skip
         self.consts = self._up(np.asarray(consts, dtype=np.float64))
+        self.eps = float(np.finfo(dtype).eps)  # a pair joins the history where s.y > eps y.y
         self.evals = np.zeros(k, dtype=np.int64)
         self.reasons: list[str | None] = [None] * k
         self._at: tuple[Any, Any, np.ndarray] | None = None  # (weights, their gradient, their read-back row)
@@ -337,10 +336,20 @@ class Solver:
                 self.mode = False
         return fns.eager[which](*args)
 
-    def _evaluate(self, x0: Any, d: Any, t: Any, extra: Any) -> tuple[Any, Any, np.ndarray]:
+    def _evaluate(self, x0: Any, g0: Any, d: Any, t: Any, extra: Any) -> tuple[Any, Any, np.ndarray]:
         x, target, weight, mask = self.data
-        p, g, out = self._call(0, x0, d, t, x, target, weight, mask, self.consts, extra)
+        p, g, out = self._call(0, x0, g0, d, t, x, target, weight, mask, self.consts, extra)
         return p, g, np.asarray(_backend.to_numpy(out), dtype=np.float64)  # the evaluation's one read-back
+
+    def _remember(self, x0: Any, p: Any, g0: Any, g: Any, s: tuple, y: tuple, ok: np.ndarray) -> tuple[tuple, tuple]:
+        """The histories after the step ``x0 -> p`` of the members ``ok``: shifted as Python tuples when every
+        member takes its pair (one network, usually), by :func:`_remember` when only some do."""
+        if not ok.any():
+            return s, y
+        if ok.all():
+            return s[1:] + (p - x0,), y[1:] + (g - g0,)
+        mask = _backend.from_numpy(ok.reshape(-1, 1), self.xp, self.device)
+        return self._call(2, x0, p, g0, g, s, y, mask)
 
     def start(self, params: Any, active: list[bool]) -> np.ndarray:
         """The read-back row (K, 7) at ``params`` (evaluated, and counted, unless the last iteration ended
@@ -350,7 +359,7 @@ class Solver:
             zero_d = xp.zeros_like(params)
             zero_t = xp.zeros((k, 1), dtype=self.dtype, device=self.device)
             extra = xp.zeros((k, 2), dtype=self.dtype, device=self.device)
-            _, g, host = self._evaluate(params, zero_d, zero_t, extra)
+            _, g, host = self._evaluate(params, zero_d, zero_d, zero_t, extra)
             self.evals += np.asarray(active, dtype=np.int64)
             self._at = (params, g, host)
         host = self._at[2]
@@ -376,7 +385,7 @@ class Solver:
         while searches:
             searching = np.zeros(k, dtype=np.int64)
             searching[list(searches)] = 1
-            p, g, host = self._evaluate(params, d, self._up(t.reshape(k, 1)), extra)
+            p, g, host = self._evaluate(params, g0, d, self._up(t.reshape(k, 1)), extra)
             self.evals += searching
             keep = np.zeros(k, dtype=bool)
             for i, search in list(searches.items()):
@@ -398,7 +407,7 @@ class Solver:
         if failed.any():  # a member whose search found no lower loss stays where it was
             back = _backend.from_numpy(failed.reshape(k, 1), xp, self.device)
             kept_p, kept_g = xp.where(back, params, kept_p), xp.where(back, g0, kept_g)
-        s, y = self._call(2, params, kept_p, g0, kept_g, s, y)
+        s, y = self._remember(params, kept_p, g0, kept_g, s, y, ran & ok & (rows[:, _SY] > self.eps * rows[:, _YY]))
         for i in np.flatnonzero(ran):
             f0, f1 = float(start[i, _F]), float(rows[i, _F])
             if not ok[i]:

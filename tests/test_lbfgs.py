@@ -118,14 +118,21 @@ def test_two_loop_direction_equals_the_dense_inverse_bfgs_matrix():
     np.testing.assert_allclose(extra[:, 1], np.abs(expected).max(axis=1), rtol=1e-10)
 
 
-def test_a_pair_without_curvature_is_skipped():
-    s0 = (np.zeros((2, 3)),) * 2
+def test_a_pair_joins_the_history_only_where_marked_and_pairs_have_curvature():
+    s0 = tuple(np.full((2, 3), float(i)) for i in range(3))
     x0, g0 = np.zeros((2, 3)), np.zeros((2, 3))
-    p = np.array([[1.0, 0, 0], [1.0, 0, 0]])
-    g = np.array([[2.0, 0, 0], [-2.0, 0, 0]])  # member 0: s.y = 2 > 0; member 1: s.y = -2
-    s, y = lbfgs._remember(np, 1e-16, x0, p, g0, g, s0, s0)
-    np.testing.assert_array_equal(s[-1], [[1.0, 0, 0], [0, 0, 0]])
-    np.testing.assert_array_equal(y[-1], [[2.0, 0, 0], [0, 0, 0]])
+    p, g = np.ones((2, 3)), np.full((2, 3), 2.0)
+    s, y = lbfgs._remember(np, x0, p, g0, g, s0, s0, np.array([[True], [False]]))
+    np.testing.assert_array_equal(np.stack(s)[:, 0], [np.full(3, 1.0), np.full(3, 2.0), np.ones(3)])
+    np.testing.assert_array_equal(np.stack(y)[:, 0, 0], [1.0, 2.0, 2.0])
+    np.testing.assert_array_equal(np.stack(s)[:, 1], np.stack(s0)[:, 1])  # the member not marked keeps its own
+    X, labels = data()
+    m = gpunn.MLP([4, 8, 3], activation="tanh", output="softmax", dtype="float64", device="cpu", seed=0)
+    m.fit(X, labels, epochs=15, optimizer=optim.lbfgs(history=5, tol=0.0), verbose=0)
+    state = m.optimizer_state
+    curvature = [float(np.dot(state[f"s{i}"], state[f"y{i}"])) for i in range(5)]
+    scale = [float(np.dot(state[f"y{i}"], state[f"y{i}"])) for i in range(5)]
+    assert all(c > np.finfo(np.float64).eps * v > 0 for c, v in zip(curvature, scale))
 
 
 # ------------------------------------------------------------------------------- minimizers against SciPy
@@ -443,4 +450,5 @@ def test_on_jax_a_new_setting_compiles_nothing(monkeypatch):
         m.fit(X, labels, epochs=4, optimizer=optim.lbfgs(tol=tol), l2=l2, verbose=0, convert=True)
     (fns,) = seen  # one set of compiled functions, each compiled once: l2 and tol are runtime values
     assert fns.compiled
-    assert [f._cache_size() for f in (fns.evaluate, fns.direction, fns.remember)] == [1, 1, 1]
+    assert [f._cache_size() for f in (fns.evaluate, fns.direction)] == [1, 1]
+    assert fns.remember._cache_size() <= 1  # called only where some members take their pair and others not
