@@ -80,7 +80,7 @@ def runner(hyper: Any, xp: Any, device: Any, dtype: str, compile: Any, data: Any
 # ------------------------------------------------------------------------------------- device functions
 def _dot(a: Any, b: Any, xp: Any) -> Any:
     """Each row's dot product, (K, 1)."""
-    return xp.reshape(xp.vecdot(a, b), (-1, 1))
+    return xp.vecdot(a, b)[:, None]
 
 
 def _stacked_gradients(step: StackedStep, p: Any, x: Any, target: Any, weight: Any, mask: Any):
@@ -469,6 +469,7 @@ class Runner:
         self.hyper, self.xp = hyper, xp
         self.step = self.solver.fns.step  # what gpunn.train reads the hyper-parameters and namespace from
         self._rows: tuple[Any, Any] | None = None  # the last weights (P,) and the solver's (1, P) of them
+        self._pairs: tuple[Any, tuple, tuple] | None = None  # the last optimizer state and its pairs as (1, P)
 
     @property
     def reason(self) -> str | None:
@@ -489,10 +490,14 @@ class Runner:
 
     def start_epoch(self, state: train.State, val: Any) -> Ran:
         """One iteration from ``state``; its validation sums queued on the device."""
-        s, y = self.solver.pairs(state.optimizer_state, False)
+        if self._pairs is not None and self._pairs[0] is state.optimizer_state:
+            s, y = self._pairs[1:]  # the (1, P) rows of the state the last iteration left
+        else:
+            s, y = self.solver.pairs(state.optimizer_state, False)
         new, s, y, result = self.solver.iterate(self._row(state.params), s, y, [True])
         slots = {f"s{i}": a[0, :] for i, a in enumerate(s)} | {f"y{i}": a[0, :] for i, a in enumerate(y)}
         opt = {"step": int(state.optimizer_state["step"]) + 1, **slots}
+        self._pairs = (opt, s, y)
         params = new[0, :]
         self._rows = (params, new)
         val_loss, val_correct = ([], []) if val is None else val.evaluate_sums(params)
