@@ -452,3 +452,33 @@ def test_on_jax_a_new_setting_compiles_nothing(monkeypatch):
     assert fns.compiled
     assert [f._cache_size() for f in (fns.evaluate, fns.direction)] == [1, 1]
     assert fns.remember._cache_size() <= 1  # called only where some members take their pair and others not
+
+
+def test_an_iteration_reads_back_once_per_evaluation(monkeypatch):
+    from gpunn import _backend
+
+    inside, reads, evals = [False], [0], [0]
+    real_read, real_iterate, real_evaluate = _backend.to_numpy, lbfgs.Solver.iterate, lbfgs.Solver._evaluate
+
+    def read(a):
+        reads[0] += inside[0]
+        return real_read(a)
+
+    def iterate(self, *args):
+        inside[0] = True
+        try:
+            return real_iterate(self, *args)
+        finally:
+            inside[0] = False
+
+    def evaluate(self, *args):
+        evals[0] += inside[0]
+        return real_evaluate(self, *args)
+
+    monkeypatch.setattr(_backend, "to_numpy", read)
+    monkeypatch.setattr(lbfgs.Solver, "iterate", iterate)
+    monkeypatch.setattr(lbfgs.Solver, "_evaluate", evaluate)
+    X, labels = data()
+    ens = gpunn.Ensemble([4, 8, 3], members=3, output="softmax", dtype="float64", device="cpu", seed=[0, 1, 2])
+    ens.fit(X, labels, epochs=10, optimizer="lbfgs", l2=[0.0, 1e-2, 1e-1], verbose=0)
+    assert evals[0] >= 10 and reads[0] == evals[0]
