@@ -19,6 +19,11 @@ slows them alike); "gpunn / sklearn" is the median of the rounds' ratios. ``--gr
 ``GridSearchCV`` (5 folds) over the digits pipeline for sklearn and gpunn, and gpunn's ``MLPSearchCV`` over the
 same grid. ``--threads N`` limits every contender's BLAS to N threads (on a loaded machine, OpenBLAS's threads
 wait on each other); the BLAS threads and the load average are recorded.
+
+``--solver lbfgs`` compares L-BFGS instead: ``make_pipeline(StandardScaler(), MLPClassifier((64,),
+solver="lbfgs", random_state=0))`` (every other parameter the default: ``max_iter=200``, ``max_fun=15000``,
+``tol=1e-4``, ``alpha=1e-4``) from scikit-learn and from ``gpunn.sklearn`` (``device="auto"``), on digits, breast
+cancer and wine, interleaved, medians over the rounds (results in ``results/datasets_lbfgs.json``).
 """
 
 from __future__ import annotations
@@ -169,6 +174,61 @@ def run_grid(rounds: int) -> list[dict]:
             for n in names]  # fmt: skip
 
 
+LBFGS_DATASETS = ("digits", "breast cancer", "wine")
+LBFGS_RESULTS = RESULTS.with_name("datasets_lbfgs.json")
+
+
+def run_lbfgs(module, X_train, X_test, y_train, y_test, classifier):
+    """The L-BFGS pipeline of ``module`` (sklearn.neural_network or gpunn.sklearn): (accuracy, seconds, iterations)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    est = make_pipeline(StandardScaler(), module.MLPClassifier((64,), solver="lbfgs", random_state=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        t0 = time.perf_counter()
+        est.fit(X_train, y_train)
+        seconds = time.perf_counter() - t0
+    return score(y_test, est.predict(X_test), classifier), seconds, int(est[-1].n_iter_)
+
+
+def lbfgs_main(rounds: int, path: Path, env: dict) -> None:
+    """``--solver lbfgs``: scikit-learn's and gpunn's L-BFGS on the same pipelines, interleaved."""
+    import sklearn.neural_network
+
+    import gpunn.sklearn
+
+    modules = {"sklearn": sklearn.neural_network, "gpunn": gpunn.sklearn}
+    data = {name: split(X, y, True) for name, ((X, y), _) in datasets().items() if name in LBFGS_DATASETS}
+    runs: dict[tuple[str, str], list] = {}
+    for r in range(rounds):
+        for name, parts in data.items():
+            for contender, module in modules.items():
+                value, seconds, iterations = run_lbfgs(module, *parts, True)
+                runs.setdefault((name, contender), []).append((value, seconds, iterations))
+                print(f"round {r + 1} {name:14s} {contender:8s} {value:.4f}  {seconds:.3f} s  {iterations} iterations",
+                      flush=True)  # fmt: skip
+    lines = ["| dataset | rows | sklearn accuracy | gpunn accuracy | sklearn s | gpunn s | gpunn / sklearn "
+             "| iterations (sklearn, gpunn) |", "|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    rows = []
+    for name, parts in data.items():
+        sk, gp = runs[(name, "sklearn")], runs[(name, "gpunn")]
+        ratio = statistics.median(g[1] / s[1] for g, s in zip(gp, sk))
+        row = {"dataset": name, "rows": int(len(parts[0]) + len(parts[1])), "ratio_to_sklearn": ratio}
+        for contender, results in (("sklearn", sk), ("gpunn", gp)):
+            row[contender] = {"accuracy": results[-1][0], "seconds": statistics.median(r[1] for r in results),
+                              "all_seconds": [r[1] for r in results], "iterations": results[-1][2]}  # fmt: skip
+        rows.append(row)
+        lines.append(f"| {name} | {row['rows']} | {sk[-1][0]:.4f} | {gp[-1][0]:.4f} | {row['sklearn']['seconds']:.3f} "
+                     f"| {row['gpunn']['seconds']:.3f} | {ratio:.2f}x | {sk[-1][2]}, {gp[-1][2]} |")  # fmt: skip
+    env["load_average_after"] = os.getloadavg()
+    print("\n" + "\n".join(lines))
+    print(f"load average before {env['load_average']}, after {env['load_average_after']}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"environment": env, "rounds": rounds, "rows": rows}, indent=1) + "\n")
+
+
 def environment() -> dict:
     import numpy
     import sklearn
@@ -199,7 +259,9 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.datasets", description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write the results (default {RESULTS})")
+    parser.add_argument("--json", type=Path, default=None, help=f"where to write the results (default {RESULTS})")
+    parser.add_argument("--solver", choices=("adam", "lbfgs"), default="adam",
+                        help="adam: the three contenders (default); lbfgs: scikit-learn's and gpunn's")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; times are medians (default 5)")
     parser.add_argument("--grid", action="store_true", help="also time a 4-point grid search on digits")
     parser.add_argument("--grid-rounds", type=int, default=1, help="rounds of the grid searches (default 1)")
@@ -221,6 +283,10 @@ def main(argv: list[str] | None = None) -> None:
         limiter = threadpool_limits(args.threads)
     env = environment()
     print(f"{env['cpus']} CPUs, BLAS {', '.join(env['blas'])}, load average {env['load_average']}", flush=True)
+    if args.solver == "lbfgs":
+        lbfgs_main(args.rounds, args.json or LBFGS_RESULTS, env)
+        return
+    args.json = args.json or RESULTS
     data = {name: (split(X, y, classifier), classifier) for name, ((X, y), classifier) in datasets().items()}
     runs: dict[tuple[str, str], list] = {}
     for r in range(args.rounds):

@@ -23,8 +23,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "gpunn"
 # Floors, from the bottom: the pure core (0, every module not named), host data, the feed, the epoch loop, the
 # shell and codecs, the faces; the package root, which re-exports every floor, stands above them all.
-FLOORS = {"data": 1, "feed": 2, "train": 3, "model": 4, "network": 4, "fitloop": 4, "checkpoint": 4, "export": 4,
-          "_load": 4, "ensemble": 4, "distributed": 4, "cli": 5, "_entry": 5, "sklearn": 5, "plot": 5,
+FLOORS = {"data": 1, "feed": 2, "train": 3, "lbfgs": 3, "model": 4, "network": 4, "fitloop": 4, "checkpoint": 4,
+          "export": 4, "_load": 4, "ensemble": 4, "distributed": 4, "cli": 5, "_entry": 5, "sklearn": 5, "plot": 5,
           "__main__": 5}  # fmt: skip
 TOP = max(FLOORS.values()) + 1
 

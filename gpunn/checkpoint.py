@@ -90,6 +90,10 @@ _HYPER = {
     "beta2": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "eps": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
     "weight_decay": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+    "history": (lambda v: _is_int(v) and 1 <= v <= 1000, "an integer from 1 to 1000"),
+    "tol": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+    "ftol": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+    "max_fun": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
 }
 _SCHEDULE_STATE = {"lr", "best", "bad"}  # a plateau schedule's; the others keep none
 
@@ -332,7 +336,7 @@ def _expected_tensors(config: dict[str, Any]) -> dict[str, tuple[list[int], str,
         expected[f"layers.{j // 2}.{kind}"] = (shape, code, itemsize)
     opt = config.get("optimizer")
     if opt is not None:
-        for slot in optim.SLOTS[opt["name"]]:
+        for slot in optim.slots(opt["name"], opt["hyper"]):
             for j, shape in enumerate(shapes):
                 expected[f"optimizer.{slot}.{j}"] = (shape, code, itemsize)
     n_params = sum(math.prod(shape) for shape in shapes)
@@ -351,7 +355,9 @@ def _expected_ensemble_tensors(
     expected = {}
     for k, member in enumerate(members):
         opt = member["optimizer"]
-        names = ["params"] + ([] if opt is None else [f"optimizer.{slot}" for slot in optim.SLOTS[opt["name"]]])
+        names = ["params"] + (
+            [] if opt is None else [f"optimizer.{slot}" for slot in optim.slots(opt["name"], opt["hyper"])]
+        )
         for name in names + _callback_tensor_names(member):
             expected[f"members.{k}.{name}"] = ([n_params], code, itemsize)
     return expected
@@ -455,7 +461,7 @@ def _validate_callbacks(callbacks: Any, config: dict[str, Any]) -> None:
             raise _invalid(f"{field} best_optimizer", f"is {opt!r} without best weights or a model optimizer")
         return
     step = opt.get("step") if isinstance(opt, dict) else None
-    wanted = {"step": step, **{slot: _tensor_name(slot) for slot in optim.SLOTS[model_opt["name"]]}}
+    wanted = {"step": step, **{slot: _tensor_name(slot) for slot in optim.slots(model_opt["name"], model_opt["hyper"])}}
     if opt != wanted or not (isinstance(step, int) and _is_int(step) and step >= 0):
         raise _invalid(f"{field} best_optimizer", f"is {opt!r}; a {model_opt['name']} state is {wanted!r}")
 

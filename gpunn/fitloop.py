@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _backend, train
+from . import _backend, lbfgs, train
 from .errors import NonFiniteError
 from .history import Reporter
 from .settings import FitSettings
@@ -32,12 +32,17 @@ def run(model: Any, data: Any, val: Any, runner: train.Runner, s: FitSettings, v
     per_epoch = bool(callbacks) or comm is not None or train.learns(model.schedule)
     queue_max = 1 if per_epoch else max(1, QUEUE_BYTES // _state_bytes(model))
     guard = train.DivergenceGuard(s.diverge_factor, model.loss)
-    queued: list[train.Ran] = []
+    queued: list[Any] = []
     try:
         with _backend.memory_guard(model.device, s.batch_size):
             state = model.training_state()
             for _ in range(s.epochs):
-                ran = train.start_epoch(state, data, val, runner, model.schedule, s.batch_size, s.shuffle, comm)
+                if isinstance(runner, lbfgs.Runner):  # an iteration an epoch, until it converges
+                    if runner.done(state):
+                        break
+                    ran = runner.start_epoch(state, val)
+                else:
+                    ran = train.start_epoch(state, data, val, runner, model.schedule, s.batch_size, s.shuffle, comm)
                 queued.append(ran)
                 state = ran.new
                 if len(queued) < queue_max and not reporter.due(state.epoch):
@@ -49,6 +54,7 @@ def run(model: Any, data: Any, val: Any, runner: train.Runner, s: FitSettings, v
                 state = model.training_state()  # a callback may have changed the weights (EarlyStopping's best)
             if queued:
                 _commit_all(model, queued, data, val, runner, comm, guard, reporter, callbacks)
+            model.stopped_by = runner.reason if isinstance(runner, lbfgs.Runner) else None
         programs, seconds = runner.compiles()
         if programs and verbose >= 2:  # a recompilation, where a user looks at every epoch
             print(f"compiled {programs} program(s) in {seconds:.2f} s", file=reporter.stream, flush=True)
@@ -64,7 +70,10 @@ def run(model: Any, data: Any, val: Any, runner: train.Runner, s: FitSettings, v
 
 def _commit_all(model, queued, data, val, runner, comm, guard, reporter, callbacks) -> bool:
     """Read back the queued epochs' metrics, check and commit each in order; True if a callback stops."""
-    records = train.finish_epochs(queued, data, val, runner, model.schedule, comm)
+    if isinstance(runner, lbfgs.Runner):
+        records = runner.finish_epochs(queued, data, val, model.schedule)
+    else:
+        records = train.finish_epochs(queued, data, val, runner, model.schedule, comm)
     for ran in queued:
         try:
             new, record = next(records)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend, checkpoint, feed, fitloop, layers, losses, optim, schedules, settings, train
+from . import _backend, checkpoint, feed, fitloop, layers, lbfgs, losses, optim, schedules, settings, train
 from . import _validation as check
 from .data import Dataset
 from .errors import CheckpointError, ConfigError, NonFiniteError
@@ -79,6 +79,10 @@ class MLP(Network):
         compiles where it can and falls back to the eager step, with a warning, if compiling fails; True
         requires it (a ``ConfigError`` on namespaces without one, such as NumPy); False runs eagerly.
     """
+
+    # Why the last fit ended before its epochs ran out, where it converged or gave up (L-BFGS: "gtol", "ftol",
+    # "max_fun" or "line search"); None when it ran them all.
+    stopped_by: str | None = None
 
     def __init__(
         self,
@@ -202,7 +206,10 @@ class MLP(Network):
             ``History.lr`` records the rate of each epoch. A second ``fit`` with the same schedule continues it.
         batch_size : int, optional
             Samples per gradient step; None (the default) uses the whole training set each step.
-        optimizer : {"sgd", "momentum", "nesterov", "adam", "adamw"} or gpunn.optim.Optimizer
+        optimizer : {"sgd", "momentum", "nesterov", "adam", "adamw", "lbfgs"} or gpunn.optim.Optimizer
+            "lbfgs" (or ``gpunn.optim.lbfgs(history=, tol=, ftol=, max_fun=)``) runs one L-BFGS iteration an
+            epoch on the full batch and stops early when it converges (see :mod:`gpunn.lbfgs`); it takes no
+            ``batch_size``, ``clip_norm``, schedule, dropout or ``comm``, and ignores ``lr``.
         shuffle : bool
             Draw a new sample order each epoch (minibatches only; a full batch does not depend on order).
         validation_data : (X_val, y_val), optional
@@ -249,6 +256,7 @@ class MLP(Network):
             clip_norm=clip_norm, verbose=verbose, shuffle=shuffle, diverge_factor=diverge_factor,
         )  # fmt: skip
         callbacks = settings.callables(callbacks)
+        lbfgs.check(s, [self.dropout], comm, isinstance(X, Dataset))
         weighted = sample_weight is not None or class_weight is not None or (isinstance(X, Dataset) and X.has_weight)
         settings.check_callbacks(callbacks, self.output, validation_data is not None, weighted)
         if convert:
@@ -265,7 +273,7 @@ class MLP(Network):
                 self._params = comm.broadcast_arrays([self._params], self.xp, self.device)[0]  # every rank starts equal
             self.begin(s.optimizers[0], s.schedules[0])
             first = self.history.epochs
-            runner = train.Runner(self._hyper(s, 0), self.xp, self.device, self.dtype, self.compile, comm)
+            runner = lbfgs.runner(self._hyper(s, 0), self.xp, self.device, self.dtype, self.compile, data, comm)
             verbose = s.verbose if comm is None or comm.rank == 0 else 0
             fitloop.run(self, data, val, runner, s, verbose, callbacks, comm)
         history = self.history.since(first)

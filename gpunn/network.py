@@ -80,7 +80,7 @@ class Network:
                 "hyper": self.optimizer.hyper,
                 "step": int(self.optimizer_state["step"]),
             }
-            for slot in optim.SLOTS[self.optimizer.name]:
+            for slot in optim.slots(self.optimizer.name, self.optimizer.hyper):
                 for j, a in enumerate(
                     p
                     for pair in layers.unflatten(_backend.to_numpy(self.optimizer_state[slot]), self.sizes, np)
@@ -110,7 +110,7 @@ class Network:
         params = checkpoint.flat(tensors, [f"layers.{j // 2}.{'weight' if j % 2 == 0 else 'bias'}" for j in range(n)])
         slots = {}
         if config["optimizer"] is not None:
-            for slot in optim.SLOTS[config["optimizer"]["name"]]:
+            for slot in optim.slots(config["optimizer"]["name"], config["optimizer"]["hyper"]):
                 slots[slot] = checkpoint.flat(tensors, [f"optimizer.{slot}.{j}" for j in range(n)])
         return cls.restore(config, params, slots, device, xp)
 
@@ -140,7 +140,7 @@ class Network:
         if opt is not None:
             m.optimizer = optim.Optimizer(opt["name"], dict(opt["hyper"]))
             state: dict[str, Any] = {"step": int(opt["step"])}
-            for slot in optim.SLOTS[opt["name"]]:
+            for slot in optim.slots(opt["name"], opt["hyper"]):
                 state[slot] = _backend.from_numpy(slots[slot], m.xp, m.device)
             m.optimizer_state = state
         if c.get("schedule") is not None:  # checkpoints from before schedules have none

@@ -13,15 +13,26 @@ from typing import Any
 
 from . import _backend
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "lbfgs")
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "sgd": {},
     "momentum": {"beta": 0.9, "nesterov": False},
     "adam": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
     "adamw": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01},
+    # scipy's L-BFGS-B defaults: maxcor, gtol, ftol (factr 1e7 times float64's epsilon) and maxfun
+    "lbfgs": {"history": 10, "tol": 1e-5, "ftol": 2.220446049250313e-09, "max_fun": 15000},
 }
-# The buffers each optimizer keeps, shaped like the parameters; ``step`` (an int) is kept beside them.
-SLOTS = {"sgd": (), "momentum": ("velocity",), "adam": ("m", "v"), "adamw": ("m", "v")}
+# The buffers each optimizer keeps, shaped like the parameters; ``step`` (an int) is kept beside them. L-BFGS keeps
+# its ``history`` pairs (s, y), oldest first, as ``s0, ..., y0, ...``: see :func:`slots`.
+SLOTS = {"sgd": (), "momentum": ("velocity",), "adam": ("m", "v"), "adamw": ("m", "v"), "lbfgs": ()}
+
+
+def slots(name: str, hyper: dict[str, Any] | None = None) -> tuple[str, ...]:
+    """The buffers an optimizer ``name`` with ``hyper`` keeps, each shaped like the parameters."""
+    if name == "lbfgs":
+        m = int((hyper or _DEFAULTS["lbfgs"])["history"])
+        return tuple(f"s{i}" for i in range(m)) + tuple(f"y{i}" for i in range(m))
+    return SLOTS[name]
 
 
 @dataclass(frozen=True)
@@ -37,7 +48,7 @@ class Optimizer:
     def init(self, params: Any, xp: Any) -> dict[str, Any]:
         """Fresh state: zero slots shaped like ``params`` and step 0."""
         state: dict[str, Any] = {"step": 0}
-        for slot in SLOTS[self.name]:
+        for slot in slots(self.name, self.hyper):
             state[slot] = _backend.zeros_like(params, xp)
         return state
 
@@ -67,6 +78,8 @@ class Optimizer:
         written into. ``values`` are the numbers of :meth:`values` (0-d arrays in a compiled step), by default
         this optimizer's own.
         """
+        if self.name == "lbfgs":
+            raise ValueError("L-BFGS takes no step from one gradient: gpunn.lbfgs runs it over whole iterations")
         if isinstance(params, tuple):  # the parameters' segments (gpunn.layers.segments): each updated alone
             return self._update_segments(params, grads, state, lr, xp, scale, values)
         hp = self.values() if values is None else values
@@ -103,21 +116,21 @@ class Optimizer:
         self, params: tuple[Any, ...], grads: tuple[Any, ...], state: dict[str, Any], lr: Any, xp: Any, scale: Any,
         values: dict[str, Any] | None,
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:  # fmt: skip
-        slots = SLOTS[self.name]
+        names = SLOTS[self.name]
         new, step = [], state["step"]
-        new_slots: dict[str, list[Any]] = {slot: [] for slot in slots}
+        new_slots: dict[str, list[Any]] = {slot: [] for slot in names}
         for i, (p, g) in enumerate(zip(params, grads)):
-            one = {"step": state["step"], **{slot: state[slot][i] for slot in slots}}
+            one = {"step": state["step"], **{slot: state[slot][i] for slot in names}}
             p, one = self.update(p, g, one, lr, xp, scale, values=values)
             new.append(p)
-            for slot in slots:
+            for slot in names:
                 new_slots[slot].append(one[slot])
             step = one["step"]
         return tuple(new), {"step": step, **{slot: tuple(v) for slot, v in new_slots.items()}}
 
 
 def get(optimizer: str | Optimizer, weight_decay: float | None = None) -> Optimizer:
-    """An :class:`Optimizer` from a name ("sgd", "momentum", "nesterov", "adam", "adamw") or an Optimizer
+    """An :class:`Optimizer` from a name ("sgd", "momentum", "nesterov", "adam", "adamw", "lbfgs") or an Optimizer
     itself; ``weight_decay`` sets AdamW's (decoupled) decay, the one optimizer that has it."""
     from .errors import ConfigError
 
@@ -158,3 +171,21 @@ def adamw(beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_de
     step, on every parameter, as in PyTorch's torch.optim.AdamW."""
     hyper = {"beta1": float(beta1), "beta2": float(beta2), "eps": float(eps), "weight_decay": float(weight_decay)}
     return Optimizer("adamw", hyper)
+
+
+def lbfgs(history: int = 10, tol: float = 1e-5, ftol: float = 2.220446049250313e-09, max_fun: int = 15000) -> Optimizer:
+    """L-BFGS (Nocedal & Wright, algorithm 7.4/7.5) on the full batch, stopping as scipy's L-BFGS-B does: one
+    ``fit`` epoch is one iteration, of at most 20 evaluations of the loss and its gradient (a line search for
+    the strong Wolfe conditions, c1=1e-4, c2=0.9). ``history`` pairs (s, y) make the quasi-Newton direction.
+    A member stops when its largest gradient entry is at most ``tol``, when an iteration reduces the loss by
+    at most ``ftol`` relative to max(|f|, |f_new|, 1), or when its evaluations in this ``fit`` exceed
+    ``max_fun`` (scikit-learn's ``max_fun``); see :mod:`gpunn.lbfgs`."""
+    from . import _validation as check
+
+    hyper = {
+        "history": check.integer(history, "history", 1),
+        "tol": check.non_negative_float(tol, "tol"),
+        "ftol": check.non_negative_float(ftol, "ftol"),
+        "max_fun": check.integer(max_fun, "max_fun", 1),
+    }
+    return Optimizer("lbfgs", hyper)

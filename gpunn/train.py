@@ -149,6 +149,12 @@ def _join(xp: Any, params: Any, state: dict[str, Any]) -> tuple[Any, dict[str, A
     return layers.join(params, xp), {k: v if k == "step" else layers.join(v, xp) for k, v in state.items()}
 
 
+def compiles_since(before: tuple[int, float]) -> tuple[int, float]:
+    """``(programs, seconds)`` compiled since :func:`gpunn._backend.compiles` gave ``before``."""
+    (programs, seconds), (before_programs, before_seconds) = _backend.compiles(), before
+    return programs - before_programs, seconds - before_seconds
+
+
 def fall_back(exc: Exception, mode: Any, xp: Any, what: str) -> None:
     """After compiled code raised ``exc``: raise it again under ``compile=True`` or where it is the training's own
     error (not finite, out of memory), else warn once that training goes on eagerly."""
@@ -209,8 +215,7 @@ class Runner:
 
     def compiles(self) -> tuple[int, float]:
         """``(programs, seconds)`` compiled since this runner was made (see :func:`gpunn._backend.compiles`)."""
-        (programs, seconds), (before, before_seconds) = _backend.compiles(), self._compiles_before
-        return programs - before, seconds - before_seconds
+        return compiles_since(self._compiles_before)
 
     def _values(self, forms: Compiled) -> dict[str, Any]:
         """The hyper-parameters' numbers as ``forms`` take them."""

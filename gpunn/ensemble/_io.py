@@ -38,7 +38,7 @@ def save(ens: Ensemble, path: str | os.PathLike[str]) -> None:
         opt = None
         if m.optimizer is not None and m.optimizer_state is not None:
             opt = {"name": m.optimizer.name, "hyper": m.optimizer.hyper, "step": int(m.optimizer_state["step"])}
-            for slot in optim.SLOTS[m.optimizer.name]:
+            for slot in optim.slots(m.optimizer.name, m.optimizer.hyper):
                 tensors[f"members.{k}.optimizer.{slot}"] = np.ascontiguousarray(
                     _backend.to_numpy(m.optimizer_state[slot])
                 )
@@ -81,9 +81,8 @@ def from_checkpoint(
     with checkpoint.rebuilding(path, "ensemble"):
         for k, description in enumerate(ckpt.members):  # each validated as a lone model's checkpoint is
             optimizer = description["optimizer"]
-            slots = {} if optimizer is None else {
-                slot: ckpt.tensors[f"members.{k}.optimizer.{slot}"] for slot in optim.SLOTS[optimizer["name"]]
-            }  # fmt: skip
+            names = () if optimizer is None else optim.slots(optimizer["name"], optimizer["hyper"])
+            slots = {slot: ckpt.tensors[f"members.{k}.optimizer.{slot}"] for slot in names}
             params = ckpt.tensors[f"members.{k}.params"]
             models.append(MLP.restore(description, params, slots, device, xp, compile))
     ens = Ensemble.from_members(models)

@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import _backend, feed, losses, optim, settings, train
+from .. import _backend, feed, lbfgs, losses, optim, settings, train
 from ..data import Dataset
 from ..data.moments import row_blocks
 from ..errors import ConfigError, DivergenceError, InputError
 from ..history import History, Reporter
 from ..layers import forward_stacked, unflatten_stacked
 from ..step import StackedHyper, StackedStep, member_values, stacked_hyper
-from . import _args, _distributed
+from . import _args, _distributed, _lbfgs
 from ._plan import Plan, Run, gather
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
         k, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay, l2=l2,
         clip_norm=clip_norm, verbose=verbose, shuffle=shuffle, diverge_factor=diverge_factor,
     )  # fmt: skip
+    lbfgs.check(s, [m.dropout for m in members], comm, False)
     member_callbacks = _args.member_callbacks(callbacks, k)
     if on_epoch is not None and not callable(on_epoch):
         raise ConfigError(f"on_epoch must be a callable on_epoch(ensemble, records); got {type(on_epoch).__name__}")
@@ -258,7 +259,8 @@ def stack(ens: Ensemble, compiled: bool = False) -> tuple[Any, dict[str, Any], l
     states: list[dict[str, Any]] = [m.optimizer_state for m in members]  # type: ignore[misc]
     name = members[0].optimizer.name  # type: ignore[union-attr]
     steps = [int(s["step"]) for s in states]
-    state: dict[str, Any] = {slot: xp.stack([s[slot] for s in states]) for slot in optim.SLOTS[name]}
+    slots = optim.slots(name, members[0].optimizer.hyper)  # type: ignore[union-attr]
+    state: dict[str, Any] = {slot: xp.stack([s[slot] for s in states]) for slot in slots}
     if all(s == steps[0] for s in steps) and not compiled:
         state["step"] = steps[0]
     else:
@@ -287,7 +289,11 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.F
     when a callback needs them and at the end. A member whose loss is not finite or explodes stops where a lone
     network would (:func:`_set_aside`), and the others train on."""
     xp, members, k = ens.xp, ens.members, len(ens.members)
-    runner = _Runner(hyper, xp, ens.device, members[0].dtype, ens.compile, comm)
+    runner: Any = _Runner(hyper, xp, ens.device, members[0].dtype, ens.compile, comm)
+    run_epoch = _epoch
+    if hyper.optimizer.name == "lbfgs":  # an iteration an epoch; members stop as they converge
+        runner = _lbfgs.solver(ens, plan, hyper, s)
+        run_epoch = functools.partial(_lbfgs.epoch, evaluate=evaluate_sums)
     params, state, steps = stack(ens, runner.compiled)
     active = [d is None for d in ens.diverged]
     guards = [train.DivergenceGuard(s.diverge_factor, members[0].loss) for _ in range(k)]
@@ -304,8 +310,8 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.F
                 active_dev = None if all(active) else plan.up(np.array(active).reshape(k, 1), bool)
                 before = (params, state, list(steps), [m.rng.bit_generator.state for m in members])
                 host = [(m.epoch, m.schedule_state) for m in members]
-                new_params, new_state, records, taken, failed = _epoch(ens, plan, runner, val, params, state, active,
-                                                                       active_dev, before[3])  # fmt: skip
+                new_params, new_state, records, taken, failed = run_epoch(ens, plan, runner, val, params, state,
+                                                                          active, active_dev, before[3])  # fmt: skip
                 try:  # the epoch's commit, every member's or none (an interrupt here returns all to `before`)
                     new_steps = [a + b for a, b in zip(steps, taken.sum(axis=0).tolist())]
                     for i in range(k):

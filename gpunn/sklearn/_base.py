@@ -24,6 +24,7 @@ from .. import _backend, optim, schedules
 from ..errors import NonFiniteError
 from ..feed import encode
 from ..model import MLP
+from . import _lbfgs
 from ._fitted import Fitted, _native
 
 _ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "logistic": "sigmoid", "identity": "identity"}
@@ -106,6 +107,7 @@ class _BaseMLP(Fitted, BaseEstimator):
         n_iter_no_change=10,
         warm_start=False,
         device="auto",
+        max_fun=15000,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -130,6 +132,7 @@ class _BaseMLP(Fitted, BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.warm_start = warm_start
         self.device = device
+        self.max_fun = max_fun
 
     # -------------------------------------------------------------------------------------- validation
     def _check_params(self) -> None:
@@ -139,8 +142,12 @@ class _BaseMLP(Fitted, BaseEstimator):
             raise ValueError(f"hidden_layer_sizes must be positive integers; got {self.hidden_layer_sizes!r}")
         if self.activation not in _ACTIVATIONS:
             raise ValueError(f"activation {self.activation!r} is not supported; use one of {list(_ACTIVATIONS)}")
-        if self.solver not in ("sgd", "adam"):
-            raise ValueError(f"solver {self.solver!r} is not supported; use 'sgd' or 'adam'")
+        if self.solver not in ("sgd", "adam", "lbfgs"):
+            raise ValueError(f"solver {self.solver!r} is not supported; use 'lbfgs', 'sgd' or 'adam'")
+        if not (
+            isinstance(self.max_fun, (int, np.integer)) and not isinstance(self.max_fun, bool) and self.max_fun >= 1
+        ):
+            raise ValueError(f"max_fun must be an integer >= 1; got {self.max_fun!r}")
         if self.learning_rate not in ("constant", "invscaling", "adaptive"):
             raise ValueError(
                 f"learning_rate {self.learning_rate!r} is not supported; use 'constant', 'invscaling' or 'adaptive'"
@@ -196,7 +203,7 @@ class _BaseMLP(Fitted, BaseEstimator):
         """The early-stopping split of a fit on targets ``T`` (encoded), tried before the call changes anything:
         train_test_split's refusals (a class too small to stratify), then scikit-learn's of a validation set too
         small to score (fewer than 2 rows). Neither depends on the seed the split will draw from."""
-        if not self.early_stopping or incremental:
+        if not self.early_stopping or incremental or self.solver == "lbfgs":  # L-BFGS splits off no validation set
             return
         n = T.shape[0]
         _, held = train_test_split(np.arange(n), test_size=self.validation_fraction, random_state=0,
@@ -211,6 +218,8 @@ class _BaseMLP(Fitted, BaseEstimator):
         return None
 
     def _gpunn_optimizer(self) -> optim.Optimizer:
+        if self.solver == "lbfgs":
+            return _lbfgs.optimizer(self)
         if self.solver == "adam":
             return optim.adam(self.beta_1, self.beta_2, self.epsilon)
         if self.momentum > 0:
@@ -250,6 +259,8 @@ class _BaseMLP(Fitted, BaseEstimator):
 
     def _batch(self, n: int) -> int:
         """The batch size scikit-learn uses: min(200, n) for "auto"."""
+        if self.solver == "lbfgs":  # full-batch
+            return n
         return min(200, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
 
     @staticmethod
@@ -286,6 +297,8 @@ class _BaseMLP(Fitted, BaseEstimator):
         """Run up to ``epochs`` epochs with scikit-learn's stopping rules. With ``sample_weight`` the loss
         curve is the weighted loss, as scikit-learn's, so integer weights train as repeated rows do."""
         self._apply_assigned()
+        if self.solver == "lbfgs":
+            return _lbfgs.fit(self, X, T, epochs, sample_weight)
         m = self._model
         n = X.shape[0]
         self.n_iter_ = 0  # epochs of this call, as scikit-learn counts them (t_ and loss_curve_ go on)
@@ -382,6 +395,8 @@ class _BaseMLP(Fitted, BaseEstimator):
 
     def _new_optimizer(self) -> None:
         """A new ``_optimizer`` (its rate), as scikit-learn's MLP makes one for every fit."""
+        if self.solver == "lbfgs":  # scikit-learn's L-BFGS keeps no optimizer object
+            return
         if self.solver == "sgd":
             self._optimizer = SGDRate(self.learning_rate_init, float(self.learning_rate_init))
         else:
@@ -399,7 +414,7 @@ class _BaseMLP(Fitted, BaseEstimator):
     def _count_steps(self) -> None:
         """Adam's update count, which its rate depends on, read from the model once a call."""
         state = self._model.optimizer_state
-        if isinstance(self._optimizer, AdamRate) and state is not None:
+        if isinstance(getattr(self, "_optimizer", None), AdamRate) and state is not None:
             self._optimizer.t = int(state["step"])
 
     def _after_epoch(
@@ -481,12 +496,14 @@ class _BaseMLP(Fitted, BaseEstimator):
         self.out_activation_ = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity", "exp": "exp"}[
             self._output
         ]
-        self.loss_curve_: list[float] = []
         self._best_weights = None
         self.n_iter_ = 0
         self.t_ = 0
         self._no_improvement_count = 0
         self._seed_split = int(check_random_state(self.random_state).randint(0, 2**31 - 1))  # type: ignore[arg-type]
+        if self.solver == "lbfgs":  # scikit-learn keeps no loss curve or stopping record for L-BFGS
+            return
+        self.loss_curve_: list[float] = []
         if self.early_stopping:
             self.validation_scores_ = []
             self.best_validation_score_ = -np.inf

@@ -57,6 +57,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         warm_start=False,
         device="auto",
         class_weight=None,
+        max_fun=15000,
     ):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
@@ -65,6 +66,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             tol=tol, verbose=verbose, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
             epsilon=epsilon, n_iter_no_change=n_iter_no_change, warm_start=warm_start, device=device,
+            max_fun=max_fun,
         )  # fmt: skip
         self.class_weight = class_weight
 

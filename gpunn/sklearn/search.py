@@ -38,6 +38,7 @@ from scipy.stats import rankdata
 from ..ensemble import Ensemble
 from ..ensemble._members import members_of
 from ..errors import ConfigError, DivergenceError, NonFiniteError
+from . import _lbfgs
 from ._base import _BaseMLP
 
 
@@ -102,6 +103,7 @@ def _train_group(tasks: list[_Task], n: int) -> None:
     T[...] = first.T[0]
     weights = np.zeros((len(tasks), n)) if first.weight is not None else None
     rows, rates, l2s, callbacks, bests, vals = [], [], [], [], [], []
+    lbfgs = est0.solver == "lbfgs"  # no validation split, its own iteration count and warning
     for k, task in enumerate(tasks):
         est = task.estimator
         X[task.train] = task.X
@@ -109,7 +111,7 @@ def _train_group(tasks: list[_Task], n: int) -> None:
         scale = est._gradient_scale()
         rate = est._model_rate(scale)
         member_rows, val = np.arange(len(task.X)), None
-        if est.early_stopping:  # the estimator's own split of its rows, by the same generator
+        if est.early_stopping and not lbfgs:  # the estimator's own split of its rows, by the same generator
             Tk = task.T
             member_rows, held = train_test_split(
                 member_rows, test_size=est.validation_fraction, random_state=est._seed_split,
@@ -124,13 +126,17 @@ def _train_group(tasks: list[_Task], n: int) -> None:
         best: dict[str, Any] = {"weights": est._best_weights}
         bests.append(best)
         key = "loss" if task.weight is None else "weighted_loss"
-        callbacks.append([_after_epoch(est, key, scale, len(member_rows), val, best)])
+        if lbfgs:
+            est.n_iter_ = 0
+        callbacks.append(
+            [_lbfgs.callback(est, key, scale) if lbfgs else _after_epoch(est, key, scale, len(member_rows), val, best)]
+        )
         vals.append((len(member_rows), val))
     for task in tasks:  # every fit starts a new optimizer and rate, as scikit-learn's
         task.estimator._model.optimizer_state, task.estimator._model.schedule = None, None
         task.estimator._new_optimizer()
     ens = Ensemble.from_members([t.estimator._model for t in tasks], compile=est0._model.compile)
-    batch = first.key()[9]
+    batch = None if lbfgs else first.key()[9]
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="gpunn: ensemble member", category=RuntimeWarning)
@@ -154,7 +160,10 @@ def _train_group(tasks: list[_Task], n: int) -> None:
         est._best_weights = best["weights"]
         if est.early_stopping and best["weights"] is not None:
             est._model.set_weights(best["weights"])
-        if reason is None and est._no_improvement_count <= est.n_iter_no_change and est.n_iter_ == est.max_iter:
+        if lbfgs:
+            if reason is None:
+                _lbfgs.finish(est, est._model.stopped_by)
+        elif reason is None and est._no_improvement_count <= est.n_iter_no_change and est.n_iter_ == est.max_iter:
             warnings.warn(
                 f"Stochastic Optimizer: Maximum iterations ({est.max_iter}) reached and the optimization hasn't "
                 "converged yet.",
