@@ -30,6 +30,7 @@ class Spec:
     feature_names: tuple[str, ...] | None = None
     classes: tuple[Any, ...] | None = None
     target_scaling: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    label_smoothing: float = 0.0  # a classifier's training targets are smoothed by this (gpunn.losses.smooth_targets)
 
     @property
     def n_features(self) -> int:
