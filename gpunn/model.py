@@ -77,7 +77,7 @@ class MLP(Network):
         For classifiers: train on targets moved this far towards the uniform distribution, ``(1 - e) y + e / k``
         with k the classes (two for a sigmoid output); the reported training loss is that of the smoothed
         targets, while validation, ``evaluate`` and ``predict`` use the labels as given. Default 0 (the
-        ``tabular`` preset's 0.1). Not with a streamed Dataset.
+        ``tabular`` preset's 0.1).
     preset : {None, "tabular", "tutorial"}
         Defaults for what is not given, here and in ``fit`` (see :mod:`gpunn.presets` and docs/api.md). None and
         "tutorial" are the defaults below. "tabular" is the recipe of ``gpunn train --data``: ``hidden=[128,

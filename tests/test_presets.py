@@ -234,3 +234,23 @@ def test_preset_tutorial_is_the_tutorial_run_bit_for_bit(tmp_path, rng):
     for (w, b), (w2, b2) in zip(m.numpy_weights(), ref.numpy_weights()):
         np.testing.assert_array_equal(w, w2)
         np.testing.assert_array_equal(b, b2)
+
+
+def test_a_streamed_dataset_trains_the_smoothed_loss_as_in_memory(tmp_path, rng):
+    """A Dataset's training batches are smoothed as in-memory targets are (whose loss and gradient the tests above
+    check against the definitions); its validation and evaluate see the labels as given."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    X = rng.normal(size=(300, 3))
+    y = np.arange(300) % 3
+    pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "label": y}), tmp_path / "d.parquet",
+                   row_group_size=64)  # fmt: skip
+    ds = gpunn.data.Dataset(tmp_path / "d.parquet", "label", shuffle_buffer=300)
+    fit = dict(epochs=3, batch_size=32, lr=0.01, optimizer="adam", verbose=0)
+    kw = dict(output="softmax", dtype="float64", device="cpu", standardize=True, seed=4, label_smoothing=0.2)
+    m, ref = gpunn.MLP([3, 6, 3], **kw), gpunn.MLP([3, 6, 3], **kw)
+    h, h_ref = m.fit(ds, validation_data=ds, **fit), ref.fit(X, y, validation_data=(X, y), **fit)
+    np.testing.assert_allclose(m.params, ref.params, rtol=0, atol=1e-12)
+    for key in ("loss", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(getattr(h, key), getattr(h_ref, key), rtol=1e-12)
+    assert m.evaluate(ds)["loss"] == pytest.approx(ref.evaluate(X, y)["loss"], rel=1e-12)

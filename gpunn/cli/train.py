@@ -45,8 +45,8 @@ def _train_settings(args: argparse.Namespace, stored: dict[str, Any]) -> dict[st
     data = args.data if args.data is not None else stored.get("data")
     preset = args.preset or stored.get("preset") or ("tabular" if data is not None and not stored else "tutorial")
     defaults = {**TRAIN_DEFAULTS, **(TABULAR if preset == "tabular" else {}), "preset": preset}
-    if preset == "tabular" and (args.stream or stored.get("stream") or args.members or stored.get("members")):
-        defaults["label_smoothing"] = 0.0  # smoothing is for one network's targets held in memory
+    if preset == "tabular" and (args.members or stored.get("members")):
+        defaults["label_smoothing"] = 0.0  # an ensemble's members train on the labels as given
     settings = {}
     for key, default in defaults.items():
         given = getattr(args, key)

@@ -69,9 +69,6 @@ def prepare(
         spec, classes, target_scaling = _targets(spec, known, X, y, first)
         if y is not None:
             raise InputError("a Dataset brings its own targets (its target column): call fit(dataset, y=None)")
-        if spec.label_smoothing and spec.output != "identity":
-            raise ConfigError("label smoothing is applied to targets held in memory: a streamed Dataset is trained "
-                              "without it (make the model with label_smoothing=0)")  # fmt: skip
         if sample_weight is not None or class_weight is not None:
             raise ConfigError(
                 "sample_weight and class_weight are not arguments of fit on a Dataset: its rows' weights are "
@@ -85,7 +82,8 @@ def prepare(
         x = check_x(spec, X, "X")
         spec, classes, target_scaling = _targets(spec, known, X, y, first)
         t = targets(spec, y, x.shape[0], "y", fitting=first)
-        t = losses.smooth_targets(spec.output, spec.loss, t, spec.label_smoothing)  # training rows only
+        # the training rows only (a Dataset's training batches are smoothed by Streamed)
+        t = losses.smooth_targets(spec.output, spec.loss, t, spec.label_smoothing)
         if weights is None:
             w_host = sample_weights(spec, sample_weight, class_weight, y, x.shape[0])
         else:
