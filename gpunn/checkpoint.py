@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from . import feed, layers, losses, optim, schedules
+from . import feed, layers, losses, optim, presets, schedules
 from .data.readers import read_into
 from .errors import CheckpointError, DeviceError, GpunnError
 from .history import History
@@ -77,7 +77,8 @@ def _digest(config_json: str, tensors: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-# Fields every checkpoint has; "dropout", "schedule" and "schedule_state" came later and may be absent.
+# Fields every checkpoint has; "dropout", "schedule", "schedule_state", "label_smoothing" and "preset" came later
+# and may be absent.
 _REQUIRED = (
     "sizes", "activation", "output", "loss", "dtype", "seed", "standardize", "scaling", "feature_names",
     "target_name", "metadata", "optimizer", "rng", "epoch", "fitted", "history",
@@ -162,6 +163,11 @@ def _validate_architecture(config: dict[str, Any], sizes: list[int]) -> None:
     dropout = config.get("dropout", 0.0)
     if not (_is_number(dropout) and 0 <= dropout < 1):
         raise _invalid("dropout", f"is {dropout!r}; it must be a number in [0, 1)")
+    smoothing = config.get("label_smoothing", 0.0)
+    if not (_is_number(smoothing) and 0 <= smoothing < 1):
+        raise _invalid("label_smoothing", f"is {smoothing!r}; it must be a number in [0, 1)")
+    if config.get("preset") not in (None, *presets.PRESETS):
+        raise _invalid("preset", f"is {config.get('preset')!r}; it must be one of {', '.join(presets.PRESETS)} or null")
 
 
 def _validate_inputs(config: dict[str, Any], n_features: int) -> None:

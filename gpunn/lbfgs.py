@@ -305,7 +305,7 @@ class Solver:
         if isinstance(data[0], Placed):  # a sparse X: full-batch L-BFGS evaluates every row, so it is placed whole
             data = (data[0].rows(), *data[1:])
         bare = stacked_hyper(hyper.sizes, hyper.activation, hyper.output, hyper.loss, optim.sgd(), (0.0,) * k, None,
-                             (0.0,) * k, (0,) * k)  # fmt: skip
+                             (0.0,) * k, (0,) * k, label_smoothing=hyper.label_smoothing)  # fmt: skip
         self.fns = _functions(bare, xp, device, dtype, compile, k == 1 and data[3] is None)
         self.mode, self.xp, self.device, self.k, self.data = compile, xp, device, k, data
         self.dtype, self.host_dtype = self.fns.step.zero.dtype, np.dtype(dtype)
@@ -464,7 +464,7 @@ class Runner:
 
     def __init__(self, hyper: Any, xp: Any, device: Any, dtype: str, compile: Any, data: Any):
         stacked = stacked_hyper(hyper.sizes, hyper.activation, hyper.output, hyper.loss, hyper.optimizer,
-                                (hyper.l2,), None, (0.0,), (0,))  # fmt: skip
+                                (hyper.l2,), None, (0.0,), (0,), label_smoothing=hyper.label_smoothing)  # fmt: skip
         weight = getattr(data, "weight", None)
         m = data.n_rows if data.weight_total is None else data.weight_total
         self.solver = Solver(stacked, hyper.optimizer, xp, device, dtype, compile,

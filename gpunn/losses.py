@@ -66,6 +66,20 @@ def encode_targets(output: str, loss: str, t: Any) -> Any:
     return 1.0 - 2.0 * t if (output, loss) == ("sigmoid", "binary_crossentropy") else t
 
 
+def smooth_targets(output: str, loss: str, t: Any, smoothing: float) -> Any:
+    """Encoded targets ``t`` (:func:`encode_targets`) with label smoothing: each 0/1 target ``y`` becomes
+    ``(1 - smoothing) y + smoothing / k``, k the classes (one per softmax output, two for a sigmoid output).
+    Encoded as sigmoid + binary cross-entropy takes them, ``s = 1 - 2t`` becomes ``(1 - smoothing) s``; a
+    regression's targets stay as they are."""
+    if not smoothing or output in REGRESSION:
+        return t
+    if output == "softmax":
+        return (1.0 - smoothing) * t + smoothing / t.shape[-1]
+    if loss == "binary_crossentropy":
+        return (1.0 - smoothing) * t
+    return (1.0 - smoothing) * t + 0.5 * smoothing
+
+
 def scales(output: str, loss: str, rows: Any, n_outputs: int) -> tuple[Any, Any]:
     """``(loss_scale, grad_scale)`` for a batch of ``rows``: the mean loss is ``loss_scale * loss_sum`` and its
     gradient is ``grad_scale`` times the gradient that ``delta`` of :func:`head` backpropagates to (``rows`` an int,
@@ -90,7 +104,7 @@ def softplus(w: Any, zero: Any, xp: Any) -> Any:
 
 def head(
     output: str, loss: str, z: Any, target: Any, zero: Any, xp: Any, weight: Any = None, members: bool = False,
-    mask: Any = None,
+    mask: Any = None, smoothed: bool = False,
 ) -> tuple[Any, Any, Any]:  # fmt: skip
     """``(loss_sum, delta, correct)`` for the logits ``z`` of a batch and its encoded ``target``.
 
@@ -106,6 +120,10 @@ def head(
     member takes the row), weighs the unweighted sum and the count (then a float), and a weight must already
     include it; ``delta`` stays unmasked. One network's ``mask`` (rows, 1) is 0 or 1 (padding rows of a
     compiled step), and its count stays an integer.
+
+    ``smoothed`` says that the targets may lie between the classes (label smoothing, :func:`smooth_targets`):
+    softmax's loss and every delta hold for any target row, but sigmoid's one-operation loss softplus(s z) holds
+    only for s = +-1, so a smoothed sigmoid takes the general form softplus(z) - t z = softplus(z) + (s - 1) z / 2.
     """
     ax = -1 if members else 1
     if output == "softmax":
@@ -129,7 +147,8 @@ def head(
         correct = _count((z > 0) == (target > 0.5), xp, members, mask)
         return _sums(diff * diff, weight, xp, members, mask), diff * (p - p * p), correct
     # target is s = 1 - 2t: -[t log p + (1 - t) log(1 - p)] = softplus(s z), finite for any logit.
-    loss_sum = _sums(softplus(target * z, zero, xp), weight, xp, members, mask)
+    elementwise = softplus(z, zero, xp) + 0.5 * (target - 1.0) * z if smoothed else softplus(target * z, zero, xp)
+    loss_sum = _sums(elementwise, weight, xp, members, mask)
     correct = _count((z > 0) == (target < 0), xp, members, mask)  # p > 0.5 exactly when z > 0
     return loss_sum, xp.tanh(0.5 * z) + target, correct
 

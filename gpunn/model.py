@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend, checkpoint, feed, fitloop, layers, lbfgs, losses, optim, schedules, settings, train
+from . import _backend, checkpoint, feed, fitloop, layers, lbfgs, losses, optim, presets, schedules, settings, train
 from . import _validation as check
+from . import callbacks as gpunn_callbacks
 from .data import Dataset
 from .errors import CheckpointError, ConfigError, NonFiniteError
 from .history import History
@@ -66,14 +67,28 @@ class MLP(Network):
         ``predict`` and ``evaluate`` give values and errors in the target's own units (the training loss in
         History, ``decision_function`` and ``loss_and_grads`` stay in standardized units, what the network
         learns). A Poisson target (output "exp") is never standardized: its counts must stay >= 0, and exp(z) is
-        their mean in their own units. The default is False, so that ``MLP`` computes exactly the network it is
-        given; ``gpunn train`` standardizes always, since it trains files whose columns can have any scale.
+        their mean in their own units. The default is False (the ``tabular`` preset's True), so that ``MLP``
+        computes exactly the network it is given; ``gpunn train`` standardizes always, since it trains files whose
+        columns can have any scale.
     dropout : float
-        Inverted dropout on the outputs of every hidden layer while training: each is zeroed with this
-        probability and the rest scaled by 1 / (1 - dropout); ``predict``, ``evaluate`` and validation use
-        every unit. The masks come from a counter-based generator on the model's device
+        Default 0 (the ``tabular`` preset's 0.1). Inverted dropout on the outputs of every hidden layer while
+        training: each is zeroed with this probability and the rest scaled by 1 / (1 - dropout); ``predict``,
+        ``evaluate`` and validation use every unit. The masks come from a counter-based generator on the model's device
         (:mod:`gpunn.dropout`): the same seed draws the same masks on every namespace and device, and a
         resumed run draws the masks the uninterrupted run would have.
+    label_smoothing : float, optional
+        For classifiers: train on targets moved this far towards the uniform distribution, ``(1 - e) y + e / k``
+        with k the classes (two for a sigmoid output); the reported training loss is that of the smoothed
+        targets, while validation, ``evaluate`` and ``predict`` use the labels as given. Default 0 (the
+        ``tabular`` preset's 0.1).
+    preset : {None, "tabular", "tutorial"}
+        Defaults for what is not given, here and in ``fit`` (see :mod:`gpunn.presets` and docs/api.md). None and
+        "tutorial" are the defaults below. "tabular" is the recipe of ``gpunn train --data``: ``hidden=[128,
+        128]`` (when neither ``sizes`` nor ``hidden`` is given), ``dropout=0.1``, ``standardize=True``,
+        ``label_smoothing=0.1``, and ``fit`` with 200 epochs, AdamW (lr 1e-3 on a cosine schedule, weight decay
+        0.01), minibatches of about a tenth of the rows (16 to 256, a power of two), and 10% of the rows held out
+        (in memory: arrays and data frames) to stop after 40 epochs without a better ``val_loss`` and restore
+        the best epoch.
     compile : {"auto", True, False}
         Compile the training step where gpunn has a compiler for the namespace (``jax.jit`` on JAX). "auto"
         compiles where it can and falls back to the eager step, with a warning, if compiling fails; True
@@ -96,10 +111,16 @@ class MLP(Network):
         device: Any = "auto",
         dtype: str = "float32",
         xp: Any = None,
-        standardize: bool = False,
+        standardize: bool | None = None,
         compile: Any = "auto",
-        dropout: float = 0.0,
+        dropout: float | None = None,
+        label_smoothing: float | None = None,
+        preset: str | None = None,
     ):
+        recipe = presets.get(preset)
+        self.preset = None if recipe is None else recipe.name
+        if sizes is None and hidden is None and recipe is not None:
+            hidden = list(recipe.hidden)
         if (sizes is None) == (hidden is None):
             raise ConfigError("give the layer widths as sizes=[inputs, ..., outputs] or as hidden=[...] (the input "
                               "and output widths then come from the first fit), not " +
@@ -125,8 +146,11 @@ class MLP(Network):
             raise ConfigError("output 'softmax' needs at least 2 output units (one per class)")
         self.dtype = check.choice(check.dtype_name(dtype), "dtype", _backend.DTYPES)
         self.seed = check.integer(seed, "seed", 0)
-        self.standardize = bool(standardize)
-        self.dropout = settings.dropout_rate(dropout)
+        self.standardize = bool(recipe.standardize if standardize is None and recipe else standardize)
+        if label_smoothing is None:
+            label_smoothing = recipe.label_smoothing if recipe else 0.0
+        self.label_smoothing = settings.fraction(label_smoothing, "label_smoothing")
+        self.dropout = settings.dropout_rate((recipe.dropout if recipe else 0.0) if dropout is None else dropout)
         self.xp, self.device = _backend.resolve(device, xp)
         self.compile = train.check_compile(compile, self.xp)
         self._dtype = _backend.float_dtype(self.xp, self.dtype)
@@ -158,10 +182,10 @@ class MLP(Network):
         X: Any,
         y: Any = None,
         *,
-        epochs: int = 100,
-        lr: float | schedules.Schedule = 0.1,
+        epochs: int | None = None,
+        lr: float | schedules.Schedule | None = None,
         batch_size: int | None = None,
-        optimizer: str | optim.Optimizer = "sgd",
+        optimizer: str | optim.Optimizer | None = None,
         shuffle: bool = True,
         validation_data: tuple[Any, Any] | None = None,
         verbose: int = 1,
@@ -199,21 +223,29 @@ class MLP(Network):
             0/1 columns for several sigmoid outputs; values for identity (standardized when the model
             standardizes: see ``standardize``).
         epochs : int
-            Passes over the data in this call. A second ``fit`` continues: the optimizer state and the
-            shuffling generator carry over, so two calls of 3 epochs equal one call of 6.
+            Passes over the data in this call (default 100, the ``tabular`` preset's 200). A second ``fit``
+            continues: the optimizer state and the shuffling generator carry over, so two calls of 3 epochs equal
+            one call of 6.
         lr : float or gpunn.schedules.Schedule
-            Step size, or a schedule of step sizes per epoch (``gpunn.schedules.step``, ``cosine``, ``plateau``);
+            Step size (default 0.1; the ``tabular`` preset's 1e-3 on its cosine schedule, which a number given
+            here then starts from), or a schedule of step sizes per epoch (``gpunn.schedules.step``, ``cosine``,
+            ``plateau``);
             ``History.lr`` records the rate of each epoch. A second ``fit`` with the same schedule continues it.
         batch_size : int, optional
-            Samples per gradient step; None (the default) uses the whole training set each step.
+            Samples per gradient step; None (the default) uses the whole training set each step (with the
+            ``tabular`` preset: about a tenth of the rows, see ``preset``).
         optimizer : {"sgd", "momentum", "nesterov", "adam", "adamw", "lbfgs"} or gpunn.optim.Optimizer
-            "lbfgs" (or ``gpunn.optim.lbfgs(history=, tol=, ftol=, max_fun=)``) runs one L-BFGS iteration an
-            epoch on the full batch and stops early when it converges (see :mod:`gpunn.lbfgs`); it takes no
-            ``batch_size``, ``clip_norm``, schedule, dropout or ``comm``, and ignores ``lr``.
+            Default "sgd" (the ``tabular`` preset's "adamw" with weight decay 0.01). "lbfgs" (or
+            ``gpunn.optim.lbfgs(history=, tol=, ftol=, max_fun=)``) runs one L-BFGS iteration an epoch on the full
+            batch and stops early when it converges (see :mod:`gpunn.lbfgs`); it takes no ``batch_size``,
+            ``clip_norm``, schedule, dropout or ``comm``, and ignores ``lr``.
         shuffle : bool
             Draw a new sample order each epoch (minibatches only; a full batch does not depend on order).
         validation_data : (X_val, y_val), optional
-            Evaluated after every epoch into ``val_loss`` and ``val_accuracy``.
+            Evaluated after every epoch into ``val_loss`` and ``val_accuracy``. With the ``tabular`` preset and
+            none given, 10% of in-memory X and y are held out as validation data; either way that preset adds
+            early stopping (``EarlyStopping(patience=40)``, restoring the best epoch) unless ``callbacks`` holds
+            an EarlyStopping of its own.
         verbose : {0, 1, 2}
             0 silent; 1 a progress bar on a terminal, else a line every ~10% of epochs; 2 a line every epoch.
         clip_norm : float, optional
@@ -251,6 +283,12 @@ class MLP(Network):
             least 1 nat): a divergence that stays finite. The model then keeps the weights from before the epoch
             whose updates exploded, and History ends there. None turns the check off.
         """
+        given = dict(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay)
+        recipe = presets.get(self.preset)
+        X, y, sample_weight, validation_data, callbacks, chosen = _preset_fit(
+            recipe, self.seed, given, X, y, sample_weight, validation_data, callbacks
+        )  # fmt: skip
+        epochs, lr, batch_size, optimizer, weight_decay = (chosen[k] for k in given)
         s = settings.fit_settings(
             None, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay, l2=l2,
             clip_norm=clip_norm, verbose=verbose, shuffle=shuffle, diverge_factor=diverge_factor,
@@ -319,7 +357,8 @@ class MLP(Network):
 
     def _hyper(self, s: settings.FitSettings, i: int) -> Any:
         return step_hyper(self.sizes, self.activation, self.output, self.loss, s.optimizers[i],
-                          s.schedules[i].params["lr"], s.l2[i], s.clip_norm, self.dropout, self.seed)  # fmt: skip
+                          s.schedules[i].params["lr"], s.l2[i], s.clip_norm, self.dropout, self.seed,
+                          self.label_smoothing)  # fmt: skip
 
     def _weight_column(self, w: np.ndarray | None) -> Any:
         """Sample weights as the step takes them: a (n, 1) column on the device, or None."""
@@ -370,6 +409,39 @@ class MLP(Network):
                 f"but this model is {self.dtype} with sizes {self.sizes}"
             )
         self.set_weights(ckpt.weight_pairs())
+
+
+def _preset_fit(
+    recipe: presets.Preset | None, seed: int, given: dict[str, Any], X: Any, y: Any, sample_weight: Any,
+    validation_data: Any, callbacks: Any,
+) -> tuple[Any, Any, Any, Any, Any, dict[str, Any]]:  # fmt: skip
+    """A fit's data and settings with the preset's defaults in for what ``given`` leaves None (without a preset,
+    ``fit``'s documented defaults): with the ``tabular`` preset, the validation rows held out of X and y and its
+    early stopping added. Returns ``(X, y, sample_weight, validation_data, callbacks, settings)``."""
+    chosen = dict(given)
+    r = recipe or presets.TUTORIAL
+    chosen["epochs"] = r.epochs if given["epochs"] is None else given["epochs"]
+    if given["optimizer"] is None:
+        chosen["optimizer"] = r.optimizer
+        if given["weight_decay"] is None and r.optimizer == "adamw":
+            chosen["weight_decay"] = r.weight_decay
+    lr = r.lr if given["lr"] is None else given["lr"]
+    if recipe is None or isinstance(lr, schedules.Schedule):
+        chosen["lr"] = lr
+        return X, y, sample_weight, validation_data, callbacks, chosen
+    chosen["lr"] = recipe.schedule_of(settings.rate(lr, "lr").params["lr"], check.integer(chosen["epochs"],
+                                                                                          "epochs", 0))  # fmt: skip
+    callbacks = list(settings.callables(callbacks) or [])
+    stopping = any(isinstance(c, gpunn_callbacks.EarlyStopping) for c in callbacks)
+    if validation_data is None and recipe.validation_split and not stopping:
+        held = feed.holdout.hold_out(X, y, sample_weight, recipe.validation_split, seed)
+        if held is not None:
+            X, y, sample_weight, validation_data = held
+    if validation_data is not None and recipe.patience is not None and not stopping:
+        callbacks.append(gpunn_callbacks.EarlyStopping(patience=recipe.patience, restore_best=True))
+    if given["batch_size"] is None and hasattr(X, "__len__"):
+        chosen["batch_size"] = recipe.batch_size(len(X))
+    return X, y, sample_weight, validation_data, callbacks, chosen
 
 
 def _activations(activation: Any, n_hidden: int) -> str | list[str]:

@@ -39,6 +39,8 @@ class Network:
     seed: int
     standardize: bool
     dropout: float
+    label_smoothing: float
+    preset: str | None
     xp: Any
     device: Any
     compile: Any
@@ -97,6 +99,7 @@ class Network:
             "optimizer": opt, "schedule": None if self.schedule is None else self.schedule.to_dict(),
             "schedule_state": self.schedule_state, "rng": self.rng.bit_generator.state, "epoch": self.epoch,
             "fitted": self.fitted, "history": self.history.to_dict(),
+            "label_smoothing": self.label_smoothing, "preset": self.preset,
         }  # fmt: skip
         if self.encoding is not None:  # absent otherwise: such a file is what gpunn wrote before encodings
             config["encoding"] = self.encoding.to_dict()
@@ -126,7 +129,7 @@ class Network:
         m.__init__(  # type: ignore[misc]
             c["sizes"], activation=c["activation"], output=c["output"], loss=c["loss"], seed=c["seed"],
             device=device, dtype=c["dtype"], xp=xp, standardize=c["standardize"], dropout=c.get("dropout", 0.0),
-            compile=compile,
+            compile=compile, label_smoothing=c.get("label_smoothing", 0.0), preset=c.get("preset"),
         )  # fmt: skip
         m._params = m._to_device_params(params)
         m.fitted = bool(c["fitted"])
@@ -169,6 +172,8 @@ class Network:
         # A pickle of an earlier gpunn, which pickled the model's attributes as they were.
         state.setdefault("compile", "auto")
         state.setdefault("dropout", 0.0)
+        state.setdefault("label_smoothing", 0.0)
+        state.setdefault("preset", None)
         state.setdefault("schedule", None)
         state.setdefault("schedule_state", {})
         if isinstance(state["_params"], list):  # pickled by gpunn 0.1, which kept a list of arrays
@@ -321,6 +326,7 @@ class Network:
             self.xp, self.device, self.dtype, tuple(sizes), self.output, self.loss, activation, self.standardize,
             names, feed.learn.spec_classes(self.classes), feed.learn.spec_target_scaling(self.target_scaling),
             self.encoding if encoding is None else encoding,
+            self.label_smoothing,
         )  # fmt: skip
 
     def build(self, sizes: Sequence[int]) -> None:

@@ -97,6 +97,15 @@ def dropout_rate(value: Any, name: str = "dropout") -> float:
     return float(value)
 
 
+def fraction(value: Any, name: str) -> float:
+    """A number in [0, 1) (label smoothing)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ConfigError(f"{name} must be a number in [0, 1); got {value!r}")
+    if not 0.0 <= float(value) < 1.0:  # also rejects NaN
+        raise ConfigError(f"{name} must be in [0, 1); got {value!r}")
+    return float(value)
+
+
 def members(value: Any) -> int:
     """An ensemble's member count: an integer from 1 to MAX_MEMBERS (checked before anything is allocated)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

@@ -42,6 +42,7 @@ class Hyper:
     clip_norm: float | None = None
     dropout: float = 0.0  # the fraction of every hidden layer's outputs dropped while training
     dropout_key: int = 0  # the key of the model's seed (see gpunn.dropout.seed_key)
+    label_smoothing: float = 0.0  # the targets come smoothed (gpunn.losses.smooth_targets); only "is it on" is used
 
     @property
     def loss_outputs(self) -> int:
@@ -72,6 +73,7 @@ def structure(h: Hyper) -> Hyper:
     return dataclasses.replace(
         h, optimizer=h.optimizer.structure(), lr=UNSET, l2=UNSET if h.l2 else 0.0,
         clip_norm=None if h.clip_norm is None else UNSET, dropout=UNSET if h.dropout else 0.0, dropout_key=0,
+        label_smoothing=1.0 if h.label_smoothing else 0.0,  # only whether it is on shapes the program
     )  # fmt: skip
 
 
@@ -162,7 +164,9 @@ class Step:
             v = self.values if values is None else values
             masks = dropout.masks_of(v, counter, x.shape[0], units, x.dtype, xp, self.device, row_offset)
         z, inputs, backprops = layers.forward(layer_params, x, h.activation, xp, masks)
-        loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp, weight, mask=mask)
+        smoothed = h.label_smoothing > 0
+        loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp, weight, mask=mask,
+                                               smoothed=smoothed)  # fmt: skip
         if weight is not None:
             delta = delta * weight
         elif mask is not None:
@@ -214,13 +218,14 @@ def clip_by_global_norm(grads: Any, max_norm: float, xp: Any, scale: Any = 1.0, 
 
 def hyper(
     sizes: Any, activation: Any, output: str, loss: str, optimizer: optim.Optimizer, lr: float, l2: float,
-    clip_norm: float | None, dropout_rate: float = 0.0, seed: int = 0,
+    clip_norm: float | None, dropout_rate: float = 0.0, seed: int = 0, label_smoothing: float = 0.0,
 ) -> Hyper:  # fmt: skip
-    """The :class:`Hyper` of a network (its widths, activations, output, loss, dropout rate and seed) trained
-    with these settings."""
+    """The :class:`Hyper` of a network (its widths, activations, output, loss, dropout rate, seed and label
+    smoothing) trained with these settings."""
     activation = activation if isinstance(activation, str) else tuple(activation)
     key = dropout.seed_key(seed) if dropout_rate else 0
-    return Hyper(tuple(sizes), activation, output, loss, optimizer, lr, l2, clip_norm, dropout_rate, key)
+    return Hyper(tuple(sizes), activation, output, loss, optimizer, lr, l2, clip_norm, dropout_rate, key,
+                 label_smoothing)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------ K networks in one step
@@ -240,6 +245,7 @@ class StackedHyper:
     dropout: tuple[float, ...]
     dropout_keys: tuple[int, ...]
     weight_decay: tuple[float, ...] | None = None  # AdamW's decoupled decay per member
+    label_smoothing: float = 0.0  # as in Hyper: the members' targets come smoothed
 
     @property
     def loss_outputs(self) -> int:
@@ -254,6 +260,7 @@ class StackedHyper:
             self, l2=(float(any(self.l2)),) * k, clip_norm=None if self.clip_norm is None else 1.0,
             dropout=(0.5 if any(self.dropout) else 0.0,) * k, dropout_keys=(0,) * k,
             weight_decay=None if self.weight_decay is None else (0.0,) * k,
+            label_smoothing=1.0 if self.label_smoothing else 0.0,
         )  # fmt: skip
 
 
@@ -343,7 +350,8 @@ class StackedStep:
                 keys, thresholds, scales, counter, x.shape[-2], units, x.dtype, xp, self.device, row_offset
             )
         z, inputs, backprops = layers.forward_stacked(layer_params, x, h.activation, xp, masks)
-        loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp, weight, True, mask)
+        smoothed = h.label_smoothing > 0
+        loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp, weight, True, mask, smoothed)
         if weight is not None:
             delta = delta * weight
         elif mask is not None:
@@ -392,7 +400,7 @@ def weight_totals(weight: Any, xp: Any) -> Any:
 def stacked_hyper(
     sizes: Any, activation: Any, output: str, loss: str, optimizer: optim.Optimizer, l2: tuple[float, ...],
     clip_norm: float | None, dropout_rates: tuple[float, ...], seeds: tuple[int, ...],
-    weight_decay: tuple[float, ...] | None = None,
+    weight_decay: tuple[float, ...] | None = None, label_smoothing: float = 0.0,
 ) -> StackedHyper:  # fmt: skip
     """The :class:`StackedHyper` of K networks of one shape (member k with ``dropout_rates[k]`` and ``seeds[k]``)
     trained together with these settings."""
@@ -403,5 +411,5 @@ def stacked_hyper(
         optimizer = optim.Optimizer("adam", {k: v for k, v in optimizer.hyper.items() if k != "weight_decay"})
     return StackedHyper(
         tuple(sizes), activation, output, loss, optimizer, len(seeds), tuple(l2), clip_norm, tuple(dropout_rates),
-        keys, None if weight_decay is None else tuple(weight_decay),
+        keys, None if weight_decay is None else tuple(weight_decay), label_smoothing,
     )  # fmt: skip

@@ -42,7 +42,8 @@ def test_train_on_csv_then_predict(tmp_path):
     (tmp_path / "train.csv").write_text("f1,f2,f3,label\n" + rows + "\n")
     (tmp_path / "new.csv").write_text("f3,f1,f2\n1,1,0\n-1,-1,0\n")  # columns in another order
     r = run(
-        "train", "--data", "train.csv", "--target", "label", "--layers", "8,8", "--epochs", "200", "--lr", "0.05",
+        "train", "--preset", "tutorial",
+        "--data", "train.csv", "--target", "label", "--layers", "8,8", "--epochs", "200", "--lr", "0.05",
         "--optimizer", "adam", "--batch-size", "32", "--device", "cpu", "--dtype", "float64", "--seed", "3",
         "--save", "m.safetensors", "--history", "h.json", "--test-size", "0.25", cwd=tmp_path,
     )  # fmt: skip
@@ -71,7 +72,8 @@ def test_train_on_csv_equals_the_api_on_the_same_file(tmp_path):
     y = rng.integers(0, 3, 240)
     rows = "\n".join(",".join(repr(float(v)) for v in (a, t, b, c)) for (a, b, c), t in zip(X, y))
     (tmp_path / "d.csv").write_text("f1,label,f2,f3\n" + rows + "\n")
-    r = run("train", "--data", "d.csv", "--target", "label", "--output", "softmax", "--layers", "7", "--epochs", "6",
+    r = run("train", "--preset", "tutorial",
+            "--data", "d.csv", "--target", "label", "--output", "softmax", "--layers", "7", "--epochs", "6",
             "--batch-size", "32", "--seed", "5", "--device", "cpu", "--save", "m.safetensors",
             cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -282,7 +284,8 @@ def test_stream_trains_from_a_parquet_file_as_the_api_does(tmp_path):
     y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
     pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "label": y}), tmp_path / "d.parquet",
                    row_group_size=40)  # fmt: skip
-    r = run("train", "--data", "d.parquet", "--target", "label", "--stream", "--epochs", "4", "--batch-size", "32",
+    r = run("train", "--preset", "tutorial",
+            "--data", "d.parquet", "--target", "label", "--stream", "--epochs", "4", "--batch-size", "32",
             "--dtype", "float64", "--device", "cpu", "--save", "m.st", cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
     first = r.stdout.splitlines()[0]
@@ -295,7 +298,8 @@ def test_stream_trains_from_a_parquet_file_as_the_api_does(tmp_path):
     ref.fit(train, epochs=4, lr=0.1, batch_size=32, validation_data=test, verbose=0)
     np.testing.assert_allclose(m.params, ref.params, rtol=0, atol=1e-12)
     assert f"test accuracy {ref.evaluate(test)['accuracy']:.4f}" in r.stdout
-    r = run("train", "--data", "d.parquet", "--target", "a", "--stream", "--output", "softmax", "--device", "cpu",
+    r = run("train", "--preset", "tutorial",
+            "--data", "d.parquet", "--target", "a", "--stream", "--output", "softmax", "--device", "cpu",
             cwd=tmp_path)  # fmt: skip
     assert r.returncode == 2 and "output 'softmax' needs class labels in the target, which holds fractions" in r.stderr
 
@@ -316,7 +320,19 @@ def test_sample_weight_in_memory_trains_as_the_api_with_sample_weight(tmp_path):
     pq.write_table(pa.table({"a": X[:, 0], "w": w, "b": X[:, 1], "c": X[:, 2], "label": y}), tmp_path / "d.parquet")
     common = ["--target", "label", "--epochs", "5", "--batch-size", "32", "--optimizer", "adam", "--lr", "0.01",
               "--dtype", "float64", "--device", "cpu", "-q"]  # fmt: skip
-    r = run("train", "--data", "d.parquet", "--sample-weight", "w", *common, "--save", "m.st", cwd=tmp_path)
+    r = run(
+        "train",
+        "--preset",
+        "tutorial",
+        "--data",
+        "d.parquet",
+        "--sample-weight",
+        "w",
+        *common,
+        "--save",
+        "m.st",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     m = gpunn.load(tmp_path / "m.st", device="cpu")
     assert m.feature_names == ["a", "b", "c"] and m.sizes[0] == 3 and m.metadata["train"]["sample_weight"] == "w"
@@ -333,7 +349,8 @@ def test_sample_weight_in_memory_trains_as_the_api_with_sample_weight(tmp_path):
     assert f"test accuracy {ref.evaluate(X[test], y[test])['accuracy']:.4f}" in r.stdout
     # an .npy file's weight column is a column number, left out of the features
     np.save(tmp_path / "d.npy", np.c_[X[:, 0], w, X[:, 1:], y])
-    r = run("train", "--data", "d.npy", "--sample-weight", "1", *common, "--target", "4", "--save", "n.st",
+    r = run("train", "--preset", "tutorial",
+            "--data", "d.npy", "--sample-weight", "1", *common, "--target", "4", "--save", "n.st",
             cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
     n = gpunn.load(tmp_path / "n.st", device="cpu")
@@ -348,7 +365,8 @@ def test_sample_weight_with_stream_trains_as_in_memory_on_the_same_rows(tmp_path
     X, y, w = _weighted_rows()
     pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1], "w": w, "c": X[:, 2], "label": y}), tmp_path / "d.parquet",
                    row_group_size=40)  # fmt: skip
-    r = run("train", "--data", "d.parquet", "--target", "label", "--sample-weight", "w", "--stream", "--epochs", "4",
+    r = run("train", "--preset", "tutorial",
+            "--data", "d.parquet", "--target", "label", "--sample-weight", "w", "--stream", "--epochs", "4",
             "--batch-size", "32", "--dtype", "float64", "--device", "cpu", "--save", "m.st", cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
     m = gpunn.load(tmp_path / "m.st", device="cpu")
@@ -363,16 +381,18 @@ def test_sample_weight_with_stream_trains_as_in_memory_on_the_same_rows(tmp_path
     for key in ("loss", "weighted_loss"):
         np.testing.assert_allclose(getattr(m.history, key), getattr(ref.history, key), rtol=1e-12)
     assert m.history.val_loss == [] and f"test accuracy {ref.evaluate(X[held], y[held])['accuracy']:.4f}" in r.stdout
-    r = run("train", "--data", "d.parquet", "--target", "label", "--sample-weight", "w", "--stream",
+    r = run("train", "--preset", "tutorial",
+            "--data", "d.parquet", "--target", "label", "--sample-weight", "w", "--stream",
             "--class-weight", "balanced", "--device", "cpu", cwd=tmp_path)  # fmt: skip
     assert r.returncode == 2 and "--class-weight is not available with --stream" in r.stderr
     for weight, message in (("label", "'label' is both the target and the weight column"),
                             ("x", "weight column 'x' is not in the file's columns")):  # fmt: skip
         for stream in ([], ["--stream"]):
-            r = run("train", "--data", "d.parquet", "--target", "label", "--sample-weight", weight, *stream,
+            r = run("train", "--preset", "tutorial",
+                    "--data", "d.parquet", "--target", "label", "--sample-weight", weight, *stream,
                     "--device", "cpu", cwd=tmp_path)  # fmt: skip
             assert r.returncode == 2 and message in r.stderr, (stream, r.stderr)
-    r = run("train", "--sample-weight", "w", "--device", "cpu", cwd=tmp_path)
+    r = run("train", "--preset", "tutorial", "--sample-weight", "w", "--device", "cpu", cwd=tmp_path)
     assert r.returncode == 2 and "--sample-weight needs --data FILE" in r.stderr
 
 
@@ -477,7 +497,24 @@ def test_plot_without_matplotlib_is_refused_before_training(tmp_path, monkeypatc
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["train", "--device", "cpu", "--epochs", "100000", "--plot", "b.png", "--save", "m.st"]) == 2
+    assert (
+        cli.main(
+            [
+                "train",
+                "--preset",
+                "tutorial",
+                "--device",
+                "cpu",
+                "--epochs",
+                "100000",
+                "--plot",
+                "b.png",
+                "--save",
+                "m.st",
+            ]
+        )
+        == 2
+    )
     out = capsys.readouterr()
     assert out.out == "" and "--plot needs matplotlib: pip install 'gpunn[plot]'" in out.err
     assert os.listdir(tmp_path) == []

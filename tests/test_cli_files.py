@@ -53,7 +53,7 @@ def test_validation_rows_come_from_the_training_rows_and_the_test_rows_stay_unse
     write_csv(tmp_path / "d.csv", X, y)
     common = ["--data", "d.csv", "--target", "label", "--layers", "6", "--epochs", "12", "--batch-size", "32",
               "--dtype", "float64", "--device", "cpu", "--history", "h.json", "--save", "m.st"]  # fmt: skip
-    r = run("train", *common, "--validation-split", "0.25", cwd=tmp_path)
+    r = run("train", "--preset", "tutorial", *common, "--validation-split", "0.25", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "180 train / 60 validation / 60 test rows" in r.stdout.splitlines()[0]
     # the oracle: the API on the command's split, the validation rows cut from the training rows
@@ -71,7 +71,7 @@ def test_validation_rows_come_from_the_training_rows_and_the_test_rows_stay_unse
     assert test["loss"] != pytest.approx(history["val_loss"][-1])  # not the same rows
 
     # without a validation split nothing is validated: plateau watches the training loss, as the API does
-    r = run("train", *common, "--schedule", "plateau", "--lr", "3", cwd=tmp_path)
+    r = run("train", "--preset", "tutorial", *common, "--schedule", "plateau", "--lr", "3", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "--schedule plateau watches the training loss" in r.stderr
     history = json.loads((tmp_path / "h.json").read_text())
@@ -85,7 +85,8 @@ def test_validation_rows_come_from_the_training_rows_and_the_test_rows_stay_unse
 def test_test_size_0_trains_on_every_row_and_says_there_is_no_test(tmp_path):
     X, y, _ = blobs(200, seed=3)
     write_csv(tmp_path / "d.csv", X, y)
-    r = run("train", "--data", "d.csv", "--target", "label", "--test-size", "0", "--layers", "5", "--epochs", "4",
+    r = run("train", "--preset", "tutorial",
+            "--data", "d.csv", "--target", "label", "--test-size", "0", "--layers", "5", "--epochs", "4",
             "--dtype", "float64", "--device", "cpu", "--save", "m.st", cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "200 train / no test rows (--test-size 0)" in r.stdout.splitlines()[0]
@@ -102,7 +103,8 @@ def test_sparse_labels_are_k_classes_written_back_with_named_probability_columns
     sklearn_metrics = pytest.importorskip("sklearn.metrics")
     X, y, _ = blobs(300, seed=1, labels=(0, 5, 1000))
     write_csv(tmp_path / "d.csv", X, y)
-    r = run("train", "--data", "d.csv", "--target", "label", "--epochs", "150", "--optimizer", "adam", "--lr", "0.02",
+    r = run("train", "--preset", "tutorial",
+            "--data", "d.csv", "--target", "label", "--epochs", "150", "--optimizer", "adam", "--lr", "0.02",
             "--device", "cpu", "--save", "m.st", cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "[2, 10, 10, 10, 3]" in r.stdout and "3 classes: 0, 5, 1000" in r.stdout.splitlines()[0]
@@ -251,7 +253,8 @@ def test_many_plausible_classes_ask_for_output_and_one_class_is_refused(tmp_path
 def test_a_diverged_run_exits_2_and_saves_the_last_good_weights(tmp_path):
     rows = "\n".join(f"{i * 1e3},{(i % 2) * 1e4 + 0.5}" for i in range(40))
     (tmp_path / "d.csv").write_text("x,y\n" + rows + "\n")
-    r = run("train", "--data", "d.csv", "--target", "y", "--lr", "1", "--epochs", "50", "--dtype", "float64",
+    r = run("train", "--preset", "tutorial",
+            "--data", "d.csv", "--target", "y", "--lr", "1", "--epochs", "50", "--dtype", "float64",
             "--device", "cpu", "--save", "m.st", cwd=tmp_path)  # fmt: skip
     line = one_line_error(r, "gpunn: training diverged in epoch", "are saved to m.st")
     kept = gpunn.load(tmp_path / "m.st", device="cpu")
@@ -279,7 +282,25 @@ def test_a_failed_save_rescues_the_model_and_names_the_file(tmp_path, monkeypatc
 
     monkeypatch.setattr(checkpoint, "atomic_write", full_disk)
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["train", "--samples", "100", "--epochs", "7", "--device", "cpu", "-q", "--save", "m.st"]) == 2
+    assert (
+        cli.main(
+            [
+                "train",
+                "--preset",
+                "tutorial",
+                "--samples",
+                "100",
+                "--epochs",
+                "7",
+                "--device",
+                "cpu",
+                "-q",
+                "--save",
+                "m.st",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(
         "gpunn: error: --save m.st: cannot write (No space left on device); the model is saved to "

@@ -41,6 +41,9 @@ def check_options(s: dict[str, Any], args: argparse.Namespace, resumed: Any) -> 
         raise ConfigError("--parallel members splits an ensemble's members over the ranks: give --members K")
     if s["members"] is None:
         return
+    if s["label_smoothing"]:
+        raise ConfigError("--label-smoothing trains one network; an ensemble's members train on the labels as "
+                          "given (leave out --label-smoothing, or --members)")  # fmt: skip
     if s["stream"]:
         raise ConfigError("--members trains its networks together on data held in memory; --stream trains one "
                           "network (leave out --stream, or --members)")  # fmt: skip

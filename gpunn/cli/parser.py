@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
-from .. import _backend, data, layers, losses, optim, schedules
+from .. import _backend, data, layers, losses, optim, presets, schedules
 from .._version import __version__
 from ..errors import InputError
 
@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a network (with no options: the tutorial network on 'moons')",
         description="Train a network. With no options: the tutorial network 2-10-10-10-1 on the built-in 'moons' "
-        "dataset. With --resume, options left out are taken from the checkpoint.",
+        "dataset. With --data FILE, the defaults are the tabular preset's (see --preset). With --resume, options "
+        "left out are taken from the checkpoint.",
     )
     src = train.add_argument_group("data")
     src.add_argument("--data", metavar="FILE", help="data file: .csv (header row), .csv.gz, .parquet, .feather, "
@@ -143,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         "into one 'other' column",
     )  # fmt: skip
     net = train.add_argument_group("network")
-    net.add_argument("--layers", type=_layers, help="hidden widths (default: 10,10,10)")
+    net.add_argument("--layers", type=_layers, help="hidden widths (default: 10,10,10; tabular 128,128)")
     net.add_argument("--activation", choices=layers.ACTIVATIONS, help="hidden activation (default: relu)")
     net.add_argument(
         "--output", choices=(*losses.OUTPUTS, "auto"),
@@ -153,18 +154,33 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     net.add_argument(
         "--dropout", type=float, metavar="RATE",
-        help="drop this fraction of every hidden layer's outputs while training (default: 0)",
+        help="drop this fraction of every hidden layer's outputs while training (default: 0; tabular 0.1)",
     )  # fmt: skip
     net.add_argument(
         "--members", type=_positive_int, metavar="K",
         help="train K networks of seeds --seed, --seed+1, ... together as one ensemble (gpunn.Ensemble): the "
         "test report gives the members' mean score and the ensemble's; --save writes the ensemble",
     )  # fmt: skip
-    fit = train.add_argument_group("training")
-    fit.add_argument("--epochs", type=_nonnegative_int, help="total epochs (default: 1000)")
-    fit.add_argument("--lr", type=float, help="learning rate (default: 0.1)")
-    fit.add_argument("--batch-size", type=_positive_int, help="minibatch size (default: full batch)")
-    fit.add_argument("--optimizer", choices=optim.OPTIMIZERS, help="(default: sgd)")
+    fit = train.add_argument_group(
+        "training",
+        "defaults: the tabular preset's with --data, the tutorial's on a built-in dataset (docs/cli.md)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--preset", choices=presets.PRESETS,
+        help="defaults of every option below and of --layers and --dropout: tabular (with --data: 128,128 layers, "
+        "dropout 0.1, adamw, lr 0.001 on a cosine schedule, weight decay 0.01, batches of about a tenth of the rows "
+        "(16 to 256), 200 epochs, early stopping 40 on a 0.1 validation split, label smoothing 0.1) or tutorial "
+        "(10,10,10 layers, sgd, lr 0.1, full batch, 1000 epochs)",
+    )  # fmt: skip
+    fit.add_argument("--epochs", type=_nonnegative_int, help="total epochs (default: 1000; tabular 200)")
+    fit.add_argument("--lr", type=float, help="learning rate (default: 0.1; tabular 0.001)")
+    fit.add_argument("--batch-size", type=_positive_int,
+                     help="minibatch size (default: full batch; tabular: sized to the file)")  # fmt: skip
+    fit.add_argument("--optimizer", choices=optim.OPTIMIZERS, help="(default: sgd; tabular adamw)")
+    fit.add_argument(
+        "--label-smoothing", type=_test_size, metavar="E",
+        help="train a classifier on targets (1 - E) y + E / classes, in [0, 1) (default: 0; tabular 0.1)",
+    )  # fmt: skip
     fit.add_argument("--clip-norm", type=float, help="clip the gradients' global L2 norm to this")
     fit.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay (with --optimizer adamw)")
     fit.add_argument(

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from .. import _backend, data, losses, schedules
+from .. import _backend, data, losses, presets, schedules
 from .. import callbacks as gpunn_callbacks
 from .._version import __version__
 from ..errors import InputError, NonFiniteError
@@ -27,19 +27,36 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 1000, "lr": 0.1, "batch_size": None, "optimizer": "sgd", "clip_norm": None, "seed": 0,
     "weight_decay": None, "schedule": "constant", "early_stopping": None, "validation_split": None,
     "class_weight": None, "dropout": 0.0, "stream": False, "sample_weight": None, "delimiter": None,
-    "members": None, "max_categories": MAX_CATEGORIES,
+    "members": None, "max_categories": MAX_CATEGORIES, "label_smoothing": 0.0, "preset": "tutorial",
+}  # fmt: skip
+# What the tabular preset sets (and batch_size, sized to the training rows once the plan has split them).
+TABULAR: dict[str, Any] = {
+    "layers": list(presets.TABULAR.hidden), "epochs": presets.TABULAR.epochs, "lr": presets.TABULAR.lr,
+    "optimizer": presets.TABULAR.optimizer, "weight_decay": presets.TABULAR.weight_decay,
+    "schedule": presets.TABULAR.schedule, "early_stopping": presets.TABULAR.patience,
+    "validation_split": presets.TABULAR.validation_split, "label_smoothing": presets.TABULAR.label_smoothing,
+    "dropout": presets.TABULAR.dropout,
 }  # fmt: skip
 ARCHITECTURE = ("layers", "activation", "output", "dtype", "dropout", "features", "members")
 
 
 def _train_settings(args: argparse.Namespace, stored: dict[str, Any]) -> dict[str, Any]:
-    """Each option as given, else as the resumed checkpoint had it, else its default."""
+    """Each option as given, else as the resumed checkpoint had it, else its preset's default (--preset: given, the
+    checkpoint's, tabular with --data, else tutorial; a checkpoint from before presets was trained as the
+    tutorial's), else its default."""
+    data = args.data if args.data is not None else stored.get("data")
+    preset = args.preset or stored.get("preset") or ("tabular" if data is not None and not stored else "tutorial")
+    defaults = {**TRAIN_DEFAULTS, **(TABULAR if preset == "tabular" else {}), "preset": preset}
+    if preset == "tabular" and (args.members or stored.get("members")):
+        defaults["label_smoothing"] = 0.0  # an ensemble's members train on the labels as given
     settings = {}
-    for key, default in TRAIN_DEFAULTS.items():
+    for key, default in defaults.items():
         given = getattr(args, key)
         if given is not None and key in ARCHITECTURE and key in stored and given != stored[key]:
             raise InputError(f"--{key.replace('_', '-')} {given} differs from the resumed checkpoint's {stored[key]}")
         settings[key] = given if given is not None else stored.get(key, default)
+    if settings["optimizer"] != "adamw" and args.weight_decay is None and "weight_decay" not in stored:
+        settings["weight_decay"] = None  # the preset's decay is AdamW's: another optimizer given has none
     if settings["output"] is None:
         if settings["data"] is not None:
             settings["output"] = "auto"
@@ -84,6 +101,8 @@ def _train(args: argparse.Namespace) -> int:
     if resumed is None and s["epochs"] == 0:
         raise InputError("--epochs 0 trains nothing; give 1 or more (with --resume, the total to reach)")
     plan = streamed(s) if s["stream"] else in_memory(s, table=getattr(resumed, "encoding", None) is not None)
+    if s["preset"] == "tabular" and s["batch_size"] is None:
+        s["batch_size"] = presets.TABULAR.batch_size(plan.rows(plan.train))
     target, source = plan.target, plan.source
     encoding = _encoding(plan, s, resumed, args.resume)
     output, n_outputs, classes = target.output, target.n_outputs, target.classes
@@ -102,6 +121,7 @@ def _train(args: argparse.Namespace) -> int:
         model = MLP(
             sizes, activation=s["activation"], output=output, seed=s["seed"], device=device,
             dtype=s["dtype"], standardize=True, dropout=s["dropout"],
+            label_smoothing=s["label_smoothing"] if output != "identity" else 0.0,
         )  # fmt: skip
         model.feature_names, model.target_name = plan.names, s["target"]
     for m in model.members if isinstance(model, Ensemble) else [model]:
@@ -243,13 +263,29 @@ def _header(model: Any, s: dict[str, Any], plan: Plan, resuming: bool, comm: Any
         f"gpunn {__version__}: training {what} ({s['activation']}, {described}"
         f"{f', dropout {dropout:g}' if dropout else ''}) "
         f"on {plan.source}{', streamed' if s['stream'] else ''}, {' / '.join(parts)}, "
-        f"{_backend.namespace_name(model.xp)} on {model.device}, {s['dtype']}{done}"
+        f"{_backend.namespace_name(model.xp)} on {model.device}, {s['dtype']}{done}{_recipe(s, output)}"
     )
     if getattr(model, "encoding", None) is not None:
         print(_described(model.encoding))
     if s["schedule"] == "plateau" and plan.validation is None:
         print("gpunn: note: --schedule plateau watches the training loss; --validation-split F makes it watch "
               "held-out rows", file=sys.stderr)  # fmt: skip
+
+
+def _recipe(s: dict[str, Any], output: str) -> str:
+    """What the tabular preset chose, for the opening line (the tutorial's line stays as it always was)."""
+    if s["preset"] != "tabular":
+        return ""
+    chosen = [f"{s['optimizer']} lr {s['lr']:g}" + (f" ({s['schedule']})" if s["schedule"] != "constant" else "")]
+    if s["weight_decay"] is not None and s["optimizer"] == "adamw":
+        chosen.append(f"weight decay {s['weight_decay']:g}")
+    chosen.append(f"batch {s['batch_size']}" if s["batch_size"] else "full batch")
+    chosen.append(f"{s['epochs']} epochs")
+    if s["early_stopping"] is not None:
+        chosen.append(f"early stopping {s['early_stopping']} (best epoch kept)")
+    if s["label_smoothing"] and output != "identity":
+        chosen.append(f"label smoothing {s['label_smoothing']:g}")
+    return "; tabular preset: " + ", ".join(chosen) + " (--preset tutorial for the tutorial's settings)"
 
 
 def _keep_diverged(model: Any, args: argparse.Namespace) -> str:

@@ -129,7 +129,8 @@ def _hyper(ens: Ensemble, sizes: list[int], s: settings.FitSettings) -> StackedH
     members, m0, opts = ens.members, ens.members[0], s.optimizers
     wd = None if opts[0].name != "adamw" else tuple(o.hyper["weight_decay"] for o in opts)
     return stacked_hyper(sizes, m0.activation, m0.output, m0.loss, opts[0], s.l2, s.clip_norm,
-                         tuple(m.dropout for m in members), tuple(m.seed for m in members), wd)  # fmt: skip
+                         tuple(m.dropout for m in members), tuple(m.seed for m in members), wd,
+                         m0.label_smoothing)  # fmt: skip
 
 
 def same_scaling(a: Any, b: Any) -> bool:

@@ -5,7 +5,7 @@ names). Two feeds, :class:`Memory` and :class:`Streamed`, give the training loop
 ``n_rows``, ``weight_total``, ``batches(batch_size, rng, comm, epoch)`` and ``evaluate_sums(params)``.
 """
 
-from . import encode, evaluate, learn, predict, sparse, stream
+from . import encode, evaluate, holdout, learn, predict, sparse, stream
 from .batch import Batch
 from .checks import (
     adopt,
@@ -28,6 +28,6 @@ from .stream import Streamed
 
 __all__ = [
     "Batch", "Learned", "Memory", "Prepared", "Spec", "Streamed", "adopt", "adopt_fit", "as_model_array", "block_sums",
-    "check_x", "column", "encode", "evaluate", "fit_scaling", "frame_columns", "learn", "place_x", "predict", "prepare",
-    "prepare_x", "sample_weights", "sparse", "stream", "targets",
+    "check_x", "column", "encode", "evaluate", "fit_scaling", "frame_columns", "holdout", "learn", "place_x",
+    "predict", "prepare", "prepare_x", "sample_weights", "sparse", "stream", "targets",
 ]  # fmt: skip

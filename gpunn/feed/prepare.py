@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import losses
 from ..data import Dataset
 from ..errors import ConfigError, InputError
 from . import learn
@@ -82,6 +83,8 @@ def prepare(
         x = check_x(spec, X, "X")
         spec, classes, target_scaling = _targets(spec, known, X, y, first)
         t = targets(spec, y, x.shape[0], "y", fitting=first)
+        # the training rows only (a Dataset's training batches are smoothed by Streamed)
+        t = losses.smooth_targets(spec.output, spec.loss, t, spec.label_smoothing)
         if weights is None:
             w_host = sample_weights(spec, sample_weight, class_weight, y, x.shape[0])
         else:

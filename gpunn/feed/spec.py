@@ -32,6 +32,7 @@ class Spec:
     classes: tuple[Any, ...] | None = None
     target_scaling: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     encoding: Any = None
+    label_smoothing: float = 0.0  # a classifier's training targets are smoothed by this (gpunn.losses.smooth_targets)
 
     @property
     def n_features(self) -> int:

@@ -94,6 +94,9 @@ class Streamed:
             rows = len(xb)
             lo, hi = (0, rows) if comm is None else comm.shard(0, rows)
             x, t = self._place(xb[lo:hi], yb[lo:hi], consumer)
+            if self.spec.label_smoothing:  # training batches only: evaluate_sums sees the labels as given
+                with _backend.device_scope(self.spec.xp, self.spec.device):
+                    t = losses.smooth_targets(self.spec.output, self.spec.loss, t, self.spec.label_smoothing)
             if not weighted:
                 yield Batch(x, t, rows, hi - lo, None, lo, None)
                 continue
