@@ -177,7 +177,8 @@ def _functions(hyper: StackedHyper, xp: Any, device: Any, dtype: str, compile: A
     ``lone``, the gradients of one member on all rows by a lone network's step."""
     step = StackedStep(hyper, xp, device, dtype)
     if lone:
-        one = Hyper(hyper.sizes, hyper.activation, hyper.output, hyper.loss, hyper.optimizer, 0.0)
+        one = Hyper(hyper.sizes, hyper.activation, hyper.output, hyper.loss, hyper.optimizer, 0.0,
+                    label_smoothing=hyper.label_smoothing)  # fmt: skip
         gradients: Any = functools.partial(_lone_gradients, Step(one, xp, device, dtype))
     else:
         gradients = functools.partial(_stacked_gradients, step)

@@ -429,8 +429,11 @@ def _preset_fit(
     if recipe is None or isinstance(lr, schedules.Schedule):
         chosen["lr"] = lr
         return X, y, sample_weight, validation_data, callbacks, chosen
-    chosen["lr"] = recipe.schedule_of(settings.rate(lr, "lr").params["lr"], check.integer(chosen["epochs"],
-                                                                                          "epochs", 0))  # fmt: skip
+    full_batch = getattr(chosen["optimizer"], "name", chosen["optimizer"]) == "lbfgs"  # its line search sets steps
+    chosen["lr"] = lr
+    if not full_batch:
+        chosen["lr"] = recipe.schedule_of(settings.rate(lr, "lr").params["lr"], check.integer(chosen["epochs"],
+                                                                                              "epochs", 0))  # fmt: skip
     callbacks = list(settings.callables(callbacks) or [])
     stopping = any(isinstance(c, gpunn_callbacks.EarlyStopping) for c in callbacks)
     if validation_data is None and recipe.validation_split and not stopping:
@@ -439,7 +442,7 @@ def _preset_fit(
             X, y, sample_weight, validation_data = held
     if validation_data is not None and recipe.patience is not None and not stopping:
         callbacks.append(gpunn_callbacks.EarlyStopping(patience=recipe.patience, restore_best=True))
-    if given["batch_size"] is None and hasattr(X, "__len__"):
+    if given["batch_size"] is None and hasattr(X, "__len__") and not full_batch:
         chosen["batch_size"] = recipe.batch_size(len(X))
     return X, y, sample_weight, validation_data, callbacks, chosen
 

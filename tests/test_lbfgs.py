@@ -149,6 +149,19 @@ def test_convex_logistic_regression_reaches_scipys_minimizer():
     assert m.history.loss[-1] == pytest.approx(ref.fun, rel=1e-10)
 
 
+def test_label_smoothing_reaches_scipys_minimizer_of_the_smoothed_loss():
+    # the line search needs the loss and gradient of the smoothed targets, as the step computes them
+    X, labels = data(d=5, k=2)
+    smoothed = 0.9 * labels.reshape(-1, 1).astype(float) + 0.05
+    sizes, l2 = [5, 1], 0.3
+    m = gpunn.MLP(sizes, dtype="float64", device="cpu", seed=1, label_smoothing=0.1)
+    x0 = pack(m.weights)
+    m.fit(X, labels, epochs=500, optimizer=optim.lbfgs(tol=1e-12, ftol=0.0), l2=l2, verbose=0)
+    ref = scipy_optimize.minimize(objective, x0, args=(X, smoothed, sizes, "sigmoid", l2), jac=True,
+                                  method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 0.0, "maxiter": 1000})  # fmt: skip
+    np.testing.assert_allclose(pack(m.weights), ref.x, atol=1e-6)
+
+
 def test_ridge_regression_reaches_the_closed_form():
     rng = np.random.default_rng(5)
     X = rng.normal(size=(80, 4))

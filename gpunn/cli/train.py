@@ -57,6 +57,10 @@ def _train_settings(args: argparse.Namespace, stored: dict[str, Any]) -> dict[st
         settings[key] = given if given is not None else stored.get(key, default)
     if settings["optimizer"] != "adamw" and args.weight_decay is None and "weight_decay" not in stored:
         settings["weight_decay"] = None  # the preset's decay is AdamW's: another optimizer given has none
+    if settings["optimizer"] == "lbfgs":  # full batch and one loss for its line search: no schedule, no dropout
+        for key, plain in (("schedule", "constant"), ("dropout", 0.0)):
+            if getattr(args, key) is None and key not in stored:
+                settings[key] = plain
     if settings["output"] is None:
         if settings["data"] is not None:
             settings["output"] = "auto"
@@ -101,7 +105,7 @@ def _train(args: argparse.Namespace) -> int:
     if resumed is None and s["epochs"] == 0:
         raise InputError("--epochs 0 trains nothing; give 1 or more (with --resume, the total to reach)")
     plan = streamed(s) if s["stream"] else in_memory(s, table=getattr(resumed, "encoding", None) is not None)
-    if s["preset"] == "tabular" and s["batch_size"] is None:
+    if s["preset"] == "tabular" and s["batch_size"] is None and s["optimizer"] != "lbfgs":
         s["batch_size"] = presets.TABULAR.batch_size(plan.rows(plan.train))
     target, source = plan.target, plan.source
     encoding = _encoding(plan, s, resumed, args.resume)
