@@ -16,10 +16,8 @@ other, and on the shared 2-core machine that measured this they made a gpunn fit
 Reported: test accuracy (classes) or R^2 (regression), the mean over seeds, and the mean fit time in seconds, into
 ``benchmarks/results/tabular.json`` and as a Markdown table (docs/performance.md holds one).
 
-TEMPORARY (until gpunn encodes text categories and empty cells itself): gpunn is given the categorical datasets'
-columns one-hot encoded and its empty cells imputed with the median by scikit-learn here, the same steps as the
-pipeline's; the numeric datasets reach gpunn as they are. Once the model takes categorical columns, ``_gpunn_frame``
-goes and gpunn gets the data frame itself.
+gpunn takes each dataset as its data frame: text categories and empty cells are encoded by the model itself
+(docs/data.md), learned from the training rows; the other two learners get scikit-learn's usual preprocessing.
 
 ``--recipe key=value`` overrides a setting of the preset (e.g. ``--recipe label_smoothing=0``), to measure a
 variant; the defaults are what the table in the docs reports.
@@ -147,24 +145,6 @@ def _encoder(t: Table) -> Any:
     return ColumnTransformer(parts, sparse_threshold=0)
 
 
-def _gpunn_frame(t: Table) -> Any:
-    """TEMPORARY (see the module's docstring): categorical columns one-hot encoded and empty cells imputed for
-    gpunn here, until the model takes them itself. Numeric columns are left unscaled: gpunn scales them."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder
-
-    num, cat = _columns(t)
-    if not cat and not t.X.isna().any().any():
-        return None
-    parts = [("num", SimpleImputer(strategy="median"), num)]
-    if cat:
-        parts.append(("cat", make_pipeline(SimpleImputer(strategy="most_frequent"),
-                                           OneHotEncoder(handle_unknown="ignore")), cat))  # fmt: skip
-    return ColumnTransformer(parts, sparse_threshold=0)
-
-
 def _robust_scaling(X: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """``--robust`` (an experiment, not the default): RealMLP's robust scaling with smooth clipping, learned on
     the training rows: (x - median) / (interquartile range, or half the 5-95% range where that is 0), then
@@ -185,20 +165,22 @@ def _robust_scaling(X: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
 def fit_gpunn(t: Table, X: Any, y: np.ndarray, seed: int, recipe: dict[str, Any]) -> Callable[[Any], np.ndarray]:
     from gpunn import MLP
 
-    encoder = _gpunn_frame(t)
-    if encoder is not None:
-        X = encoder.fit_transform(X)
-    X = np.asarray(X, dtype=np.float32)
-    robust = _robust_scaling(X) if recipe.get("robust") else None
-    if robust is not None:
-        X = robust(X)
+    # A table with categories or empty cells goes to gpunn as it is (the model learns their encoding); a numeric
+    # one as an array, which --robust may transform first.
+    frame = bool(t.categorical) or bool(X.isna().any().any())
+    robust = None
+    if not frame:
+        X = np.asarray(X, dtype=np.float32)
+        robust = _robust_scaling(X) if recipe.get("robust") else None
+        X = X if robust is None else robust(X)
     output = "identity" if t.task == "regression" else "sigmoid" if len(np.unique(y)) == 2 else "softmax"
     model = MLP(preset="tabular", output=output, seed=seed, device="cpu", **recipe.get("model", {}))
     model.fit(X, y, verbose=0, **recipe.get("fit", {}))
 
     def predict(Xt: Any) -> np.ndarray:
-        Xt = np.asarray(Xt if encoder is None else encoder.transform(Xt), dtype=np.float32)
-        Xt = Xt if robust is None else robust(Xt)
+        if not frame:
+            Xt = np.asarray(Xt, dtype=np.float32)
+            Xt = Xt if robust is None else robust(Xt)
         pred = np.asarray(model.predict(Xt))
         return pred.reshape(len(Xt), -1)[:, 0] if output == "identity" else pred
 

@@ -257,7 +257,8 @@ class StackedHyper:
         that a new rate, penalty, decay, clip norm, dropout rate or seed compiles nothing."""
         k = self.members
         return replace(
-            self, l2=(float(any(self.l2)),) * k, clip_norm=None if self.clip_norm is None else 1.0,
+            self, optimizer=self.optimizer.structure(), l2=(float(any(self.l2)),) * k,
+            clip_norm=None if self.clip_norm is None else 1.0,
             dropout=(0.5 if any(self.dropout) else 0.0,) * k, dropout_keys=(0,) * k,
             weight_decay=None if self.weight_decay is None else (0.0,) * k,
             label_smoothing=1.0 if self.label_smoothing else 0.0,
@@ -303,6 +304,9 @@ class StackedStep:
         numbers where every member shares one, or (``arrays``, for a compiled step) arrays always."""
         xp, device, fdtype, k = self.xp, self.device, self.fdtype, hyper.members
         out: dict[str, Any] = {"l2": None, "decay": None, "clip": hyper.clip_norm, "drop": None}
+        # the optimizer's numbers (momentum, betas, eps), shared by the members: 0-d arrays for a compiled step
+        out["optimizer"] = {k: xp.asarray(v, dtype=fdtype, device=device) if arrays else v
+                            for k, v in hyper.optimizer.values().items()}  # fmt: skip
         if any(hyper.l2):
             out["l2"] = member_values(hyper.l2, xp, device, fdtype, arrays)
         if hyper.weight_decay is not None:
@@ -381,7 +385,8 @@ class StackedStep:
         old = params
         if decay is not None:
             params = (1.0 - lr * decay) * params
-        new, new_state = self.optimizer.update(params, grads, state, lr, xp, scale=grad_scale, donate=self.donate)
+        new, new_state = self.optimizer.update(params, grads, state, lr, xp, scale=grad_scale, donate=self.donate,
+                                               values=v["optimizer"])  # fmt: skip
         if active is not None:
             new = xp.where(active, new, old)
             new_state = {k: v if k == "step" else xp.where(active, v, state[k]) for k, v in new_state.items()}

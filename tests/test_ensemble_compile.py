@@ -83,6 +83,14 @@ CASES = {
             )
         ],
     ),  # fmt: skip
+    "adam's betas and eps, momentum's beta": (
+        dict(lr=0.01, optimizer=gpunn.optim.adam()),
+        [dict(lr=0.01, optimizer=gpunn.optim.adam(beta1=0.8, beta2=0.99, eps=1e-6))],
+    ),
+    "momentum's beta": (
+        dict(lr=0.01, optimizer=gpunn.optim.momentum(0.9)),
+        [dict(lr=0.01, optimizer=gpunn.optim.momentum(0.5))],
+    ),
     "dropout, members on their own rows": (
         dict(lr=0.1, batch_size=16, dropout=0.2, rows=[np.arange(k, N) for k in range(4)]),
         [
@@ -155,6 +163,7 @@ SAME = {
     "shuffled": ({}, dict(lr=0.05, batch_size=16, optimizer="adamw", weight_decay=[0.0, 0.1, 0.2, 0.3])),
     "in order, weighted": ({}, dict(lr=[0.1, 0.2, 0.3, 0.4], batch_size=16, shuffle=False, optimizer="momentum",
                                     sample_weight=np.random.default_rng(1).uniform(0.2, 2, size=(4, N)))),
+    "adam's own betas": ({}, dict(lr=0.05, optimizer=gpunn.optim.adam(beta1=0.7, beta2=0.95, eps=1e-4))),
     "own rows, dropout": (dict(dropout=[0.0, 0.2, 0.3, 0.1]),
                           dict(lr=0.1, batch_size=16, l2=0.01, rows=[np.arange(k, N - k) for k in range(4)])),
 }  # fmt: skip
