@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -526,7 +527,7 @@ def test_features_picks_the_columns_and_leaves_the_others_unread(tmp_path):
     rows = [f"row{i},{a},{b},{int(a + b > 0)}" for i, (a, b) in enumerate(X)]
     (tmp_path / "p.csv").write_text("name,a,b,label\n" + "\n".join(rows) + "\n")
     r = run("train", "--device", "cpu", "--data", "p.csv", "--target", "label", "--epochs", "5", "-q", cwd=tmp_path)
-    assert r.returncode == 2 and "column 'name' holds 160 distinct values, none seen 2 times" in r.stderr
+    assert r.returncode == 2 and re.search(r"column 'name' holds \d+ distinct values, none seen 2 times", r.stderr)
     r = run("train", "--device", "cpu", "--data", "p.csv", "--target", "label", "--features", "b,a", "--epochs", "5",
             "-q", "--save", "m.safetensors", cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr

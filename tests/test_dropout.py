@@ -227,7 +227,7 @@ def test_resume_with_dropout_is_bit_identical(tmp_path, namespace):
     assert not np.allclose(no_dropout.numpy_weights()[0][0], straight.numpy_weights()[0][0], atol=1e-3)
 
 
-@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "0.5", True, None])
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "0.5", True])  # None: the preset's default
 def test_a_dropout_outside_0_1_is_a_clear_error(bad):
     with pytest.raises(gpunn.ConfigError, match="dropout"):
         gpunn.MLP([3, 4, 1], dropout=bad, device="cpu")
