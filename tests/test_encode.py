@@ -282,7 +282,8 @@ def test_cli_trains_and_predicts_a_csv_with_text_and_empty_cells(tmp_path, monke
     pytest.importorskip("onnx")
     monkeypatch.chdir(tmp_path)
     df = _penguins_csv(tmp_path / "train.csv")
-    status, out, err = _cli(capsys, "train", "--data", "train.csv", "--target", "species", "--layers", "8",
+    status, out, err = _cli(capsys, "train", "--preset", "tutorial", "--data", "train.csv", "--target", "species",
+                            "--layers", "8",
                             "--epochs", "40", "--device", "cpu", "--dtype", "float64", "--seed", "1",
                             "--test-size", "0.25", "--save", "m.safetensors")  # fmt: skip
     assert status == 0, err
@@ -338,12 +339,14 @@ def test_cli_refuses_bad_tables_in_one_line_and_writes_nothing(tmp_path, monkeyp
     }  # fmt: skip
     for name, (frame, message) in cases.items():
         frame.to_csv(tmp_path / name, index=False)
-        status, _, err = _cli(capsys, "train", "--data", name, "--target", "species", "--epochs", "2", "--device",
-                              "cpu", "--save", "m.safetensors", "--checkpoint", "c.safetensors")  # fmt: skip
+        status, _, err = _cli(capsys, "train", "--preset", "tutorial", "--data", name, "--target", "species",
+                              "--epochs", "2", "--device", "cpu", "--save", "m.safetensors",
+                              "--checkpoint", "c.safetensors")  # fmt: skip
         assert status == 2 and len(err.strip().splitlines()) == 1, err
         assert err.startswith("gpunn: error: ") and re.search(message, err), err
         assert not (tmp_path / "m.safetensors").exists() and not (tmp_path / "c.safetensors").exists()
-    status, _, err = _cli(capsys, "train", "--data", "many.csv", "--target", "species", "--epochs", "2",
+    status, _, err = _cli(capsys, "train", "--preset", "tutorial", "--data", "many.csv", "--target", "species",
+                          "--epochs", "2",
                           "--device", "cpu", "--max-categories", "40", "--save", "m.safetensors")  # fmt: skip
     assert status == 0, err
     assert gpunn.load("m.safetensors", device="cpu").encoding.features[-1].name == "city"

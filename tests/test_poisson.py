@@ -190,7 +190,8 @@ def test_gpunn_train_output_exp_trains_the_api_s_network(tmp_path):
     (tmp_path / "d.csv").write_text("a,b,c,count\n" + rows + "\n")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     r = subprocess.run(
-        [sys.executable, "-m", "gpunn", "train", "--data", "d.csv", "--target", "count", "--output", "exp",
+        [sys.executable, "-m", "gpunn", "train", "--preset", "tutorial", "--data", "d.csv", "--target", "count",
+         "--output", "exp",
          "--layers", "5", "--epochs", "4", "--batch-size", "32", "--seed", "5", "--device", "cpu", "--dtype",
          "float64", "--save", "m.safetensors"],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,

@@ -140,7 +140,8 @@ def test_kill_9_while_saving_never_breaks_the_previous_checkpoint(tmp_path):
 def test_divergence_in_the_cli_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
     rows = "\n".join(f"{i * 1e3},{(i % 2) * 1e4}" for i in range(40))
     (tmp_path / "d.csv").write_text("x,y\n" + rows + "\n")
-    args = ["--output", "identity", "--lr", "1", "--dtype", "float64", "--epochs", "50", "--device", "cpu"]
+    args = ["--preset", "tutorial", "--output", "identity", "--lr", "1", "--dtype", "float64", "--epochs", "50",
+            "--device", "cpu"]
     proc = _gpunn("train", "--data", "d.csv", "--target", "y", *args, "--checkpoint", "c.safetensors", cwd=tmp_path)
     assert proc.wait(timeout=120) == 2  # an error, as every other
     err = proc.stderr.read().strip()

@@ -22,7 +22,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
 
 from .. import _backend, optim, schedules
 from ..errors import NonFiniteError
-from ..feed import encode
 from ..model import MLP
 from . import _lbfgs
 from ._fitted import Fitted, _native
@@ -225,19 +224,6 @@ class _BaseMLP(Fitted, BaseEstimator):
         if self.momentum > 0:
             return optim.momentum(self.momentum, nesterov=self.nesterovs_momentum)
         return optim.sgd()
-
-    def _table(self, X: Any, reset: bool) -> tuple[Any, Any]:
-        """A table with text or empty cells as the float64 array of its encoding (:mod:`gpunn.feed.encode`,
-        learned by a fit that starts anew), and the encoding; anything else as it is, and None."""
-        encoding = encode.learn(X) if reset and encode.needs_encoding(X) else None if reset else self._encoding
-        return (X, None) if encoding is None else (encoding.apply(X), encoding)
-
-    def _keep_table(self, encoding: Any) -> None:
-        """After a fit's checks: the encoding it took X by, and the table's columns as ``feature_names_in_``."""
-        self._encoding = encoding
-        if encoding is not None:
-            self.feature_names_in_ = np.asarray(encoding.names, dtype=object)
-            self.n_features_in_ = len(encoding.names)
 
     def _validate_X(self, X: Any, reset: bool) -> Any:
         if not reset and self._encoding is not None:  # a table: its columns by name, encoded as the fit learned

@@ -18,6 +18,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
 
 from .. import _backend
 from ..errors import InputError
+from ..feed import encode
 from ..model import MLP
 
 
@@ -118,6 +119,19 @@ class Fitted:
         state = super().__getstate__()  # type: ignore[misc]  # BaseEstimator's, after this mixin
         state["_exposed"] = self._assigned()
         return state
+
+    def _table(self, X: Any, reset: bool) -> tuple[Any, Any]:
+        """A table with text or empty cells as the float64 array of its encoding (:mod:`gpunn.feed.encode`,
+        learned by a fit that starts anew), and the encoding; anything else as it is, and None."""
+        encoding = encode.learn(X) if reset and encode.needs_encoding(X) else None if reset else self._encoding
+        return (X, None) if encoding is None else (encoding.apply(X), encoding)
+
+    def _keep_table(self, encoding: Any) -> None:
+        """After a fit's checks: the encoding it took X by, and the table's columns as ``feature_names_in_``."""
+        self._encoding = encoding
+        if encoding is not None:
+            self.feature_names_in_ = np.asarray(encoding.names, dtype=object)
+            self.n_features_in_ = len(encoding.names)
 
     def _fitted_model(self) -> MLP:
         check_is_fitted(self, "_model")

@@ -52,6 +52,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         beta_2=0.999,
         epsilon=1e-8,
         n_iter_no_change=10,
+        max_fun=15000,
         warm_start=False,
         device="auto",
     ):
@@ -61,7 +62,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose, momentum=momentum,
             nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-            n_iter_no_change=n_iter_no_change, warm_start=warm_start, device=device,
+            n_iter_no_change=n_iter_no_change, max_fun=max_fun, warm_start=warm_start, device=device,
         )  # fmt: skip
         self.loss = loss
 
