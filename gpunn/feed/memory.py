@@ -42,67 +42,43 @@ class Memory:
         padded: bool = False,
     ) -> Generator[Batch, None, None]:  # fmt: skip
         """One epoch's :class:`Batch` es: the rows of an order drawn from ``rng`` on the host (given by index, for
-        the step to gather), or slices without it. ``padded`` (a compiled step that masks padding rows, without
-        ``comm``): the arrays :meth:`padded`, and every minibatch by index, in an order padded alike."""
-        if isinstance(self.x, Placed):
-            yield from self._sparse_batches(self.x, batch_size, rng, comm, epoch)
-            return
+        the step to gather), or slices without it; a sparse X's rows densified batch by batch. ``padded`` (a
+        compiled step that masks padding rows, without ``comm``): the arrays :meth:`padded`, and every minibatch by
+        index, in an order padded alike."""
         xp, device, x, target, w = self.spec.xp, self.spec.device, self.x, self.target, self.weight
         n = self.n_rows
         bs = n if batch_size is None else min(batch_size, n)
-        order = host_order = None
-        if bs < n and rng is not None:
-            host_order = rng.permutation(n)
-            order = _backend.from_numpy(host_order, xp, device)
+        host_order = rng.permutation(n) if bs < n and rng is not None else None
         if self.weight_host is not None:
             _check_batch_weights(self.weight_host, host_order, bs, epoch)
-        if padded and comm is None:
+        sparse = isinstance(x, Placed)
+        if padded and comm is None and not sparse:
             yield from self._padded_batches(bs, host_order)
             return
+        order = None if host_order is None else _backend.from_numpy(host_order, xp, device)
         for start in range(0, n, bs):
             stop = min(start + bs, n)  # the standard leaves out-of-bounds slice ends unspecified
             lo, hi = (start, stop) if comm is None else comm.shard(start, stop)
             total = rows_of = None
+            if w is not None and comm is not None:  # the global batch's total, which every rank can sum
+                total = xp.sum(w[start:stop, ...] if order is None else _backend.take_rows(w, order[start:stop], xp))
+            if sparse:  # a sparse X: this batch's rows densified and placed now, handed to the step whole
+                if order is None:
+                    rows: Any = slice(lo, hi)
+                    tb, wb = target[lo:hi, ...], None if w is None else w[lo:hi, ...]
+                else:
+                    rows, idx = host_order[lo:hi], order[lo:hi]  # type: ignore[index]
+                    tb, wb = _backend.take_rows(target, idx, xp), None if w is None else _backend.take_rows(w, idx, xp)
+                yield Batch(x.rows(rows), tb, stop - start, hi - lo, wb, lo - start, total)
+                continue
             if comm is None and bs == n:
                 xb, tb, wb = x, target, w
             elif order is not None:
                 xb, tb, wb, rows_of = x, target, w, order
-                if w is not None and comm is not None:  # the global batch's total, which every rank can sum
-                    total = xp.sum(_backend.take_rows(w, order[start:stop], xp))
             else:
                 xb, tb = x[lo:hi, ...], target[lo:hi, ...]
                 wb = None if w is None else w[lo:hi, ...]
-                if w is not None and comm is not None:
-                    total = xp.sum(w[start:stop, ...])
             yield Batch(xb, tb, stop - start, hi - lo, wb, lo - start, total, rows_of, lo)
-
-    def _sparse_batches(
-        self, x: Placed, batch_size: int | None, rng: np.random.Generator | None, comm: Any, epoch: int
-    ) -> Generator[Batch, None, None]:
-        """The batches of a sparse X: the same order, slices and weight checks as a dense X's, each batch's rows
-        densified and placed as the step takes them, and handed to it whole (nothing left to gather)."""
-        xp, device, target, w = self.spec.xp, self.spec.device, self.target, self.weight
-        n = self.n_rows
-        bs = n if batch_size is None else min(batch_size, n)
-        order = rng.permutation(n) if bs < n and rng is not None else None
-        if self.weight_host is not None:
-            _check_batch_weights(self.weight_host, order, bs, epoch)
-        for start in range(0, n, bs):
-            stop = min(start + bs, n)
-            lo, hi = (start, stop) if comm is None else comm.shard(start, stop)
-            total = None
-            if order is None:
-                rows: Any = slice(lo, hi)
-                tb, wb = target[lo:hi, ...], None if w is None else w[lo:hi, ...]
-                if w is not None and comm is not None:  # the global batch's total, which every rank can sum
-                    total = xp.sum(w[start:stop, ...])
-            else:
-                rows = order[lo:hi]
-                idx = _backend.from_numpy(rows, xp, device)
-                tb, wb = _backend.take_rows(target, idx, xp), None if w is None else _backend.take_rows(w, idx, xp)
-                if w is not None and comm is not None:
-                    total = xp.sum(_backend.take_rows(w, _backend.from_numpy(order[start:stop], xp, device), xp))
-            yield Batch(x.rows(rows), tb, stop - start, hi - lo, wb, lo - start, total)
 
     def _padded_batches(self, bs: int, host_order: np.ndarray | None) -> Generator[Batch, None, None]:
         n, (x, target, w) = self.n_rows, self.padded()
