@@ -83,10 +83,12 @@ def pipeline(module, classifier):
     return make_pipeline(StandardScaler(), cls(hidden_layer_sizes=HIDDEN, max_iter=EPOCHS, random_state=0))
 
 
-def run_estimator(module, X_train, X_test, y_train, y_test, classifier):
+def run_estimator(module, X_train, X_test, y_train, y_test, classifier, est=None):
+    """The pipeline ``est`` (default: :func:`pipeline` of ``module``) fitted and scored: (score, seconds,
+    iterations)."""
     from sklearn.exceptions import ConvergenceWarning
 
-    est = pipeline(module, classifier)
+    est = pipeline(module, classifier) if est is None else est
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         t0 = time.perf_counter()
@@ -180,17 +182,11 @@ LBFGS_RESULTS = RESULTS.with_name("datasets_lbfgs.json")
 
 def run_lbfgs(module, X_train, X_test, y_train, y_test, classifier):
     """The L-BFGS pipeline of ``module`` (sklearn.neural_network or gpunn.sklearn): (accuracy, seconds, iterations)."""
-    from sklearn.exceptions import ConvergenceWarning
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     est = make_pipeline(StandardScaler(), module.MLPClassifier((64,), solver="lbfgs", random_state=0))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        t0 = time.perf_counter()
-        est.fit(X_train, y_train)
-        seconds = time.perf_counter() - t0
-    return score(y_test, est.predict(X_test), classifier), seconds, int(est[-1].n_iter_)
+    return run_estimator(module, X_train, X_test, y_train, y_test, classifier, est)
 
 
 def lbfgs_main(rounds: int, path: Path, env: dict) -> None:
