@@ -13,7 +13,7 @@ from typing import Any
 import array_api_compat as aac
 import numpy as np
 
-from . import _backend
+from . import _backend, losses
 from .errors import ConfigError, DeviceError, InputError, InputTypeError
 
 
@@ -159,7 +159,7 @@ def labels_host(y: np.ndarray, output: str, n_outputs: int, name: str = "y", row
             where = first_bad(bad)
             at = _position((where[0] + row, *where[1:]))
             raise InputError(f"{name} holds {y[where]} at {at}; a Poisson target (output 'exp') must be >= 0")
-    if output in ("identity", "exp") or y.dtype.kind == "b":
+    if output in losses.REGRESSION or y.dtype.kind == "b":
         return
     if y.dtype.kind == "f":
         bad = ~np.isfinite(y) | (y != np.round(y))

@@ -541,6 +541,6 @@ def row_record(row: np.ndarray, spec: Any, weighted: bool, n: int) -> dict[str, 
     record = {"loss": float(row[_PLAIN])}
     if weighted:
         record["weighted_loss"] = float(row[_F])
-    if spec.output != "identity":
+    if spec.output not in losses.REGRESSION:
         record["accuracy"] = float(row[_CORRECT]) / (n * train.labels_per_row(spec))
     return record

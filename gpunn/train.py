@@ -133,7 +133,7 @@ def _zero_sums(step: Step, dtype: Any, weighted: bool) -> tuple[Any, Any]:
     """A step's loss sum and correct count when it trains on no row: zeros of their shapes and dtypes."""
     xp = step.xp
     loss = xp.zeros((2,) if weighted else (), dtype=dtype)
-    if step.hyper.output == "identity":
+    if step.hyper.output in losses.REGRESSION:
         return loss, None
     return loss, xp.count_nonzero(xp.zeros((1,), dtype=xp.bool))
 

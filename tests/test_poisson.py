@@ -77,6 +77,23 @@ def test_the_training_loss_is_the_mean_deviance_at_the_weights_of_the_step():
     assert m.history.loss[0] == pytest.approx(before, rel=1e-12)
 
 
+def test_lbfgs_records_the_deviance_of_its_accepted_weights_and_no_accuracy():
+    X, y = counts(k=2)
+    m = gpunn.MLP([3, 5, 2], output="exp", dtype="float64", device="cpu", seed=4)
+    history = m.fit(X, y, epochs=5, optimizer="lbfgs", verbose=0)
+    assert history.accuracy == []  # a regression has none, whichever optimizer trains it
+    assert history.loss[-1] == pytest.approx(np.mean(deviance(y, np.exp(forward(m, X)))), rel=1e-10)
+
+
+def test_a_step_on_no_rows_counts_no_correct_predictions():
+    """A rank with no rows of a batch gives zero sums of the head's shapes: a loss and no count (as the head)."""
+    from gpunn import optim, step, train
+
+    hyper = step.hyper([3, 5, 1], "relu", "exp", "poisson", optim.sgd(), 0.1, 0.0, None)
+    loss, correct = train._zero_sums(step.Step(hyper, np, "cpu", "float64"), np.float64, False)
+    assert correct is None and float(loss) == 0.0
+
+
 def test_negative_targets_are_refused_naming_the_row_and_change_nothing():
     X, y = counts()
     m = gpunn.MLP([3, 4, 1], output="exp", dtype="float64", device="cpu")
@@ -207,6 +224,20 @@ def test_gpunn_train_output_exp_trains_the_api_s_network(tmp_path):
     mu = _backend.to_numpy(ref.predict(X_test))[:, 0]
     (line,) = [line for line in r.stdout.splitlines() if line.startswith("test ")]
     assert line.startswith("test r2") and f"deviance {np.mean(deviance(y_test, mu)):.6g}" in line
+
+
+def test_gpunn_train_output_exp_under_the_tabular_preset_smooths_no_labels(tmp_path):
+    X, y = counts(n=200)
+    rows = "\n".join(",".join(repr(float(v)) for v in (*x, t)) for x, t in zip(X, y[:, 0]))
+    (tmp_path / "d.csv").write_text("a,b,c,count\n" + rows + "\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "gpunn", "train", "--data", "d.csv", "--target", "count", "--output", "exp",
+         "--epochs", "2", "--device", "cpu", "--save", "m.safetensors"],
+        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "tabular preset" in r.stdout and "label smoothing" not in r.stdout
+    assert gpunn.load(tmp_path / "m.safetensors", device="cpu").label_smoothing == 0.0
 
 
 # ---------------------------------------------------------------------------------------------- gpunn.sklearn

@@ -125,7 +125,7 @@ def _train(args: argparse.Namespace) -> int:
         model = MLP(
             sizes, activation=s["activation"], output=output, seed=s["seed"], device=device,
             dtype=s["dtype"], standardize=True, dropout=s["dropout"],
-            label_smoothing=s["label_smoothing"] if output != "identity" else 0.0,
+            label_smoothing=s["label_smoothing"] if output not in losses.REGRESSION else 0.0,
         )  # fmt: skip
         model.feature_names, model.target_name = plan.names, s["target"]
     for m in model.members if isinstance(model, Ensemble) else [model]:
@@ -287,7 +287,7 @@ def _recipe(s: dict[str, Any], output: str) -> str:
     chosen.append(f"{s['epochs']} epochs")
     if s["early_stopping"] is not None:
         chosen.append(f"early stopping {s['early_stopping']} (best epoch kept)")
-    if s["label_smoothing"] and output != "identity":
+    if s["label_smoothing"] and output not in losses.REGRESSION:
         chosen.append(f"label smoothing {s['label_smoothing']:g}")
     return "; tabular preset: " + ", ".join(chosen) + " (--preset tutorial for the tutorial's settings)"
 

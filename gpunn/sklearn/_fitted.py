@@ -16,7 +16,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
 
-from .. import _backend
+from .. import _backend, losses
 from ..errors import InputError
 from ..feed import encode
 from ..model import MLP
@@ -164,7 +164,7 @@ class Fitted:
         model = self._fitted_model()
         self._check_same_namespace(X, method)
         X = self._validate_X(X, reset=False)
-        return model.predict(X) if model.output in ("identity", "exp") else model.predict_proba(X)
+        return model.predict(X) if model.output in losses.REGRESSION else model.predict_proba(X)
 
     def _host_score(self, metric: Any, X: Any, y: Any, sample_weight: Any) -> float:
         """``metric(y, predict(X))`` computed on the host, whatever namespace X and y are in."""
