@@ -14,7 +14,7 @@ import importlib.util
 import math
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,6 +149,18 @@ def _join(xp: Any, params: Any, state: dict[str, Any]) -> tuple[Any, dict[str, A
     return layers.join(params, xp), {k: v if k == "step" else layers.join(v, xp) for k, v in state.items()}
 
 
+def cached_rate(cache: dict[Any, Any], key: Any, make: Callable[[], Any]) -> Any:
+    """The rate array kept in ``cache`` under ``key``, made by ``make()`` the first time: making one costs about
+    as much as a small compiled step. A schedule that changes the rate every epoch would fill the cache: it is
+    emptied when it holds 64."""
+    rate = cache.get(key)
+    if rate is None:
+        if len(cache) >= 64:
+            cache.clear()
+        rate = cache[key] = make()
+    return rate
+
+
 def compiles_since(before: tuple[int, float]) -> tuple[int, float]:
     """``(programs, seconds)`` compiled since :func:`gpunn._backend.compiles` gave ``before``."""
     (programs, seconds), (before_programs, before_seconds) = _backend.compiles(), before
@@ -238,12 +250,7 @@ class Runner:
         much as a small step on JAX."""
         if not self.compiled:
             return lr
-        rate = self._rates.get(lr)
-        if rate is None:
-            if len(self._rates) >= 64:  # a schedule that changes the rate every epoch: keep the cache small
-                self._rates.clear()
-            rate = self._rates[lr] = self._scalar(float(lr))
-        return rate
+        return cached_rate(self._rates, lr, lambda: self._scalar(float(lr)))
 
     def run(self, params: Any, state: Any, batches: Any, lr: Any) -> tuple[Any, Any, list[Any], list[Any], int]:
         """Every batch of an epoch: ``(params, state, loss sums, correct counts, batches)``. Where the compiled

@@ -198,12 +198,7 @@ class _Runner:
         if not self.compiled:
             return member_values(tuple(lrs), self.xp, self.device, self.dtype)
         key = tuple(lrs)
-        rate = self._rates.get(key)
-        if rate is None:
-            if len(self._rates) >= 64:  # a schedule that changes the rates every epoch: keep the cache small
-                self._rates.clear()
-            rate = self._rates[key] = member_values(key, self.xp, self.device, self.dtype, arrays=True)
-        return rate
+        return train.cached_rate(self._rates, key, lambda: member_values(key, self.xp, self.device, self.dtype, True))
 
     def _fall_back(self, exc: Exception, lr: Any) -> Any:
         train.fall_back(exc, self.mode, self.xp, "the ensemble's step")
