@@ -48,6 +48,14 @@ TIMEOUT_EXIT = 3  # the MPI_Abort error code of a collective that timed out
 MEETING = "the start-up meeting of every rank (after MPI's initialisation)"
 
 
+def part(n: int, parts: int, index: int) -> tuple[int, int]:
+    """Part ``index`` [lo, hi) of n items split into ``parts`` contiguous parts whose sizes differ by at most one:
+    a rank's rows of a batch (:meth:`Communicator.shard`), or its members of an ensemble."""
+    base, extra = divmod(n, parts)
+    lo = index * base + min(index, extra)
+    return lo, lo + base + (1 if index < extra else 0)
+
+
 class Communicator:
     """A group of processes training one model together (wraps an mpi4py communicator).
 
@@ -140,10 +148,8 @@ class Communicator:
     # ------------------------------------------------------------------------------------------ sharding
     def shard(self, start: int, stop: int) -> tuple[int, int]:
         """This rank's part [lo, hi) of the global batch [start, stop): contiguous, sizes differing by at most 1."""
-        n = stop - start
-        base, extra = divmod(n, self.size)
-        lo = start + self.rank * base + min(self.rank, extra)
-        return lo, lo + base + (1 if self.rank < extra else 0)
+        lo, hi = part(stop - start, self.size, self.rank)
+        return start + lo, start + hi
 
     # ------------------------------------------------------------------------------------------ agreement
     def check_agreement(

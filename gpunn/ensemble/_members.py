@@ -82,7 +82,7 @@ def run(ens: Ensemble, p: Any, s: Any, rows: Any, sizes: list[int], verbose: int
         on_epoch: Any, *, comm: Any, each_epoch: bool) -> None:  # fmt: skip
     """Train this rank's members as an ensemble of their own, then gather every member on every rank."""
     k = len(ens.members)
-    lo, hi = members_of(k, comm.size, comm.rank)
+    lo, hi = distributed.part(k, comm.size, comm.rank)
     sub = type(ens).from_members(ens.members[lo:hi], compile=ens.compile)
     sub.diverged = list(ens.diverged[lo:hi])
     part = dataclasses.replace(s, schedules=s.schedules[lo:hi], optimizers=s.optimizers[lo:hi], l2=s.l2[lo:hi])
@@ -122,7 +122,7 @@ class _Gather:
         for rank, (_, states, _) in enumerate(every):
             if rank == self.comm.rank:
                 continue
-            first = members_of(len(self.ens), self.comm.size, rank)[0]
+            first = distributed.part(len(self.ens), self.comm.size, rank)[0]
             for i, state in enumerate(states):
                 _take(self.ens, first + i, state)
         self.ens.diverged[self.lo : self.lo + len(self.sub)] = [_global(d, self.lo) for d in self.sub.diverged]
@@ -142,14 +142,6 @@ class _Gather:
                 return
             if self.on_epoch is not None:
                 self.on_epoch(self.ens, [r for _, _, rs in every for r in rs])
-
-
-def members_of(k: int, parts: int, index: int) -> tuple[int, int]:
-    """Part ``index`` [lo, hi) of K members split into ``parts`` contiguous parts, their sizes differing by at most
-    one (as :meth:`gpunn.distributed.Communicator.shard` splits a batch's rows)."""
-    base, extra = divmod(k, parts)
-    lo = index * base + min(index, extra)
-    return lo, lo + base + (1 if index < extra else 0)
 
 
 def _state(m: Any, diverged: str | None) -> dict[str, Any]:

@@ -35,8 +35,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
 from scipy.stats import rankdata
 
+from .. import distributed
 from ..ensemble import Ensemble
-from ..ensemble._members import members_of
 from ..errors import ConfigError, DivergenceError, NonFiniteError
 from . import _lbfgs
 from ._base import _BaseMLP
@@ -419,13 +419,13 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
         how = (len(y), X, y, score_weight, scoring, names, self.error_score, self.return_train_score)
         parts = self._parts(ordered)
         if self.comm is not None:
-            lo, hi = members_of(len(ordered), parts, self.comm.rank)
+            lo, hi = distributed.part(len(ordered), parts, self.comm.rank)
             mine = _fit_part(ordered[lo:hi], *how)
             every = self.comm._collective("the gather of the search's scores", self.comm.comm.allgather, mine)
         elif parts > 1:
             from joblib import Parallel, delayed
 
-            cuts = [members_of(len(ordered), parts, i) for i in range(parts)]
+            cuts = [distributed.part(len(ordered), parts, i) for i in range(parts)]
             every = Parallel(n_jobs=parts)(delayed(_fit_part)(ordered[lo:hi], *how) for lo, hi in cuts)
         else:
             every = [_fit_part(ordered, *how)]
