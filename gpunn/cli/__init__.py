@@ -93,8 +93,11 @@ def leave(status: int) -> NoReturn:
     through ``os._exit``: CPython ends a process with SIGINT itself (status -2, not 130) once a KeyboardInterrupt
     has passed through an ``eval`` or ``exec`` of a string, even one answered since (an import that Ctrl-C cut
     short can pass through one: numpy's f2py evaluates strings as it is imported), and MPI_Finalize could wait
-    for ranks that are not stopping."""
-    if status == EXIT_INTERRUPTED:
+    for ranks that are not stopping. Also through ``os._exit`` once pyarrow has read a file, unless MPI must finalize:
+    the command's work is done and written, and Arrow's thread pool can abort the interpreter's teardown
+    ("terminate called without an active exception", apache/arrow#34314), turning a finished run into status -6."""
+    arrow_teardown = "pyarrow" in sys.modules and "mpi4py.MPI" not in sys.modules
+    if status == EXIT_INTERRUPTED or arrow_teardown:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
