@@ -45,6 +45,7 @@ TIMEOUT_ENV = "GPUNN_MPI_TIMEOUT"
 DEFAULT_TIMEOUT = 600.0  # seconds one collective may wait for the other ranks, unless told otherwise
 FINGERPRINT_BYTES = 64 << 20  # data up to this size is hashed whole, larger data by evenly spaced rows
 TIMEOUT_EXIT = 3  # the MPI_Abort error code of a collective that timed out
+FORWARD_SECONDS = 0.2  # a pause between a rank's last line and the end of the job, for the launcher to forward it
 MEETING = "the start-up meeting of every rank (after MPI's initialisation)"
 
 
@@ -308,6 +309,7 @@ class _Watchdog:
             file=sys.stderr,
             flush=True,
         )
+        time.sleep(FORWARD_SECONDS)  # the launcher forwards the line before the abort ends the job
         try:
             owner.comm.Abort(TIMEOUT_EXIT)
         finally:
@@ -339,6 +341,7 @@ while True:
 if sys.argv[line]:
     sys.stderr.write(sys.argv[line] + "\\n")
     sys.stderr.flush()
+    time.sleep(float(sys.argv[6]))  # the launcher forwards the line before the kill ends the job
 os.kill(pid, signal.SIGKILL)
 """
 _RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
@@ -349,7 +352,7 @@ class _StartWatch:
     """Ends a rank that waits longer than the timeout at the start: in MPI's initialisation for a rank that never
     comes (one that failed or exited before it joined), or in the first meeting for one that stopped there; and
     a rank that Ctrl-C reached while it waited there. The rank is told apart by its launcher's variables, before
-    MPI is initialised. Rank r waits 0.2 x (r + 1) s more (2 s at most), so that the lowest waiting rank alone
+    MPI is initialised. Rank r waits 0.5 x (r + 1) s more (5 s at most), so that the lowest waiting rank alone
     reports (the launcher ends the others when it is killed), and a rank that could not start first."""
 
     def __init__(self, process: subprocess.Popen) -> None:
@@ -375,7 +378,7 @@ class _StartWatch:
             lines = [f"gpunn: error: {who} could not start: {failure}; the other ranks did not join within {timeout:g} "
                      f"s to hear it; {limit}"] * 2  # fmt: skip
         else:
-            grace = 0.2 * min((rank or 0) + 1, 10)
+            grace = 0.5 * min((rank or 0) + 1, 10)
             waited = f"gpunn: error: {who} waited more than {timeout:g} s for the other ranks"
             lines = [
                 f"{waited} to start (in MPI's initialisation): a rank failed or exited before it joined, or has not "
@@ -384,7 +387,8 @@ class _StartWatch:
             ]
         # after Ctrl-C: rank 0 says it (the others are interrupted too, and say nothing, as gpunn train's do)
         lines.append(f"\ngpunn: interrupted while {who} waited for the other ranks to start" if rank == 0 else "")
-        command = [sys.executable, "-I", "-S", "-c", _WATCH, str(os.getpid()), str(timeout + grace), *lines]
+        command = [sys.executable, "-I", "-S", "-c", _WATCH, str(os.getpid()), str(timeout + grace), *lines,
+                   str(FORWARD_SECONDS)]  # fmt: skip
         try:
             return cls(subprocess.Popen(command, stdin=subprocess.PIPE))
         except OSError:  # no process to spare: the meeting is still timed, by the thread
