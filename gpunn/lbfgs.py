@@ -128,6 +128,8 @@ def _evaluate(xp: Any, gradients: Any, wmask: Any, x0: Any, g0: Any, d: Any, t: 
 def _direction(xp: Any, g: Any, s: tuple[Any, ...], y: tuple[Any, ...]) -> tuple[Any, Any]:
     """``(d, extra)``: the two-loop recursion's ``-H g`` (rows without a pair: ``-g / ||g||``) and, per member,
     ``[g.d, max |d|]`` (K, 2). Empty history slots are zeros, whose curvature 0 makes them no-ops."""
+    if g.shape[0] == 1 and _backend.numpy_fast_path(xp):
+        return _direction_numpy(g, s, y)
     m = len(s)
     sy = xp.concat([_dot(a, b, xp) for a, b in zip(s, y)], axis=1)  # (K, m)
     held = sy > 0
@@ -148,6 +150,29 @@ def _direction(xp: Any, g: Any, s: tuple[Any, ...], y: tuple[Any, ...]) -> tuple
         r = r + (alphas[i] - rho[i] * _dot(y[i], r, xp)) * s[i]
     d = -r
     return d, xp.concat([_dot(g, d, xp), xp.max(xp.abs(d), axis=1, keepdims=True)], axis=1)
+
+
+def _direction_numpy(g: Any, s: tuple[Any, ...], y: tuple[Any, ...]) -> tuple[Any, Any]:
+    """:func:`_direction` of one network on NumPy, equal to the bit: the same products and sums in the same order,
+    with the per-pair numbers as scalars of the dtype where the generic form spends an array operation on each
+    (1, 1) of them, updates in place, and the slots without a pair skipped (their terms are zeros)."""
+    q, sv, yv = g[0].copy(), [a[0] for a in s], [b[0] for b in y]
+    one, m = g.dtype.type(1), len(s)
+    sy = [np.dot(a, b) for a, b in zip(sv, yv)]
+    rho = [one / v if v > 0 else None for v in sy]
+    alphas = [0.0] * m
+    for i in reversed(range(m)):
+        if rho[i] is not None:
+            alphas[i] = a = rho[i] * np.dot(sv[i], q)
+            q -= a * yv[i]
+    scale = np.dot(yv[-1], yv[-1]) * rho[-1] if rho[-1] is not None else np.sqrt(np.dot(g[0], g[0]))
+    r = q
+    r /= scale if scale > 0 else one
+    for i in range(m):
+        if rho[i] is not None:
+            r += (alphas[i] - rho[i] * np.dot(yv[i], r)) * sv[i]
+    d = np.negative(r, out=r)[None, :]
+    return d, np.array([[np.dot(g[0], d[0]), np.max(np.abs(d))]], dtype=g.dtype)
 
 
 def _remember(xp: Any, x0: Any, p: Any, g0: Any, g: Any, s: tuple[Any, ...], y: tuple[Any, ...], ok: Any):
@@ -404,7 +429,9 @@ class Solver:
                     rows[i], steps[i] = host[i], t[i]
                 t[i] = t_next
             first = False
-            if keep.any():
+            if keep.all():  # one network, usually
+                kept_p, kept_g = p, g
+            elif keep.any():
                 mask = _backend.from_numpy(keep.reshape(k, 1), xp, self.device)
                 kept_p, kept_g = xp.where(mask, p, kept_p), xp.where(mask, g, kept_g)
         failed = ran & ~ok
@@ -486,11 +513,11 @@ class Runner:
         return self.solver.reasons[0]
 
     def _row(self, params: Any) -> Any:
-        """The (P,) weights as the solver's (1, P), the same array for the weights an iteration left (the solver
-        knows the weights it evaluated last by their array)."""
-        if self._rows is not None and self._rows[0] is params:
-            return self._rows[1]
-        return self.xp.reshape(params, (1, -1))
+        """The (P,) weights as the solver's (1, P), the same array for the same weights (the solver knows the
+        weights it evaluated last by their array: a fit's first iteration starts from the evaluation done() made)."""
+        if self._rows is None or self._rows[0] is not params:
+            self._rows = (params, self.xp.reshape(params, (1, -1)))
+        return self._rows[1]
 
     def done(self, state: train.State) -> bool:
         """True once the network has stopped (evaluating it at ``state`` first, at a fit's start)."""

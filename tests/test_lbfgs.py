@@ -118,6 +118,31 @@ def test_two_loop_direction_equals_the_dense_inverse_bfgs_matrix():
     np.testing.assert_allclose(extra[:, 1], np.abs(expected).max(axis=1), rtol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_one_networks_numpy_direction_equals_the_generic_form_to_the_bit(monkeypatch, dtype):
+    from gpunn import _backend
+
+    rng = np.random.default_rng(5)
+    p, m = 9, 4
+    a = rng.normal(size=(p, p))
+    spd = a @ a.T + p * np.eye(p)
+    for count in (0, 2, 4):  # no pair, empty slots first, a full history
+        s_slots, y_slots = np.zeros((m, 1, p), dtype=dtype), np.zeros((m, 1, p), dtype=dtype)
+        pairs = [(s, spd @ s) for s in rng.normal(size=(count, p))]
+        for j, (s, y) in enumerate(pairs):
+            s_slots[m - count + j, 0], y_slots[m - count + j, 0] = s, y
+        g = rng.normal(size=(1, p)).astype(dtype)
+        fast = lbfgs._direction(np, g, tuple(s_slots), tuple(y_slots))
+        monkeypatch.setattr(_backend, "NUMPY_FAST_PATHS", False)
+        generic = lbfgs._direction(np, g, tuple(s_slots), tuple(y_slots))
+        monkeypatch.setattr(_backend, "NUMPY_FAST_PATHS", True)
+        for ours, theirs in zip(fast, generic):
+            assert ours.shape == theirs.shape and ours.dtype == theirs.dtype == np.dtype(dtype)
+            np.testing.assert_array_equal(ours, theirs)
+        np.testing.assert_allclose(fast[0][0], dense_direction(g[0].astype(np.float64), pairs),
+                                   rtol=1e-10 if dtype == "float64" else 1e-4, atol=1e-12)  # fmt: skip
+
+
 def test_a_pair_joins_the_history_only_where_marked_and_pairs_have_curvature():
     s0 = tuple(np.full((2, 3), float(i)) for i in range(3))
     x0, g0 = np.zeros((2, 3)), np.zeros((2, 3))
@@ -219,6 +244,21 @@ def counting(monkeypatch):
 
     monkeypatch.setattr(lbfgs.Solver, "_evaluate", counted)
     return calls
+
+
+def test_a_fit_evaluates_its_starting_point_once(monkeypatch):
+    steps = []
+    real = lbfgs.Solver._evaluate
+
+    def evaluate(self, x0, g0, d, t, extra):
+        steps.append(float(np.asarray(t)[0, 0]))
+        return real(self, x0, g0, d, t, extra)
+
+    monkeypatch.setattr(lbfgs.Solver, "_evaluate", evaluate)
+    X, labels = data()
+    m = gpunn.MLP([4, 8, 3], activation="tanh", output="softmax", dtype="float64", device="cpu", seed=0)
+    m.fit(X, labels, epochs=5, optimizer=optim.lbfgs(tol=0.0), verbose=0)
+    assert m.epoch == 5 and steps.count(0.0) == 1 and steps[0] == 0.0  # each iteration starts where the last ended
 
 
 def test_max_fun_stops_after_the_iteration_that_exceeds_it(monkeypatch):
