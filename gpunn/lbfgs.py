@@ -102,6 +102,8 @@ def _evaluate(xp: Any, gradients: Any, wmask: Any, x0: Any, g0: Any, d: Any, t: 
     """The objective at ``x0 + t d`` (t (K, 1)): ``(point, gradient, read-back (K, 7))``. ``consts`` (K, 4) are,
     per member, l2 / m, 1 / (outputs m), the loss's gradient factor / (outputs m) and 1 / (outputs n), m being
     the rows (or the weight total) and n the rows."""
+    if x0.shape[0] == 1 and _backend.numpy_fast_path(xp):
+        return _evaluate_numpy(gradients, wmask, x0, g0, d, t, x, target, weight, mask, consts, extra)
     p = x0 + t * d
     grads, loss_sum, correct = gradients(p, x, target, weight, mask)
     l2m, fscale, gscale, pscale = (consts[:, j : j + 1] for j in range(4))
@@ -123,6 +125,28 @@ def _evaluate(xp: Any, gradients: Any, wmask: Any, x0: Any, g0: Any, d: Any, t: 
     ds, dy = p - x0, g - g0
     out = xp.concat([f, _dot(g, d, xp), correct, gmax, plain, _dot(ds, dy, xp), _dot(dy, dy, xp), extra], axis=1)
     return p, g, out
+
+
+def _evaluate_numpy(gradients: Any, wmask: Any, x0: Any, g0: Any, d: Any, t: Any, x: Any, target: Any, weight: Any,
+                    mask: Any, consts: Any, extra: Any) -> tuple[Any, Any, Any]:  # fmt: skip
+    """:func:`_evaluate` of one network on NumPy, equal to the bit: the same operations in the same order, with the
+    network's numbers as scalars of the dtype where the general form spends an array operation on each (1, 1) of
+    them."""
+    p = x0 + t * d
+    grads, loss_sum, correct = gradients(p, x, target, weight, mask)
+    l2m, fscale, gscale, pscale = consts[0]
+    w = p * wmask
+    square = np.dot(w[0], w[0])
+    g = np.multiply(grads, gscale)
+    g += np.multiply(w, l2m, out=w)
+    plain_sum, objective_sum = (loss_sum[0, 0], loss_sum[0, 1]) if loss_sum.ndim == 2 else (loss_sum[0], loss_sum[0])
+    penalty = 0.5 * l2m * square
+    f = fscale * objective_sum + penalty
+    plain = pscale * plain_sum + penalty * (pscale / fscale)
+    ds, dy = p - x0, g - g0
+    row = [f, np.dot(g[0], d[0]), 0 if correct is None else correct[0], np.max(np.abs(g)), plain, np.dot(ds[0], dy[0]),
+           np.dot(dy[0], dy[0]), extra[0, 0], extra[0, 1]]  # fmt: skip
+    return p, g, np.array([row], dtype=g.dtype)
 
 
 def _direction(xp: Any, g: Any, s: tuple[Any, ...], y: tuple[Any, ...]) -> tuple[Any, Any]:
@@ -412,10 +436,8 @@ class Solver:
         kept_p, kept_g, rows, steps, ok = params, g0, start.copy(), np.zeros(k), np.zeros(k, dtype=bool)
         first = True
         while searches:
-            searching = np.zeros(k, dtype=np.int64)
-            searching[list(searches)] = 1
             p, g, host = self._evaluate(params, g0, d, self._up(t.reshape(k, 1)), extra)
-            self.evals += searching
+            self.evals[list(searches)] += 1
             keep = np.zeros(k, dtype=bool)
             for i, search in list(searches.items()):
                 sent = (host[i, _F], host[i, _GTD]) + ((host[i, _GTD0], host[i, _DMAX]) if first else ())
@@ -444,12 +466,12 @@ class Solver:
             if not ok[i]:
                 self.reasons[i] = "line search"
                 rows[i], steps[i] = start[i], 0.0
+            elif self.evals[i] > self.max_fun:  # before convergence, as SciPy checks its limits first
+                self.reasons[i] = "max_fun"
             elif rows[i, _GMAX] <= self.tol:
                 self.reasons[i] = "gtol"
             elif (f0 - f1) <= self.ftol * max(abs(f0), abs(f1), 1.0):
                 self.reasons[i] = "ftol"
-            elif self.evals[i] > self.max_fun:
-                self.reasons[i] = "max_fun"
         self._at = (kept_p, kept_g, rows)
         return kept_p, s, y, Result(rows, steps, ran, list(self.reasons))
 

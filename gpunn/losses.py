@@ -162,14 +162,14 @@ def _softmax_numpy(z: Any, target: Any, weight: Any) -> tuple[Any, Any, Any]:
     """:func:`head`'s softmax for one network on NumPy, ``z`` overwritten: two arrays of the batch's shape made
     where the general form makes six, and every value computed as there, in the same memory order (the sums'
     order depends on it)."""
-    hits = np.argmax(z, axis=1) == np.argmax(target, axis=1)
-    np.subtract(z, np.max(z, axis=1, keepdims=True), out=z)  # shifted
+    hits = z.argmax(axis=1) == target.argmax(axis=1)  # methods: NumPy's functions add a dispatch to each
+    np.subtract(z, z.max(axis=1, keepdims=True), out=z)  # shifted
     e = np.exp(z)
-    total = np.sum(e, axis=1, keepdims=True)
+    total = e.sum(axis=1, keepdims=True)
     np.subtract(np.log(total), z, out=z)
     elementwise = np.multiply(target, z)
-    plain = np.sum(elementwise)
-    loss_sum = plain if weight is None else np.stack([plain, np.sum(np.multiply(elementwise, weight, out=elementwise))])
+    plain = elementwise.sum()
+    loss_sum = plain if weight is None else np.stack([plain, np.multiply(elementwise, weight, out=elementwise).sum()])
     delta = np.divide(e, total, out=elementwise)
     delta -= target
     return loss_sum, delta, np.asarray(np.count_nonzero(hits))

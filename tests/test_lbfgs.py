@@ -143,6 +143,32 @@ def test_one_networks_numpy_direction_equals_the_generic_form_to_the_bit(monkeyp
                                    rtol=1e-10 if dtype == "float64" else 1e-4, atol=1e-12)  # fmt: skip
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("kind", ["classifier", "weighted", "regression"])
+def test_one_networks_numpy_evaluation_equals_the_generic_form_to_the_bit(monkeypatch, dtype, kind):
+    from gpunn import _backend
+
+    rng = np.random.default_rng(6)
+    p = 11
+    x0, g0, d = (rng.normal(size=(1, p)).astype(dtype) for _ in range(3))
+    t, extra = np.full((1, 1), 0.37, dtype=dtype), rng.normal(size=(1, 2)).astype(dtype)
+    consts = np.array([[1e-3, 0.02, 0.05, 0.03]], dtype=dtype)
+    wmask = (np.arange(p) % 3 != 0).astype(dtype)
+
+    def gradients(point, x, target, weight, mask):  # any function of the point: the glue around it is under test
+        loss = np.sum(point * point, axis=1)
+        loss_sum = np.stack([loss, 2 * loss], axis=-1) if kind == "weighted" else loss
+        return np.sin(point) * 3, loss_sum, None if kind == "regression" else np.array([4])
+
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(_backend, "NUMPY_FAST_PATHS", fast)
+        results.append(lbfgs._evaluate(np, gradients, wmask, x0, g0, d, t, None, None, None, None, consts, extra))
+    for ours, theirs in zip(*results):
+        assert ours.shape == theirs.shape and ours.dtype == theirs.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(ours, theirs)
+
+
 def test_a_pair_joins_the_history_only_where_marked_and_pairs_have_curvature():
     s0 = tuple(np.full((2, 3), float(i)) for i in range(3))
     x0, g0 = np.zeros((2, 3)), np.zeros((2, 3))
@@ -270,6 +296,14 @@ def test_max_fun_stops_after_the_iteration_that_exceeds_it(monkeypatch):
           callbacks=[lambda model, record: at_epoch.append(calls[0])])  # fmt: skip
     assert m.stopped_by == "max_fun"
     assert at_epoch[-2] <= 10 < at_epoch[-1] == calls[0]  # as SciPy: stopped once an iteration took it past
+
+
+def test_max_fun_is_checked_before_convergence_as_scipy_checks_its_limits():
+    X, labels = data()
+    for max_fun, reason in [(1, "max_fun"), (100, "ftol")]:  # ftol=1: the first iteration converges
+        m = gpunn.MLP([4, 8, 3], activation="tanh", output="softmax", dtype="float64", device="cpu", seed=0)
+        m.fit(X, labels, epochs=10, optimizer=optim.lbfgs(max_fun=max_fun, ftol=1.0), verbose=0)
+        assert (m.epoch, m.stopped_by) == (1, reason)
 
 
 def test_gtol_and_ftol_stop_where_the_objective_says(monkeypatch):
