@@ -299,7 +299,11 @@ def _backward_numpy(
             np.matmul(ones, d, out=grads[b_slice])
         if i:
             w = layers[i][0]
-            d = backprops[i - 1](w.T @ d if transposed else d @ w)
+            if w.shape[0] == 1:  # one unit: an outer product, several times faster as a broadcast than through
+                da = np.multiply(w.T, d) if transposed else np.multiply(d, w)  # gemm (the same single products)
+            else:
+                da = w.T @ d if transposed else d @ w
+            d = backprops[i - 1](da)
     return grads
 
 

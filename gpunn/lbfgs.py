@@ -102,6 +102,8 @@ def _evaluate(xp: Any, gradients: Any, wmask: Any, x0: Any, g0: Any, d: Any, t: 
     """The objective at ``x0 + t d`` (t (K, 1)): ``(point, gradient, read-back (K, 7))``. ``consts`` (K, 4) are,
     per member, l2 / m, 1 / (outputs m), the loss's gradient factor / (outputs m) and 1 / (outputs n), m being
     the rows (or the weight total) and n the rows."""
+    if x0.shape[0] == 1 and _backend.numpy_fast_path(xp):
+        return _evaluate_numpy(gradients, wmask, x0, g0, d, t, x, target, weight, mask, consts, extra)
     p = x0 + t * d
     grads, loss_sum, correct = gradients(p, x, target, weight, mask)
     l2m, fscale, gscale, pscale = (consts[:, j : j + 1] for j in range(4))
@@ -125,9 +127,33 @@ def _evaluate(xp: Any, gradients: Any, wmask: Any, x0: Any, g0: Any, d: Any, t: 
     return p, g, out
 
 
+def _evaluate_numpy(gradients: Any, wmask: Any, x0: Any, g0: Any, d: Any, t: Any, x: Any, target: Any, weight: Any,
+                    mask: Any, consts: Any, extra: Any) -> tuple[Any, Any, Any]:  # fmt: skip
+    """:func:`_evaluate` of one network on NumPy, equal to the bit: the same operations in the same order, with the
+    network's numbers as scalars of the dtype where the general form spends an array operation on each (1, 1) of
+    them."""
+    p = x0 + t * d
+    grads, loss_sum, correct = gradients(p, x, target, weight, mask)
+    l2m, fscale, gscale, pscale = consts[0]
+    w = p * wmask
+    square = np.dot(w[0], w[0])
+    g = np.multiply(grads, gscale)
+    g += np.multiply(w, l2m, out=w)
+    plain_sum, objective_sum = (loss_sum[0, 0], loss_sum[0, 1]) if loss_sum.ndim == 2 else (loss_sum[0], loss_sum[0])
+    penalty = 0.5 * l2m * square
+    f = fscale * objective_sum + penalty
+    plain = pscale * plain_sum + penalty * (pscale / fscale)
+    ds, dy = p - x0, g - g0
+    row = [f, np.dot(g[0], d[0]), 0 if correct is None else correct[0], np.max(np.abs(g)), plain, np.dot(ds[0], dy[0]),
+           np.dot(dy[0], dy[0]), extra[0, 0], extra[0, 1]]  # fmt: skip
+    return p, g, np.array([row], dtype=g.dtype)
+
+
 def _direction(xp: Any, g: Any, s: tuple[Any, ...], y: tuple[Any, ...]) -> tuple[Any, Any]:
     """``(d, extra)``: the two-loop recursion's ``-H g`` (rows without a pair: ``-g / ||g||``) and, per member,
     ``[g.d, max |d|]`` (K, 2). Empty history slots are zeros, whose curvature 0 makes them no-ops."""
+    if g.shape[0] == 1 and _backend.numpy_fast_path(xp):
+        return _direction_numpy(g, s, y)
     m = len(s)
     sy = xp.concat([_dot(a, b, xp) for a, b in zip(s, y)], axis=1)  # (K, m)
     held = sy > 0
@@ -148,6 +174,29 @@ def _direction(xp: Any, g: Any, s: tuple[Any, ...], y: tuple[Any, ...]) -> tuple
         r = r + (alphas[i] - rho[i] * _dot(y[i], r, xp)) * s[i]
     d = -r
     return d, xp.concat([_dot(g, d, xp), xp.max(xp.abs(d), axis=1, keepdims=True)], axis=1)
+
+
+def _direction_numpy(g: Any, s: tuple[Any, ...], y: tuple[Any, ...]) -> tuple[Any, Any]:
+    """:func:`_direction` of one network on NumPy, equal to the bit: the same products and sums in the same order,
+    with the per-pair numbers as scalars of the dtype where the generic form spends an array operation on each
+    (1, 1) of them, updates in place, and the slots without a pair skipped (their terms are zeros)."""
+    q, sv, yv = g[0].copy(), [a[0] for a in s], [b[0] for b in y]
+    one, m = g.dtype.type(1), len(s)
+    sy = [np.dot(a, b) for a, b in zip(sv, yv)]
+    rho = [one / v if v > 0 else None for v in sy]
+    alphas = [0.0] * m
+    for i in reversed(range(m)):
+        if rho[i] is not None:
+            alphas[i] = a = rho[i] * np.dot(sv[i], q)
+            q -= a * yv[i]
+    scale = np.dot(yv[-1], yv[-1]) * rho[-1] if rho[-1] is not None else np.sqrt(np.dot(g[0], g[0]))
+    r = q
+    r /= scale if scale > 0 else one
+    for i in range(m):
+        if rho[i] is not None:
+            r += (alphas[i] - rho[i] * np.dot(yv[i], r)) * sv[i]
+    d = np.negative(r, out=r)[None, :]
+    return d, np.array([[np.dot(g[0], d[0]), np.max(np.abs(d))]], dtype=g.dtype)
 
 
 def _remember(xp: Any, x0: Any, p: Any, g0: Any, g: Any, s: tuple[Any, ...], y: tuple[Any, ...], ok: Any):
@@ -387,10 +436,8 @@ class Solver:
         kept_p, kept_g, rows, steps, ok = params, g0, start.copy(), np.zeros(k), np.zeros(k, dtype=bool)
         first = True
         while searches:
-            searching = np.zeros(k, dtype=np.int64)
-            searching[list(searches)] = 1
             p, g, host = self._evaluate(params, g0, d, self._up(t.reshape(k, 1)), extra)
-            self.evals += searching
+            self.evals[list(searches)] += 1
             keep = np.zeros(k, dtype=bool)
             for i, search in list(searches.items()):
                 sent = (host[i, _F], host[i, _GTD]) + ((host[i, _GTD0], host[i, _DMAX]) if first else ())
@@ -404,7 +451,9 @@ class Solver:
                     rows[i], steps[i] = host[i], t[i]
                 t[i] = t_next
             first = False
-            if keep.any():
+            if keep.all():  # one network, usually
+                kept_p, kept_g = p, g
+            elif keep.any():
                 mask = _backend.from_numpy(keep.reshape(k, 1), xp, self.device)
                 kept_p, kept_g = xp.where(mask, p, kept_p), xp.where(mask, g, kept_g)
         failed = ran & ~ok
@@ -417,12 +466,12 @@ class Solver:
             if not ok[i]:
                 self.reasons[i] = "line search"
                 rows[i], steps[i] = start[i], 0.0
+            elif self.evals[i] > self.max_fun:  # before convergence, as SciPy checks its limits first
+                self.reasons[i] = "max_fun"
             elif rows[i, _GMAX] <= self.tol:
                 self.reasons[i] = "gtol"
             elif (f0 - f1) <= self.ftol * max(abs(f0), abs(f1), 1.0):
                 self.reasons[i] = "ftol"
-            elif self.evals[i] > self.max_fun:
-                self.reasons[i] = "max_fun"
         self._at = (kept_p, kept_g, rows)
         return kept_p, s, y, Result(rows, steps, ran, list(self.reasons))
 
@@ -486,11 +535,11 @@ class Runner:
         return self.solver.reasons[0]
 
     def _row(self, params: Any) -> Any:
-        """The (P,) weights as the solver's (1, P), the same array for the weights an iteration left (the solver
-        knows the weights it evaluated last by their array)."""
-        if self._rows is not None and self._rows[0] is params:
-            return self._rows[1]
-        return self.xp.reshape(params, (1, -1))
+        """The (P,) weights as the solver's (1, P), the same array for the same weights (the solver knows the
+        weights it evaluated last by their array: a fit's first iteration starts from the evaluation done() made)."""
+        if self._rows is None or self._rows[0] is not params:
+            self._rows = (params, self.xp.reshape(params, (1, -1)))
+        return self._rows[1]
 
     def done(self, state: train.State) -> bool:
         """True once the network has stopped (evaluating it at ``state`` first, at a fit's start)."""

@@ -166,7 +166,7 @@ class Step:
         z, inputs, backprops = layers.forward(layer_params, x, h.activation, xp, masks)
         smoothed = h.label_smoothing > 0
         loss_sum, delta, correct = losses.head(h.output, h.loss, z, target, self.zero, xp, weight, mask=mask,
-                                               smoothed=smoothed)  # fmt: skip
+                                               smoothed=smoothed, fast=self.donate)  # fmt: skip
         if weight is not None:
             delta = delta * weight
         elif mask is not None:

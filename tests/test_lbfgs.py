@@ -118,6 +118,57 @@ def test_two_loop_direction_equals_the_dense_inverse_bfgs_matrix():
     np.testing.assert_allclose(extra[:, 1], np.abs(expected).max(axis=1), rtol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_one_networks_numpy_direction_equals_the_generic_form_to_the_bit(monkeypatch, dtype):
+    from gpunn import _backend
+
+    rng = np.random.default_rng(5)
+    p, m = 9, 4
+    a = rng.normal(size=(p, p))
+    spd = a @ a.T + p * np.eye(p)
+    for count in (0, 2, 4):  # no pair, empty slots first, a full history
+        s_slots, y_slots = np.zeros((m, 1, p), dtype=dtype), np.zeros((m, 1, p), dtype=dtype)
+        pairs = [(s, spd @ s) for s in rng.normal(size=(count, p))]
+        for j, (s, y) in enumerate(pairs):
+            s_slots[m - count + j, 0], y_slots[m - count + j, 0] = s, y
+        g = rng.normal(size=(1, p)).astype(dtype)
+        fast = lbfgs._direction(np, g, tuple(s_slots), tuple(y_slots))
+        monkeypatch.setattr(_backend, "NUMPY_FAST_PATHS", False)
+        generic = lbfgs._direction(np, g, tuple(s_slots), tuple(y_slots))
+        monkeypatch.setattr(_backend, "NUMPY_FAST_PATHS", True)
+        for ours, theirs in zip(fast, generic):
+            assert ours.shape == theirs.shape and ours.dtype == theirs.dtype == np.dtype(dtype)
+            np.testing.assert_array_equal(ours, theirs)
+        np.testing.assert_allclose(fast[0][0], dense_direction(g[0].astype(np.float64), pairs),
+                                   rtol=1e-10 if dtype == "float64" else 1e-4, atol=1e-12)  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("kind", ["classifier", "weighted", "regression"])
+def test_one_networks_numpy_evaluation_equals_the_generic_form_to_the_bit(monkeypatch, dtype, kind):
+    from gpunn import _backend
+
+    rng = np.random.default_rng(6)
+    p = 11
+    x0, g0, d = (rng.normal(size=(1, p)).astype(dtype) for _ in range(3))
+    t, extra = np.full((1, 1), 0.37, dtype=dtype), rng.normal(size=(1, 2)).astype(dtype)
+    consts = np.array([[1e-3, 0.02, 0.05, 0.03]], dtype=dtype)
+    wmask = (np.arange(p) % 3 != 0).astype(dtype)
+
+    def gradients(point, x, target, weight, mask):  # any function of the point: the glue around it is under test
+        loss = np.sum(point * point, axis=1)
+        loss_sum = np.stack([loss, 2 * loss], axis=-1) if kind == "weighted" else loss
+        return np.sin(point) * 3, loss_sum, None if kind == "regression" else np.array([4])
+
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(_backend, "NUMPY_FAST_PATHS", fast)
+        results.append(lbfgs._evaluate(np, gradients, wmask, x0, g0, d, t, None, None, None, None, consts, extra))
+    for ours, theirs in zip(*results):
+        assert ours.shape == theirs.shape and ours.dtype == theirs.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(ours, theirs)
+
+
 def test_a_pair_joins_the_history_only_where_marked_and_pairs_have_curvature():
     s0 = tuple(np.full((2, 3), float(i)) for i in range(3))
     x0, g0 = np.zeros((2, 3)), np.zeros((2, 3))
@@ -221,6 +272,21 @@ def counting(monkeypatch):
     return calls
 
 
+def test_a_fit_evaluates_its_starting_point_once(monkeypatch):
+    steps = []
+    real = lbfgs.Solver._evaluate
+
+    def evaluate(self, x0, g0, d, t, extra):
+        steps.append(float(np.asarray(t)[0, 0]))
+        return real(self, x0, g0, d, t, extra)
+
+    monkeypatch.setattr(lbfgs.Solver, "_evaluate", evaluate)
+    X, labels = data()
+    m = gpunn.MLP([4, 8, 3], activation="tanh", output="softmax", dtype="float64", device="cpu", seed=0)
+    m.fit(X, labels, epochs=5, optimizer=optim.lbfgs(tol=0.0), verbose=0)
+    assert m.epoch == 5 and steps.count(0.0) == 1 and steps[0] == 0.0  # each iteration starts where the last ended
+
+
 def test_max_fun_stops_after_the_iteration_that_exceeds_it(monkeypatch):
     calls = counting(monkeypatch)
     X, labels = data()
@@ -230,6 +296,14 @@ def test_max_fun_stops_after_the_iteration_that_exceeds_it(monkeypatch):
           callbacks=[lambda model, record: at_epoch.append(calls[0])])  # fmt: skip
     assert m.stopped_by == "max_fun"
     assert at_epoch[-2] <= 10 < at_epoch[-1] == calls[0]  # as SciPy: stopped once an iteration took it past
+
+
+def test_max_fun_is_checked_before_convergence_as_scipy_checks_its_limits():
+    X, labels = data()
+    for max_fun, reason in [(1, "max_fun"), (100, "ftol")]:  # ftol=1: the first iteration converges
+        m = gpunn.MLP([4, 8, 3], activation="tanh", output="softmax", dtype="float64", device="cpu", seed=0)
+        m.fit(X, labels, epochs=10, optimizer=optim.lbfgs(max_fun=max_fun, ftol=1.0), verbose=0)
+        assert (m.epoch, m.stopped_by) == (1, reason)
 
 
 def test_gtol_and_ftol_stop_where_the_objective_says(monkeypatch):

@@ -244,6 +244,31 @@ def test_step_returns_arrays_of_the_namespace_on_its_device(backend):
             assert a.shape == ()
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("transposed", [True, False])  # logits as the fast path's narrow layers leave them, or not
+def test_numpy_softmax_head_works_in_place_and_equals_the_general_form_to_the_bit(dtype, weighted, smoothing,
+                                                                                  transposed):  # fmt: skip
+    rng = np.random.default_rng(2)
+    zero = np.zeros((), dtype=dtype)
+    for n, k in [(7, 12), (133, 3), (300, 10)]:
+        zt = (3 * rng.normal(size=(k, n))).astype(dtype)
+        z = zt.T if transposed else np.ascontiguousarray(zt.T)
+        t = losses.smooth_targets("softmax", "categorical_crossentropy", np.eye(k, dtype=dtype)[rng.integers(0, k, n)],
+                                  smoothing)  # fmt: skip
+        t[0] = t[1]  # a tie: the count takes argmax's first class as the prediction
+        z[0, :] = z[0, 0]
+        w = rng.uniform(0.5, 2.0, size=(n, 1)).astype(dtype) if weighted else None
+        xp = aac.array_namespace(z)
+        general = losses.head("softmax", "categorical_crossentropy", z.copy(order="K"), t, zero, xp, w)
+        fast = losses.head("softmax", "categorical_crossentropy", z, t, zero, xp, w, fast=True)
+        for a, b in zip(general, fast):
+            a, b = np.asarray(a), np.asarray(b)
+            assert a.shape == b.shape and a.dtype == b.dtype and a.flags.c_contiguous == b.flags.c_contiguous
+            np.testing.assert_array_equal(a, b)
+
+
 # ------------------------------------------------------------------------------------------------- purity
 @pytest.mark.parametrize("clip", [None, ACTIVE_CLIP], ids=["noclip", "clip"])
 @pytest.mark.parametrize("l2", [0.0, 0.1], ids=["nol2", "l2"])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import numbers
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +36,21 @@ _HELD = 2**62  # a plateau schedule's patience that is never reached: the rate i
 # bound on a GPU: about 50 array operations (Adam) at 10-25 us of CuPy's Python each, 0.5-1.3 ms a step whatever
 # its size, where NumPy takes about 0.6 ms for digits' 64-32 network on batches of 200 (3.9 million).
 GPU_MIN_STEP = 10_000_000
+
+
+def _draw_seed(random_state: Any) -> int:
+    """The first number ``check_random_state(random_state)`` draws from 0 to 2**31 - 1 (a seed for the network, or
+    for the early-stopping split), as scikit-learn's estimators draw theirs; for an integer state, the same number
+    every time, remembered rather than drawn from a new generator (whose seeding takes longer than a small fit's
+    step)."""
+    if isinstance(random_state, numbers.Integral):
+        return _first_draw(int(random_state))
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=64)
+def _first_draw(seed: int) -> int:
+    return int(check_random_state(seed).randint(0, 2**31 - 1))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -258,7 +275,7 @@ class _BaseMLP(Fitted, BaseEstimator):
 
     def _model_for(self, X: Any, n_outputs: int) -> MLP:
         sizes = [X.shape[1], *self._hidden(), n_outputs]
-        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))  # type: ignore[arg-type]
+        seed = _draw_seed(self.random_state)
         device = self.device
         if isinstance(device, str) and device == "auto":
             device = self._auto_device(sizes, self._batch(X.shape[0]))
@@ -486,7 +503,7 @@ class _BaseMLP(Fitted, BaseEstimator):
         self.n_iter_ = 0
         self.t_ = 0
         self._no_improvement_count = 0
-        self._seed_split = int(check_random_state(self.random_state).randint(0, 2**31 - 1))  # type: ignore[arg-type]
+        self._seed_split = _draw_seed(self.random_state)
         if self.solver == "lbfgs":  # scikit-learn keeps no loss curve or stopping record for L-BFGS
             return
         self.loss_curve_: list[float] = []

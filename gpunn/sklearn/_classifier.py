@@ -110,7 +110,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         # What this fit learns is kept in locals until every check has passed: a refused call changes nothing.
         if start:
             binarizer = LabelBinarizer().fit(y_host if classes is None else np.asarray(classes))
-            multilabel = type_of_target(y_host) == "multilabel-indicator"
+            kind = binarizer.y_type_ if classes is None else type_of_target(y_host)  # fit found y's kind already
+            multilabel = kind == "multilabel-indicator"
             k = len(binarizer.classes_)
             # one class (scikit-learn's MLP takes it): one sigmoid output trained towards 0, predict gives the class
             n_outputs = y_host.shape[1] if multilabel else (1 if k <= 2 else k)
@@ -131,6 +132,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 )
         if output == "softmax":
             T = np.searchsorted(known, y_host)
+        elif y_host.ndim == 1 and len(known) == 2:  # the binarizer's column, without its detour through a sparse matrix
+            T = (y_host == known[1]).astype(np.float64).reshape(-1, 1)
         else:
             T = (binarizer.transform(y_host) if y_host.ndim == 1 else y_host).astype(np.float64)
         weight = self._sample_weight(sample_weight, X)
