@@ -345,11 +345,12 @@ class StackedStep:
             out["decay"] = member_values(hyper.weight_decay, xp, device, fdtype, arrays)
         if arrays and hyper.clip_norm is not None:
             out["clip"] = put(hyper.clip_norm)
-        if any(hyper.dropout):
+        if any(hyper.dropout):  # each member's numbers as its lone step takes them (dropout.values)
             shape = (k, 1, 1)
-            keys = put(np.reshape(hyper.dropout_keys, shape), np.int32)
-            thresholds: Any = tuple(dropout.threshold(r) for r in hyper.dropout)
-            scales: Any = tuple(1.0 / (1.0 - r) for r in hyper.dropout)
+            lone = [dropout.values(r, key) for r, key in zip(hyper.dropout, hyper.dropout_keys)]
+            keys = put(np.reshape([v["dropout_key"] for v in lone], shape), np.int32)
+            thresholds: Any = tuple(v["dropout_threshold"] for v in lone)
+            scales: Any = tuple(v["dropout_scale"] for v in lone)
             if arrays or len(set(thresholds)) > 1:
                 thresholds = put(np.reshape(thresholds, shape), np.int32)
             else:

@@ -88,8 +88,6 @@ class Plan:
             self.mode = "full" if self.bs[0] == n else ("gather" if shuffle else "slices")
         else:
             self.mode = "counts" if batch_size is None and not dropout else "padded"
-        if self.pad and self.mode == "full":  # every row once, the padding none: counts of 1 and 0
-            self.mode, rows = "counts", [np.arange(n)] * k
         # the rows the device holds (n, or padded); the weights there: (rows, 1) shared, (K, rows, 1) per member,
         # or (K * rows, 1) to gather; padding rows weigh 0
         held = self.x.shape[0]
@@ -106,7 +104,10 @@ class Plan:
             self.rows_dev = self.up(np.asarray(self.n_rows, dtype=np.float64).reshape(k, 1))
             if w_held is not None:
                 self.w_dev = self.up((counts * w_held).reshape(k, held, 1))
-        elif w_held is not None:
+        elif self.mode == "full" and self.pad:  # every member on the real rows, the padding masked out
+            self.mask = self.up((np.arange(held) < n).astype(np.float64).reshape(held, 1))
+            self.rows_dev = self.up(np.asarray(float(n)))
+        if self.mode != "counts" and w_held is not None:
             if w_held.ndim == 1:
                 self.w_dev = self.up(w_held.reshape(held, 1))
             elif self.mode in ("gather", "padded"):
