@@ -452,6 +452,13 @@ def stack(arrays: list[Any], xp: Any, device: Any) -> Any:
     return xp.stack(arrays)
 
 
+def flat_concat(arrays: list[Any], xp: Any, device: Any) -> Any:
+    """The arrays flattened and concatenated into one (P,) buffer; on JAX on the host, as :func:`stack`."""
+    if compiles_eagerly(xp):
+        return from_numpy(np.concatenate([to_numpy(a).reshape(-1) for a in arrays]), xp, device)
+    return xp.concat([xp.reshape(a, (-1,)) for a in arrays])
+
+
 def unstack(a: Any, xp: Any, device: Any) -> list[Any]:
     """``xp.unstack(a)``, the rows of ``a``; on JAX read back once and moved in one transfer instead (as
     :func:`stack`: an eager ``unstack`` or row slice compiles a program for each new shape)."""
