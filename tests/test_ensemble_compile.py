@@ -91,6 +91,24 @@ CASES = {
         dict(lr=0.01, optimizer=gpunn.optim.momentum(0.9)),
         [dict(lr=0.01, optimizer=gpunn.optim.momentum(0.5))],
     ),
+    "validation data, momentum, l2, dropout": (
+        dict(
+            lr=0.1,
+            optimizer=gpunn.optim.momentum(0.9),
+            l2=0.01,
+            dropout=0.2,
+            validation_data=(_data(1)[0][:20], _data(1)[1][:20]),
+        ),
+        [
+            dict(
+                lr=0.05,
+                optimizer=gpunn.optim.momentum(0.5),
+                l2=[0.02, 0.0, 0.1, 0.03],
+                dropout=[0.1, 0.3, 0.0, 0.5],
+                validation_data=(_data(2)[0][:20], _data(2)[1][:20]),
+            )
+        ],
+    ),  # fmt: skip
     "dropout, members on their own rows": (
         dict(lr=0.1, batch_size=16, dropout=0.2, rows=[np.arange(k, N) for k in range(4)]),
         [
