@@ -276,6 +276,23 @@ class StackedHyper:
     def loss_outputs(self) -> int:
         return 1 if self.output == "softmax" else self.sizes[-1]
 
+    def values(self) -> dict[str, Any]:
+        """:meth:`Hyper.values` of the K members side by side, by the same names: a tuple of K numbers, one per
+        member, for every feature any member has on (l2, AdamW's ``weight_decay``, dropout's numbers by
+        :func:`gpunn.dropout.values`); the optimizer's numbers and the clip norm, which the members share, one
+        each."""
+        out: dict[str, Any] = self.optimizer.values()
+        if any(self.l2):
+            out["l2"] = tuple(float(v) for v in self.l2)
+        if self.weight_decay is not None:
+            out["weight_decay"] = tuple(float(v) for v in self.weight_decay)
+        if self.clip_norm is not None:
+            out["clip_norm"] = float(self.clip_norm)
+        if any(self.dropout):
+            lone = [dropout.values(r, key) for r, key in zip(self.dropout, self.dropout_keys)]
+            out.update({name: tuple(v[name] for v in lone) for name in lone[0]})
+        return out
+
     def structure(self) -> StackedHyper:
         """:func:`structure`: what a compiled stacked step's program depends on. Its values
         (:meth:`StackedStep.values`) enter as arrays, so that a new rate, penalty, decay, clip norm, dropout rate
@@ -326,40 +343,35 @@ class StackedStep:
         self.donate = _backend.numpy_fast_path(xp)
 
     def values(self, hyper: StackedHyper, arrays: bool = False) -> dict[str, Any]:
-        """The members' values of ``hyper`` as the step takes them (its ``values=``): ``l2``, AdamW's ``decay``,
-        ``clip`` and the dropout ``drop`` (keys, thresholds, scales), None where the feature is off; Python
-        numbers where every member shares one, or (``arrays``, for a compiled step) arrays always, moved from
-        the host (no operation of the namespace: on JAX each would compile a program)."""
+        """The members' values of ``hyper`` (:meth:`StackedHyper.values`) as the step takes them (its
+        ``values=``): ``l2``, AdamW's ``decay``, ``clip`` and the dropout ``drop`` (keys, thresholds, scales),
+        None where the feature is off; Python numbers where every member shares one, or (``arrays``, for a
+        compiled step) arrays always, moved from the host (no operation of the namespace: on JAX each would
+        compile a program)."""
         xp, device, fdtype, k = self.xp, self.device, self.fdtype, hyper.members
+        v = hyper.values()
+
         host = host_dtype(fdtype)
 
-        def put(value: Any, dtype: Any = host) -> Any:
-            return _backend.from_numpy(np.asarray(value, dtype=dtype), xp, device)
+        def put(value: Any, dtype: Any = None) -> Any:
+            return _backend.from_numpy(np.asarray(value, dtype=dtype or host), xp, device)
 
-        out: dict[str, Any] = {"l2": None, "decay": None, "clip": hyper.clip_norm, "drop": None}
+        def members(name: str, dtype: Any = None) -> Any:  # (K, 1, 1), or one number where all share it
+            each = v[name]
+            return each[0] if not arrays and len(set(each)) == 1 else put(np.reshape(each, (k, 1, 1)), dtype)
+
+        clip = v.get("clip_norm")
+        out: dict[str, Any] = {"l2": None, "decay": None, "drop": None}
+        out["clip"] = put(clip) if arrays and clip is not None else clip
         # the optimizer's numbers (momentum, betas, eps), shared by the members: 0-d arrays for a compiled step
-        out["optimizer"] = {k: put(v) if arrays else v for k, v in hyper.optimizer.values().items()}
-        if any(hyper.l2):
-            out["l2"] = member_values(hyper.l2, xp, device, fdtype, arrays)
-        if hyper.weight_decay is not None:
-            out["decay"] = member_values(hyper.weight_decay, xp, device, fdtype, arrays)
-        if arrays and hyper.clip_norm is not None:
-            out["clip"] = put(hyper.clip_norm)
-        if any(hyper.dropout):  # each member's numbers as its lone step takes them (dropout.values)
-            shape = (k, 1, 1)
-            lone = [dropout.values(r, key) for r, key in zip(hyper.dropout, hyper.dropout_keys)]
-            keys = put(np.reshape([v["dropout_key"] for v in lone], shape), np.int32)
-            thresholds: Any = tuple(v["dropout_threshold"] for v in lone)
-            scales: Any = tuple(v["dropout_scale"] for v in lone)
-            if arrays or len(set(thresholds)) > 1:
-                thresholds = put(np.reshape(thresholds, shape), np.int32)
-            else:
-                thresholds = thresholds[0]
-            if arrays or len(set(scales)) > 1:
-                scales = put(np.reshape(scales, shape))
-            else:
-                scales = scales[0]
-            out["drop"] = (keys, thresholds, scales)
+        out["optimizer"] = {name: put(v[name]) if arrays else v[name] for name in hyper.optimizer.values()}
+        if "l2" in v:
+            out["l2"] = member_values(v["l2"], xp, device, fdtype, arrays)
+        if "weight_decay" in v:
+            out["decay"] = member_values(v["weight_decay"], xp, device, fdtype, arrays)
+        if "dropout_key" in v:
+            keys = put(np.reshape(v["dropout_key"], (k, 1, 1)), np.int32)
+            out["drop"] = (keys, members("dropout_threshold", np.int32), members("dropout_scale"))
         return out
 
     def __call__(
