@@ -6,7 +6,9 @@ programs each ``fit`` compiles on JAX (``compile=True``), as JAX itself reports 
 graphs ``torch.compile`` makes on PyTorch (``torch._dynamo``'s ``unique_graphs`` counter). Each row is a fresh
 ``MLP`` in the same process, in order, so a row shows what its change of settings costs after the rows above:
 the first fit, the same fit again, a new learning rate, l2 turned on and then a new l2, minibatches, Adam,
-AdamW and momentum with clipping, each first and then with a new value.
+AdamW and momentum with clipping, each first and then with a new value. Then the same for an ``Ensemble`` of 4
+(``--ensemble-only``: those rows alone): its first fit, new values, validation data, minibatches and a new row
+count in the same power-of-two bucket.
 
 Then the first fit's wall time in a fresh process (imports excluded, compilation included) against a
 hand-written ``jax.jit`` loop's first call on the same cell (:func:`benchmarks.jax_loop.hand_written`), the two
@@ -46,6 +48,19 @@ ROWS = [  # (what changes, the fit's arguments)
     ("momentum, new clip_norm", dict(optimizer="momentum", clip_norm=2.0)),
 ]
 TORCH_ROWS = ROWS[:5]
+# An Ensemble of 4 of the same network (compile=True), each row a fresh one, after the rows above: what its first
+# fit, a new rate, validation data, minibatches and a new row count in the same power-of-two bucket compile.
+ENSEMBLE_ROWS = [
+    ("Ensemble of 4: first fit, lr 0.1", dict(lr=0.1)),
+    ("Ensemble: new lr 0.05", dict(lr=0.05)),
+    ("Ensemble: l2 0.01, per-member lrs", dict(lr=[0.1, 0.2, 0.3, 0.4], l2=0.01)),
+    ("Ensemble: new l2 0.02", dict(lr=[0.1, 0.2, 0.3, 0.4], l2=0.02)),
+    ("Ensemble: validation data", dict(lr=0.05, validation=True)),
+    ("Ensemble: batch 100", dict(lr=0.07, batch_size=100)),
+    ("Ensemble: batch 100, another lr", dict(lr=0.08, batch_size=100)),
+    ("Ensemble: batch 100, 900 rows", dict(lr=0.08, batch_size=100, rows=900)),
+    ("Ensemble: full batch, 900 rows", dict(lr=0.08, rows=900)),
+]
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 CACHE_HIT = "/jax/compilation_cache/cache_hits"
 
@@ -79,6 +94,37 @@ def jax_rows() -> list[dict]:
         compiles = len(seconds) - n0 - (len(hits) - h0)
         out.append({"row": name, "compiles": compiles, "compile_s": sum(seconds) - s0, "wall_s": wall})
         print(f"jax   {name:28s} {compiles:3d} programs  {sum(seconds) - s0:6.2f} s compiling  {wall:6.2f} s wall",
+              flush=True)  # fmt: skip
+    return out
+
+
+def ensemble_rows() -> list[dict]:
+    import jax
+    import jax.numpy as jnp
+
+    import gpunn
+
+    seconds: list[float] = []
+    hits: list[int] = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **kw: seconds.append(duration) if event == COMPILE_EVENT else None
+    )
+    jax.monitoring.register_event_listener(lambda event, **kw: hits.append(1) if event == CACHE_HIT else None)
+    X, y = data()
+    out = []
+    for name, row in ENSEMBLE_ROWS:
+        fit = dict(row)
+        n = fit.pop("rows", len(X))
+        if fit.pop("validation", False):
+            fit["validation_data"] = (X[:200], y[:200])
+        n0, h0, s0 = len(seconds), len(hits), sum(seconds)
+        t0 = time.perf_counter()
+        ens = gpunn.Ensemble([2, 10, 10, 10, 1], 4, xp=jnp, device=None, compile=True, seed=0)
+        ens.fit(X[:n], y[:n], epochs=EPOCHS, verbose=0, **fit)
+        wall = time.perf_counter() - t0
+        compiles = len(seconds) - n0 - (len(hits) - h0)
+        out.append({"row": name, "compiles": compiles, "compile_s": sum(seconds) - s0, "wall_s": wall})
+        print(f"jax   {name:34s} {compiles:3d} programs  {sum(seconds) - s0:6.2f} s compiling  {wall:6.2f} s wall",
               flush=True)  # fmt: skip
     return out
 
@@ -143,22 +189,28 @@ def first_fits(repeats: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compiles", description=__doc__.splitlines()[0])
     parser.add_argument("--label", default="after", help="the key the results are kept under (before, after)")
-    parser.add_argument("--repeats", type=int, default=5, help="fresh processes per contender for the first fit")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="fresh processes per contender for the first fit (0: leave it out)")  # fmt: skip
     parser.add_argument("--no-torch", action="store_true", help="leave out torch.compile's rows")
+    parser.add_argument("--ensemble-only", action="store_true", help="only the Ensemble's rows")
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     import jax
 
     import gpunn
 
-    result = {"gpunn": gpunn.__file__, "jax_rows": jax_rows()}
-    if not args.no_torch:
+    result: dict = {"gpunn": gpunn.__file__}
+    if not args.ensemble_only:
+        result["jax_rows"] = jax_rows()
+    result["ensemble_rows"] = ensemble_rows()
+    if not (args.no_torch or args.ensemble_only):
         result["torch_rows"] = torch_rows()
-    result["first_fit"] = first_fits(args.repeats)
-    first = result["first_fit"]
-    print(f"\nfirst fit in a fresh process ({EPOCHS} epochs, compilation included, medians of {args.repeats}): "
-          f"gpunn {first['gpunn']['median_s']:.2f} s, hand-written jax.jit loop "
-          f"{first['jax.jit loop']['median_s']:.2f} s")  # fmt: skip
+    if args.repeats > 0 and not args.ensemble_only:
+        result["first_fit"] = first_fits(args.repeats)
+        first = result["first_fit"]
+        print(f"\nfirst fit in a fresh process ({EPOCHS} epochs, compilation included, medians of {args.repeats}): "
+              f"gpunn {first['gpunn']['median_s']:.2f} s, hand-written jax.jit loop "
+              f"{first['jax.jit loop']['median_s']:.2f} s")  # fmt: skip
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     meta = {"jax": jax.__version__, "machine": platform.machine(), "cpus": os.cpu_count(), "load": load}
     stored = json.loads(args.json.read_text()) if args.json.exists() else {}

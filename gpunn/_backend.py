@@ -438,6 +438,37 @@ def from_numpy(a: np.ndarray, xp: Any, device: Any) -> Any:
     return xp.asarray(a, device=device)
 
 
+def compiles_eagerly(xp: Any) -> bool:
+    """True where every eager operation compiles a program of its own for each new shape (JAX): set-up work
+    is then done on the host and moved (:func:`from_numpy`), or folded into a compiled program."""
+    return aac.is_jax_namespace(xp)
+
+
+def stack(arrays: list[Any], xp: Any, device: Any) -> Any:
+    """``xp.stack(arrays)``; on JAX stacked on the host and moved in one transfer instead, where an eager
+    ``stack`` (and the conversions around it) compiles a program for each new shape."""
+    if compiles_eagerly(xp):
+        return from_numpy(np.stack([to_numpy(a) for a in arrays]), xp, device)
+    return xp.stack(arrays)
+
+
+def flat_concat(arrays: list[Any], xp: Any, device: Any) -> Any:
+    """The arrays flattened and concatenated into one (P,) buffer; on JAX on the host, as :func:`stack`."""
+    if compiles_eagerly(xp):
+        return from_numpy(np.concatenate([to_numpy(a).reshape(-1) for a in arrays]), xp, device)
+    return xp.concat([xp.reshape(a, (-1,)) for a in arrays])
+
+
+def unstack(a: Any, xp: Any, device: Any) -> list[Any]:
+    """``xp.unstack(a)``, the rows of ``a``; on JAX read back once and moved in one transfer instead (as
+    :func:`stack`: an eager ``unstack`` or row slice compiles a program for each new shape)."""
+    if compiles_eagerly(xp):
+        import jax
+
+        return list(jax.device_put(list(to_numpy(a)), device))
+    return list(xp.unstack(a))
+
+
 def zeros_like(x: Any, xp: Any) -> Any:
     """``xp.zeros_like(x)``; on JAX moved from the host instead, where an eager ``zeros_like`` compiles a program
     for each new shape."""

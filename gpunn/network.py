@@ -303,9 +303,9 @@ class Network:
             if len(pair) != 2:
                 raise InputError(f"set_weights: layer {i} must be a (W, b) pair")
             for name, value, shape in ((f"W{i}", pair[0], (fan_out, fan_in)), (f"b{i}", pair[1], (fan_out,))):
-                new.append(self.xp.reshape(feed.as_model_array(spec, value, name, shape), (-1,)))
+                new.append(feed.as_model_array(spec, value, name, shape))
         with _backend.device_scope(self.xp, self.device):
-            self._params, self._previous = self.xp.concat(new), None
+            self._params, self._previous = _backend.flat_concat(new, self.xp, self.device), None
         self.fitted = True
 
     def _to_device_params(self, flat: np.ndarray) -> Any:

@@ -19,9 +19,8 @@ size (see :func:`gpunn.losses.scales`): the step returns the batch's *summed* lo
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -43,6 +42,10 @@ class Hyper:
     dropout: float = 0.0  # the fraction of every hidden layer's outputs dropped while training
     dropout_key: int = 0  # the key of the model's seed (see gpunn.dropout.seed_key)
     label_smoothing: float = 0.0  # the targets come smoothed (gpunn.losses.smooth_targets); only "is it on" is used
+    # The fields whose numbers a compiled step takes as arguments (see structure): values, and switches (0: off)
+    VALUES: ClassVar[tuple[str, ...]] = ("lr", "clip_norm")
+    SWITCHES: ClassVar[tuple[str, ...]] = ("l2", "dropout")
+    KEYS: ClassVar[tuple[str, ...]] = ("dropout_key",)
 
     @property
     def loss_outputs(self) -> int:
@@ -67,14 +70,33 @@ class Hyper:
 UNSET = float("nan")
 
 
-def structure(h: Hyper) -> Hyper:
-    """``h`` with every number that :meth:`Hyper.values` gives replaced by :data:`UNSET`: what a compiled step's
-    program depends on (which features are on, the optimizer's kind), so that it is compiled once per structure."""
-    return dataclasses.replace(
-        h, optimizer=h.optimizer.structure(), lr=UNSET, l2=UNSET if h.l2 else 0.0,
-        clip_norm=None if h.clip_norm is None else UNSET, dropout=UNSET if h.dropout else 0.0, dropout_key=0,
-        label_smoothing=1.0 if h.label_smoothing else 0.0,  # only whether it is on shapes the program
-    )  # fmt: skip
+def structure(h: Any) -> Any:
+    """``h`` (a :class:`Hyper` or a :class:`StackedHyper`: one network is the one-member case) with every number
+    that its step takes as an argument replaced by :data:`UNSET`, keeping only which features are on: what a
+    compiled step's program depends on (which features are on, the optimizer's kind), so that it is compiled
+    once per structure. ``VALUES`` are unset wherever present (None: the feature off), ``SWITCHES`` where on
+    (for every member where any member has it on: which member has it on is a value too) and stay 0 where off;
+    the dropout ``KEYS`` become 0, and label smoothing only says whether it is on."""
+
+    def unset(value: Any, switch: bool) -> Any:
+        if isinstance(value, tuple):
+            return (unset(any(value), switch),) * len(value)
+        return None if value is None else UNSET if value or not switch else 0.0
+
+    changes = {name: unset(getattr(h, name), False) for name in h.VALUES}
+    changes |= {name: unset(getattr(h, name), True) for name in h.SWITCHES}
+    changes |= {name: 0 if isinstance(getattr(h, name), int) else (0,) * len(getattr(h, name)) for name in h.KEYS}
+    return replace(h, optimizer=h.optimizer.structure(), label_smoothing=1.0 if h.label_smoothing else 0.0,
+                   **changes)  # fmt: skip
+
+
+def is_structure(h: Any) -> bool:
+    """True for a :func:`structure` with a number unset: its step's numbers can only come as arguments."""
+
+    def unset(value: Any) -> bool:
+        return any(v is UNSET for v in value) if isinstance(value, tuple) else value is UNSET
+
+    return any(unset(getattr(h, name)) for name in (*h.VALUES, *h.SWITCHES))
 
 
 class Step:
@@ -246,32 +268,53 @@ class StackedHyper:
     dropout_keys: tuple[int, ...]
     weight_decay: tuple[float, ...] | None = None  # AdamW's decoupled decay per member
     label_smoothing: float = 0.0  # as in Hyper: the members' targets come smoothed
+    VALUES: ClassVar[tuple[str, ...]] = ("clip_norm", "weight_decay")  # as in Hyper
+    SWITCHES: ClassVar[tuple[str, ...]] = ("l2", "dropout")
+    KEYS: ClassVar[tuple[str, ...]] = ("dropout_keys",)
 
     @property
     def loss_outputs(self) -> int:
         return 1 if self.output == "softmax" else self.sizes[-1]
 
+    def values(self) -> dict[str, Any]:
+        """:meth:`Hyper.values` of the K members side by side, by the same names: a tuple of K numbers, one per
+        member, for every feature any member has on (l2, AdamW's ``weight_decay``, dropout's numbers by
+        :func:`gpunn.dropout.values`); the optimizer's numbers and the clip norm, which the members share, one
+        each."""
+        out: dict[str, Any] = self.optimizer.values()
+        if any(self.l2):
+            out["l2"] = tuple(float(v) for v in self.l2)
+        if self.weight_decay is not None:
+            out["weight_decay"] = tuple(float(v) for v in self.weight_decay)
+        if self.clip_norm is not None:
+            out["clip_norm"] = float(self.clip_norm)
+        if any(self.dropout):
+            lone = [dropout.values(r, key) for r, key in zip(self.dropout, self.dropout_keys)]
+            out.update({name: tuple(v[name] for v in lone) for name in lone[0]})
+        return out
+
     def structure(self) -> StackedHyper:
-        """This hyper with every value replaced by a placeholder that keeps only which features are on: what a
-        compiled stacked step's program depends on. Its values (:meth:`StackedStep.values`) enter as arrays, so
-        that a new rate, penalty, decay, clip norm, dropout rate or seed compiles nothing."""
-        k = self.members
-        return replace(
-            self, optimizer=self.optimizer.structure(), l2=(float(any(self.l2)),) * k,
-            clip_norm=None if self.clip_norm is None else 1.0,
-            dropout=(0.5 if any(self.dropout) else 0.0,) * k, dropout_keys=(0,) * k,
-            weight_decay=None if self.weight_decay is None else (0.0,) * k,
-            label_smoothing=1.0 if self.label_smoothing else 0.0,
-        )  # fmt: skip
+        """:func:`structure`: what a compiled stacked step's program depends on. Its values
+        (:meth:`StackedStep.values`) enter as arrays, so that a new rate, penalty, decay, clip norm, dropout rate
+        or seed compiles nothing."""
+        return structure(self)
 
 
 def member_values(values: tuple[Any, ...], xp: Any, device: Any, dtype: Any, arrays: bool = False) -> Any:
     """One Python float when every member has the same value (no array operation spent on it), else (or with
     ``arrays``, for a compiled step, where a float would be compiled in) a (K, 1) array, which broadcasts against
-    a stacked (K, P) buffer."""
+    a stacked (K, P) buffer, moved from the host (on JAX, ``asarray`` would compile a program of its own)."""
     if not arrays and all(v == values[0] for v in values):
         return values[0]
-    return xp.asarray([[v] for v in values], dtype=dtype, device=device)
+    return _backend.from_numpy(np.asarray(values, dtype=host_dtype(dtype)).reshape(-1, 1), xp, device)
+
+
+def host_dtype(dtype: Any) -> np.dtype:
+    """The NumPy dtype of a namespace's dtype (or of its name)."""
+    try:
+        return np.dtype(dtype)
+    except TypeError:  # torch.float32 and the like
+        return np.dtype(str(dtype).rsplit(".", 1)[-1])
 
 
 class StackedStep:
@@ -291,36 +334,44 @@ class StackedStep:
     def __init__(self, hyper: StackedHyper, xp: Any, device: Any, dtype: str):
         self.hyper, self.xp, self.device = hyper, xp, device
         self.fdtype = _backend.float_dtype(xp, dtype)
-        self.zero = xp.zeros((), dtype=self.fdtype, device=device)
+        self.zero = _backend.from_numpy(np.zeros((), dtype=dtype), xp, device)  # moved: no program compiled
         self.mask = layers.weight_mask(hyper.sizes, dtype, xp, device) if any(hyper.l2) else None
         # AdamW's decay is applied here, with a rate per member, as optim's AdamW applies it
         self.optimizer = hyper.optimizer
-        self.own = self.values(hyper)
+        # A compiled step's numbers come as arguments (its hyper is a structure): none of its own to fall back on.
+        self.own = {} if is_structure(hyper) else self.values(hyper)
         self.donate = _backend.numpy_fast_path(xp)
 
     def values(self, hyper: StackedHyper, arrays: bool = False) -> dict[str, Any]:
-        """The members' values of ``hyper`` as the step takes them (its ``values=``): ``l2``, AdamW's ``decay``,
-        ``clip`` and the dropout ``drop`` (keys, thresholds, scales), None where the feature is off; Python
-        numbers where every member shares one, or (``arrays``, for a compiled step) arrays always."""
+        """The members' values of ``hyper`` (:meth:`StackedHyper.values`) as the step takes them (its
+        ``values=``): ``l2``, AdamW's ``decay``, ``clip`` and the dropout ``drop`` (keys, thresholds, scales),
+        None where the feature is off; Python numbers where every member shares one, or (``arrays``, for a
+        compiled step) arrays always, moved from the host (no operation of the namespace: on JAX each would
+        compile a program)."""
         xp, device, fdtype, k = self.xp, self.device, self.fdtype, hyper.members
-        out: dict[str, Any] = {"l2": None, "decay": None, "clip": hyper.clip_norm, "drop": None}
+        v = hyper.values()
+
+        host = host_dtype(fdtype)
+
+        def put(value: Any, dtype: Any = None) -> Any:
+            return _backend.from_numpy(np.asarray(value, dtype=dtype or host), xp, device)
+
+        def members(name: str, dtype: Any = None) -> Any:  # (K, 1, 1), or one number where all share it
+            each = v[name]
+            return each[0] if not arrays and len(set(each)) == 1 else put(np.reshape(each, (k, 1, 1)), dtype)
+
+        clip = v.get("clip_norm")
+        out: dict[str, Any] = {"l2": None, "decay": None, "drop": None}
+        out["clip"] = put(clip) if arrays and clip is not None else clip
         # the optimizer's numbers (momentum, betas, eps), shared by the members: 0-d arrays for a compiled step
-        out["optimizer"] = {k: xp.asarray(v, dtype=fdtype, device=device) if arrays else v
-                            for k, v in hyper.optimizer.values().items()}  # fmt: skip
-        if any(hyper.l2):
-            out["l2"] = member_values(hyper.l2, xp, device, fdtype, arrays)
-        if hyper.weight_decay is not None:
-            out["decay"] = member_values(hyper.weight_decay, xp, device, fdtype, arrays)
-        if arrays and hyper.clip_norm is not None:
-            out["clip"] = xp.asarray(hyper.clip_norm, dtype=fdtype, device=device)
-        if any(hyper.dropout):
-            shape = (k, 1, 1)
-            keys = xp.reshape(xp.asarray(list(hyper.dropout_keys), dtype=xp.int32, device=device), shape)
-            thresholds = member_values(tuple(dropout.threshold(r) for r in hyper.dropout), xp, device, xp.int32, arrays)
-            thresholds = thresholds if isinstance(thresholds, int) else xp.reshape(thresholds, shape)
-            scales = member_values(tuple(1.0 / (1.0 - r) for r in hyper.dropout), xp, device, fdtype, arrays)
-            scales = scales if isinstance(scales, float) else xp.reshape(scales, shape)
-            out["drop"] = (keys, thresholds, scales)
+        out["optimizer"] = {name: put(v[name]) if arrays else v[name] for name in hyper.optimizer.values()}
+        if "l2" in v:
+            out["l2"] = member_values(v["l2"], xp, device, fdtype, arrays)
+        if "weight_decay" in v:
+            out["decay"] = member_values(v["weight_decay"], xp, device, fdtype, arrays)
+        if "dropout_key" in v:
+            keys = put(np.reshape(v["dropout_key"], (k, 1, 1)), np.int32)
+            out["drop"] = (keys, members("dropout_threshold", np.int32), members("dropout_scale"))
         return out
 
     def __call__(

@@ -91,6 +91,24 @@ CASES = {
         dict(lr=0.01, optimizer=gpunn.optim.momentum(0.9)),
         [dict(lr=0.01, optimizer=gpunn.optim.momentum(0.5))],
     ),
+    "validation data, momentum, l2, dropout": (
+        dict(
+            lr=0.1,
+            optimizer=gpunn.optim.momentum(0.9),
+            l2=0.01,
+            dropout=0.2,
+            validation_data=(_data(1)[0][:20], _data(1)[1][:20]),
+        ),
+        [
+            dict(
+                lr=0.05,
+                optimizer=gpunn.optim.momentum(0.5),
+                l2=[0.02, 0.0, 0.1, 0.03],
+                dropout=[0.1, 0.3, 0.0, 0.5],
+                validation_data=(_data(2)[0][:20], _data(2)[1][:20]),
+            )
+        ],
+    ),  # fmt: skip
     "dropout, members on their own rows": (
         dict(lr=0.1, batch_size=16, dropout=0.2, rows=[np.arange(k, N) for k in range(4)]),
         [
@@ -133,8 +151,8 @@ def test_a_search_over_new_values_compiles_nothing(compiles):
 
 
 def test_a_minibatch_epoch_is_one_compiled_loop(monkeypatch):
-    """The epoch's full minibatches go to the compiler as one loop (one call an epoch), the short last batch as
-    one step: 4 batches of 16 and one of 6 make 2 calls an epoch, not 5."""
+    """The epoch's minibatches, the short last one masked, go to the compiler as one loop (one call an epoch):
+    4 batches of 16 and one of 6 make 1 call an epoch, not 5."""
     calls = []
     real_run, real_call = _loop._Runner.run, _loop._Runner.__call__
     monkeypatch.setattr(_loop._Runner, "run", lambda self, *a: calls.append("loop") or real_run(self, *a))
@@ -142,8 +160,7 @@ def test_a_minibatch_epoch_is_one_compiled_loop(monkeypatch):
     for fit in (dict(batch_size=16), dict(batch_size=16, shuffle=False), dict(batch_size=16, rows=[np.arange(N)] * 4)):
         calls.clear()
         _fit(**fit)
-        expected = ["loop", "step"] * 2 if "rows" not in fit else ["loop"] * 2  # own rows: padded, one loop
-        assert calls == expected, fit
+        assert calls == ["loop"] * 2, fit
 
 
 def _pair(ens_kw, fit):
@@ -164,6 +181,8 @@ SAME = {
     "in order, weighted": ({}, dict(lr=[0.1, 0.2, 0.3, 0.4], batch_size=16, shuffle=False, optimizer="momentum",
                                     sample_weight=np.random.default_rng(1).uniform(0.2, 2, size=(4, N)))),
     "adam's own betas": ({}, dict(lr=0.05, optimizer=gpunn.optim.adam(beta1=0.7, beta2=0.95, eps=1e-4))),
+    "full batch, dropout, weights": (dict(dropout=[0.0, 0.2, 0.3, 0.1]),
+                                     dict(lr=0.1, l2=0.01, sample_weight=np.linspace(0.5, 2, N))),
     "own rows, dropout": (dict(dropout=[0.0, 0.2, 0.3, 0.1]),
                           dict(lr=0.1, batch_size=16, l2=0.01, rows=[np.arange(k, N - k) for k in range(4)])),
 }  # fmt: skip
@@ -226,3 +245,124 @@ def test_a_loop_the_compiler_refuses_runs_eagerly_to_the_same_result(monkeypatch
         np.testing.assert_allclose(ha.loss, hb.loss, rtol=0, atol=TOL)
     with pytest.raises(RuntimeError, match="no loop today"):
         gpunn.Ensemble([3, 6, 1], 2, seed=[1, 2], compile=True, **_jax()).fit(X, y, **fit)
+
+
+# ----------------------------------------------------------------------------- how many programs a fit compiles
+@pytest.fixture
+def fresh_caches():
+    """No compiled step or validation pass kept from an earlier test: each is compiled anew."""
+    for cache in (_loop._compiled, _loop._compiled_block):
+        cache.cache_clear()
+    yield
+    for cache in (_loop._compiled, _loop._compiled_block):
+        cache.cache_clear()
+
+
+FIRST_FITS = {  # (widths and members of a shape no other test compiles, the fit)
+    "full batch, adam, l2, clipping": (
+        ([3, 9, 4, 1], 5),
+        dict(lr=0.01, optimizer="adam", l2=0.01, clip_norm=1.0),
+    ),
+    "shuffled minibatches, dropout, weights per member": (
+        ([3, 8, 4, 1], 5),
+        dict(lr=0.1, batch_size=16, dropout=0.2, sample_weight=np.random.default_rng(2).uniform(0.5, 2, (5, N))),
+    ),
+    "minibatches in order, momentum": (([3, 7, 4, 1], 5), dict(lr=0.1, batch_size=16, shuffle=False,
+                                                               optimizer="momentum")),
+    "members on their own rows, minibatches": (([3, 6, 4, 1], 5), dict(lr=0.1, batch_size=16,
+                                                                       rows=[np.arange(k, N) for k in range(5)])),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(FIRST_FITS))
+def test_a_first_fit_with_validation_compiles_at_most_four_programs(compiles, fresh_caches, case):
+    """Issue 28.2 for the ensemble: the epoch (every batch, the short last one masked), the validation pass and
+    the metrics are the only programs (no eager stacking, slicing, conversion or read-back compiles one of its
+    own); the members' History.compiles say how many, and the same fit again compiles none."""
+    (sizes, k), fit = FIRST_FITS[case]
+    X, y = _data()
+    fit = dict(epochs=2, verbose=0, validation_data=(X[::3], y[::3]), **fit)
+    dropout = fit.pop("dropout", 0.0)
+    histories = []
+
+    def first():
+        ens = gpunn.Ensemble(sizes, k, seed=0, dropout=dropout, compile=True, **_jax())
+        histories.extend(ens.fit(X, y, **fit))
+
+    programs = compiles.during(first)
+    assert 1 <= programs <= 4
+    assert [h.compiles for h in histories] == [programs] * k
+    assert all(h.compile_seconds > 0 for h in histories)
+    histories.clear()
+    assert compiles.during(first) == 0
+    assert [h.compiles for h in histories] == [0] * k
+
+
+def test_verbose_2_prints_what_the_fit_compiled(compiles, fresh_caches, capsys):
+    X, y = _data()
+    ens = gpunn.Ensemble([3, 5, 4, 1], 2, seed=0, compile=True, **_jax())
+    programs = compiles.during(lambda: ens.fit(X, y, epochs=1, lr=0.1, verbose=2))
+    assert f"compiled {programs} program(s) in " in capsys.readouterr().out
+    ens.fit(X, y, epochs=1, lr=0.2, verbose=2)
+    assert "compiled" not in capsys.readouterr().out
+
+
+ROW_COUNTS = {"full": {}, "shuffled": dict(batch_size=16), "in order": dict(batch_size=16, shuffle=False),
+              "own rows": dict(batch_size=16, rows="own")}  # fmt: skip
+
+
+@pytest.mark.parametrize("fit", list(ROW_COUNTS.values()), ids=list(ROW_COUNTS))
+def test_a_new_row_count_in_the_same_bucket_compiles_nothing_and_pads_to_the_unpadded_result(compiles, fit):
+    """Issue 28.3: the data are padded to the next power of two (70 and 100 rows to 128) with rows that count for
+    nothing, so a new row count compiles nothing until it crosses one; the padded fit equals the eager NumPy
+    ensemble's, which pads nothing (float64, 1e-12), weights, records and step counts."""
+    rng = np.random.default_rng(5)
+
+    def data(n):
+        X = rng.normal(size=(n, 3))
+        return X, (X[:, 0] - X[:, 1] * X[:, 2] > 0).astype(np.int64), rng.uniform(0.5, 2, n)
+
+    def run(n, where, seed):
+        X, y, w = data(n)
+        own = fit.get("rows") == "own"
+        kw = {**fit, "rows": [np.arange(j, n - j) for j in range(3)]} if own else dict(fit)
+        ens = gpunn.Ensemble([3, 6, 1], 3, seed=[seed, seed + 1, seed + 2], **where)
+        h = ens.fit(X, y, epochs=2, lr=[0.1, 0.2, 0.3], l2=0.01, sample_weight=w, verbose=0,
+                    validation_data=(X[:25], y[:25]), **kw)  # fmt: skip
+        return ens, h
+
+    run(70, dict(compile=True, **_jax()), 0)
+    fits = []
+    assert compiles.during(lambda: fits.append(run(100, dict(compile=True, **_jax()), 3))) == 0
+    rng = np.random.default_rng(5)
+    run(70, dict(compile=False, device="cpu", dtype="float64"), 0)  # the same draws as above
+    compiled, h_compiled = fits[0]
+    eager, h_eager = run(100, dict(compile=False, device="cpu", dtype="float64"), 3)
+    for a, b, ha, hb in zip(compiled.members, eager.members, h_compiled, h_eager):
+        np.testing.assert_allclose(np.asarray(a.params), b.params, rtol=0, atol=TOL)
+        assert int(a.optimizer_state["step"]) == b.optimizer_state["step"]
+        for name in ("loss", "weighted_loss", "accuracy", "val_loss", "val_accuracy"):
+            np.testing.assert_allclose(getattr(ha, name), getattr(hb, name), rtol=0, atol=TOL, err_msg=name)
+
+
+def test_a_search_compiles_once_per_shape_group_however_many_rates(compiles):
+    """Issue 28.5: MLPSearchCV trains a shape group's candidates (every rate, every split) as one ensemble, whose
+    epoch is one program: after a first search has compiled the search's own set-up, a grid of one rate or of
+    six compiles one program (the group's K differs: a new shape), and a grid of two new widths compiles two
+    for each group: its training and its candidates' predictions (folds of one size: 69 rows, 3 splits)."""
+    from gpunn.sklearn import MLPClassifier, MLPSearchCV
+
+    X, y = _data()
+    X, y = X[:69], y[:69]
+    est = MLPClassifier((5,), max_iter=3, solver="sgd", batch_size=16, random_state=0)
+
+    def search(grid):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return MLPSearchCV(est, grid, cv=3, refit=False).fit(jnp.asarray(X), y)
+
+    search({"learning_rate_init": [0.1, 0.2]})
+    assert compiles.during(lambda: search({"learning_rate_init": [0.3]})) == 1
+    assert compiles.during(lambda: search({"learning_rate_init": [0.01, 0.02, 0.05, 0.1, 0.4, 0.5]})) == 1
+    groups = {"learning_rate_init": [0.1, 0.2, 0.3], "hidden_layer_sizes": [(4,), (3,)]}
+    assert compiles.during(lambda: search(groups)) == 4

@@ -81,14 +81,26 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
         for m, opt, schedule in zip(members, s.optimizers, s.schedules):
             m.learned = p.learned
             m.begin(opt, schedule)
-        first = [m.history.epochs for m in members]
+        first, before = [m.history.epochs for m in members], _backend.compiles()
         verbose = s.verbose if comm is None or comm.rank == 0 else 0
         if split is not None:
             split(ens, p, s, member_rows, sizes, verbose, member_callbacks, on_epoch)
         else:
-            plan = Plan(ens, p.x, p.target, p.weight_host, member_rows, s.batch_size, s.shuffle)
+            plan = Plan(ens, p.x, p.target, p.weight_host, member_rows, s.batch_size, s.shuffle,
+                        pad=comm is None and s.optimizers[0].name != "lbfgs")  # fmt: skip
             _run(ens, plan, p.val, _hyper(ens, sizes, s), s, verbose, member_callbacks, on_epoch, comm)
-    return [m.history.since(f) for m, f in zip(members, first)]
+    return _compiled_since(before, [m.history.since(f) for m, f in zip(members, first)], verbose)
+
+
+def _compiled_since(before: tuple[int, float], histories: list[History], verbose: int) -> list[History]:
+    """``histories``, each reporting the programs the fit compiled since ``before`` (shared by every member), as
+    MLP.fit's does; printed with ``verbose=2``, where a user looks at every epoch and sees a recompilation."""
+    programs, seconds = train.compiles_since(before)
+    if programs and verbose >= 2:
+        print(f"compiled {programs} program(s) in {seconds:.2f} s", flush=True)
+    for h in histories:
+        h.compiles, h.compile_seconds = programs, seconds
+    return histories
 
 
 def _prepare(ens: Ensemble, sizes: list[int], X: Any, y: Any, validation_data: Any, rows: Any, sample_weight: Any,
@@ -159,12 +171,27 @@ def _scanned(step: StackedStep, scan: Any, params: Any, state: Any, lr: Any, val
 
     def body(carry: tuple[Any, Any], per_step: Any) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
         idx, widx, mask, rows, took = per_step
-        xb, tb, wb, mask, rows, took = gather(x, t, w, idx, widx, mask, rows, took, active, step.xp)
-        p, s, loss_sum, correct = step(*carry, xb, tb, lr, wb, mask, rows, took, values)
-        return (p, s), (loss_sum, correct)
 
+        def run(carry: tuple[Any, Any]) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+            xb, tb, wb, mask_b, rows_b, took_b = gather(x, t, w, idx, widx, mask, rows, took, active, step.xp)
+            p, s, loss_sum, correct = step(*carry, xb, tb, lr, wb, mask_b, rows_b, took_b, values)
+            return (p, s), (loss_sum, correct)
+
+        if took is None or mask is None or cond is None:
+            return run(carry)
+        # a padded Run's steps past every member's last batch: skipped, their sums zero (see _plan.Plan.pad)
+        return cond(step.xp.any(took), run, lambda carry: (carry, _zero_sums(step, x, w, params)), carry)
+
+    cond = _backend.cond(step.xp)
     (params, state), (loss_sums, corrects) = scan(body, (params, state), xs)
     return params, state, loss_sums, corrects
+
+
+def _zero_sums(step: StackedStep, x: Any, w: Any, params: Any) -> tuple[Any, Any]:
+    """A masked step's (loss sums, correct counts) where no member trains: zeros of their shapes and dtypes."""
+    xp, k = step.xp, params.shape[0]
+    loss = xp.zeros((k, 2) if w is not None else (k,), dtype=x.dtype)
+    return loss, None if step.hyper.output in losses.REGRESSION else xp.zeros((k,), dtype=x.dtype)
 
 
 class _Runner:
@@ -249,31 +276,35 @@ class _Runner:
 
 # ----------------------------------------------------------------------------------------------- loop
 def stack(ens: Ensemble, compiled: bool = False) -> tuple[Any, dict[str, Any], list[int]]:
-    """The members' parameters and optimizer state as stacked (K, P) buffers, and their step counts."""
-    xp, members = ens.xp, ens.members
-    params = xp.stack([m.params for m in members])
+    """The members' parameters and optimizer state as stacked (K, P) buffers, and their step counts (stacked on
+    the host where an eager stack would compile: :func:`gpunn._backend.stack`)."""
+    xp, members, device = ens.xp, ens.members, ens.device
+    params = _backend.stack([m.params for m in members], xp, device)
     states: list[dict[str, Any]] = [m.optimizer_state for m in members]  # type: ignore[misc]
     name = members[0].optimizer.name  # type: ignore[union-attr]
     steps = [int(s["step"]) for s in states]
     slots = optim.slots(name, members[0].optimizer.hyper)  # type: ignore[union-attr]
-    state: dict[str, Any] = {slot: xp.stack([s[slot] for s in states]) for slot in slots}
+    state: dict[str, Any] = {slot: _backend.stack([s[slot] for s in states], xp, device) for slot in slots}
     if all(s == steps[0] for s in steps) and not compiled:
         state["step"] = steps[0]
     else:
-        state["step"] = xp.asarray([[s] for s in steps], dtype=xp.int32, device=ens.device)
+        state["step"] = _backend.from_numpy(np.asarray(steps, dtype=np.int32).reshape(-1, 1), xp, device)
     return params, state, steps
 
 
 def _hand_over(ens: Ensemble, params: Any, state: dict[str, Any], steps: list[int], which: Iterable[int]) -> None:
     """Members ``which`` take their rows of the stacked buffers (views where the namespace has them)."""
     which = list(which)
-    if len(which) < 2:
+    if len(which) < 2 and not _backend.compiles_eagerly(ens.xp):
         for i in which:
             ens.members[i].set_state(params[i, :], _row(state, steps, i))
         return
-    xp = ens.xp  # every row at once: one operation where each row would be one (a dispatch on JAX)
-    rows = xp.unstack(params)
-    slots = {s: xp.unstack(v) for s, v in state.items() if s != "step"}
+    if not which:
+        return
+    # every row at once: one operation where each row would be one (a dispatch, and on JAX a program)
+    xp, device = ens.xp, ens.device
+    rows = _backend.unstack(params, xp, device)
+    slots = {s: _backend.unstack(v, xp, device) for s, v in state.items() if s != "step"}
     for i in which:
         ens.members[i].set_state(rows[i], {"step": steps[i], **{s: v[i] for s, v in slots.items()}})
 
@@ -478,24 +509,56 @@ def _epoch(ens, plan, runner, val, params, state, active, active_dev, rng_states
 
 
 def _read_back(arrays: list[Any], xp: Any) -> np.ndarray:
-    """:func:`gpunn.train.read_back` of the members' (K,) sums, without a concatenation for a single array."""
+    """:func:`gpunn.train.read_back` of the members' (K,) sums, without a concatenation for a single array (nor
+    any, where an eager one would compile a program: copied one by one)."""
     if len(arrays) == 1:
         return np.asarray(_backend.to_numpy(arrays[0]), dtype=np.float64).reshape(-1)
-    return train.read_back(arrays, xp)
+    return train.read_back(arrays, xp, stack=not _backend.compiles_eagerly(xp))
 
 
 def evaluate_sums(ens: Ensemble, params: Any, x: Any, target: Any) -> tuple[list[Any], list[Any]]:
-    """Per-member summed loss (K,) and correct count (K,) of every block of EVAL_ROWS rows of placed data."""
+    """Per-member summed loss (K,) and correct count (K,) of every block of EVAL_ROWS rows of placed data; on a
+    namespace whose eager operations compile (JAX), each block one compiled program (one for every
+    validation size: no eager slice, forward or loss compiled one by one)."""
     xp, m0 = ens.xp, ens.members[0]
     n = x.shape[0]
-    layer_params = unflatten_stacked(params, m0.sizes, xp)
-    zero = xp.zeros((), dtype=x.dtype, device=ens.device)
+    zero = _backend.from_numpy(np.zeros((), dtype=m0.dtype), xp, ens.device)
+    structure = (tuple(m0.sizes), m0.activation if isinstance(m0.activation, str) else tuple(m0.activation),
+                 m0.output, m0.loss, xp)  # fmt: skip
     loss_sums, corrects = [], []
-    for block in row_blocks(n, feed.evaluate.EVAL_ROWS):
-        xb, tb = feed.evaluate.block_of(x, target, block)
-        z = forward_stacked(layer_params, xb, m0.activation, xp)[0]
-        loss_sum, _, correct = losses.head(m0.output, m0.loss, z, tb, zero, xp, members=True)
+    if ens.compile is not False and _backend.compiles_eagerly(xp) and not isinstance(x, feed.sparse.Placed):
+        size = min(n, feed.evaluate.EVAL_ROWS)
+        block = _compiled_block(*structure, size)
+        for start in range(0, n, size):  # (a block's start and rows as arrays: one program for every block)
+            loss_sum, correct = block(params, x, target, np.int32(start), np.int32(min(size, n - start)), zero)
+            loss_sums.append(loss_sum)
+            if correct is not None:
+                corrects.append(correct)
+        return loss_sums, corrects
+    for rows in row_blocks(n, feed.evaluate.EVAL_ROWS):
+        xb, tb = feed.evaluate.block_of(x, target, rows)
+        loss_sum, correct = _block(*structure, None, params, xb, tb, 0, None, zero)
         loss_sums.append(loss_sum)
         if correct is not None:
             corrects.append(correct)
     return loss_sums, corrects
+
+
+def _block(sizes: tuple, activation: Any, output: str, loss: str, xp: Any, size: int | None, params: Any, x: Any,
+           target: Any, start: Any, valid: Any, zero: Any) -> tuple[Any, Any]:  # fmt: skip
+    """Every member's summed loss and correct count on ``x``, or (``size``) on its ``size`` rows from ``start``,
+    the first ``valid`` of them counted (the rows past the end read its last row, and count for nothing)."""
+    mask = None
+    if size is not None and size != x.shape[0]:
+        idx = xp.minimum(xp.arange(size) + start, x.shape[0] - 1)
+        x, target = _backend.take_rows(x, idx, xp), _backend.take_rows(target, idx, xp)
+        mask = xp.reshape(xp.astype(xp.arange(size) < valid, x.dtype), (-1, 1))
+    z = forward_stacked(unflatten_stacked(params, sizes, xp), x, activation, xp)[0]
+    loss_sum, _, correct = losses.head(output, loss, z, target, zero, xp, members=True, mask=mask)
+    return loss_sum, correct
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_block(sizes: tuple, activation: Any, output: str, loss: str, xp: Any, size: int) -> Any:
+    compiler = _backend.compiler(xp)
+    return compiler(functools.partial(_block, sizes, activation, output, loss, xp, size))

@@ -38,11 +38,12 @@ def gather(x: Any, t: Any, w: Any, idx: Any, widx: Any, mask: Any, rows: Any, st
     own rows; ``step_active`` (K, 1) which members take this step, else the epoch's ``active``. Pure, so a
     compiled loop gathers inside itself."""
     active = active if step_active is None else step_active
-    if idx.ndim == 1:
+    if idx.ndim == 1:  # (with a mask (K, rows, 1): a padded step's, the same for every member)
         wb = None
         if w is not None:
             wb = _backend.take_rows(w, idx, xp) if w.ndim == 2 else xp.take(w, idx, axis=1)
-        return _backend.take_rows(x, idx, xp), _backend.take_rows(t, idx, xp), wb, None, None, active
+            wb = wb if mask is None else wb * mask
+        return _backend.take_rows(x, idx, xp), _backend.take_rows(t, idx, xp), wb, mask, rows, active
     k, r = idx.shape
     flat = xp.reshape(idx, (-1,))
     xb = None if x is None else xp.reshape(_backend.take_rows(x, flat, xp), (k, r, x.shape[1]))  # None: sparse
@@ -61,12 +62,19 @@ class Plan:
     the whole fit: X, the targets, the weights and, for members on their own rows, their masks."""
 
     def __init__(self, ens: Ensemble, x: Any, t: Any, w_host: np.ndarray | None, rows: list[np.ndarray] | None,
-                 batch_size: int | None, shuffle: bool):  # fmt: skip
+                 batch_size: int | None, shuffle: bool, pad: bool = False):  # fmt: skip
         xp, device, k = ens.xp, ens.device, len(ens.members)
         self.xp, self.device, self.k, self.x, self.t, self.n = xp, device, k, x, t, x.shape[0]
         self.shuffle, self.rows = shuffle, rows
         self.dtype = ens.members[0].dtype
         n = self.n
+        # Padded (a compiled step on a namespace whose eager operations compile, without ranks or a sparse X):
+        # the data get rows of zeros up to a power of two (_backend.bucket), which count for nothing, and an
+        # epoch's minibatches, the short last one masked, are one Run of as many steps as the padded rows make
+        # (those past the last batch skipped): the programs depend on the bucket and the batch size, not on n.
+        self.pad = pad and ens.compile is not False and _backend.compiles_eagerly(xp) and not isinstance(x, Placed)
+        if self.pad:
+            self.x, self.t = (_backend.pad_rows(a, _backend.bucket(n), xp, device) for a in (x, t))
         self.n_rows = [n] * k if rows is None else [len(r) for r in rows]
         self.bs = [nk if batch_size is None else min(batch_size, nk) for nk in self.n_rows]
         self.w_host = w_host  # (n,), (K, n) or None
@@ -80,23 +88,32 @@ class Plan:
             self.mode = "full" if self.bs[0] == n else ("gather" if shuffle else "slices")
         else:
             self.mode = "counts" if batch_size is None and not dropout else "padded"
-        self.w_dev = None  # weights on the device: (n, 1) shared, (K, n, 1) per member, or (K * n, 1) to gather
+        # the rows the device holds (n, or padded); the weights there: (rows, 1) shared, (K, rows, 1) per member,
+        # or (K * rows, 1) to gather; padding rows weigh 0
+        held = self.x.shape[0]
+        w_held = None if w_host is None else np.zeros((*w_host.shape[:-1], held))
+        if w_held is not None:
+            w_held[..., :n] = w_host
+        self.w_dev = None
         self.mask = self.rows_dev = None
         if self.mode == "counts":
-            counts = np.zeros((k, n))
+            counts = np.zeros((k, held))
             for i, r in enumerate(rows or []):
                 np.add.at(counts[i], r, 1.0)
-            self.mask = self.up(counts.reshape(k, n, 1))
+            self.mask = self.up(counts.reshape(k, held, 1))
             self.rows_dev = self.up(np.asarray(self.n_rows, dtype=np.float64).reshape(k, 1))
-            if w_host is not None:
-                self.w_dev = self.up((counts * w_host).reshape(k, n, 1))
-        elif w_host is not None:
-            if w_host.ndim == 1:
-                self.w_dev = self.up(w_host.reshape(n, 1))
+            if w_held is not None:
+                self.w_dev = self.up((counts * w_held).reshape(k, held, 1))
+        elif self.mode == "full" and self.pad:  # every member on the real rows, the padding masked out
+            self.mask = self.up((np.arange(held) < n).astype(np.float64).reshape(held, 1))
+            self.rows_dev = self.up(np.asarray(float(n)))
+        if self.mode != "counts" and w_held is not None:
+            if w_held.ndim == 1:
+                self.w_dev = self.up(w_held.reshape(held, 1))
             elif self.mode in ("gather", "padded"):
-                self.w_dev = self.up(w_host.reshape(k * n, 1))
+                self.w_dev = self.up(w_held.reshape(k * held, 1))
             else:
-                self.w_dev = self.up(w_host.reshape(k, n, 1))
+                self.w_dev = self.up(w_held.reshape(k, held, 1))
 
     def up(self, a: np.ndarray, dtype: Any = None) -> Any:
         return _backend.from_numpy(a.astype(dtype or self.dtype), self.xp, self.device)
@@ -117,6 +134,11 @@ class Plan:
             x = self.x.later() if isinstance(self.x, Placed) else self.x
             batch = (x, self.t, self.w_dev, self.mask, self.rows_dev, active_dev)
             return [batch], np.array([active])
+        if self.pad and self.mode == "slices":
+            for i in range(k):
+                if active[i]:
+                    self._check_weights(i, np.arange(n), members[i].epoch)
+            return self._bucketed([np.arange(n)] * k, active, shared=True)
         if self.mode == "slices":
             bs = self.bs[0]
             for i in range(k):
@@ -143,6 +165,8 @@ class Plan:
             if active[i]:
                 self._check_weights(i, local, members[i].epoch)
             orders.append(local if self.rows is None else self.rows[i][local])
+        if self.pad:
+            return self._bucketed(orders, active)
         if self.mode == "gather":
             return self._gathered(np.stack(orders), active_dev, loops), np.array([active] * self.steps())
         return self._padded(orders, active, loops)
@@ -229,3 +253,36 @@ class Plan:
                 None if active_dev is None else active_dev[s, ...], idx[s],
             ))  # fmt: skip
         return batches, took
+
+    def _bucketed(self, orders: list[np.ndarray], active: list[bool], shared: bool = False
+                  ) -> tuple[list[Any], np.ndarray]:  # fmt: skip
+        """A padded plan's minibatch epoch as one :class:`Run`: each active member's batches in its order, the
+        short last one masked, over as many steps as the padded rows make at the widest batch (a member whose
+        epoch has fewer steps, and every member past the last batch, sits those steps out), so that the Run's
+        shapes depend on the bucket and the batch size only. ``shared``: every member on the same rows in the
+        same order (minibatches in order), gathered once for all."""
+        k, held = self.k, self.x.shape[0]
+        width = min(max(self.bs), held)
+        steps = -(-held // width)
+        idx = np.zeros((steps, k, width), dtype=np.int64)
+        mask = np.zeros((steps, k, width, 1))
+        took = np.zeros((steps, k), dtype=bool)
+        rows = np.ones((steps, k, 1))
+        for i in range(k):
+            if not active[i]:
+                continue
+            bs = self.bs[i]
+            for s, lo in enumerate(range(0, self.n_rows[i], bs)):
+                part = orders[i][lo : lo + bs]
+                idx[s, i, : len(part)] = part
+                mask[s, i, : len(part)] = 1.0
+                rows[s, i, 0] = len(part)
+                took[s, i] = True
+        if shared:  # the same rows for every member: each step's first active member's
+            idx = idx[:, int(np.argmax(active)), :]
+        own_weights = self.w_host is not None and self.w_host.ndim == 2
+        widx = None
+        if own_weights and not shared:
+            widx = self.up(idx + (np.arange(k) * held)[None, :, None], np.int64)
+        xs = (self.up(idx, np.int64), widx, self.up(mask), self.up(rows), self.up(took.reshape(steps, k, 1), bool))
+        return [Run(self.x, self.t, self.w_dev, xs, None, steps)], took

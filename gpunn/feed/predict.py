@@ -3,6 +3,7 @@ indices, and a score of probabilities or values against targets."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -21,15 +22,23 @@ def logits(spec: Spec, params: Any, X: Any, scaling: Any) -> Any:
     xp = spec.xp
     x = check_x(spec, X, "X")
     stacked = params.ndim == 2
-    weights = (layers.unflatten_stacked if stacked else layers.unflatten)(params, spec.sizes, xp)
-    blocks = []
-    for block in row_blocks(x.shape[0], EVAL_ROWS):
-        xb = place_x(spec, x[block, ...], scaling)
-        if stacked:
-            blocks.append(layers.forward_stacked(weights, xb, spec.activation, xp)[0])
-        else:
-            blocks.append(layers.logits(weights, xb, spec.activation, xp))
+    activation = spec.activation if isinstance(spec.activation, str) else tuple(spec.activation)
+    forward = functools.partial(_forward, tuple(spec.sizes), activation, xp, stacked)
+    if _backend.compiles_eagerly(xp) and not _backend.is_traced(params):  # one program, not one per operation
+        forward = _compiled_forward(tuple(spec.sizes), activation, xp, stacked)
+    blocks = [forward(params, place_x(spec, x[block, ...], scaling)) for block in row_blocks(x.shape[0], EVAL_ROWS)]
     return blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=1 if stacked else 0)
+
+
+def _forward(sizes: tuple[int, ...], activation: Any, xp: Any, stacked: bool, params: Any, x: Any) -> Any:
+    if stacked:
+        return layers.forward_stacked(layers.unflatten_stacked(params, sizes, xp), x, activation, xp)[0]
+    return layers.logits(layers.unflatten(params, sizes, xp), x, activation, xp)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_forward(sizes: tuple[int, ...], activation: Any, xp: Any, stacked: bool) -> Any:
+    return _backend.compiler(xp)(functools.partial(_forward, sizes, activation, xp, stacked))
 
 
 def indices(output: str, scores: Any, threshold: float, xp: Any, device: Any) -> Any:
