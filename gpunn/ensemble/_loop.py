@@ -186,8 +186,8 @@ def _epochs(step: StackedStep, scan: Any, cond: Any, params: Any, state: Any, lr
             x: Any, t: Any, w: Any, mask: Any, rows: Any, active: Any) -> tuple[Any, Any, Any, Any, Any]:  # fmt: skip
     """Full-batch epochs as one loop: epoch e at the rates ``lrs[e]`` (K, 1) where ``live[e]``, the rest of the
     block skipped (so that a shorter block runs in the same program). Returns the parameters and state after
-    the block, those at the start of every epoch (a list: the divergence check's rollback takes them) and every
-    epoch's metrics, stacked (zeros for a skipped one)."""
+    the block, those at the start of every epoch (stacked: the divergence check's rollback takes them,
+    :func:`_pick`) and every epoch's metrics (zeros for a skipped one)."""
 
     def one(carry: tuple[Any, Any], lr: Any) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
         p, s, loss_sum, correct = step(*carry, x, t, lr, w, mask, rows, active, values)
@@ -200,12 +200,22 @@ def _epochs(step: StackedStep, scan: Any, cond: Any, params: Any, state: Any, lr
         new, metrics = cond(on, lambda c: one(c, lr), lambda c: (c, blank), carry)
         return new, (carry, metrics)
 
-    (params, state), ((start_params, start_state), (loss_sums, corrects)) = scan(body, (params, state), (lrs, live))
-    # each epoch's apart, inside the program: apart on the host, every slice would be a program of its own
-    xp = step.xp
-    slots = {slot: xp.unstack(v) for slot, v in start_state.items()}
-    starts = [(p, {slot: v[e] for slot, v in slots.items()}) for e, p in enumerate(xp.unstack(start_params))]
+    (params, state), (starts, (loss_sums, corrects)) = scan(body, (params, state), (lrs, live))
     return params, state, starts, loss_sums, corrects
+
+
+@functools.lru_cache(maxsize=4)
+def _picker(xp: Any) -> Any:
+    """The compiled :func:`_pick`. (Split inside the block's program, 32 epochs' states as 64 outputs took XLA
+    seconds more to compile than the block itself; picked on the host with a Python index, each index would be
+    a program of its own.)"""
+    return _backend.compiler(xp, True)(_pick)
+
+
+def _pick(params: Any, state: dict[str, Any], e: Any) -> tuple[Any, dict[str, Any]]:
+    """Epoch ``e``'s parameters and state (``e`` a traced index: one program for every epoch) of a block's stacked
+    ones (:func:`_epochs`)."""
+    return params[e, ...], {slot: v[e, ...] for slot, v in state.items()}
 
 
 class _Runner:
@@ -536,10 +546,11 @@ def _block(ens: Ensemble, plan: Plan, runner: _Runner, params: Any, state: Any, 
     out = runner.epochs(params, state, batches[0], plan.up(lrs), plan.up(np.arange(size) < n, bool))
     if out is None:
         return None
-    end_params, end_state, starts, loss_sums, corrects = out
+    end_params, end_state, (start_params, start_state), loss_sums, corrects = out
     host_loss = _backend.to_numpy(loss_sums).astype(np.float64)  # (size, K) or, with weights, (size, K, 2)
     host_counts = None if corrects is None else _backend.to_numpy(corrects).astype(np.float64)
-    starts = starts[:n]
+    pick = _picker(ens.xp)
+    starts = [(params, state)] + [pick(start_params, start_state, np.int32(e)) for e in range(1, n)]
     ends = starts[1:] + [(end_params, end_state)]
     epochs_out = []
     for e in range(n):
