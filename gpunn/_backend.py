@@ -350,6 +350,15 @@ def cond(xp: Any) -> Any:
     return None
 
 
+def zeros_of(f: Any, *args: Any) -> Any:
+    """Zeros shaped as what ``f(*args)`` returns, found without running it (``jax.eval_shape``; JAX only): what a
+    compiled branch that skips ``f`` gives in its place (see :func:`cond`)."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(f, *args))
+
+
 def bucket(rows: int) -> int:
     """The rows a compiled step pads ``rows`` to: the next power of two, so that data of a new size compiles
     again only when it crosses one."""

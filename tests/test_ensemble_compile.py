@@ -251,10 +251,10 @@ def test_a_loop_the_compiler_refuses_runs_eagerly_to_the_same_result(monkeypatch
 @pytest.fixture
 def fresh_caches():
     """No compiled step or validation pass kept from an earlier test: each is compiled anew."""
-    for cache in (_loop._compiled, _loop._compiled_block):
+    for cache in (_loop._compiled, _loop._compiled_val_block, _loop._blocked, _loop._picker):
         cache.cache_clear()
     yield
-    for cache in (_loop._compiled, _loop._compiled_block):
+    for cache in (_loop._compiled, _loop._compiled_val_block, _loop._blocked, _loop._picker):
         cache.cache_clear()
 
 
@@ -366,3 +366,110 @@ def test_a_search_compiles_once_per_shape_group_however_many_rates(compiles):
     assert compiles.during(lambda: search({"learning_rate_init": [0.01, 0.02, 0.05, 0.1, 0.4, 0.5]})) == 1
     groups = {"learning_rate_init": [0.1, 0.2, 0.3], "hidden_layer_sizes": [(4,), (3,)]}
     assert compiles.during(lambda: search(groups)) == 4
+
+
+def _eager_pair(ens_kw, fit, sizes=(3, 6, 5, 1), k=4, seeds=(1, 2, 3, 4), X=None, y=None):
+    """The compiled JAX ensemble and the eager NumPy one (float64) after the same fit, with their histories (or,
+    where the fit raises, the error)."""
+    if X is None:
+        X, y = _data()
+    out = []
+    for kw in (dict(compile=True, **_jax()), dict(compile=False, device="cpu", dtype="float64")):
+        ens = gpunn.Ensemble(list(sizes), k, seed=list(seeds), **ens_kw, **kw)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                result: object = ens.fit(X, y, verbose=0, **fit)
+            except gpunn.GpunnError as exc:
+                result = exc
+        out.append((ens, result, [str(w.message) for w in caught]))
+    return out
+
+
+def _same_members(compiled, eager):
+    for a, b in zip(compiled.members, eager.members):
+        np.testing.assert_allclose(np.asarray(a.params), b.params, rtol=0, atol=TOL)
+        assert int(a.optimizer_state["step"]) == b.optimizer_state["step"] and a.epoch == b.epoch
+        for name in ("loss", "accuracy", "weighted_loss", "lr"):
+            assert len(getattr(a.history, name)) == len(getattr(b.history, name)), name
+            np.testing.assert_allclose(getattr(a.history, name), getattr(b.history, name), rtol=0, atol=TOL)
+
+
+BLOCKS = {
+    "rates, penalties, clipping, a step schedule": (
+        {}, dict(epochs=37, lr=gpunn.schedules.step(0.2, every=10, gamma=0.5), l2=[0.0, 0.01, 0.1, 0.02],
+                 clip_norm=0.5)),
+    "adamw, weighted": ({}, dict(epochs=37, lr=0.05, optimizer="adamw", weight_decay=[0.0, 0.1, 0.2, 0.3],
+                                 sample_weight=np.random.default_rng(1).uniform(0.2, 2, size=N))),
+    "own rows": ({}, dict(epochs=37, lr=0.1, rows=[np.arange(k, N - k) for k in range(4)])),
+    "dropout": (dict(dropout=[0.0, 0.2, 0.3, 0.1]), dict(epochs=37, lr=0.1, optimizer="momentum")),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BLOCKS))
+def test_full_batch_epochs_run_in_blocks_of_one_compiled_call_each(monkeypatch, case):
+    """Without a callback or validation data, a compiled full-batch fit runs its epochs 32 to one call (37 epochs:
+    2 calls, the second 5 epochs long in the same program), with the same weights, step counts and per-epoch
+    records as the eager NumPy ensemble (which runs one epoch at a time)."""
+    calls = []
+    real_epochs, real_call = _loop._Runner.epochs, _loop._Runner.__call__
+    monkeypatch.setattr(_loop._Runner, "epochs", lambda self, *a: calls.append("block") or real_epochs(self, *a))
+    monkeypatch.setattr(_loop._Runner, "__call__",
+                        lambda self, *a: (self.compiled and calls.append("step")) or real_call(self, *a))  # fmt: skip
+    ens_kw, fit = BLOCKS[case]
+    (compiled, h_compiled, _), (eager, h_eager, _) = _eager_pair(ens_kw, fit)
+    assert calls == ["block", "block"]
+    _same_members(compiled, eager)
+    assert all(h.epochs == fit["epochs"] for h in h_compiled)
+
+
+@pytest.mark.parametrize("lr", [3.0, 1e8], ids=["explodes", "overflows"])
+def test_a_member_diverging_inside_a_block_stops_where_the_eager_ensemble_stops_it(lr):
+    """A member that diverges in the middle of a block is set aside from the state before that epoch, as one epoch
+    at a time sets it aside; the block's later epochs run again without it, and the others end where they would."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(N, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.normal(size=N)
+    fit = dict(epochs=30, lr=[0.01, lr, 0.02])
+    (compiled, _, warned), (eager, _, warned_eager) = _eager_pair(dict(output="identity"), fit, k=3, seeds=(1, 2, 3),
+                                                                  X=X, y=y)  # fmt: skip
+    assert compiled.diverged == eager.diverged and compiled.diverged[1] is not None
+    assert compiled.diverged[0] is None and compiled.diverged[2] is None
+    assert warned == warned_eager and len(warned) == 1
+    assert compiled.members[1].epoch < 30 and compiled.members[0].epoch == 30
+    assert lr > 10 or compiled.members[1].epoch > 0  # the exploding member: in the middle of the first block
+    _same_members(compiled, eager)
+
+
+def test_a_rate_that_is_not_valid_inside_a_block_raises_after_the_epochs_before_it():
+    """A schedule whose rate turns infinite at epoch 4 stops the fit there with the eager ensemble's error, the
+    first three epochs committed."""
+    schedule = gpunn.schedules.Schedule("step", {"lr": 0.1, "gamma": float("inf"), "every": 3})
+    (compiled, error, _), (eager, error_eager, _) = _eager_pair({}, dict(epochs=10, lr=schedule))
+    assert isinstance(error, gpunn.ConfigError) and str(error) == str(error_eager)
+    assert "gave inf for epoch 4" in str(error)
+    assert all(m.epoch == 3 for m in compiled.members)
+    _same_members(compiled, eager)
+
+
+def test_a_block_the_compiler_refuses_runs_eagerly_to_the_same_result(monkeypatch):
+    """Under compile="auto", a block the compiler refuses warns once and the fit goes on one eager epoch at a
+    time: the same weights and records as the eager NumPy ensemble."""
+
+    def refusing(step, epochs):
+        def form(*a):
+            raise RuntimeError("no block today")
+
+        return form
+
+    monkeypatch.setattr(_loop, "_blocked", refusing)
+    X, y = _data()
+    fit = dict(epochs=5, lr=[0.1, 0.2], l2=[0.0, 0.01], verbose=0)
+    auto = gpunn.Ensemble([3, 6, 1], 2, seed=[1, 2], compile="auto", **_jax())
+    with pytest.warns(RuntimeWarning, match="compiling the ensemble's step on jax failed .*no block today"):
+        auto.fit(X, y, **fit)
+    eager = gpunn.Ensemble([3, 6, 1], 2, seed=[1, 2], compile=False, device="cpu", dtype="float64")
+    eager.fit(X, y, **fit)
+    _same_members(auto, eager)
+    with pytest.raises(RuntimeError, match="no block today"):
+        gpunn.Ensemble([3, 6, 1], 2, seed=[1, 2], compile=True, **_jax()).fit(X, y, **fit)

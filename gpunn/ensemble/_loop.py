@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import _backend, feed, lbfgs, losses, optim, settings, train
+from .. import _backend, feed, fitloop, lbfgs, losses, optim, settings, train
 from ..data import Dataset
 from ..data.moments import row_blocks
 from ..errors import ConfigError, DivergenceError, InputError
+from ..feed.sparse import Placed
 from ..history import History, Reporter
 from ..layers import forward_stacked, unflatten_stacked
 from ..step import StackedHyper, StackedStep, member_values, stacked_hyper
@@ -194,6 +195,56 @@ def _zero_sums(step: StackedStep, x: Any, w: Any, params: Any) -> tuple[Any, Any
     return loss, None if step.hyper.output in losses.REGRESSION else xp.zeros((k,), dtype=x.dtype)
 
 
+# A compiled full-batch fit runs up to this many epochs as one call of the compiler (:meth:`_Runner.epochs`), as a
+# hand-written scan over the epochs does: one call an epoch costs more than its dispatch, since XLA's CPU runtime
+# allocates a call's temporaries afresh, and above 32 MiB (64 networks 10-32-32-1 on 1000 rows) the C library
+# maps those pages from the kernel every time: 8300 page faults, as long as the step itself.
+BLOCK = 32
+
+
+@functools.lru_cache(maxsize=16)
+def _blocked(step: StackedStep, epochs: int) -> Any:
+    """The compiled :func:`_epochs` of ``step`` for blocks of ``epochs`` epochs (one program for any shorter block)."""
+    xp = step.xp
+    return _backend.compiler(xp, True)(functools.partial(_epochs, step, _backend.scan(xp), _backend.cond(xp)))
+
+
+def _epochs(step: StackedStep, scan: Any, cond: Any, params: Any, state: Any, lrs: Any, live: Any, values: Any,
+            x: Any, t: Any, w: Any, mask: Any, rows: Any, active: Any) -> tuple[Any, Any, Any, Any, Any]:  # fmt: skip
+    """Full-batch epochs as one loop: epoch e at the rates ``lrs[e]`` (K, 1) where ``live[e]``, the rest of the
+    block skipped (so that a shorter block runs in the same program). Returns the parameters and state after
+    the block, those at the start of every epoch (stacked: the divergence check's rollback takes them,
+    :func:`_pick`) and every epoch's metrics (zeros for a skipped one)."""
+
+    def one(carry: tuple[Any, Any], lr: Any) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+        p, s, loss_sum, correct = step(*carry, x, t, lr, w, mask, rows, active, values)
+        return (p, s), (loss_sum, correct)
+
+    blank = _backend.zeros_of(one, (params, state), lrs[0, ...])[1]
+
+    def body(carry: tuple[Any, Any], per_epoch: Any) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+        lr, on = per_epoch
+        new, metrics = cond(on, lambda c: one(c, lr), lambda c: (c, blank), carry)
+        return new, (carry, metrics)
+
+    (params, state), (starts, (loss_sums, corrects)) = scan(body, (params, state), (lrs, live))
+    return params, state, starts, loss_sums, corrects
+
+
+@functools.lru_cache(maxsize=4)
+def _picker(xp: Any) -> Any:
+    """The compiled :func:`_pick`. (Split inside the block's program, 32 epochs' states as 64 outputs took XLA
+    seconds more to compile than the block itself; picked on the host with a Python index, each index would be
+    a program of its own.)"""
+    return _backend.compiler(xp, True)(_pick)
+
+
+def _pick(params: Any, state: dict[str, Any], e: Any) -> tuple[Any, dict[str, Any]]:
+    """Epoch ``e``'s parameters and state (``e`` a traced index: one program for every epoch) of a block's stacked
+    ones (:func:`_epochs`)."""
+    return params[e, ...], {slot: v[e, ...] for slot, v in state.items()}
+
+
 class _Runner:
     """The stacked step, through the namespace's compiler when asked (as :class:`gpunn.train.Runner`); with
     ``comm``, on this rank's shard of every batch (:func:`._distributed.shard_step`). Compiled, it is the step
@@ -213,6 +264,7 @@ class _Runner:
         self._eager = (self.step, self.step.gradients, self.step.apply, None)
         self.dtype = self.step.zero.dtype
         self._rates: dict[tuple[float, ...], Any] = {}
+        self.block = 0  # epochs a compiled call runs (:func:`_block_size`), when it runs several
 
     @property
     def loops(self) -> bool:
@@ -254,6 +306,16 @@ class _Runner:
         if self.comm is None:
             return forms[0](params, state, batch[0], batch[1], lr, *batch[2:], self.values)
         return _distributed.shard_step(self.step, forms[1:3], self.comm, params, state, batch, lr, self.values)
+
+    def epochs(self, params: Any, state: Any, batch: tuple, lrs: Any, live: Any) -> tuple | None:
+        """A block of full-batch epochs as one compiled call (:func:`_epochs`), or None after the compiler
+        failed (under ``compile="auto"``: the fit goes on one eager epoch at a time)."""
+        try:
+            form = _blocked(self.step, live.shape[0])
+            return form(params, self.steps(state, params.shape[0]), lrs, live, self.values, *batch)
+        except Exception as exc:
+            self._fall_back(exc, lrs[0, ...])
+            return None
 
     def run(self, params: Any, state: Any, run: Run, lr: Any) -> tuple[Any, Any, Any, Any]:
         """The steps of ``run`` as one compiled loop, their metrics stacked (steps, K, ...); after the compiler
@@ -323,22 +385,32 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.F
         run_epoch = functools.partial(_lbfgs.epoch, evaluate=evaluate_sums)
     params, state, steps = stack(ens, runner.compiled)
     active = [d is None for d in ens.diverged]
+    any_callbacks = any(member_callbacks) or on_epoch is not None
+    block = _block_size(runner, plan, val, params, state, verbose, any_callbacks, members)
     guards = [train.DivergenceGuard(s.diverge_factor, members[0].loss) for _ in range(k)]
     previous: list[Any] = [None] * k  # a member's state at the start of its last committed epoch
-    any_callbacks = any(member_callbacks) or on_epoch is not None
     start = max(m.epoch for m in members)
     reporter = Reporter(verbose, start, start + s.epochs)
     handed = list(range(k))  # members whose arrays are not yet the current rows
     try:
         with _backend.memory_guard(ens.device, plan.bs[0] if plan.bs[0] < plan.n else None):
-            for _ in range(s.epochs):
+            pending: list[tuple] = []  # epochs that ran as one block (:func:`_block`), not yet committed
+            for done in range(s.epochs):
                 if not any(active):
                     break
-                active_dev = None if all(active) else plan.up(np.array(active).reshape(k, 1), bool)
-                before = (params, state, list(steps), [m.rng.bit_generator.state for m in members])
+                if not pending:
+                    active_dev = None if all(active) else plan.up(np.array(active).reshape(k, 1), bool)
+                    rngs = [m.rng.bit_generator.state for m in members]
+                    if block:
+                        pending = _block(ens, plan, runner, params, state, active, active_dev,
+                                         min(block, s.epochs - done), reporter) or []  # fmt: skip
+                        block = block if pending else 0  # the compiler failed: eager epochs from here on
+                    if not pending:
+                        pending = [(params, state, *run_epoch(ens, plan, runner, val, params, state, active,
+                                                              active_dev, rngs))]  # fmt: skip
+                start_params, start_state, new_params, new_state, records, taken, failed = pending.pop(0)
+                before = (start_params, start_state, list(steps), rngs)
                 host = [(m.epoch, m.schedule_state) for m in members]
-                new_params, new_state, records, taken, failed = run_epoch(ens, plan, runner, val, params, state,
-                                                                          active, active_dev, before[3])  # fmt: skip
                 try:  # the epoch's commit, every member's or none (an interrupt here returns all to `before`)
                     new_steps = [a + b for a, b in zip(steps, taken.sum(axis=0).tolist())]
                     for i in range(k):
@@ -362,6 +434,7 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.F
                         m.history.truncate(epoch)
                     raise
                 if failed:
+                    pending = []  # the block's later epochs ran with the failed members: they run again without them
                     _hand_over(ens, params, state, steps, range(k))
                     _set_aside(ens, failed, before, previous)
                     params, state, steps = stack(ens, runner.compiled)
@@ -390,6 +463,22 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.F
     finally:
         reporter.close()
         _hand_over(ens, params, state, steps, handed if any_callbacks else list(range(k)))
+
+
+def _block_size(runner: Any, plan: Plan, val: Any, params: Any, state: dict[str, Any], verbose: int,
+                any_callbacks: bool, members: list[Any]) -> int:  # fmt: skip
+    """How many full-batch epochs go to the compiler as one call (:func:`_block`), or 0 for one call an epoch:
+    where nothing needs each epoch's record as it ends (a callback, a schedule that learns from the loss,
+    ``verbose=2``), without validation data, and as many as fit in :data:`gpunn.fitloop.QUEUE_BYTES` of the
+    states kept for the divergence check's rollback."""
+    if not (isinstance(runner, _Runner) and runner.loops and plan.mode in ("full", "counts")
+            and not isinstance(plan.x, Placed) and val is None and not any_callbacks and verbose < 2
+            and not any(train.learns(m.schedule) for m in members)):  # fmt: skip
+        return 0
+    per_epoch = params.shape[0] * params.shape[1] * params.dtype.itemsize * len(state)
+    size = min(BLOCK, fitloop.QUEUE_BYTES // per_epoch)
+    runner.block = size
+    return size if size >= 2 else 0
 
 
 def _set_aside(ens: Ensemble, failed: dict[int, Exception], before: tuple, previous: list[Any]) -> None:
@@ -430,19 +519,8 @@ def _epoch(ens, plan, runner, val, params, state, active, active_dev, rng_states
     changed nothing (if it raises, the members' generators are put back to ``rng_states``, their states before
     it)."""
     xp, members, k = ens.xp, ens.members, len(ens.members)
-    m0 = members[0]
     try:
-        lrs: list[float] = []
-        for i, m in enumerate(members):
-            if not active[i]:
-                continue
-            rate = m.schedule.rate(m.epoch, m.schedule_state)
-            if not (math.isfinite(rate) and rate >= 0):
-                raise ConfigError(f"member {i}: the learning-rate schedule gave {rate!r} for epoch {m.epoch + 1}; a "
-                                  "rate is finite and >= 0")  # fmt: skip
-            lrs.append(rate)
-        it = iter(lrs)
-        lrs = [next(it) if a else lrs[0] for a in active]  # members sitting out take any rate: they do not move
+        lrs = _rates(members, active)
         lr = runner.rate(lrs)
         batches, taken = plan.epoch(members, active, active_dev, runner.loops)
         loss_sums, corrects = [], []
@@ -471,41 +549,103 @@ def _epoch(ens, plan, runner, val, params, state, active, active_dev, rng_states
             summed = np.asarray(comm.sum_scalars(train_part))
             host_loss = np.concatenate([summed[: s * k * width], host_loss[s * k * width :]])
             host_counts = None if host_counts is None else summed[s * k * width :]
-        batch_sums = host_loss[: s * k * width].reshape(s, k, width)
-        val_sums = host_loss[s * k * width :].reshape(-1, k)
-        counts = None if host_counts is None else host_counts.reshape(s, k)
-        val_counts = None if host_val_counts is None else host_val_counts.reshape(-1, k)
-        # Every member's sums over its own steps at once (a loop over K members here would cost more than the step)
-        totals = np.where(taken[:, :, None], batch_sums, 0.0).sum(axis=0)  # steps a member sat out may hold anything
-        n_rows = np.asarray(plan.n_rows, dtype=np.float64)
-        scales = losses.scales(m0.output, m0.loss, n_rows, m0.n_outputs)[0]  # every member's at once
-        loss = totals[:, 0] * scales
-        columns: dict[str, np.ndarray] = {"loss": loss}
-        if plan.weight_totals is not None:
-            columns["weighted_loss"] = totals[:, -1] * scales * n_rows / np.asarray(plan.weight_totals)
-        labels = m0.n_outputs if m0.output == "sigmoid" else 1
-        if counts is not None:
-            columns["accuracy"] = np.where(taken, counts, 0.0).sum(axis=0) / (n_rows * labels)
-        if val is not None:
-            n_val = val[0].shape[0]
-            columns["val_loss"] = val_sums.sum(axis=0) * losses.scales(m0.output, m0.loss, n_val, m0.n_outputs)[0]
-            if val_counts is not None:
-                columns["val_accuracy"] = val_counts.sum(axis=0) / (n_val * labels)
-        columns["lr"] = np.asarray(lrs)
-        listed = {key: value.tolist() for key, value in columns.items()}
-        records: list[dict[str, float]] = [
-            {key: listed[key][i] for key in listed} if active[i] else {} for i in range(k)
-        ]
-        failed: dict[int, Exception] = {
-            i: train.non_finite(members[i].epoch, batch_sums[taken[:, i], i, 0], loss[i])
-            for i in range(k)
-            if active[i] and not math.isfinite(loss[i])
-        }
+        records, failed = _records(ens, plan, val, host_loss, host_counts, host_val_counts, taken, lrs, active)
     except BaseException:
         for m, rng_state in zip(members, rng_states):
             m.rng.bit_generator.state = rng_state
         raise
     return params, state, records, taken, failed
+
+
+def _block(ens: Ensemble, plan: Plan, runner: _Runner, params: Any, state: Any, active: list[bool], active_dev: Any,
+           epochs: int, reporter: Reporter) -> list[tuple] | None:  # fmt: skip
+    """Up to ``epochs`` full-batch epochs as one compiled call (:meth:`_Runner.epochs`), their metrics read back
+    together: for each epoch, the stacked parameters and state at its start, then what :func:`_epoch` returns. It ends
+    early where a progress line is due and before an epoch whose rate is not valid (which then raises as the
+    first of the next block, once the epochs before it are committed). None if the compiler failed."""
+    members, k = ens.members, len(ens.members)
+    rates = [_rates(members, active)]
+    first = max(m.epoch for m, a in zip(members, active) if a)
+    while len(rates) < epochs and not (reporter.verbose and reporter.due(first + len(rates))):
+        try:
+            rates.append(_rates(members, active, len(rates)))
+        except ConfigError:
+            break
+    n, size = len(rates), runner.block
+    lrs = np.asarray(rates + [rates[0]] * (size - n)).reshape(size, k, 1)
+    batches, taken = plan.epoch(members, active, active_dev)
+    out = runner.epochs(params, state, batches[0], plan.up(lrs), plan.up(np.arange(size) < n, bool))
+    if out is None:
+        return None
+    end_params, end_state, (start_params, start_state), loss_sums, corrects = out
+    host_loss = _backend.to_numpy(loss_sums).astype(np.float64)  # (size, K) or, with weights, (size, K, 2)
+    host_counts = None if corrects is None else _backend.to_numpy(corrects).astype(np.float64)
+    pick = _picker(ens.xp)
+    starts = [(params, state)] + [pick(start_params, start_state, np.int32(e)) for e in range(1, n)]
+    ends = starts[1:] + [(end_params, end_state)]
+    epochs_out = []
+    for e in range(n):
+        counts = None if host_counts is None else host_counts[e]
+        records, failed = _records(ens, plan, None, host_loss[e].reshape(-1), counts, None, taken, rates[e], active,
+                                   e)  # fmt: skip
+        epochs_out.append((*starts[e], *ends[e], records, taken, failed))
+    return epochs_out
+
+
+def _rates(members: list[Any], active: list[bool], ahead: int = 0) -> list[float]:
+    """The members' rates for the epoch ``ahead`` epochs from their next (a schedule that learns from the records
+    gives the next one only); a rate that is not finite and >= 0 raises :class:`ConfigError`."""
+    lrs: list[float] = []
+    for i, m in enumerate(members):
+        if not active[i]:
+            continue
+        rate = m.schedule.rate(m.epoch + ahead, m.schedule_state)
+        if not (math.isfinite(rate) and rate >= 0):
+            raise ConfigError(f"member {i}: the learning-rate schedule gave {rate!r} for epoch {m.epoch + ahead + 1}; "
+                              "a rate is finite and >= 0")  # fmt: skip
+        lrs.append(rate)
+    it = iter(lrs)
+    return [next(it) if a else lrs[0] for a in active]  # members sitting out take any rate: they do not move
+
+
+def _records(ens: Ensemble, plan: Plan, val: Any, host_loss: np.ndarray, host_counts: Any, host_val_counts: Any,
+             taken: np.ndarray, lrs: list[float], active: list[bool], ahead: int = 0
+             ) -> tuple[list[dict[str, float]], dict[int, Exception]]:  # fmt: skip
+    """Every member's record of an epoch (``ahead`` epochs from its next) from its sums read back (the batches'
+    loss sums, then the validation blocks'; the correct counts apart), and the members whose loss is not finite
+    (member index: its error)."""
+    members, k, m0 = ens.members, len(ens.members), ens.members[0]
+    width = 1 if plan.weight_totals is None else 2
+    s = taken.shape[0]  # steps
+    batch_sums = host_loss[: s * k * width].reshape(s, k, width)
+    val_sums = host_loss[s * k * width :].reshape(-1, k)
+    counts = None if host_counts is None else host_counts.reshape(s, k)
+    val_counts = None if host_val_counts is None else host_val_counts.reshape(-1, k)
+    # Every member's sums over its own steps at once (a loop over K members here would cost more than the step)
+    totals = np.where(taken[:, :, None], batch_sums, 0.0).sum(axis=0)  # steps a member sat out may hold anything
+    n_rows = np.asarray(plan.n_rows, dtype=np.float64)
+    scales = losses.scales(m0.output, m0.loss, n_rows, m0.n_outputs)[0]  # every member's at once
+    loss = totals[:, 0] * scales
+    columns: dict[str, np.ndarray] = {"loss": loss}
+    if plan.weight_totals is not None:
+        columns["weighted_loss"] = totals[:, -1] * scales * n_rows / np.asarray(plan.weight_totals)
+    labels = m0.n_outputs if m0.output == "sigmoid" else 1
+    if counts is not None:
+        columns["accuracy"] = np.where(taken, counts, 0.0).sum(axis=0) / (n_rows * labels)
+    if val is not None:
+        n_val = val[0].shape[0]
+        columns["val_loss"] = val_sums.sum(axis=0) * losses.scales(m0.output, m0.loss, n_val, m0.n_outputs)[0]
+        if val_counts is not None:
+            columns["val_accuracy"] = val_counts.sum(axis=0) / (n_val * labels)
+    columns["lr"] = np.asarray(lrs)
+    listed = {key: value.tolist() for key, value in columns.items()}
+    records: list[dict[str, float]] = [{key: listed[key][i] for key in listed} if active[i] else {} for i in range(k)]
+    failed: dict[int, Exception] = {
+        i: train.non_finite(members[i].epoch + ahead, batch_sums[taken[:, i], i, 0], loss[i])
+        for i in range(k)
+        if active[i] and not math.isfinite(loss[i])
+    }
+    return records, failed
 
 
 def _read_back(arrays: list[Any], xp: Any) -> np.ndarray:
@@ -528,7 +668,7 @@ def evaluate_sums(ens: Ensemble, params: Any, x: Any, target: Any) -> tuple[list
     loss_sums, corrects = [], []
     if ens.compile is not False and _backend.compiles_eagerly(xp) and not isinstance(x, feed.sparse.Placed):
         size = min(n, feed.evaluate.EVAL_ROWS)
-        block = _compiled_block(*structure, size)
+        block = _compiled_val_block(*structure, size)
         for start in range(0, n, size):  # (a block's start and rows as arrays: one program for every block)
             loss_sum, correct = block(params, x, target, np.int32(start), np.int32(min(size, n - start)), zero)
             loss_sums.append(loss_sum)
@@ -537,15 +677,15 @@ def evaluate_sums(ens: Ensemble, params: Any, x: Any, target: Any) -> tuple[list
         return loss_sums, corrects
     for rows in row_blocks(n, feed.evaluate.EVAL_ROWS):
         xb, tb = feed.evaluate.block_of(x, target, rows)
-        loss_sum, correct = _block(*structure, None, params, xb, tb, 0, None, zero)
+        loss_sum, correct = _val_block(*structure, None, params, xb, tb, 0, None, zero)
         loss_sums.append(loss_sum)
         if correct is not None:
             corrects.append(correct)
     return loss_sums, corrects
 
 
-def _block(sizes: tuple, activation: Any, output: str, loss: str, xp: Any, size: int | None, params: Any, x: Any,
-           target: Any, start: Any, valid: Any, zero: Any) -> tuple[Any, Any]:  # fmt: skip
+def _val_block(sizes: tuple, activation: Any, output: str, loss: str, xp: Any, size: int | None, params: Any,
+               x: Any, target: Any, start: Any, valid: Any, zero: Any) -> tuple[Any, Any]:  # fmt: skip
     """Every member's summed loss and correct count on ``x``, or (``size``) on its ``size`` rows from ``start``,
     the first ``valid`` of them counted (the rows past the end read its last row, and count for nothing)."""
     mask = None
@@ -559,6 +699,6 @@ def _block(sizes: tuple, activation: Any, output: str, loss: str, xp: Any, size:
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled_block(sizes: tuple, activation: Any, output: str, loss: str, xp: Any, size: int) -> Any:
+def _compiled_val_block(sizes: tuple, activation: Any, output: str, loss: str, xp: Any, size: int) -> Any:
     compiler = _backend.compiler(xp)
-    return compiler(functools.partial(_block, sizes, activation, output, loss, xp, size))
+    return compiler(functools.partial(_val_block, sizes, activation, output, loss, xp, size))
