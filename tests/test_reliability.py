@@ -101,16 +101,23 @@ def test_sigint_saves_a_checkpoint_and_resume_equals_an_unbroken_run(tmp_path):
     assert a.history == b.history
 
 
+# One import for all the kills: each line on stdin forks a saver from this process, which the test kills with
+# SIGKILL mid-loop; it is reaped before the next line.
 SAVER = textwrap.dedent(
     """
-    import sys, numpy as np, gpunn
-    m = gpunn.load(sys.argv[1], device="cpu")
-    X = np.random.default_rng(0).normal(size=(64, 3))
-    y = (X[:, 0] > 0).astype(int)
-    print("ready", flush=True)
-    while True:
-        m.fit(X, y, epochs=1, verbose=0)
-        m.save(sys.argv[1])
+    import os, sys, numpy as np, gpunn
+    for _ in sys.stdin:
+        pid = os.fork()
+        if pid == 0:
+            m = gpunn.load(sys.argv[1], device="cpu")
+            X = np.random.default_rng(0).normal(size=(64, 3))
+            y = (X[:, 0] > 0).astype(int)
+            print("ready", os.getpid(), flush=True)
+            while True:
+                m.fit(X, y, epochs=1, verbose=0)
+                m.save(sys.argv[1])
+        os.waitpid(pid, 0)
+        print("reaped", flush=True)
     """
 )
 
@@ -125,13 +132,19 @@ def test_kill_9_while_saving_never_breaks_the_previous_checkpoint(tmp_path):
     script.write_text(SAVER)
     rnd = random.Random(0)
     epochs_seen = set()
+    forker = subprocess.Popen([sys.executable, str(script), str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
     for _ in range(12):
-        proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "ready"
+        forker.stdin.write("save\n")
+        forker.stdin.flush()
+        ready, pid = forker.stdout.readline().split()
+        assert ready == "ready"
         time.sleep(rnd.uniform(0.0, 0.15))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+        os.kill(int(pid), signal.SIGKILL)
+        assert forker.stdout.readline().strip() == "reaped"
         epochs_seen.add(gpunn.load(path, device="cpu").epoch)  # always loads
+    forker.stdin.close()
+    assert forker.wait(timeout=60) == 0
     assert len(epochs_seen) > 3  # the kills landed at different points of the saving loop
     m.save(path)  # the next save clears what killed saves left behind
     assert sorted(os.listdir(tmp_path)) == ["m.safetensors", "saver.py"]
