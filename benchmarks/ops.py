@@ -96,11 +96,14 @@ def count_ops(events) -> tuple[collections.Counter, collections.Counter]:
     return counted, skipped
 
 
-def measure(cell_name: str, optimizer: str, dropout: float = 0.0, members: int | None = None) -> dict:
-    """Operations per step of a lone MLP, or with ``members`` of a gpunn.Ensemble of that many."""
+def measure(
+    cell_name: str, optimizer: str, dropout: float = 0.0, members: int | None = None, n: int | None = None
+) -> dict:
+    """Operations per step of a lone MLP, or with ``members`` of a gpunn.Ensemble of that many; ``n`` rows instead
+    of the cell's (fewer steps per epoch spread each epoch's own operations thinner, so the count only rises)."""
     import gpunn
 
-    cell = CELLS[cell_name]
+    cell = dict(CELLS[cell_name], n=n or CELLS[cell_name]["n"])
     sizes, bs = cell["sizes"], cell["batch"]
     X, y = make_data(cell)
     output = "softmax" if sizes[-1] > 1 else "sigmoid"

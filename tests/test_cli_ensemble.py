@@ -1,6 +1,7 @@
-"""``gpunn train --members K`` and ``gpunn predict`` on an ensemble file (``--std``), end to end in subprocesses
-(``gpunn export`` of one: tests/test_export.py). The oracles: ``gpunn.Ensemble`` fitted here with the command's
-settings, and the saved members' forward passes written here in NumPy and averaged."""
+"""``gpunn train --members K`` and ``gpunn predict`` on an ensemble file (``--std``), end to end through
+gpunn.cli.main (tests/gpunn_in_process.py; over MPI ranks in subprocesses; ``gpunn export`` of one:
+tests/test_export.py). The oracles: ``gpunn.Ensemble`` fitted here with the command's settings, and the saved
+members' forward passes written here in NumPy and averaged."""
 
 from __future__ import annotations
 
@@ -10,17 +11,11 @@ import sys
 
 import numpy as np
 import pytest
+from gpunn_in_process import run
 
 import gpunn
 import gpunn.data
 from gpunn.callbacks import EarlyStopping
-
-
-def run(*args, cwd=None):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [sys.executable, "-m", "gpunn", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
-    )
 
 
 def numpy_outputs(member, X):

@@ -11,16 +11,10 @@ import sys
 
 import numpy as np
 import pytest
+from gpunn_in_process import run
 
 import gpunn
 import gpunn.data
-
-
-def run(*args, cwd=None):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [sys.executable, "-m", "gpunn", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
-    )
 
 
 def one_line_error(r, *parts):

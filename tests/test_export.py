@@ -648,12 +648,11 @@ def test_ensemble_network_takes_a_list_of_members_that_agree(tmp_path):
 
 
 def test_gpunn_export_writes_an_ensemble_file_as_one_graph(tmp_path):
-    import subprocess
+    from gpunn_in_process import run  # the command's file and output, without an interpreter's start
 
     ens, X_test = _ensemble("softmax", 3)
     ens.save(tmp_path / "e.safetensors")
-    r = subprocess.run([sys.executable, "-m", "gpunn", "export", "--model", "e.safetensors", "--onnx", "e.onnx"],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=300)  # fmt: skip
+    r = run("export", "--model", "e.safetensors", "--onnx", "e.onnx", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "outputs probabilities, label, std; 3 members" in r.stdout
     got = _run(tmp_path / "e.onnx", X_test.astype(np.float32))

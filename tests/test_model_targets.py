@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import safetensors
 import safetensors.numpy
+from gpunn_in_process import run  # the command's files and status, without an interpreter's start per call
 
 import gpunn
 from gpunn import checkpoint
@@ -208,13 +207,10 @@ def test_a_cli_model_holds_its_text_labels_and_predicts_them_in_python(tmp_path)
     names = np.array(["no", "yes"])
     rows = ["a,b,c,d,label"] + [",".join(map(str, x)) + f",{names[i]}" for x, i in zip(X, index % 2)]
     (tmp_path / "f.csv").write_text("\n".join(rows) + "\n")
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    run = [sys.executable, "-m", "gpunn"]
-    r = subprocess.run([*run, "train", "--data", "f.csv", "--target", "label", "--epochs", "5", "--device", "cpu",
-                        "-q", "--save", "m.st"], cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
+    r = run("train", "--data", "f.csv", "--target", "label", "--epochs", "5", "--device", "cpu", "-q", "--save",
+            "m.st", cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([*run, "predict", "--model", "m.st", "--data", "f.csv", "--out", "p.csv", "--device", "cpu"],
-                       cwd=tmp_path, env=env, capture_output=True, text=True)  # fmt: skip
+    r = run("predict", "--model", "m.st", "--data", "f.csv", "--out", "p.csv", "--device", "cpu", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     written = [line.split(",") for line in (tmp_path / "p.csv").read_text().splitlines()[1:]]
     expected = names[(np.array([float(p) for _, p in written]) > 0.5).astype(int)]  # P(yes) above a half: yes
@@ -344,9 +340,8 @@ def test_diabetes_learns_in_python_and_through_the_cli(tmp_path):
     assert metrics.r2_score(y_test, predicted) > 0.3  # a constant predictor scores <= 0
     assert m.evaluate(X_test, y_test)["loss"] == pytest.approx(metrics.mean_squared_error(y_test, predicted), rel=1e-5)
     frame.to_csv(tmp_path / "diabetes.csv", index=False)
-    r = subprocess.run([sys.executable, "-m", "gpunn", "train", "--data", "diabetes.csv", "--target", "target",
-                        "--output", "identity", "--epochs", "200", "--device", "cpu", "-q", "--save", "m.st"],
-                       cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    r = run("train", "--data", "diabetes.csv", "--target", "target", "--output", "identity", "--epochs", "200",
+            "--device", "cpu", "-q", "--save", "m.st", cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
     cli = gpunn.load(tmp_path / "m.st", device="cpu")
     X, y, _, _ = gpunn.data.read(tmp_path / "diabetes.csv", target="target", dtype="float32")
@@ -409,8 +404,7 @@ def test_gpunn_predict_writes_the_labels_of_a_model_trained_in_python(tmp_path):
     m.save(tmp_path / "m.st")
     rows = ["a,b,c,d"] + [",".join(map(str, x)) for x in X]
     (tmp_path / "f.csv").write_text("\n".join(rows) + "\n")
-    r = subprocess.run([sys.executable, "-m", "gpunn", "predict", "--model", "m.st", "--data", "f.csv", "--out",
-                        "p.csv", "--device", "cpu"], cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    r = run("predict", "--model", "m.st", "--data", "f.csv", "--out", "p.csv", "--device", "cpu", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     written = (tmp_path / "p.csv").read_text().splitlines()
     assert written[0] == "prediction,p_high,p_low,p_mid"  # the classes in sorted order
@@ -425,8 +419,7 @@ def test_gpunn_predict_writes_sparse_integer_labels_of_a_model_trained_in_python
     m.save(tmp_path / "m.st")
     rows = ["a,b,c,d"] + [",".join(map(str, x)) for x in X]
     (tmp_path / "f.csv").write_text("\n".join(rows) + "\n")
-    r = subprocess.run([sys.executable, "-m", "gpunn", "predict", "--model", "m.st", "--data", "f.csv", "--out",
-                        "p.csv", "--device", "cpu"], cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    r = run("predict", "--model", "m.st", "--data", "f.csv", "--out", "p.csv", "--device", "cpu", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     written = (tmp_path / "p.csv").read_text().splitlines()
     assert written[0] == "prediction,p_0,p_5,p_1000"

@@ -16,11 +16,14 @@ from benchmarks import ops  # noqa: E402
 # (cell, optimizer, dropout): operations per step. Dropout's masks cost one hash of every hidden unit of the
 # batch, about 30 operations for all layers together, plus a multiply per layer forward and backward.
 TARGETS = {("tiny", "sgd", 0.0): 42, ("tiny", "adam", 0.0): 55, ("mid-128", "sgd", 0.0): 40, ("tiny", "adam", 0.2): 90}
+# mid-128 on 1024 of its 8192 rows: the same step (784 features, batch 128) at an eighth of the time; with 8 steps an
+# epoch instead of 64, what an epoch costs once weighs more per step, so the target holds at least as strictly.
+ROWS = {"mid-128": 1024}
 
 
 @pytest.mark.parametrize("cell,optimizer,dropout", list(TARGETS), ids=[f"{c}-{o}-{d}" for c, o, d in TARGETS])
 def test_operations_per_step_stay_within_the_targets(cell, optimizer, dropout):
-    result = ops.measure(cell, optimizer, dropout)
+    result = ops.measure(cell, optimizer, dropout, n=ROWS.get(cell))
     assert result["ops_per_step"] <= TARGETS[cell, optimizer, dropout], result["breakdown"]
     # Nothing turns a Python scalar into an array, and nothing reads a value back, inside an epoch's steps: the
     # one host array moved per epoch is the shuffled order.

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 pytest.importorskip("matplotlib")
+import gpunn_in_process  # noqa: E402
 import matplotlib.image  # noqa: E402
 
 import gpunn  # noqa: E402
@@ -125,16 +123,14 @@ def test_decision_boundary_needs_two_features():
 
 
 def test_cli_plot_and_train_plot(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "gpunn", "train", "--epochs", "100", "--device", "cpu", "-q",
-                        "--history", "h.json", "--plot", "boundary.png"], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=300)  # fmt: skip
+    # through gpunn.cli.main in this process: three interpreters importing matplotlib cost most of this test
+    r = gpunn_in_process.run("train", "--epochs", "100", "--device", "cpu", "-q", "--history", "h.json", "--plot",
+                             "boundary.png", cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([sys.executable, "-m", "gpunn", "plot", "h.json", "-o", "curves.png"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = gpunn_in_process.run("plot", "h.json", "-o", "curves.png", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     for name in ("boundary.png", "curves.png"):
         _, ink, colours = _png_stats(tmp_path / name)
         assert ink > 0.03 and colours > 10
-    r = subprocess.run([sys.executable, "-m", "gpunn", "plot", "missing.json"], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=300)  # fmt: skip
+    r = gpunn_in_process.run("plot", "missing.json", cwd=tmp_path)
     assert r.returncode == 2 and "missing.json: cannot read history" in r.stderr

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 
+import gpunn_in_process  # the command's files and output, without an interpreter's start per call
 import numpy as np
 import pytest
 
@@ -205,13 +203,10 @@ def test_gpunn_train_output_exp_trains_the_api_s_network(tmp_path):
     X, y = counts(n=200)
     rows = "\n".join(",".join(repr(float(v)) for v in (*x, t)) for x, t in zip(X, y[:, 0]))
     (tmp_path / "d.csv").write_text("a,b,c,count\n" + rows + "\n")
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    r = subprocess.run(
-        [sys.executable, "-m", "gpunn", "train", "--preset", "tutorial", "--data", "d.csv", "--target", "count",
-         "--output", "exp",
-         "--layers", "5", "--epochs", "4", "--batch-size", "32", "--seed", "5", "--device", "cpu", "--dtype",
-         "float64", "--save", "m.safetensors"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    r = gpunn_in_process.run(
+        "train", "--preset", "tutorial", "--data", "d.csv", "--target", "count", "--output", "exp",
+        "--layers", "5", "--epochs", "4", "--batch-size", "32", "--seed", "5", "--device", "cpu", "--dtype",
+        "float64", "--save", "m.safetensors", cwd=tmp_path,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     m = gpunn.load(tmp_path / "m.safetensors", device="cpu")
@@ -230,11 +225,8 @@ def test_gpunn_train_output_exp_under_the_tabular_preset_smooths_no_labels(tmp_p
     X, y = counts(n=200)
     rows = "\n".join(",".join(repr(float(v)) for v in (*x, t)) for x, t in zip(X, y[:, 0]))
     (tmp_path / "d.csv").write_text("a,b,c,count\n" + rows + "\n")
-    r = subprocess.run(
-        [sys.executable, "-m", "gpunn", "train", "--data", "d.csv", "--target", "count", "--output", "exp",
-         "--epochs", "2", "--device", "cpu", "--save", "m.safetensors"],
-        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300,
-    )  # fmt: skip
+    r = gpunn_in_process.run("train", "--data", "d.csv", "--target", "count", "--output", "exp", "--epochs", "2",
+                             "--device", "cpu", "--save", "m.safetensors", cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "tabular preset" in r.stdout and "label smoothing" not in r.stdout
     assert gpunn.load(tmp_path / "m.safetensors", device="cpu").label_smoothing == 0.0

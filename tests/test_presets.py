@@ -171,13 +171,9 @@ def test_a_checkpoint_without_the_new_fields_loads_and_an_edited_one_is_refused(
 
 
 def _cli(*args, cwd):
-    import os
-    import subprocess
-    import sys
+    import gpunn_in_process  # the command's output and files, without an interpreter's start per call
 
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "gpunn", *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=300)  # fmt: skip
+    return gpunn_in_process.run(*args, cwd=cwd)
 
 
 def _csv(tmp_path, rng, n=250):

@@ -74,7 +74,7 @@ def _gpunn(*args, cwd, **kw):
 
 
 def test_sigint_saves_a_checkpoint_and_resume_equals_an_unbroken_run(tmp_path):
-    common = ["train", "--epochs", "300", "--batch-size", "16", "--optimizer", "adam", "--lr", "0.01",
+    common = ["train", "--epochs", "100", "--batch-size", "16", "--optimizer", "adam", "--lr", "0.01",
               "--device", "cpu", "--seed", "1", "-q"]  # fmt: skip
     ref = _gpunn(*common, "--save", "ref.safetensors", cwd=tmp_path)
     assert ref.wait(timeout=300) == 0, ref.stderr.read()
@@ -88,29 +88,36 @@ def test_sigint_saves_a_checkpoint_and_resume_equals_an_unbroken_run(tmp_path):
     assert proc.wait(timeout=120) == 130, proc.stderr.read()
     assert "interrupted after epoch" in proc.stderr.read()
     stopped = gpunn.load(tmp_path / "c.safetensors", device="cpu")
-    assert 0 < stopped.epoch < 300
+    assert 0 < stopped.epoch < 100
 
     resumed = _gpunn("train", "--resume", "c.safetensors", "--device", "cpu", "-q", "--save", "r.safetensors",
                      cwd=tmp_path)  # fmt: skip
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     a = gpunn.load(tmp_path / "ref.safetensors", device="cpu")
     b = gpunn.load(tmp_path / "r.safetensors", device="cpu")
-    assert a.epoch == b.epoch == 300
+    assert a.epoch == b.epoch == 100
     for wa, wb in zip(_weights(a), _weights(b)):
         np.testing.assert_array_equal(wa, wb)
     assert a.history == b.history
 
 
+# One import for all the kills: each line on stdin forks a saver from this process, which the test kills with
+# SIGKILL mid-loop; it is reaped before the next line.
 SAVER = textwrap.dedent(
     """
-    import sys, numpy as np, gpunn
-    m = gpunn.load(sys.argv[1], device="cpu")
-    X = np.random.default_rng(0).normal(size=(64, 3))
-    y = (X[:, 0] > 0).astype(int)
-    print("ready", flush=True)
-    while True:
-        m.fit(X, y, epochs=1, verbose=0)
-        m.save(sys.argv[1])
+    import os, sys, numpy as np, gpunn
+    for _ in sys.stdin:
+        pid = os.fork()
+        if pid == 0:
+            m = gpunn.load(sys.argv[1], device="cpu")
+            X = np.random.default_rng(0).normal(size=(64, 3))
+            y = (X[:, 0] > 0).astype(int)
+            print("ready", os.getpid(), flush=True)
+            while True:
+                m.fit(X, y, epochs=1, verbose=0)
+                m.save(sys.argv[1])
+        os.waitpid(pid, 0)
+        print("reaped", flush=True)
     """
 )
 
@@ -125,13 +132,19 @@ def test_kill_9_while_saving_never_breaks_the_previous_checkpoint(tmp_path):
     script.write_text(SAVER)
     rnd = random.Random(0)
     epochs_seen = set()
+    forker = subprocess.Popen([sys.executable, str(script), str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
     for _ in range(12):
-        proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "ready"
+        forker.stdin.write("save\n")
+        forker.stdin.flush()
+        ready, pid = forker.stdout.readline().split()
+        assert ready == "ready"
         time.sleep(rnd.uniform(0.0, 0.15))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+        os.kill(int(pid), signal.SIGKILL)
+        assert forker.stdout.readline().strip() == "reaped"
         epochs_seen.add(gpunn.load(path, device="cpu").epoch)  # always loads
+    forker.stdin.close()
+    assert forker.wait(timeout=60) == 0
     assert len(epochs_seen) > 3  # the kills landed at different points of the saving loop
     m.save(path)  # the next save clears what killed saves left behind
     assert sorted(os.listdir(tmp_path)) == ["m.safetensors", "saver.py"]
@@ -141,7 +154,7 @@ def test_divergence_in_the_cli_is_one_line_and_keeps_the_last_checkpoint(tmp_pat
     rows = "\n".join(f"{i * 1e3},{(i % 2) * 1e4}" for i in range(40))
     (tmp_path / "d.csv").write_text("x,y\n" + rows + "\n")
     args = ["--preset", "tutorial", "--output", "identity", "--lr", "1", "--dtype", "float64", "--epochs", "50",
-            "--device", "cpu"]
+            "--device", "cpu"]  # fmt: skip
     proc = _gpunn("train", "--data", "d.csv", "--target", "y", *args, "--checkpoint", "c.safetensors", cwd=tmp_path)
     assert proc.wait(timeout=120) == 2  # an error, as every other
     err = proc.stderr.read().strip()
