@@ -120,22 +120,13 @@ def _epoch(
             return (p, s), (loss_sum, correct)
 
         def skip(carry: Any) -> Any:
-            return carry, _zero_sums(step, x.dtype, weight is not None)
+            return carry, _backend.zeros_of(run, carry)[1]  # zero sums of run's shapes and dtypes
 
         return cond(valid > 0, run, skip, carry)
 
     carry, (loss_sums, corrects) = scan(body, carry, xp.arange(length, dtype=xp.int32))
     params, state = _join(xp, *carry)
     return params, state, loss_sums, corrects
-
-
-def _zero_sums(step: Step, dtype: Any, weighted: bool) -> tuple[Any, Any]:
-    """A step's loss sum and correct count when it trains on no row: zeros of their shapes and dtypes."""
-    xp = step.xp
-    loss = xp.zeros((2,) if weighted else (), dtype=dtype)
-    if step.hyper.output in losses.REGRESSION:
-        return loss, None
-    return loss, xp.count_nonzero(xp.zeros((1,), dtype=xp.bool))
 
 
 def _split(sizes: tuple[int, ...], xp: Any, params: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

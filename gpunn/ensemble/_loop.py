@@ -181,18 +181,11 @@ def _scanned(step: StackedStep, scan: Any, params: Any, state: Any, lr: Any, val
         if took is None or mask is None or cond is None:
             return run(carry)
         # a padded Run's steps past every member's last batch: skipped, their sums zero (see _plan.Plan.pad)
-        return cond(step.xp.any(took), run, lambda carry: (carry, _zero_sums(step, x, w, params)), carry)
+        return cond(step.xp.any(took), run, lambda carry: (carry, _backend.zeros_of(run, carry)[1]), carry)
 
     cond = _backend.cond(step.xp)
     (params, state), (loss_sums, corrects) = scan(body, (params, state), xs)
     return params, state, loss_sums, corrects
-
-
-def _zero_sums(step: StackedStep, x: Any, w: Any, params: Any) -> tuple[Any, Any]:
-    """A masked step's (loss sums, correct counts) where no member trains: zeros of their shapes and dtypes."""
-    xp, k = step.xp, params.shape[0]
-    loss = xp.zeros((k, 2) if w is not None else (k,), dtype=x.dtype)
-    return loss, None if step.hyper.output in losses.REGRESSION else xp.zeros((k,), dtype=x.dtype)
 
 
 # A compiled full-batch fit runs up to this many epochs as one call of the compiler (:meth:`_Runner.epochs`), as a
