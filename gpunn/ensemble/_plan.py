@@ -217,12 +217,10 @@ class Plan:
             return (dense, *gather(None, self.t, self.w_dev, idx, widx, mask, rows, active, None, self.xp)[1:])
         return gather(self.x, self.t, self.w_dev, idx, widx, mask, rows, active, None, self.xp)
 
-    def _padded(self, orders: list[np.ndarray], active: list[bool], loops: bool) -> tuple[list[Any], np.ndarray]:
-        """Members on their own rows: each step's batches padded to the widest, with masks; a member whose
-        epoch has fewer steps sits the rest out."""
-        k, n = self.k, self.n
-        steps = self.steps()
-        width = max(self.bs)
+    def _laid_out(self, orders: list[np.ndarray], active: list[bool], steps: int, width: int):
+        """Each active member's batches in its order, (steps, K, width) slots: the rows' indices, a mask of the
+        slots that hold a row, whether the member takes the step, and each step's row count (1 where it sits out)."""
+        k = self.k
         idx = np.zeros((steps, k, width), dtype=np.int64)
         mask = np.zeros((steps, k, width, 1))
         took = np.zeros((steps, k), dtype=bool)
@@ -237,6 +235,15 @@ class Plan:
                 mask[s, i, : len(part)] = 1.0
                 rows[s, i, 0] = len(part)
                 took[s, i] = True
+        return idx, mask, took, rows
+
+    def _padded(self, orders: list[np.ndarray], active: list[bool], loops: bool) -> tuple[list[Any], np.ndarray]:
+        """Members on their own rows: each step's batches padded to the widest, with masks; a member whose
+        epoch has fewer steps sits the rest out."""
+        k, n = self.k, self.n
+        steps = self.steps()
+        width = max(self.bs)
+        idx, mask, took, rows = self._laid_out(orders, active, steps, width)
         widx = idx + (np.arange(k) * n)[None, :, None] if self.w_host is not None and self.w_host.ndim == 2 else None
         idx_dev, mask_dev, rows_dev = self.up(idx, np.int64), self.up(mask), self.up(rows)
         widx_dev = None if widx is None else self.up(widx, np.int64)
@@ -264,20 +271,7 @@ class Plan:
         k, held = self.k, self.x.shape[0]
         width = min(max(self.bs), held)
         steps = -(-held // width)
-        idx = np.zeros((steps, k, width), dtype=np.int64)
-        mask = np.zeros((steps, k, width, 1))
-        took = np.zeros((steps, k), dtype=bool)
-        rows = np.ones((steps, k, 1))
-        for i in range(k):
-            if not active[i]:
-                continue
-            bs = self.bs[i]
-            for s, lo in enumerate(range(0, self.n_rows[i], bs)):
-                part = orders[i][lo : lo + bs]
-                idx[s, i, : len(part)] = part
-                mask[s, i, : len(part)] = 1.0
-                rows[s, i, 0] = len(part)
-                took[s, i] = True
+        idx, mask, took, rows = self._laid_out(orders, active, steps, width)
         if shared:  # the same rows for every member: each step's first active member's
             idx = idx[:, int(np.argmax(active)), :]
         own_weights = self.w_host is not None and self.w_host.ndim == 2
