@@ -20,6 +20,7 @@ from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.neural_network import MLPClassifier as SkClassifier  # noqa: E402
 from sklearn.neural_network import MLPRegressor as SkRegressor  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.multiclass import check_classification_targets  # noqa: E402
 
 import gpunn  # noqa: E402
 from gpunn.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
@@ -278,6 +279,31 @@ def test_partial_fit_refuses_labels_outside_classes_as_scikit_learn():
         assert not hasattr(MLPClassifier(solver=solver), "partial_fit")
         assert not hasattr(MLPRegressor(solver=solver), "partial_fit")
     assert hasattr(SkClassifier(solver="sgd"), "partial_fit") and hasattr(MLPClassifier(solver="sgd"), "partial_fit")
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "adam"])
+def test_targets_a_classifier_cannot_take_are_refused_as_scikit_learn_and_change_nothing(solver):
+    X, y = _blobs()
+    bad = {
+        "Unknown label type: ": X[:, 0],
+        "Multioutput target data is not supported with label binarization": np.stack([y, (y + 1) % 3], axis=1),
+    }
+    ours = _both("classifier", solver=solver, max_iter=3, random_state=0)[0].fit(X, y)
+    before = _weights(ours)
+    for message, target in bad.items():
+        for est in (*_both("classifier", solver=solver, max_iter=3), ours):
+            with pytest.raises(ValueError, match=message):
+                est.fit(X, target)
+    with pytest.raises(ValueError, match="Unknown label type: continuous. Maybe you are trying to fit a classifier"):
+        ours.fit(X, X[:, 0])  # the kind named, where scikit-learn's MLP prints the whole array
+    for a, b in zip(_weights(ours), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    many = np.arange(len(y)) % 40  # 40 classes in 60 rows: more than half of the rows' count
+    warned = "The number of unique classes is greater than 50% of the number of samples"
+    with pytest.warns(UserWarning, match=warned):  # as scikit-learn's check of a classifier's targets warns
+        check_classification_targets(many)
+    with pytest.warns(UserWarning, match=warned):
+        _both("classifier", solver=solver, max_iter=1)[0].fit(X, many)
 
 
 @pytest.mark.parametrize("kind", ["classifier", "regressor"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from typing import Any
 
 import array_api_compat as aac
@@ -12,13 +14,42 @@ try:
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils.class_weight import compute_sample_weight
     from sklearn.utils.metaestimators import available_if
-    from sklearn.utils.multiclass import check_classification_targets, type_of_target
+    from sklearn.utils.multiclass import type_of_target, unique_labels
     from sklearn.utils.validation import column_or_1d, validate_data
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
 
 from .. import _backend
 from ._base import SPARSE, _BaseMLP, _native
+
+# Whether unique_labels takes the kind found already (newer scikit-learn), rather than finding it again.
+_KIND_GIVEN = "ys_types" in inspect.signature(unique_labels).parameters
+
+
+def _classification_kind(y: np.ndarray) -> str:
+    """``y``'s kind (``type_of_target``), refused as scikit-learn's ``check_classification_targets`` refuses it.
+    Found once a fit: that check, ``LabelBinarizer.fit`` and ``unique_labels`` would each find it again, at a
+    tenth of a small L-BFGS fit each."""
+    kind = type_of_target(y, input_name="y")
+    if kind not in ("binary", "multiclass", "multiclass-multioutput", "multilabel-indicator", "multilabel-sequences"):
+        raise ValueError(f"Unknown label type: {kind}. Maybe you are trying to fit a classifier, which expects "
+                         "discrete classes on a regression target with continuous values.")  # fmt: skip
+    if "multiclass" in kind and len(y) > 20 and len(np.unique(y)) > round(0.5 * len(y)):
+        warnings.warn("The number of unique classes is greater than 50% of the number of samples. `y` could represent "
+                      "a regression problem, not a classification problem.", UserWarning, stacklevel=4)  # fmt: skip
+    return kind
+
+
+def _binarizer(y: np.ndarray, kind: str) -> LabelBinarizer:
+    """``LabelBinarizer().fit(y)`` for ``y`` of the ``kind`` found already: its checks, then its fitted state."""
+    if "multioutput" in kind:
+        raise ValueError("Multioutput target data is not supported with label binarization")
+    if len(y) == 0:
+        raise ValueError(f"y has 0 samples: {y!r}")
+    binarizer = LabelBinarizer()
+    binarizer.y_type_, binarizer.sparse_input_ = kind, False  # y is a NumPy array here
+    binarizer.classes_ = unique_labels(y, ys_types={kind}) if _KIND_GIVEN else unique_labels(y)
+    return binarizer
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
@@ -106,11 +137,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             y_host = column_or_1d(y_host, warn=True)
         if y_host.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} samples but y has {y_host.shape[0]}")
-        check_classification_targets(y_host)
+        kind = _classification_kind(y_host)
         # What this fit learns is kept in locals until every check has passed: a refused call changes nothing.
         if start:
-            binarizer = LabelBinarizer().fit(y_host if classes is None else np.asarray(classes))
-            kind = binarizer.y_type_ if classes is None else type_of_target(y_host)  # fit found y's kind already
+            binarizer = _binarizer(y_host, kind) if classes is None else LabelBinarizer().fit(np.asarray(classes))
             multilabel = kind == "multilabel-indicator"
             k = len(binarizer.classes_)
             # one class (scikit-learn's MLP takes it): one sigmoid output trained towards 0, predict gives the class
