@@ -149,11 +149,12 @@ def _evaluate_numpy(gradients: Any, wmask: Any, x0: Any, g0: Any, d: Any, t: Any
     return p, g, np.array([row], dtype=g.dtype)
 
 
-def _direction(xp: Any, g: Any, s: tuple[Any, ...], y: tuple[Any, ...]) -> tuple[Any, Any]:
+def _direction(xp: Any, g: Any, s: tuple[Any, ...], y: tuple[Any, ...], sy: Any = None) -> tuple[Any, Any]:
     """``(d, extra)``: the two-loop recursion's ``-H g`` (rows without a pair: ``-g / ||g||``) and, per member,
-    ``[g.d, max |d|]`` (K, 2). Empty history slots are zeros, whose curvature 0 makes them no-ops."""
+    ``[g.d, max |d|]`` (K, 2). Empty history slots are zeros, whose curvature 0 makes them no-ops. ``sy``: one
+    network's ``s.y`` of each pair, known already (see :func:`_direction_numpy`); the general form computes them."""
     if g.shape[0] == 1 and _backend.numpy_fast_path(xp):
-        return _direction_numpy(g, s, y)
+        return _direction_numpy(g, s, y, sy)
     m = len(s)
     sy = xp.concat([_dot(a, b, xp) for a, b in zip(s, y)], axis=1)  # (K, m)
     held = sy > 0
@@ -176,13 +177,16 @@ def _direction(xp: Any, g: Any, s: tuple[Any, ...], y: tuple[Any, ...]) -> tuple
     return d, xp.concat([_dot(g, d, xp), xp.max(xp.abs(d), axis=1, keepdims=True)], axis=1)
 
 
-def _direction_numpy(g: Any, s: tuple[Any, ...], y: tuple[Any, ...]) -> tuple[Any, Any]:
+def _direction_numpy(g: Any, s: tuple[Any, ...], y: tuple[Any, ...], sy: Any = None) -> tuple[Any, Any]:
     """:func:`_direction` of one network on NumPy, equal to the bit: the same products and sums in the same order,
     with the per-pair numbers as scalars of the dtype where the generic form spends an array operation on each
-    (1, 1) of them, updates in place, and the slots without a pair skipped (their terms are zeros)."""
+    (1, 1) of them, updates in place, and the slots without a pair skipped (their terms are zeros). ``sy``, each
+    pair's ``s.y`` as scalars of the dtype, where known (:meth:`Solver.iterate` keeps those of the read-back rows,
+    computed by the same product), saves computing them again."""
     q, sv, yv = g[0].copy(), [a[0] for a in s], [b[0] for b in y]
     one, m = g.dtype.type(1), len(s)
-    sy = [np.dot(a, b) for a, b in zip(sv, yv)]
+    if sy is None:
+        sy = _curvatures(s, y)
     rho = [one / v if v > 0 else None for v in sy]
     alphas = [0.0] * m
     for i in reversed(range(m)):
@@ -197,6 +201,12 @@ def _direction_numpy(g: Any, s: tuple[Any, ...], y: tuple[Any, ...]) -> tuple[An
             r += (alphas[i] - rho[i] * np.dot(yv[i], r)) * sv[i]
     d = np.negative(r, out=r)[None, :]
     return d, np.array([[np.dot(g[0], d[0]), np.max(np.abs(d))]], dtype=g.dtype)
+
+
+def _curvatures(s: tuple[Any, ...], y: tuple[Any, ...]) -> list[Any]:
+    """One network's ``s.y`` of each pair on NumPy, as scalars of the dtype: the products :func:`_evaluate_numpy`
+    reads back for the pair of an accepted step."""
+    return [np.dot(a[0], b[0]) for a, b in zip(s, y)]
 
 
 def _remember(xp: Any, x0: Any, p: Any, g0: Any, g: Any, s: tuple[Any, ...], y: tuple[Any, ...], ok: Any):
@@ -371,6 +381,7 @@ class Solver:
         self.evals = np.zeros(k, dtype=np.int64)
         self.reasons: list[str | None] = [None] * k
         self._at: tuple[Any, Any, np.ndarray] | None = None  # (weights, their gradient, their read-back row)
+        self._sy: tuple[tuple, list[Any]] | None = None  # one network's pairs s and their s.y (NumPy's fast path)
 
     @property
     def compiled(self) -> bool:
@@ -428,7 +439,12 @@ class Solver:
         start = self.start(params, active)
         g0 = self._at[1]  # type: ignore[index]
         ran = np.array([active[i] and self.reasons[i] is None for i in range(k)])
-        d, extra = self._call(1, g0, s, y)
+        if k == 1 and _backend.numpy_fast_path(xp):  # the pairs' s.y, as the read-back rows held them
+            if self._sy is None or self._sy[0] is not s:
+                self._sy = (s, _curvatures(s, y))
+            d, extra = self._call(1, g0, s, y, self._sy[1])
+        else:
+            d, extra = self._call(1, g0, s, y)
         searches = {i: wolfe(float(start[i, _F])) for i in np.flatnonzero(ran)}
         t = np.zeros(k)
         for i, search in searches.items():
@@ -460,7 +476,10 @@ class Solver:
         if failed.any():  # a member whose search found no lower loss stays where it was
             back = _backend.from_numpy(failed.reshape(k, 1), xp, self.device)
             kept_p, kept_g = xp.where(back, params, kept_p), xp.where(back, g0, kept_g)
-        s, y = self._remember(params, kept_p, g0, kept_g, s, y, ran & ok & (rows[:, _SY] > self.eps * rows[:, _YY]))
+        taken = ran & ok & (rows[:, _SY] > self.eps * rows[:, _YY])
+        old_s, (s, y) = s, self._remember(params, kept_p, g0, kept_g, s, y, taken)
+        if self._sy is not None and self._sy[0] is old_s and s is not old_s:  # the kept row's s.y joins with its pair
+            self._sy = (s, self._sy[1][1:] + [self.host_dtype.type(rows[0, _SY])])
         for i in np.flatnonzero(ran):
             f0, f1 = float(start[i, _F]), float(rows[i, _F])
             if not ok[i]:

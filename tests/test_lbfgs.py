@@ -169,6 +169,31 @@ def test_one_networks_numpy_evaluation_equals_the_generic_form_to_the_bit(monkey
         np.testing.assert_array_equal(ours, theirs)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_pairs_curvatures_a_fit_keeps_are_the_products_to_the_bit(monkeypatch, dtype, weighted):
+    """One network's direction on NumPy takes each pair's s.y as the read-back row of its accepted step held it,
+    rather than computing it again: every iteration's values are the products of its pairs, to the bit, in a fit
+    past a full history and in one resumed from a checkpoint's pairs."""
+    X, labels = data()
+    weight = np.linspace(0.5, 2.0, len(labels)) if weighted else None
+    direction, handed = lbfgs._direction_numpy, []
+
+    def checked(g, s, y, sy=None):
+        assert sy is not None
+        again = [np.dot(a[0], b[0]) for a, b in zip(s, y)]
+        assert [(type(v), v.tobytes()) for v in sy] == [(type(v), v.tobytes()) for v in again]
+        handed.append(sum(v > 0 for v in again))
+        return direction(g, s, y, sy)
+
+    monkeypatch.setattr(lbfgs, "_direction_numpy", checked)
+    m = gpunn.MLP([4, 8, 3], activation="tanh", output="softmax", dtype=dtype, device="cpu", seed=3)
+    opt = optim.lbfgs(history=4, tol=0.0, ftol=0.0)
+    for _ in range(2):  # the second fit starts from the first's pairs
+        m.fit(X, labels, epochs=12, optimizer=opt, l2=1e-3, verbose=0, sample_weight=weight)
+    assert m.epoch == len(handed) == 24 and max(handed) == 4  # every iteration, past a full history
+
+
 def test_a_pair_joins_the_history_only_where_marked_and_pairs_have_curvature():
     s0 = tuple(np.full((2, 3), float(i)) for i in range(3))
     x0, g0 = np.zeros((2, 3)), np.zeros((2, 3))
