@@ -405,14 +405,14 @@ class Solver:
         p, g, out = self._call(0, x0, g0, d, t, x, target, weight, mask, self.consts, extra)
         return p, g, np.asarray(_backend.to_numpy(out), dtype=np.float64)  # the evaluation's one read-back
 
-    def _remember(self, x0: Any, p: Any, g0: Any, g: Any, s: tuple, y: tuple, ok: np.ndarray) -> tuple[tuple, tuple]:
+    def _remember(self, x0: Any, p: Any, g0: Any, g: Any, s: tuple, y: tuple, ok: list[bool]) -> tuple[tuple, tuple]:
         """The histories after the step ``x0 -> p`` of the members ``ok``: shifted as Python tuples when every
         member takes its pair (one network, usually), by :func:`_remember` when only some do."""
-        if not ok.any():
+        if not any(ok):
             return s, y
-        if ok.all():
+        if all(ok):
             return s[1:] + (p - x0,), y[1:] + (g - g0,)
-        mask = _backend.from_numpy(ok.reshape(-1, 1), self.xp, self.device)
+        mask = _backend.from_numpy(np.array(ok).reshape(-1, 1), self.xp, self.device)
         return self._call(2, x0, p, g0, g, s, y, mask)
 
     def start(self, params: Any, active: list[bool]) -> np.ndarray:
@@ -438,24 +438,26 @@ class Solver:
         xp, k = self.xp, self.k
         start = self.start(params, active)
         g0 = self._at[1]  # type: ignore[index]
-        ran = np.array([active[i] and self.reasons[i] is None for i in range(k)])
+        # The members' host bookkeeping is Python lists: K is small, and a NumPy operation on K numbers costs
+        # more than the loop over them (a tenth of a small network's iteration).
+        ran = [active[i] and self.reasons[i] is None for i in range(k)]
         if k == 1 and _backend.numpy_fast_path(xp):  # the pairs' s.y, as the read-back rows held them
             if self._sy is None or self._sy[0] is not s:
                 self._sy = (s, _curvatures(s, y))
             d, extra = self._call(1, g0, s, y, self._sy[1])
         else:
             d, extra = self._call(1, g0, s, y)
-        searches = {i: wolfe(float(start[i, _F])) for i in np.flatnonzero(ran)}
+        searches = {i: wolfe(float(start[i, _F])) for i in range(k) if ran[i]}
         t = np.zeros(k)
         for i, search in searches.items():
             t[i] = next(search)[1]
-        kept_p, kept_g, rows, steps, ok = params, g0, start.copy(), np.zeros(k), np.zeros(k, dtype=bool)
+        kept_p, kept_g, rows, steps, ok = params, g0, start.copy(), [0.0] * k, [False] * k
         first = True
         while searches:
             p, g, host = self._evaluate(params, g0, d, self._up(t.reshape(k, 1)), extra)
-            self.evals[list(searches)] += 1
-            keep = np.zeros(k, dtype=bool)
+            keep = [False] * k
             for i, search in list(searches.items()):
+                self.evals[i] += 1
                 sent = (host[i, _F], host[i, _GTD]) + ((host[i, _GTD0], host[i, _DMAX]) if first else ())
                 try:
                     keep[i], t_next = search.send(sent)  # type: ignore[arg-type]
@@ -467,20 +469,20 @@ class Solver:
                     rows[i], steps[i] = host[i], t[i]
                 t[i] = t_next
             first = False
-            if keep.all():  # one network, usually
+            if all(keep):  # one network, usually
                 kept_p, kept_g = p, g
-            elif keep.any():
-                mask = _backend.from_numpy(keep.reshape(k, 1), xp, self.device)
+            elif any(keep):
+                mask = _backend.from_numpy(np.array(keep).reshape(k, 1), xp, self.device)
                 kept_p, kept_g = xp.where(mask, p, kept_p), xp.where(mask, g, kept_g)
-        failed = ran & ~ok
-        if failed.any():  # a member whose search found no lower loss stays where it was
-            back = _backend.from_numpy(failed.reshape(k, 1), xp, self.device)
+        failed = [ran[i] and not ok[i] for i in range(k)]
+        if any(failed):  # a member whose search found no lower loss stays where it was
+            back = _backend.from_numpy(np.array(failed).reshape(k, 1), xp, self.device)
             kept_p, kept_g = xp.where(back, params, kept_p), xp.where(back, g0, kept_g)
-        taken = ran & ok & (rows[:, _SY] > self.eps * rows[:, _YY])
+        taken = [bool(ran[i] and ok[i] and rows[i, _SY] > self.eps * rows[i, _YY]) for i in range(k)]
         old_s, (s, y) = s, self._remember(params, kept_p, g0, kept_g, s, y, taken)
         if self._sy is not None and self._sy[0] is old_s and s is not old_s:  # the kept row's s.y joins with its pair
             self._sy = (s, self._sy[1][1:] + [self.host_dtype.type(rows[0, _SY])])
-        for i in np.flatnonzero(ran):
+        for i in (i for i in range(k) if ran[i]):
             f0, f1 = float(start[i, _F]), float(rows[i, _F])
             if not ok[i]:
                 self.reasons[i] = "line search"
@@ -492,7 +494,7 @@ class Solver:
             elif (f0 - f1) <= self.ftol * max(abs(f0), abs(f1), 1.0):
                 self.reasons[i] = "ftol"
         self._at = (kept_p, kept_g, rows)
-        return kept_p, s, y, Result(rows, steps, ran, list(self.reasons))
+        return kept_p, s, y, Result(rows, np.array(steps, dtype=np.float64), np.array(ran), list(self.reasons))
 
     def pairs(self, state: dict[str, Any], stacked: bool) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """An optimizer state's history as (K, P) buffers, oldest first."""
