@@ -144,7 +144,7 @@ def _evaluate_numpy(gradients: Any, wmask: Any, x0: Any, g0: Any, d: Any, t: Any
     f = fscale * objective_sum + penalty
     plain = pscale * plain_sum + penalty * (pscale / fscale)
     ds, dy = p - x0, g - g0
-    row = [f, np.dot(g[0], d[0]), 0 if correct is None else correct[0], np.max(np.abs(g)), plain, np.dot(ds[0], dy[0]),
+    row = [f, np.dot(g[0], d[0]), 0 if correct is None else correct[0], np.abs(g).max(), plain, np.dot(ds[0], dy[0]),
            np.dot(dy[0], dy[0]), extra[0, 0], extra[0, 1]]  # fmt: skip
     return p, g, np.array([row], dtype=g.dtype)
 
@@ -200,7 +200,7 @@ def _direction_numpy(g: Any, s: tuple[Any, ...], y: tuple[Any, ...], sy: Any = N
         if rho[i] is not None:
             r += (alphas[i] - rho[i] * np.dot(yv[i], r)) * sv[i]
     d = np.negative(r, out=r)[None, :]
-    return d, np.array([[np.dot(g[0], d[0]), np.max(np.abs(d))]], dtype=g.dtype)
+    return d, np.array([[np.dot(g[0], d[0]), np.abs(d).max()]], dtype=g.dtype)
 
 
 def _curvatures(s: tuple[Any, ...], y: tuple[Any, ...]) -> list[Any]:
@@ -545,6 +545,7 @@ class Runner:
         self._rows: tuple[Any, Any] | None = None  # the last weights (P,) and the solver's (1, P) of them
         self._pairs: tuple[Any, tuple, tuple] | None = None  # the last optimizer state and its pairs as (1, P)
         self._compiles_before = _backend.compiles()
+        self._slots = optim.slots("lbfgs", hyper.optimizer.hyper)  # the state's names of the pairs s and y
 
     def compiles(self) -> tuple[int, float]:
         """``(programs, seconds)`` compiled since this runner was made, as :meth:`gpunn.train.Runner.compiles`."""
@@ -574,8 +575,7 @@ class Runner:
         else:
             s, y = self.solver.pairs(state.optimizer_state, False)
         new, s, y, result = self.solver.iterate(self._row(state.params), s, y, [True])
-        slots = {f"s{i}": a[0, :] for i, a in enumerate(s)} | {f"y{i}": a[0, :] for i, a in enumerate(y)}
-        opt = {"step": int(state.optimizer_state["step"]) + 1, **slots}
+        opt = {"step": int(state.optimizer_state["step"]) + 1, **dict(zip(self._slots, [a[0, :] for a in s + y]))}
         self._pairs = (opt, s, y)
         params = new[0, :]
         self._rows = (params, new)
