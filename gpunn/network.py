@@ -124,9 +124,7 @@ class Network:
     ) -> Any:  # fmt: skip
         """The model of a saved (validated) description ``c`` with its flat parameters and optimizer slots (host
         arrays), on ``device`` (and ``xp``): what a checkpoint and each member of an ensemble file hold."""
-        m = cls.__new__(cls)
-        m.__dict__["_loading"] = True  # the constructor draws no initial weights: the file's replace them
-        m.__init__(  # type: ignore[misc]
+        m = undrawn(cls,  # the file's weights replace them
             c["sizes"], activation=c["activation"], output=c["output"], loss=c["loss"], seed=c["seed"],
             device=device, dtype=c["dtype"], xp=xp, standardize=c["standardize"], dropout=c.get("dropout", 0.0),
             compile=compile, label_smoothing=c.get("label_smoothing", 0.0), preset=c.get("preset"),
@@ -293,12 +291,13 @@ class Network:
 
     def set_weights(self, pairs: Sequence[tuple[Any, Any]]) -> None:
         """Replace the parameters with ``[(W, b), ...]`` (NumPy arrays or arrays on the model's device)."""
-        self._check_built()
+        if self.sizes is None:  # widths that the first fit infers; a model made without its weights has its widths
+            self._check_built()
         assert self.sizes is not None
         pairs = list(pairs)
         if len(pairs) != len(self.sizes) - 1:
             raise InputError(f"set_weights got {len(pairs)} (W, b) pairs; the model has {len(self.sizes) - 1} layers")
-        new, spec = [], self.spec
+        new, spec = [], self.spec_for(self.sizes)
         for i, (pair, (fan_in, fan_out)) in enumerate(zip(pairs, zip(self.sizes[:-1], self.sizes[1:]))):
             if len(pair) != 2:
                 raise InputError(f"set_weights: layer {i} must be a (W, b) pair")
@@ -507,6 +506,15 @@ def _metadata_labels(labels: Any) -> list[Any] | None:
     if not (text or whole) or labels != sorted(labels) or labels == list(range(len(labels))):
         return None
     return labels
+
+
+def undrawn(cls: type[N], *args: Any, **kwargs: Any) -> N:
+    """``cls(*args, **kwargs)`` without the initial weights its constructor draws from the seed, for a caller that
+    gives it weights at once (a file's, or :meth:`Network.set_weights`')."""
+    m = cls.__new__(cls)
+    m.__dict__["_loading"] = True
+    m.__init__(*args, **kwargs)  # type: ignore[misc]
+    return m
 
 
 def generator(state: dict[str, Any]) -> np.random.Generator:

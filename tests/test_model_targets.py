@@ -378,7 +378,8 @@ def test_hidden_before_fit_has_no_weights_and_a_refused_first_fit_keeps_it_so():
     X, y = _problem(k=2)
     m = gpunn.MLP(hidden=[5], seed=1, device="cpu")
     assert m.sizes is None and "hidden=[5]" in repr(m)
-    for call in (lambda: m.predict(X), lambda: m.weights, lambda: m.evaluate(X, y)):
+    pairs = [(np.zeros((5, 4)), np.zeros(5)), (np.zeros((1, 5)), np.zeros(1))]
+    for call in (lambda: m.predict(X), lambda: m.weights, lambda: m.evaluate(X, y), lambda: m.set_weights(pairs)):
         with pytest.raises(gpunn.NotFittedError, match=r"MLP\(hidden=\[5\]\) has no weights yet"):
             call()
     with pytest.raises(gpunn.InputError, match="X has 150 rows but y has 149"):

@@ -25,6 +25,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
 from .. import _backend, optim, schedules
 from ..errors import NonFiniteError
 from ..model import MLP
+from ..network import undrawn
 from . import _lbfgs
 from ._fitted import Fitted, _native
 
@@ -283,8 +284,9 @@ class _BaseMLP(Fitted, BaseEstimator):
         if _native(X):
             kwargs = {"xp": aac.array_namespace(X), "device": aac.device(X)}
         dtype = "float32" if str(getattr(X, "dtype", "")).endswith("float32") else "float64"
-        return MLP(sizes, activation=_ACTIVATIONS[self.activation], output=self._output, seed=seed, dtype=dtype,
-                   **kwargs)  # fmt: skip
+        # without weights of its own: _start gives it scikit-learn's initialization at once
+        return undrawn(MLP, sizes, activation=_ACTIVATIONS[self.activation], output=self._output, seed=seed,
+                       dtype=dtype, **kwargs)  # fmt: skip
 
     # ------------------------------------------------------------------------------------------- training
     def _gradient_scale(self) -> float:
