@@ -546,6 +546,7 @@ class Runner:
         self._pairs: tuple[Any, tuple, tuple] | None = None  # the last optimizer state and its pairs as (1, P)
         self._compiles_before = _backend.compiles()
         self._slots = optim.slots("lbfgs", hyper.optimizer.hyper)  # the state's names of the pairs s and y
+        self._last_views: tuple[tuple, tuple, list[Any]] | None = None  # pairs s and y and their (P,) views
 
     def compiles(self) -> tuple[int, float]:
         """``(programs, seconds)`` compiled since this runner was made, as :meth:`gpunn.train.Runner.compiles`."""
@@ -563,6 +564,21 @@ class Runner:
             self._rows = (params, self.xp.reshape(params, (1, -1)))
         return self._rows[1]
 
+    def _views(self, before: tuple[tuple, tuple], s: tuple, y: tuple) -> list[Any]:
+        """The state's (P,) views of the pairs ``s`` and ``y`` (1, P): those of the pairs ``before`` the iteration,
+        shifted by the pair it took, where they are known (a pair stays in the history for many iterations)."""
+        m, last = len(s), self._last_views
+        views = None
+        if last is not None and last[0] is before[0] and last[1] is before[1]:
+            if s is before[0] and y is before[1]:  # no pair taken
+                views = last[2]
+            elif all(a is b for a, b in zip(s[:-1] + y[:-1], before[0][1:] + before[1][1:])):
+                views = last[2][1:m] + [s[-1][0, :]] + last[2][m + 1 :] + [y[-1][0, :]]
+        if views is None:
+            views = [a[0, :] for a in s + y]
+        self._last_views = (s, y, views)
+        return views
+
     def done(self, state: train.State) -> bool:
         """True once the network has stopped (evaluating it at ``state`` first, at a fit's start)."""
         self.solver.start(self._row(state.params), [True])
@@ -574,8 +590,9 @@ class Runner:
             s, y = self._pairs[1:]  # the (1, P) rows of the state the last iteration left
         else:
             s, y = self.solver.pairs(state.optimizer_state, False)
+        before = (s, y)
         new, s, y, result = self.solver.iterate(self._row(state.params), s, y, [True])
-        opt = {"step": int(state.optimizer_state["step"]) + 1, **dict(zip(self._slots, [a[0, :] for a in s + y]))}
+        opt = {"step": int(state.optimizer_state["step"]) + 1, **dict(zip(self._slots, self._views(before, s, y)))}
         self._pairs = (opt, s, y)
         params = new[0, :]
         self._rows = (params, new)
