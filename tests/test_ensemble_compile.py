@@ -251,10 +251,10 @@ def test_a_loop_the_compiler_refuses_runs_eagerly_to_the_same_result(monkeypatch
 @pytest.fixture
 def fresh_caches():
     """No compiled step or validation pass kept from an earlier test: each is compiled anew."""
-    for cache in (_loop._compiled, _loop._compiled_val_block, _loop._blocked, _loop._picker):
+    for cache in (_loop._compiled, _loop._compiled_val_block, _loop._blocked):
         cache.cache_clear()
     yield
-    for cache in (_loop._compiled, _loop._compiled_val_block, _loop._blocked, _loop._picker):
+    for cache in (_loop._compiled, _loop._compiled_val_block, _loop._blocked):
         cache.cache_clear()
 
 
@@ -395,22 +395,23 @@ def _same_members(compiled, eager):
             np.testing.assert_allclose(getattr(a.history, name), getattr(b.history, name), rtol=0, atol=TOL)
 
 
+LONG = _loop.BLOCK + 5  # epochs: one full block and one of 5
 BLOCKS = {
     "rates, penalties, clipping, a step schedule": (
-        {}, dict(epochs=37, lr=gpunn.schedules.step(0.2, every=10, gamma=0.5), l2=[0.0, 0.01, 0.1, 0.02],
+        {}, dict(epochs=LONG, lr=gpunn.schedules.step(0.2, every=10, gamma=0.5), l2=[0.0, 0.01, 0.1, 0.02],
                  clip_norm=0.5)),
-    "adamw, weighted": ({}, dict(epochs=37, lr=0.05, optimizer="adamw", weight_decay=[0.0, 0.1, 0.2, 0.3],
+    "adamw, weighted": ({}, dict(epochs=LONG, lr=0.05, optimizer="adamw", weight_decay=[0.0, 0.1, 0.2, 0.3],
                                  sample_weight=np.random.default_rng(1).uniform(0.2, 2, size=N))),
-    "own rows": ({}, dict(epochs=37, lr=0.1, rows=[np.arange(k, N - k) for k in range(4)])),
-    "dropout": (dict(dropout=[0.0, 0.2, 0.3, 0.1]), dict(epochs=37, lr=0.1, optimizer="momentum")),
+    "own rows": ({}, dict(epochs=LONG, lr=0.1, rows=[np.arange(k, N - k) for k in range(4)])),
+    "dropout": (dict(dropout=[0.0, 0.2, 0.3, 0.1]), dict(epochs=LONG, lr=0.1, optimizer="momentum")),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(BLOCKS))
 def test_full_batch_epochs_run_in_blocks_of_one_compiled_call_each(monkeypatch, case):
-    """Without a callback or validation data, a compiled full-batch fit runs its epochs 32 to one call (37 epochs:
-    2 calls, the second 5 epochs long in the same program), with the same weights, step counts and per-epoch
-    records as the eager NumPy ensemble (which runs one epoch at a time)."""
+    """Without a callback or validation data, a compiled full-batch fit runs its epochs _loop.BLOCK to one call
+    (BLOCK + 5 epochs: 2 calls, the second 5 epochs long in the same program), with the same weights, step counts
+    and per-epoch records as the eager NumPy ensemble (which runs one epoch at a time)."""
     calls = []
     real_epochs, real_call = _loop._Runner.epochs, _loop._Runner.__call__
     monkeypatch.setattr(_loop._Runner, "epochs", lambda self, *a: calls.append("block") or real_epochs(self, *a))
@@ -438,6 +439,36 @@ def test_a_member_diverging_inside_a_block_stops_where_the_eager_ensemble_stops_
     assert warned == warned_eager and len(warned) == 1
     assert compiled.members[1].epoch < 30 and compiled.members[0].epoch == 30
     assert lr > 10 or compiled.members[1].epoch > 0  # the exploding member: in the middle of the first block
+    _same_members(compiled, eager)
+
+
+def test_an_interrupt_while_an_epoch_inside_a_block_is_committed_leaves_every_member_before_it(monkeypatch):
+    """Ctrl-C that lands while the block's third epoch is committed (after member 0, before member 1): every member
+    is left as the block's second epoch left it (its state computed again from the block's start), equal to the
+    eager NumPy ensemble fitted 2 epochs, and the fit resumes to the eager ensemble's 10 epochs."""
+    from gpunn import schedules
+
+    calls, update = {"n": 0}, schedules.Schedule.update
+
+    def interrupted(self, state, record):
+        calls["n"] += 1
+        if calls["n"] == 2 * 4 + 2:  # epoch 3, member 1
+            raise KeyboardInterrupt
+        return update(self, state, record)
+
+    X, y = _data()
+    fit = dict(lr=[0.1, 0.2, 0.3, 0.05], l2=[0.0, 0.01, 0.0, 0.1], verbose=0)
+    compiled = gpunn.Ensemble([3, 6, 5, 1], 4, seed=[1, 2, 3, 4], compile=True, **_jax())
+    monkeypatch.setattr(schedules.Schedule, "update", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        compiled.fit(X, y, epochs=10, **fit)
+    monkeypatch.setattr(schedules.Schedule, "update", update)
+    eager = gpunn.Ensemble([3, 6, 5, 1], 4, seed=[1, 2, 3, 4], compile=False, device="cpu", dtype="float64")
+    eager.fit(X, y, epochs=2, **fit)
+    assert [m.epoch for m in compiled.members] == [2] * 4
+    _same_members(compiled, eager)
+    compiled.fit(X, y, epochs=8, **fit)
+    eager.fit(X, y, epochs=8, **fit)
     _same_members(compiled, eager)
 
 
