@@ -345,6 +345,32 @@ def test_a_new_row_count_in_the_same_bucket_compiles_nothing_and_pads_to_the_unp
             np.testing.assert_allclose(getattr(ha, name), getattr(hb, name), rtol=0, atol=TOL, err_msg=name)
 
 
+@pytest.mark.parametrize("fit", [{}, dict(batch_size=16)], ids=["full", "minibatches"])
+def test_a_new_validation_size_in_the_same_bucket_compiles_nothing(compiles, fit):
+    """The validation rows are padded to the next power of two as a lone network's are (33 and 50 rows to 64,
+    5000 to 8192 in two blocks of 4096), the padding counted for nothing: a new validation size compiles nothing
+    until it crosses one, and the records equal the eager NumPy ensemble's (float64, 1e-12)."""
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(5000, 3))
+    y = (X[:, 0] - X[:, 1] * X[:, 2] > 0).astype(np.int64)
+    X_fit, y_fit = _data()
+
+    def run(n_val, where):
+        ens = gpunn.Ensemble([3, 6, 1], 3, seed=[4, 5, 6], **where)
+        return ens.fit(X_fit, y_fit, epochs=2, lr=[0.1, 0.2, 0.3], verbose=0, validation_data=(X[:n_val], y[:n_val]),
+                       **fit)  # fmt: skip
+
+    run(33, dict(compile=True, **_jax()))
+    for n_val in (50, 5000):
+        run(n_val - 1, dict(compile=True, **_jax()))  # the bucket's (and for 5000, the two blocks') programs
+        histories = []
+        assert compiles.during(lambda n=n_val, h=histories: h.append(run(n, dict(compile=True, **_jax())))) == 0
+        eager = run(n_val, dict(compile=False, device="cpu", dtype="float64"))
+        for ha, hb in zip(histories[0], eager):
+            for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+                np.testing.assert_allclose(getattr(ha, name), getattr(hb, name), rtol=0, atol=TOL, err_msg=name)
+
+
 def test_a_search_compiles_once_per_shape_group_however_many_rates(compiles):
     """Issue 28.5: MLPSearchCV trains a shape group's candidates (every rate, every split) as one ensemble, whose
     epoch is one program: after a first search has compiled the search's own set-up, a grid of one rate or of

@@ -89,7 +89,7 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
         else:
             plan = Plan(ens, p.x, p.target, p.weight_host, member_rows, s.batch_size, s.shuffle,
                         pad=comm is None and s.optimizers[0].name != "lbfgs")  # fmt: skip
-            _run(ens, plan, p.val, _hyper(ens, sizes, s), s, verbose, member_callbacks, on_epoch, comm)
+            _run(ens, plan, validation(p), _hyper(ens, sizes, s), s, verbose, member_callbacks, on_epoch, comm)
     return _compiled_since(before, [m.history.since(f) for m, f in zip(members, first)], verbose)
 
 
@@ -122,6 +122,12 @@ def _prepare(ens: Ensemble, sizes: list[int], X: Any, y: Any, validation_data: A
     p = feed.prepare(m0.spec_for(sizes, encoding), m0.learned, X, y, validation_data, first=not m0.fitted, copy=copy,
                      weights=weights)  # fmt: skip
     return p, chosen[0]
+
+
+def validation(p: feed.Prepared) -> feed.Memory | None:
+    """The fit's validation data as a lone network's (:class:`gpunn.feed.Memory`): its rows padded once, where the
+    namespace compiles, to the power of two a lone network pads them to (:func:`evaluate_sums`)."""
+    return None if p.val is None else feed.Memory(p.spec, *p.val)
 
 
 def _agree(ens: Ensemble, comm: Any, p: feed.Prepared, s: settings.FitSettings, rows: Any) -> None:
@@ -540,7 +546,7 @@ def _epoch(ens, plan, runner, val, params, state, active, active_dev, rng_states
         val_loss: list[Any] = []
         val_correct: list[Any] = []
         if val is not None:
-            val_loss, val_correct = evaluate_sums(ens, params, *val)
+            val_loss, val_correct = evaluate_sums(ens, params, val)
         host_loss = _read_back(loss_sums + val_loss, xp)
         # (counts of masked batches are floats, the others integers: read back apart)
         host_counts = _read_back(corrects, xp) if has_correct else None
@@ -638,7 +644,7 @@ def _records(ens: Ensemble, plan: Plan, val: Any, host_loss: np.ndarray, host_co
     if counts is not None:
         columns["accuracy"] = np.where(taken, counts, 0.0).sum(axis=0) / (n_rows * labels)
     if val is not None:
-        n_val = val[0].shape[0]
+        n_val = val.n_rows
         columns["val_loss"] = val_sums.sum(axis=0) * losses.scales(m0.output, m0.loss, n_val, m0.n_outputs)[0]
         if val_counts is not None:
             columns["val_accuracy"] = val_counts.sum(axis=0) / (n_val * labels)
@@ -661,18 +667,21 @@ def _read_back(arrays: list[Any], xp: Any) -> np.ndarray:
     return train.read_back(arrays, xp, stack=not _backend.compiles_eagerly(xp))
 
 
-def evaluate_sums(ens: Ensemble, params: Any, x: Any, target: Any) -> tuple[list[Any], list[Any]]:
-    """Per-member summed loss (K,) and correct count (K,) of every block of EVAL_ROWS rows of placed data; on a
-    namespace whose eager operations compile (JAX), each block one compiled program (one for every
-    validation size: no eager slice, forward or loss compiled one by one)."""
+def evaluate_sums(ens: Ensemble, params: Any, val: feed.Memory) -> tuple[list[Any], list[Any]]:
+    """Per-member summed loss (K,) and correct count (K,) of every block of EVAL_ROWS rows of the validation data
+    (:func:`validation`); on a namespace whose eager operations compile (JAX), each block one compiled program
+    on its rows padded to a power of two (:meth:`gpunn.feed.Memory.padded`, as a lone network's), the padding
+    masked out: one program for every such bucket of validation sizes (no eager slice, forward or loss
+    compiled one by one)."""
     xp, m0 = ens.xp, ens.members[0]
-    n = x.shape[0]
+    x, target, n = val.x, val.target, val.n_rows
     zero = _backend.from_numpy(np.zeros((), dtype=m0.dtype), xp, ens.device)
     structure = (tuple(m0.sizes), m0.activation if isinstance(m0.activation, str) else tuple(m0.activation),
                  m0.output, m0.loss, xp)  # fmt: skip
     loss_sums, corrects = [], []
     if ens.compile is not False and _backend.compiles_eagerly(xp) and not isinstance(x, feed.sparse.Placed):
-        size = min(n, feed.evaluate.EVAL_ROWS)
+        x, target, _ = val.padded()
+        size = min(x.shape[0], feed.evaluate.EVAL_ROWS)
         block = _compiled_val_block(*structure, size)
         for start in range(0, n, size):  # (a block's start and rows as arrays: one program for every block)
             loss_sum, correct = block(params, x, target, np.int32(start), np.int32(min(size, n - start)), zero)
@@ -694,9 +703,10 @@ def _val_block(sizes: tuple, activation: Any, output: str, loss: str, xp: Any, s
     """Every member's summed loss and correct count on ``x``, or (``size``) on its ``size`` rows from ``start``,
     the first ``valid`` of them counted (the rows past the end read its last row, and count for nothing)."""
     mask = None
-    if size is not None and size != x.shape[0]:
-        idx = xp.minimum(xp.arange(size) + start, x.shape[0] - 1)
-        x, target = _backend.take_rows(x, idx, xp), _backend.take_rows(target, idx, xp)
+    if size is not None:
+        if size != x.shape[0]:
+            idx = xp.minimum(xp.arange(size) + start, x.shape[0] - 1)
+            x, target = _backend.take_rows(x, idx, xp), _backend.take_rows(target, idx, xp)
         mask = xp.reshape(xp.astype(xp.arange(size) < valid, x.dtype), (-1, 1))
     z = forward_stacked(unflatten_stacked(params, sizes, xp), x, activation, xp)[0]
     loss_sum, _, correct = losses.head(output, loss, z, target, zero, xp, members=True, mask=mask)
