@@ -371,6 +371,23 @@ def test_a_new_validation_size_in_the_same_bucket_compiles_nothing(compiles, fit
                 np.testing.assert_allclose(getattr(ha, name), getattr(hb, name), rtol=0, atol=TOL, err_msg=name)
 
 
+def test_the_members_logits_are_one_compiled_program(compiles):
+    """decision_function (and so predict_proba and predict) stacks the members' parameters inside the compiled
+    forward pass, as a lone network's logits are one program: a new X shape compiles one program (an eager stack
+    compiled one of its own for every member count and width), and the logits equal the eager NumPy ensemble's."""
+    X, y = _data()
+    fitted = []
+    for where in (dict(compile=True, **_jax()), dict(compile=False, device="cpu", dtype="float64")):
+        ens = gpunn.Ensemble([3, 11, 1], 3, seed=[7, 8, 9], **where)
+        ens.fit(X, y, epochs=3, lr=[0.1, 0.2, 0.3], verbose=0)
+        fitted.append(ens)
+    logits = []
+    assert compiles.during(lambda: logits.append(fitted[0].decision_function(X[:13]))) == 1
+    assert logits[0].shape == (3, 13, 1)
+    np.testing.assert_allclose(np.asarray(logits[0]), fitted[1].decision_function(X[:13]), rtol=0, atol=TOL)
+    np.testing.assert_array_equal(np.asarray(fitted[0].predict(X)), fitted[1].predict(X))
+
+
 def test_a_search_compiles_once_per_shape_group_however_many_rates(compiles):
     """Issue 28.5: MLPSearchCV trains a shape group's candidates (every rate, every split) as one ensemble, whose
     epoch is one program: after a first search has compiled the search's own set-up, a grid of one rate or of
