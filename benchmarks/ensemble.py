@@ -15,7 +15,8 @@ MPI ranks against the same fit in one process, interleaved (issue 31's target on
 interleaved repeats) against what an expert writes by hand with each namespace's own tools, from the same
 weights to the same weights: ``torch.func.vmap(grad_and_value(loss))`` over stacked weights against
 ``gpunn.Ensemble`` on torch's CPU, and ``jax.vmap(jax.value_and_grad(loss))`` inside one jitted ``lax.scan`` over
-the epochs against ``gpunn.Ensemble`` on JAX (compilation outside the clock on both sides); wall and CPU seconds.
+the epochs against ``gpunn.Ensemble`` on JAX (compilation outside the clock on both sides); wall and CPU seconds,
+and the load average. ``--namespaces jax`` (or ``torch``) times one of the two; ``--repeats N`` sets the repeats.
 
 This machine sets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which halve NumPy's matrix products; run
 ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks.ensemble`` for NumPy's own kernels (the
@@ -207,11 +208,22 @@ def _vmap_gpunn(kw: dict[str, Any], X: Any, y: Any, members: int, epochs: int) -
     return elapsed, [np.stack([m.numpy_weights()[i // 2][i % 2] for m in ens.members]) for i in range(6)]
 
 
-def versus_vmap(members: int, epochs: int, repeats: int, json_path: Path) -> None:
+VMAP_NAMESPACES = ("torch", "jax")  # the CPU namespaces with a hand-written side (_vmap_torch, _vmap_jax)
+
+
+def versus_vmap(members: int, epochs: int, repeats: int, json_path: Path, namespaces: list[str]) -> None:
     """``--versus-vmap``: gpunn.Ensemble against the stack an expert writes by hand with each namespace's own
-    tools (issue 28.6), on one thread, interleaved; every pair starts from the same weights and must end at the
-    same weights (float32, 1e-4), so that both sides did the same work."""
+    tools (issue 28.6), on one thread, interleaved, on those of ``namespaces`` that have a hand-written side
+    (torch, jax); every pair starts from the same weights and must end at the same weights (float32, 1e-4), so
+    that both sides did the same work."""
     import gpunn
+
+    names = [n for n in VMAP_NAMESPACES if n in namespaces and _available(n)]
+    skipped = sorted(set(namespaces) - set(names))
+    if skipped:
+        print(f"skipped (no hand-written side, or not installed): {', '.join(skipped)}")
+    if not names:
+        raise SystemExit(f"--versus-vmap times {' and '.join(VMAP_NAMESPACES)}; none of {namespaces} is one")
 
     X, y = make_data({"sizes": VMAP_SIZES, "n": 1000})
     init = gpunn.Ensemble(VMAP_SIZES, members, seed=0, device="cpu")
@@ -222,7 +234,6 @@ def versus_vmap(members: int, epochs: int, repeats: int, json_path: Path) -> Non
         "jax": (lambda: _vmap_jax(weights, X, y, epochs), lambda: _vmap_gpunn(_namespace("jax"), X, y, members,
                                                                               epochs)),
     }  # fmt: skip
-    names = [n for n in sides if _available(n)]
     times: dict[str, dict[str, list[tuple[float, float]]]] = {n: {"hand": [], "gpunn": []} for n in names}
     for _ in range(repeats):
         for n in names:
@@ -234,8 +245,10 @@ def versus_vmap(members: int, epochs: int, repeats: int, json_path: Path) -> Non
                 else:
                     for a, b in zip(final, reference):
                         np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
+    load = [round(v, 1) for v in os.getloadavg()]
     print(f"{members} networks {VMAP_SIZES}, full batch of 1000 rows, SGD, float32, {epochs} epochs, one thread, "
-          f"median of {repeats} interleaved repeats: wall seconds (and the process's CPU seconds)\n")  # fmt: skip
+          f"median of {repeats} interleaved repeats: wall seconds (and the process's CPU seconds); load average "
+          f"at the end {load} on {os.cpu_count()} cores\n")  # fmt: skip
     print("| namespace | hand-written | gpunn.Ensemble | ratio, wall | ratio, CPU |")
     print("|---|---:|---:|---:|---:|")
     rows = []
@@ -250,19 +263,21 @@ def versus_vmap(members: int, epochs: int, repeats: int, json_path: Path) -> Non
             f"{ours_cpu / hand_cpu:.2f}x |"
         )
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps({"members": members, "epochs": epochs, "rows": rows}, indent=1) + "\n")
+    json_path.write_text(json.dumps({"members": members, "epochs": epochs, "repeats": repeats, "load_average": load,
+                                     "rows": rows}, indent=1) + "\n")  # fmt: skip
     print(f"\nWrote {json_path}")
 
 
-def _one_thread() -> None:
-    """One thread for every library, set before any of them starts its pools."""
+def _one_thread(torch: bool = True) -> None:
+    """One thread for every library, set before any of them starts its pools (torch's only when it is timed)."""
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
                                "intra_op_parallelism_threads=1").strip()  # fmt: skip
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
-    import torch
+    if torch:
+        import torch as module
 
-    torch.set_num_threads(1)
+        module.set_num_threads(1)
 
 
 def _blas() -> str:
@@ -292,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--versus-vmap", action="store_true",
                         help="64 networks 10-32-32-1 against a hand-written torch.func.vmap and jax.vmap + lax.scan "
                              "ensemble, one thread, 100 epochs (issue 28.6)")  # fmt: skip
+    parser.add_argument("--repeats", type=int, help="interleaved repeats of --versus-vmap (default 3, 1 with --quick)")
     parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads (on a busy 2-core machine, 1)")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"where to write the results (default {RESULTS})")
     parser.add_argument("--ranks", type=int, help="time the members split over this many MPI ranks (main_ranks)")
@@ -299,9 +315,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.ranks:
         return main_ranks(args.ranks, args.quick, args.json.with_name("ensemble_ranks.json"))
     if args.versus_vmap:
-        _one_thread()
+        _one_thread("torch" in args.namespaces)
         json_path = args.json if args.json != RESULTS else RESULTS.with_name("ensemble_vmap.json")
-        versus_vmap(args.members, 10 if args.quick else 100, 1 if args.quick else 3, json_path)
+        repeats = args.repeats or (1 if args.quick else 3)
+        versus_vmap(args.members, 10 if args.quick else 100, repeats, json_path, args.namespaces)
         return
     epochs, repeats = (5, 2) if args.quick else (30, 5)
     if args.torch_threads and "torch" in args.namespaces:

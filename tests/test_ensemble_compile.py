@@ -251,10 +251,10 @@ def test_a_loop_the_compiler_refuses_runs_eagerly_to_the_same_result(monkeypatch
 @pytest.fixture
 def fresh_caches():
     """No compiled step or validation pass kept from an earlier test: each is compiled anew."""
-    for cache in (_loop._compiled, _loop._compiled_val_block, _loop._blocked, _loop._picker):
+    for cache in (_loop._compiled, _loop._compiled_val_block, _loop._blocked):
         cache.cache_clear()
     yield
-    for cache in (_loop._compiled, _loop._compiled_val_block, _loop._blocked, _loop._picker):
+    for cache in (_loop._compiled, _loop._compiled_val_block, _loop._blocked):
         cache.cache_clear()
 
 
@@ -345,6 +345,49 @@ def test_a_new_row_count_in_the_same_bucket_compiles_nothing_and_pads_to_the_unp
             np.testing.assert_allclose(getattr(ha, name), getattr(hb, name), rtol=0, atol=TOL, err_msg=name)
 
 
+@pytest.mark.parametrize("fit", [{}, dict(batch_size=16)], ids=["full", "minibatches"])
+def test_a_new_validation_size_in_the_same_bucket_compiles_nothing(compiles, fit):
+    """The validation rows are padded to the next power of two as a lone network's are (33 and 50 rows to 64,
+    5000 to 8192 in two blocks of 4096), the padding counted for nothing: a new validation size compiles nothing
+    until it crosses one, and the records equal the eager NumPy ensemble's (float64, 1e-12)."""
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(5000, 3))
+    y = (X[:, 0] - X[:, 1] * X[:, 2] > 0).astype(np.int64)
+    X_fit, y_fit = _data()
+
+    def run(n_val, where):
+        ens = gpunn.Ensemble([3, 6, 1], 3, seed=[4, 5, 6], **where)
+        return ens.fit(X_fit, y_fit, epochs=2, lr=[0.1, 0.2, 0.3], verbose=0, validation_data=(X[:n_val], y[:n_val]),
+                       **fit)  # fmt: skip
+
+    run(33, dict(compile=True, **_jax()))
+    for n_val in (50, 5000):
+        run(n_val - 1, dict(compile=True, **_jax()))  # the bucket's (and for 5000, the two blocks') programs
+        histories = []
+        assert compiles.during(lambda n=n_val, h=histories: h.append(run(n, dict(compile=True, **_jax())))) == 0
+        eager = run(n_val, dict(compile=False, device="cpu", dtype="float64"))
+        for ha, hb in zip(histories[0], eager):
+            for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+                np.testing.assert_allclose(getattr(ha, name), getattr(hb, name), rtol=0, atol=TOL, err_msg=name)
+
+
+def test_the_members_logits_are_one_compiled_program(compiles):
+    """decision_function (and so predict_proba and predict) stacks the members' parameters inside the compiled
+    forward pass, as a lone network's logits are one program: a new X shape compiles one program (an eager stack
+    compiled one of its own for every member count and width), and the logits equal the eager NumPy ensemble's."""
+    X, y = _data()
+    fitted = []
+    for where in (dict(compile=True, **_jax()), dict(compile=False, device="cpu", dtype="float64")):
+        ens = gpunn.Ensemble([3, 11, 1], 3, seed=[7, 8, 9], **where)
+        ens.fit(X, y, epochs=3, lr=[0.1, 0.2, 0.3], verbose=0)
+        fitted.append(ens)
+    logits = []
+    assert compiles.during(lambda: logits.append(fitted[0].decision_function(X[:13]))) == 1
+    assert logits[0].shape == (3, 13, 1)
+    np.testing.assert_allclose(np.asarray(logits[0]), fitted[1].decision_function(X[:13]), rtol=0, atol=TOL)
+    np.testing.assert_array_equal(np.asarray(fitted[0].predict(X)), fitted[1].predict(X))
+
+
 def test_a_search_compiles_once_per_shape_group_however_many_rates(compiles):
     """Issue 28.5: MLPSearchCV trains a shape group's candidates (every rate, every split) as one ensemble, whose
     epoch is one program: after a first search has compiled the search's own set-up, a grid of one rate or of
@@ -395,22 +438,23 @@ def _same_members(compiled, eager):
             np.testing.assert_allclose(getattr(a.history, name), getattr(b.history, name), rtol=0, atol=TOL)
 
 
+LONG = _loop.BLOCK + 5  # epochs: one full block and one of 5
 BLOCKS = {
     "rates, penalties, clipping, a step schedule": (
-        {}, dict(epochs=37, lr=gpunn.schedules.step(0.2, every=10, gamma=0.5), l2=[0.0, 0.01, 0.1, 0.02],
+        {}, dict(epochs=LONG, lr=gpunn.schedules.step(0.2, every=10, gamma=0.5), l2=[0.0, 0.01, 0.1, 0.02],
                  clip_norm=0.5)),
-    "adamw, weighted": ({}, dict(epochs=37, lr=0.05, optimizer="adamw", weight_decay=[0.0, 0.1, 0.2, 0.3],
+    "adamw, weighted": ({}, dict(epochs=LONG, lr=0.05, optimizer="adamw", weight_decay=[0.0, 0.1, 0.2, 0.3],
                                  sample_weight=np.random.default_rng(1).uniform(0.2, 2, size=N))),
-    "own rows": ({}, dict(epochs=37, lr=0.1, rows=[np.arange(k, N - k) for k in range(4)])),
-    "dropout": (dict(dropout=[0.0, 0.2, 0.3, 0.1]), dict(epochs=37, lr=0.1, optimizer="momentum")),
+    "own rows": ({}, dict(epochs=LONG, lr=0.1, rows=[np.arange(k, N - k) for k in range(4)])),
+    "dropout": (dict(dropout=[0.0, 0.2, 0.3, 0.1]), dict(epochs=LONG, lr=0.1, optimizer="momentum")),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(BLOCKS))
 def test_full_batch_epochs_run_in_blocks_of_one_compiled_call_each(monkeypatch, case):
-    """Without a callback or validation data, a compiled full-batch fit runs its epochs 32 to one call (37 epochs:
-    2 calls, the second 5 epochs long in the same program), with the same weights, step counts and per-epoch
-    records as the eager NumPy ensemble (which runs one epoch at a time)."""
+    """Without a callback or validation data, a compiled full-batch fit runs its epochs _loop.BLOCK to one call
+    (BLOCK + 5 epochs: 2 calls, the second 5 epochs long in the same program), with the same weights, step counts
+    and per-epoch records as the eager NumPy ensemble (which runs one epoch at a time)."""
     calls = []
     real_epochs, real_call = _loop._Runner.epochs, _loop._Runner.__call__
     monkeypatch.setattr(_loop._Runner, "epochs", lambda self, *a: calls.append("block") or real_epochs(self, *a))
@@ -438,6 +482,36 @@ def test_a_member_diverging_inside_a_block_stops_where_the_eager_ensemble_stops_
     assert warned == warned_eager and len(warned) == 1
     assert compiled.members[1].epoch < 30 and compiled.members[0].epoch == 30
     assert lr > 10 or compiled.members[1].epoch > 0  # the exploding member: in the middle of the first block
+    _same_members(compiled, eager)
+
+
+def test_an_interrupt_while_an_epoch_inside_a_block_is_committed_leaves_every_member_before_it(monkeypatch):
+    """Ctrl-C that lands while the block's third epoch is committed (after member 0, before member 1): every member
+    is left as the block's second epoch left it (its state computed again from the block's start), equal to the
+    eager NumPy ensemble fitted 2 epochs, and the fit resumes to the eager ensemble's 10 epochs."""
+    from gpunn import schedules
+
+    calls, update = {"n": 0}, schedules.Schedule.update
+
+    def interrupted(self, state, record):
+        calls["n"] += 1
+        if calls["n"] == 2 * 4 + 2:  # epoch 3, member 1
+            raise KeyboardInterrupt
+        return update(self, state, record)
+
+    X, y = _data()
+    fit = dict(lr=[0.1, 0.2, 0.3, 0.05], l2=[0.0, 0.01, 0.0, 0.1], verbose=0)
+    compiled = gpunn.Ensemble([3, 6, 5, 1], 4, seed=[1, 2, 3, 4], compile=True, **_jax())
+    monkeypatch.setattr(schedules.Schedule, "update", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        compiled.fit(X, y, epochs=10, **fit)
+    monkeypatch.setattr(schedules.Schedule, "update", update)
+    eager = gpunn.Ensemble([3, 6, 5, 1], 4, seed=[1, 2, 3, 4], compile=False, device="cpu", dtype="float64")
+    eager.fit(X, y, epochs=2, **fit)
+    assert [m.epoch for m in compiled.members] == [2] * 4
+    _same_members(compiled, eager)
+    compiled.fit(X, y, epochs=8, **fit)
+    eager.fit(X, y, epochs=8, **fit)
     _same_members(compiled, eager)
 
 

@@ -329,7 +329,7 @@ class Ensemble:
         with _backend.device_scope(xp, self.device):
             if any(not _loop.same_scaling(m.scaling, m0.scaling) for m in live):  # members scaled apart
                 return xp.stack([m.decision_function(X) for m in live])
-            return feed.predict.logits(m0.spec, xp.stack([m.params for m in live]), X, m0.scaling)
+            return feed.predict.logits(m0.spec, tuple(m.params for m in live), X, m0.scaling)
 
     def predict_proba(self, X: Any, *, members: bool = False, convert: bool = False) -> Any:
         """The mean of the members' probabilities (values, for regression), shape (n, n_outputs); with

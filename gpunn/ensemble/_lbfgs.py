@@ -50,7 +50,7 @@ def epoch(ens: Ensemble, plan: Plan, solver: lbfgs.Solver, val: Any, params: Any
     }
     val_floats = val_counts = None
     if val is not None:
-        loss_sums, corrects = evaluate(ens, new, *val)
+        loss_sums, corrects = evaluate(ens, new, val)
         val_floats, val_counts = train.read_back(loss_sums, ens.xp, corrects)
         val_floats = val_floats.reshape(-1, k).sum(axis=0)
         val_counts = val_counts.reshape(-1, k).sum(axis=0) if corrects else None
@@ -65,7 +65,7 @@ def epoch(ens: Ensemble, plan: Plan, solver: lbfgs.Solver, val: Any, params: Any
         if not math.isfinite(record["loss"]):
             failed[i] = train.non_finite(members[i].epoch, np.asarray([record["loss"]]), record["loss"])
         if val_floats is not None:
-            n_val = val[0].shape[0]
+            n_val = val.n_rows
             record["val_loss"] = float(val_floats[i]) * train.loss_scale(m0.spec, n_val)
             if val_counts is not None:
                 record["val_accuracy"] = float(val_counts[i]) / (n_val * train.labels_per_row(m0.spec))

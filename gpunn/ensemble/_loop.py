@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import _backend, feed, fitloop, lbfgs, losses, optim, settings, train
+from .. import _backend, feed, lbfgs, losses, optim, settings, train
 from ..data import Dataset
 from ..data.moments import row_blocks
 from ..errors import ConfigError, DivergenceError, InputError
@@ -89,7 +89,7 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
         else:
             plan = Plan(ens, p.x, p.target, p.weight_host, member_rows, s.batch_size, s.shuffle,
                         pad=comm is None and s.optimizers[0].name != "lbfgs")  # fmt: skip
-            _run(ens, plan, p.val, _hyper(ens, sizes, s), s, verbose, member_callbacks, on_epoch, comm)
+            _run(ens, plan, validation(p), _hyper(ens, sizes, s), s, verbose, member_callbacks, on_epoch, comm)
     return _compiled_since(before, [m.history.since(f) for m, f in zip(members, first)], verbose)
 
 
@@ -122,6 +122,12 @@ def _prepare(ens: Ensemble, sizes: list[int], X: Any, y: Any, validation_data: A
     p = feed.prepare(m0.spec_for(sizes, encoding), m0.learned, X, y, validation_data, first=not m0.fitted, copy=copy,
                      weights=weights)  # fmt: skip
     return p, chosen[0]
+
+
+def validation(p: feed.Prepared) -> feed.Memory | None:
+    """The fit's validation data as a lone network's (:class:`gpunn.feed.Memory`): its rows padded once, where the
+    namespace compiles, to the power of two a lone network pads them to (:func:`evaluate_sums`)."""
+    return None if p.val is None else feed.Memory(p.spec, *p.val)
 
 
 def _agree(ens: Ensemble, comm: Any, p: feed.Prepared, s: settings.FitSettings, rows: Any) -> None:
@@ -191,8 +197,10 @@ def _scanned(step: StackedStep, scan: Any, params: Any, state: Any, lr: Any, val
 # A compiled full-batch fit runs up to this many epochs as one call of the compiler (:meth:`_Runner.epochs`), as a
 # hand-written scan over the epochs does: one call an epoch costs more than its dispatch, since XLA's CPU runtime
 # allocates a call's temporaries afresh, and above 32 MiB (64 networks 10-32-32-1 on 1000 rows) the C library
-# maps those pages from the kernel every time: 8300 page faults, as long as the step itself.
-BLOCK = 32
+# maps those pages from the kernel every time: 8300 page faults, as long as the step itself. A block keeps no
+# state but its last (an epoch's start is computed again when a rollback asks for it, :class:`_After`), so its
+# length costs no memory; it bounds how long an interrupt waits for the call to return.
+BLOCK = 128
 
 
 @functools.lru_cache(maxsize=16)
@@ -203,11 +211,10 @@ def _blocked(step: StackedStep, epochs: int) -> Any:
 
 
 def _epochs(step: StackedStep, scan: Any, cond: Any, params: Any, state: Any, lrs: Any, live: Any, values: Any,
-            x: Any, t: Any, w: Any, mask: Any, rows: Any, active: Any) -> tuple[Any, Any, Any, Any, Any]:  # fmt: skip
+            x: Any, t: Any, w: Any, mask: Any, rows: Any, active: Any) -> tuple[Any, Any, Any, Any]:  # fmt: skip
     """Full-batch epochs as one loop: epoch e at the rates ``lrs[e]`` (K, 1) where ``live[e]``, the rest of the
     block skipped (so that a shorter block runs in the same program). Returns the parameters and state after
-    the block, those at the start of every epoch (stacked: the divergence check's rollback takes them,
-    :func:`_pick`) and every epoch's metrics (zeros for a skipped one)."""
+    the block and every epoch's metrics (zeros for a skipped one)."""
 
     def one(carry: tuple[Any, Any], lr: Any) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
         p, s, loss_sum, correct = step(*carry, x, t, lr, w, mask, rows, active, values)
@@ -217,25 +224,35 @@ def _epochs(step: StackedStep, scan: Any, cond: Any, params: Any, state: Any, lr
 
     def body(carry: tuple[Any, Any], per_epoch: Any) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
         lr, on = per_epoch
-        new, metrics = cond(on, lambda c: one(c, lr), lambda c: (c, blank), carry)
-        return new, (carry, metrics)
+        return cond(on, lambda c: one(c, lr), lambda c: (c, blank), carry)
 
-    (params, state), (starts, (loss_sums, corrects)) = scan(body, (params, state), (lrs, live))
-    return params, state, starts, loss_sums, corrects
-
-
-@functools.lru_cache(maxsize=4)
-def _picker(xp: Any) -> Any:
-    """The compiled :func:`_pick`. (Split inside the block's program, 32 epochs' states as 64 outputs took XLA
-    seconds more to compile than the block itself; picked on the host with a Python index, each index would be
-    a program of its own.)"""
-    return _backend.compiler(xp, True)(_pick)
+    (params, state), (loss_sums, corrects) = scan(body, (params, state), (lrs, live))
+    return params, state, loss_sums, corrects
 
 
-def _pick(params: Any, state: dict[str, Any], e: Any) -> tuple[Any, dict[str, Any]]:
-    """Epoch ``e``'s parameters and state (``e`` a traced index: one program for every epoch) of a block's stacked
-    ones (:func:`_epochs`)."""
-    return params[e, ...], {slot: v[e, ...] for slot, v in state.items()}
+class _After:
+    """The stacked parameters and state after the first ``epochs`` epochs of a block (:func:`_block`), computed
+    again from the block's start by the same program (the later epochs skipped, so the same numbers) when a
+    rollback asks for them: only a member's failure or an interrupted commit does, so a block keeps no epoch's
+    state but its last. Stands in the parameters' place in :func:`_run` (:func:`_now`)."""
+
+    def __init__(self, form: Any, start: tuple, lrs: Any, batch: tuple, values: Any, plan: Plan, epochs: int):
+        self.form, self.start, self.lrs, self.batch, self.values = form, start, lrs, batch, values
+        self.plan, self.epochs = plan, epochs
+        self.arrays: tuple[Any, Any] | None = None
+
+    def get(self) -> tuple[Any, Any]:
+        if self.arrays is None:
+            live = self.plan.up(np.arange(self.lrs.shape[0]) < self.epochs, bool)
+            params, state = self.form(*self.start, self.lrs, live, self.values, *self.batch)[:2]
+            self.arrays = params, state
+        return self.arrays
+
+
+def _now(params: Any, state: Any) -> tuple[Any, dict[str, Any]]:
+    """The stacked parameters and state, computed where an epoch inside a block left an :class:`_After` (and no
+    state) in their place."""
+    return params.get() if isinstance(params, _After) else (params, state)
 
 
 class _Runner:
@@ -350,6 +367,7 @@ def stack(ens: Ensemble, compiled: bool = False) -> tuple[Any, dict[str, Any], l
 def _hand_over(ens: Ensemble, params: Any, state: dict[str, Any], steps: list[int], which: Iterable[int]) -> None:
     """Members ``which`` take their rows of the stacked buffers (views where the namespace has them)."""
     which = list(which)
+    params, state = _now(params, state)
     if len(which) < 2 and not _backend.compiles_eagerly(ens.xp):
         for i in which:
             ens.members[i].set_state(params[i, :], _row(state, steps, i))
@@ -379,7 +397,7 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.F
     params, state, steps = stack(ens, runner.compiled)
     active = [d is None for d in ens.diverged]
     any_callbacks = any(member_callbacks) or on_epoch is not None
-    block = _block_size(runner, plan, val, params, state, verbose, any_callbacks, members)
+    block = _block_size(runner, plan, val, verbose, any_callbacks, members)
     guards = [train.DivergenceGuard(s.diverge_factor, members[0].loss) for _ in range(k)]
     previous: list[Any] = [None] * k  # a member's state at the start of its last committed epoch
     start = max(m.epoch for m in members)
@@ -394,6 +412,7 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.F
                 if not pending:
                     active_dev = None if all(active) else plan.up(np.array(active).reshape(k, 1), bool)
                     rngs = [m.rng.bit_generator.state for m in members]
+                    params, state = _now(params, state)
                     if block:
                         pending = _block(ens, plan, runner, params, state, active, active_dev,
                                          min(block, s.epochs - done), reporter) or []  # fmt: skip
@@ -458,20 +477,16 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.F
         _hand_over(ens, params, state, steps, handed if any_callbacks else list(range(k)))
 
 
-def _block_size(runner: Any, plan: Plan, val: Any, params: Any, state: dict[str, Any], verbose: int,
-                any_callbacks: bool, members: list[Any]) -> int:  # fmt: skip
+def _block_size(runner: Any, plan: Plan, val: Any, verbose: int, any_callbacks: bool, members: list[Any]) -> int:
     """How many full-batch epochs go to the compiler as one call (:func:`_block`), or 0 for one call an epoch:
     where nothing needs each epoch's record as it ends (a callback, a schedule that learns from the loss,
-    ``verbose=2``), without validation data, and as many as fit in :data:`gpunn.fitloop.QUEUE_BYTES` of the
-    states kept for the divergence check's rollback."""
+    ``verbose=2``), without validation data: :data:`BLOCK`."""
     if not (isinstance(runner, _Runner) and runner.loops and plan.mode in ("full", "counts")
             and not isinstance(plan.x, Placed) and val is None and not any_callbacks and verbose < 2
             and not any(train.learns(m.schedule) for m in members)):  # fmt: skip
         return 0
-    per_epoch = params.shape[0] * params.shape[1] * params.dtype.itemsize * len(state)
-    size = min(BLOCK, fitloop.QUEUE_BYTES // per_epoch)
-    runner.block = size
-    return size if size >= 2 else 0
+    runner.block = BLOCK
+    return BLOCK
 
 
 def _set_aside(ens: Ensemble, failed: dict[int, Exception], before: tuple, previous: list[Any]) -> None:
@@ -484,8 +499,10 @@ def _set_aside(ens: Ensemble, failed: dict[int, Exception], before: tuple, previ
         last = None
         if previous[i] is not None:  # the start of the member's last committed epoch, as MLP._previous holds it
             (params, state, steps, rngs), schedule_state = previous[i]
+            params, state = _now(params, state)
             last = (params[i, :], _row(state, steps, i), rngs[i], schedule_state)
         params, state, steps, rngs = before
+        params, state = _now(params, state)
         m.set_state(params[i, :], _row(state, steps, i), last)
         m.rng.bit_generator.state = rngs[i]  # the failed epoch's draws are not kept
         m.step_back(exc)  # type: ignore[arg-type]
@@ -529,7 +546,7 @@ def _epoch(ens, plan, runner, val, params, state, active, active_dev, rng_states
         val_loss: list[Any] = []
         val_correct: list[Any] = []
         if val is not None:
-            val_loss, val_correct = evaluate_sums(ens, params, *val)
+            val_loss, val_correct = evaluate_sums(ens, params, val)
         host_loss = _read_back(loss_sums + val_loss, xp)
         # (counts of masked batches are floats, the others integers: read back apart)
         host_counts = _read_back(corrects, xp) if has_correct else None
@@ -565,23 +582,24 @@ def _block(ens: Ensemble, plan: Plan, runner: _Runner, params: Any, state: Any, 
         except ConfigError:
             break
     n, size = len(rates), runner.block
-    lrs = np.asarray(rates + [rates[0]] * (size - n)).reshape(size, k, 1)
+    lrs = plan.up(np.asarray(rates + [rates[0]] * (size - n)).reshape(size, k, 1))
     batches, taken = plan.epoch(members, active, active_dev)
-    out = runner.epochs(params, state, batches[0], plan.up(lrs), plan.up(np.arange(size) < n, bool))
+    state = runner.steps(state, k)
+    out = runner.epochs(params, state, batches[0], lrs, plan.up(np.arange(size) < n, bool))
     if out is None:
         return None
-    end_params, end_state, (start_params, start_state), loss_sums, corrects = out
+    end_params, end_state, loss_sums, corrects = out
     host_loss = _backend.to_numpy(loss_sums).astype(np.float64)  # (size, K) or, with weights, (size, K, 2)
     host_counts = None if corrects is None else _backend.to_numpy(corrects).astype(np.float64)
-    pick = _picker(ens.xp)
-    starts = [(params, state)] + [pick(start_params, start_state, np.int32(e)) for e in range(1, n)]
-    ends = starts[1:] + [(end_params, end_state)]
+    form = _blocked(runner.step, size)  # (captured: a later block the compiler refuses changes the runner's step)
+    points = [(params, state)] + [(_After(form, (params, state), lrs, batches[0], runner.values, plan, e), None)
+                                  for e in range(1, n)] + [(end_params, end_state)]  # fmt: skip
     epochs_out = []
     for e in range(n):
         counts = None if host_counts is None else host_counts[e]
         records, failed = _records(ens, plan, None, host_loss[e].reshape(-1), counts, None, taken, rates[e], active,
                                    e)  # fmt: skip
-        epochs_out.append((*starts[e], *ends[e], records, taken, failed))
+        epochs_out.append((*points[e], *points[e + 1], records, taken, failed))
     return epochs_out
 
 
@@ -626,7 +644,7 @@ def _records(ens: Ensemble, plan: Plan, val: Any, host_loss: np.ndarray, host_co
     if counts is not None:
         columns["accuracy"] = np.where(taken, counts, 0.0).sum(axis=0) / (n_rows * labels)
     if val is not None:
-        n_val = val[0].shape[0]
+        n_val = val.n_rows
         columns["val_loss"] = val_sums.sum(axis=0) * losses.scales(m0.output, m0.loss, n_val, m0.n_outputs)[0]
         if val_counts is not None:
             columns["val_accuracy"] = val_counts.sum(axis=0) / (n_val * labels)
@@ -649,18 +667,21 @@ def _read_back(arrays: list[Any], xp: Any) -> np.ndarray:
     return train.read_back(arrays, xp, stack=not _backend.compiles_eagerly(xp))
 
 
-def evaluate_sums(ens: Ensemble, params: Any, x: Any, target: Any) -> tuple[list[Any], list[Any]]:
-    """Per-member summed loss (K,) and correct count (K,) of every block of EVAL_ROWS rows of placed data; on a
-    namespace whose eager operations compile (JAX), each block one compiled program (one for every
-    validation size: no eager slice, forward or loss compiled one by one)."""
+def evaluate_sums(ens: Ensemble, params: Any, val: feed.Memory) -> tuple[list[Any], list[Any]]:
+    """Per-member summed loss (K,) and correct count (K,) of every block of EVAL_ROWS rows of the validation data
+    (:func:`validation`); on a namespace whose eager operations compile (JAX), each block one compiled program
+    on its rows padded to a power of two (:meth:`gpunn.feed.Memory.padded`, as a lone network's), the padding
+    masked out: one program for every such bucket of validation sizes (no eager slice, forward or loss
+    compiled one by one)."""
     xp, m0 = ens.xp, ens.members[0]
-    n = x.shape[0]
+    x, target, n = val.x, val.target, val.n_rows
     zero = _backend.from_numpy(np.zeros((), dtype=m0.dtype), xp, ens.device)
     structure = (tuple(m0.sizes), m0.activation if isinstance(m0.activation, str) else tuple(m0.activation),
                  m0.output, m0.loss, xp)  # fmt: skip
     loss_sums, corrects = [], []
     if ens.compile is not False and _backend.compiles_eagerly(xp) and not isinstance(x, feed.sparse.Placed):
-        size = min(n, feed.evaluate.EVAL_ROWS)
+        x, target, _ = val.padded()
+        size = min(x.shape[0], feed.evaluate.EVAL_ROWS)
         block = _compiled_val_block(*structure, size)
         for start in range(0, n, size):  # (a block's start and rows as arrays: one program for every block)
             loss_sum, correct = block(params, x, target, np.int32(start), np.int32(min(size, n - start)), zero)
@@ -682,9 +703,10 @@ def _val_block(sizes: tuple, activation: Any, output: str, loss: str, xp: Any, s
     """Every member's summed loss and correct count on ``x``, or (``size``) on its ``size`` rows from ``start``,
     the first ``valid`` of them counted (the rows past the end read its last row, and count for nothing)."""
     mask = None
-    if size is not None and size != x.shape[0]:
-        idx = xp.minimum(xp.arange(size) + start, x.shape[0] - 1)
-        x, target = _backend.take_rows(x, idx, xp), _backend.take_rows(target, idx, xp)
+    if size is not None:
+        if size != x.shape[0]:
+            idx = xp.minimum(xp.arange(size) + start, x.shape[0] - 1)
+            x, target = _backend.take_rows(x, idx, xp), _backend.take_rows(target, idx, xp)
         mask = xp.reshape(xp.astype(xp.arange(size) < valid, x.dtype), (-1, 1))
     z = forward_stacked(unflatten_stacked(params, sizes, xp), x, activation, xp)[0]
     loss_sum, _, correct = losses.head(output, loss, z, target, zero, xp, members=True, mask=mask)

@@ -92,7 +92,7 @@ def run(ens: Ensemble, p: Any, s: Any, rows: Any, sizes: list[int], verbose: int
     gather = _Gather(ens, sub, comm, lo, on_epoch)
     try:
         with _renumbered(lo):
-            _loop._run(sub, plan, p.val, _loop._hyper(sub, sizes, part), part, verbose, callbacks[lo:hi],
+            _loop._run(sub, plan, _loop.validation(p), _loop._hyper(sub, sizes, part), part, verbose, callbacks[lo:hi],
                       gather.epoch if each_epoch else None)  # fmt: skip
     except DivergenceError:
         if any(d is None for d in sub.diverged):

@@ -18,13 +18,15 @@ from .spec import Spec
 def logits(spec: Spec, params: Any, X: Any, scaling: Any) -> Any:
     """The output layer's logits of ``X`` (checked here), EVAL_ROWS rows at a time (scaled and moved to the
     device a block at a time for host data, so a large X holds one block's activations): (n, outputs) for one
-    network's flat parameters (P,), (K, n, outputs) for K stacked networks' (K, P)."""
+    network's flat parameters (P,), (K, n, outputs) for K stacked networks' (K, P) or for a tuple of K networks'
+    own (P,) buffers (stacked inside the compiled program, where an eager stack would compile one of its own)."""
     xp = spec.xp
     x = check_x(spec, X, "X")
-    stacked = params.ndim == 2
+    stacked = isinstance(params, tuple) or params.ndim == 2
     activation = spec.activation if isinstance(spec.activation, str) else tuple(spec.activation)
     forward = functools.partial(_forward, tuple(spec.sizes), activation, xp, stacked)
-    if _backend.compiles_eagerly(xp) and not _backend.is_traced(params):  # one program, not one per operation
+    first = params[0] if isinstance(params, tuple) else params
+    if _backend.compiles_eagerly(xp) and not _backend.is_traced(first):  # one program, not one per operation
         forward = _compiled_forward(tuple(spec.sizes), activation, xp, stacked)
     blocks = [forward(params, place_x(spec, x[block, ...], scaling)) for block in row_blocks(x.shape[0], EVAL_ROWS)]
     return blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=1 if stacked else 0)
@@ -32,6 +34,7 @@ def logits(spec: Spec, params: Any, X: Any, scaling: Any) -> Any:
 
 def _forward(sizes: tuple[int, ...], activation: Any, xp: Any, stacked: bool, params: Any, x: Any) -> Any:
     if stacked:
+        params = xp.stack(params) if isinstance(params, tuple) else params
         return layers.forward_stacked(layers.unflatten_stacked(params, sizes, xp), x, activation, xp)[0]
     return layers.logits(layers.unflatten(params, sizes, xp), x, activation, xp)
 
