@@ -438,7 +438,7 @@ def _same_members(compiled, eager):
             np.testing.assert_allclose(getattr(a.history, name), getattr(b.history, name), rtol=0, atol=TOL)
 
 
-LONG = _loop.BLOCK + 5  # epochs: one full block and one of 5
+LONG = _loop.BLOCK + 5  # epochs: one, a full block and 4
 BLOCKS = {
     "rates, penalties, clipping, a step schedule": (
         {}, dict(epochs=LONG, lr=gpunn.schedules.step(0.2, every=10, gamma=0.5), l2=[0.0, 0.01, 0.1, 0.02],
@@ -450,23 +450,65 @@ BLOCKS = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", list(BLOCKS))
-def test_full_batch_epochs_run_in_blocks_of_one_compiled_call_each(monkeypatch, case):
-    """Without a callback or validation data, a compiled full-batch fit runs its epochs _loop.BLOCK to one call
-    (BLOCK + 5 epochs: 2 calls, the second 5 epochs long in the same program), with the same weights, step counts
-    and per-epoch records as the eager NumPy ensemble (which runs one epoch at a time)."""
-    calls = []
+def _counting_blocks(monkeypatch) -> list:
+    """The epochs each compiled block ran (its live epochs), and "step" for each compiled single step."""
+    calls: list = []
     real_epochs, real_call = _loop._Runner.epochs, _loop._Runner.__call__
-    monkeypatch.setattr(_loop._Runner, "epochs", lambda self, *a: calls.append("block") or real_epochs(self, *a))
+
+    def epochs(self, params, state, batch, lrs, live):
+        calls.append(int(np.asarray(live).sum()))
+        return real_epochs(self, params, state, batch, lrs, live)
+
+    monkeypatch.setattr(_loop._Runner, "epochs", epochs)
     monkeypatch.setattr(_loop._Runner, "__call__",
                         lambda self, *a: (self.compiled and calls.append("step")) or real_call(self, *a))  # fmt: skip
+    return calls
+
+
+@pytest.mark.parametrize("case", list(BLOCKS))
+def test_full_batch_epochs_run_in_blocks_of_one_compiled_call_each(monkeypatch, case):
+    """Without a callback or validation data, a compiled full-batch fit runs its epochs in blocks of one compiled
+    call each: with no bound on a block's time, one epoch, then _loop.BLOCK, then the 4 left (in the same program),
+    with the same weights, step counts and per-epoch records as the eager NumPy ensemble (one epoch at a time)."""
+    calls = _counting_blocks(monkeypatch)
+    monkeypatch.setattr(_loop, "BLOCK_SECONDS", float("inf"))
     ens_kw, fit = BLOCKS[case]
     (compiled, h_compiled, _), (eager, h_eager, _) = _eager_pair(ens_kw, fit)
-    assert calls == ["block", "block"]
+    assert calls == [1, _loop.BLOCK, 4]
     _same_members(compiled, eager)
     assert all(h.epochs == fit["epochs"] for h in h_compiled)
 
 
+@pytest.mark.parametrize(
+    "seconds, blocks",
+    [(0.0625, [1, 16, 40]), (0.125, [1, 8, 72]), (0.125, [1, 8, 64, 20]), (3.0, [1] * 6)],
+    ids=["fast", "rest in one", "rest apart", "slow"],
+)
+def test_a_block_runs_the_epochs_that_fit_in_block_seconds(monkeypatch, seconds, blocks):
+    """The first block runs one epoch; each later one as many as the last block's time an epoch says fit in
+    _loop.BLOCK_SECONDS (1 s), so that Ctrl-C waits about that long on large data, or all that are left where that
+    leaves fewer than a quarter as many. A clock on which every block takes ``seconds``: 1/16 s gives 1, 16
+    (1/16 s an epoch), then the 40 left (256 would fit); 1/8 s gives 1, 8, then the 72 left where 64 fit (8 would
+    be left), but of 84 left 64, then 20; 3 s one epoch a call. The compile time is left out of a block's time,
+    here none."""
+    calls = _counting_blocks(monkeypatch)
+    clock = iter(np.arange(0, 1000, seconds))  # read at a block's start and end
+    monkeypatch.setattr(_loop, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(_loop._backend, "compiles", lambda: (0, 0.0))
+    X, y = _data()
+    ens = gpunn.Ensemble([3, 6, 5, 1], 4, seed=[1, 2, 3, 4], compile=True, **_jax())
+    ens.fit(X, y, epochs=sum(blocks), lr=0.1, verbose=0)
+    assert calls == blocks and [m.epoch for m in ens.members] == [sum(blocks)] * 4
+
+
+@pytest.fixture
+def whole_blocks(monkeypatch):
+    """Blocks as long as _loop.BLOCK allows from the first, whatever they take: the tests of what happens inside
+    a block."""
+    monkeypatch.setattr(_loop._Runner, "live", lambda self, epochs: epochs)
+
+
+@pytest.mark.usefixtures("whole_blocks")
 @pytest.mark.parametrize("lr", [3.0, 1e8], ids=["explodes", "overflows"])
 def test_a_member_diverging_inside_a_block_stops_where_the_eager_ensemble_stops_it(lr):
     """A member that diverges in the middle of a block is set aside from the state before that epoch, as one epoch
@@ -485,6 +527,7 @@ def test_a_member_diverging_inside_a_block_stops_where_the_eager_ensemble_stops_
     _same_members(compiled, eager)
 
 
+@pytest.mark.usefixtures("whole_blocks")
 def test_an_interrupt_while_an_epoch_inside_a_block_is_committed_leaves_every_member_before_it(monkeypatch):
     """Ctrl-C that lands while the block's third epoch is committed (after member 0, before member 1): every member
     is left as the block's second epoch left it (its state computed again from the block's start), equal to the
@@ -515,6 +558,7 @@ def test_an_interrupt_while_an_epoch_inside_a_block_is_committed_leaves_every_me
     _same_members(compiled, eager)
 
 
+@pytest.mark.usefixtures("whole_blocks")
 def test_a_rate_that_is_not_valid_inside_a_block_raises_after_the_epochs_before_it():
     """A schedule whose rate turns infinite at epoch 4 stops the fit there with the eager ensemble's error, the
     first three epochs committed."""
@@ -526,6 +570,7 @@ def test_a_rate_that_is_not_valid_inside_a_block_raises_after_the_epochs_before_
     _same_members(compiled, eager)
 
 
+@pytest.mark.usefixtures("whole_blocks")
 def test_a_block_the_compiler_refuses_runs_eagerly_to_the_same_result(monkeypatch):
     """Under compile="auto", a block the compiler refuses warns once and the fit goes on one eager epoch at a
     time: the same weights and records as the eager NumPy ensemble."""

@@ -24,6 +24,7 @@ import functools
 import math
 import warnings
 from collections.abc import Iterable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -199,8 +200,11 @@ def _scanned(step: StackedStep, scan: Any, params: Any, state: Any, lr: Any, val
 # allocates a call's temporaries afresh, and above 32 MiB (64 networks 10-32-32-1 on 1000 rows) the C library
 # maps those pages from the kernel every time: 8300 page faults, as long as the step itself. A block keeps no
 # state but its last (an epoch's start is computed again when a rollback asks for it, :class:`_After`), so its
-# length costs no memory; it bounds how long an interrupt waits for the call to return.
+# length costs no memory. How many of its epochs a call runs is set by time (:meth:`_Runner.live`): the first call
+# one, each later one as many as the calls before it say fit in BLOCK_SECONDS, so that an interrupt or a progress
+# line waits about that long, whatever the data's size.
 BLOCK = 128
+BLOCK_SECONDS = 1.0
 
 
 @functools.lru_cache(maxsize=16)
@@ -275,6 +279,7 @@ class _Runner:
         self.dtype = self.step.zero.dtype
         self._rates: dict[tuple[float, ...], Any] = {}
         self.block = 0  # epochs a compiled call runs (:func:`_block_size`), when it runs several
+        self.pace: float | None = None  # seconds an epoch of the last block took (:meth:`live`)
 
     @property
     def loops(self) -> bool:
@@ -326,6 +331,15 @@ class _Runner:
         except Exception as exc:
             self._fall_back(exc, lrs[0, ...])
             return None
+
+    def live(self, epochs: int) -> int:
+        """How many of ``epochs`` the next block runs: one at first, then as many as the last block's time an
+        epoch says fit in :data:`BLOCK_SECONDS`, or all of them where that leaves less than a quarter as many
+        (one call fewer, a quarter longer)."""
+        if self.pace is None:
+            return min(epochs, 1)
+        n = max(1, int(min(epochs, BLOCK_SECONDS / self.pace if self.pace > 0 else epochs)))
+        return epochs if 4 * (epochs - n) < n else n
 
     def run(self, params: Any, state: Any, run: Run, lr: Any) -> tuple[Any, Any, Any, Any]:
         """The steps of ``run`` as one compiled loop, their metrics stacked (steps, K, ...); after the compiler
@@ -569,13 +583,15 @@ def _epoch(ens, plan, runner, val, params, state, active, active_dev, rng_states
 
 def _block(ens: Ensemble, plan: Plan, runner: _Runner, params: Any, state: Any, active: list[bool], active_dev: Any,
            epochs: int, reporter: Reporter) -> list[tuple] | None:  # fmt: skip
-    """Up to ``epochs`` full-batch epochs as one compiled call (:meth:`_Runner.epochs`), their metrics read back
-    together: for each epoch, the stacked parameters and state at its start, then what :func:`_epoch` returns. It ends
-    early where a progress line is due and before an epoch whose rate is not valid (which then raises as the
-    first of the next block, once the epochs before it are committed). None if the compiler failed."""
+    """Up to ``epochs`` full-batch epochs (as many as :meth:`_Runner.live` gives) as one compiled call
+    (:meth:`_Runner.epochs`), their metrics read back together: for each epoch, the stacked parameters and state at
+    its start, then what :func:`_epoch` returns. It ends early where a progress line is due and before an epoch
+    whose rate is not valid (which then raises as the first of the next block, once the epochs before it are
+    committed). None if the compiler failed."""
     members, k = ens.members, len(ens.members)
     rates = [_rates(members, active)]
     first = max(m.epoch for m, a in zip(members, active) if a)
+    epochs = runner.live(epochs)
     while len(rates) < epochs and not (reporter.verbose and reporter.due(first + len(rates))):
         try:
             rates.append(_rates(members, active, len(rates)))
@@ -585,11 +601,14 @@ def _block(ens: Ensemble, plan: Plan, runner: _Runner, params: Any, state: Any, 
     lrs = plan.up(np.asarray(rates + [rates[0]] * (size - n)).reshape(size, k, 1))
     batches, taken = plan.epoch(members, active, active_dev)
     state = runner.steps(state, k)
+    began, compiling = perf_counter(), _backend.compiles()[1]
     out = runner.epochs(params, state, batches[0], lrs, plan.up(np.arange(size) < n, bool))
     if out is None:
         return None
     end_params, end_state, loss_sums, corrects = out
     host_loss = _backend.to_numpy(loss_sums).astype(np.float64)  # (size, K) or, with weights, (size, K, 2)
+    # the block's time an epoch, its compile left out (the read-back waited for its end)
+    runner.pace = max(0.0, perf_counter() - began - (_backend.compiles()[1] - compiling)) / n
     host_counts = None if corrects is None else _backend.to_numpy(corrects).astype(np.float64)
     form = _blocked(runner.step, size)  # (captured: a later block the compiler refuses changes the runner's step)
     points = [(params, state)] + [(_After(form, (params, state), lrs, batches[0], runner.values, plan, e), None)
