@@ -28,6 +28,8 @@ def logits(spec: Spec, params: Any, X: Any, scaling: Any) -> Any:
     first = params[0] if isinstance(params, tuple) else params
     if _backend.compiles_eagerly(xp) and not _backend.is_traced(first):  # one program, not one per operation
         forward = _compiled_forward(tuple(spec.sizes), activation, xp, stacked)
+    elif isinstance(params, tuple):  # stacked once, not once a block
+        params = xp.stack(params)
     blocks = [forward(params, place_x(spec, x[block, ...], scaling)) for block in row_blocks(x.shape[0], EVAL_ROWS)]
     return blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=1 if stacked else 0)
 
