@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import os
 import signal
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,20 @@ import pytest
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+# MPICH's ranks wait for each other by polling, yielding only every 1000 polls through sched_yield, which gives a
+# busy 2-core machine nothing back: the MPI tests' waiting ranks took the CPU from the ranks they waited for (a doc
+# example's 4 ranks used 28 s of CPU, 16 s with this). A nanosleep every 10 polls instead; how a rank waits, not
+# what it computes or sends. The mpiexec jobs the tests start inherit it.
+os.environ.setdefault("MPIR_CVAR_ENABLE_HEAVY_YIELD", "1")
+os.environ.setdefault("MPIR_CVAR_POLLS_BEFORE_YIELD", "10")
+
 if importlib.util.find_spec("jax") is not None:
+    # XLA's LLVM backend at optimisation level 0: the suite compiles some thousand small programs and runs each a
+    # few times, and LLVM's optimisation was a third of the JAX tests' time. It changes how fast the machine code
+    # runs, not what it computes (no fast-math either way), nor which programs are compiled, which tests count.
+    # Set before JAX starts its backend; the processes the tests start inherit it.
+    if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
     import jax
 
     # gpunn never relies on a default dtype; the float64 oracles need JAX's 64-bit mode.

@@ -1,4 +1,6 @@
-"""The gpunn command, end to end in subprocesses, as a user runs it (`gpunn info` through gpunn.cli.main)."""
+"""The gpunn command, end to end: through gpunn.cli.main in the test process where the oracle is what the command
+did (its status, output and files), and in subprocesses, as a user runs it, for what only a process shows (the
+entry point, a closed pipe, Ctrl-C, a traceback, the exit after pyarrow)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,14 @@ import gpunn.data
 
 
 def run(*args, cwd=None):
+    """``gpunn *args`` through gpunn.cli.main in this process (tests/gpunn_in_process.py), where the oracle is what
+    the command did: its status, output and files."""
+    return gpunn_in_process.run(*args, cwd=cwd)
+
+
+def run_process(*args, cwd=None):
+    """``python -m gpunn *args`` in a process of its own: for what only a process shows (a traceback on its
+    stderr, its exit once pyarrow has read a file)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
         [sys.executable, "-m", "gpunn", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
@@ -102,7 +112,7 @@ def test_bad_csv_is_one_line_on_stderr_with_exit_2(tmp_path):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    r = run("train", "--data", "missing.csv", "--target", "y", "--debug", cwd=tmp_path)
+    r = run_process("train", "--data", "missing.csv", "--target", "y", "--debug", cwd=tmp_path)
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
@@ -286,9 +296,9 @@ def test_stream_trains_from_a_parquet_file_as_the_api_does(tmp_path):
     y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
     pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "label": y}), tmp_path / "d.parquet",
                    row_group_size=40)  # fmt: skip
-    r = run("train", "--preset", "tutorial",
-            "--data", "d.parquet", "--target", "label", "--stream", "--epochs", "4", "--batch-size", "32",
-            "--dtype", "float64", "--device", "cpu", "--save", "m.st", cwd=tmp_path)  # fmt: skip
+    r = run_process("train", "--preset", "tutorial",  # a process: its exit once pyarrow has streamed a file
+                    "--data", "d.parquet", "--target", "label", "--stream", "--epochs", "4", "--batch-size", "32",
+                    "--dtype", "float64", "--device", "cpu", "--save", "m.st", cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
     first = r.stdout.splitlines()[0]
     assert "streamed" in first and "sigmoid output, chosen from the target" in first
@@ -427,8 +437,8 @@ def test_text_labels_are_trained_as_classes_and_written_back(tmp_path, suffix):
     path = tmp_path / f"d{suffix}"
     {".csv": lambda: frame.to_csv(path, index=False), ".parquet": lambda: frame.to_parquet(path),
      ".feather": lambda: frame.to_feather(path)}[suffix]()  # fmt: skip
-    r = run("train", "--data", path.name, "--target", "species", "--epochs", "40", "--optimizer", "adam",
-            "--lr", "0.02", "--device", "cpu", "--save", "m.st", cwd=tmp_path)  # fmt: skip
+    r = run_process("train", "--data", path.name, "--target", "species", "--epochs", "40", "--optimizer", "adam",
+                    "--lr", "0.02", "--device", "cpu", "--save", "m.st", cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "softmax output, chosen from the target" in r.stdout.splitlines()[0]
     m = gpunn.load(tmp_path / "m.st", device="cpu")
