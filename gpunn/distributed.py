@@ -131,6 +131,7 @@ class Communicator:
                 return
             previous(kind, value, tb)
             sys.stderr.flush()
+            time.sleep(FORWARD_SECONDS)  # the launcher forwards the traceback before the abort ends the job
             self.comm.Abort(1)
 
         sys.excepthook = abort
