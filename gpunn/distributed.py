@@ -353,7 +353,7 @@ class _StartWatch:
     """Ends a rank that waits longer than the timeout at the start: in MPI's initialisation for a rank that never
     comes (one that failed or exited before it joined), or in the first meeting for one that stopped there; and
     a rank that Ctrl-C reached while it waited there. The rank is told apart by its launcher's variables, before
-    MPI is initialised. Rank r waits 0.5 x (r + 1) s more (5 s at most), so that the lowest waiting rank alone
+    MPI is initialised. Rank r waits (r + 1) s more (10 s at most), so that the lowest waiting rank alone
     reports (the launcher ends the others when it is killed), and a rank that could not start first."""
 
     def __init__(self, process: subprocess.Popen) -> None:
@@ -379,7 +379,7 @@ class _StartWatch:
             lines = [f"gpunn: error: {who} could not start: {failure}; the other ranks did not join within {timeout:g} "
                      f"s to hear it; {limit}"] * 2  # fmt: skip
         else:
-            grace = 0.5 * min((rank or 0) + 1, 10)
+            grace = 1.0 * min((rank or 0) + 1, 10)
             waited = f"gpunn: error: {who} waited more than {timeout:g} s for the other ranks"
             lines = [
                 f"{waited} to start (in MPI's initialisation): a rank failed or exited before it joined, or has not "

@@ -551,7 +551,7 @@ def test_a_rank_that_exits_before_it_joins_ends_the_job_after_the_timeout(tmp_pa
     """Rank 0 of 3 exits before it joins MPI (as one that crashes while importing). MPICH does not end the job
     then: the other ranks waited in MPI_Init forever, which holds the GIL (no watchdog thread can run). Now a
     watch process of each waiting rank ends the job after GPUNN_MPI_TIMEOUT, and one line tells, one waiting rank's
-    (the lowest reports first, by a stagger of 0.2 s a rank, which a loaded machine can overrun; the launcher ends
+    (the lowest reports first, by a stagger of 1 s a rank, which a very loaded machine could overrun; the launcher ends
     the others when it is killed)."""
     healthy = [sys.executable, "-m", "gpunn", "train", "--distributed", "--device", "cpu", "-q"]
     command = ["-n", "1", sys.executable, "-c", "raise SystemExit(1)", ":", "-n", "2", *healthy]
