@@ -278,7 +278,6 @@ class _Runner:
         self._eager = (self.step, self.step.gradients, self.step.apply, None)
         self.dtype = self.step.zero.dtype
         self._rates: dict[tuple[float, ...], Any] = {}
-        self.block = 0  # epochs a compiled call runs (:func:`_block_size`), when it runs several
         self.pace: float | None = None  # seconds an epoch of the last block took (:meth:`live`)
 
     @property
@@ -499,7 +498,6 @@ def _block_size(runner: Any, plan: Plan, val: Any, verbose: int, any_callbacks: 
             and not isinstance(plan.x, Placed) and val is None and not any_callbacks and verbose < 2
             and not any(train.learns(m.schedule) for m in members)):  # fmt: skip
         return 0
-    runner.block = BLOCK
     return BLOCK
 
 
@@ -597,7 +595,7 @@ def _block(ens: Ensemble, plan: Plan, runner: _Runner, params: Any, state: Any, 
             rates.append(_rates(members, active, len(rates)))
         except ConfigError:
             break
-    n, size = len(rates), runner.block
+    n, size = len(rates), BLOCK
     lrs = plan.up(np.asarray(rates + [rates[0]] * (size - n)).reshape(size, k, 1))
     batches, taken = plan.epoch(members, active, active_dev)
     state = runner.steps(state, k)
