@@ -90,9 +90,10 @@ def _stacked_gradients(step: StackedStep, p: Any, x: Any, target: Any, weight: A
 
 def _lone_gradients(step: Step, p: Any, x: Any, target: Any, weight: Any, mask: Any):
     """A lone network's gradients (one member, all rows) by its own step, shaped as the stacked step's: the same
-    function, computed with 2-D products, which NumPy runs through BLAS where it loops over a stacked axis."""
+    function, computed with 2-D products, which NumPy runs through BLAS where it loops over a stacked axis.
+    ``mask`` (rows, 1) is None but on rows :func:`_pad` padded."""
     xp = step.xp
-    grads, loss_sum, correct = step.gradients(xp.reshape(p, (-1,)), x, target, weight)
+    grads, loss_sum, correct = step.gradients(xp.reshape(p, (-1,)), x, target, weight, mask=mask)
     loss_sum = xp.reshape(loss_sum, (1, -1) if loss_sum.ndim else (1,))
     return xp.reshape(grads, (1, -1)), loss_sum, None if correct is None else xp.reshape(correct, (1,))
 
@@ -253,6 +254,25 @@ def _functions(hyper: StackedHyper, xp: Any, device: Any, dtype: str, compile: A
     return Functions(step, jit(eager[0]), jit(eager[1]), jit(eager[2]), eager, True)
 
 
+def _pad(data: tuple[Any, Any, Any, Any], xp: Any, device: Any) -> tuple[Any, Any, Any, Any]:
+    """The full batch ``(x, target, weight, mask)`` with rows of zeros appended up to :func:`gpunn._backend.bucket`
+    of its rows, and a mask that leaves them out (the given one, each member's row counts, padded with zeros;
+    else (rows, 1), 1 at the data's rows): for a compiler that makes a program for each shape, so that a new row
+    count in the same bucket compiles nothing. Padding rows weigh 0, so every sum is the unpadded one's."""
+    x, target, weight, mask = (None if a is None else _backend.to_numpy(a) for a in data)
+    assert x is not None and target is not None
+    n = x.shape[0]
+    rows = _backend.bucket(n)
+
+    def pad(a: np.ndarray) -> Any:  # rows are the next-to-last axis: (rows, columns) or (K, rows, 1)
+        out = np.zeros((*a.shape[:-2], rows, a.shape[-1]), dtype=a.dtype)
+        out[..., :n, :] = a
+        return _backend.from_numpy(out, xp, device)
+
+    mask = np.ones((n, 1), dtype=x.dtype) if mask is None else mask
+    return pad(x), pad(target), None if weight is None else pad(weight), pad(mask)
+
+
 # ------------------------------------------------------------------------------------------ line search
 def _cubic(x1: float, f1: float, g1: float, x2: float, f2: float, g2: float, bounds: tuple[float, float] | None = None):
     """The minimizer of the cubic through (x1, f1, g1) and (x2, f2, g2), within ``bounds`` (default: between x1
@@ -362,11 +382,14 @@ class Solver:
                  compile: Any, data: tuple[Any, Any, Any, Any], m: list[float], n: list[int],
                  l2: tuple[float, ...]):  # fmt: skip
         k = hyper.members
+        lone = k == 1 and data[3] is None  # one network on all its rows: by a lone network's step
         if isinstance(data[0], Placed):  # a sparse X: full-batch L-BFGS evaluates every row, so it is placed whole
             data = (data[0].rows(), *data[1:])
+        elif compile is not False and _backend.compiles_eagerly(xp):
+            data = _pad(data, xp, device)
         bare = stacked_hyper(hyper.sizes, hyper.activation, hyper.output, hyper.loss, optim.sgd(), (0.0,) * k, None,
                              (0.0,) * k, (0,) * k, label_smoothing=hyper.label_smoothing)  # fmt: skip
-        self.fns = _functions(bare, xp, device, dtype, compile, k == 1 and data[3] is None)
+        self.fns = _functions(bare, xp, device, dtype, compile, lone)
         self.mode, self.xp, self.device, self.k, self.data = compile, xp, device, k, data
         self.dtype, self.host_dtype = self.fns.step.zero.dtype, np.dtype(dtype)
         self.history = int(optimizer.hyper["history"])
