@@ -91,7 +91,7 @@ def _stacked_gradients(step: StackedStep, p: Any, x: Any, target: Any, weight: A
 def _lone_gradients(step: Step, p: Any, x: Any, target: Any, weight: Any, mask: Any):
     """A lone network's gradients (one member, all rows) by its own step, shaped as the stacked step's: the same
     function, computed with 2-D products, which NumPy runs through BLAS where it loops over a stacked axis.
-    ``mask`` (rows, 1) is None but on rows :func:`_pad` padded."""
+    ``mask`` (rows, 1), 0 at the rows :func:`_pad` appended, is None where nothing was padded."""
     xp = step.xp
     grads, loss_sum, correct = step.gradients(xp.reshape(p, (-1,)), x, target, weight, mask=mask)
     loss_sum = xp.reshape(loss_sum, (1, -1) if loss_sum.ndim else (1,))
@@ -374,9 +374,10 @@ class Solver:
     """L-BFGS for K stacked networks on one full batch.
 
     ``data`` is ``(x, target, weight, mask)`` as :meth:`gpunn.step.StackedStep.gradients` takes them (x shared by
-    every member); ``m`` the members' rows (or weight totals) and ``n`` their rows, ``l2`` their penalties. The
-    loss and gradient at the weights an iteration starts from are kept between iterations (keyed by the weights'
-    array), computed afresh for any other weights; counts of evaluations are this solver's, one fit's."""
+    every member), padded to a bucket of rows where ``compile`` compiles on JAX (:func:`_pad`); ``m`` the members'
+    rows (or weight totals) and ``n`` their rows, ``l2`` their penalties. The loss and gradient at the weights an
+    iteration starts from are kept between iterations (keyed by the weights' array), computed afresh for any other
+    weights; counts of evaluations are this solver's, one fit's."""
 
     def __init__(self, hyper: StackedHyper, optimizer: optim.Optimizer, xp: Any, device: Any, dtype: str,
                  compile: Any, data: tuple[Any, Any, Any, Any], m: list[float], n: list[int],
