@@ -1,8 +1,8 @@
 """optimizer="lbfgs" on JAX (issue 28.3): a compiled fit's full batch is padded to a power-of-two bucket of rows
 with rows that count for nothing, so a new row count in the same bucket compiles nothing. The padded fit is held
 to the NumPy fit of the same data, which pads nothing (float64, 1e-11): weights, every record, iterations and why
-it stopped, for a lone MLP and an ensemble, with and without sample weights, with l2. XLA compilations are
-counted with JAX's own backend-compile events."""
+it stopped, for a lone MLP (softmax, multilabel sigmoid, Poisson) and an ensemble (also on its own rows), with
+and without sample weights, with l2. XLA compilations are counted with JAX's own backend-compile events."""
 
 from __future__ import annotations
 
@@ -70,10 +70,13 @@ def _numpy(**kw):
     return dict(device="cpu", **kw)
 
 
-def fit_mlp(n, where, weighted=False, epochs=15, seed=0):
+def fit_mlp(n, where, weighted=False, epochs=15, seed=0, output="softmax"):
     X, labels, w = data(n, seed)
-    m = gpunn.MLP([4, 6, 3], activation="tanh", output="softmax", dtype="float64", seed=seed, **where)
-    h = m.fit(X, labels, epochs=epochs, optimizer=optim.lbfgs(tol=0.0), l2=1e-2, verbose=0,
+    y = {"softmax": labels, "sigmoid": np.eye(3, dtype=int)[labels] | (X[:, :3] > 1),  # multilabel
+         "exp": np.random.default_rng(seed).poisson(np.exp(0.5 * X[:, :2])).astype(float)}[output]  # fmt: skip
+    m = gpunn.MLP([4, 6, y.shape[1] if y.ndim == 2 else 3], activation="tanh", output=output, dtype="float64",
+                  seed=seed, **where)  # fmt: skip
+    h = m.fit(X, y, epochs=epochs, optimizer=optim.lbfgs(tol=0.0), l2=1e-2, verbose=0,
               sample_weight=w[0] if weighted else None)  # fmt: skip
     return [m], [h]
 
@@ -91,6 +94,8 @@ def fit_ensemble(n, where, weighted=False, epochs=15, seed=0, own_rows=False):
 CASES = {
     "mlp": fit_mlp,
     "mlp-weighted": lambda n, where: fit_mlp(n, where, weighted=True),
+    "mlp-multilabel": lambda n, where: fit_mlp(n, where, output="sigmoid"),
+    "mlp-poisson-weighted": lambda n, where: fit_mlp(n, where, weighted=True, output="exp"),
     "ensemble": fit_ensemble,
     "ensemble-weighted": lambda n, where: fit_ensemble(n, where, weighted=True),
     "ensemble-own-rows-weighted": lambda n, where: fit_ensemble(n, where, weighted=True, own_rows=True),
