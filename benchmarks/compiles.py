@@ -1,4 +1,4 @@
-"""What a fit compiles: ``python -m benchmarks.compiles [--label after] [--repeats R] [--no-torch]``.
+"""What a fit compiles: ``python -m benchmarks.compiles [--label after] [--repeats R] [--no-torch] [--search-only]``.
 
 Counts, on the seed network (2-10-10-10-1, ReLU, sigmoid + binary cross-entropy, moons, 1000 rows), the XLA
 programs each ``fit`` compiles on JAX (``compile=True``), as JAX itself reports them through ``jax.monitoring``
@@ -9,6 +9,12 @@ the first fit, the same fit again, a new learning rate, l2 turned on and then a 
 AdamW and momentum with clipping, each first and then with a new value. Then the same for an ``Ensemble`` of 4
 (``--ensemble-only``: those rows alone): its first fit, new values, validation data, minibatches and a new row
 count in the same power-of-two bucket.
+
+Then ``MLPSearchCV`` on the same data as JAX arrays, in a fresh process (``--search-only``: those rows alone): a
+first search of 3 learning rates x 2 alphas (the seed network's hidden layers, SGD, 5-fold: 30 members of
+one ensemble), a second with 5 rates and another with 3-fold cross-validation, each row's programs split into the
+set-up (the folds' rows, every candidate's checks, encoding and initial weights), the training (the stacked
+ensembles' fits) and the scoring (the estimators' predictions on the test folds).
 
 Then the first fit's wall time in a fresh process (imports excluded, compilation included) against a
 hand-written ``jax.jit`` loop's first call on the same cell (:func:`benchmarks.jax_loop.hand_written`), the two
@@ -64,6 +70,13 @@ ENSEMBLE_ROWS = [
     ("Ensemble: batch 100, 900 rows", dict(lr=0.08, batch_size=100, rows=900)),
     ("Ensemble: full batch, 900 rows", dict(lr=0.08, rows=900)),
 ]
+# MLPSearchCV's rows, in order in one fresh process: (what changes, the grid, the folds)
+SEARCH_ROWS = [
+    ("MLPSearchCV: 3 lrs x 2 alphas, cv=5", {"learning_rate_init": [0.01, 0.03, 0.1], "alpha": [1e-4, 1e-2]}, 5),
+    ("MLPSearchCV: 5 lrs x 2 alphas, cv=5", {"learning_rate_init": [0.02, 0.05, 0.2, 0.3, 0.5],
+                                              "alpha": [1e-4, 1e-2]}, 5),
+    ("MLPSearchCV: 3 lrs x 2 alphas, cv=3", {"learning_rate_init": [0.01, 0.03, 0.1], "alpha": [1e-4, 1e-2]}, 3),
+]  # fmt: skip
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 CACHE_HIT = "/jax/compilation_cache/cache_hits"
 
@@ -153,6 +166,75 @@ def torch_rows() -> list[dict]:
     return out
 
 
+def search_rows() -> list[dict]:
+    """MLPSearchCV's rows, each search's programs split by phase: those compiled inside ``Ensemble.fit`` (the
+    training), inside the scorer (the scoring) and the rest (the set-up)."""
+    import warnings
+
+    import jax.numpy as jnp
+
+    import gpunn
+    from gpunn.sklearn import MLPClassifier, MLPSearchCV
+
+    seconds, hits = _events()
+    X, y = data()
+    X, y = jnp.asarray(X), jnp.asarray(y)
+    inside: dict[str, float] = {}
+
+    def counted(phase: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        n0, h0, s0 = len(seconds), len(hits), sum(seconds)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            inside[phase] += len(seconds) - n0 - (len(hits) - h0)
+            inside[f"{phase}_s"] += sum(seconds) - s0
+
+    real_fit = gpunn.Ensemble.fit
+    gpunn.Ensemble.fit = lambda ens, *a, **kw: counted("training", real_fit, ens, *a, **kw)  # type: ignore[method-assign]
+    estimator = MLPClassifier(hidden_layer_sizes=(10, 10, 10), solver="sgd", max_iter=EPOCHS, random_state=0)
+    out = []
+    try:
+        for name, grid, cv in SEARCH_ROWS:
+            inside.update(training=0, scoring=0, training_s=0.0, scoring_s=0.0)
+            search = MLPSearchCV(estimator, grid, cv=cv, refit=False,
+                                 scoring=lambda est, X, y: counted("scoring", est.score, X, y))  # fmt: skip
+
+            def fit(search: Any = search) -> None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter
+                    search.fit(X, y)
+
+            row = _counted(name, fit)
+            row.update(inside, set_up=row["compiles"] - inside["training"] - inside["scoring"])
+            row["set_up_s"] = row["compile_s"] - inside["training_s"] - inside["scoring_s"]
+            print("      " + ", ".join(f"{phase} {row[key]:.0f} ({row[key + '_s']:.2f} s)" for phase, key in
+                                      (("set-up", "set_up"), ("training", "training"), ("scoring", "scoring"))),
+                  flush=True)  # fmt: skip
+            out.append(row)
+    finally:
+        gpunn.Ensemble.fit = real_fit  # type: ignore[method-assign]
+    return out
+
+
+SEARCH = """
+import json, sys
+sys.path.insert(0, {root!r})
+from benchmarks.compiles import search_rows
+print(json.dumps(search_rows()))
+"""
+
+
+def fresh_search_rows() -> list[dict]:
+    """:func:`search_rows` in a fresh process (nothing compiled before it), its lines passed on."""
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {k: v for k, v in os.environ.items() if k != "GPUNN_COMPILE_CACHE"}
+    done = subprocess.run([sys.executable, "-c", SEARCH.format(root=root)], capture_output=True, text=True, env=env,
+                          check=True)  # fmt: skip
+    lines = done.stdout.strip().splitlines()
+    print("\n".join(lines[:-1]), flush=True)
+    return json.loads(lines[-1])
+
+
 FIRST_GPUNN = """
 import time, sys
 sys.path.insert(0, {root!r})
@@ -197,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="fresh processes per contender for the first fit (0: leave it out)")  # fmt: skip
     parser.add_argument("--no-torch", action="store_true", help="leave out torch.compile's rows")
     parser.add_argument("--ensemble-only", action="store_true", help="only the Ensemble's rows")
+    parser.add_argument("--search-only", action="store_true", help="only MLPSearchCV's rows")
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     import jax
@@ -204,12 +287,16 @@ def main(argv: list[str] | None = None) -> None:
     import gpunn
 
     result: dict = {"gpunn": gpunn.__file__}
-    if not args.ensemble_only:
+    only = args.ensemble_only or args.search_only
+    if not only:
         result["jax_rows"] = jax_rows()
-    result["ensemble_rows"] = ensemble_rows()
-    if not (args.no_torch or args.ensemble_only):
+    if not args.search_only:
+        result["ensemble_rows"] = ensemble_rows()
+    if not (args.no_torch or only):
         result["torch_rows"] = torch_rows()
-    if args.repeats > 0 and not args.ensemble_only:
+    if not args.ensemble_only:
+        result["search_rows"] = fresh_search_rows()
+    if args.repeats > 0 and not only:
         result["first_fit"] = first_fits(args.repeats)
         first = result["first_fit"]
         print(f"\nfirst fit in a fresh process ({EPOCHS} epochs, compilation included, medians of {args.repeats}): "

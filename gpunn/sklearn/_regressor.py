@@ -99,8 +99,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                 # y of another namespace or device (or a list): moved to X's, as the classifier's labels are
                 host = _backend.to_numpy(T) if _native(T) else np.asarray(T)
                 T = xp.asarray(np.asarray(host, dtype=np.float64), device=device)
-            if T.ndim == 1:
-                T = aac.array_namespace(T).reshape(T, (-1, 1))
+            if T.ndim == 1 and _backend.compiles_eagerly(xp):  # an eager reshape would compile a program a shape
+                T = _backend.from_numpy(_backend.to_numpy(T).reshape(-1, 1), xp, device)
+            elif T.ndim == 1:
+                T = xp.reshape(T, (-1, 1))
         else:
             X, T = validate_data(self, X, y, reset=start or encoding is not None, multi_output=True, y_numeric=True,
                                  dtype=[np.float64, np.float32], accept_sparse=SPARSE)  # fmt: skip

@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import array_api_compat as aac
 import numpy as np
 
 try:
@@ -35,11 +36,73 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
 from scipy.stats import rankdata
 
-from .. import distributed
+from .. import _backend, distributed
 from ..ensemble import Ensemble
 from ..errors import ConfigError, DivergenceError, NonFiniteError
 from . import _lbfgs
 from ._base import _BaseMLP
+from ._fitted import _native
+
+
+class _Folds:
+    """The rows of X, y and the per-row fit parameters that each fold trains and is scored on, taken once
+    (scikit-learn's ``_safe_indexing``) and shared by every candidate. Where each eager operation compiles a
+    program for every new shape (JAX), indexing on the device would compile a few programs for each fold's row
+    count: an array is read back to the host once for the whole search instead, each fold's rows are moved from
+    there (a transfer compiles nothing), and those host rows are what the stacked training set is made of."""
+
+    def __init__(self, X: Any, y: Any):
+        self.X, self.y = X, y
+        self._clear()
+
+    def _clear(self) -> None:
+        self._taken: dict[tuple, Any] = {}
+        self._whole: dict[int, tuple[Any, np.ndarray]] = {}  # by id: (a user's array, its host copy)
+        self._placed: dict[int, tuple[Any, np.ndarray]] = {}  # by id: (a fold's array, the host rows it came from)
+
+    def __getstate__(self) -> dict[str, Any]:  # to joblib's processes: the data, not what this process took
+        return {"X": self.X, "y": self.y}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.X, self.y = state["X"], state["y"]
+        self._clear()
+
+    def take(self, a: Any, rows: np.ndarray, key: tuple) -> Any:
+        """``a``'s ``rows`` (``key`` names them: what, which fold, which part), taken the first time asked."""
+        if key not in self._taken:
+            self._taken[key] = self._take(a, rows)
+        return self._taken[key]
+
+    def _take(self, a: Any, rows: np.ndarray) -> Any:
+        if not _compiles(a):
+            return _safe_indexing(a, rows)
+        whole = self._whole.get(id(a))
+        if whole is None or whole[0] is not a:
+            whole = self._whole[id(a)] = (a, _backend.to_numpy(a))
+        return self._place(whole[1][rows], a)
+
+    def _place(self, host: np.ndarray, like: Any) -> Any:
+        placed = _backend.from_numpy(host, aac.array_namespace(like), aac.device(like))
+        self._placed[id(placed)] = (placed, host)
+        return placed
+
+    def host(self, a: Any) -> Any:
+        """``a`` where the stacked training set is made: the host rows a fold's array was moved from, without a
+        read-back; an array the estimator made itself (its encoded targets) read back."""
+        placed = self._placed.get(id(a))
+        if placed is not None and placed[0] is a:
+            return placed[1]
+        return _backend.to_numpy(a) if _compiles(a) else a
+
+    def subset(self, a: Any, rows: np.ndarray) -> Any:
+        """``a[rows]`` (a member's early-stopping split), taken on the host and moved where each eager operation
+        compiles."""
+        return self._place(np.asarray(self.host(a))[rows], a) if _compiles(a) else a[rows]
+
+
+def _compiles(a: Any) -> bool:
+    """Whether ``a`` is an array of a namespace where each eager operation compiles a program (JAX)."""
+    return _native(a) and _backend.compiles_eagerly(aac.array_namespace(a))
 
 
 class _Task:
@@ -54,8 +117,8 @@ class _Task:
         self.error: str | None = None  # why the fit failed (its divergence), or None
 
     def prepare(self, X: Any, y: Any, fit_params: dict[str, Any]) -> None:
-        """Run the estimator's fit up to its training: it validates, encodes the targets and draws its initial
-        weights; the arrays it would train on are kept here."""
+        """Run the estimator's fit on its fold's training rows up to its training: it validates, encodes the
+        targets and draws its initial weights; the arrays it would train on are kept here."""
         est = self.estimator
         captured: dict[str, Any] = {}
 
@@ -64,7 +127,7 @@ class _Task:
 
         est._train = capture  # type: ignore[method-assign, assignment]  # the instance's, for this one call
         try:
-            est.fit(_safe_indexing(X, self.train), _safe_indexing(y, self.train), **fit_params)
+            est.fit(X, y, **fit_params)
         finally:
             del est._train
         self.X, self.T, self.epochs, self.weight = (
@@ -93,21 +156,21 @@ def _after_epoch(est: _BaseMLP, key: str, scale: float, n_train: int, val: tuple
     return lambda model, record: after_epoch(model, record) and est.n_iter_ < est.max_iter
 
 
-def _train_group(tasks: list[_Task], n: int) -> None:
+def _train_group(tasks: list[_Task], folds: _Folds) -> None:
     """Train the tasks' estimators as one ensemble on the rows of one X (the tasks' own arrays put back in
-    place: every row is the array its estimator validated)."""
-    first = tasks[0]
+    place, on the host: every row is the array its estimator validated)."""
+    first, n = tasks[0], len(folds.y)
     est0 = first.estimator
     X = np.zeros((n, first.X.shape[1]), dtype=first.X.dtype)
     T = np.empty((n, *first.T.shape[1:]), dtype=first.T.dtype)
-    T[...] = first.T[0]
+    T[...] = folds.host(first.T)[0]
     weights = np.zeros((len(tasks), n)) if first.weight is not None else None
     rows, rates, l2s, callbacks, bests, vals = [], [], [], [], [], []
     lbfgs = est0.solver == "lbfgs"  # no validation split, its own iteration count and warning
     for k, task in enumerate(tasks):
         est = task.estimator
-        X[task.train] = task.X
-        T[task.train] = task.T
+        X[task.train] = folds.host(task.X)
+        T[task.train] = folds.host(task.T)
         scale = est._gradient_scale()
         rate = est._model_rate(scale)
         member_rows, val = np.arange(len(task.X)), None
@@ -117,9 +180,10 @@ def _train_group(tasks: list[_Task], n: int) -> None:
                 member_rows, test_size=est.validation_fraction, random_state=est._seed_split,
                 stratify=est._stratify_labels(Tk),
             )  # fmt: skip
-            val = (task.X[held], Tk[held], None if task.weight is None else task.weight[held])
+            val = (folds.subset(task.X, held), folds.subset(Tk, held),
+                   None if task.weight is None else folds.subset(task.weight, held))  # fmt: skip
         if weights is not None:
-            weights[k, task.train] = task.weight
+            weights[k, task.train] = folds.host(task.weight)
         rows.append(task.train[member_rows])
         rates.append(rate)
         l2s.append(est.alpha * scale)
@@ -173,7 +237,7 @@ def _train_group(tasks: list[_Task], n: int) -> None:
         task.fit_time += elapsed
 
 
-def _fit_part(tasks: list[_Task], n: int, X: Any, y: Any, score_weight: Any, scoring: Any, names: list[str],
+def _fit_part(tasks: list[_Task], folds: _Folds, score_weight: Any, scoring: Any, names: list[str],
               error_score: Any, train_scores: bool) -> tuple[list[tuple], int]:  # fmt: skip
     """Train these tasks group by group (a part of the search, in this process or another) and score them:
     ``([(fit time, test scores, train scores, score time, error) of each task], ensembles trained)``."""
@@ -181,7 +245,7 @@ def _fit_part(tasks: list[_Task], n: int, X: Any, y: Any, score_weight: Any, sco
     for task in tasks:
         groups.setdefault(task.key(), []).append(task)
     for group in groups.values():
-        _train_group(group, n)
+        _train_group(group, folds)
     for task in tasks:
         start = time.perf_counter()
         parts = [("test", task.test)] + ([("train", task.train)] if train_scores else [])
@@ -189,8 +253,9 @@ def _fit_part(tasks: list[_Task], n: int, X: Any, y: Any, score_weight: Any, sco
             if task.error is not None:
                 scores = dict.fromkeys(names, float(error_score)) if not isinstance(error_score, str) else {}
             else:
-                kw = {} if score_weight is None else {"sample_weight": _safe_indexing(score_weight, rows)}
-                got = scoring(task.estimator, _safe_indexing(X, rows), _safe_indexing(y, rows), **kw)
+                named = (("X", folds.X), ("y", folds.y), ("sample_weight", score_weight))
+                X, y, w = (None if a is None else folds.take(a, rows, (name, task.fold, part)) for name, a in named)
+                got = scoring(task.estimator, X, y, **({} if w is None else {"sample_weight": w}))
                 scores = {k: float(v) for k, v in got.items()} if isinstance(got, dict) else {"score": float(got)}
             if part == "test":
                 task.scores = scores
@@ -329,8 +394,9 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
                   f"{len(splits) * len(candidates)} fits")  # fmt: skip
         if self.comm is not None:  # every rank searches the same grid over the same folds of the same data
             _agree(self.comm, X, y, candidates, splits, self.estimator)
-        tasks = self._tasks(candidates, splits, X, y, fit_params)
-        self._fit_tasks(tasks, X, y, fit_params.get("sample_weight") if _forwards_weights(scoring) else None, scoring)
+        folds = _Folds(X, y)
+        tasks = self._tasks(candidates, splits, folds, fit_params)
+        self._fit_tasks(tasks, folds, fit_params.get("sample_weight") if _forwards_weights(scoring) else None, scoring)
         self._report(tasks, candidates, len(splits))
         self.cv_results_ = self._results(candidates, len(splits), tasks)
         self.n_splits_ = len(splits)
@@ -391,22 +457,24 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
             return int(best)
         return int(self.cv_results_[f"rank_test_{refit_metric}"].argmin())
 
-    def _tasks(self, candidates: list[dict[str, Any]], splits: list[Any], X: Any, y: Any,
+    def _tasks(self, candidates: list[dict[str, Any]], splits: list[Any], folds: _Folds,
                fit_params: dict[str, Any]) -> list[_Task]:  # fmt: skip
         """Every (candidate, fold)'s estimator, validated and stopped where it would train."""
-        n, tasks = len(y), []
+        n, tasks = len(folds.y), []
         for c, params in enumerate(candidates):
             for f, (train, test) in enumerate(splits):
                 est = clone(self.estimator).set_params(**clone(params, safe=False))
                 task = _Task(c, f, est, np.asarray(train), np.asarray(test))
-                fold_params = {k: _safe_indexing(v, task.train) if _per_row(v, n) else v for k, v in fit_params.items()}
+                fold_params = {k: folds.take(v, task.train, (k, f, "train")) if _per_row(v, n) else v
+                               for k, v in fit_params.items()}  # fmt: skip
                 start = time.perf_counter()
+                X, y = (folds.take(a, task.train, (name, f, "train")) for name, a in (("X", folds.X), ("y", folds.y)))
                 task.prepare(X, y, fold_params)
                 task.fit_time = time.perf_counter() - start
                 tasks.append(task)
         return tasks
 
-    def _fit_tasks(self, tasks: list[_Task], X: Any, y: Any, score_weight: Any, scoring: Any) -> None:
+    def _fit_tasks(self, tasks: list[_Task], folds: _Folds, score_weight: Any, scoring: Any) -> None:
         """Train and score every task: in this process, or split over ``comm``'s ranks or ``n_jobs`` processes,
         the tasks ordered by shape group and cut into contiguous parts (a group split between two parts trains
         as two ensembles). A fit that failed scores ``error_score``, as GridSearchCV scores a failed fit (with
@@ -416,7 +484,7 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
             groups.setdefault(task.key(), []).append(task)
         ordered = [task for group in groups.values() for task in group]
         names = list(self.scorer_) if self.multimetric_ else ["score"]
-        how = (len(y), X, y, score_weight, scoring, names, self.error_score, self.return_train_score)
+        how = (folds, score_weight, scoring, names, self.error_score, self.return_train_score)
         parts = self._parts(ordered)
         if self.comm is not None:
             lo, hi = distributed.part(len(ordered), parts, self.comm.rank)
