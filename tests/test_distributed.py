@@ -374,30 +374,32 @@ AGREE = textwrap.dedent(
     from gpunn.distributed import Communicator
 
     comm = Communicator()
-    case = sys.argv[1]
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(103, 4))
-    y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
-    seed, epochs = 3, 2
-    if comm.rank == 1:
-        if case == "data":  # the same shape, one value changed
-            X[57, 2] += 1e-9
-        elif case == "rows":
-            X, y = X[:100], y[:100]
-        elif case == "feature":  # an extra column, and a network built for it
-            X = np.hstack([X, X[:, :1]])
-        elif case == "seed":
-            seed = 4
-        elif case == "epochs":
-            epochs = 3
-    m = gpunn.MLP([X.shape[1], 8, 1], device="cpu", dtype="float64", seed=seed)
-    got = {"type": None}
+    got = {}
     try:
-        m.fit(X, y, epochs=epochs, lr=0.1, batch_size=16, verbose=0, comm=comm)
-    except GpunnError as e:
-        got = {"type": type(e).__name__, "message": str(e)}
-        if sys.argv[2] == "raise":
-            raise
+        for case in sys.argv[1].split(","):  # one job for every case: a refused fit leaves the ranks in step
+            rng = np.random.default_rng(0)
+            X = rng.normal(size=(103, 4))
+            y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
+            seed, epochs = 3, 2
+            if comm.rank == 1:
+                if case == "data":  # the same shape, one value changed
+                    X[57, 2] += 1e-9
+                elif case == "rows":
+                    X, y = X[:100], y[:100]
+                elif case == "feature":  # an extra column, and a network built for it
+                    X = np.hstack([X, X[:, :1]])
+                elif case == "seed":
+                    seed = 4
+                elif case == "epochs":
+                    epochs = 3
+            m = gpunn.MLP([X.shape[1], 8, 1], device="cpu", dtype="float64", seed=seed)
+            got[case] = {"type": None}
+            try:
+                m.fit(X, y, epochs=epochs, lr=0.1, batch_size=16, verbose=0, comm=comm)
+            except GpunnError as e:
+                got[case] = {"type": type(e).__name__, "message": str(e)}
+                if sys.argv[2] == "raise":
+                    raise
     finally:
         with open(f"{sys.argv[2]}.{comm.rank}.json", "w") as f:
             json.dump(got, f)
@@ -405,40 +407,42 @@ AGREE = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(
-    ("case", "kind", "expected"),
-    [
-        ("same", None, None),
-        ("data", "InputError", "rank 1 has data fingerprint "),
-        ("rows", "InputError", "rank 1 has row count 100 (rank 0: 103); data fingerprint "),
-        ("feature", "InputError", "rank 1 has feature count 5 (rank 0: 4); network [5, 8, 1] relu dropout=0 float64 "
-                                  "(rank 0: [4, 8, 1] relu dropout=0 float64); data fingerprint "),
-        ("seed", "ConfigError", "rank 1 has shuffling generator (the MLP's seed) "),
-        ("epochs", "ConfigError", "rank 1 has epochs 3 (rank 0: 2)."),
-    ],
-)  # fmt: skip
-def test_ranks_that_disagree_raise_one_error_on_every_rank_naming_the_rank(tmp_path, case, kind, expected):
+DISAGREEMENTS = [  # (case, error, a piece of its message)
+    ("same", None, None),
+    ("data", "InputError", "rank 1 has data fingerprint "),
+    ("rows", "InputError", "rank 1 has row count 100 (rank 0: 103); data fingerprint "),
+    ("feature", "InputError", "rank 1 has feature count 5 (rank 0: 4); network [5, 8, 1] relu dropout=0 float64 "
+                              "(rank 0: [4, 8, 1] relu dropout=0 float64); data fingerprint "),
+    ("seed", "ConfigError", "rank 1 has shuffling generator (the MLP's seed) "),
+    ("epochs", "ConfigError", "rank 1 has epochs 3 (rank 0: 2)."),
+]  # fmt: skip
+
+
+def test_ranks_that_disagree_raise_one_error_on_every_rank_naming_the_rank(tmp_path):
     """Different data of the same shape (which trained silently into different weights), different row counts
     (an MPICH abort after an epoch), an extra feature (a raw "Other MPI error"), another seed or epoch count:
-    every rank raises the same one-line gpunn error before the first collective of training."""
+    every rank raises the same one-line gpunn error before the first collective of training. The cases run one
+    after another in one job."""
     script = tmp_path / "agree.py"
     script.write_text(AGREE)
-    r = _run(2, str(script), case, "out", cwd=tmp_path, timeout=60)
+    r = _run(2, str(script), ",".join(case for case, _, _ in DISAGREEMENTS), "out", cwd=tmp_path, timeout=60)
     assert r.returncode == 0, r.stderr
-    got = [json.loads((tmp_path / f"out.{rank}.json").read_text()) for rank in (0, 1)]
-    assert {d["type"] for d in got} == {kind}
-    if kind is not None:
-        message = got[0]["message"]
-        assert message == got[1]["message"] and "\n" not in message
-        assert message.startswith("the ranks disagree at the start of fit: ")
-        assert expected in message, message
+    ranks = [json.loads((tmp_path / f"out.{rank}.json").read_text()) for rank in (0, 1)]
+    for case, kind, expected in DISAGREEMENTS:
+        got = [every[case] for every in ranks]
+        assert {d["type"] for d in got} == {kind}, (case, got)
+        if kind is not None:
+            message = got[0]["message"]
+            assert message == got[1]["message"] and "\n" not in message, case
+            assert message.startswith("the ranks disagree at the start of fit: "), case
+            assert expected in message, message
 
 
 def test_an_uncaught_disagreement_ends_every_rank_with_one_traceback_and_no_abort(tmp_path):
     script = tmp_path / "agree.py"
     script.write_text(AGREE)
     r = _run(2, str(script), "rows", "raise", cwd=tmp_path, timeout=60)
-    assert json.loads((tmp_path / "raise.1.json").read_text())["type"] == "InputError"  # rank 1 raised it too
+    assert json.loads((tmp_path / "raise.1.json").read_text())["rows"]["type"] == "InputError"  # rank 1 raised it too
     assert r.returncode == 1
     assert r.stderr.count("Traceback") == 1  # rank 0's; rank 1 raised the same error silently
     assert "gpunn.errors.InputError: the ranks disagree at the start of fit: rank 1 has row count 100" in r.stderr
@@ -750,47 +754,48 @@ ENSEMBLE_AGREE = textwrap.dedent(
     from gpunn.distributed import Communicator
 
     comm = Communicator()
-    case = sys.argv[1]
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(60, 3))
-    y = (X[:, 0] > 0).astype(int)
-    rows = [np.arange(40), np.arange(10, 60)]
-    dropout = [0.0, 0.2]
-    if comm.rank == 1:
-        if case == "rows":  # the same lengths, one index changed
-            rows[1] = rows[1].copy()
-            rows[1][7] = 3
-        elif case == "dropout":
-            dropout = [0.0, 0.3]
-    ens = gpunn.Ensemble([3, 4, 1], members=2, seed=1, dropout=dropout, dtype="float64", device="cpu")
-    got = {"type": None}
-    try:
-        ens.fit(X, y, epochs=1, batch_size=16, rows=rows, verbose=0, comm=comm)
-    except GpunnError as e:
-        got = {"type": type(e).__name__, "message": str(e)}
+    got = {}
+    for case in sys.argv[1].split(","):  # one job for every case: a refused fit leaves the ranks in step
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(60, 3))
+        y = (X[:, 0] > 0).astype(int)
+        rows = [np.arange(40), np.arange(10, 60)]
+        dropout = [0.0, 0.2]
+        if comm.rank == 1:
+            if case == "rows":  # the same lengths, one index changed
+                rows[1] = rows[1].copy()
+                rows[1][7] = 3
+            elif case == "dropout":
+                dropout = [0.0, 0.3]
+        ens = gpunn.Ensemble([3, 4, 1], members=2, seed=1, dropout=dropout, dtype="float64", device="cpu")
+        got[case] = {"type": None}
+        try:
+            ens.fit(X, y, epochs=1, batch_size=16, rows=rows, verbose=0, comm=comm)
+        except GpunnError as e:
+            got[case] = {"type": type(e).__name__, "message": str(e)}
     with open(f"{sys.argv[2]}.{comm.rank}.json", "w") as f:
         json.dump(got, f)
     """
 )
 
 
-@pytest.mark.parametrize(
-    ("case", "expected"), [("same", None), ("rows", "rank 1 has rows "), ("dropout", "rank 1 has dropout [0.0, 0.3]")]
-)
-def test_ensemble_ranks_with_other_member_rows_or_dropout_raise_one_error_on_every_rank(tmp_path, case, expected):
+def test_ensemble_ranks_with_other_member_rows_or_dropout_raise_one_error_on_every_rank(tmp_path):
     """Members' rows= and dropout rates are part of what the ranks agree on: different ones would train
-    silently into different weights."""
+    silently into different weights. The cases run one after another in one job."""
     script = tmp_path / "agree.py"
     script.write_text(ENSEMBLE_AGREE)
-    r = _run(2, str(script), case, "out", cwd=tmp_path, timeout=60)
+    cases = {"same": None, "rows": "rank 1 has rows ", "dropout": "rank 1 has dropout [0.0, 0.3]"}
+    r = _run(2, str(script), ",".join(cases), "out", cwd=tmp_path, timeout=60)
     assert r.returncode == 0, r.stderr
-    got = [json.loads((tmp_path / f"out.{rank}.json").read_text()) for rank in (0, 1)]
-    if expected is None:
-        assert got == [{"type": None}] * 2
-        return
-    assert {d["type"] for d in got} == {"ConfigError"}
-    assert got[0]["message"] == got[1]["message"]
-    assert expected in got[0]["message"], got[0]["message"]
+    ranks = [json.loads((tmp_path / f"out.{rank}.json").read_text()) for rank in (0, 1)]
+    for case, expected in cases.items():
+        got = [every[case] for every in ranks]
+        if expected is None:
+            assert got == [{"type": None}] * 2, case
+            continue
+        assert {d["type"] for d in got} == {"ConfigError"}, (case, got)
+        assert got[0]["message"] == got[1]["message"], case
+        assert expected in got[0]["message"], got[0]["message"]
 
 
 # ------------------------------------------------------------------------------ an ensemble's members split over ranks
