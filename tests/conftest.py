@@ -31,6 +31,16 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 os.environ.setdefault("MPIR_CVAR_ENABLE_HEAVY_YIELD", "1")
 os.environ.setdefault("MPIR_CVAR_POLLS_BEFORE_YIELD", "10")
 
+# One OpenBLAS thread a process. Its idle threads spin before they sleep, and the suite's processes (2 xdist workers,
+# MPI ranks, CLI processes) took the 2 cores from each other with them: docs/distributed.md's 4 ranks ran 21 s under
+# load, 5 s with one thread each (test_docs.py: 108 -> 78 s of CPU). How many threads compute a product, not what it
+# computes. The processes tests start inherit the variable; this one, whose NumPy is loaded, is limited here.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+if importlib.util.find_spec("threadpoolctl") is not None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(os.environ["OPENBLAS_NUM_THREADS"]), user_api="blas")
+
 if importlib.util.find_spec("jax") is not None:
     # XLA's LLVM backend at optimisation level 0: the suite compiles some thousand small programs and runs each a
     # few times, and LLVM's optimisation was a third of the JAX tests' time. It changes how fast the machine code
