@@ -31,11 +31,14 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 os.environ.setdefault("MPIR_CVAR_ENABLE_HEAVY_YIELD", "1")
 os.environ.setdefault("MPIR_CVAR_POLLS_BEFORE_YIELD", "10")
 
-# One OpenBLAS thread a process. Its idle threads spin before they sleep, and the suite's processes (2 xdist workers,
-# MPI ranks, CLI processes) took the 2 cores from each other with them: docs/distributed.md's 4 ranks ran 21 s under
-# load, 5 s with one thread each (test_docs.py: 108 -> 78 s of CPU). How many threads compute a product, not what it
-# computes. The processes tests start inherit the variable; this one, whose NumPy is loaded, is limited here.
+# One thread a process for OpenBLAS and for OpenMP (PyTorch's CPU operations). Their idle threads spin before they
+# sleep, and the suite's processes (2 xdist workers, MPI ranks, CLI processes) took the 2 cores from each other with
+# them: docs/distributed.md's 4 ranks ran 21 s under load, 5 s with one thread each (test_docs.py: 108 -> 71 s of
+# CPU), the torch-cpu cases of four test files 61 -> 28 s of CPU. How many threads compute, not what. The processes
+# tests start inherit the variables, as PyTorch here does when it is first imported; this process's NumPy is loaded
+# already, and is limited here.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 if importlib.util.find_spec("threadpoolctl") is not None:
     from threadpoolctl import threadpool_limits
 
