@@ -31,6 +31,19 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 os.environ.setdefault("MPIR_CVAR_ENABLE_HEAVY_YIELD", "1")
 os.environ.setdefault("MPIR_CVAR_POLLS_BEFORE_YIELD", "10")
 
+# One thread a process for OpenBLAS and for OpenMP (PyTorch's CPU operations). Their idle threads spin before they
+# sleep, and the suite's processes (2 xdist workers, MPI ranks, CLI processes) took the 2 cores from each other with
+# them: docs/distributed.md's 4 ranks ran 21 s under load, 5 s with one thread each (test_docs.py: 108 -> 71 s of
+# CPU), the torch-cpu cases of four test files 61 -> 28 s of CPU. How many threads compute, not what. The processes
+# tests start inherit the variables, as PyTorch here does when it is first imported; this process's NumPy is loaded
+# already, and is limited here.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+if importlib.util.find_spec("threadpoolctl") is not None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(os.environ["OPENBLAS_NUM_THREADS"]), user_api="blas")
+
 if importlib.util.find_spec("jax") is not None:
     # XLA's LLVM backend at optimisation level 0: the suite compiles some thousand small programs and runs each a
     # few times, and LLVM's optimisation was a third of the JAX tests' time. It changes how fast the machine code

@@ -40,23 +40,23 @@ TRAIN = textwrap.dedent(
     from gpunn.distributed import Communicator
 
     comm = Communicator()
-    cfg = json.loads(sys.argv[1])
     rng = np.random.default_rng(0)
     X = rng.normal(size=(103, 4))
     y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
-    where = {"device": "cpu"}
-    if cfg["xp"] == "jax":  # the compiled step, its two halves around the allreduce
-        import jax
-        jax.config.update("jax_enable_x64", True)
-        where = {"xp": jax.numpy, "device": "cpu", "compile": True}
-    weight = 0.5 + np.arange(103) % 3 if cfg["weighted"] else None
-    m = gpunn.MLP([4, 8, 8, 1], dtype="float64", seed=3, dropout=cfg["dropout"], **where)
-    m.fit(X, y, epochs=4, lr=cfg["lr"], batch_size=cfg["batch_size"], optimizer=cfg["optimizer"],
-          validation_data=(X[:20], y[:20]), verbose=0, comm=comm, sample_weight=weight)
-    if comm.rank == 0:
-        np.savez(sys.argv[2], *[np.asarray(a) for pair in m.weights for a in pair])
-        with open(sys.argv[2] + ".json", "w") as f:
-            json.dump(m.history.to_dict(), f)
+    for i, cfg in enumerate(json.loads(sys.argv[1])):  # one job, its ranks started (and JAX imported) once
+        where = {"device": "cpu"}
+        if cfg["xp"] == "jax":  # the compiled step, its two halves around the allreduce
+            import jax
+            jax.config.update("jax_enable_x64", True)
+            where = {"xp": jax.numpy, "device": "cpu", "compile": True}
+        weight = 0.5 + np.arange(103) % 3 if cfg["weighted"] else None
+        m = gpunn.MLP([4, 8, 8, 1], dtype="float64", seed=3, dropout=cfg["dropout"], **where)
+        m.fit(X, y, epochs=4, lr=cfg["lr"], batch_size=cfg["batch_size"], optimizer=cfg["optimizer"],
+              validation_data=(X[:20], y[:20]), verbose=0, comm=comm, sample_weight=weight)
+        if comm.rank == 0:
+            np.savez(f"{sys.argv[2]}.{i}.npz", *[np.asarray(a) for pair in m.weights for a in pair])
+            with open(f"{sys.argv[2]}.{i}.json", "w") as f:
+                json.dump(m.history.to_dict(), f)
     """
 )
 
@@ -69,47 +69,44 @@ def _run(ranks: int, script: str, *args: str, cwd, timeout: int = 120) -> subpro
     )  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "optimizer,batch_size,lr,xp,dropout,weighted",
-    [
-        ("sgd", None, 0.3, "numpy", 0.0, False),
-        ("sgd", 16, 0.1, "numpy", 0.0, True),
-        ("adam", 10, 0.01, "numpy", 0.3, False),
-        ("adam", 10, 0.01, "jax", 0.0, False),
-        ("momentum", None, 0.1, "jax", 0.25, True),
-    ],
-    ids=["full-batch-sgd", "minibatch-sgd-weighted", "minibatch-adam-dropout", "minibatch-adam-jax-compiled",
-         "full-batch-momentum-jax-compiled-dropout-weighted"],
-)  # fmt: skip
-def test_two_ranks_equal_one_process(tmp_path, optimizer, batch_size, lr, xp, dropout, weighted):
-    """Each rank draws its rows' part of the global dropout mask and divides by the global batch's weight
-    total, so two ranks give the one-process weights."""
-    import json
+TRAIN_CASES = {  # (optimizer, batch_size, lr, xp, dropout, weighted)
+    "full-batch-sgd": ("sgd", None, 0.3, "numpy", 0.0, False),
+    "minibatch-sgd-weighted": ("sgd", 16, 0.1, "numpy", 0.0, True),
+    "minibatch-adam-dropout": ("adam", 10, 0.01, "numpy", 0.3, False),
+    "minibatch-adam-jax-compiled": ("adam", 10, 0.01, "jax", 0.0, False),
+    "full-batch-momentum-jax-compiled-dropout-weighted": ("momentum", None, 0.1, "jax", 0.25, True),
+}
 
+
+@pytest.mark.parametrize("xp", ["numpy", "jax"], ids=["numpy", "jax-compiled"])
+def test_two_ranks_equal_one_process(tmp_path, xp):
+    """Each rank draws its rows' part of the global dropout mask and divides by the global batch's weight
+    total, so two ranks give the one-process weights. Each namespace's cases run in one job (on JAX each rank
+    pays JAX's import once, not once a case)."""
     if xp == "jax":
         pytest.importorskip("jax")
+    keys = ("optimizer", "batch_size", "lr", "xp", "dropout", "weighted")
+    cases = {name: dict(zip(keys, case)) for name, case in TRAIN_CASES.items() if case[3] == xp}
     script = tmp_path / "train.py"
     script.write_text(TRAIN)
-    cfg = json.dumps(
-        {"optimizer": optimizer, "batch_size": batch_size, "lr": lr, "xp": xp, "dropout": dropout, "weighted": weighted}
-    )
-    r = _run(2, str(script), cfg, str(tmp_path / "w.npz"), cwd=tmp_path)
+    r = _run(2, str(script), json.dumps(list(cases.values())), str(tmp_path / "w"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    got = np.load(tmp_path / "w.npz")
-    history = json.loads((tmp_path / "w.npz.json").read_text())
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(103, 4))
     y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
-    weight = 0.5 + np.arange(103) % 3 if weighted else None
-    ref = gpunn.MLP([4, 8, 8, 1], device="cpu", dtype="float64", seed=3, dropout=dropout)
-    ref.fit(X, y, epochs=4, lr=lr, batch_size=batch_size, optimizer=optimizer, validation_data=(X[:20], y[:20]),
-            verbose=0, sample_weight=weight)  # fmt: skip
-    expected = [np.asarray(a) for pair in ref.weights for a in pair]
-    for i, w in enumerate(expected):
-        np.testing.assert_allclose(got[f"arr_{i}"], w, rtol=0, atol=1e-12)
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        np.testing.assert_allclose(history[key], getattr(ref.history, key), rtol=1e-12)
+    for i, (name, cfg) in enumerate(cases.items()):
+        got = np.load(tmp_path / f"w.{i}.npz")
+        history = json.loads((tmp_path / f"w.{i}.json").read_text())
+        weight = 0.5 + np.arange(103) % 3 if cfg["weighted"] else None
+        ref = gpunn.MLP([4, 8, 8, 1], device="cpu", dtype="float64", seed=3, dropout=cfg["dropout"])
+        ref.fit(X, y, epochs=4, lr=cfg["lr"], batch_size=cfg["batch_size"], optimizer=cfg["optimizer"],
+                validation_data=(X[:20], y[:20]), verbose=0, sample_weight=weight)  # fmt: skip
+        expected = [np.asarray(a) for pair in ref.weights for a in pair]
+        for j, w in enumerate(expected):
+            np.testing.assert_allclose(got[f"arr_{j}"], w, rtol=0, atol=1e-12, err_msg=f"{name}: array {j}")
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            np.testing.assert_allclose(history[key], getattr(ref.history, key), rtol=1e-12, err_msg=f"{name}: {key}")
 
 
 STREAM = textwrap.dedent(
@@ -377,30 +374,32 @@ AGREE = textwrap.dedent(
     from gpunn.distributed import Communicator
 
     comm = Communicator()
-    case = sys.argv[1]
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(103, 4))
-    y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
-    seed, epochs = 3, 2
-    if comm.rank == 1:
-        if case == "data":  # the same shape, one value changed
-            X[57, 2] += 1e-9
-        elif case == "rows":
-            X, y = X[:100], y[:100]
-        elif case == "feature":  # an extra column, and a network built for it
-            X = np.hstack([X, X[:, :1]])
-        elif case == "seed":
-            seed = 4
-        elif case == "epochs":
-            epochs = 3
-    m = gpunn.MLP([X.shape[1], 8, 1], device="cpu", dtype="float64", seed=seed)
-    got = {"type": None}
+    got = {}
     try:
-        m.fit(X, y, epochs=epochs, lr=0.1, batch_size=16, verbose=0, comm=comm)
-    except GpunnError as e:
-        got = {"type": type(e).__name__, "message": str(e)}
-        if sys.argv[2] == "raise":
-            raise
+        for case in sys.argv[1].split(","):  # one job for every case: a refused fit leaves the ranks in step
+            rng = np.random.default_rng(0)
+            X = rng.normal(size=(103, 4))
+            y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
+            seed, epochs = 3, 2
+            if comm.rank == 1:
+                if case == "data":  # the same shape, one value changed
+                    X[57, 2] += 1e-9
+                elif case == "rows":
+                    X, y = X[:100], y[:100]
+                elif case == "feature":  # an extra column, and a network built for it
+                    X = np.hstack([X, X[:, :1]])
+                elif case == "seed":
+                    seed = 4
+                elif case == "epochs":
+                    epochs = 3
+            m = gpunn.MLP([X.shape[1], 8, 1], device="cpu", dtype="float64", seed=seed)
+            got[case] = {"type": None}
+            try:
+                m.fit(X, y, epochs=epochs, lr=0.1, batch_size=16, verbose=0, comm=comm)
+            except GpunnError as e:
+                got[case] = {"type": type(e).__name__, "message": str(e)}
+                if sys.argv[2] == "raise":
+                    raise
     finally:
         with open(f"{sys.argv[2]}.{comm.rank}.json", "w") as f:
             json.dump(got, f)
@@ -408,40 +407,42 @@ AGREE = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(
-    ("case", "kind", "expected"),
-    [
-        ("same", None, None),
-        ("data", "InputError", "rank 1 has data fingerprint "),
-        ("rows", "InputError", "rank 1 has row count 100 (rank 0: 103); data fingerprint "),
-        ("feature", "InputError", "rank 1 has feature count 5 (rank 0: 4); network [5, 8, 1] relu dropout=0 float64 "
-                                  "(rank 0: [4, 8, 1] relu dropout=0 float64); data fingerprint "),
-        ("seed", "ConfigError", "rank 1 has shuffling generator (the MLP's seed) "),
-        ("epochs", "ConfigError", "rank 1 has epochs 3 (rank 0: 2)."),
-    ],
-)  # fmt: skip
-def test_ranks_that_disagree_raise_one_error_on_every_rank_naming_the_rank(tmp_path, case, kind, expected):
+DISAGREEMENTS = [  # (case, error, a piece of its message)
+    ("same", None, None),
+    ("data", "InputError", "rank 1 has data fingerprint "),
+    ("rows", "InputError", "rank 1 has row count 100 (rank 0: 103); data fingerprint "),
+    ("feature", "InputError", "rank 1 has feature count 5 (rank 0: 4); network [5, 8, 1] relu dropout=0 float64 "
+                              "(rank 0: [4, 8, 1] relu dropout=0 float64); data fingerprint "),
+    ("seed", "ConfigError", "rank 1 has shuffling generator (the MLP's seed) "),
+    ("epochs", "ConfigError", "rank 1 has epochs 3 (rank 0: 2)."),
+]  # fmt: skip
+
+
+def test_ranks_that_disagree_raise_one_error_on_every_rank_naming_the_rank(tmp_path):
     """Different data of the same shape (which trained silently into different weights), different row counts
     (an MPICH abort after an epoch), an extra feature (a raw "Other MPI error"), another seed or epoch count:
-    every rank raises the same one-line gpunn error before the first collective of training."""
+    every rank raises the same one-line gpunn error before the first collective of training. The cases run one
+    after another in one job."""
     script = tmp_path / "agree.py"
     script.write_text(AGREE)
-    r = _run(2, str(script), case, "out", cwd=tmp_path, timeout=60)
+    r = _run(2, str(script), ",".join(case for case, _, _ in DISAGREEMENTS), "out", cwd=tmp_path, timeout=60)
     assert r.returncode == 0, r.stderr
-    got = [json.loads((tmp_path / f"out.{rank}.json").read_text()) for rank in (0, 1)]
-    assert {d["type"] for d in got} == {kind}
-    if kind is not None:
-        message = got[0]["message"]
-        assert message == got[1]["message"] and "\n" not in message
-        assert message.startswith("the ranks disagree at the start of fit: ")
-        assert expected in message, message
+    ranks = [json.loads((tmp_path / f"out.{rank}.json").read_text()) for rank in (0, 1)]
+    for case, kind, expected in DISAGREEMENTS:
+        got = [every[case] for every in ranks]
+        assert {d["type"] for d in got} == {kind}, (case, got)
+        if kind is not None:
+            message = got[0]["message"]
+            assert message == got[1]["message"] and "\n" not in message, case
+            assert message.startswith("the ranks disagree at the start of fit: "), case
+            assert expected in message, message
 
 
 def test_an_uncaught_disagreement_ends_every_rank_with_one_traceback_and_no_abort(tmp_path):
     script = tmp_path / "agree.py"
     script.write_text(AGREE)
     r = _run(2, str(script), "rows", "raise", cwd=tmp_path, timeout=60)
-    assert json.loads((tmp_path / "raise.1.json").read_text())["type"] == "InputError"  # rank 1 raised it too
+    assert json.loads((tmp_path / "raise.1.json").read_text())["rows"]["type"] == "InputError"  # rank 1 raised it too
     assert r.returncode == 1
     assert r.stderr.count("Traceback") == 1  # rank 0's; rank 1 raised the same error silently
     assert "gpunn.errors.InputError: the ranks disagree at the start of fit: rank 1 has row count 100" in r.stderr
@@ -641,26 +642,27 @@ ENSEMBLE = textwrap.dedent(
     from gpunn.distributed import Communicator
 
     comm = Communicator()
-    cfg = json.loads(sys.argv[1])
     rng = np.random.default_rng(0)
     X = rng.normal(size=(103, 4))
     y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
-    rows = None if cfg["rows"] is None else [np.asarray(r) for r in cfg["rows"]]
-    weight = None if cfg["weight"] is None else np.asarray(cfg["weight"])
-    callbacks = [EarlyStopping("val_loss", patience=cfg["patience"])] if cfg["patience"] is not None else None
-    where = {"device": "cpu"}
-    if cfg["xp"] == "jax":  # the compiled stacked step, its two halves around the allreduce
-        import jax
-        jax.config.update("jax_enable_x64", True)
-        where = {"xp": jax.numpy, "device": "cpu", "compile": True}
-    ens = gpunn.Ensemble([4, 6, 5, 1], members=3, seed=[3, 9, 4], dropout=cfg["dropout"], dtype="float64", **where)
-    ens.fit(X, y, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"], shuffle=cfg["shuffle"],
-            optimizer=cfg["optimizer"], validation_data=(X[:20], y[:20]), rows=rows, sample_weight=weight,
-            callbacks=callbacks, verbose=0, comm=comm)
-    if comm.rank == 0:
-        np.save(sys.argv[2], np.asarray(ens.params))
-        with open(sys.argv[2] + ".json", "w") as f:
-            json.dump([h.to_dict() for h in ens.histories], f)
+    for i, cfg in enumerate(json.loads(sys.argv[1])):  # one job, its ranks started (and JAX imported) once
+        rows = None if cfg["rows"] is None else [np.asarray(r) for r in cfg["rows"]]
+        weight = None if cfg["weight"] is None else np.asarray(cfg["weight"])
+        callbacks = [EarlyStopping("val_loss", patience=cfg["patience"])] if cfg["patience"] is not None else None
+        where = {"device": "cpu"}
+        if cfg["xp"] == "jax":  # the compiled stacked step, its two halves around the allreduce
+            import jax
+            jax.config.update("jax_enable_x64", True)
+            where = {"xp": jax.numpy, "device": "cpu", "compile": True}
+        ens = gpunn.Ensemble([4, 6, 5, 1], members=3, seed=[3, 9, 4], dropout=cfg["dropout"], dtype="float64",
+                             **where)
+        ens.fit(X, y, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"], shuffle=cfg["shuffle"],
+                optimizer=cfg["optimizer"], validation_data=(X[:20], y[:20]), rows=rows, sample_weight=weight,
+                callbacks=callbacks, verbose=0, comm=comm)
+        if comm.rank == 0:
+            np.save(f"{sys.argv[2]}.{i}.npy", np.asarray(ens.params))
+            with open(f"{sys.argv[2]}.{i}.json", "w") as f:
+                json.dump([h.to_dict() for h in ens.histories], f)
     """
 )
 
@@ -672,67 +674,75 @@ _ROWS = [
 _MEMBER_WEIGHTS = np.random.default_rng(1).uniform(0.2, 2.0, size=(3, 103)).round(3).tolist()
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        dict(dropout=0.3, batch_size=16, shuffle=True, optimizer="adam", lr=0.02),
-        dict(dropout=[0.0, 0.25, 0.4], batch_size=None, shuffle=True, optimizer="sgd", lr=[0.3, 0.2, 0.3]),
-        dict(dropout=[0.2, 0.0, 0.5], batch_size=17, shuffle=False, optimizer="momentum", lr=0.05),
-        dict(rows=_ROWS, batch_size=16, shuffle=True, optimizer="momentum", lr=[0.05, 0.1, 0.02]),
-        dict(rows=_ROWS, batch_size=None, optimizer="sgd", lr=0.3),
-        dict(rows=_ROWS, weight=_MEMBER_WEIGHTS, batch_size=20, dropout=[0.3, 0.0, 0.2], optimizer="adam", lr=0.02),
-        dict(rows=_ROWS, weight=_MEMBER_WEIGHTS, batch_size=None, optimizer="sgd", lr=0.3),
-        dict(rows=_ROWS, dropout=0.2, batch_size=12, optimizer="adam", lr=0.08, patience=1, epochs=8),
-        dict(rows=_ROWS, dropout=[0.0, 0.3, 0.0], batch_size=1, optimizer="sgd", lr=0.05, epochs=1),
-        dict(dropout=[0.0, 0.25, 0.4], batch_size=16, optimizer="adam", lr=[0.02, 0.01, 0.03], xp="jax"),
-        dict(rows=_ROWS, weight=_MEMBER_WEIGHTS, batch_size=None, optimizer="momentum", lr=0.1, xp="jax"),
-    ],
-    ids=["dropout-shuffled-adam", "dropout-per-member-full-batch", "dropout-per-member-in-order-one-row-batch",
-         "rows-shuffled-momentum", "rows-full-batch", "rows-member-weights-dropout-adam",
-         "rows-member-weights-full-batch", "rows-dropout-early-stopping",
-         "rows-one-row-batches-rank-1-idle", "jax-compiled-dropout-per-member-adam",
-         "jax-compiled-rows-member-weights-full-batch"],
-)  # fmt: skip
-def test_two_ranks_train_each_ensemble_member_as_a_lone_mlp_in_one_process(tmp_path, case):
+ENSEMBLE_CASES = {
+    "dropout-shuffled-adam": dict(dropout=0.3, batch_size=16, shuffle=True, optimizer="adam", lr=0.02),
+    "dropout-per-member-full-batch": dict(dropout=[0.0, 0.25, 0.4], batch_size=None, shuffle=True, optimizer="sgd",
+                                          lr=[0.3, 0.2, 0.3]),
+    "dropout-per-member-in-order-one-row-batch": dict(dropout=[0.2, 0.0, 0.5], batch_size=17, shuffle=False,
+                                                      optimizer="momentum", lr=0.05),
+    "rows-shuffled-momentum": dict(rows=_ROWS, batch_size=16, shuffle=True, optimizer="momentum",
+                                   lr=[0.05, 0.1, 0.02]),
+    "rows-full-batch": dict(rows=_ROWS, batch_size=None, optimizer="sgd", lr=0.3),
+    "rows-member-weights-dropout-adam": dict(rows=_ROWS, weight=_MEMBER_WEIGHTS, batch_size=20,
+                                             dropout=[0.3, 0.0, 0.2], optimizer="adam", lr=0.02),
+    "rows-member-weights-full-batch": dict(rows=_ROWS, weight=_MEMBER_WEIGHTS, batch_size=None, optimizer="sgd",
+                                           lr=0.3),
+    "rows-dropout-early-stopping": dict(rows=_ROWS, dropout=0.2, batch_size=12, optimizer="adam", lr=0.08,
+                                        patience=1, epochs=8),
+    "rows-one-row-batches-rank-1-idle": dict(rows=_ROWS, dropout=[0.0, 0.3, 0.0], batch_size=1, optimizer="sgd",
+                                             lr=0.05, epochs=1),
+    "jax-compiled-dropout-per-member-adam": dict(dropout=[0.0, 0.25, 0.4], batch_size=16, optimizer="adam",
+                                                 lr=[0.02, 0.01, 0.03], xp="jax"),
+    "jax-compiled-rows-member-weights-full-batch": dict(rows=_ROWS, weight=_MEMBER_WEIGHTS, batch_size=None,
+                                                        optimizer="momentum", lr=0.1, xp="jax"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("xp", ["numpy", "jax"], ids=["numpy", "jax-compiled"])
+def test_two_ranks_train_each_ensemble_member_as_a_lone_mlp_in_one_process(tmp_path, xp):
     """Ensemble.fit(comm=) with dropout (each rank draws its shard's rows of every member's global mask table)
     and with rows= (each rank takes the same columns of every member's padded batch, the update using each
     member's global rows and weight totals): each member of the 2-rank ensemble equals a lone MLP fitted alone
-    in one process with that member's seed, dropout, rows, weights and rate."""
-    cfg = {"rows": None, "weight": None, "dropout": 0.0, "shuffle": True, "patience": None, "epochs": 3,
-           "xp": None, **case}  # fmt: skip
-    if cfg["xp"] == "jax":
+    in one process with that member's seed, dropout, rows, weights and rate. Each namespace's cases run in one
+    job (on JAX each rank pays JAX's import once, not once a case)."""
+    if xp == "jax":
         pytest.importorskip("jax")
+    defaults = {"rows": None, "weight": None, "dropout": 0.0, "shuffle": True, "patience": None, "epochs": 3,
+                "xp": "numpy"}  # fmt: skip
+    cases = {name: {**defaults, **case} for name, case in ENSEMBLE_CASES.items()}
+    cases = {name: cfg for name, cfg in cases.items() if cfg["xp"] == xp}
     script = tmp_path / "ensemble.py"
     script.write_text(ENSEMBLE)
-    r = _run(2, str(script), json.dumps(cfg), str(tmp_path / "p.npy"), cwd=tmp_path)
+    r = _run(2, str(script), json.dumps(list(cases.values())), str(tmp_path / "p"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    got = np.load(tmp_path / "p.npy")
-    histories = json.loads((tmp_path / "p.npy.json").read_text())
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(103, 4))
     y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
-    stopped = False
-    for k, seed in enumerate([3, 9, 4]):
-        pick = np.arange(103) if cfg["rows"] is None else np.asarray(cfg["rows"][k])
-        dropout = cfg["dropout"][k] if isinstance(cfg["dropout"], list) else cfg["dropout"]
-        lr = cfg["lr"][k] if isinstance(cfg["lr"], list) else cfg["lr"]
-        weight = None if cfg["weight"] is None else np.asarray(cfg["weight"][k])[pick]
-        callbacks = None
+    for i, (name, cfg) in enumerate(cases.items()):
+        got = np.load(tmp_path / f"p.{i}.npy")
+        histories = json.loads((tmp_path / f"p.{i}.json").read_text())
+        stopped = False
+        for k, seed in enumerate([3, 9, 4]):
+            pick = np.arange(103) if cfg["rows"] is None else np.asarray(cfg["rows"][k])
+            dropout = cfg["dropout"][k] if isinstance(cfg["dropout"], list) else cfg["dropout"]
+            lr = cfg["lr"][k] if isinstance(cfg["lr"], list) else cfg["lr"]
+            weight = None if cfg["weight"] is None else np.asarray(cfg["weight"][k])[pick]
+            callbacks = None
+            if cfg["patience"] is not None:
+                callbacks = [gpunn.callbacks.EarlyStopping("val_loss", patience=cfg["patience"])]
+            lone = gpunn.MLP([4, 6, 5, 1], seed=seed, dropout=dropout, dtype="float64", device="cpu")
+            lone.fit(X[pick], y[pick], epochs=cfg["epochs"], lr=lr, batch_size=cfg["batch_size"],
+                     shuffle=cfg["shuffle"], optimizer=cfg["optimizer"], validation_data=(X[:20], y[:20]),
+                     sample_weight=weight, callbacks=callbacks, verbose=0)  # fmt: skip
+            stopped |= lone.epoch < cfg["epochs"]
+            np.testing.assert_allclose(got[k], lone.params, rtol=0, atol=1e-10, err_msg=f"{name}: member {k}")
+            assert len(histories[k]["loss"]) == lone.epoch, name
+            for key in ("loss", "accuracy", "val_loss", "val_accuracy", "weighted_loss", "lr"):
+                np.testing.assert_allclose(histories[k][key], getattr(lone.history, key), rtol=1e-10, atol=1e-12,
+                                           err_msg=f"{name}: member {k}: {key}")  # fmt: skip
         if cfg["patience"] is not None:
-            callbacks = [gpunn.callbacks.EarlyStopping("val_loss", patience=cfg["patience"])]
-        lone = gpunn.MLP([4, 6, 5, 1], seed=seed, dropout=dropout, dtype="float64", device="cpu")
-        lone.fit(X[pick], y[pick], epochs=cfg["epochs"], lr=lr, batch_size=cfg["batch_size"], shuffle=cfg["shuffle"],
-                 optimizer=cfg["optimizer"], validation_data=(X[:20], y[:20]), sample_weight=weight,
-                 callbacks=callbacks, verbose=0)  # fmt: skip
-        stopped |= lone.epoch < cfg["epochs"]
-        np.testing.assert_allclose(got[k], lone.params, rtol=0, atol=1e-10, err_msg=f"member {k}")
-        assert len(histories[k]["loss"]) == lone.epoch
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "weighted_loss", "lr"):
-            np.testing.assert_allclose(histories[k][key], getattr(lone.history, key), rtol=1e-10, atol=1e-12,
-                                       err_msg=f"member {k}: {key}")  # fmt: skip
-    if cfg["patience"] is not None:
-        assert stopped, "no member stopped early: the case does not test early stopping"
+            assert stopped, f"{name}: no member stopped early: the case does not test early stopping"
 
 
 ENSEMBLE_AGREE = textwrap.dedent(
@@ -744,47 +754,48 @@ ENSEMBLE_AGREE = textwrap.dedent(
     from gpunn.distributed import Communicator
 
     comm = Communicator()
-    case = sys.argv[1]
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(60, 3))
-    y = (X[:, 0] > 0).astype(int)
-    rows = [np.arange(40), np.arange(10, 60)]
-    dropout = [0.0, 0.2]
-    if comm.rank == 1:
-        if case == "rows":  # the same lengths, one index changed
-            rows[1] = rows[1].copy()
-            rows[1][7] = 3
-        elif case == "dropout":
-            dropout = [0.0, 0.3]
-    ens = gpunn.Ensemble([3, 4, 1], members=2, seed=1, dropout=dropout, dtype="float64", device="cpu")
-    got = {"type": None}
-    try:
-        ens.fit(X, y, epochs=1, batch_size=16, rows=rows, verbose=0, comm=comm)
-    except GpunnError as e:
-        got = {"type": type(e).__name__, "message": str(e)}
+    got = {}
+    for case in sys.argv[1].split(","):  # one job for every case: a refused fit leaves the ranks in step
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(60, 3))
+        y = (X[:, 0] > 0).astype(int)
+        rows = [np.arange(40), np.arange(10, 60)]
+        dropout = [0.0, 0.2]
+        if comm.rank == 1:
+            if case == "rows":  # the same lengths, one index changed
+                rows[1] = rows[1].copy()
+                rows[1][7] = 3
+            elif case == "dropout":
+                dropout = [0.0, 0.3]
+        ens = gpunn.Ensemble([3, 4, 1], members=2, seed=1, dropout=dropout, dtype="float64", device="cpu")
+        got[case] = {"type": None}
+        try:
+            ens.fit(X, y, epochs=1, batch_size=16, rows=rows, verbose=0, comm=comm)
+        except GpunnError as e:
+            got[case] = {"type": type(e).__name__, "message": str(e)}
     with open(f"{sys.argv[2]}.{comm.rank}.json", "w") as f:
         json.dump(got, f)
     """
 )
 
 
-@pytest.mark.parametrize(
-    ("case", "expected"), [("same", None), ("rows", "rank 1 has rows "), ("dropout", "rank 1 has dropout [0.0, 0.3]")]
-)
-def test_ensemble_ranks_with_other_member_rows_or_dropout_raise_one_error_on_every_rank(tmp_path, case, expected):
+def test_ensemble_ranks_with_other_member_rows_or_dropout_raise_one_error_on_every_rank(tmp_path):
     """Members' rows= and dropout rates are part of what the ranks agree on: different ones would train
-    silently into different weights."""
+    silently into different weights. The cases run one after another in one job."""
     script = tmp_path / "agree.py"
     script.write_text(ENSEMBLE_AGREE)
-    r = _run(2, str(script), case, "out", cwd=tmp_path, timeout=60)
+    cases = {"same": None, "rows": "rank 1 has rows ", "dropout": "rank 1 has dropout [0.0, 0.3]"}
+    r = _run(2, str(script), ",".join(cases), "out", cwd=tmp_path, timeout=60)
     assert r.returncode == 0, r.stderr
-    got = [json.loads((tmp_path / f"out.{rank}.json").read_text()) for rank in (0, 1)]
-    if expected is None:
-        assert got == [{"type": None}] * 2
-        return
-    assert {d["type"] for d in got} == {"ConfigError"}
-    assert got[0]["message"] == got[1]["message"]
-    assert expected in got[0]["message"], got[0]["message"]
+    ranks = [json.loads((tmp_path / f"out.{rank}.json").read_text()) for rank in (0, 1)]
+    for case, expected in cases.items():
+        got = [every[case] for every in ranks]
+        if expected is None:
+            assert got == [{"type": None}] * 2, case
+            continue
+        assert {d["type"] for d in got} == {"ConfigError"}, (case, got)
+        assert got[0]["message"] == got[1]["message"], case
+        assert expected in got[0]["message"], got[0]["message"]
 
 
 # ------------------------------------------------------------------------------ an ensemble's members split over ranks

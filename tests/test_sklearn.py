@@ -46,8 +46,10 @@ def test_a_dataframe_s_column_names_are_kept_and_checked(estimator):
 @pytest.mark.parametrize(
     "estimator",
     [
-        MLPClassifier(),
-        MLPRegressor(),
+        # max_iter=100: the checking parameters scikit-learn gives its own MLPs (PER_ESTIMATOR_CHECK_PARAMS in
+        # sklearn/utils/_test_common/instance_generator.py); half the time of the default 200, no check left out
+        MLPClassifier(max_iter=100),
+        MLPRegressor(max_iter=100),
         # fewer iterations: L-BFGS fits the check's random labels until sigmoid outputs round to exactly 1.0,
         # which its multilabel check refuses (scikit-learn's own MLPClassifier(solver="lbfgs") fails it so too)
         MLPClassifier(solver="lbfgs", max_iter=50),
