@@ -366,10 +366,13 @@ class Network:
         has not been trained computes with its initial weights (it has weights from the start, unless it was made
         with ``hidden=``); a standardized regression target is not scaled back here (``predict`` does); under
         ``jax.jit``, ``jax.grad`` and ``jax.vmap`` a JAX model's methods take traced arrays."""
+        return feed.predict.unpad(*self._padded_logits(X, convert), self.xp, self.device)
+
+    def _padded_logits(self, X: Any, convert: bool) -> tuple[Any, int]:
         self._check_fitted()
         X = self.adopt(X) if convert else X
         with _backend.device_scope(self.xp, self.device):
-            return feed.predict.logits(self.spec, self._params, X, self.scaling)
+            return feed.predict.padded_logits(self.spec, self._params, X, self.scaling)
 
     def predict_proba(self, X: Any, *, convert: bool = False) -> Any:
         """Probabilities (sigmoid, softmax), shape (n, n_outputs), on the model's device; a regression model
@@ -379,9 +382,9 @@ class Network:
                 f"predict_proba gives class probabilities; this model is a regression (output {self.output!r}): use "
                 "predict"
             )
-        z = self.decision_function(X, convert=convert)
+        z, n = self._padded_logits(X, convert)
         with _backend.device_scope(self.xp, self.device):
-            return losses.output_activation(self.output, z, self.xp)
+            return feed.predict.unpad(losses.output_activation(self.output, z, self.xp), n, self.xp, self.device)
 
     def predict(self, X: Any, *, convert: bool = False) -> Any:
         """Class labels, shape (n,) (or (n, k) 0/1 for several sigmoid outputs), or values (n, k) for identity, or
@@ -390,18 +393,16 @@ class Network:
         Labels are the model's ``classes``: an integer array on the model's device when they are the indices
         0..k-1, else a NumPy array of the labels (strings, {3, 7}, ...). Values are in the target's units (a
         standardized target is scaled back)."""
-        z = self.decision_function(X, convert=convert)
+        z, n = self._padded_logits(X, convert)
         xp = self.xp
         with _backend.device_scope(xp, self.device):
-            if self.output == "exp":
-                return xp.exp(z)
-            if self.output == "identity":
-                if self.target_scaling is None:
-                    return z
+            if self.output == "identity" and self.target_scaling is not None:
                 mean, std = (_backend.from_numpy(s.astype(self.dtype), xp, self.device) for s in self.target_scaling)
-                return z * std + mean
+                z = z * std + mean
+            if self.output in losses.REGRESSION:  # on the padded rows, which unpad drops last
+                return feed.predict.unpad(xp.exp(z) if self.output == "exp" else z, n, xp, self.device)
             index = feed.predict.indices(self.output, z, 0.0, xp, self.device)  # p > 0.5 exactly when z > 0
-        return feed.predict.labels(self.classes, index)
+        return feed.predict.labels(self.classes, index, n)
 
     def evaluate(self, X: Any, y: Any = None, *, convert: bool = False) -> dict[str, float]:
         """Mean loss and (for classifiers) accuracy on ``(X, y)``, or on a :class:`gpunn.data.Dataset`, as Python

@@ -322,19 +322,29 @@ class Ensemble:
     def decision_function(self, X: Any, *, convert: bool = False) -> Any:
         """The logits of every member that did not diverge (:attr:`live`), shape (K, n, n_outputs), in the
         ensemble's namespace and device."""
+        z, n = self._padded_logits(X, convert)
+        return feed.predict.unpad(z, n, self.xp, self.device)
+
+    def _padded_logits(self, X: Any, convert: bool) -> tuple[Any, int]:
         self._check_fitted()
         live = self.live
         m0, xp = live[0], self.xp
         X = m0.adopt(X) if convert else X
         with _backend.device_scope(xp, self.device):
             if any(not _loop.same_scaling(m.scaling, m0.scaling) for m in live):  # members scaled apart
-                return xp.stack([m.decision_function(X) for m in live])
-            return feed.predict.logits(m0.spec, tuple(m.params for m in live), X, m0.scaling)
+                z = xp.stack([m.decision_function(X) for m in live])
+                return z, z.shape[1]
+            return feed.predict.padded_logits(m0.spec, tuple(m.params for m in live), X, m0.scaling)
 
     def predict_proba(self, X: Any, *, members: bool = False, convert: bool = False) -> Any:
         """The mean of the members' probabilities (values, for regression), shape (n, n_outputs); with
         ``members=True`` every member's, shape (K, n, n_outputs). Members that diverged are left out."""
-        z = self.decision_function(X, convert=convert)
+        p, n = self._padded_proba(X, convert)
+        with _backend.device_scope(self.xp, self.device):
+            return feed.predict.unpad(p if members else self.xp.mean(p, axis=0), n, self.xp, self.device)
+
+    def _padded_proba(self, X: Any, convert: bool) -> tuple[Any, int]:
+        z, n = self._padded_logits(X, convert)
         xp, live = self.xp, self.live
         with _backend.device_scope(xp, self.device):
             p = losses.output_activation(self.output, z, xp)
@@ -348,7 +358,7 @@ class Ensemble:
                     for j in (0, 1)
                 )
                 p = p * std + mean
-            return p if members else xp.mean(p, axis=0)
+            return p, n
 
     def predict(self, X: Any, *, return_std: bool = False, convert: bool = False) -> Any:
         """Labels from the mean probabilities (as :meth:`gpunn.MLP.predict` gives them), or for regression the
@@ -357,13 +367,15 @@ class Ensemble:
         if return_std and self.output not in losses.REGRESSION:
             raise ConfigError("return_std is for regression (output 'identity' or 'exp'); for classifiers look at "
                               "predict_proba(X, members=True)")  # fmt: skip
-        p = self.predict_proba(X, members=True, convert=convert)
+        p, n = self._padded_proba(X, convert)
         with _backend.device_scope(xp, self.device):
             mean = xp.mean(p, axis=0)
             if self.output in losses.REGRESSION:
-                return (mean, xp.std(p, axis=0)) if return_std else mean
+                if return_std:
+                    return tuple(feed.predict.unpad(a, n, xp, self.device) for a in (mean, xp.std(p, axis=0)))
+                return feed.predict.unpad(mean, n, xp, self.device)
             index = feed.predict.indices(self.output, mean, 0.5, xp, self.device)
-        return feed.predict.labels(self.classes, index)
+        return feed.predict.labels(self.classes, index, n)
 
     def evaluate(self, X: Any, y: Any = None, *, members: bool = False, convert: bool = False) -> Any:
         """The ensemble's mean loss and (for classifiers) accuracy on ``(X, y)``, as :meth:`gpunn.MLP.evaluate`

@@ -131,10 +131,12 @@ def column(value: Any, name: str) -> Any:
     return value
 
 
-def check_x(spec: Spec, X: Any, name: str) -> Any:
+def check_x(spec: Spec, X: Any, name: str, host: bool = False) -> Any:
     """``X`` validated: a host array (in the model's dtype, or the original if scaling will cast it) or a
-    device array in the model's dtype. Data frames are taken by column name (:func:`from_frame`); a SciPy sparse
-    matrix stays sparse (:class:`~gpunn.feed.sparse.SparseRows`, densified a batch of rows at a time)."""
+    device array in the model's dtype (``host``: read back into a host array in the model's dtype, cast and
+    checked there, where on JAX checking it on the device would compile a program for each row count). Data
+    frames are taken by column name (:func:`from_frame`); a SciPy sparse matrix stays sparse
+    (:class:`~gpunn.feed.sparse.SparseRows`, densified a batch of rows at a time)."""
     if isinstance(X, Dataset):
         raise InputError(
             f"{name} is a gpunn.data.Dataset, which fit, validation_data and evaluate stream; to predict, read its "
@@ -151,6 +153,9 @@ def check_x(spec: Spec, X: Any, name: str) -> Any:
     xp = spec.xp
     check.check_device_array(X, xp, spec.device, name)
     check.check_features(X, spec.n_features, name)
+    if host:
+        a = _backend.to_numpy(X)
+        return check.cast_host(a, spec.dtype, name)
     x = xp.astype(X, spec.float_dtype) if X.dtype != spec.float_dtype else X
     if not _backend.is_traced(x) and not bool(xp.all(xp.isfinite(x))):  # one read-back per call, not in a step
         check.check_finite_host(_backend.to_numpy(X), _backend.to_numpy(x), name, spec.dtype)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import array_api_compat as aac
 import numpy as np
 
 from .. import _backend, layers
 from ..data.moments import row_blocks
 from .checks import are_indices, check_x, place_x
 from .evaluate import EVAL_ROWS
+from .sparse import is_sparse
 from .spec import Spec
 
 
@@ -20,18 +22,56 @@ def logits(spec: Spec, params: Any, X: Any, scaling: Any) -> Any:
     device a block at a time for host data, so a large X holds one block's activations): (n, outputs) for one
     network's flat parameters (P,), (K, n, outputs) for K stacked networks' (K, P) or for a tuple of K networks'
     own (P,) buffers (stacked inside the compiled program, where an eager stack would compile one of its own)."""
+    z, n = padded_logits(spec, params, X, scaling)
+    return unpad(z, n, spec.xp, spec.device)
+
+
+def padded_logits(spec: Spec, params: Any, X: Any, scaling: Any) -> tuple[Any, int]:
+    """:func:`logits` and the real row count ``n``; on JAX (dense X, weights not traced) the rows run padded with
+    zeros to the power-of-two bucket of the last EVAL_ROWS block, so that a new row count in the same bucket
+    compiles nothing (the forward pass is row-independent: the padding never touches a real row). Eager work on
+    the result is then done on the padded rows too, and :func:`unpad` drops them last."""
     xp = spec.xp
-    x = check_x(spec, X, "X")
+    first = params[0] if isinstance(params, tuple) else params
+    padded = _backend.compiles_eagerly(xp) and not _backend.is_traced(first) and not is_sparse(X)
+    x = check_x(spec, X, "X", host=padded)
+    on_device = padded and not _backend.is_host_data(X)
     stacked = isinstance(params, tuple) or params.ndim == 2
     activation = spec.activation if isinstance(spec.activation, str) else tuple(spec.activation)
     forward = functools.partial(_forward, tuple(spec.sizes), activation, xp, stacked)
-    first = params[0] if isinstance(params, tuple) else params
     if _backend.compiles_eagerly(xp) and not _backend.is_traced(first):  # one program, not one per operation
         forward = _compiled_forward(tuple(spec.sizes), activation, xp, stacked)
     elif isinstance(params, tuple):  # stacked once, not once a block
         params = xp.stack(params)
-    blocks = [forward(params, place_x(spec, x[block, ...], scaling)) for block in row_blocks(x.shape[0], EVAL_ROWS)]
-    return blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=1 if stacked else 0)
+    blocks = []
+    for block in row_blocks(x.shape[0], EVAL_ROWS):
+        rows = x[block, ...]
+        if padded:
+            rows = _pad_host(rows, _backend.bucket(rows.shape[0]))
+            # rows given on the device are scaled there, as unpadded ones are
+            rows = _backend.from_numpy(rows, xp, spec.device) if on_device else rows
+        blocks.append(forward(params, place_x(spec, rows, scaling)))
+    z = blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=1 if stacked else 0)
+    return z, x.shape[0]
+
+
+def unpad(a: Any, n: int, xp: Any, device: Any) -> Any:
+    """``a`` (a result of :func:`padded_logits`, rows on its first axis, or on the second for (K, rows, ...)
+    stacked results when ``a`` has three axes) with only its first ``n`` rows: sliced on the host, where a slice
+    on the device would compile a program for each ``n`` (JAX), and moved back; ``a`` itself when unpadded."""
+    axis = 1 if a.ndim == 3 else 0
+    if a.shape[axis] == n:
+        return a
+    host = np.asarray(_backend.to_numpy(a))
+    return _backend.from_numpy(np.ascontiguousarray(host[:, :n] if axis else host[:n]), xp, device)
+
+
+def _pad_host(a: np.ndarray, rows: int) -> np.ndarray:
+    if a.shape[0] == rows:
+        return a
+    out = np.zeros((rows, *a.shape[1:]), dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
 
 
 def _forward(sizes: tuple[int, ...], activation: Any, xp: Any, stacked: bool, params: Any, x: Any) -> Any:
@@ -55,13 +95,14 @@ def indices(output: str, scores: Any, threshold: float, xp: Any, device: Any) ->
     return index[:, 0] if scores.shape[1] == 1 else index
 
 
-def labels(classes: np.ndarray | None, index: Any) -> Any:
-    """The labels of class indices: the indices themselves (on the device) when the classes are 0..k-1 or the
-    model takes several labels per row, else a NumPy array of the classes."""
+def labels(classes: np.ndarray | None, index: Any, n: int | None = None) -> Any:
+    """The labels of class indices (of their first ``n`` rows, where ``index`` is padded): the indices themselves
+    (on the device) when the classes are 0..k-1 or the model takes several labels per row, else a NumPy array of
+    the classes."""
     if are_indices(classes) or index.ndim != 1:
-        return index
+        return index if n is None else unpad(index, n, aac.array_namespace(index), aac.device(index))
     assert classes is not None
-    return classes[_backend.to_numpy(index)]
+    return classes[_backend.to_numpy(index)[:n]]
 
 
 def score(output: str, loss: str, p: np.ndarray, t: np.ndarray, eps: float) -> dict[str, float]:

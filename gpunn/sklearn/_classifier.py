@@ -220,6 +220,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         p = self._forward(X, method)
         xp = self._model.xp
         if self._output == "sigmoid" and self.n_outputs_ == 1:
+            if _backend.compiles_eagerly(xp):  # on the host: on JAX each row count would compile its own programs
+                h = _backend.to_numpy(p)
+                return self._out(_backend.from_numpy(np.concatenate([1 - h, h], axis=1), xp, self._model.device))
             p = xp.concat([1 - p, p], axis=1)
         return self._out(p)
 

@@ -131,8 +131,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def predict(self, X: Any) -> Any:
         """Predicted values, shape (n,) for a 1-D target, else (n, n_outputs)."""
         z = self._forward(X, "predict")  # the model's predict: values in the target's units
-        if self._y_1d:
-            z = self._model.xp.reshape(z, (-1,))
+        xp = self._model.xp
+        if self._y_1d and _backend.compiles_eagerly(xp):  # on the host: on JAX a reshape compiles per row count
+            z = _backend.from_numpy(_backend.to_numpy(z).reshape(-1), xp, self._model.device)
+        elif self._y_1d:
+            z = xp.reshape(z, (-1,))
         return self._out(z)
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
