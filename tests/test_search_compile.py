@@ -87,7 +87,9 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+# the plain classifier's set-up is the early-stopping one's without its splits and weights: its results are held
+# to GridSearchCV's below, and its compilations here would add the three searches' training programs for nothing
+@pytest.mark.parametrize("case", [c for c in CASES if c != "classifier"])
 def test_the_set_up_compiles_a_fixed_few_programs_whatever_the_folds_and_the_grid(monkeypatch, case):
     """The set-up (every fold's rows, every candidate's checks, encoding and initial weights) compiles at most the
     two scalar programs of the array namespace's first use, and nothing in a second search with more learning
@@ -107,8 +109,9 @@ def test_the_set_up_compiles_a_fixed_few_programs_whatever_the_folds_and_the_gri
                          X, y, **fit)  # fmt: skip
     assert more["set-up"] == 0 and more["scoring"] == 0, more
     assert more["training"] <= first["training"], (first, more)
-    other_folds = phases.search(estimator, {"learning_rate_init": [0.003, 0.03]}, X, y, cv=5, **fit)
-    assert other_folds["set-up"] == 0, other_folds
+    if cls is MLPClassifier:  # other folds' row counts (the regressor's set-up differs from it in y alone)
+        other_folds = phases.search(estimator, {"learning_rate_init": [0.003, 0.03]}, X, y, cv=5, **fit)
+        assert other_folds["set-up"] == 0, other_folds
     assert set(phases.namespaces) == {"jax"}  # the ensembles train on the user's namespace
 
 

@@ -33,7 +33,13 @@ def padded_logits(spec: Spec, params: Any, X: Any, scaling: Any) -> tuple[Any, i
     the result is then done on the padded rows too, and :func:`unpad` drops them last."""
     xp = spec.xp
     first = params[0] if isinstance(params, tuple) else params
-    padded = _backend.compiles_eagerly(xp) and not _backend.is_traced(first) and not is_sparse(X)
+    # (an X or weights traced by the user's own jit or vmap run as they are: a tracer has no host copy)
+    padded = (
+        _backend.compiles_eagerly(xp)
+        and not _backend.is_traced(first)
+        and not _backend.is_traced(X)
+        and not is_sparse(X)
+    )
     x = check_x(spec, X, "X", host=padded)
     on_device = padded and not _backend.is_host_data(X)
     stacked = isinstance(params, tuple) or params.ndim == 2
