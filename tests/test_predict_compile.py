@@ -107,8 +107,9 @@ def test_a_new_row_count_in_the_same_bucket_compiles_nothing(output, width, memb
 
 @pytest.mark.parametrize("kind", ["binary", "multiclass", "regressor"])
 def test_sklearns_estimators_on_jax_compile_nothing_for_a_new_row_count_in_the_bucket(kind):
-    """The scoring of a cross-validation search: MLPClassifier's predict and predict_proba (two columns for a
-    binary problem) and MLPRegressor's predict (a 1-D target) on JAX data, equal to the same weights on NumPy."""
+    """The scoring of a cross-validation search: MLPClassifier's predict, predict_proba (two columns for a
+    binary problem) and predict_log_proba, and MLPRegressor's predict (a 1-D target) on JAX data, equal to the same
+    weights on NumPy."""
     from gpunn.sklearn import MLPClassifier, MLPRegressor
 
     width = {"binary": 21, "multiclass": 22, "regressor": 23}[kind]
@@ -119,7 +120,7 @@ def test_sklearns_estimators_on_jax_compile_nothing_for_a_new_row_count_in_the_b
         warnings.simplefilter("ignore")  # not converged in 3 iterations
         est.fit(jnp.asarray(X[:300]), jnp.asarray(y[:300]))
     oracle = copy.deepcopy(est._model).to(device="cpu", xp=np)
-    methods = ("predict",) if kind == "regressor" else ("predict", "predict_proba")
+    methods = ("predict",) if kind == "regressor" else ("predict", "predict_proba", "predict_log_proba")
     for method in methods:
         getattr(est, method)(jnp.asarray(X[:200]))
     x230 = jnp.asarray(X[:230])
@@ -132,6 +133,9 @@ def test_sklearns_estimators_on_jax_compile_nothing_for_a_new_row_count_in_the_b
     if kind == "regressor":
         got = got[:, None]
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
+    if kind != "regressor":  # the logarithm of the same probabilities
+        log = np.asarray(est.predict_log_proba(x230))
+        np.testing.assert_allclose(log[:, 1:] if kind == "binary" else log, np.log(want), rtol=2e-6, atol=1e-7)
 
 
 def test_a_non_finite_value_on_jax_is_refused_by_its_position():

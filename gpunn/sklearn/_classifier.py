@@ -229,7 +229,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def predict_log_proba(self, X: Any) -> Any:
         """Logarithm of :meth:`predict_proba`."""
         p = self._probabilities(X, "predict_log_proba")
-        return aac.array_namespace(p).log(p)
+        xp = aac.array_namespace(p)
+        if _backend.compiles_eagerly(xp) and not _backend.is_traced(p):  # an eager log compiles for each row count
+            return _backend.from_numpy(np.log(_backend.to_numpy(p)), xp, aac.device(p))
+        return xp.log(p)
 
     def predict(self, X: Any) -> Any:
         """Predicted class labels (a 0/1 indicator matrix for multilabel targets)."""
