@@ -11,6 +11,9 @@ import gpunn
 from gpunn import _backend, train
 
 jax = pytest.importorskip("jax")
+
+import jax_compiles  # noqa: E402
+
 jnp = jax.numpy
 
 
@@ -113,18 +116,8 @@ def test_compile_is_validated():
     assert gpunn.MLP([2, 3, 1], device="cpu").compile == "auto"  # NumPy under "auto": eager, no error
 
 
-COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # one event per XLA program compiled
-_compiles: list[float] = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, seconds, **kw: _compiles.append(seconds) if event == COMPILE_EVENT else None
-)
-
-
-def _compiled_by(fn):
-    """How many XLA programs ``fn()`` compiled."""
-    before = len(_compiles)
-    fn()
-    return len(_compiles) - before
+_compiles = jax_compiles.seconds  # every XLA program's compile time, from JAX's own events
+_compiled_by = jax_compiles.during  # how many XLA programs fn() compiled
 
 
 @pytest.fixture

@@ -20,26 +20,12 @@ N = 70  # 4 batches of 16 and a remainder of 6
 TOL = 1e-12
 
 
-class Compiles:
-    """XLA compilations, counted by JAX's monitoring events while the block runs."""
-
-    def __init__(self):
-        self.count = 0
-        jax.monitoring.register_event_duration_secs_listener(self._event)
-
-    def _event(self, event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            self.count += 1
-
-    def during(self, fn):
-        before = self.count
-        fn()
-        return self.count - before
-
-
 @pytest.fixture(scope="module")
 def compiles():
-    return Compiles()
+    """XLA compilations, counted by JAX's monitoring events (tests/jax_compiles.py): ``compiles.during(fn)``."""
+    import jax_compiles
+
+    return jax_compiles
 
 
 def _data(seed=0):

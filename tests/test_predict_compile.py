@@ -16,24 +16,13 @@ from gpunn.ensemble import Ensemble
 from gpunn.errors import InputError
 
 jax = pytest.importorskip("jax")
+
+import jax_compiles  # noqa: E402
+
 jnp = jax.numpy
 jax.config.update("jax_enable_x64", True)
 
-_compiles: list[float] = []
-
-
-def _event(event, duration, **kwargs):
-    if event == "/jax/core/compile/backend_compile_duration":
-        _compiles.append(duration)
-
-
-jax.monitoring.register_event_duration_secs_listener(_event)
-
-
-def _compiled_by(fn, *args):
-    n = len(_compiles)
-    fn(*args)
-    return len(_compiles) - n
+_compiled_by = jax_compiles.during  # XLA programs fn(*args) compiled, from JAX's own events
 
 
 RNG = np.random.default_rng(0)

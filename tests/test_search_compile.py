@@ -15,6 +15,7 @@ jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
 pytest.importorskip("sklearn")
 
+import jax_compiles  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 
 from gpunn import _backend  # noqa: E402
@@ -23,17 +24,6 @@ from gpunn.sklearn import MLPClassifier, MLPRegressor, MLPSearchCV  # noqa: E402
 
 N = 151  # folds of 100 and 101 training rows (cv=3), 121 and 120 (cv=5): several row counts
 TOL = 1e-9
-
-
-_compiles: list[float] = []
-
-
-def _event(event, duration, **kwargs):
-    if event == "/jax/core/compile/backend_compile_duration":
-        _compiles.append(duration)
-
-
-jax.monitoring.register_event_duration_secs_listener(_event)
 
 
 class Phases:
@@ -51,7 +41,7 @@ class Phases:
 
     @property
     def count(self):
-        return len(_compiles)
+        return jax_compiles.count()
 
     def _counted(self, phase, fn, *args, **kwargs):
         before = self.count
