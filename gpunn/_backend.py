@@ -368,10 +368,18 @@ def bucket(rows: int) -> int:
 def pad_rows(a: Any, rows: int, xp: Any, device: Any) -> Any:
     """``a`` with rows of zeros appended up to ``rows`` rows, through the host: on JAX, where padding on the device
     would compile a program for each size it is asked for."""
-    host = to_numpy(a)
-    out = np.zeros((rows, *host.shape[1:]), dtype=host.dtype)
-    out[: host.shape[0]] = host
-    return from_numpy(out, xp, device)
+    return from_numpy(pad_host(to_numpy(a), rows), xp, device)
+
+
+def pad_host(a: np.ndarray, rows: int, axis: int = 0) -> np.ndarray:
+    """The host array ``a`` with zeros appended along ``axis`` up to ``rows`` (``a`` itself where it has them)."""
+    if a.shape[axis] == rows:
+        return a
+    shape = list(a.shape)
+    shape[axis] = rows
+    out = np.zeros(shape, dtype=a.dtype)
+    out[(slice(None),) * axis + (slice(0, a.shape[axis]),)] = a
+    return out
 
 
 def slices_copy(xp: Any) -> bool:
@@ -451,6 +459,16 @@ def compiles_eagerly(xp: Any) -> bool:
     """True where every eager operation compiles a program of its own for each new shape (JAX): set-up work
     is then done on the host and moved (:func:`from_numpy`), or folded into a compiled program."""
     return aac.is_jax_namespace(xp)
+
+
+def on_host(fn: Any, a: Any, xp: Any, device: Any) -> Any:
+    """``fn(namespace, a)``, a small operation whose result stays on ``device``: with NumPy on the host and moved
+    back where each eager operation would compile a program for each new shape (JAX, ``a`` not traced), else with
+    ``xp`` where ``a`` is."""
+    if compiles_eagerly(xp) and not is_traced(a):
+        host = to_numpy(a)
+        return from_numpy(fn(aac.array_namespace(host), host), xp, device)
+    return fn(xp, a)
 
 
 def stack(arrays: list[Any], xp: Any, device: Any) -> Any:

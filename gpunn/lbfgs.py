@@ -265,9 +265,7 @@ def _pad(data: tuple[Any, Any, Any, Any], xp: Any, device: Any) -> tuple[Any, An
     rows = _backend.bucket(n)
 
     def pad(a: np.ndarray) -> Any:  # rows are the next-to-last axis: (rows, columns) or (K, rows, 1)
-        out = np.zeros((*a.shape[:-2], rows, a.shape[-1]), dtype=a.dtype)
-        out[..., :n, :] = a
-        return _backend.from_numpy(out, xp, device)
+        return _backend.from_numpy(_backend.pad_host(a, rows, axis=a.ndim - 2), xp, device)
 
     mask = np.ones((n, 1), dtype=x.dtype) if mask is None else mask
     return pad(x), pad(target), None if weight is None else pad(weight), pad(mask)

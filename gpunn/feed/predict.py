@@ -53,7 +53,7 @@ def padded_logits(spec: Spec, params: Any, X: Any, scaling: Any) -> tuple[Any, i
     for block in row_blocks(x.shape[0], EVAL_ROWS):
         rows = x[block, ...]
         if padded:
-            rows = _pad_host(rows, _backend.bucket(rows.shape[0]))
+            rows = _backend.pad_host(rows, _backend.bucket(rows.shape[0]))
             # rows given on the device are scaled there, as unpadded ones are
             rows = _backend.from_numpy(rows, xp, spec.device) if on_device else rows
         blocks.append(forward(params, place_x(spec, rows, scaling)))
@@ -70,14 +70,6 @@ def unpad(a: Any, n: int, xp: Any, device: Any) -> Any:
         return a
     host = np.asarray(_backend.to_numpy(a))
     return _backend.from_numpy(np.ascontiguousarray(host[:, :n] if axis else host[:n]), xp, device)
-
-
-def _pad_host(a: np.ndarray, rows: int) -> np.ndarray:
-    if a.shape[0] == rows:
-        return a
-    out = np.zeros((rows, *a.shape[1:]), dtype=a.dtype)
-    out[: a.shape[0]] = a
-    return out
 
 
 def _forward(sizes: tuple[int, ...], activation: Any, xp: Any, stacked: bool, params: Any, x: Any) -> Any:

@@ -219,20 +219,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _probabilities(self, X: Any, method: str) -> Any:
         p = self._forward(X, method)
         xp = self._model.xp
-        if self._output == "sigmoid" and self.n_outputs_ == 1:
-            if _backend.compiles_eagerly(xp):  # on the host: on JAX each row count would compile its own programs
-                h = _backend.to_numpy(p)
-                return self._out(_backend.from_numpy(np.concatenate([1 - h, h], axis=1), xp, self._model.device))
-            p = xp.concat([1 - p, p], axis=1)
+        if self._output == "sigmoid" and self.n_outputs_ == 1:  # on JAX on the host: no program per row count
+            p = _backend.on_host(lambda m, q: m.concat([1 - q, q], axis=1), p, xp, self._model.device)
         return self._out(p)
 
     def predict_log_proba(self, X: Any) -> Any:
         """Logarithm of :meth:`predict_proba`."""
         p = self._probabilities(X, "predict_log_proba")
-        xp = aac.array_namespace(p)
-        if _backend.compiles_eagerly(xp) and not _backend.is_traced(p):  # an eager log compiles for each row count
-            return _backend.from_numpy(np.log(_backend.to_numpy(p)), xp, aac.device(p))
-        return xp.log(p)
+        # on JAX on the host, where an eager log compiles a program for each row count
+        return _backend.on_host(lambda m, q: m.log(q), p, aac.array_namespace(p), aac.device(p))
 
     def predict(self, X: Any) -> Any:
         """Predicted class labels (a 0/1 indicator matrix for multilabel targets)."""

@@ -99,10 +99,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                 # y of another namespace or device (or a list): moved to X's, as the classifier's labels are
                 host = _backend.to_numpy(T) if _native(T) else np.asarray(T)
                 T = xp.asarray(np.asarray(host, dtype=np.float64), device=device)
-            if T.ndim == 1 and _backend.compiles_eagerly(xp):  # an eager reshape would compile a program a shape
-                T = _backend.from_numpy(_backend.to_numpy(T).reshape(-1, 1), xp, device)
-            elif T.ndim == 1:
-                T = xp.reshape(T, (-1, 1))
+            if T.ndim == 1:  # on JAX on the host, where an eager reshape compiles a program for each shape
+                T = _backend.on_host(lambda m, t: m.reshape(t, (-1, 1)), T, xp, device)
         else:
             X, T = validate_data(self, X, y, reset=start or encoding is not None, multi_output=True, y_numeric=True,
                                  dtype=[np.float64, np.float32], accept_sparse=SPARSE)  # fmt: skip
@@ -131,11 +129,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def predict(self, X: Any) -> Any:
         """Predicted values, shape (n,) for a 1-D target, else (n, n_outputs)."""
         z = self._forward(X, "predict")  # the model's predict: values in the target's units
-        xp = self._model.xp
-        if self._y_1d and _backend.compiles_eagerly(xp):  # on the host: on JAX a reshape compiles per row count
-            z = _backend.from_numpy(_backend.to_numpy(z).reshape(-1), xp, self._model.device)
-        elif self._y_1d:
-            z = xp.reshape(z, (-1,))
+        if self._y_1d:  # on JAX on the host, where a reshape compiles a program for each row count
+            z = _backend.on_host(lambda m, a: m.reshape(a, (-1,)), z, self._model.xp, self._model.device)
         return self._out(z)
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
