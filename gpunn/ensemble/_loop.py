@@ -88,6 +88,7 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
         if split is not None:
             split(ens, p, s, member_rows, sizes, verbose, member_callbacks, on_epoch)
         else:
+            # (L-BFGS's solver pads its own full batch: lbfgs._pad)
             plan = Plan(ens, p.x, p.target, p.weight_host, member_rows, s.batch_size, s.shuffle,
                         pad=comm is None and s.optimizers[0].name != "lbfgs")  # fmt: skip
             _run(ens, plan, validation(p), _hyper(ens, sizes, s), s, verbose, member_callbacks, on_epoch, comm)
