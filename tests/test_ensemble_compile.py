@@ -465,6 +465,32 @@ def test_full_batch_epochs_run_in_blocks_of_one_compiled_call_each(monkeypatch, 
     assert all(h.epochs == fit["epochs"] for h in h_compiled)
 
 
+def test_the_next_block_runs_while_the_last_one_is_committed(monkeypatch):
+    """The block after one is given to the device as soon as that one is read back, before its epochs are
+    committed (their records are host work the device need not wait for), and it is the block the fit then
+    takes: no block runs twice. The members end where the eager NumPy ensemble ends."""
+    from gpunn.history import History
+
+    events: list = []
+    real_epochs, real_append = _loop._Runner.epochs, History.append
+
+    def epochs(self, params, state, batch, lrs, live):
+        events.append(("block", int(np.asarray(live).sum())))
+        return real_epochs(self, params, state, batch, lrs, live)
+
+    monkeypatch.setattr(_loop._Runner, "epochs", epochs)
+    monkeypatch.setattr(History, "append", lambda self, record: events.append("commit") or real_append(self, record))
+    monkeypatch.setattr(_loop, "BLOCK_SECONDS", float("inf"))
+    (compiled, _, _), (eager, _, _) = _eager_pair({}, dict(epochs=LONG, lr=[0.1, 0.2, 0.05, 0.3]))
+    eager_commits = 4 * LONG  # (the eager ensemble's members append their records too)
+    blocks = [e for e in events if e != "commit"]
+    assert blocks == [("block", 1), ("block", _loop.BLOCK), ("block", 4)]
+    first, second, third = (events.index(b) for b in blocks)
+    assert events[first + 1 : second] == [] and events[second + 1 : second + 5] == ["commit"] * 4
+    assert events[second + 5] == ("block", 4) and events.count("commit") == 2 * eager_commits
+    _same_members(compiled, eager)
+
+
 @pytest.mark.parametrize(
     "seconds, blocks",
     [(0.0625, [1, 16, 40]), (0.125, [1, 8, 72]), (0.125, [1, 8, 64, 20]), (3.0, [1] * 6)],

@@ -25,7 +25,7 @@ import math
 import warnings
 from collections.abc import Iterable
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -280,6 +280,7 @@ class _Runner:
         self.dtype = self.step.zero.dtype
         self._rates: dict[tuple[float, ...], Any] = {}
         self.pace: float | None = None  # seconds an epoch of the last block took (:meth:`live`)
+        self.queued: _Queued | None = None  # the next block, given to the device ahead (:func:`_block`)
 
     @property
     def loops(self) -> bool:
@@ -428,8 +429,8 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.F
                     rngs = [m.rng.bit_generator.state for m in members]
                     params, state = _now(params, state)
                     if block:
-                        pending = _block(ens, plan, runner, params, state, active, active_dev,
-                                         min(block, s.epochs - done), reporter) or []  # fmt: skip
+                        pending = _block(ens, plan, runner, params, state, active, active_dev, s.epochs - done,
+                                         reporter) or []  # fmt: skip
                         block = block if pending else 0  # the compiler failed: eager epochs from here on
                     if not pending:
                         pending = [(params, state, *run_epoch(ens, plan, runner, val, params, state, active,
@@ -469,7 +470,7 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.F
                     if all(d is not None for d in ens.diverged):
                         raise DivergenceError("every member of the ensemble diverged; " + "; ".join(
                             d for d in ens.diverged[:3] if d is not None) + ("; ..." if k > 3 else ""))  # fmt: skip
-                if ran:
+                if ran and reporter.verbose:  # (the mean of 64 records costs a tenth of a small step)
                     reporter.epoch(max(members[i].epoch for i in ran), _mean_record([records[i] for i in ran]))
                 if not any_callbacks:
                     continue
@@ -580,44 +581,83 @@ def _epoch(ens, plan, runner, val, params, state, active, active_dev, rng_states
     return params, state, records, taken, failed
 
 
-def _block(ens: Ensemble, plan: Plan, runner: _Runner, params: Any, state: Any, active: list[bool], active_dev: Any,
-           epochs: int, reporter: Reporter) -> list[tuple] | None:  # fmt: skip
-    """Up to ``epochs`` full-batch epochs (as many as :meth:`_Runner.live` gives) as one compiled call
-    (:meth:`_Runner.epochs`), their metrics read back together: for each epoch, the stacked parameters and state at
-    its start, then what :func:`_epoch` returns. It ends early where a progress line is due and before an epoch
-    whose rate is not valid (which then raises as the first of the next block, once the epochs before it are
-    committed). None if the compiler failed."""
+class _Queued(NamedTuple):
+    """A block of full-batch epochs given to the device and not read back yet (:func:`_dispatch`)."""
+
+    params: Any  # the stacked parameters and state it started from
+    state: Any
+    active: list[bool]
+    rates: list[list[float]]  # each epoch's members' rates
+    lrs: Any  # the same on the device, padded to BLOCK epochs
+    batch: tuple
+    taken: np.ndarray
+    out: tuple  # :meth:`_Runner.epochs`'s arrays
+    began: float  # when it was given to the device, and the compile seconds by then
+    compiling: float
+
+
+def _dispatch(ens: Ensemble, plan: Plan, runner: _Runner, params: Any, state: Any, active: list[bool],
+              active_dev: Any, epochs: int, reporter: Reporter, ahead: int = 0) -> _Queued | None:  # fmt: skip
+    """Up to ``epochs`` full-batch epochs (as many as :meth:`_Runner.live` gives), from ``ahead`` epochs after the
+    members' next, as one compiled call, nothing read back. It ends early where a progress line is due and
+    before an epoch whose rate is not valid (which then raises as the first of the next block, once the epochs
+    before it are committed). None if the compiler failed."""
     members, k = ens.members, len(ens.members)
-    rates = [_rates(members, active)]
-    first = max(m.epoch for m, a in zip(members, active) if a)
+    rates = [_rates(members, active, ahead)]
+    first = max(m.epoch for m, a in zip(members, active) if a) + ahead
     epochs = runner.live(epochs)
     while len(rates) < epochs and not (reporter.verbose and reporter.due(first + len(rates))):
         try:
-            rates.append(_rates(members, active, len(rates)))
+            rates.append(_rates(members, active, ahead + len(rates)))
         except ConfigError:
             break
     n, size = len(rates), BLOCK
     lrs = plan.up(np.asarray(rates + [rates[0]] * (size - n)).reshape(size, k, 1))
     batches, taken = plan.epoch(members, active, active_dev)
-    state = runner.steps(state, k)
     began, compiling = perf_counter(), _backend.compiles()[1]
-    out = runner.epochs(params, state, batches[0], lrs, plan.up(np.arange(size) < n, bool))
-    if out is None:
+    out = runner.epochs(params, runner.steps(state, k), batches[0], lrs, plan.up(np.arange(size) < n, bool))
+    return None if out is None else _Queued(params, state, list(active), rates, lrs, batches[0], taken, out, began,
+                                            compiling)  # fmt: skip
+
+
+def _block(ens: Ensemble, plan: Plan, runner: _Runner, params: Any, state: Any, active: list[bool], active_dev: Any,
+           remaining: int, reporter: Reporter) -> list[tuple] | None:  # fmt: skip
+    """The next block of full-batch epochs (:func:`_dispatch`; of the ``remaining`` epochs) with their metrics
+    read back together: for each epoch, the stacked parameters and state at its start, then what :func:`_epoch`
+    returns. The block after it is given to the device before this one's records are made, so that the host's
+    bookkeeping (records, commits) runs while the device computes; it is taken only if the members' parameters,
+    state and active set are still the ones it started from (a member's failure restacks them). None if the
+    compiler failed."""
+    k = len(ens.members)
+    queued, runner.queued = runner.queued, None
+    if not runner.compiled:  # the compiler failed on the block given ahead
         return None
-    end_params, end_state, loss_sums, corrects = out
+    if queued is None or queued.params is not params or queued.state is not state or queued.active != active:
+        queued = _dispatch(ens, plan, runner, params, state, active, active_dev, min(BLOCK, remaining), reporter)
+        if queued is None:
+            return None
+    rates, n = queued.rates, len(queued.rates)
+    end_params, end_state, loss_sums, corrects = queued.out
     host_loss = _backend.to_numpy(loss_sums).astype(np.float64)  # (size, K) or, with weights, (size, K, 2)
     # the block's time an epoch, its compile left out (the read-back waited for its end)
-    runner.pace = max(0.0, perf_counter() - began - (_backend.compiles()[1] - compiling)) / n
+    runner.pace = max(0.0, perf_counter() - queued.began - (_backend.compiles()[1] - queued.compiling)) / n
     host_counts = None if corrects is None else _backend.to_numpy(corrects).astype(np.float64)
-    form = _blocked(runner.step, size)  # (captured: a later block the compiler refuses changes the runner's step)
-    points = [(params, state)] + [(_After(form, (params, state), lrs, batches[0], runner.values, plan, e), None)
-                                  for e in range(1, n)] + [(end_params, end_state)]  # fmt: skip
+    if remaining > n:
+        try:
+            runner.queued = _dispatch(ens, plan, runner, end_params, end_state, active, active_dev,
+                                      min(BLOCK, remaining - n), reporter, ahead=n)  # fmt: skip
+        except ConfigError:  # an invalid rate: raised by the next block, once these epochs are committed
+            pass
+    form = _blocked(runner.step, BLOCK)  # (captured: a later block the compiler refuses changes the runner's step)
+    start = (queued.params, runner.steps(queued.state, k))
+    points = [start] + [(_After(form, start, queued.lrs, queued.batch, runner.values, plan, e), None)
+                        for e in range(1, n)] + [(end_params, end_state)]  # fmt: skip
     epochs_out = []
     for e in range(n):
         counts = None if host_counts is None else host_counts[e]
-        records, failed = _records(ens, plan, None, host_loss[e].reshape(-1), counts, None, taken, rates[e], active,
-                                   e)  # fmt: skip
-        epochs_out.append((*points[e], *points[e + 1], records, taken, failed))
+        records, failed = _records(ens, plan, None, host_loss[e].reshape(-1), counts, None, queued.taken, rates[e],
+                                   active, e)  # fmt: skip
+        epochs_out.append((*points[e], *points[e + 1], records, queued.taken, failed))
     return epochs_out
 
 
