@@ -222,9 +222,29 @@ def integer(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
+def boolean(value: Any, name: str) -> bool:
+    """True or False (a NumPy bool too), or ConfigError: a string such as "no" is truthy, not a refusal."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{name} must be True or False; got {value!r}")
+    return bool(value)
+
+
+def unit_interval(value: Any, name: str, *, closed: bool = False) -> float:
+    """A number in [0, 1) (``closed``: [0, 1]), or ConfigError."""
+    top = "1]" if closed else "1)"
+    try:
+        f = _number(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number in [0, {top}; got {value!r}") from None
+    if not (0.0 <= f < 1.0 or (closed and f == 1.0)):  # also rejects NaN
+        raise ConfigError(f"{name} must be in [0, {top}; got {value!r}")
+    return f
+
+
 def dtype_name(value: Any) -> Any:
-    """ "float32" for "float32", np.float32 or np.dtype("float32") (and so on); anything else as it is."""
-    if isinstance(value, str):
+    """ "float32" for "float32", np.float32 or np.dtype("float32") (and so on); anything else as it is (None
+    too, which NumPy would read as float64)."""
+    if isinstance(value, str) or value is None:
         return value
     try:
         return np.dtype(value).name

@@ -146,7 +146,9 @@ class MLP(Network):
             raise ConfigError("output 'softmax' needs at least 2 output units (one per class)")
         self.dtype = check.choice(check.dtype_name(dtype), "dtype", _backend.DTYPES)
         self.seed = check.integer(seed, "seed", 0)
-        self.standardize = bool(recipe.standardize if standardize is None and recipe else standardize)
+        if standardize is None:
+            standardize = recipe.standardize if recipe else False
+        self.standardize = check.boolean(standardize, "standardize")
         if label_smoothing is None:
             label_smoothing = recipe.label_smoothing if recipe else 0.0
         self.label_smoothing = settings.fraction(label_smoothing, "label_smoothing")
@@ -398,6 +400,7 @@ class MLP(Network):
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model, its optimizer state, RNG and history to a safetensors file, atomically."""
+        self._check_built()
         checkpoint.write(path, *self._state_map())
 
     def load_weights(self, path: str | os.PathLike[str]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -17,7 +17,7 @@ import numpy as np
 from . import _backend, checkpoint, feed, layers, losses, optim, schedules, train
 from . import _validation as check
 from .data import Dataset
-from .errors import ConfigError, InputError, NotFittedError
+from .errors import ConfigError, InputError, InputTypeError, NotFittedError
 from .history import History
 from .init import init_params
 from .step import Step
@@ -294,12 +294,12 @@ class Network:
         if self.sizes is None:  # widths that the first fit infers; a model made without its weights has its widths
             self._check_built()
         assert self.sizes is not None
-        pairs = list(pairs)
+        pairs = _pair_list(pairs)
         if len(pairs) != len(self.sizes) - 1:
             raise InputError(f"set_weights got {len(pairs)} (W, b) pairs; the model has {len(self.sizes) - 1} layers")
         new, spec = [], self.spec_for(self.sizes)
         for i, (pair, (fan_in, fan_out)) in enumerate(zip(pairs, zip(self.sizes[:-1], self.sizes[1:]))):
-            if len(pair) != 2:
+            if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
                 raise InputError(f"set_weights: layer {i} must be a (W, b) pair")
             for name, value, shape in ((f"W{i}", pair[0], (fan_out, fan_in)), (f"b{i}", pair[1], (fan_out,))):
                 new.append(feed.as_model_array(spec, value, name, shape))
@@ -507,6 +507,13 @@ def _metadata_labels(labels: Any) -> list[Any] | None:
     if not (text or whole) or labels != sorted(labels) or labels == list(range(len(labels))):
         return None
     return labels
+
+
+def _pair_list(pairs: Any) -> list[Any]:
+    """``set_weights``'s argument as a list, or an InputTypeError naming what came instead (None, a number)."""
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Iterable):
+        raise InputTypeError(f"set_weights takes a list of (W, b) pairs, one per layer; got {type(pairs).__name__}")
+    return list(pairs)
 
 
 def undrawn(cls: type[N], *args: Any, **kwargs: Any) -> N:

@@ -157,20 +157,37 @@ def sgd() -> Optimizer:
 
 
 def momentum(beta: float = 0.9, nesterov: bool = False) -> Optimizer:
-    """Heavy-ball momentum, v <- beta v - lr g, W <- W + v (Nesterov's variant on request)."""
-    return Optimizer("momentum", {"beta": float(beta), "nesterov": bool(nesterov)})
+    """Heavy-ball momentum, v <- beta v - lr g, W <- W + v (Nesterov's variant on request); ``beta`` in [0, 1]
+    (scikit-learn's range for ``momentum``)."""
+    from . import _validation as check
+
+    beta = check.unit_interval(beta, "beta", closed=True)
+    return Optimizer("momentum", {"beta": beta, "nesterov": check.boolean(nesterov, "nesterov")})
 
 
 def adam(beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> Optimizer:
-    """Adam (Kingma & Ba, 2015) with bias correction, as in PyTorch's torch.optim.Adam."""
-    return Optimizer("adam", {"beta1": float(beta1), "beta2": float(beta2), "eps": float(eps)})
+    """Adam (Kingma & Ba, 2015) with bias correction, as in PyTorch's torch.optim.Adam: ``beta1`` and ``beta2``
+    in [0, 1) (at 1 the bias correction divides by zero), ``eps`` >= 0."""
+    return Optimizer("adam", _adam_hyper(beta1, beta2, eps))
 
 
 def adamw(beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.01) -> Optimizer:
     """AdamW (Loshchilov & Hutter, 2019): Adam with decoupled weight decay, W <- W (1 - lr wd) before the Adam
-    step, on every parameter, as in PyTorch's torch.optim.AdamW."""
-    hyper = {"beta1": float(beta1), "beta2": float(beta2), "eps": float(eps), "weight_decay": float(weight_decay)}
+    step, on every parameter, as in PyTorch's torch.optim.AdamW; ``weight_decay`` >= 0, the rest as :func:`adam`."""
+    from . import _validation as check
+
+    hyper = {**_adam_hyper(beta1, beta2, eps), "weight_decay": check.non_negative_float(weight_decay, "weight_decay")}
     return Optimizer("adamw", hyper)
+
+
+def _adam_hyper(beta1: Any, beta2: Any, eps: Any) -> dict[str, float]:
+    from . import _validation as check
+
+    return {
+        "beta1": check.unit_interval(beta1, "beta1"),
+        "beta2": check.unit_interval(beta2, "beta2"),
+        "eps": check.non_negative_float(eps, "eps"),
+    }
 
 
 def lbfgs(history: int = 10, tol: float = 1e-5, ftol: float = 2.220446049250313e-09, max_fun: int = 15000) -> Optimizer:

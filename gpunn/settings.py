@@ -56,7 +56,8 @@ def fit_settings(
         if diverge_factor <= 1:
             raise ConfigError(f"diverge_factor must be above 1 (or None); got {diverge_factor!r}")
     l2s = per_member(l2, members, "l2", penalty)
-    return FitSettings(epochs, tuple(rates), batch_size, opts, tuple(l2s), clip_norm, verbose, bool(shuffle),
+    shuffle = check.boolean(shuffle, "shuffle")
+    return FitSettings(epochs, tuple(rates), batch_size, opts, tuple(l2s), clip_norm, verbose, shuffle,
                        diverge_factor)  # fmt: skip
 
 
@@ -78,10 +79,8 @@ def rate(value: Any, name: str) -> schedules.Schedule:
 
 
 def penalty(value: Any, name: str) -> float:
-    """An L2 penalty: 0, or a positive number."""
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and value == 0:
-        return 0.0
-    return check.positive_float(value, name)
+    """An L2 penalty: 0, or a positive number (-0.0 is 0.0)."""
+    return check.non_negative_float(value, name) or 0.0
 
 
 def decay(value: Any, name: str) -> float | None:

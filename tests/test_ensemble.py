@@ -292,7 +292,7 @@ def _snapshot(ens: gpunn.Ensemble):
     [
         (dict(lr=[0.1, 0.2]), gpunn.ConfigError, r"lr lists 2 values; the ensemble has 3 members"),
         (dict(lr=[0.1, float("nan"), 0.2]), gpunn.ConfigError, r"lr\[1\] must be a finite number > 0; got nan"),
-        (dict(l2=[0.1, 0.1, float("nan")]), gpunn.ConfigError, r"l2\[2\] must be a finite number > 0; got nan"),
+        (dict(l2=[0.1, 0.1, float("nan")]), gpunn.ConfigError, r"l2\[2\] must be a finite number >= 0; got nan"),
         (dict(l2=[0.1] * 4), gpunn.ConfigError, r"l2 lists 4 values"),
         (dict(optimizer="adamw", weight_decay=[0.1, float("nan"), 0.0]), gpunn.ConfigError, r"weight_decay\[1\]"),
         (dict(optimizer="adamw", weight_decay=[0.1]), gpunn.ConfigError, r"weight_decay lists 1 values"),
@@ -406,6 +406,13 @@ def test_diverge_factor_is_a_checked_fit_argument():
         ens.fit(X, y, epochs=1, verbose=0, diverge_factor=0.5)
     ens.fit(X, y, epochs=30, verbose=0, lr=[0.01, 3.0], diverge_factor=None)  # the check off: both train on
     assert ens.diverged == [None, None] and [m.epoch for m in ens.members] == [30, 30]
+
+
+def test_saving_an_ensemble_whose_widths_are_not_inferred_yet_names_the_ensemble(tmp_path):
+    ens = gpunn.Ensemble(hidden=[4], members=2, device="cpu")
+    with pytest.raises(gpunn.NotFittedError, match=r"^this Ensemble has not been trained yet"):  # not "this MLP"
+        ens.save(tmp_path / "e.safetensors")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("output", ["sigmoid", "softmax", "identity"])

@@ -50,6 +50,9 @@ BAD_FIT = [
     ("unknown optimizer", dict(optimizer="rmsprop"), gpunn.ConfigError, r"optimizer 'rmsprop'.*nesterov, adam, adamw"),
     ("bad validation pair", dict(validation_data=(X,)), gpunn.InputError, r"validation_data must be a pair"),
     ("bad validation X", dict(validation_data=(_with(0, 0, np.nan), Y)), gpunn.InputError, r"validation X"),
+    ("l2 negative", dict(l2=-1.0), gpunn.ConfigError, r"^l2 must be a finite number >= 0; got -1.0$"),
+    ("l2 nan", dict(l2=float("nan")), gpunn.ConfigError, r"^l2 must be a finite number >= 0; got nan$"),
+    ("shuffle a string", dict(shuffle="no"), gpunn.ConfigError, r"^shuffle must be True or False; got 'no'$"),
 ]
 
 
@@ -126,6 +129,8 @@ BAD_MODEL = [
     (dict(output="identity", loss="binary_crossentropy"), r"cannot be trained with"),
     (dict(output="softmax", sizes=[3, 1]), r"softmax.*at least 2"),
     (dict(seed=-1), r"seed"),
+    (dict(dtype=None), r"dtype None is not known; use one of float32, float64"),  # not NumPy's float64 for None
+    (dict(standardize="no"), r"^standardize must be True or False; got 'no'$"),
 ]
 
 
@@ -153,3 +158,53 @@ def test_an_array_of_another_namespace_names_convert_true():
     ):
         m.predict(torch.from_numpy(X))
     np.testing.assert_array_equal(m.predict(torch.from_numpy(X), convert=True), m.predict(X))
+
+
+def test_l2_of_zero_and_a_numpy_bool_shuffle_are_accepted():
+    m = gpunn.MLP([3, 4, 1], device="cpu")
+    assert m.fit(X, Y, epochs=1, verbose=0, l2=0, shuffle=np.bool_(False)).epochs == 1
+
+
+BAD_OPTIMIZER = [
+    (lambda: gpunn.optim.momentum(beta=1.5), r"^beta must be in \[0, 1\]; got 1.5$"),
+    (lambda: gpunn.optim.momentum(beta=float("nan")), r"^beta must be in \[0, 1\]; got nan$"),
+    (lambda: gpunn.optim.momentum(beta="0.9"), r"^beta must be a number in \[0, 1\]; got '0.9'$"),
+    (lambda: gpunn.optim.momentum(nesterov="yes"), r"^nesterov must be True or False; got 'yes'$"),
+    (lambda: gpunn.optim.adam(beta1=1.0), r"^beta1 must be in \[0, 1\); got 1.0$"),  # bias correction's 1 - 1**t
+    (lambda: gpunn.optim.adam(beta2=-0.5), r"^beta2 must be in \[0, 1\); got -0.5$"),
+    (lambda: gpunn.optim.adam(beta1=None), r"^beta1 must be a number in \[0, 1\); got None$"),
+    (lambda: gpunn.optim.adam(eps=-1e-8), r"^eps must be a finite number >= 0; got -1e-08$"),
+    (lambda: gpunn.optim.adamw(weight_decay=-0.1), r"^weight_decay must be a finite number >= 0; got -0.1$"),
+    (lambda: gpunn.optim.adamw(eps=float("inf")), r"^eps must be a finite number >= 0; got inf$"),
+]
+
+
+@pytest.mark.parametrize("make,pattern", BAD_OPTIMIZER, ids=[p for _, p in BAD_OPTIMIZER])
+def test_optimizer_hyper_parameters_are_checked_where_the_optimizer_is_made(make, pattern):
+    # beta1=1 was a ZeroDivisionError in the first step, "0.9" a ValueError from float(), and beta=nan or eps < 0
+    # trained on into a NonFiniteError that blamed the learning rate
+    with pytest.raises(gpunn.ConfigError, match=pattern):
+        make()
+
+
+def test_optimizer_edges_of_the_ranges_are_accepted():
+    assert gpunn.optim.momentum(beta=1).hyper == {"beta": 1.0, "nesterov": False}  # scikit-learn's momentum=1
+    assert gpunn.optim.adam(beta1=0, beta2=0.0, eps=0).hyper == {"beta1": 0.0, "beta2": 0.0, "eps": 0.0}
+    assert gpunn.optim.adamw(weight_decay=0).hyper["weight_decay"] == 0.0
+
+
+def test_set_weights_that_are_not_pairs_are_clear_errors_and_keep_the_old_ones():
+    m = gpunn.MLP([3, 4, 1], device="cpu")
+    before = np.array(m.params)
+    with pytest.raises(gpunn.InputTypeError, match=r"^set_weights takes a list of \(W, b\) pairs, one per layer; "
+                       r"got NoneType$"):  # fmt: skip
+        m.set_weights(None)
+    with pytest.raises(gpunn.InputError, match=r"^set_weights: layer 0 must be a \(W, b\) pair$"):
+        m.set_weights([None, None])
+    np.testing.assert_array_equal(before, m.params)
+
+
+def test_saving_a_model_whose_widths_are_not_inferred_yet_is_not_fitted(tmp_path):
+    with pytest.raises(gpunn.NotFittedError, match=r"MLP\(hidden=\[4\]\) has no weights yet"):
+        gpunn.MLP(hidden=[4], device="cpu").save(tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []

@@ -412,4 +412,6 @@ class Ensemble:
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write every member (weights, optimizer state, generator, history) to one safetensors file."""
+        if self.sizes is None:  # hidden= widths not inferred yet: no weights to write
+            self._check_fitted()
         save(self, path)
