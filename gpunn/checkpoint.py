@@ -31,7 +31,7 @@ import numpy as np
 
 from . import feed, layers, losses, optim, presets, schedules
 from .data.readers import read_into
-from .errors import CheckpointError, DeviceError, GpunnError
+from .errors import CheckpointError, DeviceError, GpunnError, InputTypeError
 from .history import History
 
 FORMAT = "gpunn.mlp"
@@ -483,6 +483,7 @@ def write(
     that :func:`flat` views without a copy when the file is read back."""
     if format not in (FORMAT, ENSEMBLE_FORMAT):
         raise ValueError(f"format must be {FORMAT!r} or {ENSEMBLE_FORMAT!r}, not {format!r}")
+    _file_path(path)
     if format == FORMAT:
         metadata, callback_tensors = split_callback_state(config["metadata"])
         config, tensors = {**config, "metadata": metadata}, {**tensors, **callback_tensors}
@@ -616,7 +617,7 @@ def read(path: str | os.PathLike[str], formats: Collection[str] = (FORMAT,)) -> 
     FIFO or a device is refused without reading), the header length and nesting are capped, and the file size
     must equal what the validated header implies before the tensors are read, into one buffer that the arrays
     view."""
-    name = os.fspath(path)
+    name = _file_path(path)
     try:
         with _open_regular_file(name) as f:
             return _read_checkpoint(f, os.fstat(f.fileno()).st_size, formats)
@@ -624,6 +625,17 @@ def read(path: str | os.PathLike[str], formats: Collection[str] = (FORMAT,)) -> 
         raise CheckpointError(f"{name}: {exc}") from None
     except OSError as exc:
         raise CheckpointError(f"{name}: cannot read checkpoint ({exc.strerror or exc})") from None
+
+
+def _file_path(path: Any) -> Any:
+    """``os.fspath(path)``, or an :class:`InputTypeError` naming what was given instead of a path (None, a number,
+    an open file), before anything is read or written."""
+    try:
+        return os.fspath(path)
+    except TypeError:
+        raise InputTypeError(
+            f"a checkpoint path must be a str or os.PathLike; got {type(path).__name__} {path!r:.60}"
+        ) from None
 
 
 @contextlib.contextmanager

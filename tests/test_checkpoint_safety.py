@@ -95,6 +95,17 @@ def test_a_folder_is_refused(tmp_path):
         gpunn.load(tmp_path, device="cpu")
 
 
+@pytest.mark.parametrize("path", [None, 3])
+def test_a_path_that_is_not_a_path_is_a_type_error_naming_what_was_given(path):
+    # was the TypeError of os.fspath, from inside checkpoint.read and atomic_write
+    pattern = rf"^a checkpoint path must be a str or os.PathLike; got {type(path).__name__} {path!r}$"
+    with pytest.raises(gpunn.InputTypeError, match=pattern):
+        gpunn.load(path)
+    m = gpunn.MLP([2, 1], device="cpu")
+    with pytest.raises(gpunn.InputTypeError, match=pattern):
+        m.save(path)
+
+
 def test_a_symlink_to_a_checkpoint_loads(saved, tmp_path):
     link = tmp_path / "link.safetensors"
     link.symlink_to(saved)
