@@ -111,14 +111,16 @@ def test_without_refit_there_is_no_best_estimator():
 @pytest.mark.parametrize(
     "kwargs,error,match",
     [
-        (dict(estimator="not an estimator"), TypeError, "searches gpunn.sklearn estimators"),
+        (dict(estimator="not an estimator"), gpunn.InputTypeError, "searches gpunn.sklearn estimators"),
         (dict(scoring=["accuracy", "f1"]), ValueError, "For multi-metric scoring, the parameter refit must be"),
         (dict(scoring=["accuracy", "f1"], refit="roc_auc"), ValueError, "'roc_auc' was passed"),
-        (dict(refit=3), ValueError, "refit must be True, False, a metric's name or a callable"),
+        (dict(refit=3), gpunn.ConfigError, "refit must be True, False, a metric's name or a callable"),
         (dict(refit=lambda results: 1.0), TypeError, "best_index_ returned is not an integer"),
         (dict(refit=lambda results: 7), IndexError, "best_index_ index out of range"),
-        (dict(n_jobs=0), ValueError, "n_jobs must be None or a non-zero integer"),
-        (dict(pre_dispatch=1.5), ValueError, "pre_dispatch must be an integer or a string"),
+        (dict(n_jobs=0), gpunn.ConfigError, "n_jobs must be None or a non-zero integer"),
+        (dict(pre_dispatch=1.5), gpunn.ConfigError, "pre_dispatch must be an integer or a string"),
+        # a list of no grids: was a ZeroDivisionError from the mean over no candidates
+        (dict(param_grid=[]), gpunn.ConfigError, r"^param_grid \[\] holds no candidates; give a dict of parameter"),
     ],
 )
 def test_bad_arguments_name_the_problem(kwargs, error, match):

@@ -244,8 +244,39 @@ def test_sgd_learning_rate_schedules_follow_scikit_learns_own_mlp(schedule):
             assert any(abs(b / a - 0.2) < 1e-12 for a, b in zip(rates, rates[1:]))
     with pytest.raises(ValueError, match="learning_rate 'optimal' is not supported"):
         MLPClassifier(learning_rate="optimal").fit(X, y)
-    with pytest.raises(ValueError, match="power_t must be a number >= 0"):
+    with pytest.raises(ValueError, match="power_t must be a finite number >= 0"):
         MLPClassifier(power_t=-1).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "params,match",
+    [
+        (dict(learning_rate_init="0.1"), r"^learning_rate_init must be a finite number > 0; got '0.1'$"),
+        (dict(learning_rate_init=np.inf), r"^learning_rate_init must be a finite number > 0; got inf$"),  # not "lr"
+        (dict(alpha=None), r"^alpha must be a finite number >= 0; got None$"),
+        (dict(alpha=np.inf), r"^alpha must be a finite number >= 0; got inf$"),  # was named l2
+        (dict(momentum="x"), r"^momentum must be a finite number in \[0, 1\]; got 'x'$"),
+        (dict(beta_1=None), r"^beta_1 must be a finite number in \[0, 1\); got None$"),
+        (dict(epsilon=None), r"^epsilon must be a finite number > 0; got None$"),
+        (dict(tol=-1.0), r"^tol must be a finite number >= 0; got -1.0$"),  # was accepted
+        (dict(tol="x"), r"^tol must be a finite number >= 0; got 'x'$"),  # was a TypeError after the first epoch
+        (dict(early_stopping=True, validation_fraction="a"), r"^validation_fraction must be a finite number in"),
+        (dict(hidden_layer_sizes=None), r"^hidden_layer_sizes must be positive integers; got None$"),
+        (dict(shuffle="no"), r"^shuffle must be True or False; got 'no'$"),
+        (dict(warm_start="yes"), r"^warm_start must be True or False; got 'yes'$"),
+    ],
+)
+def test_bad_parameters_are_config_errors_and_a_refused_fit_keeps_the_fitted_estimator(params, match):
+    # comparisons such as "0.1" > 0 raised a bare TypeError; each is now a gpunn ConfigError, a ValueError as
+    # scikit-learn's own refusals are
+    import gpunn
+
+    X, y = _blobs(2)
+    est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0, device="cpu").fit(X, y)
+    coefs, curve = [c.copy() for c in est.coefs_], list(est.loss_curve_)
+    with pytest.raises(gpunn.ConfigError, match=match):
+        est.set_params(**params).fit(X, y)
+    assert all(np.array_equal(a, b) for a, b in zip(coefs, est.coefs_)) and est.loss_curve_ == curve
 
 
 def test_bad_sample_and_class_weights_are_clear_errors():

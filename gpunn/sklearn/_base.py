@@ -6,7 +6,7 @@ import functools
 import math
 import numbers
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +23,26 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
 
 from .. import _backend, optim, schedules
-from ..errors import NonFiniteError
+from ..errors import ConfigError, NonFiniteError
 from ..model import MLP
 from ..network import undrawn
 from . import _lbfgs
 from ._fitted import Fitted, _native
 
 _ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "logistic": "sigmoid", "identity": "identity"}
+# scikit-learn's intervals for the real-valued parameters, as the messages word them (finite numbers only: an
+# infinite rate or penalty trains into NaN)
+_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "learning_rate_init": ("> 0", lambda v: v > 0),
+    "epsilon": ("> 0", lambda v: v > 0),
+    "alpha": (">= 0", lambda v: v >= 0),
+    "power_t": (">= 0", lambda v: v >= 0),
+    "tol": (">= 0", lambda v: v >= 0),
+    "momentum": ("in [0, 1]", lambda v: 0 <= v <= 1),
+    "beta_1": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "beta_2": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "validation_fraction": ("in (0, 1)", lambda v: 0 < v < 1),
+}
 SPARSE = ["csr", "csc", "coo"]  # scipy.sparse formats taken as they are (gpunn densifies a batch at a time)
 _HELD = 2**62  # a plateau schedule's patience that is never reached: the rate is held in its state
 # With device="auto", a network whose training step is smaller than this many multiply-adds (forward, weight and
@@ -153,43 +166,42 @@ class _BaseMLP(Fitted, BaseEstimator):
 
     # -------------------------------------------------------------------------------------- validation
     def _check_params(self) -> None:
+        """scikit-learn's parameter constraints, each refusal a ConfigError (a ValueError, as scikit-learn raises)
+        naming the parameter, before anything trains."""
         hidden = self.hidden_layer_sizes
-        hidden = [hidden] if isinstance(hidden, (int, np.integer)) else list(hidden)
-        if any(not isinstance(h, (int, np.integer)) or h < 1 for h in hidden):
-            raise ValueError(f"hidden_layer_sizes must be positive integers; got {self.hidden_layer_sizes!r}")
+        if isinstance(hidden, (int, np.integer)):
+            hidden = [hidden]
+        if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Iterable) or any(
+                isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in hidden):  # fmt: skip
+            raise ConfigError(f"hidden_layer_sizes must be positive integers; got {self.hidden_layer_sizes!r}")
         if self.activation not in _ACTIVATIONS:
-            raise ValueError(f"activation {self.activation!r} is not supported; use one of {list(_ACTIVATIONS)}")
+            raise ConfigError(f"activation {self.activation!r} is not supported; use one of {list(_ACTIVATIONS)}")
         if self.solver not in ("sgd", "adam", "lbfgs"):
-            raise ValueError(f"solver {self.solver!r} is not supported; use 'lbfgs', 'sgd' or 'adam'")
+            raise ConfigError(f"solver {self.solver!r} is not supported; use 'lbfgs', 'sgd' or 'adam'")
         if not (
             isinstance(self.max_fun, (int, np.integer)) and not isinstance(self.max_fun, bool) and self.max_fun >= 1
         ):
-            raise ValueError(f"max_fun must be an integer >= 1; got {self.max_fun!r}")
+            raise ConfigError(f"max_fun must be an integer >= 1; got {self.max_fun!r}")
         if self.learning_rate not in ("constant", "invscaling", "adaptive"):
-            raise ValueError(
+            raise ConfigError(
                 f"learning_rate {self.learning_rate!r} is not supported; use 'constant', 'invscaling' or 'adaptive'"
             )
-        if isinstance(self.power_t, bool) or not isinstance(self.power_t, (int, float)) or not self.power_t >= 0:
-            raise ValueError(f"power_t must be a number >= 0; got {self.power_t!r}")
-        for name in ("learning_rate_init", "epsilon"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
-        if not self.alpha >= 0:
-            raise ValueError(f"alpha must be >= 0; got {self.alpha!r}")
+        for name, (allowed, inside) in _RANGES.items():
+            value = getattr(self, name)
+            number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            if not (number and math.isfinite(value) and inside(float(value))):
+                raise ConfigError(f"{name} must be a finite number {allowed}; got {value!r}")
+        for name in ("shuffle", "early_stopping", "warm_start", "nesterovs_momentum"):  # "no" would be truthy
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ConfigError(f"{name} must be True or False; got {getattr(self, name)!r}")
         if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
-            raise ValueError(f"max_iter must be an integer >= 1; got {self.max_iter!r}")
-        if not 0 <= self.momentum <= 1:
-            raise ValueError(f"momentum must be in [0, 1]; got {self.momentum!r}")
-        if not (0 <= self.beta_1 < 1 and 0 <= self.beta_2 < 1):
-            raise ValueError("beta_1 and beta_2 must be in [0, 1)")
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in (0, 1); got {self.validation_fraction!r}")
+            raise ConfigError(f"max_iter must be an integer >= 1; got {self.max_iter!r}")
         patience = self.n_iter_no_change
         if not ((isinstance(patience, (int, np.integer)) and patience >= 1) or (
                 isinstance(patience, (float, np.floating)) and patience == np.inf)):  # fmt: skip
-            raise ValueError(f"n_iter_no_change must be an integer >= 1 or np.inf (never stop); got {patience!r}")
+            raise ConfigError(f"n_iter_no_change must be an integer >= 1 or np.inf (never stop); got {patience!r}")
         if self.batch_size != "auto" and not (isinstance(self.batch_size, (int, np.integer)) and self.batch_size >= 1):
-            raise ValueError(f"batch_size must be 'auto' or an integer >= 1; got {self.batch_size!r}")
+            raise ConfigError(f"batch_size must be 'auto' or an integer >= 1; got {self.batch_size!r}")
 
     @staticmethod
     def _sample_weight(sample_weight: Any, X: Any) -> np.ndarray | None:

@@ -38,7 +38,7 @@ from scipy.stats import rankdata
 
 from .. import _backend, distributed
 from ..ensemble import Ensemble
-from ..errors import ConfigError, DivergenceError, NonFiniteError
+from ..errors import ConfigError, DivergenceError, InputTypeError, NonFiniteError
 from . import _lbfgs
 from ._base import _BaseMLP
 from ._fitted import _native
@@ -380,12 +380,15 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
         """Fit every candidate on every fold, stacked; then refit the best on all of ``X``. ``fit_params`` (such
         as ``sample_weight``) are indexed by fold, as ``GridSearchCV`` does."""
         if not isinstance(self.estimator, _BaseMLP):
-            raise TypeError(f"MLPSearchCV searches gpunn.sklearn estimators; got {type(self.estimator).__name__}")
+            raise InputTypeError(f"MLPSearchCV searches gpunn.sklearn estimators; got {type(self.estimator).__name__}")
         self._check_arguments()
         X, y = indexable(X, y)
         fit_params = dict(fit_params)
         groups = fit_params.pop("groups", None)
         candidates = list(ParameterGrid(self.param_grid))
+        if not candidates:  # nothing to score (GridSearchCV, too, refuses it, after an empty run)
+            raise ConfigError(f"param_grid {self.param_grid!r} holds no candidates; give a dict of parameter lists, "
+                              "or a list of such dicts")  # fmt: skip
         cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
         splits = list(cv.split(X, y, groups))
         self.scorer_, scoring, refit_metric = self._scorers()
@@ -415,17 +418,17 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
     def _check_arguments(self) -> None:
         """GridSearchCV's arguments, checked before anything trains."""
         if not (isinstance(self.refit, (bool, str)) or callable(self.refit)):
-            raise ValueError(f"refit must be True, False, a metric's name or a callable; got {self.refit!r}")
+            raise ConfigError(f"refit must be True, False, a metric's name or a callable; got {self.refit!r}")
         if not (isinstance(self.error_score, str) and self.error_score == "raise") and not isinstance(
             self.error_score, (int, float, np.number)
         ):
-            raise ValueError(f"error_score must be 'raise' or a number; got {self.error_score!r}")
+            raise ConfigError(f"error_score must be 'raise' or a number; got {self.error_score!r}")
         if self.n_jobs is not None and not (isinstance(self.n_jobs, numbers.Integral) and self.n_jobs != 0):
-            raise ValueError(f"n_jobs must be None or a non-zero integer; got {self.n_jobs!r}")
+            raise ConfigError(f"n_jobs must be None or a non-zero integer; got {self.n_jobs!r}")
         if not isinstance(self.pre_dispatch, (numbers.Integral, str)):
-            raise ValueError(f"pre_dispatch must be an integer or a string; got {self.pre_dispatch!r}")
+            raise ConfigError(f"pre_dispatch must be an integer or a string; got {self.pre_dispatch!r}")
         if not isinstance(self.verbose, numbers.Integral):
-            raise ValueError(f"verbose must be an integer; got {self.verbose!r}")
+            raise ConfigError(f"verbose must be an integer; got {self.verbose!r}")
 
     def _scorers(self) -> tuple[Any, Any, str]:
         """``(scorer_, scoring, refit_metric)`` as GridSearchCV makes them: one scorer, itself and "score"; or for
