@@ -44,7 +44,7 @@ class EarlyStopping:
         self.min_delta = check.non_negative_float(min_delta, "min_delta")
         self.monitor = monitor
         self.requires = (monitor,)  # fit checks that it records this before training starts
-        self.restore_best = bool(restore_best)
+        self.restore_best = check.boolean(restore_best, "restore_best")
         self.sign = 1.0 if monitor.endswith("loss") else -1.0  # minimize sign * value
         self.best: float | None = None
         self.best_epoch: int | None = None

@@ -76,6 +76,7 @@ def test_min_delta_and_accuracy_monitors():
         (dict(monitor="val_auc"), r"monitor 'val_auc' is not known"),
         (dict(patience=-1), r"patience must be an integer >= 0"),
         (dict(min_delta=float("nan")), r"min_delta must be a finite number >= 0"),
+        (dict(restore_best="no"), r"^restore_best must be True or False; got 'no'$"),  # was truthy: restored
     ],
 )
 def test_bad_settings_are_named(kwargs, pattern):

@@ -57,6 +57,24 @@ def test_builtin_datasets_are_seeded_and_balanced(name, classes):
         geometry(*data.make_dataset(name, 300, seed=seed))
 
 
+@pytest.mark.parametrize(
+    "make,pattern",
+    [
+        (lambda: data.make_moons(-1), r"^n_samples must be an integer >= 1; got -1$"),  # was NumPy's ValueError
+        (lambda: data.make_moons(1.5), r"^n_samples must be an integer >= 1; got 1.5$"),  # was a TypeError
+        (lambda: data.make_circles("100"), r"^n_samples must be an integer >= 1; got '100'$"),
+        (lambda: data.make_moons(10, noise=float("nan")), r"^noise must be a finite number >= 0; got nan$"),  # NaN X
+        (lambda: data.make_spirals(10, noise=-0.1), r"^noise must be a finite number >= 0; got -0.1$"),
+        (lambda: data.make_spirals(10, n_classes=0), r"^n_classes must be an integer >= 2; got 0$"),
+        (lambda: data.make_circles(10, factor=1.5), r"^factor must be in \[0, 1\); got 1.5$"),
+        (lambda: data.make_moons(10, seed=-1), r"^seed must be an integer >= 0; got -1$"),
+    ],
+)
+def test_builtin_dataset_arguments_are_checked(make, pattern):
+    with pytest.raises(gpunn.ConfigError, match=pattern):
+        make()
+
+
 def test_train_test_split_partitions_the_rows():
     X = np.arange(50, dtype=float).reshape(25, 2)
     y = np.arange(25)

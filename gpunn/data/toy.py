@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _validation as check
 from ..errors import InputError
 
 DATASETS = ("moons", "circles", "spirals")
@@ -13,7 +14,7 @@ DATASETS = ("moons", "circles", "spirals")
 
 def make_moons(n_samples: int = 1000, *, noise: float = 0.15, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Two interleaving half circles in 2-D with Gaussian noise: labels 0 and 1, half each."""
-    rng = np.random.default_rng(seed)
+    rng = _generator(n_samples, noise, seed)
     n_out = n_samples // 2
     n_in = n_samples - n_out
     t_out, t_in = np.linspace(0, np.pi, n_out), np.linspace(0, np.pi, n_in)
@@ -28,8 +29,10 @@ def make_moons(n_samples: int = 1000, *, noise: float = 0.15, seed: int = 0) -> 
 def make_circles(
     n_samples: int = 1000, *, noise: float = 0.08, factor: float = 0.5, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A small circle (label 1) inside a large one (label 0) in 2-D, with Gaussian noise."""
-    rng = np.random.default_rng(seed)
+    """A small circle (label 1) inside a large one (label 0) in 2-D, with Gaussian noise; ``factor`` in [0, 1) is
+    the small circle's radius."""
+    rng = _generator(n_samples, noise, seed)
+    factor = check.unit_interval(factor, "factor")
     n_out = n_samples // 2
     n_in = n_samples - n_out
     t_out = np.linspace(0, 2 * np.pi, n_out, endpoint=False)
@@ -47,7 +50,8 @@ def make_spirals(
     n_samples: int = 1500, *, n_classes: int = 3, noise: float = 0.2, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n_classes`` interleaved spiral arms in 2-D: a multi-class problem for a softmax output."""
-    rng = np.random.default_rng(seed)
+    rng = _generator(n_samples, noise, seed)
+    n_classes = check.integer(n_classes, "n_classes", 2)
     labels = np.arange(n_samples) % n_classes
     r = np.tile(np.linspace(0.05, 1.0, -(-n_samples // n_classes)), n_classes)[:n_samples]
     r = np.sort(r)
@@ -55,6 +59,14 @@ def make_spirals(
     X = np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1)
     order = rng.permutation(n_samples)
     return X[order], labels[order].astype(np.int64)
+
+
+def _generator(n_samples: Any, noise: Any, seed: Any) -> np.random.Generator:
+    """The toy datasets' checks (NumPy's own refusals, or a NaN noise that made every point NaN, came from
+    inside them) and their seeded generator."""
+    check.integer(n_samples, "n_samples", 1)
+    check.non_negative_float(noise, "noise")
+    return np.random.default_rng(check.integer(seed, "seed", 0))
 
 
 def make_dataset(name: str, n_samples: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
