@@ -167,7 +167,7 @@ def momentum(beta: float = 0.9, nesterov: bool = False) -> Optimizer:
 
 def adam(beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> Optimizer:
     """Adam (Kingma & Ba, 2015) with bias correction, as in PyTorch's torch.optim.Adam: ``beta1`` and ``beta2``
-    in [0, 1) (at 1 the bias correction divides by zero), ``eps`` >= 0."""
+    in [0, 1) (at 1 the bias correction divides by zero), ``eps`` > 0."""
     return Optimizer("adam", _adam_hyper(beta1, beta2, eps))
 
 
@@ -186,7 +186,7 @@ def _adam_hyper(beta1: Any, beta2: Any, eps: Any) -> dict[str, float]:
     return {
         "beta1": check.unit_interval(beta1, "beta1"),
         "beta2": check.unit_interval(beta2, "beta2"),
-        "eps": check.non_negative_float(eps, "eps"),
+        "eps": check.positive_float(eps, "eps"),  # > 0, as a checkpoint's eps must be (and scikit-learn's epsilon)
     }
 
 
@@ -200,9 +200,20 @@ def lbfgs(history: int = 10, tol: float = 1e-5, ftol: float = 2.220446049250313e
     from . import _validation as check
 
     hyper = {
-        "history": check.integer(history, "history", 1),
+        "history": _history(history),
         "tol": check.non_negative_float(tol, "tol"),
         "ftol": check.non_negative_float(ftol, "ftol"),
         "max_fun": check.integer(max_fun, "max_fun", 1),
     }
     return Optimizer("lbfgs", hyper)
+
+
+def _history(value: Any) -> int:
+    """L-BFGS's number of pairs: 1 to 1000, what a checkpoint holds (a longer history saved a file load refused)."""
+    from . import _validation as check
+    from .errors import ConfigError
+
+    history = check.integer(value, "history", 1)
+    if history > 1000:
+        raise ConfigError(f"history must be an integer from 1 to 1000; got {value!r}")
+    return history

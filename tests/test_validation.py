@@ -173,9 +173,12 @@ BAD_OPTIMIZER = [
     (lambda: gpunn.optim.adam(beta1=1.0), r"^beta1 must be in \[0, 1\); got 1.0$"),  # bias correction's 1 - 1**t
     (lambda: gpunn.optim.adam(beta2=-0.5), r"^beta2 must be in \[0, 1\); got -0.5$"),
     (lambda: gpunn.optim.adam(beta1=None), r"^beta1 must be a number in \[0, 1\); got None$"),
-    (lambda: gpunn.optim.adam(eps=-1e-8), r"^eps must be a finite number >= 0; got -1e-08$"),
+    (lambda: gpunn.optim.adam(eps=-1e-8), r"^eps must be a finite number > 0; got -1e-08$"),
+    # eps=0 and history=2000 trained, and saved a checkpoint that gpunn.load refused
+    (lambda: gpunn.optim.adam(eps=0), r"^eps must be a finite number > 0; got 0$"),
+    (lambda: gpunn.optim.lbfgs(history=2000), r"^history must be an integer from 1 to 1000; got 2000$"),
     (lambda: gpunn.optim.adamw(weight_decay=-0.1), r"^weight_decay must be a finite number >= 0; got -0.1$"),
-    (lambda: gpunn.optim.adamw(eps=float("inf")), r"^eps must be a finite number >= 0; got inf$"),
+    (lambda: gpunn.optim.adamw(eps=float("inf")), r"^eps must be a finite number > 0; got inf$"),
 ]
 
 
@@ -187,10 +190,14 @@ def test_optimizer_hyper_parameters_are_checked_where_the_optimizer_is_made(make
         make()
 
 
-def test_optimizer_edges_of_the_ranges_are_accepted():
+def test_optimizer_edges_of_the_ranges_are_accepted_and_saved_as_loadable(tmp_path):
     assert gpunn.optim.momentum(beta=1).hyper == {"beta": 1.0, "nesterov": False}  # scikit-learn's momentum=1
-    assert gpunn.optim.adam(beta1=0, beta2=0.0, eps=0).hyper == {"beta1": 0.0, "beta2": 0.0, "eps": 0.0}
-    assert gpunn.optim.adamw(weight_decay=0).hyper["weight_decay"] == 0.0
+    assert gpunn.optim.adam(beta1=0, beta2=0.0, eps=1e-300).hyper == {"beta1": 0.0, "beta2": 0.0, "eps": 1e-300}
+    for opt in (gpunn.optim.adamw(weight_decay=0, eps=1e-300), gpunn.optim.lbfgs(history=1000)):
+        m = gpunn.MLP([3, 4, 1], device="cpu")
+        m.fit(X, Y, epochs=1, verbose=0, optimizer=opt)
+        m.save(tmp_path / "m.safetensors")
+        assert gpunn.load(tmp_path / "m.safetensors", device="cpu").optimizer == opt
 
 
 def test_set_weights_that_are_not_pairs_are_clear_errors_and_keep_the_old_ones():
