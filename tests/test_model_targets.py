@@ -133,6 +133,13 @@ def test_labels_that_do_not_fit_the_output_layer_are_refused():
         gpunn.MLP([4, 8, 1], device="cpu").fit(X, np.full(len(X), "a"), **KW)
     with pytest.raises(gpunn.InputError, match=r"mixes labels of types int, str"):
         gpunn.MLP([4, 8, 1], device="cpu").fit(X, np.array(["a", 1] * 75, dtype=object), **KW)
+    # bytes labels trained, then save() failed with json's "Object of type bytes is not JSON serializable"
+    for labels in (np.array([b"no", b"yes"]), np.array([b"no", b"yes"], dtype=object)):
+        m = gpunn.MLP(hidden=[8], device="cpu")
+        with pytest.raises(gpunn.InputError, match=r"^y has dtype (\|S3|object); class labels must be numbers or "
+                           r"strings \(decode bytes with y.astype\(str\)\)$"):  # fmt: skip
+            m.fit(X, labels[index % 2], **KW)
+        assert m.sizes is None and m.classes is None and m.epoch == 0
 
 
 def test_a_fitted_classifier_trains_on_a_batch_of_one_class():

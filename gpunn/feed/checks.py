@@ -221,8 +221,10 @@ def learn_classes(spec: Spec, y: Any, name: str = "y") -> np.ndarray | None:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise InputError(f"{name} holds {a[i]} at row {i}; a class label must be a finite number or a string")
-    elif a.dtype.kind not in "biuUSO":
-        raise InputError(f"{name} has dtype {a.dtype}; class labels must be numbers or strings")
+    elif a.dtype.kind not in "biuUO" or (a.dtype.kind == "O" and any(isinstance(v, bytes) for v in a)):
+        # bytes (dtype S) trained, and the model could then not be saved: its classes go to the file as JSON text
+        raise InputError(f"{name} has dtype {a.dtype}; class labels must be numbers or strings (decode bytes "
+                         "with y.astype(str))")  # fmt: skip
     if a.dtype.kind == "O" and any(v is None or (isinstance(v, float) and v != v) for v in a):
         i = next(i for i, v in enumerate(a) if v is None or (isinstance(v, float) and v != v))
         raise InputError(f"{name} holds {a[i]!r} at row {i}; a missing label cannot be a class")
