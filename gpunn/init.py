@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .layers import HE_INIT
+from . import _backend
+from .errors import OutOfMemoryError
+from .layers import HE_INIT, n_params
 
 
 def init_params(
@@ -20,12 +22,28 @@ def init_params(
     then cast, so float32 and float64 models start from the same numbers up to rounding.
     """
     names = [activation] * (len(sizes) - 1) if isinstance(activation, str) else [*activation, activation[-1]]
+    need = n_params(sizes) * np.dtype(dtype).itemsize
+    # a typo such as 10**9 units: refused with the figure before the draw, rather than NumPy's MemoryError (or the
+    # kernel's OOM killer, where memory is overcommitted) from inside it; small networks skip reading /proc
+    free = _backend.host_memory_available() if need > 2**26 else None
+    if free is not None and need > free:
+        raise _too_large(sizes, need, free)
     params = []
-    for (fan_in, fan_out), name in zip(zip(sizes[:-1], sizes[1:]), names):
-        if name in HE_INIT:
-            w = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_out, fan_in))
-        else:
-            limit = np.sqrt(6.0 / (fan_in + fan_out))
-            w = rng.uniform(-limit, limit, size=(fan_out, fan_in))
-        params += [w.astype(dtype), np.zeros(fan_out, dtype=dtype)]
+    try:
+        for (fan_in, fan_out), name in zip(zip(sizes[:-1], sizes[1:]), names):
+            if name in HE_INIT:
+                w = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_out, fan_in))
+            else:
+                limit = np.sqrt(6.0 / (fan_in + fan_out))
+                w = rng.uniform(-limit, limit, size=(fan_out, fan_in))
+            params += [w.astype(dtype), np.zeros(fan_out, dtype=dtype)]
+    except MemoryError:
+        raise _too_large(sizes, need, _backend.host_memory_available()) from None
     return params
+
+
+def _too_large(sizes: list[int], need: int, free: int | None) -> OutOfMemoryError:
+    have = "" if free is None else f", and this machine has {free / 2**30:.2f} GiB available"
+    return OutOfMemoryError(
+        f"a network of sizes {sizes} needs {need / 2**30:.2f} GiB for its weights alone{have}: use smaller layers"
+    )

@@ -215,3 +215,15 @@ def test_saving_a_model_whose_widths_are_not_inferred_yet_is_not_fitted(tmp_path
     with pytest.raises(gpunn.NotFittedError, match=r"MLP\(hidden=\[4\]\) has no weights yet"):
         gpunn.MLP(hidden=[4], device="cpu").save(tmp_path / "m.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_layers_too_large_for_memory_are_refused_before_the_draw():
+    # was NumPy's MemoryError ("Unable to allocate 146. TiB") from inside the initial draw, for MLP and Ensemble
+    pattern = r"^a network of sizes \[3, 10000000000000, 1\] needs [0-9.]+ GiB for its weights alone.*: use smaller"
+    for make in (lambda: gpunn.MLP([3, 10**13, 1], device="cpu"), lambda: gpunn.Ensemble([3, 10**13, 1], 2)):
+        with pytest.raises(gpunn.OutOfMemoryError, match=pattern):
+            make()
+    m = gpunn.MLP(hidden=[10**13], device="cpu")
+    with pytest.raises(gpunn.OutOfMemoryError, match=pattern):
+        m.fit(X, Y, epochs=1, verbose=0)
+    assert m.sizes is None and m.classes is None and not m.fitted and m.epoch == 0
