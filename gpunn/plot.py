@@ -115,5 +115,20 @@ def decision_boundary(model: MLP, X: Any, y: Any, *, resolution: int = 200, titl
 
 def save(fig: Figure, path: str | os.PathLike[str]) -> None:
     """Write a figure to ``path`` (the format follows the extension) and release it."""
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    try:
+        check_path(path)
+        fig.savefig(path, dpi=110)
+    finally:
+        _pyplot().close(fig)
+
+
+def check_path(path: str | os.PathLike[str]) -> None:
+    """A ConfigError unless matplotlib writes ``path``'s extension (none: its default, PNG): checked before a
+    drawing or a training run, where matplotlib's own ValueError came after it."""
+    extension = os.path.splitext(os.fspath(path))[1][1:].lower()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if extension and extension not in formats:
+        raise ConfigError(f"{os.fspath(path)}: matplotlib cannot write .{extension} images; name the file with one "
+                          f"of {', '.join(sorted(formats))}")  # fmt: skip

@@ -134,3 +134,18 @@ def test_cli_plot_and_train_plot(tmp_path):
         assert ink > 0.03 and colours > 10
     r = gpunn_in_process.run("plot", "missing.json", cwd=tmp_path)
     assert r.returncode == 2 and "missing.json: cannot read history" in r.stderr
+
+
+def test_an_image_name_matplotlib_cannot_write_is_refused_before_drawing_or_training(trained, tmp_path):
+    # was matplotlib's ValueError as a traceback (exit 1), after the training run for gpunn train --plot
+    message = r"x.txt: matplotlib cannot write .txt images; name the file with one of .*png.*svg"
+    with pytest.raises(gpunn.ConfigError, match=message):
+        plot.save(plot.history(trained[0].history), tmp_path / "x.txt")
+    r = gpunn_in_process.run("train", "--epochs", "5", "--device", "cpu", "-q", "--save", "m.safetensors", "--plot",
+                             "x.txt", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "matplotlib cannot write .txt images" in r.stderr
+    assert not (tmp_path / "m.safetensors").exists()  # refused before training
+    trained[0].history.save(tmp_path / "h.json")
+    r = gpunn_in_process.run("plot", "h.json", "-o", "x.TXT", cwd=tmp_path)
+    assert r.returncode == 2 and "matplotlib cannot write .txt images" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.json"]

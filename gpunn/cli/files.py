@@ -33,6 +33,10 @@ def check_outputs(args: argparse.Namespace) -> None:
             raise InputError(f"{option} {path}: the folder {folder} cannot be written")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise ConfigError("--plot needs matplotlib: pip install 'gpunn[plot]'")
+    if args.plot:
+        from .. import plot
+
+        plot.check_path(args.plot)
 
 
 class _Outliving:
