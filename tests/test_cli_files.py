@@ -355,6 +355,12 @@ def test_resume_checks_the_stored_training_settings_as_flags(tmp_path, key, valu
         (["--layers", "64,,32"], "gpunn train: error: argument --layers: expected comma-separated integers"),
         (["--test-size", "1"], "argument --test-size: expected a fraction in [0, 1), got 1"),
         (["--validation-split", "0"], "argument --validation-split: expected a fraction in (0, 1), got 0"),
+        # was "cannot split 1 rows with test_size 0.5", the validation split worded as the test split
+        (
+            ["--samples", "10", "--test-size", "0.9", "--validation-split", "0.5"],
+            "gpunn: error: --validation-split 0.5 cannot split the 1 training rows left by --test-size 0.9: both parts",
+        ),
+        (["--samples", "2", "--test-size", "0.2"], "gpunn: error: --test-size 0.2 cannot split the 2 rows: both parts"),
         (["--samples", "100000000000"], "argument --samples: expected at most 10,000,000 rows"),
         (["--output", "bad"], "argument --output: invalid choice: 'bad'"),
         (["--epochs", "0"], "gpunn: error: --epochs 0 trains nothing"),

@@ -5,8 +5,10 @@ The test rows are held out first and touched once, after training; validation ro
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -107,18 +109,32 @@ def in_memory(s: dict[str, Any], table: bool = False) -> Plan:
     X_train, y_train = X, y
     in_place = isinstance(X, np.ndarray)  # a table's columns are split into copies
     if s["test_size"] > 0:  # in place, as fit(copy=False) scales X_train: a large CSV is held once, not three times
-        X_train, X_test, y_train, y_test = data.train_test_split(X, y, test_size=s["test_size"], seed=s["seed"],
-                                                                 copy=not in_place)  # fmt: skip
+        with _rows_for("--test-size", s["test_size"], len(X), "rows"):
+            X_train, X_test, y_train, y_test = data.train_test_split(X, y, test_size=s["test_size"], seed=s["seed"],
+                                                                     copy=not in_place)  # fmt: skip
         w = _split_weights(w, s["test_size"], s["seed"])  # the test rows are evaluated unweighted
         test = (X_test, y_test)
     validation = None
     fraction = validation_split(s)
     if fraction is not None:  # out of the training rows: the test rows stay unseen until the end
-        X_train, X_val, y_train, y_val = data.train_test_split(X_train, y_train, test_size=fraction, seed=s["seed"],
-                                                               copy=not in_place)  # fmt: skip
+        left = f"training rows left by --test-size {s['test_size']}" if s["test_size"] > 0 else "training rows"
+        with _rows_for("--validation-split", fraction, len(X_train), left):
+            X_train, X_val, y_train, y_val = data.train_test_split(X_train, y_train, test_size=fraction,
+                                                                   seed=s["seed"], copy=not in_place)  # fmt: skip
         w = _split_weights(w, fraction, s["seed"])
         validation = (X_val, y_val)
     return Plan((X_train, y_train), w, test, validation, target, source, names, X.shape[1])
+
+
+@contextlib.contextmanager
+def _rows_for(option: str, fraction: float, n: int, rows: str) -> Iterator[None]:
+    """A split with too few rows named by the option that asked for it (the split itself words it as test_size,
+    which a validation split is not)."""
+    try:
+        yield
+    except InputError:
+        raise InputError(f"{option} {fraction} cannot split the {n} {rows}: both parts need at least one row (use "
+                         "more rows or a fraction that leaves one on each side)") from None  # fmt: skip
 
 
 def streamed(s: dict[str, Any]) -> Plan:
