@@ -44,6 +44,13 @@ class History:
         """Number of epochs recorded."""
         return len(self.loss)
 
+    def __repr__(self) -> str:
+        """The epoch count and the last epoch's values: the dataclass's own repr printed every list in full (a
+        1000-epoch fit with validation, some 100,000 characters for ``print(history)``)."""
+        recorded = [(key, values) for key in self.__dataclass_fields__ if (values := getattr(self, key))]
+        last = ", ".join(f"{key}={values[-1]:.6g}" for key, values in recorded)
+        return f"History(epochs={self.epochs}{'; last: ' + last if last else ''})"
+
     def append(self, record: dict[str, float]) -> None:
         """Add one epoch; ``record`` maps field names to that epoch's values."""
         for key, value in record.items():

@@ -80,6 +80,16 @@ def test_history_records_every_epoch_and_validation():
     assert h.val_loss[-1] == pytest.approx(m.evaluate(X[:20], y[:20])["loss"], rel=1e-6)
 
 
+def test_a_history_prints_its_epoch_count_and_last_values_not_every_list():
+    # print(history) of the README's 1000-epoch fit was some 100,000 characters of lists
+    X, y = _problem()
+    h = gpunn.MLP([4, 8, 1], device="cpu").fit(X, y, epochs=300, validation_data=(X[:20], y[:20]), verbose=0)
+    expected = (f"History(epochs=300; last: loss={h.loss[-1]:.6g}, accuracy={h.accuracy[-1]:.6g}, "
+                f"val_loss={h.val_loss[-1]:.6g}, val_accuracy={h.val_accuracy[-1]:.6g}, lr=0.1)")  # fmt: skip
+    assert repr(h) == str(h) == expected and len(h.loss) == 300
+    assert repr(gpunn.History()) == "History(epochs=0)"
+
+
 def test_gradient_descent_step_is_w_minus_lr_dw():
     X, y = _problem()
     m = gpunn.MLP([4, 8, 1], device="cpu", dtype="float64")
