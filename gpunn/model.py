@@ -293,7 +293,7 @@ class MLP(Network):
         epochs, lr, batch_size, optimizer, weight_decay = (chosen[k] for k in given)
         s = settings.fit_settings(
             None, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay, l2=l2,
-            clip_norm=clip_norm, verbose=verbose, shuffle=shuffle, diverge_factor=diverge_factor,
+            clip_norm=clip_norm, verbose=verbose, shuffle=shuffle, diverge_factor=diverge_factor, comm=comm,
         )  # fmt: skip
         callbacks = settings.callables(callbacks)
         lbfgs.check(s, [self.dropout], comm, isinstance(X, Dataset))

@@ -41,9 +41,10 @@ class FitSettings:
 
 def fit_settings(
     members: int | None, *, epochs: Any, lr: Any, batch_size: Any, optimizer: Any, weight_decay: Any, l2: Any,
-    clip_norm: Any, verbose: Any, shuffle: Any, diverge_factor: Any,
+    clip_norm: Any, verbose: Any, shuffle: Any, diverge_factor: Any, comm: Any = None,
 ) -> FitSettings:  # fmt: skip
     """Every setting of a fit checked; ``members`` is K for an ensemble (lists of K values allowed) or None."""
+    communicator(comm)
     epochs = check.integer(epochs, "epochs", 0)
     rates = per_member(lr, members, "lr", rate)
     batch_size = None if batch_size is None else check.integer(batch_size, "batch_size", 1)
@@ -59,6 +60,13 @@ def fit_settings(
     shuffle = check.boolean(shuffle, "shuffle")
     return FitSettings(epochs, tuple(rates), batch_size, opts, tuple(l2s), clip_norm, verbose, shuffle,
                        diverge_factor)  # fmt: skip
+
+
+def communicator(comm: Any) -> None:
+    """``comm`` is None or a :class:`gpunn.distributed.Communicator` (known by its methods: this floor sits below
+    that module), else a ConfigError: comm=3 was an AttributeError from the first collective."""
+    if comm is not None and not callable(getattr(comm, "check_agreement", None)):
+        raise ConfigError(f"comm must be a gpunn.distributed.Communicator (or None); got {type(comm).__name__}")
 
 
 def per_member(value: Any, k: int | None, name: str, convert: Callable[[Any, str], Any]) -> list[Any]:

@@ -121,6 +121,7 @@ def test_without_refit_there_is_no_best_estimator():
         (dict(pre_dispatch=1.5), gpunn.ConfigError, "pre_dispatch must be an integer or a string"),
         # a list of no grids: was a ZeroDivisionError from the mean over no candidates
         (dict(param_grid=[]), gpunn.ConfigError, r"^param_grid \[\] holds no candidates; give a dict of parameter"),
+        (dict(comm=3), gpunn.ConfigError, r"^comm must be a gpunn.distributed.Communicator \(or None\); got int$"),
     ],
 )
 def test_bad_arguments_name_the_problem(kwargs, error, match):

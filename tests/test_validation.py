@@ -53,6 +53,14 @@ BAD_FIT = [
     ("l2 negative", dict(l2=-1.0), gpunn.ConfigError, r"^l2 must be a finite number >= 0; got -1.0$"),
     ("l2 nan", dict(l2=float("nan")), gpunn.ConfigError, r"^l2 must be a finite number >= 0; got nan$"),
     ("shuffle a string", dict(shuffle="no"), gpunn.ConfigError, r"^shuffle must be True or False; got 'no'$"),
+    # was an AttributeError ('int' object has no attribute 'check_agreement') from inside fit
+    (
+        "comm not a communicator",
+        dict(comm=3),
+        gpunn.ConfigError,
+        r"^comm must be a gpunn.distributed.Communicator \(or "
+        r"None\); got int$",
+    ),
 ]
 
 
@@ -227,3 +235,14 @@ def test_layers_too_large_for_memory_are_refused_before_the_draw():
     with pytest.raises(gpunn.OutOfMemoryError, match=pattern):
         m.fit(X, Y, epochs=1, verbose=0)
     assert m.sizes is None and m.classes is None and not m.fitted and m.epoch == 0
+
+
+def test_an_ensemble_refuses_a_comm_that_is_not_a_communicator_before_anything_changes():
+    ens = gpunn.Ensemble([3, 4, 1], members=2, device="cpu")
+    before = np.array(ens.params)
+    with pytest.raises(
+        gpunn.ConfigError, match=r"^comm must be a gpunn.distributed.Communicator \(or None\); got str$"
+    ):
+        ens.fit(X, Y, epochs=1, verbose=0, comm="mpi")
+    np.testing.assert_array_equal(before, np.array(ens.params))
+    assert [m.epoch for m in ens.members] == [0, 0]

@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .. import _backend, distributed
+from .. import _backend, distributed, settings
 from ..errors import ConfigError, DivergenceError, GpunnError
 from ..history import History
 from . import _loop
@@ -40,6 +40,7 @@ def check(comm: Any, parallel: Any, k: int, on_epoch: Any) -> bool:
     """Check ``parallel=`` and, with ``comm``, that every rank splits the same K members the same way, in one
     ``allgather`` before anything changes; every rank raises the same one-line ConfigError if not. Returns whether
     the members are to be gathered after every epoch (some rank passed ``on_epoch``)."""
+    settings.communicator(comm)
     problem = None
     if not (isinstance(parallel, str) and parallel in PARALLEL):
         problem = (f"parallel={parallel!r}: give 'rows' (every rank trains every member on its shard of each batch) "

@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
 from scipy.stats import rankdata
 
-from .. import _backend, distributed
+from .. import _backend, distributed, settings
 from ..ensemble import Ensemble
 from ..errors import ConfigError, DivergenceError, InputTypeError, NonFiniteError
 from . import _lbfgs
@@ -427,6 +427,7 @@ class MLPSearchCV(MetaEstimatorMixin, BaseEstimator):
             raise ConfigError(f"n_jobs must be None or a non-zero integer; got {self.n_jobs!r}")
         if not isinstance(self.pre_dispatch, (numbers.Integral, str)):
             raise ConfigError(f"pre_dispatch must be an integer or a string; got {self.pre_dispatch!r}")
+        settings.communicator(self.comm)
         if not isinstance(self.verbose, numbers.Integral):
             raise ConfigError(f"verbose must be an integer; got {self.verbose!r}")
 
