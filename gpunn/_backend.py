@@ -471,6 +471,14 @@ def on_host(fn: Any, a: Any, xp: Any, device: Any) -> Any:
     return fn(xp, a)
 
 
+def finite_rows(a: Any, xp: Any) -> np.ndarray:
+    """Whether every value of each row of ``a`` (K, P) is finite ((), for a 1-D ``a``), read back to the host: K
+    booleans, or ``a`` itself where an eager reduction would compile a program for its shape (JAX)."""
+    if compiles_eagerly(xp):
+        return np.isfinite(to_numpy(a)).all(axis=-1)
+    return to_numpy(xp.all(xp.isfinite(a), axis=-1))
+
+
 def stack(arrays: list[Any], xp: Any, device: Any) -> Any:
     """``xp.stack(arrays)``; on JAX stacked on the host and moved in one transfer instead, where an eager
     ``stack`` (and the conversions around it) compiles a program for each new shape."""

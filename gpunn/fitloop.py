@@ -54,6 +54,7 @@ def run(model: Any, data: Any, val: Any, runner: train.Runner, s: FitSettings, v
                 state = model.training_state()  # a callback may have changed the weights (EarlyStopping's best)
             if queued:
                 _commit_all(model, queued, data, val, runner, comm, guard, reporter, callbacks)
+            _check_last_update(model)
             model.stopped_by = runner.reason if isinstance(runner, lbfgs.Runner) else None
         programs, seconds = runner.compiles()
         if programs and verbose >= 2:  # a recompilation, where a user looks at every epoch
@@ -86,6 +87,15 @@ def _commit_all(model, queued, data, val, runner, comm, guard, reporter, callbac
         if [callback(model, record) for callback in callbacks].count(False):
             return True
     return False
+
+
+def _check_last_update(model: Any) -> None:
+    """The fit's last update, which no later loss measures (an epoch's loss is computed on the weights the one
+    before it left): weights that are not finite fail that epoch, the model back at its start."""
+    if model.epoch and not _backend.finite_rows(model.params, model.xp):
+        error = train.overflowed(model.epoch - 1)
+        model.step_back(error)
+        raise error
 
 
 def _keep_queued(model, queued, data, val, runner, comm, guard, reporter) -> None:

@@ -541,6 +541,14 @@ def non_finite(epoch: int, batch_losses: np.ndarray, loss: float, batches: int |
     )
 
 
+def overflowed(epoch: int) -> NonFiniteError:
+    """The error of an epoch whose loss was finite but whose final update left weights that are not finite."""
+    return NonFiniteError(
+        f"training diverged in epoch {epoch + 1}: its last weight update left weights that are not finite. The "
+        "model keeps the weights of the last finite epoch; try a smaller lr, clip_norm=, or standardized features"
+    )
+
+
 def learns(schedule: Any) -> bool:
     """True for a schedule whose next rate depends on the last epoch's record (plateau)."""
     return schedule.name == "plateau"

@@ -364,6 +364,31 @@ def test_a_diverging_member_stops_where_a_lone_mlp_stops_and_the_others_train_on
     assert ens.members[1].epoch == ens.members[1].history.epochs and ens.members[0].epoch == 32
 
 
+@pytest.mark.parametrize("namespace", ["numpy", "jax"])
+def test_a_member_whose_last_update_overflows_is_set_aside_where_a_lone_mlp_stops(namespace):
+    """No loss measures a fit's last update: member 1's only epoch at lr=1e308 (targets of 1e3) leaves weights that
+    are not finite; it is set aside at its initial weights, as the lone MLP's fit raises NonFiniteError and keeps
+    them, and the others end where they would alone."""
+    place = {"numpy": lambda: dict(device="cpu"), "jax": lambda: dict(xp=pytest.importorskip("jax.numpy"))}
+    kw = dict(output="identity", dtype="float64", **place[namespace]())
+    X, y = _data("identity")
+    y = 1e3 * y
+    rates = [0.01, 1e308, 0.02]
+    ens = gpunn.Ensemble(_sizes("identity"), 3, seed=SEEDS, **kw)
+    with pytest.warns(RuntimeWarning, match="ensemble member 1: training diverged in epoch 1: its last weight upd"):
+        ens.fit(X, y, epochs=1, verbose=0, lr=rates)
+    assert ens.diverged[0] is None and ens.diverged[2] is None and ens.diverged[1] is not None
+    for k in range(3):
+        lone = gpunn.MLP(_sizes("identity"), seed=SEEDS[k], **kw)
+        if k == 1:
+            with pytest.raises(gpunn.NonFiniteError, match="its last weight update"):
+                lone.fit(X, y, epochs=1, verbose=0, lr=rates[k])
+            assert lone.epoch == 0
+        else:
+            lone.fit(X, y, epochs=1, verbose=0, lr=rates[k])
+        assert_member_is_lone(ens.members[k], lone, ens.members[k].history, lone.history)
+
+
 def test_the_example_of_a_member_poisoning_the_mean_now_warns_and_keeps_the_mean_finite():
     X, y = _data("identity", n=200)
     ens = gpunn.Ensemble([3, 16, 16, 2], members=2, seed=[1, 1], output="identity", device="cpu")

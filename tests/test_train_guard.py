@@ -55,6 +55,33 @@ def test_a_finite_explosion_stops_with_the_good_weights_kept():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("namespace", ["numpy", "jax"])
+def test_an_update_that_overflows_in_the_last_epoch_fails_that_epoch(namespace):
+    """An epoch's loss is computed on the weights the epoch before it left, so no loss measures a fit's last
+    update: with a rate of 1e306 (inf in float32) in its third and last epoch, fit returned normally with weights
+    that are not finite, and the next fit, failing at once, kept them. Now that epoch fails as a NaN loss fails
+    the one after it: NonFiniteError, the model where two epochs at lr 0.1 leave it (weights, optimizer state,
+    History), and it trains on from there as that model does."""
+    kw = {"numpy": dict(device="cpu"), "jax": dict(xp=pytest.importorskip("jax.numpy"))}[namespace]
+    X, y = _iris()
+    m = gpunn.MLP([4, 8, 3], output="softmax", **kw)
+    rate = gpunn.schedules.step(0.1, every=2, gamma=1e307)  # 0.1, 0.1, then 1e306
+    with pytest.raises(gpunn.NonFiniteError, match="epoch 3: its last weight update left weights that are not"):
+        m.fit(X, y, epochs=3, lr=rate, optimizer="momentum", verbose=0)
+    ref = gpunn.MLP([4, 8, 3], output="softmax", **kw)
+    ref.fit(X, y, epochs=2, lr=0.1, optimizer="momentum", verbose=0)
+    assert m.epoch == 2 and m.history.to_dict() == ref.history.to_dict()
+    for a, b in zip(_host(m), _host(ref)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(
+        np.asarray(m.optimizer_state["velocity"]), np.asarray(ref.optimizer_state["velocity"])
+    )
+    m.fit(X, y, epochs=2, lr=0.1, verbose=0)
+    ref.fit(X, y, epochs=2, lr=0.1, verbose=0)
+    for a, b in zip(_host(m), _host(ref)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_the_check_turns_off():
     X, y = _iris()
     m = _good_iris_model()

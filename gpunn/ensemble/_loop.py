@@ -462,14 +462,10 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.F
                     raise
                 if failed:
                     pending = []  # the block's later epochs ran with the failed members: they run again without them
-                    _hand_over(ens, params, state, steps, range(k))
-                    _set_aside(ens, failed, before, previous)
-                    params, state, steps = stack(ens, runner.compiled)
+                    params, state, steps = _fail(ens, failed, before, previous, params, state, steps, runner.compiled)
                     for i in failed:
                         active[i], records[i] = False, {}
-                    if all(d is not None for d in ens.diverged):
-                        raise DivergenceError("every member of the ensemble diverged; " + "; ".join(
-                            d for d in ens.diverged[:3] if d is not None) + ("; ..." if k > 3 else ""))  # fmt: skip
+                    _every_member_failed(ens)
                 if ran and reporter.verbose:  # (the mean of 64 records costs a tenth of a small step)
                     reporter.epoch(max(members[i].epoch for i in ran), _mean_record([records[i] for i in ran]))
                 if not any_callbacks:
@@ -487,6 +483,15 @@ def _run(ens: Ensemble, plan: Plan, val: Any, hyper: StackedHyper, s: settings.F
                 handed = [i for i in range(k) if i not in ran]
                 if on_epoch is not None:  # every member now holds its state after the epoch
                     on_epoch(ens, records)
+            # The last epoch's final update, which no later loss measures (an epoch's loss is computed on the
+            # weights the one before it left): a member left with weights that are not finite fails that epoch.
+            finite = _backend.finite_rows(_now(params, state)[0], xp)
+            failed = {i: train.overflowed(members[i].epoch - 1) for i in range(k)
+                      if previous[i] is not None and ens.diverged[i] is None and not finite[i]}  # fmt: skip
+            if failed:
+                now = (params, state, steps, [m.rng.bit_generator.state for m in members])
+                params, state, steps = _fail(ens, failed, now, previous, params, state, steps, runner.compiled)
+                _every_member_failed(ens)
     finally:
         reporter.close()
         _hand_over(ens, params, state, steps, handed if any_callbacks else list(range(k)))
@@ -501,6 +506,21 @@ def _block_size(runner: Any, plan: Plan, val: Any, verbose: int, any_callbacks: 
             and not any(train.learns(m.schedule) for m in members)):  # fmt: skip
         return 0
     return BLOCK
+
+
+def _fail(ens: Ensemble, failed: dict[int, Exception], before: tuple, previous: list[Any], params: Any, state: Any,
+          steps: list[int], compiled: bool) -> tuple[Any, Any, list[int]]:  # fmt: skip
+    """Members ``failed`` set aside (:func:`_set_aside`) from ``before``, the state at the start of the epoch that
+    failed; the stacked buffers made again from every member's state."""
+    _hand_over(ens, params, state, steps, range(len(ens.members)))
+    _set_aside(ens, failed, before, previous)
+    return stack(ens, compiled)
+
+
+def _every_member_failed(ens: Ensemble) -> None:
+    if all(d is not None for d in ens.diverged):
+        raise DivergenceError("every member of the ensemble diverged; " + "; ".join(
+            d for d in ens.diverged[:3] if d is not None) + ("; ..." if len(ens.diverged) > 3 else ""))  # fmt: skip
 
 
 def _set_aside(ens: Ensemble, failed: dict[int, Exception], before: tuple, previous: list[Any]) -> None:
