@@ -211,8 +211,11 @@ def test_full_batch_shares_x_between_members(monkeypatch):
 @pytest.mark.parametrize("output", ["sigmoid", "softmax", "identity"])
 def test_predictions_are_the_members_mean(backend, output):
     X, y = _data(output)
-    ens = gpunn.Ensemble(_sizes(output), 4, seed=2, output=output, **_kwargs(backend, compiled=True))  # JAX's default
+    # trained on NumPy and moved (compile="auto": on JAX its predictions compiled, JAX's default): the predictions
+    # are under test, and a fit on JAX compiled its training for each output (training: the tests above)
+    ens = gpunn.Ensemble(_sizes(output), 4, seed=2, output=output, device="cpu", dtype="float64")
     ens.fit(X, y, epochs=3, verbose=0)
+    ens.to(backend.device, backend.xp)
     alone = [m.predict(X) if output == "identity" else m.predict_proba(X) for m in ens.members]
     each = np.stack([_host(a) for a in alone])  # the oracle: every member alone
     stacked = _host(ens.predict_proba(X, members=True))
