@@ -390,8 +390,10 @@ def test_prediction_in_blocks_equals_one_pass(backend, monkeypatch):
     X, y = _problem(n=103)
     X = X * [1.0, 5.0, 0.2, 3.0, 1.0] + 2.0
     dtype = "float32" if backend.gpu else "float64"
-    m = gpunn.MLP([5, 7, 3], output="softmax", standardize=True, seed=3, dtype=dtype, **backend.kwargs())
+    # trained on NumPy and moved: the predictions are under test (a fit on JAX compiled its training too)
+    m = gpunn.MLP([5, 7, 3], output="softmax", standardize=True, seed=3, dtype=dtype, device="cpu")
     m.fit(X, (X[:, 0] > 2).astype(int) + (X[:, 1] > 2), epochs=3, verbose=0)
+    m.to(backend.device, backend.xp)
     Xd = _backend.from_numpy(X, m.xp, m.device)
     y = (X[:, 2] > 2).astype(int)
     whole = [_backend.to_numpy(f(v)) for f in (m.predict_proba, m.predict) for v in (X, Xd)]

@@ -39,24 +39,24 @@ TRAIN = textwrap.dedent(
     import gpunn
     from gpunn.distributed import Communicator
 
-    comm = Communicator()
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(103, 4))
-    y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
-    for i, cfg in enumerate(json.loads(sys.argv[1])):  # one job, its ranks started (and JAX imported) once
-        where = {"device": "cpu"}
-        if cfg["xp"] == "jax":  # the compiled step, its two halves around the allreduce
-            import jax
-            jax.config.update("jax_enable_x64", True)
-            where = {"xp": jax.numpy, "device": "cpu", "compile": True}
-        weight = 0.5 + np.arange(103) % 3 if cfg["weighted"] else None
-        m = gpunn.MLP([4, 8, 8, 1], dtype="float64", seed=3, dropout=cfg["dropout"], **where)
-        m.fit(X, y, epochs=4, lr=cfg["lr"], batch_size=cfg["batch_size"], optimizer=cfg["optimizer"],
-              validation_data=(X[:20], y[:20]), verbose=0, comm=comm, sample_weight=weight)
-        if comm.rank == 0:
-            np.savez(f"{sys.argv[2]}.{i}.npz", *[np.asarray(a) for pair in m.weights for a in pair])
-            with open(f"{sys.argv[2]}.{i}.json", "w") as f:
-                json.dump(m.history.to_dict(), f)
+    def fit_mlps(comm, cases, prefix):
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(103, 4))
+        y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
+        for i, cfg in enumerate(cases):  # one job, its ranks started (and JAX imported) once
+            where = {"device": "cpu"}
+            if cfg["xp"] == "jax":  # the compiled step, its two halves around the allreduce
+                import jax
+                jax.config.update("jax_enable_x64", True)
+                where = {"xp": jax.numpy, "device": "cpu", "compile": True}
+            weight = 0.5 + np.arange(103) % 3 if cfg["weighted"] else None
+            m = gpunn.MLP([4, 8, 8, 1], dtype="float64", seed=3, dropout=cfg["dropout"], **where)
+            m.fit(X, y, epochs=4, lr=cfg["lr"], batch_size=cfg["batch_size"], optimizer=cfg["optimizer"],
+                  validation_data=(X[:20], y[:20]), verbose=0, comm=comm, sample_weight=weight)
+            if comm.rank == 0:
+                np.savez(f"{prefix}.{i}.npz", *[np.asarray(a) for pair in m.weights for a in pair])
+                with open(f"{prefix}.{i}.json", "w") as f:
+                    json.dump(m.history.to_dict(), f)
     """
 )
 
@@ -78,20 +78,15 @@ TRAIN_CASES = {  # (optimizer, batch_size, lr, xp, dropout, weighted)
 }
 
 
-@pytest.mark.parametrize("xp", ["numpy", "jax"], ids=["numpy", "jax-compiled"])
-def test_two_ranks_equal_one_process(tmp_path, xp):
-    """Each rank draws its rows' part of the global dropout mask and divides by the global batch's weight
-    total, so two ranks give the one-process weights. Each namespace's cases run in one job (on JAX each rank
-    pays JAX's import once, not once a case)."""
-    if xp == "jax":
-        pytest.importorskip("jax")
+def _mlp_cases(xp: str) -> dict:
     keys = ("optimizer", "batch_size", "lr", "xp", "dropout", "weighted")
-    cases = {name: dict(zip(keys, case)) for name, case in TRAIN_CASES.items() if case[3] == xp}
-    script = tmp_path / "train.py"
-    script.write_text(TRAIN)
-    r = _run(2, str(script), json.dumps(list(cases.values())), str(tmp_path / "w"), cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    return {name: dict(zip(keys, case)) for name, case in TRAIN_CASES.items() if case[3] == xp}
 
+
+def _two_ranks_equal_one_process(cases: dict, tmp_path) -> None:
+    """Each rank draws its rows' part of the global dropout mask and divides by the global batch's weight
+    total, so two ranks give the one-process weights (the job: test_two_ranks_equal_one_process_mlps_and_ensembles
+    below)."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(103, 4))
     y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
@@ -641,28 +636,28 @@ ENSEMBLE = textwrap.dedent(
     from gpunn.callbacks import EarlyStopping
     from gpunn.distributed import Communicator
 
-    comm = Communicator()
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(103, 4))
-    y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
-    for i, cfg in enumerate(json.loads(sys.argv[1])):  # one job, its ranks started (and JAX imported) once
-        rows = None if cfg["rows"] is None else [np.asarray(r) for r in cfg["rows"]]
-        weight = None if cfg["weight"] is None else np.asarray(cfg["weight"])
-        callbacks = [EarlyStopping("val_loss", patience=cfg["patience"])] if cfg["patience"] is not None else None
-        where = {"device": "cpu"}
-        if cfg["xp"] == "jax":  # the compiled stacked step, its two halves around the allreduce
-            import jax
-            jax.config.update("jax_enable_x64", True)
-            where = {"xp": jax.numpy, "device": "cpu", "compile": True}
-        ens = gpunn.Ensemble([4, 6, 5, 1], members=3, seed=[3, 9, 4], dropout=cfg["dropout"], dtype="float64",
-                             **where)
-        ens.fit(X, y, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"], shuffle=cfg["shuffle"],
-                optimizer=cfg["optimizer"], validation_data=(X[:20], y[:20]), rows=rows, sample_weight=weight,
-                callbacks=callbacks, verbose=0, comm=comm)
-        if comm.rank == 0:
-            np.save(f"{sys.argv[2]}.{i}.npy", np.asarray(ens.params))
-            with open(f"{sys.argv[2]}.{i}.json", "w") as f:
-                json.dump([h.to_dict() for h in ens.histories], f)
+    def fit_ensembles(comm, cases, prefix):
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(103, 4))
+        y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
+        for i, cfg in enumerate(cases):  # one job, its ranks started (and JAX imported) once
+            rows = None if cfg["rows"] is None else [np.asarray(r) for r in cfg["rows"]]
+            weight = None if cfg["weight"] is None else np.asarray(cfg["weight"])
+            callbacks = [EarlyStopping("val_loss", patience=cfg["patience"])] if cfg["patience"] is not None else None
+            where = {"device": "cpu"}
+            if cfg["xp"] == "jax":  # the compiled stacked step, its two halves around the allreduce
+                import jax
+                jax.config.update("jax_enable_x64", True)
+                where = {"xp": jax.numpy, "device": "cpu", "compile": True}
+            ens = gpunn.Ensemble([4, 6, 5, 1], members=3, seed=[3, 9, 4], dropout=cfg["dropout"], dtype="float64",
+                                 **where)
+            ens.fit(X, y, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"], shuffle=cfg["shuffle"],
+                    optimizer=cfg["optimizer"], validation_data=(X[:20], y[:20]), rows=rows, sample_weight=weight,
+                    callbacks=callbacks, verbose=0, comm=comm)
+            if comm.rank == 0:
+                np.save(f"{prefix}.{i}.npy", np.asarray(ens.params))
+                with open(f"{prefix}.{i}.json", "w") as f:
+                    json.dump([h.to_dict() for h in ens.histories], f)
     """
 )
 
@@ -698,24 +693,45 @@ ENSEMBLE_CASES = {
 }  # fmt: skip
 
 
+JOB = textwrap.dedent(  # after TRAIN's and ENSEMBLE's functions
+    """
+    comm = Communicator()
+    mlps, ensembles = json.loads(sys.argv[1])
+    fit_mlps(comm, mlps, sys.argv[2])
+    fit_ensembles(comm, ensembles, sys.argv[3])
+    """
+)
+
+
 @pytest.mark.parametrize("xp", ["numpy", "jax"], ids=["numpy", "jax-compiled"])
-def test_two_ranks_train_each_ensemble_member_as_a_lone_mlp_in_one_process(tmp_path, xp):
-    """Ensemble.fit(comm=) with dropout (each rank draws its shard's rows of every member's global mask table)
-    and with rows= (each rank takes the same columns of every member's padded batch, the update using each
-    member's global rows and weight totals): each member of the 2-rank ensemble equals a lone MLP fitted alone
-    in one process with that member's seed, dropout, rows, weights and rate. Each namespace's cases run in one
-    job (on JAX each rank pays JAX's import once, not once a case)."""
+def test_two_ranks_equal_one_process_mlps_and_ensembles(tmp_path, xp):
+    """Lone MLPs and ensembles trained by two ranks equal one process's (_two_ranks_equal_one_process above and
+    _two_ranks_train_each_ensemble_member_as_a_lone_mlp_in_one_process below). Each namespace's cases run in one
+    job (on JAX each rank pays JAX's import once, not once a case or once a model kind)."""
     if xp == "jax":
         pytest.importorskip("jax")
+    mlps, ensembles = _mlp_cases(xp), _ensemble_cases(xp)
+    script = tmp_path / "job.py"
+    script.write_text(TRAIN + ENSEMBLE + JOB)
+    cases = json.dumps([list(mlps.values()), list(ensembles.values())])
+    r = _run(2, str(script), cases, str(tmp_path / "w"), str(tmp_path / "p"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    _two_ranks_equal_one_process(mlps, tmp_path)
+    _two_ranks_train_each_ensemble_member_as_a_lone_mlp_in_one_process(ensembles, tmp_path)
+
+
+def _ensemble_cases(xp: str) -> dict:
     defaults = {"rows": None, "weight": None, "dropout": 0.0, "shuffle": True, "patience": None, "epochs": 3,
                 "xp": "numpy"}  # fmt: skip
     cases = {name: {**defaults, **case} for name, case in ENSEMBLE_CASES.items()}
-    cases = {name: cfg for name, cfg in cases.items() if cfg["xp"] == xp}
-    script = tmp_path / "ensemble.py"
-    script.write_text(ENSEMBLE)
-    r = _run(2, str(script), json.dumps(list(cases.values())), str(tmp_path / "p"), cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    return {name: cfg for name, cfg in cases.items() if cfg["xp"] == xp}
 
+
+def _two_ranks_train_each_ensemble_member_as_a_lone_mlp_in_one_process(cases: dict, tmp_path) -> None:
+    """Ensemble.fit(comm=) with dropout (each rank draws its shard's rows of every member's global mask table)
+    and with rows= (each rank takes the same columns of every member's padded batch, the update using each
+    member's global rows and weight totals): each member of the 2-rank ensemble equals a lone MLP fitted alone
+    in one process with that member's seed, dropout, rows, weights and rate."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(103, 4))
     y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)

@@ -211,8 +211,11 @@ def test_full_batch_shares_x_between_members(monkeypatch):
 @pytest.mark.parametrize("output", ["sigmoid", "softmax", "identity"])
 def test_predictions_are_the_members_mean(backend, output):
     X, y = _data(output)
-    ens = gpunn.Ensemble(_sizes(output), 4, seed=2, output=output, **_kwargs(backend, compiled=True))  # JAX's default
+    # trained on NumPy and moved (compile="auto": on JAX its predictions compiled, JAX's default): the predictions
+    # are under test, and a fit on JAX compiled its training for each output (training: the tests above)
+    ens = gpunn.Ensemble(_sizes(output), 4, seed=2, output=output, device="cpu", dtype="float64")
     ens.fit(X, y, epochs=3, verbose=0)
+    ens.to(backend.device, backend.xp)
     alone = [m.predict(X) if output == "identity" else m.predict_proba(X) for m in ens.members]
     each = np.stack([_host(a) for a in alone])  # the oracle: every member alone
     stacked = _host(ens.predict_proba(X, members=True))
@@ -593,22 +596,23 @@ import gpunn
 from gpunn.distributed import Communicator
 
 comm = Communicator()
-cfg = json.loads(sys.argv[1])
 rng = np.random.default_rng(0)
 X = rng.normal(size=(103, 4))
 y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
-weight = None
-if cfg["weighted"] == "shared":
-    weight = 0.5 + np.arange(103) % 3
-elif cfg["weighted"] == "per-member":
-    weight = np.random.default_rng(1).uniform(0.2, 2.0, size=(3, 103))
-ens = gpunn.Ensemble([4, 8, 8, 1], members=3, seed=[3, 9, 4], dtype="float64", device="cpu")
-ens.fit(X, y, epochs=4, lr=[0.1, 0.05, 0.2], l2=cfg["l2"], batch_size=cfg["batch_size"],
-        optimizer=cfg["optimizer"], validation_data=(X[:20], y[:20]), sample_weight=weight, verbose=0, comm=comm)
-if comm.rank == 0:
-    np.save(sys.argv[2], np.asarray(ens.params))
-    with open(sys.argv[2] + ".json", "w") as f:
-        json.dump([h.to_dict() for h in ens.histories], f)
+for i, cfg in enumerate(json.loads(sys.argv[1])):  # one job, its ranks started once
+    weight = None
+    if cfg["weighted"] == "shared":
+        weight = 0.5 + np.arange(103) % 3
+    elif cfg["weighted"] == "per-member":
+        weight = np.random.default_rng(1).uniform(0.2, 2.0, size=(3, 103))
+    ens = gpunn.Ensemble([4, 8, 8, 1], members=3, seed=[3, 9, 4], dtype="float64", device="cpu")
+    ens.fit(X, y, epochs=4, lr=[0.1, 0.05, 0.2], l2=cfg["l2"], batch_size=cfg["batch_size"],
+            optimizer=cfg["optimizer"], validation_data=(X[:20], y[:20]), sample_weight=weight, verbose=0,
+            comm=comm)
+    if comm.rank == 0:
+        np.save(f"{sys.argv[2]}.{i}.npy", np.asarray(ens.params))
+        with open(f"{sys.argv[2]}.{i}.json", "w") as f:
+            json.dump([h.to_dict() for h in ens.histories], f)
 """
 
 
@@ -620,42 +624,48 @@ def _mpiexec():
     return local if os.path.exists(local) else shutil.which("mpiexec")
 
 
+MPI_CASES = {  # (optimizer, batch_size, weighted, l2)
+    "full-batch-sgd": ("sgd", None, "none", 0.0),
+    "shuffled-adam-weighted-l2": ("adam", 16, "shared", 0.01),
+    "shuffled-momentum-member-weights-l2": ("momentum", 25, "per-member", [0.0, 0.1, 0.0]),
+}
+
+
 @pytest.mark.skipif(
     __import__("importlib").util.find_spec("mpi4py") is None or _mpiexec() is None,
     reason="mpi4py and mpiexec are needed (pip install 'gpunn[mpi]')",
 )
-@pytest.mark.parametrize(
-    "optimizer,batch_size,weighted,l2",
-    [("sgd", None, "none", 0.0), ("adam", 16, "shared", 0.01), ("momentum", 25, "per-member", [0.0, 0.1, 0.0])],
-    ids=["full-batch-sgd", "shuffled-adam-weighted-l2", "shuffled-momentum-member-weights-l2"],
-)
-def test_two_mpi_ranks_train_the_ensemble_one_process_trains(tmp_path, optimizer, batch_size, weighted, l2):
+def test_two_mpi_ranks_train_the_ensemble_one_process_trains(tmp_path):
     """Each rank computes its shard's gradients of every member and one allreduce a step sums them: 2 ranks give
-    the weights and histories of one process (the oracle: the same Ensemble fitted here, without MPI)."""
+    the weights and histories of one process (the oracle: the same Ensemble fitted here, without MPI). The cases
+    run in one job (its ranks started once)."""
     import json
     import subprocess
     import sys
 
     script = tmp_path / "train.py"
     script.write_text(ENSEMBLE_MPI)
-    cfg = {"optimizer": optimizer, "batch_size": batch_size, "weighted": weighted, "l2": l2}
-    r = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(script), json.dumps(cfg), str(tmp_path / "w.npy")],
+    keys = ("optimizer", "batch_size", "weighted", "l2")
+    cfgs = [dict(zip(keys, case)) for case in MPI_CASES.values()]
+    r = subprocess.run([_mpiexec(), "-n", "2", sys.executable, str(script), json.dumps(cfgs), str(tmp_path / "w")],
                        capture_output=True, text=True, cwd=tmp_path, timeout=300,
                        env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
     assert r.returncode == 0, r.stderr
     rng = np.random.default_rng(0)
     X = rng.normal(size=(103, 4))
     y = (X[:, 0] * X[:, 1] + X[:, 2] > 0).astype(int)
-    weight = {"none": None, "shared": 0.5 + np.arange(103) % 3,
-              "per-member": np.random.default_rng(1).uniform(0.2, 2.0, size=(3, 103))}[weighted]  # fmt: skip
-    ref = gpunn.Ensemble([4, 8, 8, 1], members=3, seed=[3, 9, 4], dtype="float64", device="cpu")
-    ref.fit(X, y, epochs=4, lr=[0.1, 0.05, 0.2], l2=l2, batch_size=batch_size, optimizer=optimizer,
-            validation_data=(X[:20], y[:20]), sample_weight=weight, verbose=0)  # fmt: skip
-    np.testing.assert_allclose(np.load(tmp_path / "w.npy"), np.asarray(ref.params), rtol=0, atol=1e-12)
-    histories = json.loads((tmp_path / "w.npy.json").read_text())
-    for got, expected in zip(histories, ref.histories):
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "weighted_loss"):
-            np.testing.assert_allclose(got[key], getattr(expected, key), rtol=1e-12)
+    for i, (name, (optimizer, batch_size, weighted, l2)) in enumerate(MPI_CASES.items()):
+        weight = {"none": None, "shared": 0.5 + np.arange(103) % 3,
+                  "per-member": np.random.default_rng(1).uniform(0.2, 2.0, size=(3, 103))}[weighted]  # fmt: skip
+        ref = gpunn.Ensemble([4, 8, 8, 1], members=3, seed=[3, 9, 4], dtype="float64", device="cpu")
+        ref.fit(X, y, epochs=4, lr=[0.1, 0.05, 0.2], l2=l2, batch_size=batch_size, optimizer=optimizer,
+                validation_data=(X[:20], y[:20]), sample_weight=weight, verbose=0)  # fmt: skip
+        got = np.load(tmp_path / f"w.{i}.npy")
+        np.testing.assert_allclose(got, np.asarray(ref.params), rtol=0, atol=1e-12, err_msg=name)
+        histories = json.loads((tmp_path / f"w.{i}.json").read_text())
+        for got, expected in zip(histories, ref.histories):
+            for key in ("loss", "accuracy", "val_loss", "val_accuracy", "weighted_loss"):
+                np.testing.assert_allclose(got[key], getattr(expected, key), rtol=1e-12, err_msg=f"{name}: {key}")
 
 
 @pytest.mark.parametrize("output", ["identity", "softmax"])

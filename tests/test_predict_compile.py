@@ -39,10 +39,13 @@ SETTINGS = {"softmax": dict(standardize=True), "identity": dict(standardize=True
 
 
 def _model(output, hidden=(8,), members=None, dtype="float64"):
-    kw = dict(hidden=hidden, output=output, xp=jnp, device="cpu", dtype=dtype, seed=1, **SETTINGS.get(output, {}))
+    """A model on JAX (compile="auto": its predictions compiled), trained on NumPy and moved: its predictions are
+    under test here, and a fit on JAX compiled its training programs for each model (about 0.5 s each); JAX's
+    training is held to NumPy's in tests/test_compile.py and tests/test_ensemble_compile.py."""
+    kw = dict(hidden=hidden, output=output, device="cpu", dtype=dtype, seed=1, **SETTINGS.get(output, {}))
     m = gpunn.MLP(**kw) if members is None else Ensemble(members=members, **kw)
     m.fit(X[:300], Y[output][:300], epochs=3, lr=0.05, verbose=0)
-    return m
+    return m.to(device="cpu", xp=jnp)
 
 
 def _assert_as_numpy(got, want, dtype):
