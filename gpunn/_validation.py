@@ -25,6 +25,11 @@ def host_array(x: Any, name: str) -> np.ndarray:
     """``x`` as a NumPy array of a real numeric dtype, or a clear error."""
     if x is None:
         raise InputTypeError(f"{name} is None; pass an array of shape (n_samples, ...)")
+    if isinstance(x, np.ma.MaskedArray) and np.ma.is_masked(x):
+        raise InputError(
+            f"{name} is a masked array with {int(np.ma.count_masked(x))} masked values, which gpunn "
+            "would read as the values under the mask: fill them (.filled(value)) or drop those rows"
+        )
     try:
         a = np.asarray(x)
     except ValueError as exc:

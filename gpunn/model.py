@@ -294,6 +294,7 @@ class MLP(Network):
         s = settings.fit_settings(
             None, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay, l2=l2,
             clip_norm=clip_norm, verbose=verbose, shuffle=shuffle, diverge_factor=diverge_factor, comm=comm,
+            convert=convert, copy=copy,
         )  # fmt: skip
         callbacks = settings.callables(callbacks)
         lbfgs.check(s, [self.dropout], comm, isinstance(X, Dataset))

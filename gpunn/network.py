@@ -370,7 +370,7 @@ class Network:
 
     def _padded_logits(self, X: Any, convert: bool) -> tuple[Any, int]:
         self._check_fitted()
-        X = self.adopt(X) if convert else X
+        X = self.adopt(X) if check.boolean(convert, "convert") else X
         with _backend.device_scope(self.xp, self.device):
             return feed.predict.padded_logits(self.spec, self._params, X, self.scaling)
 
@@ -419,7 +419,7 @@ class Network:
                 raise InputError("a Dataset brings its own targets (its target column): call evaluate(dataset)")
             data: Any = feed.Streamed(spec, feed.learn.check_dataset(spec, X, "X"), self.scaling, "X")
         else:
-            if convert:
+            if check.boolean(convert, "convert"):
                 X, y = self.adopt(X), self.adopt(y)
             with _backend.device_scope(self.xp, self.device):
                 x = feed.prepare_x(spec, X, self.scaling)
@@ -451,7 +451,7 @@ class Network:
         standardized first (the loss ``fit`` trains). Works inside ``jax.jit``, ``jax.grad`` and ``jax.vmap`` on JAX."""
         xp, spec = self.xp, self.spec
         l2 = check.non_negative_float(l2, "l2")
-        if convert:
+        if check.boolean(convert, "convert"):
             X, y = self.adopt(X), self.adopt(y)
         with _backend.device_scope(xp, self.device):
             x = feed.sparse.placed(feed.prepare_x(spec, X, self.scaling))  # a sparse X whole: one full batch

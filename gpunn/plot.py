@@ -113,11 +113,15 @@ def decision_boundary(model: MLP, X: Any, y: Any, *, resolution: int = 200, titl
     return fig
 
 
-def save(fig: Figure, path: str | os.PathLike[str]) -> None:
-    """Write a figure to ``path`` (the format follows the extension) and release it."""
+def save(fig: Figure, path: str | os.PathLike[str]) -> str:
+    """Write a figure to ``path`` (the format follows the extension; none is PNG, and ``.png`` is added to the
+    name, as matplotlib adds it) and release it. Returns the file's name."""
     try:
         check_path(path)
-        fig.savefig(path, dpi=110)
+        name = os.fspath(path)
+        name = name if os.path.splitext(name)[1] else name + ".png"
+        fig.savefig(name, dpi=110)
+        return name
     finally:
         _pyplot().close(fig)
 

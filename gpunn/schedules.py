@@ -87,6 +87,9 @@ def cosine(lr: float, epochs: int, warmup: int = 0, final: float = 0.0) -> Sched
     """A linear warm-up over ``warmup`` epochs, then a half cosine from ``lr`` down to ``final`` at ``epochs``
     (and ``final`` after it)."""
     epochs, warmup = check.integer(epochs, "epochs", 1), check.integer(warmup, "warmup", 0)
+    if warmup >= epochs:  # the rate would jump from the warm-up's end straight to `final`
+        raise ConfigError(f"warmup ({warmup}) must be below epochs ({epochs}): the cosine decays over the epochs after "
+                          "the warm-up")  # fmt: skip
     final_rate = check.non_negative_float(final, "final")
     return Schedule(
         "cosine", {"lr": check.positive_float(lr, "lr"), "epochs": epochs, "warmup": warmup, "final": final_rate}

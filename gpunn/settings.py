@@ -41,10 +41,13 @@ class FitSettings:
 
 def fit_settings(
     members: int | None, *, epochs: Any, lr: Any, batch_size: Any, optimizer: Any, weight_decay: Any, l2: Any,
-    clip_norm: Any, verbose: Any, shuffle: Any, diverge_factor: Any, comm: Any = None,
+    clip_norm: Any, verbose: Any, shuffle: Any, diverge_factor: Any, comm: Any = None, convert: Any = False,
+    copy: Any = True,
 ) -> FitSettings:  # fmt: skip
     """Every setting of a fit checked; ``members`` is K for an ensemble (lists of K values allowed) or None."""
     communicator(comm)
+    check.boolean(convert, "convert")  # (a string such as "no" would be truthy)
+    check.boolean(copy, "copy")
     epochs = check.integer(epochs, "epochs", 0)
     rates = per_member(lr, members, "lr", rate)
     batch_size = None if batch_size is None else check.integer(batch_size, "batch_size", 1)

@@ -149,3 +149,14 @@ def test_an_image_name_matplotlib_cannot_write_is_refused_before_drawing_or_trai
     r = gpunn_in_process.run("plot", "h.json", "-o", "x.TXT", cwd=tmp_path)
     assert r.returncode == 2 and "matplotlib cannot write .txt images" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h.json"]
+
+
+def test_a_name_without_an_extension_is_written_as_png_and_reported_so(trained, tmp_path):
+    # matplotlib adds ".png" to such a name; the CLI said it drew to "curves", a file that does not exist
+    trained[0].history.save(tmp_path / "h.json")
+    r = gpunn_in_process.run("plot", "h.json", "-o", "curves", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "curves drawn to curves.png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "h.json"]
+    assert matplotlib.image.imread(tmp_path / "curves.png").shape[0] > 300
+    assert plot.save(plot.history(trained[0].history), tmp_path / "again") == str(tmp_path / "again.png")

@@ -121,6 +121,8 @@ def test_a_compiled_step_takes_each_epochs_rate_without_compiling_again():
         (lambda: schedules.step(0.1, every=0), r"every must be an integer >= 1"),
         (lambda: schedules.plateau(0.1, factor=2.0), r"factor must be below 1"),
         (lambda: schedules.cosine(0.1, epochs=5, final=-1.0), r"final must be a finite number >= 0"),
+        # the rate went from the warm-up's end straight to `final` (0) for the rest of training
+        (lambda: schedules.cosine(0.1, epochs=5, warmup=10), r"^warmup \(10\) must be below epochs \(5\)"),
         (lambda: schedules.constant(float("inf")), r"lr must be a finite number > 0"),
     ],
 )

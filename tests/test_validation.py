@@ -53,6 +53,16 @@ BAD_FIT = [
     ("l2 negative", dict(l2=-1.0), gpunn.ConfigError, r"^l2 must be a finite number >= 0; got -1.0$"),
     ("l2 nan", dict(l2=float("nan")), gpunn.ConfigError, r"^l2 must be a finite number >= 0; got nan$"),
     ("shuffle a string", dict(shuffle="no"), gpunn.ConfigError, r"^shuffle must be True or False; got 'no'$"),
+    # a string was truthy: convert="no" converted, copy="no" copied
+    ("convert a string", dict(convert="no"), gpunn.ConfigError, r"^convert must be True or False; got 'no'$"),
+    ("copy a string", dict(copy="no"), gpunn.ConfigError, r"^copy must be True or False; got 'no'$"),
+    # the mask was dropped: the values under it trained as data
+    (
+        "masked X",
+        dict(X=np.ma.masked_array(X, mask=X > 1.5)),
+        gpunn.InputError,
+        r"^X is a masked array with \d+ masked values, .*fill them",
+    ),
     # was an AttributeError ('int' object has no attribute 'check_agreement') from inside fit
     (
         "comm not a communicator",
@@ -246,3 +256,16 @@ def test_an_ensemble_refuses_a_comm_that_is_not_a_communicator_before_anything_c
         ens.fit(X, Y, epochs=1, verbose=0, comm="mpi")
     np.testing.assert_array_equal(before, np.array(ens.params))
     assert [m.epoch for m in ens.members] == [0, 0]
+
+
+def test_convert_that_is_not_a_bool_is_refused_by_predictions_and_evaluate():
+    # a string was truthy: convert="no" converted
+    m = gpunn.MLP([3, 4, 1], device="cpu", seed=1)
+    ens = gpunn.Ensemble([3, 4, 1], 2, device="cpu", seed=1)
+    ens.fit(X, Y, epochs=1, verbose=0)
+    for call in (m.predict, m.predict_proba, m.decision_function, ens.predict, ens.predict_proba):
+        with pytest.raises(gpunn.ConfigError, match=r"^convert must be True or False; got 'no'$"):
+            call(X, convert="no")
+    for model in (m, ens):
+        with pytest.raises(gpunn.ConfigError, match=r"^convert must be True or False; got 1$"):
+            model.evaluate(X, Y, convert=1)

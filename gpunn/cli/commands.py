@@ -131,8 +131,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     """``gpunn plot``."""
     from .. import plot
 
-    plot.save(plot.history(args.history, title=args.history), args.out)
-    print(f"curves drawn to {args.out}")
+    written = plot.save(plot.history(args.history, title=args.history), args.out)
+    print(f"curves drawn to {written}")
     return 0
 
 

@@ -349,7 +349,7 @@ def _write(model: Any, args: argparse.Namespace, plan: Plan) -> int:
         from .. import plot
 
         assert plan.test is not None  # checked before training
-        plot.save(plot.decision_boundary(model, *plan.test), args.plot)
+        written = plot.save(plot.decision_boundary(model, *plan.test), args.plot)
         if not args.quiet:
-            print(f"decision boundary drawn to {args.plot}")
+            print(f"decision boundary drawn to {written}")
     return status

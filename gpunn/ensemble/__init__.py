@@ -329,7 +329,7 @@ class Ensemble:
         self._check_fitted()
         live = self.live
         m0, xp = live[0], self.xp
-        X = m0.adopt(X) if convert else X
+        X = m0.adopt(X) if check.boolean(convert, "convert") else X
         with _backend.device_scope(xp, self.device):
             if any(not _loop.same_scaling(m.scaling, m0.scaling) for m in live):  # members scaled apart
                 z = xp.stack([m.decision_function(X) for m in live])
@@ -386,7 +386,7 @@ class Ensemble:
             return [m.evaluate(X, y, convert=convert) for m in self.members]
         self._check_fitted()
         m0 = self.live[0]
-        if convert:
+        if check.boolean(convert, "convert"):
             X, y = m0.adopt(X), m0.adopt(y)
         p = self.predict_proba(X)
         spec = dataclasses.replace(m0.spec, target_scaling=None)  # the targets in their own units

@@ -52,11 +52,11 @@ def fit(ens: Ensemble, X: Any, y: Any, *, epochs: int, lr: Any, batch_size: int 
         diverge_factor: float | None = settings.DIVERGE_FACTOR, split: Any = None) -> list[History]:  # fmt: skip
     """:meth:`Ensemble.fit`: every argument checked before anything changes, then one stacked run (or, with
     ``split``, :func:`gpunn.ensemble._members.run`'s: the members split over the ranks)."""
-    members = ens.members
-    k, m0 = len(members), members[0]
+    members, k, m0 = ens.members, len(ens.members), ens.members[0]
     s = settings.fit_settings(
         k, epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay, l2=l2,
-        clip_norm=clip_norm, verbose=verbose, shuffle=shuffle, diverge_factor=diverge_factor,
+        clip_norm=clip_norm, verbose=verbose, shuffle=shuffle, diverge_factor=diverge_factor, convert=convert,
+        copy=copy,
     )  # fmt: skip
     lbfgs.check(s, [m.dropout for m in members], comm, False)
     member_callbacks = _args.member_callbacks(callbacks, k)
