@@ -367,3 +367,35 @@ def test_the_stratified_split_names_the_class_as_scikit_learn():
     labels[0] = "yak"
     with pytest.raises(ValueError, match=r"Classes with too few members are: \['yak'\]"):
         MLPClassifier(early_stopping=True, device="cpu").fit(X, labels)
+
+
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_a_refused_fit_leaves_the_estimator_as_it_was(Estimator):
+    """A fit that starts over replaces the network and scikit-learn's attributes before each batch's weights are
+    checked: a first batch whose sample weights sum to 0 was refused after a fitted estimator's weights had been
+    drawn anew (and left a first fit's estimator half fitted). Now both are as before the call."""
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    X, y = make_blobs(100, centers=2, n_features=3, random_state=0)
+    target = y if Estimator is MLPClassifier else y.astype(float)
+    zero_first = np.r_[np.zeros(10), np.ones(90)]
+    kw = dict(hidden_layer_sizes=(8,), batch_size=10, shuffle=False, max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fresh = Estimator(**kw)
+        with pytest.raises(gpunn.InputError, match="sample_weight sums to 0 over batch 1 of epoch 1"):
+            fresh.fit(X, target, sample_weight=zero_first)
+        with pytest.raises(NotFittedError):
+            check_is_fitted(fresh)
+        est = Estimator(**kw).fit(X, target)
+        before = {k: (list(v) if isinstance(v, list) else v) for k, v in vars(est).items()}
+        coefs = [np.array(c) for c in est.coefs_]
+        with pytest.raises(gpunn.InputError, match="sample_weight sums to 0"):
+            est.fit(X, target, sample_weight=zero_first)
+    assert (
+        set(vars(est)) == set(before) and est.n_iter_ == before["n_iter_"] and est.loss_curve_ == before["loss_curve_"]
+    )
+    for a, b in zip(est.coefs_, coefs):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(est.predict(X), Estimator(**kw).fit(X, target).predict(X))

@@ -23,7 +23,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
 
 from .. import _backend, optim, schedules
-from ..errors import ConfigError, NonFiniteError
+from ..errors import ConfigError, InputError, NonFiniteError
 from ..model import MLP
 from ..network import undrawn
 from . import _lbfgs
@@ -529,6 +529,21 @@ class _BaseMLP(Fitted, BaseEstimator):
             self.validation_scores_ = None
             self.best_validation_score_ = None
             self.best_loss_ = np.inf
+
+    def _as_a_whole(self, incremental: bool, fit: Callable[[], Any]) -> Any:
+        """``fit()``, where a refusal (InputError, ConfigError) of a fit that starts from new weights leaves the
+        estimator as it was: such a fit replaces the network and scikit-learn's attributes before its batches'
+        weights are checked (a batch whose weights sum to 0 is refused when it comes). A warm-started fit and
+        partial_fit train the same network, whose own fit leaves it at the last epoch it finished."""
+        if not self._first_pass(incremental):
+            return fit()
+        before = dict(self.__dict__)
+        try:
+            return fit()
+        except (InputError, ConfigError):
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
 
     def _first_pass(self, incremental: bool) -> bool:
         """Whether this fit starts from new weights: the first one, or ``fit`` without ``warm_start``. A
