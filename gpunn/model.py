@@ -149,9 +149,13 @@ class MLP(Network):
         if standardize is None:
             standardize = recipe.standardize if recipe else False
         self.standardize = check.boolean(standardize, "standardize")
-        if label_smoothing is None:
-            label_smoothing = recipe.label_smoothing if recipe else 0.0
+        regression = self.output in losses.REGRESSION
+        if label_smoothing is None:  # (a preset's is for its classifiers)
+            label_smoothing = recipe.label_smoothing if recipe and not regression else 0.0
         self.label_smoothing = settings.fraction(label_smoothing, "label_smoothing")
+        if self.label_smoothing and regression:  # it was ignored
+            raise ConfigError(f"label_smoothing is for classifiers (a softmax or sigmoid output); output "
+                              f"{self.output!r} predicts values: leave it at 0")  # fmt: skip
         self.dropout = settings.dropout_rate((recipe.dropout if recipe else 0.0) if dropout is None else dropout)
         self.xp, self.device = _backend.resolve(device, xp)
         self.compile = train.check_compile(compile, self.xp)

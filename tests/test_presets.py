@@ -99,15 +99,24 @@ def test_label_smoothing_of_the_losses_head_against_numpy(rng):
     assert int(correct) == int(np.sum((z > 0) == (y > 0.5)))
 
 
-def test_label_smoothing_is_a_fraction_and_leaves_regression_alone(rng):
+def test_label_smoothing_is_a_fraction_for_classifiers_only(rng, tmp_path):
     for bad in (-0.1, 1.0, float("nan"), "0.1", True):
         with pytest.raises(ConfigError, match="label_smoothing"):
             gpunn.MLP([2, 1], label_smoothing=bad)
+    # a regression ignored it; now it is refused, and the tabular preset's 0.1 is its classifiers' only
+    for output in ("identity", "exp"):
+        with pytest.raises(ConfigError, match=f"^label_smoothing is for classifiers .*output '{output}' predicts"):
+            gpunn.MLP([2, 3, 1], output=output, label_smoothing=0.3)
+        assert gpunn.MLP([2, 3, 1], output=output, preset="tabular").label_smoothing == 0.0
+    # a file that holds a regression's (saved before the refusal) loads, and trains as it did: without it
     X, y = rng.normal(size=(20, 2)), rng.normal(size=20)
-    a = gpunn.MLP([2, 3, 1], output="identity", seed=1, device="cpu", label_smoothing=0.3)
-    b = gpunn.MLP([2, 3, 1], output="identity", seed=1, device="cpu")
-    ha, hb = a.fit(X, y, epochs=3, verbose=0), b.fit(X, y, epochs=3, verbose=0)
-    assert ha.loss == hb.loss
+    old = gpunn.MLP([2, 3, 1], output="identity", seed=1, device="cpu", dtype="float64")
+    old.label_smoothing = 0.3
+    old.save(tmp_path / "old.safetensors")
+    loaded = gpunn.load(tmp_path / "old.safetensors", device="cpu")
+    plain = gpunn.MLP([2, 3, 1], output="identity", seed=1, device="cpu", dtype="float64")
+    ha, hb = loaded.fit(X, y, epochs=3, verbose=0), plain.fit(X, y, epochs=3, verbose=0)
+    assert loaded.label_smoothing == 0.0 and ha.loss == hb.loss
 
 
 def test_the_tabular_preset_sets_its_recipe_and_mlp_keeps_its_defaults():
