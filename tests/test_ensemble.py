@@ -1,7 +1,7 @@
 """gpunn.Ensemble against its oracle, the lone MLP: member k fitted in the stack equals ``MLP(seed=seeds[k], ...)``
-fitted alone with member k's settings (weights, optimizer state, generator and every History field, to 1e-9 in
-float64), on every namespace. Plus the stacked layout (a full batch is never copied K times), inference, files,
-and bad input (an error naming the problem, the ensemble unchanged)."""
+fitted alone in NumPy with member k's settings (weights, optimizer state, generator and every History field, to
+1e-9 in float64), the ensemble on every namespace. Plus the stacked layout (a full batch is never copied K
+times), inference, files, and bad input (an error naming the problem, the ensemble unchanged)."""
 
 from __future__ import annotations
 
@@ -110,7 +110,9 @@ def _fit_pair(backend, output, ens_kw, fit_kw, lone_kw, epochs=6, callbacks=None
         Xk, yk = (X, y) if rows is None else (X[rows], y[rows])
         dropout = ens_kw.get("dropout", 0.0)
         dropout = dropout[k] if isinstance(dropout, list) else dropout
-        lone = gpunn.MLP(_sizes(output), seed=seed, output=output, dropout=dropout, **kw)
+        # the oracle trains in NumPy, whatever the ensemble's namespace (the lone MLP equals NumPy's on every
+        # namespace: tests/test_conformance.py), so JAX compiles the ensemble's programs alone here
+        lone = gpunn.MLP(_sizes(output), seed=seed, output=output, dropout=dropout, dtype="float64", device="cpu")
         cbs = None if lone_callbacks is None else lone_callbacks()
         lones.append((lone, lone.fit(Xk, yk, callbacks=cbs, **common, **mine)))
     return ens, histories, lones, (X, y, Xv, yv)

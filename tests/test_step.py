@@ -95,11 +95,26 @@ def run_gpunn(hyper: Hyper, flat: np.ndarray, batches, xp, device, dtype: str = 
         target = losses.encode_targets(hyper.output, hyper.loss, t.astype(dtype))
         xd, td = _backend.from_numpy(x.astype(dtype), xp, device), _backend.from_numpy(target, xp, device)
         params, state, loss_sum, correct = step(params, state, xd, td)
+        _assert_on(xp, device, params, state, loss_sum, correct)
         loss_scale = losses.scales(hyper.output, hyper.loss, x.shape[0], k)[0]
         mean_losses.append(float(_backend.to_numpy(loss_sum)) * loss_scale)
         corrects.append(None if correct is None else int(_backend.to_numpy(correct)))
     assert state["step"] == len(batches)
     return _backend.to_numpy(params), mean_losses, corrects
+
+
+def _assert_on(xp, device, params, state, loss_sum, correct) -> None:
+    """A step's arrays are of its namespace, on its device: the parameters and every optimizer slot as the flat
+    buffer; the loss sum and the correct count 0-d arrays (NumPy's reductions give NumPy scalars, which the caller
+    reads the same way)."""
+    for a in (params, *(v for slot, v in state.items() if slot != "step")):
+        assert aac.array_namespace(a) is xp
+        assert _backend.same_device(aac.device(a), device)
+        assert a.shape == params.shape
+    if _backend.namespace_name(xp) != "numpy":
+        for a in (loss_sum, *([] if correct is None else [correct])):
+            assert aac.array_namespace(a) is xp
+            assert a.shape == ()
 
 
 def run_torch(opt_name: str, lr: float, activation, output, loss, l2, clip, pairs, batches):
@@ -222,26 +237,6 @@ def test_step_on_every_namespace_matches_numpy(backend, cfg, monkeypatch):
     np.testing.assert_allclose(got[0], want[0], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(got[1], want[1], rtol=1e-9)
     assert got[2] == want[2]
-
-
-def test_step_returns_arrays_of_the_namespace_on_its_device(backend):
-    xp, device = _backend.resolve(backend.device, backend.xp)
-    sizes = (4, 6, 3)
-    flat, _, batches = make_problem(3, list(sizes), "softmax", rows=(5,))
-    hyper = Hyper(sizes, "relu", "softmax", "categorical_crossentropy", optim.adam(), 0.01, l2=0.1, clip_norm=0.05)
-    params = _backend.from_numpy(flat, xp, device)
-    x, t = batches[0]
-    new, state, loss_sum, correct = Step(hyper, xp, device, "float64")(
-        params, hyper.optimizer.init(params, xp), _backend.from_numpy(x, xp, device), _backend.from_numpy(t, xp, device)
-    )
-    for a in (new, state["m"], state["v"]):
-        assert aac.array_namespace(a) is xp
-        assert _backend.same_device(aac.device(a), device)
-        assert a.shape == params.shape
-    if backend.name != "numpy":  # NumPy's reductions give NumPy scalars, which the caller reads the same way
-        for a in (loss_sum, correct):
-            assert aac.array_namespace(a) is xp
-            assert a.shape == ()
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
