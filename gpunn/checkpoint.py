@@ -166,6 +166,8 @@ def _validate_architecture(config: dict[str, Any], sizes: list[int]) -> None:
     smoothing = config.get("label_smoothing", 0.0)
     if not (_is_number(smoothing) and 0 <= smoothing < 1):
         raise _invalid("label_smoothing", f"is {smoothing!r}; it must be a number in [0, 1)")
+    if config["output"] in losses.REGRESSION:  # a regression ignored it (earlier files may hold one), now refuses it
+        config["label_smoothing"] = 0.0
     if config.get("preset") not in (None, *presets.PRESETS):
         raise _invalid("preset", f"is {config.get('preset')!r}; it must be one of {', '.join(presets.PRESETS)} or null")
 

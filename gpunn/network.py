@@ -127,9 +127,7 @@ class Network:
         m = undrawn(cls,  # the file's weights replace them
             c["sizes"], activation=c["activation"], output=c["output"], loss=c["loss"], seed=c["seed"],
             device=device, dtype=c["dtype"], xp=xp, standardize=c["standardize"], dropout=c.get("dropout", 0.0),
-            compile=compile, preset=c.get("preset"),
-            # (a regression's was ignored, and earlier files may hold one: its training is the same without it)
-            label_smoothing=0.0 if c["output"] in losses.REGRESSION else c.get("label_smoothing", 0.0),
+            compile=compile, label_smoothing=c.get("label_smoothing", 0.0), preset=c.get("preset"),
         )  # fmt: skip
         m._params = m._to_device_params(params)
         m.fitted = bool(c["fitted"])

@@ -95,6 +95,22 @@ class AdamRate:
         return self.learning_rate_init * math.sqrt(1 - self.beta_2**self.t) / (1 - self.beta_1**self.t)
 
 
+def as_a_whole(est: Any, incremental: bool, fit: Callable[[], Any]) -> Any:
+    """``fit()``, where a refusal (InputError, ConfigError) of a fit that starts from new weights leaves the
+    estimator as it was: such a fit replaces the network and scikit-learn's attributes before its batches'
+    weights are checked (a batch whose weights sum to 0 is refused when it comes). A warm-started fit and
+    partial_fit train the same network, whose own fit leaves it at the last epoch it finished."""
+    if not est._first_pass(incremental):
+        return fit()
+    before = dict(est.__dict__)
+    try:
+        return fit()
+    except (InputError, ConfigError):
+        est.__dict__.clear()
+        est.__dict__.update(before)
+        raise
+
+
 class _BaseMLP(Fitted, BaseEstimator):
     _output: str  # "sigmoid"/"softmax" (set per fit for classifiers), "identity" or "exp" (set per first fit)
     _model: MLP
@@ -529,21 +545,6 @@ class _BaseMLP(Fitted, BaseEstimator):
             self.validation_scores_ = None
             self.best_validation_score_ = None
             self.best_loss_ = np.inf
-
-    def _as_a_whole(self, incremental: bool, fit: Callable[[], Any]) -> Any:
-        """``fit()``, where a refusal (InputError, ConfigError) of a fit that starts from new weights leaves the
-        estimator as it was: such a fit replaces the network and scikit-learn's attributes before its batches'
-        weights are checked (a batch whose weights sum to 0 is refused when it comes). A warm-started fit and
-        partial_fit train the same network, whose own fit leaves it at the last epoch it finished."""
-        if not self._first_pass(incremental):
-            return fit()
-        before = dict(self.__dict__)
-        try:
-            return fit()
-        except (InputError, ConfigError):
-            self.__dict__.clear()
-            self.__dict__.update(before)
-            raise
 
     def _first_pass(self, incremental: bool) -> bool:
         """Whether this fit starts from new weights: the first one, or ``fit`` without ``warm_start``. A

@@ -20,7 +20,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
 
 from .. import _backend
-from ._base import SPARSE, _BaseMLP, _native
+from ._base import SPARSE, _BaseMLP, _native, as_a_whole
 
 # Whether unique_labels takes the kind found already (newer scikit-learn), rather than finding it again.
 _KIND_GIVEN = "ys_types" in inspect.signature(unique_labels).parameters
@@ -103,7 +103,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPClassifier:
         """Train from scratch on ``(X, y)``; ``sample_weight`` (n,) weighs each row's loss."""
-        return self._as_a_whole(False, lambda: self._fit(X, y, incremental=False, sample_weight=sample_weight))
+        return as_a_whole(self, False, lambda: self._fit(X, y, incremental=False, sample_weight=sample_weight))
 
     @available_if(_BaseMLP._check_solver)
     def partial_fit(self, X: Any, y: Any, classes: Any = None, sample_weight: Any = None) -> MLPClassifier:
@@ -116,7 +116,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if not first and classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
             raise ValueError(f"`classes={classes!r}` is not the same as on last call to partial_fit, was: "
                              f"{self.classes_!r}")  # fmt: skip
-        return self._as_a_whole(True, lambda: self._fit(X, y, incremental=True, classes=classes if first else None,
+        return as_a_whole(self, True, lambda: self._fit(X, y, incremental=True, classes=classes if first else None,
                                                         sample_weight=sample_weight))  # fmt: skip
 
     def _fit(self, X: Any, y: Any, incremental: bool, classes: Any = None, sample_weight: Any = None) -> MLPClassifier:

@@ -15,7 +15,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
 
 from .. import _backend
-from ._base import SPARSE, _BaseMLP, _native
+from ._base import SPARSE, _BaseMLP, _native, as_a_whole
 
 _LOSSES = {"squared_error": "identity", "poisson": "exp"}  # scikit-learn's loss: gpunn's output layer
 
@@ -76,13 +76,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
         """Train from scratch on ``(X, y)``; ``sample_weight`` (n,) weighs each row's loss."""
-        return self._as_a_whole(False, lambda: self._fit(X, y, incremental=False, sample_weight=sample_weight))
+        return as_a_whole(self, False, lambda: self._fit(X, y, incremental=False, sample_weight=sample_weight))
 
     @available_if(_BaseMLP._check_solver)
     def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
         """One epoch over ``(X, y)``, continuing from the current weights."""
         self._check_partial_fit()
-        return self._as_a_whole(True, lambda: self._fit(X, y, incremental=True, sample_weight=sample_weight))
+        return as_a_whole(self, True, lambda: self._fit(X, y, incremental=True, sample_weight=sample_weight))
 
     def _fit(self, X: Any, y: Any, incremental: bool, sample_weight: Any = None) -> MLPRegressor:
         self._check_params()
