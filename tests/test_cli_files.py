@@ -423,3 +423,18 @@ def test_a_checkpoint_that_cannot_be_written_stops_training_and_rescues_the_mode
     ref = gpunn.load(tmp_path / "ref.st", device="cpu")
     assert rescued.epoch == 3
     np.testing.assert_array_equal(rescued.params, ref.params)
+
+
+def test_label_smoothing_on_a_regression_target_is_refused_before_training(tmp_path):
+    # it was dropped silently (the library refuses it for a regression); the tabular preset's 0.1 is its classifiers'
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2))
+    write_csv(tmp_path / "values.csv", X, X[:, 0] - 0.5 * X[:, 1])
+    r = run("train", "--data", "values.csv", "--target", "label", "--label-smoothing", "0.1", "--epochs", "1",
+            "--device", "cpu", "--save", "m.st", cwd=tmp_path)  # fmt: skip
+    one_line_error(r, "--label-smoothing trains a classifier", "target 'label' is a regression (output 'identity')")
+    assert not (tmp_path / "m.st").exists()
+    r = run("train", "--data", "values.csv", "--target", "label", "--epochs", "1", "--device", "cpu", "-q", "--save",
+            "m.st", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert gpunn.load(tmp_path / "m.st", device="cpu").label_smoothing == 0.0

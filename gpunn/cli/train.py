@@ -9,7 +9,7 @@ from typing import Any
 from .. import _backend, data, losses, presets, schedules
 from .. import callbacks as gpunn_callbacks
 from .._version import __version__
-from ..errors import InputError, NonFiniteError
+from ..errors import ConfigError, InputError, NonFiniteError
 from ..feed import encode
 from ..feed.encode import MAX_CATEGORIES
 from . import ensemble
@@ -114,6 +114,9 @@ def _train(args: argparse.Namespace) -> int:
         raise InputError(f"--plot draws a decision boundary over the test rows, which needs a classifier on 2 "
                          f"features held in memory and --test-size above 0; {source} has {plan.n_features} "
                          f"feature(s) and output {output!r}")  # fmt: skip
+    if args.label_smoothing and output in losses.REGRESSION:  # (the tabular preset's 0.1 is its classifiers')
+        raise ConfigError(f"--label-smoothing trains a classifier on smoothed labels; the target {s['target']!r} "
+                          f"is a regression (output {output!r}): leave it out")  # fmt: skip
     sizes = [plan.n_features if encoding is None else encoding.width, *s["layers"], n_outputs]
     if resumed is not None:
         _check_resumed(resumed, args.resume, sizes, target, source)
