@@ -393,8 +393,7 @@ class MLP(Network):
         committed epoch, whose updates made them, when the loss exploded (a ``DivergenceError``) or when that
         epoch's final update overflowed (its loss, computed before the update, was finite: the weights are not);
         else stay. Runs only on this failure path; History is cut to the epoch the model holds."""
-        xp = self.xp
-        if isinstance(error, train.DivergenceError) or not bool(xp.all(xp.isfinite(self._params))):
+        if isinstance(error, train.DivergenceError) or not _backend.finite_rows(self._params, self.xp):
             if self._previous is not None:
                 params, state, rng_state, schedule_state = self._previous
                 self._params, self.optimizer_state, self.rng, self.schedule_state, self.epoch, self._previous = (

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _backend
+from . import _validation as check
+from .errors import ConfigError
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "lbfgs")
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -132,8 +134,6 @@ class Optimizer:
 def get(optimizer: str | Optimizer, weight_decay: float | None = None) -> Optimizer:
     """An :class:`Optimizer` from a name ("sgd", "momentum", "nesterov", "adam", "adamw", "lbfgs") or an Optimizer
     itself; ``weight_decay`` sets AdamW's (decoupled) decay, the one optimizer that has it."""
-    from .errors import ConfigError
-
     if not isinstance(optimizer, Optimizer):
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer {optimizer!r} is not known; use one of {', '.join(OPTIMIZERS)}")
@@ -159,8 +159,6 @@ def sgd() -> Optimizer:
 def momentum(beta: float = 0.9, nesterov: bool = False) -> Optimizer:
     """Heavy-ball momentum, v <- beta v - lr g, W <- W + v (Nesterov's variant on request); ``beta`` in [0, 1]
     (scikit-learn's range for ``momentum``)."""
-    from . import _validation as check
-
     beta = check.unit_interval(beta, "beta", closed=True)
     return Optimizer("momentum", {"beta": beta, "nesterov": check.boolean(nesterov, "nesterov")})
 
@@ -174,15 +172,11 @@ def adam(beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> Optimiz
 def adamw(beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.01) -> Optimizer:
     """AdamW (Loshchilov & Hutter, 2019): Adam with decoupled weight decay, W <- W (1 - lr wd) before the Adam
     step, on every parameter, as in PyTorch's torch.optim.AdamW; ``weight_decay`` >= 0, the rest as :func:`adam`."""
-    from . import _validation as check
-
     hyper = {**_adam_hyper(beta1, beta2, eps), "weight_decay": check.non_negative_float(weight_decay, "weight_decay")}
     return Optimizer("adamw", hyper)
 
 
 def _adam_hyper(beta1: Any, beta2: Any, eps: Any) -> dict[str, float]:
-    from . import _validation as check
-
     return {
         "beta1": check.unit_interval(beta1, "beta1"),
         "beta2": check.unit_interval(beta2, "beta2"),
@@ -197,8 +191,6 @@ def lbfgs(history: int = 10, tol: float = 1e-5, ftol: float = 2.220446049250313e
     A member stops when its largest gradient entry is at most ``tol``, when an iteration reduces the loss by
     at most ``ftol`` relative to max(|f|, |f_new|, 1), or when its evaluations in this ``fit`` exceed
     ``max_fun`` (scikit-learn's ``max_fun``); see :mod:`gpunn.lbfgs`."""
-    from . import _validation as check
-
     hyper = {
         "history": _history(history),
         "tol": check.non_negative_float(tol, "tol"),
@@ -210,9 +202,6 @@ def lbfgs(history: int = 10, tol: float = 1e-5, ftol: float = 2.220446049250313e
 
 def _history(value: Any) -> int:
     """L-BFGS's number of pairs: 1 to 1000, what a checkpoint holds (a longer history saved a file load refused)."""
-    from . import _validation as check
-    from .errors import ConfigError
-
     history = check.integer(value, "history", 1)
     if history > 1000:
         raise ConfigError(f"history must be an integer from 1 to 1000; got {value!r}")

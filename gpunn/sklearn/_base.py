@@ -23,6 +23,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
     raise ImportError("gpunn.sklearn needs scikit-learn: pip install 'gpunn[sklearn]'") from exc
 
 from .. import _backend, optim, schedules
+from .. import _validation as check
 from ..errors import ConfigError, InputError, NonFiniteError
 from ..model import MLP
 from ..network import undrawn
@@ -208,8 +209,7 @@ class _BaseMLP(Fitted, BaseEstimator):
             if not (number and math.isfinite(value) and inside(float(value))):
                 raise ConfigError(f"{name} must be a finite number {allowed}; got {value!r}")
         for name in ("shuffle", "early_stopping", "warm_start", "nesterovs_momentum"):  # "no" would be truthy
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ConfigError(f"{name} must be True or False; got {getattr(self, name)!r}")
+            check.boolean(getattr(self, name), name)
         if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
             raise ConfigError(f"max_iter must be an integer >= 1; got {self.max_iter!r}")
         patience = self.n_iter_no_change
